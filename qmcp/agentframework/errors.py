@@ -1,0 +1,119 @@
+"""Every error qmcp raises, rooted in `QmcpError` and split by who must act.
+
+* `UserInputError` — the caller's mistake (bad config, missing slot, unknown model, missing key).
+  The CLI prints these as one line without a traceback.
+* `ModelError` — the model or its provider failed. `TransientModelError` is retried with
+  backoff; `PermanentModelError` fails the step at once.
+* `RunError` — the run itself ended abnormally (timeout, cancellation, non-determinism).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidConfigError",
+    "MalformedOutputError",
+    "MissingAPIKeyError",
+    "MissingSlotError",
+    "ModelError",
+    "ModelNotInstalledError",
+    "NonDeterminismError",
+    "NotFoundError",
+    "PermanentModelError",
+    "QmcpError",
+    "RunCancelledError",
+    "RunError",
+    "RunTimeoutError",
+    "StepFailedError",
+    "TransientModelError",
+    "UnknownModelError",
+    "UserInputError",
+]
+
+
+class QmcpError(Exception):
+    """Root of every error raised by qmcp."""
+
+
+class UserInputError(QmcpError, ValueError):
+    """The input is wrong; the message says what and how to fix it."""
+
+
+class InvalidConfigError(UserInputError):
+    """An agent, topology or run configuration is invalid."""
+
+
+class MissingSlotError(UserInputError):
+    """A topology is missing agents for slots it requires."""
+
+
+class UnknownModelError(UserInputError):
+    """A model string names no known provider or model."""
+
+
+class MissingAPIKeyError(UserInputError):
+    """A provider needs an API key that is not set."""
+
+
+class ModelNotInstalledError(UserInputError):
+    """A local model's runtime or weights are not installed."""
+
+
+class NotFoundError(UserInputError):
+    """A named agent, topology or execution does not exist."""
+
+
+class ModelError(QmcpError):
+    """A model call failed."""
+
+    def __init__(self, message: str, *, model: str | None = None, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.status_code = status_code
+
+
+class TransientModelError(ModelError):
+    """Rate limit, overload, 5xx, timeout or dropped connection: worth retrying."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, model=model, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class PermanentModelError(ModelError):
+    """Authentication failure or rejected request: retrying cannot help."""
+
+
+class MalformedOutputError(ModelError):
+    """The model's reply could not be parsed into the structure the step asked for."""
+
+
+class RunError(QmcpError):
+    """A run ended abnormally."""
+
+
+class RunTimeoutError(RunError, TimeoutError):
+    """The run exceeded `RunConfig.timeout_seconds`; it stays resumable."""
+
+
+class RunCancelledError(RunError):
+    """The run was cancelled; it stays resumable."""
+
+
+class NonDeterminismError(RunError):
+    """On replay, a recorded step belongs to another slot than the one the topology asked for."""
+
+
+class StepFailedError(RunError):
+    """An agent step failed after its retries."""
+
+    def __init__(self, key: str, cause: BaseException) -> None:
+        super().__init__(f"step {key!r} failed: {cause}")
+        self.key = key
+        self.cause = cause

@@ -1,0 +1,250 @@
+"""The offline models: `test` (deterministic, role-aware) and `ScriptedModel` (latency, failures).
+
+Both are pydantic-ai `FunctionModel`s, so they go through exactly the same model layer as the
+real providers. Neither touches the network or needs a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai.exceptions import (
+    ModelAuthenticationError,
+    ModelConnectionError,
+    ModelHTTPError,
+    ModelOverloadedError,
+    ModelRateLimitError,
+    ModelRequestRejectedError,
+    ModelServerError,
+    ModelTimeoutError,
+)
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    UserPromptPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from ._prompts import requested_schema
+
+__all__ = ["FAILURE_KINDS", "ScriptedCall", "ScriptedModel", "make_test_model", "prompt_text", "system_text"]
+
+_ROLE_OPENINGS = {
+    "planner": "Plan",
+    "critic": "Critique",
+    "reviewer": "Review",
+    "synthesizer": "Synthesis",
+    "proponent": "In favour",
+    "opponent": "Against",
+    "mediator": "Mediation",
+    "judge": "Judgement",
+    "writer": "Draft",
+    "analyst": "Analysis",
+    "researcher": "Findings",
+    "commander": "Orders",
+}
+
+
+def prompt_text(messages: Sequence[ModelMessage]) -> str:
+    """The text of the last user prompt in a message list."""
+    for message in reversed(messages):
+        if isinstance(message, ModelRequest):
+            texts = [
+                p.content
+                for p in message.parts
+                if isinstance(p, UserPromptPart) and isinstance(p.content, str)
+            ]
+            if texts:
+                return "\n".join(texts)
+    return ""
+
+
+def system_text(messages: Sequence[ModelMessage]) -> str:
+    parts: list[str] = []
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            parts.extend(p.content for p in message.parts if isinstance(p, SystemPromptPart))
+            if message.instructions:
+                parts.append(message.instructions)
+    return "\n".join(parts)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _task_excerpt(prompt: str, words: int = 10) -> str:
+    """The first words of the prompt's first non-empty line: what the reply is about."""
+    line = next((ln.strip() for ln in prompt.splitlines() if ln.strip()), "")
+    line = line.removeprefix("Task:").strip()
+    cut = line.split()[:words]
+    return " ".join(cut) + (" ..." if len(line.split()) > words else "")
+
+
+class _SchemaFiller:
+    """Builds a deterministic instance of a JSON schema from a seed string."""
+
+    def __init__(self, seed: str, role: str) -> None:
+        self._bytes = bytes.fromhex(_digest(seed))
+        self._counter = itertools.count()
+        self._seed = seed
+        self._role = role
+
+    def _byte(self) -> int:
+        return self._bytes[next(self._counter) % len(self._bytes)]
+
+    def fill(self, schema: Mapping[str, Any], name: str = "") -> Any:
+        if schema.get("enum"):
+            return schema["enum"][self._byte() % len(schema["enum"])]
+        kind = schema.get("type", "object")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "string")
+        if kind == "object":
+            props = schema.get("properties", {})
+            return {key: self.fill(sub, key) for key, sub in props.items()}
+        if kind == "array":
+            count = max(int(schema.get("minItems", 1)), min(2, int(schema.get("maxItems", 2))))
+            return [self.fill(schema.get("items", {"type": "string"}), name) for _ in range(count)]
+        if kind == "boolean":
+            # Checkers approve three times in four, deterministically per input.
+            return self._byte() % 4 != 0
+        if kind == "number":
+            return round(0.55 + (self._byte() % 41) / 100, 2)
+        if kind == "integer":
+            low, high = int(schema.get("minimum", 0)), int(schema.get("maximum", 9))
+            return low + self._byte() % (high - low + 1)
+        return f"{name or self._role} {_digest(self._seed + name + str(next(self._counter)))[:6]}"
+
+
+def _test_reply(role: str, messages: list[ModelMessage]) -> str:
+    prompt = prompt_text(messages)
+    seed = f"{role}\n{prompt}"
+    schema = requested_schema(prompt)
+    if schema is not None:
+        return json.dumps(_SchemaFiller(seed, role).fill(schema), sort_keys=True)
+    opening = _ROLE_OPENINGS.get(role, role.capitalize() if role else "Answer")
+    digest = _digest(seed)
+    confidence = 0.5 + int(digest[8:10], 16) / 512
+    return f"{opening}: {_task_excerpt(prompt)} [{digest[:8]}]\nConfidence: {confidence:.2f}"
+
+
+def make_test_model(role: str = "generalist") -> FunctionModel:
+    """The offline `test` model for an agent of `role`.
+
+    The reply is a pure function of the role and the prompt: a role-specific opening, the
+    first words of the task, a short digest and a 'Confidence: 0.xx' line, so outputs are
+    stable and checkable, and agents of one role given one prompt agree (votes mean something).
+    When the prompt carries a JSON schema (`json_instruction`), the reply is a valid instance
+    of it: checker verdicts, judge decisions and plans parse as the topologies expect.
+    """
+
+    def reply(messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart(_test_reply(role, messages))])
+
+    return FunctionModel(reply, model_name="test")
+
+
+FAILURE_KINDS = ("rate_limit", "overloaded", "server_error", "timeout", "disconnect", "auth", "bad_request")
+
+
+def _raise_failure(kind: str, model_name: str) -> None:
+    """Raise the pydantic-ai error a real provider adapter raises for this kind of failure."""
+    http = {
+        "rate_limit": (ModelRateLimitError, 429, {"retry-after": "0.01"}),
+        "overloaded": (ModelOverloadedError, 529, None),
+        "server_error": (ModelServerError, 503, None),
+        "auth": (ModelAuthenticationError, 401, None),
+        "bad_request": (ModelRequestRejectedError, 400, None),
+    }
+    if kind in http:
+        category, status, headers = http[kind]
+        body = {"error": f"scripted {kind}"}
+        raise ModelHTTPError.for_category(
+            category, status_code=status, model_name=model_name, body=body, headers=headers
+        )
+    if kind == "timeout":
+        raise ModelTimeoutError(model_name, "scripted: request timed out")
+    if kind == "disconnect":
+        raise ModelConnectionError(model_name, "scripted: server disconnected without sending a response")
+    raise ValueError(f"unknown failure kind {kind!r}; choose one of {FAILURE_KINDS}")
+
+
+@dataclass(frozen=True)
+class ScriptedCall:
+    """What the scripted model saw on one call."""
+
+    index: int
+    prompt: str
+    system: str
+    failed: str | None
+
+
+@dataclass
+class ScriptedModel:
+    """A scripted model for tests and benchmarks, exposed as a pydantic-ai model via `.model`.
+
+    * `replies`: a function of the prompt (and call index) or a list cycled through; default
+      echoes a digest like the `test` model.
+    * `latency`: seconds slept per call (cancellable, like a network wait).
+    * `failures`: call index → failure kind (see `FAILURE_KINDS`), or `failure_rate` with a
+      seeded RNG for random transient faults.
+    Every call is recorded in `calls`; `max_in_flight` records the peak concurrency seen.
+    """
+
+    replies: Callable[[str, int], str] | Sequence[str] | None = None
+    latency: float = 0.0
+    failures: Mapping[int, str] = field(default_factory=dict)
+    failure_rate: float = 0.0
+    failure_kinds: Sequence[str] = ("rate_limit", "server_error", "timeout", "disconnect")
+    seed: int = 0
+    name: str = "scripted"
+    calls: list[ScriptedCall] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self.model = FunctionModel(self._respond, model_name=self.name)
+
+    def _reply_for(self, prompt: str, index: int) -> str:
+        if self.replies is None:
+            return f"reply to: {_task_excerpt(prompt)} [{_digest(prompt)[:8]}]"
+        if callable(self.replies):
+            return self.replies(prompt, index)
+        return self.replies[index % len(self.replies)]
+
+    async def _respond(self, messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
+        prompt, system = prompt_text(messages), system_text(messages)
+        with self._lock:
+            index = len(self.calls)
+            failure = self.failures.get(index)
+            if failure is None and self.failure_rate and self._rng.random() < self.failure_rate:
+                failure = self._rng.choice(list(self.failure_kinds))
+            self.calls.append(ScriptedCall(index, prompt, system, failure))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            if failure is not None:
+                _raise_failure(failure, self.name)
+            return ModelResponse(parts=[TextPart(self._reply_for(prompt, index))])
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    @property
+    def prompts(self) -> list[str]:
+        return [c.prompt for c in self.calls]

@@ -1,0 +1,50 @@
+"""Tables and schemas: agents, topologies, executions, steps, and the model registry."""
+
+from ._agent import AgentConfig, AgentType
+from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
+from ._execution import Execution, ExecutionStep, HumanRequest
+from ._model_config import ModelConfig, Models
+from ._topology import (
+    ChainOfCommandConfig,
+    CompoundCondition,
+    CompoundConfig,
+    CrossCheckConfig,
+    DebateConfig,
+    DelegationConfig,
+    EnsembleConfig,
+    PipelineConfig,
+    Topology,
+    TopologyConfig,
+    TopologyMembership,
+    config_class_for,
+)
+from ._validation import check_name, describe_validation_error
+
+__all__ = [
+    "AgentCapability",
+    "AgentConfig",
+    "AgentRole",
+    "AgentType",
+    "ChainOfCommandConfig",
+    "CompoundCondition",
+    "CompoundConfig",
+    "CrossCheckConfig",
+    "DebateConfig",
+    "DelegationConfig",
+    "EnsembleConfig",
+    "Execution",
+    "ExecutionStatus",
+    "ExecutionStep",
+    "HumanRequest",
+    "ModelConfig",
+    "Models",
+    "PipelineConfig",
+    "StepStatus",
+    "Topology",
+    "TopologyConfig",
+    "TopologyMembership",
+    "TopologyType",
+    "check_name",
+    "config_class_for",
+    "describe_validation_error",
+]

@@ -1,0 +1,93 @@
+"""Agent definitions: the `AgentConfig` schema and the `AgentType` table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, ValidationError, field_validator, model_validator
+from sqlmodel import JSON, Field, SQLModel
+
+from ._enums import AgentCapability, AgentRole
+from ._model_config import ModelConfig
+from ._validation import check_name, describe_validation_error
+
+__all__ = ["AgentConfig", "AgentType", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AgentConfig(SQLModel):
+    """How one agent calls its model. Stored as JSON on `AgentType.config`.
+
+    `model_config_obj` (e.g. `Models.CLAUDE_SONNET_4`) sets `model` when given. A `model` of
+    None means the configured default model (`QMCP_DEFAULT_MODEL`).
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
+
+    model: str | None = Field(default=None, min_length=1, max_length=300)
+    model_config_obj: ModelConfig | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    system_prompt: str | None = Field(default=None, max_length=200_000)
+    output_format: Literal["text", "json"] = "text"
+    output_schema: dict[str, Any] | None = None
+    max_retries: int = Field(default=3, ge=0, le=20)
+    timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    max_tool_calls: int = Field(default=10, ge=0, le=1000)
+    capabilities: list[AgentCapability] = Field(default_factory=list)
+    base_url: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _model_from_registry(self) -> AgentConfig:
+        if self.model_config_obj is not None and self.model is None:
+            object.__setattr__(self, "model", self.model_config_obj.model_string)
+        return self
+
+
+class AgentType(SQLModel, table=True):
+    """A named agent: a role, a description and an `AgentConfig` (as JSON)."""
+
+    __tablename__ = "agent_types"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=64)
+    description: str = Field(default="", max_length=10_000)
+    role: AgentRole = AgentRole.GENERALIST
+    config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value, "agent")
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _config(cls, value: Any) -> dict[str, Any]:
+        if isinstance(value, AgentConfig):
+            return value.model_dump(mode="json")
+        if value is None:
+            return {}
+        try:
+            return AgentConfig.model_validate(value).model_dump(mode="json")
+        except ValidationError as error:
+            raise ValueError(describe_validation_error(error, "config")) from None
+
+    @property
+    def agent_config(self) -> AgentConfig:
+        """The parsed config (validates the stored JSON)."""
+        return AgentConfig.model_validate(self.config or {})
+
+    def definition(self) -> dict[str, Any]:
+        """The fields that define this agent, without database bookkeeping."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "role": str(self.role),
+            "config": self.config,
+        }

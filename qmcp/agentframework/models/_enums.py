@@ -1,0 +1,80 @@
+"""Enumerations shared by the tables and the config schemas."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["AgentCapability", "AgentRole", "ExecutionStatus", "StepStatus", "TopologyType"]
+
+
+class AgentRole(StrEnum):
+    """What an agent does in a team; the offline `test` model answers in character."""
+
+    GENERALIST = "generalist"
+    PLANNER = "planner"
+    EXECUTOR = "executor"
+    RESEARCHER = "researcher"
+    ANALYST = "analyst"
+    WRITER = "writer"
+    SPECIALIST = "specialist"
+    CRITIC = "critic"
+    REVIEWER = "reviewer"
+    CHECKER = "checker"
+    VALIDATOR = "validator"
+    SYNTHESIZER = "synthesizer"
+    PROPONENT = "proponent"
+    OPPONENT = "opponent"
+    MEDIATOR = "mediator"
+    JUDGE = "judge"
+    COMMANDER = "commander"
+    LIEUTENANT = "lieutenant"
+    WORKER = "worker"
+    ROUTER = "router"
+
+
+class AgentCapability(StrEnum):
+    """Capabilities an agent enables through `AgentConfig.capabilities` (mixins)."""
+
+    TOOL_USE = "tool_use"
+    MEMORY = "memory"
+    REASONING = "reasoning"
+    STRUCTURED_OUTPUT = "structured_output"
+    HUMAN_IN_LOOP = "human_in_loop"
+
+
+class TopologyType(StrEnum):
+    PIPELINE = "pipeline"
+    ENSEMBLE = "ensemble"
+    DEBATE = "debate"
+    CROSSCHECK = "crosscheck"
+    CHAIN_OF_COMMAND = "chain"
+    DELEGATION = "delegation"
+    COMPOUND = "compound"
+
+
+class ExecutionStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
+
+    @property
+    def is_resumable(self) -> bool:
+        return self in (
+            ExecutionStatus.FAILED,
+            ExecutionStatus.CANCELLED,
+            ExecutionStatus.RUNNING,
+            ExecutionStatus.PENDING,
+            ExecutionStatus.PAUSED,
+        )
+
+
+class StepStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"

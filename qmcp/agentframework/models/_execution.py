@@ -1,0 +1,88 @@
+"""Run state: `Execution`, one row per run, and `ExecutionStep`, one row per agent call.
+
+Definitions (`AgentType`, `Topology`) stay immutable; an execution keeps a snapshot of the
+definitions it ran with, so resume replays exactly the same team.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
+
+from ._agent import utcnow
+from ._enums import ExecutionStatus, StepStatus
+
+__all__ = ["Execution", "ExecutionStep", "HumanRequest"]
+
+
+class Execution(SQLModel, table=True):
+    __tablename__ = "executions"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    topology_id: int | None = Field(default=None, foreign_key="topologies.id", index=True)
+    topology_name: str = Field(index=True, max_length=64)
+    topology_type: str = Field(max_length=32)
+    status: ExecutionStatus = Field(default=ExecutionStatus.PENDING, index=True)
+    runner_type: str = Field(default="local", max_length=64)
+    correlation_id: str | None = Field(default=None, index=True, max_length=200)
+    input_data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    output_data: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    error: str | None = None
+    topology_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    agents_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    run_config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    external_run_id: str | None = Field(default=None, max_length=300)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    attempts: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+    duration_ms: int | None = None
+
+
+class ExecutionStep(SQLModel, table=True):
+    """One agent call, keyed by its deterministic path `key` inside the execution."""
+
+    __tablename__ = "execution_steps"
+    __table_args__ = (UniqueConstraint("execution_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: uuid.UUID = Field(foreign_key="executions.id", index=True)
+    key: str = Field(max_length=1000)
+    slot: str = Field(max_length=64)
+    agent_name: str = Field(max_length=64)
+    model: str = Field(max_length=300)
+    status: StepStatus = StepStatus.COMPLETED
+    request: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    response: str | None = None
+    output: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    attempts: int = 1
+    error: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+
+
+class HumanRequest(SQLModel, table=True):
+    """A question put to a human; the execution waits (status `paused`) until it is answered."""
+
+    __tablename__ = "human_requests"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    execution_id: uuid.UUID = Field(foreign_key="executions.id", index=True)
+    key: str = Field(max_length=1000)
+    prompt: str
+    options: list[str] = Field(default_factory=list, sa_type=JSON)
+    status: str = Field(default="pending", max_length=32)
+    response: str | None = None
+    timeout_seconds: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    answered_at: datetime | None = None

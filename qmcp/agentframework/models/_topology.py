@@ -1,0 +1,189 @@
+"""Topology definitions: the `Topology` and `TopologyMembership` tables and the per-type configs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
+
+from ._agent import utcnow
+from ._enums import TopologyType
+from ._validation import check_name, describe_validation_error
+
+__all__ = [
+    "ChainOfCommandConfig",
+    "CompoundCondition",
+    "CompoundConfig",
+    "CrossCheckConfig",
+    "DebateConfig",
+    "DelegationConfig",
+    "EnsembleConfig",
+    "PipelineConfig",
+    "Topology",
+    "TopologyConfig",
+    "TopologyMembership",
+    "config_class_for",
+]
+
+
+class TopologyConfig(BaseModel):
+    """Base of the per-type configs: unknown keys are errors, so typos surface."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PipelineConfig(TopologyConfig):
+    stages: list[str] = Field(default_factory=list, max_length=10_000)
+    pass_original_input: bool = True
+    retry_failed_stages: bool = False
+    max_stage_retries: int = Field(default=1, ge=0, le=10)
+    checkpoint_after: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _checkpoints_are_stages(self) -> PipelineConfig:
+        unknown = [s for s in self.checkpoint_after if self.stages and s not in self.stages]
+        if unknown:
+            raise ValueError(f"checkpoint_after names stages that are not in stages: {unknown}")
+        return self
+
+
+AggregationMethod = Literal["vote", "average", "weighted", "concat", "best_of", "synthesis"]
+
+
+class EnsembleConfig(TopologyConfig):
+    aggregation_method: AggregationMethod = "vote"
+    failure_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Largest tolerated fraction of failed members."
+    )
+    min_agents: int = Field(default=1, ge=1, le=100_000)
+
+
+class DebateConfig(TopologyConfig):
+    max_rounds: int = Field(default=3, ge=1, le=50)
+    allow_early_termination: bool = True
+    convergence_threshold: float = Field(default=0.85, ge=0.0, le=1.0)
+    consensus_method: Literal["mediator", "last_round"] = "mediator"
+    mediator_agent_name: str | None = None
+
+
+class CrossCheckConfig(TopologyConfig):
+    num_checkers: int = Field(default=2, ge=2, le=1000)
+    consensus_method: Literal["unanimous", "majority", "weighted"] = "majority"
+    require_unanimous_for_approval: bool = False
+    confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class ChainOfCommandConfig(TopologyConfig):
+    authority_levels: list[str] = Field(
+        default_factory=lambda: ["commander", "lieutenant", "worker"], min_length=2
+    )
+    escalation_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_delegation_depth: int = Field(default=3, ge=1, le=10)
+    max_subtasks: int = Field(default=5, ge=1, le=100)
+
+
+class DelegationConfig(TopologyConfig):
+    routing_strategy: Literal["role", "capability", "round_robin"] = "capability"
+    load_balance: bool = True
+    fallback_agent_name: str | None = None
+
+
+class CompoundCondition(BaseModel):
+    """`when` the previous output contains `contains` (or its `field` equals `equals`), run `then`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    then: str
+    contains: str | None = None
+    field: str | None = None
+    equals: Any = None
+
+
+class CompoundConfig(TopologyConfig):
+    mode: Literal["sequential", "parallel", "conditional"] = "sequential"
+    sub_topologies: list[str] = Field(default_factory=list, max_length=100)
+    conditions: list[CompoundCondition] = Field(default_factory=list)
+    default: str | None = None
+
+
+_CONFIGS: dict[TopologyType, type[TopologyConfig]] = {
+    TopologyType.PIPELINE: PipelineConfig,
+    TopologyType.ENSEMBLE: EnsembleConfig,
+    TopologyType.DEBATE: DebateConfig,
+    TopologyType.CROSSCHECK: CrossCheckConfig,
+    TopologyType.CHAIN_OF_COMMAND: ChainOfCommandConfig,
+    TopologyType.DELEGATION: DelegationConfig,
+    TopologyType.COMPOUND: CompoundConfig,
+}
+
+
+def config_class_for(topology_type: TopologyType | str) -> type[TopologyConfig]:
+    """The config schema of a topology type."""
+    return _CONFIGS[TopologyType(topology_type)]
+
+
+class Topology(SQLModel, table=True):
+    """A named topology: its type and its config (as JSON). Agents join through `TopologyMembership`."""
+
+    __tablename__ = "topologies"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=64)
+    description: str = Field(default="", max_length=10_000)
+    topology_type: TopologyType
+    config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value, "topology")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _config_matches_type(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "topology_type" not in data:
+            return data
+        try:
+            topology_type = TopologyType(data["topology_type"])
+        except ValueError:
+            known = ", ".join(t.value for t in TopologyType)
+            raise ValueError(
+                f"unknown topology type {data['topology_type']!r}; choose one of: {known}"
+            ) from None
+        config = data.get("config") or {}
+        if isinstance(config, BaseModel):
+            config = config.model_dump()
+        try:
+            parsed = config_class_for(topology_type).model_validate(config)
+        except ValidationError as error:
+            raise ValueError(describe_validation_error(error, "config")) from None
+        return {**data, "topology_type": topology_type, "config": parsed.model_dump(mode="json")}
+
+    @property
+    def parsed_config(self) -> TopologyConfig:
+        return config_class_for(self.topology_type).model_validate(self.config or {})
+
+    def definition(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "topology_type": str(self.topology_type),
+            "config": self.config,
+        }
+
+
+class TopologyMembership(SQLModel, table=True):
+    """Which agent fills which slot of a topology; `position` orders sequential slots."""
+
+    __tablename__ = "topology_memberships"
+    __table_args__ = (UniqueConstraint("topology_id", "slot_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    topology_id: int = Field(foreign_key="topologies.id", index=True)
+    agent_id: int = Field(foreign_key="agent_types.id", index=True)
+    slot_name: str = Field(max_length=64)
+    position: int = 0

@@ -1,0 +1,102 @@
+"""Checking what `run()` is given before anything is written: agents, topology, input, models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from ...config import settings
+from ..errors import InvalidConfigError, MissingSlotError, UserInputError
+from ..llm import resolve_model
+from ..models import AgentType, Topology, check_name, describe_validation_error
+from ..topologies import BaseTopology, TopologyRegistry
+
+__all__ = ["Team", "prepare_team"]
+
+
+@dataclass(frozen=True)
+class Team:
+    topology: Topology
+    agents: dict[str, AgentType]
+    implementation: BaseTopology
+    input_data: dict[str, Any]
+
+
+def _agent(slot: str, agent: Any) -> AgentType:
+    try:
+        check_name(slot, "slot")
+    except ValueError as error:
+        raise InvalidConfigError(str(error)) from None
+    try:
+        if isinstance(agent, AgentType):
+            data = {
+                k: v for k, v in agent.model_dump().items() if k not in ("id", "created_at", "updated_at")
+            }
+        elif isinstance(agent, Mapping):
+            data = dict(agent)
+        else:
+            raise InvalidConfigError(f"slot {slot!r}: expected an AgentType, got {type(agent).__name__}")
+        return AgentType.model_validate(data)
+    except ValidationError as error:
+        raise InvalidConfigError(f"agent in slot {slot!r}: {describe_validation_error(error)}") from None
+
+
+def _topology(topology: Any) -> Topology:
+    try:
+        if isinstance(topology, Topology):
+            data = {
+                k: v for k, v in topology.model_dump().items() if k not in ("id", "created_at", "updated_at")
+            }
+        elif isinstance(topology, Mapping):
+            data = dict(topology)
+        else:
+            raise InvalidConfigError(f"expected a Topology, got {type(topology).__name__}")
+        return Topology.model_validate(data)
+    except ValidationError as error:
+        raise InvalidConfigError(f"topology: {describe_validation_error(error)}") from None
+
+
+def _check_json(input_data: Any) -> dict[str, Any]:
+    if not isinstance(input_data, Mapping):
+        raise UserInputError(f"input_data must be a JSON object (a dict), got {type(input_data).__name__}")
+    try:
+        encoded = json.dumps(input_data, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise UserInputError(f"input_data is not JSON-serialisable: {error}") from None
+    except RecursionError:
+        raise UserInputError("input_data is nested too deeply to store as JSON") from None
+    return json.loads(encoded)
+
+
+def prepare_team(
+    topology: Any, agents: Mapping[str, Any] | None, input_data: Any, model_override: str | None
+) -> Team:
+    """Validate everything a run needs; raise a `UserInputError` naming the first problem."""
+    checked_topology = _topology(topology)
+    if not agents:
+        raise MissingSlotError(
+            f"topology {checked_topology.name!r} was given no agents; pass agents={{slot: AgentType}}"
+        )
+    if not isinstance(agents, Mapping):
+        raise InvalidConfigError(
+            f"agents must be a dict of slot name to AgentType, got {type(agents).__name__}"
+        )
+    checked_agents = {slot: _agent(slot, agent) for slot, agent in agents.items()}
+    by_name: dict[str, AgentType] = {}
+    for slot, agent in checked_agents.items():
+        other = by_name.setdefault(agent.name, agent)
+        if other.definition() != agent.definition():
+            raise InvalidConfigError(
+                f"two different agents are named {agent.name!r} (slot {slot!r}); rename one"
+            )
+    implementation = TopologyRegistry.create(checked_topology.topology_type, checked_topology.config)
+    implementation.validate_team(checked_agents)
+    for agent in by_name.values():
+        config = agent.agent_config
+        model = model_override or config.model or settings().default_model
+        resolve_model(model, role=str(agent.role), base_url=config.base_url)
+    return Team(checked_topology, checked_agents, implementation, _check_json(input_data))

@@ -1,0 +1,216 @@
+"""`Database`: one engine, the step store, and the record queries the runners, CLI and server share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+from sqlalchemy import delete, func, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from ...config import settings
+from ..errors import InvalidConfigError, NotFoundError
+from ..models import (
+    AgentRole,
+    AgentType,
+    Execution,
+    ExecutionStatus,
+    ExecutionStep,
+    Topology,
+    TopologyMembership,
+)
+from ..models._agent import utcnow
+from ._engine import create_engine, ensure_schema
+from ._steps import SqlStepStore
+
+__all__ = ["Database"]
+
+
+class Database:
+    """Open with `async with Database(url) as db:`; the URL defaults to `QMCP_DATABASE_URL`."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or settings().database_url
+        self.engine = create_engine(self.url)
+        self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self.steps = SqlStepStore(self.engine)
+
+    async def __aenter__(self) -> Self:
+        await ensure_schema(self.engine)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.engine.dispose()
+
+    # -- agents -------------------------------------------------------------------------------
+
+    async def get_agent(self, name: str) -> AgentType:
+        async with self.sessions() as session:
+            agent = (await session.exec(select(AgentType).where(AgentType.name == name))).first()
+        if agent is None:
+            raise NotFoundError(f"agent {name!r} not found; list them with: qmcp agents list")
+        return agent
+
+    async def list_agents(self, role: AgentRole | None = None) -> list[AgentType]:
+        query = select(AgentType).order_by(AgentType.name)
+        if role is not None:
+            query = query.where(AgentType.role == role)
+        async with self.sessions() as session:
+            return list((await session.exec(query)).all())
+
+    async def delete_agent(self, name: str) -> None:
+        agent = await self.get_agent(name)
+        async with self.sessions() as session, session.begin():
+            used = await session.scalar(
+                select(func.count())
+                .select_from(TopologyMembership)
+                .where(TopologyMembership.agent_id == agent.id)
+            )
+            if used:
+                raise InvalidConfigError(
+                    f"agent {name!r} is used by {used} topology slot(s); remove those first"
+                )
+            await session.exec(delete(AgentType).where(col(AgentType.id) == agent.id))
+
+    # -- topologies ---------------------------------------------------------------------------
+
+    async def get_topology(self, name: str) -> tuple[Topology, dict[str, AgentType]]:
+        """A stored topology and its agents by slot, in position order."""
+        async with self.sessions() as session:
+            topology = (await session.exec(select(Topology).where(Topology.name == name))).first()
+            if topology is None:
+                raise NotFoundError(
+                    f"topology {name!r} not found; list them with: qmcp agents topologies list"
+                )
+            rows = (
+                await session.exec(
+                    select(TopologyMembership, AgentType)
+                    .join(AgentType, col(AgentType.id) == TopologyMembership.agent_id)
+                    .where(TopologyMembership.topology_id == topology.id)
+                    .order_by(TopologyMembership.position)
+                )
+            ).all()
+        return topology, {membership.slot_name: agent for membership, agent in rows}
+
+    async def list_topologies(self) -> list[tuple[Topology, int]]:
+        """Every topology with its number of slots."""
+        async with self.sessions() as session:
+            counts = dict(
+                (
+                    await session.exec(
+                        select(TopologyMembership.topology_id, func.count()).group_by(
+                            TopologyMembership.topology_id
+                        )
+                    )
+                ).all()
+            )
+            topologies = (await session.exec(select(Topology).order_by(Topology.name))).all()
+        return [(t, counts.get(t.id, 0)) for t in topologies]
+
+    async def save_team(
+        self, topology: Topology, agents: Mapping[str, AgentType]
+    ) -> tuple[Topology, dict[str, AgentType]]:
+        """Store (or update by name) a topology and its agents in one transaction.
+
+        Definitions given here win over stored ones with the same name, like `kubectl apply`;
+        the slots of the topology are replaced by `agents`' slots, in dict order.
+        """
+        async with self.sessions() as session, session.begin():
+            stored_agents: dict[str, AgentType] = {}
+            by_name: dict[str, AgentType] = {}
+            for slot, agent in agents.items():
+                if agent.name not in by_name:
+                    by_name[agent.name] = await self._upsert_agent(session, agent)
+                stored_agents[slot] = by_name[agent.name]
+            stored = await self._upsert_topology(session, topology)
+            await session.exec(
+                delete(TopologyMembership).where(col(TopologyMembership.topology_id) == stored.id)
+            )
+            for position, (slot, agent) in enumerate(stored_agents.items()):
+                assert stored.id is not None and agent.id is not None
+                session.add(
+                    TopologyMembership(
+                        topology_id=stored.id, agent_id=agent.id, slot_name=slot, position=position
+                    )
+                )
+        return stored, stored_agents
+
+    async def save_agent(self, agent: AgentType) -> AgentType:
+        async with self.sessions() as session, session.begin():
+            return await self._upsert_agent(session, agent)
+
+    @staticmethod
+    async def _upsert_agent(session: AsyncSession, agent: AgentType) -> AgentType:
+        stored = (await session.exec(select(AgentType).where(AgentType.name == agent.name))).first()
+        if stored is None:
+            stored = AgentType(**agent.definition())
+            session.add(stored)
+        elif stored.definition() != agent.definition():
+            for field, value in agent.definition().items():
+                setattr(stored, field, value)
+            stored.updated_at = utcnow()
+        await session.flush()
+        return stored
+
+    @staticmethod
+    async def _upsert_topology(session: AsyncSession, topology: Topology) -> Topology:
+        stored = (await session.exec(select(Topology).where(Topology.name == topology.name))).first()
+        if stored is None:
+            stored = Topology(**topology.definition())
+            session.add(stored)
+        elif stored.definition() != topology.definition():
+            for field, value in topology.definition().items():
+                setattr(stored, field, value)
+            stored.updated_at = utcnow()
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise InvalidConfigError(f"topology {topology.name!r} was created concurrently; retry") from None
+        return stored
+
+    # -- executions ---------------------------------------------------------------------------
+
+    async def add_execution(self, execution: Execution) -> None:
+        async with self.sessions() as session, session.begin():
+            session.add(execution)
+
+    async def update_execution(self, execution_id: uuid.UUID, **values: Any) -> None:
+        async with self.sessions() as session, session.begin():
+            await session.exec(update(Execution).where(col(Execution.id) == execution_id).values(**values))
+
+    async def get_execution(self, execution_id: uuid.UUID | str) -> Execution:
+        try:
+            key = execution_id if isinstance(execution_id, uuid.UUID) else uuid.UUID(str(execution_id))
+        except ValueError:
+            raise NotFoundError(f"{execution_id!r} is not an execution id (a UUID)") from None
+        async with self.sessions() as session:
+            execution = await session.get(Execution, key)
+        if execution is None:
+            raise NotFoundError(f"execution {key} not found; list them with: qmcp executions list")
+        return execution
+
+    async def list_executions(
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        topology_name: str | None = None,
+        limit: int = 50,
+    ) -> list[Execution]:
+        query = select(Execution).order_by(col(Execution.created_at).desc()).limit(limit)
+        if status is not None:
+            query = query.where(Execution.status == status)
+        if topology_name is not None:
+            query = query.where(Execution.topology_name == topology_name)
+        async with self.sessions() as session:
+            return list((await session.exec(query)).all())
+
+    async def list_steps(self, execution_id: uuid.UUID) -> Sequence[ExecutionStep]:
+        query = (
+            select(ExecutionStep).where(ExecutionStep.execution_id == execution_id).order_by(ExecutionStep.id)
+        )
+        async with self.sessions() as session:
+            return list((await session.exec(query)).all())

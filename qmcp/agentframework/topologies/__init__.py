@@ -1,0 +1,56 @@
+"""Topologies: plain async code over one `StepContext`; every agent call is a durable step."""
+
+from ._aggregate import (
+    AGGREGATION_METHODS,
+    CONSENSUS_METHODS,
+    aggregate_results,
+    determine_consensus,
+    synthesis_prompt,
+)
+from ._base import BaseTopology, TopologyRegistry, topology
+from ._context import (
+    ConcurrentScheduler,
+    RetryPolicy,
+    Scheduler,
+    SequentialScheduler,
+    StepContext,
+    StepEvent,
+    StepResult,
+    input_text,
+)
+from ._crosscheck import VALIDATION_SCHEMA, CrossCheckTopology
+from ._debate import AGREEMENT_MARKER, DebateTopology
+from ._ensemble import AGGREGATOR_SLOT, EnsembleTopology
+from ._parsing import extract_confidence, extract_json, extract_number, normalize_answer, validate_json
+from ._pipeline import PipelineTopology
+
+__all__ = [
+    "AGGREGATION_METHODS",
+    "AGGREGATOR_SLOT",
+    "AGREEMENT_MARKER",
+    "CONSENSUS_METHODS",
+    "VALIDATION_SCHEMA",
+    "BaseTopology",
+    "ConcurrentScheduler",
+    "CrossCheckTopology",
+    "DebateTopology",
+    "EnsembleTopology",
+    "PipelineTopology",
+    "RetryPolicy",
+    "Scheduler",
+    "SequentialScheduler",
+    "StepContext",
+    "StepEvent",
+    "StepResult",
+    "TopologyRegistry",
+    "aggregate_results",
+    "determine_consensus",
+    "extract_confidence",
+    "extract_json",
+    "extract_number",
+    "input_text",
+    "normalize_answer",
+    "synthesis_prompt",
+    "topology",
+    "validate_json",
+]

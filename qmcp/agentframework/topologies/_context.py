@@ -1,0 +1,417 @@
+"""`StepContext`: the one door through which topology code calls an agent.
+
+`await ctx.invoke(slot, prompt, key=...)` first asks the step store for `(execution, key)`.
+A completed record is replayed as is — no model call, no cost. Otherwise the model is called
+(with retries for transient errors) and the call is recorded as one `ExecutionStep` row before
+`invoke` returns. Resume is running the same topology code again with the same execution id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic_ai.settings import ModelSettings
+
+from ...config import settings as qmcp_settings
+from ..errors import (
+    MalformedOutputError,
+    MissingSlotError,
+    ModelError,
+    NonDeterminismError,
+    PermanentModelError,
+    StepFailedError,
+    TransientModelError,
+)
+from ..llm import ChatMessage, ModelReply, call_model, json_instruction, resolve_model, retry_transient
+from ..models import AgentConfig, AgentType, StepStatus
+from ..models._agent import utcnow
+from ..store import StepRecord, StepStore
+from ._parsing import validate_json
+
+__all__ = [
+    "ConcurrentScheduler",
+    "RetryPolicy",
+    "Scheduler",
+    "SequentialScheduler",
+    "StepContext",
+    "StepEvent",
+    "StepResult",
+    "input_text",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one agent step produced; `data` holds the parsed JSON when the step asked for it."""
+
+    key: str
+    slot: str
+    agent_name: str
+    text: str
+    data: dict[str, Any] | None = None
+    replayed: bool = False
+    fallback: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Progress of a step, for live displays and logs."""
+
+    kind: Literal["started", "retry", "completed", "replayed", "failed"]
+    key: str
+    slot: str
+    agent_name: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    enabled: bool = True
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+
+class Scheduler:
+    """How independent steps run: one at a time (LocalRunner)."""
+
+    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | Exception]:
+        results: list[T | Exception] = []
+        for aw in aws:
+            try:
+                results.append(await aw)
+            except Exception as error:
+                results.append(error)
+        return results
+
+    @contextlib.asynccontextmanager
+    async def model_slot(self) -> AsyncIterator[None]:
+        yield
+
+
+SequentialScheduler = Scheduler
+
+
+class ConcurrentScheduler(Scheduler):
+    """Independent steps at once, at most `max_concurrent` model calls in flight (AsyncRunner)."""
+
+    def __init__(self, max_concurrent: int) -> None:
+        self.max_concurrent = max_concurrent
+        self._semaphore = asyncio.Semaphore(max_concurrent)
+
+    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | Exception]:
+        results = await asyncio.gather(*aws, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+        return list(results)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def model_slot(self) -> AsyncIterator[None]:
+        async with self._semaphore:
+            yield
+
+
+def input_text(input_data: Mapping[str, Any]) -> str:
+    """The task as text: the prompt/task/question/topic field, other fields as `key: value` lines."""
+    import json
+
+    for name in ("prompt", "task", "question", "topic", "input", "query", "text"):
+        value = input_data.get(name)
+        if isinstance(value, str) and value.strip():
+            rest = {k: v for k, v in input_data.items() if k != name}
+            extra = "\n".join(f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in rest.items())
+            return f"{value}\n{extra}".strip()
+    return json.dumps(dict(input_data), ensure_ascii=False, default=str)
+
+
+@dataclass
+class StepContext:
+    """Run state for one execution, shared by the topology code that runs in it."""
+
+    execution_id: uuid.UUID
+    agents: Mapping[str, AgentType]
+    store: StepStore
+    completed: dict[str, StepRecord] = field(default_factory=dict)
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    model_override: str | None = None
+    checkpoint_enabled: bool = True
+    on_event: Callable[[StepEvent], None] | None = None
+    prefix: str = ""
+    totals: dict[str, float] = field(
+        default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    )
+    calls: int = 0
+    _configs: dict[str, AgentConfig] = field(default_factory=dict, repr=False)
+
+    # -- composition --------------------------------------------------------------------------
+
+    def child(self, prefix: str, agents: Mapping[str, AgentType] | None = None) -> StepContext:
+        """A context whose step keys nest under `prefix` (compound topologies), sharing state."""
+        nested = StepContext(
+            execution_id=self.execution_id,
+            agents=self.agents if agents is None else agents,
+            store=self.store,
+            completed=self.completed,
+            scheduler=self.scheduler,
+            retry=self.retry,
+            model_override=self.model_override,
+            checkpoint_enabled=self.checkpoint_enabled,
+            on_event=self.on_event,
+            prefix=f"{self.prefix}{prefix}/",
+            totals=self.totals,
+        )
+        return nested
+
+    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | Exception]:
+        """Run independent steps as the runner allows; failures come back as exception values."""
+        return await self.scheduler.gather(aws)
+
+    def agent(self, slot: str) -> AgentType:
+        try:
+            return self.agents[slot]
+        except KeyError:
+            raise MissingSlotError(
+                f"no agent in slot {slot!r}; slots are: {', '.join(self.agents)}"
+            ) from None
+
+    def agent_config(self, slot: str) -> AgentConfig:
+        if slot not in self._configs:
+            self._configs[slot] = self.agent(slot).agent_config
+        return self._configs[slot]
+
+    def model_for(self, slot: str) -> str:
+        """The model string a slot's agent calls in this run (the override wins)."""
+        return self.model_override or self.agent_config(slot).model or qmcp_settings().default_model
+
+    # -- the durable step ---------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        slot: str,
+        prompt: str,
+        *,
+        key: str,
+        schema: dict[str, Any] | None = None,
+        fallback: dict[str, Any] | None = None,
+        durable: bool = False,
+    ) -> StepResult:
+        """Call `slot`'s agent with `prompt`, or replay the recorded result of step `key`.
+
+        With `schema`, the reply must be a JSON object of that schema: it is extracted
+        tolerantly, asked for once more with the error when malformed, and otherwise replaced
+        by `fallback` (recorded on the step with the reason) or failed when there is none.
+        `durable` replays the step even when checkpoint reads are off (`checkpoint_after`).
+        """
+        full_key = self.prefix + key
+        agent = self.agent(slot)
+        model = self.model_for(slot)
+        recorded = self.completed.get(full_key) if (self.checkpoint_enabled or durable) else None
+        if recorded is not None:
+            if recorded.slot != slot or recorded.agent_name != agent.name:
+                raise NonDeterminismError(
+                    f"step {full_key!r} was recorded for slot {recorded.slot!r} (agent {recorded.agent_name!r}) "
+                    f"but is now asked of slot {slot!r} (agent {agent.name!r}); the topology or its agents "
+                    "changed since this execution started"
+                )
+            self._emit("replayed", full_key, slot, agent.name, model)
+            output = recorded.output or {}
+            return StepResult(
+                key=full_key,
+                slot=slot,
+                agent_name=agent.name,
+                text=recorded.response or "",
+                data=output.get("data"),
+                replayed=True,
+                fallback=bool(output.get("fallback")),
+            )
+        return await self._call(full_key, slot, agent, model, prompt, schema, fallback)
+
+    async def _call(
+        self,
+        key: str,
+        slot: str,
+        agent: AgentType,
+        model: str,
+        prompt: str,
+        schema: dict[str, Any] | None,
+        fallback: dict[str, Any] | None,
+    ) -> StepResult:
+        config = self.agent_config(slot)
+        system = config.system_prompt or _default_system_prompt(agent)
+        user = f"{prompt}\n\n{json_instruction(schema)}" if schema is not None else prompt
+        messages: list[ChatMessage] = [{"role": "user", "content": user}]
+        model_settings = _model_settings(config)
+        record = StepRecord(
+            execution_id=self.execution_id,
+            key=key,
+            slot=slot,
+            agent_name=agent.name,
+            model=model,
+            request={"system": system, "messages": messages, "settings": dict(model_settings)},
+        )
+        self._emit("started", key, slot, agent.name, model)
+        replies: list[ModelReply] = []
+        attempts = 0
+        data: dict[str, Any] | None = None
+        used_fallback = False
+        try:
+            reply, used = await self._model_call(
+                key, slot, agent, model, system, messages, model_settings, config
+            )
+            replies.append(reply)
+            attempts += used
+            if schema is not None:
+                try:
+                    data = validate_json(reply.text, schema)
+                except ValueError as first_error:
+                    # One re-ask with the error, then the recorded fallback.
+                    messages = [
+                        *messages,
+                        {"role": "assistant", "content": reply.text},
+                        {
+                            "role": "user",
+                            "content": f"That reply was not valid: {first_error}. {json_instruction(schema)}",
+                        },
+                    ]
+                    record.request["messages"] = messages
+                    reply, used = await self._model_call(
+                        key, slot, agent, model, system, messages, model_settings, config
+                    )
+                    replies.append(reply)
+                    attempts += used
+                    try:
+                        data = validate_json(reply.text, schema)
+                    except ValueError as second_error:
+                        if fallback is None:
+                            raise MalformedOutputError(
+                                f"reply is not the JSON asked for, twice: {second_error}", model=model
+                            ) from None
+                        data, used_fallback = dict(fallback), True
+                        record.error = (
+                            f"malformed reply after a re-ask ({second_error}); used fallback {fallback}"
+                        )
+        except (TimeoutError, ModelError) as error:
+            record.status = StepStatus.FAILED
+            record.error = f"{type(error).__name__}: {error}"
+            record.attempts = max(attempts, getattr(error, "_qmcp_attempts", attempts + 1))
+            self._account(record, replies)
+            await self.store.save(record)
+            self._emit("failed", key, slot, agent.name, model, error=record.error)
+            raise StepFailedError(key, error) from error
+        record.response = replies[-1].text
+        record.output = {"data": data, "fallback": used_fallback} if schema is not None else None
+        record.attempts = attempts
+        self._account(record, replies)
+        record.completed_at = utcnow()
+        await self.store.save(record)
+        self.completed[key] = record
+        self._emit(
+            "completed",
+            key,
+            slot,
+            agent.name,
+            model,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            cost_usd=record.cost_usd,
+        )
+        return StepResult(
+            key=key,
+            slot=slot,
+            agent_name=agent.name,
+            text=record.response,
+            data=data,
+            fallback=used_fallback,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            cost_usd=record.cost_usd,
+        )
+
+    async def _model_call(
+        self,
+        key: str,
+        slot: str,
+        agent: AgentType,
+        model: str,
+        system: str,
+        messages: list[ChatMessage],
+        model_settings: ModelSettings,
+        config: AgentConfig,
+    ) -> tuple[ModelReply, int]:
+        resolved = resolve_model(model, role=str(agent.role), base_url=config.base_url)
+
+        async def once() -> ModelReply:
+            async with self.scheduler.model_slot():
+                self.calls += 1
+                return await call_model(
+                    resolved,
+                    model,
+                    system=system,
+                    messages=messages,
+                    settings=model_settings,
+                    timeout_seconds=config.timeout_seconds,
+                )
+
+        def on_retry(attempt: int, error: TransientModelError) -> None:
+            self._emit("retry", key, slot, agent.name, model, error=f"attempt {attempt}: {error}")
+
+        max_retries = self.retry.max_retries if self.retry.enabled else 0
+        try:
+            return await retry_transient(
+                once,
+                max_retries=max_retries,
+                base_delay=self.retry.base_delay,
+                max_delay=self.retry.max_delay,
+                on_retry=on_retry,
+            )
+        except TransientModelError as error:
+            error._qmcp_attempts = max_retries + 1  # type: ignore[attr-defined]
+            raise
+        except PermanentModelError as error:
+            error._qmcp_attempts = 1  # type: ignore[attr-defined]
+            raise
+
+    def _account(self, record: StepRecord, replies: Sequence[ModelReply]) -> None:
+        record.input_tokens = sum(r.input_tokens for r in replies)
+        record.output_tokens = sum(r.output_tokens for r in replies)
+        record.cost_usd = sum(r.cost_usd for r in replies)
+        record.latency_ms = sum(r.latency_ms for r in replies)
+        self.totals["input_tokens"] += record.input_tokens
+        self.totals["output_tokens"] += record.output_tokens
+        self.totals["cost_usd"] += record.cost_usd
+
+    def _emit(self, kind: Any, key: str, slot: str, agent_name: str, model: str, **extra: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(StepEvent(kind, key, slot, agent_name, model, **extra))
+
+
+def _default_system_prompt(agent: AgentType) -> str:
+    description = f" {agent.description}" if agent.description else ""
+    return f"You are {agent.name}, a {agent.role} agent in a team of AI agents.{description}"
+
+
+def _model_settings(config: AgentConfig) -> ModelSettings:
+    model_settings: ModelSettings = {}
+    if config.model_config_obj is not None:
+        model_settings.update(config.model_config_obj.default_settings)  # type: ignore[typeddict-item]
+    if config.temperature is not None:
+        model_settings["temperature"] = config.temperature
+    if config.max_tokens is not None:
+        model_settings["max_tokens"] = config.max_tokens
+    return model_settings

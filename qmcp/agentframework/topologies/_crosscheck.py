@@ -1,0 +1,85 @@
+"""Cross-check: a primary answers; checkers validate the answer; consensus decides approval."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import MissingSlotError
+from ..models import AgentType, CrossCheckConfig, TopologyType
+from ._aggregate import determine_consensus
+from ._base import BaseTopology, topology
+from ._context import StepContext, StepResult, input_text
+
+__all__ = ["VALIDATION_SCHEMA", "CrossCheckTopology"]
+
+VALIDATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "approved": {"type": "boolean"},
+        "confidence": {"type": "number"},
+        "issues": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["approved", "confidence"],
+}
+_ABSTAIN = {
+    "approved": False,
+    "confidence": 0.0,
+    "issues": ["the checker's reply could not be read"],
+    "parsed": False,
+}
+
+
+@topology
+class CrossCheckTopology(BaseTopology):
+    topology_type = TopologyType.CROSSCHECK
+    config: CrossCheckConfig
+
+    @staticmethod
+    def checkers(slots: Sequence[str]) -> list[str]:
+        return [s for s in slots if s.startswith("checker")]
+
+    def validate_team(self, agents: Mapping[str, AgentType]) -> None:
+        slots = list(agents)
+        self.require(slots, "primary")
+        checkers = self.checkers(slots)
+        if len(checkers) < self.config.num_checkers:
+            raise MissingSlotError(
+                f"crosscheck needs {self.config.num_checkers} checker slots (named checker_1, checker_2, ...), "
+                f"got {len(checkers)}"
+            )
+
+    async def run(self, ctx: StepContext, input_data: dict[str, Any]) -> dict[str, Any]:
+        task = input_text(input_data)
+        primary = await ctx.invoke("primary", f"Task: {task}\n\nAnswer the task.", key="crosscheck/primary")
+        prompt = (
+            f"Task: {task}\n\nProposed answer:\n{primary.text}\n\nCheck the proposed answer for errors and omissions. "
+            "Approve it only if it is correct and complete; list the issues you find."
+        )
+        checkers = self.checkers(list(ctx.agents))
+        results = await ctx.gather(
+            [
+                ctx.invoke(
+                    slot,
+                    prompt,
+                    key=f"crosscheck/checker:{slot}",
+                    schema=VALIDATION_SCHEMA,
+                    fallback=_ABSTAIN,
+                )
+                for slot in checkers
+            ]
+        )
+        validations = []
+        for slot, result in zip(checkers, results, strict=True):
+            if isinstance(result, StepResult):
+                data = dict(result.data or _ABSTAIN)
+                data.setdefault("issues", [])
+                data["parsed"] = not result.fallback
+            else:
+                data = {**_ABSTAIN, "issues": [f"checker failed: {result}"]}
+            validations.append({"checker": slot, **data})
+        method = "unanimous" if self.config.require_unanimous_for_approval else self.config.consensus_method
+        consensus = determine_consensus(
+            {"output": primary.text}, validations, method, threshold=self.config.confidence_threshold
+        )
+        return consensus | {"primary_agent": primary.agent_name}

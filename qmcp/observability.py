@@ -1,0 +1,73 @@
+"""Logs (structlog), metrics (Prometheus) and traces (OpenTelemetry) for runs and steps.
+
+Logging is configured once per process; the correlation id and execution id are bound as
+context variables so every line of a run carries them. Metrics and spans are recorded only
+when the run's config asks for them; without an OpenTelemetry SDK configured, spans are free.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+
+__all__ = ["METRICS", "configure_logging", "get_logger", "tracer"]
+
+_configured = False
+
+
+def configure_logging(level: str = "WARNING", fmt: str = "console") -> None:
+    """Route structlog to stderr at `level`, as JSON lines or console text."""
+    global _configured
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), 30)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger(name: str = "qmcp") -> Any:
+    if not _configured:
+        from .config import settings
+
+        current = settings()
+        configure_logging(current.log_level, current.log_format)
+    return structlog.get_logger(name)
+
+
+tracer = trace.get_tracer("qmcp")
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.runs = Counter(
+            "qmcp_runs_total", "Topology runs by topology type and final status", ["topology_type", "status"]
+        )
+        self.steps = Counter(
+            "qmcp_steps_total", "Agent steps by outcome (completed, replayed, failed)", ["outcome"]
+        )
+        self.tokens = Counter("qmcp_tokens_total", "Tokens used by agent steps", ["direction"])
+        self.step_latency = Histogram(
+            "qmcp_step_latency_seconds",
+            "Latency of agent model calls",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+
+
+METRICS = _Metrics()
