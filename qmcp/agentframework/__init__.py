@@ -1,0 +1,3 @@
+"""The agent framework, in layers that only import downwards:
+models → llm → store → (mixins) → topologies → runners.
+"""

@@ -69,6 +69,7 @@ class ModelError(QmcpError):
         super().__init__(message)
         self.model = model
         self.status_code = status_code
+        self.attempts = 1
 
 
 class TransientModelError(ModelError):
@@ -113,7 +114,14 @@ class NonDeterminismError(RunError):
 class StepFailedError(RunError):
     """An agent step failed after its retries."""
 
-    def __init__(self, key: str, cause: BaseException) -> None:
-        super().__init__(f"step {key!r} failed: {cause}")
+    def __init__(self, key: str, cause: BaseException, attempts: int = 1) -> None:
+        kind = {
+            TransientModelError: "transient model error, retries exhausted",
+            PermanentModelError: "permanent model error, not retried",
+            MalformedOutputError: "malformed model output",
+        }.get(type(cause), type(cause).__name__)
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"step {key!r} failed{tries} ({kind}): {cause}")
         self.key = key
         self.cause = cause
+        self.attempts = attempts

@@ -161,6 +161,7 @@ async def retry_transient(
         try:
             return await call(), attempt
         except TransientModelError as error:
+            error.attempts = attempt
             if attempt > max_retries:
                 raise
             delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))

@@ -75,8 +75,8 @@ class Models:
     GPT_6_LUNA = _m("openai", "gpt-6-luna", "GPT-6 Luna", 1_050_000, 128_000, 0.2, 0.75)
     GPT_6_1_SOL = _m("openai", "gpt-6.1-sol", "GPT-6.1 Sol", 1_050_000, 128_000, 4.0, 15.0)
     # Google
-    GEMINI_2_5_PRO = _m("google-gla", "gemini-2.5-pro", "Gemini 2.5 Pro", 1_048_576, 65_536, 2.5, 15.0)
-    GEMINI_2_5_FLASH = _m("google-gla", "gemini-2.5-flash", "Gemini 2.5 Flash", 1_048_576, 65_536, 0.3, 2.5)
+    GEMINI_2_5_PRO = _m("google", "gemini-2.5-pro", "Gemini 2.5 Pro", 1_048_576, 65_536, 2.5, 15.0)
+    GEMINI_2_5_FLASH = _m("google", "gemini-2.5-flash", "Gemini 2.5 Flash", 1_048_576, 65_536, 0.3, 2.5)
     # Local and offline (free)
     SMOLLM2_135M = _m("local", "smollm2", "SmolLM2 135M Instruct (embedded)", 2048, 512, 0.0, 0.0)
     LLAMA_3_2 = _m("ollama", "llama3.2", "Llama 3.2 via Ollama", 128_000, 4096, 0.0, 0.0)

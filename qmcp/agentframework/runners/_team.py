@@ -33,8 +33,12 @@ def _agent(slot: str, agent: Any) -> AgentType:
         raise InvalidConfigError(str(error)) from None
     try:
         if isinstance(agent, AgentType):
+            # Table models skip validation in __init__, so read the raw fields and validate them here.
             data = {
-                k: v for k, v in agent.model_dump().items() if k not in ("id", "created_at", "updated_at")
+                "name": agent.name,
+                "description": agent.description,
+                "role": agent.role,
+                "config": agent.config,
             }
         elif isinstance(agent, Mapping):
             data = dict(agent)
@@ -49,7 +53,10 @@ def _topology(topology: Any) -> Topology:
     try:
         if isinstance(topology, Topology):
             data = {
-                k: v for k, v in topology.model_dump().items() if k not in ("id", "created_at", "updated_at")
+                "name": topology.name,
+                "description": topology.description,
+                "topology_type": topology.topology_type,
+                "config": topology.config,
             }
         elif isinstance(topology, Mapping):
             data = dict(topology)

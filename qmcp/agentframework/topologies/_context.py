@@ -23,7 +23,6 @@ from ..errors import (
     MissingSlotError,
     ModelError,
     NonDeterminismError,
-    PermanentModelError,
     StepFailedError,
     TransientModelError,
 )
@@ -309,11 +308,11 @@ class StepContext:
         except (TimeoutError, ModelError) as error:
             record.status = StepStatus.FAILED
             record.error = f"{type(error).__name__}: {error}"
-            record.attempts = max(attempts, getattr(error, "_qmcp_attempts", attempts + 1))
+            record.attempts = attempts + getattr(error, "attempts", 1)
             self._account(record, replies)
             await self.store.save(record)
             self._emit("failed", key, slot, agent.name, model, error=record.error)
-            raise StepFailedError(key, error) from error
+            raise StepFailedError(key, error, record.attempts) from error
         record.response = replies[-1].text
         record.output = {"data": data, "fallback": used_fallback} if schema is not None else None
         record.attempts = attempts
@@ -371,21 +370,13 @@ class StepContext:
         def on_retry(attempt: int, error: TransientModelError) -> None:
             self._emit("retry", key, slot, agent.name, model, error=f"attempt {attempt}: {error}")
 
-        max_retries = self.retry.max_retries if self.retry.enabled else 0
-        try:
-            return await retry_transient(
-                once,
-                max_retries=max_retries,
-                base_delay=self.retry.base_delay,
-                max_delay=self.retry.max_delay,
-                on_retry=on_retry,
-            )
-        except TransientModelError as error:
-            error._qmcp_attempts = max_retries + 1  # type: ignore[attr-defined]
-            raise
-        except PermanentModelError as error:
-            error._qmcp_attempts = 1  # type: ignore[attr-defined]
-            raise
+        return await retry_transient(
+            once,
+            max_retries=self.retry.max_retries if self.retry.enabled else 0,
+            base_delay=self.retry.base_delay,
+            max_delay=self.retry.max_delay,
+            on_retry=on_retry,
+        )
 
     def _account(self, record: StepRecord, replies: Sequence[ModelReply]) -> None:
         record.input_tokens = sum(r.input_tokens for r in replies)

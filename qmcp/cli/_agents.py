@@ -1,0 +1,267 @@
+"""`qmcp agents ...`: create, list, show and delete agents; list mixins."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ._output import format_when, print_json, print_table, stdout
+from ._state import CliState, OutputFormat, cli_state, open_database
+from ._topologies import topologies_app
+
+if TYPE_CHECKING:
+    from qmcp.agentframework.models import AgentRole, AgentType
+
+__all__ = ["agent_document", "agents_app", "parse_role"]
+
+agents_app = typer.Typer(
+    no_args_is_help=True, help="Agents: a name, a role and a model config. Topologies live under here too."
+)
+agents_app.add_typer(topologies_app, name="topologies")
+
+FormatOption = Annotated[
+    OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
+]
+
+
+def _complete_role(incomplete: str) -> list[str]:
+    from qmcp.agentframework.models import AgentRole
+
+    return [role.value for role in AgentRole if role.value.startswith(incomplete)]
+
+
+def parse_role(value: str) -> AgentRole:
+    """The role named `value`, or a one-line error listing the roles."""
+    from qmcp.agentframework.errors import UserInputError
+    from qmcp.agentframework.models import AgentRole
+
+    try:
+        return AgentRole(value.strip().lower())
+    except ValueError:
+        roles = ", ".join(role.value for role in AgentRole)
+        raise UserInputError(f"unknown role {value!r}; choose one of: {roles}") from None
+
+
+def agent_document(agent: AgentType) -> dict[str, Any]:
+    """An agent as JSON: its definition plus bookkeeping."""
+    return {**agent.definition(), "created_at": agent.created_at, "updated_at": agent.updated_at}
+
+
+def _model_of(config: Mapping[str, Any]) -> str:
+    return str(config.get("model") or "(default)")
+
+
+@agents_app.command("list")
+def list_agents(
+    ctx: typer.Context,
+    role: Annotated[
+        str | None, typer.Option("--role", help="Only agents of this role.", autocompletion=_complete_role)
+    ] = None,
+    output_format: FormatOption = None,
+) -> None:
+    """List agents."""
+    state = cli_state(ctx)
+    wanted = parse_role(role) if role is not None else None
+
+    async def fetch() -> list[AgentType]:
+        async with open_database(state) as db:
+            return await db.list_agents(role=wanted)
+
+    agents = asyncio.run(fetch())
+    if state.json_output(output_format):
+        print_json([agent_document(agent) for agent in agents])
+        return
+    print_table(
+        None,
+        ["Name", "Role", "Model", "Description"],
+        [(a.name, a.role, _model_of(a.config), a.description) for a in agents],
+        empty="no agents; create one with: qmcp agents create NAME ROLE",
+    )
+
+
+@agents_app.command("create")
+def create_agent(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Lowercase letters, digits, '_' or '-'.")],
+    role: Annotated[str, typer.Argument(help="planner, critic, writer, ...", autocompletion=_complete_role)],
+    description: Annotated[str, typer.Option("--description", "-d", help="What this agent does.")] = "",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="provider:name, e.g. anthropic:claude-sonnet-4-20250514 [default: $QMCP_DEFAULT_MODEL]",
+        ),
+    ] = None,
+    system_prompt: Annotated[
+        str | None, typer.Option("--system-prompt", help="Instructions for the agent.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="0 to 2.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Longest reply, in tokens.")] = None,
+    output_format: FormatOption = None,
+) -> None:
+    """Create an agent."""
+    state = cli_state(ctx)
+    agent = _new_agent(name, parse_role(role), description, model, system_prompt, temperature, max_tokens)
+    stored = asyncio.run(_create(state, agent))
+    if state.json_output(output_format):
+        print_json(agent_document(stored))
+        return
+    stdout().print(f"created agent [bold]{stored.name}[/bold] ({stored.role}, {_model_of(stored.config)})")
+
+
+def _new_agent(
+    name: str,
+    role: AgentRole,
+    description: str,
+    model: str | None,
+    system_prompt: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+) -> AgentType:
+    from pydantic import ValidationError
+
+    from qmcp.agentframework.errors import InvalidConfigError
+    from qmcp.agentframework.models import AgentConfig, AgentType, check_name, describe_validation_error
+
+    try:
+        check_name(name, "agent")
+        config = AgentConfig.model_validate(
+            {
+                key: value
+                for key, value in {
+                    "model": model,
+                    "system_prompt": system_prompt,
+                    "temperature": temperature,
+                    "max_tokens": max_tokens,
+                }.items()
+                if value is not None
+            }
+        )
+        return AgentType.model_validate(
+            {"name": name, "role": role, "description": description, "config": config}
+        )
+    except ValidationError as error:
+        raise InvalidConfigError(f"invalid agent: {describe_validation_error(error)}") from None
+    except ValueError as error:
+        raise InvalidConfigError(str(error)) from None
+
+
+async def _create(state: CliState, agent: AgentType) -> AgentType:
+    from qmcp.agentframework.errors import NotFoundError, UserInputError
+
+    async with open_database(state) as db:
+        try:
+            await db.get_agent(agent.name)
+        except NotFoundError:
+            return await db.save_agent(agent)
+    raise UserInputError(
+        f"agent {agent.name!r} already exists; delete it first (qmcp agents delete {agent.name}) "
+        "or declare it in a file for qmcp apply"
+    )
+
+
+@agents_app.command("show")
+def show_agent(ctx: typer.Context, name: str, output_format: FormatOption = None) -> None:
+    """Show one agent and its config."""
+    state = cli_state(ctx)
+
+    async def fetch() -> AgentType:
+        async with open_database(state) as db:
+            return await db.get_agent(name)
+
+    agent = asyncio.run(fetch())
+    if state.json_output(output_format):
+        print_json(agent_document(agent))
+        return
+    config = {key: value for key, value in agent.config.items() if value not in (None, [], {})}
+    rows = [
+        ("name", agent.name),
+        ("role", agent.role),
+        ("description", agent.description or "-"),
+        ("model", _model_of(agent.config)),
+        *((f"config.{key}", value) for key, value in config.items() if key != "model"),
+        ("created", format_when(agent.created_at)),
+        ("updated", format_when(agent.updated_at)),
+    ]
+    print_table(f"agent {agent.name}", ["Field", "Value"], rows)
+
+
+@agents_app.command("delete")
+def delete_agent(ctx: typer.Context, name: str, output_format: FormatOption = None) -> None:
+    """Delete an agent that no topology uses."""
+    state = cli_state(ctx)
+
+    async def delete() -> None:
+        async with open_database(state) as db:
+            await db.delete_agent(name)
+
+    asyncio.run(delete())
+    if state.json_output(output_format):
+        print_json({"deleted": name})
+        return
+    stdout().print(f"deleted agent [bold]{name}[/bold]")
+
+
+@agents_app.command("mixins")
+def list_mixins(ctx: typer.Context, output_format: FormatOption = None) -> None:
+    """List the mixins (capabilities) agents can enable through config.capabilities."""
+    state = cli_state(ctx)
+    rows = _mixins()
+    if state.json_output(output_format):
+        print_json(rows)
+        return
+    print_table(
+        None,
+        ["Name", "Version", "Description", "Depends on"],
+        [
+            (
+                row["name"],
+                row.get("version") or "-",
+                row.get("description") or "",
+                ", ".join(row.get("dependencies") or []),
+            )
+            for row in rows
+        ],
+    )
+
+
+_FIELDS = ("name", "version", "description", "dependencies")
+
+
+def _mixins() -> list[dict[str, Any]]:
+    """The registered mixins once `qmcp.agentframework.mixins` exists, else the built-in capability names."""
+    if importlib.util.find_spec("qmcp.agentframework.mixins") is not None:
+        registry = importlib.import_module("qmcp.agentframework.mixins").MixinRegistry
+        return [
+            {
+                field: (item.get(field) if isinstance(item, Mapping) else getattr(item, field, None))
+                for field in _FIELDS
+            }
+            for item in registry.list_all()
+        ]
+    from qmcp.agentframework.models import AgentCapability
+
+    return [
+        {
+            "name": capability.value,
+            "version": None,
+            "description": _CAPABILITY_NOTES.get(capability.value, ""),
+            "dependencies": [],
+        }
+        for capability in AgentCapability
+    ]
+
+
+_CAPABILITY_NOTES = {
+    "tool_use": "call Python functions and MCP server tools",
+    "memory": "remember and recall facts across steps",
+    "reasoning": "think step by step before answering",
+    "structured_output": "reply with JSON that matches a schema",
+    "human_in_loop": "pause the run until a person answers",
+}

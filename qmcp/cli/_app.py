@@ -1,0 +1,103 @@
+"""The root `qmcp` command: global options, sub-command groups, and errors turned into exit codes.
+
+Exit codes scripts can rely on: 0 success, 1 the run failed, 2 usage or input error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from ._agents import agents_app
+from ._apply import apply
+from ._demo import demo
+from ._executions import executions_app
+from ._output import EXIT_INTERRUPTED, report_error, stderr
+from ._state import CliState, OutputFormat, cli_state
+
+__all__ = ["app"]
+
+class _QmcpGroup(TyperGroup):
+    """Turns exceptions from any sub-command into a message and an exit code, not a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            stderr().print("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as error:
+            # typer/click signal exits and usage errors with exceptions that carry their exit code.
+            if isinstance(error, typer.Exit | typer.Abort) or hasattr(error, "exit_code"):
+                raise
+            raise typer.Exit(report_error(error, cli_state(ctx).verbose)) from None
+
+
+app = typer.Typer(
+    cls=_QmcpGroup,
+    name="qmcp",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(agents_app, name="agents")
+app.add_typer(executions_app, name="executions")
+app.command("apply")(apply)
+app.command("demo")(demo)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"qmcp {version('qmcp')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="URL",
+            help="Database URL or SQLite file [default: $QMCP_DATABASE_URL, else ./agent.db]",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="MODEL",
+            help="Run every agent on this model, e.g. test, local:smollm2, anthropic:claude-sonnet-4-20250514",
+        ),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table for people, json for scripts")
+    ] = OutputFormat.TABLE,
+    verbose: Annotated[
+        bool | None,
+        typer.Option(
+            "--verbose/--quiet",
+            "-v/-q",
+            help="--verbose: tracebacks and run logs; --quiet: no progress display",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Run teams of LLM agents in topologies, with durable, resumable steps.
+
+    Start with [bold]qmcp demo[/bold]: it runs a small team on the embedded model, no API key needed.
+    """
+    ctx.obj = CliState(
+        db=db, model=model, output_format=output_format, verbose=verbose is True, quiet=verbose is False
+    )

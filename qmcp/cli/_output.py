@@ -1,0 +1,154 @@
+"""Printing: one JSON document on stdout for scripts, rich tables for people, errors as one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "answer_text",
+    "excerpt",
+    "format_cost",
+    "format_duration",
+    "format_tokens",
+    "format_when",
+    "print_json",
+    "print_table",
+    "report_error",
+    "stderr",
+    "stdout",
+]
+
+EXIT_FAILED = 1
+"""The run failed (or another error that is not the user's)."""
+EXIT_USAGE = 2
+"""Bad usage or input: the user can fix it."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C."""
+
+
+def stdout() -> Console:
+    """A console on the current stdout (created per call, so test runners that swap streams work)."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def print_json(document: Any) -> None:
+    """Exactly one JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(
+    title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "nothing yet"
+) -> None:
+    """A rich table of plain values (user text is escaped, never read as markup)."""
+    materialised = [[escape(str(cell)) for cell in row] for row in rows]
+    console = stdout()
+    if not materialised:
+        console.print(f"[dim]{escape(empty)}[/dim]")
+        return
+    table = Table(title=escape(title) if title else None, title_justify="left", header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in materialised:
+        table.add_row(*row)
+    console.print(table)
+
+
+def format_when(value: datetime | None) -> str:
+    """Local time to the second; naive values from SQLite are UTC."""
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(milliseconds: float | None) -> str:
+    if milliseconds is None:
+        return "-"
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f} ms"
+    seconds = milliseconds / 1000
+    return f"{seconds:.1f} s" if seconds < 120 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def format_tokens(input_tokens: int, output_tokens: int) -> str:
+    return f"{input_tokens:,} in / {output_tokens:,} out"
+
+
+def format_cost(cost_usd: float) -> str:
+    return f"${cost_usd:.4f}"
+
+
+def excerpt(text: Any, limit: int = 80) -> str:
+    """One line of at most `limit` characters."""
+    if text is None:
+        return ""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+_ANSWER_KEYS = ("answer", "output", "verdict", "primary_output")
+
+
+def answer_text(output: Mapping[str, Any] | None) -> str | None:
+    """The human-readable result of a topology's output document, whatever its type."""
+    if not output:
+        return None
+    for key in _ANSWER_KEYS:
+        value = output.get(key)
+        if value is not None:
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if "approved" in output:
+                return f"approved: {'yes' if output['approved'] else 'no'}\n{text}"
+            return text
+    return json.dumps(output, ensure_ascii=False, default=str)
+
+
+def report_error(error: BaseException, verbose: bool) -> int:
+    """Print `error` as one line on stderr (the traceback too with --verbose); return the exit code."""
+    from qmcp.agentframework.errors import QmcpError, UserInputError
+
+    if verbose:
+        traceback.print_exception(error)
+    if isinstance(error, UserInputError):
+        message, code = str(error), EXIT_USAGE
+    elif isinstance(error, QmcpError):
+        message, code = str(error), EXIT_FAILED
+    else:
+        hint = "" if verbose else " (run with --verbose for the traceback)"
+        message, code = f"internal error: {type(error).__name__}: {error}{hint}", EXIT_FAILED
+    console = stderr()
+    for line in message.splitlines() or [type(error).__name__]:
+        console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    return code

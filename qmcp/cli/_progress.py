@@ -1,0 +1,159 @@
+"""Progress of a running topology: a live table on a terminal, plain lines on stderr otherwise.
+
+The runner reports each step through `StepEvent`s; `RunDisplay` is the `on_event` callback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from ._output import format_cost, format_tokens, stdout
+
+if TYPE_CHECKING:
+    from rich.live import Live
+
+    from qmcp.agentframework.topologies import StepEvent
+
+__all__ = ["DisplayMode", "RunDisplay"]
+
+
+class DisplayMode(StrEnum):
+    LIVE = "live"
+    PLAIN = "plain"
+    SILENT = "silent"
+
+    @classmethod
+    def choose(cls, *, json_output: bool, quiet: bool) -> DisplayMode:
+        """Silent for `--format json` (stdout holds one document) and `--quiet`; live only on a terminal."""
+        if json_output or quiet:
+            return cls.SILENT
+        return cls.LIVE if sys.stdout.isatty() else cls.PLAIN
+
+
+@dataclass
+class _SlotProgress:
+    agent: str
+    model: str
+    done: int = 0
+    running: int = 0
+    replayed: int = 0
+    failed: int = 0
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class RunDisplay:
+    """Counts steps per slot from the runner's events and shows them as they happen."""
+
+    def __init__(self, mode: DisplayMode, title: str, slots: Mapping[str, tuple[str, str]]) -> None:
+        """`slots` maps each slot to its (agent name, model), in order, so idle slots show too."""
+        self.mode = mode
+        self.title = title
+        self.slots = {slot: _SlotProgress(agent, model) for slot, (agent, model) in slots.items()}
+        self._started = time.monotonic()
+        self._live: Live | None = None
+
+    def __enter__(self) -> RunDisplay:
+        self._started = time.monotonic()
+        if self.mode is DisplayMode.LIVE:
+            from rich.live import Live
+
+            self._live = Live(self, console=stdout(), refresh_per_second=8)
+            self._live.start()
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _error: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    @property
+    def steps_done(self) -> int:
+        return sum(s.done + s.replayed for s in list(self.slots.values()))
+
+    def __call__(self, event: StepEvent) -> None:
+        slot = self.slots.setdefault(event.slot, _SlotProgress(event.agent_name, event.model))
+        slot.model = event.model
+        if event.kind == "started":
+            slot.running += 1
+        elif event.kind == "retry":
+            slot.retries += 1
+        elif event.kind == "replayed":
+            slot.replayed += 1
+        elif event.kind == "completed":
+            slot.running = max(0, slot.running - 1)
+            slot.done += 1
+            slot.input_tokens += event.input_tokens
+            slot.output_tokens += event.output_tokens
+            slot.cost_usd += event.cost_usd
+        elif event.kind == "failed":
+            slot.running = max(0, slot.running - 1)
+            slot.failed += 1
+        if self.mode is DisplayMode.PLAIN:
+            self._line(event)
+
+    def _line(self, event: StepEvent) -> None:
+        detail = ""
+        if event.kind == "completed":
+            detail = (
+                f"  {format_tokens(event.input_tokens, event.output_tokens)}  {format_cost(event.cost_usd)}"
+            )
+        elif event.error:
+            detail = f"  {event.error}"
+        elapsed = time.monotonic() - self._started
+        sys.stderr.write(
+            f"{elapsed:7.1f}s  {event.kind:<9}  {event.key}  "
+            f"({event.slot}: {event.agent_name} on {event.model}){detail}\n"
+        )
+        sys.stderr.flush()
+
+    def __rich__(self) -> Any:
+        """The live table, re-rendered on every refresh so the clock moves."""
+        elapsed = time.monotonic() - self._started
+        table = Table(
+            title=f"[bold]{escape(self.title)}[/bold] · {elapsed:.1f} s",
+            title_justify="left",
+            header_style="bold",
+        )
+        for column in ("Slot", "Agent", "Model", "Done", "Running", "Tokens", "Cost"):
+            table.add_column(column, justify="right" if column in ("Done", "Running", "Cost") else "left")
+        slots = list(self.slots.items())  # a copy: events arrive on the loop thread while this renders
+        for name, slot in slots:
+            done = str(slot.done + slot.replayed)
+            if slot.replayed:
+                done += f" ({slot.replayed} replayed)"
+            if slot.failed:
+                done += f" [red]{slot.failed} failed[/red]"
+            running = "[yellow]●[/yellow]" * slot.running if slot.running else ""
+            if slot.retries:
+                running += f" {slot.retries} retries"
+            table.add_row(
+                escape(name),
+                escape(slot.agent),
+                escape(slot.model),
+                done,
+                running,
+                format_tokens(slot.input_tokens, slot.output_tokens),
+                format_cost(slot.cost_usd),
+            )
+        totals = [slot for _, slot in slots]
+        table.caption = (
+            f"{sum(s.done + s.replayed for s in totals)} steps done · {sum(s.running for s in totals)} running · "
+            f"{format_tokens(sum(s.input_tokens for s in totals), sum(s.output_tokens for s in totals))} · "
+            f"{format_cost(sum(s.cost_usd for s in totals))}"
+        )
+        table.caption_justify = "left"
+        return table

@@ -1,0 +1,151 @@
+"""Running a topology from the CLI: a runner from the registry, the progress display, Ctrl-C, the result.
+
+`run`, `executions resume` and `demo` all go through `execute`, which calls the runner's own
+`run`/`resume`: the CLI never re-implements execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.markup import escape
+
+from ._output import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    answer_text,
+    format_cost,
+    format_duration,
+    format_tokens,
+    print_json,
+    stderr,
+    stdout,
+)
+from ._progress import DisplayMode, RunDisplay
+from ._state import CliState, open_database
+
+if TYPE_CHECKING:
+    from qmcp.agentframework.runners import BaseRunner, RunResult
+
+__all__ = ["RunOutcome", "RunRequest", "execute", "exit_code", "print_outcome", "slot_models"]
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run and how to show it."""
+
+    topology_name: str
+    slots: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """Slot → (agent name, model), for the display."""
+    runner_type: str = "local"
+    max_concurrent: int | None = None
+    execution_id: uuid.UUID | None = None
+    """Known when resuming; a new run's id is found by its correlation id if it is interrupted."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    result: RunResult
+    steps: int
+
+
+def slot_models(agents: Mapping[str, Any], override: str | None) -> dict[str, tuple[str, str]]:
+    """Slot → (agent name, the model it will call) for agents given as `AgentType`s or definitions."""
+    from qmcp.config import settings
+
+    current = settings()
+    models: dict[str, tuple[str, str]] = {}
+    for slot, agent in agents.items():
+        definition = agent if isinstance(agent, Mapping) else agent.definition()
+        config = definition.get("config") or {}
+        model = override or current.model_override or config.get("model") or current.default_model
+        models[slot] = (definition["name"], model)
+    return models
+
+
+def execute(
+    state: CliState,
+    request: RunRequest,
+    start: Callable[[BaseRunner], Awaitable[RunResult]],
+    *,
+    json_output: bool,
+) -> RunOutcome:
+    """Run `start(runner)` with the live display; on Ctrl-C, say how to resume and exit 130."""
+    from qmcp.agentframework.runners import RunConfig, RunnerRegistry
+
+    if state.verbose or state.quiet:
+        from qmcp.observability import configure_logging
+
+        configure_logging("INFO" if state.verbose else "ERROR")
+    correlation_id = uuid.uuid4().hex
+    display = RunDisplay(
+        DisplayMode.choose(json_output=json_output, quiet=state.quiet), request.topology_name, request.slots
+    )
+    config = RunConfig(
+        correlation_id=correlation_id, model_override=state.model, max_concurrent=request.max_concurrent
+    )
+    runner = RunnerRegistry.create(request.runner_type, config, db_url=state.db_url, on_event=display)
+    try:
+        with display:
+            result = asyncio.run(start(runner))
+    except KeyboardInterrupt:
+        # asyncio.run cancelled the run on SIGINT; the runner has marked the execution cancelled.
+        _interrupted(state, request, correlation_id)
+    return RunOutcome(result, display.steps_done)
+
+
+def _interrupted(state: CliState, request: RunRequest, correlation_id: str) -> None:
+    async def find() -> uuid.UUID | None:
+        if request.execution_id is not None:
+            return request.execution_id
+        async with open_database(state) as db:
+            recent = await db.list_executions(topology_name=request.topology_name, limit=20)
+        return next((e.id for e in recent if e.correlation_id == correlation_id), None)
+
+    execution_id = asyncio.run(find())
+    console = stderr()
+    if execution_id is None:
+        console.print("interrupted before the execution started; nothing to resume")
+    else:
+        console.print(f"interrupted: execution {execution_id} cancelled, its completed steps are kept")
+        console.print(
+            f"resume it with: {state.command('executions', 'resume', str(execution_id))}", soft_wrap=True
+        )
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def exit_code(result: RunResult) -> int:
+    """0 when the run completed (or waits for a human), 1 when it failed or was cancelled."""
+    return 0 if str(result.status) in ("completed", "paused") else EXIT_FAILED
+
+
+def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) -> None:
+    """The result as one JSON document, or a summary line, the execution id and the answer."""
+    result = outcome.result
+    if json_output:
+        print_json(result.model_dump(mode="json"))
+        return
+    console = stdout()
+    status = str(result.status)
+    mark = "[green]✓[/green]" if exit_code(result) == 0 else "[red]✗[/red]"
+    console.print(
+        f"{mark} [bold]{result.topology_name}[/bold] {status} in {format_duration(result.duration_ms)} · "
+        f"{outcome.steps} steps · {format_tokens(result.input_tokens, result.output_tokens)} tokens · "
+        f"{format_cost(result.cost_usd)}",
+        soft_wrap=True,
+    )
+    console.print(f"  execution {result.execution_id}", soft_wrap=True)
+    if status == "completed":
+        answer = answer_text(result.output)
+        if answer:
+            console.print(answer, markup=False, highlight=False)
+        return
+    if result.error:
+        stderr().print(f"[bold red]error:[/] {escape(result.error)}", soft_wrap=True)
+    if status != "paused":
+        resume = state.command("executions", "resume", str(result.execution_id))
+        stderr().print(f"resume it with: {resume}", soft_wrap=True)

@@ -1,0 +1,67 @@
+"""The global options every command sees, and how commands open the database."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from qmcp.agentframework.store import Database
+
+__all__ = ["CliState", "OutputFormat", "cli_state", "open_database"]
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+@dataclass
+class CliState:
+    """Options of the root command (`qmcp --db ... --model ... --format ... --verbose/--quiet`)."""
+
+    db: str | None = None
+    model: str | None = None
+    output_format: OutputFormat = OutputFormat.TABLE
+    verbose: bool = False
+    quiet: bool = False
+
+    @property
+    def db_url(self) -> str:
+        """`--db`, else `QMCP_DATABASE_URL`, else `./agent.db`; a bare path means a SQLite file."""
+        if self.db:
+            return self.db if "://" in self.db else f"sqlite+aiosqlite:///{self.db}"
+        from qmcp.config import settings
+
+        return settings().database_url
+
+    def command(self, *args: str) -> str:
+        """A `qmcp` command line to show the user, carrying `--db` when one was given."""
+        return shlex.join(["qmcp", *(["--db", self.db] if self.db else []), *args])
+
+    def format_for(self, override: OutputFormat | None) -> OutputFormat:
+        """A command's own `--format` wins over the global one."""
+        return override or self.output_format
+
+    def json_output(self, override: OutputFormat | None) -> bool:
+        return self.format_for(override) is OutputFormat.JSON
+
+
+def cli_state(ctx: typer.Context) -> CliState:
+    """The root options, found on the context (sub-contexts inherit `obj`)."""
+    return ctx.obj if isinstance(ctx.obj, CliState) else CliState()
+
+
+@contextlib.asynccontextmanager
+async def open_database(state: CliState) -> AsyncIterator[Database]:
+    """The database of `--db` / `QMCP_DATABASE_URL`, tables created on first use."""
+    from qmcp.agentframework.store import Database
+
+    async with Database(state.db_url) as db:
+        yield db

@@ -1,0 +1,256 @@
+"""`qmcp agents topologies ...`: create, list, show and run topologies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ._output import excerpt, format_duration, format_when, print_json, print_table, stdout
+from ._run import RunRequest, execute, exit_code, print_outcome, slot_models
+from ._state import CliState, OutputFormat, cli_state, open_database
+
+if TYPE_CHECKING:
+    from qmcp.agentframework.models import AgentType, Execution, Topology
+
+__all__ = ["parse_json_object", "topologies_app"]
+
+topologies_app = typer.Typer(
+    no_args_is_help=True, help="Topologies: agents in slots, run as a pipeline, ensemble, debate, ..."
+)
+
+FormatOption = Annotated[
+    OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
+]
+RUNNERS = ("local", "async", "metaflow")
+
+
+def _complete_type(incomplete: str) -> list[str]:
+    from qmcp.agentframework.models import TopologyType
+
+    return [t.value for t in TopologyType if t.value.startswith(incomplete)]
+
+
+def _complete_runner(incomplete: str) -> list[str]:
+    return [name for name in RUNNERS if name.startswith(incomplete)]
+
+
+def parse_json_object(text: str, option: str) -> dict[str, Any]:
+    """`text` as a JSON object, or a one-line error naming `option`."""
+    from qmcp.agentframework.errors import UserInputError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserInputError(
+            f"{option} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        raise UserInputError(f"{option} must be a JSON object, like '{{\"prompt\": \"...\"}}'")
+    return value
+
+
+def topology_document(topology: Topology, agents: dict[str, AgentType]) -> dict[str, Any]:
+    return {
+        **topology.definition(),
+        "agents": {slot: agent.name for slot, agent in agents.items()},
+        "created_at": topology.created_at,
+        "updated_at": topology.updated_at,
+    }
+
+
+@topologies_app.command("list")
+def list_topologies(ctx: typer.Context, output_format: FormatOption = None) -> None:
+    """List topologies."""
+    state = cli_state(ctx)
+
+    async def fetch() -> list[tuple[Topology, int]]:
+        async with open_database(state) as db:
+            return await db.list_topologies()
+
+    topologies = asyncio.run(fetch())
+    if state.json_output(output_format):
+        print_json([{**t.definition(), "slots": n, "created_at": t.created_at} for t, n in topologies])
+        return
+    print_table(
+        None,
+        ["Name", "Type", "Slots", "Description"],
+        [(t.name, t.topology_type, n, t.description) for t, n in topologies],
+        empty="no topologies; create one with: qmcp agents topologies create NAME TYPE --agent SLOT=AGENT",
+    )
+
+
+@topologies_app.command("show")
+def show_topology(ctx: typer.Context, name: str, output_format: FormatOption = None) -> None:
+    """Show a topology: its config, its agents by slot and its latest executions."""
+    state = cli_state(ctx)
+
+    async def fetch() -> tuple[Topology, dict[str, AgentType], list[Execution]]:
+        async with open_database(state) as db:
+            topology, agents = await db.get_topology(name)
+            return topology, agents, await db.list_executions(topology_name=name, limit=5)
+
+    topology, agents, executions = asyncio.run(fetch())
+    if state.json_output(output_format):
+        document = topology_document(topology, agents)
+        document["agents"] = {slot: agent.definition() for slot, agent in agents.items()}
+        print_json(
+            document
+            | {"recent_executions": [e.model_dump(include={"id", "status", "created_at"}) for e in executions]}
+        )
+        return
+    print_table(
+        f"topology {topology.name}",
+        ["Field", "Value"],
+        [
+            ("type", topology.topology_type),
+            ("description", topology.description or "-"),
+            *((f"config.{key}", json.dumps(value)) for key, value in topology.config.items()),
+            ("created", format_when(topology.created_at)),
+        ],
+    )
+    models = slot_models(agents, state.model)
+    print_table(
+        "slots",
+        ["Slot", "Agent", "Role", "Model"],
+        [(slot, agent.name, agent.role, models[slot][1]) for slot, agent in agents.items()],
+        empty="no agents",
+    )
+    print_table(
+        "latest executions",
+        ["Execution", "Status", "Started", "Duration"],
+        [(e.id, e.status, format_when(e.started_at), format_duration(e.duration_ms)) for e in executions],
+        empty=f"no executions yet; run it with: qmcp agents topologies run {name} --input-json '{{...}}'",
+    )
+
+
+@topologies_app.command("create")
+def create_topology(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Lowercase letters, digits, '_' or '-'.")],
+    topology_type: Annotated[
+        str,
+        typer.Argument(metavar="TYPE", help="pipeline, ensemble, debate, crosscheck, ...", autocompletion=_complete_type),
+    ],
+    agent: Annotated[
+        list[str] | None,
+        typer.Option("--agent", "-a", metavar="SLOT=AGENT", help="Put an agent in a slot; repeat for each slot."),
+    ] = None,
+    config_json: Annotated[
+        str | None, typer.Option("--config-json", help='The type\'s config, e.g. \'{"max_rounds": 2}\'.')
+    ] = None,
+    description: Annotated[str, typer.Option("--description", "-d")] = "",
+    output_format: FormatOption = None,
+) -> None:
+    """Create a topology from stored agents."""
+    state = cli_state(ctx)
+    slots = _parse_slots(agent or [])
+    config = parse_json_object(config_json, "--config-json") if config_json is not None else {}
+    topology = _new_topology(name, topology_type, description, config)
+    stored, agents = asyncio.run(_create(state, topology, slots))
+    if state.json_output(output_format):
+        print_json(topology_document(stored, agents))
+        return
+    stdout().print(
+        f"created topology [bold]{stored.name}[/bold] ({stored.topology_type}, {len(agents)} slots); "
+        f"run it with: qmcp agents topologies run {stored.name} --input-json '{{\"prompt\": \"...\"}}'",
+        soft_wrap=True,
+    )
+
+
+def _parse_slots(pairs: list[str]) -> dict[str, str]:
+    from qmcp.agentframework.errors import UserInputError
+
+    slots: dict[str, str] = {}
+    for pair in pairs:
+        slot, sep, agent_name = pair.partition("=")
+        slot, agent_name = slot.strip(), agent_name.strip()
+        if not sep or not slot or not agent_name:
+            raise UserInputError(f"--agent expects SLOT=AGENT, got {pair!r}")
+        if slot in slots:
+            raise UserInputError(f"slot {slot!r} is given twice")
+        slots[slot] = agent_name
+    return slots
+
+
+def _new_topology(name: str, topology_type: str, description: str, config: dict[str, Any]) -> Topology:
+    from pydantic import ValidationError
+
+    from qmcp.agentframework.errors import InvalidConfigError
+    from qmcp.agentframework.models import Topology, describe_validation_error
+
+    try:
+        return Topology.model_validate(
+            {"name": name, "description": description, "topology_type": topology_type.strip().lower(), "config": config}
+        )
+    except ValidationError as error:
+        raise InvalidConfigError(describe_validation_error(error)) from None
+
+
+async def _create(
+    state: CliState, topology: Topology, slots: dict[str, str]
+) -> tuple[Topology, dict[str, AgentType]]:
+    from qmcp.agentframework.errors import InvalidConfigError, NotFoundError, UserInputError
+    from qmcp.agentframework.models import check_name
+    from qmcp.agentframework.topologies import TopologyRegistry
+
+    async with open_database(state) as db:
+        try:
+            await db.get_topology(topology.name)
+        except NotFoundError:
+            pass
+        else:
+            raise UserInputError(
+                f"topology {topology.name!r} already exists; declare it in a file for qmcp apply to change it"
+            )
+        agents = {}
+        for slot, agent_name in slots.items():
+            try:
+                check_name(slot, "slot")
+            except ValueError as error:
+                raise InvalidConfigError(str(error)) from None
+            agents[slot] = await db.get_agent(agent_name)
+        TopologyRegistry.create(topology.topology_type, topology.config).validate_team(agents)
+        return await db.save_team(topology, agents)
+
+
+@topologies_app.command("run")
+def run_topology(
+    ctx: typer.Context,
+    name: str,
+    input_json: Annotated[
+        str, typer.Option("--input-json", help='The input, a JSON object, e.g. \'{"prompt": "..."}\'.')
+    ],
+    runner: Annotated[
+        str, typer.Option("--runner", help="local, async or metaflow.", autocompletion=_complete_runner)
+    ] = "local",
+    max_concurrent: Annotated[
+        int | None, typer.Option("--max-concurrent", min=1, help="Most model calls at once (async runner).")
+    ] = None,
+    output_format: FormatOption = None,
+) -> None:
+    """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
+    state = cli_state(ctx)
+    input_data = parse_json_object(input_json, "--input-json")
+
+    async def fetch() -> tuple[Topology, dict[str, AgentType]]:
+        async with open_database(state) as db:
+            return await db.get_topology(name)
+
+    topology, agents = asyncio.run(fetch())
+    request = RunRequest(
+        topology_name=name,
+        slots=slot_models(agents, state.model),
+        runner_type=runner,
+        max_concurrent=max_concurrent,
+    )
+    json_output = state.json_output(output_format)
+    outcome = execute(state, request, lambda r: r.run(topology, agents, input_data), json_output=json_output)
+    print_outcome(state, outcome, json_output=json_output)
+    if code := exit_code(outcome.result):
+        raise typer.Exit(code)
+
+
+__all__ += ["excerpt"] if False else []

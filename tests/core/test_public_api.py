@@ -1,0 +1,110 @@
+"""The public surface: pinned so that it never changes by accident."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+import qmcp.agentframework.models as models
+import qmcp.agentframework.runners as runners
+from qmcp.agentframework.models import AgentConfig, AgentType, EnsembleConfig, Models, Topology
+
+SEED_MODEL_NAMES = {
+    "AgentType",
+    "AgentRole",
+    "AgentConfig",
+    "Topology",
+    "TopologyType",
+    "EnsembleConfig",
+    "Models",
+    "ModelConfig",
+    "Execution",
+    "ExecutionStatus",
+    "ExecutionStep",
+    "PipelineConfig",
+    "DebateConfig",
+    "CrossCheckConfig",
+    "ChainOfCommandConfig",
+    "DelegationConfig",
+    "CompoundConfig",
+    "TopologyMembership",
+    "AgentCapability",
+    "HumanRequest",
+}
+
+
+def test_models_exports():
+    assert set(models.__all__) >= SEED_MODEL_NAMES
+    assert all(hasattr(models, name) for name in models.__all__)
+
+
+def test_runner_exports():
+    assert set(runners.__all__) >= {
+        "AsyncRunner",
+        "BaseRunner",
+        "LocalRunner",
+        "RunConfig",
+        "RunResult",
+        "RunnerRegistry",
+        "runner",
+    }
+
+
+def test_run_config_defaults_match_the_seed():
+    config = runners.RunConfig()
+    assert (config.correlation_id, config.timeout_seconds, config.checkpoint_enabled) == (None, 3600, True)
+    assert (config.retry_on_failure, config.max_retries, config.log_level) == (True, 3, "INFO")
+    assert config.trace_enabled and config.metrics_enabled
+
+
+def test_agent_config_from_the_registry():
+    config = AgentConfig(model_config_obj=Models.CLAUDE_SONNET_4)
+    assert config.model == "anthropic:claude-sonnet-4-20250514"
+    stored = AgentType.model_validate({"name": "a", "config": config.model_dump()})
+    assert stored.agent_config.model_config_obj == Models.CLAUDE_SONNET_4
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"temperature": 2.5}, {"temperature": -1}, {"max_tokens": 0}, {"max_retries": -1}, {"unknown": 1}],
+)
+def test_agent_config_ranges(bad):
+    with pytest.raises(ValidationError):
+        AgentConfig(**bad)
+
+
+@pytest.mark.parametrize(
+    ("topology_type", "config"),
+    [
+        ("ensemble", {"failure_threshold": 1.5}),
+        ("ensemble", {"aggregation_method": "median"}),
+        ("debate", {"max_rounds": 0}),
+        ("crosscheck", {"num_checkers": 1}),
+        ("crosscheck", {"consensus_method": "plurality"}),
+        ("pipeline", {"stages": ["a"], "checkpoint_after": ["b"]}),
+        ("chain", {"authority_levels": ["only"]}),
+    ],
+)
+def test_topology_config_ranges(topology_type, config):
+    with pytest.raises(ValidationError):
+        Topology.model_validate({"name": "t", "topology_type": topology_type, "config": config})
+
+
+def test_ensemble_config_dump_round_trips():
+    topology = Topology.model_validate(
+        {
+            "name": "t",
+            "topology_type": "ensemble",
+            "config": EnsembleConfig(aggregation_method="synthesis").model_dump(),
+        }
+    )
+    assert topology.parsed_config == EnsembleConfig(aggregation_method="synthesis")
+
+
+def test_import_qmcp_stays_light():
+    code = "import sys, qmcp; print(sorted(m for m in ('pydantic_ai', 'sqlalchemy', 'metaflow', 'xllamacpp') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

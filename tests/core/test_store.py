@@ -1,0 +1,81 @@
+"""The step store contract, passed by every store (memory, SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from qmcp.agentframework.errors import InvalidConfigError
+from qmcp.agentframework.models import Execution, StepStatus
+from qmcp.agentframework.store import Database, MemoryStepStore, StepRecord, StepStore, create_engine
+
+
+@pytest.fixture(params=["memory", "sql"])
+async def store(request, db_url):
+    if request.param == "memory":
+        yield MemoryStepStore(), None
+        return
+    async with Database(db_url) as db:
+        yield db.steps, db
+
+
+async def _execution(db: Database | None) -> uuid.UUID:
+    execution = Execution(topology_name="t", topology_type="pipeline")
+    if db is not None:
+        await db.add_execution(execution)
+    return execution.id
+
+
+async def test_save_then_load_completed(store):
+    steps, db = store
+    assert isinstance(steps, StepStore)
+    eid = await _execution(db)
+    await steps.save(StepRecord(eid, "a", "s", "agent", "test", response="one", input_tokens=3))
+    await steps.save(StepRecord(eid, "b", "s", "agent", "test", status=StepStatus.FAILED, error="boom"))
+    loaded = await steps.completed_steps(eid)
+    assert list(loaded) == ["a"]
+    assert (loaded["a"].response, loaded["a"].input_tokens, loaded["a"].slot) == ("one", 3, "s")
+
+
+async def test_a_key_is_one_row_and_the_last_write_wins(store):
+    steps, db = store
+    eid = await _execution(db)
+    await steps.save(StepRecord(eid, "k", "s", "agent", "test", status=StepStatus.FAILED, error="first try"))
+    await steps.save(StepRecord(eid, "k", "s", "agent", "test", response="second try", attempts=2))
+    loaded = await steps.completed_steps(eid)
+    assert loaded["k"].response == "second try" and loaded["k"].attempts == 2
+    if db is not None:
+        rows = await db.list_steps(eid)
+        assert len(rows) == 1 and rows[0].error is None
+
+
+async def test_executions_are_isolated(store):
+    steps, db = store
+    one, two = await _execution(db), await _execution(db)
+    await steps.save(StepRecord(one, "k", "s", "agent", "test", response="1"))
+    assert await steps.completed_steps(two) == {}
+
+
+async def test_concurrent_saves_are_grouped_and_all_durable(store):
+    steps, db = store
+    eid = await _execution(db)
+    await asyncio.gather(
+        *[steps.save(StepRecord(eid, f"k{i}", "s", "agent", "test", response=str(i))) for i in range(300)]
+    )
+    loaded = await steps.completed_steps(eid)
+    assert len(loaded) == 300 and loaded["k299"].response == "299"
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "not a url"])
+def test_unsupported_database_urls(url):
+    with pytest.raises(InvalidConfigError):
+        create_engine(url)
+
+
+async def test_sqlite_runs_in_wal_mode(sqlite_url):
+    async with Database(sqlite_url) as db, db.engine.connect() as conn:
+        mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+        timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+    assert (mode, timeout) == ("wal", 30_000)
