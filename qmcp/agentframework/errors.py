@@ -10,10 +10,14 @@
 from __future__ import annotations
 
 __all__ = [
+    "ExecutionPaused",
+    "HumanRejectedError",
+    "HumanTimeoutError",
     "InvalidConfigError",
     "MalformedOutputError",
     "MissingAPIKeyError",
     "MissingSlotError",
+    "MixinError",
     "ModelError",
     "ModelNotInstalledError",
     "NonDeterminismError",
@@ -60,6 +64,10 @@ class ModelNotInstalledError(UserInputError):
 
 class NotFoundError(UserInputError):
     """A named agent, topology or execution does not exist."""
+
+
+class MixinError(UserInputError):
+    """A capability (mixin) is unknown, misconfigured or has circular dependencies."""
 
 
 class ModelError(QmcpError):
@@ -109,6 +117,23 @@ class RunCancelledError(RunError):
 
 class NonDeterminismError(RunError):
     """On replay, a recorded step belongs to another slot than the one the topology asked for."""
+
+
+class ExecutionPaused(RunError):
+    """A step waits for a human; the execution is `paused` until the request is answered."""
+
+    def __init__(self, request_id: str, prompt: str) -> None:
+        super().__init__(f"waiting for a human to answer request {request_id}: {prompt}")
+        self.request_id = request_id
+        self.prompt = prompt
+
+
+class HumanRejectedError(RunError):
+    """A human rejected a step at an approval gate."""
+
+
+class HumanTimeoutError(RunError):
+    """Nobody answered a human request before its timeout."""
 
 
 class StepFailedError(RunError):

@@ -235,16 +235,22 @@ _FIELDS = ("name", "version", "description", "dependencies")
 
 
 def _mixins() -> list[dict[str, Any]]:
-    """The registered mixins once `qmcp.agentframework.mixins` exists, else the built-in capability names."""
+    """The registered mixins once `qmcp.agentframework.mixins` provides them, else the built-in capability names.
+
+    Looked up at run time so the command lists real mixins as soon as that package lands.
+    """
+    registry = None
     if importlib.util.find_spec("qmcp.agentframework.mixins") is not None:
-        registry = importlib.import_module("qmcp.agentframework.mixins").MixinRegistry
-        return [
-            {
+        registry = getattr(importlib.import_module("qmcp.agentframework.mixins"), "MixinRegistry", None)
+    if registry is not None:
+        rows = []
+        for item in registry.list_all():
+            row = {
                 field: (item.get(field) if isinstance(item, Mapping) else getattr(item, field, None))
                 for field in _FIELDS
             }
-            for item in registry.list_all()
-        ]
+            rows.append(row | {"dependencies": list(row["dependencies"] or [])})
+        return rows
     from qmcp.agentframework.models import AgentCapability
 
     return [

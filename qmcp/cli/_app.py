@@ -20,6 +20,7 @@ from ._state import CliState, OutputFormat, cli_state
 
 __all__ = ["app"]
 
+
 class _QmcpGroup(TyperGroup):
     """Turns exceptions from any sub-command into a message and an exit code, not a traceback."""
 

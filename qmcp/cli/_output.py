@@ -40,9 +40,15 @@ EXIT_INTERRUPTED = 130
 """Ctrl-C."""
 
 
+_PIPE_WIDTH = 240
+
+
 def stdout() -> Console:
-    """A console on the current stdout (created per call, so test runners that swap streams work)."""
-    return Console(highlight=False, soft_wrap=False)
+    """A console on the current stdout (created per call, so test runners that swap streams work).
+
+    Piped output gets a wide page, so table rows stay on one line for grep and friends.
+    """
+    return Console(highlight=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
 
 
 def stderr() -> Console:
@@ -74,11 +80,13 @@ def print_table(
     materialised = [[escape(str(cell)) for cell in row] for row in rows]
     console = stdout()
     if not materialised:
-        console.print(f"[dim]{escape(empty)}[/dim]")
+        console.print(f"[dim]{escape(empty)}[/dim]", soft_wrap=True)
         return
-    table = Table(title=escape(title) if title else None, title_justify="left", header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    if title:
+        console.print(f"[bold]{escape(title)}[/bold]", soft_wrap=True)
+    table = Table(header_style="bold")
+    for index, column in enumerate(columns):
+        table.add_column(column, overflow="fold", no_wrap=index == 0)
     for row in materialised:
         table.add_row(*row)
     console.print(table)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunOutcome", "RunRequest", "execute", "exit_code", "print_outcome", "slot_models"]
 
+
 @dataclass(frozen=True)
 class RunRequest:
     """What to run and how to show it."""
@@ -132,12 +133,13 @@ def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) ->
     console = stdout()
     status = str(result.status)
     mark = "[green]✓[/green]" if exit_code(result) == 0 else "[red]✗[/red]"
-    console.print(
-        f"{mark} [bold]{result.topology_name}[/bold] {status} in {format_duration(result.duration_ms)} · "
-        f"{outcome.steps} steps · {format_tokens(result.input_tokens, result.output_tokens)} tokens · "
-        f"{format_cost(result.cost_usd)}",
-        soft_wrap=True,
-    )
+    parts = [
+        f"{mark} [bold]{escape(result.topology_name)}[/bold] {status} in {format_duration(result.duration_ms)}",
+        *([f"{outcome.steps} steps"] if outcome.steps else []),
+        f"{format_tokens(result.input_tokens, result.output_tokens)} tokens",
+        format_cost(result.cost_usd),
+    ]
+    console.print(" · ".join(parts), soft_wrap=True)
     console.print(f"  execution {result.execution_id}", soft_wrap=True)
     if status == "completed":
         answer = answer_text(result.output)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._output import excerpt, format_duration, format_when, print_json, print_table, stdout
+from ._output import format_duration, format_when, print_json, print_table, stdout
 from ._run import RunRequest, execute, exit_code, print_outcome, slot_models
 from ._state import CliState, OutputFormat, cli_state, open_database
 
@@ -48,7 +48,7 @@ def parse_json_object(text: str, option: str) -> dict[str, Any]:
             f"{option} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
         ) from None
     if not isinstance(value, dict):
-        raise UserInputError(f"{option} must be a JSON object, like '{{\"prompt\": \"...\"}}'")
+        raise UserInputError(f'{option} must be a JSON object, like \'{{"prompt": "..."}}\'')
     return value
 
 
@@ -98,7 +98,11 @@ def show_topology(ctx: typer.Context, name: str, output_format: FormatOption = N
         document["agents"] = {slot: agent.definition() for slot, agent in agents.items()}
         print_json(
             document
-            | {"recent_executions": [e.model_dump(include={"id", "status", "created_at"}) for e in executions]}
+            | {
+                "recent_executions": [
+                    e.model_dump(include={"id", "status", "created_at"}) for e in executions
+                ]
+            }
         )
         return
     print_table(
@@ -132,14 +136,18 @@ def create_topology(
     name: Annotated[str, typer.Argument(help="Lowercase letters, digits, '_' or '-'.")],
     topology_type: Annotated[
         str,
-        typer.Argument(metavar="TYPE", help="pipeline, ensemble, debate, crosscheck, ...", autocompletion=_complete_type),
+        typer.Argument(
+            metavar="TYPE", help="pipeline, ensemble, debate, crosscheck, ...", autocompletion=_complete_type
+        ),
     ],
     agent: Annotated[
         list[str] | None,
-        typer.Option("--agent", "-a", metavar="SLOT=AGENT", help="Put an agent in a slot; repeat for each slot."),
+        typer.Option(
+            "--agent", "-a", metavar="SLOT=AGENT", help="Put an agent in a slot; repeat for each slot."
+        ),
     ] = None,
     config_json: Annotated[
-        str | None, typer.Option("--config-json", help='The type\'s config, e.g. \'{"max_rounds": 2}\'.')
+        str | None, typer.Option("--config-json", help="The type's config, e.g. '{\"max_rounds\": 2}'.")
     ] = None,
     description: Annotated[str, typer.Option("--description", "-d")] = "",
     output_format: FormatOption = None,
@@ -155,7 +163,7 @@ def create_topology(
         return
     stdout().print(
         f"created topology [bold]{stored.name}[/bold] ({stored.topology_type}, {len(agents)} slots); "
-        f"run it with: qmcp agents topologies run {stored.name} --input-json '{{\"prompt\": \"...\"}}'",
+        f'run it with: qmcp agents topologies run {stored.name} --input-json \'{{"prompt": "..."}}\'',
         soft_wrap=True,
     )
 
@@ -183,7 +191,12 @@ def _new_topology(name: str, topology_type: str, description: str, config: dict[
 
     try:
         return Topology.model_validate(
-            {"name": name, "description": description, "topology_type": topology_type.strip().lower(), "config": config}
+            {
+                "name": name,
+                "description": description,
+                "topology_type": topology_type.strip().lower(),
+                "config": config,
+            }
         )
     except ValidationError as error:
         raise InvalidConfigError(describe_validation_error(error)) from None
@@ -251,6 +264,3 @@ def run_topology(
     print_outcome(state, outcome, json_output=json_output)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)
-
-
-__all__ += ["excerpt"] if False else []

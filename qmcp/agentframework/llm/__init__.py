@@ -1,6 +1,14 @@
 """The LLM layer: model strings → pydantic-ai models, one accounted call, typed errors, offline models."""
 
-from ._call import ChatMessage, ModelReply, call_model, classify_error, retry_transient
+from ._call import (
+    ChatMessage,
+    ModelReply,
+    ToolCallHook,
+    ToolSpec,
+    call_model,
+    classify_error,
+    retry_transient,
+)
 from ._offline import FAILURE_KINDS, ScriptedCall, ScriptedModel, make_test_model
 from ._prompts import JSON_MARKER, json_instruction, requested_schema
 from ._resolve import (
@@ -19,6 +27,8 @@ __all__ = [
     "ModelReply",
     "ScriptedCall",
     "ScriptedModel",
+    "ToolCallHook",
+    "ToolSpec",
     "call_model",
     "classify_error",
     "json_instruction",

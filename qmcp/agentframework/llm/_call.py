@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, TypeVar
 
@@ -31,17 +31,29 @@ from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
+    RetryPromptPart,
     SystemPromptPart,
     TextPart,
+    ToolCallPart,
+    ToolReturnPart,
     UserPromptPart,
 )
-from pydantic_ai.models import Model
+from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import ToolDefinition
 
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models
 
-__all__ = ["ChatMessage", "ModelReply", "call_model", "classify_error", "retry_transient"]
+__all__ = [
+    "ChatMessage",
+    "ModelReply",
+    "ToolCallHook",
+    "ToolSpec",
+    "call_model",
+    "classify_error",
+    "retry_transient",
+]
 
 T = TypeVar("T")
 
@@ -59,6 +71,20 @@ class ModelReply:
     output_tokens: int
     cost_usd: float
     latency_ms: float
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call: its pydantic-ai definition and the coroutine that runs it."""
+
+    definition: ToolDefinition
+    call: Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+ToolCallHook = Callable[[str, dict[str, Any]], Awaitable[None]]
+"""Called before each tool call with (tool name, arguments); raising `PermissionError` denies it."""
 
 
 def _to_messages(system: str | None, messages: Sequence[ChatMessage]) -> list[ModelMessage]:
@@ -93,12 +119,43 @@ async def call_model(
     messages: Sequence[ChatMessage],
     settings: ModelSettings,
     timeout_seconds: float | None = None,
+    tools: Sequence[ToolSpec] = (),
+    max_tool_calls: int = 10,
+    on_tool_call: ToolCallHook | None = None,
 ) -> ModelReply:
-    """Make one request and account for it; raises `TransientModelError` or `PermanentModelError`."""
+    """Make one request and account for it; raises `TransientModelError` or `PermanentModelError`.
+
+    With `tools`, runs the tool loop: tool calls are executed and returned to the model until
+    it answers in text; after `max_tool_calls` calls the tools are withdrawn and the model is
+    told to answer. Every call is reported in `ModelReply.tool_calls`.
+    """
     started = time.perf_counter()
+    history = _to_messages(system, messages)
+    by_name = {tool.definition.name: tool for tool in tools}
+    parameters = ModelRequestParameters(function_tools=[t.definition for t in tools]) if tools else None
+    log: list[dict[str, Any]] = []
+    input_tokens = output_tokens = 0
+    cost = 0.0
     try:
         async with asyncio.timeout(timeout_seconds):
-            response = await model_request(model, _to_messages(system, messages), model_settings=settings)
+            while True:
+                response = await model_request(
+                    model, history, model_settings=settings, model_request_parameters=parameters
+                )
+                input_tokens += response.usage.input_tokens
+                output_tokens += response.usage.output_tokens
+                cost += _cost(model_string, response)
+                calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
+                if not calls:
+                    break
+                history.append(response)
+                history.append(
+                    ModelRequest(
+                        parts=[await _run_tool(c, by_name, log, max_tool_calls, on_tool_call) for c in calls]
+                    )
+                )
+                if len(log) >= max_tool_calls:
+                    parameters = None  # withdraw the tools: the next reply must be text
     except QmcpError:
         raise
     except Exception as error:
@@ -107,11 +164,43 @@ async def call_model(
     return ModelReply(
         text=text,
         model=model_string,
-        input_tokens=response.usage.input_tokens,
-        output_tokens=response.usage.output_tokens,
-        cost_usd=_cost(model_string, response),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost,
         latency_ms=(time.perf_counter() - started) * 1000,
+        tool_calls=tuple(log),
     )
+
+
+async def _run_tool(
+    call: ToolCallPart,
+    tools: Mapping[str, ToolSpec],
+    log: list[dict[str, Any]],
+    max_tool_calls: int,
+    on_tool_call: ToolCallHook | None,
+) -> ToolReturnPart | RetryPromptPart:
+    args = call.args_as_dict()
+    entry: dict[str, Any] = {"tool": call.tool_name, "args": args, "result": None, "error": None}
+    tool = tools.get(call.tool_name)
+    if len(log) >= max_tool_calls:
+        entry["error"] = f"max_tool_calls ({max_tool_calls}) reached; answer without tools"
+    elif tool is None:
+        entry["error"] = f"unknown tool {call.tool_name!r}; available: {', '.join(tools) or 'none'}"
+    else:
+        try:
+            if on_tool_call is not None:
+                await on_tool_call(call.tool_name, args)
+            entry["result"] = await tool.call(args)
+        except PermissionError as denied:
+            entry["error"] = f"denied: {denied}"
+        except Exception as failure:  # the tool's own failure goes back to the model, not up the stack
+            entry["error"] = f"{type(failure).__name__}: {failure}"
+    log.append(entry)
+    if entry["error"] is not None:
+        return RetryPromptPart(
+            content=entry["error"], tool_name=call.tool_name, tool_call_id=call.tool_call_id
+        )
+    return ToolReturnPart(tool_name=call.tool_name, content=entry["result"], tool_call_id=call.tool_call_id)
 
 
 def classify_error(error: BaseException, model: str) -> ModelError:

@@ -39,6 +39,10 @@ class AgentConfig(SQLModel):
     timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
     max_tool_calls: int = Field(default=10, ge=0, le=1000)
     capabilities: list[AgentCapability] = Field(default_factory=list)
+    mixins: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options per capability, e.g. {'reasoning': {'style': 'pros_and_cons'}}.",
+    )
     base_url: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")

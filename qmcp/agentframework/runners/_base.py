@@ -19,7 +19,8 @@ from sqlmodel import col
 
 from ...config import settings
 from ...observability import METRICS, get_logger, tracer
-from ..errors import QmcpError, UserInputError
+from ..errors import ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
+from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
 from ..models._agent import utcnow
 from ..store import Database, StepRecord
@@ -112,6 +113,14 @@ class BaseRunner:
             )
             return await self._execute(db, execution, agents, completed=completed)
 
+    async def respond(self, request_id: uuid.UUID | str, response: str, *, resume: bool = True) -> RunResult:
+        """Answer a human request of a paused execution, then (by default) resume it."""
+        async with Database(self.db_url) as db:
+            request = await db.answer_human_request(request_id, response)
+            if not resume:
+                return _result(await db.get_execution(request.execution_id))
+        return await self.resume(request.execution_id)
+
     async def cancel(self, execution_id: uuid.UUID | str) -> RunResult:
         """Cancel an execution: in-flight steps in this process stop; the execution stays resumable."""
         async with Database(self.db_url) as db:
@@ -154,6 +163,7 @@ class BaseRunner:
             model_override=self.model_override,
             checkpoint_enabled=self.config.checkpoint_enabled,
             on_event=self._observe,
+            resources=RunResources(db=db),
         )
         log = get_logger().bind(execution_id=str(execution.id), correlation_id=execution.correlation_id)
         started = time.perf_counter()
@@ -181,7 +191,7 @@ class BaseRunner:
             else contextlib.nullcontext(),
         ):
             try:
-                async with asyncio.timeout(self.config.timeout_seconds):
+                async with ctx.resources.exit_stack, asyncio.timeout(self.config.timeout_seconds):
                     output = await implementation.run(ctx, dict(execution.input_data))
                 status = ExecutionStatus.COMPLETED
             except TimeoutError:
@@ -196,6 +206,10 @@ class BaseRunner:
                 )
                 await asyncio.shield(self._finish(db, execution, ctx, status, None, error, started))
                 raise
+            except ExecutionPaused as paused:
+                status, error = ExecutionStatus.PAUSED, str(paused)
+            except HumanRejectedError as rejected:
+                status, error = ExecutionStatus.CANCELLED, str(rejected)
             except QmcpError as failure:
                 error = str(failure)
             except Exception as failure:  # a bug in topology or user code: record it, don't crash the caller

@@ -20,6 +20,7 @@ from ..models import (
     Execution,
     ExecutionStatus,
     ExecutionStep,
+    HumanRequest,
     Topology,
     TopologyMembership,
 )
@@ -214,3 +215,59 @@ class Database:
         )
         async with self.sessions() as session:
             return list((await session.exec(query)).all())
+
+    # -- human requests -----------------------------------------------------------------------
+
+    async def add_human_request(self, request: HumanRequest) -> None:
+        async with self.sessions() as session, session.begin():
+            session.add(request)
+
+    async def find_human_request(self, execution_id: uuid.UUID, key: str) -> HumanRequest | None:
+        query = select(HumanRequest).where(HumanRequest.execution_id == execution_id, HumanRequest.key == key)
+        async with self.sessions() as session:
+            return (await session.exec(query)).first()
+
+    async def get_human_request(self, request_id: uuid.UUID | str) -> HumanRequest:
+        try:
+            key = request_id if isinstance(request_id, uuid.UUID) else uuid.UUID(str(request_id))
+        except ValueError:
+            raise NotFoundError(f"{request_id!r} is not a human request id (a UUID)") from None
+        async with self.sessions() as session:
+            request = await session.get(HumanRequest, key)
+        if request is None:
+            raise NotFoundError(f"human request {key} not found")
+        return request
+
+    async def list_human_requests(
+        self, *, execution_id: uuid.UUID | None = None, status: str | None = None
+    ) -> list[HumanRequest]:
+        query = select(HumanRequest).order_by(col(HumanRequest.created_at))
+        if execution_id is not None:
+            query = query.where(HumanRequest.execution_id == execution_id)
+        if status is not None:
+            query = query.where(HumanRequest.status == status)
+        async with self.sessions() as session:
+            return list((await session.exec(query)).all())
+
+    async def answer_human_request(self, request_id: uuid.UUID | str, response: str) -> HumanRequest:
+        """Store a human's answer; a request can be answered once, and only before its timeout."""
+        request = await self.get_human_request(request_id)
+        if request.status != "pending":
+            raise InvalidConfigError(f"human request {request.id} was already {request.status}")
+        if request.options and response not in request.options:
+            raise InvalidConfigError(f"answer one of: {', '.join(request.options)} (got {response!r})")
+        async with self.sessions() as session, session.begin():
+            await session.exec(
+                update(HumanRequest)
+                .where(col(HumanRequest.id) == request.id)
+                .values(status="answered", response=response, answered_at=utcnow())
+            )
+        return await self.get_human_request(request.id)
+
+    async def expire_human_request(self, request_id: uuid.UUID) -> None:
+        async with self.sessions() as session, session.begin():
+            await session.exec(
+                update(HumanRequest)
+                .where(col(HumanRequest.id) == request_id, col(HumanRequest.status) == "pending")
+                .values(status="timed_out", answered_at=utcnow())
+            )

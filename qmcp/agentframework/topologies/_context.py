@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from ..errors import (
     TransientModelError,
 )
 from ..llm import ChatMessage, ModelReply, call_model, json_instruction, resolve_model, retry_transient
+from ..mixins import BaseMixin, MixinContext, MixinRegistry, RunResources
 from ..models import AgentConfig, AgentType, StepStatus
 from ..models._agent import utcnow
 from ..store import StepRecord, StepStore
@@ -86,14 +88,18 @@ class RetryPolicy:
 
 
 class Scheduler:
-    """How independent steps run: one at a time (LocalRunner)."""
+    """How independent steps run: one at a time (LocalRunner).
 
-    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | Exception]:
-        results: list[T | Exception] = []
+    `gather` returns step failures (`StepFailedError`) as values, so a topology can tolerate
+    some; anything else (a pause for a human, a non-determinism error, a bug) propagates.
+    """
+
+    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
+        results: list[T | StepFailedError] = []
         for aw in aws:
             try:
                 results.append(await aw)
-            except Exception as error:
+            except StepFailedError as error:
                 results.append(error)
         return results
 
@@ -112,10 +118,10 @@ class ConcurrentScheduler(Scheduler):
         self.max_concurrent = max_concurrent
         self._semaphore = asyncio.Semaphore(max_concurrent)
 
-    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | Exception]:
+    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
         results = await asyncio.gather(*aws, return_exceptions=True)
         for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
+            if isinstance(result, BaseException) and not isinstance(result, StepFailedError):
                 raise result
         return list(results)  # type: ignore[arg-type]
 
@@ -152,33 +158,28 @@ class StepContext:
     checkpoint_enabled: bool = True
     on_event: Callable[[StepEvent], None] | None = None
     prefix: str = ""
+    resources: RunResources = field(default_factory=RunResources)
+    teams: Mapping[str, Any] = field(default_factory=dict)
     totals: dict[str, float] = field(
         default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     )
-    calls: int = 0
     _configs: dict[str, AgentConfig] = field(default_factory=dict, repr=False)
+    _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
 
     # -- composition --------------------------------------------------------------------------
 
     def child(self, prefix: str, agents: Mapping[str, AgentType] | None = None) -> StepContext:
-        """A context whose step keys nest under `prefix` (compound topologies), sharing state."""
-        nested = StepContext(
-            execution_id=self.execution_id,
+        """A context whose step keys nest under `prefix` (compound topologies), sharing run state."""
+        return dataclasses.replace(
+            self,
             agents=self.agents if agents is None else agents,
-            store=self.store,
-            completed=self.completed,
-            scheduler=self.scheduler,
-            retry=self.retry,
-            model_override=self.model_override,
-            checkpoint_enabled=self.checkpoint_enabled,
-            on_event=self.on_event,
             prefix=f"{self.prefix}{prefix}/",
-            totals=self.totals,
+            _configs={},
+            _mixins={},
         )
-        return nested
 
-    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | Exception]:
-        """Run independent steps as the runner allows; failures come back as exception values."""
+    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
+        """Run independent steps as the runner allows; step failures come back as values."""
         return await self.scheduler.gather(aws)
 
     def agent(self, slot: str) -> AgentType:
@@ -198,6 +199,13 @@ class StepContext:
         """The model string a slot's agent calls in this run (the override wins)."""
         return self.model_override or self.agent_config(slot).model or qmcp_settings().default_model
 
+    def mixins_for(self, slot: str) -> list[BaseMixin]:
+        """The slot's agent's mixins, dependencies first."""
+        if slot not in self._mixins:
+            names = MixinRegistry.resolve([str(c) for c in self.agent_config(slot).capabilities])
+            self._mixins[slot] = [MixinRegistry.create(name) for name in names]
+        return self._mixins[slot]
+
     # -- the durable step ---------------------------------------------------------------------
 
     async def invoke(
@@ -213,129 +221,142 @@ class StepContext:
         """Call `slot`'s agent with `prompt`, or replay the recorded result of step `key`.
 
         With `schema`, the reply must be a JSON object of that schema: it is extracted
-        tolerantly, asked for once more with the error when malformed, and otherwise replaced
+        tolerantly, asked for again with the error when malformed, and otherwise replaced
         by `fallback` (recorded on the step with the reason) or failed when there is none.
         `durable` replays the step even when checkpoint reads are off (`checkpoint_after`).
         """
         full_key = self.prefix + key
         agent = self.agent(slot)
-        model = self.model_for(slot)
+        mc = MixinContext(
+            execution_id=self.execution_id,
+            key=full_key,
+            slot=slot,
+            agent=agent,
+            config=self.agent_config(slot),
+            model=self.model_for(slot),
+            resources=self.resources,
+            prompt=prompt,
+            schema=schema,
+        )
+        mixins = self.mixins_for(slot)
+        for hook in mixins:
+            await hook.on_start(mc)
         recorded = self.completed.get(full_key) if (self.checkpoint_enabled or durable) else None
         if recorded is not None:
-            if recorded.slot != slot or recorded.agent_name != agent.name:
-                raise NonDeterminismError(
-                    f"step {full_key!r} was recorded for slot {recorded.slot!r} (agent {recorded.agent_name!r}) "
-                    f"but is now asked of slot {slot!r} (agent {agent.name!r}); the topology or its agents "
-                    "changed since this execution started"
-                )
-            self._emit("replayed", full_key, slot, agent.name, model)
-            output = recorded.output or {}
-            return StepResult(
-                key=full_key,
-                slot=slot,
-                agent_name=agent.name,
-                text=recorded.response or "",
-                data=output.get("data"),
-                replayed=True,
-                fallback=bool(output.get("fallback")),
-            )
-        return await self._call(full_key, slot, agent, model, prompt, schema, fallback)
+            result = self._replay(recorded, full_key, slot, agent, mc)
+        else:
+            result = await self._call(mc, mixins, fallback)
+        for hook in mixins:
+            await hook.on_end(mc)
+        return result
 
-    async def _call(
-        self,
-        key: str,
-        slot: str,
-        agent: AgentType,
-        model: str,
-        prompt: str,
-        schema: dict[str, Any] | None,
-        fallback: dict[str, Any] | None,
+    def _replay(
+        self, recorded: StepRecord, key: str, slot: str, agent: AgentType, mc: MixinContext
     ) -> StepResult:
-        config = self.agent_config(slot)
-        system = config.system_prompt or _default_system_prompt(agent)
-        user = f"{prompt}\n\n{json_instruction(schema)}" if schema is not None else prompt
-        messages: list[ChatMessage] = [{"role": "user", "content": user}]
-        model_settings = _model_settings(config)
-        record = StepRecord(
-            execution_id=self.execution_id,
+        if recorded.slot != slot or recorded.agent_name != agent.name:
+            raise NonDeterminismError(
+                f"step {key!r} was recorded for slot {recorded.slot!r} (agent {recorded.agent_name!r}) "
+                f"but is now asked of slot {slot!r} (agent {agent.name!r}); the topology or its agents "
+                "changed since this execution started"
+            )
+        self._emit("replayed", key, slot, agent.name, mc.model)
+        output = recorded.output or {}
+        mc.replayed, mc.reply, mc.data = True, recorded.response or "", output.get("data")
+        return StepResult(
             key=key,
             slot=slot,
             agent_name=agent.name,
-            model=model,
-            request={"system": system, "messages": messages, "settings": dict(model_settings)},
+            text=mc.reply,
+            data=mc.data,
+            replayed=True,
+            fallback=bool(output.get("fallback")),
         )
-        self._emit("started", key, slot, agent.name, model)
+
+    async def _call(
+        self, mc: MixinContext, mixins: list[BaseMixin], fallback: dict[str, Any] | None
+    ) -> StepResult:
+        mc.system = mc.config.system_prompt or _default_system_prompt(mc.agent)
+        for hook in mixins:
+            await hook.before_model(mc)
+        messages: list[ChatMessage] = [{"role": "user", "content": _with_schema(mc.prompt, mc.schema)}]
+        model_settings = _model_settings(mc.config)
+        record = StepRecord(
+            execution_id=self.execution_id,
+            key=mc.key,
+            slot=mc.slot,
+            agent_name=mc.agent.name,
+            model=mc.model,
+            request={"system": mc.system, "messages": messages, "settings": dict(model_settings)},
+        )
+        self._emit("started", mc.key, mc.slot, mc.agent.name, mc.model)
         replies: list[ModelReply] = []
-        attempts = 0
-        data: dict[str, Any] | None = None
         used_fallback = False
         try:
-            reply, used = await self._model_call(
-                key, slot, agent, model, system, messages, model_settings, config
-            )
+            reply = await self._model_call(mc, mixins, messages, model_settings)
             replies.append(reply)
-            attempts += used
-            if schema is not None:
-                try:
-                    data = validate_json(reply.text, schema)
-                except ValueError as first_error:
-                    # One re-ask with the error, then the recorded fallback.
-                    messages = [
-                        *messages,
-                        {"role": "assistant", "content": reply.text},
-                        {
-                            "role": "user",
-                            "content": f"That reply was not valid: {first_error}. {json_instruction(schema)}",
-                        },
-                    ]
-                    record.request["messages"] = messages
-                    reply, used = await self._model_call(
-                        key, slot, agent, model, system, messages, model_settings, config
-                    )
-                    replies.append(reply)
-                    attempts += used
+            if mc.schema is not None:
+                for reask in range(mc.reasks + 1):
                     try:
-                        data = validate_json(reply.text, schema)
-                    except ValueError as second_error:
-                        if fallback is None:
-                            raise MalformedOutputError(
-                                f"reply is not the JSON asked for, twice: {second_error}", model=model
-                            ) from None
-                        data, used_fallback = dict(fallback), True
-                        record.error = (
-                            f"malformed reply after a re-ask ({second_error}); used fallback {fallback}"
-                        )
-        except (TimeoutError, ModelError) as error:
+                        mc.data = validate_json(reply.text, mc.schema)
+                        break
+                    except ValueError as invalid:
+                        if reask == mc.reasks:
+                            if fallback is None:
+                                raise MalformedOutputError(
+                                    f"reply is not the JSON asked for after {reask + 1} tries: {invalid}",
+                                    model=mc.model,
+                                ) from None
+                            mc.data, used_fallback = dict(fallback), True
+                            record.error = (
+                                f"malformed reply after re-asking ({invalid}); used fallback {fallback}"
+                            )
+                            break
+                        # Ask again with the error.
+                        messages = [
+                            *messages,
+                            {"role": "assistant", "content": reply.text},
+                            {
+                                "role": "user",
+                                "content": f"That reply was not valid: {invalid}. {json_instruction(mc.schema)}",
+                            },
+                        ]
+                        record.request["messages"] = messages
+                        reply = await self._model_call(mc, mixins, messages, model_settings)
+                        replies.append(reply)
+            mc.reply = reply.text
+            for hook in reversed(mixins):
+                await hook.after_response(mc)
+        except ModelError as error:
             record.status = StepStatus.FAILED
             record.error = f"{type(error).__name__}: {error}"
-            record.attempts = attempts + getattr(error, "attempts", 1)
+            record.attempts = len(replies) + error.attempts
             self._account(record, replies)
             await self.store.save(record)
-            self._emit("failed", key, slot, agent.name, model, error=record.error)
-            raise StepFailedError(key, error, record.attempts) from error
-        record.response = replies[-1].text
-        record.output = {"data": data, "fallback": used_fallback} if schema is not None else None
-        record.attempts = attempts
+            self._emit("failed", mc.key, mc.slot, mc.agent.name, mc.model, error=record.error)
+            raise StepFailedError(mc.key, error, record.attempts) from error
+        record.response = mc.reply
+        record.output = _step_output(mc, used_fallback)
+        record.attempts = sum(r.attempts for r in replies)
         self._account(record, replies)
         record.completed_at = utcnow()
         await self.store.save(record)
-        self.completed[key] = record
+        self.completed[mc.key] = record
         self._emit(
             "completed",
-            key,
-            slot,
-            agent.name,
-            model,
+            mc.key,
+            mc.slot,
+            mc.agent.name,
+            mc.model,
             input_tokens=record.input_tokens,
             output_tokens=record.output_tokens,
             cost_usd=record.cost_usd,
         )
         return StepResult(
-            key=key,
-            slot=slot,
-            agent_name=agent.name,
-            text=record.response,
-            data=data,
+            key=mc.key,
+            slot=mc.slot,
+            agent_name=mc.agent.name,
+            text=mc.reply,
+            data=mc.data,
             fallback=used_fallback,
             input_tokens=record.input_tokens,
             output_tokens=record.output_tokens,
@@ -344,39 +365,43 @@ class StepContext:
 
     async def _model_call(
         self,
-        key: str,
-        slot: str,
-        agent: AgentType,
-        model: str,
-        system: str,
+        mc: MixinContext,
+        mixins: list[BaseMixin],
         messages: list[ChatMessage],
         model_settings: ModelSettings,
-        config: AgentConfig,
-    ) -> tuple[ModelReply, int]:
-        resolved = resolve_model(model, role=str(agent.role), base_url=config.base_url)
+    ) -> ModelReply:
+        resolved = resolve_model(mc.model, role=str(mc.agent.role), base_url=mc.config.base_url)
+
+        async def on_tool_call(tool: str, args: dict[str, Any]) -> None:
+            for hook in mixins:
+                await hook.on_tool_call(mc, tool, args)
 
         async def once() -> ModelReply:
             async with self.scheduler.model_slot():
-                self.calls += 1
                 return await call_model(
                     resolved,
-                    model,
-                    system=system,
+                    mc.model,
+                    system=mc.system,
                     messages=messages,
                     settings=model_settings,
-                    timeout_seconds=config.timeout_seconds,
+                    timeout_seconds=mc.config.timeout_seconds,
+                    tools=mc.tools,
+                    max_tool_calls=mc.config.max_tool_calls,
+                    on_tool_call=on_tool_call if mixins else None,
                 )
 
         def on_retry(attempt: int, error: TransientModelError) -> None:
-            self._emit("retry", key, slot, agent.name, model, error=f"attempt {attempt}: {error}")
+            self._emit("retry", mc.key, mc.slot, mc.agent.name, mc.model, error=f"attempt {attempt}: {error}")
 
-        return await retry_transient(
+        reply, attempts = await retry_transient(
             once,
             max_retries=self.retry.max_retries if self.retry.enabled else 0,
             base_delay=self.retry.base_delay,
             max_delay=self.retry.max_delay,
             on_retry=on_retry,
         )
+        mc.tool_calls.extend(reply.tool_calls)
+        return dataclasses.replace(reply, attempts=attempts)
 
     def _account(self, record: StepRecord, replies: Sequence[ModelReply]) -> None:
         record.input_tokens = sum(r.input_tokens for r in replies)
@@ -390,6 +415,21 @@ class StepContext:
     def _emit(self, kind: Any, key: str, slot: str, agent_name: str, model: str, **extra: Any) -> None:
         if self.on_event is not None:
             self.on_event(StepEvent(kind, key, slot, agent_name, model, **extra))
+
+
+def _with_schema(prompt: str, schema: dict[str, Any] | None) -> str:
+    return f"{prompt}\n\n{json_instruction(schema)}" if schema is not None else prompt
+
+
+def _step_output(mc: MixinContext, used_fallback: bool) -> dict[str, Any] | None:
+    output: dict[str, Any] = {}
+    if mc.schema is not None:
+        output |= {"data": mc.data, "fallback": used_fallback}
+    if mc.tool_calls:
+        output["tool_calls"] = mc.tool_calls
+    if mc.extras:
+        output["mixins"] = mc.extras
+    return output or None
 
 
 def _default_system_prompt(agent: AgentType) -> str:

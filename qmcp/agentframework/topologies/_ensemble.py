@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import InvalidConfigError, MissingSlotError, RunError
+from ..errors import MissingSlotError, RunError
 from ..models import AgentType, EnsembleConfig, TopologyType
 from ._aggregate import aggregate_results, synthesis_prompt
 from ._base import BaseTopology, topology
@@ -51,9 +51,6 @@ class EnsembleTopology(BaseTopology):
             for slot, r in zip(members, results, strict=True)
             if isinstance(r, Exception)
         ]
-        for _slot, result in zip(members, results, strict=True):
-            if isinstance(result, InvalidConfigError):
-                raise result
         if len(failed) / len(members) > self.config.failure_threshold or not answered:
             raise RunError(
                 f"{len(failed)} of {len(members)} ensemble members failed, more than failure_threshold "

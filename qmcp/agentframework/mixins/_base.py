@@ -1,0 +1,148 @@
+"""`BaseMixin`, the hook context, `MixinRegistry` and `@mixin`.
+
+A mixin is a hook object attached to an agent's steps (compose, don't inherit): agents enable
+mixins through `AgentConfig.capabilities` and configure them in `AgentConfig.mixins[name]`.
+
+Hook order for one step: `on_start` → `before_model` → (`on_tool_call` per tool call) →
+`after_response` → the step is recorded → `on_end`. `on_start` and `on_end` also run when a
+completed step replays (`ctx.replayed`), the others only when the model is really called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import MixinError
+from ..llm import ToolSpec
+from ..models import AgentConfig, AgentType
+
+__all__ = ["BaseMixin", "MixinContext", "MixinInfo", "MixinRegistry", "RunResources", "mixin"]
+
+
+@dataclass
+class RunResources:
+    """What mixins share for the length of one run: an exit stack for connections, a state dict."""
+
+    exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    state: dict[str, Any] = field(default_factory=dict)
+    db: Any = None  # the run's `Database`, when the run has one
+
+
+@dataclass
+class MixinContext:
+    """Everything a hook may read or change about one agent step."""
+
+    execution_id: uuid.UUID
+    key: str
+    slot: str
+    agent: AgentType
+    config: AgentConfig
+    model: str
+    resources: RunResources
+    prompt: str = ""
+    system: str = ""
+    tools: list[ToolSpec] = field(default_factory=list)
+    schema: dict[str, Any] | None = None
+    reasks: int = 1
+    reply: str | None = None
+    data: dict[str, Any] | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    replayed: bool = False
+
+    def options(self, name: str) -> dict[str, Any]:
+        """This agent's options for mixin `name` (`AgentConfig.mixins[name]`)."""
+        return dict(self.config.mixins.get(name, {}))
+
+
+class BaseMixin:
+    """A capability hooked into agent steps. Override the hooks you need; all are optional."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1.0"
+    description: ClassVar[str] = ""
+    dependencies: ClassVar[tuple[str, ...]] = ()
+
+    async def on_start(self, ctx: MixinContext) -> None:
+        """Before anything else, also on replay."""
+
+    async def before_model(self, ctx: MixinContext) -> None:
+        """Before the model call: may change `prompt`, `system`, `tools`, `schema`."""
+
+    async def on_tool_call(self, ctx: MixinContext, tool: str, args: dict[str, Any]) -> None:
+        """Before each tool call; raise `PermissionError` to deny it."""
+
+    async def after_response(self, ctx: MixinContext) -> None:
+        """After the model answered: may change `reply` and `data`, or add `extras`."""
+
+    async def on_end(self, ctx: MixinContext) -> None:
+        """After the step is durable (also on replay)."""
+
+
+@dataclass(frozen=True)
+class MixinInfo:
+    name: str
+    version: str
+    description: str
+    dependencies: tuple[str, ...]
+
+
+class MixinRegistry:
+    """Mixins by name, with dependency resolution."""
+
+    _mixins: ClassVar[dict[str, type[BaseMixin]]] = {}
+
+    @classmethod
+    def register(cls, mixin_class: type[BaseMixin]) -> type[BaseMixin]:
+        cls._mixins[mixin_class.name] = mixin_class
+        return mixin_class
+
+    @classmethod
+    def get(cls, name: str) -> type[BaseMixin]:
+        try:
+            return cls._mixins[str(name)]
+        except KeyError:
+            known = ", ".join(sorted(cls._mixins)) or "none"
+            raise MixinError(f"unknown mixin {str(name)!r}; known mixins: {known}") from None
+
+    @classmethod
+    def create(cls, name: str) -> BaseMixin:
+        return cls.get(name)()
+
+    @classmethod
+    def list_all(cls) -> list[MixinInfo]:
+        return [
+            MixinInfo(m.name, m.version, m.description, tuple(m.dependencies))
+            for m in sorted(cls._mixins.values(), key=lambda m: m.name)
+        ]
+
+    @classmethod
+    def resolve(cls, names: Mapping[str, Any] | list[str]) -> list[str]:
+        """`names` plus their dependencies, dependencies first; raises `MixinError` on a cycle."""
+        order: list[str] = []
+        visiting: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in order:
+                return
+            if name in visiting:
+                cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+                raise MixinError(f"mixin dependencies form a cycle: {cycle}")
+            visiting.append(name)
+            for dependency in cls.get(name).dependencies:
+                visit(dependency)
+            visiting.pop()
+            order.append(name)
+
+        for name in names:
+            visit(str(name))
+        return order
+
+
+def mixin(mixin_class: type[BaseMixin]) -> type[BaseMixin]:
+    """Class decorator registering a mixin under its `name`."""
+    return MixinRegistry.register(mixin_class)

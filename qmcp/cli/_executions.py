@@ -1,0 +1,222 @@
+"""`qmcp executions ...`: list, inspect, resume and cancel executions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ._output import (
+    answer_text,
+    excerpt,
+    format_cost,
+    format_duration,
+    format_tokens,
+    format_when,
+    print_json,
+    print_table,
+    stdout,
+)
+from ._run import RunRequest, execute, exit_code, print_outcome, slot_models
+from ._state import OutputFormat, cli_state, open_database
+
+if TYPE_CHECKING:
+    from qmcp.agentframework.models import Execution, ExecutionStatus, ExecutionStep
+
+__all__ = ["executions_app"]
+
+executions_app = typer.Typer(
+    no_args_is_help=True, help="Executions: every run, its steps, tokens and cost; resume or cancel them."
+)
+
+FormatOption = Annotated[
+    OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
+]
+
+
+def _complete_status(incomplete: str) -> list[str]:
+    from qmcp.agentframework.models import ExecutionStatus
+
+    return [s.value for s in ExecutionStatus if s.value.startswith(incomplete)]
+
+
+def _parse_status(value: str) -> ExecutionStatus:
+    from qmcp.agentframework.errors import UserInputError
+    from qmcp.agentframework.models import ExecutionStatus
+
+    try:
+        return ExecutionStatus(value.strip().lower())
+    except ValueError:
+        known = ", ".join(s.value for s in ExecutionStatus)
+        raise UserInputError(f"unknown status {value!r}; choose one of: {known}") from None
+
+
+@executions_app.command("list")
+def list_executions(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only executions in this status.", autocompletion=_complete_status),
+    ] = None,
+    topology: Annotated[str | None, typer.Option("--topology", help="Only runs of this topology.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 20,
+    output_format: FormatOption = None,
+) -> None:
+    """List executions, newest first."""
+    state = cli_state(ctx)
+    wanted = _parse_status(status) if status is not None else None
+
+    async def fetch() -> list[Execution]:
+        async with open_database(state) as db:
+            return await db.list_executions(status=wanted, topology_name=topology, limit=limit)
+
+    executions = asyncio.run(fetch())
+    if state.json_output(output_format):
+        print_json([_summary(e) for e in executions])
+        return
+    print_table(
+        None,
+        ["Execution", "Topology", "Status", "Runner", "Started", "Duration", "Tokens", "Cost"],
+        [
+            (
+                e.id,
+                e.topology_name,
+                e.status,
+                e.runner_type,
+                format_when(e.started_at),
+                format_duration(e.duration_ms),
+                format_tokens(e.input_tokens, e.output_tokens),
+                format_cost(e.cost_usd),
+            )
+            for e in executions
+        ],
+        empty="no executions; run a topology with: qmcp agents topologies run NAME --input-json '{...}'",
+    )
+
+
+def _summary(execution: Execution) -> dict[str, Any]:
+    return execution.model_dump(
+        mode="json",
+        exclude={"input_data", "output_data", "topology_snapshot", "agents_snapshot", "run_config"},
+    )
+
+
+@executions_app.command("show")
+def show_execution(
+    ctx: typer.Context,
+    execution_id: Annotated[str, typer.Argument(metavar="ID", help="The execution id (a UUID).")],
+    output_format: FormatOption = None,
+) -> None:
+    """Show an execution: status, timing, and every step with its model, tokens, cost and latency."""
+    state = cli_state(ctx)
+
+    async def fetch() -> tuple[Execution, Sequence[ExecutionStep]]:
+        async with open_database(state) as db:
+            execution = await db.get_execution(execution_id)
+            return execution, await db.list_steps(execution.id)
+
+    execution, steps = asyncio.run(fetch())
+    if state.json_output(output_format):
+        print_json(execution.model_dump(mode="json") | {"steps": [s.model_dump(mode="json") for s in steps]})
+        return
+    rows: list[tuple[str, Any]] = [
+        ("topology", f"{execution.topology_name} ({execution.topology_type})"),
+        ("status", execution.status),
+        ("runner", f"{execution.runner_type} · attempt {execution.attempts}"),
+        ("started", format_when(execution.started_at)),
+        ("completed", format_when(execution.completed_at)),
+        ("duration", format_duration(execution.duration_ms)),
+        ("tokens", format_tokens(execution.input_tokens, execution.output_tokens)),
+        ("cost", format_cost(execution.cost_usd)),
+        ("input", excerpt(json.dumps(execution.input_data, ensure_ascii=False), 120)),
+    ]
+    if execution.error:
+        rows.append(("error", execution.error))
+    print_table(f"execution {execution.id}", ["Field", "Value"], rows)
+    print_table(
+        "steps",
+        ["Key", "Slot", "Agent", "Model", "Status", "Tokens", "Cost", "Latency", "Output"],
+        [
+            (
+                s.key,
+                s.slot,
+                s.agent_name,
+                s.model,
+                s.status if s.attempts <= 1 else f"{s.status} ({s.attempts} attempts)",
+                format_tokens(s.input_tokens, s.output_tokens),
+                format_cost(s.cost_usd),
+                format_duration(s.latency_ms),
+                excerpt(s.error if s.error and not s.response else s.response, 60),
+            )
+            for s in steps
+        ],
+        empty="no steps recorded",
+    )
+    answer = answer_text(execution.output_data)
+    if answer:
+        stdout().print("[bold]output[/bold]")
+        stdout().print(answer, markup=False)
+
+
+@executions_app.command("resume")
+def resume_execution(
+    ctx: typer.Context,
+    execution_id: Annotated[str, typer.Argument(metavar="ID", help="The execution id (a UUID).")],
+    runner: Annotated[
+        str | None, typer.Option("--runner", help="Resume on another runner [default: the one it ran on].")
+    ] = None,
+    output_format: FormatOption = None,
+) -> None:
+    """Resume an unfinished execution: completed steps replay from the store at no cost."""
+    state = cli_state(ctx)
+
+    async def fetch() -> Execution:
+        async with open_database(state) as db:
+            return await db.get_execution(execution_id)
+
+    execution = asyncio.run(fetch())
+    request = RunRequest(
+        topology_name=execution.topology_name,
+        slots=slot_models(execution.agents_snapshot, state.model),
+        runner_type=runner or execution.runner_type,
+        execution_id=execution.id,
+    )
+    json_output = state.json_output(output_format)
+    outcome = execute(state, request, lambda r: r.resume(execution.id), json_output=json_output)
+    print_outcome(state, outcome, json_output=json_output)
+    if code := exit_code(outcome.result):
+        raise typer.Exit(code)
+
+
+@executions_app.command("cancel")
+def cancel_execution(
+    ctx: typer.Context,
+    execution_id: Annotated[str, typer.Argument(metavar="ID", help="The execution id (a UUID).")],
+    output_format: FormatOption = None,
+) -> None:
+    """Cancel an unfinished execution; it stays resumable."""
+    from qmcp.agentframework.runners import RunConfig, RunnerRegistry
+
+    state = cli_state(ctx)
+
+    async def cancel() -> tuple[Execution, Any]:
+        async with open_database(state) as db:
+            execution = await db.get_execution(execution_id)
+        runner = RunnerRegistry.create(execution.runner_type, RunConfig(), db_url=state.db_url)
+        return execution, await runner.cancel(execution.id)
+
+    before, result = asyncio.run(cancel())
+    if state.json_output(output_format):
+        print_json(result.model_dump(mode="json"))
+        return
+    if before.status.is_terminal:
+        stdout().print(f"execution {before.id} is already {before.status}; nothing to cancel")
+        return
+    stdout().print(
+        f"cancelled execution {result.execution_id}; resume it with: "
+        f"{state.command('executions', 'resume', str(result.execution_id))}",
+        soft_wrap=True,
+    )

@@ -1,0 +1,226 @@
+"""Declarative team files for `qmcp apply`: parse YAML/JSON, validate all of it, then write the changes.
+
+A file declares agents and topologies::
+
+    agents:
+      - {name: planner, role: planner, description: ..., config: {model: test, max_tokens: 128}}
+    topologies:
+      - {name: plan_review, type: pipeline, config: {}, agents: {plan: planner, review: reviewer}}
+
+Every problem is reported with the path of the offending field (`team.yaml: topologies[0].config.
+failure_threshold: ...`), and nothing is written unless the whole file is valid. Applying the same
+file twice changes nothing, like `kubectl apply`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from qmcp.agentframework.errors import InvalidConfigError, UserInputError
+from qmcp.agentframework.models import (
+    AgentConfig,
+    AgentRole,
+    AgentType,
+    Topology,
+    TopologyType,
+    check_name,
+    config_class_for,
+)
+from qmcp.agentframework.store import Database
+from qmcp.agentframework.topologies import TopologyRegistry
+
+__all__ = ["Change", "TeamFile", "apply_team", "load_team"]
+
+Action = Literal["created", "updated", "unchanged"]
+
+
+def _name_of(what: str) -> AfterValidator:
+    return AfterValidator(lambda value: check_name(value, what))
+
+
+class _AgentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, _name_of("agent")]
+    role: AgentRole = AgentRole.GENERALIST
+    description: str = ""
+    config: AgentConfig = Field(default_factory=AgentConfig)
+
+
+class _TopologySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, _name_of("topology")]
+    type: TopologyType = Field(validation_alias=AliasChoices("type", "topology_type"))
+    description: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+    agents: dict[Annotated[str, _name_of("slot")], str] = Field(default_factory=dict)
+
+
+class _FileSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agents: list[_AgentSpec] = Field(default_factory=list)
+    topologies: list[_TopologySpec] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TeamFile:
+    """A validated file: agent definitions, and topologies with their slot → agent name maps."""
+
+    label: str
+    agents: list[AgentType]
+    topologies: list[tuple[Topology, dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: Literal["agent", "topology"]
+    name: str
+    action: Action
+
+
+def _path(loc: Sequence[str | int]) -> str:
+    """`("topologies", 0, "config", "x")` → `topologies[0].config.x`."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _lines(label: str, error: ValidationError, prefix: Sequence[str | int] = ()) -> list[str]:
+    lines = []
+    for item in error.errors(include_url=False):
+        location = _path([*prefix, *item["loc"]])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{label}: {location}: {message}" if location else f"{label}: {message}")
+    return lines
+
+
+def _parse(label: str, text: str, is_json: bool) -> Any:
+    try:
+        return json.loads(text) if is_json else yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        raise UserInputError(
+            f"{label}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise UserInputError(f"{label}: invalid YAML{where}: {problem}") from None
+
+
+def load_team(label: str, text: str, *, is_json: bool = False) -> TeamFile:
+    """Parse and validate a team file; raise one `InvalidConfigError` listing every problem, by path."""
+    document = _parse(label, text, is_json)
+    if not isinstance(document, dict):
+        raise InvalidConfigError(f"{label}: expected a mapping with 'agents' and/or 'topologies' lists")
+    try:
+        spec = _FileSpec.model_validate(document)
+    except ValidationError as error:
+        raise InvalidConfigError("\n".join(_lines(label, error))) from None
+    errors = _duplicates(label, "agents", [a.name for a in spec.agents])
+    errors += _duplicates(label, "topologies", [t.name for t in spec.topologies])
+    agents = [
+        AgentType.model_validate(
+            {"name": a.name, "role": a.role, "description": a.description, "config": a.config}
+        )
+        for a in spec.agents
+    ]
+    topologies = []
+    for index, t in enumerate(spec.topologies):
+        try:
+            config = config_class_for(t.type).model_validate(t.config)
+        except ValidationError as error:
+            errors += _lines(label, error, ("topologies", index, "config"))
+            continue
+        topology = Topology.model_validate(
+            {"name": t.name, "description": t.description, "topology_type": t.type, "config": config}
+        )
+        topologies.append((topology, dict(t.agents)))
+    if errors:
+        raise InvalidConfigError("\n".join(errors))
+    return TeamFile(label, agents, topologies)
+
+
+def _duplicates(label: str, field: str, names: list[str]) -> list[str]:
+    first: dict[str, int] = {}
+    errors = []
+    for index, name in enumerate(names):
+        if name in first:
+            errors.append(
+                f"{label}: {field}[{index}].name: {name!r} is declared twice (also {field}[{first[name]}])"
+            )
+        first.setdefault(name, index)
+    return errors
+
+
+async def apply_team(db: Database, team: TeamFile) -> list[Change]:
+    """Check every topology's agents and slots against the file and the database, then write what changed."""
+    stored_agents = {agent.name: agent for agent in await db.list_agents()}
+    available = stored_agents | {agent.name: agent for agent in team.agents}
+    stored_topologies = {topology.name for topology, _ in await db.list_topologies()}
+    errors: list[str] = []
+    teams: list[tuple[Topology, dict[str, AgentType]]] = []
+    for index, (topology, slots) in enumerate(team.topologies):
+        where = f"{team.label}: topologies[{index}]"
+        unknown = [(slot, name) for slot, name in slots.items() if name not in available]
+        errors += [
+            f"{where}.agents.{slot}: agent {name!r} is neither in this file nor in the database"
+            for slot, name in unknown
+        ]
+        if unknown:
+            continue
+        agents = {slot: available[name] for slot, name in slots.items()}
+        try:
+            implementation = TopologyRegistry.create(topology.topology_type, topology.config)
+        except InvalidConfigError as error:
+            errors.append(f"{where}.type: {error}")
+            continue
+        try:
+            implementation.validate_team(agents)
+        except UserInputError as error:
+            errors.append(f"{where}.agents: {error}")
+            continue
+        teams.append((topology, agents))
+    if errors:
+        raise InvalidConfigError("\n".join(errors))
+
+    changes = []
+    for agent in team.agents:
+        stored = stored_agents.get(agent.name)
+        action: Action = (
+            "created"
+            if stored is None
+            else "unchanged"
+            if stored.definition() == agent.definition()
+            else "updated"
+        )
+        if action != "unchanged":
+            await db.save_agent(agent)
+        changes.append(Change("agent", agent.name, action))
+    for topology, agents in teams:
+        action = await _topology_action(db, topology, agents, topology.name in stored_topologies)
+        if action != "unchanged":
+            await db.save_team(topology, agents)
+        changes.append(Change("topology", topology.name, action))
+    return changes
+
+
+async def _topology_action(
+    db: Database, topology: Topology, agents: dict[str, AgentType], exists: bool
+) -> Action:
+    if not exists:
+        return "created"
+    stored, stored_agents = await db.get_topology(topology.name)
+    same = stored.definition() == topology.definition() and [
+        (slot, agent.name) for slot, agent in stored_agents.items()
+    ] == [(slot, agent.name) for slot, agent in agents.items()]
+    return "unchanged" if same else "updated"
