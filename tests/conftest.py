@@ -78,11 +78,15 @@ def scripted() -> Iterator[Callable[..., tuple[str, ScriptedModel]]]:
 
 
 def make_agent(
-    name: str, role: AgentRole | str = AgentRole.SPECIALIST, model: str = "test", **config: Any
+    name: str,
+    role: AgentRole | str = AgentRole.SPECIALIST,
+    model: str = "test",
+    description: str | None = None,
+    **config: Any,
 ) -> AgentType:
     return AgentType(
         name=name,
-        description=f"{name} for tests",
+        description=description if description is not None else f"{name} for tests",
         role=role,
         config=AgentConfig(model=model, **config).model_dump(),
     )

@@ -1,7 +1,7 @@
 """`qmcp demo`: store a small team and run it on the embedded model, no API key or network needed.
 
 Two topologies: `demo_ensemble` (three agents answer, a fourth synthesises) and `demo_pipeline`
-(plan → critique → revise). Replies are capped at 96 tokens and prompts kept short so the demo
+(plan → critique → revise). Replies are capped at 80 tokens and prompts kept short so the demo
 finishes in seconds on two CPU cores with SmolLM2-135M.
 """
 
@@ -34,7 +34,7 @@ def _agent(name: str, role: str, description: str, instructions: str) -> dict[st
         "config": {
             "model": DEMO_MODEL,
             "temperature": 0.0,
-            "max_tokens": 96,
+            "max_tokens": 80,
             "system_prompt": f"You are {name}, {description}. {instructions} Answer in two or three short sentences.",
         },
     }

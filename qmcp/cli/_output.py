@@ -52,7 +52,8 @@ def stdout() -> Console:
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    """A console on the current stderr that never wraps, so each message stays one line."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _json_default(value: Any) -> Any:
@@ -154,9 +155,10 @@ def report_error(error: BaseException, verbose: bool) -> int:
     elif isinstance(error, QmcpError):
         message, code = str(error), EXIT_FAILED
     else:
+        first_line = next(iter(str(error).splitlines()), "")
         hint = "" if verbose else " (run with --verbose for the traceback)"
-        message, code = f"internal error: {type(error).__name__}: {error}{hint}", EXIT_FAILED
+        message, code = f"internal error: {type(error).__name__}: {first_line}{hint}", EXIT_FAILED
     console = stderr()
     for line in message.splitlines() or [type(error).__name__]:
-        console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(line)}")
     return code

@@ -113,9 +113,7 @@ def _interrupted(state: CliState, request: RunRequest, correlation_id: str) -> N
         console.print("interrupted before the execution started; nothing to resume")
     else:
         console.print(f"interrupted: execution {execution_id} cancelled, its completed steps are kept")
-        console.print(
-            f"resume it with: {state.command('executions', 'resume', str(execution_id))}", soft_wrap=True
-        )
+        console.print(f"resume it with: {state.command('executions', 'resume', str(execution_id))}")
     raise typer.Exit(EXIT_INTERRUPTED)
 
 
@@ -147,7 +145,7 @@ def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) ->
             console.print(answer, markup=False, highlight=False)
         return
     if result.error:
-        stderr().print(f"[bold red]error:[/] {escape(result.error)}", soft_wrap=True)
+        stderr().print(f"[bold red]error:[/] {escape(result.error)}")
     if status != "paused":
         resume = state.command("executions", "resume", str(result.execution_id))
-        stderr().print(f"resume it with: {resume}", soft_wrap=True)
+        stderr().print(f"resume it with: {resume}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
@@ -63,11 +63,7 @@ class _TopologySpec(BaseModel):
     agents: dict[Annotated[str, _name_of("slot")], str] = Field(default_factory=dict)
 
 
-class _FileSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    agents: list[_AgentSpec] = Field(default_factory=list)
-    topologies: list[_TopologySpec] = Field(default_factory=list)
+_Spec = TypeVar("_Spec", _AgentSpec, _TopologySpec)
 
 
 @dataclass(frozen=True)
@@ -90,6 +86,8 @@ def _path(loc: Sequence[str | int]) -> str:
     """`("topologies", 0, "config", "x")` → `topologies[0].config.x`."""
     text = ""
     for part in loc:
+        if part == "[key]":  # pydantic marks errors in a dict key this way; the key itself names it
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
@@ -122,20 +120,23 @@ def load_team(label: str, text: str, *, is_json: bool = False) -> TeamFile:
     document = _parse(label, text, is_json)
     if not isinstance(document, dict):
         raise InvalidConfigError(f"{label}: expected a mapping with 'agents' and/or 'topologies' lists")
-    try:
-        spec = _FileSpec.model_validate(document)
-    except ValidationError as error:
-        raise InvalidConfigError("\n".join(_lines(label, error))) from None
-    errors = _duplicates(label, "agents", [a.name for a in spec.agents])
-    errors += _duplicates(label, "topologies", [t.name for t in spec.topologies])
+    errors = [
+        f"{label}: {key}: unknown section; a team file has 'agents' and 'topologies'"
+        for key in document
+        if key not in _SECTIONS
+    ]
+    agent_specs = _section(label, document, "agents", _AgentSpec, errors)
+    topology_specs = _section(label, document, "topologies", _TopologySpec, errors)
+    errors += _duplicates(label, "agents", [(i, a.name) for i, a in agent_specs])
+    errors += _duplicates(label, "topologies", [(i, t.name) for i, t in topology_specs])
     agents = [
         AgentType.model_validate(
             {"name": a.name, "role": a.role, "description": a.description, "config": a.config}
         )
-        for a in spec.agents
+        for _, a in agent_specs
     ]
     topologies = []
-    for index, t in enumerate(spec.topologies):
+    for index, t in topology_specs:
         try:
             config = config_class_for(t.type).model_validate(t.config)
         except ValidationError as error:
@@ -150,10 +151,30 @@ def load_team(label: str, text: str, *, is_json: bool = False) -> TeamFile:
     return TeamFile(label, agents, topologies)
 
 
-def _duplicates(label: str, field: str, names: list[str]) -> list[str]:
+_SECTIONS = ("agents", "topologies")
+
+
+def _section(
+    label: str, document: dict[str, Any], name: str, spec: type[_Spec], errors: list[str]
+) -> list[tuple[int, _Spec]]:
+    """The valid entries of one section, by index; the invalid ones add their errors."""
+    entries = document.get(name) or []
+    if not isinstance(entries, list):
+        errors.append(f"{label}: {name}: expected a list")
+        return []
+    valid = []
+    for index, entry in enumerate(entries):
+        try:
+            valid.append((index, spec.model_validate(entry)))
+        except ValidationError as error:
+            errors += _lines(label, error, (name, index))
+    return valid
+
+
+def _duplicates(label: str, field: str, names: list[tuple[int, str]]) -> list[str]:
     first: dict[str, int] = {}
     errors = []
-    for index, name in enumerate(names):
+    for index, name in names:
         if name in first:
             errors.append(
                 f"{label}: {field}[{index}].name: {name!r} is declared twice (also {field}[{first[name]}])"

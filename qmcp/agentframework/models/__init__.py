@@ -3,6 +3,7 @@
 from ._agent import AgentConfig, AgentType
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
 from ._execution import Execution, ExecutionStep, HumanRequest
+from ._memory import AgentMemory
 from ._model_config import ModelConfig, Models
 from ._topology import (
     ChainOfCommandConfig,
@@ -23,6 +24,7 @@ from ._validation import check_name, describe_validation_error
 __all__ = [
     "AgentCapability",
     "AgentConfig",
+    "AgentMemory",
     "AgentRole",
     "AgentType",
     "ChainOfCommandConfig",

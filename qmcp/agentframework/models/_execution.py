@@ -33,6 +33,7 @@ class Execution(SQLModel, table=True):
     error: str | None = None
     topology_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     agents_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    teams_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     run_config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     external_run_id: str | None = Field(default=None, max_length=300)
     input_tokens: int = 0

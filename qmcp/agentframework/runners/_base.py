@@ -26,7 +26,7 @@ from ..models._agent import utcnow
 from ..store import Database, StepRecord
 from ..topologies import RetryPolicy, Scheduler, StepContext, StepEvent, TopologyRegistry
 from ._config import RunConfig, RunResult
-from ._team import prepare_team
+from ._team import collect_teams, prepare_team
 
 __all__ = ["BaseRunner", "RunnerRegistry", "runner"]
 
@@ -74,6 +74,7 @@ class BaseRunner:
         team = prepare_team(topology, agents, input_data, self.model_override)
         correlation_id = self.config.correlation_id or uuid.uuid4().hex
         async with Database(self.db_url) as db:
+            teams = await collect_teams(db, team.topology)
             stored_topology, _ = await db.save_team(team.topology, team.agents)
             execution = Execution(
                 topology_id=stored_topology.id,
@@ -85,6 +86,7 @@ class BaseRunner:
                 input_data=team.input_data,
                 topology_snapshot=team.topology.definition(),
                 agents_snapshot={slot: agent.definition() for slot, agent in team.agents.items()},
+                teams_snapshot=teams,
                 run_config=self.config.model_dump(mode="json"),
             )
             await db.add_execution(execution)
@@ -164,6 +166,7 @@ class BaseRunner:
             checkpoint_enabled=self.config.checkpoint_enabled,
             on_event=self._observe,
             resources=RunResources(db=db),
+            teams=execution.teams_snapshot,
         )
         log = get_logger().bind(execution_id=str(execution.id), correlation_id=execution.correlation_id)
         started = time.perf_counter()

@@ -12,10 +12,12 @@ from pydantic import ValidationError
 from ...config import settings
 from ..errors import InvalidConfigError, MissingSlotError, UserInputError
 from ..llm import resolve_model
-from ..models import AgentType, Topology, check_name, describe_validation_error
-from ..topologies import BaseTopology, TopologyRegistry
+from ..mixins import MixinRegistry
+from ..models import AgentType, Topology, TopologyType, check_name, describe_validation_error
+from ..store import Database
+from ..topologies import BaseTopology, TopologyRegistry, referenced_topologies
 
-__all__ = ["Team", "prepare_team"]
+__all__ = ["Team", "collect_teams", "prepare_team"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ def prepare_team(
 ) -> Team:
     """Validate everything a run needs; raise a `UserInputError` naming the first problem."""
     checked_topology = _topology(topology)
-    if not agents:
+    if not agents and checked_topology.topology_type == TopologyType.COMPOUND:
+        agents = {}
+    elif not agents:
         raise MissingSlotError(
             f"topology {checked_topology.name!r} was given no agents; pass agents={{slot: AgentType}}"
         )
@@ -106,4 +110,32 @@ def prepare_team(
         config = agent.agent_config
         model = model_override or config.model or settings().default_model
         resolve_model(model, role=str(agent.role), base_url=config.base_url)
+        MixinRegistry.resolve([str(c) for c in config.capabilities])
     return Team(checked_topology, checked_agents, implementation, _check_json(input_data))
+
+
+async def collect_teams(db: Database, topology: Topology) -> dict[str, Any]:
+    """Every stored team a compound topology can run, by name, checked; cycles are rejected.
+
+    Returns `{name: {"topology": definition, "agents": {slot: definition}}}` — the snapshot the
+    execution keeps so that resume runs the same teams.
+    """
+    teams: dict[str, Any] = {}
+
+    async def visit(config: Any, path: list[str]) -> None:
+        for name in referenced_topologies(config):
+            if name in path:
+                raise InvalidConfigError(f"compound topologies form a cycle: {' -> '.join([*path, name])}")
+            stored, agents = await db.get_topology(name)
+            if name not in teams:
+                TopologyRegistry.create(stored.topology_type, stored.config).validate_team(agents)
+                teams[name] = {
+                    "topology": stored.definition(),
+                    "agents": {slot: agent.definition() for slot, agent in agents.items()},
+                }
+            if stored.topology_type == TopologyType.COMPOUND:
+                await visit(stored.parsed_config, [*path, name])
+
+    if topology.topology_type == TopologyType.COMPOUND:
+        await visit(topology.parsed_config, [topology.name])
+    return teams

@@ -8,6 +8,8 @@ from ._aggregate import (
     synthesis_prompt,
 )
 from ._base import BaseTopology, TopologyRegistry, topology
+from ._chain import PLAN_SCHEMA, ChainOfCommandTopology
+from ._compound import CompoundTopology, output_text, referenced_topologies
 from ._context import (
     ConcurrentScheduler,
     RetryPolicy,
@@ -20,6 +22,7 @@ from ._context import (
 )
 from ._crosscheck import VALIDATION_SCHEMA, CrossCheckTopology
 from ._debate import AGREEMENT_MARKER, DebateTopology
+from ._delegation import ROUTER_SLOT, DelegationTopology
 from ._ensemble import AGGREGATOR_SLOT, EnsembleTopology
 from ._parsing import extract_confidence, extract_json, extract_number, normalize_answer, validate_json
 from ._pipeline import PipelineTopology
@@ -29,11 +32,16 @@ __all__ = [
     "AGGREGATOR_SLOT",
     "AGREEMENT_MARKER",
     "CONSENSUS_METHODS",
+    "PLAN_SCHEMA",
+    "ROUTER_SLOT",
     "VALIDATION_SCHEMA",
     "BaseTopology",
+    "ChainOfCommandTopology",
+    "CompoundTopology",
     "ConcurrentScheduler",
     "CrossCheckTopology",
     "DebateTopology",
+    "DelegationTopology",
     "EnsembleTopology",
     "PipelineTopology",
     "RetryPolicy",
@@ -50,6 +58,8 @@ __all__ = [
     "extract_number",
     "input_text",
     "normalize_answer",
+    "output_text",
+    "referenced_topologies",
     "synthesis_prompt",
     "topology",
     "validate_json",

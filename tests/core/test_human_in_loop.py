@@ -1,0 +1,92 @@
+"""human_in_loop: pause → respond → resume, rejection, timeout, input gates."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from qmcp.agentframework.errors import InvalidConfigError
+from qmcp.agentframework.models import ExecutionStatus, Topology
+from qmcp.agentframework.runners import LocalRunner
+from qmcp.agentframework.store import Database
+
+
+def team(agent, model, gate: dict) -> dict:
+    return {
+        "draft": agent("drafter", "writer", model=model),
+        "publish": agent(
+            "publisher", "writer", model=model, capabilities=["human_in_loop"], mixins={"human_in_loop": gate}
+        ),
+        "announce": agent("announcer", "writer", model=model),
+    }
+
+
+PIPELINE = Topology(name="gated", topology_type="pipeline")
+
+
+async def _pending(url, execution_id):
+    async with Database(url) as db:
+        return await db.list_human_requests(execution_id=execution_id, status="pending")
+
+
+async def test_after_gate_pauses_then_approval_resumes(db_url, agent, scripted):
+    model, script = scripted(replies=lambda p, i: f"r{i}")
+    runner = LocalRunner(db_url=db_url)
+    paused = await runner.run(PIPELINE, team(agent, model, {"when": "after"}), {"prompt": "launch"})
+    assert paused.status == ExecutionStatus.PAUSED and "waiting for a human" in paused.error
+    (request,) = await _pending(db_url, paused.execution_id)
+    assert request.options == ["approve", "reject"] and "r1" in request.prompt
+    assert len(script.calls) == 2  # the gated step ran and is durable; nothing after it
+
+    again = await runner.resume(paused.execution_id)  # no answer yet: still paused, no new request
+    assert again.status == ExecutionStatus.PAUSED and len(await _pending(db_url, paused.execution_id)) == 1
+
+    done = await runner.respond(request.id, "approve")
+    assert done.status == ExecutionStatus.COMPLETED, done.error
+    assert done.output["output"] == "r2" and len(script.calls) == 3  # approved step not called again
+    async with Database(db_url) as db:
+        (answered,) = await db.list_human_requests(execution_id=done.execution_id)
+    assert (answered.status, answered.response, answered.key) == ("answered", "approve", "pipeline/1:publish#human-after")
+
+
+async def test_rejection_cancels(sqlite_url, agent, scripted):
+    model, _ = scripted()
+    runner = LocalRunner(db_url=sqlite_url)
+    paused = await runner.run(PIPELINE, team(agent, model, {}), {"prompt": "launch"})
+    (request,) = await _pending(sqlite_url, paused.execution_id)
+    result = await runner.respond(request.id, "reject")
+    assert result.status == ExecutionStatus.CANCELLED and "a human answered 'reject'" in result.error
+    with pytest.raises(InvalidConfigError, match="already answered"):
+        await runner.respond(request.id, "approve")
+
+
+async def test_unknown_answer_is_refused(sqlite_url, agent, scripted):
+    model, _ = scripted()
+    runner = LocalRunner(db_url=sqlite_url)
+    paused = await runner.run(PIPELINE, team(agent, model, {}), {"prompt": "launch"})
+    (request,) = await _pending(sqlite_url, paused.execution_id)
+    with pytest.raises(InvalidConfigError, match="answer one of: approve, reject"):
+        await runner.respond(request.id, "maybe")
+
+
+async def test_timeout_fails_the_execution(sqlite_url, agent, scripted):
+    model, _ = scripted()
+    runner = LocalRunner(db_url=sqlite_url)
+    paused = await runner.run(PIPELINE, team(agent, model, {"timeout_seconds": 0.05}), {"prompt": "x"})
+    await asyncio.sleep(0.1)
+    result = await runner.resume(paused.execution_id)
+    assert result.status == ExecutionStatus.FAILED and "within 0.05s" in result.error
+
+
+async def test_before_gate_for_free_text_input(sqlite_url, agent, scripted):
+    model, script = scripted(replies=lambda p, i: f"r{i}")
+    runner = LocalRunner(db_url=sqlite_url)
+    gate = {"when": "before", "options": [], "prompt": "Which market?"}
+    paused = await runner.run(PIPELINE, team(agent, model, gate), {"prompt": "launch"})
+    assert len(script.calls) == 1  # the gated step has not called its model
+    (request,) = await _pending(sqlite_url, paused.execution_id)
+    assert request.prompt == "Which market?"
+    done = await runner.respond(request.id, "Japan")
+    assert done.status == ExecutionStatus.COMPLETED
+    assert script.calls[1].prompt.endswith("Human input: Japan")
