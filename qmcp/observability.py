@@ -42,13 +42,19 @@ def configure_logging(level: str = "WARNING", fmt: str = "console") -> None:
     _configured = True
 
 
-def get_logger(name: str = "qmcp") -> Any:
+def get_logger(name: str = "qmcp", level: str | None = None) -> Any:
+    """A structlog logger; `level` (e.g. a run's `RunConfig.log_level`) overrides QMCP_LOG_LEVEL."""
     if not _configured:
         from .config import settings
 
         current = settings()
         configure_logging(current.log_level, current.log_format)
-    return structlog.get_logger(name)
+    if level is None:
+        return structlog.get_logger(name)
+    number = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    return structlog.wrap_logger(
+        None, wrapper_class=structlog.make_filtering_bound_logger(number), logger_name=name
+    )
 
 
 tracer = trace.get_tracer("qmcp")

@@ -49,6 +49,7 @@ class BaseRunner:
         self.db_url = db_url or settings().database_url
         self.on_event = on_event
         self._running: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self._log = get_logger(level=self.config.log_level)
 
     def scheduler(self) -> Scheduler:
         """How independent steps run: sequentially by default."""
@@ -168,15 +169,13 @@ class BaseRunner:
             resources=RunResources(db=db),
             teams=execution.teams_snapshot,
         )
-        log = get_logger().bind(execution_id=str(execution.id), correlation_id=execution.correlation_id)
+        log = get_logger(level=self.config.log_level)
+        self._log = log
         started = time.perf_counter()
         status, output, error = ExecutionStatus.FAILED, None, None
         task = asyncio.current_task()
         assert task is not None
         self._running[execution.id] = task
-        log.info(
-            "run.start", topology=execution.topology_name, runner=self.runner_type, replayable=len(completed)
-        )
         with (
             structlog.contextvars.bound_contextvars(
                 execution_id=str(execution.id), correlation_id=execution.correlation_id
@@ -193,6 +192,12 @@ class BaseRunner:
             if self.config.trace_enabled
             else contextlib.nullcontext(),
         ):
+            log.info(
+                "run.start",
+                topology=execution.topology_name,
+                runner=self.runner_type,
+                replayable=len(completed),
+            )
             try:
                 async with ctx.resources.exit_stack, asyncio.timeout(self.config.timeout_seconds):
                     output = await implementation.run(ctx, dict(execution.input_data))
@@ -221,7 +226,7 @@ class BaseRunner:
             finally:
                 self._running.pop(execution.id, None)
             result = await self._finish(db, execution, ctx, status, output, error, started)
-        log.info("run.end", status=str(status), error=error, duration_ms=result.duration_ms)
+            log.info("run.end", status=str(status), error=error, duration_ms=result.duration_ms)
         return result
 
     async def _finish(
@@ -262,11 +267,16 @@ class BaseRunner:
         return _result(execution)
 
     def _observe(self, event: StepEvent) -> None:
+        if event.kind != "started":
+            self._log.debug(
+                f"step.{event.kind}", key=event.key, slot=event.slot, model=event.model, error=event.error
+            )
         if self.config.metrics_enabled and event.kind in ("completed", "replayed", "failed"):
             METRICS.steps.labels(event.kind).inc()
             if event.kind == "completed":
                 METRICS.tokens.labels("input").inc(event.input_tokens)
                 METRICS.tokens.labels("output").inc(event.output_tokens)
+                METRICS.step_latency.observe(event.latency_ms / 1000)
         if self.on_event is not None:
             self.on_event(event)
 

@@ -76,6 +76,7 @@ class StepEvent:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    latency_ms: float = 0.0
     error: str | None = None
 
 
@@ -350,6 +351,7 @@ class StepContext:
             input_tokens=record.input_tokens,
             output_tokens=record.output_tokens,
             cost_usd=record.cost_usd,
+            latency_ms=record.latency_ms,
         )
         return StepResult(
             key=mc.key,
