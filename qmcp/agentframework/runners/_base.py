@@ -168,6 +168,7 @@ class BaseRunner:
             on_event=self._observe,
             resources=RunResources(db=db),
             teams=execution.teams_snapshot,
+            tracer=tracer if self.config.trace_enabled else None,
         )
         log = get_logger(level=self.config.log_level)
         self._log = log

@@ -161,6 +161,7 @@ class StepContext:
     prefix: str = ""
     resources: RunResources = field(default_factory=RunResources)
     teams: Mapping[str, Any] = field(default_factory=dict)
+    tracer: Any = None  # an OpenTelemetry tracer when the run is traced
     totals: dict[str, float] = field(
         default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     )
@@ -245,8 +246,21 @@ class StepContext:
         recorded = self.completed.get(full_key) if (self.checkpoint_enabled or durable) else None
         if recorded is not None:
             result = self._replay(recorded, full_key, slot, agent, mc)
-        else:
+        elif self.tracer is None:
             result = await self._call(mc, mixins, fallback)
+        else:
+            with self.tracer.start_as_current_span(f"invoke_agent {agent.name}") as span:
+                result = await self._call(mc, mixins, fallback)
+                span.set_attributes(
+                    {
+                        "gen_ai.operation.name": "invoke_agent",
+                        "gen_ai.agent.name": agent.name,
+                        "gen_ai.request.model": mc.model,
+                        "gen_ai.usage.input_tokens": result.input_tokens,
+                        "gen_ai.usage.output_tokens": result.output_tokens,
+                        "qmcp.step.key": full_key,
+                    }
+                )
         for hook in mixins:
             await hook.on_end(mc)
         return result
