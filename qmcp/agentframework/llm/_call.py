@@ -31,7 +31,6 @@ from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
-    RetryPromptPart,
     SystemPromptPart,
     TextPart,
     ToolCallPart,
@@ -178,7 +177,7 @@ async def _run_tool(
     log: list[dict[str, Any]],
     max_tool_calls: int,
     on_tool_call: ToolCallHook | None,
-) -> ToolReturnPart | RetryPromptPart:
+) -> ToolReturnPart:
     args = call.args_as_dict()
     entry: dict[str, Any] = {"tool": call.tool_name, "args": args, "result": None, "error": None}
     tool = tools.get(call.tool_name)
@@ -197,8 +196,11 @@ async def _run_tool(
             entry["error"] = f"{type(failure).__name__}: {failure}"
     log.append(entry)
     if entry["error"] is not None:
-        return RetryPromptPart(
-            content=entry["error"], tool_name=call.tool_name, tool_call_id=call.tool_call_id
+        return ToolReturnPart(
+            tool_name=call.tool_name,
+            content=entry["error"],
+            tool_call_id=call.tool_call_id,
+            outcome="retried",
         )
     return ToolReturnPart(tool_name=call.tool_name, content=entry["result"], tool_call_id=call.tool_call_id)
 

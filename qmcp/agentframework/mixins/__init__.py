@@ -3,13 +3,24 @@ output and human in the loop. Agents enable them through `AgentConfig.capabiliti
 
 from ._base import BaseMixin, MixinContext, MixinInfo, MixinRegistry, RunResources, mixin
 from ._human import HumanInLoopMixin
+from ._memory import MemoryMixin
+from ._reasoning import REASONING_STYLES, ReasoningMixin
+from ._structured_output import StructuredOutputMixin
+from ._tool_use import ToolUseMixin, register_tool, unregister_tool
 
 __all__ = [
+    "REASONING_STYLES",
     "BaseMixin",
     "HumanInLoopMixin",
+    "MemoryMixin",
     "MixinContext",
     "MixinInfo",
     "MixinRegistry",
+    "ReasoningMixin",
     "RunResources",
+    "StructuredOutputMixin",
+    "ToolUseMixin",
     "mixin",
+    "register_tool",
+    "unregister_tool",
 ]

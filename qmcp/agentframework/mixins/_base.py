@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -47,6 +47,7 @@ class MixinContext:
     system: str = ""
     tools: list[ToolSpec] = field(default_factory=list)
     schema: dict[str, Any] | None = None
+    validator: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     reasks: int = 1
     reply: str | None = None
     data: dict[str, Any] | None = None

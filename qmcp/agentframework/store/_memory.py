@@ -25,81 +25,14 @@ from ._database import Database
 __all__ = ["MemoryStore", "Recollection"]
 
 _WORD = re.compile(r"[^\W_]+")
-_STOP_WORDS = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "are",
-        "but",
-        "not",
-        "you",
-        "all",
-        "any",
-        "can",
-        "had",
-        "her",
-        "was",
-        "one",
-        "our",
-        "out",
-        "has",
-        "him",
-        "his",
-        "how",
-        "its",
-        "may",
-        "new",
-        "now",
-        "see",
-        "two",
-        "who",
-        "did",
-        "get",
-        "let",
-        "say",
-        "she",
-        "too",
-        "use",
-        "that",
-        "with",
-        "have",
-        "this",
-        "will",
-        "your",
-        "from",
-        "they",
-        "what",
-        "when",
-        "make",
-        "than",
-        "then",
-        "them",
-        "been",
-        "were",
-        "which",
-        "their",
-        "there",
-        "about",
-        "would",
-        "these",
-        "into",
-        "could",
-        "other",
-        "some",
-        "such",
-        "only",
-        "also",
-        "more",
-        "most",
-        "very",
-        "just",
-        "should",
-        "answer",
-        "task",
-        "reply",
-    ]
+# Words too common to tell what a memory is about, and the labels topologies put around a task.
+_STOP_TEXT = (
+    "the and for are but not you all any can had her was one our out has him his how its may new "
+    "now see two who did get let say she too use that with have this will your from they what "
+    "when make than then them been were which their there about would these into could other some "
+    "such only also more most very just should answer task reply"
 )
+_STOP_WORDS = frozenset(_STOP_TEXT.split())
 
 
 def _words(text: str) -> frozenset[str]:

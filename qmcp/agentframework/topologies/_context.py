@@ -313,6 +313,8 @@ class StepContext:
                 for reask in range(mc.reasks + 1):
                     try:
                         mc.data = validate_json(reply.text, mc.schema)
+                        if mc.validator is not None:
+                            mc.data = mc.validator(mc.data)
                         break
                     except ValueError as invalid:
                         if reask == mc.reasks:
@@ -344,7 +346,9 @@ class StepContext:
         except ModelError as error:
             record.status = StepStatus.FAILED
             record.error = f"{type(error).__name__}: {error}"
-            record.attempts = len(replies) + error.attempts
+            record.attempts = sum(r.attempts for r in replies) + (
+                0 if isinstance(error, MalformedOutputError) else error.attempts
+            )
             self._account(record, replies)
             await self.store.save(record)
             self._emit("failed", mc.key, mc.slot, mc.agent.name, mc.model, error=record.error)

@@ -1,0 +1,311 @@
+"""tool_use: Python functions and the tools of MCP servers (stdio or streamable HTTP) as an agent's tools.
+
+The tools are built in `before_model` as `ToolSpec`s; `call_model` runs the tool loop, enforces
+`AgentConfig.max_tool_calls` and reports every call, which the step stores under
+`output["tool_calls"]`. A tool's own failure goes back to the model as text; a function that
+cannot be found or a server that cannot be reached is a configuration error that stops the run
+before the model is called.
+
+An MCP server is connected once per run, on first use, and closed when the run ends. Its
+session lives in a task of its own: the SDK's (anyio) contexts must be closed by the task that
+opened them, while the steps of a concurrent run execute in many tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field, PydanticUserError
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.tools import RunContext, Tool, ToolDefinition
+from pydantic_core import to_jsonable_python
+
+from ...observability import get_logger
+from ..errors import MixinError
+from ..llm import ToolSpec
+from ._base import BaseMixin, MixinContext, RunResources, mixin
+from ._structured_output import import_object, parse_options
+
+if TYPE_CHECKING:
+    from mcp import ClientSession
+    from mcp.types import Tool as McpTool
+
+__all__ = ["ToolUseMixin", "register_tool", "unregister_tool"]
+
+_registered: dict[str, Callable[..., Any]] = {}
+
+# qmcp tools are called outside a pydantic-ai agent run, so there is no RunContext to give them;
+# tools that ask for one are refused when they are built, and the others never read it.
+_NO_RUN_CONTEXT = cast("RunContext[Any]", None)
+
+
+def register_tool(name: str, function: Callable[..., Any]) -> None:
+    """Offer `function` (sync or async) to agents as tool `name`: `mixins={"tool_use": {"tools": [name]}}`."""
+    _registered[name] = function
+
+
+def unregister_tool(name: str) -> None:
+    _registered.pop(name, None)
+
+
+class _StdioServer(BaseModel):
+    """An MCP server started as a subprocess. `env` values may name variables as `${VAR}`, so
+    secrets stay in the environment instead of the stored agent config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    @property
+    def label(self) -> str:
+        return " ".join([self.command, *self.args])
+
+
+class _HttpServer(BaseModel):
+    """An MCP server reached over streamable HTTP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://")
+
+    @property
+    def label(self) -> str:
+        return self.url
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tools: list[str] = Field(default_factory=list)
+    mcp_servers: list[_StdioServer | _HttpServer] = Field(default_factory=list)
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+    connect_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+# -- Python functions ---------------------------------------------------------------------------
+
+
+def _python_tool(reference: str) -> ToolSpec:
+    """A tool from a registered name or a `"package.module:function"` reference."""
+    if ":" in reference:
+        function, name = import_object(reference, "tool function"), None
+    elif reference in _registered:
+        function, name = _registered[reference], reference
+    else:
+        known = ", ".join(sorted(_registered)) or "none"
+        raise MixinError(
+            f"unknown tool {reference!r}: give 'package.module:function' or a name passed to "
+            f"register_tool (registered: {known})"
+        )
+    if not callable(function):
+        raise MixinError(f"tool {reference!r} is not callable")
+    try:
+        tool = Tool(function, name=name)
+    except (UserError, PydanticUserError, TypeError, ValueError) as error:  # signature or schema unusable
+        raise MixinError(f"tool {reference!r} cannot be offered to a model: {error}") from None
+    if tool.takes_ctx:
+        raise MixinError(f"tool {reference!r} takes a RunContext, which qmcp tools are not given")
+    schema = tool.function_schema
+
+    async def call(args: dict[str, Any]) -> Any:
+        result = await schema.call(schema.validator.validate_python(args), _NO_RUN_CONTEXT)
+        return to_jsonable_python(result, fallback=str)  # the step stores it as JSON
+
+    return ToolSpec(tool.tool_def, call)
+
+
+# -- MCP servers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _McpServer:
+    """A connected MCP server: its session and its tools, for the rest of the run."""
+
+    label: str
+    session: ClientSession
+    tools: list[McpTool]
+
+
+async def _mcp_server(
+    spec: _StdioServer | _HttpServer, resources: RunResources, wait_seconds: float
+) -> _McpServer:
+    """The run's connection to `spec`, opened by the first step that needs it and shared by the rest."""
+    key = f"tool_use:mcp:{type(spec).__name__}:{spec.model_dump_json()}"
+    pending = resources.state.get(key)
+    if pending is None:
+        pending = resources.state[key] = asyncio.ensure_future(_connect(spec, resources, wait_seconds))
+    # Shielded: a step cancelled while waiting must not cancel the connection other steps share.
+    return await asyncio.shield(pending)
+
+
+async def _connect(
+    spec: _StdioServer | _HttpServer, resources: RunResources, wait_seconds: float
+) -> _McpServer:
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        raise MixinError("MCP servers need the MCP SDK: pip install 'mcp>=2.3'") from None
+    opened: asyncio.Future[_McpServer] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(_hold(spec, opened, stop), name=f"mcp {spec.label}")
+    resources.exit_stack.push_async_callback(_close, spec.label, task, stop)
+    try:
+        async with asyncio.timeout(wait_seconds):
+            return await asyncio.shield(opened)
+    except TimeoutError:
+        task.cancel()
+        raise MixinError(f"MCP server {spec.label!r} did not answer within {wait_seconds:g}s") from None
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    except Exception as error:  # the connection failed and its task has ended
+        raise MixinError(f"cannot connect to MCP server {spec.label!r}: {_reason(error)}") from None
+
+
+async def _hold(
+    spec: _StdioServer | _HttpServer, opened: asyncio.Future[_McpServer], stop: asyncio.Event
+) -> None:
+    """Open the session, hand it over through `opened`, and keep it open until `stop`."""
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+    from mcp.client.streamable_http import streamable_http_client
+
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if isinstance(spec, _HttpServer):
+                streams = await stack.enter_async_context(streamable_http_client(spec.url))
+            else:
+                parameters = StdioServerParameters(
+                    command=spec.command,
+                    args=spec.args,
+                    env={name: os.path.expandvars(value) for name, value in spec.env.items()},
+                    cwd=spec.cwd,
+                )
+                streams = await stack.enter_async_context(stdio_client(parameters))
+            session = await stack.enter_async_context(ClientSession(*streams))
+            await session.initialize()
+            opened.set_result(_McpServer(spec.label, session, await _list_tools(session)))
+            await stop.wait()
+    except Exception as error:
+        if opened.done():
+            raise  # a failure while closing: `_close` reports it
+        opened.set_exception(error)
+
+
+async def _close(label: str, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        get_logger().warning("mcp.close_failed", server=label, error=_reason(task.exception()))
+
+
+async def _list_tools(session: ClientSession) -> list[McpTool]:
+    from mcp.types import PaginatedRequestParams
+
+    tools: list[McpTool] = []
+    cursor: str | None = None
+    while True:
+        page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return tools
+
+
+def _mcp_tool(server: _McpServer, tool: McpTool) -> ToolSpec:
+    async def call(args: dict[str, Any]) -> str:
+        return _result_text(tool.name, await server.session.call_tool(tool.name, args))
+
+    definition = ToolDefinition(
+        name=tool.name, description=tool.description, parameters_json_schema=tool.input_schema
+    )
+    return ToolSpec(definition, call)
+
+
+def _result_text(name: str, result: Any) -> str:
+    """A tool result as the text the model reads; an error result raises, so it is recorded as one."""
+    from mcp.types import CallToolResult, TextContent
+
+    if not isinstance(result, CallToolResult):
+        raise RuntimeError(f"MCP tool {name!r} asked for input, which an agent's tool call cannot give")
+    text = "\n".join(
+        item.text if isinstance(item, TextContent) else f"[{item.type} content]" for item in result.content
+    )
+    if not text and result.structured_content is not None:
+        text = json.dumps(result.structured_content)
+    if result.is_error:
+        raise RuntimeError(text or f"MCP tool {name!r} failed")
+    return text
+
+
+def _reason(error: BaseException | None) -> str:
+    """The first line of the innermost error, unwrapping the exception groups anyio raises."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# -- the mixin ----------------------------------------------------------------------------------
+
+
+@mixin
+class ToolUseMixin(BaseMixin):
+    """Options: `tools` (names given to `register_tool`, or `"package.module:function"`),
+    `mcp_servers` (`{"command", "args", "env", "cwd"}` for stdio, `{"url"}` for streamable
+    HTTP), `allow` (only these tool names) and `deny` (never these; deny wins),
+    `connect_timeout_seconds` (default 30).
+    """
+
+    name = "tool_use"
+    description = "Python functions and MCP server tools (stdio or HTTP) with allow/deny lists"
+
+    async def before_model(self, ctx: MixinContext) -> None:
+        options = parse_options(ctx, self.name, _Options)
+        state = ctx.resources.state
+        specs: list[ToolSpec] = []
+        for reference in options.tools:
+            key = f"tool_use:python:{reference}"
+            if key not in state:
+                state[key] = _python_tool(reference)
+            specs.append(state[key])
+        for server in options.mcp_servers:
+            connected = await _mcp_server(server, ctx.resources, options.connect_timeout_seconds)
+            specs.extend(_mcp_tool(connected, tool) for tool in connected.tools)
+        ctx.tools = [*ctx.tools, *_select(ctx.agent.name, specs, options)]
+
+
+def _select(agent: str, specs: list[ToolSpec], options: _Options) -> list[ToolSpec]:
+    """The tools `allow` and `deny` leave; a name offered twice or allowed but absent is an error."""
+    names = [spec.definition.name for spec in specs]
+    if options.allow is not None:
+        missing = sorted(set(options.allow) - set(names))
+        if missing:
+            raise MixinError(
+                f"agent {agent!r} allows tools that none of its tools or servers offer: {', '.join(missing)}"
+            )
+    chosen = [
+        spec
+        for spec in specs
+        if spec.definition.name not in options.deny
+        and (options.allow is None or spec.definition.name in options.allow)
+    ]
+    seen: set[str] = set()
+    for spec in chosen:
+        if spec.definition.name in seen:
+            raise MixinError(
+                f"agent {agent!r} is offered two tools named {spec.definition.name!r}; remove one from "
+                "its tools or mcp_servers"
+            )
+        seen.add(spec.definition.name)
+    return chosen
