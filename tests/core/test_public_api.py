@@ -46,6 +46,7 @@ def test_runner_exports():
         "AsyncRunner",
         "BaseRunner",
         "LocalRunner",
+        "MetaflowRunner",
         "RunConfig",
         "RunResult",
         "RunnerRegistry",

@@ -1,0 +1,322 @@
+"""MetaflowRunner: a topology becomes a Metaflow flow, which Metaflow runs locally, on Kubernetes or on AWS Batch.
+
+`run()` stores the team and creates the execution like every runner (`BaseRunner.run`), writes the
+flow, and runs `python FLOW run` in a subprocess; the flow's steps record every agent call in the
+same step store, so the execution is read back from the database when Metaflow is done.
+`resume()` runs Metaflow's own `resume` of the execution's Metaflow run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import InvalidConfigError
+from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology
+from ..models._agent import utcnow
+from ..store import Database, StepRecord, is_sqlite
+from ..topologies import StepEvent
+from ._base import BaseRunner, EventHandler, _result, runner
+from ._config import RunConfig, RunResult
+from ._flowgen import flow_file_name, generate_flow
+from ._team import Team, prepare_team
+from .metaflow_helpers import elapsed_ms
+
+__all__ = ["ENVIRONMENTS", "MetaflowRunner", "export_flow", "flow_command"]
+
+ENVIRONMENTS = ("local", "kubernetes", "batch")
+_STDERR_LINES = 12
+_POLL_SECONDS = 0.5
+_STOP_GRACE_SECONDS = 10.0
+
+
+def flow_command(
+    flow_file: str | Path,
+    command: Literal["run", "resume"],
+    *,
+    environment: str = "local",
+    input_data: Mapping[str, Any] | None = None,
+    execution_id: uuid.UUID | str | None = None,
+    origin_run_id: str | None = None,
+    max_workers: int | None = None,
+    max_num_splits: int | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line that runs (or resumes) a generated flow in `environment`.
+
+    `run` starts execution `execution_id` on `input_data`; `resume` continues Metaflow run
+    `origin_run_id`. Kubernetes and Batch add `--with kubernetes` / `--with batch`.
+    """
+    if environment not in ENVIRONMENTS:
+        raise InvalidConfigError(
+            f"unknown environment {environment!r}; choose one of: {', '.join(ENVIRONMENTS)}"
+        )
+    argv = [python, str(flow_file), "--no-pylint", command]
+    if environment != "local":
+        argv += ["--with", environment]
+    if max_workers is not None:
+        argv += ["--max-workers", str(max_workers)]
+    if max_num_splits is not None:
+        argv += ["--max-num-splits", str(max_num_splits)]
+    if command == "run":
+        argv += ["--input-json", json.dumps(dict(input_data or {}))]
+        if execution_id is not None:
+            argv += ["--execution-id", str(execution_id)]
+    elif origin_run_id is not None:
+        argv += ["--origin-run-id", origin_run_id]
+    return argv
+
+
+def export_flow(
+    topology: Topology | Mapping[str, Any],
+    agents: Mapping[str, AgentType | Mapping[str, Any]],
+    directory: str | Path,
+    *,
+    config: RunConfig | None = None,
+) -> Path:
+    """Write the Metaflow flow of a topology into `directory`; returns its path (`NAME_flow.py`).
+
+    What `qmcp agents topologies export NAME --metaflow DIR` calls.
+    """
+    team = _team(topology, agents)
+    path = Path(directory) / flow_file_name(team.topology.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    partial.write_text(generate_flow(team, config or RunConfig()))
+    partial.replace(path)  # atomic: a Metaflow process never reads half a file
+    return path
+
+
+def _team(
+    topology: Topology | Mapping[str, Any], agents: Mapping[str, AgentType | Mapping[str, Any]]
+) -> Team:
+    # Models are checked where the flow runs (a cluster may hold keys this machine lacks), so
+    # validate the team here against the offline model.
+    return prepare_team(topology, agents, {}, model_override="test")
+
+
+@runner
+class MetaflowRunner(BaseRunner):
+    """Runs each topology as a generated Metaflow flow: one step per agent call, `foreach` for parallel ones."""
+
+    runner_type = "metaflow"
+
+    def __init__(
+        self,
+        output_dir: str | Path = "./generated_flows",
+        environment: str = "local",
+        config: RunConfig | None = None,
+        db_url: str | None = None,
+        *,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        super().__init__(config=config, db_url=db_url, on_event=on_event)
+        if environment not in ENVIRONMENTS:
+            raise InvalidConfigError(
+                f"unknown environment {environment!r}; choose one of: {', '.join(ENVIRONMENTS)}"
+            )
+        if environment != "local" and is_sqlite(self.db_url):
+            raise InvalidConfigError(
+                f"{environment} steps run on other machines and need a shared database: "
+                "set db_url or QMCP_DATABASE_URL to postgresql+asyncpg://..."
+            )
+        self.output_dir = Path(output_dir)
+        self.environment = environment
+
+    def _topology_to_flow(
+        self, topology: Topology | Mapping[str, Any], agents: Mapping[str, AgentType | Mapping[str, Any]]
+    ) -> str:
+        """The source of the topology's Metaflow flow (`ai_debate` → class `AiDebateFlow`)."""
+        return generate_flow(_team(topology, agents), self.config)
+
+    def launch_command(self, execution: Execution, flow_file: Path) -> list[str]:
+        """The command `run()`/`resume()` start for `execution`: Metaflow's resume of its run, if there is one."""
+        agents = len(execution.agents_snapshot)
+        options: dict[str, Any] = {
+            "environment": self.environment,
+            "max_workers": self.config.max_concurrent,
+            "max_num_splits": agents if agents > 100 else None,
+        }
+        if execution.external_run_id and self._has_run(execution.external_run_id):
+            origin = execution.external_run_id.rsplit("/", 1)[-1]
+            return flow_command(flow_file, "resume", origin_run_id=origin, **options)
+        return flow_command(
+            flow_file, "run", input_data=execution.input_data, execution_id=execution.id, **options
+        )
+
+    # -- the execution path: Metaflow instead of the in-process topology --------------------------------
+
+    async def _execute(
+        self,
+        db: Database,
+        execution: Execution,
+        agents: dict[str, AgentType],
+        completed: dict[str, StepRecord],
+    ) -> RunResult:
+        config = RunConfig.model_validate(execution.run_config)
+        flow_file = export_flow(execution.topology_snapshot, agents, self.output_dir, config=config)
+        argv = self.launch_command(execution, flow_file)
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[execution.id] = task
+        reporter = await _StepReporter.start(db, execution.id, self.on_event) if self.on_event else None
+        try:
+            async with asyncio.timeout(self.config.timeout_seconds):
+                returncode, stderr = await _launch(argv, self._environ())
+        except TimeoutError:
+            await self._stop(
+                db,
+                execution.id,
+                ExecutionStatus.FAILED,
+                f"timed out after {self.config.timeout_seconds}s; completed steps are kept, "
+                f"resume with: qmcp executions resume {execution.id}",
+            )
+            return _result(await db.get_execution(execution.id))
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self._stop(
+                    db,
+                    execution.id,
+                    ExecutionStatus.CANCELLED,
+                    f"cancelled; resume with: qmcp executions resume {execution.id}",
+                )
+            )
+            raise
+        finally:
+            self._running.pop(execution.id, None)
+            if reporter is not None:
+                await reporter.stop()
+        finished = await db.get_execution(execution.id)
+        if returncode != 0 or finished.status == ExecutionStatus.RUNNING:
+            tail = "\n".join(stderr.strip().splitlines()[-_STDERR_LINES:]) or f"exit status {returncode}"
+            step_error = finished.error if finished.status == ExecutionStatus.FAILED else None
+            await self._stop(
+                db,
+                execution.id,
+                ExecutionStatus.FAILED,
+                "\n".join(filter(None, [step_error, f"Metaflow: {tail}"])),
+            )
+            finished = await db.get_execution(execution.id)
+        return _result(finished)
+
+    async def _stop(self, db: Database, execution_id: uuid.UUID, status: ExecutionStatus, error: str) -> None:
+        """Record how a run ended, unless a step already did (completed, paused for a human, cancelled)."""
+        current = await db.get_execution(execution_id)
+        if current.status in (ExecutionStatus.COMPLETED, ExecutionStatus.PAUSED, ExecutionStatus.CANCELLED):
+            return
+        now = utcnow()
+        await db.update_execution(
+            execution_id,
+            status=status,
+            error=error,
+            completed_at=now,
+            duration_ms=elapsed_ms(current.started_at, now),
+        )
+
+    def _environ(self) -> dict[str, str]:
+        environ = dict(os.environ)
+        environ["QMCP_DATABASE_URL"] = self.db_url
+        environ.setdefault("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(self.output_dir.resolve()))
+        if not any(environ.get(name) for name in ("METAFLOW_USER", "USERNAME", "USER")):
+            environ["USERNAME"] = "qmcp"  # Metaflow refuses to run without a user name
+        return environ
+
+    def _has_run(self, external_run_id: str) -> bool:
+        """Whether Metaflow can resume this run from here: always remotely; locally, if our datastore holds it."""
+        if self.environment != "local":
+            return True
+        root = Path(self._environ()["METAFLOW_DATASTORE_SYSROOT_LOCAL"])
+        return (root / ".metaflow" / external_run_id).is_dir()
+
+
+class _StepReporter:
+    """Turns the step rows a flow writes into `completed`/`failed` events, for progress displays.
+
+    Steps run in Metaflow's processes, so this polls the step table while Metaflow runs.
+    """
+
+    def __init__(self, db: Database, execution_id: uuid.UUID, listener: EventHandler) -> None:
+        self.db, self.execution_id, self.listener = db, execution_id, listener
+        self.reported: set[tuple[str, str, int]] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, db: Database, execution_id: uuid.UUID, listener: EventHandler) -> _StepReporter:
+        reporter = cls(db, execution_id, listener)
+        reporter.reported = {_mark(step) for step in await db.list_steps(execution_id)}  # earlier attempts
+        reporter.task = asyncio.create_task(reporter._poll())
+        return reporter
+
+    async def stop(self) -> None:
+        """Stop polling, then report what the last poll missed."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await asyncio.shield(self._report())
+
+    async def _poll(self) -> None:
+        while True:
+            await self._report()
+            await asyncio.sleep(_POLL_SECONDS)
+
+    async def _report(self) -> None:
+        for step in await self.db.list_steps(self.execution_id):
+            if _mark(step) in self.reported:
+                continue
+            self.reported.add(_mark(step))
+            self.listener(
+                StepEvent(
+                    kind="completed" if step.status == StepStatus.COMPLETED else "failed",
+                    key=step.key,
+                    slot=step.slot,
+                    agent_name=step.agent_name,
+                    model=step.model,
+                    input_tokens=step.input_tokens,
+                    output_tokens=step.output_tokens,
+                    cost_usd=step.cost_usd,
+                    latency_ms=step.latency_ms,
+                    error=step.error,
+                )
+            )
+
+
+def _mark(step: ExecutionStep) -> tuple[str, str, int]:
+    return (step.key, str(step.status), step.attempts)
+
+
+async def _launch(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
+    """Run Metaflow in its own process group, so that a cancel or a timeout stops its tasks too."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=environ,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = await process.communicate()
+    except BaseException:
+        await _terminate(process)
+        raise
+    assert process.returncode is not None
+    return process.returncode, stderr.decode(errors="replace")
+
+
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), _STOP_GRACE_SECONDS)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()

@@ -1,0 +1,525 @@
+"""What the steps of a generated Metaflow flow call: the topology's own code, the step store, the records.
+
+A step does not re-implement its topology. It runs the topology's code over a `StepContext` that
+owns only that step's agent call: the calls of earlier steps replay from the step store, and the
+code stops at the first call a later step owns. Prompts, step keys and outputs are therefore those
+of every other runner, the execution is an ordinary one in the database (`qmcp executions show`),
+and resuming a Metaflow run repeats no finished call, also inside a `foreach`.
+
+A failure that the topology tolerates (an ensemble member within `failure_threshold`, a checker
+that abstains) does not fail its Metaflow task: the step's result carries it to the join, which
+replays it as a failure, or, in a resumed run, calls that agent again, like any resume does.
+
+`aggregate_results` and `determine_consensus` are the topologies' own functions, re-exported.
+Helpers read the database from `QMCP_DATABASE_URL`, and import the modules named in
+`QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the one that registers your models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import uuid
+from collections.abc import Awaitable, Collection, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import update
+from sqlmodel import col
+
+from ...config import settings
+from ...observability import tracer
+from ..errors import (
+    ExecutionPaused,
+    HumanRejectedError,
+    InvalidConfigError,
+    ModelError,
+    QmcpError,
+    RunCancelledError,
+    RunError,
+    StepFailedError,
+    UserInputError,
+)
+from ..mixins import RunResources
+from ..models import AgentType, Execution, ExecutionStatus, Topology
+from ..models._agent import utcnow
+from ..store import Database, MemoryStepStore, StepRecord
+from ..topologies import (
+    RetryPolicy,
+    Scheduler,
+    StepContext,
+    StepResult,
+    TopologyRegistry,
+    aggregate_results,
+    determine_consensus,
+    input_text,
+)
+from ._base import BaseRunner, _result
+from ._config import RunConfig, RunResult
+
+__all__ = [
+    "IMPORTS_VARIABLE",
+    "aggregate_results",
+    "determine_consensus",
+    "invoke_agent",
+    "run_topology",
+    "save_execution",
+    "start_execution",
+]
+
+IMPORTS_VARIABLE = "QMCP_METAFLOW_IMPORTS"
+"""Modules every helper imports before it runs, comma-separated (e.g. ones calling `register_model`)."""
+
+T = TypeVar("T")
+
+
+# -- the public helpers -------------------------------------------------------------------------
+
+
+def start_execution(
+    topology: Mapping[str, Any],
+    agents: Mapping[str, Mapping[str, Any]],
+    input_data: Mapping[str, Any],
+    execution_id: str = "",
+    *,
+    run_config: Mapping[str, Any] | None = None,
+) -> tuple[str, int | None]:
+    """Create the execution of a flow run, or attach to `execution_id`; returns (execution id, topology id).
+
+    A new execution is validated, stored and recorded like any runner's. An existing one (made by
+    `MetaflowRunner.run`) must have been made for this flow's topology, agents and input.
+    """
+    return _run(_start_execution(topology, agents, input_data, execution_id, run_config or {}))
+
+
+def invoke_agent(
+    agent_config: Mapping[str, Any],
+    input_data: Mapping[str, Any] | None = None,
+    *,
+    key: str | None = None,
+    execution_id: str | None = None,
+) -> dict[str, Any]:
+    """Run one agent call: step `key` of an execution, or a one-off call on `input_data`.
+
+    `agent_config` is an agent definition (name, role, config) or an `AgentConfig` dict. Inside an
+    execution the topology's code builds the prompt; the returned dict says what the step did:
+    `key`, `agent`, `output` (the reply), `data` (parsed JSON, if asked for), `error` (a failure
+    the topology tolerated), `skipped` (the topology took another path) and `run` (the flow run).
+    """
+    agent = _agent(agent_config)
+    if execution_id is None:
+        if input_data is None:
+            raise UserInputError("invoke_agent needs input_data for a one-off call, or execution_id and key")
+        return _run(_invoke_once(agent, input_data, key or "invoke"))
+    if key is None or input_data is not None:
+        raise UserInputError(
+            "inside an execution, pass key= and no input_data: the execution holds the input"
+        )
+    progress = _run(_advance(execution_id, owned={key}, after=(), must_finish=False))
+    outcome = progress.outcomes.get(key)
+    if isinstance(outcome, StepResult) and outcome.agent_name != agent.name:
+        raise InvalidConfigError(
+            f"step {key!r} of execution {execution_id} belongs to agent {outcome.agent_name!r}, but this flow "
+            f"step is for {agent.name!r}; regenerate the flow for this execution's team"
+        )
+    return _step_result(key, agent.name, outcome, progress.run)
+
+
+def run_topology(
+    execution_id: str,
+    *,
+    owns: Collection[str] | Literal["all"] = (),
+    after: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Run the topology's code to its end and return its output.
+
+    `owns` are the agent calls this step makes (`"all"` for a topology whose shape is decided at
+    run time); every other call must have been made by an earlier step. `after` are the results
+    of the `foreach` steps being joined, so that failures they tolerated are carried over.
+    """
+    progress = _run(
+        _advance(execution_id, owned=None if owns == "all" else set(owns), after=after, must_finish=True)
+    )
+    assert progress.output is not None
+    return progress.output
+
+
+def save_execution(
+    topology_id: int | None, output_data: Mapping[str, Any], *, execution_id: str | None = None
+) -> None:
+    """Complete execution `execution_id` with `output_data`; without an id, record a completed execution."""
+    _run(_save_execution(topology_id, dict(output_data), execution_id))
+
+
+# -- running the topology's code for one flow step ------------------------------------------------
+
+
+class _Suspended(BaseException):
+    """The topology reached a call that a later flow step owns: this step's share is done.
+
+    A `BaseException`, so that topology code catching `Exception` does not swallow it.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+@dataclass
+class _FlowStepContext(StepContext):
+    """A `StepContext` that calls only the steps it owns (all when `owned` is None).
+
+    Other steps replay from the store (even with checkpoint reads off: they are an earlier
+    Metaflow step's work), replay as failures when an earlier step carried one, or suspend.
+    """
+
+    owned: Collection[str] | None = None
+    failures: Mapping[str, str] = field(default_factory=dict)
+    outcomes: dict[str, StepResult | StepFailedError] = field(default_factory=dict)
+
+    async def invoke(
+        self,
+        slot: str,
+        prompt: str,
+        *,
+        key: str,
+        schema: dict[str, Any] | None = None,
+        fallback: dict[str, Any] | None = None,
+        durable: bool = False,
+    ) -> StepResult:
+        full_key = self.prefix + key
+        if self.owned is None or full_key in self.owned:
+            try:
+                result = await super().invoke(
+                    slot, prompt, key=key, schema=schema, fallback=fallback, durable=durable
+                )
+            except StepFailedError as error:
+                self.outcomes[full_key] = error
+                raise
+            self.outcomes[full_key] = result
+            return result
+        if full_key in self.completed:
+            return await super().invoke(slot, prompt, key=key, schema=schema, fallback=fallback, durable=True)
+        if full_key in self.failures:
+            raise _replayed_failure(full_key, self.failures[full_key])
+        raise _Suspended(full_key)
+
+
+def _replayed_failure(key: str, message: str) -> StepFailedError:
+    """The failure an earlier flow step carried, worded exactly as the topology code saw it there."""
+    failure = StepFailedError(key, ModelError(message))
+    failure.args = (message,)
+    return failure
+
+
+class _FlowScheduler(Scheduler):
+    """Sequential, like LocalRunner's, but lets every owned call of a `gather` run before suspending."""
+
+    async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
+        results: list[T | StepFailedError] = []
+        suspended: _Suspended | None = None
+        for aw in aws:
+            try:
+                results.append(await aw)
+            except StepFailedError as error:
+                results.append(error)
+            except _Suspended as stop:
+                suspended = suspended or stop
+        if suspended is not None:
+            raise suspended
+        return results
+
+
+@dataclass(frozen=True)
+class _Progress:
+    output: dict[str, Any] | None
+    outcomes: dict[str, StepResult | StepFailedError]
+    run: str | None
+
+
+async def _advance(
+    execution_id: str,
+    *,
+    owned: Collection[str] | None,
+    after: Sequence[Mapping[str, Any]],
+    must_finish: bool,
+) -> _Progress:
+    """Run the topology's code as far as this flow step's calls take it (to its end if `must_finish`)."""
+    run = _flow_run()
+    async with Database(settings().database_url) as db:
+        execution = await _attach(db, execution_id, run)
+        config = RunConfig.model_validate(execution.run_config)
+        # A failure carried from this run replays as one; from the run being resumed, it is retried.
+        failures = {r["key"]: r["error"] for r in after if r.get("error") and r.get("run") == run}
+        retried = {r["key"] for r in after if r.get("error") and r.get("run") != run}
+        topology = Topology.model_validate(execution.topology_snapshot)
+        ctx = _FlowStepContext(
+            execution_id=execution.id,
+            agents={slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()},
+            store=db.steps,
+            completed=await db.steps.completed_steps(execution.id),
+            scheduler=_FlowScheduler(),
+            retry=RetryPolicy(
+                enabled=config.retry_on_failure,
+                max_retries=config.max_retries,
+                base_delay=config.retry_backoff_seconds,
+            ),
+            model_override=config.model_override or settings().model_override,
+            checkpoint_enabled=config.checkpoint_enabled,
+            resources=RunResources(db=db),
+            teams=execution.teams_snapshot,
+            tracer=tracer if config.trace_enabled else None,
+            owned=None if owned is None else {*owned, *retried},
+            failures=failures,
+        )
+        implementation = TopologyRegistry.create(topology.topology_type, topology.config)
+        try:
+            async with ctx.resources.exit_stack:
+                output: dict[str, Any] | None = await implementation.run(ctx, dict(execution.input_data))
+        except _Suspended as stop:
+            if must_finish:
+                missing = RunError(
+                    f"step {stop.key!r} of the topology is made by no step of this flow; "
+                    "regenerate the flow with this version of qmcp"
+                )
+                await _stop(db, execution.id, missing)
+                raise missing from None
+            output = None
+        except Exception as error:
+            await _stop(db, execution.id, error)
+            raise
+        finally:
+            await _add_usage(db, execution.id, ctx.totals)
+    return _Progress(output, ctx.outcomes, run)
+
+
+def _step_result(
+    key: str, agent: str, outcome: StepResult | StepFailedError | None, run: str | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "key": key,
+        "agent": agent,
+        "output": None,
+        "data": None,
+        "error": None,
+        "skipped": outcome is None,
+        "run": run,
+    }
+    if isinstance(outcome, StepResult):
+        result |= {"output": outcome.text, "data": outcome.data}
+    elif isinstance(outcome, StepFailedError):
+        result["error"] = str(outcome)
+    return result
+
+
+async def _invoke_once(agent: AgentType, input_data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A call outside any execution: the same agent step, recorded nowhere."""
+    ctx = StepContext(
+        execution_id=uuid.uuid4(),
+        agents={"agent": agent},
+        store=MemoryStepStore(),
+        model_override=settings().model_override,
+    )
+    try:
+        outcome: StepResult | StepFailedError = await ctx.invoke("agent", input_text(input_data), key=key)
+    except StepFailedError as error:
+        outcome = error
+    return _step_result(key, agent.name, outcome, _flow_run())
+
+
+# -- execution records ------------------------------------------------------------------------------
+
+
+class _ExecutionRecorder(BaseRunner):
+    """`BaseRunner.run`'s bookkeeping (validate, store the team, create the execution) without running.
+
+    The flow's own steps run the topology, so this runner's execution path only reports.
+    """
+
+    runner_type = "metaflow"
+
+    async def _execute(
+        self,
+        db: Database,
+        execution: Execution,
+        agents: dict[str, AgentType],
+        completed: dict[str, StepRecord],
+    ) -> RunResult:
+        return _result(execution)
+
+
+async def _start_execution(
+    topology: Mapping[str, Any],
+    agents: Mapping[str, Mapping[str, Any]],
+    input_data: Mapping[str, Any],
+    execution_id: str,
+    run_config: Mapping[str, Any],
+) -> tuple[str, int | None]:
+    run = _flow_run()
+    if not execution_id:
+        recorder = _ExecutionRecorder(config=RunConfig.model_validate(run_config))
+        created = await recorder.run(dict(topology), dict(agents), dict(input_data))
+        execution_id = str(created.execution_id)
+    async with Database(settings().database_url) as db:
+        execution = await db.get_execution(execution_id)
+        if _definitions(execution.topology_snapshot, execution.agents_snapshot) != _definitions(
+            topology, agents
+        ):
+            raise InvalidConfigError(
+                f"execution {execution.id} was made for another team than this flow's "
+                f"(topology {execution.topology_name!r}); regenerate the flow or start a new execution"
+            )
+        if input_data and dict(input_data) != execution.input_data:
+            raise InvalidConfigError(
+                f"--input-json differs from the input of execution {execution.id}; omit it to use the stored one"
+            )
+        await _attach(db, execution.id, run)
+    return str(execution.id), execution.topology_id
+
+
+async def _attach(db: Database, execution_id: str | uuid.UUID, run: str | None) -> Execution:
+    """Mark the execution running in this flow run; a cancel stops the run at its next step."""
+    execution = await db.get_execution(execution_id)
+    if execution.status == ExecutionStatus.CANCELLED and (run is None or execution.external_run_id == run):
+        raise RunCancelledError(
+            f"execution {execution.id} was cancelled; resume it with: qmcp executions resume {execution.id}"
+        )
+    values: dict[str, Any] = {}
+    if execution.status != ExecutionStatus.RUNNING:
+        values |= {"status": ExecutionStatus.RUNNING, "error": None, "completed_at": None}
+        if execution.status != ExecutionStatus.PENDING:
+            values["attempts"] = execution.attempts + 1
+    if run is not None and execution.external_run_id != run:
+        values["external_run_id"] = run
+    if values:
+        await db.update_execution(execution.id, **values)
+    return execution
+
+
+async def _stop(db: Database, execution_id: uuid.UUID, error: Exception) -> None:
+    """Record why a flow step stopped the execution, as the in-process runners do."""
+    if isinstance(error, ExecutionPaused):
+        status, message = ExecutionStatus.PAUSED, str(error)
+    elif isinstance(error, HumanRejectedError):
+        status, message = ExecutionStatus.CANCELLED, str(error)
+    elif isinstance(error, QmcpError):
+        status, message = ExecutionStatus.FAILED, str(error)
+    else:
+        status, message = ExecutionStatus.FAILED, f"internal error: {type(error).__name__}: {error}"
+    async with db.sessions() as session, session.begin():
+        await session.exec(
+            update(Execution)
+            .where(col(Execution.id) == execution_id, col(Execution.status) == ExecutionStatus.RUNNING)
+            .values(status=status, error=message, completed_at=utcnow())
+        )
+
+
+async def _add_usage(db: Database, execution_id: uuid.UUID, totals: Mapping[str, float]) -> None:
+    """Add this step's tokens and cost; parallel `foreach` steps add theirs in the same row."""
+    if not any(totals.values()):
+        return
+    async with db.sessions() as session, session.begin():
+        await session.exec(
+            update(Execution)
+            .where(col(Execution.id) == execution_id)
+            .values(
+                input_tokens=col(Execution.input_tokens) + int(totals["input_tokens"]),
+                output_tokens=col(Execution.output_tokens) + int(totals["output_tokens"]),
+                cost_usd=col(Execution.cost_usd) + totals["cost_usd"],
+            )
+        )
+
+
+async def _save_execution(topology_id: int | None, output: dict[str, Any], execution_id: str | None) -> None:
+    now = utcnow()
+    async with Database(settings().database_url) as db:
+        if execution_id is None:
+            await db.add_execution(await _completed_execution(db, topology_id, output, now))
+            return
+        execution = await db.get_execution(execution_id)
+        if topology_id is not None and execution.topology_id != topology_id:
+            raise InvalidConfigError(f"execution {execution.id} does not belong to topology {topology_id}")
+        async with db.sessions() as session, session.begin():
+            done = await session.exec(
+                update(Execution)
+                .where(col(Execution.id) == execution.id, col(Execution.status) == ExecutionStatus.RUNNING)
+                .values(
+                    status=ExecutionStatus.COMPLETED,
+                    output_data=output,
+                    error=None,
+                    completed_at=now,
+                    duration_ms=elapsed_ms(execution.started_at, now),
+                )
+            )
+        if done.rowcount == 0:
+            raise RunCancelledError(
+                f"execution {execution.id} was cancelled while the flow ran; not completing it"
+            )
+
+
+async def _completed_execution(
+    db: Database, topology_id: int | None, output: dict[str, Any], now: datetime
+) -> Execution:
+    """The seed's `save_execution(topology_id, output)` outside an execution: record a finished one."""
+    async with db.sessions() as session:
+        topology = await session.get(Topology, topology_id) if topology_id is not None else None
+    if topology is None:
+        raise InvalidConfigError(f"no stored topology has id {topology_id}; pass execution_id= instead")
+    return Execution(
+        topology_id=topology.id,
+        topology_name=topology.name,
+        topology_type=str(topology.topology_type),
+        status=ExecutionStatus.COMPLETED,
+        runner_type=_ExecutionRecorder.runner_type,
+        output_data=output,
+        topology_snapshot=topology.definition(),
+        external_run_id=_flow_run(),
+        completed_at=now,
+    )
+
+
+def elapsed_ms(started: datetime, now: datetime) -> int:
+    """Milliseconds from `started` to `now`; SQLite hands datetimes back without their zone (UTC)."""
+    started = started if started.tzinfo else started.replace(tzinfo=UTC)
+    return max(0, int((now - started).total_seconds() * 1000))
+
+
+# -- plumbing ---------------------------------------------------------------------------------------
+
+
+def _definitions(
+    topology: Mapping[str, Any], agents: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Topology and agent definitions as validated, so that omitted defaults compare equal."""
+    return (
+        Topology.model_validate(dict(topology)).definition(),
+        {slot: AgentType.model_validate(dict(agent)).definition() for slot, agent in agents.items()},
+    )
+
+
+def _agent(agent_config: Mapping[str, Any]) -> AgentType:
+    if "config" in agent_config or "name" in agent_config:
+        return AgentType.model_validate(dict(agent_config))
+    return AgentType.model_validate({"name": "agent", "config": dict(agent_config)})
+
+
+def _flow_run() -> str | None:
+    """`FlowName/run_id` of the Metaflow run this code is a step of, if any."""
+    from metaflow import current
+
+    return f"{current.flow_name}/{current.run_id}" if current.is_running_flow else None
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a helper's coroutine from a (synchronous) Metaflow step, after importing the user's modules."""
+    for name in filter(None, (n.strip() for n in os.environ.get(IMPORTS_VARIABLE, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            coroutine.close()
+            raise InvalidConfigError(
+                f"{IMPORTS_VARIABLE} names {name!r}, which cannot be imported: {error}"
+            ) from None
+    return asyncio.run(coroutine)

@@ -1,0 +1,70 @@
+"""Models for the Metaflow tests, registered in every flow step through QMCP_METAFLOW_IMPORTS.
+
+Metaflow runs each step in its own process, so a model registered in the test process does not
+reach the steps; this module is imported by them (and by the tests) instead.
+
+* `counted` answers like the offline `test` model and appends `counted:<role>` to the file named
+  by QMCP_TEST_CALL_LOG, so a test can count the calls made in all of Metaflow's processes.
+* `flaky` does the same but fails its very first call, across processes (a marker file says so),
+  with a permanent error, so that the step fails without retrying.
+* `agree` answers like `test`, prefixed with the debate's agreement marker.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+from pydantic_ai.exceptions import ModelHTTPError
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from qmcp.agentframework.llm import make_test_model, register_model, unregister_model
+from qmcp.agentframework.topologies import AGREEMENT_MARKER
+
+NAMES = ("counted", "flaky", "agree")
+
+
+def _model(name: str, role: str) -> FunctionModel:
+    answer = make_test_model(role).function
+    assert answer is not None
+
+    def reply(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        log = os.environ.get("QMCP_TEST_CALL_LOG")
+        if log and name != "agree":
+            with open(log, "a") as calls:
+                calls.write(f"{name}:{role}\n")
+        if name == "flaky" and log and _first_failure(Path(log).with_suffix(".failed")):
+            raise ModelHTTPError(
+                status_code=400, model_name=name, body={"error": "scripted first-call failure"}
+            )
+        response = answer(messages, info)
+        assert isinstance(response, ModelResponse)
+        if name == "agree":
+            text = "".join(part.content for part in response.parts if isinstance(part, TextPart))
+            return ModelResponse(parts=[TextPart(f"{AGREEMENT_MARKER} {text}")])
+        return response
+
+    return FunctionModel(reply, model_name=name)
+
+
+def _first_failure(marker: Path) -> bool:
+    try:
+        marker.open("x").close()
+    except FileExistsError:
+        return False
+    return True
+
+
+def register() -> None:
+    for name in NAMES:
+        register_model(name, partial(_model, name))
+
+
+def unregister() -> None:
+    for name in NAMES:
+        unregister_model(name)
+
+
+register()

@@ -1,0 +1,524 @@
+"""Generated Metaflow flows without running Metaflow: names, shapes, decorators, ruff, command lines,
+and the helpers' step-by-step replay checked in-process against the LocalRunner."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import runpy
+import shutil
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+
+from qmcp.agentframework.errors import InvalidConfigError, UserInputError
+from qmcp.agentframework.llm import ScriptedModel, register_model, unregister_model
+from qmcp.agentframework.models import (
+    AgentType,
+    CrossCheckConfig,
+    DebateConfig,
+    EnsembleConfig,
+    Execution,
+    ExecutionStatus,
+    PipelineConfig,
+    Topology,
+    TopologyType,
+)
+from qmcp.agentframework.runners import LocalRunner, RunConfig, RunnerRegistry
+from qmcp.agentframework.runners import metaflow_helpers as helpers
+from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow, flow_command
+from qmcp.agentframework.store import Database
+
+PYPROJECT_RULES = ["--select", "E,F,W,I,B,UP,SIM,RUF,ASYNC", "--ignore", "E501,RUF001,RUF002,RUF003"]
+
+
+def _teams(agent: Any) -> dict[str, tuple[Topology, dict[str, AgentType]]]:
+    """One team per shape the generator knows, plus one whose shape is decided at run time."""
+    return {
+        "pipeline": (
+            Topology(name="research_pipeline", topology_type=TopologyType.PIPELINE),
+            {
+                "parse": agent("parser", "analyst"),
+                "analyze": agent("analyst", "analyst"),
+                "write": agent("writer", "writer"),
+            },
+        ),
+        "ensemble": (
+            Topology(
+                name="research_ensemble",
+                topology_type=TopologyType.ENSEMBLE,
+                config={"aggregation_method": "synthesis"},
+            ),
+            {
+                "m1": agent("r1"),
+                "m2": agent("r2"),
+                "m3": agent("r3"),
+                "aggregator": agent("syn", "synthesizer"),
+            },
+        ),
+        "crosscheck": (
+            Topology(name="fact_check", topology_type=TopologyType.CROSSCHECK),
+            {"primary": agent("p"), "checker_1": agent("c1", "checker"), "checker_2": agent("c2", "checker")},
+        ),
+        "debate": (
+            Topology(name="ai_debate", topology_type=TopologyType.DEBATE, config={"max_rounds": 3}),
+            {
+                "proponent": agent("pro", "proponent"),
+                "opponent": agent("opp", "opponent"),
+                "mediator": agent("med", "mediator"),
+            },
+        ),
+        "chain": (
+            Topology(name="command_chain", topology_type=TopologyType.CHAIN_OF_COMMAND),
+            {
+                "commander": agent("boss", "commander"),
+                "lieutenant_1": agent("lt", "lieutenant"),
+                "worker_1": agent("w", "worker"),
+            },
+        ),
+    }
+
+
+def _steps(source: str) -> dict[str, dict[str, Any]]:
+    """The flow's steps in order: their decorators, `self.next` targets, foreach, join, and call keys."""
+    flow = next(node for node in ast.parse(source).body if isinstance(node, ast.ClassDef))
+    steps: dict[str, dict[str, Any]] = {}
+    for method in flow.body:
+        if not isinstance(method, ast.FunctionDef):
+            continue
+        decorators = [ast.unparse(d) for d in method.decorator_list]
+        calls = [node for node in ast.walk(method) if isinstance(node, ast.Call)]
+        nexts = [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr == "next"]
+        keys = [_value(k.value) for c in calls for k in c.keywords if k.arg in ("key", "owns")]
+        steps[method.name] = {
+            "decorators": decorators,
+            "next": [ast.unparse(a).removeprefix("self.") for a in nexts[0].args] if nexts else [],
+            "foreach": [_value(k.value) for k in nexts[0].keywords if k.arg == "foreach"] if nexts else [],
+            "join": len(method.args.args) == 2,
+            "keys": keys,
+        }
+    return steps
+
+
+def _value(node: ast.expr) -> Any:
+    """A literal's value; other expressions (f-strings) as source."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return ast.unparse(node)
+
+
+def test_flow_and_file_are_named_after_the_topology(tmp_path, agent):
+    topology, agents = _teams(agent)["debate"]
+    source = MetaflowRunner(output_dir=tmp_path)._topology_to_flow(topology, agents)
+    assert "class AiDebateFlow(FlowSpec):" in source
+    path = export_flow(topology, agents, tmp_path / "out")
+    assert path == tmp_path / "out" / "ai_debate_flow.py"
+    assert path.read_text() == source
+    hyphenated = Topology(name="my-debate-2", topology_type=TopologyType.DEBATE)
+    assert "class MyDebate2Flow(FlowSpec):" in export_flow(hyphenated, agents, tmp_path).read_text()
+    assert (tmp_path / "my_debate_2_flow.py").exists()
+
+
+def test_pipeline_is_one_step_per_stage_in_order(agent):
+    agents = {
+        "parse": agent("parser"),
+        "start": agent("starter"),
+        "class": agent("classy"),
+        "sum-up": agent("summer"),
+    }
+    topology = Topology(
+        name="pipe",
+        topology_type=TopologyType.PIPELINE,
+        config=PipelineConfig(stages=["parse", "sum-up", "start", "class"]).model_dump(),
+    )
+    steps = _steps(MetaflowRunner()._topology_to_flow(topology, agents))
+    assert list(steps) == ["start", "parse", "sum_up", "stage_3_start", "stage_4_class", "end"]
+    assert [steps[name]["next"] for name in steps] == [
+        ["parse"],
+        ["sum_up"],
+        ["stage_3_start"],
+        ["stage_4_class"],
+        ["end"],
+        [],
+    ]
+    assert [steps[name]["keys"] for name in list(steps)[1:-1]] == [
+        ["pipeline/0:parse"],
+        ["pipeline/1:sum-up"],
+        ["pipeline/2:start"],
+        ["pipeline/3:class"],
+    ]
+
+
+@pytest.mark.parametrize(("method", "owns"), [("synthesis", [["ensemble/aggregate"]]), ("vote", [])])
+def test_ensemble_is_a_foreach_over_members_and_a_join_that_aggregates(agent, method, owns):
+    topology, agents = _teams(agent)["ensemble"]
+    topology = Topology(
+        name="ens",
+        topology_type=TopologyType.ENSEMBLE,
+        config=EnsembleConfig(aggregation_method=method).model_dump(),
+    )
+    if method != "synthesis":
+        agents = {slot: a for slot, a in agents.items() if slot != "aggregator"}
+    source = MetaflowRunner()._topology_to_flow(topology, agents)
+    steps = _steps(source)
+    assert list(steps) == ["start", "member", "aggregate", "end"]
+    assert (steps["start"]["next"], steps["start"]["foreach"]) == (["member"], ["member_slots"])
+    assert 'self.member_slots = ["m1", "m2", "m3"]' in source
+    assert steps["member"]["keys"] == ["f'ensemble/member:{self.input}'"]
+    assert steps["aggregate"]["join"] and steps["aggregate"]["keys"] == owns
+    assert f"by {method}" in source or f"by {method!r}" in source
+
+
+def test_crosscheck_is_the_primary_then_a_foreach_over_checkers_and_a_consensus_join(agent):
+    topology, agents = _teams(agent)["crosscheck"]
+    topology = Topology(
+        name="cc",
+        topology_type=TopologyType.CROSSCHECK,
+        config=CrossCheckConfig(consensus_method="weighted").model_dump(),
+    )
+    source = MetaflowRunner()._topology_to_flow(topology, agents)
+    steps = _steps(source)
+    assert list(steps) == ["start", "primary", "check", "consensus", "end"]
+    assert steps["primary"]["keys"] == ["crosscheck/primary"]
+    assert (steps["primary"]["next"], steps["primary"]["foreach"]) == (["check"], ["checker_slots"])
+    assert steps["check"]["keys"] == ["f'crosscheck/checker:{self.input}'"] and steps["consensus"]["join"]
+    assert "'weighted' consensus" in source and "determine_consensus" in source
+
+
+def test_debate_rounds_are_unrolled_then_the_mediator_decides(agent):
+    topology, agents = _teams(agent)["debate"]
+    source = MetaflowRunner()._topology_to_flow(topology, agents)
+    steps = _steps(source)
+    rounds = [f"round_{n}_{side}" for n in (1, 2, 3) for side in ("proponent", "opponent")]
+    assert list(steps) == ["start", *rounds, "mediator", "end"]
+    assert [steps[name]["keys"] for name in rounds] == [
+        [f"debate/round-{n}/{side}"] for n in (1, 2, 3) for side in ("proponent", "opponent")
+    ]
+    assert steps["mediator"]["keys"] == ["debate/mediator"]
+    assert source.count("skipped once the debate has converged") == 4  # rounds 2 and 3
+    last_round = Topology(
+        name="deb",
+        topology_type=TopologyType.DEBATE,
+        config=DebateConfig(max_rounds=2, consensus_method="last_round").model_dump(),
+    )
+    steps = _steps(MetaflowRunner()._topology_to_flow(last_round, agents))
+    assert "mediator" not in steps and steps["round_2_opponent"]["next"] == ["end"]
+
+
+def test_topologies_shaped_at_run_time_get_one_step(agent):
+    topology, agents = _teams(agent)["chain"]
+    source = MetaflowRunner()._topology_to_flow(topology, agents)
+    steps = _steps(source)
+    assert list(steps) == ["start", "topology", "end"]
+    assert steps["topology"]["keys"] == ["all"]
+    assert "# A chain topology has no fixed shape (the commander's plan decides which agents run)" in source
+
+
+def test_retry_and_timeout_decorators_follow_the_run_config(agent):
+    topology, agents = _teams(agent)["pipeline"]
+    config = RunConfig(max_retries=2, timeout_seconds=120, retry_backoff_seconds=60)
+    steps = _steps(MetaflowRunner(config=config)._topology_to_flow(topology, agents))
+    assert steps["start"]["decorators"] == ["step"]
+    for name in ("parse", "analyze", "write", "end"):
+        assert steps[name]["decorators"] == [
+            "retry(times=2, minutes_between_retries=1)",
+            "timeout(seconds=120)",
+            "step",
+        ]
+    many = _steps(MetaflowRunner(config=RunConfig(max_retries=20))._topology_to_flow(topology, agents))
+    assert many["parse"]["decorators"][0] == "retry(times=4, minutes_between_retries=0)"  # Metaflow's ceiling
+    source = MetaflowRunner(config=RunConfig(retry_on_failure=False))._topology_to_flow(topology, agents)
+    assert (
+        "retry" not in _steps(source)["parse"]["decorators"][0]
+        and "import FlowSpec, JSONType, Parameter, step" in source
+    )
+
+
+def test_generated_sources_compile_and_pass_ruff(tmp_path, agent):
+    teams = _teams(agent)
+    long_slot = "a-very-long-stage-name-that-goes-on-and-on-for-sixty-characters"
+    teams["long"] = (
+        Topology(name="x" * 64, topology_type=TopologyType.PIPELINE),
+        {long_slot: agent("y" * 64), "b": agent("z" * 63)},
+    )
+    teams["many"] = (
+        Topology(name="big_ensemble", topology_type=TopologyType.ENSEMBLE),
+        {f"member_with_a_long_slot_name_{i}": agent(f"member-{i}") for i in range(12)},
+    )
+    teams["checkers"] = (
+        Topology(name="many_checkers", topology_type=TopologyType.CROSSCHECK, config={"num_checkers": 9}),
+        {
+            "primary": agent("p"),
+            **{f"checker_with_a_longer_name_{i}": agent(f"c{i}", "checker") for i in range(9)},
+        },
+    )
+    paths = [export_flow(topology, agents, tmp_path) for topology, agents in teams.values()]
+    for path in paths:
+        compile(path.read_text(), str(path), "exec")
+    ruff = shutil.which("ruff") or pytest.skip("ruff is not installed")
+    common = ["--isolated", "--no-cache", "--line-length", "110", "--target-version", "py311"]
+    check = subprocess.run(
+        [ruff, "check", *common, *PYPROJECT_RULES, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert check.returncode == 0, check.stdout
+    fmt = subprocess.run(
+        [ruff, "format", "--check", "--diff", *common, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_constants_hold_the_team_exactly(tmp_path, agent):
+    prompt = 'Say """hi""" \\ then "bye" — naïvely.\n\tIndented \\'
+    agents = {
+        "parse": agent("parser", system_prompt=prompt, temperature=0.2),
+        "write": agent("writer", "writer"),
+    }
+    topology = Topology(
+        name="tricky", description='A "quoted" description', topology_type=TopologyType.PIPELINE
+    )
+    module = runpy.run_path(str(export_flow(topology, agents, tmp_path, config=RunConfig(max_retries=1))))
+    assert AgentType.model_validate(module["AGENTS"]["parse"]).agent_config.system_prompt == prompt
+    assert {slot: AgentType.model_validate(a).definition() for slot, a in module["AGENTS"].items()} == {
+        slot: a.definition() for slot, a in agents.items()
+    }
+    assert (
+        Topology.model_validate(module["TOPOLOGY"]).definition()
+        == Topology.model_validate(topology.definition()).definition()
+    )
+    assert RunConfig.model_validate(module["RUN_CONFIG"]) == RunConfig(max_retries=1)
+
+
+def test_command_lines_for_local_kubernetes_and_batch():
+    execution_id = uuid.uuid4()
+    run = flow_command(
+        "flows/f.py", "run", input_data={"topic": "AI"}, execution_id=execution_id, python="python"
+    )
+    assert run == [
+        "python", "flows/f.py", "--no-pylint", "run",
+        "--input-json", '{"topic": "AI"}', "--execution-id", str(execution_id),
+    ]  # fmt: skip
+    for environment in ("kubernetes", "batch"):
+        argv = flow_command("f.py", "run", environment=environment, input_data={}, python="python")
+        assert argv == ["python", "f.py", "--no-pylint", "run", "--with", environment, "--input-json", "{}"]
+        resume = flow_command(
+            "f.py", "resume", environment=environment, origin_run_id="17", max_workers=4, python="py"
+        )
+        assert resume == [
+            "py", "f.py", "--no-pylint", "resume", "--with", environment, "--max-workers", "4", "--origin-run-id", "17",
+        ]  # fmt: skip
+    with pytest.raises(InvalidConfigError, match="unknown environment 'mesos'"):
+        flow_command("f.py", "run", environment="mesos")
+
+
+def test_runner_launch_command_resumes_the_metaflow_run_when_there_is_one(tmp_path):
+    postgres = "postgresql+asyncpg://qmcp@db.example/qmcp"
+    execution = Execution(
+        topology_name="t", topology_type=TopologyType.PIPELINE, input_data={"prompt": "x"}, agents_snapshot={}
+    )
+    remote = MetaflowRunner(output_dir=tmp_path, environment="kubernetes", db_url=postgres)
+    argv = remote.launch_command(execution, tmp_path / "t_flow.py")
+    assert argv[3:] == [
+        "run",
+        "--with",
+        "kubernetes",
+        "--input-json",
+        '{"prompt": "x"}',
+        "--execution-id",
+        str(execution.id),
+    ]
+    execution.external_run_id = "TFlow/1234"
+    assert remote.launch_command(execution, tmp_path / "t_flow.py")[3:] == [
+        "resume", "--with", "kubernetes", "--origin-run-id", "1234",
+    ]  # fmt: skip
+    local = MetaflowRunner(output_dir=tmp_path, db_url=f"sqlite+aiosqlite:///{tmp_path}/q.db")
+    assert (
+        local.launch_command(execution, tmp_path / "t_flow.py")[3] == "run"
+    )  # its datastore has no such run
+    (tmp_path / ".metaflow" / "TFlow" / "1234").mkdir(parents=True)
+    assert local.launch_command(execution, tmp_path / "t_flow.py")[3] == "resume"
+
+
+def test_runner_is_registered_and_refuses_sqlite_on_a_cluster(tmp_path):
+    assert RunnerRegistry.get("metaflow") is MetaflowRunner
+    created = RunnerRegistry.create(
+        "metaflow", RunConfig(max_retries=1), db_url="sqlite+aiosqlite:///x.db", on_event=print
+    )
+    assert isinstance(created, MetaflowRunner) and created.environment == "local"
+    for environment in ("kubernetes", "batch"):
+        with pytest.raises(InvalidConfigError, match="shared database"):
+            MetaflowRunner(environment=environment, db_url=f"sqlite+aiosqlite:///{tmp_path}/q.db")
+    with pytest.raises(InvalidConfigError, match="unknown environment"):
+        MetaflowRunner(environment="laptop")
+
+
+# -- the helpers, called step by step in this process as the flows call them ---------------------------
+
+
+def _flow_steps(kind: str, agents: dict[str, AgentType]) -> list[tuple[str | None, str | None]]:
+    """What each generated agent step of `kind` asks (slot, key), then the finishing step (None, owned key)."""
+    if kind == "pipeline":
+        return [(slot, f"pipeline/{i}:{slot}") for i, slot in enumerate(agents)] + [(None, None)]
+    if kind == "ensemble":
+        members = [(slot, f"ensemble/member:{slot}") for slot in agents if slot != "aggregator"]
+        return [*members, (None, "ensemble/aggregate")]
+    if kind == "crosscheck":
+        checkers = [(slot, f"crosscheck/checker:{slot}") for slot in agents if slot.startswith("checker")]
+        return [("primary", "crosscheck/primary"), *checkers, (None, None)]
+    turns = [(side, f"debate/round-{n}/{side}") for n in (1, 2, 3) for side in ("proponent", "opponent")]
+    return [*turns, ("mediator", "debate/mediator"), (None, None)]
+
+
+def _run_like_a_flow(
+    topology: Topology, agents: dict[str, AgentType], kind: str
+) -> tuple[dict[str, Any], list]:
+    """The generated steps' helper calls, made in flow order in this process."""
+    definitions = {slot: a.definition() for slot, a in agents.items()}
+    execution_id, _ = helpers.start_execution(topology.definition(), definitions, {"prompt": "Is water wet?"})
+    results = [
+        helpers.invoke_agent(definitions[slot], key=key, execution_id=execution_id)
+        for slot, key in _flow_steps(kind, agents)
+        if slot is not None
+    ]
+    owned = [key for slot, key in _flow_steps(kind, agents) if slot is None and key is not None]
+    return helpers.run_topology(execution_id, owns=owned, after=results), results
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "ensemble", "crosscheck", "debate"])
+def test_helpers_step_by_step_reproduce_the_local_runner(sqlite_url, agent, monkeypatch, kind):
+    """Each generated step's helper call, made in order here, gives the LocalRunner's output."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    topology, agents = _teams(agent)[kind]
+    output, results = _run_like_a_flow(topology, agents, kind)
+    reference = asyncio.run(LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "Is water wet?"}))
+    assert output == reference.output
+    assert all(r["error"] is None and r["run"] is None for r in results)
+
+
+@pytest.mark.parametrize("kind", ["chain", "compound"])
+def test_the_one_step_of_a_run_time_shaped_topology_runs_it_like_the_local_runner(
+    sqlite_url, agent, monkeypatch, kind
+):
+    """The single step of a chain or compound flow runs the topology code like the LocalRunner."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    teams = _teams(agent)
+    if kind == "compound":
+        for name in ("pipeline", "crosscheck"):
+            asyncio.run(_store(sqlite_url, *teams[name]))
+        sub_topologies = [teams["pipeline"][0].name, teams["crosscheck"][0].name]
+        teams["compound"] = (
+            Topology(
+                name="combo", topology_type=TopologyType.COMPOUND, config={"sub_topologies": sub_topologies}
+            ),
+            {},
+        )
+    topology, agents = teams[kind]
+    definitions = {slot: a.definition() for slot, a in agents.items()}
+    execution_id, _ = helpers.start_execution(topology.definition(), definitions, {"prompt": "Is water wet?"})
+    output = helpers.run_topology(execution_id, owns="all")
+    reference = asyncio.run(LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "Is water wet?"}))
+    assert reference.status == ExecutionStatus.COMPLETED, reference.error
+    assert output == reference.output
+
+
+async def _store(db_url: str, topology: Topology, agents: dict[str, AgentType]) -> None:
+    async with Database(db_url) as db:
+        await db.save_team(topology, agents)
+
+
+def test_a_tolerated_member_failure_is_carried_to_the_join(sqlite_url, agent, monkeypatch):
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    topology = Topology(name="ens", topology_type=TopologyType.ENSEMBLE, config={"failure_threshold": 0.5})
+    agents = {"m1": agent("r1"), "m2": agent("r2", model="broken"), "m3": agent("r3")}
+    outputs = []
+    try:
+        for run in (_run_like_a_flow, None):
+            register_model("broken", ScriptedModel(name="broken", failures={0: "auth"}).model)
+            if run is None:
+                reference = asyncio.run(
+                    LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "Is water wet?"})
+                )
+                outputs.append(reference.output)
+            else:
+                output, members = run(topology, agents, "ensemble")
+                assert [m["error"] is not None for m in members] == [False, True, False]
+                outputs.append(output)
+    finally:
+        unregister_model("broken")
+    assert outputs[0] == outputs[1] and [f["slot"] for f in outputs[0]["failed"]] == ["m2"]
+
+
+def test_invoke_agent_one_off_as_in_the_seed(agent):
+    reply = helpers.invoke_agent(agent("parser", "analyst").definition(), {"prompt": "Parse this"})
+    assert reply["output"].startswith("Analysis: Parse this") and reply["error"] is None
+    bare = helpers.invoke_agent({"model": "test", "temperature": 0.1}, {"prompt": "Parse this"})
+    assert bare["agent"] == "agent" and bare["output"]
+    with pytest.raises(UserInputError, match="needs input_data"):
+        helpers.invoke_agent({"model": "test"})
+    with pytest.raises(UserInputError, match="pass key="):
+        helpers.invoke_agent({"model": "test"}, {"prompt": "x"}, execution_id=str(uuid.uuid4()))
+
+
+def test_save_execution_records_a_finished_execution_as_in_the_seed(sqlite_url, agent, monkeypatch):
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    topology, agents = _teams(agent)["pipeline"]
+
+    async def stored_topology_id() -> int:
+        async with Database(sqlite_url) as db:
+            stored, _ = await db.save_team(topology, agents)
+        assert stored.id is not None
+        return stored.id
+
+    topology_id = asyncio.run(stored_topology_id())
+    helpers.save_execution(topology_id, {"output": "done"})
+
+    async def executions() -> list[Execution]:
+        async with Database(sqlite_url) as db:
+            return await db.list_executions()
+
+    (execution,) = asyncio.run(executions())
+    assert (execution.status, execution.runner_type, execution.output_data) == (
+        ExecutionStatus.COMPLETED,
+        "metaflow",
+        {"output": "done"},
+    )
+    with pytest.raises(InvalidConfigError, match="no stored topology"):
+        helpers.save_execution(9999, {"output": "x"})
+
+
+def test_an_execution_id_must_match_the_flow(sqlite_url, agent, monkeypatch):
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    topology, agents = _teams(agent)["pipeline"]
+    definitions = {slot: a.definition() for slot, a in agents.items()}
+    execution_id, _ = helpers.start_execution(topology.definition(), definitions, {"prompt": "x"})
+    assert helpers.start_execution(topology.definition(), definitions, {}, execution_id)[0] == execution_id
+    with pytest.raises(InvalidConfigError, match="differs from the input"):
+        helpers.start_execution(topology.definition(), definitions, {"prompt": "y"}, execution_id)
+    other = {**definitions, "write": agent("someone-else").definition()}
+    with pytest.raises(InvalidConfigError, match="another team"):
+        helpers.start_execution(topology.definition(), other, {}, execution_id)
+
+
+def test_helpers_public_names_and_reexports():
+    from qmcp.agentframework.topologies import aggregate_results, determine_consensus
+
+    assert (
+        helpers.aggregate_results is aggregate_results and helpers.determine_consensus is determine_consensus
+    )
+    assert set(helpers.__all__) == {
+        "IMPORTS_VARIABLE",
+        "aggregate_results",
+        "determine_consensus",
+        "invoke_agent",
+        "run_topology",
+        "save_execution",
+        "start_execution",
+    }

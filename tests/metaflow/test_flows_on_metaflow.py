@@ -1,0 +1,179 @@
+"""Generated flows run for real by Metaflow (local datastore in tmp_path), checked against the LocalRunner.
+
+Each test starts Metaflow in subprocesses, one process per step, so they take seconds each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from qmcp.agentframework.models import (
+    AgentType,
+    DebateConfig,
+    EnsembleConfig,
+    ExecutionStatus,
+    Topology,
+    TopologyType,
+)
+from qmcp.agentframework.runners import LocalRunner, RunConfig, RunResult
+from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow
+from qmcp.agentframework.store import Database
+from qmcp.agentframework.topologies import StepEvent
+
+pytestmark = pytest.mark.slow
+
+INPUT = {"prompt": "Is water wet?"}
+
+
+async def _local(topology: Topology, agents: dict[str, AgentType], db_url: str) -> RunResult:
+    """The LocalRunner's result for the same team, on the offline `test` model: what Metaflow must reproduce."""
+    offline = {
+        slot: AgentType.model_validate({**a.definition(), "config": {**a.config, "model": "test"}})
+        if a.agent_config.model in ("counted", "flaky")
+        else a
+        for slot, a in agents.items()
+    }
+    result = await LocalRunner(db_url=db_url).run(topology, offline, INPUT)
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    return result
+
+
+async def _step_keys(db_url: str, execution_id: uuid.UUID) -> list[str]:
+    async with Database(db_url) as db:
+        return sorted(step.key for step in await db.list_steps(execution_id))
+
+
+async def _check_like_local(
+    result: RunResult, topology: Topology, agents: dict[str, Any], db_url: str
+) -> None:
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    reference = await _local(topology, agents, db_url)
+    assert result.output == reference.output
+    assert result.runner_type == "metaflow"
+    assert (result.input_tokens, result.output_tokens) == (reference.input_tokens, reference.output_tokens)
+    assert await _step_keys(db_url, result.execution_id) == await _step_keys(db_url, reference.execution_id)
+    async with Database(db_url) as db:
+        execution = await db.get_execution(result.execution_id)
+    assert re.fullmatch(r"[A-Za-z0-9]+Flow/\d+", execution.external_run_id or ""), execution.external_run_id
+
+
+async def test_pipeline_runs_on_metaflow_like_the_local_runner(flows_dir, sqlite_url, agent):
+    agents = {"parse": agent("parser", "analyst"), "write": agent("writer", "writer")}
+    topology = Topology(name="research_pipeline", topology_type=TopologyType.PIPELINE)
+    events: list[StepEvent] = []
+    runner = MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url, on_event=events.append)
+    result = await runner.run(topology, agents, INPUT)
+    await _check_like_local(result, topology, agents, sqlite_url)
+    assert (flows_dir / "research_pipeline_flow.py").exists() and (flows_dir / ".metaflow").is_dir()
+    assert [(e.kind, e.key, e.agent_name) for e in events] == [
+        ("completed", "pipeline/0:parse", "parser"),
+        ("completed", "pipeline/1:write", "writer"),
+    ]
+
+
+async def test_crosscheck_runs_its_checkers_in_a_foreach_like_the_local_runner(flows_dir, sqlite_url, agent):
+    agents = {
+        "primary": agent("solver"),
+        "checker_1": agent("c1", "checker"),
+        "checker_2": agent("c2", "checker"),
+    }
+    topology = Topology(name="fact_check", topology_type=TopologyType.CROSSCHECK)
+    result = await MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url).run(topology, agents, INPUT)
+    await _check_like_local(result, topology, agents, sqlite_url)
+    assert result.output is not None and result.output["checkers"] == 2
+
+
+def test_debate_run_by_hand_skips_the_rounds_after_convergence(flows_dir, sqlite_url, agent):
+    """`python FLOW run --input-json ...` as the seed shows: the flow's start step creates the execution."""
+    agents = {
+        "proponent": agent("pro", "proponent"),
+        "opponent": agent("opp", "opponent", model="agree"),
+        "mediator": agent("med", "mediator"),
+    }
+    topology = Topology(
+        name="ai_debate", topology_type=TopologyType.DEBATE, config=DebateConfig(max_rounds=2).model_dump()
+    )
+    flow = export_flow(topology, agents, flows_dir)
+    environ = {
+        **os.environ,
+        "QMCP_DATABASE_URL": sqlite_url,
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir),
+        "USERNAME": "tester",
+    }
+    done = subprocess.run(
+        [sys.executable, str(flow), "run", "--input-json", json.dumps(INPUT)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert re.search(r"/round_2_opponent/\d+ .*Task finished successfully", done.stdout)
+
+    async def check() -> None:
+        async with Database(sqlite_url) as db:
+            (execution,) = await db.list_executions(topology_name="ai_debate")
+        assert (execution.status, execution.runner_type) == (ExecutionStatus.COMPLETED, "metaflow")
+        assert execution.external_run_id and execution.external_run_id.startswith("AiDebateFlow/")
+        reference = await _local(topology, agents, sqlite_url)
+        assert execution.output_data == reference.output
+        assert execution.output_data is not None and execution.output_data["rounds"] == 1
+        keys = ["debate/mediator", "debate/round-1/opponent", "debate/round-1/proponent"]
+        assert await _step_keys(sqlite_url, execution.id) == keys
+
+    asyncio.run(check())
+
+
+async def test_failed_member_fails_the_run_and_resume_repeats_no_finished_call(
+    flows_dir, sqlite_url, agent, tmp_path, model_calls
+):
+    """An ensemble member fails (more than `failure_threshold` allows), so the join fails the run;
+    `resume` (Metaflow's own) retries that member only: the step store answers for the other one."""
+    agents = {
+        "m0": agent("member-0", model="counted"),
+        "m1": agent("member-1", model="flaky"),
+        "aggregator": agent("synth", "synthesizer", model="counted"),
+    }
+    config = EnsembleConfig(aggregation_method="synthesis", failure_threshold=0.0)
+    topology = Topology(
+        name="research_ensemble", topology_type=TopologyType.ENSEMBLE, config=config.model_dump()
+    )
+    runner = MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url, config=RunConfig(retry_on_failure=False))
+
+    failed = await runner.run(topology, agents, INPUT)
+    assert failed.status == ExecutionStatus.FAILED
+    assert "1 of 2 ensemble members failed" in (failed.error or "")
+    # The member's own step or the join fails the run, whichever sees both answers first.
+    assert re.search(r"Metaflow: (.|\n)*Step (member|aggregate) \(task-id \d+\) failed", failed.error or "")
+    assert model_calls() == Counter({"counted:specialist": 1, "flaky:specialist": 1})
+
+    resumed = await runner.resume(failed.execution_id)
+    assert resumed.status == ExecutionStatus.COMPLETED, resumed.error
+    assert model_calls() == Counter(
+        {"counted:specialist": 1, "flaky:specialist": 2, "counted:synthesizer": 1}
+    )
+    reference = await _local(topology, agents, f"sqlite+aiosqlite:///{tmp_path}/reference.db")
+    assert (
+        resumed.output == reference.output and resumed.output is not None and resumed.output["failed"] == []
+    )
+    async with Database(sqlite_url) as db:
+        execution = await db.get_execution(resumed.execution_id)
+    assert execution.attempts == 2 and execution.error is None
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_flow_on_postgresql(flows_dir, db_url, agent):
+    agents = {"parse": agent("parser", "analyst"), "write": agent("writer", "writer")}
+    topology = Topology(name="pg_pipeline", topology_type=TopologyType.PIPELINE)
+    result = await MetaflowRunner(output_dir=flows_dir, db_url=db_url).run(topology, agents, INPUT)
+    await _check_like_local(result, topology, agents, db_url)
