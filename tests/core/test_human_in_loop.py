@@ -47,7 +47,11 @@ async def test_after_gate_pauses_then_approval_resumes(db_url, agent, scripted):
     assert done.output["output"] == "r2" and len(script.calls) == 3  # approved step not called again
     async with Database(db_url) as db:
         (answered,) = await db.list_human_requests(execution_id=done.execution_id)
-    assert (answered.status, answered.response, answered.key) == ("answered", "approve", "pipeline/1:publish#human-after")
+    assert (answered.status, answered.response, answered.key) == (
+        "answered",
+        "approve",
+        "pipeline/1:publish#human-after",
+    )
 
 
 async def test_rejection_cancels(sqlite_url, agent, scripted):
