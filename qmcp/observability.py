@@ -36,7 +36,9 @@ def configure_logging(level: str = "WARNING", fmt: str = "console") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), 30)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *_: structlog.PrintLogger(
+            sys.stderr
+        ),  # looked up per logger: stderr may be swapped
         cache_logger_on_first_use=False,
     )
     _configured = True

@@ -11,22 +11,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ._output import format_when, print_json, print_table, stdout
-from ._state import CliState, OutputFormat, cli_state, open_database
+from ._state import CliState, FormatOption, cli_state, open_database
 from ._topologies import topologies_app
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import AgentRole, AgentType
 
-__all__ = ["agent_document", "agents_app", "parse_role"]
+__all__ = ["agents_app"]
 
 agents_app = typer.Typer(
     no_args_is_help=True, help="Agents: a name, a role and a model config. Topologies live under here too."
 )
 agents_app.add_typer(topologies_app, name="topologies")
-
-FormatOption = Annotated[
-    OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
-]
 
 
 def _complete_role(incomplete: str) -> list[str]:
@@ -53,7 +49,10 @@ def agent_document(agent: AgentType) -> dict[str, Any]:
 
 
 def _model_of(config: Mapping[str, Any]) -> str:
-    return str(config.get("model") or "(default)")
+    """The agent's model, or the default model it will get (`QMCP_DEFAULT_MODEL`)."""
+    from qmcp.config import settings
+
+    return str(config.get("model") or f"{settings().default_model} (default)")
 
 
 @agents_app.command("list")
@@ -235,7 +234,7 @@ _FIELDS = ("name", "version", "description", "dependencies")
 
 
 def _mixins() -> list[dict[str, Any]]:
-    """The registered mixins once `qmcp.agentframework.mixins` provides them, else the built-in capability names.
+    """The registered mixins once `qmcp.agentframework.mixins` provides them, else the capability names.
 
     Looked up at run time so the command lists real mixins as soon as that package lands.
     """

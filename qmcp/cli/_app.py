@@ -31,8 +31,9 @@ class _QmcpGroup(TyperGroup):
             stderr().print("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as error:
-            # typer/click signal exits and usage errors with exceptions that carry their exit code.
-            if isinstance(error, typer.Exit | typer.Abort) or hasattr(error, "exit_code"):
+            # typer/click signal exits and usage errors with exceptions that carry their exit code;
+            # typer also ends quietly when stdout is a closed pipe (`qmcp executions list | head`).
+            if isinstance(error, typer.Exit | typer.Abort | BrokenPipeError) or hasattr(error, "exit_code"):
                 raise
             raise typer.Exit(report_error(error, cli_state(ctx).verbose)) from None
 
@@ -75,7 +76,7 @@ def root(
         typer.Option(
             "--model",
             metavar="MODEL",
-            help="Run every agent on this model, e.g. test, local:smollm2, anthropic:claude-sonnet-4-20250514",
+            help="Run every agent on MODEL, e.g. test, local:smollm2, openai:gpt-4.1",
         ),
     ] = None,
     output_format: Annotated[

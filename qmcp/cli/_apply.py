@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ._output import print_json, stdout
-from ._state import CliState, OutputFormat, cli_state, open_database
+from ._state import CliState, FormatOption, cli_state, open_database
 
 if TYPE_CHECKING:
     from ._teamfile import Change, TeamFile
@@ -29,9 +29,7 @@ def apply(
             help="A YAML or JSON file declaring agents and topologies; - for stdin.",
         ),
     ],
-    output_format: Annotated[
-        OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
-    ] = None,
+    output_format: FormatOption = None,
 ) -> None:
     """Create or update agents and topologies from a file; applying it again changes nothing.
 

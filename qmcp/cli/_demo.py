@@ -8,14 +8,15 @@ finishes in seconds on two CPU cores with SmolLM2-135M.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from ._output import EXIT_FAILED, format_duration, format_tokens, print_json, stdout
+from ._output import EXIT_FAILED, count, format_duration, format_tokens, print_json, stdout
 from ._run import RunOutcome, RunRequest, execute, exit_code, print_outcome, slot_models
-from ._state import OutputFormat, cli_state
+from ._state import FormatOption, cli_state
 
 if TYPE_CHECKING:
     from qmcp.agentframework.runners import BaseRunner, RunResult
@@ -35,7 +36,8 @@ def _agent(name: str, role: str, description: str, instructions: str) -> dict[st
             "model": DEMO_MODEL,
             "temperature": 0.0,
             "max_tokens": 80,
-            "system_prompt": f"You are {name}, {description}. {instructions} Answer in two or three short sentences.",
+            "system_prompt": f"You are {name}, {description}. {instructions} "
+            "Answer in two or three short sentences.",
         },
     }
 
@@ -88,7 +90,7 @@ _NEXT_STEPS = """
 
 def _starter(
     topology: dict[str, Any], agents: dict[str, dict[str, Any]], prompt: str
-) -> Callable[[BaseRunner], Awaitable[RunResult]]:
+) -> Callable[[BaseRunner], Coroutine[Any, Any, RunResult]]:
     return lambda runner: runner.run(topology, agents, {"prompt": prompt})
 
 
@@ -98,9 +100,7 @@ def demo(
         str, typer.Option("--prompt", "-p", help="The question to give the team.")
     ] = DEMO_PROMPT,
     runner: Annotated[str, typer.Option("--runner", help="local, async or metaflow.")] = "local",
-    output_format: Annotated[
-        OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
-    ] = None,
+    output_format: FormatOption = None,
 ) -> None:
     """Run a small team on the embedded model (SmolLM2, in-process): no API key, no network.
 
@@ -112,6 +112,10 @@ def demo(
     console = stdout()
     started = time.perf_counter()
     outcomes: list[RunOutcome] = []
+    if not json_output:
+        model = next(iter(slot_models(DEMO_TEAMS[0][1], state.model).values()))[1]
+        note = " (SmolLM2 135M in-process: no API key, no network)" if model == DEMO_MODEL else ""
+        console.print(f"qmcp demo on [bold]{escape(model)}[/bold]{note}", soft_wrap=True)
     for topology, agents in DEMO_TEAMS:
         if not json_output:
             console.print(f"\n[bold]{topology['name']}[/bold]: {topology['description']}", soft_wrap=True)
@@ -137,7 +141,7 @@ def demo(
         tokens = format_tokens(
             sum(o.result.input_tokens for o in outcomes), sum(o.result.output_tokens for o in outcomes)
         )
-        console.print(f"\n{len(outcomes)} runs · {tokens} tokens · {format_duration(elapsed_ms)}")
+        console.print(f"\n{count(len(outcomes), 'run')} · {tokens} tokens · {format_duration(elapsed_ms)}")
         show = state.command("executions", "show", str(outcomes[-1].result.execution_id))
         console.print(_NEXT_STEPS.format(show=show), soft_wrap=True)
     if any(exit_code(o.result) for o in outcomes):

@@ -20,8 +20,8 @@ from ._output import (
     print_table,
     stdout,
 )
-from ._run import RunRequest, execute, exit_code, print_outcome, slot_models
-from ._state import OutputFormat, cli_state, open_database
+from ._run import RunRequest, execute, exit_code, print_outcome, run_config, slot_models
+from ._state import FormatOption, cli_state, open_database
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import Execution, ExecutionStatus, ExecutionStep
@@ -31,10 +31,6 @@ __all__ = ["executions_app"]
 executions_app = typer.Typer(
     no_args_is_help=True, help="Executions: every run, its steps, tokens and cost; resume or cancel them."
 )
-
-FormatOption = Annotated[
-    OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
-]
 
 
 def _complete_status(incomplete: str) -> list[str]:
@@ -198,14 +194,14 @@ def cancel_execution(
     output_format: FormatOption = None,
 ) -> None:
     """Cancel an unfinished execution; it stays resumable."""
-    from qmcp.agentframework.runners import RunConfig, RunnerRegistry
+    from qmcp.agentframework.runners import RunnerRegistry
 
     state = cli_state(ctx)
 
     async def cancel() -> tuple[Execution, Any]:
         async with open_database(state) as db:
             execution = await db.get_execution(execution_id)
-        runner = RunnerRegistry.create(execution.runner_type, RunConfig(), db_url=state.db_url)
+        runner = RunnerRegistry.create(execution.runner_type, run_config(state), db_url=state.db_url)
         return execution, await runner.cancel(execution.id)
 
     before, result = asyncio.run(cancel())
@@ -220,3 +216,44 @@ def cancel_execution(
         f"{state.command('executions', 'resume', str(result.execution_id))}",
         soft_wrap=True,
     )
+
+
+@executions_app.command("respond")
+def respond(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(metavar="REQUEST", help="The human request id (a UUID).")],
+    response: Annotated[str, typer.Argument(help="Your answer: one of the request's options, or free text.")],
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Store the answer without resuming.")
+    ] = False,
+    output_format: FormatOption = None,
+) -> None:
+    """Answer a paused execution's human request, then resume the execution."""
+    state = cli_state(ctx)
+
+    async def answer() -> Execution:
+        async with open_database(state) as db:
+            request = await db.answer_human_request(request_id, response)
+            return await db.get_execution(request.execution_id)
+
+    execution = asyncio.run(answer())
+    json_output = state.json_output(output_format)
+    if no_resume:
+        if json_output:
+            print_json({"execution_id": str(execution.id), "request_id": request_id, "response": response})
+        else:
+            stdout().print(
+                f"answered; resume with: {state.command('executions', 'resume', str(execution.id))}",
+                soft_wrap=True,
+            )
+        return
+    request = RunRequest(
+        topology_name=execution.topology_name,
+        slots=slot_models(execution.agents_snapshot, state.model),
+        runner_type=execution.runner_type,
+        execution_id=execution.id,
+    )
+    outcome = execute(state, request, lambda r: r.resume(execution.id), json_output=json_output)
+    print_outcome(state, outcome, json_output=json_output)
+    if code := exit_code(outcome.result):
+        raise typer.Exit(code)

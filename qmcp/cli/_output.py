@@ -20,6 +20,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
     "answer_text",
+    "count",
     "excerpt",
     "format_cost",
     "format_duration",
@@ -113,6 +114,11 @@ def format_duration(milliseconds: float | None) -> str:
 
 def format_tokens(input_tokens: int, output_tokens: int) -> str:
     return f"{input_tokens:,} in / {output_tokens:,} out"
+
+
+def count(n: int, noun: str) -> str:
+    """`1 step`, `3 steps`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def format_cost(cost_usd: float) -> str:

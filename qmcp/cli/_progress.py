@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.table import Table
 
-from ._output import format_cost, format_tokens, stdout
+from ._output import count, format_cost, format_tokens, stdout
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -150,8 +150,9 @@ class RunDisplay:
                 format_cost(slot.cost_usd),
             )
         totals = [slot for _, slot in slots]
+        finished, in_flight = sum(s.done + s.replayed for s in totals), sum(s.running for s in totals)
         table.caption = (
-            f"{sum(s.done + s.replayed for s in totals)} steps done · {sum(s.running for s in totals)} running · "
+            f"{count(finished, 'step')} done · {in_flight} running · "
             f"{format_tokens(sum(s.input_tokens for s in totals), sum(s.output_tokens for s in totals))} · "
             f"{format_cost(sum(s.cost_usd for s in totals))}"
         )

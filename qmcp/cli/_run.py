@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -19,6 +20,7 @@ from ._output import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     answer_text,
+    count,
     format_cost,
     format_duration,
     format_tokens,
@@ -30,9 +32,9 @@ from ._progress import DisplayMode, RunDisplay
 from ._state import CliState, open_database
 
 if TYPE_CHECKING:
-    from qmcp.agentframework.runners import BaseRunner, RunResult
+    from qmcp.agentframework.runners import BaseRunner, RunConfig, RunResult
 
-__all__ = ["RunOutcome", "RunRequest", "execute", "exit_code", "print_outcome", "slot_models"]
+__all__ = ["RunOutcome", "RunRequest", "execute", "exit_code", "print_outcome", "run_config", "slot_models"]
 
 
 @dataclass(frozen=True)
@@ -68,26 +70,41 @@ def slot_models(agents: Mapping[str, Any], override: str | None) -> dict[str, tu
     return models
 
 
+def run_config(state: CliState, **values: Any) -> RunConfig:
+    """A `RunConfig` whose log level follows --verbose/--quiet, else QMCP_LOG_LEVEL (WARNING by default).
+
+    The seed's default run log level is INFO, which would mix log lines into the CLI's output. Logging
+    is (re)configured here, as the process's owner, so log lines go to the current stderr.
+    """
+    from qmcp.agentframework.runners import RunConfig
+    from qmcp.config import settings
+    from qmcp.observability import configure_logging
+
+    current = settings()
+    level = "INFO" if state.verbose else "ERROR" if state.quiet else current.log_level
+    configure_logging(level, current.log_format)
+    return RunConfig(log_level=level, **values)
+
+
 def execute(
     state: CliState,
     request: RunRequest,
-    start: Callable[[BaseRunner], Awaitable[RunResult]],
+    start: Callable[[BaseRunner], Coroutine[Any, Any, RunResult]],
     *,
     json_output: bool,
 ) -> RunOutcome:
     """Run `start(runner)` with the live display; on Ctrl-C, say how to resume and exit 130."""
-    from qmcp.agentframework.runners import RunConfig, RunnerRegistry
+    from qmcp.agentframework.runners import RunnerRegistry
 
-    if state.verbose or state.quiet:
-        from qmcp.observability import configure_logging
-
-        configure_logging("INFO" if state.verbose else "ERROR")
     correlation_id = uuid.uuid4().hex
     display = RunDisplay(
         DisplayMode.choose(json_output=json_output, quiet=state.quiet), request.topology_name, request.slots
     )
-    config = RunConfig(
-        correlation_id=correlation_id, model_override=state.model, max_concurrent=request.max_concurrent
+    config = run_config(
+        state,
+        correlation_id=correlation_id,
+        model_override=state.model,
+        max_concurrent=request.max_concurrent,
     )
     runner = RunnerRegistry.create(request.runner_type, config, db_url=state.db_url, on_event=display)
     try:
@@ -99,7 +116,7 @@ def execute(
     return RunOutcome(result, display.steps_done)
 
 
-def _interrupted(state: CliState, request: RunRequest, correlation_id: str) -> None:
+def _interrupted(state: CliState, request: RunRequest, correlation_id: str) -> NoReturn:
     async def find() -> uuid.UUID | None:
         if request.execution_id is not None:
             return request.execution_id
@@ -131,9 +148,10 @@ def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) ->
     console = stdout()
     status = str(result.status)
     mark = "[green]✓[/green]" if exit_code(result) == 0 else "[red]✗[/red]"
+    duration = format_duration(result.duration_ms)
     parts = [
-        f"{mark} [bold]{escape(result.topology_name)}[/bold] {status} in {format_duration(result.duration_ms)}",
-        *([f"{outcome.steps} steps"] if outcome.steps else []),
+        f"{mark} [bold]{escape(result.topology_name)}[/bold] {status} in {duration}",
+        *([count(outcome.steps, "step")] if outcome.steps else []),
         f"{format_tokens(result.input_tokens, result.output_tokens)} tokens",
         format_cost(result.cost_usd),
     ]
@@ -144,8 +162,16 @@ def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) ->
         if answer:
             console.print(answer, markup=False, highlight=False)
         return
+    resume = state.command("executions", "resume", str(result.execution_id))
+    if status == "paused":
+        console.print(escape(result.error or "waiting for a person's answer"), soft_wrap=True)
+        request = re.search(r"request ([0-9a-f-]{36})", result.error or "")
+        if request:
+            answer = state.command("executions", "respond", request.group(1), "approve")
+            console.print(f"answer it (this resumes the run) with: {answer}", soft_wrap=True)
+        else:
+            console.print(f"once answered, resume it with: {resume}", soft_wrap=True)
+        return
     if result.error:
         stderr().print(f"[bold red]error:[/] {escape(result.error)}")
-    if status != "paused":
-        resume = state.command("executions", "resume", str(result.execution_id))
-        stderr().print(f"resume it with: {resume}")
+    stderr().print(f"resume it with: {resume}")

@@ -7,19 +7,25 @@ import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
     from qmcp.agentframework.store import Database
 
-__all__ = ["CliState", "OutputFormat", "cli_state", "open_database"]
+__all__ = ["CliState", "FormatOption", "OutputFormat", "cli_state", "open_database"]
 
 
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
+
+
+FormatOption = Annotated[
+    OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
+]
+"""Every command's own `--format`, which wins over the global one."""
 
 
 @dataclass
@@ -45,12 +51,9 @@ class CliState:
         """A `qmcp` command line to show the user, carrying `--db` when one was given."""
         return shlex.join(["qmcp", *(["--db", self.db] if self.db else []), *args])
 
-    def format_for(self, override: OutputFormat | None) -> OutputFormat:
-        """A command's own `--format` wins over the global one."""
-        return override or self.output_format
-
     def json_output(self, override: OutputFormat | None) -> bool:
-        return self.format_for(override) is OutputFormat.JSON
+        """Whether to print JSON: a command's own `--format` wins over the global one."""
+        return (override or self.output_format) is OutputFormat.JSON
 
 
 def cli_state(ctx: typer.Context) -> CliState:

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from ._output import format_duration, format_when, print_json, print_table, stdout
+from ._output import count, format_duration, format_when, print_json, print_table, stdout
 from ._run import RunRequest, execute, exit_code, print_outcome, slot_models
-from ._state import CliState, OutputFormat, cli_state, open_database
+from ._state import CliState, FormatOption, cli_state, open_database
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import AgentType, Execution, Topology
 
-__all__ = ["parse_json_object", "topologies_app"]
+__all__ = ["topologies_app"]
 
 topologies_app = typer.Typer(
     no_args_is_help=True, help="Topologies: agents in slots, run as a pipeline, ensemble, debate, ..."
 )
 
-FormatOption = Annotated[
-    OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
-]
 RUNNERS = ("local", "async", "metaflow")
 
 
@@ -161,9 +160,10 @@ def create_topology(
     if state.json_output(output_format):
         print_json(topology_document(stored, agents))
         return
+    run = state.command("agents", "topologies", "run", stored.name, "--input-json", '{"prompt": "..."}')
     stdout().print(
-        f"created topology [bold]{stored.name}[/bold] ({stored.topology_type}, {len(agents)} slots); "
-        f'run it with: qmcp agents topologies run {stored.name} --input-json \'{{"prompt": "..."}}\'',
+        f"created topology [bold]{stored.name}[/bold] ({stored.topology_type}, {count(len(agents), 'slot')}); "
+        f"run it with: {escape(run)}",
         soft_wrap=True,
     )
 
@@ -264,3 +264,29 @@ def run_topology(
     print_outcome(state, outcome, json_output=json_output)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)
+
+
+@topologies_app.command("export")
+def export_topology(
+    ctx: typer.Context,
+    name: str,
+    metaflow: Annotated[
+        Path, typer.Option("--metaflow", metavar="DIR", help="Write a Metaflow flow file into DIR.")
+    ],
+    output_format: FormatOption = None,
+) -> None:
+    """Write a stored topology as a Metaflow flow (python FILE run --input-json '{...}')."""
+    from qmcp.agentframework.runners import export_flow
+
+    state = cli_state(ctx)
+
+    async def fetch() -> tuple[Topology, dict[str, AgentType]]:
+        async with open_database(state) as db:
+            return await db.get_topology(name)
+
+    topology, agents = asyncio.run(fetch())
+    path = export_flow(topology, agents, metaflow)
+    if state.json_output(output_format):
+        print_json({"topology": name, "flow": str(path)})
+        return
+    stdout().print(f"wrote {path}; run it with: python {path} run --input-json '{{...}}'", soft_wrap=True)

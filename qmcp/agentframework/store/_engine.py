@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -68,9 +68,26 @@ async def ensure_schema(engine: AsyncEngine) -> None:
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(SQLModel.metadata.create_all)
+                missing = await conn.run_sync(_missing_columns)
             break
         except DBAPIError as error:
             # Another process created a table between our check and our CREATE: check again.
             if "already exists" not in str(error) or attempt == 2:
                 raise
+    if missing:
+        raise InvalidConfigError(
+            f"the database at {engine.url.render_as_string(hide_password=True)} was made by an older qmcp "
+            f"(missing {', '.join(missing[:3])}); use a new database file or URL (there are no migrations "
+            "before the first release)"
+        )
     _schema_ready.add(key)
+
+
+def _missing_columns(conn: Any) -> list[str]:
+    """Columns this qmcp needs that existing tables lack (tables created by an older version)."""
+    inspector = inspect(conn)
+    missing = []
+    for table in SQLModel.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing += [f"{table.name}.{column.name}" for column in table.columns if column.name not in present]
+    return missing

@@ -274,7 +274,7 @@ class StepContext:
                 f"but is now asked of slot {slot!r} (agent {agent.name!r}); the topology or its agents "
                 "changed since this execution started"
             )
-        self._emit("replayed", key, slot, agent.name, mc.model)
+        self._emit("replayed", key, slot, agent.name, recorded.model)
         output = recorded.output or {}
         mc.replayed, mc.reply, mc.data = True, recorded.response or "", output.get("data")
         return StepResult(

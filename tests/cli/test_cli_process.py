@@ -1,0 +1,149 @@
+"""The installed `qmcp` executable in subprocesses: startup cost, exit codes, and Ctrl-C then resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("pydantic_ai", "sqlalchemy", "sqlmodel", "qmcp.agentframework", "qmcp.config")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["agents", "--help"], ["agents", "topologies", "--help"]])
+def test_help_imports_no_heavy_module(args):
+    code = (
+        "import sys\nfrom qmcp.cli import main\n"
+        f"sys.argv = ['qmcp', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+    assert "Usage: qmcp" in result.stdout
+
+
+def test_help_and_version_are_fast(qmcp_exe):
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        result = subprocess.run([qmcp_exe, "--help"], capture_output=True, text=True, timeout=60)
+        timings.append(time.perf_counter() - started)
+        assert result.returncode == 0
+    assert statistics.median(timings) < 2.0, timings
+    for command in ("agents", "executions", "apply", "demo"):
+        assert command in result.stdout
+    version = subprocess.run([qmcp_exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert re.fullmatch(r"qmcp \d+\.\d+\.\d+\S*\n", version.stdout)
+
+
+def test_commands_and_exit_codes_through_the_executable(cli, run_qmcp):
+    cli.ok("agents", "create", "solo", "writer", "--model", "test")
+    cli.ok("agents", "topologies", "create", "one", "pipeline", "--agent", "only=solo")
+
+    run = run_qmcp(
+        "--format", "json", "agents", "topologies", "run", "one", "--input-json", '{"prompt": "hi"}'
+    )
+    assert run.returncode == 0, run.stderr
+    document = json.loads(run.stdout)
+    assert document["status"] == "completed"
+    assert [s["key"] for s in cli.json("executions", "show", document["execution_id"])["steps"]] == [
+        "pipeline/0:only"
+    ]
+
+    bad = run_qmcp("agents", "topologies", "run", "one", "--input-json", "{nope")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: --input-json is not valid JSON") and "Traceback" not in bad.stderr
+    assert bad.stderr.count("\n") == 1
+    assert run_qmcp("agents", "bogus-command").returncode == 2
+
+
+DRIVER = """\
+import sys
+
+from qmcp.agentframework.llm import ScriptedModel, register_model
+
+register_model("scripted:slow", ScriptedModel(latency=1.0).model)
+
+from qmcp.cli import main
+
+sys.argv[0] = "qmcp"
+main()
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_and_the_printed_command_resumes(cli, run_qmcp, db_file: Path, tmp_path: Path):
+    for name in ("first", "second", "third"):
+        cli.ok("agents", "create", name, "writer", "--model", "scripted:slow")
+    cli.ok(
+        "agents",
+        "topologies",
+        "create",
+        "slow",
+        "pipeline",
+        "-a",
+        "a=first",
+        "-a",
+        "b=second",
+        "-a",
+        "c=third",
+    )
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{db_file}"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(driver),
+            "agents",
+            "topologies",
+            "run",
+            "slow",
+            "--input-json",
+            '{"prompt": "go"}',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert process.stderr is not None
+    progress = []
+    for line in process.stderr:
+        progress.append(line)
+        if " completed " in line:  # the first step is durable: interrupt during the second
+            process.send_signal(signal.SIGINT)
+            break
+    _, rest = process.communicate(timeout=60)
+    stderr = "".join(progress) + rest
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    command = re.search(r"resume it with: (qmcp executions resume (\S+))\n", stderr)
+    assert command, stderr
+    execution_id = command.group(2)
+
+    interrupted = cli.json("executions", "show", execution_id)
+    assert interrupted["status"] == "cancelled"
+    assert [s["key"] for s in interrupted["steps"] if s["status"] == "completed"] == ["pipeline/0:a"]
+
+    # The printed command, as printed; the remaining steps run offline on the test model.
+    resumed = run_qmcp(*command.group(1).split()[1:], env={"QMCP_MODEL_OVERRIDE": "test"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "replayed   pipeline/0:a" in resumed.stderr
+    finished = cli.json("executions", "show", execution_id)
+    assert finished["status"] == "completed" and finished["attempts"] == 2
+    assert [(s["key"], s["model"]) for s in finished["steps"]] == [
+        ("pipeline/0:a", "scripted:slow"),
+        ("pipeline/1:b", "test"),
+        ("pipeline/2:c", "test"),
+    ]
