@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -121,20 +121,49 @@ class Database:
         Definitions given here win over stored ones with the same name, like `kubectl apply`;
         the slots of the topology are replaced by `agents`' slots, in dict order.
         """
+        for attempt in range(5):
+            try:
+                return await self._save_team(topology, agents)
+            except IntegrityError:
+                # Another writer stored the same names between our select and our insert: its
+                # rows are there now, so the next attempt updates them instead.
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _save_team(
+        self, topology: Topology, agents: Mapping[str, AgentType]
+    ) -> tuple[Topology, dict[str, AgentType]]:
         async with self.sessions() as session, session.begin():
+            if self.engine.dialect.name == "postgresql":
+                # Team saves read then write several tables: one at a time across all processes.
+                await session.exec(text("SELECT pg_advisory_xact_lock(7170001)"))
             unique = {agent.name: agent for agent in agents.values()}
             by_name = await self._upsert_agents(session, list(unique.values()))
             stored = await self._upsert_topology(session, topology)
-            await session.exec(
-                delete(TopologyMembership).where(col(TopologyMembership.topology_id) == stored.id)
-            )
             assert stored.id is not None
-            session.add_all(
-                TopologyMembership(
-                    topology_id=stored.id, agent_id=by_name[agent.name].id, slot_name=slot, position=position
-                )
+            wanted = [
+                (slot, by_name[agent.name].id, position)
                 for position, (slot, agent) in enumerate(agents.items())
-            )
+            ]
+            current = (
+                await session.exec(
+                    select(TopologyMembership)
+                    .where(TopologyMembership.topology_id == stored.id)
+                    .order_by(TopologyMembership.position)
+                )
+            ).all()
+            if [(m.slot_name, m.agent_id, m.position) for m in current] != wanted:
+                await session.exec(
+                    delete(TopologyMembership).where(col(TopologyMembership.topology_id) == stored.id)
+                )
+                await session.flush()
+                session.add_all(
+                    TopologyMembership(
+                        topology_id=stored.id, agent_id=agent_id, slot_name=slot, position=position
+                    )
+                    for slot, agent_id, position in wanted
+                )
         return stored, {slot: by_name[agent.name] for slot, agent in agents.items()}
 
     async def save_agent(self, agent: AgentType) -> AgentType:
@@ -171,10 +200,7 @@ class Database:
             for field, value in topology.definition().items():
                 setattr(stored, field, value)
             stored.updated_at = utcnow()
-        try:
-            await session.flush()
-        except IntegrityError:
-            raise InvalidConfigError(f"topology {topology.name!r} was created concurrently; retry") from None
+        await session.flush()
         return stored
 
     # -- executions ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -67,12 +67,15 @@ async def ensure_schema(engine: AsyncEngine) -> None:
     for attempt in range(3):
         try:
             async with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    # CREATE TYPE/TABLE race between processes: create the schema one at a time.
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(7170000)"))
                 await conn.run_sync(SQLModel.metadata.create_all)
                 missing = await conn.run_sync(_missing_columns)
             break
         except DBAPIError as error:
             # Another process created a table between our check and our CREATE: check again.
-            if "already exists" not in str(error) or attempt == 2:
+            if ("already exists" not in str(error) and "duplicate key" not in str(error)) or attempt == 2:
                 raise
     if missing:
         raise InvalidConfigError(

@@ -1,0 +1,66 @@
+"""The floor of the ensemble workloads: the same fan-out as bare pydantic-ai requests, no framework, no store.
+
+`max_concurrent` workers call a pydantic-ai `FunctionModel` with the scripted latency and reply,
+then one aggregating call: what any framework built on pydantic-ai's model layer pays at least.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic_ai.direct import model_request
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from ._common import TASK, Case, Metrics, ideal_ensemble_seconds, model_reply, timed
+
+__all__ = ["make_case"]
+
+
+class Ensemble:
+    def __init__(self, members: int, max_concurrent: int, latency: float) -> None:
+        self.members, self.max_concurrent, self.latency = members, max_concurrent, latency
+
+    async def setup(self) -> None:
+        latency = self.latency
+
+        async def reply(messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
+            await asyncio.sleep(latency)
+            request = messages[-1]
+            assert isinstance(request, ModelRequest)
+            return ModelResponse(parts=[TextPart(model_reply(str(request.parts[-1].content)))])
+
+        self.model = FunctionModel(reply)
+
+    async def _ask(self, prompt: str) -> str:
+        response = await model_request(self.model, [ModelRequest.user_text_prompt(prompt)])
+        part = response.parts[0]
+        assert isinstance(part, TextPart)
+        return part.content
+
+    async def _fan_out(self) -> str:
+        answers: list[str] = [""] * self.members
+        cursor = iter(range(self.members))
+
+        async def worker() -> None:
+            for index in cursor:
+                answers[index] = await self._ask(
+                    f"Task: {TASK}\n\nAnswer the task on your own (member m{index})."
+                )
+
+        await asyncio.gather(*(worker() for _ in range(min(self.max_concurrent, self.members))))
+        listing = "\n\n".join(f"[{i}] {a}" for i, a in enumerate(answers))
+        return await self._ask(f"Task: {TASK}\n\nAnswers:\n{listing}\n\nWrite one answer from all of them.")
+
+    async def run(self) -> Metrics:
+        _, seconds = await timed(self._fan_out)
+        ideal = ideal_ensemble_seconds(self.members, self.max_concurrent, self.latency)
+        return {"seconds": seconds, "efficiency": ideal / seconds}
+
+    async def close(self) -> None:
+        pass
+
+
+def make_case(params: dict[str, Any]) -> Case:
+    return Ensemble(params["members"], params["max_concurrent"], params["latency"])

@@ -1,0 +1,180 @@
+"""The seven workloads of issue 7: sizes, which frameworks run them, and their targets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["WORKLOADS", "Summary", "Target", "Workload", "check_targets"]
+
+PIPELINE_STEPS = 200
+SCALING_STEPS = 5_000
+ENSEMBLE_MEMBERS = 200
+ENSEMBLE_CONCURRENCY = 20
+SCALE_MEMBERS = 10_000
+SCALE_CONCURRENCY = 1_000
+LATENCY = 0.05
+RESUME_STEPS = 20
+RESUME_FAIL_AT = 12  # 1-based: the 12th step fails on the first attempt
+METAFLOW_MEMBERS = 3
+
+Summary = Mapping[str, Any]
+"""One (variant, framework) result: metric name → {"median", "min", "max"}, plus "peak_rss_mb"."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float | None
+    limit: float
+    op: str  # "<=", ">=" or "=="
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return {
+            "<=": self.value <= self.limit,
+            ">=": self.value >= self.limit,
+            "==": self.value == self.limit,
+        }[self.op]
+
+    def as_json(self) -> dict[str, Any]:
+        value = None if self.value is None else round(self.value, 4)
+        return {"name": self.name, "value": value, "op": self.op, "limit": self.limit, "met": self.met}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload: its variants, the frameworks compared, and the metric the ratio is taken on.
+
+    `frameworks[1]` is the baseline of the ratio; a third, "floor", is the same work as bare
+    pydantic-ai requests (no framework, no store), the best any framework on that model layer can do.
+    """
+
+    name: str
+    description: str
+    variants: tuple[str, ...]
+    frameworks: tuple[str, ...]
+    primary: str
+    runs: int = 5
+    params: dict[str, Any] = field(default_factory=dict)
+    warmup_params: dict[str, Any] = field(default_factory=dict)  # a smaller warm-up for the big ones
+    baseline_variants: tuple[str, ...] | None = None  # the only variants the other frameworks run
+    baseline_runs: int | None = None  # fewer measured runs for a slow baseline, to stay in budget
+
+    @property
+    def baseline(self) -> str:
+        return self.frameworks[1] if len(self.frameworks) > 1 else ""
+
+    def runs_for(self, framework: str, variant: str) -> bool:
+        if framework != "qmcp" and self.baseline_variants is not None:
+            return variant in self.baseline_variants
+        return True
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "pipeline_overhead",
+            f"{PIPELINE_STEPS} sequential zero-latency steps, each prompt built from the previous output",
+            ("sqlite", "memory"),
+            ("qmcp", "langgraph"),
+            "per_step_ms",
+            params={"steps": PIPELINE_STEPS},
+        ),
+        Workload(
+            "pipeline_scaling",
+            f"the same pipeline at {SCALING_STEPS} steps, with the {PIPELINE_STEPS}-step run as reference",
+            ("sqlite",),
+            ("qmcp", "langgraph"),
+            "per_step_ms",
+            params={"steps": SCALING_STEPS, "reference_steps": PIPELINE_STEPS},
+            warmup_params={"steps": SCALING_STEPS // 10},
+        ),
+        Workload(
+            "ensemble_concurrency",
+            f"{ENSEMBLE_MEMBERS} members at {LATENCY * 1000:.0f} ms, max_concurrent={ENSEMBLE_CONCURRENCY}, "
+            "then one aggregator",
+            ("sqlite",),
+            ("qmcp", "langgraph", "floor"),
+            "seconds",
+            params={"members": ENSEMBLE_MEMBERS, "max_concurrent": ENSEMBLE_CONCURRENCY, "latency": LATENCY},
+        ),
+        Workload(
+            "ensemble_scale",
+            f"{SCALE_MEMBERS} members at {LATENCY * 1000:.0f} ms, max_concurrent={SCALE_CONCURRENCY}, "
+            "then one aggregator",
+            ("sqlite", "postgres"),
+            ("qmcp", "langgraph", "floor"),
+            "seconds",
+            params={"members": SCALE_MEMBERS, "max_concurrent": SCALE_CONCURRENCY, "latency": LATENCY},
+            warmup_params={"members": SCALE_MEMBERS // 10},
+            baseline_variants=("sqlite",),
+            baseline_runs=3,
+        ),
+        Workload(
+            "resume_cost",
+            f"a {RESUME_STEPS}-step pipeline failing at step {RESUME_FAIL_AT} on its first attempt, then resumed",
+            ("sqlite",),
+            ("qmcp", "langgraph"),
+            "seconds",
+            params={"steps": RESUME_STEPS, "fail_at": RESUME_FAIL_AT},
+        ),
+        Workload(
+            "cli_startup",
+            "`qmcp --help` and `qmcp agents list` on an empty database; importing each framework",
+            ("help", "agents_list", "import"),
+            ("qmcp", "langgraph"),
+            "seconds",
+            baseline_variants=("import",),
+        ),
+        Workload(
+            "metaflow_overhead",
+            f"the generated {METAFLOW_MEMBERS}-member ensemble flow against a hand-written Metaflow flow "
+            "of the same shape calling the same model function",
+            ("ensemble",),
+            ("qmcp", "metaflow"),
+            "seconds",
+            params={"members": METAFLOW_MEMBERS, "latency": LATENCY},
+        ),
+    )
+}
+
+
+def _median(summary: Summary | None, metric: str) -> float | None:
+    if not summary or metric not in summary:
+        return None
+    value = summary[metric]
+    return float(value["median"]) if isinstance(value, Mapping) else float(value)
+
+
+def check_targets(workload: str, variant: str, ours: Summary | None, ratio: float | None) -> list[Target]:
+    """The issue's targets for one (workload, variant) line, from qmcp's summary and the ratio."""
+    median = lambda metric: _median(ours, metric)  # noqa: E731
+    if workload == "pipeline_overhead" and variant == "sqlite":
+        return [
+            Target("per_step_ms with the SQLite store", median("per_step_ms"), 0.5, "<="),
+            Target("qmcp/LangGraph per-step cost (SQLite)", ratio, 0.25, "<="),
+        ]
+    if workload == "pipeline_scaling":
+        return [
+            Target(f"per_step_ms at {SCALING_STEPS} / at {PIPELINE_STEPS}", median("flatness"), 1.2, "<=")
+        ]
+    if workload == "ensemble_concurrency":
+        return [Target("efficiency (ideal/actual)", median("efficiency"), 0.95, ">=")]
+    if workload == "ensemble_scale":
+        rss = ours.get("peak_rss_mb") if ours else None
+        return [
+            Target("efficiency (ideal/actual)", median("efficiency"), 0.85, ">="),
+            Target("peak RSS MB", rss, 500, "<="),
+        ]
+    if workload == "resume_cost":
+        return [Target("step executions, failed run + resume", median("step_executions"), 21, "==")]
+    if workload == "cli_startup" and variant == "help":
+        return [Target("qmcp --help seconds", median("seconds"), 0.3, "<=")]
+    if workload == "metaflow_overhead":
+        return [Target("generated flow / hand-written flow", ratio, 1.1, "<=")]
+    return []

@@ -1,0 +1,184 @@
+"""Run the suite: every (workload, variant, framework) in a fresh subprocess; JSON lines on stdout.
+
+    python -m bench                     # everything: 1 warm-up + 5 measured runs each
+    python -m bench --quick             # 1 warm-up + 2 measured runs each
+    python -m bench --only pipeline_overhead --only resume_cost
+    python -m bench --out results.jsonl # also write the lines to a file
+
+The first line describes the machine, then one line per (workload, variant) with each framework's
+medians, minima and maxima, the qmcp/baseline ratio and the targets; the last line sums up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._workloads import WORKLOADS, Summary, Workload, check_targets
+
+__all__ = ["main", "run_case", "summarize"]
+
+_CHILD_TIMEOUT = 600
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def summarize(runs: list[Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Median, min and max of every metric over the measured runs."""
+    metrics: dict[str, dict[str, float]] = {}
+    for name in runs[0]:
+        values = [float(run[name]) for run in runs]
+        metrics[name] = {
+            "median": round(statistics.median(values), 6),
+            "min": round(min(values), 6),
+            "max": round(max(values), 6),
+        }
+    return metrics
+
+
+def run_case(workload: str, framework: str, variant: str, runs: int, warmups: int) -> dict[str, Any]:
+    """Measure one case in a fresh Python process; returns the summary, or why it was skipped/failed."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{workload}-") as workdir:
+        out = Path(workdir) / "result.json"
+        log = Path(workdir) / "child.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "bench._child",
+            workload,
+            framework,
+            variant,
+            f"--runs={runs}",
+            f"--warmups={warmups}",
+            f"--workdir={workdir}",
+            f"--out={out}",
+        ]
+        env = {
+            **os.environ,
+            "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/default.db",
+            # Every process of the case (the `qmcp` script, Metaflow's steps) runs this tree's qmcp.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")])),
+        }
+        with log.open("w") as sink:
+            try:
+                subprocess.run(
+                    argv, cwd=_REPO, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=_CHILD_TIMEOUT
+                )
+            except subprocess.TimeoutExpired:
+                return {"error": f"timed out after {_CHILD_TIMEOUT}s"}
+        if not out.exists():
+            return {"error": "the benchmark process died: " + log.read_text()[-1500:]}
+        result = json.loads(out.read_text())
+    if "runs" not in result:
+        return result
+    summary: dict[str, Any] = {**summarize(result["runs"]), "runs": runs}
+    for name in ("peak_rss_mb", "children_peak_rss_mb"):
+        if name in result:
+            summary[name] = round(result[name], 1)
+    return summary
+
+
+def _median(summary: Summary | None, metric: str) -> float | None:
+    if not summary or metric not in summary:
+        return None
+    return float(summary[metric]["median"])
+
+
+def measure_workload(
+    workload: Workload, runs: int, warmups: int, frameworks: list[str] | None = None
+) -> Iterable[dict[str, Any]]:
+    """One JSON-ready line per variant of `workload` (only `frameworks`' cases, when given)."""
+    for variant in workload.variants:
+        line: dict[str, Any] = {
+            "workload": workload.name,
+            "variant": variant,
+            "description": workload.description,
+            **({"params": workload.params} if workload.params else {}),
+        }
+        for framework in workload.frameworks:
+            if workload.runs_for(framework, variant) and (not frameworks or framework in frameworks):
+                count = runs
+                if framework == workload.baseline and workload.baseline_runs is not None:
+                    count = min(runs, workload.baseline_runs)
+                line[framework] = run_case(workload.name, framework, variant, count, warmups)
+        qmcp, baseline = line.get("qmcp"), line.get(workload.baseline)
+        mine, theirs = _median(qmcp, workload.primary), _median(baseline, workload.primary)
+        ratio = mine / theirs if mine is not None and theirs else None
+        if baseline is not None:
+            line["ratio"] = None if ratio is None else round(ratio, 3)
+            line["ratio_of"] = f"qmcp/{workload.baseline} {workload.primary}"
+        targets = check_targets(workload.name, variant, qmcp, ratio)
+        line["targets"] = [t.as_json() for t in targets]
+        yield line
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in ("qmcp", "langgraph", "langgraph-checkpoint-sqlite", "metaflow", "pydantic-ai-slim"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _emit(line: Mapping[str, Any], sinks: list[TextIO]) -> None:
+    text = json.dumps(line, sort_keys=False)
+    for sink in sinks:
+        sink.write(text + "\n")
+        sink.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 measured runs instead of 5")
+    parser.add_argument("--only", action="append", choices=sorted(WORKLOADS), help="run only this workload")
+    parser.add_argument("--runs", type=int, help="measured runs per case (overrides --quick)")
+    parser.add_argument(
+        "--framework", action="append", help="run only this framework's cases (qmcp, langgraph, metaflow)"
+    )
+    parser.add_argument("--out", type=Path, help="also write the JSON lines to this file")
+    args = parser.parse_args(argv)
+    selected = [WORKLOADS[name] for name in args.only] if args.only else list(WORKLOADS.values())
+    sinks: list[TextIO] = [sys.stdout]
+    if args.out is not None:
+        sinks.append(args.out.open("w"))
+    started = time.perf_counter()
+    _emit(
+        {
+            "bench": "qmcp vs LangGraph",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            },
+            "versions": _versions(),
+            "mode": "quick" if args.quick else "full",
+        },
+        sinks,
+    )
+    met = total = 0
+    for workload in selected:
+        runs = args.runs or (2 if args.quick else workload.runs)
+        for line in measure_workload(workload, runs, warmups=1, frameworks=args.framework):
+            for target in line["targets"]:
+                total += 1
+                met += target["met"] is True
+            _emit(line, sinks)
+    wall = round(time.perf_counter() - started, 1)
+    _emit({"summary": True, "targets_met": met, "targets": total, "wall_seconds": wall}, sinks)
+    for sink in sinks[1:]:
+        sink.close()

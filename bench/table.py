@@ -1,0 +1,90 @@
+"""Render a results file of `python -m bench --out FILE` as the Markdown table of docs/benchmarks.md.
+
+python -m bench.table results.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render"]
+
+_UNITS = {"per_step_ms": "ms/step", "seconds": "s"}
+
+
+def _figure(summary: Mapping[str, Any] | None, metric: str) -> str:
+    if not summary:
+        return "—"
+    if "skipped" in summary:
+        return f"skipped ({summary['skipped']})"
+    if "error" in summary:
+        return "error"
+    value = summary[metric]
+    unit = _UNITS.get(metric, "")
+    return f"{value['median']:.3g} {unit} ({value['min']:.3g}–{value['max']:.3g})"
+
+
+def _primary(line: Mapping[str, Any]) -> str:
+    return str(line.get("ratio_of", "")).split()[-1] if line.get("ratio_of") else "seconds"
+
+
+def render(lines: list[dict[str, Any]]) -> str:
+    """The header facts and one table row per (workload, variant)."""
+    header = next(line for line in lines if "bench" in line)
+    rows = [
+        f"Machine: {header['machine']['cpus']} cores, {header['machine']['memory_gb']} GB, "
+        f"Python {header['machine']['python']}; {header['date']}; "
+        + ", ".join(f"{k} {v}" for k, v in header["versions"].items()),
+        "",
+        "| workload | variant | metric | qmcp median (min–max) | baseline median (min–max) | qmcp/baseline "
+        "| floor | other qmcp figures | targets |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for line in lines:
+        if "workload" not in line:
+            continue
+        metric = _primary(line)
+        qmcp = line.get("qmcp")
+        baseline_name = next((k for k in ("langgraph", "metaflow") if k in line), None)
+        baseline = line.get(baseline_name) if baseline_name else None
+        extras = []
+        if qmcp and "runs" in qmcp:
+            for name in ("efficiency", "flatness", "reference_per_step_ms", "step_executions"):
+                if name in qmcp:
+                    extras.append(f"{name} {qmcp[name]['median']:.3g}")
+            extras.append(f"peak RSS {qmcp.get('children_peak_rss_mb') or qmcp['peak_rss_mb']} MB")
+        if baseline and "efficiency" in baseline:
+            extras.append(f"{baseline_name} efficiency {baseline['efficiency']['median']:.3g}")
+        floor = line.get("floor")
+        floor_text = f"eff {floor['efficiency']['median']:.3g}" if floor and "runs" in floor else "—"
+        targets = "; ".join(
+            f"{'✅' if t['met'] else '❌' if t['met'] is False else '—'} {t['name']} {t['op']} {t['limit']}"
+            f" (got {t['value']})"
+            for t in line["targets"]
+        )
+        ratio = line.get("ratio")
+        rows.append(
+            f"| {line['workload']} | {line['variant']} | {metric} | {_figure(qmcp, metric)} "
+            f"| {(baseline_name + ': ' + _figure(baseline, metric)) if baseline_name else '—'} "
+            f"| {'—' if ratio is None else f'{ratio:.3g}'} | {floor_text} | {', '.join(extras)} | {targets or '—'} |"
+        )
+    summary = next((line for line in lines if line.get("summary")), None)
+    if summary:
+        rows += [
+            "",
+            f"Targets met: {summary['targets_met']} of {summary['targets']}; suite wall time {summary['wall_seconds']} s.",
+        ]
+    return "\n".join(rows)
+
+
+def main() -> None:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results.jsonl")
+    print(render([json.loads(line) for line in path.read_text().splitlines() if line.strip()]))
+
+
+if __name__ == "__main__":
+    main()
