@@ -93,6 +93,7 @@ WORKLOADS: dict[str, Workload] = {
             "per_step_ms",
             params={"steps": SCALING_STEPS, "reference_steps": PIPELINE_STEPS},
             warmup_params={"steps": SCALING_STEPS // 10},
+            baseline_runs=3,
         ),
         Workload(
             "ensemble_concurrency",

@@ -6,6 +6,7 @@ Every run must complete, none may see "database is locked", and the row counts m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Iterator
@@ -87,6 +88,36 @@ async def test_hundred_concurrent_executions_in_one_process(db_url):
 
 async def test_concurrent_first_runs_of_an_unstored_team(db_url):
     await _run_concurrently(db_url, executions=20)
+
+
+async def test_concurrent_executions_stay_within_one_connection_pool(db_url):
+    """50 concurrent executions in one process hold no more connections than one engine's pool allows."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("connections are counted on PostgreSQL")
+    import asyncpg
+
+    await _store_team(db_url)
+    monitor = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            count = await monitor.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            peak = max(peak, count)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await _run_concurrently(db_url, executions=50)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await monitor.close()
+    assert peak <= 10 + 20, f"{peak} connections for 50 executions"  # the engine's pool_size + max_overflow
 
 
 @pytest.mark.slow

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from sqlalchemy import delete, func, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -30,13 +31,42 @@ from ._steps import SqlStepStore
 
 __all__ = ["Database"]
 
+# Databases open at the same time on one URL in one event loop share one engine (one connection
+# pool): 100 concurrent runs must not hold 100 PostgreSQL connections. Counted, so the last one
+# to close disposes it.
+_engines: dict[tuple[str, int], list[Any]] = {}
+
+
+def _acquire_engine(url: str) -> AsyncEngine:
+    try:
+        key = (url, id(asyncio.get_running_loop()))
+    except RuntimeError:  # no loop yet: nothing to share with
+        return create_engine(url)
+    entry = _engines.get(key)
+    if entry is None:
+        entry = _engines[key] = [create_engine(url), 0, key]
+    entry[1] += 1
+    return entry[0]
+
+
+def _release_engine(engine: AsyncEngine) -> bool:
+    """Drop one user of a shared engine; True when it is no longer used and should be disposed."""
+    for key, entry in list(_engines.items()):
+        if entry[0] is engine:
+            entry[1] -= 1
+            if entry[1] > 0:
+                return False
+            del _engines[key]
+            return True
+    return True
+
 
 class Database:
     """Open with `async with Database(url) as db:`; the URL defaults to `QMCP_DATABASE_URL`."""
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or settings().database_url
-        self.engine = create_engine(self.url)
+        self.engine = _acquire_engine(self.url)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self.steps = SqlStepStore(self.engine)
 
@@ -46,7 +76,8 @@ class Database:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.steps.close()
-        await self.engine.dispose()
+        if _release_engine(self.engine):
+            await self.engine.dispose()
 
     # -- agents -------------------------------------------------------------------------------
 
