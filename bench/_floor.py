@@ -10,7 +10,7 @@ import asyncio
 from typing import Any
 
 from pydantic_ai.direct import model_request
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from ._common import TASK, Case, Metrics, ideal_ensemble_seconds, model_reply, timed
@@ -28,7 +28,7 @@ class Ensemble:
         async def reply(messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
             await asyncio.sleep(latency)
             request = messages[-1]
-            assert isinstance(request, ModelRequest)
+            assert isinstance(request, ModelRequest) and isinstance(request.parts[-1], UserPromptPart)
             return ModelResponse(parts=[TextPart(model_reply(str(request.parts[-1].content)))])
 
         self.model = FunctionModel(reply)

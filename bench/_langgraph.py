@@ -18,8 +18,9 @@ import contextlib
 import operator
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, cast
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
@@ -83,8 +84,11 @@ class _Saver:
         await self._stack.aclose()
 
 
-def _config(limit: int, **extra: Any) -> dict[str, Any]:
-    return {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": limit, **extra}
+def _config(limit: int, **extra: Any) -> RunnableConfig:
+    """A new thread per run; `extra` holds e.g. `max_concurrency`."""
+    return cast(
+        RunnableConfig, {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": limit, **extra}
+    )
 
 
 def _pipeline_graph(steps: int, probe: _Probe | None = None) -> StateGraph:
@@ -120,10 +124,12 @@ class Pipeline:
         self.graph = _pipeline_graph(self.steps).compile(checkpointer=await self.saver.open())
 
     async def run(self) -> Metrics:
-        durability = "sync" if self.store != "memory" else None
+        durability: Literal["sync"] | None = "sync" if self.store != "memory" else None
         _, seconds = await timed(
             lambda: self.graph.ainvoke(
-                {"task": TASK, "previous": None, "index": 0}, _config(self.steps + 10), durability=durability
+                PipelineState(task=TASK, previous=None, index=0),
+                _config(self.steps + 10),
+                durability=durability,
             )
         )
         return {"seconds": seconds, "per_step_ms": seconds / self.steps * 1000}
@@ -189,7 +195,9 @@ class Ensemble:
     async def run(self) -> Metrics:
         config = _config(100, max_concurrency=self.max_concurrent)
         state, seconds = await timed(
-            lambda: self.graph.ainvoke({"task": TASK, "answers": []}, config, durability="sync")
+            lambda: self.graph.ainvoke(
+                EnsembleState(task=TASK, answers=[], answer=""), config, durability="sync"
+            )
         )
         if len(state["answers"]) != self.members:
             raise RuntimeError(f"expected {self.members} answers, got {len(state['answers'])}")
@@ -217,7 +225,9 @@ class Resume:
 
         async def fail_then_resume() -> dict[str, Any]:
             try:
-                await graph.ainvoke({"task": TASK, "previous": None, "index": 0}, config, durability="sync")
+                await graph.ainvoke(
+                    PipelineState(task=TASK, previous=None, index=0), config, durability="sync"
+                )
             except ProviderError:
                 pass
             else:

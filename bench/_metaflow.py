@@ -55,7 +55,7 @@ class Generated:
 
     async def setup(self) -> None:
         runner_class = _metaflow_runner()
-        from qmcp.agentframework.models import AgentConfig, AgentType, EnsembleConfig, Topology
+        from qmcp.agentframework.models import AgentConfig, AgentType, EnsembleConfig, Topology, TopologyType
 
         from ._mf_model import MODEL
 
@@ -64,7 +64,7 @@ class Generated:
         self.agents = {f"m{i}": member for i in range(self.members)}
         self.topology = Topology(
             name="bench_ensemble",
-            topology_type="ensemble",
+            topology_type=TopologyType.ENSEMBLE,
             config=EnsembleConfig(aggregation_method="vote").model_dump(),
         )
         self.runner = runner_class(

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from qmcp.agentframework.llm import ScriptedModel, register_model, unregister_model
-from qmcp.agentframework.models import AgentConfig, AgentRole, AgentType, EnsembleConfig, Topology
+from qmcp.agentframework.models import (
+    AgentConfig,
+    AgentRole,
+    AgentType,
+    EnsembleConfig,
+    Topology,
+    TopologyType,
+)
 
 __all__ = ["MODEL", "STEPS", "register", "team", "unregister"]
 
@@ -30,7 +37,7 @@ def team() -> tuple[Topology, dict[str, AgentType]]:
     agents["aggregator"] = AgentType(name="writer-synthesizer", role=AgentRole.SYNTHESIZER, config=config)
     topology = Topology(
         name="writers",
-        topology_type="ensemble",
+        topology_type=TopologyType.ENSEMBLE,
         config=EnsembleConfig(aggregation_method="synthesis").model_dump(),
     )
     return topology, agents

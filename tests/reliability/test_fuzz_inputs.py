@@ -55,6 +55,8 @@ SCALARS = st.none() | st.booleans() | NUMBERS | TEXT
 class Nested(list[Any]):
     """A deeply nested value whose repr stays short (hypothesis prints failing examples)."""
 
+    depth: int = 0
+
     def __repr__(self) -> str:
         return f"Nested(depth={self.depth})"
 

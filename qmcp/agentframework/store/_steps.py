@@ -177,9 +177,9 @@ class _SqliteWriter:
             )
             for values in ([row[name] for name in self._names] for row in rows)
         ]
-        if self._inline is None:
-            self._inline = self._connect(busy_timeout_ms=0)
         try:
+            if self._inline is None:
+                self._inline = self._connect(busy_timeout_ms=0)
             self._commit(self._inline, params)
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) and "busy" not in str(error):
@@ -187,8 +187,8 @@ class _SqliteWriter:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._write_waiting, params)
 
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        # The engine has already put the file in WAL mode (persistent); switching modes would need a lock.
         conn = sqlite3.connect(self._path, timeout=busy_timeout_ms / 1000, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
