@@ -15,7 +15,7 @@ import structlog
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-__all__ = ["METRICS", "configure_logging", "get_logger", "tracer"]
+__all__ = ["METRICS", "configure_logging", "get_logger", "tracer", "tracing_active"]
 
 _configured = False
 
@@ -54,12 +54,18 @@ def get_logger(name: str = "qmcp", level: str | None = None) -> Any:
     if level is None:
         return structlog.get_logger(name)
     number = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    # Bound now: a lazy proxy would rebuild the logger on every call, and runs log per step.
     return structlog.wrap_logger(
         None, wrapper_class=structlog.make_filtering_bound_logger(number), logger_name=name
-    )
+    ).bind()
 
 
 tracer = trace.get_tracer("qmcp")
+
+
+def tracing_active() -> bool:
+    """Whether an OpenTelemetry SDK is installed to record spans; without one, skip making them."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 class _Metrics:
@@ -76,6 +82,12 @@ class _Metrics:
             "Latency of agent model calls",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
+        # The labelled children steps update, looked up once (runs record several per step).
+        self.step_outcomes = {
+            outcome: self.steps.labels(outcome) for outcome in ("completed", "replayed", "failed")
+        }
+        self.input_tokens = self.tokens.labels("input")
+        self.output_tokens = self.tokens.labels("output")
 
 
 METRICS = _Metrics()

@@ -58,14 +58,50 @@ async def test_executions_are_isolated(store):
     assert await steps.completed_steps(two) == {}
 
 
-async def test_concurrent_saves_are_grouped_and_all_durable(store):
+@pytest.mark.parametrize("batch", [True, False])
+async def test_concurrent_saves_are_all_durable_and_grouped_when_asked(store, batch, monkeypatch):
     steps, db = store
     eid = await _execution(db)
+    transactions = []
+    if db is not None:
+        write = type(steps)._write
+
+        async def counting(self, rows):
+            transactions.append(len(rows))
+            await write(self, rows)
+
+        monkeypatch.setattr(type(steps), "_write", counting)
     await asyncio.gather(
-        *[steps.save(StepRecord(eid, f"k{i}", "s", "agent", "test", response=str(i))) for i in range(300)]
+        *[
+            steps.save(StepRecord(eid, f"k{i}", "s", "agent", "test", response=str(i)), batch=batch)
+            for i in range(300)
+        ]
     )
     loaded = await steps.completed_steps(eid)
     assert len(loaded) == 300 and loaded["k299"].response == "299"
+    if db is not None:
+        assert sum(transactions) == 300
+        assert len(transactions) < 10 if batch else len(transactions) == 300
+
+
+async def test_a_closed_database_leaves_its_engine_for_the_next_one_on_the_url(db_url):
+    """Compiled statements survive between runs; the connections do not."""
+    async with Database(db_url) as first:
+        engine = first.engine
+        await first.list_agents()
+    assert engine.pool.checkedout() == 0 and engine.pool.checkedin() == 0
+    async with Database(db_url) as second, Database(db_url) as concurrent:
+        assert second.engine is engine and concurrent.engine is engine
+        assert await second.list_agents() == []
+
+
+def test_an_idle_engine_is_reused_from_another_event_loop(sqlite_url):
+    async def open_and_query() -> object:
+        async with Database(sqlite_url) as db:
+            await db.list_agents()
+            return db.engine
+
+    assert asyncio.run(open_and_query()) is asyncio.run(open_and_query())
 
 
 @pytest.mark.parametrize("url", ["mysql://x/y", "not a url"])

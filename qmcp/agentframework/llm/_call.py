@@ -99,14 +99,20 @@ def _to_messages(system: str | None, messages: Sequence[ChatMessage]) -> list[Mo
     return out
 
 
+_UNPRICED: set[str] = set()
+
+
 def _cost(model_string: str, response: ModelResponse) -> float:
     usage = response.usage
     config = Models.get(model_string)
     if config is not None:
         return config.cost(usage.input_tokens, usage.output_tokens)
+    if model_string in _UNPRICED:
+        return 0.0
     try:
         return float(response.cost().total_price)
     except (LookupError, ValueError, AssertionError):
+        _UNPRICED.add(model_string)  # the price list has no entry: don't search it on every call
         return 0.0
 
 

@@ -53,7 +53,8 @@ class ExecutionStep(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("execution_id", "key"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    execution_id: uuid.UUID = Field(foreign_key="executions.id", index=True)
+    # No index of its own: the unique (execution_id, key) index serves lookups by execution.
+    execution_id: uuid.UUID = Field(foreign_key="executions.id")
     key: str = Field(max_length=1000)
     slot: str = Field(max_length=64)
     agent_name: str = Field(max_length=64)

@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from ...config import settings
-from ...observability import METRICS, get_logger, tracer
+from ...observability import METRICS, get_logger, tracer, tracing_active
 from ..errors import ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
 from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
@@ -26,6 +26,7 @@ from ..models._agent import utcnow
 from ..store import Database, StepRecord
 from ..topologies import RetryPolicy, Scheduler, StepContext, StepEvent, TopologyRegistry
 from ._config import RunConfig, RunResult
+from ._heap import older_heap_frozen
 from ._team import collect_teams, prepare_team
 
 __all__ = ["BaseRunner", "RunnerRegistry", "runner"]
@@ -168,7 +169,7 @@ class BaseRunner:
             on_event=self._observe,
             resources=RunResources(db=db),
             teams=execution.teams_snapshot,
-            tracer=tracer if self.config.trace_enabled else None,
+            tracer=tracer if self.config.trace_enabled and tracing_active() else None,
         )
         log = get_logger(level=self.config.log_level)
         self._log = log
@@ -201,7 +202,8 @@ class BaseRunner:
             )
             try:
                 async with ctx.resources.exit_stack, asyncio.timeout(self.config.timeout_seconds):
-                    output = await implementation.run(ctx, dict(execution.input_data))
+                    with older_heap_frozen():
+                        output = await implementation.run(ctx, dict(execution.input_data))
                 status = ExecutionStatus.COMPLETED
             except TimeoutError:
                 error = (
@@ -273,10 +275,10 @@ class BaseRunner:
                 f"step.{event.kind}", key=event.key, slot=event.slot, model=event.model, error=event.error
             )
         if self.config.metrics_enabled and event.kind in ("completed", "replayed", "failed"):
-            METRICS.steps.labels(event.kind).inc()
+            METRICS.step_outcomes[event.kind].inc()
             if event.kind == "completed":
-                METRICS.tokens.labels("input").inc(event.input_tokens)
-                METRICS.tokens.labels("output").inc(event.output_tokens)
+                METRICS.input_tokens.inc(event.input_tokens)
+                METRICS.output_tokens.inc(event.output_tokens)
                 METRICS.step_latency.observe(event.latency_ms / 1000)
         if self.on_event is not None:
             self.on_event(event)

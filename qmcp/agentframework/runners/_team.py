@@ -28,11 +28,14 @@ class Team:
     input_data: dict[str, Any]
 
 
-def _agent(slot: str, agent: Any) -> AgentType:
+def _check_slot(slot: Any) -> None:
     try:
         check_name(slot, "slot")
     except ValueError as error:
         raise InvalidConfigError(str(error)) from None
+
+
+def _agent(slot: str, agent: Any) -> AgentType:
     try:
         if isinstance(agent, AgentType):
             # Table models skip validation in __init__, so read the raw fields and validate them here.
@@ -49,6 +52,25 @@ def _agent(slot: str, agent: Any) -> AgentType:
         return AgentType.model_validate(data)
     except ValidationError as error:
         raise InvalidConfigError(f"agent in slot {slot!r}: {describe_validation_error(error)}") from None
+
+
+def _agents(agents: Mapping[str, Any]) -> dict[str, AgentType]:
+    """Each slot's agent, validated; one agent object filling many slots is validated once."""
+    validated: dict[int, AgentType] = {}
+    checked: dict[str, AgentType] = {}
+    for slot, agent in agents.items():
+        _check_slot(slot)
+        if id(agent) not in validated:
+            validated[id(agent)] = _agent(slot, agent)
+        checked[slot] = validated[id(agent)]
+    by_name: dict[str, AgentType] = {}
+    for slot, agent in checked.items():
+        other = by_name.setdefault(agent.name, agent)
+        if other is not agent and other.definition() != agent.definition():
+            raise InvalidConfigError(
+                f"two different agents are named {agent.name!r} (slot {slot!r}); rename one"
+            )
+    return checked
 
 
 def _topology(topology: Any) -> Topology:
@@ -115,17 +137,10 @@ def prepare_team(
         raise InvalidConfigError(
             f"agents must be a dict of slot name to AgentType, got {type(agents).__name__}"
         )
-    checked_agents = {slot: _agent(slot, agent) for slot, agent in agents.items()}
-    by_name: dict[str, AgentType] = {}
-    for slot, agent in checked_agents.items():
-        other = by_name.setdefault(agent.name, agent)
-        if other.definition() != agent.definition():
-            raise InvalidConfigError(
-                f"two different agents are named {agent.name!r} (slot {slot!r}); rename one"
-            )
+    checked_agents = _agents(agents)
     implementation = TopologyRegistry.create(checked_topology.topology_type, checked_topology.config)
     implementation.validate_team(checked_agents)
-    for agent in by_name.values():
+    for agent in {agent.name: agent for agent in checked_agents.values()}.values():
         config = agent.agent_config
         model = model_override or config.model or settings().default_model
         resolve_model(model, role=str(agent.role), base_url=config.base_url)

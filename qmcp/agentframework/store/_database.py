@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
@@ -33,8 +34,12 @@ __all__ = ["Database"]
 
 # Databases open at the same time on one URL in one event loop share one engine (one connection
 # pool): 100 concurrent runs must not hold 100 PostgreSQL connections. Counted, so the last one
-# to close disposes it.
+# to close disposes its connections. A disposed engine is kept (a few per process) and reused by
+# the next Database on its URL, in any event loop: its compiled statements are cached, and
+# compiling them again cost every run about 10 ms.
 _engines: dict[tuple[str, int], list[Any]] = {}
+_idle: OrderedDict[str, list[AsyncEngine]] = OrderedDict()
+_IDLE_URLS = 8
 
 
 def _acquire_engine(url: str) -> AsyncEngine:
@@ -44,7 +49,8 @@ def _acquire_engine(url: str) -> AsyncEngine:
         return create_engine(url)
     entry = _engines.get(key)
     if entry is None:
-        entry = _engines[key] = [create_engine(url), 0, key]
+        idle = _idle.get(url)
+        entry = _engines[key] = [idle.pop() if idle else create_engine(url), 0]
     entry[1] += 1
     return entry[0]
 
@@ -59,6 +65,16 @@ def _release_engine(engine: AsyncEngine) -> bool:
             del _engines[key]
             return True
     return True
+
+
+def _keep_idle(url: str, engine: AsyncEngine) -> None:
+    """Keep a disposed (connection-less) engine for the next Database on `url`."""
+    engines = _idle.setdefault(url, [])
+    if len(engines) < _IDLE_URLS:
+        engines.append(engine)
+    _idle.move_to_end(url)
+    while len(_idle) > _IDLE_URLS:
+        _idle.popitem(last=False)
 
 
 class Database:
@@ -78,6 +94,7 @@ class Database:
         await self.steps.close()
         if _release_engine(self.engine):
             await self.engine.dispose()
+            _keep_idle(self.url, self.engine)
 
     # -- agents -------------------------------------------------------------------------------
 
@@ -179,12 +196,14 @@ class Database:
             ]
             current = (
                 await session.exec(
-                    select(TopologyMembership)
+                    select(
+                        TopologyMembership.slot_name, TopologyMembership.agent_id, TopologyMembership.position
+                    )
                     .where(TopologyMembership.topology_id == stored.id)
-                    .order_by(TopologyMembership.position)
+                    .order_by(col(TopologyMembership.position))
                 )
             ).all()
-            if [(m.slot_name, m.agent_id, m.position) for m in current] != wanted:
+            if [tuple(row) for row in current] != wanted:
                 await session.exec(
                     delete(TopologyMembership).where(col(TopologyMembership.topology_id) == stored.id)
                 )

@@ -1,9 +1,10 @@
 """The step store: the durable record of every agent call, keyed by (execution, step key).
 
 This is the hot path of every run. It loads an execution's finished steps once when a run
-starts or resumes, and groups the writes of steps that finish together into one transaction;
-each `save` still returns only after its row is committed, so a step is durable before the
-topology moves on. On SQLite a batch is first written inline on a `sqlite3` connection that
+starts or resumes. A step run alone is written at once; steps run concurrently ask for their
+writes to be grouped (`batch=True`), and those finishing together share one transaction. Each
+`save` returns only after its row is committed, so a step is durable before the topology moves
+on. On SQLite a batch is first written inline on a `sqlite3` connection that
 never waits for a lock (tens of microseconds, against about 2.5 ms through the async engine);
 only when another writer holds the lock does it go to a second connection in a worker thread
 that waits up to the busy timeout, so the event loop never blocks on a lock. The statement and
@@ -14,6 +15,7 @@ PostgreSQL uses SQLAlchemy Core on asyncpg.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import uuid
 from abc import ABC, abstractmethod
@@ -65,8 +67,11 @@ class StepStore(ABC):
         """Every completed step of an execution, by key."""
 
     @abstractmethod
-    async def save(self, record: StepRecord) -> None:
-        """Insert or replace the record of (execution, key); durable when this returns."""
+    async def save(self, record: StepRecord, *, batch: bool = False) -> None:
+        """Insert or replace the record of (execution, key); durable when this returns.
+
+        `batch`: other steps may be finishing now (a concurrent scheduler); commit them together.
+        """
 
 
 class MemoryStepStore(StepStore):
@@ -80,11 +85,32 @@ class MemoryStepStore(StepStore):
             if eid == execution_id and record.status == StepStatus.COMPLETED
         }
 
-    async def save(self, record: StepRecord) -> None:
+    async def save(self, record: StepRecord, *, batch: bool = False) -> None:
         self.records[(record.execution_id, record.key)] = record
 
 
 _COLUMNS = [c.name for c in ExecutionStep.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _upsert(dialect_name: str) -> Any:
+    """Insert a step row, or replace the row of the same (execution, key); built once per dialect."""
+    insert = sqlite_insert if dialect_name == "sqlite" else pg_insert
+    statement = insert(ExecutionStep.__table__)  # type: ignore[attr-defined]
+    return statement.on_conflict_do_update(
+        index_elements=["execution_id", "key"],
+        set_={name: statement.excluded[name] for name in _COLUMNS if name not in ("execution_id", "key")},
+    )
+
+
+@functools.cache
+def _sqlite_upsert() -> tuple[str, list[str], list[Any]]:
+    """The SQLite upsert as `sqlite3` runs it: SQL text, parameter order, value converters."""
+    dialect = sqlite.dialect()
+    compiled = _upsert("sqlite").compile(dialect=dialect, column_keys=_COLUMNS)
+    names = list(compiled.positiontup)
+    columns = ExecutionStep.__table__.columns  # type: ignore[attr-defined]
+    return str(compiled), names, [columns[name].type.bind_processor(dialect) for name in names]
 
 
 class SqlStepStore(StepStore):
@@ -93,15 +119,10 @@ class SqlStepStore(StepStore):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._table = ExecutionStep.__table__  # type: ignore[attr-defined]
-        insert = sqlite_insert if engine.dialect.name == "sqlite" else pg_insert
-        statement = insert(self._table)
-        self._upsert = statement.on_conflict_do_update(
-            index_elements=["execution_id", "key"],
-            set_={name: statement.excluded[name] for name in _COLUMNS if name not in ("execution_id", "key")},
-        )
+        self._upsert = _upsert(engine.dialect.name)
         path = engine.url.database
         self._sqlite = (
-            _SqliteWriter(path, self._upsert)
+            _SqliteWriter(path)
             if engine.dialect.name == "sqlite" and path not in (None, "", ":memory:")
             else None
         )
@@ -116,12 +137,17 @@ class SqlStepStore(StepStore):
             rows = (await conn.execute(query)).mappings().all()
         return {row["key"]: StepRecord(**dict(row)) for row in rows}
 
-    async def save(self, record: StepRecord) -> None:
+    async def save(self, record: StepRecord, *, batch: bool = False) -> None:
+        row = {name: getattr(record, name) for name in _COLUMNS}
+        if not batch:
+            await self._write([row])
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(({name: getattr(record, name) for name in _COLUMNS}, future))
+        self._pending.append((row, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
-        await asyncio.shield(future)
+        # A cancelled caller cancels only its future; the writer still commits the row.
+        await future
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -133,13 +159,8 @@ class SqlStepStore(StepStore):
         """Commit everything queued, one transaction per batch, until the queue is empty."""
         while self._pending:
             batch, self._pending = self._pending, []
-            rows = [row for row, _ in batch]
             try:
-                if self._sqlite is not None:
-                    await self._sqlite.write(rows)
-                else:
-                    async with self._engine.begin() as conn:
-                        await conn.execute(self._upsert, rows)
+                await self._write([row for row, _ in batch])
             except BaseException as error:
                 for _, future in batch:
                     if not future.done():
@@ -153,17 +174,20 @@ class SqlStepStore(StepStore):
                 if not future.done():
                     future.set_result(None)
 
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Commit `rows` in one transaction."""
+        if self._sqlite is not None:
+            await self._sqlite.write(rows)
+        else:
+            async with self._engine.begin() as conn:
+                await conn.execute(self._upsert, rows)
+
 
 class _SqliteWriter:
     """Writes step rows with `sqlite3`: inline when the database is free, else from a thread."""
 
-    def __init__(self, path: str, statement: Any) -> None:
-        dialect = sqlite.dialect()
-        compiled = statement.compile(dialect=dialect, column_keys=_COLUMNS)
-        self._sql = str(compiled)
-        self._names = list(compiled.positiontup)
-        columns = ExecutionStep.__table__.columns  # type: ignore[attr-defined]
-        self._convert = [columns[name].type.bind_processor(dialect) for name in self._names]
+    def __init__(self, path: str) -> None:
+        self._sql, self._names, self._convert = _sqlite_upsert()
         self._path = path
         self._inline: sqlite3.Connection | None = None
         self._waiting: sqlite3.Connection | None = None
@@ -209,11 +233,7 @@ class _SqliteWriter:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
-
-        def close_waiting() -> None:
-            if self._waiting is not None:
-                self._waiting.close()
-                self._waiting = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, close_waiting)
+        if self._waiting is not None:  # only made when the database was locked; closed in its thread
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._waiting.close)
+            self._waiting = None
         self._executor.shutdown(wait=False)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic_ai.settings import ModelSettings
 
@@ -95,6 +96,8 @@ class Scheduler:
     some; anything else (a pause for a human, a non-determinism error, a bug) propagates.
     """
 
+    concurrent: ClassVar[bool] = False  # may several steps run (and be saved) at once?
+
     async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
         results: list[T | StepFailedError] = []
         for aw in aws:
@@ -115,12 +118,34 @@ SequentialScheduler = Scheduler
 class ConcurrentScheduler(Scheduler):
     """Independent steps at once, at most `max_concurrent` model calls in flight (AsyncRunner)."""
 
+    concurrent: ClassVar[bool] = True
+
     def __init__(self, max_concurrent: int) -> None:
         self.max_concurrent = max_concurrent
         self._semaphore = asyncio.Semaphore(max_concurrent)
 
     async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
-        results = await asyncio.gather(*aws, return_exceptions=True)
+        """Run the steps from a pool of at most `max_concurrent` workers.
+
+        Not one task per step: thousands of tasks queued on one semaphore cost time quadratic
+        in their number (each acquire scans the waiters), and memory for every waiting frame.
+        """
+        results: list[Any] = [None] * len(aws)
+        queue = iter(enumerate(aws))
+
+        async def worker() -> None:
+            for index, aw in queue:
+                try:
+                    results[index] = await aw
+                except Exception as error:  # kept, and raised below unless it is a step failure
+                    results[index] = error
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.max_concurrent, len(aws)))))
+        finally:
+            for _, aw in queue:  # cancelled: close the steps that never started
+                if inspect.iscoroutine(aw):
+                    aw.close()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, StepFailedError):
                 raise result
@@ -165,7 +190,7 @@ class StepContext:
     totals: dict[str, float] = field(
         default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     )
-    _configs: dict[str, AgentConfig] = field(default_factory=dict, repr=False)
+    _configs: dict[int, AgentConfig] = field(default_factory=dict, repr=False)  # by id(agent)
     _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
 
     # -- composition --------------------------------------------------------------------------
@@ -193,9 +218,12 @@ class StepContext:
             ) from None
 
     def agent_config(self, slot: str) -> AgentConfig:
-        if slot not in self._configs:
-            self._configs[slot] = self.agent(slot).agent_config
-        return self._configs[slot]
+        """The slot's agent's parsed config, parsed once per agent (one agent often fills many slots)."""
+        agent = self.agent(slot)
+        config = self._configs.get(id(agent))
+        if config is None:
+            config = self._configs[id(agent)] = agent.agent_config
+        return config
 
     def model_for(self, slot: str) -> str:
         """The model string a slot's agent calls in this run (the override wins)."""
@@ -350,7 +378,7 @@ class StepContext:
                 0 if isinstance(error, MalformedOutputError) else error.attempts
             )
             self._account(record, replies)
-            await self.store.save(record)
+            await self.store.save(record, batch=self.scheduler.concurrent)
             self._emit("failed", mc.key, mc.slot, mc.agent.name, mc.model, error=record.error)
             raise StepFailedError(mc.key, error, record.attempts) from error
         record.response = mc.reply
@@ -358,7 +386,7 @@ class StepContext:
         record.attempts = sum(r.attempts for r in replies)
         self._account(record, replies)
         record.completed_at = utcnow()
-        await self.store.save(record)
+        await self.store.save(record, batch=self.scheduler.concurrent)
         self.completed[mc.key] = record
         self._emit(
             "completed",

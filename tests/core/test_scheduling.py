@@ -1,0 +1,95 @@
+"""How independent steps run: the concurrent scheduler's worker pool, and the run's heap."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+
+import pytest
+
+from qmcp.agentframework.errors import NonDeterminismError, PermanentModelError, StepFailedError
+from qmcp.agentframework.models import EnsembleConfig, ExecutionStatus, Topology, TopologyType
+from qmcp.agentframework.runners import AsyncRunner
+from qmcp.agentframework.runners._heap import older_heap_frozen
+from qmcp.agentframework.topologies import ConcurrentScheduler, Scheduler
+
+
+class _Probe:
+    """Steps that record how many of them run at once."""
+
+    def __init__(self) -> None:
+        self.running = self.most = 0
+        self.started: list[int] = []
+
+    async def step(self, index: int, fail: type[BaseException] | None = None) -> int:
+        self.started.append(index)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0.001)
+            if fail is StepFailedError:
+                raise StepFailedError(f"k{index}", PermanentModelError("no", model="test"))
+            if fail is not None:
+                raise fail(f"step {index}")
+            return index
+        finally:
+            self.running -= 1
+
+
+@pytest.mark.parametrize("scheduler", [Scheduler(), ConcurrentScheduler(7)], ids=["sequential", "pool"])
+async def test_results_keep_their_order_and_step_failures_come_back_as_values(scheduler):
+    probe = _Probe()
+    failing = {3, 50}
+    results = await scheduler.gather(
+        [probe.step(i, StepFailedError if i in failing else None) for i in range(60)]
+    )
+    assert [r for i, r in enumerate(results) if i not in failing] == [
+        i for i in range(60) if i not in failing
+    ]
+    assert all(isinstance(results[i], StepFailedError) for i in failing)
+    assert probe.most == (7 if isinstance(scheduler, ConcurrentScheduler) else 1)
+
+
+async def test_other_errors_propagate_after_every_step_has_run():
+    probe = _Probe()
+    aws = [probe.step(i, NonDeterminismError if i == 2 else None) for i in range(20)]
+    with pytest.raises(NonDeterminismError, match="step 2"):
+        await ConcurrentScheduler(4).gather(aws)
+    assert sorted(probe.started) == list(range(20))
+
+
+async def test_a_cancelled_gather_closes_the_steps_it_never_started():
+    probe = _Probe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "coroutine ... was never awaited" would be a warning
+        task = asyncio.create_task(ConcurrentScheduler(2).gather([probe.step(i) for i in range(50)]))
+        await asyncio.sleep(0.002)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gc.collect()
+    assert 2 <= len(probe.started) < 50
+
+
+async def test_a_wide_ensemble_stays_within_max_concurrent(sqlite_url, agent, scripted):
+    model, script = scripted(latency=0.005)
+    members = {f"m{i}": agent("member", model=model) for i in range(300)}
+    topology = Topology(
+        name="wide", topology_type=TopologyType.ENSEMBLE, config=EnsembleConfig().model_dump()
+    )
+    result = await AsyncRunner(db_url=sqlite_url, max_concurrent=25).run(topology, members, {"prompt": "p"})
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    assert len(script.calls) == 300 and script.max_in_flight == 25
+    assert len(result.output["members"]) == 300
+
+
+def test_the_older_heap_is_frozen_only_while_a_run_runs():
+    before = gc.get_freeze_count()
+    with older_heap_frozen():
+        assert gc.get_freeze_count() > before
+        garbage: list[object] = []
+        garbage.append(garbage)  # a cycle made during the run is still collected
+        del garbage
+        assert gc.collect() >= 1
+    assert gc.get_freeze_count() == 0
