@@ -115,3 +115,21 @@ async def test_sqlite_runs_in_wal_mode(sqlite_url):
         mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
         timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
     assert (mode, timeout) == ("wal", 30_000)
+
+
+async def test_closing_a_sqlite_database_leaves_the_wal_to_the_next_run(tmp_path):
+    """The last connection to close would checkpoint the whole WAL (5 ms per 200-step run)."""
+    from qmcp.agentframework.store import _engine
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/wal.db"
+    async with Database(url) as db:
+        eid = await _execution(db)
+        for i in range(50):
+            await db.steps.save(StepRecord(eid, f"k{i}", "s", "agent", "test", response="r" * 200))
+    assert (tmp_path / "wal.db-wal").stat().st_size > 0
+    async with Database(url) as db:
+        assert len(await db.steps.completed_steps(eid)) == 50
+    for n in range(_engine._IDLE_URLS + 3):  # open files stay bounded
+        async with Database(f"sqlite+aiosqlite:///{tmp_path}/other{n}.db") as db:
+            await db.list_agents()
+    assert len(_engine._wal_holders) <= _engine._IDLE_URLS

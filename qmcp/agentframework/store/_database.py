@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from sqlalchemy import delete, func, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,54 +25,10 @@ from ..models import (
     TopologyMembership,
 )
 from ..models._agent import utcnow
-from ._engine import create_engine, ensure_schema
+from ._engine import acquire_engine, ensure_schema, release_engine
 from ._steps import SqlStepStore
 
 __all__ = ["Database"]
-
-# Databases open at the same time on one URL in one event loop share one engine (one connection
-# pool): 100 concurrent runs must not hold 100 PostgreSQL connections. Counted, so the last one
-# to close disposes its connections. A disposed engine is kept (a few per process) and reused by
-# the next Database on its URL, in any event loop: its compiled statements are cached, and
-# compiling them again cost every run about 10 ms.
-_engines: dict[tuple[str, int], list[Any]] = {}
-_idle: OrderedDict[str, list[AsyncEngine]] = OrderedDict()
-_IDLE_URLS = 8
-
-
-def _acquire_engine(url: str) -> AsyncEngine:
-    try:
-        key = (url, id(asyncio.get_running_loop()))
-    except RuntimeError:  # no loop yet: nothing to share with
-        return create_engine(url)
-    entry = _engines.get(key)
-    if entry is None:
-        idle = _idle.get(url)
-        entry = _engines[key] = [idle.pop() if idle else create_engine(url), 0]
-    entry[1] += 1
-    return entry[0]
-
-
-def _release_engine(engine: AsyncEngine) -> bool:
-    """Drop one user of a shared engine; True when it is no longer used and should be disposed."""
-    for key, entry in list(_engines.items()):
-        if entry[0] is engine:
-            entry[1] -= 1
-            if entry[1] > 0:
-                return False
-            del _engines[key]
-            return True
-    return True
-
-
-def _keep_idle(url: str, engine: AsyncEngine) -> None:
-    """Keep a disposed (connection-less) engine for the next Database on `url`."""
-    engines = _idle.setdefault(url, [])
-    if len(engines) < _IDLE_URLS:
-        engines.append(engine)
-    _idle.move_to_end(url)
-    while len(_idle) > _IDLE_URLS:
-        _idle.popitem(last=False)
 
 
 class Database:
@@ -82,7 +36,7 @@ class Database:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or settings().database_url
-        self.engine = _acquire_engine(self.url)
+        self.engine = acquire_engine(self.url)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self.steps = SqlStepStore(self.engine)
 
@@ -92,9 +46,7 @@ class Database:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.steps.close()
-        if _release_engine(self.engine):
-            await self.engine.dispose()
-            _keep_idle(self.url, self.engine)
+        await release_engine(self.url, self.engine)
 
     # -- agents -------------------------------------------------------------------------------
 
