@@ -15,7 +15,7 @@ import structlog
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-__all__ = ["METRICS", "configure_logging", "get_logger", "tracer", "tracing_active"]
+__all__ = ["METRICS", "configure_logging", "get_logger", "step_tracer", "tracer", "tracing_active"]
 
 _configured = False
 
@@ -66,6 +66,11 @@ tracer = trace.get_tracer("qmcp")
 def tracing_active() -> bool:
     """Whether an OpenTelemetry SDK is installed to record spans; without one, skip making them."""
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def step_tracer(enabled: bool) -> trace.Tracer | None:
+    """The tracer for a run's per-step spans: none when the run turns tracing off or nothing records."""
+    return tracer if enabled and tracing_active() else None
 
 
 class _Metrics:

@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from ...config import settings
-from ...observability import METRICS, get_logger, tracer, tracing_active
+from ...observability import METRICS, get_logger, step_tracer, tracer
 from ..errors import ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
 from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
@@ -169,7 +169,7 @@ class BaseRunner:
             on_event=self._observe,
             resources=RunResources(db=db),
             teams=execution.teams_snapshot,
-            tracer=tracer if self.config.trace_enabled and tracing_active() else None,
+            tracer=step_tracer(self.config.trace_enabled),
         )
         log = get_logger(level=self.config.log_level)
         self._log = log

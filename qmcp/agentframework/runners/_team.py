@@ -54,8 +54,11 @@ def _agent(slot: str, agent: Any) -> AgentType:
         raise InvalidConfigError(f"agent in slot {slot!r}: {describe_validation_error(error)}") from None
 
 
-def _agents(agents: Mapping[str, Any]) -> dict[str, AgentType]:
-    """Each slot's agent, validated; one agent object filling many slots is validated once."""
+def _agents(agents: Mapping[str, Any]) -> tuple[dict[str, AgentType], dict[str, AgentType]]:
+    """Each slot's agent, validated, and the distinct agents by name.
+
+    One agent object filling many slots is validated once.
+    """
     validated: dict[int, AgentType] = {}
     checked: dict[str, AgentType] = {}
     for slot, agent in agents.items():
@@ -70,7 +73,7 @@ def _agents(agents: Mapping[str, Any]) -> dict[str, AgentType]:
             raise InvalidConfigError(
                 f"two different agents are named {agent.name!r} (slot {slot!r}); rename one"
             )
-    return checked
+    return checked, by_name
 
 
 def _topology(topology: Any) -> Topology:
@@ -137,10 +140,10 @@ def prepare_team(
         raise InvalidConfigError(
             f"agents must be a dict of slot name to AgentType, got {type(agents).__name__}"
         )
-    checked_agents = _agents(agents)
+    checked_agents, by_name = _agents(agents)
     implementation = TopologyRegistry.create(checked_topology.topology_type, checked_topology.config)
     implementation.validate_team(checked_agents)
-    for agent in {agent.name: agent for agent in checked_agents.values()}.values():
+    for agent in by_name.values():
         config = agent.agent_config
         model = model_override or config.model or settings().default_model
         resolve_model(model, role=str(agent.role), base_url=config.base_url)

@@ -30,7 +30,7 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from ...config import settings
-from ...observability import tracer, tracing_active
+from ...observability import step_tracer
 from ..errors import (
     ExecutionPaused,
     HumanRejectedError,
@@ -270,7 +270,7 @@ async def _advance(
             checkpoint_enabled=config.checkpoint_enabled,
             resources=RunResources(db=db),
             teams=execution.teams_snapshot,
-            tracer=tracer if config.trace_enabled and tracing_active() else None,
+            tracer=step_tracer(config.trace_enabled),
             owned=None if owned is None else {*owned, *retried},
             failures=failures,
         )

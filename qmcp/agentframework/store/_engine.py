@@ -30,7 +30,8 @@ _schema_ready: set[str] = set()
 _in_use: dict[tuple[str, int], list[Any]] = {}  # (url, event loop) -> [engine, users]
 _idle: OrderedDict[str, list[AsyncEngine]] = OrderedDict()
 _wal_holders: dict[str, sqlite3.Connection] = {}
-_IDLE_URLS = 8
+_IDLE_URLS = 8  # URLs whose idle engines (and SQLite holders) are kept, least recently used out
+_IDLE_PER_URL = 4  # idle engines kept per URL (one per event loop that used it at once)
 
 
 def is_sqlite(url: str) -> bool:
@@ -95,7 +96,7 @@ async def release_engine(url: str, engine: AsyncEngine) -> None:
     _hold_wal(url, engine)
     await engine.dispose()
     engines = _idle.setdefault(url, [])
-    if len(engines) < _IDLE_URLS:
+    if len(engines) < _IDLE_PER_URL:
         engines.append(engine)
     _idle.move_to_end(url)
     while len(_idle) > _IDLE_URLS:
