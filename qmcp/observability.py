@@ -7,21 +7,36 @@ when the run's config asks for them; without an OpenTelemetry SDK configured, sp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
-import structlog
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-__all__ = ["METRICS", "configure_logging", "get_logger", "step_tracer", "tracer", "tracing_active"]
+__all__ = [
+    "METRICS",
+    "configure_logging",
+    "get_logger",
+    "log_context",
+    "step_tracer",
+    "tracer",
+    "tracing_active",
+]
 
 _configured = False
 
 
 def configure_logging(level: str = "WARNING", fmt: str = "console") -> None:
-    """Route structlog to stderr at `level`, as JSON lines or console text."""
+    """Route structlog to stderr at `level`, as JSON lines or console text.
+
+    structlog is imported here and not with this module: it loads rich's traceback renderer
+    (about 0.1 s), which a process that logs nothing — a Metaflow step — should not pay.
+    """
+    import structlog
+
     global _configured
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
@@ -51,6 +66,8 @@ def get_logger(name: str = "qmcp", level: str | None = None) -> Any:
 
         current = settings()
         configure_logging(current.log_level, current.log_format)
+    import structlog
+
     if level is None:
         return structlog.get_logger(name)
     number = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
@@ -58,6 +75,15 @@ def get_logger(name: str = "qmcp", level: str | None = None) -> Any:
     return structlog.wrap_logger(
         None, wrapper_class=structlog.make_filtering_bound_logger(number), logger_name=name
     ).bind()
+
+
+@contextlib.contextmanager
+def log_context(**values: Any) -> Iterator[None]:
+    """Bind `values` to every log line of the code inside, e.g. a run's execution id."""
+    import structlog
+
+    with structlog.contextvars.bound_contextvars(**values):
+        yield
 
 
 tracer = trace.get_tracer("qmcp")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import runpy
 import shutil
 import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -454,6 +456,52 @@ def test_a_tolerated_member_failure_is_carried_to_the_join(sqlite_url, agent, mo
     finally:
         unregister_model("broken")
     assert outputs[0] == outputs[1] and [f["slot"] for f in outputs[0]["failed"]] == ["m2"]
+
+
+_JOIN_AND_END = """
+import json, sys
+from qmcp.agentframework.llm import register_model
+from qmcp.agentframework.runners import metaflow_helpers as helpers
+
+register_model("lazy", lambda role: sys.exit("a step that calls no model built one"))
+execution_id, results = sys.argv[1], json.loads(sys.argv[2])
+output = helpers.run_topology(execution_id, after=results)
+helpers.save_execution(None, output, execution_id=execution_id)
+print(json.dumps({"output": output, "loaded": [m for m in ("pydantic_ai", "structlog") if m in sys.modules]}))
+"""
+
+
+def test_steps_that_call_no_model_never_import_pydantic_ai(sqlite_url, agent, monkeypatch):
+    """A vote join and the end step, in a process of their own, replay the members without pydantic-ai
+    or structlog (half a second of every Metaflow task's start) and give the LocalRunner's output."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    topology = Topology(
+        name="votes", topology_type=TopologyType.ENSEMBLE, config={"aggregation_method": "vote"}
+    )
+    agents = {f"m{i}": agent(f"r{i}") for i in range(3)}
+    definitions = {slot: a.definition() for slot, a in agents.items()}
+    execution_id, _ = helpers.start_execution(topology.definition(), definitions, {"prompt": "Is water wet?"})
+    results = [
+        helpers.invoke_agent(definitions[slot], key=f"ensemble/member:{slot}", execution_id=execution_id)
+        for slot in agents
+    ]
+    step = subprocess.run(
+        [sys.executable, "-c", _JOIN_AND_END, execution_id, json.dumps(results)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    done = json.loads(step.stdout)
+    reference = asyncio.run(LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "Is water wet?"}))
+    assert done == {"output": reference.output, "loaded": []}
+
+    async def stored() -> Execution:
+        async with Database(sqlite_url) as db:
+            return await db.get_execution(execution_id)
+
+    execution = asyncio.run(stored())
+    assert (execution.status, execution.output_data) == (ExecutionStatus.COMPLETED, reference.output)
 
 
 def test_invoke_agent_one_off_as_in_the_seed(agent):

@@ -1,29 +1,37 @@
-"""The LLM layer: model strings → pydantic-ai models, one accounted call, typed errors, offline models."""
+"""The LLM layer: model strings → pydantic-ai models, one accounted call, typed errors, offline models.
 
-from ._call import (
-    ChatMessage,
-    ModelReply,
-    ToolCallHook,
-    ToolSpec,
-    call_model,
-    classify_error,
-    retry_transient,
-)
-from ._offline import FAILURE_KINDS, ScriptedCall, ScriptedModel, make_test_model
+pydantic-ai takes about half a second to import, so the names that need it (`call_model`,
+`resolve_model`, the offline models, ...) load on first use: a process that only replays stored
+steps or registers models — every Metaflow task that calls no model — never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._prompts import JSON_MARKER, json_instruction, requested_schema
-from ._resolve import (
+from ._registry import (
     OPENAI_COMPATIBLE_PROVIDERS,
+    ModelFactory,
     normalize_model_string,
     register_model,
-    resolve_model,
     unregister_model,
 )
+from ._retry import retry_transient
+from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
+
+if TYPE_CHECKING:
+    from ._call import call_model, classify_error
+    from ._offline import FAILURE_KINDS, ScriptedCall, ScriptedModel, make_test_model
+    from ._resolve import resolve_model
 
 __all__ = [
     "FAILURE_KINDS",
     "JSON_MARKER",
     "OPENAI_COMPATIBLE_PROVIDERS",
     "ChatMessage",
+    "ModelFactory",
     "ModelReply",
     "ScriptedCall",
     "ScriptedModel",
@@ -40,3 +48,27 @@ __all__ = [
     "retry_transient",
     "unregister_model",
 ]
+
+_LAZY = {
+    "call_model": "._call",
+    "classify_error": "._call",
+    "FAILURE_KINDS": "._offline",
+    "ScriptedCall": "._offline",
+    "ScriptedModel": "._offline",
+    "make_test_model": "._offline",
+    "resolve_model": "._resolve",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a pydantic-ai backed name on first use, then keep it as a module global."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -7,11 +7,9 @@ Calls go straight to `pydantic_ai.direct.model_request` (about 0.3 ms of overhea
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypedDict, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx2
 from pydantic_ai.direct import model_request
@@ -39,51 +37,12 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
-from pydantic_ai.tools import ToolDefinition
 
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models
+from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
-__all__ = [
-    "ChatMessage",
-    "ModelReply",
-    "ToolCallHook",
-    "ToolSpec",
-    "call_model",
-    "classify_error",
-    "retry_transient",
-]
-
-T = TypeVar("T")
-
-
-class ChatMessage(TypedDict):
-    role: Literal["user", "assistant"]
-    content: str
-
-
-@dataclass(frozen=True)
-class ModelReply:
-    text: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    latency_ms: float
-    tool_calls: tuple[dict[str, Any], ...] = ()
-    attempts: int = 1
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A tool the model may call: its pydantic-ai definition and the coroutine that runs it."""
-
-    definition: ToolDefinition
-    call: Callable[[dict[str, Any]], Awaitable[Any]]
-
-
-ToolCallHook = Callable[[str, dict[str, Any]], Awaitable[None]]
-"""Called before each tool call with (tool name, arguments); raising `PermissionError` denies it."""
+__all__ = ["call_model", "classify_error"]
 
 
 def _to_messages(system: str | None, messages: Sequence[ChatMessage]) -> list[ModelMessage]:
@@ -237,32 +196,3 @@ def classify_error(error: BaseException, model: str) -> ModelError:
     if isinstance(error, ModelAPIError):
         return TransientModelError(text, model=model, status_code=status, retry_after=retry_after)
     return PermanentModelError(text, model=model, status_code=status)
-
-
-async def retry_transient(
-    call: Callable[[], Awaitable[T]],
-    *,
-    max_retries: int,
-    base_delay: float = 0.5,
-    max_delay: float = 30.0,
-    on_retry: Callable[[int, TransientModelError], None] | None = None,
-) -> tuple[T, int]:
-    """Run `call`, retrying transient model errors with exponential backoff and full jitter.
-
-    Honours a provider's `retry_after` when it is longer than the backoff. Returns the result
-    and the number of attempts made; the last error propagates when retries run out.
-    """
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await call(), attempt
-        except TransientModelError as error:
-            error.attempts = attempt
-            if attempt > max_retries:
-                raise
-            delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
-            delay = max(delay, min(error.retry_after or 0.0, max_delay))
-            if on_retry is not None:
-                on_retry(attempt, error)
-            await asyncio.sleep(delay)

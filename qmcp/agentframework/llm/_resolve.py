@@ -11,66 +11,21 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
 
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.models import Model, infer_model
 
 from ..errors import MissingAPIKeyError, ModelNotInstalledError, UnknownModelError
 from ._offline import make_test_model
+from ._registry import OPENAI_COMPATIBLE_PROVIDERS, normalize_model_string, registered_model
 
-__all__ = [
-    "OPENAI_COMPATIBLE_PROVIDERS",
-    "normalize_model_string",
-    "register_model",
-    "resolve_model",
-    "unregister_model",
-]
+__all__ = ["resolve_model"]
 
-ModelFactory = Callable[[str], Model]
-"""Builds a model for an agent role; registered under a model string with `register_model`."""
-
-_registered: dict[str, Model | ModelFactory] = {}
 _cache: dict[tuple[str, str | None], Model] = {}
 _lock = threading.Lock()
 
-OPENAI_COMPATIBLE_PROVIDERS = {
-    "openai-compatible": None,
-    "ollama": "http://localhost:11434/v1",
-    "vllm": "http://localhost:8000/v1",
-    "llamacpp": "http://localhost:8080/v1",
-    "lmstudio": "http://localhost:1234/v1",
-}
-_BARE_PREFIXES = (
-    (re.compile(r"^claude-"), "anthropic"),
-    (re.compile(r"^(gpt-|o[1-9]|chatgpt-)"), "openai"),
-    (re.compile(r"^gemini-"), "google"),
-    (re.compile(r"^(mistral-|codestral-|magistral-)"), "mistral"),
-)
 _KEY_HINT = re.compile(r"`([A-Z][A-Z0-9_]*(?:API_KEY|BASE_URL|TOKEN))`")
 _OVERRIDE_HINT = "or run offline with QMCP_MODEL_OVERRIDE=test (CLI: --model test)"
-
-
-def register_model(name: str, model: Model | ModelFactory) -> None:
-    """Make `name` resolve to `model` (or to `model(role)` when it is a factory), e.g. a `ScriptedModel`."""
-    with _lock:
-        _registered[name] = model
-
-
-def unregister_model(name: str) -> None:
-    with _lock:
-        _registered.pop(name, None)
-
-
-def normalize_model_string(model: str) -> str:
-    """`claude-sonnet-4-...` → `anthropic:claude-sonnet-4-...`; other strings unchanged."""
-    model = model.strip()
-    if ":" in model or model == "test" or model in _registered:
-        return model
-    for pattern, provider in _BARE_PREFIXES:
-        if pattern.match(model):
-            return f"{provider}:{model}"
-    return model
 
 
 def resolve_model(model: str, *, role: str = "generalist", base_url: str | None = None) -> Model:
@@ -79,7 +34,7 @@ def resolve_model(model: str, *, role: str = "generalist", base_url: str | None 
     `role` only matters for the offline `test` model, which answers in character.
     """
     model = normalize_model_string(model)
-    registered = _registered.get(model)
+    registered = registered_model(model)
     if registered is not None:
         return registered if isinstance(registered, Model) else registered(role)
     if model == "test":

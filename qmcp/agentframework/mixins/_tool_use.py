@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError
-from pydantic_ai.exceptions import UserError
-from pydantic_ai.tools import RunContext, Tool, ToolDefinition
 from pydantic_core import to_jsonable_python
 
 from ...observability import get_logger
@@ -35,6 +33,7 @@ from ._structured_output import import_object, parse_options
 if TYPE_CHECKING:
     from mcp import ClientSession
     from mcp.types import Tool as McpTool
+    from pydantic_ai.tools import RunContext
 
 __all__ = ["ToolUseMixin", "register_tool", "unregister_tool"]
 
@@ -109,6 +108,9 @@ def _python_tool(reference: str) -> ToolSpec:
         )
     if not callable(function):
         raise MixinError(f"tool {reference!r} is not callable")
+    from pydantic_ai.exceptions import UserError  # the model layer's import, paid by steps with tools only
+    from pydantic_ai.tools import Tool
+
     try:
         tool = Tool(function, name=name)
     except (UserError, PydanticUserError, TypeError, ValueError) as error:  # signature or schema unusable
@@ -223,6 +225,8 @@ async def _list_tools(session: ClientSession) -> list[McpTool]:
 
 
 def _mcp_tool(server: _McpServer, tool: McpTool) -> ToolSpec:
+    from pydantic_ai.tools import ToolDefinition
+
     async def call(args: dict[str, Any]) -> str:
         return _result_text(tool.name, await server.session.call_tool(tool.name, args))
 

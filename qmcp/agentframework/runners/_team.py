@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ...config import settings
+from .. import llm
 from ..errors import InvalidConfigError, MissingSlotError, UserInputError
-from ..llm import resolve_model
 from ..mixins import MixinRegistry
 from ..models import AgentType, Topology, TopologyType, check_name, describe_validation_error
 from ..store import Database
@@ -146,7 +146,7 @@ def prepare_team(
     for agent in by_name.values():
         config = agent.agent_config
         model = model_override or config.model or settings().default_model
-        resolve_model(model, role=str(agent.role), base_url=config.base_url)
+        llm.resolve_model(model, role=str(agent.role), base_url=config.base_url)
         MixinRegistry.resolve([str(c) for c in config.capabilities])
     return Team(checked_topology, checked_agents, implementation, _check_json(input_data))
 

@@ -15,11 +15,10 @@ import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
-
-from pydantic_ai.settings import ModelSettings
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ...config import settings as qmcp_settings
+from .. import llm
 from ..errors import (
     MalformedOutputError,
     MissingSlotError,
@@ -28,12 +27,15 @@ from ..errors import (
     StepFailedError,
     TransientModelError,
 )
-from ..llm import ChatMessage, ModelReply, call_model, json_instruction, resolve_model, retry_transient
+from ..llm import ChatMessage, ModelReply, json_instruction, retry_transient
 from ..mixins import BaseMixin, MixinContext, MixinRegistry, RunResources
 from ..models import AgentConfig, AgentType, StepStatus
 from ..models._agent import utcnow
 from ..store import StepRecord, StepStore
 from ._parsing import validate_json
+
+if TYPE_CHECKING:
+    from pydantic_ai.settings import ModelSettings
 
 __all__ = [
     "ConcurrentScheduler",
@@ -125,11 +127,14 @@ class ConcurrentScheduler(Scheduler):
         self._semaphore = asyncio.Semaphore(max_concurrent)
 
     async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
-        """Run the steps from a pool of at most `max_concurrent` workers.
+        """Run the steps from a pool of workers, a quarter more than `max_concurrent` model slots.
 
         Not one task per step: a 10,000-member ensemble would otherwise start 10,000 tasks
         that mostly wait on the semaphore, each holding a started frame, a future and its
-        state in memory and in every garbage collection (measured: about 15 % slower).
+        state in memory and in every garbage collection (measured: about 15 % slower). The
+        spare workers take a model slot while others commit their finished steps, which a
+        step does outside its slot (measured: a 200-member ensemble 1 % faster; twice as many
+        workers as slots is slower again).
         """
         results: list[Any] = [None] * len(aws)
         queue = iter(enumerate(aws))
@@ -142,7 +147,8 @@ class ConcurrentScheduler(Scheduler):
                     results[index] = error
 
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.max_concurrent, len(aws)))))
+            workers = min(self.max_concurrent + self.max_concurrent // 4 + 1, len(aws))
+            await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             for _, aw in queue:  # cancelled: close the steps that never started
                 if inspect.iscoroutine(aw):
@@ -419,7 +425,8 @@ class StepContext:
         messages: list[ChatMessage],
         model_settings: ModelSettings,
     ) -> ModelReply:
-        resolved = resolve_model(mc.model, role=str(mc.agent.role), base_url=mc.config.base_url)
+        # through the module: pydantic-ai loads with the first call, not with the topologies
+        resolved = llm.resolve_model(mc.model, role=str(mc.agent.role), base_url=mc.config.base_url)
 
         async def on_tool_call(tool: str, args: dict[str, Any]) -> None:
             for hook in mixins:
@@ -427,7 +434,7 @@ class StepContext:
 
         async def once() -> ModelReply:
             async with self.scheduler.model_slot():
-                return await call_model(
+                return await llm.call_model(
                     resolved,
                     mc.model,
                     system=mc.system,
