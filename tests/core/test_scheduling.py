@@ -16,30 +16,34 @@ from qmcp.agentframework.topologies import ConcurrentScheduler, Scheduler
 
 
 class _Probe:
-    """Steps that record how many of them run at once."""
+    """Steps that record how many of their model calls run at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
         self.running = self.most = 0
         self.started: list[int] = []
+        self.finished = self.most_in_progress = 0
 
     async def step(self, index: int, fail: type[BaseException] | None = None) -> int:
         self.started.append(index)
-        self.running += 1
-        self.most = max(self.most, self.running)
-        try:
+        self.most_in_progress = max(self.most_in_progress, len(self.started) - self.finished)
+        async with self.scheduler.model_slot():
+            self.running += 1
+            self.most = max(self.most, self.running)
             await asyncio.sleep(0.001)
-            if fail is StepFailedError:
-                raise StepFailedError(f"k{index}", PermanentModelError("no", model="test"))
-            if fail is not None:
-                raise fail(f"step {index}")
-            return index
-        finally:
             self.running -= 1
+        await asyncio.sleep(0)  # the step's commit, outside its model slot
+        self.finished += 1
+        if fail is StepFailedError:
+            raise StepFailedError(f"k{index}", PermanentModelError("no", model="test"))
+        if fail is not None:
+            raise fail(f"step {index}")
+        return index
 
 
 @pytest.mark.parametrize("scheduler", [Scheduler(), ConcurrentScheduler(7)], ids=["sequential", "pool"])
 async def test_results_keep_their_order_and_step_failures_come_back_as_values(scheduler):
-    probe = _Probe()
+    probe = _Probe(scheduler)
     failing = {3, 50}
     results = await scheduler.gather(
         [probe.step(i, StepFailedError if i in failing else None) for i in range(60)]
@@ -51,19 +55,30 @@ async def test_results_keep_their_order_and_step_failures_come_back_as_values(sc
     assert probe.most == (7 if isinstance(scheduler, ConcurrentScheduler) else 1)
 
 
+async def test_the_pool_has_spare_workers_to_fill_slots_freed_by_committing_steps():
+    """A worker whose step is committing holds no model slot: a spare one starts the next call."""
+    scheduler = ConcurrentScheduler(8)
+    probe = _Probe(scheduler)
+    await scheduler.gather([probe.step(i) for i in range(40)])
+    assert probe.most == 8  # model calls in flight
+    assert probe.most_in_progress == 8 + 8 // 4 + 1  # steps in progress: one per worker
+
+
 async def test_other_errors_propagate_after_every_step_has_run():
-    probe = _Probe()
+    scheduler = ConcurrentScheduler(4)
+    probe = _Probe(scheduler)
     aws = [probe.step(i, NonDeterminismError if i == 2 else None) for i in range(20)]
     with pytest.raises(NonDeterminismError, match="step 2"):
-        await ConcurrentScheduler(4).gather(aws)
+        await scheduler.gather(aws)
     assert sorted(probe.started) == list(range(20))
 
 
 async def test_a_cancelled_gather_closes_the_steps_it_never_started():
-    probe = _Probe()
+    scheduler = ConcurrentScheduler(2)
+    probe = _Probe(scheduler)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "coroutine ... was never awaited" would be a warning
-        task = asyncio.create_task(ConcurrentScheduler(2).gather([probe.step(i) for i in range(50)]))
+        task = asyncio.create_task(scheduler.gather([probe.step(i) for i in range(50)]))
         await asyncio.sleep(0.002)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

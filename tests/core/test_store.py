@@ -133,3 +133,28 @@ async def test_closing_a_sqlite_database_leaves_the_wal_to_the_next_run(tmp_path
         async with Database(f"sqlite+aiosqlite:///{tmp_path}/other{n}.db") as db:
             await db.list_agents()
     assert len(_engine._wal_holders) <= _engine._IDLE_URLS
+    assert len(_engine._inline_engines) <= _engine._IDLE_URLS
+
+
+async def test_execution_writes_wait_for_a_sqlite_file_another_process_is_writing(tmp_path):
+    """Execution rows are written in the loop's thread without waiting; a locked file makes
+    them wait on the engine's thread instead, so neither the loop blocks nor the write fails."""
+    import sqlite3
+
+    from qmcp.agentframework.models import ExecutionStatus
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/locked.db"
+    async with Database(url) as db:
+        execution = Execution(topology_name="t", topology_type="pipeline", status=ExecutionStatus.RUNNING)
+        await db.add_execution(execution)
+        other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the write lock, as another process's transaction holds it
+        finishing = asyncio.create_task(db.finish_execution(execution.id, status=ExecutionStatus.COMPLETED))
+        await asyncio.sleep(0.2)
+        assert not finishing.done()  # waiting for the lock, and the loop still runs
+        other.execute("COMMIT")
+        other.close()
+        assert await finishing is True
+        assert await db.finish_execution(execution.id, error="late") is False  # no longer running
+        stored = await db.get_execution(execution.id)
+    assert (stored.status, stored.error) == (ExecutionStatus.COMPLETED, None)

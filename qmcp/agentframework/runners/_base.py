@@ -13,12 +13,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-import structlog
-from sqlalchemy import update
-from sqlmodel import col
-
 from ...config import settings
-from ...observability import METRICS, get_logger, step_tracer, tracer
+from ...observability import METRICS, get_logger, log_context, step_tracer, tracer
 from ..errors import ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
 from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
@@ -179,9 +175,7 @@ class BaseRunner:
         assert task is not None
         self._running[execution.id] = task
         with (
-            structlog.contextvars.bound_contextvars(
-                execution_id=str(execution.id), correlation_id=execution.correlation_id
-            ),
+            log_context(execution_id=str(execution.id), correlation_id=execution.correlation_id),
             tracer.start_as_current_span(
                 f"invoke_workflow {execution.topology_name}",
                 attributes={
@@ -249,22 +243,17 @@ class BaseRunner:
         execution.input_tokens += int(ctx.totals["input_tokens"])
         execution.output_tokens += int(ctx.totals["output_tokens"])
         execution.cost_usd += ctx.totals["cost_usd"]
-        async with db.sessions() as session, session.begin():
-            # Only a running execution is finished here: a cancel from elsewhere wins.
-            await session.exec(
-                update(Execution)
-                .where(col(Execution.id) == execution.id, col(Execution.status) == ExecutionStatus.RUNNING)
-                .values(
-                    status=status,
-                    output_data=output,
-                    error=error,
-                    completed_at=now,
-                    duration_ms=execution.duration_ms,
-                    input_tokens=execution.input_tokens,
-                    output_tokens=execution.output_tokens,
-                    cost_usd=execution.cost_usd,
-                )
-            )
+        await db.finish_execution(
+            execution.id,
+            status=status,
+            output_data=output,
+            error=error,
+            completed_at=now,
+            duration_ms=execution.duration_ms,
+            input_tokens=execution.input_tokens,
+            output_tokens=execution.output_tokens,
+            cost_usd=execution.cost_usd,
+        )
         if self.config.metrics_enabled:
             METRICS.runs.labels(execution.topology_type, str(status)).inc()
         return _result(execution)

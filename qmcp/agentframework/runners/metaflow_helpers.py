@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import update
 from sqlmodel import col
 
 from ...config import settings
@@ -408,28 +407,19 @@ async def _stop(db: Database, execution_id: uuid.UUID, error: Exception) -> None
         status, message = ExecutionStatus.FAILED, str(error)
     else:
         status, message = ExecutionStatus.FAILED, f"internal error: {type(error).__name__}: {error}"
-    async with db.sessions() as session, session.begin():
-        await session.exec(
-            update(Execution)
-            .where(col(Execution.id) == execution_id, col(Execution.status) == ExecutionStatus.RUNNING)
-            .values(status=status, error=message, completed_at=utcnow())
-        )
+    await db.finish_execution(execution_id, status=status, error=message, completed_at=utcnow())
 
 
 async def _add_usage(db: Database, execution_id: uuid.UUID, totals: Mapping[str, float]) -> None:
     """Add this step's tokens and cost; parallel `foreach` steps add theirs in the same row."""
     if not any(totals.values()):
         return
-    async with db.sessions() as session, session.begin():
-        await session.exec(
-            update(Execution)
-            .where(col(Execution.id) == execution_id)
-            .values(
-                input_tokens=col(Execution.input_tokens) + int(totals["input_tokens"]),
-                output_tokens=col(Execution.output_tokens) + int(totals["output_tokens"]),
-                cost_usd=col(Execution.cost_usd) + totals["cost_usd"],
-            )
-        )
+    await db.update_execution(
+        execution_id,
+        input_tokens=col(Execution.input_tokens) + int(totals["input_tokens"]),
+        output_tokens=col(Execution.output_tokens) + int(totals["output_tokens"]),
+        cost_usd=col(Execution.cost_usd) + totals["cost_usd"],
+    )
 
 
 async def _save_execution(topology_id: int | None, output: dict[str, Any], execution_id: str | None) -> None:
@@ -441,19 +431,15 @@ async def _save_execution(topology_id: int | None, output: dict[str, Any], execu
         execution = await db.get_execution(execution_id)
         if topology_id is not None and execution.topology_id != topology_id:
             raise InvalidConfigError(f"execution {execution.id} does not belong to topology {topology_id}")
-        async with db.sessions() as session, session.begin():
-            done = await session.exec(
-                update(Execution)
-                .where(col(Execution.id) == execution.id, col(Execution.status) == ExecutionStatus.RUNNING)
-                .values(
-                    status=ExecutionStatus.COMPLETED,
-                    output_data=output,
-                    error=None,
-                    completed_at=now,
-                    duration_ms=elapsed_ms(execution.started_at, now),
-                )
-            )
-        if done.rowcount == 0:
+        done = await db.finish_execution(
+            execution.id,
+            status=ExecutionStatus.COMPLETED,
+            output_data=output,
+            error=None,
+            completed_at=now,
+            duration_ms=elapsed_ms(execution.started_at, now),
+        )
+        if not done:
             raise RunCancelledError(
                 f"execution {execution.id} was cancelled while the flow ran; not completing it"
             )

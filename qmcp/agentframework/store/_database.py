@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import delete, func, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,10 +26,12 @@ from ..models import (
     TopologyMembership,
 )
 from ..models._agent import utcnow
-from ._engine import acquire_engine, ensure_schema, release_engine
+from ._engine import acquire_engine, ensure_schema, inline_engine, is_locked, release_engine
 from ._steps import SqlStepStore
 
 __all__ = ["Database"]
+
+T = TypeVar("T")
 
 
 class Database:
@@ -39,6 +42,7 @@ class Database:
         self.engine = acquire_engine(self.url)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self.steps = SqlStepStore(self.engine)
+        self._inline = inline_engine(self.url, self.engine)
 
     async def __aenter__(self) -> Self:
         await ensure_schema(self.engine)
@@ -47,6 +51,18 @@ class Database:
     async def __aexit__(self, *_exc: object) -> None:
         await self.steps.close()
         await release_engine(self.url, self.engine)
+
+    async def _write(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in a write transaction: in this thread on a free SQLite file, else on the engine."""
+        if self._inline is not None:
+            try:
+                with Session(self._inline, expire_on_commit=False) as session, session.begin():
+                    return work(session)
+            except OperationalError as error:
+                if not is_locked(error):
+                    raise
+        async with self.sessions() as session, session.begin():
+            return await session.run_sync(work)
 
     # -- agents -------------------------------------------------------------------------------
 
@@ -208,12 +224,25 @@ class Database:
     # -- executions ---------------------------------------------------------------------------
 
     async def add_execution(self, execution: Execution) -> None:
-        async with self.sessions() as session, session.begin():
-            session.add(execution)
+        await self._write(lambda session: session.add(execution))
 
     async def update_execution(self, execution_id: uuid.UUID, **values: Any) -> None:
-        async with self.sessions() as session, session.begin():
-            await session.exec(update(Execution).where(col(Execution.id) == execution_id).values(**values))
+        statement = update(Execution).where(col(Execution.id) == execution_id).values(**values)
+        await self._write(lambda session: session.connection().execute(statement))
+
+    async def finish_execution(self, execution_id: uuid.UUID, **values: Any) -> bool:
+        """Update a running execution (e.g. to its final status); False if it was not running.
+
+        Only a running execution is finished: a cancel from elsewhere, or a process that already
+        ended it, wins.
+        """
+        statement = (
+            update(Execution)
+            .where(col(Execution.id) == execution_id, col(Execution.status) == ExecutionStatus.RUNNING)
+            .values(**values)
+        )
+        result = await self._write(lambda session: session.connection().execute(statement))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def get_execution(self, execution_id: uuid.UUID | str) -> Execution:
         try:
