@@ -55,13 +55,15 @@ async def test_results_keep_their_order_and_step_failures_come_back_as_values(sc
     assert probe.most == (7 if isinstance(scheduler, ConcurrentScheduler) else 1)
 
 
-async def test_the_pool_has_spare_workers_to_fill_slots_freed_by_committing_steps():
-    """A worker whose step is committing holds no model slot: a spare one starts the next call."""
-    scheduler = ConcurrentScheduler(8)
+@pytest.mark.parametrize(("slots", "spares"), [(8, 3), (100, 16)])
+async def test_the_pool_has_spare_workers_to_fill_slots_freed_by_committing_steps(slots, spares):
+    """A worker whose step is committing holds no model slot: a spare one starts the next call.
+    Spares are a quarter of the slots (plus one), at most 16."""
+    scheduler = ConcurrentScheduler(slots)
     probe = _Probe(scheduler)
-    await scheduler.gather([probe.step(i) for i in range(40)])
-    assert probe.most == 8  # model calls in flight
-    assert probe.most_in_progress == 8 + 8 // 4 + 1  # steps in progress: one per worker
+    await scheduler.gather([probe.step(i) for i in range(3 * slots)])
+    assert probe.most == slots  # model calls in flight
+    assert probe.most_in_progress == slots + spares  # steps in progress: one per worker
 
 
 async def test_other_errors_propagate_after_every_step_has_run():
@@ -102,9 +104,14 @@ async def test_a_wide_ensemble_stays_within_max_concurrent(sqlite_url, agent, sc
 def test_the_older_heap_is_frozen_only_while_a_run_runs():
     before = gc.get_freeze_count()
     with older_heap_frozen():
-        assert gc.get_freeze_count() > before
+        frozen = gc.get_freeze_count()
+        assert frozen > before
         garbage: list[object] = []
         garbage.append(garbage)  # a cycle made during the run is still collected
         del garbage
         assert gc.collect() >= 1
+        kept = [[i] for i in range(1000)]  # the run's own objects: frozen once they survive
+        gc.collect(1)
+        assert gc.get_freeze_count() >= frozen + len(kept)
     assert gc.get_freeze_count() == 0
+    assert not [c for c in gc.callbacks if getattr(c, "__name__", "") == "refreeze"]  # removed after

@@ -1,26 +1,38 @@
-"""Keeping the garbage collector off the heap that existed before a run, while it runs."""
+"""Keeping the garbage collector off the heap that existed before a run, and off what the run keeps."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
 from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["older_heap_frozen"]
 
 
 @contextlib.contextmanager
 def older_heap_frozen() -> Iterator[None]:
-    """Exempt every object that exists now from garbage collection until the block ends.
+    """Exempt every object that exists now, and every object of the run that survives a
+    collection, from garbage collection until the block ends.
 
     Steps waiting on a model survive the young collections, so a large concurrent run promotes
     objects steadily and triggers full collections; each one walks every module, class and
-    function imported before the run (half the wall time of a 10,000-member ensemble).
-    `gc.freeze` moves that heap aside in constant time and `gc.unfreeze` puts it back, so
-    nothing leaks; overlapping runs in one process only share the benefit.
+    function imported before the run, and every step still in flight (measured: 0.5–0.7 s of a
+    2.4 s 10,000-member ensemble, in ten full collections). `gc.freeze` moves that heap aside in
+    constant time, before the run and again after each older-generation collection, and
+    `gc.unfreeze` puts it all back, so nothing leaks: reference counting still frees the run's
+    garbage at once, and only cycles that formed among objects already frozen wait for the end of
+    the run (peak RSS unchanged). Overlapping runs in one process only share the benefit.
     """
+
+    def refreeze(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop" and info["generation"] >= 1:
+            gc.freeze()
+
     gc.freeze()
+    gc.callbacks.append(refreeze)
     try:
         yield
     finally:
+        gc.callbacks.remove(refreeze)
         gc.unfreeze()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import operator
 import sqlite3
 import uuid
 from abc import ABC, abstractmethod
@@ -90,6 +91,8 @@ class MemoryStepStore(StepStore):
 
 
 _COLUMNS = [c.name for c in ExecutionStep.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+_row = operator.attrgetter(*_COLUMNS)
+"""A record's row as a tuple in `_COLUMNS` order, taken when it is saved (the record may change)."""
 
 
 @functools.cache
@@ -105,13 +108,21 @@ def _upsert(dialect_name: str) -> Any:
 
 
 @functools.cache
-def _sqlite_upsert() -> tuple[str, list[str], list[Any]]:
-    """The SQLite upsert as `sqlite3` runs it: SQL text, parameter order, value converters."""
+def _sqlite_upsert() -> tuple[str, list[int], list[tuple[int, Any]]]:
+    """The SQLite upsert as `sqlite3` runs it: SQL text, where each parameter is in a row, and
+    the converters of the parameters that need one (JSON, enums, datetimes)."""
     dialect = sqlite.dialect(**JSON_CODEC)
     compiled = _upsert("sqlite").compile(dialect=dialect, column_keys=_COLUMNS)
     names = list(compiled.positiontup)
     columns = ExecutionStep.__table__.columns  # type: ignore[attr-defined]
-    return str(compiled), names, [columns[name].type.bind_processor(dialect) for name in names]
+    converters = [
+        (position, columns[name].type.bind_processor(dialect)) for position, name in enumerate(names)
+    ]
+    return (
+        str(compiled),
+        [_COLUMNS.index(name) for name in names],
+        [(position, convert) for position, convert in converters if convert is not None],
+    )
 
 
 class SqlStepStore(StepStore):
@@ -127,7 +138,7 @@ class SqlStepStore(StepStore):
             if engine.dialect.name == "sqlite" and path not in (None, "", ":memory:")
             else None
         )
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def completed_steps(self, execution_id: uuid.UUID) -> dict[str, StepRecord]:
@@ -139,7 +150,7 @@ class SqlStepStore(StepStore):
         return {row["key"]: StepRecord(**dict(row)) for row in rows}
 
     async def save(self, record: StepRecord, *, batch: bool = False) -> None:
-        row = {name: getattr(record, name) for name in _COLUMNS}
+        row = _row(record)
         if not batch:
             await self._write([row])
             return
@@ -175,33 +186,32 @@ class SqlStepStore(StepStore):
                 if not future.done():
                     future.set_result(None)
 
-    async def _write(self, rows: list[dict[str, Any]]) -> None:
+    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
         """Commit `rows` in one transaction."""
         if self._sqlite is not None:
             await self._sqlite.write(rows)
         else:
             async with self._engine.begin() as conn:
-                await conn.execute(self._upsert, rows)
+                await conn.execute(self._upsert, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
 
 
 class _SqliteWriter:
     """Writes step rows with `sqlite3`: inline when the database is free, else from a thread."""
 
     def __init__(self, path: str) -> None:
-        self._sql, self._names, self._convert = _sqlite_upsert()
+        self._sql, self._order, self._convert = _sqlite_upsert()
         self._path = path
         self._inline: sqlite3.Connection | None = None
         self._waiting: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qmcp-steps")
 
-    async def write(self, rows: list[dict[str, Any]]) -> None:
-        params = [
-            tuple(
-                value if convert is None else convert(value)
-                for value, convert in zip(values, self._convert, strict=True)
-            )
-            for values in ([row[name] for name in self._names] for row in rows)
-        ]
+    async def write(self, rows: list[tuple[Any, ...]]) -> None:
+        params = []
+        for row in rows:
+            values = [row[index] for index in self._order]
+            for position, convert in self._convert:
+                values[position] = convert(values[position])
+            params.append(values)
         try:
             if self._inline is None:
                 self._inline = self._connect(busy_timeout_ms=0)
@@ -217,7 +227,7 @@ class _SqliteWriter:
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
-    def _commit(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
+    def _commit(self, conn: sqlite3.Connection, params: list[list[Any]]) -> None:
         try:
             conn.executemany(self._sql, params)
             conn.commit()
@@ -225,7 +235,7 @@ class _SqliteWriter:
             conn.rollback()
             raise
 
-    def _write_waiting(self, params: list[tuple[Any, ...]]) -> None:
+    def _write_waiting(self, params: list[list[Any]]) -> None:
         if self._waiting is None:
             self._waiting = self._connect(busy_timeout_ms=30_000)
         self._commit(self._waiting, params)
