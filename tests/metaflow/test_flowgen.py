@@ -504,6 +504,28 @@ def test_steps_that_call_no_model_never_import_pydantic_ai(sqlite_url, agent, mo
     assert (execution.status, execution.output_data) == (ExecutionStatus.COMPLETED, reference.output)
 
 
+_EXIT_HOOK = """
+import atexit, sys
+import metaflow  # registers exit hooks of its own
+from qmcp.agentframework.runners import metaflow_helpers as helpers
+
+before = atexit._ncallbacks()
+helpers._skip_final_collection()
+outside = atexit._ncallbacks() - before
+helpers._skip_final_collection.cache_clear()
+helpers._flow_run = lambda: "SomeFlow/1"
+helpers._skip_final_collection()
+helpers._skip_final_collection()
+print(outside, atexit._ncallbacks() - before)
+"""
+
+
+def test_a_metaflow_task_skips_the_last_garbage_collection_at_exit():
+    """Inside a flow run, once per task process; never in a process that is not a Metaflow task."""
+    done = subprocess.run([sys.executable, "-c", _EXIT_HOOK], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "1"]
+
+
 def test_invoke_agent_one_off_as_in_the_seed(agent):
     reply = helpers.invoke_agent(agent("parser", "analyst").definition(), {"prompt": "Parse this"})
     assert reply["output"].startswith("Analysis: Parse this") and reply["error"] is None
