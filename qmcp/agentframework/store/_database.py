@@ -139,7 +139,7 @@ class Database:
         """
         for attempt in range(5):
             try:
-                return await self._save_team(topology, agents)
+                return await self._write(lambda session: _save_team(session, topology, agents))
             except IntegrityError:
                 # Another writer stored the same names between our select and our insert: its
                 # rows are there now, so the next attempt updates them instead.
@@ -147,79 +147,8 @@ class Database:
                     raise
         raise AssertionError("unreachable")
 
-    async def _save_team(
-        self, topology: Topology, agents: Mapping[str, AgentType]
-    ) -> tuple[Topology, dict[str, AgentType]]:
-        async with self.sessions() as session, session.begin():
-            if self.engine.dialect.name == "postgresql":
-                # Team saves read then write several tables: one at a time across all processes.
-                await session.exec(text("SELECT pg_advisory_xact_lock(7170001)"))
-            unique = {agent.name: agent for agent in agents.values()}
-            by_name = await self._upsert_agents(session, list(unique.values()))
-            stored = await self._upsert_topology(session, topology)
-            assert stored.id is not None
-            wanted = [
-                (slot, by_name[agent.name].id, position)
-                for position, (slot, agent) in enumerate(agents.items())
-            ]
-            current = (
-                await session.exec(
-                    select(
-                        TopologyMembership.slot_name, TopologyMembership.agent_id, TopologyMembership.position
-                    )
-                    .where(TopologyMembership.topology_id == stored.id)
-                    .order_by(col(TopologyMembership.position))
-                )
-            ).all()
-            if [tuple(row) for row in current] != wanted:
-                await session.exec(
-                    delete(TopologyMembership).where(col(TopologyMembership.topology_id) == stored.id)
-                )
-                await session.flush()
-                session.add_all(
-                    TopologyMembership(
-                        topology_id=stored.id, agent_id=agent_id, slot_name=slot, position=position
-                    )
-                    for slot, agent_id, position in wanted
-                )
-        return stored, {slot: by_name[agent.name] for slot, agent in agents.items()}
-
     async def save_agent(self, agent: AgentType) -> AgentType:
-        async with self.sessions() as session, session.begin():
-            return (await self._upsert_agents(session, [agent]))[agent.name]
-
-    @staticmethod
-    async def _upsert_agents(session: AsyncSession, agents: list[AgentType]) -> dict[str, AgentType]:
-        """Insert new agents and update changed ones, by name, with one select and one flush."""
-        names = [agent.name for agent in agents]
-        stored = {
-            a.name: a
-            for a in (await session.exec(select(AgentType).where(col(AgentType.name).in_(names)))).all()
-        }
-        for agent in agents:
-            existing = stored.get(agent.name)
-            if existing is None:
-                stored[agent.name] = AgentType(**agent.definition())
-                session.add(stored[agent.name])
-            elif existing.definition() != agent.definition():
-                for field, value in agent.definition().items():
-                    setattr(existing, field, value)
-                existing.updated_at = utcnow()
-        await session.flush()
-        return stored
-
-    @staticmethod
-    async def _upsert_topology(session: AsyncSession, topology: Topology) -> Topology:
-        stored = (await session.exec(select(Topology).where(Topology.name == topology.name))).first()
-        if stored is None:
-            stored = Topology(**topology.definition())
-            session.add(stored)
-        elif stored.definition() != topology.definition():
-            for field, value in topology.definition().items():
-                setattr(stored, field, value)
-            stored.updated_at = utcnow()
-        await session.flush()
-        return stored
+        return await self._write(lambda session: _upsert_agents(session, [agent])[agent.name])
 
     # -- executions ---------------------------------------------------------------------------
 
@@ -332,3 +261,63 @@ class Database:
                 .where(col(HumanRequest.id) == request_id, col(HumanRequest.status) == "pending")
                 .values(status="timed_out", answered_at=utcnow())
             )
+
+
+# -- team writes, run by `Database._write` in this thread (SQLite) or on the engine's ------------------
+
+
+def _save_team(
+    session: Session, topology: Topology, agents: Mapping[str, AgentType]
+) -> tuple[Topology, dict[str, AgentType]]:
+    if session.get_bind().dialect.name == "postgresql":
+        # Team saves read then write several tables: one at a time across all processes.
+        session.execute(text("SELECT pg_advisory_xact_lock(7170001)"))
+    unique = {agent.name: agent for agent in agents.values()}
+    by_name = _upsert_agents(session, list(unique.values()))
+    stored = _upsert_topology(session, topology)
+    assert stored.id is not None
+    ids = {name: agent.id for name, agent in by_name.items()}
+    wanted = [(slot, ids[agent.name], position) for position, (slot, agent) in enumerate(agents.items())]
+    current = session.execute(
+        select(TopologyMembership.slot_name, TopologyMembership.agent_id, TopologyMembership.position)
+        .where(TopologyMembership.topology_id == stored.id)
+        .order_by(col(TopologyMembership.position))
+    ).all()
+    if [tuple(row) for row in current] != wanted:
+        session.execute(delete(TopologyMembership).where(col(TopologyMembership.topology_id) == stored.id))
+        session.flush()
+        session.add_all(
+            TopologyMembership(topology_id=stored.id, agent_id=agent_id, slot_name=slot, position=position)
+            for slot, agent_id, position in wanted
+        )
+    return stored, {slot: by_name[agent.name] for slot, agent in agents.items()}
+
+
+def _upsert_agents(session: Session, agents: list[AgentType]) -> dict[str, AgentType]:
+    """Insert new agents and update changed ones, by name, with one select and one flush."""
+    names = [agent.name for agent in agents]
+    stored = {a.name: a for a in session.scalars(select(AgentType).where(col(AgentType.name).in_(names)))}
+    for agent in agents:
+        existing = stored.get(agent.name)
+        if existing is None:
+            stored[agent.name] = AgentType(**agent.definition())
+            session.add(stored[agent.name])
+        elif existing.definition() != agent.definition():
+            for field, value in agent.definition().items():
+                setattr(existing, field, value)
+            existing.updated_at = utcnow()
+    session.flush()
+    return stored
+
+
+def _upsert_topology(session: Session, topology: Topology) -> Topology:
+    stored = session.scalars(select(Topology).where(Topology.name == topology.name)).first()
+    if stored is None:
+        stored = Topology(**topology.definition())
+        session.add(stored)
+    elif stored.definition() != topology.definition():
+        for field, value in topology.definition().items():
+            setattr(stored, field, value)
+        stored.updated_at = utcnow()
+    session.flush()
+    return stored
