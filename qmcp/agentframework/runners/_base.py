@@ -11,7 +11,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ...config import settings
 from ...observability import METRICS, get_logger, log_context, step_tracer, tracer
@@ -25,7 +25,9 @@ from ._config import RunConfig, RunResult
 from ._heap import older_heap_frozen
 from ._team import collect_teams, prepare_team
 
-__all__ = ["BaseRunner", "RunnerRegistry", "runner"]
+__all__ = ["BaseRunner", "RunnerRegistry", "runner", "step_context", "stopped"]
+
+C = TypeVar("C", bound=StepContext)
 
 EventHandler = Callable[[StepEvent], None]
 
@@ -149,23 +151,15 @@ class BaseRunner:
     ) -> RunResult:
         topology = Topology.model_validate(execution.topology_snapshot)
         implementation = TopologyRegistry.create(topology.topology_type, topology.config)
-        ctx = StepContext(
-            execution_id=execution.id,
-            agents=agents,
-            store=db.steps,
-            completed=completed,
+        ctx = step_context(
+            db,
+            execution,
+            agents,
+            completed,
+            self.config,
             scheduler=self.scheduler(),
-            retry=RetryPolicy(
-                enabled=self.config.retry_on_failure,
-                max_retries=self.config.max_retries,
-                base_delay=self.config.retry_backoff_seconds,
-            ),
             model_override=self.model_override,
-            checkpoint_enabled=self.config.checkpoint_enabled,
             on_event=self._observe,
-            resources=RunResources(db=db),
-            teams=execution.teams_snapshot,
-            tracer=step_tracer(self.config.trace_enabled),
         )
         log = get_logger(level=self.config.log_level)
         self._log = log
@@ -211,15 +205,10 @@ class BaseRunner:
                 )
                 await asyncio.shield(self._finish(db, execution, ctx, status, None, error, started))
                 raise
-            except ExecutionPaused as paused:
-                status, error = ExecutionStatus.PAUSED, str(paused)
-            except HumanRejectedError as rejected:
-                status, error = ExecutionStatus.CANCELLED, str(rejected)
-            except QmcpError as failure:
-                error = str(failure)
-            except Exception as failure:  # a bug in topology or user code: record it, don't crash the caller
-                log.exception("run.internal_error")
-                error = f"internal error: {type(failure).__name__}: {failure}"
+            except Exception as failure:
+                if not isinstance(failure, QmcpError):  # a bug in topology or user code: record it
+                    log.exception("run.internal_error")
+                status, error = stopped(failure)
             finally:
                 self._running.pop(execution.id, None)
             result = await self._finish(db, execution, ctx, status, output, error, started)
@@ -271,6 +260,54 @@ class BaseRunner:
                 METRICS.step_latency.observe(event.latency_ms / 1000)
         if self.on_event is not None:
             self.on_event(event)
+
+
+def step_context(
+    db: Database,
+    execution: Execution,
+    agents: Mapping[str, AgentType],
+    completed: dict[str, StepRecord],
+    config: RunConfig,
+    *,
+    scheduler: Scheduler,
+    model_override: str | None,
+    context_class: type[C] = StepContext,  # type: ignore[assignment]
+    **extra: Any,
+) -> C:
+    """The `StepContext` an attempt at `execution` gives its topology code, as `config` asks.
+
+    Every runner's attempt and every Metaflow step of a generated flow build it here, so that
+    retries, checkpoints, tracing and resources cannot differ between them.
+    """
+    return context_class(
+        execution_id=execution.id,
+        agents=agents,
+        store=db.steps,
+        completed=completed,
+        scheduler=scheduler,
+        retry=RetryPolicy(
+            enabled=config.retry_on_failure,
+            max_retries=config.max_retries,
+            base_delay=config.retry_backoff_seconds,
+        ),
+        model_override=model_override,
+        checkpoint_enabled=config.checkpoint_enabled,
+        resources=RunResources(db=db),
+        teams=execution.teams_snapshot,
+        tracer=step_tracer(config.trace_enabled),
+        **extra,
+    )
+
+
+def stopped(error: Exception) -> tuple[ExecutionStatus, str]:
+    """The status and message an execution ends with when its topology code raises `error`."""
+    if isinstance(error, ExecutionPaused):
+        return ExecutionStatus.PAUSED, str(error)
+    if isinstance(error, HumanRejectedError):
+        return ExecutionStatus.CANCELLED, str(error)
+    if isinstance(error, QmcpError):
+        return ExecutionStatus.FAILED, str(error)
+    return ExecutionStatus.FAILED, f"internal error: {type(error).__name__}: {error}"
 
 
 def _result(execution: Execution) -> RunResult:

@@ -32,24 +32,18 @@ from typing import Any, Literal, TypeVar
 from sqlmodel import col
 
 from ...config import settings
-from ...observability import step_tracer
 from ..errors import (
-    ExecutionPaused,
-    HumanRejectedError,
     InvalidConfigError,
     ModelError,
-    QmcpError,
     RunCancelledError,
     RunError,
     StepFailedError,
     UserInputError,
 )
-from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
 from ..models._agent import utcnow
 from ..store import Database, MemoryStepStore, StepRecord
 from ..topologies import (
-    RetryPolicy,
     Scheduler,
     StepContext,
     StepResult,
@@ -58,7 +52,7 @@ from ..topologies import (
     determine_consensus,
     input_text,
 )
-from ._base import BaseRunner, _result
+from ._base import BaseRunner, _result, step_context, stopped
 from ._config import RunConfig, RunResult
 
 __all__ = [
@@ -257,22 +251,15 @@ async def _advance(
         failures = {r["key"]: r["error"] for r in after if r.get("error") and r.get("run") == run}
         retried = {r["key"] for r in after if r.get("error") and r.get("run") != run}
         topology = Topology.model_validate(execution.topology_snapshot)
-        ctx = _FlowStepContext(
-            execution_id=execution.id,
-            agents={slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()},
-            store=db.steps,
-            completed=await db.steps.completed_steps(execution.id),
+        ctx = step_context(
+            db,
+            execution,
+            {slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()},
+            await db.steps.completed_steps(execution.id),
+            config,
             scheduler=_FlowScheduler(),
-            retry=RetryPolicy(
-                enabled=config.retry_on_failure,
-                max_retries=config.max_retries,
-                base_delay=config.retry_backoff_seconds,
-            ),
             model_override=config.model_override or settings().model_override,
-            checkpoint_enabled=config.checkpoint_enabled,
-            resources=RunResources(db=db),
-            teams=execution.teams_snapshot,
-            tracer=step_tracer(config.trace_enabled),
+            context_class=_FlowStepContext,
             owned=None if owned is None else {*owned, *retried},
             failures=failures,
         )
@@ -402,14 +389,7 @@ async def _attach(db: Database, execution_id: str | uuid.UUID, run: str | None) 
 
 async def _stop(db: Database, execution_id: uuid.UUID, error: Exception) -> None:
     """Record why a flow step stopped the execution, as the in-process runners do."""
-    if isinstance(error, ExecutionPaused):
-        status, message = ExecutionStatus.PAUSED, str(error)
-    elif isinstance(error, HumanRejectedError):
-        status, message = ExecutionStatus.CANCELLED, str(error)
-    elif isinstance(error, QmcpError):
-        status, message = ExecutionStatus.FAILED, str(error)
-    else:
-        status, message = ExecutionStatus.FAILED, f"internal error: {type(error).__name__}: {error}"
+    status, message = stopped(error)
     await db.finish_execution(execution_id, status=status, error=message, completed_at=utcnow())
 
 
