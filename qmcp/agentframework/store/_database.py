@@ -302,10 +302,8 @@ def _upsert_agents(session: Session, agents: list[AgentType]) -> dict[str, Agent
         if existing is None:
             stored[agent.name] = AgentType(**agent.definition())
             session.add(stored[agent.name])
-        elif existing.definition() != agent.definition():
-            for field, value in agent.definition().items():
-                setattr(existing, field, value)
-            existing.updated_at = utcnow()
+        else:
+            _redefine(existing, agent.definition())
     session.flush()
     return stored
 
@@ -315,9 +313,15 @@ def _upsert_topology(session: Session, topology: Topology) -> Topology:
     if stored is None:
         stored = Topology(**topology.definition())
         session.add(stored)
-    elif stored.definition() != topology.definition():
-        for field, value in topology.definition().items():
-            setattr(stored, field, value)
-        stored.updated_at = utcnow()
+    else:
+        _redefine(stored, topology.definition())
     session.flush()
     return stored
+
+
+def _redefine(stored: AgentType | Topology, definition: dict[str, Any]) -> None:
+    """Give a stored row the definition it is saved with now, if that differs (`kubectl apply`)."""
+    if stored.definition() != definition:
+        for field, value in definition.items():
+            setattr(stored, field, value)
+        stored.updated_at = utcnow()
