@@ -83,20 +83,25 @@ class Models:
     TEST = _m("test", "test", "qmcp offline test model", 1_000_000, 4096, 0.0, 0.0)
 
     _registry: ClassVar[dict[str, ModelConfig]] = {}
+    _by_name: ClassVar[dict[str, ModelConfig]] = {}  # the first registered of each bare name
 
     @classmethod
     def register(cls, config: ModelConfig) -> ModelConfig:
         """Add (or replace) a model so that its string resolves to its prices and limits."""
         cls._registry[config.model_string] = config
+        cls._by_name = {}
+        for registered in cls._registry.values():
+            cls._by_name.setdefault(registered.name, registered)
         return config
 
     @classmethod
     def get(cls, model: str) -> ModelConfig | None:
-        """The registered config for a `provider:name` (or bare name) string, if any."""
-        if model in cls._registry:
-            return cls._registry[model]
-        bare = model.split(":", 1)[-1]
-        return next((c for c in cls._registry.values() if c.name == bare), None)
+        """The registered config for a `provider:name` (or bare name) string, if any.
+
+        Looked up on every model call (for its price), so by dictionary only.
+        """
+        found = cls._registry.get(model)
+        return found if found is not None else cls._by_name.get(model.split(":", 1)[-1])
 
     @classmethod
     def all(cls) -> list[ModelConfig]:

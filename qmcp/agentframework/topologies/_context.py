@@ -456,7 +456,8 @@ class StepContext:
             on_retry=on_retry,
         )
         mc.tool_calls.extend(reply.tool_calls)
-        return dataclasses.replace(reply, attempts=attempts)
+        # `dataclasses.replace` inspects the fields on every call: skip it for the usual first try
+        return reply if attempts == 1 else dataclasses.replace(reply, attempts=attempts)
 
     def _account(self, record: StepRecord, replies: Sequence[ModelReply]) -> None:
         record.input_tokens = sum(r.input_tokens for r in replies)
