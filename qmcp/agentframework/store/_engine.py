@@ -15,7 +15,7 @@ from collections import OrderedDict
 from typing import Any
 
 import pydantic_core
-from sqlalchemy import Engine, SingletonThreadPool, event, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -147,8 +147,7 @@ def inline_engine(url: str, engine: AsyncEngine) -> Engine | None:
     if inline is None:
         inline = _inline_engines[url] = create_sync_engine(
             engine.url.set(drivername="sqlite"),
-            connect_args={"timeout": 0, "check_same_thread": False},
-            poolclass=SingletonThreadPool,  # one connection per thread that runs an event loop
+            connect_args={"timeout": 0, "check_same_thread": False},  # pooled, used by one thread at a time
             **JSON_CODEC,
         )
         event.listen(inline, "connect", _inline_pragmas)
