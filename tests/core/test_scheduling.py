@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
+import weakref
 
 import pytest
 
 from qmcp.agentframework.errors import NonDeterminismError, PermanentModelError, StepFailedError
 from qmcp.agentframework.models import EnsembleConfig, ExecutionStatus, Topology, TopologyType
-from qmcp.agentframework.runners import AsyncRunner
+from qmcp.agentframework.runners import AsyncRunner, _heap
 from qmcp.agentframework.runners._heap import older_heap_frozen
 from qmcp.agentframework.topologies import ConcurrentScheduler, Scheduler
 
@@ -55,10 +56,10 @@ async def test_results_keep_their_order_and_step_failures_come_back_as_values(sc
     assert probe.most == (7 if isinstance(scheduler, ConcurrentScheduler) else 1)
 
 
-@pytest.mark.parametrize(("slots", "spares"), [(8, 3), (100, 16)])
+@pytest.mark.parametrize(("slots", "spares"), [(1, 0), (8, 2), (100, 16)])
 async def test_the_pool_has_spare_workers_to_fill_slots_freed_by_committing_steps(slots, spares):
     """A worker whose step is committing holds no model slot: a spare one starts the next call.
-    Spares are a quarter of the slots (plus one), at most 16."""
+    Spares are a quarter of the slots, at most 16."""
     scheduler = ConcurrentScheduler(slots)
     probe = _Probe(scheduler)
     await scheduler.gather([probe.step(i) for i in range(3 * slots)])
@@ -115,3 +116,29 @@ def test_the_older_heap_is_frozen_only_while_a_run_runs():
         assert gc.get_freeze_count() >= frozen + len(kept)
     assert gc.get_freeze_count() == 0
     assert not [c for c in gc.callbacks if getattr(c, "__name__", "") == "refreeze"]  # removed after
+
+
+def test_a_long_run_still_collects_the_cycles_it_frees(monkeypatch):
+    """Frozen survivors that become cyclic garbage are reclaimed by the full collection let
+    through once the run has frozen `_REFREEZES` times, not only when the run ends."""
+
+    class Node:
+        pass
+
+    monkeypatch.setattr(_heap, "_REFREEZES", 3)
+    gc.disable()  # only the collections below, counted
+    try:
+        with older_heap_frozen():
+            node = Node()
+            node.self = node  # type: ignore[attr-defined]
+            freed = weakref.ref(node)
+            gc.collect(1)  # the node survives and is frozen (1)
+            del node
+            gc.collect()  # frozen: not collected (2)
+            assert freed() is not None
+            gc.collect(1)  # (3): the last refreeze
+            gc.collect(1)  # unfreezes for the next full collection
+            gc.collect()
+            assert freed() is None
+    finally:
+        gc.enable()

@@ -158,3 +158,23 @@ async def test_execution_writes_wait_for_a_sqlite_file_another_process_is_writin
         assert await db.finish_execution(execution.id, error="late") is False  # no longer running
         stored = await db.get_execution(execution.id)
     assert (stored.status, stored.error) == (ExecutionStatus.COMPLETED, None)
+
+
+async def test_json_columns_store_what_the_json_module_stores(sqlite_url):
+    """pydantic-core encodes JSON columns; what it refuses (lone surrogates, deep nesting), or
+    cannot read back (such rows written by earlier versions), goes through `json` instead."""
+    deep: dict[str, object] = {}
+    current = deep
+    for _ in range(300):
+        current["x"] = {}
+        current = current["x"]  # type: ignore[assignment]
+    async with Database(sqlite_url) as db:
+        execution = Execution(
+            topology_name="t", topology_type="pipeline", input_data={"p": "\ud83d", "deep": deep}
+        )
+        await db.add_execution(execution)
+        await db.steps.save(StepRecord(execution.id, "k", "s", "agent", "test", output={"x": "\ud83d"}))
+        stored = await db.get_execution(execution.id)
+        steps = await db.steps.completed_steps(execution.id)
+    assert stored.input_data == {"p": "\ud83d", "deep": deep}
+    assert steps["k"].output == {"x": "\ud83d"}

@@ -24,7 +24,7 @@ __all__ = [
     "unregister_model",
 ]
 
-ModelFactory: TypeAlias = "Callable[[str], Model]"
+ModelFactory: TypeAlias = Callable[[str], "Model"]
 """Builds a model for an agent role; registered under a model string with `register_model`."""
 
 OPENAI_COMPATIBLE_PROVIDERS = {

@@ -89,9 +89,10 @@ class Models:
     def register(cls, config: ModelConfig) -> ModelConfig:
         """Add (or replace) a model so that its string resolves to its prices and limits."""
         cls._registry[config.model_string] = config
-        cls._by_name = {}
+        by_name: dict[str, ModelConfig] = {}
         for registered in cls._registry.values():
-            cls._by_name.setdefault(registered.name, registered)
+            by_name.setdefault(registered.name, registered)
+        cls._by_name = by_name  # one assignment: a concurrent `get` sees the old index or the new
         return config
 
     @classmethod

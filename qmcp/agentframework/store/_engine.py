@@ -10,6 +10,7 @@ because compiling its statements again cost every run about 10 ms.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections import OrderedDict
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 _BUSY_TIMEOUT_MS = 30_000
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # primary result codes: another connection holds the lock
 _schema_ready: set[str] = set()
 
 _in_use: dict[tuple[str, int], list[Any]] = {}  # (url, event loop) -> [engine, users]
@@ -47,21 +49,32 @@ _IDLE_PER_URL = 4  # idle engines kept per URL (one per event loop that used it 
 
 
 def _json_text(value: Any) -> str:
-    return pydantic_core.to_json(value).decode()
+    try:
+        return pydantic_core.to_json(value).decode()
+    except ValueError:  # lone surrogates, very deep nesting: what `json` writes, it writes
+        return json.dumps(value)
 
 
-JSON_CODEC: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": pydantic_core.from_json}
+def _json_value(text: str | bytes) -> Any:
+    try:
+        return pydantic_core.from_json(text)
+    except ValueError:  # escaped lone surrogates (rows written by `json`), nesting beyond 200 levels
+        return json.loads(text)
+
+
+JSON_CODEC: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": _json_value}
 """How JSON columns are written and read: pydantic-core's encoder is 3–7× faster than `json`'s,
-and every step row, agent snapshot and run output goes through it."""
+and every step row, agent snapshot and run output goes through it; `json` takes what it refuses."""
+
+
+def is_locked(error: BaseException) -> bool:
+    """Whether a SQLite error (or SQLAlchemy's wrapping of one) is another connection's lock."""
+    code = getattr(getattr(error, "orig", error), "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
-
-
-def is_locked(error: BaseException) -> bool:
-    """Whether a SQLite error is another connection holding the write lock (worth waiting for)."""
-    return "locked" in str(error) or "busy" in str(error)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -132,7 +132,8 @@ class ConcurrentScheduler(Scheduler):
         Not one task per step: a 10,000-member ensemble would otherwise start 10,000 tasks
         that mostly wait on the semaphore, each holding a started frame, a future and its
         state in memory and in every garbage collection (measured: about 15 % slower). The
-        spares (a quarter more, at most 16) take a model slot while other workers commit their
+        spares (a quarter more, at most 16; none below 4 slots, so one slot
+        means one step at a time) take a model slot while other workers commit their
         finished steps, which a step does outside its slot: a 200-member ensemble runs 1 %
         faster. More would wait on the semaphore, whose waiter queue is scanned on every
         release (asyncio's, 3.11): 250 spares made a 10,000-member ensemble 10 % slower.
@@ -148,7 +149,7 @@ class ConcurrentScheduler(Scheduler):
                     results[index] = error
 
         try:
-            workers = min(self.max_concurrent + min(self.max_concurrent // 4 + 1, 16), len(aws))
+            workers = min(self.max_concurrent + min(self.max_concurrent // 4, 16), len(aws))
             await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             for _, aw in queue:  # cancelled: close the steps that never started
