@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import delete, func, text, update
+from sqlalchemy import Executable, delete, func, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
@@ -63,6 +63,11 @@ class Database:
                     raise
         async with self.sessions() as session, session.begin():
             return await session.run_sync(work)
+
+    async def _execute(self, statement: Executable) -> int:
+        """Run one write statement in a transaction of its own; returns the rows it touched."""
+        result = await self._write(lambda session: session.connection().execute(statement))
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     # -- agents -------------------------------------------------------------------------------
 
@@ -156,8 +161,7 @@ class Database:
         await self._write(lambda session: session.add(execution))
 
     async def update_execution(self, execution_id: uuid.UUID, **values: Any) -> None:
-        statement = update(Execution).where(col(Execution.id) == execution_id).values(**values)
-        await self._write(lambda session: session.connection().execute(statement))
+        await self._execute(update(Execution).where(col(Execution.id) == execution_id).values(**values))
 
     async def finish_execution(self, execution_id: uuid.UUID, **values: Any) -> bool:
         """Update a running execution (e.g. to its final status); False if it was not running.
@@ -165,13 +169,13 @@ class Database:
         Only a running execution is finished: a cancel from elsewhere, or a process that already
         ended it, wins.
         """
-        statement = (
-            update(Execution)
-            .where(col(Execution.id) == execution_id, col(Execution.status) == ExecutionStatus.RUNNING)
-            .values(**values)
+        return bool(
+            await self._execute(
+                update(Execution)
+                .where(col(Execution.id) == execution_id, col(Execution.status) == ExecutionStatus.RUNNING)
+                .values(**values)
+            )
         )
-        result = await self._write(lambda session: session.connection().execute(statement))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def get_execution(self, execution_id: uuid.UUID | str) -> Execution:
         try:
@@ -209,8 +213,7 @@ class Database:
     # -- human requests -----------------------------------------------------------------------
 
     async def add_human_request(self, request: HumanRequest) -> None:
-        async with self.sessions() as session, session.begin():
-            session.add(request)
+        await self._write(lambda session: session.add(request))
 
     async def find_human_request(self, execution_id: uuid.UUID, key: str) -> HumanRequest | None:
         query = select(HumanRequest).where(HumanRequest.execution_id == execution_id, HumanRequest.key == key)
@@ -246,21 +249,19 @@ class Database:
             raise InvalidConfigError(f"human request {request.id} was already {request.status}")
         if request.options and response not in request.options:
             raise InvalidConfigError(f"answer one of: {', '.join(request.options)} (got {response!r})")
-        async with self.sessions() as session, session.begin():
-            await session.exec(
-                update(HumanRequest)
-                .where(col(HumanRequest.id) == request.id)
-                .values(status="answered", response=response, answered_at=utcnow())
-            )
+        await self._execute(
+            update(HumanRequest)
+            .where(col(HumanRequest.id) == request.id)
+            .values(status="answered", response=response, answered_at=utcnow())
+        )
         return await self.get_human_request(request.id)
 
     async def expire_human_request(self, request_id: uuid.UUID) -> None:
-        async with self.sessions() as session, session.begin():
-            await session.exec(
-                update(HumanRequest)
-                .where(col(HumanRequest.id) == request_id, col(HumanRequest.status) == "pending")
-                .values(status="timed_out", answered_at=utcnow())
-            )
+        await self._execute(
+            update(HumanRequest)
+            .where(col(HumanRequest.id) == request_id, col(HumanRequest.status) == "pending")
+            .values(status="timed_out", answered_at=utcnow())
+        )
 
 
 # -- team writes, run by `Database._write` in this thread (SQLite) or on the engine's ------------------
