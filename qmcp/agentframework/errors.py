@@ -4,16 +4,20 @@
   The CLI prints these as one line without a traceback.
 * `ModelError` — the model or its provider failed. `TransientModelError` is retried with
   backoff; `PermanentModelError` fails the step at once.
-* `RunError` — the run itself ended abnormally (timeout, cancellation, non-determinism).
+* `RunError` — the run itself ended abnormally (timeout, cancellation, non-determinism, another
+  process owning the execution, the database failing under it).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "DatabaseUnavailableError",
+    "ExecutionBusyError",
     "ExecutionPaused",
     "HumanRejectedError",
     "HumanTimeoutError",
     "InvalidConfigError",
+    "LeaseLostError",
     "MalformedOutputError",
     "MissingAPIKeyError",
     "MissingSlotError",
@@ -28,6 +32,7 @@ __all__ = [
     "RunError",
     "RunTimeoutError",
     "StepFailedError",
+    "StorageError",
     "TransientModelError",
     "UnknownModelError",
     "UserInputError",
@@ -68,6 +73,10 @@ class NotFoundError(UserInputError):
 
 class MixinError(UserInputError):
     """A capability (mixin) is unknown, misconfigured or has circular dependencies."""
+
+
+class DatabaseUnavailableError(UserInputError):
+    """The database URL cannot work: a missing directory, a read-only file, not a database, no server."""
 
 
 class ModelError(QmcpError):
@@ -113,6 +122,18 @@ class RunTimeoutError(RunError, TimeoutError):
 
 class RunCancelledError(RunError):
     """The run was cancelled; it stays resumable."""
+
+
+class ExecutionBusyError(RunError):
+    """Another live process owns the execution (holds its lease); wait for it or take it over."""
+
+
+class LeaseLostError(RunError):
+    """This process no longer owns the execution: it stops before its next model call and writes nothing."""
+
+
+class StorageError(RunError):
+    """The database failed under a running execution (disk full, file-size limit, connection lost)."""
 
 
 class NonDeterminismError(RunError):

@@ -120,7 +120,10 @@ def demo(
         if not json_output:
             console.print(f"\n[bold]{topology['name']}[/bold]: {topology['description']}", soft_wrap=True)
         request = RunRequest(
-            topology_name=topology["name"], slots=slot_models(agents, state.model), runner_type=runner
+            topology_name=topology["name"],
+            slots=slot_models(agents, state.model),
+            runner_type=runner,
+            config={"model_override": state.model},
         )
         outcome = execute(state, request, _starter(topology, agents, prompt), json_output=json_output)
         outcomes.append(outcome)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -18,6 +19,7 @@ from ._output import (
     format_when,
     print_json,
     print_table,
+    stderr,
     stdout,
 )
 from ._run import RunRequest, execute, exit_code, print_outcome, run_config, slot_models
@@ -66,7 +68,11 @@ def list_executions(
     wanted = _parse_status(status) if status is not None else None
 
     async def fetch() -> list[Execution]:
+        from qmcp.agentframework.models import ExecutionStatus
+
         async with open_database(state) as db:
+            # Runs whose owner is gone show as interrupted, not as running forever.
+            await db.executions.reap(await db.list_executions(status=ExecutionStatus.RUNNING, limit=10_000))
             return await db.list_executions(status=wanted, topology_name=topology, limit=limit)
 
     executions = asyncio.run(fetch())
@@ -91,6 +97,13 @@ def list_executions(
         ],
         empty="no executions; run a topology with: qmcp agents topologies run NAME --input-json '{...}'",
     )
+    for execution in executions:
+        if str(execution.status) == "interrupted":
+            stdout().print(
+                f"{execution.id} was interrupted (its process is gone); resume it with: "
+                f"{state.command('executions', 'resume', str(execution.id))}",
+                soft_wrap=True,
+            )
 
 
 def _summary(execution: Execution) -> dict[str, Any]:
@@ -111,7 +124,7 @@ def show_execution(
 
     async def fetch() -> tuple[Execution, Sequence[ExecutionStep]]:
         async with open_database(state) as db:
-            execution = await db.get_execution(execution_id)
+            (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
             return execution, await db.list_steps(execution.id)
 
     execution, steps = asyncio.run(fetch())
@@ -129,9 +142,35 @@ def show_execution(
         ("cost", format_cost(execution.cost_usd)),
         ("input", excerpt(json.dumps(execution.input_data, ensure_ascii=False), 120)),
     ]
+    if execution.owner_token is not None:
+        rows.append(
+            (
+                "owner",
+                f"pid {execution.owner_pid} on {execution.owner_host}, lease until "
+                f"{format_when(execution.lease_until)}",
+            )
+        )
+    if execution.run_config.get("model_override"):
+        rows.append(("model", f"{execution.run_config['model_override']} (every agent)"))
     if execution.error:
         rows.append(("error", execution.error))
     print_table(f"execution {execution.id}", ["Field", "Value"], rows)
+    if len(execution.history) > 1:
+        print_table(
+            "attempts",
+            ["Attempt", "Started", "By", "Runner", "Changes"],
+            [
+                (
+                    entry.get("attempt"),
+                    format_when(_parse_when(entry.get("at"))),
+                    entry.get("by", "") + (" (forced)" if entry.get("forced") else ""),
+                    entry.get("runner", ""),
+                    "; ".join(f"{k}: {v[0]} → {v[1]}" for k, v in (entry.get("changes") or {}).items())
+                    + (f" took over from {entry['took_over_from']}" if entry.get("took_over_from") else ""),
+                )
+                for entry in execution.history
+            ],
+        )
     print_table(
         "steps",
         ["Key", "Slot", "Agent", "Model", "Status", "Tokens", "Cost", "Latency", "Output"],
@@ -155,33 +194,94 @@ def show_execution(
     if answer:
         stdout().print("[bold]output[/bold]")
         stdout().print(answer, markup=False)
+    if execution.status.is_resumable and str(execution.status) not in ("running", "paused"):
+        stdout().print(
+            f"resume it with: {state.command('executions', 'resume', str(execution.id))}", soft_wrap=True
+        )
+
+
+def _parse_when(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+_AGENTS_OWN = "(the agents' own)"
 
 
 @executions_app.command("resume")
 def resume_execution(
     ctx: typer.Context,
     execution_id: Annotated[str, typer.Argument(metavar="ID", help="The execution id (a UUID).")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another process runs it, wait for that process to stop.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Take it over from the process running it (recorded).")
+    ] = False,
     runner: Annotated[
-        str | None, typer.Option("--runner", help="Resume on another runner [default: the one it ran on].")
+        str | None,
+        typer.Option("--runner", help="Continue on another runner (recorded) [default: the one it ran on]."),
+    ] = None,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option("--max-concurrent", min=1, help="Change the async runner's limit (recorded)."),
     ] = None,
     output_format: FormatOption = None,
 ) -> None:
-    """Resume an unfinished execution: completed steps replay from the store at no cost."""
+    """Continue an unfinished execution as the same run: its model, runner and options, its completed
+    steps replayed at no cost. Options given here (--model, --runner, --max-concurrent) change the
+    run from here on, and the change is recorded on the execution."""
     state = cli_state(ctx)
 
     async def fetch() -> Execution:
         async with open_database(state) as db:
-            return await db.get_execution(execution_id)
+            (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+            return execution
 
     execution = asyncio.run(fetch())
+    runner_type = runner or execution.runner_type
+    stored_model = execution.run_config.get("model_override")
+    config: dict[str, Any] = {}
+    options = dict(execution.runner_options) if runner_type == execution.runner_type else {}
+    if state.model is not None:
+        config["model_override"] = state.model
+    if max_concurrent is not None:
+        config["max_concurrent"] = options["max_concurrent"] = max_concurrent
+    changes = [
+        f"{name} {before or _AGENTS_OWN} → {after}"
+        for name, before, after in (
+            ("model", stored_model, state.model),
+            ("runner", execution.runner_type, runner),
+            ("max concurrent", execution.runner_options.get("max_concurrent"), max_concurrent),
+        )
+        if after is not None and after != before
+    ]
+    if changes and execution.status != "completed":
+        stderr().print(f"resuming with changed options (recorded on the execution): {'; '.join(changes)}")
+    if wait and str(execution.status) == "running" and execution.owner_token:
+        stderr().print(
+            f"execution {execution.id} is running in pid {execution.owner_pid} on {execution.owner_host}; "
+            "waiting for it to stop (Ctrl-C gives up)"
+        )
     request = RunRequest(
         topology_name=execution.topology_name,
-        slots=slot_models(execution.agents_snapshot, state.model),
-        runner_type=runner or execution.runner_type,
+        slots=slot_models(execution.agents_snapshot, state.model or stored_model, ambient=False),
+        runner_type=runner_type,
+        config=config,
+        runner_options=options,
         execution_id=execution.id,
     )
     json_output = state.json_output(output_format)
-    outcome = execute(state, request, lambda r: r.resume(execution.id), json_output=json_output)
+    outcome = execute(
+        state,
+        request,
+        lambda r: r.resume(
+            execution.id, wait=wait, force=force, change_runner=runner_type != execution.runner_type
+        ),
+        json_output=json_output,
+    )
     print_outcome(state, outcome, json_output=json_output)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)
@@ -193,7 +293,11 @@ def cancel_execution(
     execution_id: Annotated[str, typer.Argument(metavar="ID", help="The execution id (a UUID).")],
     output_format: FormatOption = None,
 ) -> None:
-    """Cancel an unfinished execution; it stays resumable."""
+    """Cancel an unfinished execution, from any process; it stays resumable.
+
+    A running execution's process stops its model calls within a heartbeat (a second by default)
+    and keeps its completed steps; this command waits up to 5 s to confirm it.
+    """
     from qmcp.agentframework.runners import RunnerRegistry
 
     state = cli_state(ctx)
@@ -201,21 +305,30 @@ def cancel_execution(
     async def cancel() -> tuple[Execution, Any]:
         async with open_database(state) as db:
             execution = await db.get_execution(execution_id)
-        runner = RunnerRegistry.create(execution.runner_type, run_config(state), db_url=state.db_url)
+        runner = RunnerRegistry.for_execution(execution, run_config(state), db_url=state.db_url)
         return execution, await runner.cancel(execution.id)
 
     before, result = asyncio.run(cancel())
     if state.json_output(output_format):
         print_json(result.model_dump(mode="json"))
         return
+    status = str(result.status)
     if before.status.is_terminal:
         stdout().print(f"execution {before.id} is already {before.status}; nothing to cancel")
-        return
-    stdout().print(
-        f"cancelled execution {result.execution_id}; resume it with: "
-        f"{state.command('executions', 'resume', str(result.execution_id))}",
-        soft_wrap=True,
-    )
+    elif status == "cancelled":
+        stdout().print(
+            f"cancelled execution {result.execution_id}; resume it with: "
+            f"{state.command('executions', 'resume', str(result.execution_id))}",
+            soft_wrap=True,
+        )
+    elif status == "running":
+        stdout().print(
+            f"cancel requested: execution {result.execution_id} runs in pid {before.owner_pid} on "
+            f"{before.owner_host}, which has not stopped yet; it stops at its next heartbeat",
+            soft_wrap=True,
+        )
+    else:
+        stdout().print(f"execution {result.execution_id} ended {status} before the cancel reached it")
 
 
 @executions_app.command("respond")
@@ -249,8 +362,11 @@ def respond(
         return
     request = RunRequest(
         topology_name=execution.topology_name,
-        slots=slot_models(execution.agents_snapshot, state.model),
+        slots=slot_models(
+            execution.agents_snapshot, execution.run_config.get("model_override"), ambient=False
+        ),
         runner_type=execution.runner_type,
+        runner_options=execution.runner_options,
         execution_id=execution.id,
     )
     outcome = execute(state, request, lambda r: r.resume(execution.id), json_output=json_output)

@@ -45,7 +45,10 @@ class RunRequest:
     slots: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     """Slot → (agent name, model), for the display."""
     runner_type: str = "local"
-    max_concurrent: int | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """`RunConfig` values given on the command line: all of a new run's; on resume, only the changes."""
+    runner_options: Mapping[str, Any] = field(default_factory=dict)
+    """Constructor options of the runner (on resume, those the execution ran with)."""
     execution_id: uuid.UUID | None = None
     """Known when resuming; a new run's id is found by its correlation id if it is interrupted."""
 
@@ -56,8 +59,13 @@ class RunOutcome:
     steps: int
 
 
-def slot_models(agents: Mapping[str, Any], override: str | None) -> dict[str, tuple[str, str]]:
-    """Slot → (agent name, the model it will call) for agents given as `AgentType`s or definitions."""
+def slot_models(
+    agents: Mapping[str, Any], override: str | None, *, ambient: bool = True
+) -> dict[str, tuple[str, str]]:
+    """Slot → (agent name, the model it will call) for agents given as `AgentType`s or definitions.
+
+    `ambient`: QMCP_MODEL_OVERRIDE applies (a new run; a resume keeps the override it ran with).
+    """
     from qmcp.config import settings
 
     current = settings()
@@ -65,7 +73,12 @@ def slot_models(agents: Mapping[str, Any], override: str | None) -> dict[str, tu
     for slot, agent in agents.items():
         definition = agent if isinstance(agent, Mapping) else agent.definition()
         config = definition.get("config") or {}
-        model = override or current.model_override or config.get("model") or current.default_model
+        model = (
+            override
+            or (current.model_override if ambient else None)
+            or config.get("model")
+            or current.default_model
+        )
         models[slot] = (definition["name"], model)
     return models
 
@@ -100,13 +113,10 @@ def execute(
     display = RunDisplay(
         DisplayMode.choose(json_output=json_output, quiet=state.quiet), request.topology_name, request.slots
     )
-    config = run_config(
-        state,
-        correlation_id=correlation_id,
-        model_override=state.model,
-        max_concurrent=request.max_concurrent,
+    config = run_config(state, correlation_id=correlation_id, **request.config)
+    runner = RunnerRegistry.create(
+        request.runner_type, config, db_url=state.db_url, on_event=display, **request.runner_options
     )
-    runner = RunnerRegistry.create(request.runner_type, config, db_url=state.db_url, on_event=display)
     try:
         with display:
             result = asyncio.run(start(runner))

@@ -257,7 +257,7 @@ def run_topology(
         topology_name=name,
         slots=slot_models(agents, state.model),
         runner_type=runner,
-        max_concurrent=max_concurrent,
+        config={"model_override": state.model, "max_concurrent": max_concurrent},
     )
     json_output = state.json_output(output_format)
     outcome = execute(state, request, lambda r: r.run(topology, agents, input_data), json_output=json_output)

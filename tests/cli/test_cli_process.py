@@ -79,10 +79,30 @@ main()
 """
 
 
+def _driver(tmp_path: Path, db_file: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+    """`qmcp ARGS` with a slow scripted model registered (DRIVER), in a subprocess."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{db_file}"}
+    return subprocess.Popen(
+        [sys.executable, str(driver), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, **kwargs.pop("env", {})},  # type: ignore[dict-item]
+        cwd=tmp_path,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
 @pytest.mark.slow
-def test_ctrl_c_cancels_and_the_printed_command_resumes(cli, run_qmcp, db_file: Path, tmp_path: Path):
+def test_ctrl_c_of_a_model_override_run_then_the_printed_command_continues_on_that_model(
+    cli, db_file: Path, tmp_path: Path
+):
+    """The printed resume command continues the same run: the `--model` it ran with (not the agents'
+    own model, not QMCP_MODEL_OVERRIDE of the resuming shell) and its runner."""
     for name in ("first", "second", "third"):
-        cli.ok("agents", "create", name, "writer", "--model", "scripted:slow")
+        cli.ok("agents", "create", name, "writer", "--model", "test")
     cli.ok(
         "agents",
         "topologies",
@@ -96,26 +116,19 @@ def test_ctrl_c_cancels_and_the_printed_command_resumes(cli, run_qmcp, db_file: 
         "-a",
         "c=third",
     )
-
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    env = {**os.environ, "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{db_file}"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(driver),
-            "agents",
-            "topologies",
-            "run",
-            "slow",
-            "--input-json",
-            '{"prompt": "go"}',
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
+    process = _driver(
+        tmp_path,
+        db_file,
+        "--model",
+        "scripted:slow",
+        "agents",
+        "topologies",
+        "run",
+        "slow",
+        "--runner",
+        "async",
+        "--input-json",
+        '{"prompt": "go"}',
     )
     assert process.stderr is not None
     progress = []
@@ -136,14 +149,17 @@ def test_ctrl_c_cancels_and_the_printed_command_resumes(cli, run_qmcp, db_file: 
     assert interrupted["status"] == "cancelled"
     assert [s["key"] for s in interrupted["steps"] if s["status"] == "completed"] == ["pipeline/0:a"]
 
-    # The printed command, as printed; the remaining steps run offline on the test model.
-    resumed = run_qmcp(*command.group(1).split()[1:], env={"QMCP_MODEL_OVERRIDE": "test"})
-    assert resumed.returncode == 0, resumed.stderr
-    assert "replayed   pipeline/0:a" in resumed.stderr
+    # The printed command, as printed (run by the driver, which is qmcp with the slow model known).
+    resumed = _driver(tmp_path, db_file, *command.group(1).split()[1:], env={"QMCP_MODEL_OVERRIDE": "test"})
+    _, resume_stderr = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, resume_stderr
+    assert "replayed   pipeline/0:a" in resume_stderr
     finished = cli.json("executions", "show", execution_id)
     assert finished["status"] == "completed" and finished["attempts"] == 2
+    assert finished["runner_type"] == "async" and finished["runner_options"] == {"max_concurrent": 10}
     assert [(s["key"], s["model"]) for s in finished["steps"]] == [
         ("pipeline/0:a", "scripted:slow"),
-        ("pipeline/1:b", "test"),
-        ("pipeline/2:c", "test"),
+        ("pipeline/1:b", "scripted:slow"),
+        ("pipeline/2:c", "scripted:slow"),
     ]
+    assert "changes" not in finished["history"][1]  # nothing was changed: the same run went on

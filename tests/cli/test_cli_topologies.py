@@ -181,21 +181,24 @@ def test_executions_list_show_resume_cancel(team):
 
 async def _interrupted_execution(db_url: str) -> str:
     """An execution left `running` by a killed process, as the database sees it."""
-    from qmcp.agentframework.models import Execution, ExecutionStatus
-    from qmcp.agentframework.store import Database
+    import subprocess
 
+    from qmcp.agentframework.models import Execution
+    from qmcp.agentframework.store import Database, Owner
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
     async with Database(db_url) as db:
         topology, agents = await db.get_topology("review")
         execution = Execution(
             topology_id=topology.id,
             topology_name="review",
             topology_type="pipeline",
-            status=ExecutionStatus.RUNNING,
             input_data={"prompt": "later"},
             topology_snapshot=topology.definition(),
             agents_snapshot={slot: agent.definition() for slot, agent in agents.items()},
         )
-        await db.add_execution(execution)
+        await db.executions.create(execution, Owner.this_process(pid=gone.pid), runner="local")
         return str(execution.id)
 
 
@@ -203,6 +206,9 @@ def test_cancel_then_resume(team):
     import asyncio
 
     execution_id = asyncio.run(_interrupted_execution(f"sqlite+aiosqlite:///{team.db}"))
+    listed = team.ok("executions", "list").stdout
+    assert "interrupted" in listed and f"qmcp --db {team.db} executions resume {execution_id}" in listed
+    assert team.json("executions", "show", execution_id)["status"] == "interrupted"
     out = team.ok("executions", "cancel", execution_id).stdout
     assert f"cancelled execution {execution_id}" in out and "executions resume" in out
     assert team.json("executions", "show", execution_id)["status"] == "cancelled"

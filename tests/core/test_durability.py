@@ -12,10 +12,18 @@ import textwrap
 import time
 
 import pytest
+from sqlalchemy import update
 
 from qmcp.agentframework.errors import NonDeterminismError
 from qmcp.agentframework.llm import ScriptedModel, register_model, unregister_model
-from qmcp.agentframework.models import ExecutionStatus, PipelineConfig, StepStatus, Topology, TopologyType
+from qmcp.agentframework.models import (
+    Execution,
+    ExecutionStatus,
+    PipelineConfig,
+    StepStatus,
+    Topology,
+    TopologyType,
+)
 from qmcp.agentframework.runners import LocalRunner, RunConfig
 from qmcp.agentframework.store import Database
 
@@ -84,7 +92,10 @@ async def test_replay_detects_a_changed_team(sqlite_url, agent, scripted):
         execution = await db.get_execution(first.execution_id)
         snapshot = dict(execution.agents_snapshot)
         snapshot["s0"] = {**snapshot["s0"], "name": "someone-else"}
-        await db.update_execution(first.execution_id, agents_snapshot=snapshot)
+        async with db.sessions() as session, session.begin():  # tamper with the stored team
+            await session.exec(
+                update(Execution).where(Execution.id == first.execution_id).values(agents_snapshot=snapshot)
+            )
     result = await runner.resume(first.execution_id)
     assert result.status == ExecutionStatus.FAILED
     assert "was recorded for slot 's0' (agent 'stage-0')" in result.error
@@ -165,11 +176,11 @@ async def test_cancel_in_flight_run_keeps_it_resumable(sqlite_url, agent, script
     task = asyncio.create_task(runner.run(pipeline(5), stages(agent, model, 5), {"prompt": "p"}))
     while len(script.calls) < 2:
         await asyncio.sleep(0.02)
-    (execution_id,) = list(runner._running)
+    (execution_id,) = list(runner._attempts)
     cancelled = await runner.cancel(execution_id)
     assert cancelled.status == ExecutionStatus.CANCELLED
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    result = await task  # the run itself returns cancelled: run() never raises for a stopped run
+    assert result.status == ExecutionStatus.CANCELLED and "cancelled by request" in result.error
     resumed = await runner.resume(execution_id)
     assert resumed.status == ExecutionStatus.COMPLETED
     assert len(script.calls) == 2 + 4  # the cancelled second step runs again, then three more
@@ -224,6 +235,7 @@ async def test_sigkill_after_stage_six_then_resume(tmp_path, agent):
         async with Database(url) as db:
             (execution,) = await db.list_executions()
         assert execution.status == ExecutionStatus.RUNNING  # killed: nobody finished it
+        assert execution.owner_pid == process.pid
         resumed = await LocalRunner(db_url=url).resume(execution.id)
         assert resumed.status == ExecutionStatus.COMPLETED, resumed.error
         assert [c.prompt.split("You are stage ")[1][:2] for c in replay.calls] == ["7 ", "8 ", "9 ", "10"]

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from qmcp.agentframework.errors import InvalidConfigError
+from qmcp.agentframework.errors import InvalidConfigError, LeaseLostError
 from qmcp.agentframework.models import Execution, StepStatus
-from qmcp.agentframework.store import Database, MemoryStepStore, StepRecord, StepStore, create_engine
+from qmcp.agentframework.store import Database, MemoryStepStore, Owner, StepRecord, StepStore, create_engine
 
 
 @pytest.fixture(params=["memory", "sql"])
@@ -24,7 +24,7 @@ async def store(request, db_url):
 async def _execution(db: Database | None) -> uuid.UUID:
     execution = Execution(topology_name="t", topology_type="pipeline")
     if db is not None:
-        await db.add_execution(execution)
+        await db.executions.create(execution, None, runner="local")
     return execution.id
 
 
@@ -68,7 +68,7 @@ async def test_concurrent_saves_are_all_durable_and_grouped_when_asked(store, ba
 
         async def counting(self, rows):
             transactions.append(len(rows))
-            await write(self, rows)
+            return await write(self, rows)
 
         monkeypatch.setattr(type(steps), "_write", counting)
     await asyncio.gather(
@@ -145,19 +145,55 @@ async def test_execution_writes_wait_for_a_sqlite_file_another_process_is_writin
 
     url = f"sqlite+aiosqlite:///{tmp_path}/locked.db"
     async with Database(url) as db:
-        execution = Execution(topology_name="t", topology_type="pipeline", status=ExecutionStatus.RUNNING)
-        await db.add_execution(execution)
+        execution = Execution(topology_name="t", topology_type="pipeline")
+        lease = await db.executions.create(execution, Owner.this_process(), runner="local")
         other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # the write lock, as another process's transaction holds it
-        finishing = asyncio.create_task(db.finish_execution(execution.id, status=ExecutionStatus.COMPLETED))
+        finishing = asyncio.create_task(db.executions.finish(lease, ExecutionStatus.COMPLETED))
         await asyncio.sleep(0.2)
         assert not finishing.done()  # waiting for the lock, and the loop still runs
         other.execute("COMMIT")
         other.close()
-        assert await finishing is True
-        assert await db.finish_execution(execution.id, error="late") is False  # no longer running
+        assert await finishing is not None
+        assert await db.executions.finish(lease, ExecutionStatus.FAILED, error="late") is None  # released
         stored = await db.get_execution(execution.id)
-    assert (stored.status, stored.error) == (ExecutionStatus.COMPLETED, None)
+    assert (stored.status, stored.error, stored.owner_token) == (ExecutionStatus.COMPLETED, None, None)
+
+
+async def test_fenced_saves_write_nothing_for_an_execution_another_owner_holds(db_url):
+    """A step write carries its lease's token; the rows of an execution claimed by another owner
+    are not written, alone or in a batch with rows of executions still owned."""
+    async with Database(db_url) as db:
+        mine, theirs = (Execution(topology_name="t", topology_type="pipeline") for _ in range(2))
+        my_lease = await db.executions.create(mine, Owner.this_process(), runner="local")
+        stale = await db.executions.create(theirs, Owner.this_process(), runner="local")
+        assert my_lease is not None and stale is not None
+        await db.steps.save(
+            StepRecord(mine.id, "a", "s", "agent", "test", response="1"), fence=my_lease.token
+        )
+        await db.steps.save(StepRecord(theirs.id, "a", "s", "agent", "test", response="1"), fence=stale.token)
+        # another process takes `theirs` over (force: this process is alive)
+        await db.executions.claim(
+            theirs.id, Owner.this_process(), runner="local", runner_options={}, run_config={}, force=True
+        )
+        with pytest.raises(LeaseLostError):
+            await db.steps.save(
+                StepRecord(theirs.id, "a", "s", "agent", "test", response="overwritten"), fence=stale.token
+            )
+        outcomes = await asyncio.gather(
+            *[
+                db.steps.save(
+                    StepRecord(eid, f"b{i}", "s", "agent", "test", response="2"), batch=True, fence=fence
+                )
+                for i in range(5)
+                for eid, fence in ((mine.id, my_lease.token), (theirs.id, stale.token))
+            ],
+            return_exceptions=True,
+        )
+        assert [type(o).__name__ for o in outcomes] == ["NoneType", "LeaseLostError"] * 5
+        assert set(await db.steps.completed_steps(mine.id)) == {"a", "b0", "b1", "b2", "b3", "b4"}
+        theirs_steps = await db.steps.completed_steps(theirs.id)
+        assert list(theirs_steps) == ["a"] and theirs_steps["a"].response == "1"
 
 
 async def test_json_columns_store_what_the_json_module_stores(sqlite_url):
@@ -172,7 +208,7 @@ async def test_json_columns_store_what_the_json_module_stores(sqlite_url):
         execution = Execution(
             topology_name="t", topology_type="pipeline", input_data={"p": "\ud83d", "deep": deep}
         )
-        await db.add_execution(execution)
+        await db.executions.create(execution, None, runner="local")
         await db.steps.save(StepRecord(execution.id, "k", "s", "agent", "test", output={"x": "\ud83d"}))
         stored = await db.get_execution(execution.id)
         steps = await db.steps.completed_steps(execution.id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import os
 import runpy
 import shutil
 import subprocess
@@ -485,21 +486,25 @@ def test_steps_that_call_no_model_never_import_pydantic_ai(sqlite_url, agent, mo
         helpers.invoke_agent(definitions[slot], key=f"ensemble/member:{slot}", execution_id=execution_id)
         for slot in agents
     ]
+
+    async def stored() -> Execution:
+        async with Database(sqlite_url) as db:
+            return await db.get_execution(execution_id)
+
+    # this process owns the execution; the step's process acts for it, as a flow's steps act for
+    # the runner that launched them
+    owner = {helpers.OWNER_VARIABLE: asyncio.run(stored()).owner_token or ""}
     step = subprocess.run(
         [sys.executable, "-c", _JOIN_AND_END, execution_id, json.dumps(results)],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
+        env={**os.environ, **owner},
     )
     done = json.loads(step.stdout)
     reference = asyncio.run(LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "Is water wet?"}))
     assert done == {"output": reference.output, "loaded": []}
-
-    async def stored() -> Execution:
-        async with Database(sqlite_url) as db:
-            return await db.get_execution(execution_id)
-
     execution = asyncio.run(stored())
     assert (execution.status, execution.output_data) == (ExecutionStatus.COMPLETED, reference.output)
 
@@ -585,6 +590,7 @@ def test_helpers_public_names_and_reexports():
     )
     assert set(helpers.__all__) == {
         "IMPORTS_VARIABLE",
+        "OWNER_VARIABLE",
         "aggregate_results",
         "determine_consensus",
         "invoke_agent",

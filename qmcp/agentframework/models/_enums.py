@@ -53,12 +53,17 @@ class TopologyType(StrEnum):
 
 
 class ExecutionStatus(StrEnum):
+    """Where an execution is; the allowed moves between them are `store/_executions.py`'s table."""
+
     PENDING = "pending"
     RUNNING = "running"
     PAUSED = "paused"
+    """Waiting for a person's answer to a human request."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    """Was running, and its owner is gone (killed, or its lease expired); resumable."""
 
     @property
     def is_terminal(self) -> bool:
@@ -66,13 +71,7 @@ class ExecutionStatus(StrEnum):
 
     @property
     def is_resumable(self) -> bool:
-        return self in (
-            ExecutionStatus.FAILED,
-            ExecutionStatus.CANCELLED,
-            ExecutionStatus.RUNNING,
-            ExecutionStatus.PENDING,
-            ExecutionStatus.PAUSED,
-        )
+        return self is not ExecutionStatus.COMPLETED
 
 
 class StepStatus(StrEnum):

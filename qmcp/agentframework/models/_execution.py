@@ -1,7 +1,9 @@
 """Run state: `Execution`, one row per run, and `ExecutionStep`, one row per agent call.
 
 Definitions (`AgentType`, `Topology`) stay immutable; an execution keeps a snapshot of the
-definitions it ran with, so resume replays exactly the same team.
+definitions it ran with, so resume replays exactly the same team, and the options it ran with
+(`run_config`, `runner_type`, `runner_options`), so resume continues the same run. Its status,
+owner and lease are changed only by the execution service (`store/_executions.py`).
 """
 
 from __future__ import annotations
@@ -35,11 +37,22 @@ class Execution(SQLModel, table=True):
     agents_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     teams_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     run_config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    runner_options: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     external_run_id: str | None = Field(default=None, max_length=300)
+    # The one process that may run it now (see store/_executions.py): who, and until when.
+    owner_token: str | None = Field(default=None, max_length=100)
+    owner_host: str | None = Field(default=None, max_length=255)
+    owner_pid: int | None = None
+    owner_pid_start: int | None = None
+    lease_until: datetime | None = None
+    heartbeat_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    """One entry per attempt: when, by whom, on which runner, options changed, takeovers."""
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    attempts: int = 1
+    attempts: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None

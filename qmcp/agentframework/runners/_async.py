@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
 from ..topologies import ConcurrentScheduler, Scheduler
@@ -13,7 +15,11 @@ __all__ = ["AsyncRunner"]
 
 @runner
 class AsyncRunner(BaseRunner):
-    """Ensemble members, checkers and parallel compounds run at once, bounded by a semaphore."""
+    """Ensemble members, checkers and parallel compounds run at once.
+
+    `max_concurrent` bounds this runner's model calls in flight across every execution it runs at
+    the same time (one semaphore per event loop), not each execution on its own.
+    """
 
     runner_type = "async"
 
@@ -28,6 +34,16 @@ class AsyncRunner(BaseRunner):
         self.max_concurrent = max_concurrent or self.config.max_concurrent or 10
         if self.max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def options(self) -> dict[str, Any]:
+        return {"max_concurrent": self.max_concurrent}
 
     def scheduler(self) -> Scheduler:
-        return ConcurrentScheduler(self.max_concurrent)
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:  # a semaphore belongs to the loop it first waits in
+            slots = self._slots[loop] = asyncio.Semaphore(self.max_concurrent)
+        return ConcurrentScheduler(self.max_concurrent, slots)

@@ -1,7 +1,11 @@
 """`BaseRunner`: persist the team, create the execution, run the topology durably, report.
 
 Runners differ only in how independent steps are scheduled (`scheduler()`); everything else,
-including resume and cancel, is this one code path.
+including resume and cancel, is this one code path. An execution is run by the process that owns
+its lease (`store/_executions.py`): `run()` creates it claimed, `resume()` claims it (refused while
+a live process runs it), a heartbeat keeps the lease while the topology runs, and the end of the
+attempt is written only by that owner. A cancel from any process reaches the run at its next
+heartbeat; a process that loses its lease stops without writing anything more.
 """
 
 from __future__ import annotations
@@ -11,25 +15,37 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from ...config import settings
 from ...observability import METRICS, get_logger, log_context, step_tracer, tracer
-from ..errors import ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
+from ..errors import ExecutionBusyError, ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
 from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
-from ..models._agent import utcnow
-from ..store import Database, StepRecord
-from ..topologies import RetryPolicy, Scheduler, StepContext, StepEvent, TopologyRegistry
-from ._config import RunConfig, RunResult
+from ..store import Database, Lease, Owner, StepRecord, as_storage_error, storage_errors
+from ..topologies import BaseTopology, RetryPolicy, Scheduler, StepContext, StepEvent, TopologyRegistry
+from ._config import RUN_OPTIONS, RunConfig, RunResult
 from ._heap import older_heap_frozen
-from ._team import collect_teams, prepare_team
+from ._team import Team, collect_teams, prepare_team
 
-__all__ = ["BaseRunner", "RunnerRegistry", "runner", "step_context", "stopped"]
+__all__ = ["BaseRunner", "RunnerRegistry", "new_execution", "runner", "step_context", "stopped"]
 
 C = TypeVar("C", bound=StepContext)
 
 EventHandler = Callable[[StepEvent], None]
+
+_PROCESS_FIELDS = ("log_level", "trace_enabled", "metrics_enabled")
+"""RunConfig fields that belong to the process running an attempt, not to the run (not stored)."""
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """An attempt this runner is making now: the task running the topology, and its lease."""
+
+    work: asyncio.Task[dict[str, Any]]
+    lease: Lease
 
 
 class BaseRunner:
@@ -47,12 +63,17 @@ class BaseRunner:
         self.config = config or RunConfig()
         self.db_url = db_url or settings().database_url
         self.on_event = on_event
-        self._running: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self._attempts: dict[uuid.UUID, _Attempt] = {}
         self._log = get_logger(level=self.config.log_level)
 
     def scheduler(self) -> Scheduler:
         """How independent steps run: sequentially by default."""
         return Scheduler()
+
+    def options(self) -> dict[str, Any]:
+        """This runner's constructor options, stored on its executions so that a resume (the CLI's,
+        the server's, `RunnerRegistry.for_execution`) makes the same runner again."""
+        return {}
 
     @property
     def model_override(self) -> str | None:
@@ -72,73 +93,158 @@ class BaseRunner:
         returns a `RunResult` with status failed and the error; it never raises.
         """
         team = prepare_team(topology, agents, input_data, self.model_override)
-        correlation_id = self.config.correlation_id or uuid.uuid4().hex
-        async with Database(self.db_url) as db:
-            teams = await collect_teams(db, team.topology)
-            stored_topology, _ = await db.save_team(team.topology, team.agents)
-            execution = Execution(
-                topology_id=stored_topology.id,
-                topology_name=team.topology.name,
-                topology_type=str(team.topology.topology_type),
-                status=ExecutionStatus.RUNNING,
-                runner_type=self.runner_type,
-                correlation_id=correlation_id,
-                input_data=team.input_data,
-                topology_snapshot=team.topology.definition(),
-                agents_snapshot={slot: agent.definition() for slot, agent in team.agents.items()},
-                teams_snapshot=teams,
-                run_config=self.config.model_dump(mode="json"),
-            )
-            await db.add_execution(execution)
-            return await self._execute(db, execution, team.agents, completed={})
-
-    async def resume(self, execution_id: uuid.UUID | str) -> RunResult:
-        """Run an unfinished execution again; completed steps replay from the store at no cost."""
-        async with Database(self.db_url) as db:
-            execution = await db.get_execution(execution_id)
-            if execution.status == ExecutionStatus.COMPLETED:
-                return _result(execution)
-            agents = {
-                slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()
+        config = self.config.model_copy(
+            update={
+                "correlation_id": self.config.correlation_id or uuid.uuid4().hex,
+                "model_override": self.model_override,
             }
-            prepare_team(execution.topology_snapshot, agents, execution.input_data, self.model_override)
-            completed = await db.steps.completed_steps(execution.id)
-            execution.attempts += 1
-            execution.status = ExecutionStatus.RUNNING
-            execution.error = None
-            await db.update_execution(
-                execution.id,
-                status=ExecutionStatus.RUNNING,
-                error=None,
-                attempts=execution.attempts,
-                completed_at=None,
-            )
-            return await self._execute(db, execution, agents, completed=completed)
+        )
+        async with Database(self.db_url) as db:
+            with storage_errors(db.url):
+                execution, lease = await new_execution(
+                    db,
+                    team,
+                    config,
+                    runner_type=self.runner_type,
+                    runner_options=self.options(),
+                    owner=Owner.this_process(),
+                )
+            return await self._execute(db, execution, team.agents, {}, config, lease)
+
+    async def resume(
+        self,
+        execution_id: uuid.UUID | str,
+        *,
+        wait: bool | float = False,
+        force: bool = False,
+        change_runner: bool = False,
+    ) -> RunResult:
+        """Continue an unfinished execution as the same run: completed steps replay at no cost.
+
+        The run's options (model override, timeouts, retries, checkpoints) are the stored ones;
+        those set explicitly on this runner's `RunConfig` change them, and the change is recorded.
+        While another live process runs the execution, `ExecutionBusyError` says who; `wait`
+        (True, or seconds) waits for it to stop, `force` takes the execution over. An execution
+        made by another runner type is resumed here only with `change_runner=True` (recorded);
+        `RunnerRegistry.for_execution` makes the runner it ran on.
+        """
+        async with Database(self.db_url) as db:
+            with storage_errors(db.url):
+                execution = await db.get_execution(execution_id)
+                if execution.status == ExecutionStatus.COMPLETED:
+                    return _result(execution)
+                config, stored, changes = self._resumed(execution, change_runner=change_runner)
+                agents = {
+                    slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()
+                }
+                prepare_team(execution.topology_snapshot, agents, execution.input_data, config.model_override)
+                claimed = await self._claim(db, execution, stored, changes, wait=wait, force=force)
+                if claimed is None:  # finished by its owner while we waited
+                    return _result(await db.get_execution(execution.id))
+                execution, lease = claimed
+                if changes:
+                    self._log.info("run.options_changed", execution_id=str(execution.id), changes=changes)
+                completed = await db.steps.completed_steps(execution.id)
+            return await self._execute(db, execution, agents, completed, config, lease)
 
     async def respond(self, request_id: uuid.UUID | str, response: str, *, resume: bool = True) -> RunResult:
         """Answer a human request of a paused execution, then (by default) resume it."""
         async with Database(self.db_url) as db:
-            request = await db.answer_human_request(request_id, response)
-            if not resume:
-                return _result(await db.get_execution(request.execution_id))
+            with storage_errors(db.url):
+                request = await db.answer_human_request(request_id, response)
+                if not resume:
+                    return _result(await db.get_execution(request.execution_id))
         return await self.resume(request.execution_id)
 
-    async def cancel(self, execution_id: uuid.UUID | str) -> RunResult:
-        """Cancel an execution: in-flight steps in this process stop; the execution stays resumable."""
+    async def cancel(self, execution_id: uuid.UUID | str, *, wait: float = 5.0) -> RunResult:
+        """Cancel an execution from any process; it stays resumable.
+
+        What nobody runs is cancelled at once. A running execution's owner is asked to stop: it
+        cancels its in-flight model calls at its next heartbeat (at once when it is this runner),
+        keeps its completed steps and ends the run `cancelled`. Waits up to `wait` seconds for that;
+        the result says `running` if the owner has not stopped by then.
+        """
         async with Database(self.db_url) as db:
-            execution = await db.get_execution(execution_id)
-            task = self._running.get(execution.id)
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.wait([task])
-            elif not execution.status.is_terminal:
-                await db.update_execution(
+            with storage_errors(db.url):
+                outcome = await db.executions.request_cancel(execution_id)
+                execution = outcome.execution
+                attempt = self._attempts.get(execution.id)
+                if outcome.requested and attempt is not None:
+                    attempt.lease.cancel_requested = True
+                    attempt.work.cancel()
+                deadline = time.monotonic() + wait
+                while outcome.requested and execution.status == ExecutionStatus.RUNNING:
+                    if time.monotonic() >= deadline:
+                        break
+                    await asyncio.sleep(0.05)
+                    execution = await db.get_execution(execution.id)
+            return _result(execution)
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    def _resumed(
+        self, execution: Execution, *, change_runner: bool
+    ) -> tuple[RunConfig, dict[str, Any], dict[str, list[Any]]]:
+        """The config a resume runs with, the run config to store, and what it changes explicitly."""
+        if self.runner_type != execution.runner_type and not change_runner:
+            raise UserInputError(
+                f"execution {execution.id} ran on the {execution.runner_type} runner; resume it there "
+                f"(RunnerRegistry.for_execution, or: qmcp executions resume {execution.id}), or pass "
+                f"change_runner=True to continue it on this {self.runner_type} runner"
+            )
+        stored = RunConfig.model_validate(
+            {k: v for k, v in execution.run_config.items() if k in RunConfig.model_fields}
+        )
+        explicit = {name: getattr(self.config, name) for name in self.config.model_fields_set & RUN_OPTIONS}
+        changes: dict[str, list[Any]] = {
+            name: [getattr(stored, name), value]
+            for name, value in explicit.items()
+            if getattr(stored, name) != value
+        }
+        if self.runner_type != execution.runner_type:
+            changes["runner"] = [execution.runner_type, self.runner_type]
+        options = self.options()
+        for name in sorted({*execution.runner_options, *options}):
+            if execution.runner_options.get(name) != options.get(name):
+                changes[f"runner.{name}"] = [execution.runner_options.get(name), options.get(name)]
+        config = stored.model_copy(
+            update=explicit | {name: getattr(self.config, name) for name in _PROCESS_FIELDS}
+        )
+        return (
+            config,
+            {**execution.run_config, **config.model_dump(mode="json", include=set(explicit))},
+            changes,
+        )
+
+    async def _claim(
+        self,
+        db: Database,
+        execution: Execution,
+        run_config: dict[str, Any],
+        changes: dict[str, list[Any]],
+        *,
+        wait: bool | float,
+        force: bool,
+    ) -> tuple[Execution, Lease] | None:
+        """Claim the execution, waiting for its live owner if asked; None if it completed meanwhile."""
+        deadline = None if wait is True else time.monotonic() + float(wait or 0)
+        while True:
+            try:
+                return await db.executions.claim(
                     execution.id,
-                    status=ExecutionStatus.CANCELLED,
-                    error="cancelled by request",
-                    completed_at=utcnow(),
+                    Owner.this_process(),
+                    runner=self.runner_type,
+                    runner_options=self.options(),
+                    run_config=run_config,
+                    changes=changes,
+                    force=force,
                 )
-            return _result(await db.get_execution(execution.id))
+            except ExecutionBusyError:
+                if not wait or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+            await asyncio.sleep(db.executions.timing()[0])
+            if (await db.get_execution(execution.id)).status == ExecutionStatus.COMPLETED:
+                return None
 
     # -- the one execution path ---------------------------------------------------------------
 
@@ -148,6 +254,8 @@ class BaseRunner:
         execution: Execution,
         agents: dict[str, AgentType],
         completed: dict[str, StepRecord],
+        config: RunConfig,
+        lease: Lease,
     ) -> RunResult:
         topology = Topology.model_validate(execution.topology_snapshot)
         implementation = TopologyRegistry.create(topology.topology_type, topology.config)
@@ -156,18 +264,16 @@ class BaseRunner:
             execution,
             agents,
             completed,
-            self.config,
+            config,
             scheduler=self.scheduler(),
-            model_override=self.model_override,
+            model_override=config.model_override,
             on_event=self._observe,
+            lease=lease,
         )
-        log = get_logger(level=self.config.log_level)
+        log = get_logger(level=config.log_level)
         self._log = log
-        started = time.perf_counter()
         status, output, error = ExecutionStatus.FAILED, None, None
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[execution.id] = task
+        resume_hint = f"resume with: qmcp executions resume {execution.id}"
         with (
             log_context(execution_id=str(execution.id), correlation_id=execution.correlation_id),
             tracer.start_as_current_span(
@@ -179,7 +285,7 @@ class BaseRunner:
                     "qmcp.topology.type": execution.topology_type,
                 },
             )
-            if self.config.trace_enabled
+            if config.trace_enabled
             else contextlib.nullcontext(),
         ):
             log.info(
@@ -188,31 +294,41 @@ class BaseRunner:
                 runner=self.runner_type,
                 replayable=len(completed),
             )
+            work = asyncio.create_task(_run_topology(ctx, implementation, execution.input_data))
+            self._attempts[execution.id] = _Attempt(work, lease)
             try:
-                async with ctx.resources.exit_stack, asyncio.timeout(self.config.timeout_seconds):
-                    with older_heap_frozen():
-                        output = await implementation.run(ctx, dict(execution.input_data))
+                async with lease.kept(on_stop=work.cancel), asyncio.timeout(config.timeout_seconds):
+                    output = await work
                 status = ExecutionStatus.COMPLETED
             except TimeoutError:
-                error = (
-                    f"timed out after {self.config.timeout_seconds}s; completed steps are kept, "
-                    f"resume with: qmcp executions resume {execution.id}"
-                )
+                error = f"timed out after {config.timeout_seconds}s; completed steps are kept, {resume_hint}"
             except asyncio.CancelledError:
-                status, error = (
-                    ExecutionStatus.CANCELLED,
-                    "cancelled; resume with: qmcp executions resume " + str(execution.id),
-                )
-                await asyncio.shield(self._finish(db, execution, ctx, status, None, error, started))
-                raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    # This task is cancelled (Ctrl-C, the caller): record it, then let the cancel go on.
+                    await asyncio.shield(
+                        self._finish(
+                            db,
+                            execution,
+                            ctx,
+                            lease,
+                            ExecutionStatus.CANCELLED,
+                            None,
+                            f"cancelled; {resume_hint}",
+                        )
+                    )
+                    raise
+                status, error = ExecutionStatus.CANCELLED, f"cancelled by request; {resume_hint}"
             except Exception as failure:
-                if not isinstance(failure, QmcpError):  # a bug in topology or user code: record it
-                    log.exception("run.internal_error")
-                status, error = stopped(failure)
+                status, error = stopped(failure, db.url)
+                if not isinstance(failure, QmcpError) and error.startswith("internal error"):
+                    log.info("run.internal_error", exc_info=failure)  # the traceback, with --verbose
             finally:
-                self._running.pop(execution.id, None)
-            result = await self._finish(db, execution, ctx, status, output, error, started)
-            log.info("run.end", status=str(status), error=error, duration_ms=result.duration_ms)
+                self._attempts.pop(execution.id, None)
+                if not work.done():
+                    work.cancel()
+            result = await self._finish(db, execution, ctx, lease, status, output, error)
+            log.info("run.end", status=str(result.status), error=result.error, duration_ms=result.duration_ms)
         return result
 
     async def _finish(
@@ -220,32 +336,38 @@ class BaseRunner:
         db: Database,
         execution: Execution,
         ctx: StepContext,
+        lease: Lease,
         status: ExecutionStatus,
         output: dict[str, Any] | None,
         error: str | None,
-        started: float,
     ) -> RunResult:
-        now = utcnow()
-        execution.status, execution.output_data, execution.error = status, output, error
-        execution.completed_at = now
-        execution.duration_ms = (execution.duration_ms or 0) + int((time.perf_counter() - started) * 1000)
-        execution.input_tokens += int(ctx.totals["input_tokens"])
-        execution.output_tokens += int(ctx.totals["output_tokens"])
-        execution.cost_usd += ctx.totals["cost_usd"]
-        await db.finish_execution(
-            execution.id,
-            status=status,
-            output_data=output,
-            error=error,
-            completed_at=now,
-            duration_ms=execution.duration_ms,
-            input_tokens=execution.input_tokens,
-            output_tokens=execution.output_tokens,
-            cost_usd=execution.cost_usd,
-        )
-        if self.config.metrics_enabled:
-            METRICS.runs.labels(execution.topology_type, str(status)).inc()
-        return _result(execution)
+        """Write how the attempt ended, as long as this process still owns the execution."""
+        if lease.lost is None:
+            try:
+                ended = await db.executions.finish(
+                    lease, status, output=output, error=error, usage=ctx.totals
+                )
+            except Exception as failure:
+                storage = as_storage_error(failure, db.url)
+                if storage is None:
+                    raise
+                # Nothing more can be written: the lease expires and the execution shows as interrupted.
+                self._log.warning("run.unrecorded_end", error=str(storage))
+                return _result(execution).model_copy(
+                    update={"status": ExecutionStatus.FAILED, "error": error or str(storage)}
+                )
+            if ended is not None:
+                execution.completed_at, ran = ended
+                execution.status, execution.output_data, execution.error = status, output, error
+                execution.duration_ms = (execution.duration_ms or 0) + ran
+                execution.input_tokens += int(ctx.totals["input_tokens"])
+                execution.output_tokens += int(ctx.totals["output_tokens"])
+                execution.cost_usd += ctx.totals["cost_usd"]
+                if self.config.metrics_enabled:
+                    METRICS.runs.labels(execution.topology_type, str(status)).inc()
+                return _result(execution)
+        # Another process owns the execution now: report what it shows, and why we stopped.
+        return _result(await db.get_execution(execution.id)).model_copy(update={"error": lease.lost})
 
     def _observe(self, event: StepEvent) -> None:
         if event.kind != "started":
@@ -260,6 +382,48 @@ class BaseRunner:
                 METRICS.step_latency.observe(event.latency_ms / 1000)
         if self.on_event is not None:
             self.on_event(event)
+
+
+async def new_execution(
+    db: Database,
+    team: Team,
+    config: RunConfig,
+    *,
+    runner_type: str,
+    runner_options: dict[str, Any],
+    owner: Owner,
+    started: datetime | None = None,
+) -> tuple[Execution, Lease]:
+    """Store a validated team and create its execution, claimed by `owner`: what every run starts with
+    (a runner's `run`, a Metaflow flow started on its own)."""
+    teams = await collect_teams(db, team.topology)
+    stored_topology, _ = await db.save_team(team.topology, team.agents)
+    execution = Execution(
+        topology_id=stored_topology.id,
+        topology_name=team.topology.name,
+        topology_type=str(team.topology.topology_type),
+        runner_type=runner_type,
+        correlation_id=config.correlation_id,
+        input_data=team.input_data,
+        topology_snapshot=team.topology.definition(),
+        agents_snapshot={slot: agent.definition() for slot, agent in team.agents.items()},
+        teams_snapshot=teams,
+        run_config=config.model_dump(mode="json", exclude=set(_PROCESS_FIELDS)),
+        runner_options=runner_options,
+    )
+    lease = await db.executions.create(execution, owner, runner=runner_type, started=started)
+    assert lease is not None
+    return execution, lease
+
+
+async def _run_topology(
+    ctx: StepContext, implementation: BaseTopology, input_data: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The topology's code over its context: the attempt's work, a task of its own so that a cancel
+    request or a lost lease can stop it (in-flight model calls included) without stopping the runner."""
+    async with ctx.resources.exit_stack:
+        with older_heap_frozen():
+            return await implementation.run(ctx, dict(input_data))
 
 
 def step_context(
@@ -299,8 +463,11 @@ def step_context(
     )
 
 
-def stopped(error: Exception) -> tuple[ExecutionStatus, str]:
+def stopped(error: Exception, url: str | None = None) -> tuple[ExecutionStatus, str]:
     """The status and message an execution ends with when its topology code raises `error`."""
+    storage = as_storage_error(error, url) if url is not None else None
+    if storage is not None:
+        return ExecutionStatus.FAILED, str(storage)
     if isinstance(error, ExecutionPaused):
         return ExecutionStatus.PAUSED, str(error)
     if isinstance(error, HumanRejectedError):
@@ -350,6 +517,13 @@ class RunnerRegistry:
     @classmethod
     def create(cls, runner_type: str, config: RunConfig | None = None, **kwargs: Any) -> BaseRunner:
         return cls.get(runner_type)(config=config, **kwargs)
+
+    @classmethod
+    def for_execution(
+        cls, execution: Execution, config: RunConfig | None = None, **kwargs: Any
+    ) -> BaseRunner:
+        """The runner `execution` ran on, with the options it ran with (`kwargs` win, e.g. `db_url`)."""
+        return cls.create(execution.runner_type, config, **{**execution.runner_options, **kwargs})
 
     @classmethod
     def list(cls) -> list[str]:

@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel
 
 from ..models import ExecutionStatus
 
-__all__ = ["RunConfig", "RunResult"]
+__all__ = ["RUN_OPTIONS", "RunConfig", "RunResult"]
 
 
 class RunConfig(SQLModel):
@@ -33,6 +33,21 @@ class RunConfig(SQLModel):
     retry_backoff_seconds: float = Field(
         default=0.5, ge=0.0, le=60.0, description="First retry delay; doubles."
     )
+
+
+RUN_OPTIONS = frozenset(
+    {
+        "model_override",
+        "max_concurrent",
+        "timeout_seconds",
+        "checkpoint_enabled",
+        "retry_on_failure",
+        "max_retries",
+        "retry_backoff_seconds",
+    }
+)
+"""The fields that make a run what it is: stored on the execution, reused by resume, changed only
+explicitly (and recorded). The others (log level, tracing, metrics) belong to the process running it."""
 
 
 class RunResult(SQLModel):

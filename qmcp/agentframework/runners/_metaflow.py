@@ -4,12 +4,18 @@
 flow, and runs `python FLOW run` in a subprocess; the flow's steps record every agent call in the
 same step store, so the execution is read back from the database when Metaflow is done.
 `resume()` runs Metaflow's own `resume` of the execution's Metaflow run.
+
+The runner owns the execution's lease for the whole flow run (its heartbeat goes on while Metaflow
+runs) and hands its token to the flow's steps (`QMCP_EXECUTION_OWNER`, also on Kubernetes and
+Batch through `--with environment`), which act for it. A cancel request stops the flow's process
+group; the flow is also stopped when this process dies (Linux), so no flow runs on unowned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -21,14 +27,13 @@ from typing import Any, Literal
 
 from ..errors import InvalidConfigError
 from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology
-from ..models._agent import utcnow
-from ..store import Database, StepRecord, is_sqlite
+from ..store import Database, Lease, StepRecord, is_sqlite
 from ..topologies import StepEvent
-from ._base import BaseRunner, EventHandler, _result, runner
+from ._base import BaseRunner, EventHandler, _Attempt, _result, runner
 from ._config import RunConfig, RunResult
 from ._flowgen import flow_file_name, generate_flow
 from ._team import Team, prepare_team
-from .metaflow_helpers import elapsed_ms
+from .metaflow_helpers import OWNER_VARIABLE
 
 __all__ = ["ENVIRONMENTS", "MetaflowRunner", "export_flow", "flow_command"]
 
@@ -48,12 +53,14 @@ def flow_command(
     origin_run_id: str | None = None,
     max_workers: int | None = None,
     max_num_splits: int | None = None,
+    owner_token: str | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs (or resumes) a generated flow in `environment`.
 
     `run` starts execution `execution_id` on `input_data`; `resume` continues Metaflow run
-    `origin_run_id`. Kubernetes and Batch add `--with kubernetes` / `--with batch`.
+    `origin_run_id`. Kubernetes and Batch add `--with kubernetes` / `--with batch`. `owner_token`
+    (the lease of the process launching it) reaches every step, wherever it runs.
     """
     if environment not in ENVIRONMENTS:
         raise InvalidConfigError(
@@ -62,6 +69,8 @@ def flow_command(
     argv = [python, str(flow_file), "--no-pylint", command]
     if environment != "local":
         argv += ["--with", environment]
+    if owner_token is not None:
+        argv += ["--with", f"environment:vars={json.dumps({OWNER_VARIABLE: owner_token})}"]
     if max_workers is not None:
         argv += ["--max-workers", str(max_workers)]
     if max_num_splits is not None:
@@ -137,13 +146,24 @@ class MetaflowRunner(BaseRunner):
         """The source of the topology's Metaflow flow (`ai_debate` → class `AiDebateFlow`)."""
         return generate_flow(_team(topology, agents), self.config)
 
-    def launch_command(self, execution: Execution, flow_file: Path) -> list[str]:
+    def options(self) -> dict[str, Any]:
+        return {"output_dir": str(self.output_dir.resolve()), "environment": self.environment}
+
+    def launch_command(
+        self,
+        execution: Execution,
+        flow_file: Path,
+        *,
+        config: RunConfig | None = None,
+        owner_token: str | None = None,
+    ) -> list[str]:
         """The command `run()`/`resume()` start for `execution`: Metaflow's resume of its run, if there is one."""
         agents = len(execution.agents_snapshot)
         options: dict[str, Any] = {
             "environment": self.environment,
-            "max_workers": self.config.max_concurrent,
+            "max_workers": (config or self.config).max_concurrent,
             "max_num_splits": agents if agents > 100 else None,
+            "owner_token": owner_token,
         }
         if execution.external_run_id and self._has_run(execution.external_run_id):
             origin = execution.external_run_id.rsplit("/", 1)[-1]
@@ -160,70 +180,63 @@ class MetaflowRunner(BaseRunner):
         execution: Execution,
         agents: dict[str, AgentType],
         completed: dict[str, StepRecord],
+        config: RunConfig,
+        lease: Lease,
     ) -> RunResult:
-        config = RunConfig.model_validate(execution.run_config)
         flow_file = export_flow(execution.topology_snapshot, agents, self.output_dir, config=config)
-        argv = self.launch_command(execution, flow_file)
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[execution.id] = task
+        argv = self.launch_command(execution, flow_file, config=config, owner_token=lease.token)
+        resume_hint = f"resume with: qmcp executions resume {execution.id}"
         reporter = await _StepReporter.start(db, execution.id, self.on_event) if self.on_event else None
+        work = asyncio.create_task(_launch(argv, self._environ(lease.token)))
+        self._attempts[execution.id] = _Attempt(work, lease)  # type: ignore[arg-type]
+        stopped: tuple[ExecutionStatus, str] | None = None
         try:
-            async with asyncio.timeout(self.config.timeout_seconds):
-                returncode, stderr = await _launch(argv, self._environ())
+            async with lease.kept(on_stop=work.cancel), asyncio.timeout(config.timeout_seconds):
+                returncode, stderr = await work
         except TimeoutError:
-            await self._stop(
-                db,
-                execution.id,
+            stopped = (
                 ExecutionStatus.FAILED,
-                f"timed out after {self.config.timeout_seconds}s; completed steps are kept, "
-                f"resume with: qmcp executions resume {execution.id}",
+                f"timed out after {config.timeout_seconds}s; completed steps are kept, {resume_hint}",
             )
-            return _result(await db.get_execution(execution.id))
         except asyncio.CancelledError:
-            await asyncio.shield(
-                self._stop(
-                    db,
-                    execution.id,
-                    ExecutionStatus.CANCELLED,
-                    f"cancelled; resume with: qmcp executions resume {execution.id}",
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # this task is cancelled: record it, go on
+                await asyncio.shield(
+                    self._end(db, lease, ExecutionStatus.CANCELLED, f"cancelled; {resume_hint}")
                 )
-            )
-            raise
+                raise
+            stopped = (ExecutionStatus.CANCELLED, f"cancelled by request; {resume_hint}")
         finally:
-            self._running.pop(execution.id, None)
+            self._attempts.pop(execution.id, None)
             if reporter is not None:
                 await reporter.stop()
+        if stopped is not None:
+            return await self._end(db, lease, *stopped)
         finished = await db.get_execution(execution.id)
-        if returncode != 0 or finished.status == ExecutionStatus.RUNNING:
-            tail = "\n".join(stderr.strip().splitlines()[-_STDERR_LINES:]) or f"exit status {returncode}"
-            step_error = finished.error if finished.status == ExecutionStatus.FAILED else None
-            await self._stop(
-                db,
-                execution.id,
-                ExecutionStatus.FAILED,
-                "\n".join(filter(None, [step_error, f"Metaflow: {tail}"])),
-            )
-            finished = await db.get_execution(execution.id)
-        return _result(finished)
-
-    async def _stop(self, db: Database, execution_id: uuid.UUID, status: ExecutionStatus, error: str) -> None:
-        """Record how a run ended, unless a step already did (completed, paused for a human, cancelled)."""
-        current = await db.get_execution(execution_id)
-        if current.status in (ExecutionStatus.COMPLETED, ExecutionStatus.PAUSED, ExecutionStatus.CANCELLED):
-            return
-        now = utcnow()
-        await db.update_execution(
-            execution_id,
-            status=status,
-            error=error,
-            completed_at=now,
-            duration_ms=elapsed_ms(current.started_at, now),
+        if returncode == 0 and finished.status != ExecutionStatus.RUNNING:
+            return await self._end(db, lease, finished.status, finished.error)
+        tail = "\n".join(stderr.strip().splitlines()[-_STDERR_LINES:]) or f"exit status {returncode}"
+        step_error = finished.error if finished.status == ExecutionStatus.FAILED else None
+        return await self._end(
+            db, lease, ExecutionStatus.FAILED, "\n".join(filter(None, [step_error, f"Metaflow: {tail}"]))
         )
 
-    def _environ(self) -> dict[str, str]:
+    async def _end(self, db: Database, lease: Lease, status: ExecutionStatus, error: str | None) -> RunResult:
+        """End the attempt: finish the execution unless a step of the flow did (it completed, paused
+        for a human, failed), then give the lease up; nothing when another process took it over."""
+        ended = lease.lost is None and await db.executions.finish(lease, status, error=error) is not None
+        if not ended and lease.lost is None:  # the flow ended it: keep its status, and our error if it failed
+            current = await db.get_execution(lease.execution_id)
+            failed = current.status == ExecutionStatus.FAILED and status == ExecutionStatus.FAILED
+            await db.executions.release(lease, error=error if failed else None)
+        result = _result(await db.get_execution(lease.execution_id))
+        return result if lease.lost is None else result.model_copy(update={"error": lease.lost})
+
+    def _environ(self, owner_token: str | None = None) -> dict[str, str]:
         environ = dict(os.environ)
         environ["QMCP_DATABASE_URL"] = self.db_url
+        if owner_token is not None:
+            environ[OWNER_VARIABLE] = owner_token
         environ.setdefault("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(self.output_dir.resolve()))
         if not any(environ.get(name) for name in ("METAFLOW_USER", "USERNAME", "USER")):
             environ["USERNAME"] = "qmcp"  # Metaflow refuses to run without a user name
@@ -294,13 +307,15 @@ def _mark(step: ExecutionStep) -> tuple[str, str, int]:
 
 
 async def _launch(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
-    """Run Metaflow in its own process group, so that a cancel or a timeout stops its tasks too."""
+    """Run Metaflow in its own process group, so that a cancel or a timeout stops its tasks too;
+    on Linux it is also told to stop when this process dies, so a killed runner leaves no flow running."""
     process = await asyncio.create_subprocess_exec(
         *argv,
         env=environ,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
     )
     try:
         _, stderr = await process.communicate()
@@ -309,6 +324,15 @@ async def _launch(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
         raise
     assert process.returncode is not None
     return process.returncode, stderr.decode(errors="replace")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies (Metaflow's runtime
+    then stops its tasks). Only async-signal-safe calls here."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 async def _terminate(process: asyncio.subprocess.Process) -> None:

@@ -10,6 +10,14 @@ A failure that the topology tolerates (an ensemble member within `failure_thresh
 that abstains) does not fail its Metaflow task: the step's result carries it to the join, which
 replays it as a failure, or, in a resumed run, calls that agent again, like any resume does.
 
+Ownership: the steps of a flow act for one owner of the execution's lease (see
+`store/_executions.py`). When `MetaflowRunner` launched the flow, that is the runner, which claimed
+the execution and passes its token in `QMCP_EXECUTION_OWNER`; a flow run started on its own claims
+the execution for itself (its token names the Metaflow run, its pid is the local Metaflow runtime's).
+Each step renews the lease while it runs, writes its steps fenced by the token, stops at a cancel
+request, and fails at once if another process has taken the execution over. Helpers called outside
+a flow act for their process.
+
 `aggregate_results` and `determine_consensus` are the topologies' own functions, re-exported.
 Helpers read the database from `QMCP_DATABASE_URL`, and import the modules named in
 `QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the one that registers your models.
@@ -29,11 +37,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from sqlmodel import col
-
 from ...config import settings
 from ..errors import (
     InvalidConfigError,
+    LeaseLostError,
     ModelError,
     RunCancelledError,
     RunError,
@@ -41,8 +48,7 @@ from ..errors import (
     UserInputError,
 )
 from ..models import AgentType, Execution, ExecutionStatus, Topology
-from ..models._agent import utcnow
-from ..store import Database, MemoryStepStore, StepRecord
+from ..store import Database, Lease, MemoryStepStore, Owner, storage_errors
 from ..topologies import (
     Scheduler,
     StepContext,
@@ -52,11 +58,13 @@ from ..topologies import (
     determine_consensus,
     input_text,
 )
-from ._base import BaseRunner, _result, step_context, stopped
-from ._config import RunConfig, RunResult
+from ._base import new_execution, step_context, stopped
+from ._config import RunConfig
+from ._team import prepare_team
 
 __all__ = [
     "IMPORTS_VARIABLE",
+    "OWNER_VARIABLE",
     "aggregate_results",
     "determine_consensus",
     "invoke_agent",
@@ -67,6 +75,8 @@ __all__ = [
 
 IMPORTS_VARIABLE = "QMCP_METAFLOW_IMPORTS"
 """Modules every helper imports before it runs, comma-separated (e.g. ones calling `register_model`)."""
+OWNER_VARIABLE = "QMCP_EXECUTION_OWNER"
+"""The lease token of the process that claimed the execution and launched the flow (`MetaflowRunner`)."""
 
 T = TypeVar("T")
 
@@ -245,7 +255,8 @@ async def _advance(
     """Run the topology's code as far as this flow step's calls take it (to its end if `must_finish`)."""
     run = _flow_run()
     async with Database(settings().database_url) as db:
-        execution = await _attach(db, execution_id, run)
+        with storage_errors(db.url):
+            execution, lease, releases = await _attach(db, execution_id, run)
         config = RunConfig.model_validate(execution.run_config)
         # A failure carried from this run replays as one; from the run being resumed, it is retried.
         failures = {r["key"]: r["error"] for r in after if r.get("error") and r.get("run") == run}
@@ -262,26 +273,46 @@ async def _advance(
             context_class=_FlowStepContext,
             owned=None if owned is None else {*owned, *retried},
             failures=failures,
+            lease=lease,
         )
         implementation = TopologyRegistry.create(topology.topology_type, topology.config)
+        work = asyncio.create_task(_run_code(ctx, implementation, execution.input_data))
+        finished = False
         try:
-            async with ctx.resources.exit_stack:
-                output: dict[str, Any] | None = await implementation.run(ctx, dict(execution.input_data))
+            async with lease.kept(on_stop=work.cancel):
+                output: dict[str, Any] | None = await work
+        except asyncio.CancelledError:
+            if lease.lost is not None:
+                raise LeaseLostError(lease.lost) from None
+            finished = await _stop(db, lease, releases, _cancelled(execution.id), ctx.totals)
+            raise _cancelled(execution.id) from None
         except _Suspended as stop:
             if must_finish:
                 missing = RunError(
                     f"step {stop.key!r} of the topology is made by no step of this flow; "
                     "regenerate the flow with this version of qmcp"
                 )
-                await _stop(db, execution.id, missing)
+                finished = await _stop(db, lease, releases, missing, ctx.totals)
                 raise missing from None
             output = None
         except Exception as error:
-            await _stop(db, execution.id, error)
+            finished = await _stop(db, lease, releases, error, ctx.totals)
             raise
         finally:
-            await _add_usage(db, execution.id, ctx.totals)
+            if not finished:
+                await db.executions.add_usage(lease, ctx.totals)
     return _Progress(output, ctx.outcomes, run)
+
+
+async def _run_code(ctx: StepContext, implementation: Any, input_data: Mapping[str, Any]) -> dict[str, Any]:
+    async with ctx.resources.exit_stack:
+        return await implementation.run(ctx, dict(input_data))
+
+
+def _cancelled(execution_id: uuid.UUID) -> RunCancelledError:
+    return RunCancelledError(
+        f"execution {execution_id} was cancelled; resume it with: qmcp executions resume {execution_id}"
+    )
 
 
 def _step_result(
@@ -321,24 +352,6 @@ async def _invoke_once(agent: AgentType, input_data: Mapping[str, Any], key: str
 # -- execution records ------------------------------------------------------------------------------
 
 
-class _ExecutionRecorder(BaseRunner):
-    """`BaseRunner.run`'s bookkeeping (validate, store the team, create the execution) without running.
-
-    The flow's own steps run the topology, so this runner's execution path only reports.
-    """
-
-    runner_type = "metaflow"
-
-    async def _execute(
-        self,
-        db: Database,
-        execution: Execution,
-        agents: dict[str, AgentType],
-        completed: dict[str, StepRecord],
-    ) -> RunResult:
-        return _result(execution)
-
-
 async def _start_execution(
     topology: Mapping[str, Any],
     agents: Mapping[str, Mapping[str, Any]],
@@ -347,112 +360,148 @@ async def _start_execution(
     run_config: Mapping[str, Any],
 ) -> tuple[str, int | None]:
     run = _flow_run()
-    if not execution_id:
-        recorder = _ExecutionRecorder(config=RunConfig.model_validate(run_config))
-        created = await recorder.run(dict(topology), dict(agents), dict(input_data))
-        execution_id = str(created.execution_id)
     async with Database(settings().database_url) as db:
-        execution = await db.get_execution(execution_id)
-        if _definitions(execution.topology_snapshot, execution.agents_snapshot) != _definitions(
-            topology, agents
-        ):
-            raise InvalidConfigError(
-                f"execution {execution.id} was made for another team than this flow's "
-                f"(topology {execution.topology_name!r}); regenerate the flow or start a new execution"
-            )
-        if input_data and dict(input_data) != execution.input_data:
-            raise InvalidConfigError(
-                f"--input-json differs from the input of execution {execution.id}; omit it to use the stored one"
-            )
-        await _attach(db, execution.id, run)
+        with storage_errors(db.url):
+            if not execution_id:  # a flow run started on its own: it creates and owns its execution
+                given = RunConfig.model_validate(dict(run_config))
+                config = given.model_copy(
+                    update={
+                        "correlation_id": given.correlation_id or uuid.uuid4().hex,
+                        "model_override": given.model_override or settings().model_override,
+                    }
+                )
+                team = prepare_team(dict(topology), dict(agents), dict(input_data), config.model_override)
+                execution, lease = await new_execution(
+                    db, team, config, runner_type="metaflow", runner_options={}, owner=_owner(run)
+                )
+                if run is not None:
+                    await db.executions.note_external_run(lease, run)
+                return str(execution.id), execution.topology_id
+            execution = await db.get_execution(execution_id)
+            if _definitions(execution.topology_snapshot, execution.agents_snapshot) != _definitions(
+                topology, agents
+            ):
+                raise InvalidConfigError(
+                    f"execution {execution.id} was made for another team than this flow's "
+                    f"(topology {execution.topology_name!r}); regenerate the flow or start a new execution"
+                )
+            if input_data and dict(input_data) != execution.input_data:
+                raise InvalidConfigError(
+                    f"--input-json differs from the input of execution {execution.id}; omit it to use the stored one"
+                )
+            await _attach(db, execution.id, run)
     return str(execution.id), execution.topology_id
 
 
-async def _attach(db: Database, execution_id: str | uuid.UUID, run: str | None) -> Execution:
-    """Mark the execution running in this flow run; a cancel stops the run at its next step."""
+def _owner(run: str | None) -> Owner:
+    """Who a step acts for when no runner launched the flow: its Metaflow run, or this process."""
+    if run is None:
+        return Owner.of_process()
+    return Owner.of_run(run, pid=os.getppid())  # a local task's parent is the Metaflow runtime
+
+
+async def _attach(
+    db: Database, execution_id: str | uuid.UUID, run: str | None
+) -> tuple[Execution, Lease, bool]:
+    """This step's lease on the execution, and whether the step may give it up when it ends the run.
+
+    The runner that launched the flow holds the lease (its token is in `QMCP_EXECUTION_OWNER`):
+    steps act for it and leave releasing to it. Otherwise the flow run owns the execution: its
+    first step claims it (a new run, or a Metaflow resume of a run whose runtime is gone).
+    """
     execution = await db.get_execution(execution_id)
     if execution.status == ExecutionStatus.CANCELLED and (run is None or execution.external_run_id == run):
-        raise RunCancelledError(
-            f"execution {execution.id} was cancelled; resume it with: qmcp executions resume {execution.id}"
-        )
-    values: dict[str, Any] = {}
-    if execution.status != ExecutionStatus.RUNNING:
-        values |= {"status": ExecutionStatus.RUNNING, "error": None, "completed_at": None}
-        if execution.status != ExecutionStatus.PENDING:
-            values["attempts"] = execution.attempts + 1
+        raise _cancelled(execution.id)
+    token = os.environ.get(OWNER_VARIABLE)
+    if token:
+        lease, releases = db.executions.attach(execution, token), False
+    else:
+        owner = _owner(run)
+        mine = Owner.is_of_run(execution.owner_token, run) if run else execution.owner_token == owner.token
+        if mine:
+            assert execution.owner_token is not None
+            lease = db.executions.attach(execution, execution.owner_token)
+        else:
+            execution, lease = await db.executions.claim(
+                execution.id,
+                owner,
+                runner="metaflow",
+                runner_options=execution.runner_options,
+                run_config=execution.run_config,
+            )
+        releases = True
+    if execution.cancel_requested_at is not None:
+        await _stop(db, lease, releases, _cancelled(execution.id), {})
+        raise _cancelled(execution.id)
     if run is not None and execution.external_run_id != run:
-        values["external_run_id"] = run
-    if values:
-        await db.update_execution(execution.id, **values)
-    return execution
+        await db.executions.note_external_run(lease, run)
+    return execution, lease, releases
 
 
-async def _stop(db: Database, execution_id: uuid.UUID, error: Exception) -> None:
-    """Record why a flow step stopped the execution, as the in-process runners do."""
-    status, message = stopped(error)
-    await db.finish_execution(execution_id, status=status, error=message, completed_at=utcnow())
-
-
-async def _add_usage(db: Database, execution_id: uuid.UUID, totals: Mapping[str, float]) -> None:
-    """Add this step's tokens and cost; parallel `foreach` steps add theirs in the same row."""
-    if not any(totals.values()):
-        return
-    await db.update_execution(
-        execution_id,
-        input_tokens=col(Execution.input_tokens) + int(totals["input_tokens"]),
-        output_tokens=col(Execution.output_tokens) + int(totals["output_tokens"]),
-        cost_usd=col(Execution.cost_usd) + totals["cost_usd"],
-    )
+async def _stop(
+    db: Database, lease: Lease, releases: bool, error: Exception, usage: Mapping[str, float]
+) -> bool:
+    """Record why a flow step stopped the execution, as the in-process runners do; whether it did."""
+    status, message = stopped(error, db.url)
+    ended = await db.executions.finish(lease, status, error=message, usage=usage, release=releases)
+    return ended is not None
 
 
 async def _save_execution(topology_id: int | None, output: dict[str, Any], execution_id: str | None) -> None:
-    now = utcnow()
+    run = _flow_run()
     async with Database(settings().database_url) as db:
-        if execution_id is None:
-            await db.add_execution(await _completed_execution(db, topology_id, output, now))
-            return
-        execution = await db.get_execution(execution_id)
-        if topology_id is not None and execution.topology_id != topology_id:
-            raise InvalidConfigError(f"execution {execution.id} does not belong to topology {topology_id}")
-        done = await db.finish_execution(
-            execution.id,
-            status=ExecutionStatus.COMPLETED,
-            output_data=output,
-            error=None,
-            completed_at=now,
-            duration_ms=elapsed_ms(execution.started_at, now),
-        )
-        if not done:
-            raise RunCancelledError(
-                f"execution {execution.id} was cancelled while the flow ran; not completing it"
-            )
+        with storage_errors(db.url):
+            if execution_id is None:
+                await _record_finished(db, topology_id, output, run)
+                return
+            execution, lease, releases = await _attach(db, execution_id, run)
+            if topology_id is not None and execution.topology_id != topology_id:
+                raise InvalidConfigError(
+                    f"execution {execution.id} does not belong to topology {topology_id}"
+                )
+            if (
+                await db.executions.finish(lease, ExecutionStatus.COMPLETED, output=output, release=releases)
+                is None
+            ):
+                if lease.lost is not None:
+                    raise LeaseLostError(lease.lost)
+                raise _cancelled(execution.id)
 
 
-async def _completed_execution(
-    db: Database, topology_id: int | None, output: dict[str, Any], now: datetime
-) -> Execution:
-    """The seed's `save_execution(topology_id, output)` outside an execution: record a finished one."""
+async def _record_finished(
+    db: Database, topology_id: int | None, output: dict[str, Any], run: str | None
+) -> None:
+    """The seed's `save_execution(topology_id, output)` outside an execution: record a finished one,
+    from the start of its flow run (when known) to now."""
     async with db.sessions() as session:
         topology = await session.get(Topology, topology_id) if topology_id is not None else None
     if topology is None:
         raise InvalidConfigError(f"no stored topology has id {topology_id}; pass execution_id= instead")
-    return Execution(
+    execution = Execution(
         topology_id=topology.id,
         topology_name=topology.name,
         topology_type=str(topology.topology_type),
-        status=ExecutionStatus.COMPLETED,
-        runner_type=_ExecutionRecorder.runner_type,
-        output_data=output,
+        runner_type="metaflow",
         topology_snapshot=topology.definition(),
-        external_run_id=_flow_run(),
-        completed_at=now,
+        external_run_id=run,
     )
+    lease = await db.executions.create(execution, _owner(run), runner="metaflow", started=_run_started(run))
+    assert lease is not None
+    await db.executions.finish(lease, ExecutionStatus.COMPLETED, output=output)
 
 
-def elapsed_ms(started: datetime, now: datetime) -> int:
-    """Milliseconds from `started` to `now`; SQLite hands datetimes back without their zone (UTC)."""
-    started = started if started.tzinfo else started.replace(tzinfo=UTC)
-    return max(0, int((now - started).total_seconds() * 1000))
+def _run_started(run: str | None) -> datetime | None:
+    """When Metaflow run `run` began, from Metaflow's metadata; None when it cannot say."""
+    if run is None:
+        return None
+    try:
+        from metaflow import Run, namespace
+
+        namespace(None)
+        created = Run(run).created_at
+    except Exception:  # no metadata service or run record: the execution starts now
+        return None
+    return created.astimezone(UTC)  # Metaflow gives local time without a zone
 
 
 # -- plumbing ---------------------------------------------------------------------------------------

@@ -1,19 +1,44 @@
-"""Persistence: engines (SQLite, PostgreSQL), the durable step store and the record queries."""
+"""Persistence: engines (SQLite, PostgreSQL), the durable step store, execution ownership and the record queries."""
 
 from ._database import Database
-from ._engine import create_engine, ensure_schema, is_sqlite
+from ._engine import as_storage_error, create_engine, ensure_schema, is_sqlite, masked_url, storage_errors
+from ._executions import (
+    TRANSITIONS,
+    Action,
+    CancelOutcome,
+    ExecutionService,
+    Lease,
+    Owner,
+    OwnerState,
+    allowed,
+    attempt_started,
+    owner_state,
+)
 from ._memory import MemoryStore, Recollection
 from ._steps import MemoryStepStore, SqlStepStore, StepRecord, StepStore
 
 __all__ = [
+    "TRANSITIONS",
+    "Action",
+    "CancelOutcome",
     "Database",
+    "ExecutionService",
+    "Lease",
     "MemoryStepStore",
     "MemoryStore",
+    "Owner",
+    "OwnerState",
     "Recollection",
     "SqlStepStore",
     "StepRecord",
     "StepStore",
+    "allowed",
+    "as_storage_error",
+    "attempt_started",
     "create_engine",
     "ensure_schema",
     "is_sqlite",
+    "masked_url",
+    "owner_state",
+    "storage_errors",
 ]

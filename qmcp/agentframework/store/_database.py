@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Executable, delete, func, text, update
+from sqlalchemy import ColumnElement, Executable, delete, func, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
@@ -27,6 +29,7 @@ from ..models import (
 )
 from ..models._agent import utcnow
 from ._engine import acquire_engine, ensure_schema, inline_engine, is_locked, release_engine
+from ._executions import ExecutionService
 from ._steps import SqlStepStore
 
 __all__ = ["Database"]
@@ -42,18 +45,28 @@ class Database:
         self.engine = acquire_engine(self.url)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self.steps = SqlStepStore(self.engine)
+        self.executions = ExecutionService(self)
+        """Every change of an execution's status, owner and lease goes through this service."""
         self._inline = inline_engine(self.url, self.engine)
+        self._writing: set[asyncio.Future[Any]] = set()
 
     async def __aenter__(self) -> Self:
         await ensure_schema(self.engine)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        if self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
         await self.steps.close()
         await release_engine(self.url, self.engine)
 
     async def _write(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in a write transaction: in this thread on a free SQLite file, else on the engine."""
+        """Run `work` in a write transaction: in this thread on a free SQLite file, else on the engine.
+
+        On the engine the transaction runs in a task of its own that a cancel of the caller does not
+        interrupt: a write cancelled between its statement and its commit would hold SQLite's write
+        lock (or a PostgreSQL row lock) in a pooled connection, and every other writer would wait.
+        """
         if self._inline is not None:
             try:
                 with Session(self._inline, expire_on_commit=False) as session, session.begin():
@@ -61,6 +74,12 @@ class Database:
             except OperationalError as error:
                 if not is_locked(error):
                     raise
+        task = asyncio.ensure_future(self._write_on_engine(work))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+        return await asyncio.shield(task)
+
+    async def _write_on_engine(self, work: Callable[[Session], T]) -> T:
         async with self.sessions() as session, session.begin():
             return await session.run_sync(work)
 
@@ -157,25 +176,31 @@ class Database:
 
     # -- executions ---------------------------------------------------------------------------
 
-    async def add_execution(self, execution: Execution) -> None:
-        await self._write(lambda session: session.add(execution))
+    # Writes of execution rows belong to the execution service (`self.executions`), which calls these.
 
-    async def update_execution(self, execution_id: uuid.UUID, **values: Any) -> None:
-        await self._execute(update(Execution).where(col(Execution.id) == execution_id).values(**values))
+    async def add(self, row: Execution | HumanRequest) -> None:
+        await self._write(lambda session: session.add(row))
 
-    async def finish_execution(self, execution_id: uuid.UUID, **values: Any) -> bool:
-        """Update a running execution (e.g. to its final status); False if it was not running.
+    async def execute_update(
+        self, execution_id: uuid.UUID, values: Mapping[str, Any], *guard: ColumnElement[bool]
+    ) -> bool:
+        """Update an execution row if `guard` holds (a compare-and-set); whether it did."""
+        statement = update(Execution).where(col(Execution.id) == execution_id, *guard).values(**values)
+        return bool(await self._execute(statement))
 
-        Only a running execution is finished: a cancel from elsewhere, or a process that already
-        ended it, wins.
-        """
-        return bool(
-            await self._execute(
-                update(Execution)
-                .where(col(Execution.id) == execution_id, col(Execution.status) == ExecutionStatus.RUNNING)
-                .values(**values)
-            )
+    async def renew_lease(
+        self, execution_id: uuid.UUID, token: str, until: datetime, now: datetime
+    ) -> tuple[ExecutionStatus, bool] | None:
+        """Extend the lease of `token`; None if `token` no longer owns the execution, else its status
+        and whether a cancel was requested — one statement, so a heartbeat is one round trip."""
+        statement = (
+            update(Execution)
+            .where(col(Execution.id) == execution_id, col(Execution.owner_token) == token)
+            .values(lease_until=until, heartbeat_at=now)
+            .returning(col(Execution.status), col(Execution.cancel_requested_at))
         )
+        row = await self._write(lambda session: session.connection().execute(statement).first())
+        return None if row is None else (ExecutionStatus(row[0]), row[1] is not None)
 
     async def get_execution(self, execution_id: uuid.UUID | str) -> Execution:
         try:
@@ -213,7 +238,7 @@ class Database:
     # -- human requests -----------------------------------------------------------------------
 
     async def add_human_request(self, request: HumanRequest) -> None:
-        await self._write(lambda session: session.add(request))
+        await self.add(request)
 
     async def find_human_request(self, execution_id: uuid.UUID, key: str) -> HumanRequest | None:
         query = select(HumanRequest).where(HumanRequest.execution_id == execution_id, HumanRequest.key == key)
@@ -243,17 +268,25 @@ class Database:
             return list((await session.exec(query)).all())
 
     async def answer_human_request(self, request_id: uuid.UUID | str, response: str) -> HumanRequest:
-        """Store a human's answer; a request can be answered once, and only before its timeout."""
+        """Store a human's answer: exactly once (a write guarded on `pending`), and only before its timeout."""
         request = await self.get_human_request(request_id)
-        if request.status != "pending":
-            raise InvalidConfigError(f"human request {request.id} was already {request.status}")
         if request.options and response not in request.options:
             raise InvalidConfigError(f"answer one of: {', '.join(request.options)} (got {response!r})")
-        await self._execute(
+        if request.status == "pending" and request.timeout_seconds is not None:
+            created = (
+                request.created_at if request.created_at.tzinfo else request.created_at.replace(tzinfo=UTC)
+            )
+            if utcnow() > created + timedelta(seconds=request.timeout_seconds):
+                await self.expire_human_request(request.id)
+                request = await self.get_human_request(request.id)
+        answered = await self._execute(
             update(HumanRequest)
-            .where(col(HumanRequest.id) == request.id)
+            .where(col(HumanRequest.id) == request.id, col(HumanRequest.status) == "pending")
             .values(status="answered", response=response, answered_at=utcnow())
         )
+        if not answered:
+            current = await self.get_human_request(request.id)
+            raise InvalidConfigError(f"human request {current.id} was already {current.status}")
         return await self.get_human_request(request.id)
 
     async def expire_human_request(self, request_id: uuid.UUID) -> None:

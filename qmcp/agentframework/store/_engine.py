@@ -1,6 +1,8 @@
 """Database engines: SQLite (WAL, busy timeout) by default, PostgreSQL through asyncpg.
 
-Tables are created on first use of a URL in a process. Databases open at the same time on one
+Tables are created on first use of a URL in a process (again if its SQLite file was deleted and
+made anew). A URL that cannot work (no such directory, not a database, a read-only file, no server
+answering) is one `DatabaseUnavailableError` naming it, password masked. Databases open at the same time on one
 URL in one event loop share one engine (one connection pool): 100 concurrent runs must not hold
 100 PostgreSQL connections. The last one to close disposes its connections; the engine is kept
 (for a few URLs per process) and reused by the next Database on its URL, in any event loop,
@@ -10,9 +12,13 @@ because compiling its statements again cost every run about 10 ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sqlite3
 from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pydantic_core
@@ -23,22 +29,25 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 
-from ..errors import InvalidConfigError
+from ..errors import DatabaseUnavailableError, InvalidConfigError, StorageError
 
 __all__ = [
     "JSON_CODEC",
     "acquire_engine",
+    "as_storage_error",
     "create_engine",
     "ensure_schema",
     "inline_engine",
     "is_locked",
     "is_sqlite",
+    "masked_url",
     "release_engine",
+    "storage_errors",
 ]
 
 _BUSY_TIMEOUT_MS = 30_000
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # primary result codes: another connection holds the lock
-_schema_ready: set[str] = set()
+_schema_ready: dict[str, tuple[int, int] | None] = {}  # URL -> identity of its SQLite file then
 
 _in_use: dict[tuple[str, int], list[Any]] = {}  # (url, event loop) -> [engine, users]
 _idle: OrderedDict[str, list[AsyncEngine]] = OrderedDict()
@@ -75,6 +84,59 @@ def is_locked(error: BaseException) -> bool:
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def as_storage_error(error: BaseException, url: str) -> StorageError | None:
+    """`error` as one line naming the database, if it is the database failing (disk full, file-size
+    limit, I/O error, lost connection); None for anything else."""
+    if isinstance(error, StorageError):
+        return error
+    cause = getattr(error, "orig", None) or error
+    if (
+        not isinstance(error, DBAPIError | sqlite3.Error)
+        and type(cause).__module__.split(".")[0] != "asyncpg"
+    ):
+        return None
+    cause = getattr(cause, "__cause__", None) or cause
+    text_ = " ".join(str(cause).split()).split(" [SQL:")[0] or type(cause).__name__
+    return StorageError(f"the database {masked_url(url)} failed: {text_}")
+
+
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn the database failing inside the block into one `StorageError` line naming it."""
+    try:
+        yield
+    except Exception as error:
+        converted = as_storage_error(error, url)
+        if converted is None or converted is error:
+            raise
+        raise converted from None
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _sqlite_file(engine: AsyncEngine) -> str | None:
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or path in (None, "", ":memory:") or path.startswith("file:"):
+        return None
+    return path
+
+
+def _identity(path: str | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_dev, status.st_ino)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -189,32 +251,74 @@ def _hold_wal(url: str, engine: AsyncEngine) -> None:
 
 
 async def ensure_schema(engine: AsyncEngine) -> None:
-    """Create the tables once per URL per process; safe when several processes race to do it."""
+    """Create the tables once per URL per process; safe when several processes race to do it.
+
+    A SQLite file deleted and made anew since is a new database: its tables are created again, and
+    connections kept open on the deleted file are closed.
+    """
     key = engine.url.render_as_string(hide_password=False)
+    path = _sqlite_file(engine)
+    identity = _identity(path)
     if key in _schema_ready:
-        return
+        if path is None or (identity is not None and _schema_ready[key] == identity):
+            return
+        _forget_file(key)
     from .. import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
+    if path is not None and not Path(path).parent.is_dir():
+        raise DatabaseUnavailableError(
+            f"cannot open the database {masked_url(key)}: the directory {Path(path).parent} does not exist"
+        )
     for attempt in range(3):
         try:
             async with engine.begin() as conn:
                 if engine.dialect.name == "postgresql":
                     # CREATE TYPE/TABLE race between processes: create the schema one at a time.
                     await conn.execute(text("SELECT pg_advisory_xact_lock(7170000)"))
+                else:
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")  # a read-only file fails here, not mid-run
                 await conn.run_sync(SQLModel.metadata.create_all)
                 missing = await conn.run_sync(_missing_columns)
             break
         except DBAPIError as error:
             # Another process created a table between our check and our CREATE: check again.
             if ("already exists" not in str(error) and "duplicate key" not in str(error)) or attempt == 2:
-                raise
+                raise _unavailable(key, error) from None
+        except OSError as error:  # the server refused or is unreachable
+            raise _unavailable(key, error) from None
     if missing:
         raise InvalidConfigError(
             f"the database at {engine.url.render_as_string(hide_password=True)} was made by an older qmcp "
             f"(missing {', '.join(missing[:3])}); use a new database file or URL (there are no migrations "
             "before the first release)"
         )
-    _schema_ready.add(key)
+    _schema_ready[key] = _identity(path)
+
+
+def _forget_file(url: str) -> None:
+    """The SQLite file of `url` was replaced: close what still holds the old one open."""
+    holder = _wal_holders.pop(url, None)
+    if holder is not None:
+        holder.close()
+    inline = _inline_engines.get(url)
+    if inline is not None:
+        inline.dispose()  # its next connections open the new file
+
+
+def _unavailable(url: str, error: BaseException) -> DatabaseUnavailableError:
+    """One line saying why the database at `url` cannot be used."""
+    cause = getattr(error, "orig", error)
+    cause = getattr(cause, "__cause__", None) or cause
+    text_ = " ".join(str(cause).split()) or type(cause).__name__
+    name = getattr(cause, "sqlite_errorname", "")
+    reason = {
+        "SQLITE_NOTADB": "the file is not a SQLite database",
+        "SQLITE_READONLY": "the file is read-only",
+        "SQLITE_CANTOPEN": "the file cannot be opened (check the path and its permissions)",
+    }.get(name)
+    if reason is None and isinstance(cause, OSError | ConnectionError):
+        reason = f"no database server answers there ({text_})"
+    return DatabaseUnavailableError(f"cannot open the database {masked_url(url)}: {reason or text_}")
 
 
 def _missing_columns(conn: Any) -> list[str]:

@@ -10,6 +10,11 @@ only when another writer holds the lock does it go to a second connection in a w
 that waits up to the busy timeout, so the event loop never blocks on a lock. The statement and
 the value conversions are compiled by SQLAlchemy, so rows are exactly what the ORM reads back.
 PostgreSQL uses SQLAlchemy Core on asyncpg.
+
+Writes are **fenced**: a save carries the owner token of the execution's lease, and the same
+transaction that writes the rows first reads the owners of their executions (under SQLite's write
+lock; with a share lock on PostgreSQL, which a claim's update waits for). Rows of an execution that
+another process has claimed are not written, and their `save` raises `LeaseLostError`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import operator
 import sqlite3
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +36,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..models import ExecutionStep, StepStatus
+from ..errors import LeaseLostError
+from ..models import Execution, ExecutionStep, StepStatus
 from ..models._agent import utcnow
 from ._engine import JSON_CODEC, is_locked
 
@@ -68,14 +75,18 @@ class StepStore(ABC):
         """Every completed step of an execution, by key."""
 
     @abstractmethod
-    async def save(self, record: StepRecord, *, batch: bool = False) -> None:
+    async def save(self, record: StepRecord, *, batch: bool = False, fence: str | None = None) -> None:
         """Insert or replace the record of (execution, key); durable when this returns.
 
         `batch`: other steps may be finishing now (a concurrent scheduler); commit them together.
+        `fence`: the owner token of the execution's lease; when another owner holds the execution,
+        nothing is written and `LeaseLostError` is raised.
         """
 
 
 class MemoryStepStore(StepStore):
+    """Steps of executions that live in no database (one-off calls, dry runs): nothing to fence."""
+
     def __init__(self) -> None:
         self.records: dict[tuple[uuid.UUID, str], StepRecord] = {}
 
@@ -86,7 +97,7 @@ class MemoryStepStore(StepStore):
             if eid == execution_id and record.status == StepStatus.COMPLETED
         }
 
-    async def save(self, record: StepRecord, *, batch: bool = False) -> None:
+    async def save(self, record: StepRecord, *, batch: bool = False, fence: str | None = None) -> None:
         self.records[(record.execution_id, record.key)] = record
 
 
@@ -104,6 +115,16 @@ def _upsert(dialect_name: str) -> Any:
     return statement.on_conflict_do_update(
         index_elements=["execution_id", "key"],
         set_={name: statement.excluded[name] for name in _COLUMNS if name not in ("execution_id", "key")},
+    )
+
+
+_Item = tuple[tuple[Any, ...], str | None]
+"""A row to write and the owner token that fences it (None: unfenced)."""
+
+
+def _lost(execution_id: Any) -> LeaseLostError:
+    return LeaseLostError(
+        f"execution {execution_id} was taken over by another process; this one stopped without writing"
     )
 
 
@@ -138,8 +159,10 @@ class SqlStepStore(StepStore):
             if engine.dialect.name == "sqlite" and path not in (None, "", ":memory:")
             else None
         )
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._pending: list[tuple[_Item, asyncio.Future[None]]] = []
+        self._writing: set[asyncio.Future[Any]] = set()
         self._writer: asyncio.Task[None] | None = None
+        self._executions = Execution.__table__.c  # type: ignore[attr-defined]
 
     async def completed_steps(self, execution_id: uuid.UUID) -> dict[str, StepRecord]:
         query = select(*[self._table.c[name] for name in _COLUMNS]).where(
@@ -149,19 +172,32 @@ class SqlStepStore(StepStore):
             rows = (await conn.execute(query)).mappings().all()
         return {row["key"]: StepRecord(**dict(row)) for row in rows}
 
-    async def save(self, record: StepRecord, *, batch: bool = False) -> None:
-        row = _row(record)
+    async def save(self, record: StepRecord, *, batch: bool = False, fence: str | None = None) -> None:
+        item = (_row(record), fence)
         if not batch:
-            await self._write([row])
+            if self._sqlite is not None:  # inline, or in its own thread: a cancel cannot cut it in half
+                lost = await self._write([item])
+            else:  # a cancelled step is still recorded: its call was paid for
+                lost = await self._shielded(self._write([item]))
+            if lost:
+                raise _lost(record.execution_id)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
+        self._pending.append((item, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         # A cancelled caller cancels only its future; the writer still commits the row.
         await future
 
+    async def _shielded(self, write: Coroutine[Any, Any, set[Any]]) -> set[Any]:
+        task = asyncio.ensure_future(write)
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+        return await asyncio.shield(task)
+
     async def close(self) -> None:
+        if self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
         if self._writer is not None:
             await asyncio.shield(self._writer)
         if self._sqlite is not None:
@@ -172,7 +208,7 @@ class SqlStepStore(StepStore):
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await self._write([row for row, _ in batch])
+                lost = await self._write([item for item, _ in batch])
             except BaseException as error:
                 for _, future in batch:
                     if not future.done():
@@ -182,17 +218,47 @@ class SqlStepStore(StepStore):
                 if not isinstance(error, Exception):
                     raise
                 continue
-            for _, future in batch:
+            for (row, _), future in batch:
                 if not future.done():
-                    future.set_result(None)
+                    execution_id = row[_EXECUTION_ID]
+                    if execution_id in lost:
+                        future.set_exception(_lost(execution_id))
+                    else:
+                        future.set_result(None)
 
-    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        """Commit `rows` in one transaction."""
+    async def _write(self, items: list[_Item]) -> set[Any]:
+        """Commit the rows of `items` whose fence holds, in one transaction; the executions whose did not."""
         if self._sqlite is not None:
-            await self._sqlite.write(rows)
-        else:
-            async with self._engine.begin() as conn:
+            return await self._sqlite.write(items)
+        async with self._engine.begin() as conn:
+            fenced = {row[_EXECUTION_ID] for row, fence in items if fence is not None}
+            owners: dict[Any, str | None] = {}
+            if fenced:
+                # FOR SHARE: a claim updating one of these rows waits until these steps are committed
+                query = (
+                    select(self._executions.id, self._executions.owner_token)
+                    .where(self._executions.id.in_(fenced))
+                    .with_for_update(read=True)
+                )
+                owners = {row[0]: row[1] for row in await conn.execute(query)}
+            rows, lost = _fenced(items, owners)
+            if rows:
                 await conn.execute(self._upsert, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
+        return lost
+
+
+_EXECUTION_ID = _COLUMNS.index("execution_id")
+
+
+def _fenced(items: list[_Item], owners: dict[Any, str | None]) -> tuple[list[tuple[Any, ...]], set[Any]]:
+    """The rows whose fence holds against `owners` (execution id → owner token), and the executions lost."""
+    rows, lost = [], set()
+    for row, fence in items:
+        if fence is None or owners.get(row[_EXECUTION_ID]) == fence:
+            rows.append(row)
+        else:
+            lost.add(row[_EXECUTION_ID])
+    return rows, lost
 
 
 class _SqliteWriter:
@@ -200,26 +266,23 @@ class _SqliteWriter:
 
     def __init__(self, path: str) -> None:
         self._sql, self._order, self._convert = _sqlite_upsert()
+        self._uuid = ExecutionStep.__table__.c.execution_id.type.bind_processor(sqlite.dialect())  # type: ignore[attr-defined]
         self._path = path
         self._inline: sqlite3.Connection | None = None
         self._waiting: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qmcp-steps")
 
-    async def write(self, rows: list[tuple[Any, ...]]) -> None:
-        params = []
-        for row in rows:
-            values = [row[index] for index in self._order]
-            for position, convert in self._convert:
-                values[position] = convert(values[position])
-            params.append(values)
+    async def write(self, items: list[_Item]) -> set[Any]:
         try:
             if self._inline is None:
                 self._inline = self._connect(busy_timeout_ms=0)
-            self._commit(self._inline, params)
+            return self._commit(self._inline, items)
         except sqlite3.OperationalError as error:
             if not is_locked(error):
                 raise
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._write_waiting, params)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._write_waiting, items
+            )
 
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
         # The engine has already put the file in WAL mode (persistent); switching modes would need a lock.
@@ -227,18 +290,36 @@ class _SqliteWriter:
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
-    def _commit(self, conn: sqlite3.Connection, params: list[list[Any]]) -> None:
+    def _commit(self, conn: sqlite3.Connection, items: list[_Item]) -> set[Any]:
+        """One transaction: take the write lock, read the fenced executions' owners, write the rows."""
         try:
-            conn.executemany(self._sql, params)
+            conn.execute("BEGIN IMMEDIATE")
+            owners: dict[Any, str | None] = {}
+            fenced = {row[_EXECUTION_ID] for row, fence in items if fence is not None}
+            for execution_id in fenced:
+                found = conn.execute(
+                    "SELECT owner_token FROM executions WHERE id = ?", (self._uuid(execution_id),)
+                ).fetchone()
+                owners[execution_id] = found[0] if found else None
+            rows, lost = _fenced(items, owners)
+            if rows:
+                conn.executemany(self._sql, [self._params(row) for row in rows])
             conn.commit()
         except BaseException:
             conn.rollback()
             raise
+        return lost
 
-    def _write_waiting(self, params: list[list[Any]]) -> None:
+    def _params(self, row: tuple[Any, ...]) -> list[Any]:
+        values = [row[index] for index in self._order]
+        for position, convert in self._convert:
+            values[position] = convert(values[position])
+        return values
+
+    def _write_waiting(self, items: list[_Item]) -> set[Any]:
         if self._waiting is None:
             self._waiting = self._connect(busy_timeout_ms=30_000)
-        self._commit(self._waiting, params)
+        return self._commit(self._waiting, items)
 
     async def close(self) -> None:
         if self._inline is not None:

@@ -4,6 +4,10 @@
 A completed record is replayed as is — no model call, no cost. Otherwise the model is called
 (with retries for transient errors) and the call is recorded as one `ExecutionStep` row before
 `invoke` returns. Resume is running the same topology code again with the same execution id.
+
+With a `lease` (every run of a runner has one), each model call first makes sure this process
+still owns the execution, and each step row is written fenced by the lease's token: a process
+that lost the execution to another stops before paying for another call and writes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 from ...config import settings as qmcp_settings
 from .. import llm
 from ..errors import (
+    LeaseLostError,
     MalformedOutputError,
     MissingSlotError,
     ModelError,
@@ -37,6 +42,8 @@ from ._parsing import validate_json
 if TYPE_CHECKING:
     from pydantic_ai.settings import ModelSettings
 
+    from ..store import Lease
+
 __all__ = [
     "ConcurrentScheduler",
     "RetryPolicy",
@@ -53,7 +60,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one agent step produced; `data` holds the parsed JSON when the step asked for it."""
+    """What one agent step produced; `data` holds the parsed JSON when the step asked for it.
+
+    A replayed step (`replayed`) carries the tokens and cost it was recorded with, paid once.
+    """
 
     key: str
     slot: str
@@ -118,13 +128,16 @@ SequentialScheduler = Scheduler
 
 
 class ConcurrentScheduler(Scheduler):
-    """Independent steps at once, at most `max_concurrent` model calls in flight (AsyncRunner)."""
+    """Independent steps at once, at most `max_concurrent` model calls in flight (AsyncRunner).
+
+    Schedulers given the same `semaphore` share its limit: an AsyncRunner's executions all do.
+    """
 
     concurrent: ClassVar[bool] = True
 
-    def __init__(self, max_concurrent: int) -> None:
+    def __init__(self, max_concurrent: int, semaphore: asyncio.Semaphore | None = None) -> None:
         self.max_concurrent = max_concurrent
-        self._semaphore = asyncio.Semaphore(max_concurrent)
+        self._semaphore = semaphore or asyncio.Semaphore(max_concurrent)
 
     async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
         """Run the steps from a pool of workers: one per model slot, plus a few spares.
@@ -194,6 +207,8 @@ class StepContext:
     resources: RunResources = field(default_factory=RunResources)
     teams: Mapping[str, Any] = field(default_factory=dict)
     tracer: Any = None  # an OpenTelemetry tracer when the run is traced
+    lease: Lease | None = None
+    """This process's ownership of the execution: checked before model calls, fencing step writes."""
     totals: dict[str, float] = field(
         default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     )
@@ -309,7 +324,17 @@ class StepContext:
                 f"but is now asked of slot {slot!r} (agent {agent.name!r}); the topology or its agents "
                 "changed since this execution started"
             )
-        self._emit("replayed", key, slot, agent.name, recorded.model)
+        self._emit(
+            "replayed",
+            key,
+            slot,
+            agent.name,
+            recorded.model,
+            input_tokens=recorded.input_tokens,
+            output_tokens=recorded.output_tokens,
+            cost_usd=recorded.cost_usd,
+            latency_ms=recorded.latency_ms,
+        )
         output = recorded.output or {}
         mc.replayed, mc.reply, mc.data = True, recorded.response or "", output.get("data")
         return StepResult(
@@ -320,6 +345,9 @@ class StepContext:
             data=mc.data,
             replayed=True,
             fallback=bool(output.get("fallback")),
+            input_tokens=recorded.input_tokens,
+            output_tokens=recorded.output_tokens,
+            cost_usd=recorded.cost_usd,
         )
 
     async def _call(
@@ -385,7 +413,7 @@ class StepContext:
                 0 if isinstance(error, MalformedOutputError) else error.attempts
             )
             self._account(record, replies)
-            await self.store.save(record, batch=self.scheduler.concurrent)
+            await self._save(record)
             self._emit("failed", mc.key, mc.slot, mc.agent.name, mc.model, error=record.error)
             raise StepFailedError(mc.key, error, record.attempts) from error
         record.response = mc.reply
@@ -393,7 +421,7 @@ class StepContext:
         record.attempts = sum(r.attempts for r in replies)
         self._account(record, replies)
         record.completed_at = utcnow()
-        await self.store.save(record, batch=self.scheduler.concurrent)
+        await self._save(record)
         self.completed[mc.key] = record
         self._emit(
             "completed",
@@ -434,6 +462,8 @@ class StepContext:
 
         async def once() -> ModelReply:
             async with self.scheduler.model_slot():
+                if self.lease is not None:
+                    await self.lease.ensure()  # never pay for a call in an execution we no longer own
                 return await llm.call_model(
                     resolved,
                     mc.model,
@@ -459,6 +489,17 @@ class StepContext:
         mc.tool_calls.extend(reply.tool_calls)
         # `dataclasses.replace` inspects the fields on every call: skip it for the usual first try
         return reply if attempts == 1 else dataclasses.replace(reply, attempts=attempts)
+
+    async def _save(self, record: StepRecord) -> None:
+        """Record a step, fenced by the lease: a lost lease writes nothing and stops the run."""
+        if self.lease is None:
+            await self.store.save(record, batch=self.scheduler.concurrent)
+            return
+        try:
+            await self.store.save(record, batch=self.scheduler.concurrent, fence=self.lease.token)
+        except LeaseLostError as lost:
+            self.lease.mark_lost(str(lost))
+            raise
 
     def _account(self, record: StepRecord, replies: Sequence[ModelReply]) -> None:
         record.input_tokens = sum(r.input_tokens for r in replies)
