@@ -145,8 +145,11 @@ def _interrupted(state: CliState, request: RunRequest, correlation_id: str) -> N
 
 
 def exit_code(result: RunResult) -> int:
-    """0 when the run completed (or waits for a human), 1 when it failed or was cancelled."""
-    return 0 if str(result.status) in ("completed", "paused") else EXIT_FAILED
+    """0 when the run completed (or waits for a human), 1 when it failed or was cancelled, and when
+    this process stopped its attempt (its execution was taken over: the result has an error)."""
+    if (str(result.status) == "completed" and result.error is None) or str(result.status) == "paused":
+        return 0
+    return EXIT_FAILED
 
 
 def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) -> None:
@@ -167,7 +170,7 @@ def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) ->
     ]
     console.print(" · ".join(parts), soft_wrap=True)
     console.print(f"  execution {result.execution_id}", soft_wrap=True)
-    if status == "completed":
+    if status == "completed" and result.error is None:
         answer = answer_text(result.output)
         if answer:
             console.print(answer, markup=False, highlight=False)

@@ -8,11 +8,13 @@ reach the steps; this module is imported by them (and by the tests) instead.
 * `flaky` does the same but fails its very first call, across processes (a marker file says so),
   with a permanent error, so that the step fails without retrying.
 * `agree` answers like `test`, prefixed with the debate's agreement marker.
+* `slow` answers like `counted` after QMCP_TEST_SLOW_SECONDS (default 2) seconds.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from qmcp.agentframework.llm import make_test_model, register_model, unregister_model
 from qmcp.agentframework.topologies import AGREEMENT_MARKER
 
-NAMES = ("counted", "flaky", "agree")
+NAMES = ("counted", "flaky", "agree", "slow")
 
 
 def _model(name: str, role: str) -> FunctionModel:
@@ -31,6 +33,8 @@ def _model(name: str, role: str) -> FunctionModel:
     assert answer is not None
 
     def reply(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if name == "slow":
+            time.sleep(float(os.environ.get("QMCP_TEST_SLOW_SECONDS", "2")))
         log = os.environ.get("QMCP_TEST_CALL_LOG")
         if log and name != "agree":
             with open(log, "a") as calls:

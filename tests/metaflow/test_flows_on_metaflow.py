@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from qmcp.agentframework.errors import ExecutionBusyError
 from qmcp.agentframework.models import (
     AgentType,
     DebateConfig,
@@ -177,3 +178,113 @@ async def test_a_flow_on_postgresql(flows_dir, db_url, agent):
     topology = Topology(name="pg_pipeline", topology_type=TopologyType.PIPELINE)
     result = await MetaflowRunner(output_dir=flows_dir, db_url=db_url).run(topology, agents, INPUT)
     await _check_like_local(result, topology, agents, db_url)
+
+
+# -- ownership: the runner or the flow run holds the execution's lease ---------------------------------
+
+_RUN_AND_BE_KILLED = """
+import asyncio, json, sys
+import mf_models
+from qmcp.agentframework.models import Topology
+from qmcp.agentframework.runners._metaflow import MetaflowRunner
+
+flows_dir, db_url, agents = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+topology = Topology(name="slow_pipeline", topology_type="pipeline")
+asyncio.run(MetaflowRunner(output_dir=flows_dir, db_url=db_url).run(topology, agents, {"prompt": "go"}))
+"""
+
+
+def _processes_running(fragment: str) -> list[int]:
+    """Pids whose command line mentions `fragment` (the flow file: Metaflow's runtime and its tasks)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if fragment.encode() in cmdline.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+async def _wait(condition: Any, what: str, seconds: float = 120) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the flow dies with its runner on Linux")
+async def test_a_killed_runner_takes_its_flow_down_and_the_run_resumes(
+    flows_dir, sqlite_url, agent, model_calls
+):
+    """SIGKILL of the process running `MetaflowRunner.run`: Metaflow stops too (no flow runs on unowned),
+    the execution's owner is gone at once, and a resume finishes it without repeating a finished call."""
+    agents = {f"s{i}": agent(f"stage-{i}", model="slow") for i in range(3)}
+    definitions = {slot: a.definition() for slot, a in agents.items()}
+    script = flows_dir.parent / "run.py"
+    script.write_text(_RUN_AND_BE_KILLED)
+    runner = subprocess.Popen(
+        [sys.executable, str(script), str(flows_dir), sqlite_url, json.dumps(definitions)],
+        env={**os.environ, "USERNAME": "tester"},
+    )
+    await _wait(lambda: sum(model_calls().values()) >= 1 or runner.poll() is not None, "the first step")
+    assert runner.poll() is None and _processes_running("slow_pipeline_flow.py")
+    runner.kill()
+    runner.wait()
+    await _wait(lambda: not _processes_running("slow_pipeline_flow.py"), "Metaflow to stop", seconds=30)
+
+    async with Database(sqlite_url) as db:
+        (execution,) = await db.list_executions()
+    assert execution.status == ExecutionStatus.RUNNING and execution.owner_pid == runner.pid
+    calls_before = sum(model_calls().values())
+    resumed = await MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url).resume(execution.id)
+    assert resumed.status == ExecutionStatus.COMPLETED, resumed.error
+    assert sum(model_calls().values()) - calls_before == 3 - calls_before  # each stage paid once in all
+    async with Database(sqlite_url) as db:
+        final = await db.get_execution(execution.id)
+    assert "(dead)" in final.history[-1]["took_over_from"] and final.owner_token is None
+
+
+async def test_a_flow_run_on_its_own_owns_its_execution(flows_dir, sqlite_url, agent, monkeypatch):
+    """`python FLOW run`: the flow run claims the execution (its runtime's pid), refuses a resume while it
+    runs, and gives the lease up when it ends."""
+    monkeypatch.setenv("QMCP_TEST_SLOW_SECONDS", "1.5")
+    agents = {f"s{i}": agent(f"stage-{i}", model="slow") for i in range(2)}
+    topology = Topology(name="own_pipeline", topology_type=TopologyType.PIPELINE)
+    flow = export_flow(topology, agents, flows_dir)
+    environ = {
+        **os.environ,
+        "QMCP_DATABASE_URL": sqlite_url,
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir),
+        "USERNAME": "tester",
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(flow), "run", "--input-json", json.dumps(INPUT)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    async def running() -> Any:
+        async with Database(sqlite_url) as db:
+            found = await db.list_executions()
+        return found[0] if found and found[0].owner_token else None
+
+    execution = None
+    for _ in range(600):
+        execution = await running()
+        if execution is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert execution is not None and execution.owner_pid == process.pid  # the Metaflow runtime owns it
+    with pytest.raises(ExecutionBusyError, match=f"is running in pid {process.pid}"):
+        await MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url).resume(execution.id)
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, output[-4000:]
+    async with Database(sqlite_url) as db:
+        final = await db.get_execution(execution.id)
+    assert final.status == ExecutionStatus.COMPLETED and final.owner_token is None
+    assert final.started_at <= final.completed_at and final.duration_ms is not None

@@ -352,9 +352,10 @@ class BaseRunner:
                 if storage is None:
                     raise
                 # Nothing more can be written: the lease expires and the execution shows as interrupted.
-                self._log.warning("run.unrecorded_end", error=str(storage))
+                self._log.info("run.unrecorded_end", error=str(storage))
+                unrecorded = f"{error or storage}; the end of this run could not be recorded either"
                 return _result(execution).model_copy(
-                    update={"status": ExecutionStatus.FAILED, "error": error or str(storage)}
+                    update={"status": ExecutionStatus.FAILED, "error": unrecorded}
                 )
             if ended is not None:
                 execution.completed_at, ran = ended

@@ -275,10 +275,10 @@ async def ensure_schema(engine: AsyncEngine) -> None:
                 if engine.dialect.name == "postgresql":
                     # CREATE TYPE/TABLE race between processes: create the schema one at a time.
                     await conn.execute(text("SELECT pg_advisory_xact_lock(7170000)"))
-                else:
-                    await conn.exec_driver_sql("BEGIN IMMEDIATE")  # a read-only file fails here, not mid-run
                 await conn.run_sync(SQLModel.metadata.create_all)
                 missing = await conn.run_sync(_missing_columns)
+                if path is not None:  # a write that changes nothing: a read-only file fails here, not mid-run
+                    await conn.exec_driver_sql("DELETE FROM executions WHERE 0")
             break
         except DBAPIError as error:
             # Another process created a table between our check and our CREATE: check again.

@@ -599,9 +599,12 @@ class ExecutionService:
             state = owner_state(execution, now) if execution.status == S.RUNNING else OwnerState.LIVE
             if state in (OwnerState.DEAD, OwnerState.EXPIRED, OwnerState.NONE):
                 gone = "its lease expired" if state is OwnerState.EXPIRED else "it is gone"
+                reason = f"its owner ({_describe_owner(execution)}) stopped running it ({gone})"
+                history = [*execution.history[:-1], {**execution.history[-1], "interrupted": reason}]
                 values = {
                     "status": allowed(execution.status, Action.INTERRUPT),
-                    "error": f"interrupted: its owner ({_describe_owner(execution)}) stopped running it ({gone})",
+                    "error": f"interrupted: {reason}",
+                    "history": history if execution.history else [],
                     **_released(),
                 }
                 guard = [col(Execution.status) == S.RUNNING, _same_owner(execution.owner_token)]
