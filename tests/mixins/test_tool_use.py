@@ -240,6 +240,7 @@ async def test_mcp_tools_over_stdio_one_session_per_run(
         "command": sys.executable,
         "args": [str(script), str(starts)],
         "env": {"QMCP_TEST_SECRET": "${QMCP_TEST_SECRET}"},
+        "env_allow": ["QMCP_TEST_SECRET"],
     }
     first = tool_model([("mcp_add", {"a": 2, "b": 40}), ("mcp_fail", {})])
     second = tool_model([("secret", {}), ("mcp_add", {"a": 1, "b": 1})])

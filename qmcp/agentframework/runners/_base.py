@@ -24,6 +24,7 @@ from ..topologies import RetryPolicy, Scheduler, StepContext, StepEvent, Topolog
 from ._config import RunConfig, RunResult
 from ._heap import older_heap_frozen
 from ._team import collect_teams, prepare_team
+from ._trust import require_trusted_execution, trust_given
 
 __all__ = ["BaseRunner", "RunnerRegistry", "runner", "step_context", "stopped"]
 
@@ -76,6 +77,7 @@ class BaseRunner:
         async with Database(self.db_url) as db:
             teams = await collect_teams(db, team.topology)
             stored_topology, _ = await db.save_team(team.topology, team.agents)
+            await trust_given(db, team.agents)  # objects from Python are trusted (runners/_trust.py)
             execution = Execution(
                 topology_id=stored_topology.id,
                 topology_name=team.topology.name,
@@ -98,6 +100,7 @@ class BaseRunner:
             execution = await db.get_execution(execution_id)
             if execution.status == ExecutionStatus.COMPLETED:
                 return _result(execution)
+            await require_trusted_execution(db, execution)  # its snapshot comes from the database
             agents = {
                 slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()
             }

@@ -23,7 +23,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 
+from ..._redact import mask_url
 from ..errors import InvalidConfigError
+from ._storable import store_nul_safely
 
 __all__ = [
     "JSON_CODEC",
@@ -92,7 +94,7 @@ def create_engine(url: str) -> AsyncEngine:
         parsed = make_url(url)
     except ArgumentError:
         raise InvalidConfigError(
-            f"invalid database URL {url!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
+            f"invalid database URL {mask_url(url)!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
         ) from None
     if parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
@@ -100,13 +102,15 @@ def create_engine(url: str) -> AsyncEngine:
         parsed = parsed.set(drivername="postgresql+asyncpg")
     if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
         raise InvalidConfigError(
-            f"unsupported database URL {url!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+            f"unsupported database URL {mask_url(url)!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
         )
     if parsed.drivername == "sqlite+aiosqlite":
         engine = create_async_engine(parsed, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000}, **JSON_CODEC)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, **JSON_CODEC)
+    return store_nul_safely(
+        create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, **JSON_CODEC)
+    )
 
 
 def acquire_engine(url: str) -> AsyncEngine:
