@@ -129,12 +129,16 @@ def validate_team(label: str, document: Any) -> TeamFile:
     topology_specs = _section(label, document, "topologies", _TopologySpec, errors)
     errors += _duplicates(label, "agents", [(i, a.name) for i, a in agent_specs])
     errors += _duplicates(label, "topologies", [(i, t.name) for i, t in topology_specs])
-    agents = [
-        AgentType.model_validate(
-            {"name": a.name, "role": a.role, "description": a.description, "config": a.config}
-        )
-        for _, a in agent_specs
-    ]
+    agents = []
+    for index, a in agent_specs:
+        try:
+            agents.append(
+                AgentType.model_validate(
+                    {"name": a.name, "role": a.role, "description": a.description, "config": a.config}
+                )
+            )
+        except ValidationError as error:  # what only the whole definition can check (NUL characters)
+            errors += _lines(label, error, ("agents", index))
     topologies = []
     for index, t in topology_specs:
         try:
@@ -142,9 +146,13 @@ def validate_team(label: str, document: Any) -> TeamFile:
         except ValidationError as error:
             errors += _lines(label, error, ("topologies", index, "config"))
             continue
-        topology = Topology.model_validate(
-            {"name": t.name, "description": t.description, "topology_type": t.type, "config": config}
-        )
+        try:
+            topology = Topology.model_validate(
+                {"name": t.name, "description": t.description, "topology_type": t.type, "config": config}
+            )
+        except ValidationError as error:
+            errors += _lines(label, error, ("topologies", index))
+            continue
         topologies.append((topology, dict(t.agents)))
     if errors:
         raise InvalidConfigError("\n".join(errors))

@@ -63,6 +63,9 @@ def executable_items(agent: AgentType) -> list[str]:
         return []  # the common case, decided without validating the config
     config = agent.agent_config
     items: list[str] = []
+    for name in MixinRegistry.resolve([str(c) for c in config.capabilities]):
+        options = config.mixins.get(name, {})
+        items += MixinRegistry.get(name).executable_items(agent.name, dict(options))
     model = normalize_model_string(config.model) if config.model else ""
     if model.startswith("local:") and model.removeprefix("local:").strip() != SMOLLM2_SPEC:
         items.append(f"local model file {model.removeprefix('local:')!r} (loaded into this process)")
@@ -70,9 +73,6 @@ def executable_items(agent: AgentType) -> list[str]:
         items.append(f"base_url {config.base_url!r} (receives the prompts, and the key of api_key_env)")
     if config.api_key_env:
         items.append(f"api_key_env {config.api_key_env!r} (this variable's value is sent as the API key)")
-    for name in MixinRegistry.resolve([str(c) for c in config.capabilities]):
-        options = config.mixins.get(name, {})
-        items += MixinRegistry.get(name).executable_items(agent.name, dict(options))
     return items
 
 
