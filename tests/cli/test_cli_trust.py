@@ -141,6 +141,13 @@ def test_trust_refusals_name_the_command_with_the_database_in_use(cli, tmp_path,
     assert len(document["untrusted"][0]["items"]) == 4 and document["trusted"] == []
     cli.user_error(*RUN, says=f"then trust it with: qmcp --db {db_file} trust agent shell")
     assert marks(markers) == set()
+    shown = cli.json("agents", "show", "shell")["trust"]
+    assert (shown["trusted"], len(shown["items"]), shown["sha256"]) == (
+        False,
+        4,
+        document["untrusted"][0]["sha256"],
+    )
+    assert "not trusted; runs refuse it until" in cli.ok("agents", "show", "shell").stdout
 
     shown = cli.json("trust", "agent", "shell", "plain")
     assert [(entry["agent"], entry["status"]) for entry in shown] == [
@@ -149,6 +156,10 @@ def test_trust_refusals_name_the_command_with_the_database_in_use(cli, tmp_path,
     ]
     assert shown[0]["trusted_by"] and len(shown[0]["sha256"]) == 64
     assert [entry["status"] for entry in cli.json("trust", "agent", "shell")] == ["already trusted"]
+    shown = cli.json("agents", "show", "shell")["trust"]
+    assert (shown["trusted"], shown["via"]) == (True, "qmcp trust")
+    plain = cli.json("agents", "show", "plain")["trust"]
+    assert (plain["items"], plain["trusted"]) == ([], True)
     again = cli.json("apply", "-f", team)  # same content: still trusted, nothing asked, nothing changed
     assert (again["changed"], again["untrusted"], again["trusted"]) == (False, [], [])
     cli.user_error("trust", "agent", "ghost", says="agent 'ghost' not found")
