@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import socket
 import subprocess
@@ -381,3 +382,25 @@ async def test_mcp_env_may_only_name_allowed_variables(sqlite_url, agent, tool_m
     )
     async with Database(sqlite_url) as db:
         assert await db.list_executions() == []
+
+
+@pytest.mark.slow
+async def test_stdio_servers_start_when_stderr_has_no_file_descriptor(
+    sqlite_url, agent, tool_model, run_one, mcp_script, monkeypatch
+):
+    """A test runner's or a notebook's stderr capture: the server writes to the original stderr instead.
+
+    The SDK's default `errlog` is the `sys.stderr` of the moment it was imported; imported under
+    such a capture, it broke every later stdio server of the process (`UnsupportedOperation: fileno`).
+    """
+    from mcp.client.stdio import stdio_client
+
+    script, starts = mcp_script
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    # as if the SDK had been imported under a capture: its default errlog is bound at import
+    monkeypatch.setattr(stdio_client.__wrapped__, "__defaults__", (io.StringIO(),))
+    model = tool_model([("mcp_add", {"a": 1, "b": 2})])
+    server = {"command": sys.executable, "args": [str(script), str(starts)]}
+    result, steps = await run_one(sqlite_url, tools_agent(agent, model.name, mcp_servers=[server]))
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    assert steps[0].output["tool_calls"][0]["result"] == "3"

@@ -18,9 +18,10 @@ import contextlib
 import json
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, cast
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PydanticUserError, Tag, model_validator
 from pydantic_core import to_jsonable_python
@@ -251,7 +252,7 @@ async def _hold(
                 parameters = StdioServerParameters(
                     command=spec.command, args=spec.args, env=environment, cwd=spec.cwd
                 )
-                streams = await stack.enter_async_context(stdio_client(parameters))
+                streams = await stack.enter_async_context(stdio_client(parameters, errlog=_errlog()))
             session = await stack.enter_async_context(ClientSession(*streams))
             await session.initialize()
             opened.set_result(_McpServer(spec.label, session, await _list_tools(session)))
@@ -260,6 +261,20 @@ async def _hold(
         if opened.done():
             raise  # a failure while closing: `_close` reports it
         opened.set_exception(error)
+
+
+def _errlog() -> TextIO:
+    """Where a stdio server's stderr goes: this process's stderr, looked up now (the SDK's default
+    is the one of the moment it was imported), or the original one when the current stream has no
+    file descriptor for a child process to write to (a test runner's or a notebook's capture)."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both the latter two
+            continue
+    return open(os.devnull, "w")
 
 
 async def _close(label: str, task: asyncio.Task[None], stop: asyncio.Event) -> None:
