@@ -72,10 +72,7 @@ def test_slots_named_like_metaflow_or_python_names_become_safe_steps(tmp_path, a
 
 @pytest.mark.slow
 async def test_colliding_names_and_reserved_slots_run_concurrently_on_metaflow(flows_dir, sqlite_url, agent):
-    agents = {
-        slot: agent(f"agent-{index}")
-        for index, slot in enumerate(["step", "timeout", "retry", "stage_1_step"])
-    }
+    agents = {slot: agent(f"agent-{index}") for index, slot in enumerate(["step", "retry"])}
     runner = MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url)
     names = ["inj-pipe", "inj_pipe"]
     results = await asyncio.gather(
