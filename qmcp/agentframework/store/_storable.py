@@ -6,8 +6,10 @@ answers are refused with one line naming the field), and model replies are clean
 come out of the model layer. What is left — an error message quoting a tool's or a server's
 text, a memory built from a tool result — must not fail a run halfway (and again on each resume).
 So a PostgreSQL engine replaces NUL in every string parameter of every statement with U+FFFD
-(`storable_text`) before it reaches the driver. JSON columns are unaffected: their text is already serialised, and
-JSON writes NUL as the escape `\\u0000`, which PostgreSQL's `json` type accepts.
+(`storable_text`) before it reaches the driver. JSON columns are unaffected: their text is
+already serialised, and JSON writes NUL as the escape `\\u0000`, which PostgreSQL's `json` type
+accepts. SQLite stores NUL as it is, so only such leftover texts (errors, memories) can differ
+between the two databases; replies, which topologies read, are the same on both.
 
 Cost: one substring search per string parameter (a step row has about ten); a replacement only
 when a NUL is there.
