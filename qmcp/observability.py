@@ -16,6 +16,8 @@ from typing import Any
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
+from ._redact import redact_log_values
+
 __all__ = [
     "METRICS",
     "configure_logging",
@@ -47,6 +49,7 @@ def configure_logging(level: str = "WARNING", fmt: str = "console") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            redact_log_values,  # no password of a URL in any log line
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             *([structlog.processors.format_exc_info] if fmt == "json" else []),

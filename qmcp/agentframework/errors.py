@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 __all__ = [
     "DatabaseUnavailableError",
     "ExecutionBusyError",
@@ -35,6 +37,7 @@ __all__ = [
     "StorageError",
     "TransientModelError",
     "UnknownModelError",
+    "UntrustedDefinitionError",
     "UserInputError",
 ]
 
@@ -77,6 +80,23 @@ class MixinError(UserInputError):
 
 class DatabaseUnavailableError(UserInputError):
     """The database URL cannot work: a missing directory, a read-only file, not a database, no server."""
+
+
+class UntrustedDefinitionError(UserInputError):
+    """A stored definition would run code (a tool, an MCP command, ...) that nobody has trusted.
+
+    `trust_command` is the `qmcp` command line (without `qmcp`) that trusts it, so that the CLI
+    can show it with its own global options.
+    """
+
+    def __init__(self, problem: str, trust_command: tuple[str, ...]) -> None:
+        self.problem = problem
+        self.trust_command = trust_command
+        super().__init__(self.render(shlex.join(["qmcp", *trust_command])))
+
+    def render(self, command: str) -> str:
+        """The one-line message, naming `command` as the way to trust the definition."""
+        return f"{self.problem}; review it, then trust it with: {command}"
 
 
 class ModelError(QmcpError):

@@ -16,6 +16,7 @@ from ._topologies import topologies_app
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import AgentRole, AgentType
+    from qmcp.agentframework.store import Database
 
 __all__ = ["agents_app"]
 
@@ -170,25 +171,48 @@ def show_agent(ctx: typer.Context, name: str, output_format: FormatOption = None
     """Show one agent and its config."""
     state = cli_state(ctx)
 
-    async def fetch() -> AgentType:
+    async def fetch() -> tuple[AgentType, dict[str, Any]]:
         async with open_database(state) as db:
-            return await db.get_agent(name)
+            agent = await db.get_agent(name)
+            return agent, await _trust_status(db, agent)
 
-    agent = asyncio.run(fetch())
+    agent, trust = asyncio.run(fetch())
     if state.json_output(output_format):
-        print_json(agent_document(agent))
+        print_json(agent_document(agent) | {"trust": trust})
         return
     config = {key: value for key, value in agent.config.items() if value not in (None, [], {})}
+    if not trust["items"]:
+        status = "nothing to trust: it names no tools, commands, models, endpoints or keys"
+    elif trust["trusted"]:
+        status = f"trusted by {trust['trusted_by']} ({trust['via']}, {format_when(trust['trusted_at'])})"
+    else:
+        status = f"not trusted; runs refuse it until: {state.command('trust', 'agent', agent.name)}"
     rows = [
         ("name", agent.name),
         ("role", agent.role),
         ("description", agent.description or "-"),
         ("model", _model_of(agent.config)),
         *((f"config.{key}", value) for key, value in config.items() if key != "model"),
+        *(("runs", item) for item in trust["items"]),
+        ("trust", status),
         ("created", format_when(agent.created_at)),
         ("updated", format_when(agent.updated_at)),
     ]
     print_table(f"agent {agent.name}", ["Field", "Value"], rows)
+
+
+async def _trust_status(db: Database, agent: AgentType) -> dict[str, Any]:
+    """What the agent runs (its executable items) and the trust record of its current definition."""
+    from qmcp.agentframework.runners import definition_digest, executable_items
+    from qmcp.agentframework.store import trust_history
+
+    items = executable_items(agent)
+    digest = definition_digest(agent)
+    record = next((r for r in await trust_history(db, agent.name) if r.sha256 == digest), None)
+    status: dict[str, Any] = {"items": items, "sha256": digest, "trusted": record is not None or not items}
+    if record is not None:
+        status |= {"trusted_by": record.trusted_by, "via": record.via, "trusted_at": record.trusted_at}
+    return status
 
 
 @agents_app.command("delete")

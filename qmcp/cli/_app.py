@@ -17,6 +17,7 @@ from ._demo import demo
 from ._executions import executions_app
 from ._output import EXIT_INTERRUPTED, report_error, stderr
 from ._state import CliState, OutputFormat, cli_state
+from ._trust import trust_app
 
 __all__ = ["app"]
 
@@ -35,7 +36,8 @@ class _QmcpGroup(TyperGroup):
             # typer also ends quietly when stdout is a closed pipe (`qmcp executions list | head`).
             if isinstance(error, typer.Exit | typer.Abort | BrokenPipeError) or hasattr(error, "exit_code"):
                 raise
-            raise typer.Exit(report_error(error, cli_state(ctx).verbose)) from None
+            state = cli_state(ctx)
+            raise typer.Exit(report_error(error, state.verbose, state.command)) from None
 
 
 app = typer.Typer(
@@ -48,6 +50,7 @@ app = typer.Typer(
 )
 app.add_typer(agents_app, name="agents")
 app.add_typer(executions_app, name="executions")
+app.add_typer(trust_app, name="trust")
 app.command("apply")(apply)
 app.command("demo")(demo)
 

@@ -1,19 +1,29 @@
-"""`qmcp apply -f FILE`: create or update the agents and topologies a YAML/JSON file declares."""
+"""`qmcp apply -f FILE`: create or update the agents and topologies a YAML/JSON file declares.
+
+A team file is code: its agents can name tools, MCP server commands, output models, endpoints
+and keys, which run or are sent when the agents run. `apply` stores the definitions either way,
+but lists those executable items and asks whether to trust them (`--trust` says yes without
+asking). Without an answer — stdin is not a terminal, or the file comes from stdin — they are
+stored untrusted: runs refuse them until `qmcp trust agent NAME`, and apply says so.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from ._output import print_json, stdout
+from ._output import print_json, stderr, stdout
 from ._state import CliState, FormatOption, cli_state, open_database
 
 if TYPE_CHECKING:
-    from ._teamfile import Change, TeamFile
+    from qmcp.agentframework.runners import Untrusted
+
+    from ._teamfile import Change, Plan, TeamFile
 
 __all__ = ["apply"]
 
@@ -29,35 +39,100 @@ def apply(
             help="A YAML or JSON file declaring agents and topologies; - for stdin.",
         ),
     ],
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Trust the code the file's agents name (tools, MCP commands, models, endpoints) without asking.",
+        ),
+    ] = False,
     output_format: FormatOption = None,
 ) -> None:
     """Create or update agents and topologies from a file; applying it again changes nothing.
 
     The file is validated as a whole first: each problem is reported with the path of its
-    field, and nothing is written unless all of it is valid.
+    field, and nothing is written unless all of it is valid. Agents that name code to run
+    (tools, MCP server commands, ...) are listed and must be trusted before they can run.
     """
-    from ._teamfile import load_team
+    from ._documents import parse_document
 
     state = cli_state(ctx)
-    text = _read(file)
     label = "<stdin>" if file == "-" else file
-    team = load_team(label, text, is_json=file.lower().endswith(".json"))
-    changes = asyncio.run(_apply(state, team))
-    changed = [c for c in changes if c.action != "unchanged"]
-    if state.json_output(output_format):
+    # parsed before the framework is imported: a hostile file is refused in milliseconds
+    document = parse_document(label, _read(file), is_json=file.lower().endswith(".json"))
+    from ._teamfile import validate_team
+
+    team = validate_team(label, document)
+    plan, pending = asyncio.run(_plan(state, team))
+    json_output = state.json_output(output_format)
+    via = _decide(label, pending, trust=trust, can_ask=file != "-" and sys.stdin.isatty())
+    changes = asyncio.run(_write(state, plan, via))
+    trusted, untrusted = (pending, []) if via else ([], pending)
+    if json_output:
         print_json(
             {
                 "file": label,
-                "changed": bool(changed),
+                "changed": any(c.action != "unchanged" for c in changes),
                 "results": [{"kind": c.kind, "name": c.name, "action": c.action} for c in changes],
+                "trusted": [_entry(state, e) for e in trusted],
+                "untrusted": [_entry(state, e) for e in untrusted],
             }
         )
         return
+    _print_changes(label, changes)
+    console = stdout()
+    for entry in trusted:
+        console.print(
+            f"agent [bold]{entry.agent.name}[/bold] [green]trusted[/green] to run: {escape('; '.join(entry.items))}",
+            soft_wrap=True,
+        )
+    for entry in untrusted:
+        command = state.command("trust", "agent", entry.agent.name)
+        console.print(
+            f"agent [bold]{entry.agent.name}[/bold] [yellow]stored untrusted[/yellow]: runs refuse it until "
+            f"you review what it runs ({escape('; '.join(entry.items))}) and trust it with: {escape(command)}",
+            soft_wrap=True,
+        )
+
+
+def _decide(label: str, pending: list[Untrusted], *, trust: bool, can_ask: bool) -> str | None:
+    """How the pending agents get trusted (`via` of their records), or None to store them untrusted."""
+    if not pending:
+        return None
+    if trust:
+        return "qmcp apply --trust"
+    if not can_ask:
+        return None
+    from qmcp.agentframework.runners import trusted_by
+
+    console = stderr()
+    console.print(
+        f"{escape(label)} names code that runs on this machine, or receives data, when its agents run:"
+    )
+    for entry in pending:
+        console.print(f"  agent [bold]{entry.agent.name}[/bold]")
+        for item in entry.items:
+            console.print(f"    - {escape(item)}")
+    if typer.confirm(f"Trust these agents to run all of it (recorded as user {trusted_by()})?", err=True):
+        return "qmcp apply (confirmed)"
+    return None
+
+
+def _entry(state: CliState, entry: Untrusted) -> dict[str, Any]:
+    return {
+        "agent": entry.agent.name,
+        "sha256": entry.digest,
+        "items": entry.items,
+        "trust_command": state.command("trust", "agent", entry.agent.name),
+    }
+
+
+def _print_changes(label: str, changes: list[Change]) -> None:
     console = stdout()
     for change in changes:
         style = "dim" if change.action == "unchanged" else "green"
         console.print(f"{change.kind} [bold]{change.name}[/bold] [{style}]{change.action}[/{style}]")
-    if not changed:
+    if not any(c.action != "unchanged" for c in changes):
         console.print(f"{label}: no changes, {len(changes)} object(s) already up to date")
         return
     counts = {
@@ -67,20 +142,42 @@ def apply(
 
 
 def _read(file: str) -> str:
+    """The file's text, reading at most one byte past the size bound (a file may be endless)."""
     from qmcp.agentframework.errors import UserInputError
 
-    if file == "-":
-        return sys.stdin.read()
+    from ._documents import MAX_FILE_BYTES, too_large
+
     try:
-        return Path(file).read_text(encoding="utf-8")
+        if file == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with Path(file).open("rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise too_large("<stdin>" if file == "-" else file)
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise UserInputError(f"{file}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserInputError(f"{file}: cannot read it: {getattr(error, 'strerror', None) or error}") from None
 
 
-async def _apply(state: CliState, team: TeamFile) -> list[Change]:
-    from ._teamfile import apply_team
+async def _plan(state: CliState, team: TeamFile) -> tuple[Plan, list[Untrusted]]:
+    from qmcp.agentframework.runners import untrusted
+
+    from ._teamfile import plan_team
 
     async with open_database(state) as db:
-        return await apply_team(db, team)
+        return await plan_team(db, team), await untrusted(db, team.agents)
+
+
+async def _write(state: CliState, plan: Plan, via: str | None) -> list[Change]:
+    from qmcp.agentframework.runners import trust
+
+    from ._teamfile import write_team
+
+    async with open_database(state) as db:
+        changes = await write_team(db, plan)
+        if via is not None:
+            await trust(db, plan.team.agents, via=via)
+        return changes

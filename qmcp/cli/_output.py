@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -150,13 +150,21 @@ def answer_text(output: Mapping[str, Any] | None) -> str | None:
     return json.dumps(output, ensure_ascii=False, default=str)
 
 
-def report_error(error: BaseException, verbose: bool) -> int:
-    """Print `error` as one line on stderr (the traceback too with --verbose); return the exit code."""
-    from qmcp.agentframework.errors import QmcpError, UserInputError
+def report_error(error: BaseException, verbose: bool, command: Callable[..., str] | None = None) -> int:
+    """Print `error` as one line on stderr (the traceback too with --verbose); return the exit code.
+
+    `command` renders a `qmcp` command line with the global options in use, for the commands
+    errors name. Passwords in URLs are masked in all of it.
+    """
+    from qmcp._redact import redact
+    from qmcp.agentframework.errors import QmcpError, UntrustedDefinitionError, UserInputError
 
     if verbose:
-        traceback.print_exception(error)
-    if isinstance(error, UserInputError):
+        sys.stderr.write(redact("".join(traceback.format_exception(error))))
+        sys.stderr.flush()
+    if isinstance(error, UntrustedDefinitionError) and command is not None:
+        message, code = error.render(command(*error.trust_command)), EXIT_USAGE
+    elif isinstance(error, UserInputError):
         message, code = str(error), EXIT_USAGE
     elif isinstance(error, QmcpError):
         message, code = str(error), EXIT_FAILED
@@ -165,6 +173,6 @@ def report_error(error: BaseException, verbose: bool) -> int:
         hint = "" if verbose else " (run with --verbose for the traceback)"
         message, code = f"internal error: {type(error).__name__}: {first_line}{hint}", EXIT_FAILED
     console = stderr()
-    for line in message.splitlines() or [type(error).__name__]:
+    for line in redact(message).splitlines() or [type(error).__name__]:
         console.print(f"[bold red]error:[/] {escape(line)}")
     return code

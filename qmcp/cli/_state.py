@@ -48,8 +48,17 @@ class CliState:
         return settings().database_url
 
     def command(self, *args: str) -> str:
-        """A `qmcp` command line to show the user, carrying `--db` when one was given."""
-        return shlex.join(["qmcp", *(["--db", self.db] if self.db else []), *args])
+        """A `qmcp` command line to show the user, carrying `--db` when one was given.
+
+        A password is never shown: a URL from QMCP_DATABASE_URL is left out (the command finds it
+        there again), and a `--db` URL holding one is shown masked, with how to run it anyway.
+        """
+        from qmcp._redact import has_password, mask_url
+
+        line = shlex.join(["qmcp", *(["--db", mask_url(self.db)] if self.db else []), *args])
+        if self.db and has_password(self.db):
+            line += " (password hidden: put the URL in QMCP_DATABASE_URL and leave out --db)"
+        return line
 
     def json_output(self, override: OutputFormat | None) -> bool:
         """Whether to print JSON: a command's own `--format` wins over the global one."""

@@ -14,12 +14,10 @@ file twice changes nothing, like `kubectl apply`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from qmcp.agentframework.errors import InvalidConfigError, UserInputError
@@ -32,10 +30,22 @@ from qmcp.agentframework.models import (
     check_name,
     config_class_for,
 )
+from qmcp.agentframework.runners import executable_items
 from qmcp.agentframework.store import Database
 from qmcp.agentframework.topologies import TopologyRegistry
 
-__all__ = ["Change", "TeamFile", "apply_team", "load_team"]
+from ._documents import parse_document
+
+__all__ = [
+    "Change",
+    "Plan",
+    "TeamFile",
+    "apply_team",
+    "load_team",
+    "plan_team",
+    "validate_team",
+    "write_team",
+]
 
 Action = Literal["created", "updated", "unchanged"]
 
@@ -101,23 +111,13 @@ def _lines(label: str, error: ValidationError, prefix: Sequence[str | int] = ())
     return lines
 
 
-def _parse(label: str, text: str, is_json: bool) -> Any:
-    try:
-        return json.loads(text) if is_json else yaml.safe_load(text)
-    except json.JSONDecodeError as error:
-        raise UserInputError(
-            f"{label}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
-        ) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise UserInputError(f"{label}: invalid YAML{where}: {problem}") from None
-
-
 def load_team(label: str, text: str, *, is_json: bool = False) -> TeamFile:
     """Parse and validate a team file; raise one `InvalidConfigError` listing every problem, by path."""
-    document = _parse(label, text, is_json)
+    return validate_team(label, parse_document(label, text, is_json=is_json))
+
+
+def validate_team(label: str, document: Any) -> TeamFile:
+    """Validate a parsed team file (`parse_document`); one `InvalidConfigError` lists every problem."""
     if not isinstance(document, dict):
         raise InvalidConfigError(f"{label}: expected a mapping with 'agents' and/or 'topologies' lists")
     errors = [
@@ -129,12 +129,16 @@ def load_team(label: str, text: str, *, is_json: bool = False) -> TeamFile:
     topology_specs = _section(label, document, "topologies", _TopologySpec, errors)
     errors += _duplicates(label, "agents", [(i, a.name) for i, a in agent_specs])
     errors += _duplicates(label, "topologies", [(i, t.name) for i, t in topology_specs])
-    agents = [
-        AgentType.model_validate(
-            {"name": a.name, "role": a.role, "description": a.description, "config": a.config}
-        )
-        for _, a in agent_specs
-    ]
+    agents = []
+    for index, a in agent_specs:
+        try:
+            agents.append(
+                AgentType.model_validate(
+                    {"name": a.name, "role": a.role, "description": a.description, "config": a.config}
+                )
+            )
+        except ValidationError as error:  # what only the whole definition can check (NUL characters)
+            errors += _lines(label, error, ("agents", index))
     topologies = []
     for index, t in topology_specs:
         try:
@@ -142,9 +146,13 @@ def load_team(label: str, text: str, *, is_json: bool = False) -> TeamFile:
         except ValidationError as error:
             errors += _lines(label, error, ("topologies", index, "config"))
             continue
-        topology = Topology.model_validate(
-            {"name": t.name, "description": t.description, "topology_type": t.type, "config": config}
-        )
+        try:
+            topology = Topology.model_validate(
+                {"name": t.name, "description": t.description, "topology_type": t.type, "config": config}
+            )
+        except ValidationError as error:
+            errors += _lines(label, error, ("topologies", index))
+            continue
         topologies.append((topology, dict(t.agents)))
     if errors:
         raise InvalidConfigError("\n".join(errors))
@@ -183,13 +191,28 @@ def _duplicates(label: str, field: str, names: list[tuple[int, str]]) -> list[st
     return errors
 
 
-async def apply_team(db: Database, team: TeamFile) -> list[Change]:
-    """Check every topology's agents and slots against the file and the database, then write what changed."""
+@dataclass(frozen=True)
+class Plan:
+    """A team file checked against the database: what `write_team` will store."""
+
+    team: TeamFile
+    teams: list[tuple[Topology, dict[str, AgentType]]]
+    stored_agents: dict[str, AgentType]
+    stored_topologies: set[str]
+
+
+async def plan_team(db: Database, team: TeamFile) -> Plan:
+    """Check every topology's agents and slots against the file and the database; write nothing."""
     stored_agents = {agent.name: agent for agent in await db.list_agents()}
     available = stored_agents | {agent.name: agent for agent in team.agents}
     stored_topologies = {topology.name for topology, _ in await db.list_topologies()}
     errors: list[str] = []
     teams: list[tuple[Topology, dict[str, AgentType]]] = []
+    for index, agent in enumerate(team.agents):
+        try:
+            executable_items(agent)  # validates the options of mixins that name code
+        except UserInputError as error:
+            errors.append(f"{team.label}: agents[{index}].config: {error}")
     for index, (topology, slots) in enumerate(team.topologies):
         where = f"{team.label}: topologies[{index}]"
         unknown = [(slot, name) for slot, name in slots.items() if name not in available]
@@ -213,10 +236,14 @@ async def apply_team(db: Database, team: TeamFile) -> list[Change]:
         teams.append((topology, agents))
     if errors:
         raise InvalidConfigError("\n".join(errors))
+    return Plan(team, teams, stored_agents, stored_topologies)
 
+
+async def write_team(db: Database, plan: Plan) -> list[Change]:
+    """Store what changed in a planned file; returns what happened to each of its objects."""
     changes = []
-    for agent in team.agents:
-        stored = stored_agents.get(agent.name)
+    for agent in plan.team.agents:
+        stored = plan.stored_agents.get(agent.name)
         action: Action = (
             "created"
             if stored is None
@@ -227,12 +254,17 @@ async def apply_team(db: Database, team: TeamFile) -> list[Change]:
         if action != "unchanged":
             await db.save_agent(agent)
         changes.append(Change("agent", agent.name, action))
-    for topology, agents in teams:
-        action = await _topology_action(db, topology, agents, topology.name in stored_topologies)
+    for topology, agents in plan.teams:
+        action = await _topology_action(db, topology, agents, topology.name in plan.stored_topologies)
         if action != "unchanged":
             await db.save_team(topology, agents)
         changes.append(Change("topology", topology.name, action))
     return changes
+
+
+async def apply_team(db: Database, team: TeamFile) -> list[Change]:
+    """Check the file against the database, then write what changed (`plan_team` + `write_team`)."""
+    return await write_team(db, await plan_team(db, team))
 
 
 async def _topology_action(

@@ -247,12 +247,7 @@ def run_topology(
     """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
     state = cli_state(ctx)
     input_data = parse_json_object(input_json, "--input-json")
-
-    async def fetch() -> tuple[Topology, dict[str, AgentType]]:
-        async with open_database(state) as db:
-            return await db.get_topology(name)
-
-    topology, agents = asyncio.run(fetch())
+    topology, agents = asyncio.run(_trusted_topology(state, name))
     request = RunRequest(
         topology_name=name,
         slots=slot_models(agents, state.model),
@@ -264,6 +259,17 @@ def run_topology(
     print_outcome(state, outcome, json_output=json_output)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)
+
+
+async def _trusted_topology(state: CliState, name: str) -> tuple[Topology, dict[str, AgentType]]:
+    """A stored topology whose agents may run: their executable items must be trusted (a run, or a
+    flow file written from them, would run that code)."""
+    from qmcp.agentframework.runners import require_trusted
+
+    async with open_database(state) as db:
+        topology, agents = await db.get_topology(name)
+        await require_trusted(db, agents, topology=name)
+        return topology, agents
 
 
 @topologies_app.command("export")
@@ -279,12 +285,7 @@ def export_topology(
     from qmcp.agentframework.runners import export_flow
 
     state = cli_state(ctx)
-
-    async def fetch() -> tuple[Topology, dict[str, AgentType]]:
-        async with open_database(state) as db:
-            return await db.get_topology(name)
-
-    topology, agents = asyncio.run(fetch())
+    topology, agents = asyncio.run(_trusted_topology(state, name))
     path = export_flow(topology, agents, metaflow)
     if state.json_output(output_format):
         print_json({"topology": name, "flow": str(path)})

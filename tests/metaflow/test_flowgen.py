@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import hashlib
 import json
 import os
 import runpy
@@ -120,9 +121,11 @@ def test_flow_and_file_are_named_after_the_topology(tmp_path, agent):
     path = export_flow(topology, agents, tmp_path / "out")
     assert path == tmp_path / "out" / "ai_debate_flow.py"
     assert path.read_text() == source
-    hyphenated = Topology(name="my-debate-2", topology_type=TopologyType.DEBATE)
-    assert "class MyDebate2Flow(FlowSpec):" in export_flow(hyphenated, agents, tmp_path).read_text()
-    assert (tmp_path / "my_debate_2_flow.py").exists()
+    hyphenated = Topology(name="my-debate-2", topology_type=TopologyType.DEBATE)  # not snake_case: digest
+    digest = hashlib.sha256(b"my-debate-2").hexdigest()[:12]
+    source = export_flow(hyphenated, agents, tmp_path).read_text()
+    assert f"class MyDebate2_{digest}Flow(FlowSpec):" in source
+    assert (tmp_path / f"my_debate_2__{digest}_flow.py").exists()
 
 
 def test_pipeline_is_one_step_per_stage_in_order(agent):

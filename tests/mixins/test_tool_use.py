@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import socket
 import subprocess
@@ -240,6 +241,7 @@ async def test_mcp_tools_over_stdio_one_session_per_run(
         "command": sys.executable,
         "args": [str(script), str(starts)],
         "env": {"QMCP_TEST_SECRET": "${QMCP_TEST_SECRET}"},
+        "env_allow": ["QMCP_TEST_SECRET"],
     }
     first = tool_model([("mcp_add", {"a": 2, "b": 40}), ("mcp_fail", {})])
     second = tool_model([("secret", {}), ("mcp_add", {"a": 1, "b": 1})])
@@ -347,3 +349,58 @@ async def test_unreachable_mcp_server_is_a_clear_error(
     assert result.status == ExecutionStatus.FAILED
     assert message in result.error and "\n" not in result.error
     assert steps == [] and model.offered == []
+
+
+@pytest.mark.slow
+async def test_mcp_servers_get_only_the_environment_their_definition_allows(
+    sqlite_url, agent, tool_model, run_one, mcp_script, monkeypatch
+):
+    script, starts = mcp_script
+    monkeypatch.setenv("QMCP_TEST_SECRET", "from-the-environment")
+    server = {"command": sys.executable, "args": [str(script), str(starts)]}
+    outcomes = []
+    for extra in ({}, {"env_allow": ["QMCP_TEST_SECRET"]}):
+        model = tool_model([("secret", {})])
+        result, steps = await run_one(
+            sqlite_url, tools_agent(agent, model.name, mcp_servers=[server | extra])
+        )
+        assert result.status == ExecutionStatus.COMPLETED, result.error
+        outcomes.append(steps[0].output["tool_calls"][0]["result"])
+    assert outcomes == ["unset", "from-the-environment"]
+
+
+async def test_mcp_env_may_only_name_allowed_variables(sqlite_url, agent, tool_model, run_one, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-planted")
+    model = tool_model()
+    server = {"command": "true", "env": {"TOKEN": "${OPENAI_API_KEY}"}}
+    with pytest.raises(MixinError) as refused:
+        await run_one(sqlite_url, tools_agent(agent, model.name, mcp_servers=[server]))
+    assert str(refused.value) == (
+        "agent 'toolsmith': mixins.tool_use.mcp_servers.0.stdio: env TOKEN uses "
+        "${OPENAI_API_KEY}, which env_allow does not name; add 'OPENAI_API_KEY' to env_allow to pass it "
+        "to this server"
+    )
+    async with Database(sqlite_url) as db:
+        assert await db.list_executions() == []
+
+
+@pytest.mark.slow
+async def test_stdio_servers_start_when_stderr_has_no_file_descriptor(
+    sqlite_url, agent, tool_model, run_one, mcp_script, monkeypatch
+):
+    """A test runner's or a notebook's stderr capture: the server writes to the original stderr instead.
+
+    The SDK's default `errlog` is the `sys.stderr` of the moment it was imported; imported under
+    such a capture, it broke every later stdio server of the process (`UnsupportedOperation: fileno`).
+    """
+    from mcp.client.stdio import stdio_client
+
+    script, starts = mcp_script
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    # as if the SDK had been imported under a capture: its default errlog is bound at import
+    monkeypatch.setattr(stdio_client.__wrapped__, "__defaults__", (io.StringIO(),))
+    model = tool_model([("mcp_add", {"a": 1, "b": 2})])
+    server = {"command": sys.executable, "args": [str(script), str(starts)]}
+    result, steps = await run_one(sqlite_url, tools_agent(agent, model.name, mcp_servers=[server]))
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    assert steps[0].output["tool_calls"][0]["result"] == "3"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._prompts import JSON_MARKER, json_instruction, requested_schema
 from ._registry import (
     OPENAI_COMPATIBLE_PROVIDERS,
+    SMOLLM2_SPEC,
     ModelFactory,
     normalize_model_string,
     register_model,
@@ -30,6 +31,7 @@ __all__ = [
     "FAILURE_KINDS",
     "JSON_MARKER",
     "OPENAI_COMPATIBLE_PROVIDERS",
+    "SMOLLM2_SPEC",
     "ChatMessage",
     "ModelFactory",
     "ModelReply",

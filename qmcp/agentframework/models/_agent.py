@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -10,9 +11,11 @@ from sqlmodel import JSON, Field, SQLModel
 
 from ._enums import AgentCapability, AgentRole
 from ._model_config import ModelConfig
-from ._validation import check_name, describe_validation_error
+from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
 __all__ = ["AgentConfig", "AgentType", "utcnow"]
+
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def utcnow() -> datetime:
@@ -44,6 +47,19 @@ class AgentConfig(SQLModel):
         description="Options per capability, e.g. {'reasoning': {'style': 'pros_and_cons'}}.",
     )
     base_url: str | None = Field(default=None, max_length=2000)
+    api_key_env: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The environment variable whose value is this agent's API key (OpenAI-compatible "
+        "endpoints and `openai:`); the only key a `base_url` ever gets.",
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not _VARIABLE.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name (letters, digits and '_')")
+        return value
 
     @model_validator(mode="after")
     def _model_from_registry(self) -> AgentConfig:
@@ -81,6 +97,13 @@ class AgentType(SQLModel, table=True):
             return AgentConfig.model_validate(value).model_dump(mode="json")
         except ValidationError as error:
             raise ValueError(describe_validation_error(error, "config")) from None
+
+    @model_validator(mode="after")
+    def _storable(self) -> AgentType:
+        field = nul_field({"description": self.description, "config": self.config})
+        if field is not None:
+            raise ValueError(nul_message(f"agent {self.name!r}: {field.lstrip('.')}"))
+        return self
 
     @property
     def agent_config(self) -> AgentConfig:

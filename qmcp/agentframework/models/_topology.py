@@ -10,7 +10,7 @@ from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
 
 from ._agent import utcnow
 from ._enums import TopologyType
-from ._validation import check_name, describe_validation_error
+from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
 __all__ = [
     "ChainOfCommandConfig",
@@ -162,6 +162,13 @@ class Topology(SQLModel, table=True):
         except ValidationError as error:
             raise ValueError(describe_validation_error(error, "config")) from None
         return {**data, "topology_type": topology_type, "config": parsed.model_dump(mode="json")}
+
+    @model_validator(mode="after")
+    def _storable(self) -> Topology:
+        field = nul_field({"description": self.description, "config": self.config})
+        if field is not None:
+            raise ValueError(nul_message(f"topology {self.name!r}: {field.lstrip('.')}"))
+        return self
 
     @property
     def parsed_config(self) -> TopologyConfig:

@@ -5,6 +5,17 @@ from ._base import BaseRunner, RunnerRegistry, runner
 from ._config import RunConfig, RunResult
 from ._local import LocalRunner
 from ._metaflow import MetaflowRunner, export_flow, flow_command
+from ._trust import (
+    Untrusted,
+    definition_digest,
+    executable_items,
+    require_trusted,
+    require_trusted_execution,
+    snapshot_agents,
+    trust,
+    trusted_by,
+    untrusted,
+)
 
 __all__ = [
     "AsyncRunner",
@@ -14,7 +25,16 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "RunnerRegistry",
+    "Untrusted",
+    "definition_digest",
+    "executable_items",
     "export_flow",
     "flow_command",
+    "require_trusted",
+    "require_trusted_execution",
     "runner",
+    "snapshot_agents",
+    "trust",
+    "trusted_by",
+    "untrusted",
 ]

@@ -29,6 +29,7 @@ from ..topologies import BaseTopology, RetryPolicy, Scheduler, StepContext, Step
 from ._config import RUN_OPTIONS, RunConfig, RunResult
 from ._heap import older_heap_frozen
 from ._team import Team, collect_teams, prepare_team
+from ._trust import require_trusted_execution, trust_given
 
 __all__ = ["BaseRunner", "RunnerRegistry", "new_execution", "runner", "step_context", "stopped"]
 
@@ -133,6 +134,7 @@ class BaseRunner:
                 execution = await db.get_execution(execution_id)
                 if execution.status == ExecutionStatus.COMPLETED:
                     return _result(execution)
+                await require_trusted_execution(db, execution)  # its snapshot comes from the database
                 config, stored, changes = self._resumed(execution, change_runner=change_runner)
                 agents = {
                     slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()
@@ -399,6 +401,7 @@ async def new_execution(
     (a runner's `run`, a Metaflow flow started on its own)."""
     teams = await collect_teams(db, team.topology)
     stored_topology, _ = await db.save_team(team.topology, team.agents)
+    await trust_given(db, team.agents)  # definitions given as objects are trusted (runners/_trust.py)
     execution = Execution(
         topology_id=stored_topology.id,
         topology_name=team.topology.name,

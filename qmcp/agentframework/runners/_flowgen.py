@@ -7,8 +7,10 @@ each step's agent call by the key the topology code gives it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import keyword
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,15 +43,37 @@ _DECIDED_AT_RUN_TIME = {
 _EXECUTION = "execution_id=self.execution_id"
 
 
+_SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*$")
+"""Names whose CamelCase spelling gives them back: `ai_debate` ↔ `AiDebate`."""
+
+
+def _disambiguator(topology_name: str) -> str | None:
+    """None for a snake_case name; else 12 hex digits of its SHA-256, appended to its flow's names.
+
+    Topology names may hold '-', '__', a trailing '_' or a word that starts with a digit, and then
+    two names share one spelling (`inj-pipe` and `inj_pipe` both read `InjPipe`, `a_2b` and `a2b`
+    both `A2b`). Exactly the snake_case ones keep the plain spelling; the others get the digest,
+    after a separator no snake_case spelling contains ('__' in the file name, '_' in the class
+    name), so no flow file or Metaflow flow name ever belongs to two topologies.
+    """
+    if _SNAKE_CASE.match(topology_name):
+        return None
+    return hashlib.sha256(topology_name.encode()).hexdigest()[:12]
+
+
 def flow_class_name(topology_name: str) -> str:
-    """`ai_debate` → `AiDebateFlow`."""
+    """`ai_debate` → `AiDebateFlow`; `inj-pipe` → `InjPipe_<digest>Flow` (see `_disambiguator`)."""
     words = topology_name.replace("-", "_").split("_")
-    return "".join(word[:1].upper() + word[1:] for word in words) + "Flow"
+    camel = "".join(word[:1].upper() + word[1:] for word in words)
+    digest = _disambiguator(topology_name)
+    return f"{camel}_{digest}Flow" if digest else f"{camel}Flow"
 
 
 def flow_file_name(topology_name: str) -> str:
-    """`ai_debate` → `ai_debate_flow.py`."""
-    return f"{topology_name.replace('-', '_')}_flow.py"
+    """`ai_debate` → `ai_debate_flow.py`; `inj-pipe` → `inj_pipe__<digest>_flow.py` (see `_disambiguator`)."""
+    stem = topology_name.replace("-", "_")
+    digest = _disambiguator(topology_name)
+    return f"{stem}__{digest}_flow.py" if digest else f"{stem}_flow.py"
 
 
 @dataclass(frozen=True)
@@ -394,16 +418,38 @@ def _render(step: _Step, decorators: list[str]) -> list[str]:
 # -- formatting ---------------------------------------------------------------------------------------
 
 
+_IMPORTED = ("json", "FlowSpec", "JSONType", "Parameter", "retry", "step", "timeout")
+"""The names a flow file imports: decorators are looked up in the class body, where a step method
+of the same name (`step`, `retry`, `timeout`) would shadow them."""
+_METAFLOW_RESERVED = ("name", "next", "input", "index", "cmd", "foreach", "inputs")
+"""Step names Metaflow's linter refuses, and names its API uses for step arguments."""
+
+
 def _stage_names(stages: Sequence[str]) -> list[str]:
-    """A step name per stage: the slot, unless Metaflow, Python or the flow's artifacts use it."""
+    """A step name per stage: the slot, unless Metaflow, Python or the flow's own names use it.
+
+    Such a slot becomes `stage_<n>_<slot>`; should that be taken too (another slot is named so),
+    `_` is appended until it is free.
+    """
     from metaflow import FlowSpec
 
-    taken = {*dir(FlowSpec), *keyword.kwlist, *keyword.softkwlist, "start", "end", *_ARTIFACTS}
+    taken = {
+        *dir(FlowSpec),
+        *keyword.kwlist,
+        *keyword.softkwlist,
+        "start",
+        "end",
+        *_ARTIFACTS,
+        *_IMPORTED,
+        *_METAFLOW_RESERVED,
+    }
     names: list[str] = []
     for index, stage in enumerate(stages):
         name = stage.replace("-", "_")
         if name in taken or name in names:
             name = f"stage_{index + 1}_{name}"
+        while name in taken or name in names:
+            name += "_"
         names.append(name)
     return names
 

@@ -13,9 +13,18 @@ from ...config import settings
 from .. import llm
 from ..errors import InvalidConfigError, MissingSlotError, UserInputError
 from ..mixins import MixinRegistry
-from ..models import AgentType, Topology, TopologyType, check_name, describe_validation_error
+from ..models import (
+    AgentType,
+    Topology,
+    TopologyType,
+    check_name,
+    describe_validation_error,
+    nul_field,
+    nul_message,
+)
 from ..store import Database
 from ..topologies import BaseTopology, TopologyRegistry, referenced_topologies
+from ._trust import executable_items, require_trusted
 
 __all__ = ["Team", "collect_teams", "prepare_team"]
 
@@ -122,6 +131,10 @@ def _check_json(input_data: Any) -> dict[str, Any]:
         raise UserInputError(f"input_data is not JSON-serialisable: {error}") from None
     except RecursionError:
         raise UserInputError("input_data is nested too deeply to store as JSON") from None
+    if "\\u0000" in encoded:  # JSON writes NUL so: only then look for the field that holds it
+        field = nul_field(input_data, "input_data")
+        if field is not None:
+            raise UserInputError(nul_message(field))
     return json.loads(encoded)
 
 
@@ -146,8 +159,11 @@ def prepare_team(
     for agent in by_name.values():
         config = agent.agent_config
         model = model_override or config.model or settings().default_model
-        llm.resolve_model(model, role=str(agent.role), base_url=config.base_url)
+        llm.resolve_model(
+            model, role=str(agent.role), base_url=config.base_url, api_key_env=config.api_key_env
+        )
         MixinRegistry.resolve([str(c) for c in config.capabilities])
+        executable_items(agent)  # validates the options of mixins that can name code
     return Team(checked_topology, checked_agents, implementation, _check_json(input_data))
 
 
@@ -155,9 +171,11 @@ async def collect_teams(db: Database, topology: Topology) -> dict[str, Any]:
     """Every stored team a compound topology can run, by name, checked; cycles are rejected.
 
     Returns `{name: {"topology": definition, "agents": {slot: definition}}}` — the snapshot the
-    execution keeps so that resume runs the same teams.
+    execution keeps so that resume runs the same teams. The sub-teams come from the database, so
+    their agents must be trusted (`require_trusted`) before anything runs.
     """
     teams: dict[str, Any] = {}
+    stored_teams: list[tuple[str, dict[str, AgentType], str]] = []
 
     async def visit(config: Any, path: list[str]) -> None:
         for name in referenced_topologies(config):
@@ -170,9 +188,12 @@ async def collect_teams(db: Database, topology: Topology) -> dict[str, Any]:
                     "topology": stored.definition(),
                     "agents": {slot: agent.definition() for slot, agent in agents.items()},
                 }
+                stored_teams.append((name, agents, path[-1]))
             if stored.topology_type == TopologyType.COMPOUND:
                 await visit(stored.parsed_config, [*path, name])
 
     if topology.topology_type == TopologyType.COMPOUND:
         await visit(topology.parsed_config, [topology.name])
+    for name, agents, within in stored_teams:
+        await require_trusted(db, agents, topology=name, within=within)
     return teams

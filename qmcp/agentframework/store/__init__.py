@@ -1,7 +1,7 @@
 """Persistence: engines (SQLite, PostgreSQL), the durable step store, execution ownership and the record queries."""
 
 from ._database import Database
-from ._engine import as_storage_error, create_engine, ensure_schema, is_sqlite, masked_url, storage_errors
+from ._engine import as_storage_error, create_engine, ensure_schema, is_sqlite, storage_errors
 from ._executions import (
     TRANSITIONS,
     Action,
@@ -16,6 +16,7 @@ from ._executions import (
 )
 from ._memory import MemoryStore, Recollection
 from ._steps import MemoryStepStore, SqlStepStore, StepRecord, StepStore
+from ._trust import add_trust, trust_history, trusted_digests
 
 __all__ = [
     "TRANSITIONS",
@@ -32,13 +33,15 @@ __all__ = [
     "SqlStepStore",
     "StepRecord",
     "StepStore",
+    "add_trust",
     "allowed",
     "as_storage_error",
     "attempt_started",
     "create_engine",
     "ensure_schema",
     "is_sqlite",
-    "masked_url",
     "owner_state",
     "storage_errors",
+    "trust_history",
+    "trusted_digests",
 ]

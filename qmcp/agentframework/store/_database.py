@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from ...config import settings
 from ..errors import InvalidConfigError, NotFoundError
 from ..models import (
+    NUL,
     AgentRole,
     AgentType,
     Execution,
@@ -26,6 +27,7 @@ from ..models import (
     HumanRequest,
     Topology,
     TopologyMembership,
+    nul_message,
 )
 from ..models._agent import utcnow
 from ._engine import acquire_engine, ensure_schema, inline_engine, is_locked, release_engine
@@ -269,6 +271,8 @@ class Database:
 
     async def answer_human_request(self, request_id: uuid.UUID | str, response: str) -> HumanRequest:
         """Store a human's answer: exactly once (a write guarded on `pending`), and only before its timeout."""
+        if NUL in response:
+            raise InvalidConfigError(nul_message("the answer"))
         request = await self.get_human_request(request_id)
         if request.options and response not in request.options:
             raise InvalidConfigError(f"answer one of: {', '.join(request.options)} (got {response!r})")

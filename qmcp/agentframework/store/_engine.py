@@ -29,7 +29,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 
+from ..._redact import mask_url
 from ..errors import DatabaseUnavailableError, InvalidConfigError, StorageError
+from ._storable import store_nul_safely
 
 __all__ = [
     "JSON_CODEC",
@@ -40,7 +42,6 @@ __all__ = [
     "inline_engine",
     "is_locked",
     "is_sqlite",
-    "masked_url",
     "release_engine",
     "storage_errors",
 ]
@@ -99,7 +100,7 @@ def as_storage_error(error: BaseException, url: str) -> StorageError | None:
         return None
     cause = getattr(cause, "__cause__", None) or cause
     text_ = " ".join(str(cause).split()).split(" [SQL:")[0] or type(cause).__name__
-    return StorageError(f"the database {masked_url(url)} failed: {text_}")
+    return StorageError(f"the database {mask_url(url)} failed: {text_}")
 
 
 @contextlib.contextmanager
@@ -112,14 +113,6 @@ def storage_errors(url: str) -> Iterator[None]:
         if converted is None or converted is error:
             raise
         raise converted from None
-
-
-def masked_url(url: str) -> str:
-    """`url` with its password hidden, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
 
 
 def _sqlite_file(engine: AsyncEngine) -> str | None:
@@ -154,7 +147,7 @@ def create_engine(url: str) -> AsyncEngine:
         parsed = make_url(url)
     except ArgumentError:
         raise InvalidConfigError(
-            f"invalid database URL {url!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
+            f"invalid database URL {mask_url(url)!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
         ) from None
     if parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
@@ -162,13 +155,15 @@ def create_engine(url: str) -> AsyncEngine:
         parsed = parsed.set(drivername="postgresql+asyncpg")
     if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
         raise InvalidConfigError(
-            f"unsupported database URL {url!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+            f"unsupported database URL {mask_url(url)!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
         )
     if parsed.drivername == "sqlite+aiosqlite":
         engine = create_async_engine(parsed, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000}, **JSON_CODEC)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, **JSON_CODEC)
+    return store_nul_safely(
+        create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, **JSON_CODEC)
+    )
 
 
 def acquire_engine(url: str) -> AsyncEngine:
@@ -267,7 +262,7 @@ async def ensure_schema(engine: AsyncEngine) -> None:
 
     if path is not None and not Path(path).parent.is_dir():
         raise DatabaseUnavailableError(
-            f"cannot open the database {masked_url(key)}: the directory {Path(path).parent} does not exist"
+            f"cannot open the database {mask_url(key)}: the directory {Path(path).parent} does not exist"
         )
     for attempt in range(3):
         try:
@@ -318,7 +313,7 @@ def _unavailable(url: str, error: BaseException) -> DatabaseUnavailableError:
     }.get(name)
     if reason is None and isinstance(cause, OSError | ConnectionError):
         reason = f"no database server answers there ({text_})"
-    return DatabaseUnavailableError(f"cannot open the database {masked_url(url)}: {reason or text_}")
+    return DatabaseUnavailableError(f"cannot open the database {mask_url(url)}: {reason or text_}")
 
 
 def _missing_columns(conn: Any) -> list[str]:

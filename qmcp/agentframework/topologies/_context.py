@@ -454,7 +454,9 @@ class StepContext:
         model_settings: ModelSettings,
     ) -> ModelReply:
         # through the module: pydantic-ai loads with the first call, not with the topologies
-        resolved = llm.resolve_model(mc.model, role=str(mc.agent.role), base_url=mc.config.base_url)
+        resolved = llm.resolve_model(
+            mc.model, role=str(mc.agent.role), base_url=mc.config.base_url, api_key_env=mc.config.api_key_env
+        )
 
         async def on_tool_call(tool: str, args: dict[str, Any]) -> None:
             for hook in mixins:

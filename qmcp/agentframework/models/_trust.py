@@ -1,0 +1,35 @@
+"""`TrustRecord`: who allowed which exact agent definition to run the code it names, and when.
+
+An agent's definition can name code that runs on this machine (tools, MCP server commands, output
+models, endpoints and keys). A stored definition may only run that code once someone trusted it:
+`qmcp apply --trust` (or its confirmation), `qmcp trust ...`, or a Python program handing the
+definition to a runner. The record keeps the SHA-256 of the definition's canonical content, so an
+edited definition is a new one and needs trust again; older records stay, so an execution made
+with an earlier trusted version can still be resumed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
+
+from ._agent import utcnow
+
+__all__ = ["TrustRecord"]
+
+
+class TrustRecord(SQLModel, table=True):
+    __tablename__ = "trust_records"
+    __table_args__ = (UniqueConstraint("agent_name", "sha256"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent_name: str = Field(index=True, max_length=64)
+    sha256: str = Field(max_length=64)
+    items: list[str] = Field(default_factory=list, sa_type=JSON)
+    """What the definition runs, as it was shown to the person who trusted it."""
+    trusted_by: str = Field(max_length=200)
+    """The operating-system user who trusted it."""
+    via: str = Field(max_length=100)
+    """How: `qmcp apply --trust`, `qmcp apply` (confirmed), `qmcp trust`, or `python` (a runner given objects)."""
+    trusted_at: datetime = Field(default_factory=utcnow)

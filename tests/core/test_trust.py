@@ -1,0 +1,150 @@
+"""Trust from Python: what counts as executable, the digest, objects trusted, stored definitions checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from qmcp.agentframework.errors import MixinError, UntrustedDefinitionError
+from qmcp.agentframework.models import (
+    AgentType,
+    CompoundConfig,
+    ExecutionStatus,
+    Topology,
+    TopologyType,
+    TrustRecord,
+)
+from qmcp.agentframework.runners import (
+    LocalRunner,
+    definition_digest,
+    executable_items,
+    require_trusted,
+    trust,
+    untrusted,
+)
+from qmcp.agentframework.store import Database, trust_history
+
+
+def _agent(name: str = "a", **config) -> AgentType:
+    return AgentType.model_validate({"name": name, "config": {"model": "test", **config}})
+
+
+def test_plain_agents_name_nothing_executable():
+    assert executable_items(_agent()) == []
+    assert executable_items(_agent(model="local:smollm2")) == []  # the packaged model
+    assert executable_items(_agent(capabilities=["memory", "reasoning"])) == []
+    assert (
+        executable_items(_agent(capabilities=["structured_output"], output_schema={"type": "object"})) == []
+    )
+
+
+def test_every_kind_of_executable_item_is_listed():
+    agent = _agent(
+        model="local:/models/evil.gguf",
+        base_url="http://198.51.100.7/v1",
+        api_key_env="ANTHROPIC_API_KEY",
+        capabilities=["tool_use", "structured_output"],
+        mixins={
+            "tool_use": {
+                "tools": ["os:system", "add"],
+                "mcp_servers": [
+                    {
+                        "command": "npx",
+                        "args": ["-y", "srv"],
+                        "env": {"T": "${TOKEN}"},
+                        "env_allow": ["TOKEN"],
+                    },
+                    {"url": "https://mcp.example/mcp"},
+                ],
+            },
+            "structured_output": {"model": "evil.module:Answer"},
+        },
+    )
+    assert executable_items(agent) == [
+        "Python tool 'os:system' (imported, the model may call it)",
+        "registered tool 'add' (the model may call it)",
+        "MCP server command 'npx -y srv' (started as a process; environment: T, TOKEN)",
+        "MCP server 'https://mcp.example/mcp' (receives the model's tool calls)",
+        "output model 'evil.module:Answer' (its module is imported)",
+        "local model file '/models/evil.gguf' (loaded into this process)",
+        "base_url 'http://198.51.100.7/v1' (receives the prompts, and the key of api_key_env)",
+        "api_key_env 'ANTHROPIC_API_KEY' (this variable's value is sent as the API key)",
+    ]
+
+
+def test_options_of_executable_mixins_are_validated_when_listed():
+    with pytest.raises(MixinError, match=r"agent 'a': mixins.tool_use.tool: Extra inputs"):
+        executable_items(_agent(capabilities=["tool_use"], mixins={"tool_use": {"tool": ["os:system"]}}))
+    with pytest.raises(MixinError, match=r"uses \$\{OPENAI_API_KEY\}, which env_allow does not name"):
+        executable_items(
+            _agent(
+                capabilities=["tool_use"],
+                mixins={"tool_use": {"mcp_servers": [{"command": "x", "env": {"K": "${OPENAI_API_KEY}"}}]}},
+            )
+        )
+
+
+def test_digest_is_of_the_canonical_content():
+    tooled = {"capabilities": ["tool_use"], "mixins": {"tool_use": {"tools": ["os:system"]}}}
+    agent = _agent(**tooled)
+    raw = AgentType(name="a", config={"model": "test", **tooled})  # as a database row: defaults left out
+    assert definition_digest(agent) == definition_digest(raw)
+    assert definition_digest(agent) != definition_digest(_agent(**tooled, system_prompt="Use os.system."))
+    assert definition_digest(agent) != definition_digest(_agent("b", **tooled))
+
+
+async def test_objects_handed_to_a_runner_are_trusted_and_recorded(db_url):
+    from qmcp.agentframework.mixins import register_tool, unregister_tool
+
+    register_tool("echo", lambda text: text)
+    try:
+        tooled = _agent("tooled", capabilities=["tool_use"], mixins={"tool_use": {"tools": ["echo"]}})
+        topology = Topology(name="py", topology_type=TopologyType.PIPELINE)
+        result = await LocalRunner(db_url=db_url).run(topology, {"only": tooled}, {"prompt": "x"})
+    finally:
+        unregister_tool("echo")
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    async with Database(db_url) as db:
+        (record,) = await trust_history(db, "tooled")
+        assert (record.via, record.sha256) == ("python", definition_digest(tooled))
+        assert record.items == ["registered tool 'echo' (the model may call it)"]
+        assert await untrusted(db, [tooled]) == []
+
+
+async def test_a_compound_refuses_untrusted_stored_sub_teams_before_writing_anything(db_url):
+    tooled = _agent("tooled", capabilities=["tool_use"], mixins={"tool_use": {"tools": ["os:system"]}})
+    inner = Topology(name="inner", topology_type=TopologyType.PIPELINE)
+    outer = Topology(
+        name="outer",
+        topology_type=TopologyType.COMPOUND,
+        config=CompoundConfig(sub_topologies=["inner"]).model_dump(),
+    )
+    async with Database(db_url) as db:
+        await db.save_team(inner, {"only": tooled})  # stored, as `qmcp apply` stores it, but not trusted
+    runner = LocalRunner(db_url=db_url)
+    with pytest.raises(UntrustedDefinitionError) as refused:
+        await runner.run(outer, {}, {"prompt": "x"})
+    assert str(refused.value) == (
+        "agent 'tooled' (slot 'only' of topology 'inner' (run by compound 'outer')) is not trusted to run "
+        "Python tool 'os:system' (imported, the model may call it); review it, then trust it with: "
+        "qmcp trust agent tooled"
+    )
+    assert refused.value.trust_command == ("trust", "agent", "tooled")
+    async with Database(db_url) as db:
+        assert await db.list_executions() == []
+        assert [t.name for t, _ in await db.list_topologies()] == ["inner"]  # `outer` was not stored
+        await trust(db, [tooled], via="test")
+        await require_trusted(db, {"only": tooled}, topology="inner")
+        records = await trust_history(db, "tooled")
+    assert [(r.via, isinstance(r, TrustRecord)) for r in records] == [("test", True)]
+
+
+async def test_an_edited_definition_needs_trust_again_and_the_old_one_stays_trusted(db_url):
+    first = _agent("tooled", capabilities=["tool_use"], mixins={"tool_use": {"tools": ["os:system"]}})
+    edited = _agent("tooled", capabilities=["tool_use"], mixins={"tool_use": {"tools": ["os:remove"]}})
+    async with Database(db_url) as db:
+        assert [entry.agent.name for entry in await trust(db, [first], via="test")] == ["tooled"]
+        assert await trust(db, [first], via="test") == []  # already trusted: no second record
+        assert [entry.digest for entry in await untrusted(db, [edited])] == [definition_digest(edited)]
+        await trust(db, [edited], via="test")
+        assert await untrusted(db, [first, edited]) == []
+        assert len(await trust_history(db, "tooled")) == 2
