@@ -568,6 +568,8 @@ def test_save_execution_records_a_finished_execution_as_in_the_seed(sqlite_url, 
         "metaflow",
         {"output": "done"},
     )
+    assert execution.started_at <= execution.completed_at and execution.duration_ms is not None
+    assert execution.owner_token is None and execution.attempts == 1
     with pytest.raises(InvalidConfigError, match="no stored topology"):
         helpers.save_execution(9999, {"output": "x"})
 
