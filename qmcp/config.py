@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_MODEL", "Settings", "settings"]
@@ -25,6 +25,22 @@ class Settings(BaseSettings):
     """How often a running execution's owner renews its lease (and sees cancel requests)."""
     lease_seconds: float = Field(default=10.0, gt=0, le=3600)
     """How long a lease lasts without a heartbeat before another process may take the execution over."""
+    # The QMCP server (`qmcp serve`) and its clients.
+    host: str = "127.0.0.1"
+    port: int = Field(default=3333, ge=0, le=65535)
+    api_token: SecretStr | None = None
+    """Bearer token every endpoint but /health asks for; required to bind a non-loopback address."""
+    server_url: str | None = None
+    """A QMCP server for clients, human_in_loop gates and tool_use (`http://127.0.0.1:3333`)."""
+    max_concurrent_runs: int = Field(default=4, ge=1, le=1000)
+    """Runs the server executes at once; more wait, in order, as `pending` executions."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    """On SIGTERM, how long running runs may go on before they are left interrupted (resumable)."""
+    resume_interrupted: bool = True
+    """On start-up, the server resumes the runs a previous server process left unfinished."""
+    tools_model: str | None = None
+    """The model of the server's planner, executor and reviewer tools [default: default_model]."""
 
 
 def settings() -> Settings:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import shlex
 
 __all__ = [
+    "ConflictError",
     "DatabaseUnavailableError",
     "ExecutionBusyError",
     "ExecutionPaused",
+    "ExpiredError",
     "HumanRejectedError",
     "HumanTimeoutError",
     "InvalidConfigError",
@@ -76,6 +78,14 @@ class NotFoundError(UserInputError):
 
 class MixinError(UserInputError):
     """A capability (mixin) is unknown, misconfigured or has circular dependencies."""
+
+
+class ConflictError(UserInputError):
+    """The request conflicts with what is stored: a human request id taken, a request already answered."""
+
+
+class ExpiredError(UserInputError):
+    """A human request's time to answer has passed."""
 
 
 class DatabaseUnavailableError(UserInputError):

@@ -16,6 +16,7 @@ from ._apply import apply
 from ._demo import demo
 from ._executions import executions_app
 from ._output import EXIT_INTERRUPTED, report_error, stderr
+from ._serve import mcp_stdio, serve
 from ._state import CliState, OutputFormat, cli_state
 from ._trust import trust_app
 
@@ -53,6 +54,8 @@ app.add_typer(executions_app, name="executions")
 app.add_typer(trust_app, name="trust")
 app.command("apply")(apply)
 app.command("demo")(demo)
+app.command("serve")(serve)
+app.command("mcp")(mcp_stdio)
 
 
 def _print_version(value: bool) -> None:

@@ -200,6 +200,16 @@ def show_execution(
         )
 
 
+def _user() -> str | None:
+    """Who answers from this terminal, recorded with the answer."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
 def _parse_when(value: Any) -> datetime | None:
     try:
         return datetime.fromisoformat(value) if isinstance(value, str) else None
@@ -334,7 +344,7 @@ def cancel_execution(
 @executions_app.command("respond")
 def respond(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(metavar="REQUEST", help="The human request id (a UUID).")],
+    request_id: Annotated[str, typer.Argument(metavar="REQUEST", help="The human request id.")],
     response: Annotated[str, typer.Argument(help="Your answer: one of the request's options, or free text.")],
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Store the answer without resuming.")
@@ -344,13 +354,19 @@ def respond(
     """Answer a paused execution's human request, then resume the execution."""
     state = cli_state(ctx)
 
-    async def answer() -> Execution:
+    async def answer() -> Execution | None:
         async with open_database(state) as db:
-            request = await db.answer_human_request(request_id, response)
-            return await db.get_execution(request.execution_id)
+            request, _ = await db.answer_human_request(request_id, response, responded_by=_user())
+            return None if request.execution_id is None else await db.get_execution(request.execution_id)
 
     execution = asyncio.run(answer())
     json_output = state.json_output(output_format)
+    if execution is None:  # a request of the server's clients, not of a run
+        if json_output:
+            print_json({"request_id": request_id, "response": response})
+        else:
+            stdout().print(f"answered human request {request_id}", soft_wrap=True)
+        return
     if no_resume:
         if json_output:
             print_json({"execution_id": str(execution.id), "request_id": request_id, "response": response})

@@ -178,7 +178,7 @@ def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) ->
     resume = state.command("executions", "resume", str(result.execution_id))
     if status == "paused":
         console.print(escape(result.error or "waiting for a person's answer"), soft_wrap=True)
-        request = re.search(r"request ([0-9a-f-]{36})", result.error or "")
+        request = re.search(r"answer request (\S+?): ", result.error or "")
         if request:
             answer = state.command("executions", "respond", request.group(1), "approve")
             console.print(f"answer it (this resumes the run) with: {answer}", soft_wrap=True)

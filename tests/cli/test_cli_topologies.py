@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import uuid
 
 import pytest
@@ -249,8 +250,10 @@ def test_paused_run_is_answered_with_respond(cli):
     }))  # fmt: skip
     paused = cli.ok("agents", "topologies", "run", "g", "--input-json", '{"prompt": "hi"}')
     command = next(line for line in paused.stdout.splitlines() if "executions respond" in line)
-    request_id = command.split("respond ")[1].split()[0]
-    assert uuid.UUID(request_id)
+    words = shlex.split(command.split("with: ")[1])
+    request_id = words[words.index("respond") + 1]
+    execution_id, step = request_id.split(":", 1)
+    assert uuid.UUID(execution_id) and step == "pipeline/1:b#human-after"
     cli.user_error("executions", "respond", request_id, "maybe", says="answer one of: approve, reject")
     done = cli.json("executions", "respond", request_id, "approve")
     assert done["status"] == "completed" and done["output"]["final_stage"] == "b"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from qmcp.agentframework.errors import InvalidConfigError
+from qmcp.agentframework.errors import ConflictError, InvalidConfigError
 from qmcp.agentframework.models import ExecutionStatus, Topology
 from qmcp.agentframework.runners import LocalRunner
 from qmcp.agentframework.store import Database
@@ -47,11 +47,21 @@ async def test_after_gate_pauses_then_approval_resumes(db_url, agent, scripted):
     assert done.output["output"] == "r2" and len(script.calls) == 3  # approved step not called again
     async with Database(db_url) as db:
         (answered,) = await db.list_human_requests(execution_id=done.execution_id)
-    assert (answered.status, answered.response, answered.key) == (
-        "answered",
-        "approve",
+        answer = await db.get_human_response(answered.id)
+    assert (answered.status, answered.key, answered.request_type) == (
+        "responded",
         "pipeline/1:publish#human-after",
+        "approval",
     )
+    assert answered.id == f"{done.execution_id}:pipeline/1:publish#human-after"
+    assert answered.context == {
+        "execution_id": str(done.execution_id),
+        "step": "pipeline/1:publish",
+        "slot": "publish",
+        "agent": "publisher",
+        "gate": "after",
+    }
+    assert answer is not None and answer.response == "approve"
 
 
 async def test_rejection_cancels(sqlite_url, agent, scripted):
@@ -61,7 +71,7 @@ async def test_rejection_cancels(sqlite_url, agent, scripted):
     (request,) = await _pending(sqlite_url, paused.execution_id)
     result = await runner.respond(request.id, "reject")
     assert result.status == ExecutionStatus.CANCELLED and "a human answered 'reject'" in result.error
-    with pytest.raises(InvalidConfigError, match="already answered"):
+    with pytest.raises(ConflictError, match="already answered"):
         await runner.respond(request.id, "approve")
 
 
@@ -90,7 +100,7 @@ async def test_before_gate_for_free_text_input(sqlite_url, agent, scripted):
     paused = await runner.run(PIPELINE, team(agent, model, gate), {"prompt": "launch"})
     assert len(script.calls) == 1  # the gated step has not called its model
     (request,) = await _pending(sqlite_url, paused.execution_id)
-    assert request.prompt == "Which market?"
+    assert request.prompt == "Which market?" and (request.request_type, request.options) == ("input", None)
     done = await runner.respond(request.id, "Japan")
     assert done.status == ExecutionStatus.COMPLETED
     assert script.calls[1].prompt.endswith("Human input: Japan")

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from qmcp.agentframework.errors import ExecutionBusyError, InvalidConfigError, LeaseLostError, NotFoundError
+from qmcp.agentframework.errors import (
+    ConflictError,
+    ExecutionBusyError,
+    ExpiredError,
+    InvalidConfigError,
+    LeaseLostError,
+    NotFoundError,
+)
 from qmcp.agentframework.models import Execution, ExecutionStatus
 from qmcp.agentframework.models._agent import utcnow
 from qmcp.agentframework.store import (
@@ -103,6 +110,12 @@ async def test_every_transition_of_the_table(db_url, status, owner):
             outcomes[Action.REQUEST_CANCEL] = after.status
         else:
             outcomes[Action.CANCEL] = after.status if after.status != status else None
+        # queued by a server to resume when a worker is free: pending, owned by nobody
+        execution, _ = await _execution(db, status, owner)
+        queued = await db.executions.queue(execution.id)
+        outcomes[Action.QUEUE] = queued.status if queued.status != status else None
+        if outcomes[Action.QUEUE] is not None:
+            assert queued.owner_token is None
         # interrupted: a running execution whose owner is gone
         execution, _ = await _execution(db, status, owner)
         (after,) = await db.executions.reap([execution])
@@ -239,15 +252,15 @@ async def test_human_answers_are_accepted_exactly_once(db_url):
     async with Database(db_url) as db:
         execution, _ = await _execution(db, S.PAUSED, "none")
         request = HumanRequest(
-            execution_id=execution.id, key="k", prompt="ok?", options=["approve", "reject"]
+            id="gate", execution_id=execution.id, key="k", prompt="ok?", options=["approve", "reject"]
         )
-        await db.add_human_request(request)
+        await db.create_human_request(request)
 
     async def answer(choice: str) -> str:
         async with Database(db_url) as db:
             try:
                 await db.answer_human_request(request.id, choice)
-            except InvalidConfigError as refused:
+            except ConflictError as refused:
                 assert "already answered" in str(refused)
                 return "refused"
             return choice
@@ -257,7 +270,8 @@ async def test_human_answers_are_accepted_exactly_once(db_url):
     assert len(accepted) == 1
     async with Database(db_url) as db:
         stored = await db.get_human_request(request.id)
-    assert (stored.status, stored.response) == ("answered", accepted[0])
+        answer = await db.get_human_response(request.id)
+    assert (stored.status, answer and answer.response) == ("responded", accepted[0])
 
 
 async def test_an_expired_human_request_cannot_be_answered(sqlite_url):
@@ -266,15 +280,19 @@ async def test_an_expired_human_request_cannot_be_answered(sqlite_url):
     async with Database(sqlite_url) as db:
         execution, _ = await _execution(db, S.PAUSED, "none")
         request = HumanRequest(
+            id="late",
             execution_id=execution.id,
             key="k",
             prompt="ok?",
             timeout_seconds=1,
             created_at=utcnow() - timedelta(seconds=5),
         )
-        await db.add_human_request(request)
-        with pytest.raises(InvalidConfigError, match="already timed_out"):
+        await db.create_human_request(request)
+        with pytest.raises(ExpiredError, match="expired"):
             await db.answer_human_request(request.id, "approve")
+        assert (await db.get_human_request(request.id)).status == "expired"
+        with pytest.raises(ConflictError, match="already exists"):
+            await db.create_human_request(HumanRequest(id="late", prompt="again?"))
 
 
 async def test_unknown_execution_ids(sqlite_url):

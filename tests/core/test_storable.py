@@ -68,7 +68,7 @@ async def test_nul_in_definitions_is_refused_naming_the_field(db_url, agent, whe
 async def test_nul_in_an_answer_is_refused(db_url):
     async with Database(db_url) as db:
         with pytest.raises(InvalidConfigError, match=r"^the answer contains a NUL character"):
-            await db.answer_human_request(uuid.uuid4(), "approve\x00")
+            await db.answer_human_request(str(uuid.uuid4()), "approve\x00")
 
 
 async def test_a_model_reply_with_nul_completes_and_resumes_alike_on_both_databases(db_url, agent, scripted):

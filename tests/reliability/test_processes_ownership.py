@@ -254,7 +254,7 @@ async def test_many_answers_to_one_human_request_accept_exactly_one(db_url, tmp_
     paused = qmcp.run("--format", "json", "--model", "test", *RUN)
     document = json.loads(paused.stdout)
     assert document["status"] == "paused", paused.stderr
-    request_id = document["error"].split("request ")[1].split(":")[0]
+    request_id = document["error"].split("answer request ")[1].split(": ")[0]
     answers = [
         qmcp.start("executions", "respond", request_id, "approve" if i % 2 else "reject", "--no-resume")
         for i in range(6)

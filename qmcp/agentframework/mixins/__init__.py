@@ -6,7 +6,7 @@ from ._human import HumanInLoopMixin
 from ._memory import MemoryMixin
 from ._reasoning import REASONING_STYLES, ReasoningMixin
 from ._structured_output import StructuredOutputMixin
-from ._tool_use import ToolUseMixin, register_tool, unregister_tool
+from ._tool_use import ToolUseMixin, python_tool, register_tool, registered_tools, unregister_tool
 
 __all__ = [
     "REASONING_STYLES",
@@ -21,6 +21,8 @@ __all__ = [
     "StructuredOutputMixin",
     "ToolUseMixin",
     "mixin",
+    "python_tool",
     "register_tool",
+    "registered_tools",
     "unregister_tool",
 ]

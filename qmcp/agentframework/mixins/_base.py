@@ -30,6 +30,8 @@ class RunResources:
     exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     state: dict[str, Any] = field(default_factory=dict)
     db: Any = None  # the run's `Database`, when the run has one
+    correlation_id: str | None = None
+    """The run's, sent along when a mixin calls a service (a QMCP server's `X-Correlation-ID`)."""
 
 
 @dataclass

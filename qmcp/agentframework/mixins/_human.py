@@ -1,19 +1,27 @@
 """human_in_loop: an approval or input gate before or after an agent's step.
 
-The first time a gate is reached, a `HumanRequest` is stored and the run stops with the
-execution `paused`. Answering the request (Python, CLI or server) and resuming the execution
-replays every finished step and passes the gate: an approval lets the run go on, any other
-answer ends it `cancelled`, and a request left unanswered past its timeout ends it `failed`.
+The first time a gate is reached, a `HumanRequest` is stored (its id is `{execution_id}:{step
+key}`, the same on every replay) and the run stops with the execution `paused`. Answering the
+request (Python, CLI, or the QMCP server's `POST /v1/human/responses`) and resuming the execution
+replays every finished step and passes the gate: an approval lets the run go on, any other answer
+ends it `cancelled`, and a request left unanswered past its timeout ends it `failed`.
+
+With `QMCP_SERVER_URL` set, the request is created on that QMCP server instead (same id, its context
+naming the execution, step, slot and agent; `QMCP_API_TOKEN` authenticates), and read from it: the
+gate waits up to the option `wait_seconds` (default 0) polling for an answer, then pauses the run.
+A server sharing the run's database resumes the run when the request is answered there.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import asyncio
+import contextlib
+import time
 from typing import Any
 
-from ..errors import ExecutionPaused, HumanRejectedError, HumanTimeoutError, MixinError
-from ..models import HumanRequest
-from ..models._agent import utcnow
+from ...config import settings
+from ..errors import ExecutionPaused, HumanRejectedError, HumanTimeoutError, MixinError, NotFoundError
+from ..models import HumanRequest, HumanRequestStatus, HumanRequestType, gate_request_id
 from ._base import BaseMixin, MixinContext, mixin
 
 __all__ = ["HumanInLoopMixin"]
@@ -21,14 +29,11 @@ __all__ = ["HumanInLoopMixin"]
 _DEFAULT_OPTIONS = ["approve", "reject"]
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @mixin
 class HumanInLoopMixin(BaseMixin):
     """Options: `when` ("before" | "after", default "after"), `prompt`, `options` (the first
-    approves; an empty list asks for free text), `timeout_seconds`."""
+    approves; an empty list asks for free text), `timeout_seconds`, `wait_seconds` (on a QMCP
+    server: how long to poll for an answer before pausing, default 0)."""
 
     name = "human_in_loop"
     description = "Approval or input gate before or after the agent's step; pauses the execution"
@@ -53,37 +58,100 @@ class HumanInLoopMixin(BaseMixin):
         await self._gate(ctx, "after", prompt, options)
 
     async def _gate(self, ctx: MixinContext, where: str, prompt: str, options: dict[str, Any]) -> str:
+        choices = list(options.get("options", _DEFAULT_OPTIONS))
+        request_id = gate_request_id(ctx.execution_id, f"{ctx.key}#human-{where}")
+        server = settings().server_url
+        if server:
+            return await _remote_gate(server, ctx, request_id, where, prompt, choices, options)
         db = ctx.resources.db
         if db is None:
-            raise MixinError("human_in_loop needs a runner with a database")
-        key = f"{ctx.key}#human-{where}"
-        choices = list(options.get("options", _DEFAULT_OPTIONS))
-        timeout = options.get("timeout_seconds")
-        request = await db.find_human_request(ctx.execution_id, key)
-        if request is None:
+            raise MixinError("human_in_loop needs a runner with a database, or QMCP_SERVER_URL")
+        try:
+            request = await db.get_human_request(request_id)
+        except NotFoundError:
             request = HumanRequest(
-                execution_id=ctx.execution_id,
-                key=key,
+                id=request_id,
+                request_type=HumanRequestType.APPROVAL if choices else HumanRequestType.INPUT,
                 prompt=prompt,
-                options=choices,
-                timeout_seconds=timeout,
+                options=choices or None,
+                context=_context(ctx, where),
+                timeout_seconds=options.get("timeout_seconds"),
+                execution_id=ctx.execution_id,
+                key=f"{ctx.key}#human-{where}",
             )
-            await db.add_human_request(request)
-            raise ExecutionPaused(str(request.id), prompt)
-        if request.status == "pending":
-            expired = request.timeout_seconds is not None and utcnow() > _aware(
-                request.created_at
-            ) + timedelta(seconds=request.timeout_seconds)
-            if not expired:
-                raise ExecutionPaused(str(request.id), request.prompt)
-            await db.expire_human_request(request.id)
+            await db.create_human_request(request)
+            raise ExecutionPaused(request.id, prompt) from None
+        if request.status == HumanRequestStatus.PENDING and request.expired():
+            await db.expire_due_human_requests()
+            request = await db.get_human_request(request_id)
+        if request.status == HumanRequestStatus.PENDING:
+            raise ExecutionPaused(request.id, request.prompt)
+        if request.status == HumanRequestStatus.EXPIRED:
             raise HumanTimeoutError(
-                f"nobody answered human request {request.id} within {request.timeout_seconds}s"
+                f"nobody answered human request {request.id} within {request.timeout_seconds:g}s"
             )
-        if request.status != "answered":
-            raise HumanTimeoutError(f"human request {request.id} {request.status}")
-        answer = request.response or ""
-        ctx.extras[self.name] = {"request_id": str(request.id), "gate": where, "response": answer}
-        if request.options and answer != request.options[0]:
-            raise HumanRejectedError(f"a human answered {answer!r} at step {ctx.key!r}")
-        return answer
+        answer = await db.get_human_response(request.id)
+        if answer is None:  # cancelled
+            raise HumanRejectedError(f"human request {request.id} was {request.status} at step {ctx.key!r}")
+        return _decide(ctx, request.id, where, request.options, answer.response)
+
+
+def _context(ctx: MixinContext, where: str) -> dict[str, Any]:
+    return {
+        "execution_id": str(ctx.execution_id),
+        "step": ctx.key,
+        "slot": ctx.slot,
+        "agent": ctx.agent.name,
+        "gate": where,
+    }
+
+
+def _decide(ctx: MixinContext, request_id: str, where: str, options: list[str] | None, answer: str) -> str:
+    """Apply a person's answer: the first option approves, another rejects; free text goes on."""
+    ctx.extras[HumanInLoopMixin.name] = {"request_id": request_id, "gate": where, "response": answer}
+    if options and answer != options[0]:
+        raise HumanRejectedError(f"a human answered {answer!r} at step {ctx.key!r}")
+    return answer
+
+
+async def _remote_gate(
+    server: str,
+    ctx: MixinContext,
+    request_id: str,
+    where: str,
+    prompt: str,
+    choices: list[str],
+    options: dict[str, Any],
+) -> str:
+    """The gate on a QMCP server: create the request there (once), then read its answer."""
+    import os
+
+    from ...client import AsyncQmcpClient, HumanRequestConflictError, QmcpClientError
+
+    timeout = options.get("timeout_seconds")
+    token = os.environ.get("QMCP_API_TOKEN", "")
+    async with AsyncQmcpClient(server, token=token, correlation_id=ctx.resources.correlation_id) as client:
+        try:
+            with contextlib.suppress(HumanRequestConflictError):  # made by an earlier attempt of this run
+                await client.create_human_request(
+                    request_id,
+                    "approval" if choices else "input",
+                    prompt,
+                    options=choices or None,
+                    context=_context(ctx, where),
+                    timeout_seconds=int(min(max(timeout or 86_400, 60), 86_400)),
+                )
+            deadline = time.monotonic() + float(options.get("wait_seconds", 0))
+            while True:
+                request, answer = await client.get_human_request(request_id)
+                if answer is not None:
+                    return _decide(ctx, request_id, where, request.options, answer.response)
+                if request.status == "expired":
+                    raise HumanTimeoutError(f"nobody answered human request {request_id} in time")
+                if request.status == "cancelled":
+                    raise HumanRejectedError(f"human request {request_id} was cancelled at step {ctx.key!r}")
+                if time.monotonic() >= deadline:
+                    raise ExecutionPaused(request_id, request.prompt)
+                await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        except QmcpClientError as error:
+            raise MixinError(f"the QMCP server at {server} refused the human request: {error}") from None

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from mcp.types import Tool as McpTool
     from pydantic_ai.tools import RunContext
 
-__all__ = ["ToolUseMixin", "register_tool", "unregister_tool"]
+__all__ = ["ToolUseMixin", "python_tool", "register_tool", "registered_tools", "unregister_tool"]
 
 _registered: dict[str, Callable[..., Any]] = {}
 
@@ -53,6 +53,11 @@ def register_tool(name: str, function: Callable[..., Any]) -> None:
 
 def unregister_tool(name: str) -> None:
     _registered.pop(name, None)
+
+
+def registered_tools() -> list[str]:
+    """The names given to `register_tool`, in order (the QMCP server offers these tools too)."""
+    return list(_registered)
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -139,11 +144,36 @@ _Server = Annotated[
 ]
 
 
+class _QmcpServer(BaseModel):
+    """A QMCP server whose `/v1/tools` the agent may call (over its REST API)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    """[default: QMCP_SERVER_URL]"""
+    tools: list[str] | None = None
+    """Only these of its tools [default: all]."""
+    token_env: str | None = Field(default="QMCP_API_TOKEN", pattern=_VARIABLE_NAME)
+    """The variable holding its bearer token (sent to this server only)."""
+
+    def address(self) -> str:
+        url = self.url or os.environ.get("QMCP_SERVER_URL")
+        if not url:
+            raise MixinError("tool_use's qmcp_servers entry has no url, and QMCP_SERVER_URL is not set")
+        return url
+
+    def description(self) -> str:
+        where = self.url or "$QMCP_SERVER_URL"
+        token = f", with the token in {self.token_env}" if self.token_env else ""
+        return f"QMCP server {where!r} (receives the model's tool calls{token})"
+
+
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tools: list[str] = Field(default_factory=list)
     mcp_servers: list[_Server] = Field(default_factory=list)
+    qmcp_servers: list[_QmcpServer] = Field(default_factory=list)
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
     connect_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -152,7 +182,7 @@ class _Options(BaseModel):
 # -- Python functions ---------------------------------------------------------------------------
 
 
-def _python_tool(reference: str) -> ToolSpec:
+def python_tool(reference: str) -> ToolSpec:
     """A tool from a registered name or a `"package.module:function"` reference."""
     if ":" in reference:
         function, name = import_object(reference, "tool function"), None
@@ -340,7 +370,8 @@ def _reason(error: BaseException | None) -> str:
 class ToolUseMixin(BaseMixin):
     """Options: `tools` (names given to `register_tool`, or `"package.module:function"`),
     `mcp_servers` (`{"command", "args", "env", "env_allow", "cwd"}` for stdio, `{"url"}` for
-    streamable HTTP), `allow` (only these tool names) and `deny` (never these; deny wins),
+    streamable HTTP), `qmcp_servers` (`{"url", "tools", "token_env"}`: a QMCP server's
+    `/v1/tools`), `allow` (only these tool names) and `deny` (never these; deny wins),
     `connect_timeout_seconds` (default 30).
     """
 
@@ -358,6 +389,7 @@ class ToolUseMixin(BaseMixin):
                 for reference in parsed.tools
             ),
             *(server.description() for server in parsed.mcp_servers),
+            *(server.description() for server in parsed.qmcp_servers),
         ]
 
     async def before_model(self, ctx: MixinContext) -> None:
@@ -367,12 +399,52 @@ class ToolUseMixin(BaseMixin):
         for reference in options.tools:
             key = f"tool_use:python:{reference}"
             if key not in state:
-                state[key] = _python_tool(reference)
+                state[key] = python_tool(reference)
             specs.append(state[key])
         for server in options.mcp_servers:
             connected = await _mcp_server(server, ctx.resources, options.connect_timeout_seconds)
             specs.extend(_mcp_tool(connected, tool) for tool in connected.tools)
+        for qmcp in options.qmcp_servers:
+            specs.extend(await _qmcp_tools(qmcp, ctx))
         ctx.tools = [*ctx.tools, *_select(ctx.agent.name, specs, options)]
+
+
+async def _qmcp_tools(server: _QmcpServer, ctx: MixinContext) -> list[ToolSpec]:
+    """The tools of a QMCP server, listed once per run; each call is a `POST /v1/tools/{name}`
+    (recorded in the server's invocation history) carrying the run's correlation id."""
+    from pydantic_ai.tools import ToolDefinition
+
+    from ...client import AsyncQmcpClient, QmcpClientError
+
+    key = f"tool_use:qmcp:{server.model_dump_json()}"
+    state = ctx.resources.state
+    if key not in state:
+        token = os.environ.get(server.token_env) if server.token_env else None
+        client = AsyncQmcpClient(server.address(), token=token or "", correlation_id=ctx.resources.correlation_id)
+        ctx.resources.exit_stack.push_async_callback(client.aclose)
+        try:
+            offered = await client.list_tools()
+        except (QmcpClientError, OSError) as error:
+            raise MixinError(f"cannot list the tools of QMCP server {server.address()!r}: {error}") from None
+        except Exception as error:  # httpx's transport errors
+            raise MixinError(f"cannot reach QMCP server {server.address()!r}: {_reason(error)}") from None
+        wanted = server.tools if server.tools is not None else [tool.name for tool in offered]
+        missing = sorted(set(wanted) - {tool.name for tool in offered})
+        if missing:
+            raise MixinError(f"QMCP server {server.address()!r} offers no tool {', '.join(missing)}")
+
+        def spec(name: str, description: str, schema: dict[str, Any] | None) -> ToolSpec:
+            async def call(args: dict[str, Any]) -> Any:
+                done = await client.invoke_tool(name, args)
+                if done.error:
+                    raise RuntimeError(done.error)
+                return done.result
+
+            definition = ToolDefinition(name=name, description=description, parameters_json_schema=schema or {})
+            return ToolSpec(definition, call)
+
+        state[key] = [spec(t.name, t.description, t.input_schema) for t in offered if t.name in wanted]
+    return list(state[key])
 
 
 def _select(agent: str, specs: list[ToolSpec], options: _Options) -> list[ToolSpec]:

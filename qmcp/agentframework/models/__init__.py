@@ -2,9 +2,11 @@
 
 from ._agent import AgentConfig, AgentType
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
-from ._execution import Execution, ExecutionStep, HumanRequest
+from ._execution import Execution, ExecutionStep
+from ._human import HumanRequest, HumanRequestStatus, HumanRequestType, HumanResponse, gate_request_id
 from ._memory import AgentMemory
 from ._model_config import ModelConfig, Models
+from ._tools import InvocationStatus, ToolInvocation
 from ._topology import (
     ChainOfCommandConfig,
     CompoundCondition,
@@ -47,10 +49,15 @@ __all__ = [
     "ExecutionStatus",
     "ExecutionStep",
     "HumanRequest",
+    "HumanRequestStatus",
+    "HumanRequestType",
+    "HumanResponse",
+    "InvocationStatus",
     "ModelConfig",
     "Models",
     "PipelineConfig",
     "StepStatus",
+    "ToolInvocation",
     "Topology",
     "TopologyConfig",
     "TopologyMembership",
@@ -59,6 +66,7 @@ __all__ = [
     "check_name",
     "config_class_for",
     "describe_validation_error",
+    "gate_request_id",
     "nul_field",
     "nul_message",
     "storable_text",

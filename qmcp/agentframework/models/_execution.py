@@ -17,7 +17,7 @@ from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
 from ._agent import utcnow
 from ._enums import ExecutionStatus, StepStatus
 
-__all__ = ["Execution", "ExecutionStep", "HumanRequest"]
+__all__ = ["Execution", "ExecutionStep"]
 
 
 class Execution(SQLModel, table=True):
@@ -29,6 +29,8 @@ class Execution(SQLModel, table=True):
     topology_type: str = Field(max_length=32)
     status: ExecutionStatus = Field(default=ExecutionStatus.PENDING, index=True)
     runner_type: str = Field(default="local", max_length=64)
+    origin: str = Field(default="python", max_length=32, index=True)
+    """Who asked for the run: python, cli, server, metaflow (a server resumes its own after a restart)."""
     correlation_id: str | None = Field(default=None, index=True, max_length=200)
     input_data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     output_data: dict[str, Any] | None = Field(default=None, sa_type=JSON)
@@ -84,20 +86,3 @@ class ExecutionStep(SQLModel, table=True):
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
-
-
-class HumanRequest(SQLModel, table=True):
-    """A question put to a human; the execution waits (status `paused`) until it is answered."""
-
-    __tablename__ = "human_requests"
-
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    execution_id: uuid.UUID = Field(foreign_key="executions.id", index=True)
-    key: str = Field(max_length=1000)
-    prompt: str
-    options: list[str] = Field(default_factory=list, sa_type=JSON)
-    status: str = Field(default="pending", max_length=32)
-    response: str | None = None
-    timeout_seconds: float | None = None
-    created_at: datetime = Field(default_factory=utcnow)
-    answered_at: datetime | None = None

@@ -41,12 +41,14 @@ _PROCESS_FIELDS = ("log_level", "trace_enabled", "metrics_enabled")
 """RunConfig fields that belong to the process running an attempt, not to the run (not stored)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Attempt:
     """An attempt this runner is making now: the task running the topology, and its lease."""
 
-    work: asyncio.Task[dict[str, Any]]
+    work: asyncio.Task[Any]
     lease: Lease
+    interrupted: bool = False
+    """Stopped to be resumed later (`interrupt`), not cancelled."""
 
 
 class BaseRunner:
@@ -60,10 +62,12 @@ class BaseRunner:
         db_url: str | None = None,
         *,
         on_event: EventHandler | None = None,
+        origin: str = "python",
     ) -> None:
         self.config = config or RunConfig()
         self.db_url = db_url or settings().database_url
         self.on_event = on_event
+        self.origin = origin
         self._attempts: dict[uuid.UUID, _Attempt] = {}
         self._log = get_logger(level=self.config.log_level)
 
@@ -109,7 +113,9 @@ class BaseRunner:
                     runner_type=self.runner_type,
                     runner_options=self.options(),
                     owner=Owner.this_process(),
+                    origin=self.origin,
                 )
+            assert lease is not None
             return await self._execute(db, execution, team.agents, {}, config, lease)
 
     async def resume(
@@ -149,11 +155,17 @@ class BaseRunner:
                 completed = await db.steps.completed_steps(execution.id)
             return await self._execute(db, execution, agents, completed, config, lease)
 
-    async def respond(self, request_id: uuid.UUID | str, response: str, *, resume: bool = True) -> RunResult:
+    async def respond(
+        self, request_id: str, response: str, *, resume: bool = True, responded_by: str | None = None
+    ) -> RunResult:
         """Answer a human request of a paused execution, then (by default) resume it."""
         async with Database(self.db_url) as db:
             with storage_errors(db.url):
-                request = await db.answer_human_request(request_id, response)
+                request, _ = await db.answer_human_request(request_id, response, responded_by=responded_by)
+                if request.execution_id is None:
+                    raise UserInputError(
+                        f"human request {request.id!r} belongs to no execution; it is answered"
+                    )
                 if not resume:
                     return _result(await db.get_execution(request.execution_id))
         return await self.resume(request.execution_id)
@@ -181,6 +193,17 @@ class BaseRunner:
                     await asyncio.sleep(0.05)
                     execution = await db.get_execution(execution.id)
             return _result(execution)
+
+    def interrupt(self, execution_id: uuid.UUID) -> bool:
+        """Stop this runner's attempt at `execution_id` so that it can be resumed later: its in-flight
+        model calls are cancelled, its completed steps kept, and it ends `interrupted` (a server
+        shutting down). False if this runner is not running it."""
+        attempt = self._attempts.get(execution_id)
+        if attempt is None:
+            return False
+        attempt.interrupted = True
+        attempt.work.cancel()
+        return True
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -321,6 +344,11 @@ class BaseRunner:
                     )
                     raise
                 status, error = ExecutionStatus.CANCELLED, f"cancelled by request; {resume_hint}"
+                if self._attempts[execution.id].interrupted:
+                    status, error = (
+                        ExecutionStatus.INTERRUPTED,
+                        f"interrupted: its process stopped; {resume_hint}",
+                    )
             except Exception as failure:
                 status, error = stopped(failure, db.url)
                 if not isinstance(failure, QmcpError) and error.startswith("internal error"):
@@ -394,11 +422,13 @@ async def new_execution(
     *,
     runner_type: str,
     runner_options: dict[str, Any],
-    owner: Owner,
+    owner: Owner | None,
     started: datetime | None = None,
-) -> tuple[Execution, Lease]:
-    """Store a validated team and create its execution, claimed by `owner`: what every run starts with
-    (a runner's `run`, a Metaflow flow started on its own)."""
+    origin: str = "python",
+) -> tuple[Execution, Lease | None]:
+    """Store a validated team and create its execution, claimed by `owner` (without one, `pending`:
+    a queued run): what every run starts with (a runner's `run`, a server's queue, a Metaflow flow
+    started on its own)."""
     teams = await collect_teams(db, team.topology)
     stored_topology, _ = await db.save_team(team.topology, team.agents)
     await trust_given(db, team.agents)  # definitions given as objects are trusted (runners/_trust.py)
@@ -414,9 +444,9 @@ async def new_execution(
         teams_snapshot=teams,
         run_config=config.model_dump(mode="json", exclude=set(_PROCESS_FIELDS)),
         runner_options=runner_options,
+        origin=origin,
     )
     lease = await db.executions.create(execution, owner, runner=runner_type, started=started)
-    assert lease is not None
     return execution, lease
 
 
@@ -460,7 +490,7 @@ def step_context(
         ),
         model_override=model_override,
         checkpoint_enabled=config.checkpoint_enabled,
-        resources=RunResources(db=db),
+        resources=RunResources(db=db, correlation_id=execution.correlation_id),
         teams=execution.teams_snapshot,
         tracer=step_tracer(config.trace_enabled),
         **extra,

@@ -126,8 +126,9 @@ class MetaflowRunner(BaseRunner):
         db_url: str | None = None,
         *,
         on_event: EventHandler | None = None,
+        origin: str = "python",
     ) -> None:
-        super().__init__(config=config, db_url=db_url, on_event=on_event)
+        super().__init__(config=config, db_url=db_url, on_event=on_event, origin=origin)
         if environment not in ENVIRONMENTS:
             raise InvalidConfigError(
                 f"unknown environment {environment!r}; choose one of: {', '.join(ENVIRONMENTS)}"
@@ -206,6 +207,8 @@ class MetaflowRunner(BaseRunner):
                 )
                 raise
             stopped = (ExecutionStatus.CANCELLED, f"cancelled by request; {resume_hint}")
+            if self._attempts[execution.id].interrupted:
+                stopped = (ExecutionStatus.INTERRUPTED, f"interrupted: its process stopped; {resume_hint}")
         finally:
             self._attempts.pop(execution.id, None)
             if reporter is not None:

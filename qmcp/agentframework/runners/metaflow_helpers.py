@@ -372,8 +372,15 @@ async def _start_execution(
                 )
                 team = prepare_team(dict(topology), dict(agents), dict(input_data), config.model_override)
                 execution, lease = await new_execution(
-                    db, team, config, runner_type="metaflow", runner_options={}, owner=_owner(run)
+                    db,
+                    team,
+                    config,
+                    runner_type="metaflow",
+                    runner_options={},
+                    owner=_owner(run),
+                    origin="metaflow",
                 )
+                assert lease is not None
                 if run is not None:
                     await db.executions.note_external_run(lease, run)
                 return str(execution.id), execution.topology_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Self, TypeVar
 
 from sqlalchemy import ColumnElement, Executable, delete, func, text, update
@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ...config import settings
-from ..errors import InvalidConfigError, NotFoundError
+from ..errors import ConflictError, ExpiredError, InvalidConfigError, NotFoundError
 from ..models import (
     NUL,
     AgentRole,
@@ -25,6 +25,9 @@ from ..models import (
     ExecutionStatus,
     ExecutionStep,
     HumanRequest,
+    HumanRequestStatus,
+    HumanResponse,
+    ToolInvocation,
     Topology,
     TopologyMembership,
     nul_message,
@@ -218,17 +221,37 @@ class Database:
     async def list_executions(
         self,
         *,
-        status: ExecutionStatus | None = None,
+        status: ExecutionStatus | Sequence[ExecutionStatus] | None = None,
         topology_name: str | None = None,
+        origin: str | None = None,
         limit: int = 50,
+        offset: int = 0,
+        oldest_first: bool = False,
     ) -> list[Execution]:
-        query = select(Execution).order_by(col(Execution.created_at).desc()).limit(limit)
+        """Executions, newest first (or oldest first), filtered by status(es), topology and origin."""
+        order = col(Execution.created_at).asc() if oldest_first else col(Execution.created_at).desc()
+        query = select(Execution).order_by(order).offset(offset).limit(limit)
+        if isinstance(status, ExecutionStatus):
+            query = query.where(Execution.status == status)
+        elif status is not None:
+            query = query.where(col(Execution.status).in_(list(status)))
+        if topology_name is not None:
+            query = query.where(Execution.topology_name == topology_name)
+        if origin is not None:
+            query = query.where(Execution.origin == origin)
+        async with self.sessions() as session:
+            return list((await session.exec(query)).all())
+
+    async def count_executions(
+        self, *, status: ExecutionStatus | None = None, topology_name: str | None = None
+    ) -> int:
+        query = select(func.count()).select_from(Execution)
         if status is not None:
             query = query.where(Execution.status == status)
         if topology_name is not None:
             query = query.where(Execution.topology_name == topology_name)
         async with self.sessions() as session:
-            return list((await session.exec(query)).all())
+            return int((await session.exec(query)).one())
 
     async def list_steps(self, execution_id: uuid.UUID) -> Sequence[ExecutionStep]:
         query = (
@@ -239,66 +262,153 @@ class Database:
 
     # -- human requests -----------------------------------------------------------------------
 
-    async def add_human_request(self, request: HumanRequest) -> None:
-        await self.add(request)
+    async def create_human_request(self, request: HumanRequest) -> HumanRequest:
+        """Store a new request; `ConflictError` if its id is taken."""
+        if request.expires_at is None:
+            request.expires_at = HumanRequest.expiry(request.created_at, request.timeout_seconds)
+        try:
+            await self.add(request)
+        except IntegrityError:
+            async with self.sessions() as session:
+                if await session.get(HumanRequest, request.id) is None:
+                    raise  # not the id: a foreign key
+            raise ConflictError(f"a human request with id {request.id!r} already exists") from None
+        return request
 
-    async def find_human_request(self, execution_id: uuid.UUID, key: str) -> HumanRequest | None:
-        query = select(HumanRequest).where(HumanRequest.execution_id == execution_id, HumanRequest.key == key)
+    async def get_human_request(self, request_id: str) -> HumanRequest:
+        async with self.sessions() as session:
+            request = await session.get(HumanRequest, str(request_id))
+        if request is None:
+            raise NotFoundError(f"human request {request_id!r} not found")
+        return request
+
+    async def get_human_response(self, request_id: str) -> HumanResponse | None:
+        query = select(HumanResponse).where(HumanResponse.request_id == str(request_id))
         async with self.sessions() as session:
             return (await session.exec(query)).first()
 
-    async def get_human_request(self, request_id: uuid.UUID | str) -> HumanRequest:
-        try:
-            key = request_id if isinstance(request_id, uuid.UUID) else uuid.UUID(str(request_id))
-        except ValueError:
-            raise NotFoundError(f"{request_id!r} is not a human request id (a UUID)") from None
-        async with self.sessions() as session:
-            request = await session.get(HumanRequest, key)
-        if request is None:
-            raise NotFoundError(f"human request {key} not found")
-        return request
-
     async def list_human_requests(
-        self, *, execution_id: uuid.UUID | None = None, status: str | None = None
+        self,
+        *,
+        execution_id: uuid.UUID | None = None,
+        status: str | None = None,
+        request_type: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[HumanRequest]:
-        query = select(HumanRequest).order_by(col(HumanRequest.created_at))
+        """Requests, newest first; pending ones past their timeout are marked expired first."""
+        await self.expire_due_human_requests()
+        query = select(HumanRequest).order_by(col(HumanRequest.created_at).desc()).offset(offset).limit(limit)
         if execution_id is not None:
             query = query.where(HumanRequest.execution_id == execution_id)
         if status is not None:
             query = query.where(HumanRequest.status == status)
+        if request_type is not None:
+            query = query.where(HumanRequest.request_type == request_type)
         async with self.sessions() as session:
             return list((await session.exec(query)).all())
 
-    async def answer_human_request(self, request_id: uuid.UUID | str, response: str) -> HumanRequest:
-        """Store a human's answer: exactly once (a write guarded on `pending`), and only before its timeout."""
+    async def expire_due_human_requests(self) -> None:
+        """Mark pending requests past their timeout expired (a guarded write: answers that won stay)."""
+        await self._execute(
+            update(HumanRequest)
+            .where(
+                col(HumanRequest.status) == HumanRequestStatus.PENDING,
+                col(HumanRequest.expires_at).is_not(None),
+                col(HumanRequest.expires_at) <= utcnow(),
+            )
+            .values(status=HumanRequestStatus.EXPIRED)
+        )
+
+    async def answer_human_request(
+        self,
+        request_id: str,
+        response: str,
+        *,
+        responded_by: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[HumanRequest, HumanResponse]:
+        """Store a person's answer: exactly once (a write guarded on `pending`), before the request expires.
+
+        `NotFoundError`, `ConflictError` (already answered or cancelled), `ExpiredError`, and
+        `InvalidConfigError` for an answer that is not one of the request's options.
+        """
         if NUL in response:
             raise InvalidConfigError(nul_message("the answer"))
         request = await self.get_human_request(request_id)
+        if request.status == HumanRequestStatus.PENDING and request.expired():
+            await self.expire_due_human_requests()
+            request = await self.get_human_request(request_id)
+        if request.status == HumanRequestStatus.EXPIRED:
+            raise ExpiredError(
+                f"human request {request.id!r} expired at {request.expires_at}; nobody can answer it now"
+            )
+        if request.status != HumanRequestStatus.PENDING:
+            raise ConflictError(_not_pending(request))
         if request.options and response not in request.options:
             raise InvalidConfigError(f"answer one of: {', '.join(request.options)} (got {response!r})")
-        if request.status == "pending" and request.timeout_seconds is not None:
-            created = (
-                request.created_at if request.created_at.tzinfo else request.created_at.replace(tzinfo=UTC)
-            )
-            if utcnow() > created + timedelta(seconds=request.timeout_seconds):
-                await self.expire_human_request(request.id)
-                request = await self.get_human_request(request.id)
-        answered = await self._execute(
-            update(HumanRequest)
-            .where(col(HumanRequest.id) == request.id, col(HumanRequest.status) == "pending")
-            .values(status="answered", response=response, answered_at=utcnow())
+        answer = HumanResponse(
+            request_id=request.id,
+            response=response,
+            responded_by=responded_by,
+            response_metadata=dict(metadata or {}),
         )
-        if not answered:
-            current = await self.get_human_request(request.id)
-            raise InvalidConfigError(f"human request {current.id} was already {current.status}")
-        return await self.get_human_request(request.id)
 
-    async def expire_human_request(self, request_id: uuid.UUID) -> None:
+        def write(session: Session) -> bool:
+            claimed = session.execute(
+                update(HumanRequest)
+                .where(
+                    col(HumanRequest.id) == request.id, col(HumanRequest.status) == HumanRequestStatus.PENDING
+                )
+                .values(status=HumanRequestStatus.RESPONDED)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            session.add(answer)
+            return True
+
+        if not await self._write(write):
+            current = await self.get_human_request(request.id)
+            if current.status == HumanRequestStatus.EXPIRED:
+                raise ExpiredError(f"human request {request.id!r} expired; nobody can answer it now")
+            raise ConflictError(_not_pending(current))
+        return await self.get_human_request(request.id), answer
+
+    # -- tool invocations (the QMCP server's audit of /v1/tools calls) ---------------------------
+
+    async def add_tool_invocation(self, invocation: ToolInvocation) -> None:
+        await self._write(lambda session: session.add(invocation))
+
+    async def finish_tool_invocation(self, invocation_id: str, **values: Any) -> None:
         await self._execute(
-            update(HumanRequest)
-            .where(col(HumanRequest.id) == request_id, col(HumanRequest.status) == "pending")
-            .values(status="timed_out", answered_at=utcnow())
+            update(ToolInvocation).where(col(ToolInvocation.id) == invocation_id).values(**values)
         )
+
+    async def get_tool_invocation(self, invocation_id: str) -> ToolInvocation:
+        async with self.sessions() as session:
+            invocation = await session.get(ToolInvocation, str(invocation_id))
+        if invocation is None:
+            raise NotFoundError(f"invocation {invocation_id!r} not found")
+        return invocation
+
+    async def list_tool_invocations(
+        self, *, tool_name: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[ToolInvocation]:
+        query = (
+            select(ToolInvocation).order_by(col(ToolInvocation.created_at).desc()).offset(offset).limit(limit)
+        )
+        if tool_name is not None:
+            query = query.where(ToolInvocation.tool_name == tool_name)
+        if status is not None:
+            query = query.where(ToolInvocation.status == status)
+        async with self.sessions() as session:
+            return list((await session.exec(query)).all())
+
+
+def _not_pending(request: HumanRequest) -> str:
+    if request.status == HumanRequestStatus.RESPONDED:
+        return f"human request {request.id!r} was already answered"
+    return f"human request {request.id!r} was {request.status}"
 
 
 # -- team writes, run by `Database._write` in this thread (SQLite) or on the engine's ------------------

@@ -82,6 +82,8 @@ class Action(StrEnum):
     """A cancel from anywhere for an execution a live owner runs: the owner is asked to stop."""
     INTERRUPT = "interrupt"
     """Its owner is gone (dead pid on this host, or an expired lease)."""
+    QUEUE = "queue"
+    """A server takes it to resume when a worker is free: it waits `pending`, owned by nobody."""
 
 
 TRANSITIONS: Mapping[tuple[ExecutionStatus, Action], ExecutionStatus] = {
@@ -100,10 +102,14 @@ TRANSITIONS: Mapping[tuple[ExecutionStatus, Action], ExecutionStatus] = {
     # Unfinished executions resume; those nobody runs can be cancelled.
     (S.PAUSED, Action.CLAIM): S.RUNNING,
     (S.PAUSED, Action.CANCEL): S.CANCELLED,
+    (S.PAUSED, Action.QUEUE): S.PENDING,
     (S.INTERRUPTED, Action.CLAIM): S.RUNNING,
     (S.INTERRUPTED, Action.CANCEL): S.CANCELLED,
+    (S.INTERRUPTED, Action.QUEUE): S.PENDING,
     (S.FAILED, Action.CLAIM): S.RUNNING,
+    (S.FAILED, Action.QUEUE): S.PENDING,
     (S.CANCELLED, Action.CLAIM): S.RUNNING,
+    (S.CANCELLED, Action.QUEUE): S.PENDING,
     # COMPLETED is final: resume returns its result, nothing changes it.
 }
 """(status, action) → the status it leads to. A pair that is not here is refused."""
@@ -113,6 +119,7 @@ _OWNER_ACTIONS = {
     Action.FAIL: S.FAILED,
     Action.PAUSE: S.PAUSED,
     Action.STOP: S.CANCELLED,
+    Action.INTERRUPT: S.INTERRUPTED,  # the owner leaves it to be resumed (a server shutting down)
 }
 _FINISH_ACTION = {status: action for action, status in _OWNER_ACTIONS.items()}
 
@@ -590,6 +597,24 @@ class ExecutionService:
             ):
                 return CancelOutcome(await self.db.get_execution(current.id), requested=False)
         raise ExecutionBusyError(f"execution {execution_id} keeps changing; try the cancel again")
+
+    async def queue(self, execution_id: uuid.UUID | str) -> Execution:
+        """Mark an unfinished execution nobody runs `pending`: queued to be resumed by a server's worker.
+
+        One that is pending or running already, or completed, is returned as it is.
+        """
+        for _ in range(20):
+            current = await self.db.get_execution(execution_id)
+            if (current.status, Action.QUEUE) not in TRANSITIONS:
+                return current
+            if await self.db.execute_update(
+                current.id,
+                {"status": S.PENDING, "error": None, **_released()},
+                col(Execution.status) == current.status,
+                _same_owner(current.owner_token),
+            ):
+                return await self.db.get_execution(current.id)
+        raise ExecutionBusyError(f"execution {execution_id} keeps changing; try again")
 
     async def reap(self, executions: list[Execution]) -> list[Execution]:
         """Mark the running executions among `executions` whose owner is gone `interrupted`; returns them all."""

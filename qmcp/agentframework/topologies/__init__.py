@@ -21,6 +21,7 @@ from ._context import (
     input_text,
 )
 from ._crosscheck import VALIDATION_SCHEMA, CrossCheckTopology
+from ._dag import Dag, DagEdge, DagGroup, DagNode, topology_dag
 from ._debate import AGREEMENT_MARKER, DebateTopology
 from ._delegation import ROUTER_SLOT, DelegationTopology
 from ._ensemble import AGGREGATOR_SLOT, EnsembleTopology
@@ -40,6 +41,10 @@ __all__ = [
     "CompoundTopology",
     "ConcurrentScheduler",
     "CrossCheckTopology",
+    "Dag",
+    "DagEdge",
+    "DagGroup",
+    "DagNode",
     "DebateTopology",
     "DelegationTopology",
     "EnsembleTopology",
@@ -62,5 +67,6 @@ __all__ = [
     "referenced_topologies",
     "synthesis_prompt",
     "topology",
+    "topology_dag",
     "validate_json",
 ]

@@ -1,0 +1,81 @@
+"""Questions put to people: `HumanRequest` and its one `HumanResponse`, in the QMCP server's shapes.
+
+A request is created by a human_in_loop gate of a run (its id is `{execution_id}:{step key}`, and
+the execution waits, `paused`) or by any client of the server (`POST /v1/human/requests`, with an
+id of its choosing). It is answered exactly once, before it expires.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlmodel import JSON, Field, SQLModel
+
+from ._agent import utcnow
+
+__all__ = ["HumanRequest", "HumanRequestStatus", "HumanRequestType", "HumanResponse", "gate_request_id"]
+
+
+class HumanRequestStatus(StrEnum):
+    PENDING = "pending"
+    RESPONDED = "responded"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class HumanRequestType(StrEnum):
+    APPROVAL = "approval"
+    INPUT = "input"
+    REVIEW = "review"
+
+
+def gate_request_id(execution_id: uuid.UUID, key: str) -> str:
+    """The id of the request a run's gate at step `key` makes: the same on every replay of the run."""
+    return f"{execution_id}:{key}"
+
+
+class HumanRequest(SQLModel, table=True):
+    """A question for a person: approve or reject (`options`), or answer in free text."""
+
+    __tablename__ = "human_requests"
+
+    id: str = Field(primary_key=True, min_length=1, max_length=300)
+    request_type: str = Field(default=HumanRequestType.APPROVAL, index=True, max_length=32)
+    prompt: str
+    options: list[str] | None = Field(default=None, sa_type=JSON)
+    context: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    timeout_seconds: float | None = None
+    status: str = Field(default=HumanRequestStatus.PENDING, index=True, max_length=32)
+    correlation_id: str | None = Field(default=None, index=True, max_length=200)
+    execution_id: uuid.UUID | None = Field(default=None, foreign_key="executions.id", index=True)
+    """The paused execution whose gate asked, if a run did."""
+    key: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        """Whether a pending request is past its timeout (SQLite and PostgreSQL give UTC without zone)."""
+        if self.expires_at is None:
+            return False
+        expires = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=UTC)
+        return (now or utcnow()) >= expires
+
+    @staticmethod
+    def expiry(created_at: datetime, timeout_seconds: float | None) -> datetime | None:
+        return None if timeout_seconds is None else created_at + timedelta(seconds=timeout_seconds)
+
+
+class HumanResponse(SQLModel, table=True):
+    """The answer to a `HumanRequest` (at most one per request)."""
+
+    __tablename__ = "human_responses"
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=64)
+    request_id: str = Field(foreign_key="human_requests.id", unique=True, max_length=300)
+    response: str
+    responded_by: str | None = Field(default=None, max_length=200)
+    response_metadata: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -1,0 +1,98 @@
+"""`qmcp serve` (the QMCP server on uvicorn) and `qmcp mcp` (its MCP tools over stdio)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from ._state import cli_state
+
+__all__ = ["mcp_stdio", "serve"]
+
+
+def _missing_server() -> typer.Exit:
+    from ._output import EXIT_USAGE, stderr
+
+    stderr().print("error: the server needs FastAPI and uvicorn: pip install 'qmcp[server]'")
+    return typer.Exit(EXIT_USAGE)
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on [default: $QMCP_HOST, else 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=0, max=65535, help="Port [default: $QMCP_PORT, else 3333]")
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", metavar="URL", help="Database URL or SQLite file [default: the global --db]"),
+    ] = None,
+    resume_interrupted: Annotated[
+        bool,
+        typer.Option(
+            "--resume-interrupted/--no-resume-interrupted",
+            help="Resume the runs a previous server process left unfinished.",
+        ),
+    ] = True,
+) -> None:
+    """Serve the QMCP API, the run console's data and MCP at /mcp (SIGTERM drains the running runs).
+
+    Without QMCP_API_TOKEN it listens on loopback only; with it, every endpoint but /health asks
+    for Authorization: Bearer <token>.
+    """
+    from qmcp.config import settings
+
+    from ._run import run_config
+
+    state = cli_state(ctx)
+    if db:
+        state.db = db
+    try:
+        from qmcp.server import ServerOptions
+        from qmcp.server import serve as run_server
+    except ImportError:
+        raise _missing_server() from None
+    run_config(state)  # logging to this terminal, at the level --verbose/--quiet ask for
+    current = settings()
+    options = ServerOptions.from_settings(
+        db_url=state.db_url,
+        host=host,
+        model_override=state.model,
+        resume_interrupted=resume_interrupted,
+        log_level="INFO" if state.verbose else None,
+    )
+    run_server(options, port=port if port is not None else current.port)
+
+
+def mcp_stdio(ctx: typer.Context) -> None:
+    """Serve the MCP tools (list_topologies, run_topology, get_execution, list_human_requests,
+    respond_to_human_request) over stdio, for desktop MCP clients."""
+    state = cli_state(ctx)
+    try:
+        from qmcp.server import EventHub, RunManager
+        from qmcp.server._mcp import mcp_server
+    except ImportError:
+        raise _missing_server() from None
+    from importlib.metadata import version
+
+    from qmcp.config import settings
+
+    async def main() -> None:
+        runs = RunManager(
+            state.db_url,
+            EventHub(),
+            max_concurrent=settings().max_concurrent_runs,
+            model_override=state.model,
+            origin="mcp",
+        )
+        await runs.start(resume_interrupted=False)
+        try:
+            await mcp_server(runs, version("qmcp")).run_stdio_async()
+        finally:
+            await runs.close(settings().shutdown_grace_seconds)
+
+    asyncio.run(main())

@@ -1,0 +1,11 @@
+"""The QMCP server (`qmcp serve`): upstream's tool and human-in-the-loop API, the orchestration of
+agents, topologies and executions, and an MCP endpoint, in one FastAPI application.
+
+Needs the server extra's packages (FastAPI, uvicorn); `qmcp serve` says how to install them.
+"""
+
+from ._app import ServerOptions, check_bind, create_app, is_loopback, serve
+from ._events import EventHub
+from ._runs import RunManager
+
+__all__ = ["EventHub", "RunManager", "ServerOptions", "check_bind", "create_app", "is_loopback", "serve"]

@@ -1,0 +1,152 @@
+"""The QMCP server application: `create_app()` for uvicorn (or tests), `serve()` for `qmcp serve`.
+
+One process: the HTTP API, the MCP endpoint at `/mcp`, and the workers running the runs it was
+asked for, on the database of `QMCP_DATABASE_URL` (or `db_url`). Its runs are executions like any
+other: the CLI sees them, and the server sees (and can cancel) the CLI's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from .._redact import mask_url
+from ..agentframework.errors import InvalidConfigError
+from ..agentframework.store import Database
+from ..config import settings
+from ..observability import get_logger
+from ._api import ServerState, router
+from ._events import EventHub
+from ._mcp import mcp_server
+from ._middleware import ServerMiddleware
+from ._problems import install_problem_handlers
+from ._runs import RunManager
+
+__all__ = ["ServerOptions", "check_bind", "create_app", "is_loopback", "serve"]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What `create_app` needs; every field defaults to its `QMCP_*` setting."""
+
+    db_url: str
+    api_token: str | None
+    max_concurrent_runs: int
+    max_body_bytes: int
+    shutdown_grace_seconds: float
+    resume_interrupted: bool
+    model_override: str | None
+    log_level: str
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def from_settings(cls, **overrides: object) -> ServerOptions:
+        current = settings()
+        values: dict[str, object] = {
+            "db_url": current.database_url,
+            "api_token": current.api_token.get_secret_value() if current.api_token else None,
+            "max_concurrent_runs": current.max_concurrent_runs,
+            "max_body_bytes": current.max_body_bytes,
+            "shutdown_grace_seconds": current.shutdown_grace_seconds,
+            "resume_interrupted": current.resume_interrupted,
+            "model_override": current.model_override,
+            "log_level": current.log_level,
+            "host": current.host,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("qmcp")
+
+
+def create_app(options: ServerOptions | None = None) -> FastAPI:
+    """The server's ASGI application. Its lifespan opens the database and starts (then stops) the runs."""
+    options = options or ServerOptions.from_settings()
+    version = _version()
+    hub = EventHub()
+    runs = RunManager(
+        options.db_url,
+        hub,
+        max_concurrent=options.max_concurrent_runs,
+        model_override=options.model_override,
+        log_level=options.log_level,
+    )
+    mcp = mcp_server(runs, version)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=options.host)
+    log = get_logger("qmcp.server")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with Database(options.db_url):  # an unusable database fails the start, in one line
+            pass
+        resumed = await runs.start(resume_interrupted=options.resume_interrupted)
+        log.info("server.started", database=mask_url(options.db_url), resumed=resumed, version=version)
+        async with mcp.session_manager.run():
+            try:
+                yield
+            finally:
+                await runs.close(options.shutdown_grace_seconds)
+                log.info("server.stopped")
+
+    app = FastAPI(
+        title="QMCP server",
+        description="qmcp's tools, human-in-the-loop requests and agent topology runs, over HTTP and MCP.",
+        version=version,
+        lifespan=lifespan,
+    )
+    app.state.qmcp = ServerState(options.db_url, hub, runs, version)
+    install_problem_handlers(app)
+    app.include_router(router)
+    app.router.routes.extend(mcp_app.routes)  # /mcp, served by the SDK's session manager
+    app.add_middleware(ServerMiddleware, token=options.api_token, max_body=options.max_body_bytes)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (unknown names count as not loopback)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to serve beyond this machine without a token (one line, before anything starts)."""
+    if not is_loopback(host) and not token:
+        raise InvalidConfigError(
+            f"refusing to serve on {host}, which other machines can reach, without a token: "
+            "set QMCP_API_TOKEN (clients then send Authorization: Bearer <token>), or bind 127.0.0.1"
+        )
+
+
+def serve(options: ServerOptions, *, port: int) -> None:
+    """Run the server on uvicorn until SIGINT/SIGTERM (which drain the runs, see `RunManager.close`)."""
+    import uvicorn
+
+    check_bind(options.host, options.api_token)
+    with contextlib.closing(
+        socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)
+    ) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((options.host.strip("[]"), port))
+        except OSError as error:
+            raise InvalidConfigError(f"cannot listen on {options.host}:{port}: {error.strerror}") from None
+    uvicorn.run(
+        create_app(options),
+        host=options.host.strip("[]"),
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(options.shutdown_grace_seconds) + 5,
+    )

@@ -1,0 +1,118 @@
+"""What every request goes through: request and correlation ids, the bearer token, the body limit, metrics.
+
+A plain ASGI middleware (not Starlette's `BaseHTTPMiddleware`, which buffers responses and would hold
+back the Server-Sent Events of `/v1/executions/{id}/events`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ._metrics import HTTP
+from ._problems import MEDIA_TYPE, problem_body
+
+__all__ = ["CORRELATION_HEADER", "REQUEST_HEADER", "ServerMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REQUEST_HEADER = "x-request-id"
+CORRELATION_HEADER = "x-correlation-id"
+_OPEN = ("/health",)
+
+
+class _TooLarge(BaseException):
+    """Raised while the app reads a body past the limit; a BaseException, so that the framework's
+    body parsing (which turns any Exception into a 400) lets it through to this middleware."""
+
+
+class ServerMiddleware:
+    """`token`: required as `Authorization: Bearer` on every path but /health (compared in constant
+    time). `max_body`: larger request bodies are refused with 413, before or while they are read."""
+
+    def __init__(self, app: App, *, token: str | None, max_body: int) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        request_id = uuid.uuid4().hex
+        correlation_id = headers.get(CORRELATION_HEADER)
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        ids = [(REQUEST_HEADER.encode(), request_id.encode())]
+        if correlation_id:
+            ids.append((CORRELATION_HEADER.encode(), correlation_id.encode("latin-1")))
+        status = [500]
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), *ids]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope["path"], headers)
+            if refusal is not None:
+                await _problem(send_with_ids, *refusal)
+                return
+            await self.app(scope, self._limited(receive), send_with_ids)
+        except _TooLarge:
+            await _problem(send_with_ids, 413, f"the request body is larger than {self.max_body} bytes")
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path_format", None) or getattr(route, "path", None) or _unrouted(scope)
+            HTTP.requests.labels(scope["method"], path, str(status[0])).inc()
+            HTTP.duration.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+    def _refusal(self, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
+        if self.token is not None and path not in _OPEN:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
+                return 401, "this server needs Authorization: Bearer <QMCP_API_TOKEN>"
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return 413, f"the request body is larger than {self.max_body} bytes"
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _TooLarge
+            return message
+
+        return counted
+
+
+def _unrouted(scope: Scope) -> str:
+    """The metrics label of a request no route matched: not its path, which would be unbounded."""
+    return "/mcp" if scope["path"].startswith("/mcp") else "unmatched"
+
+
+async def _problem(send: Send, status: int, detail: str) -> None:
+    body = json.dumps(problem_body(status, detail)).encode()
+    headers = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

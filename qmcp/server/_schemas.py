@@ -1,0 +1,209 @@
+"""Request and response bodies of the API: upstream's shapes for tools and human requests, and the
+orchestration's (agents, topologies, executions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..agentframework.models import Execution, HumanRequest, HumanResponse
+
+__all__ = [
+    "AgentBody",
+    "ExecutionOut",
+    "HealthOut",
+    "HumanRequestIn",
+    "HumanRequestOut",
+    "HumanResponseIn",
+    "HumanResponseOut",
+    "RunAccepted",
+    "RunBody",
+    "ToolDefinitionOut",
+    "ToolInvokeIn",
+    "ToolInvokeOut",
+    "TopologyBody",
+    "execution_out",
+    "human_request_out",
+    "human_response_out",
+]
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+
+
+class ToolDefinitionOut(BaseModel):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+class ToolInvokeIn(BaseModel):
+    input: dict[str, Any] = Field(default_factory=dict, description="Tool input parameters")
+    correlation_id: str | None = Field(default=None, max_length=200)
+
+
+class ToolInvokeOut(BaseModel):
+    result: Any = None
+    error: str | None = None
+    invocation_id: str | None = None
+
+
+class HumanRequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=300, description="Client-chosen unique id")
+    request_type: Literal["approval", "input", "review"]
+    prompt: str = Field(min_length=1)
+    options: list[str] | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: int = Field(default=3600, ge=60, le=86_400)
+    correlation_id: str | None = Field(default=None, max_length=200)
+
+
+class HumanRequestOut(BaseModel):
+    id: str
+    request_type: str
+    prompt: str
+    status: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class HumanResponseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=300)
+    response: str
+    responded_by: str | None = Field(default=None, max_length=200)
+    response_metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class HumanResponseOut(BaseModel):
+    id: str
+    request_id: str
+    response: str
+    responded_by: str | None
+    created_at: datetime
+
+
+class AgentBody(BaseModel):
+    """An agent definition, as `qmcp apply` files and `AgentType` hold it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    role: str = "generalist"
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class TopologyBody(BaseModel):
+    """A topology: its type and config, and the stored agent filling each slot (`{slot: agent name}`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    description: str = ""
+    type: str = Field(alias="topology_type")
+    config: dict[str, Any] = Field(default_factory=dict)
+    agents: dict[str, str] = Field(default_factory=dict)
+
+
+class RunBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] = Field(default_factory=dict)
+    runner: Literal["local", "async", "metaflow"] = "local"
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="RunConfig fields (model_override, timeout_seconds, max_retries, ...); for the "
+        "async runner max_concurrent, for Metaflow output_dir and environment",
+    )
+
+
+class RunAccepted(BaseModel):
+    execution_id: str
+    status: str
+
+
+class ExecutionOut(BaseModel):
+    id: str
+    topology_name: str
+    topology_type: str
+    status: str
+    runner_type: str
+    origin: str
+    correlation_id: str | None
+    input: dict[str, Any] | None = None
+    output: dict[str, Any] | None
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    attempts: int
+    created_at: datetime
+    started_at: datetime
+    completed_at: datetime | None
+    duration_ms: int | None
+    owner: dict[str, Any] | None
+    history: list[dict[str, Any]] | None = None
+
+
+def execution_out(execution: Execution, *, full: bool = False) -> ExecutionOut:
+    owner = (
+        {
+            "host": execution.owner_host,
+            "pid": execution.owner_pid,
+            "lease_until": execution.lease_until,
+            "cancel_requested": execution.cancel_requested_at is not None,
+        }
+        if execution.owner_token
+        else None
+    )
+    return ExecutionOut(
+        id=str(execution.id),
+        topology_name=execution.topology_name,
+        topology_type=execution.topology_type,
+        status=str(execution.status),
+        runner_type=execution.runner_type,
+        origin=execution.origin,
+        correlation_id=execution.correlation_id,
+        input=execution.input_data if full else None,
+        output=execution.output_data,
+        error=execution.error,
+        input_tokens=execution.input_tokens,
+        output_tokens=execution.output_tokens,
+        cost_usd=execution.cost_usd,
+        attempts=execution.attempts,
+        created_at=execution.created_at,
+        started_at=execution.started_at,
+        completed_at=execution.completed_at,
+        duration_ms=execution.duration_ms,
+        owner=owner,
+        history=execution.history if full else None,
+    )
+
+
+def human_request_out(request: HumanRequest) -> HumanRequestOut:
+    return HumanRequestOut(
+        id=request.id,
+        request_type=request.request_type,
+        prompt=request.prompt,
+        status=request.status,
+        created_at=request.created_at,
+        expires_at=request.expires_at,
+    )
+
+
+def human_response_out(response: HumanResponse) -> HumanResponseOut:
+    return HumanResponseOut(
+        id=response.id,
+        request_id=response.request_id,
+        response=response.response,
+        responded_by=response.responded_by,
+        created_at=response.created_at,
+    )
