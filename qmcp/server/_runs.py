@@ -82,7 +82,9 @@ class RunManager:
             )
             # Pending executions were all queued by a server (runs create theirs claimed); interrupted
             # ones are resumed if this server's kind started them.
-            queued = await db.list_executions(status=ExecutionStatus.PENDING, limit=100_000, oldest_first=True)
+            queued = await db.list_executions(
+                status=ExecutionStatus.PENDING, limit=100_000, oldest_first=True
+            )
             interrupted = await db.list_executions(
                 status=ExecutionStatus.INTERRUPTED, origin=self.origin, limit=100_000, oldest_first=True
             )

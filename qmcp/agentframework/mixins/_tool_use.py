@@ -420,7 +420,9 @@ async def _qmcp_tools(server: _QmcpServer, ctx: MixinContext) -> list[ToolSpec]:
     state = ctx.resources.state
     if key not in state:
         token = os.environ.get(server.token_env) if server.token_env else None
-        client = AsyncQmcpClient(server.address(), token=token or "", correlation_id=ctx.resources.correlation_id)
+        client = AsyncQmcpClient(
+            server.address(), token=token or "", correlation_id=ctx.resources.correlation_id
+        )
         ctx.resources.exit_stack.push_async_callback(client.aclose)
         try:
             offered = await client.list_tools()
@@ -440,7 +442,9 @@ async def _qmcp_tools(server: _QmcpServer, ctx: MixinContext) -> list[ToolSpec]:
                     raise RuntimeError(done.error)
                 return done.result
 
-            definition = ToolDefinition(name=name, description=description, parameters_json_schema=schema or {})
+            definition = ToolDefinition(
+                name=name, description=description, parameters_json_schema=schema or {}
+            )
             return ToolSpec(definition, call)
 
         state[key] = [spec(t.name, t.description, t.input_schema) for t in offered if t.name in wanted]
