@@ -25,7 +25,7 @@ from ._workloads import WORKLOADS
 
 __all__ = ["main"]
 
-_SUBPROCESS_WORKLOADS = ("cli_startup", "metaflow_overhead")
+_SUBPROCESS_WORKLOADS = ("cli_startup", "metaflow_overhead", "server_api")
 
 
 def make_case(workload: str, framework: str, variant: str, workdir: Path, params: dict[str, Any]) -> Case:
@@ -38,6 +38,10 @@ def make_case(workload: str, framework: str, variant: str, workdir: Path, params
         from ._metaflow import make_case as metaflow_case
 
         return metaflow_case(framework, workdir, params)
+    if workload == "server_api":
+        from ._server import make_case as server_case
+
+        return server_case(workdir)
     if framework == "qmcp":
         from ._qmcp import make_case as qmcp_case
 

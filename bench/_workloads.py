@@ -1,4 +1,4 @@
-"""The seven workloads of issue 7: sizes, which frameworks run them, and their targets."""
+"""The workloads: issue 7's seven and the server's; sizes, which frameworks run them, and their targets."""
 
 from __future__ import annotations
 
@@ -131,6 +131,15 @@ WORKLOADS: dict[str, Workload] = {
             ("qmcp", "langgraph"),
             "seconds",
             baseline_variants=("import",),
+        ),
+        Workload(
+            "server_api",
+            "the QMCP server on loopback, 50 concurrent clients: GET /v1/executions/{id} (2,000 requests) "
+            "and POST /v1/topologies/{name}/run (200 runs)",
+            ("sqlite",),
+            ("qmcp",),
+            "get_rps",
+            runs=3,
         ),
         Workload(
             "metaflow_overhead",

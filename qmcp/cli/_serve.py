@@ -79,6 +79,7 @@ def mcp_stdio(ctx: typer.Context) -> None:
         raise _missing_server() from None
     from importlib.metadata import version
 
+    from qmcp.agentframework.store import Database
     from qmcp.config import settings
 
     async def main() -> None:
@@ -89,10 +90,12 @@ def mcp_stdio(ctx: typer.Context) -> None:
             model_override=state.model,
             origin="mcp",
         )
-        await runs.start(resume_interrupted=False)
-        try:
-            await mcp_server(runs, version("qmcp")).run_stdio_async()
-        finally:
-            await runs.close(settings().shutdown_grace_seconds)
+        async with Database(state.db_url) as db:
+            runs.db = db
+            await runs.start(resume_interrupted=False)
+            try:
+                await mcp_server(runs, version("qmcp")).run_stdio_async()
+            finally:
+                await runs.close(settings().shutdown_grace_seconds)
 
     asyncio.run(main())

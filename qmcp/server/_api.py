@@ -56,10 +56,18 @@ class ServerState:
     hub: EventHub
     runs: RunManager
     version: str
+    db: Database | None = None
+    """Open for the server's life (requests share its connection pool); set by the lifespan."""
 
 
 def _state(request: Request) -> ServerState:
     return request.app.state.qmcp  # type: ignore[no-any-return]
+
+
+def _db(request: Request) -> Database:
+    db = _state(request).db
+    assert db is not None, "the server's lifespan opens the database"
+    return db
 
 
 def _correlation(request: Request, given: str | None = None) -> str | None:
@@ -103,14 +111,14 @@ async def call_tool(tool_name: str, body: ToolInvokeIn, request: Request) -> Too
     tool = server_tools().get(tool_name)
     if tool is None:
         raise NotFoundError(f"tool {tool_name!r} not found; list them at GET /v1/tools")
-    async with Database(_state(request).db_url) as db:
-        invocation = await invoke_tool(
-            db,
-            tool,
-            body.input,
-            _correlation(request, body.correlation_id),
-            model_override=_state(request).runs.model_override,
-        )
+    db = _db(request)
+    invocation = await invoke_tool(
+        db,
+        tool,
+        body.input,
+        _correlation(request, body.correlation_id),
+        model_override=_state(request).runs.model_override,
+    )
     return ToolInvokeOut(result=invocation.result, error=invocation.error, invocation_id=invocation.id)
 
 
@@ -122,15 +130,15 @@ async def list_invocations(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        rows = await db.list_tool_invocations(tool_name=tool_name, status=status, limit=limit, offset=offset)
+    db = _db(request)
+    rows = await db.list_tool_invocations(tool_name=tool_name, status=status, limit=limit, offset=offset)
     return {"invocations": [row.model_dump(mode="json") for row in rows], "count": len(rows)}
 
 
 @router.get("/v1/invocations/{invocation_id}", tags=["tools"])
 async def get_invocation(invocation_id: str, request: Request) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        return (await db.get_tool_invocation(invocation_id)).model_dump(mode="json")
+    db = _db(request)
+    return (await db.get_tool_invocation(invocation_id)).model_dump(mode="json")
 
 
 # -- upstream: human requests -----------------------------------------------------------------------
@@ -147,8 +155,8 @@ async def create_human_request(body: HumanRequestIn, request: Request) -> HumanR
         timeout_seconds=body.timeout_seconds,
         correlation_id=_correlation(request, body.correlation_id),
     )
-    async with Database(_state(request).db_url) as db:
-        await db.create_human_request(human)
+    db = _db(request)
+    await db.create_human_request(human)
     HTTP.hitl.labels(body.request_type, "created").inc()
     return human_request_out(human)
 
@@ -161,21 +169,19 @@ async def list_human_requests(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        rows = await db.list_human_requests(
-            status=status, request_type=request_type, limit=limit, offset=offset
-        )
+    db = _db(request)
+    rows = await db.list_human_requests(status=status, request_type=request_type, limit=limit, offset=offset)
     return {"requests": [row.model_dump(mode="json") for row in rows], "count": len(rows)}
 
 
 @router.get("/v1/human/requests/{request_id:path}", tags=["human"])
 async def get_human_request(request_id: str, request: Request) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
+    db = _db(request)
+    human = await db.get_human_request(request_id)
+    if human.status == HumanRequestStatus.PENDING and human.expired():
+        await db.expire_due_human_requests()
         human = await db.get_human_request(request_id)
-        if human.status == HumanRequestStatus.PENDING and human.expired():
-            await db.expire_due_human_requests()
-            human = await db.get_human_request(request_id)
-        answer = await db.get_human_response(request_id)
+    answer = await db.get_human_response(request_id)
     return {
         "request": human.model_dump(mode="json"),
         "response": answer.model_dump(mode="json") if answer else None,
@@ -185,10 +191,10 @@ async def get_human_request(request_id: str, request: Request) -> dict[str, Any]
 @router.post("/v1/human/responses", status_code=201, tags=["human"])
 async def submit_human_response(body: HumanResponseIn, request: Request) -> HumanResponseOut:
     state = _state(request)
-    async with Database(state.db_url) as db:
-        human, answer = await db.answer_human_request(
-            body.request_id, body.response, responded_by=body.responded_by, metadata=body.response_metadata
-        )
+    db = _db(request)
+    human, answer = await db.answer_human_request(
+        body.request_id, body.response, responded_by=body.responded_by, metadata=body.response_metadata
+    )
     HTTP.hitl.labels(human.request_type, "responded").inc()
     await state.runs.answered(human)  # a run's gate: the paused run goes on here
     return human_response_out(answer)
@@ -206,40 +212,40 @@ def _agent(body: AgentBody) -> AgentType:
 
 @router.get("/v1/agents", tags=["agents"])
 async def list_agents(request: Request) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        agents = await db.list_agents()
+    db = _db(request)
+    agents = await db.list_agents()
     return {"agents": [a.definition() for a in agents], "count": len(agents)}
 
 
 @router.post("/v1/agents", status_code=201, tags=["agents"])
 async def create_agent(body: AgentBody, request: Request) -> dict[str, Any]:
     agent = _agent(body)
-    async with Database(_state(request).db_url) as db:
-        try:
-            await db.get_agent(agent.name)
-        except NotFoundError:
-            return (await db.save_agent(agent)).definition()
+    db = _db(request)
+    try:
+        await db.get_agent(agent.name)
+    except NotFoundError:
+        return (await db.save_agent(agent)).definition()
     raise ConflictError(f"agent {agent.name!r} exists; change it with PUT /v1/agents/{agent.name}")
 
 
 @router.get("/v1/agents/{name}", tags=["agents"])
 async def get_agent(name: str, request: Request) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        return (await db.get_agent(name)).definition()
+    db = _db(request)
+    return (await db.get_agent(name)).definition()
 
 
 @router.put("/v1/agents/{name}", tags=["agents"])
 async def put_agent(name: str, body: AgentBody, request: Request) -> dict[str, Any]:
     if body.name != name:
         raise InvalidConfigError(f"the body names agent {body.name!r}, the path {name!r}")
-    async with Database(_state(request).db_url) as db:
-        return (await db.save_agent(_agent(body))).definition()
+    db = _db(request)
+    return (await db.save_agent(_agent(body))).definition()
 
 
 @router.delete("/v1/agents/{name}", status_code=204, tags=["agents"])
 async def delete_agent(name: str, request: Request) -> None:
-    async with Database(_state(request).db_url) as db:
-        await db.delete_agent(name)
+    db = _db(request)
+    await db.delete_agent(name)
 
 
 # -- topologies -------------------------------------------------------------------------------------
@@ -251,9 +257,9 @@ async def _topology_out(db: Database, topology: Topology, agents: dict[str, Agen
 
 @router.get("/v1/topologies", tags=["topologies"])
 async def list_topologies(request: Request) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        found = [await db.get_topology(t.name) for t, _ in await db.list_topologies()]
-        items = [await _topology_out(db, topology, agents) for topology, agents in found]
+    db = _db(request)
+    found = [await db.get_topology(t.name) for t, _ in await db.list_topologies()]
+    items = [await _topology_out(db, topology, agents) for topology, agents in found]
     return {"topologies": items, "count": len(items)}
 
 
@@ -278,41 +284,41 @@ async def _save_topology(db: Database, body: TopologyBody) -> dict[str, Any]:
 
 @router.post("/v1/topologies", status_code=201, tags=["topologies"])
 async def create_topology(body: TopologyBody, request: Request) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        try:
-            await db.get_topology(body.name)
-        except NotFoundError:
-            return await _save_topology(db, body)
+    db = _db(request)
+    try:
+        await db.get_topology(body.name)
+    except NotFoundError:
+        return await _save_topology(db, body)
     raise ConflictError(f"topology {body.name!r} exists; change it with PUT /v1/topologies/{body.name}")
 
 
 @router.get("/v1/topologies/{name}", tags=["topologies"])
 async def get_topology(name: str, request: Request) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        topology, agents = await db.get_topology(name)
-        return await _topology_out(db, topology, agents)
+    db = _db(request)
+    topology, agents = await db.get_topology(name)
+    return await _topology_out(db, topology, agents)
 
 
 @router.put("/v1/topologies/{name}", tags=["topologies"])
 async def put_topology(name: str, body: TopologyBody, request: Request) -> dict[str, Any]:
     if body.name != name:
         raise InvalidConfigError(f"the body names topology {body.name!r}, the path {name!r}")
-    async with Database(_state(request).db_url) as db:
-        return await _save_topology(db, body)
+    db = _db(request)
+    return await _save_topology(db, body)
 
 
 @router.delete("/v1/topologies/{name}", status_code=204, tags=["topologies"])
 async def delete_topology(name: str, request: Request, force: bool = False) -> None:
     """`force`: delete it although executions ran it (they keep their snapshot of the team)."""
-    async with Database(_state(request).db_url) as db:
-        await db.delete_topology(name, keep_executions=force)
+    db = _db(request)
+    await db.delete_topology(name, keep_executions=force)
 
 
 @router.get("/v1/topologies/{name}/dag", tags=["topologies"])
 async def topology_graph(name: str, request: Request) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        topology, agents = await db.get_topology(name)
-        teams = await collect_teams(db, topology)
+    db = _db(request)
+    topology, agents = await db.get_topology(name)
+    teams = await collect_teams(db, topology)
     return topology_dag(topology, agents, teams).to_dict()
 
 
@@ -342,10 +348,10 @@ async def list_executions(
         raise InvalidConfigError(
             f"unknown status {status!r}; choose one of: {', '.join(s.value for s in ExecutionStatus)}"
         ) from None
-    async with Database(_state(request).db_url) as db:
-        await db.executions.reap(await db.list_executions(status=ExecutionStatus.RUNNING, limit=10_000))
-        rows = await db.list_executions(status=wanted, topology_name=topology, limit=limit, offset=offset)
-        total = await db.count_executions(status=wanted, topology_name=topology)
+    db = _db(request)
+    await db.executions.reap(await db.list_executions(status=ExecutionStatus.RUNNING, limit=10_000))
+    rows = await db.list_executions(status=wanted, topology_name=topology, limit=limit, offset=offset)
+    total = await db.count_executions(status=wanted, topology_name=topology)
     return {
         "executions": [execution_out(e).model_dump(mode="json") for e in rows],
         "count": len(rows),
@@ -355,26 +361,26 @@ async def list_executions(
 
 @router.get("/v1/executions/{execution_id}", tags=["executions"])
 async def get_execution(execution_id: str, request: Request) -> ExecutionOut:
-    async with Database(_state(request).db_url) as db:
-        (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+    db = _db(request)
+    (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
     return execution_out(execution, full=True)
 
 
 @router.get("/v1/executions/{execution_id}/steps", tags=["executions"])
 async def get_steps(execution_id: str, request: Request) -> dict[str, Any]:
-    async with Database(_state(request).db_url) as db:
-        execution = await db.get_execution(execution_id)
-        steps = await db.list_steps(execution.id)
+    db = _db(request)
+    execution = await db.get_execution(execution_id)
+    steps = await db.list_steps(execution.id)
     return {"steps": [step.model_dump(mode="json") for step in steps], "count": len(steps)}
 
 
 @router.get("/v1/executions/{execution_id}/events", tags=["executions"])
 async def stream_events(execution_id: str, request: Request) -> StreamingResponse:
     state = _state(request)
-    async with Database(state.db_url) as db:
-        execution = await db.get_execution(execution_id)  # 404 before the stream starts
+    db = _db(request)
+    execution = await db.get_execution(execution_id)  # 404 before the stream starts
     return StreamingResponse(
-        execution_events(state.db_url, state.hub, execution.id),
+        execution_events(_db(request), state.hub, execution.id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

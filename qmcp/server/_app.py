@@ -85,17 +85,19 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
     log = get_logger("qmcp.server")
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with Database(options.db_url):  # an unusable database fails the start, in one line
-            pass
-        resumed = await runs.start(resume_interrupted=options.resume_interrupted)
-        log.info("server.started", database=mask_url(options.db_url), resumed=resumed, version=version)
-        async with mcp.session_manager.run():
-            try:
-                yield
-            finally:
-                await runs.close(options.shutdown_grace_seconds)
-                log.info("server.stopped")
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Open for the server's life: requests share its pool (an unusable database fails the start).
+        async with Database(options.db_url) as db:
+            app.state.qmcp.db = runs.db = db
+            resumed = await runs.start(resume_interrupted=options.resume_interrupted)
+            log.info("server.started", database=mask_url(options.db_url), resumed=resumed, version=version)
+            async with mcp.session_manager.run():
+                try:
+                    yield
+                finally:
+                    await runs.close(options.shutdown_grace_seconds)
+                    app.state.qmcp.db = runs.db = None
+                    log.info("server.stopped")
 
     app = FastAPI(
         title="QMCP server",
@@ -149,4 +151,5 @@ def serve(options: ServerOptions, *, port: int) -> None:
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=int(options.shutdown_grace_seconds) + 5,
+        timeout_keep_alive=30,  # clients that pool connections (httpx) reuse them after a pause
     )

@@ -100,55 +100,54 @@ def _frame(number: int, event: dict[str, Any]) -> str:
     return f"id: {number}\nevent: {event['event']}\ndata: {json.dumps(event, default=str)}\n\n"
 
 
-async def execution_events(db_url: str, hub: EventHub, execution_id: uuid.UUID) -> AsyncIterator[str]:
+async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID) -> AsyncIterator[str]:
     """The stream of one execution, as SSE frames, until its run stops."""
     with hub.watch(execution_id) as live:  # first: nothing published while we replay is missed
-        async with Database(db_url) as db:
-            (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
-            sent: set[tuple[str, str]] = set()
-            number = 0
+        (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+        sent: set[tuple[str, str]] = set()
+        number = 0
 
-            def fresh(event: dict[str, Any]) -> bool:
-                if event["event"] != "step" or event["kind"] in ("started", "retry"):
-                    return True
-                mark = (event["key"], event["kind"])
-                if mark in sent:
-                    return False
-                sent.add(mark)
+        def fresh(event: dict[str, Any]) -> bool:
+            if event["event"] != "step" or event["kind"] in ("started", "retry"):
                 return True
+            mark = (event["key"], event["kind"])
+            if mark in sent:
+                return False
+            sent.add(mark)
+            return True
 
-            number += 1
-            yield _frame(number, status_event(execution))
-            for step in await db.list_steps(execution_id):
-                if fresh(event := step_event(step)):
-                    number += 1
-                    yield _frame(number, event)
-            status = execution.status
-            while status in _ACTIVE:
-                try:
-                    event = await asyncio.wait_for(live.get(), _POLL_SECONDS)
-                except TimeoutError:
-                    (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
-                    for step in await db.list_steps(execution_id):
-                        if fresh(event := step_event(step)):
-                            number += 1
-                            yield _frame(number, event)
-                    if execution.status != status:
-                        status = execution.status
+        number += 1
+        yield _frame(number, status_event(execution))
+        for step in await db.list_steps(execution_id):
+            if fresh(event := step_event(step)):
+                number += 1
+                yield _frame(number, event)
+        status = execution.status
+        while status in _ACTIVE:
+            try:
+                event = await asyncio.wait_for(live.get(), _POLL_SECONDS)
+            except TimeoutError:
+                (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+                for step in await db.list_steps(execution_id):
+                    if fresh(event := step_event(step)):
                         number += 1
-                        yield _frame(number, status_event(execution))
-                    else:
-                        yield ": keep-alive\n\n"
-                    continue
-                if event["event"] == "status":
-                    status = ExecutionStatus(event["status"])
-                if fresh(event):
+                        yield _frame(number, event)
+                if execution.status != status:
+                    status = execution.status
                     number += 1
-                    yield _frame(number, event)
-            final = await db.get_execution(execution_id)
-            for step in await db.list_steps(execution_id):  # what the last poll had not seen
-                if fresh(event := step_event(step)):
-                    number += 1
-                    yield _frame(number, event)
-            number += 1
-            yield _frame(number, status_event(final) | {"event": "end"})
+                    yield _frame(number, status_event(execution))
+                else:
+                    yield ": keep-alive\n\n"
+                continue
+            if event["event"] == "status":
+                status = ExecutionStatus(event["status"])
+            if fresh(event):
+                number += 1
+                yield _frame(number, event)
+        final = await db.get_execution(execution_id)
+        for step in await db.list_steps(execution_id):  # what the last poll had not seen
+            if fresh(event := step_event(step)):
+                number += 1
+                yield _frame(number, event)
+        number += 1
+        yield _frame(number, status_event(final) | {"event": "end"})

@@ -13,7 +13,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..agentframework.models import ExecutionStatus
-from ..agentframework.store import Database
 from ._runs import RunManager
 from ._schemas import execution_out
 
@@ -35,12 +34,11 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
         instructions="Run qmcp's stored agent topologies, inspect executions, answer human requests.",
         log_level="WARNING",
     )
-    db_url = runs.db_url
 
     @server.tool()
     async def list_topologies() -> list[dict[str, Any]]:
         """The stored topologies: name, type, description and the agent of each slot."""
-        async with Database(db_url) as db:
+        async with runs.database() as db:
             found = [await db.get_topology(t.name) for t, _ in await db.list_topologies()]
         return [
             {
@@ -63,7 +61,7 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
         its result. A run still going then is returned with its execution_id: poll get_execution."""
         execution = await runs.submit(name, input, runner, {})
         deadline = time.monotonic() + timeout_seconds
-        async with Database(db_url) as db:
+        async with runs.database() as db:
             while True:
                 current = await db.get_execution(execution.id)
                 if current.status not in _WAITING or time.monotonic() >= deadline:
@@ -73,14 +71,14 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
     @server.tool()
     async def get_execution(execution_id: str) -> dict[str, Any]:
         """An execution's status, output, error, tokens and cost."""
-        async with Database(db_url) as db:
+        async with runs.database() as db:
             (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
         return _summary(execution)
 
     @server.tool()
     async def list_human_requests(status: str = "pending") -> list[dict[str, Any]]:
         """Questions waiting for a person (or those in another status): id, prompt, options, context."""
-        async with Database(db_url) as db:
+        async with runs.database() as db:
             rows = await db.list_human_requests(status=status or None, limit=200)
         return [
             {
@@ -100,7 +98,7 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
         request_id: str, response: str, responded_by: str | None = None
     ) -> dict[str, Any]:
         """Answer a human request (one of its options, or free text); a paused run then goes on."""
-        async with Database(db_url) as db:
+        async with runs.database() as db:
             request, answer = await db.answer_human_request(request_id, response, responded_by=responded_by)
         resumed = await runs.answered(request)
         return {

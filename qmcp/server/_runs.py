@@ -65,6 +65,8 @@ class RunManager:
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = get_logger("qmcp.server")
+        self.db: Database | None = None
+        """The server's open database, shared by the manager's queries (runs open their own)."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -76,7 +78,7 @@ class RunManager:
         ]
         if not resume_interrupted:
             return 0
-        async with Database(self.db_url) as db:
+        async with self.database() as db:
             await db.executions.reap(
                 await db.list_executions(status=ExecutionStatus.RUNNING, origin=self.origin, limit=100_000)
             )
@@ -127,7 +129,7 @@ class RunManager:
                 "model_override": run_config.model_override or self.model_override,
             }
         )
-        async with Database(self.db_url) as db:
+        async with self.database() as db:
             topology, agents = await db.get_topology(topology_name)
             await require_trusted(db, agents, topology=topology_name)
             team = prepare_team(topology, agents, input_data, run_config.model_override)
@@ -148,7 +150,7 @@ class RunManager:
         """Queue an unfinished execution to continue here (it waits `pending`); refused while another
         live process runs it."""
         self._check_accepting()
-        async with Database(self.db_url) as db:
+        async with self.database() as db:
             (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
             if execution.status == ExecutionStatus.RUNNING:
                 if execution.id in self._active:
@@ -168,7 +170,7 @@ class RunManager:
         candidate = request.execution_id or request.context.get("execution_id")
         if candidate is None:
             return None
-        async with Database(self.db_url) as db:
+        async with self.database() as db:
             try:
                 execution = await db.get_execution(str(candidate))
             except NotFoundError:
@@ -179,16 +181,20 @@ class RunManager:
 
     async def cancel(self, execution_id: str | uuid.UUID) -> RunResult:
         """Cancel from here: at once if this server runs it, else through its owner's heartbeat."""
-        async with Database(self.db_url) as db:
+        async with self.database() as db:
             execution = await db.get_execution(execution_id)
         self._queued.discard(execution.id)
         runner = self._active.get(execution.id) or RunnerRegistry.for_execution(
             execution, RunConfig(log_level=self.log_level), db_url=self.db_url
         )
         result = await runner.cancel(execution.id)
-        async with Database(self.db_url) as db:
+        async with self.database() as db:
             self.hub.publish(execution.id, status_event(await db.get_execution(execution.id)))
         return result
+
+    def database(self) -> contextlib.AbstractAsyncContextManager[Database]:
+        """The server's open database, else one opened for the caller."""
+        return contextlib.nullcontext(self.db) if self.db is not None else Database(self.db_url)  # type: ignore[return-value]
 
     def active(self) -> list[uuid.UUID]:
         return list(self._active)
@@ -216,7 +222,7 @@ class RunManager:
                 await self._run(execution_id)
 
     async def _run(self, execution_id: uuid.UUID) -> None:
-        async with Database(self.db_url) as db:
+        async with self.database() as db:
             execution = await db.get_execution(execution_id)
         runner = RunnerRegistry.for_execution(
             execution,
@@ -239,7 +245,7 @@ class RunManager:
             self._active.pop(execution_id, None)
             if not self._active:
                 self._idle.set()
-        async with Database(self.db_url) as db:
+        async with self.database() as db:
             finished = await db.get_execution(execution_id)
         self.hub.publish(execution_id, status_event(finished) | {"error": result.error})
 
