@@ -45,7 +45,7 @@ class ServerLoad:
         self.url = f"http://127.0.0.1:{_port()}"
         self.db_url = sqlite_url(workdir, "server.db")
         self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: asyncio.subprocess.Process | None = None
         self.execution_id = ""
 
     async def setup(self) -> None:
@@ -54,8 +54,15 @@ class ServerLoad:
         env = {**os.environ, "QMCP_DATABASE_URL": self.db_url, "QMCP_MAX_CONCURRENT_RUNS": "4"}
         code = "import sys; from qmcp.cli import main; sys.argv[0] = 'qmcp'; main()"
         port = self.url.rsplit(":", 1)[1]
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", code, "--model", "test", "serve", "--port", port],
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            "--model",
+            "test",
+            "serve",
+            "--port",
+            port,
             env=env,
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
@@ -88,12 +95,14 @@ class ServerLoad:
             await self._settled(client, [self.execution_id])
 
     async def _settled(self, client: Any, ids: list[str]) -> None:
-        for execution_id in ids:
-            while (await client.get(f"/v1/executions/{execution_id}")).json()["status"] in (
-                "pending",
-                "running",
-            ):
-                await asyncio.sleep(0.05)
+        """Wait for the runs to end, so that the next measured run starts on an idle server."""
+        pending = list(ids)
+        while pending:
+            status = (await client.get(f"/v1/executions/{pending[-1]}")).json()["status"]
+            if status in ("pending", "running"):
+                await asyncio.sleep(0.05)  # noqa: ASYNC110  (polling another process's state)
+            else:
+                pending.pop()
 
     async def run(self) -> Metrics:
         import httpx
@@ -141,8 +150,8 @@ class ServerLoad:
         if self.process is not None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.process.wait(), 30)
+            except TimeoutError:
                 self.process.kill()
 
 
