@@ -100,7 +100,7 @@ class ServerLoad:
         while pending:
             status = (await client.get(f"/v1/executions/{pending[-1]}")).json()["status"]
             if status in ("pending", "running"):
-                await asyncio.sleep(0.05)  # noqa: ASYNC110  (polling another process's state)
+                await asyncio.sleep(0.05)
             else:
                 pending.pop()
 
