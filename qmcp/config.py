@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     default_model: str = DEFAULT_MODEL
     log_level: str = "WARNING"
     log_format: str = "console"
-    heartbeat_seconds: float = Field(default=1.0, gt=0, le=300)
+    heartbeat_seconds: float = Field(default=0.5, gt=0, le=300)
     """How often a running execution's owner renews its lease (and sees cancel requests)."""
     lease_seconds: float = Field(default=10.0, gt=0, le=3600)
     """How long a lease lasts without a heartbeat before another process may take the execution over."""

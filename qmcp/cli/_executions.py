@@ -305,7 +305,7 @@ def cancel_execution(
 ) -> None:
     """Cancel an unfinished execution, from any process; it stays resumable.
 
-    A running execution's process stops its model calls within a heartbeat (a second by default)
+    A running execution's process stops its model calls within a heartbeat (half a second by default)
     and keeps its completed steps; this command waits up to 5 s to confirm it.
     """
     from qmcp.agentframework.runners import RunnerRegistry

@@ -209,7 +209,7 @@ def test_a_planted_password_never_appears_in_any_cli_output(qmcp_exe, db_url, tm
     paused = qmcp(
         "--model", "test", "agents", "topologies", "run", "paused", "--input-json", '{"prompt": "x"}'
     )
-    request = re.search(r"respond ([0-9a-f-]{36}) approve", paused.stdout)
+    request = re.search(r"respond '?([^' ]+)'? approve", paused.stdout)
     assert request, paused.stdout
     execution = re.search(r"execution ([0-9a-f-]{36})", paused.stdout)
     assert execution

@@ -32,7 +32,9 @@ def test_public_names_are_pinned():
         "StructuredOutputMixin",
         "ToolUseMixin",
         "mixin",
+        "python_tool",
         "register_tool",
+        "registered_tools",
         "unregister_tool",
     ]
     assert all(hasattr(mixins, name) for name in mixins.__all__)

@@ -321,3 +321,23 @@ def test_bodies_that_are_too_large_or_malformed(start_server, db_url):
             "/v1/tools/echo", content=b"[" * 1500 + b"]" * 1500, headers={"content-type": "application/json"}
         )
         assert deep.status_code in (400, 413, 422) and deep.headers["content-type"] == PROBLEM
+
+
+def test_stored_definitions_that_run_code_need_trust_given_on_the_servers_machine(server):
+    with server.client() as client:
+        tooled = {
+            "name": "tooled",
+            "config": {
+                "model": "test",
+                "capabilities": ["tool_use"],
+                "mixins": {"tool_use": {"tools": ["add_numbers"]}},
+            },
+        }
+        assert client.post("/v1/agents", json=tooled).status_code == 201
+        client.post(
+            "/v1/topologies", json={"name": "uses-tools", "type": "pipeline", "agents": {"only": "tooled"}}
+        )
+        refused = client.post("/v1/topologies/uses-tools/run", json={"input": {"prompt": "x"}})
+        assert refused.status_code == 403 and refused.headers["content-type"] == PROBLEM
+        assert "qmcp trust agent tooled" in refused.json()["detail"]
+        assert client.get("/v1/executions").json()["total"] == 0  # nothing was written

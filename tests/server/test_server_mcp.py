@@ -91,5 +91,6 @@ async def test_qmcp_mcp_over_stdio(sqlite_url, start_server, worker_env_server, 
         env={**worker_env_server, "QMCP_DATABASE_URL": sqlite_url, "DRIVER_LATENCY": "2"},
         cwd=str(tmp_path),
     )
-    async with stdio_client(parameters) as streams, ClientSession(*streams) as session:
-        await _exercise(session)
+    with (tmp_path / "mcp-stderr.log").open("w") as errlog:  # pytest's capture has no file descriptor
+        async with stdio_client(parameters, errlog=errlog) as streams, ClientSession(*streams) as session:
+            await _exercise(session)
