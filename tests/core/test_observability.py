@@ -78,11 +78,8 @@ def test_without_an_sdk_no_spans_are_made():
 
 def test_logged_tracebacks_are_plain_without_frame_variables(capsys):
     """Rich's tracebacks (structlog's default) print every frame's variables: thousands of lines."""
-    import structlog
-
     from qmcp import observability
 
-    saved, configured = structlog.get_config(), observability._configured
     try:
         observability.configure_logging("INFO")
         secret_local = "a frame variable"  # noqa: F841  (must not be printed)
@@ -91,8 +88,7 @@ def test_logged_tracebacks_are_plain_without_frame_variables(capsys):
         except RuntimeError as error:
             observability.get_logger().info("run.internal_error", exc_info=error)
     finally:
-        structlog.configure(**saved)
-        observability._configured = configured
+        observability.reset_logging()
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "RuntimeError: boom" in err
     assert "a frame variable" not in err and "locals" not in err
