@@ -20,7 +20,10 @@ a flow act for their process.
 
 `aggregate_results` and `determine_consensus` are the topologies' own functions, re-exported.
 Helpers read the database from `QMCP_DATABASE_URL`, and import the modules named in
-`QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the one that registers your models.
+`QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the one that registers your models. They
+continue the trace of `TRACEPARENT` (set by `MetaflowRunner` from its run's span), and check the
+run's budget against the execution's stored totals, which every task adds its calls to; rate limits
+are those of the task's own process (`QMCP_RATE_LIMITS`, the models' `ModelConfig`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from ...config import settings
+from ...observability import continued_trace
 from ..errors import (
     InvalidConfigError,
     LeaseLostError,
@@ -553,4 +557,5 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
             raise InvalidConfigError(
                 f"{IMPORTS_VARIABLE} names {name!r}, which cannot be imported: {error}"
             ) from None
-    return asyncio.run(coroutine)
+    with continued_trace():  # TRACEPARENT from the process that launched the flow: its spans are our parents
+        return asyncio.run(coroutine)

@@ -220,7 +220,7 @@ class Budget:
         else:
             fix = "the agent's budget is part of its definition (AgentConfig); run again with a higher one"
         raise BudgetExceededError(
-            f"budget exceeded: {who} spent {spent} of its {budget}, and the next call of agent {agent!r} "
+            f"budget exceeded: {who} spent {spent} of its budget of {budget}, and the next call of agent {agent!r} "
             f"({estimate}) would not fit; {fix}",
             spent=spent_value,
             budget=budget_value,
