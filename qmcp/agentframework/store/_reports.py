@@ -85,8 +85,8 @@ async def cost_report(db: Database, *, since: datetime | None = None, by: CostGr
         query = query.where(col(ExecutionStep.started_at) >= since)
         totals = totals.where(col(ExecutionStep.started_at) >= since)
     async with db.sessions() as session:
-        rows = (await session.execute(query)).all()
-        total = (await session.execute(totals)).one()
+        rows = (await session.exec(query)).all()
+        total = (await session.exec(totals)).one()
     lines = sorted(
         (
             CostLine(str(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]), float(row[5]))
