@@ -177,6 +177,7 @@ class EngineCache:
         self.idle: OrderedDict[str, list[AsyncEngine]] = OrderedDict()
         self.wal_holders: dict[str, sqlite3.Connection] = {}
         self.inline_engines: dict[str, Engine] = {}
+        self.schema_locks: dict[tuple[str, int], asyncio.Lock] = {}
 
     def acquire(self, url: str) -> AsyncEngine:
         """The engine for `url` in this event loop: the one in use, an idle one, or a new one."""
@@ -274,6 +275,7 @@ class EngineCache:
             if url not in busy:
                 self._close_files(url)
         self.schema_ready.clear()  # checked again (cheaply) by the next Database on each URL
+        self.schema_locks.clear()
 
 
 _cache: EngineCache | None = None
@@ -317,9 +319,20 @@ async def ensure_schema(engine: AsyncEngine) -> None:
     """Create the tables once per URL per process; safe when several processes race to do it.
 
     A SQLite file deleted and made anew since is a new database: its tables are created again, and
-    connections kept open on the deleted file are closed.
+    connections kept open on the deleted file are closed. Within a process, the first runs on a new
+    URL create them one at a time (concurrent `CREATE TABLE`s on one SQLite file fail with "already
+    exists" more often than the retries below absorb).
     """
     cache = engine_cache()
+    key = engine.url.render_as_string(hide_password=False)
+    if key in cache.schema_ready and _sqlite_file(engine) is None:
+        return
+    lock = cache.schema_locks.setdefault((key, id(asyncio.get_running_loop())), asyncio.Lock())
+    async with lock:
+        await _ensure_schema(engine, cache)
+
+
+async def _ensure_schema(engine: AsyncEngine, cache: EngineCache) -> None:
     key = engine.url.render_as_string(hide_password=False)
     path = _sqlite_file(engine)
     identity = _identity(path)
