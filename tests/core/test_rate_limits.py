@@ -206,7 +206,8 @@ async def test_a_429_storm_with_retry_after_backs_off_every_caller(sqlite_url, a
 
     results = await asyncio.gather(*(later(i * 0.015) for i in range(30)))
     assert all(r.status == ExecutionStatus.COMPLETED for r in results), results[0].error
-    paused = [(t + 0.02, t + 0.28) for t in refused]
+    # Inside each pause (less a margin for calls already past the limiter, delayed by a busy loop)
+    paused = [(t + 0.1, t + 0.28) for t in refused]
     sent_while_paused = [r for r in requests if any(low < r < high for low, high in paused)]
     assert sent_while_paused == []
     assert len(refused) <= 30  # each run met the storm about once at most, not once per newcomer

@@ -42,6 +42,7 @@ from typing import Any, Literal, TypeVar
 
 from ...config import settings
 from ...observability import continued_trace
+from .. import llm
 from ..errors import (
     InvalidConfigError,
     LeaseLostError,
@@ -345,6 +346,7 @@ async def _invoke_once(agent: AgentType, input_data: Mapping[str, Any], key: str
         agents={"agent": agent},
         store=MemoryStepStore(),
         model_override=settings().model_override,
+        rate_limits=llm.rate_limits(),
     )
     try:
         outcome: StepResult | StepFailedError = await ctx.invoke("agent", input_text(input_data), key=key)

@@ -553,6 +553,7 @@ class StepContext:
                             else (reply.input_tokens + reply.output_tokens, reply.cost_usd)
                         )
                         budget.settle(reservation, *used)
+                assert reply is not None
                 if limiter is not None:
                     limiter.settle(
                         prompt_tokens + (mc.config.max_tokens or 0), reply.input_tokens + reply.output_tokens
