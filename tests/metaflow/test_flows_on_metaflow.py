@@ -23,6 +23,7 @@ from qmcp.agentframework.models import (
     DebateConfig,
     EnsembleConfig,
     ExecutionStatus,
+    PipelineConfig,
     Topology,
     TopologyType,
 )
@@ -326,3 +327,26 @@ def test_the_trace_context_reaches_every_metaflow_task(flows_dir, sqlite_url, mo
         s["trace_id"] == workflow["trace_id"] and s["parent_id"] == workflow["span_id"] for s in agents
     )
     assert workflow["attributes"]["qmcp.runner"] == "metaflow"
+
+
+async def test_a_budget_stops_a_flow_and_resume_with_more_repays_nothing(
+    flows_dir, sqlite_url, agent, model_calls
+):
+    """Each task checks the budget against the execution's totals, which the tasks before it added to."""
+    stages = {name: agent(name, model="counted", max_tokens=20) for name in ("draft", "edit", "polish")}
+    topology = Topology(
+        name="budgeted_flow", topology_type=TopologyType.PIPELINE, config=PipelineConfig().model_dump()
+    )
+    runner = MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url, config=RunConfig(max_tokens=100))
+    failed = await runner.run(topology, stages, INPUT)
+    assert failed.status == ExecutionStatus.FAILED
+    assert (
+        "budget exceeded: the run spent" in (failed.error or "")
+        and "of its budget of 100 tokens" in failed.error
+    )
+    assert model_calls() == Counter({"counted:specialist": 1})
+
+    more = MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url, config=RunConfig(max_tokens=10_000))
+    resumed = await more.resume(failed.execution_id)
+    assert resumed.status == ExecutionStatus.COMPLETED, resumed.error
+    assert model_calls() == Counter({"counted:specialist": 3})

@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from ...config import settings
-from ...observability import continued_trace
+from ...observability import continued_trace, log_context
 from .. import llm
 from ..errors import (
     InvalidConfigError,
@@ -281,7 +281,9 @@ async def _advance(
             lease=lease,
         )
         implementation = TopologyRegistry.create(topology.topology_type, topology.config)
-        work = asyncio.create_task(_run_code(ctx, implementation, execution.input_data))
+        work = asyncio.create_task(
+            _run_code(ctx, implementation, execution.input_data, execution.correlation_id)
+        )
         finished = False
         try:
             async with lease.kept(on_stop=work.cancel):
@@ -309,9 +311,12 @@ async def _advance(
     return _Progress(output, ctx.outcomes, run)
 
 
-async def _run_code(ctx: StepContext, implementation: Any, input_data: Mapping[str, Any]) -> dict[str, Any]:
-    async with ctx.resources.exit_stack:
-        return await implementation.run(ctx, dict(input_data))
+async def _run_code(
+    ctx: StepContext, implementation: Any, input_data: Mapping[str, Any], correlation_id: str | None = None
+) -> dict[str, Any]:
+    with log_context(execution_id=str(ctx.execution_id), correlation_id=correlation_id):
+        async with ctx.resources.exit_stack:
+            return await implementation.run(ctx, dict(input_data))
 
 
 def _cancelled(execution_id: uuid.UUID) -> RunCancelledError:
