@@ -288,6 +288,7 @@ def _parse_when(value: Any) -> datetime | None:
 
 
 _AGENTS_OWN = "(the agents' own)"
+_UNLIMITED = "(unlimited)"
 
 
 @executions_app.command("resume")
@@ -351,7 +352,7 @@ def resume_execution(
     if max_tokens is not None:
         config["max_tokens"] = max_tokens
     changes = [
-        f"{name} {before or _AGENTS_OWN} → {after}"
+        f"{name} {before if before is not None else _UNLIMITED if name.startswith('max ') else _AGENTS_OWN} → {after}"
         for name, before, after in (
             ("model", stored_model, state.model),
             ("runner", execution.runner_type, runner),
