@@ -36,9 +36,7 @@ def test_a_budget_stops_the_run_and_resume_raises_it_in_the_real_cli(team, run_q
 
     resumed = run_qmcp("executions", "resume", execution_id, "--max-tokens", "100000", "--max-cost", "1")
     assert resumed.returncode == 0, resumed.stderr
-    assert (
-        "max tokens 4200 → 100000" in resumed.stderr and "max cost (unlimited) → 1.0" in resumed.stderr
-    )
+    assert "max tokens 4200 → 100000" in resumed.stderr and "max cost (unlimited) → 1.0" in resumed.stderr
     shown = json.loads(run_qmcp("--format", "json", "executions", "show", execution_id).stdout)
     assert shown["status"] == "completed" and len(shown["steps"]) == 3
     assert [s["started_at"] for s in shown["steps"][: len(done_steps)]] == [
