@@ -199,6 +199,86 @@ class Resume:
         await self.pipeline.close()
 
 
+class RateLimited:
+    """Three runs at once share the process's limiter of one model: is the rate it holds the limit?
+
+    The steady rate is measured from the call after the first second's burst to the last call:
+    `limit_ratio` is that rate over the limit (1.0: exactly the limit; above: the limit was broken).
+    """
+
+    def __init__(self, workdir: Path, variant: str, calls: int, rpm: float, tpm: float) -> None:
+        from qmcp.agentframework.llm import RateLimit
+
+        self.variant, self.calls = variant, calls
+        self.limit = RateLimit(rpm=rpm) if variant == "rpm" else RateLimit(tpm=tpm)
+        self.per_second = (rpm if variant == "rpm" else tpm) / 60
+        self.database = _Database(workdir, "sqlite")
+        members = calls * 2 // 5
+        member = _agent("member")
+        self.ensemble = Topology(
+            name="limited_ensemble",
+            topology_type=TopologyType.ENSEMBLE,
+            config=EnsembleConfig(aggregation_method="concat").model_dump(),
+        )
+        self.ensemble_agents = {f"m{i}": member for i in range(members)}
+        self.pipeline = Topology(
+            name="limited_pipeline", topology_type=TopologyType.PIPELINE, config=PipelineConfig().model_dump()
+        )
+        self.pipeline_agents = {f"s{i}": member for i in range(calls - 2 * members)}
+
+    async def setup(self) -> None:
+        register_model(MODEL, ScriptedModel(name=MODEL, replies=lambda prompt, _i: model_reply(prompt)).model)
+        await self.database.open()
+
+    async def run(self) -> Metrics:
+        import asyncio
+        from datetime import UTC
+
+        from qmcp.agentframework.llm import rate_limits
+        from qmcp.agentframework.store import Database
+
+        rate_limits().reset()
+        rate_limits().configure(MODEL, self.limit)
+        url = self.database.url
+        results = await asyncio.gather(
+            AsyncRunner(db_url=url, max_concurrent=50).run(
+                self.ensemble, self.ensemble_agents, {"prompt": TASK}
+            ),
+            AsyncRunner(db_url=url, max_concurrent=50).run(
+                self.ensemble, self.ensemble_agents, {"prompt": TASK}
+            ),
+            LocalRunner(db_url=url).run(self.pipeline, self.pipeline_agents, {"prompt": TASK}),
+        )
+        # When each call ended (the model answers at once) and the tokens it used, as the limiter counts them.
+        async with Database(url) as db:
+            steps = [s for r in map(_completed, results) for s in await db.list_steps(r.execution_id)]
+        if len(steps) != self.calls:
+            raise RuntimeError(f"expected {self.calls} calls, got {len(steps)}")
+        stamps = sorted(
+            (
+                (s.completed_at if s.completed_at.tzinfo else s.completed_at.replace(tzinfo=UTC)).timestamp(),
+                s.input_tokens + s.output_tokens,
+            )
+            for s in steps
+        )
+        start = stamps[0][0] + 1.0  # after the first second's burst
+        steady = [(t, n) for t, n in stamps if t >= start]
+        # Between the first and the last steady call: the calls before the last, and what they used.
+        amount = len(steady) - 1 if self.variant == "rpm" else sum(n for _, n in steady[:-1])
+        rate = amount / (steady[-1][0] - steady[0][0])
+        return {
+            "limit_ratio": rate / self.per_second,
+            "per_minute": rate * 60,
+            "seconds": stamps[-1][0] - stamps[0][0],
+        }
+
+    async def close(self) -> None:
+        from qmcp.agentframework.llm import rate_limits
+
+        rate_limits().reset()
+        await self.database.close()
+
+
 def make_case(workload: str, variant: str, workdir: Path, params: dict[str, Any]) -> Case:
     """The qmcp case of `workload` (one of WORKLOADS) in `variant`."""
     if workload == "pipeline_overhead":
@@ -209,4 +289,6 @@ def make_case(workload: str, variant: str, workdir: Path, params: dict[str, Any]
         return Ensemble(workdir, variant, params["members"], params["max_concurrent"], params["latency"])
     if workload == "resume_cost":
         return Resume(workdir, params["steps"], params["fail_at"])
+    if workload == "rate_limit":
+        return RateLimited(workdir, variant, params["calls"], params["rpm"], params["tpm"])
     raise LookupError(f"no qmcp case for {workload}/{variant}")

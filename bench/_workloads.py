@@ -18,6 +18,9 @@ LATENCY = 0.05
 RESUME_STEPS = 20
 RESUME_FAIL_AT = 12  # 1-based: the 12th step fails on the first attempt
 METAFLOW_MEMBERS = 3
+RATE_RPM = 1_200  # 20 requests a second
+RATE_TPM = 60_000  # 1,000 tokens a second
+RATE_CALLS = 100
 
 Summary = Mapping[str, Any]
 """One (variant, framework) result: metric name → {"median", "min", "max"}, plus "peak_rss_mb"."""
@@ -142,6 +145,16 @@ WORKLOADS: dict[str, Workload] = {
             runs=3,
         ),
         Workload(
+            "rate_limit",
+            f"{RATE_CALLS} calls from three runs at once (two AsyncRunner ensembles, one LocalRunner pipeline) "
+            f"under one process-wide limit of {RATE_RPM} requests/min (rpm) or {RATE_TPM} tokens/min (tpm)",
+            ("rpm", "tpm"),
+            ("qmcp",),
+            "limit_ratio",
+            runs=3,
+            params={"calls": RATE_CALLS, "rpm": RATE_RPM, "tpm": RATE_TPM},
+        ),
+        Workload(
             "metaflow_overhead",
             f"the generated {METAFLOW_MEMBERS}-member ensemble flow against a hand-written Metaflow flow "
             "of the same shape calling the same model function",
@@ -185,6 +198,11 @@ def check_targets(workload: str, variant: str, ours: Summary | None, ratio: floa
         return [Target("step executions, failed run + resume", median("step_executions"), 21, "==")]
     if workload == "cli_startup" and variant == "help":
         return [Target("qmcp --help seconds", median("seconds"), 0.3, "<=")]
+    if workload == "rate_limit":
+        return [
+            Target("measured rate / limit", median("limit_ratio"), 1.02, "<="),
+            Target("measured rate / limit (kept busy)", median("limit_ratio"), 0.9, ">="),
+        ]
     if workload == "metaflow_overhead":
         return [Target("generated flow / hand-written flow", ratio, 1.1, "<=")]
     return []

@@ -1,97 +1,207 @@
-"""Logs (structlog), metrics (Prometheus) and traces (OpenTelemetry) for runs and steps.
+"""Logs, metrics (Prometheus) and traces (OpenTelemetry) for runs and steps.
 
-Logging is configured once per process; the correlation id and execution id are bound as
-context variables so every line of a run carries them. Metrics and spans are recorded only
-when the run's config asks for them; without an OpenTelemetry SDK configured, spans are free.
+Logs go through the standard `logging` logger `qmcp`, and library code configures nothing: a host
+that configured no logging sees nothing (the logger has only a `NullHandler`, as the logging docs
+ask of libraries), and a host's own configuration decides where records go. Every record of a run
+carries its `execution_id` and `correlation_id` (record attributes, and in the message text).
+A run's `RunConfig.log_level` is the lowest level the run emits, not a level set on any logger.
+The processes qmcp owns (the CLI, the server) call `configure_logging`, which renders the records
+with structlog; library code never imports structlog. Metrics and spans are recorded only when the
+run's config asks for them; without an OpenTelemetry SDK configured, spans are free.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
-from ._redact import redact_log_values
+from ._redact import redact, redact_log_values, redact_secrets
 
 __all__ = [
+    "LOGGER_NAME",
     "METRICS",
+    "RunLogger",
     "configure_logging",
+    "continued_trace",
     "get_logger",
     "log_context",
+    "reset_logging",
     "step_tracer",
+    "trace_carrier",
+    "trace_environment",
     "tracer",
     "tracing_active",
 ]
 
-_configured = False
+LOGGER_NAME = "qmcp"
+logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())  # no "last resort" output in hosts
+
+_CLI_HANDLER = "qmcp-cli"
+_context: contextvars.ContextVar[dict[str, str | None]] = contextvars.ContextVar("qmcp_log_context")
+
+
+def _level(level: str | int | None, default: int = logging.INFO) -> int:
+    if isinstance(level, int):
+        return level
+    return logging.getLevelNamesMapping().get((level or "").upper(), default)
+
+
+class _Message:
+    """A record's message, rendered only if a handler formats it: `event key=value ...`."""
+
+    __slots__ = ("event", "fields")
+
+    def __init__(self, event: str, fields: dict[str, Any]) -> None:
+        self.event, self.fields = event, fields
+
+    def __str__(self) -> str:
+        parts = [self.event, *(f"{k}={v}" for k, v in self.fields.items() if v is not None)]
+        return " ".join(parts)
+
+
+class RunLogger:
+    """Structured events on the standard logger `qmcp`: `log.info("run.start", topology=...)`.
+
+    Records below `level` (a run's `RunConfig.log_level`) are not emitted; the others only when the
+    host's logging configuration lets the `qmcp` logger emit them (`isEnabledFor`), so a disabled
+    event costs one comparison. Values are passed through the redaction of URL passwords and API keys.
+    """
+
+    __slots__ = ("_logger", "_threshold")
+
+    def __init__(self, name: str = LOGGER_NAME, level: str | int | None = None) -> None:
+        self._logger = logging.getLogger(name)
+        self._threshold = logging.NOTSET if level is None else _level(level)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log(logging.ERROR, event, fields)
+
+    def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        if level < self._threshold or not self._logger.isEnabledFor(level):
+            return
+        exc_info = fields.pop("exc_info", None)
+        values = {k: redact_secrets(redact(v)) if isinstance(v, str) else v for k, v in fields.items()}
+        ids = _context.get({})
+        message = _Message(event, values | {k: v for k, v in ids.items() if v is not None})
+        extra = {
+            "execution_id": ids.get("execution_id"),
+            "correlation_id": ids.get("correlation_id"),
+            "qmcp_event": event,
+            "qmcp_fields": values,
+        }
+        self._logger.log(level, message, exc_info=exc_info, extra=extra, stacklevel=3)
+
+
+def get_logger(name: str = LOGGER_NAME, level: str | int | None = None) -> RunLogger:
+    """A logger of events on the standard logger `name`; `level` is the lowest level it emits."""
+    return RunLogger(name, level)
+
+
+@contextlib.contextmanager
+def log_context(**values: str | None) -> Iterator[None]:
+    """Put `values` (a run's execution and correlation ids) on every qmcp log record inside."""
+    token = _context.set(_context.get({}) | values)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the `sys.stderr` of the moment: tests and the CLI's runner swap it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _record_fields(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A structlog processor: a `qmcp` record's event name, fields and ids as the line's keys."""
+    record = event.get("_record")
+    if record is not None and hasattr(record, "qmcp_event"):
+        event["event"] = record.qmcp_event
+        event.update(record.qmcp_fields)
+        for name in ("execution_id", "correlation_id"):
+            if getattr(record, name, None) is not None:
+                event[name] = getattr(record, name)
+    return event
 
 
 def configure_logging(level: str = "WARNING", fmt: str = "console") -> None:
-    """Route structlog to stderr at `level`, as JSON lines or console text.
+    """Render the `qmcp` logger's records on stderr at `level`, as console text or JSON lines.
 
-    structlog is imported here and not with this module: it loads rich's traceback renderer
-    (about 0.1 s), which a process that logs nothing — a Metaflow step — should not pay.
+    For the processes qmcp owns — the CLI and the server — never called by library code. It
+    touches only the `qmcp` logger (its level, one handler it replaces on each call, and no
+    propagation to the root logger, so a line is not printed twice). structlog is imported here:
+    it loads rich's traceback renderer (about 0.1 s), which a process that logs nothing should not pay.
     """
     import structlog
 
-    global _configured
     # Plain tracebacks: rich's (structlog's default) print every frame's variables, thousands of lines.
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            redact_log_values,  # no password of a URL in any log line
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            *([structlog.processors.format_exc_info] if fmt == "json" else []),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), 30)
-        ),
-        logger_factory=lambda *_: structlog.PrintLogger(
-            sys.stderr
-        ),  # looked up per logger: stderr may be swapped
-        cache_logger_on_first_use=False,
+    handler = _StderrHandler()
+    handler.set_name(_CLI_HANDLER)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                _record_fields,
+                redact_log_values,  # no password of a URL in any log line
+                structlog.stdlib.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso"),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([structlog.processors.format_exc_info] if fmt == "json" else []),
+                renderer,
+            ],
+        )
     )
-    _configured = True
+    reset_logging()
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    logger.setLevel(_level(level, logging.WARNING))
+    logger.propagate = False
 
 
-def get_logger(name: str = "qmcp", level: str | None = None) -> Any:
-    """A structlog logger; `level` (e.g. a run's `RunConfig.log_level`) overrides QMCP_LOG_LEVEL."""
-    if not _configured:
-        from .config import settings
-
-        current = settings()
-        configure_logging(current.log_level, current.log_format)
-    import structlog
-
-    if level is None:
-        return structlog.get_logger(name)
-    number = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    # Bound now: a lazy proxy would rebuild the logger on every call, and runs log per step.
-    return structlog.wrap_logger(
-        None, wrapper_class=structlog.make_filtering_bound_logger(number), logger_name=name
-    ).bind()
+def reset_logging() -> None:
+    """Undo `configure_logging`: the `qmcp` logger as a library leaves it (level unset, propagating)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in [h for h in logger.handlers if h.get_name() == _CLI_HANDLER]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
 
 
-@contextlib.contextmanager
-def log_context(**values: Any) -> Iterator[None]:
-    """Bind `values` to every log line of the code inside, e.g. a run's execution id."""
-    import structlog
-
-    with structlog.contextvars.bound_contextvars(**values):
-        yield
-
+# -- traces -------------------------------------------------------------------------------------------
 
 tracer = trace.get_tracer("qmcp")
 
@@ -104,6 +214,44 @@ def tracing_active() -> bool:
 def step_tracer(enabled: bool) -> trace.Tracer | None:
     """The tracer for a run's per-step spans: none when the run turns tracing off or nothing records."""
     return tracer if enabled and tracing_active() else None
+
+
+def trace_carrier() -> dict[str, str]:
+    """The current trace context as W3C headers (`traceparent`, `tracestate`), through the
+    configured propagator; empty when no span is recording."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def trace_environment() -> dict[str, str]:
+    """The current trace context as environment variables (`TRACEPARENT`, `TRACESTATE`), for a
+    process started for this run (a Metaflow flow and its tasks); see `continued_trace`."""
+    return {name.upper(): value for name, value in trace_carrier().items()}
+
+
+@contextlib.contextmanager
+def continued_trace(carrier: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Make the spans started inside children of the trace in `carrier`.
+
+    `carrier` holds W3C headers (e.g. an HTTP request's: the server calls this around a run it
+    starts for a request); None reads `TRACEPARENT`/`TRACESTATE` from the environment (what
+    `trace_environment` gave a Metaflow task). Without a trace to continue, nothing changes.
+    """
+    if carrier is None:
+        carrier = {
+            name.lower(): os.environ[name] for name in ("TRACEPARENT", "TRACESTATE") if name in os.environ
+        }
+    else:
+        carrier = {name.lower(): value for name, value in carrier.items()}
+    if "traceparent" not in carrier:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 class _Metrics:

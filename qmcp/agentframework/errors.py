@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 
 __all__ = [
+    "BudgetExceededError",
     "ConflictError",
     "DatabaseUnavailableError",
     "ExecutionBusyError",
@@ -152,6 +153,17 @@ class RunTimeoutError(RunError, TimeoutError):
 
 class RunCancelledError(RunError):
     """The run was cancelled; it stays resumable."""
+
+
+class BudgetExceededError(RunError):
+    """The run spent its token or cost budget (`max_tokens`, `max_cost_usd`); it ends `failed` and a
+    resume with a higher budget goes on without paying again for the steps done."""
+
+    def __init__(self, message: str, *, spent: float, budget: float, unit: str) -> None:
+        super().__init__(message)
+        self.spent = spent
+        self.budget = budget
+        self.unit = unit
 
 
 class ExecutionBusyError(RunError):

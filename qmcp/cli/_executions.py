@@ -152,6 +152,16 @@ def show_execution(
         )
     if execution.run_config.get("model_override"):
         rows.append(("model", f"{execution.run_config['model_override']} (every agent)"))
+    budget = [
+        text
+        for text, present in (
+            (f"{format_cost(execution.run_config.get('max_cost_usd') or 0)}", "max_cost_usd"),
+            (f"{execution.run_config.get('max_tokens') or 0:,} tokens", "max_tokens"),
+        )
+        if execution.run_config.get(present) is not None
+    ]
+    if budget:
+        rows.append(("budget", " · ".join(budget)))
     if execution.error:
         rows.append(("error", execution.error))
     print_table(f"execution {execution.id}", ["Field", "Value"], rows)
@@ -210,6 +220,76 @@ def _user() -> str | None:
         return None
 
 
+@executions_app.command("cost")
+def cost(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", metavar="WHEN", help="Only steps since then: 30m, 24h, 7d, or a date (2026-11-01)."
+        ),
+    ] = None,
+    by: Annotated[str, typer.Option("--by", help="Group by model, topology or agent.")] = "model",
+    output_format: FormatOption = None,
+) -> None:
+    """What the runs spent: tokens and cost by model, topology or agent, most expensive first."""
+    from qmcp.agentframework.store import COST_GROUPS
+
+    state = cli_state(ctx)
+    if by not in COST_GROUPS:
+        from qmcp.agentframework.errors import UserInputError
+
+        raise UserInputError(f"--by must be one of: {', '.join(COST_GROUPS)} (got {by!r})")
+    start = _parse_since(since) if since is not None else None
+
+    async def fetch() -> Any:
+        async with open_database(state) as db:
+            return await db.cost_report(since=start, by=by)  # type: ignore[arg-type]
+
+    report = asyncio.run(fetch())
+    if state.json_output(output_format):
+        print_json(report.as_dict())
+        return
+    lines = [*report.lines, report.total] if report.lines else []
+    print_table(
+        f"cost by {by}" + (f" since {format_when(start)}" if start else ""),
+        [by.capitalize(), "Executions", "Steps", "Tokens", "Cost"],
+        [
+            (
+                line.group,
+                line.executions,
+                line.steps,
+                format_tokens(line.input_tokens, line.output_tokens),
+                format_cost(line.cost_usd),
+            )
+            for line in lines
+        ],
+        empty="no steps recorded" + (" since then" if start else ""),
+    )
+
+
+def _parse_since(value: str) -> datetime:
+    """`30m`, `24h`, `7d`, `2w` before now, or an ISO date/time (UTC unless it says otherwise)."""
+    import re
+    from datetime import UTC, timedelta
+
+    from qmcp.agentframework.errors import UserInputError
+
+    text = value.strip().lower()
+    relative = re.fullmatch(r"(\d+)\s*([mhdw])", text)
+    if relative:
+        amount, unit = int(relative[1]), relative[2]
+        minutes = {"m": 1, "h": 60, "d": 1440, "w": 10080}[unit] * amount
+        return datetime.now(UTC) - timedelta(minutes=minutes)
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UserInputError(
+            f"--since {value!r} is neither a duration (30m, 24h, 7d, 2w) nor a date (2026-11-01)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def _parse_when(value: Any) -> datetime | None:
     try:
         return datetime.fromisoformat(value) if isinstance(value, str) else None
@@ -218,6 +298,7 @@ def _parse_when(value: Any) -> datetime | None:
 
 
 _AGENTS_OWN = "(the agents' own)"
+_UNLIMITED = "(unlimited)"
 
 
 @executions_app.command("resume")
@@ -238,11 +319,28 @@ def resume_execution(
         int | None,
         typer.Option("--max-concurrent", min=1, help="Change the async runner's limit (recorded)."),
     ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            min=0,
+            metavar="USD",
+            help="The execution's budget in US dollars, every attempt included (recorded).",
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            min=1,
+            help="The execution's budget in tokens (input plus output, every attempt included; recorded).",
+        ),
+    ] = None,
     output_format: FormatOption = None,
 ) -> None:
     """Continue an unfinished execution as the same run: its model, runner and options, its completed
-    steps replayed at no cost. Options given here (--model, --runner, --max-concurrent) change the
-    run from here on, and the change is recorded on the execution."""
+    steps replayed at no cost. Options given here (--model, --runner, --max-concurrent, --max-cost,
+    --max-tokens) change the run from here on, and the change is recorded on the execution."""
     state = cli_state(ctx)
 
     async def fetch() -> Execution:
@@ -259,12 +357,18 @@ def resume_execution(
         config["model_override"] = state.model
     if max_concurrent is not None:
         config["max_concurrent"] = options["max_concurrent"] = max_concurrent
+    if max_cost is not None:
+        config["max_cost_usd"] = max_cost
+    if max_tokens is not None:
+        config["max_tokens"] = max_tokens
     changes = [
-        f"{name} {before or _AGENTS_OWN} → {after}"
+        f"{name} {before if before is not None else _UNLIMITED if name.startswith('max ') else _AGENTS_OWN} → {after}"
         for name, before, after in (
             ("model", stored_model, state.model),
             ("runner", execution.runner_type, runner),
             ("max concurrent", execution.runner_options.get("max_concurrent"), max_concurrent),
+            ("max cost", execution.run_config.get("max_cost_usd"), max_cost),
+            ("max tokens", execution.run_config.get("max_tokens"), max_tokens),
         )
         if after is not None and after != before
     ]

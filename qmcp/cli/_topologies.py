@@ -242,6 +242,16 @@ def run_topology(
     max_concurrent: Annotated[
         int | None, typer.Option("--max-concurrent", min=1, help="Most model calls at once (async runner).")
     ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost", min=0, metavar="USD", help="Stop before the run spends more (US dollars)."
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", min=1, help="Stop before the run uses more tokens (in + out)."),
+    ] = None,
     output_format: FormatOption = None,
 ) -> None:
     """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
@@ -252,7 +262,12 @@ def run_topology(
         topology_name=name,
         slots=slot_models(agents, state.model),
         runner_type=runner,
-        config={"model_override": state.model, "max_concurrent": max_concurrent},
+        config={
+            "model_override": state.model,
+            "max_concurrent": max_concurrent,
+            "max_cost_usd": max_cost,
+            "max_tokens": max_tokens,
+        },
     )
     json_output = state.json_output(output_format)
     outcome = execute(state, request, lambda r: r.run(topology, agents, input_data), json_output=json_output)

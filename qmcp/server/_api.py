@@ -327,7 +327,9 @@ async def run_topology(name: str, body: RunBody, request: Request) -> RunAccepte
     config = dict(body.config)
     if (correlation := _correlation(request)) and "correlation_id" not in config:
         config["correlation_id"] = correlation
-    execution = await _state(request).runs.submit(name, body.input, body.runner, config)
+    execution = await _state(request).runs.submit(
+        name, body.input, body.runner, config, trace=request.headers
+    )
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
 
@@ -388,7 +390,7 @@ async def stream_events(execution_id: str, request: Request) -> StreamingRespons
 
 @router.post("/v1/executions/{execution_id}/resume", status_code=202, tags=["executions"])
 async def resume_execution(execution_id: str, request: Request) -> RunAccepted:
-    execution = await _state(request).runs.resume(execution_id)
+    execution = await _state(request).runs.resume(execution_id, trace=request.headers)
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
 

@@ -32,7 +32,7 @@ from ..agentframework.runners._base import new_execution
 from ..agentframework.runners._team import prepare_team
 from ..agentframework.runners._trust import require_trusted
 from ..agentframework.store import Database
-from ..observability import get_logger
+from ..observability import continued_trace, get_logger
 from ._events import EventHub, status_event
 
 __all__ = ["RunManager"]
@@ -60,6 +60,8 @@ class RunManager:
         self.accepting = True
         self._queue: asyncio.Queue[uuid.UUID] = asyncio.Queue()
         self._queued: set[uuid.UUID] = set()
+        self._traces: dict[uuid.UUID, dict[str, str]] = {}
+        """The W3C trace headers of the request that queued each execution: its run continues that trace."""
         self._active: dict[uuid.UUID, BaseRunner] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -112,7 +114,13 @@ class RunManager:
     # -- requests -----------------------------------------------------------------------------
 
     async def submit(
-        self, topology_name: str, input_data: Mapping[str, Any], runner_type: str, config: Mapping[str, Any]
+        self,
+        topology_name: str,
+        input_data: Mapping[str, Any],
+        runner_type: str,
+        config: Mapping[str, Any],
+        *,
+        trace: Mapping[str, str] | None = None,
     ) -> Execution:
         """Validate a run of a stored topology, store its execution `pending`, and queue it."""
         self._check_accepting()
@@ -143,10 +151,12 @@ class RunManager:
                 owner=None,
                 origin=self.origin,
             )
-        self._enqueue(execution.id)
+        self._enqueue(execution.id, trace)
         return execution
 
-    async def resume(self, execution_id: str | uuid.UUID) -> Execution:
+    async def resume(
+        self, execution_id: str | uuid.UUID, *, trace: Mapping[str, str] | None = None
+    ) -> Execution:
         """Queue an unfinished execution to continue here (it waits `pending`); refused while another
         live process runs it."""
         self._check_accepting()
@@ -161,7 +171,7 @@ class RunManager:
             if execution.status != ExecutionStatus.COMPLETED:
                 execution = await db.executions.queue(execution.id)
         if execution.status == ExecutionStatus.PENDING:
-            self._enqueue(execution.id)
+            self._enqueue(execution.id, trace)
         return execution
 
     async def answered(self, request: HumanRequest) -> uuid.UUID | None:
@@ -205,9 +215,13 @@ class RunManager:
         if not self.accepting:
             raise UserInputError("the server is shutting down; send the run to it again once it is back")
 
-    def _enqueue(self, execution_id: uuid.UUID) -> None:
+    def _enqueue(self, execution_id: uuid.UUID, trace: Mapping[str, str] | None = None) -> None:
         if execution_id not in self._queued and execution_id not in self._active:
             self._queued.add(execution_id)
+            if trace:
+                self._traces[execution_id] = {
+                    k.lower(): v for k, v in trace.items() if k.lower().startswith("trace")
+                }
             self._queue.put_nowait(execution_id)
 
     async def _work(self) -> None:
@@ -234,7 +248,8 @@ class RunManager:
         self._idle.clear()
         try:
             self.hub.publish(execution_id, status_event(execution) | {"status": "running"})
-            result = await runner.resume(execution_id)
+            with continued_trace(self._traces.pop(execution_id, None) or {}):
+                result = await runner.resume(execution_id)
         except ExecutionBusyError as busy:
             self._log.info("server.run_skipped", execution_id=str(execution_id), reason=str(busy))
             return

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner, Result
 
 from qmcp.cli import app
@@ -62,10 +61,8 @@ def _restore_logging() -> Iterator[None]:
     """
     from qmcp import observability
 
-    saved, configured = structlog.get_config(), observability._configured
     yield
-    structlog.configure(**saved)
-    observability._configured = configured
+    observability.reset_logging()
 
 
 @pytest.fixture

@@ -54,6 +54,25 @@ def test_runner_exports():
     }
 
 
+def test_spend_control_and_host_etiquette_exports():
+    from qmcp import observability
+    from qmcp.agentframework import errors, llm, store, topologies
+
+    assert "BudgetExceededError" in errors.__all__ and issubclass(errors.BudgetExceededError, errors.RunError)
+    assert {"RateLimit", "RateLimiter", "RateLimits", "parse_rate_limits", "rate_limits"} <= set(llm.__all__)
+    assert {"Budget"} <= set(topologies.__all__) and "RateLimitConfig" in runners.__all__
+    assert {"EngineCache", "close_engines", "engine_cache", "CostReport", "CostLine"} <= set(store.__all__)
+    assert {
+        "configure_logging",
+        "reset_logging",
+        "continued_trace",
+        "trace_carrier",
+        "trace_environment",
+    } <= set(observability.__all__)
+    for module in (llm, store, topologies, observability):
+        assert all(hasattr(module, name) for name in module.__all__)
+
+
 def test_run_config_defaults_match_the_seed():
     config = runners.RunConfig()
     assert (config.correlation_id, config.timeout_seconds, config.checkpoint_enabled) == (None, 3600, True)

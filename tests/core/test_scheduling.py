@@ -11,9 +11,9 @@ import pytest
 
 from qmcp.agentframework.errors import NonDeterminismError, PermanentModelError, StepFailedError
 from qmcp.agentframework.models import EnsembleConfig, ExecutionStatus, Topology, TopologyType
-from qmcp.agentframework.runners import AsyncRunner, _heap
-from qmcp.agentframework.runners._heap import older_heap_frozen
-from qmcp.agentframework.topologies import ConcurrentScheduler, Scheduler
+from qmcp.agentframework.runners import AsyncRunner
+from qmcp.agentframework.topologies import ConcurrentScheduler, Scheduler, _heap
+from qmcp.agentframework.topologies._heap import older_heap_frozen
 
 
 class _Probe:

@@ -132,8 +132,8 @@ async def test_closing_a_sqlite_database_leaves_the_wal_to_the_next_run(tmp_path
     for n in range(_engine._IDLE_URLS + 3):  # open files stay bounded
         async with Database(f"sqlite+aiosqlite:///{tmp_path}/other{n}.db") as db:
             await db.list_agents()
-    assert len(_engine._wal_holders) <= _engine._IDLE_URLS
-    assert len(_engine._inline_engines) <= _engine._IDLE_URLS
+    assert len(_engine.engine_cache().wal_holders) <= _engine._IDLE_URLS
+    assert len(_engine.engine_cache().inline_engines) <= _engine._IDLE_URLS
 
 
 async def test_execution_writes_wait_for_a_sqlite_file_another_process_is_writing(tmp_path):

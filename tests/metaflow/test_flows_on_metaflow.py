@@ -23,11 +23,13 @@ from qmcp.agentframework.models import (
     DebateConfig,
     EnsembleConfig,
     ExecutionStatus,
+    PipelineConfig,
     Topology,
     TopologyType,
 )
 from qmcp.agentframework.runners import LocalRunner, RunConfig, RunResult
 from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow
+from qmcp.agentframework.runners.metaflow_helpers import IMPORTS_VARIABLE
 from qmcp.agentframework.store import Database
 from qmcp.agentframework.topologies import StepEvent
 
@@ -288,3 +290,63 @@ async def test_a_flow_run_on_its_own_owns_its_execution(flows_dir, sqlite_url, a
         final = await db.get_execution(execution.id)
     assert final.status == ExecutionStatus.COMPLETED and final.owner_token is None
     assert final.started_at <= final.completed_at and final.duration_ms is not None
+
+
+_TRACED_FLOW_RUN = """
+import asyncio, os, sys
+import mf_tracing  # noqa: F401  (the SDK, in this process as in every step)
+from qmcp.agentframework.models import AgentConfig, AgentType, PipelineConfig, Topology, TopologyType
+from qmcp.agentframework.runners import MetaflowRunner
+
+agents = {slot: AgentType(name=slot, config=AgentConfig(model="test").model_dump()) for slot in ("draft", "edit")}
+topology = Topology(name="traced_flow", topology_type=TopologyType.PIPELINE, config=PipelineConfig().model_dump())
+runner = MetaflowRunner(output_dir=sys.argv[2], db_url=sys.argv[1])
+result = asyncio.run(runner.run(topology, agents, {"prompt": "p"}))
+print(result.status, result.error)
+"""
+
+
+def test_the_trace_context_reaches_every_metaflow_task(flows_dir, sqlite_url, monkeypatch, tmp_path):
+    """MetaflowRunner's run span is the parent of the agent spans its flow's tasks record."""
+    span_log = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("QMCP_TEST_SPAN_LOG", str(span_log))
+    monkeypatch.setenv(IMPORTS_VARIABLE, "mf_models,mf_tracing")
+    done = subprocess.run(
+        [sys.executable, "-c", _TRACED_FLOW_RUN, sqlite_url, str(flows_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("completed"), done.stdout + done.stderr
+    spans = [json.loads(line) for line in span_log.read_text().splitlines()]
+    (workflow,) = [s for s in spans if s["name"] == "invoke_workflow traced_flow"]
+    agents = [s for s in spans if s["name"].startswith("invoke_agent ")]
+    assert sorted(s["name"] for s in agents) == ["invoke_agent draft", "invoke_agent edit"]
+    assert {s["pid"] for s in agents}.isdisjoint({workflow["pid"]})  # recorded by the tasks' processes
+    assert all(
+        s["trace_id"] == workflow["trace_id"] and s["parent_id"] == workflow["span_id"] for s in agents
+    )
+    assert workflow["attributes"]["qmcp.runner"] == "metaflow"
+
+
+async def test_a_budget_stops_a_flow_and_resume_with_more_repays_nothing(
+    flows_dir, sqlite_url, agent, model_calls
+):
+    """Each task checks the budget against the execution's totals, which the tasks before it added to."""
+    stages = {name: agent(name, model="counted", max_tokens=20) for name in ("draft", "edit", "polish")}
+    topology = Topology(
+        name="budgeted_flow", topology_type=TopologyType.PIPELINE, config=PipelineConfig().model_dump()
+    )
+    runner = MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url, config=RunConfig(max_tokens=100))
+    failed = await runner.run(topology, stages, INPUT)
+    assert failed.status == ExecutionStatus.FAILED
+    assert (
+        "budget exceeded: the run spent" in (failed.error or "")
+        and "of its budget of 100 tokens" in failed.error
+    )
+    assert model_calls() == Counter({"counted:specialist": 1})
+
+    more = MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url, config=RunConfig(max_tokens=10_000))
+    resumed = await more.resume(failed.execution_id)
+    assert resumed.status == ExecutionStatus.COMPLETED, resumed.error
+    assert model_calls() == Counter({"counted:specialist": 3})

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -314,10 +313,8 @@ def _restore_logging() -> Iterator[None]:
     """The CLI points logging at CliRunner's stderr, which closes; put the configuration back."""
     from qmcp import observability
 
-    saved, configured = structlog.get_config(), observability._configured
     yield
-    structlog.configure(**saved)
-    observability._configured = configured
+    observability.reset_logging()
 
 
 @pytest.mark.usefixtures("_restore_logging")

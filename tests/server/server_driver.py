@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -44,6 +45,10 @@ def explode() -> str:
     """Always fails."""
     raise RuntimeError("the tool broke")
 
+
+if os.environ.get("QMCP_TEST_SPAN_LOG"):  # an OpenTelemetry SDK writing every span to that file
+    sys.path.insert(0, str(Path(__file__).parents[1] / "metaflow"))
+    import mf_tracing  # noqa: F401
 
 register_model("scripted:slow", _slow)
 register_tool("add_numbers", add_numbers)

@@ -341,3 +341,22 @@ def test_stored_definitions_that_run_code_need_trust_given_on_the_servers_machin
         assert refused.status_code == 403 and refused.headers["content-type"] == PROBLEM
         assert "qmcp trust agent tooled" in refused.json()["detail"]
         assert client.get("/v1/executions").json()["total"] == 0  # nothing was written
+
+
+def test_a_run_continues_the_trace_of_the_request_that_started_it(start_server, sqlite_url, tmp_path):
+    spans = tmp_path / "spans.jsonl"
+    server = start_server(sqlite_url, model="test", env={"QMCP_TEST_SPAN_LOG": str(spans)})
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    with server.client() as client:
+        _team(client)
+        run = client.post(
+            "/v1/topologies/plan-write/run",
+            json={"input": {"prompt": "Plan"}},
+            headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+        ).json()
+        assert _finished(client, run["execution_id"])["status"] == "completed"
+    recorded = [json.loads(line) for line in spans.read_text().splitlines()]
+    (workflow,) = [s for s in recorded if s["name"].startswith("invoke_workflow")]
+    assert (workflow["trace_id"], workflow["parent_id"]) == (trace_id, parent_id)
+    steps = [s for s in recorded if s["name"].startswith("invoke_agent")]
+    assert len(steps) == 2 and {s["trace_id"] for s in steps} == {trace_id}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._limits import RATE_LIMITS_VARIABLE, RateLimit, RateLimiter, RateLimits, parse_rate_limits, rate_limits
 from ._prompts import JSON_MARKER, json_instruction, requested_schema
 from ._registry import (
     OPENAI_COMPATIBLE_PROVIDERS,
@@ -31,10 +32,14 @@ __all__ = [
     "FAILURE_KINDS",
     "JSON_MARKER",
     "OPENAI_COMPATIBLE_PROVIDERS",
+    "RATE_LIMITS_VARIABLE",
     "SMOLLM2_SPEC",
     "ChatMessage",
     "ModelFactory",
     "ModelReply",
+    "RateLimit",
+    "RateLimiter",
+    "RateLimits",
     "ScriptedCall",
     "ScriptedModel",
     "ToolCallHook",
@@ -44,6 +49,8 @@ __all__ = [
     "json_instruction",
     "make_test_model",
     "normalize_model_string",
+    "parse_rate_limits",
+    "rate_limits",
     "register_model",
     "requested_schema",
     "resolve_model",

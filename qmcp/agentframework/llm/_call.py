@@ -38,6 +38,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
 
+from ..._redact import redact_secrets
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models, storable_text
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
@@ -175,7 +176,8 @@ def classify_error(error: BaseException, model: str) -> ModelError:
     """Map a provider/transport error to transient (retry) or permanent (fail at once)."""
     status = getattr(error, "status_code", None)
     retry_after = getattr(error, "retry_after", None)
-    text = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+    # A provider may quote the key it was sent: no key reaches a step row, a log line or a span.
+    text = redact_secrets(f"{type(error).__name__}: {error}".splitlines()[0][:500])
     transient_types = (
         ModelRateLimitError,
         ModelUnavailableError,

@@ -46,6 +46,15 @@ class AgentConfig(SQLModel):
         default_factory=dict,
         description="Options per capability, e.g. {'reasoning': {'style': 'pros_and_cons'}}.",
     )
+    max_total_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="This agent's budget in one execution: input plus output tokens of all its calls "
+        "(`max_tokens` bounds the output of one call).",
+    )
+    max_cost_usd: float | None = Field(
+        default=None, ge=0, description="This agent's budget in one execution, in US dollars."
+    )
     base_url: str | None = Field(default=None, max_length=2000)
     api_key_env: str | None = Field(
         default=None,

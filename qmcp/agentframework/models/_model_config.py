@@ -26,6 +26,11 @@ class ModelConfig(BaseModel):
     output_price_per_mtok: float = Field(default=0.0, ge=0)
     base_url: str | None = None
     default_settings: dict[str, Any] = Field(default_factory=dict)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """The provider's request limit for this model: calls of the whole process are spaced to keep it
+    (unless `QMCP_RATE_LIMITS` or `RunConfig.rate_limits` say otherwise). None: no limit."""
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    """The provider's token limit (prompt plus output) for this model; None: no limit."""
 
     @property
     def model_string(self) -> str:

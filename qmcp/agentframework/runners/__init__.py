@@ -2,7 +2,7 @@
 
 from ._async import AsyncRunner
 from ._base import BaseRunner, RunnerRegistry, runner
-from ._config import RunConfig, RunResult
+from ._config import RateLimitConfig, RunConfig, RunResult
 from ._local import LocalRunner
 from ._metaflow import MetaflowRunner, export_flow, flow_command
 from ._trust import (
@@ -22,6 +22,7 @@ __all__ = [
     "BaseRunner",
     "LocalRunner",
     "MetaflowRunner",
+    "RateLimitConfig",
     "RunConfig",
     "RunResult",
     "RunnerRegistry",

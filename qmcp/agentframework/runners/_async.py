@@ -46,4 +46,6 @@ class AsyncRunner(BaseRunner):
         slots = self._slots.get(loop)
         if slots is None:  # a semaphore belongs to the loop it first waits in
             slots = self._slots[loop] = asyncio.Semaphore(self.max_concurrent)
-        return ConcurrentScheduler(self.max_concurrent, slots)
+        return ConcurrentScheduler(
+            self.max_concurrent, slots, freeze_heap_above=self.config.freeze_heap_above
+        )

@@ -21,13 +21,21 @@ from typing import Any, ClassVar, TypeVar
 
 from ...config import settings
 from ...observability import METRICS, get_logger, log_context, step_tracer, tracer
+from .. import llm
 from ..errors import ExecutionBusyError, ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
 from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
 from ..store import Database, Lease, Owner, StepRecord, as_storage_error, storage_errors
-from ..topologies import BaseTopology, RetryPolicy, Scheduler, StepContext, StepEvent, TopologyRegistry
+from ..topologies import (
+    BaseTopology,
+    Budget,
+    RetryPolicy,
+    Scheduler,
+    StepContext,
+    StepEvent,
+    TopologyRegistry,
+)
 from ._config import RUN_OPTIONS, RunConfig, RunResult
-from ._heap import older_heap_frozen
 from ._team import Team, collect_teams, prepare_team
 from ._trust import require_trusted_execution, trust_given
 
@@ -37,7 +45,7 @@ C = TypeVar("C", bound=StepContext)
 
 EventHandler = Callable[[StepEvent], None]
 
-_PROCESS_FIELDS = ("log_level", "trace_enabled", "metrics_enabled")
+_PROCESS_FIELDS = ("log_level", "trace_enabled", "metrics_enabled", "rate_limits", "freeze_heap_above")
 """RunConfig fields that belong to the process running an attempt, not to the run (not stored)."""
 
 
@@ -284,6 +292,8 @@ class BaseRunner:
     ) -> RunResult:
         topology = Topology.model_validate(execution.topology_snapshot)
         implementation = TopologyRegistry.create(topology.topology_type, topology.config)
+        for model, limit in (config.rate_limits or {}).items():  # for the whole process, from now on
+            llm.rate_limits().configure(model, llm.RateLimit(limit.rpm, limit.tpm))
         ctx = step_context(
             db,
             execution,
@@ -456,8 +466,7 @@ async def _run_topology(
     """The topology's code over its context: the attempt's work, a task of its own so that a cancel
     request or a lost lease can stop it (in-flight model calls included) without stopping the runner."""
     async with ctx.resources.exit_stack:
-        with older_heap_frozen():
-            return await implementation.run(ctx, dict(input_data))
+        return await implementation.run(ctx, dict(input_data))
 
 
 def step_context(
@@ -475,13 +484,27 @@ def step_context(
     """The `StepContext` an attempt at `execution` gives its topology code, as `config` asks.
 
     Every runner's attempt and every Metaflow step of a generated flow build it here, so that
-    retries, checkpoints, tracing and resources cannot differ between them.
+    retries, checkpoints, budgets, rate limits, tracing and resources cannot differ between them.
     """
+    configs = [agent.config for agent in {id(a): a for a in agents.values()}.values()]
+    configs += [
+        a.get("config") or {} for team in execution.teams_snapshot.values() for a in team["agents"].values()
+    ]
     return context_class(
         execution_id=execution.id,
         agents=agents,
         store=db.steps,
         completed=completed,
+        budget=Budget.for_execution(
+            execution.id,
+            max_tokens=config.max_tokens,
+            max_cost_usd=config.max_cost_usd,
+            agent_configs=configs,
+            spent_tokens=execution.input_tokens + execution.output_tokens,
+            spent_cost=execution.cost_usd,
+            completed=completed,
+        ),
+        rate_limits=llm.rate_limits(),
         scheduler=scheduler,
         retry=RetryPolicy(
             enabled=config.retry_on_failure,

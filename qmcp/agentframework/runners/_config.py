@@ -6,12 +6,21 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
 from ..models import ExecutionStatus
 
-__all__ = ["RUN_OPTIONS", "RunConfig", "RunResult"]
+__all__ = ["RUN_OPTIONS", "RateLimitConfig", "RunConfig", "RunResult"]
+
+
+class RateLimitConfig(BaseModel):
+    """A provider's limits for one model: requests and tokens per minute (None: unlimited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
 
 
 class RunConfig(SQLModel):
@@ -33,6 +42,27 @@ class RunConfig(SQLModel):
     retry_backoff_seconds: float = Field(
         default=0.5, ge=0.0, le=60.0, description="First retry delay; doubles."
     )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="The execution's budget in tokens (input plus output, every attempt); None: unlimited.",
+    )
+    max_cost_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="The execution's budget in US dollars (every attempt); None: unlimited.",
+    )
+    rate_limits: dict[str, RateLimitConfig] | None = Field(
+        default=None,
+        description="Requests/tokens per minute by model string, set for the whole process when the run "
+        "starts (see QMCP_RATE_LIMITS); callers wait for their turn.",
+    )
+    freeze_heap_above: int | None = Field(
+        default=500,
+        ge=1,
+        description="Keep the garbage collector off the pre-existing heap while more than this many steps "
+        "are in flight (never when the process has frozen objects of its own); None: never.",
+    )
 
 
 RUN_OPTIONS = frozenset(
@@ -44,10 +74,13 @@ RUN_OPTIONS = frozenset(
         "retry_on_failure",
         "max_retries",
         "retry_backoff_seconds",
+        "max_tokens",
+        "max_cost_usd",
     }
 )
 """The fields that make a run what it is: stored on the execution, reused by resume, changed only
-explicitly (and recorded). The others (log level, tracing, metrics) belong to the process running it."""
+explicitly (and recorded). The others (log level, tracing, metrics, rate limits, the heap freeze) belong
+to the process running it."""
 
 
 class RunResult(SQLModel):

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from ...observability import trace_environment, tracer
 from ..errors import InvalidConfigError
 from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology
 from ..store import Database, Lease, StepRecord, is_sqlite
@@ -54,13 +55,15 @@ def flow_command(
     max_workers: int | None = None,
     max_num_splits: int | None = None,
     owner_token: str | None = None,
+    trace_context: Mapping[str, str] | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs (or resumes) a generated flow in `environment`.
 
     `run` starts execution `execution_id` on `input_data`; `resume` continues Metaflow run
     `origin_run_id`. Kubernetes and Batch add `--with kubernetes` / `--with batch`. `owner_token`
-    (the lease of the process launching it) reaches every step, wherever it runs.
+    (the lease of the process launching it) and `trace_context` (`TRACEPARENT`/`TRACESTATE`, the
+    launching run's span) reach every step, wherever it runs.
     """
     if environment not in ENVIRONMENTS:
         raise InvalidConfigError(
@@ -69,8 +72,12 @@ def flow_command(
     argv = [python, str(flow_file), "--no-pylint", command]
     if environment != "local":
         argv += ["--with", environment]
-    if owner_token is not None:
-        argv += ["--with", f"environment:vars={json.dumps({OWNER_VARIABLE: owner_token})}"]
+    variables = {
+        **(trace_context or {}),
+        **({OWNER_VARIABLE: owner_token} if owner_token is not None else {}),
+    }
+    if variables:
+        argv += ["--with", f"environment:vars={json.dumps(variables)}"]
     if max_workers is not None:
         argv += ["--max-workers", str(max_workers)]
     if max_num_splits is not None:
@@ -158,13 +165,16 @@ class MetaflowRunner(BaseRunner):
         config: RunConfig | None = None,
         owner_token: str | None = None,
     ) -> list[str]:
-        """The command `run()`/`resume()` start for `execution`: Metaflow's resume of its run, if there is one."""
+        """The command `run()`/`resume()` start for `execution`: Metaflow's resume of its run, if there is one.
+
+        The current trace context (the run's span, when traced) goes to every step of the flow."""
         agents = len(execution.agents_snapshot)
         options: dict[str, Any] = {
             "environment": self.environment,
             "max_workers": (config or self.config).max_concurrent,
             "max_num_splits": agents if agents > 100 else None,
             "owner_token": owner_token,
+            "trace_context": trace_environment() if (config or self.config).trace_enabled else None,
         }
         if execution.external_run_id and self._has_run(execution.external_run_id):
             origin = execution.external_run_id.rsplit("/", 1)[-1]
@@ -181,6 +191,30 @@ class MetaflowRunner(BaseRunner):
         execution: Execution,
         agents: dict[str, AgentType],
         completed: dict[str, StepRecord],
+        config: RunConfig,
+        lease: Lease,
+    ) -> RunResult:
+        with (
+            tracer.start_as_current_span(
+                f"invoke_workflow {execution.topology_name}",
+                attributes={
+                    "gen_ai.operation.name": "invoke_workflow",
+                    "qmcp.execution_id": str(execution.id),
+                    "qmcp.correlation_id": execution.correlation_id or "",
+                    "qmcp.topology.type": execution.topology_type,
+                    "qmcp.runner": self.runner_type,
+                },
+            )
+            if config.trace_enabled
+            else contextlib.nullcontext()
+        ):
+            return await self._run_flow(db, execution, agents, config, lease)
+
+    async def _run_flow(
+        self,
+        db: Database,
+        execution: Execution,
+        agents: dict[str, AgentType],
         config: RunConfig,
         lease: Lease,
     ) -> RunResult:

@@ -20,7 +20,10 @@ a flow act for their process.
 
 `aggregate_results` and `determine_consensus` are the topologies' own functions, re-exported.
 Helpers read the database from `QMCP_DATABASE_URL`, and import the modules named in
-`QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the one that registers your models.
+`QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the one that registers your models. They
+continue the trace of `TRACEPARENT` (set by `MetaflowRunner` from its run's span), and check the
+run's budget against the execution's stored totals, which every task adds its calls to; rate limits
+are those of the task's own process (`QMCP_RATE_LIMITS`, the models' `ModelConfig`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from ...config import settings
+from ...observability import continued_trace, log_context
+from .. import llm
 from ..errors import (
     InvalidConfigError,
     LeaseLostError,
@@ -276,7 +281,9 @@ async def _advance(
             lease=lease,
         )
         implementation = TopologyRegistry.create(topology.topology_type, topology.config)
-        work = asyncio.create_task(_run_code(ctx, implementation, execution.input_data))
+        work = asyncio.create_task(
+            _run_code(ctx, implementation, execution.input_data, execution.correlation_id)
+        )
         finished = False
         try:
             async with lease.kept(on_stop=work.cancel):
@@ -304,9 +311,12 @@ async def _advance(
     return _Progress(output, ctx.outcomes, run)
 
 
-async def _run_code(ctx: StepContext, implementation: Any, input_data: Mapping[str, Any]) -> dict[str, Any]:
-    async with ctx.resources.exit_stack:
-        return await implementation.run(ctx, dict(input_data))
+async def _run_code(
+    ctx: StepContext, implementation: Any, input_data: Mapping[str, Any], correlation_id: str | None = None
+) -> dict[str, Any]:
+    with log_context(execution_id=str(ctx.execution_id), correlation_id=correlation_id):
+        async with ctx.resources.exit_stack:
+            return await implementation.run(ctx, dict(input_data))
 
 
 def _cancelled(execution_id: uuid.UUID) -> RunCancelledError:
@@ -341,6 +351,7 @@ async def _invoke_once(agent: AgentType, input_data: Mapping[str, Any], key: str
         agents={"agent": agent},
         store=MemoryStepStore(),
         model_override=settings().model_override,
+        rate_limits=llm.rate_limits(),
     )
     try:
         outcome: StepResult | StepFailedError = await ctx.invoke("agent", input_text(input_data), key=key)
@@ -560,4 +571,5 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
             raise InvalidConfigError(
                 f"{IMPORTS_VARIABLE} names {name!r}, which cannot be imported: {error}"
             ) from None
-    return asyncio.run(coroutine)
+    with continued_trace():  # TRACEPARENT from the process that launched the flow: its spans are our parents
+        return asyncio.run(coroutine)

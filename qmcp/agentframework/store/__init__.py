@@ -1,7 +1,16 @@
 """Persistence: engines (SQLite, PostgreSQL), the durable step store, execution ownership and the record queries."""
 
 from ._database import Database
-from ._engine import as_storage_error, create_engine, ensure_schema, is_sqlite, storage_errors
+from ._engine import (
+    EngineCache,
+    as_storage_error,
+    close_engines,
+    create_engine,
+    engine_cache,
+    ensure_schema,
+    is_sqlite,
+    storage_errors,
+)
 from ._executions import (
     TRANSITIONS,
     Action,
@@ -15,14 +24,19 @@ from ._executions import (
     owner_state,
 )
 from ._memory import MemoryStore, Recollection
+from ._reports import COST_GROUPS, CostLine, CostReport
 from ._steps import MemoryStepStore, SqlStepStore, StepRecord, StepStore
 from ._trust import add_trust, trust_history, trusted_digests
 
 __all__ = [
+    "COST_GROUPS",
     "TRANSITIONS",
     "Action",
     "CancelOutcome",
+    "CostLine",
+    "CostReport",
     "Database",
+    "EngineCache",
     "ExecutionService",
     "Lease",
     "MemoryStepStore",
@@ -37,7 +51,9 @@ __all__ = [
     "allowed",
     "as_storage_error",
     "attempt_started",
+    "close_engines",
     "create_engine",
+    "engine_cache",
     "ensure_schema",
     "is_sqlite",
     "owner_state",

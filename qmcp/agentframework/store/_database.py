@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from sqlalchemy import ColumnElement, Executable, delete, func, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -35,6 +35,7 @@ from ..models import (
 from ..models._agent import utcnow
 from ._engine import acquire_engine, ensure_schema, inline_engine, is_locked, release_engine
 from ._executions import ExecutionService
+from ._reports import CostReport, cost_report
 from ._steps import SqlStepStore
 
 __all__ = ["Database"]
@@ -276,6 +277,12 @@ class Database:
             select(ExecutionStep).where(ExecutionStep.execution_id == execution_id).order_by(ExecutionStep.id)
         )
         return await self._all(query)
+
+    async def cost_report(
+        self, *, since: datetime | None = None, by: Literal["model", "topology", "agent"] = "model"
+    ) -> CostReport:
+        """Tokens and cost of the steps since `since`, by model, topology or agent (`_reports.py`)."""
+        return await cost_report(self, since=since, by=by)
 
     # -- human requests -----------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ URL in one event loop share one engine (one connection pool): 100 concurrent run
 100 PostgreSQL connections. The last one to close disposes its connections; the engine is kept
 (for a few URLs per process) and reused by the next Database on its URL, in any event loop,
 because compiling its statements again cost every run about 10 ms.
+
+What is kept belongs to an `EngineCache`: the process's is `engine_cache()`, made on first use, and
+`close_engines()` closes everything it keeps idle — engines, the SQLite files held open for their WAL,
+the synchronous engines of short writes — for a host that wants its file handles back (tests, a
+server shutting down, a program done with qmcp). Engines of open `Database`s close with them.
 """
 
 from __future__ import annotations
@@ -35,9 +40,12 @@ from ._storable import store_nul_safely
 
 __all__ = [
     "JSON_CODEC",
+    "EngineCache",
     "acquire_engine",
     "as_storage_error",
+    "close_engines",
     "create_engine",
+    "engine_cache",
     "ensure_schema",
     "inline_engine",
     "is_locked",
@@ -48,12 +56,6 @@ __all__ = [
 
 _BUSY_TIMEOUT_MS = 30_000
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # primary result codes: another connection holds the lock
-_schema_ready: dict[str, tuple[int, int] | None] = {}  # URL -> identity of its SQLite file then
-
-_in_use: dict[tuple[str, int], list[Any]] = {}  # (url, event loop) -> [engine, users]
-_idle: OrderedDict[str, list[AsyncEngine]] = OrderedDict()
-_wal_holders: dict[str, sqlite3.Connection] = {}
-_inline_engines: dict[str, Engine] = {}
 _IDLE_URLS = 8  # URLs whose idle engines (and SQLite holders) are kept, least recently used out
 _IDLE_PER_URL = 4  # idle engines kept per URL (one per event loop that used it at once)
 
@@ -166,62 +168,143 @@ def create_engine(url: str) -> AsyncEngine:
     )
 
 
-def acquire_engine(url: str) -> AsyncEngine:
-    """The engine for `url` in this event loop: the one in use, an idle one, or a new one."""
-    try:
-        key = (url, id(asyncio.get_running_loop()))
-    except RuntimeError:  # no loop yet: nothing to share with
-        return create_engine(url)
-    entry = _in_use.get(key)
-    if entry is None:
-        idle = _idle.get(url)
-        entry = _in_use[key] = [idle.pop() if idle else create_engine(url), 0]
-    entry[1] += 1
-    return entry[0]
+class EngineCache:
+    """The engines a process keeps between `Database`s, and the files they hold open; `close()` releases them."""
 
+    def __init__(self) -> None:
+        self.schema_ready: dict[str, tuple[int, int] | None] = {}  # URL -> identity of its SQLite file then
+        self.in_use: dict[tuple[str, int], list[Any]] = {}  # (url, event loop) -> [engine, users]
+        self.idle: OrderedDict[str, list[AsyncEngine]] = OrderedDict()
+        self.wal_holders: dict[str, sqlite3.Connection] = {}
+        self.inline_engines: dict[str, Engine] = {}
+        self.schema_locks: dict[tuple[str, int], asyncio.Lock] = {}
 
-async def release_engine(url: str, engine: AsyncEngine) -> None:
-    """Drop one user of `engine`; the last one closes its connections and keeps it idle."""
-    for key, entry in list(_in_use.items()):
-        if entry[0] is engine:
-            entry[1] -= 1
-            if entry[1] > 0:
-                return
-            del _in_use[key]
-            break
-    _hold_wal(url, engine)
-    await engine.dispose()
-    engines = _idle.setdefault(url, [])
-    if len(engines) < _IDLE_PER_URL:
-        engines.append(engine)
-    _idle.move_to_end(url)
-    while len(_idle) > _IDLE_URLS:
-        evicted, _ = _idle.popitem(last=False)
-        holder = _wal_holders.pop(evicted, None)
+    def acquire(self, url: str) -> AsyncEngine:
+        """The engine for `url` in this event loop: the one in use, an idle one, or a new one."""
+        try:
+            key = (url, id(asyncio.get_running_loop()))
+        except RuntimeError:  # no loop yet: nothing to share with
+            return create_engine(url)
+        entry = self.in_use.get(key)
+        if entry is None:
+            idle = self.idle.get(url)
+            entry = self.in_use[key] = [idle.pop() if idle else create_engine(url), 0]
+        entry[1] += 1
+        return entry[0]
+
+    async def release(self, url: str, engine: AsyncEngine) -> None:
+        """Drop one user of `engine`; the last one closes its connections and keeps it idle."""
+        for key, entry in list(self.in_use.items()):
+            if entry[0] is engine:
+                entry[1] -= 1
+                if entry[1] > 0:
+                    return
+                del self.in_use[key]
+                break
+        self._hold_wal(url, engine)
+        await engine.dispose()
+        engines = self.idle.setdefault(url, [])
+        if len(engines) < _IDLE_PER_URL:
+            engines.append(engine)
+        self.idle.move_to_end(url)
+        while len(self.idle) > _IDLE_URLS:
+            evicted, _ = self.idle.popitem(last=False)
+            self._close_files(evicted)
+
+    def inline(self, url: str, engine: AsyncEngine) -> Engine | None:
+        """A synchronous engine on the SQLite file of `engine`, for short writes made in the event
+        loop's own thread: through aiosqlite every statement, and the commit, is a round trip to its
+        thread (about 0.3 ms each here). It never waits for a lock (timeout 0): a locked file is the
+        caller's cue to write through `engine`, which waits. None for PostgreSQL and in-memory SQLite."""
+        path = engine.url.database
+        if engine.dialect.name != "sqlite" or path in (None, "", ":memory:"):
+            return None
+        inline = self.inline_engines.get(url)
+        if inline is None:
+            inline = self.inline_engines[url] = create_sync_engine(
+                engine.url.set(drivername="sqlite"),
+                connect_args={
+                    "timeout": 0,
+                    "check_same_thread": False,
+                },  # pooled, used by one thread at a time
+                **JSON_CODEC,
+            )
+            event.listen(inline, "connect", _inline_pragmas)
+        return inline
+
+    def _hold_wal(self, url: str, engine: AsyncEngine) -> None:
+        """Keep a SQLite file open while its engine is idle, so that closing the pool is not closing
+        the file's last connection: that one checkpoints the whole WAL (5 ms after a 200-step run).
+        The holder has read the file once, so SQLite counts it, and holds no transaction, so WAL
+        checkpoints go on as usual."""
+        path = engine.url.database
+        if engine.dialect.name != "sqlite" or path in (None, "", ":memory:") or url in self.wal_holders:
+            return
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        self.wal_holders[url] = holder
+
+    def _close_files(self, url: str) -> None:
+        holder = self.wal_holders.pop(url, None)
         if holder is not None:
             holder.close()
-        inline = _inline_engines.pop(evicted, None)
+        inline = self.inline_engines.pop(url, None)
         if inline is not None:
             inline.dispose()
 
+    def forget_file(self, url: str) -> None:
+        """The SQLite file of `url` was replaced: close what still holds the old one open."""
+        holder = self.wal_holders.pop(url, None)
+        if holder is not None:
+            holder.close()
+        inline = self.inline_engines.get(url)
+        if inline is not None:
+            inline.dispose()  # its next connections open the new file
+
+    def close(self) -> None:
+        """Close every idle engine and every file kept open for one; the next `Database` opens anew.
+
+        Engines in use by open `Database`s stay theirs (they close them when they exit); their
+        SQLite files stay held until those exit too. Idle engines have no connections (they were
+        disposed when their last `Database` closed): dropping them frees their compiled statements.
+        """
+        busy = {url for url, _loop in self.in_use}
+        for url in list(self.idle):
+            del self.idle[url]
+        for url in [*self.wal_holders, *self.inline_engines]:
+            if url not in busy:
+                self._close_files(url)
+        self.schema_ready.clear()  # checked again (cheaply) by the next Database on each URL
+        self.schema_locks.clear()
+
+
+_cache: EngineCache | None = None
+
+
+def engine_cache() -> EngineCache:
+    """The process's `EngineCache`, made on first use."""
+    global _cache
+    if _cache is None:
+        _cache = EngineCache()
+    return _cache
+
+
+def close_engines() -> None:
+    """Release the engines and SQLite files qmcp keeps open between runs (`engine_cache().close()`)."""
+    if _cache is not None:
+        _cache.close()
+
+
+def acquire_engine(url: str) -> AsyncEngine:
+    return engine_cache().acquire(url)
+
+
+async def release_engine(url: str, engine: AsyncEngine) -> None:
+    await engine_cache().release(url, engine)
+
 
 def inline_engine(url: str, engine: AsyncEngine) -> Engine | None:
-    """A synchronous engine on the SQLite file of `engine`, for short writes made in the event
-    loop's own thread: through aiosqlite every statement, and the commit, is a round trip to its
-    thread (about 0.3 ms each here). It never waits for a lock (timeout 0): a locked file is the
-    caller's cue to write through `engine`, which waits. None for PostgreSQL and in-memory SQLite."""
-    path = engine.url.database
-    if engine.dialect.name != "sqlite" or path in (None, "", ":memory:"):
-        return None
-    inline = _inline_engines.get(url)
-    if inline is None:
-        inline = _inline_engines[url] = create_sync_engine(
-            engine.url.set(drivername="sqlite"),
-            connect_args={"timeout": 0, "check_same_thread": False},  # pooled, used by one thread at a time
-            **JSON_CODEC,
-        )
-        event.listen(inline, "connect", _inline_pragmas)
-    return inline
+    return engine_cache().inline(url, engine)
 
 
 def _inline_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -232,32 +315,31 @@ def _inline_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _hold_wal(url: str, engine: AsyncEngine) -> None:
-    """Keep a SQLite file open while its engine is idle, so that closing the pool is not closing
-    the file's last connection: that one checkpoints the whole WAL (5 ms after a 200-step run).
-    The holder has read the file once, so SQLite counts it, and holds no transaction, so WAL
-    checkpoints go on as usual."""
-    path = engine.url.database
-    if engine.dialect.name != "sqlite" or path in (None, "", ":memory:") or url in _wal_holders:
-        return
-    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("SELECT count(*) FROM sqlite_master").fetchall()
-    _wal_holders[url] = holder
-
-
 async def ensure_schema(engine: AsyncEngine) -> None:
     """Create the tables once per URL per process; safe when several processes race to do it.
 
     A SQLite file deleted and made anew since is a new database: its tables are created again, and
-    connections kept open on the deleted file are closed.
+    connections kept open on the deleted file are closed. Within a process, the first runs on a new
+    URL create them one at a time (concurrent `CREATE TABLE`s on one SQLite file fail with "already
+    exists" more often than the retries below absorb).
     """
+    cache = engine_cache()
+    key = engine.url.render_as_string(hide_password=False)
+    if key in cache.schema_ready and _sqlite_file(engine) is None:
+        return
+    lock = cache.schema_locks.setdefault((key, id(asyncio.get_running_loop())), asyncio.Lock())
+    async with lock:
+        await _ensure_schema(engine, cache)
+
+
+async def _ensure_schema(engine: AsyncEngine, cache: EngineCache) -> None:
     key = engine.url.render_as_string(hide_password=False)
     path = _sqlite_file(engine)
     identity = _identity(path)
-    if key in _schema_ready:
-        if path is None or (identity is not None and _schema_ready[key] == identity):
+    if key in cache.schema_ready:
+        if path is None or (identity is not None and cache.schema_ready[key] == identity):
             return
-        _forget_file(key)
+        cache.forget_file(key)
     from .. import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
     if path is not None and not Path(path).parent.is_dir():
@@ -287,17 +369,7 @@ async def ensure_schema(engine: AsyncEngine) -> None:
             f"(missing {', '.join(missing[:3])}); use a new database file or URL (there are no migrations "
             "before the first release)"
         )
-    _schema_ready[key] = _identity(path)
-
-
-def _forget_file(url: str) -> None:
-    """The SQLite file of `url` was replaced: close what still holds the old one open."""
-    holder = _wal_holders.pop(url, None)
-    if holder is not None:
-        holder.close()
-    inline = _inline_engines.get(url)
-    if inline is not None:
-        inline.dispose()  # its next connections open the new file
+    cache.schema_ready[key] = _identity(path)
 
 
 def _unavailable(url: str, error: BaseException) -> DatabaseUnavailableError:

@@ -8,6 +8,7 @@ from ._aggregate import (
     synthesis_prompt,
 )
 from ._base import BaseTopology, TopologyRegistry, topology
+from ._budget import Budget, estimate_prompt_tokens
 from ._chain import PLAN_SCHEMA, ChainOfCommandTopology
 from ._compound import CompoundTopology, output_text, referenced_topologies
 from ._context import (
@@ -37,6 +38,7 @@ __all__ = [
     "ROUTER_SLOT",
     "VALIDATION_SCHEMA",
     "BaseTopology",
+    "Budget",
     "ChainOfCommandTopology",
     "CompoundTopology",
     "ConcurrentScheduler",
@@ -58,6 +60,7 @@ __all__ = [
     "TopologyRegistry",
     "aggregate_results",
     "determine_consensus",
+    "estimate_prompt_tokens",
     "extract_confidence",
     "extract_json",
     "extract_number",

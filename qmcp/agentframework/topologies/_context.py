@@ -8,6 +8,8 @@ A completed record is replayed as is — no model call, no cost. Otherwise the m
 With a `lease` (every run of a runner has one), each model call first makes sure this process
 still owns the execution, and each step row is written fenced by the lease's token: a process
 that lost the execution to another stops before paying for another call and writes nothing.
+Beside it, each call must fit the run's `budget` (`_budget.py`) and waits for its turn under the
+process's rate limit of its model (`llm/_limits.py`); both cost nothing when not configured.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from ..._redact import redact_secrets
 from ...config import settings as qmcp_settings
 from .. import llm
 from ..errors import (
@@ -32,11 +35,13 @@ from ..errors import (
     StepFailedError,
     TransientModelError,
 )
-from ..llm import ChatMessage, ModelReply, json_instruction, retry_transient
+from ..llm import ChatMessage, ModelReply, RateLimit, RateLimits, json_instruction, retry_transient
 from ..mixins import BaseMixin, MixinContext, MixinRegistry, RunResources
-from ..models import AgentConfig, AgentType, StepStatus
+from ..models import AgentConfig, AgentType, Models, StepStatus
 from ..models._agent import utcnow
 from ..store import StepRecord, StepStore
+from ._budget import Budget, estimate_prompt_tokens
+from ._heap import older_heap_frozen
 from ._parsing import validate_json
 
 if TYPE_CHECKING:
@@ -135,11 +140,25 @@ class ConcurrentScheduler(Scheduler):
 
     concurrent: ClassVar[bool] = True
 
-    def __init__(self, max_concurrent: int, semaphore: asyncio.Semaphore | None = None) -> None:
+    def __init__(
+        self,
+        max_concurrent: int,
+        semaphore: asyncio.Semaphore | None = None,
+        *,
+        freeze_heap_above: int | None = None,
+    ) -> None:
         self.max_concurrent = max_concurrent
+        self.freeze_heap_above = freeze_heap_above
+        """More steps in flight than this keep the garbage collector off the older heap (`_heap.py`)."""
         self._semaphore = semaphore or asyncio.Semaphore(max_concurrent)
 
     async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
+        if self.freeze_heap_above is not None and min(len(aws), self.max_concurrent) > self.freeze_heap_above:
+            with older_heap_frozen():
+                return await self._gather(aws)
+        return await self._gather(aws)
+
+    async def _gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
         """Run the steps from a pool of workers: one per model slot, plus a few spares.
 
         Not one task per step: a 10,000-member ensemble would otherwise start 10,000 tasks
@@ -212,6 +231,11 @@ class StepContext:
     totals: dict[str, float] = field(
         default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     )
+    """What this attempt paid (the execution's stored totals add it up over attempts)."""
+    budget: Budget | None = None
+    """The execution's token and cost budget, with what it spent; None when unlimited."""
+    rate_limits: RateLimits | None = None
+    """The process's rate limiters (`llm.rate_limits()`); None: calls are not limited."""
     _configs: dict[int, AgentConfig] = field(default_factory=dict, repr=False)  # by id(agent)
     _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
 
@@ -299,16 +323,30 @@ class StepContext:
         elif self.tracer is None:
             result = await self._call(mc, mixins, fallback)
         else:
-            with self.tracer.start_as_current_span(f"invoke_agent {agent.name}") as span:
-                result = await self._call(mc, mixins, fallback)
+            # Exceptions are recorded by hand, redacted and without their chain: a provider's raw
+            # error (the cause of ours) may quote the API key it was sent.
+            with self.tracer.start_as_current_span(
+                f"invoke_agent {agent.name}",
+                attributes={
+                    "gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.agent.name": agent.name,
+                    "gen_ai.provider.name": mc.model.split(":", 1)[0],
+                    "gen_ai.request.model": mc.model,
+                    "qmcp.step.key": full_key,
+                },
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    result = await self._call(mc, mixins, fallback)
+                except Exception as error:
+                    _record_failure(span, error)
+                    raise
                 span.set_attributes(
                     {
-                        "gen_ai.operation.name": "invoke_agent",
-                        "gen_ai.agent.name": agent.name,
-                        "gen_ai.request.model": mc.model,
                         "gen_ai.usage.input_tokens": result.input_tokens,
                         "gen_ai.usage.output_tokens": result.output_tokens,
-                        "qmcp.step.key": full_key,
+                        "qmcp.cost_usd": result.cost_usd,
                     }
                 )
         for hook in mixins:
@@ -462,21 +500,65 @@ class StepContext:
             for hook in mixins:
                 await hook.on_tool_call(mc, tool, args)
 
+        budget, limits = self.budget, self.rate_limits
+        limiter = (
+            None if limits is None else limits.limiter(mc.model, lambda: _config_limit(mc.model, mc.config))
+        )
+        prompt_tokens = (
+            0
+            if budget is None and limiter is None
+            else estimate_prompt_tokens(mc.system, [m["content"] for m in messages])
+        )
+
         async def once() -> ModelReply:
             async with self.scheduler.model_slot():
                 if self.lease is not None:
                     await self.lease.ensure()  # never pay for a call in an execution we no longer own
-                return await llm.call_model(
-                    resolved,
-                    mc.model,
-                    system=mc.system,
-                    messages=messages,
-                    settings=model_settings,
-                    timeout_seconds=mc.config.timeout_seconds,
-                    tools=mc.tools,
-                    max_tool_calls=mc.config.max_tool_calls,
-                    on_tool_call=on_tool_call if mixins else None,
+                reservation = (
+                    None
+                    if budget is None
+                    else await budget.reserve(
+                        mc.agent.name,
+                        mc.model,
+                        prompt_tokens,
+                        mc.config.max_tokens,
+                        (mc.config.max_total_tokens, mc.config.max_cost_usd),
+                    )
                 )
+                reply = None
+                try:
+                    if limiter is not None:
+                        await limiter.acquire(prompt_tokens + (mc.config.max_tokens or 0))
+                    reply = await llm.call_model(
+                        resolved,
+                        mc.model,
+                        system=mc.system,
+                        messages=messages,
+                        settings=model_settings,
+                        timeout_seconds=mc.config.timeout_seconds,
+                        tools=mc.tools,
+                        max_tool_calls=mc.config.max_tool_calls,
+                        on_tool_call=on_tool_call if mixins else None,
+                    )
+                except TransientModelError as error:
+                    if limits is not None and error.status_code == 429 and error.retry_after:
+                        limits.back_off(mc.model, error.retry_after)  # every caller of the model waits
+                    raise
+                finally:
+                    if reservation is not None:
+                        assert budget is not None
+                        used = (
+                            (0, 0.0)
+                            if reply is None
+                            else (reply.input_tokens + reply.output_tokens, reply.cost_usd)
+                        )
+                        budget.settle(reservation, *used)
+                assert reply is not None
+                if limiter is not None:
+                    limiter.settle(
+                        prompt_tokens + (mc.config.max_tokens or 0), reply.input_tokens + reply.output_tokens
+                    )
+                return reply
 
         def on_retry(attempt: int, error: TransientModelError) -> None:
             self._emit("retry", mc.key, mc.slot, mc.agent.name, mc.model, error=f"attempt {attempt}: {error}")
@@ -515,6 +597,28 @@ class StepContext:
     def _emit(self, kind: Any, key: str, slot: str, agent_name: str, model: str, **extra: Any) -> None:
         if self.on_event is not None:
             self.on_event(StepEvent(kind, key, slot, agent_name, model, **extra))
+
+
+def _record_failure(span: Any, error: Exception) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    message = redact_secrets(f"{type(error).__name__}: {error}")
+    span.add_event("exception", {"exception.type": type(error).__name__, "exception.message": message})
+    span.set_status(Status(StatusCode.ERROR, message))
+
+
+def _config_limit(model: str, config: AgentConfig) -> RateLimit | None:
+    """The rate limit the model's `ModelConfig` names: the registry's, else the agent's own."""
+    found = Models.get(model)
+    if (
+        found is None
+        and config.model_config_obj is not None
+        and config.model_config_obj.model_string == model
+    ):
+        found = config.model_config_obj
+    if found is None or (found.requests_per_minute is None and found.tokens_per_minute is None):
+        return None
+    return RateLimit(found.requests_per_minute, found.tokens_per_minute)
 
 
 def _with_schema(prompt: str, schema: dict[str, Any] | None) -> str:

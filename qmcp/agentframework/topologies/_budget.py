@@ -1,0 +1,228 @@
+"""The run's token and cost budget, checked before every model call.
+
+`RunConfig.max_tokens` / `max_cost_usd` bound the whole execution — every attempt, replayed steps
+included: an attempt starts from what the execution has spent so far. `AgentConfig.max_total_tokens`
+/ `max_cost_usd` bound one agent's calls in the execution. Before a call, its estimate (the prompt's
+characters / 4 plus its maximum output: the agent's `max_tokens`, else the model's
+`max_output_tokens`, else 4096; priced from the `Models` registry) must fit beside what is spent
+and what the calls in flight may still spend; a call that would fit once those settle waits for
+them, one that cannot fit is not started and the run stops with `BudgetExceededError`. The calls
+in flight finish and are recorded, so the execution spends at most its budget plus what those
+calls used beyond their estimates. A model with no price in the registry counts tokens only in the
+check (warned once per process); its recorded cost still counts once paid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ...observability import get_logger
+from ..errors import BudgetExceededError
+from ..models import Models
+
+if TYPE_CHECKING:
+    from ..store import StepRecord
+
+__all__ = ["DEFAULT_MAX_OUTPUT", "Budget", "estimate_prompt_tokens"]
+
+DEFAULT_MAX_OUTPUT = 4096
+"""The output a call is assumed to reach when neither the agent nor the model registry says."""
+
+_warned: set[str] = set()
+
+
+def _agent_limit(config: Mapping[str, Any]) -> tuple[int | None, float | None]:
+    return (config.get("max_total_tokens"), config.get("max_cost_usd"))
+
+
+def estimate_prompt_tokens(system: str | None, contents: list[str]) -> int:
+    """About four characters a token: what every tokenizer of the main providers comes close to."""
+    return (len(system or "") + sum(len(c) for c in contents)) // 4 + 1
+
+
+@dataclass
+class _Spend:
+    tokens: int = 0
+    cost: float = 0.0
+    reserved_tokens: int = 0
+    reserved_cost: float = 0.0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    agent: str
+    tokens: int
+    cost: float
+
+
+@dataclass
+class Budget:
+    """What one execution may spend and has spent; shared by every step of an attempt."""
+
+    execution_id: str
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    run: _Spend = field(default_factory=_Spend)
+    agents: dict[str, _Spend] = field(default_factory=dict)
+    _settled: asyncio.Event | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_execution(
+        cls,
+        execution_id: object,
+        *,
+        max_tokens: int | None,
+        max_cost_usd: float | None,
+        agent_configs: Iterable[Mapping[str, Any]],
+        spent_tokens: int,
+        spent_cost: float,
+        completed: Mapping[str, StepRecord],
+    ) -> Budget | None:
+        """The budget of an attempt, starting from what the execution spent (`spent_*`, its stored
+        totals; the completed steps' own sum when larger, e.g. after a killed attempt); None when
+        neither the run nor any of `agent_configs` (the team's, as stored) limits anything, so that
+        an unlimited run checks nothing."""
+        limited = max_tokens is not None or max_cost_usd is not None
+        if not limited and not any(_agent_limit(config) != (None, None) for config in agent_configs):
+            return None
+        budget = cls(str(execution_id), max_tokens, max_cost_usd)
+        steps = _Spend()
+        for record in completed.values():
+            used = record.input_tokens + record.output_tokens
+            steps.tokens += used
+            steps.cost += record.cost_usd
+            spend = budget.agents.setdefault(record.agent_name, _Spend())
+            spend.tokens += used
+            spend.cost += record.cost_usd
+        budget.run.tokens = max(spent_tokens, steps.tokens)
+        budget.run.cost = max(spent_cost, steps.cost)
+        return budget
+
+    async def reserve(
+        self,
+        agent: str,
+        model: str,
+        prompt_tokens: int,
+        max_output: int | None,
+        agent_limit: tuple[int | None, float | None] = (None, None),
+    ) -> Reservation:
+        """Hold the estimate of one call of `agent` on `model`; raises `BudgetExceededError` if it
+        cannot fit, waits while it fits only once calls in flight have settled. `agent_limit` is
+        the agent's own (max tokens, max cost) in the execution."""
+        config = Models.get(model)
+        output = max_output or (config.max_output_tokens if config is not None else DEFAULT_MAX_OUTPUT)
+        tokens = prompt_tokens + output
+        if config is not None:
+            cost = config.cost(prompt_tokens, output)
+        else:
+            cost = 0.0
+            if (self.max_cost_usd is not None or agent_limit[1] is not None) and model not in _warned:
+                _warned.add(model)
+                get_logger().warning(
+                    "budget.unpriced_model",
+                    model=model,
+                    note="no price in the Models registry: the cost budget sees its calls only once they "
+                    "are paid, and counts their tokens; add it with Models.register(ModelConfig(...))",
+                )
+        agent_spend = self.agents.setdefault(agent, _Spend())
+        while True:
+            self._check(agent, agent_spend, agent_limit, tokens, cost, reserved=False)  # cannot fit: raises
+            if self._check(agent, agent_spend, agent_limit, tokens, cost, reserved=True):
+                break
+            if self._settled is None:
+                self._settled = asyncio.Event()
+            await self._settled.wait()
+        for spend in (self.run, agent_spend):
+            if spend is not None:
+                spend.reserved_tokens += tokens
+                spend.reserved_cost += cost
+        return Reservation(agent, tokens, cost)
+
+    def settle(self, reservation: Reservation, tokens: int, cost: float) -> None:
+        """The call ended: its estimate is released and what it used (nothing if it failed) is spent."""
+        for spend in (self.run, self.agents.get(reservation.agent)):
+            if spend is not None:
+                spend.reserved_tokens -= reservation.tokens
+                spend.reserved_cost -= reservation.cost
+                spend.tokens += tokens
+                spend.cost += cost
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
+
+    def _check(
+        self,
+        agent: str,
+        agent_spend: _Spend,
+        agent_limit: tuple[int | None, float | None],
+        tokens: int,
+        cost: float,
+        *,
+        reserved: bool,
+    ) -> bool:
+        """Whether the call fits (beside the calls in flight when `reserved`); without `reserved`,
+        a call that does not fit raises."""
+        limits: list[tuple[str, _Spend, int | None, float | None]] = [
+            ("the run", self.run, self.max_tokens, self.max_cost_usd)
+        ]
+        if agent_limit != (None, None):
+            limits.append((f"agent {agent!r}", agent_spend, *agent_limit))
+        for who, spend, max_tokens, max_cost in limits:
+            held_tokens = spend.reserved_tokens if reserved else 0
+            held_cost = spend.reserved_cost if reserved else 0.0
+            if max_tokens is not None and spend.tokens + held_tokens + tokens > max_tokens:
+                if reserved:
+                    return False
+                self._exceeded(
+                    who,
+                    agent,
+                    f"{spend.tokens:,} tokens",
+                    f"{max_tokens:,} tokens",
+                    f"about {tokens:,} tokens",
+                    spend.tokens,
+                    max_tokens,
+                    "tokens",
+                    "--max-tokens",
+                )
+            if max_cost is not None and spend.cost + held_cost + cost > max_cost:
+                if reserved:
+                    return False
+                self._exceeded(
+                    who,
+                    agent,
+                    f"${spend.cost:.4f}",
+                    f"${max_cost:.4f}",
+                    f"about ${cost:.4f}",
+                    spend.cost,
+                    max_cost,
+                    "usd",
+                    "--max-cost",
+                )
+        return True
+
+    def _exceeded(
+        self,
+        who: str,
+        agent: str,
+        spent: str,
+        budget: str,
+        estimate: str,
+        spent_value: float,
+        budget_value: float,
+        unit: str,
+        option: str,
+    ) -> None:
+        if who == "the run":
+            fix = f"raise it with: qmcp executions resume {self.execution_id} {option} N"
+        else:
+            fix = "the agent's budget is part of its definition (AgentConfig); run again with a higher one"
+        raise BudgetExceededError(
+            f"budget exceeded: {who} spent {spent} of its budget of {budget}, and the next call of agent {agent!r} "
+            f"({estimate}) would not fit; {fix}",
+            spent=spent_value,
+            budget=budget_value,
+            unit=unit,
+        )
