@@ -129,6 +129,35 @@ def show_topology(ctx: typer.Context, name: str, output_format: FormatOption = N
     )
 
 
+@topologies_app.command("delete")
+def delete_topology(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="The topologies to delete.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Delete even if executions ran it; they keep their snapshot of the team."
+        ),
+    ] = False,
+    output_format: FormatOption = None,
+) -> None:
+    """Delete topologies (their agents stay); refused while executions reference one, unless --force."""
+    state = cli_state(ctx)
+
+    async def delete() -> None:
+        async with open_database(state) as db:
+            for name in names:
+                await db.get_topology(name)  # every name exists before anything is deleted
+            for name in names:
+                await db.delete_topology(name, keep_executions=force)
+
+    asyncio.run(delete())
+    if state.json_output(output_format):
+        print_json({"deleted": names})
+        return
+    stdout().print(f"deleted topology [bold]{escape(', '.join(names))}[/bold]")
+
+
 @topologies_app.command("create")
 def create_topology(
     ctx: typer.Context,

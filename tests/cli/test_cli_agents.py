@@ -68,7 +68,21 @@ def test_verbose_shows_the_traceback(cli):
 def test_agent_in_a_topology_cannot_be_deleted(cli):
     cli.ok("agents", "create", "stage", "writer")
     cli.ok("agents", "topologies", "create", "line", "pipeline", "--agent", "only=stage")
-    cli.user_error("agents", "delete", "stage", says="used by 1 topology slot")
+    cli.user_error("agents", "delete", "stage", says="used by line.only; delete those topologies first")
+    cli.ok("agents", "topologies", "delete", "line")
+    cli.user_error("agents", "topologies", "show", "line", says="topology 'line' not found")
+    cli.ok("agents", "delete", "stage")
+
+
+def test_a_topology_that_ran_is_deleted_only_with_force(cli):
+    cli.ok("agents", "create", "stage", "writer", "--model", "test")
+    cli.ok("agents", "topologies", "create", "line", "pipeline", "--agent", "only=stage")
+    run = cli.json("agents", "topologies", "run", "line", "--input-json", '{"prompt": "hi"}')
+    cli.user_error("agents", "topologies", "delete", "line", says="referenced by 1 execution(s)")
+    cli.user_error("agents", "topologies", "delete", "ghost", "line", says="topology 'ghost' not found")
+    cli.ok("agents", "topologies", "delete", "line", "--force")
+    shown = cli.json("executions", "show", run["execution_id"])
+    assert shown["topology_name"] == "line" and shown["status"] == "completed"
 
 
 def test_mixins(cli):

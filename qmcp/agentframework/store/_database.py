@@ -129,18 +129,28 @@ class Database:
         return await self._all(query)
 
     async def delete_agent(self, name: str) -> None:
-        agent = await self.get_agent(name)
-        async with self.sessions() as session, session.begin():
-            used = await session.scalar(
-                select(func.count())
-                .select_from(TopologyMembership)
+        """Refused while a topology uses the agent; the refusal names those topologies."""
+
+        def remove(session: Session) -> None:
+            agent = session.scalars(select(AgentType).where(AgentType.name == name)).first()
+            if agent is None:
+                raise NotFoundError(f"agent {name!r} not found; list them with: qmcp agents list")
+            users = session.execute(
+                select(Topology.name, TopologyMembership.slot_name)
+                .join(Topology, col(Topology.id) == TopologyMembership.topology_id)
                 .where(TopologyMembership.agent_id == agent.id)
-            )
-            if used:
+                .order_by(col(Topology.name), col(TopologyMembership.position))
+            ).all()
+            if users:
+                slots = ", ".join(f"{topology}.{slot}" for topology, slot in users)
+                names = " ".join(sorted({topology for topology, _ in users}))
                 raise InvalidConfigError(
-                    f"agent {name!r} is used by {used} topology slot(s); remove those first"
+                    f"agent {name!r} is used by {slots}; delete those topologies first "
+                    f"(qmcp agents topologies delete {names}) or give the slots another agent"
                 )
-            await session.exec(delete(AgentType).where(col(AgentType.id) == agent.id))
+            session.execute(delete(AgentType).where(col(AgentType.id) == agent.id))
+
+        await self._write(remove)
 
     # -- topologies ---------------------------------------------------------------------------
 
@@ -179,6 +189,37 @@ class Database:
             return [(t, counts.get(t.id, 0)) for t in topologies]
 
         return await self._read(read)
+
+    async def delete_topology(self, name: str, *, keep_executions: bool = False) -> None:
+        """Delete a topology and its slots (its agents stay).
+
+        Refused while executions reference it unless `keep_executions`: those executions keep
+        their snapshot of the team (and stay resumable), only their link to the row is cleared.
+        """
+
+        def remove(session: Session) -> None:
+            topology = session.scalars(select(Topology).where(Topology.name == name)).first()
+            if topology is None:
+                raise NotFoundError(
+                    f"topology {name!r} not found; list them with: qmcp agents topologies list"
+                )
+            ran = session.scalar(
+                select(func.count()).select_from(Execution).where(Execution.topology_id == topology.id)
+            )
+            if ran and not keep_executions:
+                raise InvalidConfigError(
+                    f"topology {name!r} is referenced by {ran} execution(s); delete it anyway with "
+                    "--force (the executions keep their snapshot of the team)"
+                )
+            session.execute(
+                update(Execution).where(col(Execution.topology_id) == topology.id).values(topology_id=None)
+            )
+            session.execute(
+                delete(TopologyMembership).where(col(TopologyMembership.topology_id) == topology.id)
+            )
+            session.execute(delete(Topology).where(col(Topology.id) == topology.id))
+
+        await self._write(remove)
 
     async def save_team(
         self, topology: Topology, agents: Mapping[str, AgentType]
