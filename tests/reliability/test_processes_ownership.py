@@ -227,24 +227,29 @@ async def test_a_cancel_from_another_process_stops_the_run_within_two_seconds(qm
     execution = await qmcp.only_execution()
     canceller = qmcp.start("executions", "cancel", str(execution.id))
 
+    requested_at = []
+
     async def requested() -> bool:
-        return (
-            await qmcp.execution(str(execution.id))
-        ).cancel_requested_at is not None or run.poll() is not None
+        row = await qmcp.execution(str(execution.id))
+        requested_at.append(row.cancel_requested_at)  # cleared again when the run releases the row
+        return row.cancel_requested_at is not None or row.completed_at is not None
 
     await _wait_for(requested, "the cancel request")
-    written = time.monotonic()
     await _wait_for(lambda: run.poll() is not None, "the run to stop", seconds=10)
-    stopped_after = time.monotonic() - written
     out, err = canceller.communicate(timeout=30)
     assert canceller.returncode == 0 and f"cancelled execution {execution.id}" in out, err
     _, run_err = run.communicate()
     assert run.returncode == 1 and "cancelled by request" in run_err
-    assert stopped_after < 2.0, f"the {runner} run stopped {stopped_after:.2f}s after the cancel was written"
     final = await qmcp.execution(str(execution.id))
     assert (
         final.status == ExecutionStatus.CANCELLED and qmcp.calls() == []
     )  # the in-flight call was cancelled
+    # from the request's row to the run's own record of its end, both stamped in the database, so the
+    # interpreter's exit on a loaded machine is not counted
+    written = next((at for at in requested_at if at is not None), None)
+    assert written is not None and final.completed_at is not None, "the request was never seen on the row"
+    stopped_after = (final.completed_at - written).total_seconds()
+    assert stopped_after < 2.0, f"the {runner} run stopped {stopped_after:.2f}s after the cancel was written"
     print(f"\ncancel → {runner} run stopped in {stopped_after:.2f}s")
 
 
