@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, ValidationError, field_validator, model_validator
 from sqlmodel import JSON, Field, SQLModel
 
+from ._base import TableModel
 from ._enums import AgentCapability, AgentRole
 from ._model_config import ModelConfig
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
@@ -77,7 +78,7 @@ class AgentConfig(SQLModel):
         return self
 
 
-class AgentType(SQLModel, table=True):
+class AgentType(TableModel, table=True):
     """A named agent: a role, a description and an `AgentConfig` (as JSON)."""
 
     __tablename__ = "agent_types"

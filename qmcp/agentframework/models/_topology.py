@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
+from sqlmodel import JSON, Field, UniqueConstraint
 
 from ._agent import utcnow
+from ._base import TableModel
 from ._enums import TopologyType
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
@@ -124,7 +125,7 @@ def config_class_for(topology_type: TopologyType | str) -> type[TopologyConfig]:
     return _CONFIGS[TopologyType(topology_type)]
 
 
-class Topology(SQLModel, table=True):
+class Topology(TableModel, table=True):
     """A named topology: its type and its config (as JSON). Agents join through `TopologyMembership`."""
 
     __tablename__ = "topologies"
@@ -183,7 +184,7 @@ class Topology(SQLModel, table=True):
         }
 
 
-class TopologyMembership(SQLModel, table=True):
+class TopologyMembership(TableModel, table=True):
     """Which agent fills which slot of a topology; `position` orders sequential slots."""
 
     __tablename__ = "topology_memberships"
