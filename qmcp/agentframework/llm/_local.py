@@ -112,9 +112,14 @@ def resolve_local_weights(spec: str) -> Path:
 
 
 def _require_runtime() -> None:
-    if importlib.util.find_spec(RUNTIME_PACKAGE) is None:
+    """The runtime is found, not imported: a model that is never called costs nothing."""
+    try:
+        found = importlib.util.find_spec(RUNTIME_PACKAGE)
+    except ValueError:  # None in sys.modules: importing it is refused
+        found = None
+    if found is None:
         raise ModelNotInstalledError(
-            f"local models need the llama.cpp runtime: pip install {RUNTIME_PACKAGE}"
+            f"local models need the llama.cpp runtime ({RUNTIME_PACKAGE}): pip install 'qmcp[local]'"
         )
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..._redact import mask_url
 from ...config import settings
+from .._extras import require
 from ..errors import DatabaseUnavailableError, InvalidConfigError, StorageError
 from ._migrate import HEAD, behind, check_known, current_revision, read_revision, upgrade
 from ._storable import store_nul_safely
@@ -166,6 +167,7 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(parsed, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000}, **JSON_CODEC)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    require("asyncpg", extra="postgres", feature="PostgreSQL", load=False)
     return store_nul_safely(
         create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, **JSON_CODEC)
     )
