@@ -335,7 +335,7 @@ class LocalModel(Model):
             body["stop"] = list(stop)
         for key in ("top_p", "top_k", "presence_penalty", "frequency_penalty"):
             if key in settings:
-                body[key] = settings[key]  # type: ignore[literal-required]
+                body[key] = settings[key]
         if params.output_mode in ("native", "prompted"):  # llama.cpp turns the schema into a grammar
             schema = params.output_object.json_schema if params.output_object is not None else None
             body["response_format"] = (
@@ -359,10 +359,12 @@ class LocalModel(Model):
                     chat.append(self._request_part(part))
             elif isinstance(message, ModelResponse):
                 text = "".join(part.content for part in message.parts if isinstance(part, TextPart))
-                for part in message.parts:
-                    if not isinstance(part, TextPart | ThinkingPart):  # earlier reasoning is not sent back
+                for reply_part in message.parts:
+                    if not isinstance(
+                        reply_part, TextPart | ThinkingPart
+                    ):  # earlier reasoning is not sent back
                         raise PermanentModelError(
-                            f"local model {self._spec!r} cannot replay a {type(part).__name__}",
+                            f"local model {self._spec!r} cannot replay a {type(reply_part).__name__}",
                             model=self.model_id,
                         )
                 if text:

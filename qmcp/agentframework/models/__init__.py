@@ -1,7 +1,7 @@
 """Tables and schemas: agents, topologies, executions, steps, and the model registry."""
 
 from ._agent import AgentConfig, AgentType
-from ._base import TableModel, metadata
+from ._base import TableModel, metadata, table_of
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
 from ._execution import Execution, ExecutionStep
 from ._human import HumanRequest, HumanRequestStatus, HumanRequestType, HumanResponse, gate_request_id
@@ -73,4 +73,5 @@ __all__ = [
     "nul_field",
     "nul_message",
     "storable_text",
+    "table_of",
 ]

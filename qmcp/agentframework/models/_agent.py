@@ -30,7 +30,7 @@ class AgentConfig(SQLModel):
     None means the configured default model (`QMCP_DEFAULT_MODEL`).
     """
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)  # type: ignore[assignment]  # SQLModel's type for it extends ConfigDict
 
     model: str | None = Field(default=None, min_length=1, max_length=300)
     model_config_obj: ModelConfig | None = None

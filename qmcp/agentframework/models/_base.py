@@ -8,11 +8,11 @@ existed and one made by the baseline migration have the same names, and later mi
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Table
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
-__all__ = ["NAMING_CONVENTION", "TableModel", "metadata"]
+__all__ = ["NAMING_CONVENTION", "TableModel", "metadata", "table_of"]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -28,3 +28,9 @@ class TableModel(SQLModel, registry=registry(metadata=MetaData(naming_convention
 
 metadata: MetaData = TableModel.metadata
 """Every qmcp table, and nothing else."""
+
+
+def table_of(model: type[TableModel]) -> Table:
+    """The Core `Table` of a table model, for statements built without the ORM (the step store's)."""
+    table: Table = model.__table__  # type: ignore[attr-defined]  # set by SQLAlchemy's mapping; SQLModel does not declare it
+    return table

@@ -26,7 +26,7 @@ class RateLimitConfig(BaseModel):
 class RunConfig(SQLModel):
     """Configuration for a topology run."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())  # type: ignore[assignment]  # SQLModel's type for it extends ConfigDict
 
     correlation_id: str | None = Field(default=None, max_length=200)
     timeout_seconds: int = Field(default=3600, gt=0, le=7 * 86_400)

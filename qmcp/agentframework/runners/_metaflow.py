@@ -226,7 +226,7 @@ class MetaflowRunner(BaseRunner):
         resume_hint = f"resume with: qmcp executions resume {execution.id}"
         reporter = await _StepReporter.start(db, execution.id, self.on_event) if self.on_event else None
         work = asyncio.create_task(_launch(argv, self._environ(lease.token)))
-        self._attempts[execution.id] = _Attempt(work, lease)  # type: ignore[arg-type]
+        self._attempts[execution.id] = _Attempt(work, lease)
         stopped: tuple[ExecutionStatus, str] | None = None
         try:
             async with lease.kept(on_stop=work.cancel), asyncio.timeout(config.timeout_seconds):

@@ -195,7 +195,8 @@ class EngineCache:
             idle = self.idle.get(url)
             entry = self.in_use[key] = [idle.pop() if idle else create_engine(url), 0]
         entry[1] += 1
-        return entry[0]
+        engine: AsyncEngine = entry[0]
+        return engine
 
     async def release(self, url: str, engine: AsyncEngine) -> None:
         """Drop one user of `engine`; the last one closes its connections and keeps it idle."""

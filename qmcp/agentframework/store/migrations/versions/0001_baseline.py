@@ -11,6 +11,8 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -44,27 +46,29 @@ _TOPOLOGY_TYPES = (
 _EXECUTION_STATUSES = ("PENDING", "RUNNING", "PAUSED", "COMPLETED", "FAILED", "CANCELLED", "INTERRUPTED")
 
 
-def _when(name: str, nullable: bool = False, index: bool = False) -> sa.Column:
+def _when(name: str, nullable: bool = False, index: bool = False) -> sa.Column[Any]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable, index=index)
 
 
-def _text(name: str, length: int | None = None, nullable: bool = False, index: bool = False) -> sa.Column:
+def _text(
+    name: str, length: int | None = None, nullable: bool = False, index: bool = False
+) -> sa.Column[Any]:
     return sa.Column(name, sa.String(length), nullable=nullable, index=index)
 
 
-def _json(name: str, nullable: bool = False) -> sa.Column:
+def _json(name: str, nullable: bool = False) -> sa.Column[Any]:
     return sa.Column(name, sa.JSON(), nullable=nullable)
 
 
-def _int(name: str, nullable: bool = False) -> sa.Column:
+def _int(name: str, nullable: bool = False) -> sa.Column[Any]:
     return sa.Column(name, sa.Integer(), nullable=nullable)
 
 
-def _float(name: str, nullable: bool = False) -> sa.Column:
+def _float(name: str, nullable: bool = False) -> sa.Column[Any]:
     return sa.Column(name, sa.Float(), nullable=nullable)
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[Any]:
     return sa.Column("id", sa.Integer(), primary_key=True)
 
 
