@@ -13,6 +13,7 @@ from qmcp.agentframework.store import SCHEMA_HEAD
 
 def test_db_current_and_upgrade(cli: Any):
     assert cli.json("db", "current")["revision"] is None
+    assert not Path(cli.db).exists()  # asking made no file
     assert "behind: run qmcp --db" in cli.ok("db", "current").stdout
     upgraded = cli.json("db", "upgrade")
     assert (upgraded["from"], upgraded["to"]) == (None, SCHEMA_HEAD)

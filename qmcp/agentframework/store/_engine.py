@@ -372,6 +372,10 @@ def _check_directory(path: str | None, url: str) -> None:
         )
 
 
+def _no_file(path: str | None) -> bool:
+    return path is not None and not Path(path).exists()
+
+
 async def migrate(url: str, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade the database at `url` to `revision` (`qmcp db upgrade`); its revision before and after."""
     engine = create_engine(url)
@@ -389,7 +393,10 @@ async def schema_revision(url: str) -> str | None:
     """The schema revision of the database at `url` (`qmcp db current`); None before its first upgrade."""
     engine = create_engine(url)
     try:
-        _check_directory(_sqlite_file(engine), url)
+        path = _sqlite_file(engine)
+        _check_directory(path, url)
+        if _no_file(path):
+            return None  # asking makes no file
         try:
             return await current_revision(engine)
         except (DBAPIError, OSError) as error:
