@@ -31,6 +31,7 @@ from qmcp.agentframework.store._migrate import (
     VERSION_TABLE,
     PreBaselineSchemaError,
     SchemaBehindError,
+    downgrade,
     upgrade,
 )
 
@@ -144,6 +145,7 @@ async def test_a_database_made_before_migrations_is_upgraded_with_its_data(db_ur
         ]
         topology, agents = await db.get_topology("review")
         assert sorted(agents) == ["plan", "write"]
+        assert topology.topology_type == "pipeline"  # was the enum member's name, PIPELINE (0002)
         assert (await db.get_agent("planner")).agent_config.model == "test"
         request = await db.get_human_request("req-1")
         assert request.execution_id == execution_id
@@ -168,7 +170,7 @@ async def test_a_database_made_before_migrations_is_upgraded_with_its_data(db_ur
 async def test_upgrading_on_first_use_can_be_turned_off(db_url: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("QMCP_AUTO_MIGRATE", "0")
     with pytest.raises(
-        SchemaBehindError, match=r"revision none, this qmcp needs 0001: run `qmcp db upgrade`"
+        SchemaBehindError, match=rf"revision none, this qmcp needs {HEAD}: run `qmcp db upgrade`"
     ):
         async with Database(db_url):
             pass
@@ -242,3 +244,39 @@ def test_a_database_at_head_is_opened_without_loading_alembic(tmp_path: Path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+async def _topology_types(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return list(
+                (await conn.execute(text("SELECT topology_type FROM topologies ORDER BY name"))).scalars()
+            )
+    finally:
+        await engine.dispose()
+
+
+async def test_topology_types_become_text_and_back(db_url: str):
+    """0002 turns the enum of member names into the types' names; its downgrade goes back, and
+    refuses while a topology has a type the enum cannot hold."""
+    await _load_legacy(db_url)
+    assert await _topology_types(db_url) == ["PIPELINE"]
+    assert await upgrade(db_url) == (None, HEAD)
+    assert await _topology_types(db_url) == ["pipeline"]
+    assert await downgrade(db_url, "0001") == (HEAD, "0001")
+    assert await _topology_types(db_url) == ["PIPELINE"]
+    assert await upgrade(db_url) == ("0001", HEAD)
+    engine = create_engine(db_url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO topologies (name, description, topology_type, config, created_at, updated_at) "
+                "VALUES ('mine', '', 'my_type', '{}', '2026-12-01 00:00:00', '2026-12-01 00:00:00')"
+            )
+        )
+    await engine.dispose()
+    with pytest.raises(RuntimeError, match="cannot store: my_type"):
+        await downgrade(db_url, "0001")
+    assert await schema_revision(db_url) == HEAD and await _topology_types(db_url) == ["my_type", "pipeline"]
+    assert (await _tables_and_diffs(db_url))[1] == []

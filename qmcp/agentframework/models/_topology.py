@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from sqlalchemy import String
 from sqlmodel import JSON, Field, UniqueConstraint
 
 from ._agent import utcnow
@@ -133,7 +134,8 @@ class Topology(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=64)
     description: str = Field(default="", max_length=10_000)
-    topology_type: TopologyType
+    topology_type: TopologyType = Field(sa_type=String(64))
+    """Stored as its name's text (`pipeline`), not a database enum: types are open (migration 0002)."""
     config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -28,12 +28,13 @@ __all__ = [
     "PreBaselineSchemaError",
     "SchemaBehindError",
     "current_revision",
+    "downgrade",
     "read_revision",
     "upgrade",
 ]
 
 VERSION_TABLE = "qmcp_schema_version"
-REVISIONS: tuple[str, ...] = ("0001",)
+REVISIONS: tuple[str, ...] = ("0001", "0002")
 """Every revision in order, the last the head: known without loading Alembic (pinned by a test)."""
 HEAD = REVISIONS[-1]
 SCRIPTS = "qmcp.agentframework.store:migrations"
@@ -84,14 +85,23 @@ def behind(revision: str | None, url: str) -> SchemaBehindError:
     )
 
 
-def _alembic_upgrade(conn: Connection, revision: str) -> None:
+def _alembic(conn: Connection, revision: str, *, down: bool = False) -> None:
+    """Run Alembic's upgrade (or downgrade) to `revision` on `conn`, inside its transaction.
+
+    On SQLite, foreign keys are off for the migrations' connection (a table is changed by copying
+    it, and dropping the original would trip them) and are checked before the transaction commits.
+    """
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", SCRIPTS)
     config.attributes["connection"] = conn
-    command.upgrade(config, revision)
+    (command.downgrade if down else command.upgrade)(config, revision)
+    if conn.dialect.name == "sqlite":
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise InvalidConfigError(f"the migration left rows whose references are gone: {broken[:3]}")
 
 
 def _empty(conn: Connection) -> bool:
@@ -120,6 +130,9 @@ def _immediate_transactions(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=OFF")  # outside any transaction: see `_alembic`
+        cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin_immediate(conn: Connection) -> None:
@@ -137,6 +150,17 @@ async def upgrade(
     database (a new engine would be another database); elsewhere the upgrade runs on an engine of
     its own, closed after.
     """
+    return await _change(url, revision, engine, create_new=create_new, down=False)
+
+
+async def downgrade(url: str, revision: str) -> tuple[str | None, str | None]:
+    """Take the database at `url` back to `revision` (for an older qmcp); its revision before and after."""
+    return await _change(url, revision, None, create_new=False, down=True)
+
+
+async def _change(
+    url: str, revision: str, engine: AsyncEngine | None, *, create_new: bool, down: bool
+) -> tuple[str | None, str | None]:
     from ._engine import create_engine
 
     own = engine is None or not _in_memory(engine)
@@ -152,10 +176,10 @@ async def upgrade(
             check_known(before, url)
             if before == revision or (revision == "head" and before == HEAD):
                 pass
-            elif create_new and revision in ("head", HEAD) and await conn.run_sync(_empty):
+            elif not down and create_new and revision in ("head", HEAD) and await conn.run_sync(_empty):
                 await conn.run_sync(_create_at_head)
             else:
-                await conn.run_sync(_alembic_upgrade, revision)
+                await conn.run_sync(lambda sync: _alembic(sync, revision, down=down))
             after = await conn.run_sync(read_revision)
     finally:
         if own:
