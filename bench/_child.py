@@ -7,6 +7,11 @@ loads the code paths and creates the database, and the budget of the suite stays
 writes one JSON object to FILE: `{"runs": [metrics, ...], "peak_rss_mb": ...}` (plus
 `children_peak_rss_mb` for the workloads that time subprocesses), or
 `{"skipped": reason}`, or `{"error": message}`.
+
+With `--serve` it warms up, says `@@bench ready` on stdout, then makes one measured run per
+`run` line read on stdin (answering `@@bench {metrics}`) until `close`, and writes FILE as above:
+`bench.run` drives one such process per framework and alternates their runs (A, B, A, B, ...), so
+both frameworks see the same load on a shared machine.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import gc
 import json
 import resource
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,7 @@ from ._workloads import WORKLOADS
 
 __all__ = ["main"]
 
-_SUBPROCESS_WORKLOADS = ("cli_startup", "metaflow_overhead", "server_api")
+_SUBPROCESS_WORKLOADS = ("cli_startup", "first_call", "metaflow_overhead", "server_api")
 
 
 def make_case(workload: str, framework: str, variant: str, workdir: Path, params: dict[str, Any]) -> Case:
@@ -34,6 +40,10 @@ def make_case(workload: str, framework: str, variant: str, workdir: Path, params
         from ._cli import make_case as cli_case
 
         return cli_case(framework, variant, workdir)
+    if workload == "first_call":
+        from ._first_call import make_case as first_call_case
+
+        return first_call_case(framework, variant, workdir)
     if workload == "metaflow_overhead":
         from ._metaflow import make_case as metaflow_case
 
@@ -85,6 +95,34 @@ async def measure(case: Case, runs: int, warmup: Case | None, warmups: int) -> l
         await case.close()
 
 
+PROTOCOL = "@@bench "
+"""The prefix of the lines `--serve` answers with; anything else on stdout is a library's output."""
+
+
+def _say(message: Any) -> None:
+    sys.stdout.write(PROTOCOL + json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def serve(case: Case, warmup: Case | None, warmups: int) -> list[Metrics]:
+    """Warm up, then one measured run per `run` command on stdin, until `close` (or stdin ends)."""
+    if warmup is not None:
+        await warm_up(warmup, warmups)
+    await case.setup()
+    measured: list[Metrics] = []
+    try:
+        for _ in range(0 if warmup is not None else warmups):
+            await case.run()
+        _say("ready")
+        while sys.stdin.readline().strip() == "run":
+            gc.collect()
+            measured.append(await case.run())
+            _say(measured[-1])
+        return measured
+    finally:
+        await case.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench._child")
     parser.add_argument("workload")
@@ -94,6 +132,7 @@ def main() -> None:
     parser.add_argument("--warmups", type=int, default=1)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--serve", action="store_true", help="measure one run per `run` line on stdin")
     args = parser.parse_args()
     result: dict[str, Any]
     try:
@@ -103,7 +142,10 @@ def main() -> None:
         if workload.warmup_params:
             params = {**workload.params, **workload.warmup_params}
             warmup = make_case(args.workload, args.framework, args.variant, args.workdir, params)
-        runs = asyncio.run(measure(case, args.runs, warmup, args.warmups))
+        if args.serve:
+            runs = asyncio.run(serve(case, warmup, args.warmups))
+        else:
+            runs = asyncio.run(measure(case, args.runs, warmup, args.warmups))
         result = {"runs": runs, "peak_rss_mb": peak_rss_mb()}
         if args.workload in _SUBPROCESS_WORKLOADS:
             result["children_peak_rss_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
@@ -112,6 +154,8 @@ def main() -> None:
     except Exception as error:  # reported in the results line; the suite goes on with the next case
         result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-3000:]}
     args.out.write_text(json.dumps(result))
+    if args.serve:
+        _say("done")  # after FILE is written: the driver reads it then
 
 
 if __name__ == "__main__":

@@ -136,6 +136,14 @@ WORKLOADS: dict[str, Workload] = {
             baseline_variants=("import",),
         ),
         Workload(
+            "first_call",
+            "from starting Python to the first model call: a single-step durable team on SQLite, "
+            "a fresh process per run, on a new database file or one made before",
+            ("new_database", "existing_database"),
+            ("qmcp", "langgraph"),
+            "seconds",
+        ),
+        Workload(
             "server_api",
             "the QMCP server on loopback, 50 concurrent clients: GET /v1/executions/{id} (2,000 requests) "
             "and POST /v1/topologies/{name}/run (200 runs)",

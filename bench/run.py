@@ -1,4 +1,5 @@
-"""Run the suite: every (workload, variant, framework) in a fresh subprocess; JSON lines on stdout.
+"""Run the suite: every (workload, variant, framework) in a fresh subprocess, the frameworks of a
+(workload, variant) taking turns run by run; JSON lines on stdout.
 
     python -m bench                     # everything: 1 warm-up + 5 measured runs each
     python -m bench --quick             # 1 warm-up + 2 measured runs each
@@ -12,13 +13,16 @@ medians, minima and maxima, the qmcp/baseline ratio and the targets; the last li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import queue
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -26,9 +30,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+from ._child import PROTOCOL
 from ._workloads import WORKLOADS, Summary, Workload, check_targets
 
-__all__ = ["main", "run_case", "summarize"]
+__all__ = ["main", "run_interleaved", "summarize"]
 
 _CHILD_TIMEOUT = 600
 _REPO = Path(__file__).resolve().parent.parent
@@ -47,11 +52,12 @@ def summarize(runs: list[Mapping[str, float]]) -> dict[str, dict[str, float]]:
     return metrics
 
 
-def run_case(workload: str, framework: str, variant: str, runs: int, warmups: int) -> dict[str, Any]:
-    """Measure one case in a fresh Python process; returns the summary, or why it was skipped/failed."""
-    with tempfile.TemporaryDirectory(prefix=f"bench-{workload}-") as workdir:
-        out = Path(workdir) / "result.json"
-        log = Path(workdir) / "child.log"
+class _Child:
+    """One case's process in `--serve` mode: warmed up, then one measured run per `run()` call."""
+
+    def __init__(self, workload: str, framework: str, variant: str, warmups: int, workdir: Path) -> None:
+        self.out = workdir / "result.json"
+        self._log = (workdir / "child.log").open("w")
         argv = [
             sys.executable,
             "-m",
@@ -59,10 +65,10 @@ def run_case(workload: str, framework: str, variant: str, runs: int, warmups: in
             workload,
             framework,
             variant,
-            f"--runs={runs}",
             f"--warmups={warmups}",
             f"--workdir={workdir}",
-            f"--out={out}",
+            f"--out={self.out}",
+            "--serve",
         ]
         env = {
             **os.environ,
@@ -70,23 +76,100 @@ def run_case(workload: str, framework: str, variant: str, runs: int, warmups: in
             # Every process of the case (the `qmcp` script, Metaflow's steps) runs this tree's qmcp.
             "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")])),
         }
-        with log.open("w") as sink:
-            try:
-                subprocess.run(
-                    argv, cwd=_REPO, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=_CHILD_TIMEOUT
-                )
-            except subprocess.TimeoutExpired:
-                return {"error": f"timed out after {_CHILD_TIMEOUT}s"}
-        if not out.exists():
-            return {"error": "the benchmark process died: " + log.read_text()[-1500:]}
-        result = json.loads(out.read_text())
-    if "runs" not in result:
-        return result
-    summary: dict[str, Any] = {**summarize(result["runs"]), "runs": runs}
-    for name in ("peak_rss_mb", "children_peak_rss_mb"):
-        if name in result:
-            summary[name] = round(result[name], 1)
-    return summary
+        self.process = subprocess.Popen(
+            argv,
+            cwd=_REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self._answers: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.ready = self._answer() == "ready"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(PROTOCOL):
+                self._answers.put(json.loads(line[len(PROTOCOL) :]))
+            else:
+                self._log.write(line)
+        self._answers.put(None)  # the process closed its stdout: it ended
+
+    def _answer(self) -> Any:
+        try:
+            return self._answers.get(timeout=_CHILD_TIMEOUT)
+        except queue.Empty:
+            self.process.kill()
+            return None
+
+    def _send(self, command: str) -> bool:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+            return True
+        except (BrokenPipeError, ValueError):
+            return False
+
+    def run(self) -> bool:
+        """One measured run; False when the process did not answer (it failed; `finish` says why)."""
+        return self._send("run") and isinstance(self._answer(), dict)
+
+    def finish(self, runs: int) -> dict[str, Any]:
+        """Stop the process; its summary (medians, min, max, peak RSS), or why it was skipped or failed."""
+        self._send("close")
+        while self._answer() not in ("done", None):
+            pass
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+        if not self.out.exists():
+            return {
+                "error": "the benchmark process died: " + (self.out.parent / "child.log").read_text()[-1500:]
+            }
+        result = json.loads(self.out.read_text())
+        if "runs" not in result:
+            return result
+        if len(result["runs"]) < runs:
+            return {"error": f"the benchmark process stopped after {len(result['runs'])} of {runs} runs"}
+        summary: dict[str, Any] = {**summarize(result["runs"]), "runs": runs}
+        for name in ("peak_rss_mb", "children_peak_rss_mb"):
+            if name in result:
+                summary[name] = round(result[name], 1)
+        return summary
+
+
+def run_interleaved(
+    workload: str, variant: str, counts: Mapping[str, int], warmups: int
+) -> dict[str, dict[str, Any]]:
+    """Measure each framework's case in its own fresh process, alternating their runs: A, B, A, B, ...
+
+    The processes warm up one after the other, then the measured runs take turns, so a machine
+    whose load changes during the suite slows both sides alike and their ratio holds.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        children: dict[str, _Child] = {}
+        for framework in counts:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{workload}-")))
+            child = _Child(workload, framework, variant, warmups, workdir)
+            if child.ready:
+                children[framework] = child
+            else:
+                results[framework] = child.finish(counts[framework])
+        for index in range(max(counts.values(), default=0)):
+            for framework, child in list(children.items()):
+                if index < counts[framework] and not child.run():
+                    results[framework] = child.finish(counts[framework])
+                    del children[framework]
+        for framework, child in children.items():
+            results[framework] = child.finish(counts[framework])
+    return {framework: results[framework] for framework in counts}
 
 
 def _median(summary: Summary | None, metric: str) -> float | None:
@@ -106,12 +189,13 @@ def measure_workload(
             "description": workload.description,
             **({"params": workload.params} if workload.params else {}),
         }
+        counts: dict[str, int] = {}
         for framework in workload.frameworks:
             if workload.runs_for(framework, variant) and (not frameworks or framework in frameworks):
-                count = runs
+                counts[framework] = runs
                 if framework == workload.baseline and workload.baseline_runs is not None:
-                    count = min(runs, workload.baseline_runs)
-                line[framework] = run_case(workload.name, framework, variant, count, warmups)
+                    counts[framework] = min(runs, workload.baseline_runs)
+        line |= run_interleaved(workload.name, variant, counts, warmups)
         qmcp, baseline = line.get("qmcp"), line.get(workload.baseline)
         mine, theirs = _median(qmcp, workload.primary), _median(baseline, workload.primary)
         ratio = mine / theirs if mine is not None and theirs else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import MutableMapping
 from typing import Any
 
 __all__ = ["MASK", "has_password", "mask_url", "redact", "redact_log_values", "redact_secrets"]
@@ -57,7 +58,9 @@ def has_password(url: str) -> bool:
     return any(m["password"] not in ("", MASK) for m in _CREDENTIALS.finditer(url))
 
 
-def redact_log_values(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact_log_values(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """A structlog processor: string values of a log line with their URLs' passwords and API keys masked."""
     for key, value in event.items():
         if isinstance(value, str):

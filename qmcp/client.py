@@ -298,7 +298,8 @@ class _SseParser:
             if not self._data:
                 return None
             data, self._data = "\n".join(self._data), []
-            return json.loads(data)  # type: ignore[no-any-return]
+            event: dict[str, Any] = json.loads(data)
+            return event
         if line.startswith("data:"):
             self._data.append(line[5:].lstrip(" "))
         return None  # comments (keep-alives), ids and event names: the data holds what matters

@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QMCP_", extra="ignore", protected_namespaces=())
 
     database_url: str = DEFAULT_DATABASE_URL
+    auto_migrate: bool = True
+    """Upgrade a database's schema on its first use by this qmcp; off, such a database is refused until `qmcp db upgrade`."""
     model_override: str | None = None
     default_model: str = DEFAULT_MODEL
     log_level: str = "WARNING"

@@ -17,8 +17,8 @@ import contextvars
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any, TextIO
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -125,13 +125,13 @@ def log_context(**values: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to the `sys.stderr` of the moment: tests and the CLI's runner swap it."""
 
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -140,7 +140,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def _record_fields(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _record_fields(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: a `qmcp` record's event name, fields and ids as the line's keys."""
     record = event.get("_record")
     if record is not None and hasattr(record, "qmcp_event"):

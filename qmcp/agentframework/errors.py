@@ -25,6 +25,7 @@ __all__ = [
     "LeaseLostError",
     "MalformedOutputError",
     "MissingAPIKeyError",
+    "MissingExtraError",
     "MissingSlotError",
     "MixinError",
     "ModelError",
@@ -71,6 +72,10 @@ class MissingAPIKeyError(UserInputError):
 
 class ModelNotInstalledError(UserInputError):
     """A local model's runtime or weights are not installed."""
+
+
+class MissingExtraError(UserInputError):
+    """A feature needs an optional part of qmcp that is not installed (`pip install 'qmcp[EXTRA]'`)."""
 
 
 class NotFoundError(UserInputError):

@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from ._agents import agents_app
 from ._apply import apply
+from ._db import db_app
 from ._demo import demo
 from ._executions import executions_app
 from ._output import EXIT_INTERRUPTED, report_error, stderr
@@ -52,6 +53,7 @@ app = typer.Typer(
 app.add_typer(agents_app, name="agents")
 app.add_typer(executions_app, name="executions")
 app.add_typer(trust_app, name="trust")
+app.add_typer(db_app, name="db")
 app.command("apply")(apply)
 app.command("demo")(demo)
 app.command("serve")(serve)

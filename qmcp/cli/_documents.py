@@ -68,6 +68,7 @@ class _TeamLoader(yaml.SafeLoader):
                 problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=self.peek_event().start_mark
             )
         node = super().compose_node(parent, index)
+        assert node is not None  # there was an event to compose: it makes a node
         self._depth -= 1
         if isinstance(node, yaml.SequenceNode):
             size = 1 + sum(self._sizes[id(child)] for child in node.value)
@@ -148,7 +149,8 @@ def parse_document(label: str, text: str, *, is_json: bool = False) -> Any:
         ) from None
     except _Refused as error:
         mark = error.problem_mark
-        raise UserInputError(f"{label}: line {mark.line + 1}: {error.problem}") from None
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise UserInputError(f"{label}: {where}{error.problem}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

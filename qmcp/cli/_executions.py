@@ -244,7 +244,7 @@ def cost(
 
     async def fetch() -> Any:
         async with open_database(state) as db:
-            return await db.cost_report(since=start, by=by)  # type: ignore[arg-type]
+            return await db.cost_report(since=start, by=by)
 
     report = asyncio.run(fetch())
     if state.json_output(output_format):

@@ -15,7 +15,9 @@ __all__ = ["mcp_stdio", "serve"]
 def _missing_server() -> typer.Exit:
     from ._output import EXIT_USAGE, stderr
 
-    stderr().print("error: the server needs FastAPI and uvicorn: pip install 'qmcp[server]'")
+    stderr().print(
+        "error: the server needs FastAPI, uvicorn and the MCP SDK: pip install 'qmcp[server]'", markup=False
+    )
     return typer.Exit(EXIT_USAGE)
 
 

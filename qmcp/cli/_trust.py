@@ -54,7 +54,7 @@ def trust_topology(
     """Trust every agent of topologies, and of the sub-topologies a compound runs, as stored now."""
 
     async def collect(db: Database) -> list[AgentType]:
-        from qmcp.agentframework.models import TopologyType
+        from qmcp.agentframework.models import CompoundConfig
         from qmcp.agentframework.topologies import referenced_topologies
 
         agents: dict[str, AgentType] = {}
@@ -68,8 +68,9 @@ def trust_topology(
             topology, slots = await db.get_topology(name)
             for agent in slots.values():
                 agents.setdefault(agent.name, agent)
-            if topology.topology_type == TopologyType.COMPOUND:
-                pending += referenced_topologies(topology.parsed_config)
+            config = topology.parsed_config
+            if isinstance(config, CompoundConfig):
+                pending += referenced_topologies(config)
         return list(agents.values())
 
     _trust(ctx, collect, output_format)

@@ -61,7 +61,8 @@ class ServerState:
 
 
 def _state(request: Request) -> ServerState:
-    return request.app.state.qmcp  # type: ignore[no-any-return]
+    state: ServerState = request.app.state.qmcp
+    return state
 
 
 def _db(request: Request) -> Database:

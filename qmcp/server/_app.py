@@ -59,7 +59,7 @@ class ServerOptions:
             "host": current.host,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # values of Settings' fields, which have these types
 
 
 def _version() -> str:

@@ -63,6 +63,7 @@ class EventHub:
 
 def step_event(event: StepEvent | ExecutionStep) -> dict[str, Any]:
     """A step event as streamed: from a running runner (`StepEvent`) or a recorded row."""
+    kind: str
     if isinstance(event, StepEvent):
         kind, attempts = event.kind, None
         agent = event.agent_name

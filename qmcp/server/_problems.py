@@ -82,7 +82,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"])
         return problem(
-            422, f"{where}: {first['msg']}" if where else first["msg"], kind="validation", errors=errors
+            422, f"{where}: {first['msg']}" if where else str(first["msg"]), kind="validation", errors=errors
         )
 
     @app.exception_handler(StarletteHTTPException)

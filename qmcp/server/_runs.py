@@ -204,7 +204,7 @@ class RunManager:
 
     def database(self) -> contextlib.AbstractAsyncContextManager[Database]:
         """The server's open database, else one opened for the caller."""
-        return contextlib.nullcontext(self.db) if self.db is not None else Database(self.db_url)  # type: ignore[return-value]
+        return contextlib.nullcontext(self.db) if self.db is not None else Database(self.db_url)
 
     def active(self) -> list[uuid.UUID]:
         return list(self._active)

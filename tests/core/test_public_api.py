@@ -128,3 +128,70 @@ def test_import_qmcp_stays_light():
     code = "import sys, qmcp; print(sorted(m for m in ('pydantic_ai', 'sqlalchemy', 'metaflow', 'xllamacpp') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+ROOT_EXPORTS = [
+    "AgentConfig",
+    "AgentRole",
+    "AgentType",
+    "AsyncRunner",
+    "BaseMixin",
+    "BaseRunner",
+    "BaseTopology",
+    "ChainOfCommandConfig",
+    "CompoundConfig",
+    "CrossCheckConfig",
+    "Database",
+    "DebateConfig",
+    "DelegationConfig",
+    "EnsembleConfig",
+    "Execution",
+    "ExecutionStatus",
+    "LocalRunner",
+    "MetaflowRunner",
+    "ModelConfig",
+    "Models",
+    "PipelineConfig",
+    "QmcpError",
+    "RunConfig",
+    "RunError",
+    "RunResult",
+    "StepContext",
+    "Topology",
+    "TopologyType",
+    "UserInputError",
+    "__version__",
+    "close_engines",
+    "mixin",
+    "register_model",
+    "runner",
+    "topology",
+]
+
+
+def test_the_package_root_exports_a_small_curated_surface():
+    """`from qmcp import ...` is the first run's one import: the same objects as their layers'."""
+    import qmcp
+    from qmcp.agentframework import errors, llm, mixins, store, topologies
+
+    assert sorted(qmcp.__all__) == ROOT_EXPORTS
+    layers = (models, runners, store, topologies, mixins, llm, errors)
+    for name in qmcp.__all__:
+        if name == "__version__":
+            continue
+        owners = [layer for layer in layers if name in getattr(layer, "__all__", ())]
+        assert owners and getattr(qmcp, name) is getattr(owners[0], name), name
+    assert set(dir(qmcp)) >= set(qmcp.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = qmcp.nope  # type: ignore[attr-defined]
+
+
+def test_the_package_root_imports_its_exports_lazily():
+    code = (
+        "import sys, qmcp\n"
+        "light = not any(m in sys.modules for m in ('sqlalchemy', 'pydantic_ai', 'qmcp.agentframework.runners'))\n"
+        "from qmcp import LocalRunner, AsyncRunner, MetaflowRunner, RunConfig, RunResult, AgentType, AgentConfig, Topology, Models\n"
+        "print(light, 'metaflow' in sys.modules, LocalRunner.__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "qmcp.agentframework.runners._local"]

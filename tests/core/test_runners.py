@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from sqlmodel import SQLModel
 
 from qmcp.agentframework.errors import (
     InvalidConfigError,
@@ -18,7 +17,7 @@ from qmcp.agentframework.errors import (
     UnknownModelError,
     UserInputError,
 )
-from qmcp.agentframework.models import EnsembleConfig, ExecutionStatus, Topology, TopologyType
+from qmcp.agentframework.models import EnsembleConfig, ExecutionStatus, Topology, TopologyType, metadata
 from qmcp.agentframework.runners import (
     AsyncRunner,
     BaseRunner,
@@ -151,7 +150,7 @@ async def _row_counts(url: str) -> dict[str, int]:
     async with Database(url) as db, db.sessions() as session:
         return {
             name: (await session.exec(select(func.count()).select_from(table))).one()
-            for name, table in SQLModel.metadata.tables.items()
+            for name, table in metadata.tables.items()
         }
 
 

@@ -233,7 +233,7 @@ def parse_rate_limits(text: str) -> dict[str, RateLimit]:
 def _rate(value: object) -> float | None:
     if value is None or (isinstance(value, str) and value.strip() in ("", "-")):
         return None
-    rate = float(value)  # type: ignore[arg-type]
+    rate = float(value)  # type: ignore[arg-type]  # any value: what float() refuses is the caller's one-line error
     if not math.isfinite(rate) or rate <= 0:
         raise ValueError(f"a rate must be a positive number, not {value!r}")
     return rate

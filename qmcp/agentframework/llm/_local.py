@@ -112,9 +112,14 @@ def resolve_local_weights(spec: str) -> Path:
 
 
 def _require_runtime() -> None:
-    if importlib.util.find_spec(RUNTIME_PACKAGE) is None:
+    """The runtime is found, not imported: a model that is never called costs nothing."""
+    try:
+        found = importlib.util.find_spec(RUNTIME_PACKAGE)
+    except ValueError:  # None in sys.modules: importing it is refused
+        found = None
+    if found is None:
         raise ModelNotInstalledError(
-            f"local models need the llama.cpp runtime: pip install {RUNTIME_PACKAGE}"
+            f"local models need the llama.cpp runtime ({RUNTIME_PACKAGE}): pip install 'qmcp[local]'"
         )
 
 
@@ -330,7 +335,7 @@ class LocalModel(Model):
             body["stop"] = list(stop)
         for key in ("top_p", "top_k", "presence_penalty", "frequency_penalty"):
             if key in settings:
-                body[key] = settings[key]  # type: ignore[literal-required]
+                body[key] = settings[key]
         if params.output_mode in ("native", "prompted"):  # llama.cpp turns the schema into a grammar
             schema = params.output_object.json_schema if params.output_object is not None else None
             body["response_format"] = (
@@ -354,10 +359,12 @@ class LocalModel(Model):
                     chat.append(self._request_part(part))
             elif isinstance(message, ModelResponse):
                 text = "".join(part.content for part in message.parts if isinstance(part, TextPart))
-                for part in message.parts:
-                    if not isinstance(part, TextPart | ThinkingPart):  # earlier reasoning is not sent back
+                for reply_part in message.parts:
+                    if not isinstance(
+                        reply_part, TextPart | ThinkingPart
+                    ):  # earlier reasoning is not sent back
                         raise PermanentModelError(
-                            f"local model {self._spec!r} cannot replay a {type(part).__name__}",
+                            f"local model {self._spec!r} cannot replay a {type(reply_part).__name__}",
                             model=self.model_id,
                         )
                 if text:

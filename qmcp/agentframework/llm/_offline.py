@@ -160,7 +160,8 @@ FAILURE_KINDS = ("rate_limit", "overloaded", "server_error", "timeout", "disconn
 
 def _raise_failure(kind: str, model_name: str) -> None:
     """Raise the pydantic-ai error a real provider adapter raises for this kind of failure."""
-    http = {
+    # Each a category `for_category` takes; as a dict mypy would join them to their common base.
+    http: dict[str, tuple[Any, int, dict[str, str] | None]] = {
         "rate_limit": (ModelRateLimitError, 429, {"retry-after": "0.01"}),
         "overloaded": (ModelOverloadedError, 529, None),
         "server_error": (ModelServerError, 503, None),

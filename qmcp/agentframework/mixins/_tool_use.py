@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, PydanticUserEr
 from pydantic_core import to_jsonable_python
 
 from ...observability import get_logger
-from ..errors import MixinError
+from .._extras import require
+from ..errors import MissingExtraError, MixinError
 from ..llm import ToolSpec
 from ._base import BaseMixin, MixinContext, RunResources, mixin
 from ._structured_output import import_object, parse_options, validate_options
@@ -242,9 +243,9 @@ async def _connect(
     spec: _StdioServer | _HttpServer, resources: RunResources, wait_seconds: float
 ) -> _McpServer:
     try:
-        import mcp  # noqa: F401
-    except ImportError:
-        raise MixinError("MCP servers need the MCP SDK: pip install 'mcp>=2.3'") from None
+        require("mcp", extra="mcp", feature="tool_use with MCP servers", load=False)
+    except MissingExtraError as error:
+        raise MixinError(str(error)) from None
     environment = spec.environment() if isinstance(spec, _StdioServer) else None
     opened: asyncio.Future[_McpServer] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()

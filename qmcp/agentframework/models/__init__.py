@@ -1,6 +1,7 @@
 """Tables and schemas: agents, topologies, executions, steps, and the model registry."""
 
 from ._agent import AgentConfig, AgentType
+from ._base import TableModel, metadata, table_of
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
 from ._execution import Execution, ExecutionStep
 from ._human import HumanRequest, HumanRequestStatus, HumanRequestType, HumanResponse, gate_request_id
@@ -57,6 +58,7 @@ __all__ = [
     "Models",
     "PipelineConfig",
     "StepStatus",
+    "TableModel",
     "ToolInvocation",
     "Topology",
     "TopologyConfig",
@@ -67,7 +69,9 @@ __all__ = [
     "config_class_for",
     "describe_validation_error",
     "gate_request_id",
+    "metadata",
     "nul_field",
     "nul_message",
     "storable_text",
+    "table_of",
 ]

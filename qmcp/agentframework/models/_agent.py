@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, ValidationError, field_validator, model_validator
 from sqlmodel import JSON, Field, SQLModel
 
+from ._base import TableModel
 from ._enums import AgentCapability, AgentRole
 from ._model_config import ModelConfig
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
@@ -29,7 +30,7 @@ class AgentConfig(SQLModel):
     None means the configured default model (`QMCP_DEFAULT_MODEL`).
     """
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)  # type: ignore[assignment]  # SQLModel's type for it extends ConfigDict
 
     model: str | None = Field(default=None, min_length=1, max_length=300)
     model_config_obj: ModelConfig | None = None
@@ -77,7 +78,7 @@ class AgentConfig(SQLModel):
         return self
 
 
-class AgentType(SQLModel, table=True):
+class AgentType(TableModel, table=True):
     """A named agent: a role, a description and an `AgentConfig` (as JSON)."""
 
     __tablename__ = "agent_types"

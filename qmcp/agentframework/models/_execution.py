@@ -12,15 +12,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
+from sqlmodel import JSON, Field, UniqueConstraint
 
 from ._agent import utcnow
+from ._base import TableModel
 from ._enums import ExecutionStatus, StepStatus
 
 __all__ = ["Execution", "ExecutionStep"]
 
 
-class Execution(SQLModel, table=True):
+class Execution(TableModel, table=True):
     __tablename__ = "executions"
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -61,7 +62,7 @@ class Execution(SQLModel, table=True):
     duration_ms: int | None = None
 
 
-class ExecutionStep(SQLModel, table=True):
+class ExecutionStep(TableModel, table=True):
     """One agent call, keyed by its deterministic path `key` inside the execution."""
 
     __tablename__ = "execution_steps"

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlmodel import JSON, Field, SQLModel
+from sqlmodel import JSON, Field
 
 from ._agent import utcnow
+from ._base import TableModel
 
 __all__ = ["HumanRequest", "HumanRequestStatus", "HumanRequestType", "HumanResponse", "gate_request_id"]
 
@@ -37,7 +38,7 @@ def gate_request_id(execution_id: uuid.UUID, key: str) -> str:
     return f"{execution_id}:{key}"
 
 
-class HumanRequest(SQLModel, table=True):
+class HumanRequest(TableModel, table=True):
     """A question for a person: approve or reject (`options`), or answer in free text."""
 
     __tablename__ = "human_requests"
@@ -68,7 +69,7 @@ class HumanRequest(SQLModel, table=True):
         return None if timeout_seconds is None else created_at + timedelta(seconds=timeout_seconds)
 
 
-class HumanResponse(SQLModel, table=True):
+class HumanResponse(TableModel, table=True):
     """The answer to a `HumanRequest` (at most one per request)."""
 
     __tablename__ = "human_responses"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import JSON, Field, SQLModel
+from sqlmodel import JSON, Field
 
 from ._agent import utcnow
+from ._base import TableModel
 
 __all__ = ["AgentMemory"]
 
 
-class AgentMemory(SQLModel, table=True):
+class AgentMemory(TableModel, table=True):
     """One remembered fact. Keyed by agent name (not id) so a redefined agent keeps its memory."""
 
     __tablename__ = "agent_memories"

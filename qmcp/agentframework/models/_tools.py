@@ -7,9 +7,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlmodel import JSON, Field, SQLModel
+from sqlmodel import JSON, Field
 
 from ._agent import utcnow
+from ._base import TableModel
 
 __all__ = ["InvocationStatus", "ToolInvocation"]
 
@@ -20,7 +21,7 @@ class InvocationStatus(StrEnum):
     FAILED = "failed"
 
 
-class ToolInvocation(SQLModel, table=True):
+class ToolInvocation(TableModel, table=True):
     __tablename__ = "tool_invocations"
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=64)

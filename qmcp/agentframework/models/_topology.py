@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
+from sqlalchemy import String
+from sqlmodel import JSON, Field, UniqueConstraint
 
 from ._agent import utcnow
+from ._base import TableModel
 from ._enums import TopologyType
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
@@ -124,7 +126,7 @@ def config_class_for(topology_type: TopologyType | str) -> type[TopologyConfig]:
     return _CONFIGS[TopologyType(topology_type)]
 
 
-class Topology(SQLModel, table=True):
+class Topology(TableModel, table=True):
     """A named topology: its type and its config (as JSON). Agents join through `TopologyMembership`."""
 
     __tablename__ = "topologies"
@@ -132,7 +134,8 @@ class Topology(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=64)
     description: str = Field(default="", max_length=10_000)
-    topology_type: TopologyType
+    topology_type: TopologyType = Field(sa_type=String(64))
+    """Stored as its name's text (`pipeline`), not a database enum: types are open (migration 0002)."""
     config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -183,7 +186,7 @@ class Topology(SQLModel, table=True):
         }
 
 
-class TopologyMembership(SQLModel, table=True):
+class TopologyMembership(TableModel, table=True):
     """Which agent fills which slot of a topology; `position` orders sequential slots."""
 
     __tablename__ = "topology_memberships"

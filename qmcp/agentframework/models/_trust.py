@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
+from sqlmodel import JSON, Field, UniqueConstraint
 
 from ._agent import utcnow
+from ._base import TableModel
 
 __all__ = ["TrustRecord"]
 
 
-class TrustRecord(SQLModel, table=True):
+class TrustRecord(TableModel, table=True):
     __tablename__ = "trust_records"
     __table_args__ = (UniqueConstraint("agent_name", "sha256"),)
 

@@ -294,7 +294,7 @@ class BaseRunner:
         implementation = TopologyRegistry.create(topology.topology_type, topology.config)
         for model, limit in (config.rate_limits or {}).items():  # for the whole process, from now on
             llm.rate_limits().configure(model, llm.RateLimit(limit.rpm, limit.tpm))
-        ctx = step_context(
+        ctx: StepContext = step_context(
             db,
             execution,
             agents,
@@ -478,7 +478,7 @@ def step_context(
     *,
     scheduler: Scheduler,
     model_override: str | None,
-    context_class: type[C] = StepContext,  # type: ignore[assignment]
+    context_class: type[C] = StepContext,  # type: ignore[assignment]  # mypy cannot check a TypeVar's default value
     **extra: Any,
 ) -> C:
     """The `StepContext` an attempt at `execution` gives its topology code, as `config` asks.

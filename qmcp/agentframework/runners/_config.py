@@ -1,4 +1,4 @@
-"""`RunConfig` and `RunResult`, exactly as the seed names them, plus a few useful extras."""
+"""`RunConfig` and `RunResult`: the documented run options and result fields, then qmcp's extras."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class RateLimitConfig(BaseModel):
 class RunConfig(SQLModel):
     """Configuration for a topology run."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())  # type: ignore[assignment]  # SQLModel's type for it extends ConfigDict
 
     correlation_id: str | None = Field(default=None, max_length=200)
     timeout_seconds: int = Field(default=3600, gt=0, le=7 * 86_400)
@@ -36,7 +36,7 @@ class RunConfig(SQLModel):
     log_level: str = "INFO"
     trace_enabled: bool = True
     metrics_enabled: bool = True
-    # Extras beyond the seed.
+    # Extras beyond the original interface.
     model_override: str | None = Field(default=None, description="Swap every agent's model for this run.")
     max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
     retry_backoff_seconds: float = Field(
@@ -96,7 +96,7 @@ class RunResult(SQLModel):
     runner_type: str
     topology_name: str
     correlation_id: str | None
-    # Extras beyond the seed.
+    # Extras beyond the original interface.
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0

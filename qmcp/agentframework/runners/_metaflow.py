@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...observability import trace_environment, tracer
+from .._extras import require
 from ..errors import InvalidConfigError
 from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology
 from ..store import Database, Lease, StepRecord, is_sqlite
@@ -102,6 +103,7 @@ def export_flow(
 
     What `qmcp agents topologies export NAME --metaflow DIR` calls.
     """
+    require("metaflow", extra="metaflow", feature="exporting a Metaflow flow", load=False)
     team = _team(topology, agents)
     path = Path(directory) / flow_file_name(team.topology.name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +137,7 @@ class MetaflowRunner(BaseRunner):
         on_event: EventHandler | None = None,
         origin: str = "python",
     ) -> None:
+        require("metaflow", extra="metaflow", feature="the Metaflow runner", load=False)
         super().__init__(config=config, db_url=db_url, on_event=on_event, origin=origin)
         if environment not in ENVIRONMENTS:
             raise InvalidConfigError(
@@ -223,7 +226,7 @@ class MetaflowRunner(BaseRunner):
         resume_hint = f"resume with: qmcp executions resume {execution.id}"
         reporter = await _StepReporter.start(db, execution.id, self.on_event) if self.on_event else None
         work = asyncio.create_task(_launch(argv, self._environ(lease.token)))
-        self._attempts[execution.id] = _Attempt(work, lease)  # type: ignore[arg-type]
+        self._attempts[execution.id] = _Attempt(work, lease)
         stopped: tuple[ExecutionStatus, str] | None = None
         try:
             async with lease.kept(on_stop=work.cancel), asyncio.timeout(config.timeout_seconds):

@@ -135,7 +135,8 @@ def _check_json(input_data: Any) -> dict[str, Any]:
         field = nul_field(input_data, "input_data")
         if field is not None:
             raise UserInputError(nul_message(field))
-    return json.loads(encoded)
+    decoded: dict[str, Any] = json.loads(encoded)
+    return decoded
 
 
 def prepare_team(

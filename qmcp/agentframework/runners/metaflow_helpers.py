@@ -316,7 +316,8 @@ async def _run_code(
 ) -> dict[str, Any]:
     with log_context(execution_id=str(ctx.execution_id), correlation_id=correlation_id):
         async with ctx.resources.exit_stack:
-            return await implementation.run(ctx, dict(input_data))
+            output: dict[str, Any] = await implementation.run(ctx, dict(input_data))
+            return output
 
 
 def _cancelled(execution_id: uuid.UUID) -> RunCancelledError:
@@ -516,7 +517,7 @@ def _run_started(run: str | None) -> datetime | None:
         from metaflow import Run, namespace
 
         namespace(None)
-        created = Run(run).created_at
+        created: datetime = Run(run).created_at
     except Exception:  # no metadata service or run record: the execution starts now
         return None
     return created.astimezone(UTC)  # Metaflow gives local time without a zone

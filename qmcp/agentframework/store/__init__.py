@@ -9,6 +9,8 @@ from ._engine import (
     engine_cache,
     ensure_schema,
     is_sqlite,
+    migrate,
+    schema_revision,
     storage_errors,
 )
 from ._executions import (
@@ -24,12 +26,14 @@ from ._executions import (
     owner_state,
 )
 from ._memory import MemoryStore, Recollection
+from ._migrate import HEAD as SCHEMA_HEAD
 from ._reports import COST_GROUPS, CostLine, CostReport
 from ._steps import MemoryStepStore, SqlStepStore, StepRecord, StepStore
 from ._trust import add_trust, trust_history, trusted_digests
 
 __all__ = [
     "COST_GROUPS",
+    "SCHEMA_HEAD",
     "TRANSITIONS",
     "Action",
     "CancelOutcome",
@@ -56,7 +60,9 @@ __all__ = [
     "engine_cache",
     "ensure_schema",
     "is_sqlite",
+    "migrate",
     "owner_state",
+    "schema_revision",
     "storage_errors",
     "trust_history",
     "trusted_digests",

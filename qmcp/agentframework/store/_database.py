@@ -111,13 +111,13 @@ class Database:
     async def _execute(self, statement: Executable) -> int:
         """Run one write statement in a transaction of its own; returns the rows it touched."""
         result = await self._write(lambda session: session.connection().execute(statement))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount)
 
     # -- agents -------------------------------------------------------------------------------
 
     async def get_agent(self, name: str) -> AgentType:
         found = await self._all(select(AgentType).where(AgentType.name == name))
-        agent = found[0] if found else None
+        agent: AgentType | None = found[0] if found else None
         if agent is None:
             raise NotFoundError(f"agent {name!r} not found; list them with: qmcp agents list")
         return agent
@@ -186,7 +186,7 @@ class Database:
                 ).all()
             )
             topologies = session.scalars(select(Topology).order_by(col(Topology.name))).all()
-            return [(t, counts.get(t.id, 0)) for t in topologies]
+            return [(t, counts.get(t.id, 0) if t.id is not None else 0) for t in topologies]
 
         return await self._read(read)
 
@@ -315,7 +315,9 @@ class Database:
 
     async def list_steps(self, execution_id: uuid.UUID) -> Sequence[ExecutionStep]:
         query = (
-            select(ExecutionStep).where(ExecutionStep.execution_id == execution_id).order_by(ExecutionStep.id)
+            select(ExecutionStep)
+            .where(ExecutionStep.execution_id == execution_id)
+            .order_by(col(ExecutionStep.id))
         )
         return await self._all(query)
 
@@ -424,7 +426,7 @@ class Database:
                 )
                 .values(status=HumanRequestStatus.RESPONDED)
             )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult, typed Result
                 return False
             session.add(answer)
             return True
@@ -484,7 +486,7 @@ def _save_team(
     by_name = _upsert_agents(session, list(unique.values()))
     stored = _upsert_topology(session, topology)
     assert stored.id is not None
-    ids = {name: agent.id for name, agent in by_name.items()}
+    ids = {name: agent.id for name, agent in by_name.items() if agent.id is not None}  # all: flushed
     wanted = [(slot, ids[agent.name], position) for position, (slot, agent) in enumerate(agents.items())]
     current = session.execute(
         select(TopologyMembership.slot_name, TopologyMembership.agent_id, TopologyMembership.position)

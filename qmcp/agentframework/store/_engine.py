@@ -1,6 +1,6 @@
 """Database engines: SQLite (WAL, busy timeout) by default, PostgreSQL through asyncpg.
 
-Tables are created on first use of a URL in a process (again if its SQLite file was deleted and
+The schema is brought to this qmcp's revision on first use of a URL in a process (again if its SQLite file was deleted and
 made anew). A URL that cannot work (no such directory, not a database, a read-only file, no server
 answering) is one `DatabaseUnavailableError` naming it, password masked. Databases open at the same time on one
 URL in one event loop share one engine (one connection pool): 100 concurrent runs must not hold
@@ -27,15 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import pydantic_core
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlmodel import SQLModel
 
 from ..._redact import mask_url
+from ...config import settings
+from .._extras import require
 from ..errors import DatabaseUnavailableError, InvalidConfigError, StorageError
+from ._migrate import HEAD, behind, check_known, current_revision, read_revision, upgrade
 from ._storable import store_nul_safely
 
 __all__ = [
@@ -50,7 +52,9 @@ __all__ = [
     "inline_engine",
     "is_locked",
     "is_sqlite",
+    "migrate",
     "release_engine",
+    "schema_revision",
     "storage_errors",
 ]
 
@@ -163,6 +167,7 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(parsed, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000}, **JSON_CODEC)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    require("asyncpg", extra="postgres", feature="PostgreSQL", load=False)
     return store_nul_safely(
         create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, **JSON_CODEC)
     )
@@ -190,7 +195,8 @@ class EngineCache:
             idle = self.idle.get(url)
             entry = self.in_use[key] = [idle.pop() if idle else create_engine(url), 0]
         entry[1] += 1
-        return entry[0]
+        engine: AsyncEngine = entry[0]
+        return engine
 
     async def release(self, url: str, engine: AsyncEngine) -> None:
         """Drop one user of `engine`; the last one closes its connections and keeps it idle."""
@@ -316,12 +322,13 @@ def _inline_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 async def ensure_schema(engine: AsyncEngine) -> None:
-    """Create the tables once per URL per process; safe when several processes race to do it.
+    """Bring the database to this qmcp's schema once per URL per process (see `_migrate.py`).
 
-    A SQLite file deleted and made anew since is a new database: its tables are created again, and
-    connections kept open on the deleted file are closed. Within a process, the first runs on a new
-    URL create them one at a time (concurrent `CREATE TABLE`s on one SQLite file fail with "already
-    exists" more often than the retries below absorb).
+    A database at the head revision costs one query. One behind (new, made before migrations, or
+    by an older qmcp) is upgraded, unless `QMCP_AUTO_MIGRATE=0`: then it is refused with one line
+    naming `qmcp db upgrade`. A SQLite file deleted and made anew since is a new database: it is
+    checked again, and connections kept open on the deleted file are closed. Within a process, the
+    first runs on a new URL check it one at a time.
     """
     cache = engine_cache()
     key = engine.url.render_as_string(hide_password=False)
@@ -340,36 +347,62 @@ async def _ensure_schema(engine: AsyncEngine, cache: EngineCache) -> None:
         if path is None or (identity is not None and cache.schema_ready[key] == identity):
             return
         cache.forget_file(key)
-    from .. import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+    _check_directory(path, key)
+    try:
+        async with engine.begin() as conn:
+            revision = await conn.run_sync(read_revision)
+            if (
+                revision == HEAD and path is not None
+            ):  # a write that changes nothing: a read-only file fails here, not mid-run
+                await conn.exec_driver_sql("DELETE FROM executions WHERE 0")
+        if revision != HEAD:
+            check_known(revision, key)
+            if not settings().auto_migrate:
+                raise behind(revision, key)
+            await upgrade(key, engine=engine)
+    except (DBAPIError, OSError) as error:  # OSError: the server refused or is unreachable
+        raise _unavailable(key, error) from None
+    cache.schema_ready[key] = _identity(path)
 
+
+def _check_directory(path: str | None, url: str) -> None:
     if path is not None and not Path(path).parent.is_dir():
         raise DatabaseUnavailableError(
-            f"cannot open the database {mask_url(key)}: the directory {Path(path).parent} does not exist"
+            f"cannot open the database {mask_url(url)}: the directory {Path(path).parent} does not exist"
         )
-    for attempt in range(3):
+
+
+def _no_file(path: str | None) -> bool:
+    return path is not None and not Path(path).exists()
+
+
+async def migrate(url: str, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade the database at `url` to `revision` (`qmcp db upgrade`); its revision before and after."""
+    engine = create_engine(url)
+    try:
+        _check_directory(_sqlite_file(engine), url)
         try:
-            async with engine.begin() as conn:
-                if engine.dialect.name == "postgresql":
-                    # CREATE TYPE/TABLE race between processes: create the schema one at a time.
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(7170000)"))
-                await conn.run_sync(SQLModel.metadata.create_all)
-                missing = await conn.run_sync(_missing_columns)
-                if path is not None:  # a write that changes nothing: a read-only file fails here, not mid-run
-                    await conn.exec_driver_sql("DELETE FROM executions WHERE 0")
-            break
-        except DBAPIError as error:
-            # Another process created a table between our check and our CREATE: check again.
-            if ("already exists" not in str(error) and "duplicate key" not in str(error)) or attempt == 2:
-                raise _unavailable(key, error) from None
-        except OSError as error:  # the server refused or is unreachable
-            raise _unavailable(key, error) from None
-    if missing:
-        raise InvalidConfigError(
-            f"the database at {engine.url.render_as_string(hide_password=True)} was made by an older qmcp "
-            f"(missing {', '.join(missing[:3])}); use a new database file or URL (there are no migrations "
-            "before the first release)"
-        )
-    cache.schema_ready[key] = _identity(path)
+            return await upgrade(url, revision, engine=engine)
+        except (DBAPIError, OSError) as error:
+            raise _unavailable(url, error) from None
+    finally:
+        await engine.dispose()
+
+
+async def schema_revision(url: str) -> str | None:
+    """The schema revision of the database at `url` (`qmcp db current`); None before its first upgrade."""
+    engine = create_engine(url)
+    try:
+        path = _sqlite_file(engine)
+        _check_directory(path, url)
+        if _no_file(path):
+            return None  # asking makes no file
+        try:
+            return await current_revision(engine)
+        except (DBAPIError, OSError) as error:
+            raise _unavailable(url, error) from None
+    finally:
+        await engine.dispose()
 
 
 def _unavailable(url: str, error: BaseException) -> DatabaseUnavailableError:
@@ -386,13 +419,3 @@ def _unavailable(url: str, error: BaseException) -> DatabaseUnavailableError:
     if reason is None and isinstance(cause, OSError | ConnectionError):
         reason = f"no database server answers there ({text_})"
     return DatabaseUnavailableError(f"cannot open the database {mask_url(url)}: {reason or text_}")
-
-
-def _missing_columns(conn: Any) -> list[str]:
-    """Columns this qmcp needs that existing tables lack (tables created by an older version)."""
-    inspector = inspect(conn)
-    missing = []
-    for table in SQLModel.metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing += [f"{table.name}.{column.name}" for column in table.columns if column.name not in present]
-    return missing

@@ -293,7 +293,7 @@ class Lease:
         self.cancel_requested = False
         self.ended = False
         self._renewed = time.monotonic()
-        self._on_stop: Callable[[], None] | None = None
+        self._on_stop: Callable[[], object] | None = None
 
     @property
     def token(self) -> str:
@@ -333,7 +333,7 @@ class Lease:
             raise LeaseLostError(self.lost)
 
     @contextlib.asynccontextmanager
-    async def kept(self, on_stop: Callable[[], None] | None = None) -> AsyncIterator[Lease]:
+    async def kept(self, on_stop: Callable[[], object] | None = None) -> AsyncIterator[Lease]:
         """Heartbeat while the block runs; `on_stop` is called once a cancel arrives or the lease is lost.
 
         The heartbeat is stopped between renewals, never cancelled in the middle of one.

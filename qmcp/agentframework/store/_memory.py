@@ -102,7 +102,7 @@ class MemoryStore:
     def freshness(self, memory: AgentMemory, now: datetime | None = None) -> float:
         """1.0 for a memory used just now, halving every `half_life_days` since its last use."""
         age = (_aware(now or self.clock()) - _aware(memory.last_accessed_at)).total_seconds()
-        return 0.5 ** (max(age, 0.0) / 86_400 / self.half_life_days)
+        return float(0.5 ** (max(age, 0.0) / 86_400 / self.half_life_days))
 
     def score(self, memory: AgentMemory, now: datetime | None = None) -> float:
         """Importance × freshness: what a memory is worth without a query (used by `prune`)."""

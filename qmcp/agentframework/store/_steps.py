@@ -37,7 +37,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import LeaseLostError
-from ..models import Execution, ExecutionStep, StepStatus
+from ..models import Execution, ExecutionStep, StepStatus, table_of
 from ..models._agent import utcnow
 from ._engine import JSON_CODEC, is_locked
 
@@ -101,7 +101,7 @@ class MemoryStepStore(StepStore):
         self.records[(record.execution_id, record.key)] = record
 
 
-_COLUMNS = [c.name for c in ExecutionStep.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+_COLUMNS = [c.name for c in table_of(ExecutionStep).columns if c.name != "id"]
 _row = operator.attrgetter(*_COLUMNS)
 """A record's row as a tuple in `_COLUMNS` order, taken when it is saved (the record may change)."""
 
@@ -111,7 +111,7 @@ def _upsert(dialect_name: str) -> Any:
     """Insert a step row, or replace the row of the same (execution, key); built once per dialect."""
     # the dialect's module, imported when its engine is in use: PostgreSQL's costs 30 ms to load
     insert = importlib.import_module(f"sqlalchemy.dialects.{dialect_name}").insert
-    statement = insert(ExecutionStep.__table__)  # type: ignore[attr-defined]
+    statement = insert(table_of(ExecutionStep))
     return statement.on_conflict_do_update(
         index_elements=["execution_id", "key"],
         set_={name: statement.excluded[name] for name in _COLUMNS if name not in ("execution_id", "key")},
@@ -135,7 +135,7 @@ def _sqlite_upsert() -> tuple[str, list[int], list[tuple[int, Any]]]:
     dialect = sqlite.dialect(**JSON_CODEC)
     compiled = _upsert("sqlite").compile(dialect=dialect, column_keys=_COLUMNS)
     names = list(compiled.positiontup)
-    columns = ExecutionStep.__table__.columns  # type: ignore[attr-defined]
+    columns = table_of(ExecutionStep).columns
     converters = [
         (position, columns[name].type.bind_processor(dialect)) for position, name in enumerate(names)
     ]
@@ -151,7 +151,7 @@ class SqlStepStore(StepStore):
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._table = ExecutionStep.__table__  # type: ignore[attr-defined]
+        self._table = table_of(ExecutionStep)
         self._upsert = _upsert(engine.dialect.name)
         path = engine.url.database
         self._sqlite = (
@@ -162,7 +162,7 @@ class SqlStepStore(StepStore):
         self._pending: list[tuple[_Item, asyncio.Future[None]]] = []
         self._writing: set[asyncio.Future[Any]] = set()
         self._writer: asyncio.Task[None] | None = None
-        self._executions = Execution.__table__.c  # type: ignore[attr-defined]
+        self._executions = table_of(Execution).c
 
     async def completed_steps(self, execution_id: uuid.UUID) -> dict[str, StepRecord]:
         query = select(*[self._table.c[name] for name in _COLUMNS]).where(
@@ -266,7 +266,9 @@ class _SqliteWriter:
 
     def __init__(self, path: str) -> None:
         self._sql, self._order, self._convert = _sqlite_upsert()
-        self._uuid = ExecutionStep.__table__.c.execution_id.type.bind_processor(sqlite.dialect())  # type: ignore[attr-defined]
+        uuid_text = table_of(ExecutionStep).c.execution_id.type.bind_processor(sqlite.dialect())
+        assert uuid_text is not None  # SQLite keeps a UUID as its 32 hex digits
+        self._uuid = uuid_text
         self._path = path
         self._inline: sqlite3.Connection | None = None
         self._waiting: sqlite3.Connection | None = None

@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
-from ..models import TrustRecord
+from ..models import TrustRecord, table_of
 from ._database import Database
 
 __all__ = ["add_trust", "trust_history", "trusted_digests"]
@@ -34,7 +34,7 @@ async def add_trust(db: Database, records: Sequence[TrustRecord]) -> None:
         dialect = session.get_bind().dialect.name
         insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
         rows = [record.model_dump(exclude={"id"}) for record in records]
-        statement = insert(TrustRecord.__table__).on_conflict_do_nothing(  # type: ignore[attr-defined]
+        statement = insert(table_of(TrustRecord)).on_conflict_do_nothing(
             index_elements=["agent_name", "sha256"]
         )
         session.execute(statement, rows)

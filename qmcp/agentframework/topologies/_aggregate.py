@@ -28,8 +28,8 @@ CONSENSUS_METHODS = ("unanimous", "majority", "weighted")
 def _answer_text(result: Any) -> str:
     if isinstance(result, dict):
         for key in ("answer", "output", "text", "result"):
-            if isinstance(result.get(key), str):
-                return result[key]
+            if isinstance(value := result.get(key), str):
+                return value
         return str(result)
     return str(result)
 
@@ -56,7 +56,7 @@ def aggregate_results(results: Sequence[tuple[str, Any]], method: str = "vote") 
         )
     if not results:
         raise MalformedOutputError("no member answers to aggregate")
-    members = []
+    members: list[dict[str, Any]] = []
     for name, result in results:
         text = _answer_text(result)
         members.append(
@@ -92,7 +92,8 @@ def aggregate_results(results: Sequence[tuple[str, Any]], method: str = "vote") 
         values = [extract_number(m["answer"]) for m in members]
         total = sum(m["confidence"] for m in members) or 1.0
         if all(v is not None for v in values):
-            weighted = sum(v * m["confidence"] for v, m in zip(values, members, strict=True)) / total  # type: ignore[operator]
+            numbers = [v for v in values if v is not None]
+            weighted = sum(v * m["confidence"] for v, m in zip(numbers, members, strict=True)) / total
             out |= {"answer": weighted, "values": values}
         else:
             scores: dict[str, float] = {}

@@ -98,9 +98,10 @@ class ChainOfCommandTopology(BaseTopology):
         failed = next((r for r in results if isinstance(r, StepFailedError)), None)
         if failed is not None:
             raise failed
-        synthesis = await ctx.invoke(slot, _synthesis_prompt(task, results), key=f"{key}/synthesize")  # type: ignore[arg-type]
+        reports = [r for r in results if not isinstance(r, StepFailedError)]  # every one: see above
+        synthesis = await ctx.invoke(slot, _synthesis_prompt(task, reports), key=f"{key}/synthesize")
         report = _report(synthesis.agent_name, slot, level, synthesis.text)
-        report["subtasks"] = results
+        report["subtasks"] = reports
         report["plan_fallback"] = plan.fallback
         return report
 

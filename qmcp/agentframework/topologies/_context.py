@@ -21,7 +21,7 @@ import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 from ..._redact import redact_secrets
 from ...config import settings as qmcp_settings
@@ -190,7 +190,7 @@ class ConcurrentScheduler(Scheduler):
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, StepFailedError):
                 raise result
-        return list(results)  # type: ignore[arg-type]
+        return list(results)
 
     def model_slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
         return self._semaphore  # itself, not wrapped in a generator: entered once per model call
@@ -644,7 +644,9 @@ def _default_system_prompt(agent: AgentType) -> str:
 def _model_settings(config: AgentConfig) -> ModelSettings:
     model_settings: ModelSettings = {}
     if config.model_config_obj is not None:
-        model_settings.update(config.model_config_obj.default_settings)  # type: ignore[typeddict-item]
+        model_settings.update(
+            cast(ModelSettings, config.model_config_obj.default_settings)
+        )  # registry entries' settings
     if config.temperature is not None:
         model_settings["temperature"] = config.temperature
     if config.max_tokens is not None:

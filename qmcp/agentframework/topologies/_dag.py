@@ -81,7 +81,7 @@ class Dag:
         for key, slot, agent in steps:
             if key in known:
                 continue
-            owner = by_id.get(f"{_COMPOUND_PREFIX.match(key).group(0)}slot:{slot}")  # type: ignore[union-attr]
+            owner = by_id.get(f"{_COMPOUND_PREFIX.match(key).group(0)}slot:{slot}")  # type: ignore[union-attr]  # a compound's key: it matches
             dag.nodes.append(DagNode(key, "step", _short(key), slot, agent, owner.group if owner else None))
             if owner is not None:
                 dag.edges.append(DagEdge(owner.id, key))
@@ -185,8 +185,10 @@ def _build(
             for checker in checkers:
                 link([primary], checker)
             config = implementation.config
-            method = "unanimous" if config.require_unanimous_for_approval else config.consensus_method
-            consensus = join("crosscheck/consensus", f"consensus ({method})")
+            consensus_method = (
+                "unanimous" if config.require_unanimous_for_approval else config.consensus_method
+            )
+            consensus = join("crosscheck/consensus", f"consensus ({consensus_method})")
             link(checkers, consensus)
             link([primary], consensus, "answer")
             return [consensus]
@@ -236,10 +238,10 @@ def _build(
     if topology.topology_type == TopologyType.COMPOUND:
         return _compound(dag, implementation.config, teams, prefix, group, entry)
     # A user's topology type: its slots, fed by the input (its steps are added from executions).
-    nodes = [_agent(dag, prefix, slot, agents[slot], group) for slot in slots]
-    for node in nodes:
+    slot_nodes = [_agent(dag, prefix, slot, agents[slot], group) for slot in slots]
+    for node in slot_nodes:
         link(entry, node)
-    return nodes or entry
+    return slot_nodes or entry
 
 
 def _compound(
@@ -287,7 +289,7 @@ def _agent(dag: Dag, prefix: str, slot: str, agent: AgentType, group: str | None
 
 def _short(key: str) -> str:
     """A step's label: its key within its (sub-)topology, without the topology's own name."""
-    local = key[_COMPOUND_PREFIX.match(key).end() :]  # type: ignore[union-attr]
+    local = key[_COMPOUND_PREFIX.match(key).end() :]  # type: ignore[union-attr]  # callers pass compound keys only
     return local.split("/", 1)[-1] if "/" in local else local
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import InvalidConfigError, MissingSlotError, StepFailedError, UserInputError
 from ..models import AgentType, DelegationConfig, TopologyType
 from ._base import BaseTopology, topology
-from ._context import StepContext, input_text
+from ._context import StepContext, StepResult, input_text
 
 __all__ = ["ROUTER_SLOT", "DelegationTopology"]
 
@@ -104,8 +104,9 @@ class DelegationTopology(BaseTopology):
                 "agent": result.agent_name,
                 "reason": reason,
                 "output": result.text,
-            }  # type: ignore[union-attr]
+            }
             for (_, task, slot, reason), result in zip(assignments, results, strict=True)
+            if isinstance(result, StepResult)  # every one: a failure was raised above
         ]
         return {
             "answer": report[0]["output"]
