@@ -105,7 +105,11 @@ def root(
     """Run teams of LLM agents in topologies, with durable, resumable steps.
 
     Start with [bold]qmcp demo[/bold]: it runs a small team on the embedded model, no API key needed.
+    Your own topologies, mixins and runners: name their modules in QMCP_IMPORTS (comma-separated).
     """
+    from qmcp.agentframework._registry import import_plugins
+
+    import_plugins()  # QMCP_IMPORTS: the user's @topology, @mixin and @runner classes, registered models
     ctx.obj = CliState(
         db=db, model=model, output_format=output_format, verbose=verbose is True, quiet=verbose is False
     )

@@ -27,9 +27,9 @@ RUNNERS = ("local", "async", "metaflow")
 
 
 def _complete_type(incomplete: str) -> list[str]:
-    from qmcp.agentframework.models import TopologyType
+    from qmcp.agentframework.topologies import TopologyRegistry
 
-    return [t.value for t in TopologyType if t.value.startswith(incomplete)]
+    return [name for name in TopologyRegistry.list() if name.startswith(incomplete)]
 
 
 def _complete_runner(incomplete: str) -> list[str]:

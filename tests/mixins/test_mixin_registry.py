@@ -71,7 +71,7 @@ def throwaway() -> Iterator[None]:
     define("tw-lost", "tw-nowhere")
     yield
     for name in ("tw-a", "tw-b", "tw-c", "tw-x", "tw-y", "tw-lost"):
-        MixinRegistry._mixins.pop(name)
+        MixinRegistry.unregister(name)
 
 
 def test_dependencies_come_first_once(throwaway):

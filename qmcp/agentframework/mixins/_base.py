@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .._registry import MIXINS
 from ..errors import MixinError
 from ..llm import ToolSpec
 from ..models import AgentConfig, AgentType
@@ -102,32 +103,33 @@ class MixinInfo:
 
 
 class MixinRegistry:
-    """Mixins by name, with dependency resolution."""
-
-    _mixins: ClassVar[dict[str, type[BaseMixin]]] = {}
+    """Mixins by name (the shared `MIXINS` registry), with dependency resolution."""
 
     @classmethod
     def register(cls, mixin_class: type[BaseMixin]) -> type[BaseMixin]:
-        cls._mixins[mixin_class.name] = mixin_class
-        return mixin_class
+        return MIXINS.add(mixin_class.name, mixin_class)
+
+    @classmethod
+    def unregister(cls, name: str) -> None:
+        MIXINS.remove(name)
 
     @classmethod
     def get(cls, name: str) -> type[BaseMixin]:
-        try:
-            return cls._mixins[str(name)]
-        except KeyError:
-            known = ", ".join(sorted(cls._mixins)) or "none"
-            raise MixinError(f"unknown mixin {str(name)!r}; known mixins: {known}") from None
+        found: type[BaseMixin] = MIXINS.get(name)
+        return found
 
     @classmethod
     def create(cls, name: str) -> BaseMixin:
         return cls.get(name)()
 
     @classmethod
+    def names(cls) -> list[str]:
+        return MIXINS.names()
+
+    @classmethod
     def list_all(cls) -> list[MixinInfo]:
         return [
-            MixinInfo(m.name, m.version, m.description, tuple(m.dependencies))
-            for m in sorted(cls._mixins.values(), key=lambda m: m.name)
+            MixinInfo(m.name, m.version, m.description, tuple(m.dependencies)) for _, m in MIXINS.entries()
         ]
 
     @classmethod

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, ValidationError, field_validator, model_validator
 from sqlmodel import JSON, Field, SQLModel
 
-from ._enums import AgentCapability, AgentRole
+from .._registry import MIXINS
+from ..errors import InvalidConfigError
+from ._enums import AgentRole
 from ._model_config import ModelConfig
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
 __all__ = ["AgentConfig", "AgentType", "utcnow"]
 
+_MixinName = Annotated[str, AfterValidator(MIXINS.check)]
+"""A name in the mixin registry: a built-in (`AgentCapability`) or a `@mixin` class's."""
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -41,10 +45,13 @@ class AgentConfig(SQLModel):
     max_retries: int = Field(default=3, ge=0, le=20)
     timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
     max_tool_calls: int = Field(default=10, ge=0, le=1000)
-    capabilities: list[AgentCapability] = Field(default_factory=list)
-    mixins: dict[str, dict[str, Any]] = Field(
+    capabilities: list[_MixinName] = Field(
+        default_factory=list,
+        description="Mixins this agent enables, by registered name (built-ins: the `AgentCapability` values).",
+    )
+    mixins: dict[_MixinName, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Options per capability, e.g. {'reasoning': {'style': 'pros_and_cons'}}.",
+        description="Options per mixin, e.g. {'reasoning': {'style': 'pros_and_cons'}}.",
     )
     max_total_tokens: int | None = Field(
         default=None,
@@ -116,8 +123,13 @@ class AgentType(SQLModel, table=True):
 
     @property
     def agent_config(self) -> AgentConfig:
-        """The parsed config (validates the stored JSON)."""
-        return AgentConfig.model_validate(self.config or {})
+        """The parsed config (validates the stored JSON: a mixin it names may be unregistered here)."""
+        try:
+            return AgentConfig.model_validate(self.config or {})
+        except ValidationError as error:
+            raise InvalidConfigError(
+                f"agent {self.name!r}: {describe_validation_error(error, 'config')}"
+            ) from None
 
     def definition(self) -> dict[str, Any]:
         """The fields that define this agent, without database bookkeeping."""

@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from sqlmodel import JSON, Field, SQLModel, UniqueConstraint
 
+from .._registry import TOPOLOGIES
 from ._agent import utcnow
-from ._enums import TopologyType
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
 __all__ = [
@@ -108,20 +108,10 @@ class CompoundConfig(TopologyConfig):
     default: str | None = None
 
 
-_CONFIGS: dict[TopologyType, type[TopologyConfig]] = {
-    TopologyType.PIPELINE: PipelineConfig,
-    TopologyType.ENSEMBLE: EnsembleConfig,
-    TopologyType.DEBATE: DebateConfig,
-    TopologyType.CROSSCHECK: CrossCheckConfig,
-    TopologyType.CHAIN_OF_COMMAND: ChainOfCommandConfig,
-    TopologyType.DELEGATION: DelegationConfig,
-    TopologyType.COMPOUND: CompoundConfig,
-}
-
-
-def config_class_for(topology_type: TopologyType | str) -> type[TopologyConfig]:
-    """The config schema of a topology type."""
-    return _CONFIGS[TopologyType(topology_type)]
+def config_class_for(topology_type: str) -> type[TopologyConfig]:
+    """The config schema of a registered topology type (its class's `config_class`)."""
+    config_class: type[TopologyConfig] = TOPOLOGIES.get(str(topology_type)).config_class
+    return config_class
 
 
 class Topology(SQLModel, table=True):
@@ -132,7 +122,8 @@ class Topology(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=64)
     description: str = Field(default="", max_length=10_000)
-    topology_type: TopologyType
+    topology_type: str = Field(max_length=64)
+    """A registered topology type: a built-in (`TopologyType`) or a `@topology` class's."""
     config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -147,13 +138,9 @@ class Topology(SQLModel, table=True):
     def _config_matches_type(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "topology_type" not in data:
             return data
-        try:
-            topology_type = TopologyType(data["topology_type"])
-        except ValueError:
-            known = ", ".join(t.value for t in TopologyType)
-            raise ValueError(
-                f"unknown topology type {data['topology_type']!r}; choose one of: {known}"
-            ) from None
+        topology_type = str(data["topology_type"])
+        if topology_type not in TOPOLOGIES:
+            raise ValueError(TOPOLOGIES.unknown(data["topology_type"]))
         config = data.get("config") or {}
         if isinstance(config, BaseModel):
             config = config.model_dump()

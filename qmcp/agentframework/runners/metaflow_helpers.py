@@ -20,7 +20,8 @@ a flow act for their process.
 
 `aggregate_results` and `determine_consensus` are the topologies' own functions, re-exported.
 Helpers read the database from `QMCP_DATABASE_URL`, and import the modules named in
-`QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the one that registers your models. They
+`QMCP_IMPORTS` and `QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the ones that register
+your models, topologies and mixins. They
 continue the trace of `TRACEPARENT` (set by `MetaflowRunner` from its run's span), and check the
 run's budget against the execution's stored totals, which every task adds its calls to; rate limits
 are those of the task's own process (`QMCP_RATE_LIMITS`, the models' `ModelConfig`).
@@ -32,7 +33,6 @@ import asyncio
 import atexit
 import functools
 import gc
-import importlib
 import os
 import uuid
 from collections.abc import Awaitable, Collection, Coroutine, Mapping, Sequence
@@ -43,6 +43,7 @@ from typing import Any, Literal, TypeVar
 from ...config import settings
 from ...observability import continued_trace, log_context
 from .. import llm
+from .._registry import import_plugins
 from ..errors import (
     InvalidConfigError,
     LeaseLostError,
@@ -563,13 +564,11 @@ def _flow_run() -> str | None:
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a helper's coroutine from a (synchronous) Metaflow step, after importing the user's modules."""
     _skip_final_collection()
-    for name in filter(None, (n.strip() for n in os.environ.get(IMPORTS_VARIABLE, "").split(","))):
-        try:
-            importlib.import_module(name)
-        except ImportError as error:
-            coroutine.close()
-            raise InvalidConfigError(
-                f"{IMPORTS_VARIABLE} names {name!r}, which cannot be imported: {error}"
-            ) from None
+    try:
+        import_plugins()  # QMCP_IMPORTS, as the CLI and the server import it
+        import_plugins(variable=IMPORTS_VARIABLE)
+    except InvalidConfigError:
+        coroutine.close()
+        raise
     with continued_trace():  # TRACEPARENT from the process that launched the flow: its spans are our parents
         return asyncio.run(coroutine)

@@ -36,6 +36,7 @@ PLAN_SCHEMA: dict[str, Any] = {
 class ChainOfCommandTopology(BaseTopology):
     topology_type = TopologyType.CHAIN_OF_COMMAND
     config: ChainOfCommandConfig
+    config_class = ChainOfCommandConfig
 
     def level_slots(self, slots: list[str], level: int) -> list[str]:
         """The slots of authority level `level`, matched by prefix, in slot order."""

@@ -34,6 +34,7 @@ _ABSTAIN = {
 class CrossCheckTopology(BaseTopology):
     topology_type = TopologyType.CROSSCHECK
     config: CrossCheckConfig
+    config_class = CrossCheckConfig
 
     @staticmethod
     def checkers(slots: Sequence[str]) -> list[str]:

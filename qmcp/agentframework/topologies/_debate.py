@@ -35,6 +35,7 @@ _VERDICT_FALLBACK = {
 class DebateTopology(BaseTopology):
     topology_type = TopologyType.DEBATE
     config: DebateConfig
+    config_class = DebateConfig
 
     def mediator_slot(self, agents: Mapping[str, AgentType]) -> str | None:
         """The slot of `mediator_agent_name`, else the `mediator` slot, if any."""

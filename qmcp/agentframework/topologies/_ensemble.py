@@ -20,6 +20,7 @@ AGGREGATOR_SLOT = "aggregator"
 class EnsembleTopology(BaseTopology):
     topology_type = TopologyType.ENSEMBLE
     config: EnsembleConfig
+    config_class = EnsembleConfig
 
     @staticmethod
     def members(slots: Sequence[str]) -> list[str]:

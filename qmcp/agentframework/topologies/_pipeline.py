@@ -17,6 +17,7 @@ __all__ = ["PipelineTopology"]
 class PipelineTopology(BaseTopology):
     topology_type = TopologyType.PIPELINE
     config: PipelineConfig
+    config_class = PipelineConfig
 
     def stages(self, slots: Sequence[str]) -> list[str]:
         return list(self.config.stages) or list(slots)
