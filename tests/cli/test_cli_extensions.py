@@ -66,3 +66,24 @@ def test_qmcp_imports_naming_a_missing_module_is_one_line(cli, monkeypatch):
     monkeypatch.setenv("QMCP_IMPORTS", "ext_plugin, no_such_plugin")
     cli.user_error("agents", "list", says="QMCP_IMPORTS names 'no_such_plugin', which cannot be imported")
     assert os.environ["QMCP_IMPORTS"]  # the variable the message names
+
+
+def test_mistyped_mixin_options_in_a_team_file_store_nothing(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("QMCP_IMPORTS", "ext_plugin")
+    team = tmp_path / "team.yaml"
+    team.write_text(
+        TEAM.replace(
+            "capabilities: [shout]", "capabilities: [human_in_loop], mixins: {human_in_loop: {whenn: before}}"
+        )
+    )
+    cli.user_error(
+        "apply",
+        "-f",
+        str(team),
+        says="agents[0].config: mixins.human_in_loop.whenn: Extra inputs are not permitted",
+    )
+    team.write_text(
+        TEAM.replace("capabilities: [shout]", "capabilities: [tool_use], mixins: {tool_use: {toolz: [x]}}")
+    )
+    cli.user_error("apply", "-f", str(team), says="mixins.tool_use.toolz: Extra inputs are not permitted")
+    assert cli.json("agents", "list") == [] and cli.json("agents", "topologies", "list") == []

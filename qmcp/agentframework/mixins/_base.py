@@ -16,12 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from .._registry import MIXINS
 from ..errors import MixinError
 from ..llm import ToolSpec
-from ..models import AgentConfig, AgentType
+from ..models import AgentConfig, AgentType, describe_validation_error
 
-__all__ = ["BaseMixin", "MixinContext", "MixinInfo", "MixinRegistry", "RunResources", "mixin"]
+__all__ = ["BaseMixin", "MixinContext", "MixinInfo", "MixinRegistry", "NoOptions", "RunResources", "mixin"]
 
 
 @dataclass
@@ -63,6 +65,12 @@ class MixinContext:
         return dict(self.config.mixins.get(name, {}))
 
 
+class NoOptions(BaseModel):
+    """The options model of a mixin that takes none: any key given is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class BaseMixin:
     """A capability hooked into agent steps. Override the hooks you need; all are optional."""
 
@@ -70,6 +78,23 @@ class BaseMixin:
     version: ClassVar[str] = "1.0"
     description: ClassVar[str] = ""
     dependencies: ClassVar[tuple[str, ...]] = ()
+    options_model: ClassVar[type[BaseModel]] = NoOptions
+    """The schema of `AgentConfig.mixins[name]` (declare `extra="forbid"`): `AgentConfig` validates
+    an agent's options with it before anything is stored or run, and docs/mixins.md lists its fields."""
+
+    @classmethod
+    def parse_options(cls, agent: str, options: Any) -> Any:
+        """`options` as this mixin's `options_model`, or a one-line `MixinError` naming the field."""
+        try:
+            return cls.options_model.model_validate(options)
+        except ValidationError as error:
+            raise MixinError(
+                f"agent {agent!r}: {describe_validation_error(error, f'mixins.{cls.name}')}"
+            ) from None
+
+    def options(self, ctx: MixinContext) -> Any:
+        """This agent's options for this mixin, validated (defaults filled in)."""
+        return self.parse_options(ctx.agent.name, ctx.options(self.name))
 
     @classmethod
     def executable_items(cls, agent: str, options: dict[str, Any]) -> list[str]:

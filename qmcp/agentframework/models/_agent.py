@@ -78,6 +78,19 @@ class AgentConfig(SQLModel):
         return value
 
     @model_validator(mode="after")
+    def _mixin_options(self) -> AgentConfig:
+        """Each mixin's options against its `options_model`: a misspelt key fails before anything is stored."""
+        for name, options in self.mixins.items():
+            options_model = getattr(MIXINS.get(name), "options_model", None)
+            if options_model is None:
+                continue
+            try:
+                options_model.model_validate(options)
+            except ValidationError as error:
+                raise ValueError(describe_validation_error(error, f"mixins.{name}")) from None
+        return self
+
+    @model_validator(mode="after")
     def _model_from_registry(self) -> AgentConfig:
         if self.model_config_obj is not None and self.model is None:
             object.__setattr__(self, "model", self.model_config_obj.model_string)
