@@ -17,7 +17,14 @@ from qmcp.agentframework.mixins import MixinRegistry
 from qmcp.agentframework.models import AgentCapability, AgentConfig, ExecutionStatus, Topology, TopologyType
 from qmcp.agentframework.runners import AsyncRunner, LocalRunner, RunConfig, RunnerRegistry
 from qmcp.agentframework.store import Database
-from qmcp.agentframework.topologies import BaseTopology, TopologyRegistry, topology
+from qmcp.agentframework.topologies import (
+    AgentCall,
+    BaseTopology,
+    ParallelCalls,
+    StepPlan,
+    TopologyRegistry,
+    topology,
+)
 
 
 def relay(rounds: int = 2) -> Topology:
@@ -100,3 +107,12 @@ async def test_user_topology_and_mixin_run_store_and_resume(db_url, agent, scrip
         ["first", "second"],
     )
     assert execution.topology_type == "relay"
+
+
+def test_a_step_plan_ends_with_its_parallel_calls():
+    one = AgentCall("a", "k/a")
+    together = ParallelCalls("each", "", (one,), "join", "")
+    assert StepPlan("a then all", (one, together)).keys() == ["k/a", "k/a"]
+    with pytest.raises(ValueError, match="ParallelCalls must be the last stage"):
+        StepPlan("all then a", (together, one))
+    assert ext_plugin.RelayTopology().step_plan({}) is None  # no plan: one flow step runs it

@@ -11,6 +11,7 @@ from .._registry import TOPOLOGIES
 from ..errors import InvalidConfigError, MissingSlotError
 from ..models import AgentType, TopologyConfig
 from ._context import StepContext
+from ._plan import StepPlan
 
 __all__ = ["BaseTopology", "TopologyRegistry", "topology"]
 
@@ -27,6 +28,8 @@ class BaseTopology(ABC):
     """The name stored in `Topology.topology_type` and written in team files' `type:`."""
     config_class: ClassVar[type[TopologyConfig]] = TopologyConfig
     """The schema of `Topology.config` for this type (unknown keys are errors)."""
+    shape_note: ClassVar[str] = "its steps are decided at run time"
+    """Why a topology without a `step_plan` has no fixed shape (its Metaflow flow says so)."""
 
     def __init__(self, config: TopologyConfig | Mapping[str, Any] | None = None) -> None:
         config_class = self.config_class
@@ -45,6 +48,15 @@ class BaseTopology(ABC):
     @abstractmethod
     async def run(self, ctx: StepContext, input_data: dict[str, Any]) -> dict[str, Any]:
         """Run the topology and return its output document."""
+
+    def step_plan(self, agents: Mapping[str, AgentType]) -> StepPlan | None:
+        """The agent calls this topology makes for this team, known before it runs, or None.
+
+        Return one when they are fixed by the team and config (their keys from the key builders
+        `run()` uses): a Metaflow flow then gives each call a step. None, the default, runs the whole
+        topology in one flow step; resume replays its finished calls either way.
+        """
+        return None
 
     @staticmethod
     def require(slots: Sequence[str], *required: str) -> None:

@@ -52,6 +52,7 @@ class CompoundTopology(BaseTopology):
     topology_type = TopologyType.COMPOUND
     config: CompoundConfig
     config_class = CompoundConfig
+    shape_note = "its conditions and sub-topologies decide what runs"
 
     def validate_team(self, agents: Mapping[str, AgentType]) -> None:
         if not self.config.sub_topologies:
