@@ -86,7 +86,7 @@ def slot_models(
 def run_config(state: CliState, **values: Any) -> RunConfig:
     """A `RunConfig` whose log level follows --verbose/--quiet, else QMCP_LOG_LEVEL (WARNING by default).
 
-    The seed's default run log level is INFO, which would mix log lines into the CLI's output. Logging
+    `RunConfig`'s default log level is INFO, which would mix log lines into the CLI's output. Logging
     is (re)configured here, as the process's owner, so log lines go to the current stderr.
     """
     from qmcp.agentframework.runners import RunConfig

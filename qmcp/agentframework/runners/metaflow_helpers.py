@@ -18,7 +18,9 @@ Each step renews the lease while it runs, writes its steps fenced by the token, 
 request, and fails at once if another process has taken the execution over. Helpers called outside
 a flow act for their process.
 
-`aggregate_results` and `determine_consensus` are the topologies' own functions, re-exported.
+`aggregate_results` and `determine_consensus` are the topologies' own functions, re-exported for
+hand-written flows: they read `invoke_agent` results, `(name, answer)` pairs and chat messages, and
+`aggregate_results(..., "synthesis", aggregator=...)` asks the aggregator you give it.
 Helpers read the database from `QMCP_DATABASE_URL`, and import the modules named in
 `QMCP_IMPORTS` and `QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the ones that register
 your models, topologies and mixins. They
@@ -490,8 +492,8 @@ async def _save_execution(topology_id: int | None, output: dict[str, Any], execu
 async def _record_finished(
     db: Database, topology_id: int | None, output: dict[str, Any], run: str | None
 ) -> None:
-    """The seed's `save_execution(topology_id, output)` outside an execution: record a finished one,
-    from the start of its flow run (when known) to now."""
+    """`save_execution(topology_id, output)` without an execution, as a flow that made its agent calls
+    one-off calls it: record a finished execution, from the start of its flow run (when known) to now."""
     async with db.sessions() as session:
         topology = await session.get(Topology, topology_id) if topology_id is not None else None
     if topology is None:

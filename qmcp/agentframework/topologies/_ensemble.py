@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from ..errors import MissingSlotError, RunError
 from ..models import AgentType, EnsembleConfig, TopologyType
-from ._aggregate import aggregate_results, synthesis_prompt
+from ._aggregate import combine_members, read_members, synthesis_prompt
 from ._base import BaseTopology, topology
 from ._context import StepContext, StepResult, input_text
 from ._plan import AgentCall, ParallelCalls, StepPlan
@@ -82,16 +82,17 @@ class EnsembleTopology(BaseTopology):
                 f"{len(failed)} of {len(members)} ensemble members failed, more than failure_threshold "
                 f"{self.config.failure_threshold}: {failed[0]['error']}"
             )
-        output = aggregate_results(
-            [(r.agent_name, r.text) for _, r in answered], self.config.aggregation_method
-        )
-        for member, (slot, _) in zip(output["members"], answered, strict=True):
-            member["slot"] = slot
-        if self.config.aggregation_method == "synthesis":
+        answers = read_members([(r.agent_name, r.text) for _, r in answered])
+        for answer, (slot, _) in zip(answers, answered, strict=True):
+            answer["slot"] = slot
+        if self.config.aggregation_method == "synthesis":  # the aggregator agent writes the answer
+            output: dict[str, Any] = {"method": "synthesis", "members": answers, "answer": None}
             synthesis = await ctx.invoke(
                 AGGREGATOR_SLOT, synthesis_prompt(task, output["members"]), key=self.aggregate_key
             )
             output["answer"] = synthesis.text
             output["aggregator"] = synthesis.agent_name
+        else:
+            output = combine_members(answers, self.config.aggregation_method)
         output["failed"] = failed
         return output
