@@ -27,6 +27,9 @@ def test_team_files_apply_list_and_run_a_user_topology(cli, tmp_path, monkeypatc
     listed = {row["name"]: row for row in cli.json("agents", "topologies", "list")}
     assert listed["relay-team"]["topology_type"] == "relay"
     assert "shout" in [row["name"] for row in cli.json("agents", "mixins")]
+    types = {row["name"]: row for row in cli.json("agents", "topologies", "types")}
+    assert (types["relay"]["config"], types["relay"]["metaflow"]) == (["rounds"], "one step")
+    assert types["pipeline"]["metaflow"] == "a step per agent call" and "chain" in types
     done = cli.json("agents", "topologies", "run", "relay-team", "--input-json", '{"prompt": "go"}')
     assert done["status"] == "completed"
     first, second = done["output"]["turns"]
