@@ -1,3 +1,6 @@
 """The agent framework, in layers that only import downwards:
-models → llm → store → (mixins) → topologies → runners.
+errors, _registry → models → llm → store → mixins → topologies → runners.
+
+`_registry` holds the registries of the extension axes (mixins, topology types, runners), below the
+models so they can check names against them; each imports its built-ins on first use.
 """

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -254,43 +252,16 @@ def list_mixins(ctx: typer.Context, output_format: FormatOption = None) -> None:
     )
 
 
-_FIELDS = ("name", "version", "description", "dependencies")
-
-
 def _mixins() -> list[dict[str, Any]]:
-    """The registered mixins once `qmcp.agentframework.mixins` provides them, else the capability names.
-
-    Looked up at run time so the command lists real mixins as soon as that package lands.
-    """
-    registry = None
-    if importlib.util.find_spec("qmcp.agentframework.mixins") is not None:
-        registry = getattr(importlib.import_module("qmcp.agentframework.mixins"), "MixinRegistry", None)
-    if registry is not None:
-        rows = []
-        for item in registry.list_all():
-            row = {
-                field: (item.get(field) if isinstance(item, Mapping) else getattr(item, field, None))
-                for field in _FIELDS
-            }
-            rows.append(row | {"dependencies": list(row["dependencies"] or [])})
-        return rows
-    from qmcp.agentframework.models import AgentCapability
+    """The registered mixins: the built-ins and those the modules in QMCP_IMPORTS add."""
+    from qmcp.agentframework.mixins import MixinRegistry
 
     return [
         {
-            "name": capability.value,
-            "version": None,
-            "description": _CAPABILITY_NOTES.get(capability.value, ""),
-            "dependencies": [],
+            "name": info.name,
+            "version": info.version,
+            "description": info.description,
+            "dependencies": list(info.dependencies),
         }
-        for capability in AgentCapability
+        for info in MixinRegistry.list_all()
     ]
-
-
-_CAPABILITY_NOTES = {
-    "tool_use": "call Python functions and MCP server tools",
-    "memory": "remember and recall facts across steps",
-    "reasoning": "think step by step before answering",
-    "structured_output": "reply with JSON that matches a schema",
-    "human_in_loop": "pause the run until a person answers",
-}

@@ -6,6 +6,7 @@ Exit codes scripts can rely on: 0 success, 1 the run failed, 2 usage or input er
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
@@ -107,7 +108,12 @@ def root(
     """Run teams of LLM agents in topologies, with durable, resumable steps.
 
     Start with [bold]qmcp demo[/bold]: it runs a small team on the embedded model, no API key needed.
+    Your own topologies, mixins and runners: name their modules in QMCP_IMPORTS (comma-separated).
     """
+    if os.environ.get("QMCP_IMPORTS", "").strip():  # else `--help` stays free of the framework
+        from qmcp.agentframework._registry import import_plugins
+
+        import_plugins()  # the user's @topology, @mixin and @runner classes, registered models
     ctx.obj = CliState(
         db=db, model=model, output_format=output_format, verbose=verbose is True, quiet=verbose is False
     )

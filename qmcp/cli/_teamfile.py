@@ -20,13 +20,13 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from qmcp.agentframework._registry import TOPOLOGIES
 from qmcp.agentframework.errors import InvalidConfigError, UserInputError
 from qmcp.agentframework.models import (
     AgentConfig,
     AgentRole,
     AgentType,
     Topology,
-    TopologyType,
     check_name,
     config_class_for,
 )
@@ -67,7 +67,9 @@ class _TopologySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, _name_of("topology")]
-    type: TopologyType = Field(validation_alias=AliasChoices("type", "topology_type"))
+    type: Annotated[str, AfterValidator(TOPOLOGIES.check)] = Field(
+        validation_alias=AliasChoices("type", "topology_type")
+    )
     description: str = ""
     config: dict[str, Any] = Field(default_factory=dict)
     agents: dict[Annotated[str, _name_of("slot")], str] = Field(default_factory=dict)

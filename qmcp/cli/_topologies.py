@@ -1,4 +1,4 @@
-"""`qmcp agents topologies ...`: create, list, show and run topologies."""
+"""`qmcp agents topologies ...`: create, list, show and run topologies; list their types."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ RUNNERS = ("local", "async", "metaflow")
 
 
 def _complete_type(incomplete: str) -> list[str]:
-    from qmcp.agentframework.models import TopologyType
+    from qmcp.agentframework.topologies import TopologyRegistry
 
-    return [t.value for t in TopologyType if t.value.startswith(incomplete)]
+    return [name for name in TopologyRegistry.list() if name.startswith(incomplete)]
 
 
 def _complete_runner(incomplete: str) -> list[str]:
@@ -78,6 +78,34 @@ def list_topologies(ctx: typer.Context, output_format: FormatOption = None) -> N
         ["Name", "Type", "Slots", "Description"],
         [(t.name, t.topology_type, n, t.description) for t, n in topologies],
         empty="no topologies; create one with: qmcp agents topologies create NAME TYPE --agent SLOT=AGENT",
+    )
+
+
+@topologies_app.command("types")
+def list_types(ctx: typer.Context, output_format: FormatOption = None) -> None:
+    """List the topology types: the built-ins and those the modules in QMCP_IMPORTS register."""
+    from qmcp.agentframework.topologies import BaseTopology, TopologyRegistry
+
+    state = cli_state(ctx)
+    rows = []
+    for name in TopologyRegistry.list():
+        topology_class = TopologyRegistry.get(name)
+        planned = topology_class.step_plan is not BaseTopology.step_plan
+        rows.append(
+            {
+                "name": name,
+                "class": f"{topology_class.__module__}:{topology_class.__qualname__}",
+                "config": list(topology_class.config_class.model_fields),
+                "metaflow": "a step per agent call" if planned else "one step",
+            }
+        )
+    if state.json_output(output_format):
+        print_json(rows)
+        return
+    print_table(
+        None,
+        ["Type", "Config", "On Metaflow", "Class"],
+        [(r["name"], ", ".join(r["config"]) or "-", r["metaflow"], r["class"]) for r in rows],
     )
 
 
@@ -165,7 +193,9 @@ def create_topology(
     topology_type: Annotated[
         str,
         typer.Argument(
-            metavar="TYPE", help="pipeline, ensemble, debate, crosscheck, ...", autocompletion=_complete_type
+            metavar="TYPE",
+            help="pipeline, ensemble, debate, crosscheck, ... (all: qmcp agents topologies types)",
+            autocompletion=_complete_type,
         ),
     ],
     agent: Annotated[

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from .._redact import mask_url
+from ..agentframework._registry import import_plugins
 from ..agentframework.errors import InvalidConfigError
 from ..agentframework.store import Database
 from ..config import settings
@@ -71,6 +72,7 @@ def _version() -> str:
 def create_app(options: ServerOptions | None = None) -> FastAPI:
     """The server's ASGI application. Its lifespan opens the database and starts (then stops) the runs."""
     options = options or ServerOptions.from_settings()
+    import_plugins()  # QMCP_IMPORTS: the topologies, mixins and runners the server's runs may use
     version = _version()
     hub = EventHub()
     runs = RunManager(

@@ -233,7 +233,7 @@ def test_export_writes_a_metaflow_flow(team, tmp_path):
     flow = tmp_path / "flows" / "panel_flow.py"
     assert document == {"topology": "panel", "flow": str(flow)}
     source = flow.read_text()
-    assert "class PanelFlow(FlowSpec):" in source and 'foreach="member_slots"' in source
+    assert "class PanelFlow(FlowSpec):" in source and 'foreach="member_calls"' in source
     compile(source, str(flow), "exec")
     team.user_error(
         "agents", "topologies", "export", "ghost", "--metaflow", str(tmp_path), says="'ghost' not found"

@@ -119,7 +119,7 @@ def test_the_documented_tracing_example_prints_the_spans_and_gen_ai_attributes(t
 
 
 def test_trace_context_crosses_processes_as_w3c_headers_and_variables(monkeypatch):
-    """What MetaflowRunner hands its flow (and the server will call around a run it starts)."""
+    """What MetaflowRunner hands its flow (and what the server calls around a run it starts)."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 

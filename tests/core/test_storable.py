@@ -45,7 +45,7 @@ async def test_nul_in_input_is_refused_naming_the_field(db_url, agent):
     [
         ("system_prompt", "agent 'a': config.system_prompt contains a NUL character"),
         ("description", "agent 'a': description contains a NUL character"),
-        ("mixin", "agent 'a': config.mixins.reasoning.'st\\x00yle' contains a NUL character"),
+        ("mixin", "agent 'a': config.mixins.memory.tags[0] contains a NUL character"),
         ("topology", "topology 'nul': config.stages[0] contains a NUL character"),
     ],
 )
@@ -56,7 +56,7 @@ async def test_nul_in_definitions_is_refused_naming_the_field(db_url, agent, whe
     elif where == "description":
         member = agent("a", description="a\x00")
     elif where == "mixin":
-        member = agent("a", capabilities=["reasoning"], mixins={"reasoning": {"st\x00yle": 1}})
+        member = agent("a", capabilities=["memory"], mixins={"memory": {"tags": ["t\x00ag"]}})
     else:
         topology = Topology(name="nul", topology_type=TopologyType.PIPELINE, config={"stages": ["o\x00nly"]})
     with pytest.raises(InvalidConfigError) as refused:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from qmcp.agentframework.errors import MixinError, UntrustedDefinitionError
+from qmcp.agentframework.errors import InvalidConfigError, UntrustedDefinitionError
 from qmcp.agentframework.models import (
     AgentType,
     CompoundConfig,
@@ -71,16 +72,19 @@ def test_every_kind_of_executable_item_is_listed():
     ]
 
 
-def test_options_of_executable_mixins_are_validated_when_listed():
-    with pytest.raises(MixinError, match=r"agent 'a': mixins.tool_use.tool: Extra inputs"):
-        executable_items(_agent(capabilities=["tool_use"], mixins={"tool_use": {"tool": ["os:system"]}}))
-    with pytest.raises(MixinError, match=r"uses \$\{OPENAI_API_KEY\}, which env_allow does not name"):
-        executable_items(
-            _agent(
-                capabilities=["tool_use"],
-                mixins={"tool_use": {"mcp_servers": [{"command": "x", "env": {"K": "${OPENAI_API_KEY}"}}]}},
-            )
-        )
+def test_options_of_executable_mixins_are_validated_when_defined_and_listed():
+    with pytest.raises(ValidationError, match=r"mixins.tool_use.tool: Extra inputs"):
+        _agent(capabilities=["tool_use"], mixins={"tool_use": {"tool": ["os:system"]}})
+    leaky = {"mcp_servers": [{"command": "x", "env": {"K": "${OPENAI_API_KEY}"}}]}
+    with pytest.raises(ValidationError, match=r"uses \$\{OPENAI_API_KEY\}, which env_allow does not name"):
+        _agent(capabilities=["tool_use"], mixins={"tool_use": leaky})
+    row = AgentType(
+        name="a", config={"capabilities": ["tool_use"], "mixins": {"tool_use": leaky}}
+    )  # unvalidated
+    with pytest.raises(
+        InvalidConfigError, match=r"^agent 'a': config: mixins.tool_use.mcp_servers.0.stdio: env K"
+    ):
+        executable_items(row)
 
 
 def test_digest_is_of_the_canonical_content():

@@ -34,6 +34,12 @@ from qmcp.agentframework.runners import LocalRunner, RunConfig, RunnerRegistry
 from qmcp.agentframework.runners import metaflow_helpers as helpers
 from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow, flow_command
 from qmcp.agentframework.store import Database
+from qmcp.agentframework.topologies import (
+    CrossCheckTopology,
+    DebateTopology,
+    EnsembleTopology,
+    PipelineTopology,
+)
 
 PYPROJECT_RULES = ["--select", "E,F,W,I,B,UP,SIM,RUF,ASYNC", "--ignore", "E501,RUF001,RUF002,RUF003"]
 
@@ -106,6 +112,14 @@ def _steps(source: str) -> dict[str, dict[str, Any]]:
     return steps
 
 
+def _foreach_items(source: str, name: str) -> list[Any]:
+    """The literal a step assigns to `self.<name>` (a foreach's items)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == f"self.{name}":
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"no self.{name} in the flow")
+
+
 def _value(node: ast.expr) -> Any:
     """A literal's value; other expressions (f-strings) as source."""
     try:
@@ -171,9 +185,10 @@ def test_ensemble_is_a_foreach_over_members_and_a_join_that_aggregates(agent, me
     source = MetaflowRunner()._topology_to_flow(topology, agents)
     steps = _steps(source)
     assert list(steps) == ["start", "member", "aggregate", "end"]
-    assert (steps["start"]["next"], steps["start"]["foreach"]) == (["member"], ["member_slots"])
-    assert 'self.member_slots = ["m1", "m2", "m3"]' in source
-    assert steps["member"]["keys"] == ["f'ensemble/member:{self.input}'"]
+    assert (steps["start"]["next"], steps["start"]["foreach"]) == (["member"], ["member_calls"])
+    assert ["m1", "ensemble/member:m1"] in _foreach_items(source, "member_calls")
+    assert len(_foreach_items(source, "member_calls")) == 3
+    assert "slot, key = self.input" in source and steps["member"]["keys"] == ["key"]
     assert steps["aggregate"]["join"] and steps["aggregate"]["keys"] == owns
     assert f"by {method}" in source or f"by {method!r}" in source
 
@@ -189,8 +204,12 @@ def test_crosscheck_is_the_primary_then_a_foreach_over_checkers_and_a_consensus_
     steps = _steps(source)
     assert list(steps) == ["start", "primary", "check", "consensus", "end"]
     assert steps["primary"]["keys"] == ["crosscheck/primary"]
-    assert (steps["primary"]["next"], steps["primary"]["foreach"]) == (["check"], ["checker_slots"])
-    assert steps["check"]["keys"] == ["f'crosscheck/checker:{self.input}'"] and steps["consensus"]["join"]
+    assert (steps["primary"]["next"], steps["primary"]["foreach"]) == (["check"], ["check_calls"])
+    assert _foreach_items(source, "check_calls") == [
+        ["checker_1", "crosscheck/checker:checker_1"],
+        ["checker_2", "crosscheck/checker:checker_2"],
+    ]
+    assert steps["check"]["keys"] == ["key"] and steps["consensus"]["join"]
     assert "'weighted' consensus" in source and "determine_consensus" in source
 
 
@@ -369,32 +388,35 @@ def test_runner_is_registered_and_refuses_sqlite_on_a_cluster(tmp_path):
 # -- the helpers, called step by step in this process as the flows call them ---------------------------
 
 
-def _flow_steps(kind: str, agents: dict[str, AgentType]) -> list[tuple[str | None, str | None]]:
-    """What each generated agent step of `kind` asks (slot, key), then the finishing step (None, owned key)."""
-    if kind == "pipeline":
-        return [(slot, f"pipeline/{i}:{slot}") for i, slot in enumerate(agents)] + [(None, None)]
-    if kind == "ensemble":
-        members = [(slot, f"ensemble/member:{slot}") for slot in agents if slot != "aggregator"]
-        return [*members, (None, "ensemble/aggregate")]
-    if kind == "crosscheck":
-        checkers = [(slot, f"crosscheck/checker:{slot}") for slot in agents if slot.startswith("checker")]
-        return [("primary", "crosscheck/primary"), *checkers, (None, None)]
-    turns = [(side, f"debate/round-{n}/{side}") for n in (1, 2, 3) for side in ("proponent", "opponent")]
-    return [*turns, ("mediator", "debate/mediator"), (None, None)]
+def _flow_steps(source: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """What the generated flow's agent steps ask, in order, as (slot, key), and what its last step owns.
+
+    Read from the flow's source, so that a test of the helpers follows the flow the generator wrote.
+    """
+    calls: list[tuple[str, str]] = []
+    owned: list[str] = []
+    for method in next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)).body:
+        for node in ast.walk(method):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "invoke_agent":
+                key = next(k.value for k in node.keywords if k.arg == "key")
+                if isinstance(key, ast.Constant):  # a step of its own: AGENTS["slot"], key="..."
+                    slot = ast.unparse(node.args[0]).removeprefix("AGENTS[").removesuffix("]")
+                    calls.append((ast.literal_eval(slot), str(key.value)))
+                else:  # the foreach step: the (slot, key) items the step before lists
+                    calls += [(slot, key) for slot, key in _foreach_items(source, f"{method.name}_calls")]
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "run_topology":
+                owned += next((ast.literal_eval(k.value) for k in node.keywords if k.arg == "owns"), [])
+    return calls, owned
 
 
-def _run_like_a_flow(
-    topology: Topology, agents: dict[str, AgentType], kind: str
-) -> tuple[dict[str, Any], list]:
+def _run_like_a_flow(topology: Topology, agents: dict[str, AgentType]) -> tuple[dict[str, Any], list]:
     """The generated steps' helper calls, made in flow order in this process."""
+    calls, owned = _flow_steps(MetaflowRunner()._topology_to_flow(topology, agents))
     definitions = {slot: a.definition() for slot, a in agents.items()}
     execution_id, _ = helpers.start_execution(topology.definition(), definitions, {"prompt": "Is water wet?"})
     results = [
-        helpers.invoke_agent(definitions[slot], key=key, execution_id=execution_id)
-        for slot, key in _flow_steps(kind, agents)
-        if slot is not None
+        helpers.invoke_agent(definitions[slot], key=key, execution_id=execution_id) for slot, key in calls
     ]
-    owned = [key for slot, key in _flow_steps(kind, agents) if slot is None and key is not None]
     return helpers.run_topology(execution_id, owns=owned, after=results), results
 
 
@@ -403,7 +425,7 @@ def test_helpers_step_by_step_reproduce_the_local_runner(sqlite_url, agent, monk
     """Each generated step's helper call, made in order here, gives the LocalRunner's output."""
     monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
     topology, agents = _teams(agent)[kind]
-    output, results = _run_like_a_flow(topology, agents, kind)
+    output, results = _run_like_a_flow(topology, agents)
     reference = asyncio.run(LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "Is water wet?"}))
     assert output == reference.output
     assert all(r["error"] is None and r["run"] is None for r in results)
@@ -454,7 +476,7 @@ def test_a_tolerated_member_failure_is_carried_to_the_join(sqlite_url, agent, mo
                 )
                 outputs.append(reference.output)
             else:
-                output, members = run(topology, agents, "ensemble")
+                output, members = run(topology, agents)
                 assert [m["error"] is not None for m in members] == [False, True, False]
                 outputs.append(output)
     finally:
@@ -603,3 +625,37 @@ def test_helpers_public_names_and_reexports():
         "save_execution",
         "start_execution",
     }
+
+
+@pytest.mark.parametrize(
+    ("kind", "builder"),
+    [
+        ("pipeline", (PipelineTopology, "stage_key")),
+        ("ensemble", (EnsembleTopology, "member_key")),
+        ("crosscheck", (CrossCheckTopology, "checker_key")),
+        ("debate", (DebateTopology, "turn_key")),
+    ],
+)
+def test_a_key_changed_in_the_topology_changes_the_runs_and_the_flows(
+    sqlite_url, agent, monkeypatch, kind, builder
+):
+    """Keys live in one place, the topology's key builders: change one and both paths follow."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    owner, name = builder
+    original = getattr(owner, name)
+    monkeypatch.setattr(owner, name, staticmethod(lambda *args: f"renamed/{original(*args)}"))
+    topology, agents = _teams(agent)[kind]
+    reference = asyncio.run(LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "Is water wet?"}))
+    assert reference.status == ExecutionStatus.COMPLETED, reference.error
+    stored = asyncio.run(_step_keys(sqlite_url, reference.execution_id))
+    calls, owned = _flow_steps(MetaflowRunner()._topology_to_flow(topology, agents))
+    flow_keys = {key for _, key in calls} | set(owned)
+    renamed = {key for key in stored if key.startswith("renamed/")}
+    assert renamed and renamed <= flow_keys and all(key in flow_keys for key in stored)
+    output, _ = _run_like_a_flow(topology, agents)
+    assert output == reference.output
+
+
+async def _step_keys(db_url: str, execution_id: uuid.UUID) -> list[str]:
+    async with Database(db_url) as db:
+        return [step.key for step in await db.list_steps(execution_id)]

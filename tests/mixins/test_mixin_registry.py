@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 import qmcp.agentframework.mixins as mixins
-from qmcp.agentframework.errors import MixinError
-from qmcp.agentframework.mixins import BaseMixin, MixinInfo, MixinRegistry, mixin
-from qmcp.agentframework.models import AgentCapability, ExecutionStatus
+from qmcp.agentframework.errors import InvalidConfigError, MixinError
+from qmcp.agentframework.mixins import BaseMixin, MixinInfo, MixinRegistry, NoOptions, mixin
+from qmcp.agentframework.models import AgentCapability, AgentConfig, AgentType, ExecutionStatus
+from qmcp.agentframework.store import Database
 from qmcp.cli import app
 
 BUILT_IN = ["human_in_loop", "memory", "reasoning", "structured_output", "tool_use"]
@@ -27,6 +29,7 @@ def test_public_names_are_pinned():
         "MixinContext",
         "MixinInfo",
         "MixinRegistry",
+        "NoOptions",
         "ReasoningMixin",
         "RunResources",
         "StructuredOutputMixin",
@@ -71,7 +74,7 @@ def throwaway() -> Iterator[None]:
     define("tw-lost", "tw-nowhere")
     yield
     for name in ("tw-a", "tw-b", "tw-c", "tw-x", "tw-y", "tw-lost"):
-        MixinRegistry._mixins.pop(name)
+        MixinRegistry.unregister(name)
 
 
 def test_dependencies_come_first_once(throwaway):
@@ -106,3 +109,41 @@ async def test_mixins_combine_in_one_step(sqlite_url, agent, tool_model, run_one
     assert set(step.output["mixins"]) == {"memory", "reasoning"}
     assert step.output["mixins"]["reasoning"]["style"] == "critique"
     assert "Draft an answer, critique the draft" in model.systems[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (
+            {"tool_use": {"toolz": ["os.path:basename"]}},
+            "mixins.tool_use.toolz: Extra inputs are not permitted",
+        ),
+        (
+            {"human_in_loop": {"whenn": "before"}},
+            "mixins.human_in_loop.whenn: Extra inputs are not permitted",
+        ),
+        (
+            {"human_in_loop": {"when": "during"}},
+            "mixins.human_in_loop.when: Input should be 'before' or 'after'",
+        ),
+        ({"memory": {"limit": "many"}}, "mixins.memory.limit: Input should be a valid integer"),
+        ({"nosuch": {}}, "unknown mixin 'nosuch'; known mixins: human_in_loop, memory"),
+    ],
+)
+async def test_options_are_validated_before_anything_is_written(sqlite_url, run_one, options, says):
+    unchecked = AgentType(  # a table model's constructor does not validate: the runner must
+        name="careless", config={"model": "test", "capabilities": list(options), "mixins": options}
+    )
+    with pytest.raises(InvalidConfigError) as refused:
+        await run_one(sqlite_url, unchecked)
+    assert says in str(refused.value) and "\n" not in str(refused.value)
+    async with Database(sqlite_url) as db:
+        assert await db.list_executions() == []
+        assert await db.list_agents() == []
+
+
+def test_a_mixin_without_an_options_model_takes_no_options(throwaway):
+    assert MixinRegistry.get("tw-c").options_model is NoOptions
+    assert AgentConfig(capabilities=["tw-c"], mixins={"tw-c": {}}).mixins == {"tw-c": {}}
+    with pytest.raises(ValidationError, match=r"mixins.tw-c.depth: Extra inputs are not permitted"):
+        AgentConfig(capabilities=["tw-c"], mixins={"tw-c": {"depth": 2}})

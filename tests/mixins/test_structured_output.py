@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from qmcp.agentframework.errors import MixinError
 from qmcp.agentframework.llm import JSON_MARKER
@@ -126,16 +127,19 @@ async def test_a_schema_the_topology_asks_for_wins(agent, hook_context, trip_mod
         ({"schema": TRIP_SCHEMA, "model": "qmcp_test_models:Trip"}, "a schema or a model, not both"),
         ({"model": "qmcp_test_models:NOT_A_MODEL"}, "is not a pydantic model"),
         ({"model": "qmcp_test_models:Missing"}, "module 'qmcp_test_models' has no 'Missing'"),
-        (
-            {"max_reasks": -1},
-            "mixins.structured_output.max_reasks: Input should be greater than or equal to 0",
-        ),
     ],
 )
 async def test_configuration_errors(agent, hook_context, trip_model, options, message):
     ctx = hook_context(structured(agent, **options))
     with pytest.raises(MixinError, match=message):
         await StructuredOutputMixin().before_model(ctx)
+
+
+def test_wrong_option_types_fail_when_the_agent_is_defined(agent):
+    with pytest.raises(
+        ValidationError, match=r"mixins.structured_output.max_reasks: Input should be greater"
+    ):
+        structured(agent, max_reasks=-1)
 
 
 async def test_with_reasoning_the_answer_is_parsed(sqlite_url, agent, scripted, run_one):

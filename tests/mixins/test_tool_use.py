@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from qmcp.agentframework.errors import MixinError
+from qmcp.agentframework.errors import InvalidConfigError, MixinError
 from qmcp.agentframework.mixins import ToolUseMixin, register_tool, unregister_tool
-from qmcp.agentframework.models import EnsembleConfig, ExecutionStatus, Topology, TopologyType
+from qmcp.agentframework.models import AgentType, EnsembleConfig, ExecutionStatus, Topology, TopologyType
 from qmcp.agentframework.runners import AsyncRunner, LocalRunner
 from qmcp.agentframework.store import Database
 
@@ -167,10 +168,13 @@ async def test_bad_function_references_fail_the_run_in_one_line(
     assert model.offered == [] and steps == []
 
 
-async def test_options_are_validated(hook_context, agent):
-    ctx = hook_context(tools_agent(agent, "test", tool=["add"]))
-    with pytest.raises(MixinError, match=r"agent 'toolsmith': mixins.tool_use.tool: Extra inputs"):
-        await ToolUseMixin().before_model(ctx)
+def test_options_are_validated_when_the_agent_is_defined(agent):
+    with pytest.raises(ValidationError, match=r"mixins.tool_use.tool: Extra inputs are not permitted"):
+        tools_agent(agent, "test", tool=["add"])
+    with pytest.raises(
+        MixinError, match=r"^agent 'a': mixins.tool_use.tools.0: Input should be a valid string$"
+    ):
+        ToolUseMixin.parse_options("a", {"tools": [1]})
 
 
 # -- MCP -----------------------------------------------------------------------------------------
@@ -373,10 +377,18 @@ async def test_mcp_env_may_only_name_allowed_variables(sqlite_url, agent, tool_m
     monkeypatch.setenv("OPENAI_API_KEY", "sk-planted")
     model = tool_model()
     server = {"command": "true", "env": {"TOKEN": "${OPENAI_API_KEY}"}}
-    with pytest.raises(MixinError) as refused:
-        await run_one(sqlite_url, tools_agent(agent, model.name, mcp_servers=[server]))
+    unchecked = AgentType(  # a table model's constructor does not validate: the runner must
+        name="toolsmith",
+        config={
+            "model": model.name,
+            "capabilities": ["tool_use"],
+            "mixins": {"tool_use": {"mcp_servers": [server]}},
+        },
+    )
+    with pytest.raises(InvalidConfigError) as refused:
+        await run_one(sqlite_url, unchecked)
     assert str(refused.value) == (
-        "agent 'toolsmith': mixins.tool_use.mcp_servers.0.stdio: env TOKEN uses "
+        "agent in slot 's': config: mixins.tool_use.mcp_servers.0.stdio: env TOKEN uses "
         "${OPENAI_API_KEY}, which env_allow does not name; add 'OPENAI_API_KEY' to env_allow to pass it "
         "to this server"
     )

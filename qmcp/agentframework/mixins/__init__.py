@@ -1,7 +1,8 @@
 """Capabilities that hook into agent steps: tool use (incl. MCP), memory, reasoning, structured
-output and human in the loop. Agents enable them through `AgentConfig.capabilities`."""
+output and human in the loop. Agents enable them by name in `AgentConfig.capabilities`;
+`@mixin` registers your own (options: `docs/mixins.md`)."""
 
-from ._base import BaseMixin, MixinContext, MixinInfo, MixinRegistry, RunResources, mixin
+from ._base import BaseMixin, MixinContext, MixinInfo, MixinRegistry, NoOptions, RunResources, mixin
 from ._human import HumanInLoopMixin
 from ._memory import MemoryMixin
 from ._reasoning import REASONING_STYLES, ReasoningMixin
@@ -16,6 +17,7 @@ __all__ = [
     "MixinContext",
     "MixinInfo",
     "MixinRegistry",
+    "NoOptions",
     "ReasoningMixin",
     "RunResources",
     "StructuredOutputMixin",

@@ -16,11 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .._registry import MIXINS
 from ..errors import MixinError
 from ..llm import ToolSpec
-from ..models import AgentConfig, AgentType
+from ..models import AgentConfig, AgentType, describe_validation_error
 
-__all__ = ["BaseMixin", "MixinContext", "MixinInfo", "MixinRegistry", "RunResources", "mixin"]
+__all__ = ["BaseMixin", "MixinContext", "MixinInfo", "MixinRegistry", "NoOptions", "RunResources", "mixin"]
 
 
 @dataclass
@@ -62,6 +65,12 @@ class MixinContext:
         return dict(self.config.mixins.get(name, {}))
 
 
+class NoOptions(BaseModel):
+    """The options model of a mixin that takes none: any key given is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class BaseMixin:
     """A capability hooked into agent steps. Override the hooks you need; all are optional."""
 
@@ -69,6 +78,23 @@ class BaseMixin:
     version: ClassVar[str] = "1.0"
     description: ClassVar[str] = ""
     dependencies: ClassVar[tuple[str, ...]] = ()
+    options_model: ClassVar[type[BaseModel]] = NoOptions
+    """The schema of `AgentConfig.mixins[name]` (declare `extra="forbid"`): `AgentConfig` validates
+    an agent's options with it before anything is stored or run, and docs/mixins.md lists its fields."""
+
+    @classmethod
+    def parse_options(cls, agent: str, options: Any) -> Any:
+        """`options` as this mixin's `options_model`, or a one-line `MixinError` naming the field."""
+        try:
+            return cls.options_model.model_validate(options)
+        except ValidationError as error:
+            raise MixinError(
+                f"agent {agent!r}: {describe_validation_error(error, f'mixins.{cls.name}')}"
+            ) from None
+
+    def options(self, ctx: MixinContext) -> Any:
+        """This agent's options for this mixin, validated (defaults filled in)."""
+        return self.parse_options(ctx.agent.name, ctx.options(self.name))
 
     @classmethod
     def executable_items(cls, agent: str, options: dict[str, Any]) -> list[str]:
@@ -102,32 +128,33 @@ class MixinInfo:
 
 
 class MixinRegistry:
-    """Mixins by name, with dependency resolution."""
-
-    _mixins: ClassVar[dict[str, type[BaseMixin]]] = {}
+    """Mixins by name (the shared `MIXINS` registry), with dependency resolution."""
 
     @classmethod
     def register(cls, mixin_class: type[BaseMixin]) -> type[BaseMixin]:
-        cls._mixins[mixin_class.name] = mixin_class
-        return mixin_class
+        return MIXINS.add(mixin_class.name, mixin_class)
+
+    @classmethod
+    def unregister(cls, name: str) -> None:
+        MIXINS.remove(name)
 
     @classmethod
     def get(cls, name: str) -> type[BaseMixin]:
-        try:
-            return cls._mixins[str(name)]
-        except KeyError:
-            known = ", ".join(sorted(cls._mixins)) or "none"
-            raise MixinError(f"unknown mixin {str(name)!r}; known mixins: {known}") from None
+        found: type[BaseMixin] = MIXINS.get(name)
+        return found
 
     @classmethod
     def create(cls, name: str) -> BaseMixin:
         return cls.get(name)()
 
     @classmethod
+    def names(cls) -> list[str]:
+        return MIXINS.names()
+
+    @classmethod
     def list_all(cls) -> list[MixinInfo]:
         return [
-            MixinInfo(m.name, m.version, m.description, tuple(m.dependencies))
-            for m in sorted(cls._mixins.values(), key=lambda m: m.name)
+            MixinInfo(m.name, m.version, m.description, tuple(m.dependencies)) for _, m in MIXINS.entries()
         ]
 
     @classmethod

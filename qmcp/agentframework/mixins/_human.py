@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...config import settings
 from ..errors import ExecutionPaused, HumanRejectedError, HumanTimeoutError, MixinError, NotFoundError
@@ -26,39 +28,62 @@ from ._base import BaseMixin, MixinContext, mixin
 
 __all__ = ["HumanInLoopMixin"]
 
-_DEFAULT_OPTIONS = ["approve", "reject"]
+
+class HumanInLoopOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    when: Literal["before", "after"] = Field(
+        default="after", description="Gate before the model call, or after the step is recorded."
+    )
+    prompt: str | None = Field(
+        default=None, description="What the person is asked [default: names the agent and its work]."
+    )
+    options: list[str] = Field(
+        default_factory=lambda: ["approve", "reject"],
+        description="The answers offered; the first approves. An empty list asks for free text.",
+    )
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Unanswered this long, the request expires and the run fails [default: never].",
+    )
+    wait_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=86_400,
+        description="On a QMCP server: how long to poll for an answer before pausing.",
+    )
 
 
 @mixin
 class HumanInLoopMixin(BaseMixin):
-    """Options: `when` ("before" | "after", default "after"), `prompt`, `options` (the first
-    approves; an empty list asks for free text), `timeout_seconds`, `wait_seconds` (on a QMCP
-    server: how long to poll for an answer before pausing, default 0)."""
+    """Options: `HumanInLoopOptions` (`when`, `prompt`, `options`, `timeout_seconds`, `wait_seconds`)."""
 
     name = "human_in_loop"
+    options_model = HumanInLoopOptions
     description = "Approval or input gate before or after the agent's step; pauses the execution"
 
     async def before_model(self, ctx: MixinContext) -> None:
-        options = ctx.options(self.name)
-        if options.get("when", "after") != "before":
+        options: HumanInLoopOptions = self.options(ctx)
+        if options.when != "before":
             return
-        prompt = options.get("prompt") or f"{ctx.agent.name} is about to work on:\n{ctx.prompt[:2000]}"
+        prompt = options.prompt or f"{ctx.agent.name} is about to work on:\n{ctx.prompt[:2000]}"
         answer = await self._gate(ctx, "before", prompt, options)
-        if not options.get("options", _DEFAULT_OPTIONS):
+        if not options.options:
             ctx.prompt = f"{ctx.prompt}\n\nHuman input: {answer}"
 
     async def on_end(self, ctx: MixinContext) -> None:
-        options = ctx.options(self.name)
-        if options.get("when", "after") != "after":
+        options: HumanInLoopOptions = self.options(ctx)
+        if options.when != "after":
             return
         prompt = (
-            options.get("prompt")
+            options.prompt
             or f"Approve the output of {ctx.agent.name} ({ctx.slot})?\n{(ctx.reply or '')[:2000]}"
         )
         await self._gate(ctx, "after", prompt, options)
 
-    async def _gate(self, ctx: MixinContext, where: str, prompt: str, options: dict[str, Any]) -> str:
-        choices = list(options.get("options", _DEFAULT_OPTIONS))
+    async def _gate(self, ctx: MixinContext, where: str, prompt: str, options: HumanInLoopOptions) -> str:
+        choices = list(options.options)
         request_id = gate_request_id(ctx.execution_id, f"{ctx.key}#human-{where}")
         server = settings().server_url
         if server:
@@ -75,7 +100,7 @@ class HumanInLoopMixin(BaseMixin):
                 prompt=prompt,
                 options=choices or None,
                 context=_context(ctx, where),
-                timeout_seconds=options.get("timeout_seconds"),
+                timeout_seconds=options.timeout_seconds,
                 execution_id=ctx.execution_id,
                 key=f"{ctx.key}#human-{where}",
             )
@@ -121,14 +146,14 @@ async def _remote_gate(
     where: str,
     prompt: str,
     choices: list[str],
-    options: dict[str, Any],
+    options: HumanInLoopOptions,
 ) -> str:
     """The gate on a QMCP server: create the request there (once), then read its answer."""
     import os
 
     from ...client import AsyncQmcpClient, HumanRequestConflictError, QmcpClientError
 
-    timeout = options.get("timeout_seconds")
+    timeout = options.timeout_seconds
     token = os.environ.get("QMCP_API_TOKEN", "")
     async with AsyncQmcpClient(server, token=token, correlation_id=ctx.resources.correlation_id) as client:
         try:
@@ -141,7 +166,7 @@ async def _remote_gate(
                     context=_context(ctx, where),
                     timeout_seconds=int(min(max(timeout or 86_400, 60), 86_400)),
                 )
-            deadline = time.monotonic() + float(options.get("wait_seconds", 0))
+            deadline = time.monotonic() + options.wait_seconds
             while True:
                 request, answer = await client.get_human_request(request_id)
                 if answer is not None:

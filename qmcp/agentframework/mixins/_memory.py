@@ -13,21 +13,30 @@ from ..errors import MixinError
 from ..store import MemoryStore
 from ._base import BaseMixin, MixinContext, mixin
 from ._reasoning import split_reasoning
-from ._structured_output import parse_options
 
 __all__ = ["MemoryMixin"]
 
 _SUMMARY_CHARS = 300
 
 
-class _Options(BaseModel):
+class MemoryOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(default=5, ge=0, le=100)
-    half_life_days: float = Field(default=7.0, gt=0)
-    max_memories: int | None = Field(default=None, ge=1)
-    tags: list[str] = Field(default_factory=list)
-    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+    limit: int = Field(
+        default=5, ge=0, le=100, description="Memories recalled into each step's system prompt."
+    )
+    half_life_days: float = Field(default=7.0, gt=0, description="Days after which a memory's weight halves.")
+    max_memories: int | None = Field(
+        default=None,
+        ge=1,
+        description="Prune the agent's memories to this many after each step [default: keep all].",
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="Tags added to every memory this agent forms (a project, a label)."
+    )
+    importance: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="The importance of those memories, 0..1."
+    )
 
 
 def _clip(text: str, limit: int = _SUMMARY_CHARS) -> str:
@@ -49,10 +58,11 @@ class MemoryMixin(BaseMixin):
     """
 
     name = "memory"
+    options_model = MemoryOptions
     description = "Remembers each exchange and recalls the relevant memories in later steps and runs"
 
     async def before_model(self, ctx: MixinContext) -> None:
-        options = parse_options(ctx, self.name, _Options)
+        options = self.options(ctx)
         recalled = await self._store(ctx, options).recall(ctx.agent.name, ctx.prompt, limit=options.limit)
         ctx.extras[self.name] = {
             "recalled": [
@@ -65,7 +75,7 @@ class MemoryMixin(BaseMixin):
             ctx.system = f"{ctx.system}\n\nWhat you remember from earlier work, most relevant first:\n{lines}"
 
     async def after_response(self, ctx: MixinContext) -> None:
-        options = parse_options(ctx, self.name, _Options)
+        options = self.options(ctx)
         store = self._store(ctx, options)
         # The answer without any reasoning before it, whether or not the reasoning mixin ran yet.
         answer = split_reasoning(ctx.reply or "")[1]
@@ -79,7 +89,7 @@ class MemoryMixin(BaseMixin):
             record["pruned"] = await store.prune(ctx.agent.name, keep=options.max_memories)
 
     @staticmethod
-    def _store(ctx: MixinContext, options: _Options) -> MemoryStore:
+    def _store(ctx: MixinContext, options: MemoryOptions) -> MemoryStore:
         if ctx.resources.db is None:
             raise MixinError("the memory mixin needs a runner with a database")
         return MemoryStore(ctx.resources.db, half_life_days=options.half_life_days)

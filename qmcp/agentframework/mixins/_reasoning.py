@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._base import BaseMixin, MixinContext, mixin
-from ._structured_output import parse_options
 
 __all__ = ["REASONING_STYLES", "ReasoningMixin"]
 
@@ -56,10 +55,10 @@ def split_reasoning(reply: str) -> tuple[str, str]:
     return reasoning.strip(), answer
 
 
-class _Options(BaseModel):
+class ReasoningOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    style: str = "step_by_step"
+    style: str = Field(default="step_by_step", description=f"One of: {', '.join(REASONING_STYLES)}.")
 
     @field_validator("style")
     @classmethod
@@ -74,14 +73,15 @@ class ReasoningMixin(BaseMixin):
     """Options: `style`, one of `REASONING_STYLES` (default "step_by_step")."""
 
     name = "reasoning"
+    options_model = ReasoningOptions
     description = "Reasoning styles (step by step, pros and cons, ...) kept apart from the answer"
 
     async def before_model(self, ctx: MixinContext) -> None:
-        style = parse_options(ctx, self.name, _Options).style
+        style = self.options(ctx).style
         ctx.system = f"{ctx.system}\n\n{REASONING_STYLES[style]} {_FORMAT}".strip()
 
     async def after_response(self, ctx: MixinContext) -> None:
-        style = parse_options(ctx, self.name, _Options).style
+        style = self.options(ctx).style
         reasoning, answer = split_reasoning(ctx.reply or "")
         ctx.reply = answer
         ctx.extras[self.name] = {"style": style, "reasoning": reasoning}

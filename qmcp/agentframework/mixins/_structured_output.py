@@ -5,7 +5,7 @@ extracts the JSON (fenced or bare), checks it against the schema and asks the mo
 the error. With a pydantic model the parsed object is then validated by the model itself, which
 checks what the schema check cannot (constraints, nested models), and stored as it dumps it.
 
-Also home of the two helpers every mixin here uses to read its configuration.
+Also home of `import_object`, which the mixins here use to import what options name.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,21 +22,6 @@ from ..models import describe_validation_error
 from ._base import BaseMixin, MixinContext, mixin
 
 __all__ = ["StructuredOutputMixin"]
-
-OptionsT = TypeVar("OptionsT", bound=BaseModel)
-
-
-def parse_options(ctx: MixinContext, name: str, options_class: type[OptionsT]) -> OptionsT:
-    """The agent's options for mixin `name`, validated, so a misspelt option fails instead of being ignored."""
-    return validate_options(ctx.agent.name, name, options_class, ctx.options(name))
-
-
-def validate_options(agent: str, name: str, options_class: type[OptionsT], options: Any) -> OptionsT:
-    """`options` of mixin `name` as `options_class`, or a one-line `MixinError` naming the field."""
-    try:
-        return options_class.model_validate(options)
-    except ValidationError as error:
-        raise MixinError(f"agent {agent!r}: {describe_validation_error(error, f'mixins.{name}')}") from None
 
 
 def import_object(reference: str, what: str) -> Any:
@@ -56,12 +41,20 @@ def import_object(reference: str, what: str) -> Any:
     return target
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StructuredOutputOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
-    model: str | None = None
-    max_reasks: int = Field(default=2, ge=0, le=10)
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="A JSON schema the reply must match [default: AgentConfig.output_schema].",
+    )
+    model: str | None = Field(
+        default=None, description='A pydantic model, `"package.module:Model"`, instead of `schema`.'
+    )
+    max_reasks: int = Field(
+        default=2, ge=0, le=10, description="How often the model is asked again with the validation error."
+    )
 
 
 @functools.cache
@@ -83,17 +76,18 @@ class StructuredOutputMixin(BaseMixin):
     """
 
     name = "structured_output"
+    options_model = StructuredOutputOptions
     description = "Replies as JSON of a schema or pydantic model, extracted, validated and re-asked"
 
     @classmethod
     def executable_items(cls, agent: str, options: dict[str, Any]) -> list[str]:
-        model = validate_options(agent, cls.name, _Options, options).model
+        model = cls.parse_options(agent, options).model
         return [f"output model {model!r} (its module is imported)"] if model is not None else []
 
     async def before_model(self, ctx: MixinContext) -> None:
         if ctx.schema is not None:
             return
-        options = parse_options(ctx, self.name, _Options)
+        options = self.options(ctx)
         if options.model is not None and options.json_schema is not None:
             raise MixinError(
                 f"agent {ctx.agent.name!r}: give structured_output a schema or a model, not both"

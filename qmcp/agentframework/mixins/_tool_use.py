@@ -31,7 +31,7 @@ from .._extras import require
 from ..errors import MissingExtraError, MixinError
 from ..llm import ToolSpec
 from ._base import BaseMixin, MixinContext, RunResources, mixin
-from ._structured_output import import_object, parse_options, validate_options
+from ._structured_output import import_object
 
 if TYPE_CHECKING:
     from mcp import ClientSession
@@ -169,15 +169,28 @@ class _QmcpServer(BaseModel):
         return f"QMCP server {where!r} (receives the model's tool calls{token})"
 
 
-class _Options(BaseModel):
+class ToolUseOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tools: list[str] = Field(default_factory=list)
-    mcp_servers: list[_Server] = Field(default_factory=list)
-    qmcp_servers: list[_QmcpServer] = Field(default_factory=list)
-    allow: list[str] | None = None
-    deny: list[str] = Field(default_factory=list)
-    connect_timeout_seconds: float = Field(default=30.0, gt=0)
+    tools: list[str] = Field(
+        default_factory=list,
+        description='Names given to `register_tool`, or `"package.module:function"` references.',
+    )
+    mcp_servers: list[_Server] = Field(
+        default_factory=list,
+        description="MCP servers: `{command, args, env, env_allow, cwd}` over stdio, or `{url}` over streamable HTTP.",
+    )
+    qmcp_servers: list[_QmcpServer] = Field(
+        default_factory=list,
+        description="QMCP servers whose `/v1/tools` to offer: `{url, tools, token_env}`.",
+    )
+    allow: list[str] | None = Field(default=None, description="Only these tool names [default: all].")
+    deny: list[str] = Field(
+        default_factory=list, description="Never these tool names (deny wins over allow)."
+    )
+    connect_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="How long an MCP server may take to connect."
+    )
 
 
 # -- Python functions ---------------------------------------------------------------------------
@@ -377,11 +390,12 @@ class ToolUseMixin(BaseMixin):
     """
 
     name = "tool_use"
+    options_model = ToolUseOptions
     description = "Python functions and MCP server tools (stdio or HTTP) with allow/deny lists"
 
     @classmethod
     def executable_items(cls, agent: str, options: dict[str, Any]) -> list[str]:
-        parsed = validate_options(agent, cls.name, _Options, options)
+        parsed = cls.parse_options(agent, options)
         return [
             *(
                 f"Python tool {reference!r} (imported, the model may call it)"
@@ -394,7 +408,7 @@ class ToolUseMixin(BaseMixin):
         ]
 
     async def before_model(self, ctx: MixinContext) -> None:
-        options = parse_options(ctx, self.name, _Options)
+        options = self.options(ctx)
         state = ctx.resources.state
         specs: list[ToolSpec] = []
         for reference in options.tools:
@@ -452,7 +466,7 @@ async def _qmcp_tools(server: _QmcpServer, ctx: MixinContext) -> list[ToolSpec]:
     return list(state[key])
 
 
-def _select(agent: str, specs: list[ToolSpec], options: _Options) -> list[ToolSpec]:
+def _select(agent: str, specs: list[ToolSpec], options: ToolUseOptions) -> list[ToolSpec]:
     """The tools `allow` and `deny` leave; a name offered twice or allowed but absent is an error."""
     names = [spec.definition.name for spec in specs]
     if options.allow is not None:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, ValidationError, field_validator, model_validator
 from sqlmodel import JSON, Field, SQLModel
 
+from .._registry import MIXINS
+from ..errors import InvalidConfigError
 from ._base import TableModel
-from ._enums import AgentCapability, AgentRole
+from ._enums import AgentRole
 from ._model_config import ModelConfig
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
 __all__ = ["AgentConfig", "AgentType", "utcnow"]
 
+_MixinName = Annotated[str, AfterValidator(MIXINS.check)]
+"""A name in the mixin registry: a built-in (`AgentCapability`) or a `@mixin` class's."""
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -42,10 +46,13 @@ class AgentConfig(SQLModel):
     max_retries: int = Field(default=3, ge=0, le=20)
     timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
     max_tool_calls: int = Field(default=10, ge=0, le=1000)
-    capabilities: list[AgentCapability] = Field(default_factory=list)
-    mixins: dict[str, dict[str, Any]] = Field(
+    capabilities: list[_MixinName] = Field(
+        default_factory=list,
+        description="Mixins this agent enables, by registered name (built-ins: the `AgentCapability` values).",
+    )
+    mixins: dict[_MixinName, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Options per capability, e.g. {'reasoning': {'style': 'pros_and_cons'}}.",
+        description="Options per mixin, e.g. {'reasoning': {'style': 'pros_and_cons'}}.",
     )
     max_total_tokens: int | None = Field(
         default=None,
@@ -70,6 +77,19 @@ class AgentConfig(SQLModel):
         if value is not None and not _VARIABLE.match(value):
             raise ValueError(f"{value!r} is not an environment variable name (letters, digits and '_')")
         return value
+
+    @model_validator(mode="after")
+    def _mixin_options(self) -> AgentConfig:
+        """Each mixin's options against its `options_model`: a misspelt key fails before anything is stored."""
+        for name, options in self.mixins.items():
+            options_model = getattr(MIXINS.get(name), "options_model", None)
+            if options_model is None:
+                continue
+            try:
+                options_model.model_validate(options)
+            except ValidationError as error:
+                raise ValueError(describe_validation_error(error, f"mixins.{name}")) from None
+        return self
 
     @model_validator(mode="after")
     def _model_from_registry(self) -> AgentConfig:
@@ -117,8 +137,13 @@ class AgentType(TableModel, table=True):
 
     @property
     def agent_config(self) -> AgentConfig:
-        """The parsed config (validates the stored JSON)."""
-        return AgentConfig.model_validate(self.config or {})
+        """The parsed config (validates the stored JSON: a mixin it names may be unregistered here)."""
+        try:
+            return AgentConfig.model_validate(self.config or {})
+        except ValidationError as error:
+            raise InvalidConfigError(
+                f"agent {self.name!r}: {describe_validation_error(error, 'config')}"
+            ) from None
 
     def definition(self) -> dict[str, Any]:
         """The fields that define this agent, without database bookkeeping."""

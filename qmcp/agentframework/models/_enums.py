@@ -33,7 +33,8 @@ class AgentRole(StrEnum):
 
 
 class AgentCapability(StrEnum):
-    """Capabilities an agent enables through `AgentConfig.capabilities` (mixins)."""
+    """The built-in mixins' names, as constants. `AgentConfig.capabilities` takes any name in the
+    mixin registry (`@mixin` adds yours), so this enum lists, it does not limit."""
 
     TOOL_USE = "tool_use"
     MEMORY = "memory"
@@ -43,6 +44,9 @@ class AgentCapability(StrEnum):
 
 
 class TopologyType(StrEnum):
+    """The built-in topology types' names, as constants. `Topology.topology_type` takes any name in
+    the topology registry (`@topology` adds yours), so this enum lists, it does not limit."""
+
     PIPELINE = "pipeline"
     ENSEMBLE = "ensemble"
     DEBATE = "debate"

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from sqlalchemy import String
 from sqlmodel import JSON, Field, UniqueConstraint
 
+from .._registry import TOPOLOGIES
 from ._agent import utcnow
 from ._base import TableModel
-from ._enums import TopologyType
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
 __all__ = [
@@ -110,20 +110,10 @@ class CompoundConfig(TopologyConfig):
     default: str | None = None
 
 
-_CONFIGS: dict[TopologyType, type[TopologyConfig]] = {
-    TopologyType.PIPELINE: PipelineConfig,
-    TopologyType.ENSEMBLE: EnsembleConfig,
-    TopologyType.DEBATE: DebateConfig,
-    TopologyType.CROSSCHECK: CrossCheckConfig,
-    TopologyType.CHAIN_OF_COMMAND: ChainOfCommandConfig,
-    TopologyType.DELEGATION: DelegationConfig,
-    TopologyType.COMPOUND: CompoundConfig,
-}
-
-
-def config_class_for(topology_type: TopologyType | str) -> type[TopologyConfig]:
-    """The config schema of a topology type."""
-    return _CONFIGS[TopologyType(topology_type)]
+def config_class_for(topology_type: str) -> type[TopologyConfig]:
+    """The config schema of a registered topology type (its class's `config_class`)."""
+    config_class: type[TopologyConfig] = TOPOLOGIES.get(str(topology_type)).config_class
+    return config_class
 
 
 class Topology(TableModel, table=True):
@@ -134,8 +124,9 @@ class Topology(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=64)
     description: str = Field(default="", max_length=10_000)
-    topology_type: TopologyType = Field(sa_type=String(64))
-    """Stored as its name's text (`pipeline`), not a database enum: types are open (migration 0002)."""
+    topology_type: str = Field(sa_type=String(64))
+    """A registered topology type: a built-in (`TopologyType`) or a `@topology` class's; stored as
+    text, not a database enum, so types stay open (migration 0002)."""
     config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -150,13 +141,9 @@ class Topology(TableModel, table=True):
     def _config_matches_type(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "topology_type" not in data:
             return data
-        try:
-            topology_type = TopologyType(data["topology_type"])
-        except ValueError:
-            known = ", ".join(t.value for t in TopologyType)
-            raise ValueError(
-                f"unknown topology type {data['topology_type']!r}; choose one of: {known}"
-            ) from None
+        topology_type = str(data["topology_type"])
+        if topology_type not in TOPOLOGIES:
+            raise ValueError(TOPOLOGIES.unknown(data["topology_type"]))
         config = data.get("config") or {}
         if isinstance(config, BaseModel):
             config = config.model_dump()

@@ -44,6 +44,8 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
     for item in error.errors(include_url=False):
         path = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
         message = str(item["msg"]).removeprefix("Value error, ")
+        if path and message.startswith((f"{path}:", f"{path}.")):  # a nested model's message names it already
+            path = ""
         parts.append(f"{path}: {message}" if path else message)
     return "; ".join(parts)
 

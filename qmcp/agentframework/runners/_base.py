@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 from ...config import settings
 from ...observability import METRICS, get_logger, log_context, step_tracer, tracer
 from .. import llm
+from .._registry import RUNNERS
 from ..errors import ExecutionBusyError, ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
 from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
@@ -553,23 +554,21 @@ def _result(execution: Execution) -> RunResult:
 
 
 class RunnerRegistry:
-    """Runner types by name: `RunnerRegistry.create("local", config)`; `@runner` adds your own."""
-
-    _runners: ClassVar[dict[str, type[BaseRunner]]] = {}
+    """Runner types by name (the shared `RUNNERS` registry): `RunnerRegistry.create("local", config)`;
+    `@runner` adds your own."""
 
     @classmethod
     def register(cls, runner_class: type[BaseRunner]) -> type[BaseRunner]:
-        cls._runners[runner_class.runner_type] = runner_class
-        return runner_class
+        return RUNNERS.add(runner_class.runner_type, runner_class)
+
+    @classmethod
+    def unregister(cls, runner_type: str) -> None:
+        RUNNERS.remove(runner_type)
 
     @classmethod
     def get(cls, runner_type: str) -> type[BaseRunner]:
-        try:
-            return cls._runners[runner_type]
-        except KeyError:
-            raise UserInputError(
-                f"unknown runner {runner_type!r}; choose one of: {', '.join(sorted(cls._runners))}"
-            ) from None
+        found: type[BaseRunner] = RUNNERS.get(runner_type)
+        return found
 
     @classmethod
     def create(cls, runner_type: str, config: RunConfig | None = None, **kwargs: Any) -> BaseRunner:
@@ -584,7 +583,7 @@ class RunnerRegistry:
 
     @classmethod
     def list(cls) -> list[str]:
-        return sorted(cls._runners)
+        return RUNNERS.names()
 
 
 def runner(runner_class: type[BaseRunner]) -> type[BaseRunner]:

@@ -1,4 +1,8 @@
-"""`RunConfig` and `RunResult`: the documented run options and result fields, then qmcp's extras."""
+"""`RunConfig` and `RunResult`: what a run is given and what it returns.
+
+The first fields of each are the stable core every example uses (their names and defaults are pinned
+by tests/core/test_public_api.py); the fields after them add spend, concurrency and model controls.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ class RunConfig(SQLModel):
     log_level: str = "INFO"
     trace_enabled: bool = True
     metrics_enabled: bool = True
-    # Extras beyond the original interface.
+    # Beyond the core: model, concurrency and spend controls.
     model_override: str | None = Field(default=None, description="Swap every agent's model for this run.")
     max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
     retry_backoff_seconds: float = Field(
@@ -96,7 +100,7 @@ class RunResult(SQLModel):
     runner_type: str
     topology_name: str
     correlation_id: str | None
-    # Extras beyond the original interface.
+    # Beyond the core: what the run used.
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0

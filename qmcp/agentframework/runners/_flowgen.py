@@ -1,8 +1,9 @@
 """The source of a Metaflow flow for a topology: readable, formatted as ruff formats it, one step per call.
 
 The flow's steps call `metaflow_helpers`, which run the topology's own code; this module only
-lays out the DAG (a chain of stages, a `foreach` and its join, unrolled debate rounds) and names
-each step's agent call by the key the topology code gives it.
+lays out the DAG from the topology's `step_plan` (a chain of calls, a `foreach` and its join),
+naming each step's agent call by the key the plan gives it, which the topology's `run()` builds
+with the same key builders. A topology without a plan runs in one step.
 """
 
 from __future__ import annotations
@@ -17,14 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..models import TopologyType
-from ..topologies import (
-    AGGREGATOR_SLOT,
-    CrossCheckTopology,
-    DebateTopology,
-    EnsembleTopology,
-    PipelineTopology,
-)
+from ..topologies import AgentCall, ParallelCalls, StepPlan
 from ._config import RunConfig
 from ._team import Team
 
@@ -35,11 +29,6 @@ _HELPERS = "qmcp.agentframework.runners.metaflow_helpers"
 _ARTIFACTS = frozenset(
     {"input_json", "given_execution_id", "execution_id", "topology_id", "result", "output"}
 )
-_DECIDED_AT_RUN_TIME = {
-    TopologyType.CHAIN_OF_COMMAND: "the commander's plan decides which agents run",
-    TopologyType.DELEGATION: "the router decides which specialist runs",
-    TopologyType.COMPOUND: "its conditions and sub-topologies decide what runs",
-}
 _EXECUTION = "execution_id=self.execution_id"
 
 
@@ -89,17 +78,11 @@ class _Step:
 def generate_flow(team: Team, config: RunConfig) -> str:
     """The flow file for a validated team; `config` sets the steps' `@retry` and `@timeout`."""
     topology = team.topology
-    match team.implementation:
-        case PipelineTopology() as pipeline:
-            summary, steps = _pipeline(team, pipeline)
-        case EnsembleTopology() as ensemble:
-            summary, steps = _ensemble(team, ensemble)
-        case CrossCheckTopology() as crosscheck:
-            summary, steps = _crosscheck(team, crosscheck)
-        case DebateTopology() as debate:
-            summary, steps = _debate(team, debate)
-        case _:
-            summary, steps = _whole(team)
+    plan = team.implementation.step_plan(team.agents)
+    if plan is None:
+        summary, steps = "one step runs the whole topology", _whole(team)
+    else:
+        summary, steps = plan.summary, _planned(team, plan)
     kind_name = str(topology.topology_type)
     file_name = flow_file_name(topology.name)
     lines = [
@@ -149,186 +132,82 @@ def generate_flow(team: Team, config: RunConfig) -> str:
     return "\n".join(lines)
 
 
-# -- shapes -----------------------------------------------------------------------------------------
+# -- shapes: derived from the topology's step plan ---------------------------------------------------
 
 
-def _pipeline(team: Team, implementation: PipelineTopology) -> tuple[str, list[_Step]]:
-    stages = implementation.stages(list(team.agents))
-    names = _stage_names(stages)
-    steps = [_start([f"self.next(self.{names[0]})"])]
-    for index, (stage, name) in enumerate(zip(stages, names, strict=True)):
-        following = names[index + 1] if index + 1 < len(names) else "end"
+def _planned(team: Team, plan: StepPlan) -> list[_Step]:
+    """A step per sequential call, a `foreach` and its join for parallel calls, then the end."""
+    calls = [stage for stage in plan.stages if isinstance(stage, AgentCall)]
+    names = _stage_names([call.step or call.slot for call in calls])
+    parallel = plan.stages[-1] if isinstance(plan.stages[-1], ParallelCalls) else None
+    following = [*names, parallel.step if parallel else "end"]
+    steps = [_start(_next(following[0], parallel if not calls else None))]
+    for index, (call, name) in enumerate(zip(calls, names, strict=True)):
+        last = index + 1 == len(calls)
         steps.append(
             _Step(
                 name,
-                f"Stage {index + 1} of {len(stages)}: agent {team.agents[stage].name!r} in slot {stage!r}.",
+                call.doc or f"Agent {team.agents[call.slot].name!r} in slot {call.slot!r}.",
                 ("invoke_agent",),
                 [
-                    *_call(
-                        "self.result",
-                        "invoke_agent",
-                        [_agent(stage), _key(f"pipeline/{index}:{stage}"), _EXECUTION],
-                    ),
-                    f"self.next(self.{following})",
+                    *_call("self.result", "invoke_agent", [_agent(call.slot), _key(call.key), _EXECUTION]),
+                    *_next(following[index + 1], parallel if last else None),
                 ],
             )
         )
-    steps.append(_replaying_end("pipeline"))
-    return " -> ".join(stages), steps
-
-
-def _ensemble(team: Team, implementation: EnsembleTopology) -> tuple[str, list[_Step]]:
-    members = implementation.members(list(team.agents))
-    method = implementation.config.aggregation_method
-    synthesis = method == "synthesis"
-    aggregate_doc = (
-        f"Aggregates the answers by synthesis: agent {team.agents[AGGREGATOR_SLOT].name!r} writes the answer."
-        if synthesis
-        else f"Aggregates the answers by {method!r} (aggregate_results, in the ensemble's code)."
-    )
-    owns = [f"owns=[{_quote('ensemble/aggregate')}]"] if synthesis else []
-    steps = [
-        _start(
-            [
-                *_list("self.member_slots", [_quote(slot) for slot in members]),
-                'self.next(self.member, foreach="member_slots")',
-            ]
-        ),
+    if parallel is None:
+        return [*steps, _replaying_end(str(team.topology.topology_type))]
+    owns = [f"owns=[{', '.join(_quote(key) for key in parallel.join_owns)}]"] if parallel.join_owns else []
+    return [
+        *steps,
         _Step(
-            "member",
-            "One member answers the task on its own.",
+            parallel.step,
+            parallel.doc,
             ("invoke_agent",),
             [
-                *_call(
-                    "self.result",
-                    "invoke_agent",
-                    ["AGENTS[self.input]", 'key=f"ensemble/member:{self.input}"', _EXECUTION],
-                ),
-                "self.next(self.aggregate)",
+                "slot, key = self.input",
+                *_call("self.result", "invoke_agent", ["AGENTS[slot]", "key=key", _EXECUTION]),
+                f"self.next(self.{parallel.join})",
             ],
         ),
         _Step(
-            "aggregate",
-            aggregate_doc,
+            parallel.join,
+            parallel.join_doc,
             ("run_topology",),
             [
                 'self.merge_artifacts(inputs, include=["execution_id", "topology_id"])',
                 *_call(
                     "self.output",
                     "run_topology",
-                    ["self.execution_id", *owns, "after=[member.result for member in inputs]"],
+                    [
+                        "self.execution_id",
+                        *owns,
+                        f"after=[{parallel.step}.result for {parallel.step} in inputs]",
+                    ],
                 ),
                 "self.next(self.end)",
             ],
             join=True,
         ),
-        _saving_end("ensemble"),
+        _saving_end(str(team.topology.topology_type)),
     ]
-    return f"{len(members)} members in parallel, aggregated by {method!r}", steps
 
 
-def _crosscheck(team: Team, implementation: CrossCheckTopology) -> tuple[str, list[_Step]]:
-    checkers = implementation.checkers(list(team.agents))
-    config = implementation.config
-    method = "unanimous" if config.require_unanimous_for_approval else config.consensus_method
-    steps = [
-        _start(["self.next(self.primary)"]),
-        _Step(
-            "primary",
-            f"The primary (agent {team.agents['primary'].name!r}) answers the task.",
-            ("invoke_agent",),
-            [
-                *_call(
-                    "self.result", "invoke_agent", [_agent("primary"), _key("crosscheck/primary"), _EXECUTION]
-                ),
-                *_list("self.checker_slots", [_quote(slot) for slot in checkers]),
-                'self.next(self.check, foreach="checker_slots")',
-            ],
-        ),
-        _Step(
-            "check",
-            "One checker validates the primary's answer.",
-            ("invoke_agent",),
-            [
-                *_call(
-                    "self.result",
-                    "invoke_agent",
-                    ["AGENTS[self.input]", 'key=f"crosscheck/checker:{self.input}"', _EXECUTION],
-                ),
-                "self.next(self.consensus)",
-            ],
-        ),
-        _Step(
-            "consensus",
-            f"Decides approval by {method!r} consensus of the verdicts (determine_consensus, in the crosscheck's code).",
-            ("run_topology",),
-            [
-                'self.merge_artifacts(inputs, include=["execution_id", "topology_id"])',
-                *_call(
-                    "self.output",
-                    "run_topology",
-                    ["self.execution_id", "after=[check.result for check in inputs]"],
-                ),
-                "self.next(self.end)",
-            ],
-            join=True,
-        ),
-        _saving_end("crosscheck"),
+def _next(target: str, parallel: ParallelCalls | None) -> list[str]:
+    """`self.next(...)`; into parallel calls, a `foreach` over their (slot, key) pairs."""
+    if parallel is None:
+        return [f"self.next(self.{target})"]
+    items = f"{parallel.step}_calls"
+    return [
+        *_list(f"self.{items}", [f"[{_quote(c.slot)}, {_quote(c.key)}]" for c in parallel.calls]),
+        f'self.next(self.{target}, foreach="{items}")',
     ]
-    return f"the primary answers, {len(checkers)} checkers validate in parallel, {method} consensus", steps
 
 
-def _debate(team: Team, implementation: DebateTopology) -> tuple[str, list[_Step]]:
-    config = implementation.config
-    mediator = implementation.mediator_slot(team.agents) if config.consensus_method == "mediator" else None
-    turns = [
-        (number, side) for number in range(1, config.max_rounds + 1) for side in ("proponent", "opponent")
-    ]
-    names = [f"round_{number}_{side}" for number, side in turns] + (["mediator"] if mediator else [])
-    steps = [_start([f"self.next(self.{names[0]})"])]
-    for index, (number, side) in enumerate(turns):
-        stance = "for" if side == "proponent" else "against"
-        skip = (
-            "; skipped once the debate has converged" if number > 1 and config.allow_early_termination else ""
-        )
-        steps.append(
-            _Step(
-                names[index],
-                f"Round {number}: the {side} (agent {team.agents[side].name!r}) argues {stance} the topic{skip}.",
-                ("invoke_agent",),
-                [
-                    *_call(
-                        "self.result",
-                        "invoke_agent",
-                        [_agent(side), _key(f"debate/round-{number}/{side}"), _EXECUTION],
-                    ),
-                    f"self.next(self.{names[index + 1] if index + 1 < len(names) else 'end'})",
-                ],
-            )
-        )
-    if mediator:
-        steps.append(
-            _Step(
-                "mediator",
-                f"The mediator (agent {team.agents[mediator].name!r}) decides the debate.",
-                ("invoke_agent",),
-                [
-                    *_call(
-                        "self.result", "invoke_agent", [_agent(mediator), _key("debate/mediator"), _EXECUTION]
-                    ),
-                    "self.next(self.end)",
-                ],
-            )
-        )
-    steps.append(_replaying_end("debate"))
-    decider = "the mediator decides" if mediator else "the last round stands"
-    return f"up to {config.max_rounds} rounds of proponent and opponent, then {decider}", steps
-
-
-def _whole(team: Team) -> tuple[str, list[_Step]]:
+def _whole(team: Team) -> list[_Step]:
     kind = str(team.topology.topology_type)
-    reason = _DECIDED_AT_RUN_TIME.get(team.topology.topology_type, "its steps are decided at run time")
-    steps = [
+    reason = team.implementation.shape_note
+    return [
         _start(["self.next(self.topology)"]),
         _Step(
             "topology",
@@ -345,7 +224,6 @@ def _whole(team: Team) -> tuple[str, list[_Step]]:
         ),
         _saving_end(kind),
     ]
-    return "one step runs the whole topology", steps
 
 
 # -- common steps -------------------------------------------------------------------------------------
@@ -501,6 +379,7 @@ def _bracketed(head: str, items: list[str], close: str) -> list[str]:
     if indent + len(one_line) <= _LINE_LENGTH:
         return [one_line]
     hugged = "    " + ", ".join(items)
-    if indent + len(hugged) <= _LINE_LENGTH:
+    nested = any(item.startswith("[") for item in items)  # ruff puts bracketed items one per line
+    if indent + len(hugged) <= _LINE_LENGTH and not nested:
         return [head, hugged, close]
     return [head, *(f"    {item}," for item in items), close]

@@ -18,9 +18,12 @@ Each step renews the lease while it runs, writes its steps fenced by the token, 
 request, and fails at once if another process has taken the execution over. Helpers called outside
 a flow act for their process.
 
-`aggregate_results` and `determine_consensus` are the topologies' own functions, re-exported.
+`aggregate_results` and `determine_consensus` are the topologies' own functions, re-exported for
+hand-written flows: they read `invoke_agent` results, `(name, answer)` pairs and chat messages, and
+`aggregate_results(..., "synthesis", aggregator=...)` asks the aggregator you give it.
 Helpers read the database from `QMCP_DATABASE_URL`, and import the modules named in
-`QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the one that registers your models. They
+`QMCP_IMPORTS` and `QMCP_METAFLOW_IMPORTS` (comma-separated) first, e.g. the ones that register
+your models, topologies and mixins. They
 continue the trace of `TRACEPARENT` (set by `MetaflowRunner` from its run's span), and check the
 run's budget against the execution's stored totals, which every task adds its calls to; rate limits
 are those of the task's own process (`QMCP_RATE_LIMITS`, the models' `ModelConfig`).
@@ -32,7 +35,6 @@ import asyncio
 import atexit
 import functools
 import gc
-import importlib
 import os
 import uuid
 from collections.abc import Awaitable, Collection, Coroutine, Mapping, Sequence
@@ -43,6 +45,7 @@ from typing import Any, Literal, TypeVar
 from ...config import settings
 from ...observability import continued_trace, log_context
 from .. import llm
+from .._registry import import_plugins
 from ..errors import (
     InvalidConfigError,
     LeaseLostError,
@@ -490,8 +493,8 @@ async def _save_execution(topology_id: int | None, output: dict[str, Any], execu
 async def _record_finished(
     db: Database, topology_id: int | None, output: dict[str, Any], run: str | None
 ) -> None:
-    """The seed's `save_execution(topology_id, output)` outside an execution: record a finished one,
-    from the start of its flow run (when known) to now."""
+    """`save_execution(topology_id, output)` without an execution, as a flow that made its agent calls
+    one-off calls it: record a finished execution, from the start of its flow run (when known) to now."""
     async with db.sessions() as session:
         topology = await session.get(Topology, topology_id) if topology_id is not None else None
     if topology is None:
@@ -564,13 +567,11 @@ def _flow_run() -> str | None:
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a helper's coroutine from a (synchronous) Metaflow step, after importing the user's modules."""
     _skip_final_collection()
-    for name in filter(None, (n.strip() for n in os.environ.get(IMPORTS_VARIABLE, "").split(","))):
-        try:
-            importlib.import_module(name)
-        except ImportError as error:
-            coroutine.close()
-            raise InvalidConfigError(
-                f"{IMPORTS_VARIABLE} names {name!r}, which cannot be imported: {error}"
-            ) from None
+    try:
+        import_plugins()  # QMCP_IMPORTS, as the CLI and the server import it
+        import_plugins(variable=IMPORTS_VARIABLE)
+    except InvalidConfigError:
+        coroutine.close()
+        raise
     with continued_trace():  # TRACEPARENT from the process that launched the flow: its spans are our parents
         return asyncio.run(coroutine)

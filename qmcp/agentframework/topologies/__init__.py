@@ -28,6 +28,7 @@ from ._delegation import ROUTER_SLOT, DelegationTopology
 from ._ensemble import AGGREGATOR_SLOT, EnsembleTopology
 from ._parsing import extract_confidence, extract_json, extract_number, normalize_answer, validate_json
 from ._pipeline import PipelineTopology
+from ._plan import AgentCall, ParallelCalls, StepPlan
 
 __all__ = [
     "AGGREGATION_METHODS",
@@ -37,6 +38,7 @@ __all__ = [
     "PLAN_SCHEMA",
     "ROUTER_SLOT",
     "VALIDATION_SCHEMA",
+    "AgentCall",
     "BaseTopology",
     "Budget",
     "ChainOfCommandTopology",
@@ -50,12 +52,14 @@ __all__ = [
     "DebateTopology",
     "DelegationTopology",
     "EnsembleTopology",
+    "ParallelCalls",
     "PipelineTopology",
     "RetryPolicy",
     "Scheduler",
     "SequentialScheduler",
     "StepContext",
     "StepEvent",
+    "StepPlan",
     "StepResult",
     "TopologyRegistry",
     "aggregate_results",

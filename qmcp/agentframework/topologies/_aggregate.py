@@ -1,13 +1,16 @@
 """Aggregation of ensemble answers and consensus of cross-check verdicts.
 
 These are the functions the topologies use, and the ones `metaflow_helpers` exports for
-generated flows, so a Metaflow run aggregates exactly like a local one.
+hand-written flows, so a Metaflow run aggregates exactly like a local one. They read the shapes a
+flow has at hand: reply text, `invoke_agent` results (`{"agent", "output", "data", ...}`), chat
+messages (`{"content": ...}`) and `(name, answer)` pairs. A shape they cannot read is one
+`MalformedOutputError` naming it, never its repr taken as an answer.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidConfigError, MalformedOutputError
@@ -17,7 +20,9 @@ __all__ = [
     "AGGREGATION_METHODS",
     "CONSENSUS_METHODS",
     "aggregate_results",
+    "combine_members",
     "determine_consensus",
+    "read_members",
     "synthesis_prompt",
 ]
 
@@ -25,13 +30,53 @@ AGGREGATION_METHODS = ("vote", "average", "weighted", "concat", "best_of", "synt
 CONSENSUS_METHODS = ("unanimous", "majority", "weighted")
 
 
-def _answer_text(result: Any) -> str:
-    if isinstance(result, dict):
-        for key in ("answer", "output", "text", "result"):
-            if isinstance(value := result.get(key), str):
-                return value
+_TEXT_KEYS = ("answer", "output", "content", "text", "result")
+"""Where a dict holds its answer: ours (`answer`, `output`), chat messages (`content`), others."""
+
+
+def _answer_text(result: Any, where: str) -> str:
+    """The text of one answer: a string, a number, or a dict's text under one of `_TEXT_KEYS`."""
+    if isinstance(result, str):
+        return result
+    if isinstance(result, int | float) and not isinstance(result, bool):
         return str(result)
-    return str(result)
+    if isinstance(result, Mapping):
+        for key in _TEXT_KEYS:
+            value = result.get(key)
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                return str(value)
+            if isinstance(value, list) and value and all(_is_text_part(part) for part in value):
+                return "".join(part["text"] for part in value)  # chat content as text parts
+        if result.get("error"):
+            raise MalformedOutputError(f"{where} failed ({result['error']}); leave it out, or retry it")
+        keys = ", ".join(map(str, result)) or "none"
+        raise MalformedOutputError(
+            f"{where} has no answer to read: a dict needs a text under one of {', '.join(_TEXT_KEYS)} (it has: {keys})"
+        )
+    raise MalformedOutputError(
+        f"{where} is a {type(result).__name__}; pass text, a number, or a dict with the text under one of "
+        f"{', '.join(_TEXT_KEYS)}"
+    )
+
+
+def _is_text_part(part: Any) -> bool:
+    return isinstance(part, Mapping) and isinstance(part.get("text"), str)
+
+
+def _named(item: Any, index: int, what: str) -> tuple[str, Any]:
+    """`(name, value)` from a pair, or from a dict naming its `agent` (an `invoke_agent` result) or `checker`."""
+    if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str):
+        return item[0], item[1]
+    if isinstance(item, Mapping):
+        for key in ("agent", "checker", "name", "slot"):
+            if isinstance(item.get(key), str):
+                return item[key], item
+        return f"{what} {index + 1}", item
+    if isinstance(item, str):
+        return f"{what} {index + 1}", item
+    raise MalformedOutputError(
+        f"{what} {index + 1} is a {type(item).__name__}; pass (name, answer) pairs, answer dicts or texts"
+    )
 
 
 def synthesis_prompt(task: str, members: Sequence[dict[str, Any]]) -> str:
@@ -43,31 +88,67 @@ def synthesis_prompt(task: str, members: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def aggregate_results(results: Sequence[tuple[str, Any]], method: str = "vote") -> dict[str, Any]:
-    """Combine `(agent_name, answer)` pairs by `method`.
-
-    `answer` is reply text or a dict with an `answer`/`output` text and optional `confidence`.
-    Returns `{"method", "answer", "members": [...], ...}`; for `synthesis` the `answer` is left
-    to the aggregator agent, to be asked `synthesis_prompt(task, members)`.
-    """
-    if method not in AGGREGATION_METHODS:
-        raise InvalidConfigError(
-            f"unknown aggregation method {method!r}; choose one of: {', '.join(AGGREGATION_METHODS)}"
+def read_members(results: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each member's `{"agent", "answer", "confidence"}`, from `(name, answer)` pairs, `invoke_agent`
+    results or answer dicts (see `_answer_text`); a `Confidence: X` line is taken out of the answer."""
+    if isinstance(results, str | bytes | Mapping) or not isinstance(results, Sequence):
+        raise MalformedOutputError(
+            f"aggregate_results takes a list of member answers, not a {type(results).__name__}"
         )
     if not results:
         raise MalformedOutputError("no member answers to aggregate")
     members: list[dict[str, Any]] = []
-    for name, result in results:
-        text = _answer_text(result)
+    for index, item in enumerate(results):
+        name, result = _named(item, index, "member")
+        text = _answer_text(result, f"the answer of {name!r}")
         members.append(
             {
                 "agent": name,
                 "answer": strip_confidence(text) or text,
                 "confidence": extract_confidence(
-                    result if isinstance(result, dict) and "confidence" in result else text
+                    dict(result) if isinstance(result, Mapping) and "confidence" in result else text
                 ),
             }
         )
+    return members
+
+
+def aggregate_results(
+    results: Sequence[Any],
+    method: str = "vote",
+    *,
+    aggregator: Callable[[str], Any] | None = None,
+    task: str = "",
+) -> dict[str, Any]:
+    """Combine member answers by `method`.
+
+    `results` are `(agent_name, answer)` pairs, `invoke_agent` results, or answer dicts; an answer is
+    text, a number, or a dict with its text under `answer`, `output`, `content` (a chat message),
+    `text` or `result`, and an optional `confidence`. Returns `{"method", "members", "answer", ...}`.
+
+    `synthesis` asks `aggregator` (a function from a prompt to the aggregator agent's reply, e.g.
+    `lambda prompt: invoke_agent(AGGREGATOR, {"prompt": prompt})`) to write the answer from
+    `synthesis_prompt(task, members)`; without one it raises, saying so.
+    """
+    if method not in AGGREGATION_METHODS:
+        raise InvalidConfigError(
+            f"unknown aggregation method {method!r}; choose one of: {', '.join(AGGREGATION_METHODS)}"
+        )
+    members = read_members(results)
+    if method == "synthesis":
+        if aggregator is None:
+            raise InvalidConfigError(
+                "aggregation method 'synthesis' needs the aggregator agent's answer: pass aggregator=, a "
+                "function taking a prompt and returning the aggregator's reply (e.g. lambda prompt: "
+                "invoke_agent(AGGREGATOR, {'prompt': prompt})), and task= (the task the members answered)"
+            )
+        reply = aggregator(synthesis_prompt(task, members))
+        return {"method": method, "members": members, "answer": _answer_text(reply, "the aggregator's reply")}
+    return combine_members(members, method)
+
+
+def combine_members(members: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """The answer of `read_members`'s members by `method` (every method but `synthesis`, which an agent writes)."""
     out: dict[str, Any] = {"method": method, "members": members}
     if method == "vote":
         counts = Counter(normalize_answer(m["answer"]) for m in members)
@@ -114,8 +195,8 @@ def aggregate_results(results: Sequence[tuple[str, Any]], method: str = "vote") 
             "best_agent": members[best]["agent"],
             "confidence": members[best]["confidence"],
         }
-    else:  # synthesis: the aggregator agent writes the answer
-        out["answer"] = None
+    else:
+        raise InvalidConfigError(f"method {method!r} is not combined here; use aggregate_results")
     return out
 
 
@@ -123,17 +204,46 @@ def _first_index(members: Sequence[dict[str, Any]], normalized: str) -> int:
     return next(i for i, m in enumerate(members) if normalize_answer(m["answer"]) == normalized)
 
 
+def _verdict(item: Any, index: int) -> dict[str, Any]:
+    """One checker's `{approved, confidence, issues, ...}` from a verdict dict, a `(checker, dict)`
+    pair or an `invoke_agent` result (its parsed `data`; a failed call abstains)."""
+    name, value = _named(item, index, "checker")
+    if isinstance(value, Mapping) and "approved" not in value and ("data" in value or "error" in value):
+        if value.get("error"):
+            value = {
+                "approved": False,
+                "confidence": 0.0,
+                "issues": [f"checker failed: {value['error']}"],
+                "parsed": False,
+            }
+        elif isinstance(value.get("data"), Mapping):
+            value = value["data"]
+    if not isinstance(value, Mapping) or not isinstance(value.get("approved"), bool):
+        shown = (
+            f"keys: {', '.join(map(str, value)) or 'none'}"
+            if isinstance(value, Mapping)
+            else type(value).__name__
+        )
+        raise MalformedOutputError(
+            f"the verdict of {name!r} has no true/false 'approved' ({shown}); pass {{approved, confidence, "
+            "issues}} dicts, (checker, dict) pairs or invoke_agent results of a checker asked for JSON"
+        )
+    return {"checker": name, **value} if isinstance(item, tuple | list) else dict(value)
+
+
 def determine_consensus(
-    primary: dict[str, Any],
-    validations: Sequence[dict[str, Any]],
+    primary: Any,
+    validations: Sequence[Any],
     method: str = "majority",
     *,
     threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Decide whether checkers approve the primary output.
 
-    Each validation is `{approved, confidence, issues}` (plus `checker`, and `parsed: False` for
-    a reply that could not be read, which counts as an abstention, never as an approval).
+    `primary` is the answer checked: text, or a dict with its text (`output`, `answer`, `content`,
+    ...: an `invoke_agent` result does). Each validation is `{approved, confidence, issues}` (plus
+    `checker`, and `parsed: False` for a reply that could not be read, which counts as an abstention,
+    never as an approval), a `(checker, dict)` pair, or a checker's `invoke_agent` result.
     `unanimous`: every checker approves. `majority`: more than half approve. `weighted`: the
     confidence-weighted share of approvals reaches `threshold`.
     """
@@ -141,6 +251,12 @@ def determine_consensus(
         raise InvalidConfigError(
             f"unknown consensus method {method!r}; choose one of: {', '.join(CONSENSUS_METHODS)}"
         )
+    if isinstance(validations, str | bytes | Mapping) or not isinstance(validations, Sequence):
+        raise MalformedOutputError(
+            f"determine_consensus takes a list of verdicts, not a {type(validations).__name__}"
+        )
+    validations = [_verdict(item, index) for index, item in enumerate(validations)]
+    primary_output = _answer_text(primary, "the primary's answer")
     votes = [v for v in validations if v.get("parsed", True)]
     approvals = [v for v in votes if v.get("approved") is True]
     rejections = [v for v in votes if v.get("approved") is not True]
@@ -160,9 +276,7 @@ def determine_consensus(
     return {
         "approved": approved,
         "method": method,
-        "primary_output": primary.get("output", primary.get("text"))
-        if isinstance(primary, dict)
-        else primary,
+        "primary_output": primary_output,
         "approvals": len(approvals),
         "rejections": len(rejections),
         "abstentions": len(validations) - len(votes),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from .._registry import TOPOLOGIES
 from ..errors import InvalidConfigError, MissingSlotError
-from ..models import AgentType, TopologyConfig, TopologyType, config_class_for
+from ..models import AgentType, TopologyConfig
 from ._context import StepContext
+from ._plan import StepPlan
 
 __all__ = ["BaseTopology", "TopologyRegistry", "topology"]
 
@@ -21,10 +24,15 @@ class BaseTopology(ABC):
     step outputs, so that replay on resume takes the same path.
     """
 
-    topology_type: ClassVar[TopologyType]
+    topology_type: ClassVar[str]
+    """The name stored in `Topology.topology_type` and written in team files' `type:`."""
+    config_class: ClassVar[type[TopologyConfig]] = TopologyConfig
+    """The schema of `Topology.config` for this type (unknown keys are errors)."""
+    shape_note: ClassVar[str] = "its steps are decided at run time"
+    """Why a topology without a `step_plan` has no fixed shape (its Metaflow flow says so)."""
 
     def __init__(self, config: TopologyConfig | Mapping[str, Any] | None = None) -> None:
-        config_class = config_class_for(self.topology_type)
+        config_class = self.config_class
         if isinstance(config, config_class):
             self.config = config
         else:
@@ -41,6 +49,15 @@ class BaseTopology(ABC):
     async def run(self, ctx: StepContext, input_data: dict[str, Any]) -> dict[str, Any]:
         """Run the topology and return its output document."""
 
+    def step_plan(self, agents: Mapping[str, AgentType]) -> StepPlan | None:
+        """The agent calls this topology makes for this team, known before it runs, or None.
+
+        Return one when they are fixed by the team and config (their keys from the key builders
+        `run()` uses): a Metaflow flow then gives each call a step. None, the default, runs the whole
+        topology in one flow step; resume replays its finished calls either way.
+        """
+        return None
+
     @staticmethod
     def require(slots: Sequence[str], *required: str) -> None:
         missing = [s for s in required if s not in slots]
@@ -48,37 +65,45 @@ class BaseTopology(ABC):
             raise MissingSlotError(f"missing agents for slot(s): {', '.join(missing)}")
 
 
-class TopologyRegistry:
-    """Topology types by name; `@topology` adds user-defined ones."""
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
-    _types: ClassVar[dict[str, type[BaseTopology]]] = {}
+
+class TopologyRegistry:
+    """Topology types by name (the shared `TOPOLOGIES` registry); `@topology` adds your own."""
 
     @classmethod
     def register(cls, topology_class: type[BaseTopology]) -> type[BaseTopology]:
-        cls._types[str(topology_class.topology_type)] = topology_class
-        return topology_class
-
-    @classmethod
-    def get(cls, topology_type: TopologyType | str) -> type[BaseTopology]:
-        try:
-            return cls._types[str(topology_type)]
-        except KeyError:
-            known = ", ".join(sorted(cls._types))
+        name = getattr(topology_class, "topology_type", None)
+        if not isinstance(name, str) or not _TYPE_NAME.match(name):
             raise InvalidConfigError(
-                f"unknown topology type {str(topology_type)!r}; known types: {known}"
-            ) from None
+                f"{topology_class.__name__}.topology_type must be 1-32 lowercase letters, digits, '_' or '-', "
+                f"starting with a letter; got {name!r}"
+            )
+        config_class = getattr(topology_class, "config_class", None)
+        if not (isinstance(config_class, type) and issubclass(config_class, TopologyConfig)):
+            raise InvalidConfigError(
+                f"{topology_class.__name__}.config_class must be a TopologyConfig subclass, not {config_class!r}"
+            )
+        return TOPOLOGIES.add(str(name), topology_class)
 
     @classmethod
-    def create(
-        cls, topology_type: TopologyType | str, config: Mapping[str, Any] | None = None
-    ) -> BaseTopology:
+    def unregister(cls, topology_type: str) -> None:
+        TOPOLOGIES.remove(str(topology_type))
+
+    @classmethod
+    def get(cls, topology_type: str) -> type[BaseTopology]:
+        found: type[BaseTopology] = TOPOLOGIES.get(str(topology_type))
+        return found
+
+    @classmethod
+    def create(cls, topology_type: str, config: Mapping[str, Any] | None = None) -> BaseTopology:
         return cls.get(topology_type)(config)
 
     @classmethod
     def list(cls) -> list[str]:
-        return sorted(cls._types)
+        return TOPOLOGIES.names()
 
 
 def topology(topology_class: type[BaseTopology]) -> type[BaseTopology]:
-    """Class decorator registering a topology type."""
+    """Class decorator registering a topology type under its `topology_type` name."""
     return TopologyRegistry.register(topology_class)

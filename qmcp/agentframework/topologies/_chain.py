@@ -36,6 +36,8 @@ PLAN_SCHEMA: dict[str, Any] = {
 class ChainOfCommandTopology(BaseTopology):
     topology_type = TopologyType.CHAIN_OF_COMMAND
     config: ChainOfCommandConfig
+    config_class = ChainOfCommandConfig
+    shape_note = "the commander's plan decides which agents run"
 
     def level_slots(self, slots: list[str], level: int) -> list[str]:
         """The slots of authority level `level`, matched by prefix, in slot order."""

@@ -51,6 +51,8 @@ def _matches(condition: CompoundCondition, output: Any) -> bool:
 class CompoundTopology(BaseTopology):
     topology_type = TopologyType.COMPOUND
     config: CompoundConfig
+    config_class = CompoundConfig
+    shape_note = "its conditions and sub-topologies decide what runs"
 
     def validate_team(self, agents: Mapping[str, AgentType]) -> None:
         if not self.config.sub_topologies:

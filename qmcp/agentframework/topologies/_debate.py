@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import MissingSlotError
 from ..models import AgentType, DebateConfig, TopologyType
 from ._base import BaseTopology, topology
 from ._context import StepContext, input_text
 from ._parsing import normalize_answer
+from ._plan import AgentCall, StepPlan
 
 __all__ = ["AGREEMENT_MARKER", "DebateTopology"]
 
@@ -35,6 +36,49 @@ _VERDICT_FALLBACK = {
 class DebateTopology(BaseTopology):
     topology_type = TopologyType.DEBATE
     config: DebateConfig
+    config_class = DebateConfig
+
+    mediator_key: ClassVar[str] = "debate/mediator"
+
+    @staticmethod
+    def turn_key(round_number: int, side: str) -> str:
+        """The step key of `side`'s turn ("proponent" or "opponent") in round `round_number` (from 1)."""
+        return f"debate/round-{round_number}/{side}"
+
+    def step_plan(self, agents: Mapping[str, AgentType]) -> StepPlan:
+        """Every possible turn, unrolled (turns after convergence are skipped), then the mediator."""
+        config = self.config
+        mediator = self.mediator_slot(agents) if config.consensus_method == "mediator" else None
+        calls = []
+        for number in range(1, config.max_rounds + 1):
+            for side in ("proponent", "opponent"):
+                stance = "for" if side == "proponent" else "against"
+                skip = (
+                    "; skipped once the debate has converged"
+                    if number > 1 and config.allow_early_termination
+                    else ""
+                )
+                calls.append(
+                    AgentCall(
+                        side,
+                        self.turn_key(number, side),
+                        f"Round {number}: the {side} (agent {agents[side].name!r}) argues {stance} the topic{skip}.",
+                        step=f"round_{number}_{side}",
+                    )
+                )
+        if mediator:
+            calls.append(
+                AgentCall(
+                    mediator,
+                    self.mediator_key,
+                    f"The mediator (agent {agents[mediator].name!r}) decides the debate.",
+                    step="mediator",
+                )
+            )
+        decider = "the mediator decides" if mediator else "the last round stands"
+        return StepPlan(
+            f"up to {config.max_rounds} rounds of proponent and opponent, then {decider}", tuple(calls)
+        )
 
     def mediator_slot(self, agents: Mapping[str, AgentType]) -> str | None:
         """The slot of `mediator_agent_name`, else the `mediator` slot, if any."""
@@ -69,7 +113,7 @@ class DebateTopology(BaseTopology):
             texts = {}
             for side in ("proponent", "opponent"):
                 prompt = self._turn_prompt(topic, side, round_number, transcript)
-                result = await ctx.invoke(side, prompt, key=f"debate/round-{round_number}/{side}")
+                result = await ctx.invoke(side, prompt, key=self.turn_key(round_number, side))
                 texts[side] = result.text
                 transcript.append(
                     {"round": round_number, "side": side, "agent": result.agent_name, "text": result.text}
@@ -83,7 +127,7 @@ class DebateTopology(BaseTopology):
             decision = await ctx.invoke(
                 mediator,
                 self._mediator_prompt(topic, transcript, converged),
-                key="debate/mediator",
+                key=self.mediator_key,
                 schema=VERDICT_SCHEMA,
                 fallback=_VERDICT_FALLBACK,
             )

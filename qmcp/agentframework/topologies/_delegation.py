@@ -37,6 +37,8 @@ def _words(text: str) -> set[str]:
 class DelegationTopology(BaseTopology):
     topology_type = TopologyType.DELEGATION
     config: DelegationConfig
+    config_class = DelegationConfig
+    shape_note = "the router decides which specialist runs"
 
     def fallback_slot(self, agents: Mapping[str, AgentType]) -> str | None:
         name = self.config.fallback_agent_name

@@ -9,6 +9,7 @@ from ..errors import MissingSlotError, StepFailedError
 from ..models import AgentType, PipelineConfig, TopologyType
 from ._base import BaseTopology, topology
 from ._context import StepContext, input_text
+from ._plan import AgentCall, StepPlan
 
 __all__ = ["PipelineTopology"]
 
@@ -17,9 +18,29 @@ __all__ = ["PipelineTopology"]
 class PipelineTopology(BaseTopology):
     topology_type = TopologyType.PIPELINE
     config: PipelineConfig
+    config_class = PipelineConfig
 
     def stages(self, slots: Sequence[str]) -> list[str]:
         return list(self.config.stages) or list(slots)
+
+    @staticmethod
+    def stage_key(index: int, stage: str) -> str:
+        """The step key of stage `index` (from 0), slot `stage`."""
+        return f"pipeline/{index}:{stage}"
+
+    def step_plan(self, agents: Mapping[str, AgentType]) -> StepPlan:
+        stages = self.stages(list(agents))
+        return StepPlan(
+            " -> ".join(stages),
+            tuple(
+                AgentCall(
+                    stage,
+                    self.stage_key(index, stage),
+                    f"Stage {index + 1} of {len(stages)}: agent {agents[stage].name!r} in slot {stage!r}.",
+                )
+                for index, stage in enumerate(stages)
+            ),
+        )
 
     def validate_team(self, agents: Mapping[str, AgentType]) -> None:
         slots = list(agents)
@@ -39,7 +60,7 @@ class PipelineTopology(BaseTopology):
             prompt = self._prompt(
                 task, stage, index, len(stages), outputs[-1]["stage"] if outputs else None, previous
             )
-            result = await self._run_stage(ctx, stage, f"pipeline/{index}:{stage}", prompt)
+            result = await self._run_stage(ctx, stage, self.stage_key(index, stage), prompt)
             previous = result.text
             outputs.append({"stage": stage, "agent": result.agent_name, "output": result.text})
         return {"output": previous, "final_stage": stages[-1], "stages": outputs}
