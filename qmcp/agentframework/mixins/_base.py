@@ -14,7 +14,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -154,7 +154,8 @@ class MixinRegistry:
     @classmethod
     def list_all(cls) -> list[MixinInfo]:
         return [
-            MixinInfo(m.name, m.version, m.description, tuple(m.dependencies)) for _, m in MIXINS.entries()
+            MixinInfo(m.name, m.version, m.description, tuple(m.dependencies))
+            for m in (cast("type[BaseMixin]", entry) for _, entry in MIXINS.entries())
         ]
 
     @classmethod

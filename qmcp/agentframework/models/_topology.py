@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from sqlalchemy import String
@@ -112,8 +112,9 @@ class CompoundConfig(TopologyConfig):
 
 def config_class_for(topology_type: str) -> type[TopologyConfig]:
     """The config schema of a registered topology type (its class's `config_class`)."""
-    config_class: type[TopologyConfig] = TOPOLOGIES.get(str(topology_type)).config_class
-    return config_class
+    # the registry sits below the topology classes, so it holds them as plain `type`s
+    topology_class: Any = TOPOLOGIES.get(str(topology_type))
+    return cast("type[TopologyConfig]", topology_class.config_class)
 
 
 class Topology(TableModel, table=True):
