@@ -15,6 +15,7 @@ from ._agents import agents_app
 from ._apply import apply
 from ._demo import demo
 from ._executions import executions_app
+from ._init import init
 from ._output import EXIT_INTERRUPTED, report_error, stderr
 from ._serve import mcp_stdio, serve
 from ._state import CliState, OutputFormat, cli_state
@@ -52,6 +53,7 @@ app = typer.Typer(
 app.add_typer(agents_app, name="agents")
 app.add_typer(executions_app, name="executions")
 app.add_typer(trust_app, name="trust")
+app.command("init")(init)
 app.command("apply")(apply)
 app.command("demo")(demo)
 app.command("serve")(serve)

@@ -42,7 +42,9 @@ class HumanInLoopMixin(BaseMixin):
         options = ctx.options(self.name)
         if options.get("when", "after") != "before":
             return
-        prompt = options.get("prompt") or f"{ctx.agent.name} is about to work on:\n{ctx.prompt[:2000]}"
+        # a gate's own question comes with what it asks about: the person decides on the text itself
+        asked = options.get("prompt") or f"{ctx.agent.name} is about to work on:"
+        prompt = f"{asked}\n{ctx.prompt[:2000]}"
         answer = await self._gate(ctx, "before", prompt, options)
         if not options.get("options", _DEFAULT_OPTIONS):
             ctx.prompt = f"{ctx.prompt}\n\nHuman input: {answer}"
@@ -51,10 +53,8 @@ class HumanInLoopMixin(BaseMixin):
         options = ctx.options(self.name)
         if options.get("when", "after") != "after":
             return
-        prompt = (
-            options.get("prompt")
-            or f"Approve the output of {ctx.agent.name} ({ctx.slot})?\n{(ctx.reply or '')[:2000]}"
-        )
+        asked = options.get("prompt") or f"Approve the output of {ctx.agent.name} ({ctx.slot})?"
+        prompt = f"{asked}\n{(ctx.reply or '')[:2000]}"
         await self._gate(ctx, "after", prompt, options)
 
     async def _gate(self, ctx: MixinContext, where: str, prompt: str, options: dict[str, Any]) -> str:
