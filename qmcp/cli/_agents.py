@@ -107,7 +107,18 @@ def create_agent(
 ) -> None:
     """Create an agent."""
     state = cli_state(ctx)
-    agent = _new_agent(name, parse_role(role), description, model, system_prompt, temperature, max_tokens)
+    options = {
+        "model": model,
+        "system_prompt": system_prompt,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    agent = _new_agent(
+        name,
+        parse_role(role),
+        description,
+        {key: value for key, value in options.items() if value is not None},
+    )
     stored = asyncio.run(_create(state, agent))
     if state.json_output(output_format):
         print_json(agent_document(stored))
@@ -115,15 +126,7 @@ def create_agent(
     stdout().print(f"created agent [bold]{stored.name}[/bold] ({stored.role}, {_model_of(stored.config)})")
 
 
-def _new_agent(
-    name: str,
-    role: AgentRole,
-    description: str,
-    model: str | None,
-    system_prompt: str | None,
-    temperature: float | None,
-    max_tokens: int | None,
-) -> AgentType:
+def _new_agent(name: str, role: AgentRole, description: str, config_values: dict[str, Any]) -> AgentType:
     from pydantic import ValidationError
 
     from qmcp.agentframework.errors import InvalidConfigError
@@ -131,18 +134,7 @@ def _new_agent(
 
     try:
         check_name(name, "agent")
-        config = AgentConfig.model_validate(
-            {
-                key: value
-                for key, value in {
-                    "model": model,
-                    "system_prompt": system_prompt,
-                    "temperature": temperature,
-                    "max_tokens": max_tokens,
-                }.items()
-                if value is not None
-            }
-        )
+        config = AgentConfig.model_validate(config_values)
         return AgentType.model_validate(
             {"name": name, "role": role, "description": description, "config": config}
         )
@@ -164,6 +156,68 @@ async def _create(state: CliState, agent: AgentType) -> AgentType:
         f"agent {agent.name!r} already exists; delete it first (qmcp agents delete {agent.name}) "
         "or declare it in a file for qmcp apply"
     )
+
+
+@agents_app.command("update")
+def update_agent(
+    ctx: typer.Context,
+    name: str,
+    role: Annotated[
+        str | None, typer.Option("--role", help="A new role.", autocompletion=_complete_role)
+    ] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="What this agent does.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="provider:name, e.g. openai:gpt-4.1.")
+    ] = None,
+    system_prompt: Annotated[
+        str | None, typer.Option("--system-prompt", help="Instructions for the agent.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="0 to 2.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Longest reply, in tokens.")] = None,
+    output_format: FormatOption = None,
+) -> None:
+    """Change an agent's role, description or model settings; the rest of its config stays.
+
+    Topologies that use it run the new definition from their next run on; an agent that names
+    code to run needs trust again once its definition changed.
+    """
+    from qmcp.agentframework.errors import UserInputError
+
+    state = cli_state(ctx)
+    changes = {
+        "model": model,
+        "system_prompt": system_prompt,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if not changes and role is None and description is None:
+        raise UserInputError(
+            "nothing to change: give --model, --role, --description, --system-prompt, --temperature or --max-tokens"
+        )
+    new_role = parse_role(role) if role is not None else None
+
+    async def update() -> tuple[AgentType, bool]:
+        async with open_database(state) as db:
+            agent = await db.get_agent(name)
+            updated = _new_agent(
+                name,
+                new_role or parse_role(str(agent.role)),
+                agent.description if description is None else description,
+                {**agent.config, **changes},
+            )
+            if updated.definition() == agent.definition():
+                return agent, False
+            return await db.save_agent(updated), True
+
+    stored, changed = asyncio.run(update())
+    if state.json_output(output_format):
+        print_json(agent_document(stored) | {"changed": changed})
+        return
+    what = "updated" if changed else "unchanged"
+    stdout().print(f"{what} agent [bold]{stored.name}[/bold] ({stored.role}, {_model_of(stored.config)})")
 
 
 @agents_app.command("show")

@@ -51,6 +51,30 @@ def parse_json_object(text: str, option: str) -> dict[str, Any]:
     return value
 
 
+def read_input(input_json: str | None, input_file: str | None) -> dict[str, Any]:
+    """The run's input from `--input-json TEXT` or `--input-file PATH|-` (exactly one of them)."""
+    import sys
+
+    from qmcp.agentframework.errors import UserInputError
+
+    if (input_json is None) == (input_file is None):
+        raise UserInputError(
+            'give the input with --input-json \'{"prompt": "..."}\' or --input-file PATH (- for stdin), one of them'
+        )
+    if input_json is not None:
+        return parse_json_object(input_json, "--input-json")
+    assert input_file is not None
+    label = "stdin" if input_file == "-" else input_file
+    try:
+        text = sys.stdin.read() if input_file == "-" else Path(input_file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(f"--input-file {input_file}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise UserInputError(f"--input-file {input_file}: cannot read it: {reason}") from None
+    return parse_json_object(text, f"--input-file {label}")
+
+
 def topology_document(topology: Topology, agents: dict[str, AgentType]) -> dict[str, Any]:
     return {
         **topology.definition(),
@@ -263,8 +287,17 @@ def run_topology(
     ctx: typer.Context,
     name: str,
     input_json: Annotated[
-        str, typer.Option("--input-json", help='The input, a JSON object, e.g. \'{"prompt": "..."}\'.')
-    ],
+        str | None,
+        typer.Option("--input-json", help='The input, a JSON object, e.g. \'{"prompt": "..."}\'.'),
+    ] = None,
+    input_file: Annotated[
+        str | None,
+        typer.Option(
+            "--input-file",
+            metavar="PATH|-",
+            help="Read the input JSON object from a file, or from stdin with -, for inputs too large to pass as an argument.",
+        ),
+    ] = None,
     runner: Annotated[
         str, typer.Option("--runner", help="local, async or metaflow.", autocompletion=_complete_runner)
     ] = "local",
@@ -285,7 +318,7 @@ def run_topology(
 ) -> None:
     """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
     state = cli_state(ctx)
-    input_data = parse_json_object(input_json, "--input-json")
+    input_data = read_input(input_json, input_file)
     topology, agents = asyncio.run(_trusted_topology(state, name))
     request = RunRequest(
         topology_name=name,
