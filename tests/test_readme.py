@@ -91,7 +91,9 @@ def test_readme_runs_as_written(tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
     shutil.copytree(ROOT / "examples", work / "examples")
-    env = {key: value for key, value in os.environ.items() if key not in _KEYS and not key.startswith("QMCP_")}
+    env = {
+        key: value for key, value in os.environ.items() if key not in _KEYS and not key.startswith("QMCP_")
+    }
     env["QMCP_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'readme.db'}"
     ran = 0
     for block in blocks(README.read_text()):

@@ -17,6 +17,7 @@ from ._demo import demo
 from ._executions import executions_app
 from ._init import init
 from ._output import EXIT_INTERRUPTED, report_error, stderr
+from ._schema import schema_app
 from ._serve import mcp_stdio, serve
 from ._state import CliState, OutputFormat, cli_state
 from ._trust import trust_app
@@ -53,6 +54,7 @@ app = typer.Typer(
 app.add_typer(agents_app, name="agents")
 app.add_typer(executions_app, name="executions")
 app.add_typer(trust_app, name="trust")
+app.add_typer(schema_app, name="schema")
 app.command("init")(init)
 app.command("apply")(apply)
 app.command("demo")(demo)

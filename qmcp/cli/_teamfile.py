@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from qmcp.agentframework.errors import InvalidConfigError, UserInputError
+from qmcp.agentframework.mixins import MixinRegistry
 from qmcp.agentframework.models import (
     AgentConfig,
     AgentRole,
@@ -57,10 +58,19 @@ def _name_of(what: str) -> AfterValidator:
 class _AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, _name_of("agent")]
-    role: AgentRole = AgentRole.GENERALIST
-    description: str = ""
-    config: AgentConfig = Field(default_factory=AgentConfig)
+    name: Annotated[str, _name_of("agent")] = Field(
+        description="Lowercase letters, digits, '_' or '-'; unique among agents."
+    )
+    role: AgentRole = Field(
+        default=AgentRole.GENERALIST,
+        description="Shapes the default system prompt and the test model's replies.",
+    )
+    description: str = Field(
+        default="", description="What the agent does (shown in lists; used for routing)."
+    )
+    config: AgentConfig = Field(
+        default_factory=AgentConfig, description="How it calls its model: `model` and the rest, below."
+    )
 
 
 class _TopologySpec(BaseModel):
@@ -139,6 +149,10 @@ def validate_team(label: str, document: Any) -> TeamFile:
             )
         except ValidationError as error:  # what only the whole definition can check (NUL characters)
             errors += _lines(label, error, ("agents", index))
+        errors += [
+            f"{label}: agents[{index}].config.mixins.{line}"
+            for line in MixinRegistry.option_errors(a.config.mixins)
+        ]
     topologies = []
     for index, t in topology_specs:
         try:

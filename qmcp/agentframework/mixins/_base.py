@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
 from ..errors import MixinError
 from ..llm import ToolSpec
 from ..models import AgentConfig, AgentType
@@ -69,6 +71,9 @@ class BaseMixin:
     version: ClassVar[str] = "1.0"
     description: ClassVar[str] = ""
     dependencies: ClassVar[tuple[str, ...]] = ()
+    options_model: ClassVar[type[BaseModel] | None] = None
+    """The pydantic model of `AgentConfig.mixins[name]`, when the mixin has one: the team-file
+    schema (`qmcp schema team`, docs/team-files.md) documents the options from it."""
 
     @classmethod
     def executable_items(cls, agent: str, options: dict[str, Any]) -> list[str]:
@@ -118,6 +123,28 @@ class MixinRegistry:
         except KeyError:
             known = ", ".join(sorted(cls._mixins)) or "none"
             raise MixinError(f"unknown mixin {str(name)!r}; known mixins: {known}") from None
+
+    @classmethod
+    def option_errors(cls, mixins: Mapping[str, Any]) -> list[str]:
+        """What is wrong with `AgentConfig.mixins`: unknown mixin names and options their
+        `options_model` refuses, one line each (`reasoning.style: ...`); empty when all is well."""
+        from pydantic import ValidationError
+
+        from ..models import describe_validation_error
+
+        errors = []
+        for name, options in mixins.items():
+            if name not in cls._mixins:
+                errors.append(f"{name}: unknown mixin; known mixins: {', '.join(sorted(cls._mixins))}")
+                continue
+            model = cls._mixins[name].options_model
+            if model is None:
+                continue
+            try:
+                model.model_validate(options)
+            except ValidationError as error:
+                errors.append(describe_validation_error(error, name))
+        return errors
 
     @classmethod
     def create(cls, name: str) -> BaseMixin:

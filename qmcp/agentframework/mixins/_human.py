@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...config import settings
 from ..errors import ExecutionPaused, HumanRejectedError, HumanTimeoutError, MixinError, NotFoundError
@@ -29,6 +31,27 @@ __all__ = ["HumanInLoopMixin"]
 _DEFAULT_OPTIONS = ["approve", "reject"]
 
 
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    when: Literal["before", "after"] = Field(
+        default="after", description="Gate the step's task (before) or its reply (after)."
+    )
+    prompt: str | None = Field(
+        default=None, description="The question; the task or the reply it is about is shown under it."
+    )
+    options: list[str] = Field(
+        default_factory=lambda: list(_DEFAULT_OPTIONS),
+        description="The answers; the first approves, any other ends the run cancelled; [] asks for free text.",
+    )
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Unanswered this long, the run ends failed."
+    )
+    wait_seconds: float = Field(
+        default=0, ge=0, description="On a QMCP server (QMCP_SERVER_URL): how long to poll before pausing."
+    )
+
+
 @mixin
 class HumanInLoopMixin(BaseMixin):
     """Options: `when` ("before" | "after", default "after"), `prompt`, `options` (the first
@@ -36,6 +59,7 @@ class HumanInLoopMixin(BaseMixin):
     server: how long to poll for an answer before pausing, default 0)."""
 
     name = "human_in_loop"
+    options_model = _Options
     description = "Approval or input gate before or after the agent's step; pauses the execution"
 
     async def before_model(self, ctx: MixinContext) -> None:

@@ -23,11 +23,17 @@ _SUMMARY_CHARS = 300
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(default=5, ge=0, le=100)
-    half_life_days: float = Field(default=7.0, gt=0)
-    max_memories: int | None = Field(default=None, ge=1)
-    tags: list[str] = Field(default_factory=list)
-    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+    limit: int = Field(default=5, ge=0, le=100, description="Memories recalled into one prompt at most.")
+    half_life_days: float = Field(
+        default=7.0, gt=0, description="A memory's weight halves every this many days."
+    )
+    max_memories: int | None = Field(
+        default=None, ge=1, description="Memories kept per agent; the weakest go first [default: all]."
+    )
+    tags: list[str] = Field(default_factory=list, description="Stored with each memory.")
+    importance: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Weight of the memories this agent stores."
+    )
 
 
 def _clip(text: str, limit: int = _SUMMARY_CHARS) -> str:
@@ -49,6 +55,7 @@ class MemoryMixin(BaseMixin):
     """
 
     name = "memory"
+    options_model = _Options
     description = "Remembers each exchange and recalls the relevant memories in later steps and runs"
 
     async def before_model(self, ctx: MixinContext) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._base import BaseMixin, MixinContext, mixin
 from ._structured_output import parse_options
@@ -59,7 +59,9 @@ def split_reasoning(reply: str) -> tuple[str, str]:
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    style: str = "step_by_step"
+    style: str = Field(
+        default="step_by_step", description="step_by_step, pros_and_cons, first_principles or critique."
+    )
 
     @field_validator("style")
     @classmethod
@@ -74,6 +76,7 @@ class ReasoningMixin(BaseMixin):
     """Options: `style`, one of `REASONING_STYLES` (default "step_by_step")."""
 
     name = "reasoning"
+    options_model = _Options
     description = "Reasoning styles (step by step, pros and cons, ...) kept apart from the answer"
 
     async def before_model(self, ctx: MixinContext) -> None:

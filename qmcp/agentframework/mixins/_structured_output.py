@@ -59,9 +59,16 @@ def import_object(reference: str, what: str) -> Any:
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
-    model: str | None = None
-    max_reasks: int = Field(default=2, ge=0, le=10)
+    json_schema: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="The JSON Schema the reply must match (or give `model`)."
+    )
+    model: str | None = Field(
+        default=None,
+        description="A pydantic model, 'package.module:Class', instead of `schema` (needs trust).",
+    )
+    max_reasks: int = Field(
+        default=2, ge=0, le=10, description="Times an invalid reply is asked again, with the error."
+    )
 
 
 @functools.cache
@@ -83,6 +90,7 @@ class StructuredOutputMixin(BaseMixin):
     """
 
     name = "structured_output"
+    options_model = _Options
     description = "Replies as JSON of a schema or pydantic model, extracted, validated and re-asked"
 
     @classmethod

@@ -76,11 +76,16 @@ class _StdioServer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    command: str = Field(min_length=1)
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    env_allow: list[Annotated[str, Field(pattern=_VARIABLE_NAME)]] = Field(default_factory=list)
-    cwd: str | None = None
+    command: str = Field(min_length=1, description="The program that starts the server.")
+    args: list[str] = Field(default_factory=list, description="Its arguments.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables it gets; values may use ${VAR} for a variable env_allow names.",
+    )
+    env_allow: list[Annotated[str, Field(pattern=_VARIABLE_NAME)]] = Field(
+        default_factory=list, description="Variables of this process passed on by name (no others are)."
+    )
+    cwd: str | None = Field(default=None, description="Its working directory.")
 
     @model_validator(mode="after")
     def _references_are_allowed(self) -> _StdioServer:
@@ -122,7 +127,7 @@ class _HttpServer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=r"^https?://", description="Its streamable HTTP endpoint.")
 
     @property
     def label(self) -> str:
@@ -147,7 +152,7 @@ _Server = Annotated[
 class _QmcpServer(BaseModel):
     """A QMCP server whose `/v1/tools` the agent may call (over its REST API)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     url: str | None = Field(default=None, pattern=r"^https?://")
     """[default: QMCP_SERVER_URL]"""
@@ -171,12 +176,22 @@ class _QmcpServer(BaseModel):
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tools: list[str] = Field(default_factory=list)
-    mcp_servers: list[_Server] = Field(default_factory=list)
-    qmcp_servers: list[_QmcpServer] = Field(default_factory=list)
-    allow: list[str] | None = None
-    deny: list[str] = Field(default_factory=list)
-    connect_timeout_seconds: float = Field(default=30.0, gt=0)
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Python functions: 'package.module:function' or a name given to register_tool (needs trust).",
+    )
+    mcp_servers: list[_Server] = Field(
+        default_factory=list,
+        description="MCP servers: {command, args, env, env_allow, cwd} started over stdio, or {url} (needs trust).",
+    )
+    qmcp_servers: list[_QmcpServer] = Field(
+        default_factory=list, description="QMCP servers whose /v1/tools the agent may call."
+    )
+    allow: list[str] | None = Field(default=None, description="Only these tool names [default: all].")
+    deny: list[str] = Field(default_factory=list, description="Never these tool names; deny wins over allow.")
+    connect_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait for an MCP server to start or answer."
+    )
 
 
 # -- Python functions ---------------------------------------------------------------------------
@@ -376,6 +391,7 @@ class ToolUseMixin(BaseMixin):
     """
 
     name = "tool_use"
+    options_model = _Options
     description = "Python functions and MCP server tools (stdio or HTTP) with allow/deny lists"
 
     @classmethod
