@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._output import format_when, print_json, print_table, stdout
+from ._output import format_when, print_json, print_table, stderr, stdout
 from ._state import CliState, FormatOption, cli_state, open_database
 from ._topologies import topologies_app
 
@@ -128,13 +128,19 @@ def create_agent(
 
 def _new_agent(name: str, role: AgentRole, description: str, config_values: dict[str, Any]) -> AgentType:
     from pydantic import ValidationError
+    from rich.markup import escape
 
     from qmcp.agentframework.errors import InvalidConfigError
+    from qmcp.agentframework.llm import check_model_string
     from qmcp.agentframework.models import AgentConfig, AgentType, check_name, describe_validation_error
 
     try:
         check_name(name, "agent")
         config = AgentConfig.model_validate(config_values)
+        if config.model is not None:
+            note = check_model_string(config.model)
+            if note:
+                stderr().print(f"note: {escape(note)}", soft_wrap=True)
         return AgentType.model_validate(
             {"name": name, "role": role, "description": description, "config": config}
         )

@@ -63,6 +63,8 @@ def apply(
     from ._teamfile import validate_team
 
     team = validate_team(label, document)
+    for note in team.notes:
+        stderr().print(escape(note), soft_wrap=True)
     plan, pending = asyncio.run(_plan(state, team))
     json_output = state.json_output(output_format)
     via = _decide(label, pending, trust=trust, can_ask=file != "-" and sys.stdin.isatty())

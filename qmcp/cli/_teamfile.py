@@ -15,12 +15,13 @@ file twice changes nothing, like `kubectl apply`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from qmcp.agentframework.errors import InvalidConfigError, UserInputError
+from qmcp.agentframework.llm import check_model_string
 from qmcp.agentframework.mixins import MixinRegistry
 from qmcp.agentframework.models import (
     AgentConfig,
@@ -93,6 +94,8 @@ class TeamFile:
     label: str
     agents: list[AgentType]
     topologies: list[tuple[Topology, dict[str, str]]]
+    notes: list[str] = field(default_factory=list)
+    """What may be wrong but is kept (a model name its provider does not list)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def validate_team(label: str, document: Any) -> TeamFile:
     errors += _duplicates(label, "agents", [(i, a.name) for i, a in agent_specs])
     errors += _duplicates(label, "topologies", [(i, t.name) for i, t in topology_specs])
     agents = []
+    notes: list[str] = []
     for index, a in agent_specs:
         try:
             agents.append(
@@ -153,6 +157,13 @@ def validate_team(label: str, document: Any) -> TeamFile:
             f"{label}: agents[{index}].config.mixins.{line}"
             for line in MixinRegistry.option_errors(a.config.mixins)
         ]
+        if a.config.model is not None:
+            try:
+                note = check_model_string(a.config.model)
+            except UserInputError as error:
+                errors.append(f"{label}: agents[{index}].config.model: {error}")
+            else:
+                notes += [f"note: {label}: agents[{index}].config.model: {note}"] if note else []
     topologies = []
     for index, t in topology_specs:
         try:
@@ -170,7 +181,7 @@ def validate_team(label: str, document: Any) -> TeamFile:
         topologies.append((topology, dict(t.agents)))
     if errors:
         raise InvalidConfigError("\n".join(errors))
-    return TeamFile(label, agents, topologies)
+    return TeamFile(label, agents, topologies, notes)
 
 
 _SECTIONS = ("agents", "topologies")

@@ -141,3 +141,15 @@ def test_input_file_and_stdin_carry_large_inputs(cli, tmp_path):
     cli.user_error(*run, "--input-file", str(tmp_path / "no.json"), says="no such file")
     (tmp_path / "bad.json").write_text("[1]")
     cli.user_error(*run, "--input-file", str(tmp_path / "bad.json"), says="must be a JSON object")
+
+
+def test_model_strings_are_checked_at_create_update_and_apply(cli, tmp_path):
+    cli.user_error("agents", "create", "a", "writer", "--model", "gpt5", says="did you mean openai:gpt-5")
+    cli.user_error("agents", "create", "a", "writer", "--model", "opnai:gpt-4.1", says="openai:gpt-4.1")
+    noted = cli.ok("agents", "create", "a", "writer", "--model", "claude-sonet")
+    assert noted.stderr.startswith("note: anthropic lists no model 'claude-sonet'")
+    cli.user_error("agents", "update", "a", "--model", "gpt5", says="unknown model 'gpt5'")
+    team = tmp_path / "team.yaml"
+    team.write_text("agents:\n  - {name: b, config: {model: gpt5}}\n  - {name: c, config: {model: test}}\n")
+    cli.user_error("apply", "-f", str(team), says="agents[0].config.model: unknown model 'gpt5'")
+    assert [a["name"] for a in cli.json("agents", "list")] == ["a"]  # nothing written

@@ -117,8 +117,12 @@ def _user_error(model: str, message: str) -> Exception:
     variable = _KEY_HINT.search(message)
     if variable:
         return MissingAPIKeyError(f"model {model!r} needs {variable.group(1)}: set it, {_OVERRIDE_HINT}")
-    if message.startswith("Unknown model"):
-        suggestion = message.split("Did you mean", 1)[1].strip(" ?") if "Did you mean" in message else None
-        tail = f"; did you mean {suggestion}?" if suggestion else ""
-        return UnknownModelError(f"unknown model {model!r}{tail}")
+    if message.startswith("Unknown model"):  # suggestions of the same provider, not any provider's
+        from ._check import check_model_string
+
+        try:
+            check_model_string(model)
+        except UnknownModelError as error:
+            return error
+        return UnknownModelError(f"unknown model {model!r}")
     return UnknownModelError(f"model {model!r} cannot be used: {message.splitlines()[0]}")
