@@ -90,6 +90,7 @@ def _build(model: str, base_url: str | None, api_key_env: str | None) -> Model:
 
 
 def _openai_compatible(provider: str, name: str, base_url: str | None, api_key_env: str | None) -> Model:
+    from openai import AsyncOpenAI
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -110,7 +111,10 @@ def _openai_compatible(provider: str, name: str, base_url: str | None, api_key_e
         api_key = _NO_KEY
     else:
         api_key = (None if base_url else os.environ.get(f"{prefix}_API_KEY")) or _NO_KEY
-    return OpenAIChatModel(name, provider=OpenAIProvider(base_url=url, api_key=api_key))
+    # qmcp retries transient errors itself (`retry_transient`, recorded on the step): the client's own
+    # retries would only multiply them, and hide a local server that is not running for seconds.
+    client = AsyncOpenAI(base_url=url, api_key=api_key, max_retries=0)
+    return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
 
 
 def _user_error(model: str, message: str) -> Exception:
