@@ -37,7 +37,7 @@ async def test_ollama_not_running_fails_at_once_and_says_so(monkeypatch):
     started = time.perf_counter()
     with pytest.raises(PermanentModelError) as caught:
         await _call(model)
-    assert time.perf_counter() - started < 2.0  # no client-side retries either
+    assert time.perf_counter() - started < 10  # not retried: qmcp's backoff alone would take longer
     message = str(caught.value)
     assert f"nothing answers at http://127.0.0.1:{port}/v1" in message
     assert "connection refused; is `ollama serve` running?" in message
@@ -62,11 +62,9 @@ def test_a_remote_connection_error_stays_transient_and_names_the_target():
 
 
 def test_the_cli_says_it_in_one_line(run_qmcp_env):
-    port = _closed_port()
-    started = time.perf_counter()
-    result = run_qmcp_env(port)
+    result, seconds = run_qmcp_env(_closed_port())
     assert result.returncode == 1, result.stderr
-    assert time.perf_counter() - started < 20
+    assert seconds < 15  # the run itself: refused at once, not retried for 20 s
     assert "is `ollama serve` running?" in result.stderr and "not retried" in result.stderr
 
 
@@ -79,7 +77,7 @@ def run_qmcp_env(tmp_path):
     exe = shutil.which("qmcp")
     assert exe
 
-    def run(port: int) -> subprocess.CompletedProcess[str]:
+    def run(port: int) -> tuple[subprocess.CompletedProcess[str], float]:
         env = {
             **os.environ,
             "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
@@ -90,23 +88,20 @@ def run_qmcp_env(tmp_path):
             ["agents", "topologies", "create", "p", "pipeline", "-a", "w=w"],
         ):
             subprocess.run([exe, *args], env=env, check=True, capture_output=True, timeout=120)
-        return subprocess.run(
-            [
-                exe,
-                "-q",
-                "--model",
-                "ollama:llama3.2",
-                "agents",
-                "topologies",
-                "run",
-                "p",
-                "--input-json",
-                "{}",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        command = [
+            exe,
+            "-q",
+            "--model",
+            "ollama:llama3.2",
+            "agents",
+            "topologies",
+            "run",
+            "p",
+            "--input-json",
+            "{}",
+        ]
+        started = time.perf_counter()
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        return result, time.perf_counter() - started
 
     return run

@@ -44,8 +44,11 @@ def test_a_registered_model_passes():
     [
         ("gpt5", "unknown model 'gpt5': did you mean openai:gpt-5"),
         ("smollm2", "did you mean local:smollm2"),
-        ("opnai:gpt-4.1", "unknown provider 'opnai' in model 'opnai:gpt-4.1'; did you mean openai:gpt-4.1"),
-        ("nonsense:x", "unknown provider 'nonsense'"),
+        (
+            "opnai:gpt-4.1",
+            "unknown model 'opnai:gpt-4.1': no provider is called 'opnai'; did you mean openai:gpt-4.1",
+        ),
+        ("nonsense:x", "no provider is called 'nonsense'"),
         ("openai:", "has no valid name"),
         ("openai:gpt 4", "has no valid name"),
     ],

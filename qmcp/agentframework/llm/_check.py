@@ -72,7 +72,7 @@ def check_model_string(model: str) -> str | None:
     if provider not in _pydantic_ai_providers() and not _provider_exists(normalized):
         guesses = [f"{p}:{name}" for p in _closest(provider, [*_pydantic_ai_providers(), *_OURS], n=2)]
         hint = f"; did you mean {' or '.join(guesses)}?" if guesses else f" ({_EXAMPLES})"
-        raise UnknownModelError(f"unknown provider {provider!r} in model {given!r}{hint}")
+        raise UnknownModelError(f"unknown model {given!r}: no provider is called {provider!r}{hint}")
     _require_installed(normalized)
     listed = [m for m in _known_models() if m.startswith(f"{provider}:")]
     if not listed or normalized in listed:
