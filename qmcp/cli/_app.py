@@ -43,6 +43,26 @@ class _QmcpGroup(TyperGroup):
             raise typer.Exit(report_error(error, state.verbose, state.command)) from None
 
 
+def _flags_take_no_value() -> None:
+    """Show no `<bool>` type after flags in help (typer ≥ 0.24 shows one): a flag takes no value, and
+    `--wait <bool>` reads as if it did. Only the `qmcp` command's help changes: the CLI owns its process."""
+    from typer.core import TyperOption
+
+    show_type = TyperOption.display_type_rich
+    if getattr(show_type, "_qmcp", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count and self.metavar is None:
+            return None
+        return show_type(self, ctx)
+
+    display_type_rich._qmcp = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
+
 app = typer.Typer(
     cls=_QmcpGroup,
     name="qmcp",

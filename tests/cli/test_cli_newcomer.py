@@ -153,3 +153,27 @@ def test_model_strings_are_checked_at_create_update_and_apply(cli, tmp_path):
     team.write_text("agents:\n  - {name: b, config: {model: gpt5}}\n  - {name: c, config: {model: test}}\n")
     cli.user_error("apply", "-f", str(team), says="agents[0].config.model: unknown model 'gpt5'")
     assert [a["name"] for a in cli.json("agents", "list")] == ["a"]  # nothing written
+
+
+def _commands(group, path=()):
+    """Every command path of a click group, groups included."""
+    yield path
+    for name, command in getattr(group, "commands", {}).items():
+        yield from _commands(command, (*path, name))
+
+
+def test_help_shows_no_type_after_flags():
+    import typer.main
+    from typer.testing import CliRunner
+
+    from qmcp.cli import app
+
+    root = typer.main.get_command(app)
+    paths = list(_commands(root))
+    assert ("executions", "resume") in paths and ("init",) in paths and ("schema", "team") in paths
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"], terminal_width=120)
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output, path
+        if path == ("executions", "resume"):
+            assert "--wait" in result.output  # flags are still listed, only without a type

@@ -17,7 +17,16 @@ import pytest
 HEAVY = ("pydantic_ai", "sqlalchemy", "sqlmodel", "qmcp.agentframework", "qmcp.config")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["agents", "--help"], ["agents", "topologies", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["agents", "--help"],
+        ["agents", "topologies", "--help"],
+        ["init", "--help"],
+        ["schema", "--help"],
+    ],
+)
 def test_help_imports_no_heavy_module(args):
     code = (
         "import sys\nfrom qmcp.cli import main\n"
