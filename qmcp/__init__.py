@@ -4,11 +4,21 @@ The framework lives in `qmcp.agentframework` (models, llm, store, topologies, ru
 command line in `qmcp.cli`. Importing `qmcp` itself loads nothing heavy.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("qmcp")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+from typing import Any
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """`__version__`, read from the installed metadata on first use: looking it up costs tens of
+    milliseconds, which `qmcp --help` would pay on every start."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("qmcp")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        value = "0.0.0"
+    globals()["__version__"] = value
+    return value

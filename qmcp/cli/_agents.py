@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
 from collections.abc import Mapping
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ._output import format_when, print_json, print_table, stderr, stdout
-from ._state import CliState, FormatOption, cli_state, open_database
+from ._state import CliState, FormatOption, cli_state, open_database, run_async
 from ._topologies import topologies_app
 
 if TYPE_CHECKING:
@@ -72,7 +71,7 @@ def list_agents(
         async with open_database(state) as db:
             return await db.list_agents(role=wanted)
 
-    agents = asyncio.run(fetch())
+    agents = run_async(fetch())
     if state.json_output(output_format):
         print_json([agent_document(agent) for agent in agents])
         return
@@ -119,7 +118,7 @@ def create_agent(
         description,
         {key: value for key, value in options.items() if value is not None},
     )
-    stored = asyncio.run(_create(state, agent))
+    stored = run_async(_create(state, agent))
     if state.json_output(output_format):
         print_json(agent_document(stored))
         return
@@ -218,7 +217,7 @@ def update_agent(
                 return agent, False
             return await db.save_agent(updated), True
 
-    stored, changed = asyncio.run(update())
+    stored, changed = run_async(update())
     if state.json_output(output_format):
         print_json(agent_document(stored) | {"changed": changed})
         return
@@ -236,7 +235,7 @@ def show_agent(ctx: typer.Context, name: str, output_format: FormatOption = None
             agent = await db.get_agent(name)
             return agent, await _trust_status(db, agent)
 
-    agent, trust = asyncio.run(fetch())
+    agent, trust = run_async(fetch())
     if state.json_output(output_format):
         print_json(agent_document(agent) | {"trust": trust})
         return
@@ -284,7 +283,7 @@ def delete_agent(ctx: typer.Context, name: str, output_format: FormatOption = No
         async with open_database(state) as db:
             await db.delete_agent(name)
 
-    asyncio.run(delete())
+    run_async(delete())
     if state.json_output(output_format):
         print_json({"deleted": name})
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -23,7 +22,7 @@ from ._output import (
     stdout,
 )
 from ._run import RunRequest, execute, exit_code, print_outcome, run_config, slot_models
-from ._state import FormatOption, cli_state, open_database
+from ._state import FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import Execution, ExecutionStatus, ExecutionStep
@@ -79,7 +78,7 @@ def list_executions(
             await db.executions.reap(await db.list_executions(status=ExecutionStatus.RUNNING, limit=10_000))
             return await db.list_executions(status=wanted, topology_name=topology, limit=limit)
 
-    executions = asyncio.run(fetch())
+    executions = run_async(fetch())
     if ids:
         for execution in executions:
             typer.echo(str(execution.id))
@@ -137,7 +136,7 @@ def show_execution(
             (execution,) = await db.executions.reap([await db.find_execution(execution_id)])
             return execution, await db.list_steps(execution.id)
 
-    execution, steps = asyncio.run(fetch())
+    execution, steps = run_async(fetch())
     if state.json_output(output_format):
         print_json(execution.model_dump(mode="json") | {"steps": [s.model_dump(mode="json") for s in steps]})
         return
@@ -280,7 +279,7 @@ def cost(
         async with open_database(state) as db:
             return await db.cost_report(since=start, by=by)  # type: ignore[arg-type]
 
-    report = asyncio.run(fetch())
+    report = run_async(fetch())
     if state.json_output(output_format):
         print_json(report.as_dict())
         return
@@ -384,7 +383,7 @@ def resume_execution(
             (execution,) = await db.executions.reap([await db.find_execution(execution_id)])
             return execution
 
-    execution = asyncio.run(fetch())
+    execution = run_async(fetch())
     runner_type = runner or execution.runner_type
     stored_model = execution.run_config.get("model_override")
     config: dict[str, Any] = {}
@@ -460,7 +459,7 @@ def cancel_execution(
         runner = RunnerRegistry.for_execution(execution, run_config(state), db_url=state.db_url)
         return execution, await runner.cancel(execution.id)
 
-    before, result = asyncio.run(cancel())
+    before, result = run_async(cancel())
     if state.json_output(output_format):
         print_json(result.model_dump(mode="json"))
         return
@@ -509,7 +508,7 @@ def respond(
             )
             return None if request.execution_id is None else await db.get_execution(request.execution_id)
 
-    execution = asyncio.run(answer())
+    execution = run_async(answer())
     json_output = state.json_output(output_format)
     if execution is None:  # a request of the server's clients, not of a run
         if json_output:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,7 +11,7 @@ from rich.markup import escape
 
 from ._output import count, format_duration, format_when, print_json, print_table, stdout
 from ._run import RunRequest, execute, exit_code, print_outcome, slot_models
-from ._state import CliState, FormatOption, cli_state, open_database
+from ._state import CliState, FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import AgentType, Execution, Topology
@@ -93,7 +92,7 @@ def list_topologies(ctx: typer.Context, output_format: FormatOption = None) -> N
         async with open_database(state) as db:
             return await db.list_topologies()
 
-    topologies = asyncio.run(fetch())
+    topologies = run_async(fetch())
     if state.json_output(output_format):
         print_json([{**t.definition(), "slots": n, "created_at": t.created_at} for t, n in topologies])
         return
@@ -115,7 +114,7 @@ def show_topology(ctx: typer.Context, name: str, output_format: FormatOption = N
             topology, agents = await db.get_topology(name)
             return topology, agents, await db.list_executions(topology_name=name, limit=5)
 
-    topology, agents, executions = asyncio.run(fetch())
+    topology, agents, executions = run_async(fetch())
     if state.json_output(output_format):
         document = topology_document(topology, agents)
         document["agents"] = {slot: agent.definition() for slot, agent in agents.items()}
@@ -175,7 +174,7 @@ def delete_topology(
             for name in names:
                 await db.delete_topology(name, keep_executions=force)
 
-    asyncio.run(delete())
+    run_async(delete())
     if state.json_output(output_format):
         print_json({"deleted": names})
         return
@@ -209,7 +208,7 @@ def create_topology(
     slots = _parse_slots(agent or [])
     config = parse_json_object(config_json, "--config-json") if config_json is not None else {}
     topology = _new_topology(name, topology_type, description, config)
-    stored, agents = asyncio.run(_create(state, topology, slots))
+    stored, agents = run_async(_create(state, topology, slots))
     if state.json_output(output_format):
         print_json(topology_document(stored, agents))
         return
@@ -319,7 +318,7 @@ def run_topology(
     """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
     state = cli_state(ctx)
     input_data = read_input(input_json, input_file)
-    topology, agents = asyncio.run(_trusted_topology(state, name))
+    topology, agents = run_async(_trusted_topology(state, name))
     request = RunRequest(
         topology_name=name,
         slots=slot_models(agents, state.model),
@@ -362,7 +361,7 @@ def export_topology(
     from qmcp.agentframework.runners import export_flow
 
     state = cli_state(ctx)
-    topology, agents = asyncio.run(_trusted_topology(state, name))
+    topology, agents = run_async(_trusted_topology(state, name))
     path = export_flow(topology, agents, metaflow)
     if state.json_output(output_format):
         print_json({"topology": name, "flow": str(path)})
