@@ -120,6 +120,14 @@ def _lines(label: str, error: ValidationError, prefix: Sequence[str | int] = ())
     for item in error.errors(include_url=False):
         location = _path([*prefix, *item["loc"]])
         message = str(item["msg"]).removeprefix("Value error, ")
+        field = item["loc"][-1] if len(item["loc"]) == 1 else None
+        # the first guess of many: `model:` on the agent itself
+        if (
+            item["type"] == "extra_forbidden"
+            and prefix[:1] == ("agents",)
+            and field in AgentConfig.model_fields
+        ):
+            message += f"; {field} belongs under the agent's config: config: {{{field}: ...}}"
         lines.append(f"{label}: {location}: {message}" if location else f"{label}: {message}")
     return lines
 

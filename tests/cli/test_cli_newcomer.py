@@ -177,3 +177,11 @@ def test_help_shows_no_type_after_flags():
         assert "<bool>" not in result.output, path
         if path == ("executions", "resume"):
             assert "--wait" in result.output  # flags are still listed, only without a type
+
+
+def test_model_on_the_agent_itself_says_where_it_belongs(cli, tmp_path):
+    team = tmp_path / "team.yaml"
+    team.write_text("agents:\n  - {name: a, role: writer, model: test}\n")
+    cli.user_error(
+        "apply", "-f", str(team), says="agents[0].model: Extra inputs are not permitted; model belongs under"
+    )
