@@ -28,6 +28,8 @@ def summary_lines(output: Mapping[str, Any]) -> list[str]:
         return _delegation(output)
     if "members" in output and "failed" in output:
         return _ensemble(output)
+    if output.get("mode") in ("sequential", "parallel", "conditional") and "results" in output:
+        return _compound(output)
     return []
 
 
@@ -112,6 +114,16 @@ def _ensemble(output: Mapping[str, Any]) -> list[str]:
     method = output.get("method") or output.get("aggregation_method")
     line = f"ensemble: {len(members)} answered, {len(failed)} failed" + (f" ({method})" if method else "")
     return [line, *_items("failed", [str(f) for f in failed])]
+
+
+def _compound(output: Mapping[str, Any]) -> list[str]:
+    results = output["results"]
+    names = list(results) if isinstance(results, Mapping) else [r.get("topology") for r in results]
+    joiner = " + " if output["mode"] == "parallel" else " → "
+    line = f"compound ({output['mode']}): {joiner.join(str(n) for n in names)}"
+    if output["mode"] == "conditional":
+        line += f" · chosen: {output.get('chosen') or 'none (no condition matched, no default)'}"
+    return [line]
 
 
 def _items(title: str, items: list[str]) -> list[str]:

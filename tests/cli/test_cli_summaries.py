@@ -82,3 +82,14 @@ def test_a_crosscheck_run_prints_its_reasons(cli, scripted):
     printed = cli.ok("-q", "agents", "topologies", "run", "cc", "--input-json", '{"prompt": "When?"}').stdout
     assert "approved: no · 0 of 2 checkers approved, 1 rejected, 1 abstained (majority)" in printed
     assert "checker_2 abstained" in printed and "  - wrong year" in printed
+
+
+def test_compound_names_what_it_ran():
+    sequential = {"mode": "sequential", "results": [{"topology": "a"}, {"topology": "b"}], "output": "x"}
+    assert summary_lines(sequential) == ["compound (sequential): a → b"]
+    parallel = {"mode": "parallel", "results": {"a": {}, "b": {}}, "output": "x"}
+    assert summary_lines(parallel) == ["compound (parallel): a + b"]
+    conditional = {"mode": "conditional", "results": [{"topology": "a"}], "chosen": None, "output": "x"}
+    assert summary_lines(conditional) == [
+        "compound (conditional): a · chosen: none (no condition matched, no default)"
+    ]
