@@ -78,7 +78,7 @@ topologies:
 def init(
     ctx: typer.Context,
     directory: Annotated[
-        Path, typer.Argument(metavar="[DIR]", help="Where to write team.yaml [default: here].")
+        Path, typer.Argument(metavar="DIR", help="The directory to write team.yaml in.")
     ] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing team.yaml.")] = False,
     output_format: FormatOption = None,
