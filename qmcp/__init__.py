@@ -9,13 +9,7 @@ nothing heavy, and the command line starts fast.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-try:
-    __version__ = version("qmcp")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
 
 if TYPE_CHECKING:
     from .agentframework.errors import QmcpError, RunError, UserInputError
@@ -133,13 +127,26 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    layer = _EXPORTS.get(name)
-    if layer is None:
+    if name == "__version__":
+        value: Any = _version()
+    elif (layer := _EXPORTS.get(name)) is not None:
+        value = getattr(importlib.import_module(f"qmcp.agentframework.{layer}"), name)
+    else:
         raise AttributeError(f"module 'qmcp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"qmcp.agentframework.{layer}"), name)
     globals()[name] = value  # the next access is a plain lookup
     return value
 
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+def _version() -> str:
+    """Read from the installed metadata on first use: the lookup costs tens of milliseconds, which
+    `qmcp --help` would pay on every start."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qmcp")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._output import format_when, print_json, print_table, stdout
-from ._state import CliState, FormatOption, cli_state, open_database
+from ._output import format_when, print_json, print_table, stderr, stdout
+from ._state import CliState, FormatOption, cli_state, open_database, run_async
 from ._topologies import topologies_app
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ def list_agents(
         async with open_database(state) as db:
             return await db.list_agents(role=wanted)
 
-    agents = asyncio.run(fetch())
+    agents = run_async(fetch())
     if state.json_output(output_format):
         print_json([agent_document(agent) for agent in agents])
         return
@@ -105,42 +104,40 @@ def create_agent(
 ) -> None:
     """Create an agent."""
     state = cli_state(ctx)
-    agent = _new_agent(name, parse_role(role), description, model, system_prompt, temperature, max_tokens)
-    stored = asyncio.run(_create(state, agent))
+    options = {
+        "model": model,
+        "system_prompt": system_prompt,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    agent = _new_agent(
+        name,
+        parse_role(role),
+        description,
+        {key: value for key, value in options.items() if value is not None},
+    )
+    stored = run_async(_create(state, agent))
     if state.json_output(output_format):
         print_json(agent_document(stored))
         return
     stdout().print(f"created agent [bold]{stored.name}[/bold] ({stored.role}, {_model_of(stored.config)})")
 
 
-def _new_agent(
-    name: str,
-    role: AgentRole,
-    description: str,
-    model: str | None,
-    system_prompt: str | None,
-    temperature: float | None,
-    max_tokens: int | None,
-) -> AgentType:
+def _new_agent(name: str, role: AgentRole, description: str, config_values: dict[str, Any]) -> AgentType:
     from pydantic import ValidationError
+    from rich.markup import escape
 
     from qmcp.agentframework.errors import InvalidConfigError
+    from qmcp.agentframework.llm import check_model_string
     from qmcp.agentframework.models import AgentConfig, AgentType, check_name, describe_validation_error
 
     try:
         check_name(name, "agent")
-        config = AgentConfig.model_validate(
-            {
-                key: value
-                for key, value in {
-                    "model": model,
-                    "system_prompt": system_prompt,
-                    "temperature": temperature,
-                    "max_tokens": max_tokens,
-                }.items()
-                if value is not None
-            }
-        )
+        config = AgentConfig.model_validate(config_values)
+        if config.model is not None:
+            note = check_model_string(config.model)
+            if note:
+                stderr().print(f"note: {escape(note)}", soft_wrap=True)
         return AgentType.model_validate(
             {"name": name, "role": role, "description": description, "config": config}
         )
@@ -164,6 +161,68 @@ async def _create(state: CliState, agent: AgentType) -> AgentType:
     )
 
 
+@agents_app.command("update")
+def update_agent(
+    ctx: typer.Context,
+    name: str,
+    role: Annotated[
+        str | None, typer.Option("--role", help="A new role.", autocompletion=_complete_role)
+    ] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="What this agent does.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="provider:name, e.g. openai:gpt-4.1.")
+    ] = None,
+    system_prompt: Annotated[
+        str | None, typer.Option("--system-prompt", help="Instructions for the agent.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="0 to 2.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Longest reply, in tokens.")] = None,
+    output_format: FormatOption = None,
+) -> None:
+    """Change an agent's role, description or model settings; the rest of its config stays.
+
+    Topologies that use it run the new definition from their next run on; an agent that names
+    code to run needs trust again once its definition changed.
+    """
+    from qmcp.agentframework.errors import UserInputError
+
+    state = cli_state(ctx)
+    changes = {
+        "model": model,
+        "system_prompt": system_prompt,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if not changes and role is None and description is None:
+        raise UserInputError(
+            "nothing to change: give --model, --role, --description, --system-prompt, --temperature or --max-tokens"
+        )
+    new_role = parse_role(role) if role is not None else None
+
+    async def update() -> tuple[AgentType, bool]:
+        async with open_database(state) as db:
+            agent = await db.get_agent(name)
+            updated = _new_agent(
+                name,
+                new_role or parse_role(str(agent.role)),
+                agent.description if description is None else description,
+                {**agent.config, **changes},
+            )
+            if updated.definition() == agent.definition():
+                return agent, False
+            return await db.save_agent(updated), True
+
+    stored, changed = run_async(update())
+    if state.json_output(output_format):
+        print_json(agent_document(stored) | {"changed": changed})
+        return
+    what = "updated" if changed else "unchanged"
+    stdout().print(f"{what} agent [bold]{stored.name}[/bold] ({stored.role}, {_model_of(stored.config)})")
+
+
 @agents_app.command("show")
 def show_agent(ctx: typer.Context, name: str, output_format: FormatOption = None) -> None:
     """Show one agent and its config."""
@@ -174,7 +233,7 @@ def show_agent(ctx: typer.Context, name: str, output_format: FormatOption = None
             agent = await db.get_agent(name)
             return agent, await _trust_status(db, agent)
 
-    agent, trust = asyncio.run(fetch())
+    agent, trust = run_async(fetch())
     if state.json_output(output_format):
         print_json(agent_document(agent) | {"trust": trust})
         return
@@ -222,7 +281,7 @@ def delete_agent(ctx: typer.Context, name: str, output_format: FormatOption = No
         async with open_database(state) as db:
             await db.delete_agent(name)
 
-    asyncio.run(delete())
+    run_async(delete())
     if state.json_output(output_format):
         print_json({"deleted": name})
         return

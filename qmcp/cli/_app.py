@@ -17,7 +17,9 @@ from ._apply import apply
 from ._db import db_app
 from ._demo import demo
 from ._executions import executions_app
+from ._init import init
 from ._output import EXIT_INTERRUPTED, report_error, stderr
+from ._schema import schema_app
 from ._serve import mcp_stdio, serve
 from ._state import CliState, OutputFormat, cli_state
 from ._trust import trust_app
@@ -43,6 +45,26 @@ class _QmcpGroup(TyperGroup):
             raise typer.Exit(report_error(error, state.verbose, state.command)) from None
 
 
+def _flags_take_no_value() -> None:
+    """Show no `<bool>` type after flags in help (typer ≥ 0.24 shows one): a flag takes no value, and
+    `--wait <bool>` reads as if it did. Only the `qmcp` command's help changes: the CLI owns its process."""
+    from typer.core import TyperOption
+
+    show_type = TyperOption.display_type_rich
+    if getattr(show_type, "_qmcp", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count and self.metavar is None:
+            return None
+        return show_type(self, ctx)
+
+    display_type_rich._qmcp = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
+
 app = typer.Typer(
     cls=_QmcpGroup,
     name="qmcp",
@@ -55,6 +77,8 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(executions_app, name="executions")
 app.add_typer(trust_app, name="trust")
 app.add_typer(db_app, name="db")
+app.add_typer(schema_app, name="schema")
+app.command("init")(init)
 app.command("apply")(apply)
 app.command("demo")(demo)
 app.command("serve")(serve)

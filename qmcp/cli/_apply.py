@@ -9,7 +9,6 @@ stored untrusted: runs refuse them until `qmcp trust agent NAME`, and apply says
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from ._output import print_json, stderr, stdout
-from ._state import CliState, FormatOption, cli_state, open_database
+from ._state import CliState, FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.runners import Untrusted
@@ -63,10 +62,12 @@ def apply(
     from ._teamfile import validate_team
 
     team = validate_team(label, document)
-    plan, pending = asyncio.run(_plan(state, team))
+    for note in team.notes:
+        stderr().print(escape(note), soft_wrap=True)
+    plan, pending = run_async(_plan(state, team))
     json_output = state.json_output(output_format)
     via = _decide(label, pending, trust=trust, can_ask=file != "-" and sys.stdin.isatty())
-    changes = asyncio.run(_write(state, plan, via))
+    changes = run_async(_write(state, plan, via))
     trusted, untrusted = (pending, []) if via else ([], pending)
     if json_output:
         print_json(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -23,10 +22,11 @@ from ._output import (
     stdout,
 )
 from ._run import RunRequest, execute, exit_code, print_outcome, run_config, slot_models
-from ._state import FormatOption, cli_state, open_database
+from ._state import FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import Execution, ExecutionStatus, ExecutionStep
+    from qmcp.agentframework.store import Database
 
 __all__ = ["executions_app"]
 
@@ -61,6 +61,9 @@ def list_executions(
     ] = None,
     topology: Annotated[str | None, typer.Option("--topology", help="Only runs of this topology.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 20,
+    ids: Annotated[
+        bool, typer.Option("--ids", help="Print only the ids, one a line (for scripts: ID=$(...)).")
+    ] = False,
     output_format: FormatOption = None,
 ) -> None:
     """List executions, newest first."""
@@ -75,7 +78,11 @@ def list_executions(
             await db.executions.reap(await db.list_executions(status=ExecutionStatus.RUNNING, limit=10_000))
             return await db.list_executions(status=wanted, topology_name=topology, limit=limit)
 
-    executions = asyncio.run(fetch())
+    executions = run_async(fetch())
+    if ids:
+        for execution in executions:
+            typer.echo(str(execution.id))
+        return
     if state.json_output(output_format):
         print_json([_summary(e) for e in executions])
         return
@@ -116,7 +123,9 @@ def _summary(execution: Execution) -> dict[str, Any]:
 @executions_app.command("show")
 def show_execution(
     ctx: typer.Context,
-    execution_id: Annotated[str, typer.Argument(metavar="ID", help="The execution id (a UUID).")],
+    execution_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The execution id, or enough of its start to name one.")
+    ],
     output_format: FormatOption = None,
 ) -> None:
     """Show an execution: status, timing, and every step with its model, tokens, cost and latency."""
@@ -124,10 +133,10 @@ def show_execution(
 
     async def fetch() -> tuple[Execution, Sequence[ExecutionStep]]:
         async with open_database(state) as db:
-            (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+            (execution,) = await db.executions.reap([await db.find_execution(execution_id)])
             return execution, await db.list_steps(execution.id)
 
-    execution, steps = asyncio.run(fetch())
+    execution, steps = run_async(fetch())
     if state.json_output(output_format):
         print_json(execution.model_dump(mode="json") | {"steps": [s.model_dump(mode="json") for s in steps]})
         return
@@ -210,6 +219,30 @@ def show_execution(
         )
 
 
+async def _request_id(db: Database, given: str) -> str:
+    """`given` when it is a human request's id; else the one pending request of the execution it names."""
+    from qmcp.agentframework.errors import NotFoundError, UserInputError
+
+    try:
+        return (await db.get_human_request(given)).id
+    except NotFoundError:
+        pass
+    try:
+        execution = await db.find_execution(given)
+    except NotFoundError:
+        raise NotFoundError(
+            f"{given!r} is neither a human request id nor an execution id; "
+            "a paused run prints the command that answers it"
+        ) from None
+    pending = await db.list_human_requests(execution_id=execution.id, status="pending")
+    if len(pending) != 1:
+        raise UserInputError(
+            f"execution {execution.id} waits on {len(pending)} human requests; "
+            + ("name one: " + ", ".join(r.id for r in pending) if pending else "nothing to answer")
+        )
+    return pending[0].id
+
+
 def _user() -> str | None:
     """Who answers from this terminal, recorded with the answer."""
     import getpass
@@ -246,7 +279,7 @@ def cost(
         async with open_database(state) as db:
             return await db.cost_report(since=start, by=by)
 
-    report = asyncio.run(fetch())
+    report = run_async(fetch())
     if state.json_output(output_format):
         print_json(report.as_dict())
         return
@@ -304,7 +337,9 @@ _UNLIMITED = "(unlimited)"
 @executions_app.command("resume")
 def resume_execution(
     ctx: typer.Context,
-    execution_id: Annotated[str, typer.Argument(metavar="ID", help="The execution id (a UUID).")],
+    execution_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The execution id, or enough of its start to name one.")
+    ],
     wait: Annotated[
         bool, typer.Option("--wait", help="If another process runs it, wait for that process to stop.")
     ] = False,
@@ -345,10 +380,10 @@ def resume_execution(
 
     async def fetch() -> Execution:
         async with open_database(state) as db:
-            (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+            (execution,) = await db.executions.reap([await db.find_execution(execution_id)])
             return execution
 
-    execution = asyncio.run(fetch())
+    execution = run_async(fetch())
     runner_type = runner or execution.runner_type
     stored_model = execution.run_config.get("model_override")
     config: dict[str, Any] = {}
@@ -404,7 +439,9 @@ def resume_execution(
 @executions_app.command("cancel")
 def cancel_execution(
     ctx: typer.Context,
-    execution_id: Annotated[str, typer.Argument(metavar="ID", help="The execution id (a UUID).")],
+    execution_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The execution id, or enough of its start to name one.")
+    ],
     output_format: FormatOption = None,
 ) -> None:
     """Cancel an unfinished execution, from any process; it stays resumable.
@@ -418,11 +455,11 @@ def cancel_execution(
 
     async def cancel() -> tuple[Execution, Any]:
         async with open_database(state) as db:
-            execution = await db.get_execution(execution_id)
+            execution = await db.find_execution(execution_id)
         runner = RunnerRegistry.for_execution(execution, run_config(state), db_url=state.db_url)
         return execution, await runner.cancel(execution.id)
 
-    before, result = asyncio.run(cancel())
+    before, result = run_async(cancel())
     if state.json_output(output_format):
         print_json(result.model_dump(mode="json"))
         return
@@ -448,7 +485,13 @@ def cancel_execution(
 @executions_app.command("respond")
 def respond(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(metavar="REQUEST", help="The human request id.")],
+    request_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="REQUEST",
+            help="The human request id, or the id (or start of it) of an execution waiting on one request.",
+        ),
+    ],
     response: Annotated[str, typer.Argument(help="Your answer: one of the request's options, or free text.")],
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Store the answer without resuming.")
@@ -460,10 +503,12 @@ def respond(
 
     async def answer() -> Execution | None:
         async with open_database(state) as db:
-            request, _ = await db.answer_human_request(request_id, response, responded_by=_user())
+            request, _ = await db.answer_human_request(
+                await _request_id(db, request_id), response, responded_by=_user()
+            )
             return None if request.execution_id is None else await db.get_execution(request.execution_id)
 
-    execution = asyncio.run(answer())
+    execution = run_async(answer())
     json_output = state.json_output(output_format)
     if execution is None:  # a request of the server's clients, not of a run
         if json_output:

@@ -140,13 +140,16 @@ def answer_text(output: Mapping[str, Any] | None) -> str | None:
     """The human-readable result of a topology's output document, whatever its type."""
     if not output:
         return None
+    from ._summary import summary_lines
+
+    lines = summary_lines(output)
     for key in _ANSWER_KEYS:
         value = output.get(key)
         if value is not None:
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            if "approved" in output:
-                return f"approved: {'yes' if output['approved'] else 'no'}\n{text}"
-            return text
+            if "approved" in output and not lines:
+                lines = [f"approved: {'yes' if output['approved'] else 'no'}"]
+            return "\n".join([*lines, text])
     return json.dumps(output, ensure_ascii=False, default=str)
 
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -29,7 +28,7 @@ from ._output import (
     stdout,
 )
 from ._progress import DisplayMode, RunDisplay
-from ._state import CliState, open_database
+from ._state import CliState, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.runners import BaseRunner, RunConfig, RunResult
@@ -119,7 +118,7 @@ def execute(
     )
     try:
         with display:
-            result = asyncio.run(start(runner))
+            result = run_async(start(runner))
     except KeyboardInterrupt:
         # asyncio.run cancelled the run on SIGINT; the runner has marked the execution cancelled.
         _interrupted(state, request, correlation_id)
@@ -134,7 +133,7 @@ def _interrupted(state: CliState, request: RunRequest, correlation_id: str) -> N
             recent = await db.list_executions(topology_name=request.topology_name, limit=20)
         return next((e.id for e in recent if e.correlation_id == correlation_id), None)
 
-    execution_id = asyncio.run(find())
+    execution_id = run_async(find())
     console = stderr()
     if execution_id is None:
         console.print("interrupted before the execution started; nothing to resume")

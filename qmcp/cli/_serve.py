@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
 
-from ._state import cli_state
+from ._state import cli_state, run_async
 
 __all__ = ["mcp_stdio", "serve"]
 
@@ -100,4 +99,4 @@ def mcp_stdio(ctx: typer.Context) -> None:
             finally:
                 await runs.close(settings().shutdown_grace_seconds)
 
-    asyncio.run(main())
+    run_async(main())

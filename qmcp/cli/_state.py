@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from qmcp.agentframework.store import Database
 
-__all__ = ["CliState", "FormatOption", "OutputFormat", "cli_state", "open_database"]
+__all__ = ["CliState", "FormatOption", "OutputFormat", "cli_state", "open_database", "run_async"]
+
+T = TypeVar("T")
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run`, with asyncio imported when a command runs: `qmcp --help` never needs it."""
+    import asyncio
+
+    return asyncio.run(coroutine)
 
 
 class OutputFormat(StrEnum):

@@ -15,13 +15,15 @@ file twice changes nothing, like `kubectl apply`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from qmcp.agentframework._registry import TOPOLOGIES
 from qmcp.agentframework.errors import InvalidConfigError, UserInputError
+from qmcp.agentframework.llm import check_model_string
+from qmcp.agentframework.mixins import MixinRegistry
 from qmcp.agentframework.models import (
     AgentConfig,
     AgentRole,
@@ -57,10 +59,19 @@ def _name_of(what: str) -> AfterValidator:
 class _AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, _name_of("agent")]
-    role: AgentRole = AgentRole.GENERALIST
-    description: str = ""
-    config: AgentConfig = Field(default_factory=AgentConfig)
+    name: Annotated[str, _name_of("agent")] = Field(
+        description="Lowercase letters, digits, '_' or '-'; unique among agents."
+    )
+    role: AgentRole = Field(
+        default=AgentRole.GENERALIST,
+        description="Shapes the default system prompt and the test model's replies.",
+    )
+    description: str = Field(
+        default="", description="What the agent does (shown in lists; used for routing)."
+    )
+    config: AgentConfig = Field(
+        default_factory=AgentConfig, description="How it calls its model: `model` and the rest, below."
+    )
 
 
 class _TopologySpec(BaseModel):
@@ -85,6 +96,8 @@ class TeamFile:
     label: str
     agents: list[AgentType]
     topologies: list[tuple[Topology, dict[str, str]]]
+    notes: list[str] = field(default_factory=list)
+    """What may be wrong but is kept (a model name its provider does not list)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,14 @@ def _lines(label: str, error: ValidationError, prefix: Sequence[str | int] = ())
     for item in error.errors(include_url=False):
         location = _path([*prefix, *item["loc"]])
         message = str(item["msg"]).removeprefix("Value error, ")
+        field = item["loc"][-1] if len(item["loc"]) == 1 else None
+        # the first guess of many: `model:` on the agent itself
+        if (
+            item["type"] == "extra_forbidden"
+            and prefix[:1] == ("agents",)
+            and field in AgentConfig.model_fields
+        ):
+            message += f"; {field} belongs under the agent's config: config: {{{field}: ...}}"
         lines.append(f"{label}: {location}: {message}" if location else f"{label}: {message}")
     return lines
 
@@ -132,6 +153,7 @@ def validate_team(label: str, document: Any) -> TeamFile:
     errors += _duplicates(label, "agents", [(i, a.name) for i, a in agent_specs])
     errors += _duplicates(label, "topologies", [(i, t.name) for i, t in topology_specs])
     agents = []
+    notes: list[str] = []
     for index, a in agent_specs:
         try:
             agents.append(
@@ -141,6 +163,17 @@ def validate_team(label: str, document: Any) -> TeamFile:
             )
         except ValidationError as error:  # what only the whole definition can check (NUL characters)
             errors += _lines(label, error, ("agents", index))
+        errors += [
+            f"{label}: agents[{index}].config.mixins.{line}"
+            for line in MixinRegistry.option_errors(a.config.mixins)
+        ]
+        if a.config.model is not None:
+            try:
+                note = check_model_string(a.config.model)
+            except UserInputError as error:
+                errors.append(f"{label}: agents[{index}].config.model: {error}")
+            else:
+                notes += [f"note: {label}: agents[{index}].config.model: {note}"] if note else []
     topologies = []
     for index, t in topology_specs:
         try:
@@ -158,7 +191,7 @@ def validate_team(label: str, document: Any) -> TeamFile:
         topologies.append((topology, dict(t.agents)))
     if errors:
         raise InvalidConfigError("\n".join(errors))
-    return TeamFile(label, agents, topologies)
+    return TeamFile(label, agents, topologies, notes)
 
 
 _SECTIONS = ("agents", "topologies")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,7 +11,7 @@ from rich.markup import escape
 
 from ._output import count, format_duration, format_when, print_json, print_table, stdout
 from ._run import RunRequest, execute, exit_code, print_outcome, slot_models
-from ._state import CliState, FormatOption, cli_state, open_database
+from ._state import CliState, FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import AgentType, Execution, Topology
@@ -51,6 +50,30 @@ def parse_json_object(text: str, option: str) -> dict[str, Any]:
     return value
 
 
+def read_input(input_json: str | None, input_file: str | None) -> dict[str, Any]:
+    """The run's input from `--input-json TEXT` or `--input-file PATH|-` (exactly one of them)."""
+    import sys
+
+    from qmcp.agentframework.errors import UserInputError
+
+    if (input_json is None) == (input_file is None):
+        raise UserInputError(
+            'give the input with --input-json \'{"prompt": "..."}\' or --input-file PATH (- for stdin), one of them'
+        )
+    if input_json is not None:
+        return parse_json_object(input_json, "--input-json")
+    assert input_file is not None
+    label = "stdin" if input_file == "-" else input_file
+    try:
+        text = sys.stdin.read() if input_file == "-" else Path(input_file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(f"--input-file {input_file}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise UserInputError(f"--input-file {input_file}: cannot read it: {reason}") from None
+    return parse_json_object(text, f"--input-file {label}")
+
+
 def topology_document(topology: Topology, agents: dict[str, AgentType]) -> dict[str, Any]:
     return {
         **topology.definition(),
@@ -69,7 +92,7 @@ def list_topologies(ctx: typer.Context, output_format: FormatOption = None) -> N
         async with open_database(state) as db:
             return await db.list_topologies()
 
-    topologies = asyncio.run(fetch())
+    topologies = run_async(fetch())
     if state.json_output(output_format):
         print_json([{**t.definition(), "slots": n, "created_at": t.created_at} for t, n in topologies])
         return
@@ -119,7 +142,7 @@ def show_topology(ctx: typer.Context, name: str, output_format: FormatOption = N
             topology, agents = await db.get_topology(name)
             return topology, agents, await db.list_executions(topology_name=name, limit=5)
 
-    topology, agents, executions = asyncio.run(fetch())
+    topology, agents, executions = run_async(fetch())
     if state.json_output(output_format):
         document = topology_document(topology, agents)
         document["agents"] = {slot: agent.definition() for slot, agent in agents.items()}
@@ -179,7 +202,7 @@ def delete_topology(
             for name in names:
                 await db.delete_topology(name, keep_executions=force)
 
-    asyncio.run(delete())
+    run_async(delete())
     if state.json_output(output_format):
         print_json({"deleted": names})
         return
@@ -215,7 +238,7 @@ def create_topology(
     slots = _parse_slots(agent or [])
     config = parse_json_object(config_json, "--config-json") if config_json is not None else {}
     topology = _new_topology(name, topology_type, description, config)
-    stored, agents = asyncio.run(_create(state, topology, slots))
+    stored, agents = run_async(_create(state, topology, slots))
     if state.json_output(output_format):
         print_json(topology_document(stored, agents))
         return
@@ -293,8 +316,17 @@ def run_topology(
     ctx: typer.Context,
     name: str,
     input_json: Annotated[
-        str, typer.Option("--input-json", help='The input, a JSON object, e.g. \'{"prompt": "..."}\'.')
-    ],
+        str | None,
+        typer.Option("--input-json", help='The input, a JSON object, e.g. \'{"prompt": "..."}\'.'),
+    ] = None,
+    input_file: Annotated[
+        str | None,
+        typer.Option(
+            "--input-file",
+            metavar="PATH|-",
+            help="Read the input JSON object from a file, or from stdin with -, for inputs too large to pass as an argument.",
+        ),
+    ] = None,
     runner: Annotated[
         str, typer.Option("--runner", help="local, async or metaflow.", autocompletion=_complete_runner)
     ] = "local",
@@ -315,8 +347,8 @@ def run_topology(
 ) -> None:
     """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
     state = cli_state(ctx)
-    input_data = parse_json_object(input_json, "--input-json")
-    topology, agents = asyncio.run(_trusted_topology(state, name))
+    input_data = read_input(input_json, input_file)
+    topology, agents = run_async(_trusted_topology(state, name))
     request = RunRequest(
         topology_name=name,
         slots=slot_models(agents, state.model),
@@ -359,7 +391,7 @@ def export_topology(
     from qmcp.agentframework.runners import export_flow
 
     state = cli_state(ctx)
-    topology, agents = asyncio.run(_trusted_topology(state, name))
+    topology, agents = run_async(_trusted_topology(state, name))
     path = export_flow(topology, agents, metaflow)
     if state.json_output(output_format):
         print_json({"topology": name, "flow": str(path)})

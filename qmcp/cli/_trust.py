@@ -7,7 +7,6 @@ when and the SHA-256 of the definition, so an edited agent needs trust again.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from ._output import print_json, stdout
-from ._state import FormatOption, cli_state, open_database
+from ._state import FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import AgentType
@@ -105,7 +104,7 @@ def _trust(
             newly = await trust(db, agents, via="qmcp trust")
             return agents, {entry.agent.name for entry in newly}
 
-    agents, newly = asyncio.run(run())
+    agents, newly = run_async(run())
     who = trusted_by()
     rows = []
     for agent in agents:

@@ -58,3 +58,10 @@ def test_demo_runs_on_the_embedded_model(cli, run_qmcp):
     steps = cli.json("executions", "show", executions[0]["id"])["steps"]
     assert {s["model"] for s in steps} == {"local:smollm2"}
     assert all(s["response"] for s in steps)
+    # clean answers: no prompt scaffolding, and a reply the token budget cut ends at a sentence
+    for execution in executions:
+        for step in cli.json("executions", "show", execution["id"])["steps"]:
+            assert "Output of the previous stage" not in step["response"], step["response"]
+            assert not step["response"].startswith("Task:"), step["response"]
+            if step["output_tokens"] >= 80 and any(c in step["response"] for c in ".!?"):
+                assert step["response"].rstrip("\"')]").endswith((".", "!", "?")), step["response"]

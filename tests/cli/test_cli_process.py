@@ -14,10 +14,19 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("pydantic_ai", "sqlalchemy", "sqlmodel", "qmcp.agentframework", "qmcp.config")
+HEAVY = ("pydantic_ai", "sqlalchemy", "sqlmodel", "qmcp.agentframework", "qmcp.config", "asyncio")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["agents", "--help"], ["agents", "topologies", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["agents", "--help"],
+        ["agents", "topologies", "--help"],
+        ["init", "--help"],
+        ["schema", "--help"],
+    ],
+)
 def test_help_imports_no_heavy_module(args):
     code = (
         "import sys\nfrom qmcp.cli import main\n"

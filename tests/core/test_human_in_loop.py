@@ -64,6 +64,17 @@ async def test_after_gate_pauses_then_approval_resumes(db_url, agent, scripted):
     assert answer is not None and answer.response == "approve"
 
 
+async def test_a_gate_with_its_own_question_shows_the_reply_it_asks_about(sqlite_url, agent, scripted):
+    model, _ = scripted(replies=lambda p, i: f"draft number {i}")
+    runner = LocalRunner(db_url=sqlite_url)
+    paused = await runner.run(
+        PIPELINE, team(agent, model, {"prompt": "Publish this draft?"}), {"prompt": "x"}
+    )
+    (request,) = await _pending(sqlite_url, paused.execution_id)
+    assert request.prompt == "Publish this draft?\ndraft number 1"
+    assert "Publish this draft?\ndraft number 1" in paused.error
+
+
 async def test_rejection_cancels(sqlite_url, agent, scripted):
     model, _ = scripted()
     runner = LocalRunner(db_url=sqlite_url)
@@ -100,7 +111,10 @@ async def test_before_gate_for_free_text_input(sqlite_url, agent, scripted):
     paused = await runner.run(PIPELINE, team(agent, model, gate), {"prompt": "launch"})
     assert len(script.calls) == 1  # the gated step has not called its model
     (request,) = await _pending(sqlite_url, paused.execution_id)
-    assert request.prompt == "Which market?" and (request.request_type, request.options) == ("input", None)
+    assert (
+        request.prompt.startswith("Which market?\n") and "launch" in request.prompt
+    )  # with what it asks about
+    assert (request.request_type, request.options) == ("input", None)
     done = await runner.respond(request.id, "Japan")
     assert done.status == ExecutionStatus.COMPLETED
     assert script.calls[1].prompt.endswith("Human input: Japan")

@@ -107,11 +107,10 @@ def test_debate_run_by_hand_skips_the_rounds_after_convergence(flows_dir, sqlite
         name="ai_debate", topology_type=TopologyType.DEBATE, config=DebateConfig(max_rounds=2).model_dump()
     )
     flow = export_flow(topology, agents, flows_dir)
-    environ = {
-        **os.environ,
+    environ = {  # no user name, as in many containers: the exported file copes (Metaflow needs one)
+        **{k: v for k, v in os.environ.items() if k not in ("USER", "USERNAME", "METAFLOW_USER", "LOGNAME")},
         "QMCP_DATABASE_URL": sqlite_url,
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir),
-        "USERNAME": "tester",
     }
     done = subprocess.run(
         [sys.executable, str(flow), "run", "--input-json", json.dumps(INPUT)],
@@ -256,11 +255,10 @@ async def test_a_flow_run_on_its_own_owns_its_execution(flows_dir, sqlite_url, a
     agents = {f"s{i}": agent(f"stage-{i}", model="slow") for i in range(2)}
     topology = Topology(name="own_pipeline", topology_type=TopologyType.PIPELINE)
     flow = export_flow(topology, agents, flows_dir)
-    environ = {
-        **os.environ,
+    environ = {  # no user name, as in many containers: the exported file copes (Metaflow needs one)
+        **{k: v for k, v in os.environ.items() if k not in ("USER", "USERNAME", "METAFLOW_USER", "LOGNAME")},
         "QMCP_DATABASE_URL": sqlite_url,
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir),
-        "USERNAME": "tester",
     }
     process = subprocess.Popen(
         [sys.executable, str(flow), "run", "--input-json", json.dumps(INPUT)],

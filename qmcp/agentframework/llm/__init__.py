@@ -25,6 +25,7 @@ from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
 if TYPE_CHECKING:
     from ._call import call_model, classify_error
+    from ._check import check_model_string
     from ._offline import FAILURE_KINDS, ScriptedCall, ScriptedModel, make_test_model
     from ._resolve import resolve_model
 
@@ -45,6 +46,7 @@ __all__ = [
     "ToolCallHook",
     "ToolSpec",
     "call_model",
+    "check_model_string",
     "classify_error",
     "json_instruction",
     "make_test_model",
@@ -61,6 +63,7 @@ __all__ = [
 _LAZY = {
     "call_model": "._call",
     "classify_error": "._call",
+    "check_model_string": "._check",
     "FAILURE_KINDS": "._offline",
     "ScriptedCall": "._offline",
     "ScriptedModel": "._offline",

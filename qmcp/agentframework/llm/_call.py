@@ -7,6 +7,7 @@ Calls go straight to `pydantic_ai.direct.model_request` (about 0.3 ms of overhea
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,6 +42,7 @@ from pydantic_ai.settings import ModelSettings
 from ..._redact import redact_secrets
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models, storable_text
+from ._registry import OPENAI_COMPATIBLE_PROVIDERS
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
 __all__ = ["call_model", "classify_error"]
@@ -124,7 +126,7 @@ async def call_model(
     except QmcpError:
         raise
     except Exception as error:
-        raise classify_error(error, model_string) from error
+        raise classify_error(error, model_string, base_url=getattr(model, "base_url", None)) from error
     # NUL cannot be stored by PostgreSQL: clean it here, so every runner, database and replay sees one text
     text = storable_text("".join(p.content for p in response.parts if isinstance(p, TextPart)))
     return ModelReply(
@@ -172,12 +174,21 @@ async def _run_tool(
     return ToolReturnPart(tool_name=call.tool_name, content=entry["result"], tool_call_id=call.tool_call_id)
 
 
-def classify_error(error: BaseException, model: str) -> ModelError:
-    """Map a provider/transport error to transient (retry) or permanent (fail at once)."""
+def classify_error(error: BaseException, model: str, *, base_url: str | None = None) -> ModelError:
+    """Map a provider/transport error to transient (retry) or permanent (fail at once).
+
+    A server on this machine that refuses the connection is not running: waiting will not start it,
+    so that fails at once, saying where nothing answered and what usually starts it.
+    """
     status = getattr(error, "status_code", None)
     retry_after = getattr(error, "retry_after", None)
     # A provider may quote the key it was sent: no key reaches a step row, a log line or a span.
     text = redact_secrets(f"{type(error).__name__}: {error}".splitlines()[0][:500])
+    refused = _refused_locally(error)
+    if refused is not None:
+        return PermanentModelError(_not_running(model, base_url, refused), model=model)
+    if base_url and isinstance(error, ModelConnectionError | httpx2.TransportError):
+        text = f"{text} (reaching {redact_secrets(str(base_url))})"
     transient_types = (
         ModelRateLimitError,
         ModelUnavailableError,
@@ -199,3 +210,33 @@ def classify_error(error: BaseException, model: str) -> ModelError:
     if isinstance(error, ModelAPIError):
         return TransientModelError(text, model=model, status_code=status, retry_after=retry_after)
     return PermanentModelError(text, model=model, status_code=status)
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _refused_locally(error: BaseException) -> str | None:
+    """`host:port` when the error comes from a connection refused by this machine, else None."""
+    seen = 0
+    cause: BaseException | None = error
+    while cause is not None and seen < 12:
+        if isinstance(cause, ConnectionRefusedError):
+            address = re.search(r"\('?([^',]+)'?, (\d+)", str(cause))
+            if address and address.group(1).startswith(_LOOPBACK):
+                return f"{address.group(1)}:{address.group(2)}"
+            return None
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return None
+
+
+def _not_running(model: str, base_url: str | None, address: str) -> str:
+    provider = model.partition(":")[0]
+    where = str(base_url).rstrip("/") if base_url else address
+    if provider == "ollama":
+        hint = "is `ollama serve` running? (OLLAMA_BASE_URL sets another address)"
+    elif provider in OPENAI_COMPATIBLE_PROVIDERS:
+        variable = provider.upper().replace("-", "_") + "_BASE_URL"
+        hint = f"is the server running? ({variable} or the agent's base_url set another address)"
+    else:
+        hint = "is the server running?"
+    return f"nothing answers at {where} ({address}, for {model}): connection refused; {hint}"

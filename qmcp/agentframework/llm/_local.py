@@ -61,6 +61,7 @@ from qmcp.agentframework.errors import (
 )
 
 from ._registry import SMOLLM2_SPEC
+from ._tidy import tidy_reply
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -299,7 +300,17 @@ class LocalModel(Model):
         )
         body = self._request_body(messages, model_settings or {}, model_request_parameters)
         result = await anyio.to_thread.run_sync(self._generate, body, abandon_on_cancel=True)
-        return self._response(result)
+        response = self._response(result)
+        if "response_format" not in body:  # text replies: no echoed prompt labels, no half sentence
+            prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+            truncated = response.finish_reason == "length"
+            response.parts = [
+                TextPart(content=tidy_reply(part.content, prompt, truncated=truncated))
+                if isinstance(part, TextPart)
+                else part
+                for part in response.parts
+            ]
+        return response
 
     def _generate(self, body: dict[str, Any]) -> dict[str, Any]:
         loaded = _loaded_model(self._path, self._n_ctx)

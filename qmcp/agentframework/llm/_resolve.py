@@ -90,6 +90,7 @@ def _build(model: str, base_url: str | None, api_key_env: str | None) -> Model:
 
 
 def _openai_compatible(provider: str, name: str, base_url: str | None, api_key_env: str | None) -> Model:
+    from openai import AsyncOpenAI
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -110,15 +111,22 @@ def _openai_compatible(provider: str, name: str, base_url: str | None, api_key_e
         api_key = _NO_KEY
     else:
         api_key = (None if base_url else os.environ.get(f"{prefix}_API_KEY")) or _NO_KEY
-    return OpenAIChatModel(name, provider=OpenAIProvider(base_url=url, api_key=api_key))
+    # qmcp retries transient errors itself (`retry_transient`, recorded on the step): the client's own
+    # retries would only multiply them, and hide a local server that is not running for seconds.
+    client = AsyncOpenAI(base_url=url, api_key=api_key, max_retries=0)
+    return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
 
 
 def _user_error(model: str, message: str) -> Exception:
     variable = _KEY_HINT.search(message)
     if variable:
         return MissingAPIKeyError(f"model {model!r} needs {variable.group(1)}: set it, {_OVERRIDE_HINT}")
-    if message.startswith("Unknown model"):
-        suggestion = message.split("Did you mean", 1)[1].strip(" ?") if "Did you mean" in message else None
-        tail = f"; did you mean {suggestion}?" if suggestion else ""
-        return UnknownModelError(f"unknown model {model!r}{tail}")
+    if message.startswith("Unknown model"):  # suggestions of the same provider, not any provider's
+        from ._check import check_model_string
+
+        try:
+            check_model_string(model)
+        except UnknownModelError as error:
+            return error
+        return UnknownModelError(f"unknown model {model!r}")
     return UnknownModelError(f"model {model!r} cannot be used: {message.splitlines()[0]}")

@@ -144,6 +144,21 @@ class MixinRegistry:
         return found
 
     @classmethod
+    def option_errors(cls, mixins: Mapping[str, Any]) -> list[str]:
+        """What is wrong with `AgentConfig.mixins`: unknown mixin names and options their
+        `options_model` refuses, one line each (`reasoning.style: ...`); empty when all is well."""
+        errors = []
+        for name, options in mixins.items():
+            if name not in MIXINS:
+                errors.append(f"{name}: {MIXINS.unknown(name)}")
+                continue
+            try:
+                cls.get(name).options_model.model_validate(options)
+            except ValidationError as error:
+                errors.append(describe_validation_error(error, name))
+        return errors
+
+    @classmethod
     def create(cls, name: str) -> BaseMixin:
         return cls.get(name)()
 

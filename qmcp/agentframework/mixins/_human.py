@@ -67,7 +67,9 @@ class HumanInLoopMixin(BaseMixin):
         options: HumanInLoopOptions = self.options(ctx)
         if options.when != "before":
             return
-        prompt = options.prompt or f"{ctx.agent.name} is about to work on:\n{ctx.prompt[:2000]}"
+        # a gate's own question comes with what it asks about: the person decides on the text itself
+        asked = options.prompt or f"{ctx.agent.name} is about to work on:"
+        prompt = f"{asked}\n{ctx.prompt[:2000]}"
         answer = await self._gate(ctx, "before", prompt, options)
         if not options.options:
             ctx.prompt = f"{ctx.prompt}\n\nHuman input: {answer}"
@@ -76,10 +78,8 @@ class HumanInLoopMixin(BaseMixin):
         options: HumanInLoopOptions = self.options(ctx)
         if options.when != "after":
             return
-        prompt = (
-            options.prompt
-            or f"Approve the output of {ctx.agent.name} ({ctx.slot})?\n{(ctx.reply or '')[:2000]}"
-        )
+        asked = options.prompt or f"Approve the output of {ctx.agent.name} ({ctx.slot})?"
+        prompt = f"{asked}\n{(ctx.reply or '')[:2000]}"
         await self._gate(ctx, "after", prompt, options)
 
     async def _gate(self, ctx: MixinContext, where: str, prompt: str, options: HumanInLoopOptions) -> str:

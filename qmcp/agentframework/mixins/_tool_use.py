@@ -77,11 +77,16 @@ class _StdioServer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    command: str = Field(min_length=1)
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    env_allow: list[Annotated[str, Field(pattern=_VARIABLE_NAME)]] = Field(default_factory=list)
-    cwd: str | None = None
+    command: str = Field(min_length=1, description="The program that starts the server.")
+    args: list[str] = Field(default_factory=list, description="Its arguments.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables it gets; values may use ${VAR} for a variable env_allow names.",
+    )
+    env_allow: list[Annotated[str, Field(pattern=_VARIABLE_NAME)]] = Field(
+        default_factory=list, description="Variables of this process passed on by name (no others are)."
+    )
+    cwd: str | None = Field(default=None, description="Its working directory.")
 
     @model_validator(mode="after")
     def _references_are_allowed(self) -> _StdioServer:
@@ -123,7 +128,7 @@ class _HttpServer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=r"^https?://", description="Its streamable HTTP endpoint.")
 
     @property
     def label(self) -> str:
@@ -148,7 +153,7 @@ _Server = Annotated[
 class _QmcpServer(BaseModel):
     """A QMCP server whose `/v1/tools` the agent may call (over its REST API)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     url: str | None = Field(default=None, pattern=r"^https?://")
     """[default: QMCP_SERVER_URL]"""

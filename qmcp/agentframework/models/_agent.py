@@ -36,19 +36,45 @@ class AgentConfig(SQLModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)  # type: ignore[assignment]  # SQLModel's type for it extends ConfigDict
 
-    model: str | None = Field(default=None, min_length=1, max_length=300)
-    model_config_obj: ModelConfig | None = None
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    system_prompt: str | None = Field(default=None, max_length=200_000)
-    output_format: Literal["text", "json"] = "text"
-    output_schema: dict[str, Any] | None = None
-    max_retries: int = Field(default=3, ge=0, le=20)
-    timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
-    max_tool_calls: int = Field(default=10, ge=0, le=1000)
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=300,
+        description="provider:name (anthropic:..., openai:gpt-4.1, ollama:llama3.2, local:smollm2) or `test`, the "
+        "offline model [default: QMCP_DEFAULT_MODEL].",
+    )
+    model_config_obj: ModelConfig | None = Field(
+        default=None, description="A model with its context size and prices; sets `model` when that is empty."
+    )
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, description="Sampling temperature.")
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Longest reply of one call, in tokens."
+    )
+    system_prompt: str | None = Field(
+        default=None, max_length=200_000, description="Instructions [default: one written for the role]."
+    )
+    output_format: Literal["text", "json"] = Field(
+        default="text", description="json: the reply is parsed as JSON."
+    )
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="A JSON Schema the reply must match (see also the structured_output mixin)."
+    )
+    max_retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="Retries of transient provider errors (429, overload, 5xx, timeouts).",
+    )
+    timeout_seconds: float = Field(
+        default=300.0, gt=0, le=86_400, description="Longest wait for one model call."
+    )
+    max_tool_calls: int = Field(
+        default=10, ge=0, le=1000, description="Most tool calls in one step (tool_use)."
+    )
     capabilities: list[_MixinName] = Field(
         default_factory=list,
-        description="Mixins this agent enables, by registered name (built-ins: the `AgentCapability` values).",
+        description="Mixins to enable, by registered name (built-ins: the `AgentCapability` values); "
+        "their options go in `mixins`.",
     )
     mixins: dict[_MixinName, dict[str, Any]] = Field(
         default_factory=dict,
@@ -63,7 +89,12 @@ class AgentConfig(SQLModel):
     max_cost_usd: float | None = Field(
         default=None, ge=0, description="This agent's budget in one execution, in US dollars."
     )
-    base_url: str | None = Field(default=None, max_length=2000)
+    base_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="An OpenAI-compatible endpoint of this agent's own (needs trust; gets no key unless "
+        "`api_key_env` names one).",
+    )
     api_key_env: str | None = Field(
         default=None,
         max_length=200,

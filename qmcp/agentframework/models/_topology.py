@@ -37,11 +37,17 @@ class TopologyConfig(BaseModel):
 
 
 class PipelineConfig(TopologyConfig):
-    stages: list[str] = Field(default_factory=list, max_length=10_000)
-    pass_original_input: bool = True
-    retry_failed_stages: bool = False
-    max_stage_retries: int = Field(default=1, ge=0, le=10)
-    checkpoint_after: list[str] = Field(default_factory=list)
+    stages: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Slot names in run order [default: the slot order].",
+    )
+    pass_original_input: bool = Field(default=True, description="Every stage also sees the original input.")
+    retry_failed_stages: bool = Field(default=False, description="Run a failed stage again.")
+    max_stage_retries: int = Field(default=1, ge=0, le=10, description="How often, with retry_failed_stages.")
+    checkpoint_after: list[str] = Field(
+        default_factory=list, description="Stages after which the output is also recorded as a checkpoint."
+    )
 
     @model_validator(mode="after")
     def _checkpoints_are_stages(self) -> PipelineConfig:
@@ -55,41 +61,66 @@ AggregationMethod = Literal["vote", "average", "weighted", "concat", "best_of", 
 
 
 class EnsembleConfig(TopologyConfig):
-    aggregation_method: AggregationMethod = "vote"
+    aggregation_method: AggregationMethod = Field(
+        default="vote", description="How member answers become one; synthesis needs an `aggregator` slot."
+    )
     failure_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Largest tolerated fraction of failed members."
     )
-    min_agents: int = Field(default=1, ge=1, le=100_000)
+    min_agents: int = Field(default=1, ge=1, le=100_000, description="Fewest member slots.")
 
 
 class DebateConfig(TopologyConfig):
-    max_rounds: int = Field(default=3, ge=1, le=50)
-    allow_early_termination: bool = True
-    convergence_threshold: float = Field(default=0.85, ge=0.0, le=1.0)
-    consensus_method: Literal["mediator", "last_round"] = "mediator"
-    mediator_agent_name: str | None = None
+    max_rounds: int = Field(default=3, ge=1, le=50, description="Rounds of arguments at most.")
+    allow_early_termination: bool = Field(default=True, description="Stop once the positions converge.")
+    convergence_threshold: float = Field(
+        default=0.85, ge=0.0, le=1.0, description="Similarity of the two positions that counts as converged."
+    )
+    consensus_method: Literal["mediator", "last_round"] = Field(
+        default="mediator",
+        description="mediator: a `mediator` slot decides; last_round: the last round stands.",
+    )
+    mediator_agent_name: str | None = Field(
+        default=None, description="The mediator by agent name, instead of a `mediator` slot."
+    )
 
 
 class CrossCheckConfig(TopologyConfig):
-    num_checkers: int = Field(default=2, ge=2, le=1000)
-    consensus_method: Literal["unanimous", "majority", "weighted"] = "majority"
-    require_unanimous_for_approval: bool = False
-    confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    num_checkers: int = Field(default=2, ge=2, le=1000, description="Checker slots required (checker_1..n).")
+    consensus_method: Literal["unanimous", "majority", "weighted"] = Field(
+        default="majority", description="How checker verdicts approve; weighted by their confidence."
+    )
+    require_unanimous_for_approval: bool = Field(
+        default=False, description="Approve only if every checker does."
+    )
+    confidence_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Weighted approval needs at least this confidence."
+    )
 
 
 class ChainOfCommandConfig(TopologyConfig):
     authority_levels: list[str] = Field(
-        default_factory=lambda: ["commander", "lieutenant", "worker"], min_length=2
+        default_factory=lambda: ["commander", "lieutenant", "worker"],
+        min_length=2,
+        description="Levels from the top; a slot belongs to the level its name starts with.",
     )
-    escalation_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    max_delegation_depth: int = Field(default=3, ge=1, le=10)
-    max_subtasks: int = Field(default=5, ge=1, le=100)
+    escalation_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="A subtask done with less confidence escalates one level up."
+    )
+    max_delegation_depth: int = Field(default=3, ge=1, le=10, description="Levels a task may pass down.")
+    max_subtasks: int = Field(default=5, ge=1, le=100, description="Subtasks of one plan at most.")
 
 
 class DelegationConfig(TopologyConfig):
-    routing_strategy: Literal["role", "capability", "round_robin"] = "capability"
-    load_balance: bool = True
-    fallback_agent_name: str | None = None
+    routing_strategy: Literal["role", "capability", "round_robin"] = Field(
+        default="capability", description="How a task finds its specialist."
+    )
+    load_balance: bool = Field(
+        default=True, description="Among qualifying specialists, the least loaded wins."
+    )
+    fallback_agent_name: str | None = Field(
+        default=None, description="The agent (in a slot of this topology) that takes tasks nobody matches."
+    )
 
 
 class CompoundCondition(BaseModel):
@@ -104,10 +135,14 @@ class CompoundCondition(BaseModel):
 
 
 class CompoundConfig(TopologyConfig):
-    mode: Literal["sequential", "parallel", "conditional"] = "sequential"
-    sub_topologies: list[str] = Field(default_factory=list, max_length=100)
-    conditions: list[CompoundCondition] = Field(default_factory=list)
-    default: str | None = None
+    mode: Literal["sequential", "parallel", "conditional"] = Field(
+        default="sequential", description="conditional: the first matching condition, else `default`."
+    )
+    sub_topologies: list[str] = Field(
+        default_factory=list, max_length=100, description="Stored topologies, by name, in run order."
+    )
+    conditions: list[CompoundCondition] = Field(default_factory=list, description="For mode conditional.")
+    default: str | None = Field(default=None, description="The sub-topology when no condition matches.")
 
 
 def config_class_for(topology_type: str) -> type[TopologyConfig]:

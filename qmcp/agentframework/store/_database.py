@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Self, TypeVar
 
-from sqlalchemy import ColumnElement, Executable, delete, func, text, update
+from sqlalchemy import ColumnElement, Executable, String, cast, delete, func, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
@@ -279,6 +279,31 @@ class Database:
         if execution is None:
             raise NotFoundError(f"execution {key} not found; list them with: qmcp executions list")
         return execution
+
+    async def find_execution(self, id_or_prefix: str) -> Execution:
+        """The execution whose id is `id_or_prefix` or starts with it (hex digits, dashes optional).
+
+        A prefix must name exactly one execution: an ambiguous one is refused with the matches."""
+        text_id = id_or_prefix.strip().lower()
+        digits = text_id.replace("-", "")
+        if len(digits) == 32:
+            return await self.get_execution(text_id)
+        if not digits or any(c not in "0123456789abcdef" for c in digits):
+            raise NotFoundError(f"{id_or_prefix!r} is not an execution id (a UUID) nor the start of one")
+        hex_id = func.replace(func.lower(cast(col(Execution.id), String)), "-", "")
+        query = select(Execution).where(hex_id.like(f"{digits}%")).order_by(col(Execution.created_at).desc())
+        matches = await self._all(query.limit(6))
+        if not matches:
+            raise NotFoundError(
+                f"no execution id starts with {id_or_prefix!r}; list them with: qmcp executions list"
+            )
+        if len(matches) > 1:
+            shown = ", ".join(str(e.id) for e in matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise NotFoundError(
+                f"{id_or_prefix!r} starts {'more than 5' if len(matches) > 5 else len(matches)} execution ids "
+                f"({shown}); give more of the id"
+            )
+        return matches[0]
 
     async def list_executions(
         self,
