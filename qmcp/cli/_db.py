@@ -6,12 +6,10 @@ A database is upgraded on its first use anyway; with `QMCP_AUTO_MIGRATE=0` it is
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
 from ._output import print_json, stdout
-from ._state import FormatOption, cli_state
+from ._state import FormatOption, cli_state, run_async
 
 __all__ = ["db_app"]
 
@@ -25,7 +23,7 @@ def upgrade(ctx: typer.Context, output_format: FormatOption = None) -> None:
     from qmcp.agentframework.store import migrate
 
     state = cli_state(ctx)
-    before, after = asyncio.run(migrate(state.db_url))
+    before, after = run_async(migrate(state.db_url))
     if state.json_output(output_format):
         print_json({"database": mask_url(state.db_url), "from": before, "to": after})
     elif before == after:
@@ -43,7 +41,7 @@ def current(ctx: typer.Context, output_format: FormatOption = None) -> None:
     from qmcp.agentframework.store import SCHEMA_HEAD, schema_revision
 
     state = cli_state(ctx)
-    revision = asyncio.run(schema_revision(state.db_url))
+    revision = run_async(schema_revision(state.db_url))
     if state.json_output(output_format):
         print_json({"database": mask_url(state.db_url), "revision": revision, "head": SCHEMA_HEAD})
         return
