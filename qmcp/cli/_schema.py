@@ -31,8 +31,9 @@ def team_schema() -> dict[str, Any]:
 
     from pydantic import BaseModel, ConfigDict, Field, create_model
 
+    from qmcp.agentframework._registry import TOPOLOGIES
     from qmcp.agentframework.mixins import MixinRegistry
-    from qmcp.agentframework.models import TopologyType, config_class_for
+    from qmcp.agentframework.models import config_class_for
 
     from ._teamfile import _AgentSpec
 
@@ -48,38 +49,35 @@ def team_schema() -> dict[str, Any]:
         )
 
     variants = []
-    for topology_type in TopologyType:
+    for topology_type in TOPOLOGIES.names():  # the built-ins and any `@topology` loaded here
         config_class = config_class_for(topology_type)
         variants.append(
             create_model(
                 f"{config_class.__name__.removesuffix('Config')}Topology",
                 __base__=Topology,
-                type=(Literal[topology_type.value], Field(description="The topology type.")),  # type: ignore[valid-type]
+                type=(Literal[topology_type], Field(description="The topology type.")),
                 config=(config_class, Field(default_factory=config_class, description="The type's options.")),
             )
         )
-    union = Annotated[
+    union: Any = Annotated[
         next(iter(variants)) if len(variants) == 1 else _union(variants), Field(discriminator="type")
     ]
     team_file = create_model(
         "TeamFile",
         __config__=ConfigDict(extra="forbid", title="qmcp team file"),
         agents=(list[_AgentSpec], Field(default_factory=list, description="Agent definitions.")),
-        topologies=(list[union], Field(default_factory=list, description="Topologies: agents in slots.")),  # type: ignore[valid-type]
+        topologies=(list[union], Field(default_factory=list, description="Topologies: agents in slots.")),
     )
     schema = team_file.model_json_schema(schema_generator=_factory_defaults())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     defs = schema["$defs"]
     defs["Agent"] = defs.pop("_AgentSpec") | {"title": "Agent"}
     text = json.dumps(schema).replace('"#/$defs/_AgentSpec"', '"#/$defs/Agent"')
-    schema = json.loads(text)
+    schema = dict(json.loads(text))
     defs = schema["$defs"]
     mixins: dict[str, Any] = {}
     for info in MixinRegistry.list_all():
         model = MixinRegistry.get(info.name).options_model
-        if model is None:
-            mixins[info.name] = {"type": "object", "description": info.description}
-            continue
         options = model.model_json_schema(schema_generator=_factory_defaults())
         title = "".join(part.capitalize() for part in info.name.split("_")) + "Options"
         nested = options.pop("$defs", {})

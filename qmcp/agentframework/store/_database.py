@@ -303,7 +303,8 @@ class Database:
                 f"{id_or_prefix!r} starts {'more than 5' if len(matches) > 5 else len(matches)} execution ids "
                 f"({shown}); give more of the id"
             )
-        return matches[0]
+        found: Execution = matches[0]
+        return found
 
     async def list_executions(
         self,
