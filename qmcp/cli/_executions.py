@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -118,9 +119,22 @@ def show_execution(
     ctx: typer.Context,
     execution_id: Annotated[str, typer.Argument(metavar="ID", help="The execution id (a UUID).")],
     output_format: FormatOption = None,
+    svg: Annotated[
+        Path | None,
+        typer.Option(
+            "--svg",
+            metavar="FILE",
+            help="Also write the execution's diagram, steps coloured by status, as SVG to FILE.",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Show an execution: status, timing, and every step with its model, tokens, cost and latency."""
     state = cli_state(ctx)
+    if svg is not None and not (svg.parent.resolve().is_dir()):
+        from qmcp.agentframework.errors import UserInputError
+
+        raise UserInputError(f"--svg: the directory of {svg} does not exist")
 
     async def fetch() -> tuple[Execution, Sequence[ExecutionStep]]:
         async with open_database(state) as db:
@@ -128,6 +142,8 @@ def show_execution(
             return execution, await db.list_steps(execution.id)
 
     execution, steps = asyncio.run(fetch())
+    if svg is not None:
+        _write_svg(svg, execution, steps)
     if state.json_output(output_format):
         print_json(execution.model_dump(mode="json") | {"steps": [s.model_dump(mode="json") for s in steps]})
         return
@@ -208,6 +224,28 @@ def show_execution(
         stdout().print(
             f"resume it with: {state.command('executions', 'resume', str(execution.id))}", soft_wrap=True
         )
+
+
+def _write_svg(path: Path, execution: Execution, steps: Sequence[ExecutionStep]) -> None:
+    """The diagram, written whole or not at all (through a file beside it, then renamed)."""
+    import os
+    import tempfile
+
+    from qmcp.agentframework.topologies._svg import execution_diagram
+
+    dag, statuses = execution_diagram(execution, steps)
+    text = dag.svg(
+        statuses, title=f"execution {execution.id} of {execution.topology_name}: {execution.status}"
+    )
+    handle, partial = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
+    stderr().print(f"diagram written to {path}", markup=False, highlight=False)
 
 
 def _user() -> str | None:

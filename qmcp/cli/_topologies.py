@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -82,9 +83,19 @@ def list_topologies(ctx: typer.Context, output_format: FormatOption = None) -> N
 
 
 @topologies_app.command("show")
-def show_topology(ctx: typer.Context, name: str, output_format: FormatOption = None) -> None:
+def show_topology(
+    ctx: typer.Context,
+    name: str,
+    output_format: FormatOption = None,
+    mermaid: Annotated[
+        bool, typer.Option("--mermaid", help="Print the topology's graph as a Mermaid flowchart instead.")
+    ] = False,
+) -> None:
     """Show a topology: its config, its agents by slot and its latest executions."""
     state = cli_state(ctx)
+    if mermaid:
+        sys.stdout.write(asyncio.run(_mermaid(state, name)))
+        return
 
     async def fetch() -> tuple[Topology, dict[str, AgentType], list[Execution]]:
         async with open_database(state) as db:
@@ -127,6 +138,15 @@ def show_topology(ctx: typer.Context, name: str, output_format: FormatOption = N
         [(e.id, e.status, format_when(e.started_at), format_duration(e.duration_ms)) for e in executions],
         empty=f"no executions yet; run it with: qmcp agents topologies run {name} --input-json '{{...}}'",
     )
+
+
+async def _mermaid(state: CliState, name: str) -> str:
+    from qmcp.agentframework.runners._team import collect_teams
+    from qmcp.agentframework.topologies import topology_dag
+
+    async with open_database(state) as db:
+        topology, agents = await db.get_topology(name)
+        return topology_dag(topology, agents, await collect_teams(db, topology)).mermaid()
 
 
 @topologies_app.command("delete")
