@@ -15,35 +15,77 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..agentframework.models import Execution, ExecutionStatus, ExecutionStep
+from ..agentframework.models._agent import utcnow
 from ..agentframework.store import Database
 from ..agentframework.topologies import StepEvent
 
-__all__ = ["EventHub", "execution_events", "status_event", "step_event"]
+__all__ = ["EventHub", "RunningStep", "execution_events", "status_event", "step_event"]
 
 _ACTIVE = (ExecutionStatus.RUNNING, ExecutionStatus.PENDING)
 _POLL_SECONDS = 0.5
 
 
+@dataclass
+class RunningStep:
+    """A step in flight (it has no row until it finishes): when it started, its retries, its text so far."""
+
+    key: str
+    slot: str
+    agent: str
+    model: str
+    started_at: datetime
+    retries: list[datetime] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+
 class EventHub:
-    """Live events of the runs this server executes, fanned out to the streams watching them."""
+    """Live events of the runs this server executes, fanned out to the streams watching them; and the
+    steps in flight of those runs, with the text they have streamed so far, for pages opened mid-step."""
 
     def __init__(self) -> None:
         self._watchers: dict[uuid.UUID, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._running: dict[uuid.UUID, dict[str, RunningStep]] = {}
 
     def publish(self, execution_id: uuid.UUID, event: dict[str, Any]) -> None:
         for queue in self._watchers.get(execution_id, ()):
             queue.put_nowait(event)
 
     def publisher(self, execution_id: uuid.UUID) -> Any:
-        """A runner's `on_event` handler publishing its step events for `execution_id`."""
+        """A runner's `on_event` handler publishing its step events (and text deltas) for `execution_id`."""
+        running = self._running.setdefault(execution_id, {})
 
         def publish(event: StepEvent) -> None:
+            if event.kind == "delta":
+                step = running.get(event.key)
+                if step is not None:
+                    step.text.append(event.text)
+                self.publish(execution_id, {"event": "delta", "key": event.key, "text": event.text})
+                return
+            if event.kind == "started":
+                running[event.key] = RunningStep(
+                    event.key, event.slot, event.agent_name, event.model, utcnow()
+                )
+            elif event.kind == "retry" and event.key in running:
+                running[event.key].retries.append(utcnow())
+                running[event.key].text.clear()  # the next attempt streams its text again
+            elif event.kind in ("completed", "failed", "replayed"):
+                running.pop(event.key, None)
             self.publish(execution_id, step_event(event))
 
         return publish
+
+    def running(self, execution_id: uuid.UUID) -> list[RunningStep]:
+        """The steps of `execution_id` in flight in this process, oldest first."""
+        return list(self._running.get(execution_id, {}).values())
+
+    def finished(self, execution_id: uuid.UUID) -> None:
+        """The run stopped here: nothing of it is in flight any more."""
+        self._running.pop(execution_id, None)
 
     @contextlib.contextmanager
     def watch(self, execution_id: uuid.UUID) -> Iterator[asyncio.Queue[dict[str, Any]]]:
@@ -81,6 +123,7 @@ def step_event(event: StepEvent | ExecutionStep) -> dict[str, Any]:
         "latency_ms": event.latency_ms,
         "error": event.error,
         "attempts": attempts,
+        "at": utcnow().isoformat() if isinstance(event, StepEvent) else None,
     }
 
 

@@ -243,6 +243,7 @@ class RunManager:
             RunConfig(log_level=self.log_level),
             db_url=self.db_url,
             on_event=self.hub.publisher(execution_id),
+            stream=True,
         )
         self._active[execution_id] = runner
         self._idle.clear()
@@ -258,6 +259,7 @@ class RunManager:
             raise
         finally:
             self._active.pop(execution_id, None)
+            self.hub.finished(execution_id)
             if not self._active:
                 self._idle.set()
         async with self.database() as db:
