@@ -1,11 +1,12 @@
 """Server-Sent Events of an execution: what happened before the client connected, then what happens.
 
-Runs this server executes publish their step events (started, retried, completed, replayed, failed)
-and status changes to the `EventHub` as they happen. A stream first replays the execution's status
-and its recorded steps from the database, then follows: live events from the hub, and, every half
-second, the database (for runs another process executes, and as a safety net). Each step event is
-sent once per stream. The stream ends, with an `end` event, when the run stops (completed, failed,
-cancelled, paused, interrupted).
+Runs this server executes publish their step events (started, retried, completed, replayed, failed),
+the text their steps stream (`delta` events: `{key, text}`) and status changes to the `EventHub` as they
+happen. A stream first replays the execution's status and its recorded steps from the database, and a
+`started` event for each step in flight here (it has no row yet); then it follows: live events from
+the hub, and, every half second, the database (for runs another process executes, and as a safety
+net). Each step event is sent once per stream. The stream ends, with an `end` event, when the run stops
+(completed, failed, cancelled, paused, interrupted).
 """
 
 from __future__ import annotations
@@ -127,6 +128,24 @@ def step_event(event: StepEvent | ExecutionStep) -> dict[str, Any]:
     }
 
 
+def _started(step: RunningStep) -> dict[str, Any]:
+    return {
+        "event": "step",
+        "kind": "started",
+        "key": step.key,
+        "slot": step.slot,
+        "agent": step.agent,
+        "model": step.model,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost_usd": 0.0,
+        "latency_ms": 0.0,
+        "error": None,
+        "attempts": None,
+        "at": step.started_at.isoformat(),
+    }
+
+
 def status_event(execution: Execution) -> dict[str, Any]:
     return {
         "event": "status",
@@ -165,6 +184,9 @@ async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID)
             if fresh(event := step_event(step)):
                 number += 1
                 yield _frame(number, event)
+        for flight in hub.running(execution_id):  # steps in flight here have no row yet: say they started
+            number += 1
+            yield _frame(number, _started(flight))
         status = execution.status
         while status in _ACTIVE:
             try:

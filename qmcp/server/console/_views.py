@@ -116,6 +116,8 @@ def timeline_svg(items: Sequence[Bar], now: datetime, *, step_href: str = "?step
     t0 = min(bar.start for bar in items)
     t1 = max([bar.end or now for bar in items] + ([now] if any(b.end is None for b in items) else []))
     span_ms = max((t1 - t0).total_seconds() * 1000, 1.0)
+    if any(bar.end is None for bar in items):  # room for the running bars to grow until the next update
+        span_ms += max(span_ms / 2, 2000.0)
     scale = PLOT_WIDTH / span_ms
     height = AXIS_HEIGHT + LANE_HEIGHT * len(lanes) + 8
     width = LABEL_WIDTH + PLOT_WIDTH + 16

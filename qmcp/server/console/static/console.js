@@ -42,12 +42,28 @@
       if (svg && svg.dataset.now) clockOffset = Number(svg.dataset.now) - Date.now();
     }
 
+    // What the page shows already, so that the stream's replay of it on connecting changes nothing
+    // (and a form being filled in is not swapped away).
+    function shownStatus() {
+      const summary = document.getElementById("summary");
+      return summary ? summary.dataset.status : "";
+    }
+    function finishedSteps() {
+      const keys = new Set();
+      live.querySelectorAll("svg.timeline g.bar.s-completed, svg.timeline g.bar.s-failed").forEach(function (g) {
+        keys.add(g.dataset.key);
+      });
+      return keys;
+    }
+    let known = finishedSteps();
+
     function refresh() {
       pending = null;
       live.setAttribute("aria-busy", "true");
       return fetchHtml("/executions/" + id + "/live").then(function (html) {
         live.innerHTML = html;
         live.setAttribute("aria-busy", "false");
+        known = finishedSteps();
         syncClock();
       }).catch(function () { live.setAttribute("aria-busy", "false"); });
     }
@@ -96,6 +112,8 @@
     const source = new EventSource("/v1/executions/" + id + "/events");
     source.addEventListener("step", function (event) {
       const data = JSON.parse(event.data);
+      const settled = data.kind === "completed" || data.kind === "failed" || data.kind === "replayed";
+      if (settled && known.has(data.key)) return;  // the page shows it already
       if (data.kind === "started" && follow) showStep(data.key, false);
       else if (data.key === shown && data.kind !== "started") showStep(data.key, false);
       soon();
@@ -106,9 +124,12 @@
       if (target) target.appendChild(document.createTextNode(data.text));
       else if (follow && shown !== data.key) showStep(data.key, false);
     });
-    source.addEventListener("status", soon);
-    source.addEventListener("end", function () {
+    source.addEventListener("status", function (event) {
+      if (JSON.parse(event.data).status !== shownStatus()) soon();
+    });
+    source.addEventListener("end", function (event) {
       source.close();
+      if (JSON.parse(event.data).status === shownStatus() && pending === null) return;
       refresh();
       if (shown) showStep(shown, false);
     });
