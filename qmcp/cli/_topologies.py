@@ -301,6 +301,9 @@ def run_topology(
         int | None,
         typer.Option("--max-tokens", min=1, help="Stop before the run uses more tokens (in + out)."),
     ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Show the running step's text as the model writes it.")
+    ] = False,
     output_format: FormatOption = None,
 ) -> None:
     """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
@@ -317,6 +320,7 @@ def run_topology(
             "max_cost_usd": max_cost,
             "max_tokens": max_tokens,
         },
+        stream=stream,
     )
     json_output = state.json_output(output_format)
     outcome = execute(state, request, lambda r: r.run(topology, agents, input_data), json_output=json_output)
