@@ -235,3 +235,32 @@ def test_messages_map_to_openai_chat(smollm2: LocalModel) -> None:
     assert chat[3]["role"] == "user"
     assert chat[3]["content"].startswith("Again\n\n") and "bad output" in chat[3]["content"]
     assert len(chat) == 4
+
+
+@needs_weights
+@needs_runtime
+def test_the_local_model_streams_the_reply_it_gives_whole():
+    """Token streaming on the embedded model: pieces arrive while it generates; joined, the reply."""
+    from qmcp.agentframework.llm import call_model
+
+    async def both() -> tuple[object, object, list[str]]:
+        model = LocalModel("smollm2")
+        messages = [{"role": "user", "content": "Name three colours."}]
+        settings: ModelSettings = {"max_tokens": 24}
+        whole = await call_model(
+            model, "local:smollm2", system="Be brief.", messages=messages, settings=settings
+        )
+        pieces: list[str] = []
+        streamed = await call_model(
+            model,
+            "local:smollm2",
+            system="Be brief.",
+            messages=messages,
+            settings=settings,
+            on_delta=pieces.append,
+        )
+        return whole, streamed, pieces
+
+    whole, streamed, pieces = asyncio.run(both())
+    assert len(pieces) > 3 and "".join(pieces) == streamed.text == whole.text
+    assert streamed.output_tokens == whole.output_tokens and streamed.input_tokens == whole.input_tokens
