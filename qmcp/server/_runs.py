@@ -243,8 +243,8 @@ class RunManager:
             RunConfig(log_level=self.log_level),
             db_url=self.db_url,
             on_event=self.hub.publisher(execution_id),
-            stream=True,
         )
+        runner.stream = True  # replies stream to the event hub (set here: a user's runner may not take it)
         self._active[execution_id] = runner
         self._idle.clear()
         try:

@@ -1,0 +1,116 @@
+"""console_sse: does watching a run slow it? A run on `qmcp --model test serve` with 0 and with 20
+Server-Sent Events watchers (each as a browser's console page: the execution's event stream, with the
+`delta` events of every step's streamed reply), alternated, several times.
+
+`python -m bench.console_sse [--members 200] [--repeats 5] [--watchers 20]` prints one JSON line: the
+median run time (execution `duration_ms`) of each, and the slowdown. The watchers run in this process,
+on the same cores as the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _watch(client: httpx.AsyncClient, execution_id: str, frames: list[int]) -> None:
+    count = 0
+    async with client.stream("GET", f"/v1/executions/{execution_id}/events") as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                count += 1
+    frames.append(count)
+
+
+async def _one_run(client: httpx.AsyncClient, watchers: int, members: int) -> tuple[float, int]:
+    # Submitted and watched at once: the run waits in the queue while the watchers connect.
+    answer = await client.post("/v1/topologies/wide/run", json={"input": {"prompt": "Count"}, "runner": "async"})
+    execution_id = answer.json()["execution_id"]
+    frames: list[int] = []
+    tasks = [asyncio.create_task(_watch(client, execution_id, frames)) for _ in range(watchers)]
+    while True:
+        execution = (await client.get(f"/v1/executions/{execution_id}")).json()
+        if execution["status"] not in ("pending", "running"):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*tasks)
+    assert execution["status"] == "completed", execution
+    return float(execution["duration_ms"]), (sum(frames) // max(1, len(frames)))
+
+
+async def _main(members: int, repeats: int, watchers: int) -> dict[str, object]:
+    workdir = Path(tempfile.mkdtemp(prefix="qmcp-console-sse-"))
+    port = _port()
+    env = {**os.environ, "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/bench.db"}
+    code = "import sys; from qmcp.cli import main; sys.argv[0] = 'qmcp'; main()"
+    server = subprocess.Popen(
+        [sys.executable, "-c", code, "--model", "test", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            for _ in range(200):
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            await client.post("/v1/agents", json={"name": "member", "role": "analyst", "config": {"model": "test"}})
+            slots = {f"m{n:04d}": "member" for n in range(members)}
+            await client.post(
+                "/v1/topologies",
+                json={"name": "wide", "type": "ensemble", "config": {"aggregation_method": "vote"}, "agents": slots},
+            )
+            await _one_run(client, 0, members)  # warm-up
+            alone, watched, frames = [], [], 0
+            for _ in range(repeats):
+                alone.append((await _one_run(client, 0, members))[0])
+                duration, frames = await _one_run(client, watchers, members)
+                watched.append(duration)
+    finally:
+        server.terminate()
+        server.wait(30)
+    base, busy = statistics.median(alone), statistics.median(watched)
+    return {
+        "case": "console_sse",
+        "steps": members,
+        "watchers": watchers,
+        "frames_per_watcher": frames,
+        "run_ms_alone": round(base, 1),
+        "run_ms_watched": round(busy, 1),
+        "slowdown_percent": round((busy / base - 1) * 100, 1),
+        "runs": {"alone": alone, "watched": watched},
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--members", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--watchers", type=int, default=20)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(_main(args.members, args.repeats, args.watchers))))
+
+
+if __name__ == "__main__":
+    main()
