@@ -264,3 +264,29 @@ def test_the_local_model_streams_the_reply_it_gives_whole():
     whole, streamed, pieces = asyncio.run(both())
     assert len(pieces) > 3 and "".join(pieces) == streamed.text == whole.text
     assert streamed.output_tokens == whole.output_tokens and streamed.input_tokens == whole.input_tokens
+
+
+@needs_weights
+@needs_runtime
+def test_a_step_on_the_local_model_streams_and_records_the_joined_text(tmp_path):
+    from qmcp.agentframework.models import AgentType, Topology
+    from qmcp.agentframework.runners import LocalRunner
+    from qmcp.agentframework.store import Database
+
+    db_url = f"sqlite+aiosqlite:///{tmp_path}/local.db"
+    events: list[tuple[str, str]] = []
+    agent = AgentType(name="local-writer", role="writer", config={"model": "local:smollm2", "max_tokens": 24})
+    topology = Topology(name="one-local", topology_type="pipeline", config={})
+
+    async def go() -> tuple[object, list]:
+        runner = LocalRunner(db_url=db_url, on_event=lambda e: events.append((e.kind, e.text)), stream=True)
+        result = await runner.run(topology, {"write": agent}, {"prompt": "Name three colours."})
+        async with Database(db_url) as db:
+            return result, list(await db.list_steps(result.execution_id))
+
+    result, steps = asyncio.run(go())
+    assert result.status == "completed", result.error
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "started" and kinds[-1] == "completed" and kinds.count("delta") > 3
+    assert all(kind == "delta" for kind in kinds[1:-1])  # every piece before the step completed
+    assert "".join(text for kind, text in events if kind == "delta") == steps[0].response
