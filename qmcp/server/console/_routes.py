@@ -25,7 +25,7 @@ from ...agentframework.models import Execution, ExecutionStatus, ExecutionStep, 
 from ...agentframework.models._agent import utcnow
 from ...agentframework.runners._team import collect_teams
 from ...agentframework.store import Database
-from ...agentframework.topologies import DagNode, topology_dag
+from ...agentframework.topologies import Dag, DagNode, topology_dag
 from ...agentframework.topologies._svg import execution_diagram
 from .._metrics import HTTP
 from .._middleware import CONSOLE_COOKIE, console_cookie
@@ -207,7 +207,12 @@ async def _live_values(
 ) -> dict[str, Any]:
     hub = request.app.state.qmcp.hub
     running = hub.running(execution.id) if str(execution.status) == "running" else []
-    dag, statuses = execution_diagram(execution, steps, [(r.key, r.slot, r.agent) for r in running])
+    flights = [(r.key, r.slot, r.agent) for r in running]
+    try:
+        dag, statuses = execution_diagram(execution, steps, flights)
+    except QmcpError:  # its topology type is not registered in this process: the steps alone
+        dag = Dag().with_steps([(s.key, s.slot, s.agent_name) for s in steps] + flights)
+        statuses = {s.key: str(s.status) for s in steps} | {key: "running" for key, _, _ in flights}
     for step in running:
         if step.retries:
             statuses[step.key] = "retry"
