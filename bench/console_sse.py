@@ -3,8 +3,9 @@ Server-Sent Events watchers (each as a browser's console page: the execution's e
 `delta` events of every step's streamed reply), alternated, several times.
 
 `python -m bench.console_sse [--members 200] [--repeats 5] [--watchers 20]` prints one JSON line: the
-median run time (execution `duration_ms`) of each, and the slowdown. The watchers run in this process,
-on the same cores as the server.
+median run time (execution `duration_ms`) of each, the slowdown, and the server process's CPU time per
+run (connecting, replaying and ending the streams included). The watchers run in this process, on the
+same cores as the server: on a loaded machine their own parsing is part of what slows the run.
 """
 
 from __future__ import annotations
@@ -39,9 +40,17 @@ async def _watch(client: httpx.AsyncClient, execution_id: str, frames: list[int]
     frames.append(count)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """The server process's CPU time so far (user + system; Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _one_run(client: httpx.AsyncClient, watchers: int, members: int) -> tuple[float, int]:
     # Submitted and watched at once: the run waits in the queue while the watchers connect.
-    answer = await client.post("/v1/topologies/wide/run", json={"input": {"prompt": "Count"}, "runner": "async"})
+    answer = await client.post(
+        "/v1/topologies/wide/run", json={"input": {"prompt": "Count"}, "runner": "async"}
+    )
     execution_id = answer.json()["execution_id"]
     frames: list[int] = []
     tasks = [asyncio.create_task(_watch(client, execution_id, frames)) for _ in range(watchers)]
@@ -74,18 +83,30 @@ async def _main(members: int, repeats: int, watchers: int) -> dict[str, object]:
                         break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
-            await client.post("/v1/agents", json={"name": "member", "role": "analyst", "config": {"model": "test"}})
+            await client.post(
+                "/v1/agents", json={"name": "member", "role": "analyst", "config": {"model": "test"}}
+            )
             slots = {f"m{n:04d}": "member" for n in range(members)}
             await client.post(
                 "/v1/topologies",
-                json={"name": "wide", "type": "ensemble", "config": {"aggregation_method": "vote"}, "agents": slots},
+                json={
+                    "name": "wide",
+                    "type": "ensemble",
+                    "config": {"aggregation_method": "vote"},
+                    "agents": slots,
+                },
             )
             await _one_run(client, 0, members)  # warm-up
             alone, watched, frames = [], [], 0
+            cpu_alone, cpu_watched = [], []
             for _ in range(repeats):
+                before = _cpu_seconds(server.pid)
                 alone.append((await _one_run(client, 0, members))[0])
+                middle = _cpu_seconds(server.pid)
                 duration, frames = await _one_run(client, watchers, members)
                 watched.append(duration)
+                cpu_alone.append(middle - before)
+                cpu_watched.append(_cpu_seconds(server.pid) - middle)
     finally:
         server.terminate()
         server.wait(30)
@@ -98,6 +119,9 @@ async def _main(members: int, repeats: int, watchers: int) -> dict[str, object]:
         "run_ms_alone": round(base, 1),
         "run_ms_watched": round(busy, 1),
         "slowdown_percent": round((busy / base - 1) * 100, 1),
+        "server_cpu_s_alone": round(statistics.median(cpu_alone), 3),
+        "server_cpu_s_watched": round(statistics.median(cpu_watched), 3),
+        "load_average": os.getloadavg()[0],
         "runs": {"alone": alone, "watched": watched},
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
