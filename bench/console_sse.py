@@ -64,7 +64,7 @@ async def _one_run(client: httpx.AsyncClient, watchers: int, members: int) -> tu
     return float(execution["duration_ms"]), (sum(frames) // max(1, len(frames)))
 
 
-async def _main(members: int, repeats: int, watchers: int) -> dict[str, object]:
+def _start_server() -> tuple[subprocess.Popen[bytes], int]:
     workdir = Path(tempfile.mkdtemp(prefix="qmcp-console-sse-"))
     port = _port()
     env = {**os.environ, "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/bench.db"}
@@ -75,6 +75,12 @@ async def _main(members: int, repeats: int, watchers: int) -> dict[str, object]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return server, port
+
+
+async def _main(
+    server: subprocess.Popen[bytes], port: int, members: int, repeats: int, watchers: int
+) -> dict[str, object]:
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
             for _ in range(200):
@@ -109,7 +115,6 @@ async def _main(members: int, repeats: int, watchers: int) -> dict[str, object]:
                 cpu_watched.append(_cpu_seconds(server.pid) - middle)
     finally:
         server.terminate()
-        server.wait(30)
     base, busy = statistics.median(alone), statistics.median(watched)
     return {
         "case": "console_sse",
@@ -133,7 +138,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--watchers", type=int, default=20)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(_main(args.members, args.repeats, args.watchers))))
+    server, port = _start_server()
+    try:
+        result = asyncio.run(_main(server, port, args.members, args.repeats, args.watchers))
+    finally:
+        server.terminate()
+        server.wait(30)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
