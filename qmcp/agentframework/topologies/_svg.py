@@ -42,7 +42,7 @@ _STYLE = """
 .qd text{font:12px system-ui,-apple-system,'Segoe UI',sans-serif;fill:#0f172a}
 .qd .agent-name{font-size:11px;fill:#334155}
 .qd .edge{fill:none;stroke:#64748b;stroke-width:1.4}
-.qd .edge-label{font-size:10px;fill:#334155}
+.qd .edge-label{font-size:10px;fill:#334155;paint-order:stroke;stroke:#fff;stroke-width:3px}
 .qd .node rect{fill:#f8fafc;stroke:#64748b;stroke-width:1.5}
 .qd .node.kind-join rect{stroke-dasharray:5 3}
 .qd .node.kind-input rect,.qd .node.kind-output rect{fill:#e2e8f0}
