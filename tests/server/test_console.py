@@ -297,3 +297,37 @@ async def test_the_page_of_a_thousand_step_execution_renders_in_under_a_second(s
         assert len(node_classes(page.text)) == 1003
         assert min(timings) < 1.0, timings
         print(f"1,000-step execution page: {min(timings) * 1000:.0f} ms, {len(page.text) / 1e6:.1f} MB")
+
+
+def test_answer_a_free_text_request_from_the_page(server):
+    with server.client() as client:
+        make_team(client)
+        agent = {
+            "name": "asker",
+            "role": "writer",
+            "config": {
+                "model": "test",
+                "capabilities": ["human_in_loop"],
+                "mixins": {"human_in_loop": {"when": "before", "options": [], "prompt": "Which audience?"}},
+            },
+        }
+        assert client.post("/v1/agents", json=agent).status_code == 201
+        topology = {"name": "ask", "type": "pipeline", "agents": {"write": "asker"}}
+        assert client.post("/v1/topologies", json=topology).status_code == 201
+        execution_id = run(client, "ask", "Write a note")
+        assert finished(client, execution_id)["status"] == "paused"
+        page = client.get(f"/executions/{execution_id}").text
+        assert "Which audience?" in page and '<label for="answer-1">Your answer</label>' in page
+        assert 'name="choice"' not in page
+        request_id = re.search(r'name="request_id" value="([^"]+)"', page).group(1)
+        empty = client.post(
+            f"/executions/{execution_id}/respond", data={"request_id": request_id, "text": "  "}
+        )
+        assert "write+an+answer" in empty.headers["location"]
+        answered = client.post(
+            f"/executions/{execution_id}/respond", data={"request_id": request_id, "text": "engineers"}
+        )
+        assert answered.status_code == 303
+        assert finished(client, execution_id)["status"] == "completed"
+        human = client.get(f"/v1/human/requests/{quote(request_id, safe='')}").json()
+        assert human["response"]["response"] == "engineers" and human["response"]["responded_by"] == "console"
