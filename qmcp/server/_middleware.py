@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -125,7 +125,7 @@ class ServerMiddleware:
         jar: SimpleCookie = SimpleCookie()
         try:
             jar.load(header)
-        except Exception:  # a malformed Cookie header is no sign-in
+        except CookieError:  # a malformed Cookie header is no sign-in
             return False
         morsel = jar.get(CONSOLE_COOKIE)
         return morsel is not None and hmac.compare_digest(morsel.value.encode(), self.cookie)
