@@ -374,6 +374,9 @@ def resume_execution(
             help="The execution's budget in tokens (input plus output, every attempt included; recorded).",
         ),
     ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Show the running step's text as the model writes it.")
+    ] = False,
     output_format: FormatOption = None,
 ) -> None:
     """Continue an unfinished execution as the same run: its model, runner and options, its completed
@@ -424,6 +427,7 @@ def resume_execution(
         config=config,
         runner_options=options,
         execution_id=execution.id,
+        stream=stream,
     )
     json_output = state.json_output(output_format)
     outcome = execute(
