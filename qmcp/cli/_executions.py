@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -127,9 +128,22 @@ def show_execution(
         str, typer.Argument(metavar="ID", help="The execution id, or enough of its start to name one.")
     ],
     output_format: FormatOption = None,
+    svg: Annotated[
+        Path | None,
+        typer.Option(
+            "--svg",
+            metavar="FILE",
+            help="Also write the execution's diagram, steps coloured by status, as SVG to FILE.",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Show an execution: status, timing, and every step with its model, tokens, cost and latency."""
     state = cli_state(ctx)
+    if svg is not None and not (svg.parent.resolve().is_dir()):
+        from qmcp.agentframework.errors import UserInputError
+
+        raise UserInputError(f"--svg: the directory of {svg} does not exist")
 
     async def fetch() -> tuple[Execution, Sequence[ExecutionStep]]:
         async with open_database(state) as db:
@@ -137,6 +151,8 @@ def show_execution(
             return execution, await db.list_steps(execution.id)
 
     execution, steps = run_async(fetch())
+    if svg is not None:
+        _write_svg(svg, execution, steps)
     if state.json_output(output_format):
         print_json(execution.model_dump(mode="json") | {"steps": [s.model_dump(mode="json") for s in steps]})
         return
@@ -241,6 +257,28 @@ async def _request_id(db: Database, given: str) -> str:
             + ("name one: " + ", ".join(r.id for r in pending) if pending else "nothing to answer")
         )
     return pending[0].id
+
+
+def _write_svg(path: Path, execution: Execution, steps: Sequence[ExecutionStep]) -> None:
+    """The diagram, written whole or not at all (through a file beside it, then renamed)."""
+    import os
+    import tempfile
+
+    from qmcp.agentframework.topologies._svg import execution_diagram
+
+    dag, statuses = execution_diagram(execution, steps)
+    text = dag.svg(
+        statuses, title=f"execution {execution.id} of {execution.topology_name}: {execution.status}"
+    )
+    handle, partial = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
+    stderr().print(f"diagram written to {path}", markup=False, highlight=False)
 
 
 def _user() -> str | None:
@@ -371,6 +409,9 @@ def resume_execution(
             help="The execution's budget in tokens (input plus output, every attempt included; recorded).",
         ),
     ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Show the running step's text as the model writes it.")
+    ] = False,
     output_format: FormatOption = None,
 ) -> None:
     """Continue an unfinished execution as the same run: its model, runner and options, its completed
@@ -421,6 +462,7 @@ def resume_execution(
         config=config,
         runner_options=options,
         execution_id=execution.id,
+        stream=stream,
     )
     json_output = state.json_output(output_format)
     outcome = execute(

@@ -56,10 +56,16 @@ class _SlotProgress:
 class RunDisplay:
     """Counts steps per slot from the runner's events and shows them as they happen."""
 
-    def __init__(self, mode: DisplayMode, title: str, slots: Mapping[str, tuple[str, str]]) -> None:
-        """`slots` maps each slot to its (agent name, model), in order, so idle slots show too."""
+    def __init__(
+        self, mode: DisplayMode, title: str, slots: Mapping[str, tuple[str, str]], *, stream: bool = False
+    ) -> None:
+        """`slots` maps each slot to its (agent name, model), in order, so idle slots show too.
+        `stream`: show the running step's text as the model writes it (`--stream`)."""
         self.mode = mode
         self.title = title
+        self.stream = stream
+        self._texts: dict[str, list[str]] = {}  # the text so far of each step in flight
+        self._writing: str | None = None  # the step whose text plain mode is printing
         self.slots = {slot: _SlotProgress(agent, model) for slot, (agent, model) in slots.items()}
         self._started = time.monotonic()
         self._live: Live | None = None
@@ -85,6 +91,14 @@ class RunDisplay:
         return sum(s.done + s.replayed for s in list(self.slots.values()))
 
     def __call__(self, event: StepEvent) -> None:
+        if event.kind == "delta":
+            self._delta(event)
+            return
+        if event.kind in ("completed", "failed", "retry"):
+            self._texts.pop(event.key, None)
+            if self._writing == event.key and self.mode is DisplayMode.PLAIN:
+                sys.stderr.write("\n")
+                self._writing = None
         slot = self.slots.setdefault(event.slot, _SlotProgress(event.agent_name, event.model))
         slot.model = event.model
         if event.kind == "started":
@@ -104,6 +118,19 @@ class RunDisplay:
             slot.failed += 1
         if self.mode is DisplayMode.PLAIN:
             self._line(event)
+
+    def _delta(self, event: StepEvent) -> None:
+        if not self.stream or self.mode is DisplayMode.SILENT:
+            return
+        self._texts.setdefault(event.key, []).append(event.text)
+        if self.mode is DisplayMode.PLAIN:
+            if self._writing != event.key:
+                if self._writing is not None:
+                    sys.stderr.write("\n")
+                sys.stderr.write(f"--- {event.key} ({event.slot}) ---\n")
+                self._writing = event.key
+            sys.stderr.write(event.text)
+            sys.stderr.flush()
 
     def _line(self, event: StepEvent) -> None:
         detail = ""
@@ -157,4 +184,12 @@ class RunDisplay:
             f"{format_cost(sum(s.cost_usd for s in totals))}"
         )
         table.caption_justify = "left"
-        return table
+        texts = list(self._texts.items())
+        if not texts:
+            return table
+        from rich.console import Group
+        from rich.panel import Panel
+
+        key, pieces = texts[-1]  # the step that started writing last
+        lines = "".join(pieces).splitlines()[-12:]
+        return Group(table, Panel(escape("\n".join(lines)), title=escape(key), title_align="left"))

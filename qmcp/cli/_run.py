@@ -50,6 +50,8 @@ class RunRequest:
     """Constructor options of the runner (on resume, those the execution ran with)."""
     execution_id: uuid.UUID | None = None
     """Known when resuming; a new run's id is found by its correlation id if it is interrupted."""
+    stream: bool = False
+    """Show the running step's text as the model writes it (`--stream`)."""
 
 
 @dataclass(frozen=True)
@@ -109,12 +111,17 @@ def execute(
     from qmcp.agentframework.runners import RunnerRegistry
 
     correlation_id = uuid.uuid4().hex
-    display = RunDisplay(
-        DisplayMode.choose(json_output=json_output, quiet=state.quiet), request.topology_name, request.slots
-    )
+    mode = DisplayMode.choose(json_output=json_output, quiet=state.quiet)
+    display = RunDisplay(mode, request.topology_name, request.slots, stream=request.stream)
     config = run_config(state, correlation_id=correlation_id, **request.config)
+    streaming = {"stream": True} if request.stream and mode is not DisplayMode.SILENT else {}
     runner = RunnerRegistry.create(
-        request.runner_type, config, db_url=state.db_url, on_event=display, **request.runner_options
+        request.runner_type,
+        config,
+        db_url=state.db_url,
+        on_event=display,
+        **request.runner_options,
+        **streaming,
     )
     try:
         with display:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -133,9 +134,19 @@ def list_types(ctx: typer.Context, output_format: FormatOption = None) -> None:
 
 
 @topologies_app.command("show")
-def show_topology(ctx: typer.Context, name: str, output_format: FormatOption = None) -> None:
+def show_topology(
+    ctx: typer.Context,
+    name: str,
+    output_format: FormatOption = None,
+    mermaid: Annotated[
+        bool, typer.Option("--mermaid", help="Print the topology's graph as a Mermaid flowchart instead.")
+    ] = False,
+) -> None:
     """Show a topology: its config, its agents by slot and its latest executions."""
     state = cli_state(ctx)
+    if mermaid:
+        sys.stdout.write(run_async(_mermaid(state, name)))
+        return
 
     async def fetch() -> tuple[Topology, dict[str, AgentType], list[Execution]]:
         async with open_database(state) as db:
@@ -178,6 +189,15 @@ def show_topology(ctx: typer.Context, name: str, output_format: FormatOption = N
         [(e.id, e.status, format_when(e.started_at), format_duration(e.duration_ms)) for e in executions],
         empty=f"no executions yet; run it with: qmcp agents topologies run {name} --input-json '{{...}}'",
     )
+
+
+async def _mermaid(state: CliState, name: str) -> str:
+    from qmcp.agentframework.runners._team import collect_teams
+    from qmcp.agentframework.topologies import topology_dag
+
+    async with open_database(state) as db:
+        topology, agents = await db.get_topology(name)
+        return topology_dag(topology, agents, await collect_teams(db, topology)).mermaid()
 
 
 @topologies_app.command("delete")
@@ -343,6 +363,9 @@ def run_topology(
         int | None,
         typer.Option("--max-tokens", min=1, help="Stop before the run uses more tokens (in + out)."),
     ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Show the running step's text as the model writes it.")
+    ] = False,
     output_format: FormatOption = None,
 ) -> None:
     """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
@@ -359,6 +382,7 @@ def run_topology(
             "max_cost_usd": max_cost,
             "max_tokens": max_tokens,
         },
+        stream=stream,
     )
     json_output = state.json_output(output_format)
     outcome = execute(state, request, lambda r: r.run(topology, agents, input_data), json_output=json_output)

@@ -58,6 +58,8 @@ class ServerState:
     version: str
     db: Database | None = None
     """Open for the server's life (requests share its connection pool); set by the lifespan."""
+    api_token: str | None = None
+    """The token clients must send (the console's sign-in checks it); None: the server is open."""
 
 
 def _state(request: Request) -> ServerState:

@@ -27,6 +27,7 @@ from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
 from ._problems import install_problem_handlers
 from ._runs import RunManager
+from .console import router as console_router
 
 __all__ = ["ServerOptions", "check_bind", "create_app", "is_loopback", "serve"]
 
@@ -107,9 +108,10 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
         version=version,
         lifespan=lifespan,
     )
-    app.state.qmcp = ServerState(options.db_url, hub, runs, version)
+    app.state.qmcp = ServerState(options.db_url, hub, runs, version, api_token=options.api_token)
     install_problem_handlers(app)
     app.include_router(router)
+    app.include_router(console_router)  # the browser console: /, /executions/..., /topologies, /login
     app.router.routes.extend(mcp_app.routes)  # /mcp, served by the SDK's session manager
     app.add_middleware(ServerMiddleware, token=options.api_token, max_body=options.max_body_bytes)
     return app

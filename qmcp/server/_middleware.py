@@ -1,22 +1,32 @@
 """What every request goes through: request and correlation ids, the bearer token, the body limit, metrics.
 
+Browsers (the console) cannot send a bearer header on page loads and Server-Sent Events: they sign in
+once at `/login`, which sets an HttpOnly, SameSite=Strict cookie holding a digest of the token (not
+the token). A console page asked for without either goes to `/login`; an API path answers 401. A
+request that changes something (POST, PUT, PATCH, DELETE) from a browser page of another site (its
+`Origin` is not this server) is refused, token or not: a loopback server without a token would
+otherwise take form posts from any web page.
+
 A plain ASGI middleware (not Starlette's `BaseHTTPMiddleware`, which buffers responses and would hold
 back the Server-Sent Events of `/v1/executions/{id}/events`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from ._metrics import HTTP
 from ._problems import MEDIA_TYPE, problem_body
 
-__all__ = ["CORRELATION_HEADER", "REQUEST_HEADER", "ServerMiddleware"]
+__all__ = ["CONSOLE_COOKIE", "CORRELATION_HEADER", "REQUEST_HEADER", "ServerMiddleware", "console_cookie"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,7 +36,15 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_HEADER = "x-request-id"
 CORRELATION_HEADER = "x-correlation-id"
-_OPEN = ("/health",)
+_OPEN = ("/health", "/login", "/static/console.css", "/static/console.js")
+_API_PREFIXES = ("/v1/", "/mcp", "/metrics", "/docs", "/openapi.json", "/redoc")
+_UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+CONSOLE_COOKIE = "qmcp_console"
+
+
+def console_cookie(token: bytes) -> str:
+    """The console's sign-in cookie for `token`: a digest, so the cookie is no bearer token."""
+    return hashlib.sha256(b"qmcp-console\0" + token).hexdigest()
 
 
 class _TooLarge(BaseException):
@@ -41,6 +59,7 @@ class ServerMiddleware:
     def __init__(self, app: App, *, token: str | None, max_body: int) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.cookie = console_cookie(self.token).encode() if self.token else None
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,8 +85,14 @@ class ServerMiddleware:
             await send(message)
 
         try:
-            refusal = self._refusal(scope["path"], headers)
+            refusal = self._refusal(scope["path"], headers, scope["method"])
             if refusal is not None:
+                if refusal[0] == 401 and scope["method"] in ("GET", "HEAD") and _console_page(scope["path"]):
+                    target = scope["path"] + (
+                        f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else ""
+                    )
+                    await _redirect(send_with_ids, f"/login?next={quote(target, safe='')}")
+                    return
                 await _problem(send_with_ids, *refusal)
                 return
             await self.app(scope, self._limited(receive), send_with_ids)
@@ -79,15 +104,31 @@ class ServerMiddleware:
             HTTP.requests.labels(scope["method"], path, str(status[0])).inc()
             HTTP.duration.labels(scope["method"], path).observe(time.perf_counter() - started)
 
-    def _refusal(self, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
+    def _refusal(self, path: str, headers: dict[str, str], method: str) -> tuple[int, str] | None:
+        origin = headers.get("origin")
+        cross_site = bool(origin) and urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+        if method in _UNSAFE and cross_site and not path.startswith("/mcp"):
+            return 403, f"refused a {method} from a page of another site ({origin})"
         if self.token is not None and path not in _OPEN:
             scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
+            bearer = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token)
+            if not bearer and not self._cookie_ok(headers.get("cookie")):
                 return 401, "this server needs Authorization: Bearer <QMCP_API_TOKEN>"
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             return 413, f"the request body is larger than {self.max_body} bytes"
         return None
+
+    def _cookie_ok(self, header: str | None) -> bool:
+        if not header or self.cookie is None:
+            return False
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(header)
+        except CookieError:  # a malformed Cookie header is no sign-in
+            return False
+        morsel = jar.get(CONSOLE_COOKIE)
+        return morsel is not None and hmac.compare_digest(morsel.value.encode(), self.cookie)
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
@@ -102,6 +143,16 @@ class ServerMiddleware:
             return message
 
         return counted
+
+
+def _console_page(path: str) -> bool:
+    return not path.startswith(_API_PREFIXES)
+
+
+async def _redirect(send: Send, location: str) -> None:
+    headers = [(b"location", location.encode("latin-1")), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _unrouted(scope: Scope) -> str:

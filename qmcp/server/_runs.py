@@ -244,6 +244,7 @@ class RunManager:
             db_url=self.db_url,
             on_event=self.hub.publisher(execution_id),
         )
+        runner.stream = True  # replies stream to the event hub (set here: a user's runner may not take it)
         self._active[execution_id] = runner
         self._idle.clear()
         try:
@@ -258,6 +259,7 @@ class RunManager:
             raise
         finally:
             self._active.pop(execution_id, None)
+            self.hub.finished(execution_id)
             if not self._active:
                 self._idle.set()
         async with self.database() as db:

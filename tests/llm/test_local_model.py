@@ -235,3 +235,58 @@ def test_messages_map_to_openai_chat(smollm2: LocalModel) -> None:
     assert chat[3]["role"] == "user"
     assert chat[3]["content"].startswith("Again\n\n") and "bad output" in chat[3]["content"]
     assert len(chat) == 4
+
+
+@needs_weights
+@needs_runtime
+def test_the_local_model_streams_the_reply_it_gives_whole():
+    """Token streaming on the embedded model: pieces arrive while it generates; joined, the reply."""
+    from qmcp.agentframework.llm import call_model
+
+    async def both() -> tuple[object, object, list[str]]:
+        model = LocalModel("smollm2")
+        messages = [{"role": "user", "content": "Name three colours."}]
+        settings: ModelSettings = {"max_tokens": 24}
+        whole = await call_model(
+            model, "local:smollm2", system="Be brief.", messages=messages, settings=settings
+        )
+        pieces: list[str] = []
+        streamed = await call_model(
+            model,
+            "local:smollm2",
+            system="Be brief.",
+            messages=messages,
+            settings=settings,
+            on_delta=pieces.append,
+        )
+        return whole, streamed, pieces
+
+    whole, streamed, pieces = asyncio.run(both())
+    assert len(pieces) > 3 and "".join(pieces) == streamed.text == whole.text
+    assert streamed.output_tokens == whole.output_tokens and streamed.input_tokens == whole.input_tokens
+
+
+@needs_weights
+@needs_runtime
+def test_a_step_on_the_local_model_streams_and_records_the_joined_text(tmp_path):
+    from qmcp.agentframework.models import AgentType, Topology
+    from qmcp.agentframework.runners import LocalRunner
+    from qmcp.agentframework.store import Database
+
+    db_url = f"sqlite+aiosqlite:///{tmp_path}/local.db"
+    events: list[tuple[str, str]] = []
+    agent = AgentType(name="local-writer", role="writer", config={"model": "local:smollm2", "max_tokens": 24})
+    topology = Topology(name="one-local", topology_type="pipeline", config={})
+
+    async def go() -> tuple[object, list]:
+        runner = LocalRunner(db_url=db_url, on_event=lambda e: events.append((e.kind, e.text)), stream=True)
+        result = await runner.run(topology, {"write": agent}, {"prompt": "Name three colours."})
+        async with Database(db_url) as db:
+            return result, list(await db.list_steps(result.execution_id))
+
+    result, steps = asyncio.run(go())
+    assert result.status == "completed", result.error
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "started" and kinds[-1] == "completed" and kinds.count("delta") > 3
+    assert all(kind == "delta" for kind in kinds[1:-1])  # every piece before the step completed
+    assert "".join(text for kind, text in events if kind == "delta") == steps[0].response

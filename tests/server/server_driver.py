@@ -2,6 +2,8 @@
 
 * `scripted:slow` answers like `test` after DRIVER_LATENCY seconds (default 0) and appends one line
   per finished call to DRIVER_CALL_LOG, so tests can count what was paid for across processes.
+* `scripted:stream` streams a reply of DRIVER_WORDS words (default 12), one word every DRIVER_CHUNK_DELAY
+  seconds (default 0.05), for the console's streaming tests.
 * Python tools for tool_use and `/v1/tools`: `add_numbers(a, b)` and `explode()` (always fails).
 """
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from qmcp.agentframework.llm import make_test_model, register_model
+from qmcp.agentframework.llm import ScriptedModel, make_test_model, register_model
 from qmcp.agentframework.mixins import register_tool
 
 
@@ -51,6 +53,16 @@ if os.environ.get("QMCP_TEST_SPAN_LOG"):  # an OpenTelemetry SDK writing every s
     import mf_tracing  # noqa: F401
 
 register_model("scripted:slow", _slow)
+register_model(
+    "scripted:stream",
+    ScriptedModel(
+        replies=lambda prompt, index: " ".join(
+            f"word{n}" for n in range(int(os.environ.get("DRIVER_WORDS", "12")))
+        ),
+        chunk_delay=float(os.environ.get("DRIVER_CHUNK_DELAY", "0.05")),
+        name="scripted:stream",
+    ).model,
+)
 register_tool("add_numbers", add_numbers)
 register_tool("explode", explode)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx2
-from pydantic_ai.direct import model_request
+from pydantic_ai.direct import model_request, model_request_stream
 from pydantic_ai.exceptions import (
     ModelAPIError,
     ModelConnectionError,
@@ -30,13 +30,17 @@ from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
+    PartDeltaEvent,
+    PartStartEvent,
     SystemPromptPart,
     TextPart,
+    TextPartDelta,
     ToolCallPart,
     ToolReturnPart,
     UserPromptPart,
 )
 from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.settings import ModelSettings
 
 from ..._redact import redact_secrets
@@ -89,12 +93,16 @@ async def call_model(
     tools: Sequence[ToolSpec] = (),
     max_tool_calls: int = 10,
     on_tool_call: ToolCallHook | None = None,
+    on_delta: Callable[[str], None] | None = None,
 ) -> ModelReply:
     """Make one request and account for it; raises `TransientModelError` or `PermanentModelError`.
 
     With `tools`, runs the tool loop: tool calls are executed and returned to the model until
     it answers in text; after `max_tool_calls` calls the tools are withdrawn and the model is
     told to answer. Every call is reported in `ModelReply.tool_calls`.
+
+    With `on_delta`, the reply is streamed: each new piece of text is passed to it as the model writes
+    it (a model that cannot stream sends its reply as one piece). The reply returned is the same.
     """
     started = time.perf_counter()
     history = _to_messages(system, messages)
@@ -106,9 +114,12 @@ async def call_model(
     try:
         async with asyncio.timeout(timeout_seconds):
             while True:
-                response = await model_request(
-                    model, history, model_settings=settings, model_request_parameters=parameters
-                )
+                if on_delta is None:
+                    response = await model_request(
+                        model, history, model_settings=settings, model_request_parameters=parameters
+                    )
+                else:
+                    response = await _streamed(model, history, settings, parameters, on_delta)
                 input_tokens += response.usage.input_tokens
                 output_tokens += response.usage.output_tokens
                 cost += _cost(model_string, response)
@@ -138,6 +149,54 @@ async def call_model(
         latency_ms=(time.perf_counter() - started) * 1000,
         tool_calls=tuple(log),
     )
+
+
+async def _streamed(
+    model: Model,
+    history: list[ModelMessage],
+    settings: ModelSettings,
+    parameters: ModelRequestParameters | None,
+    on_delta: Callable[[str], None],
+) -> ModelResponse:
+    """One request, streamed: text deltas go to `on_delta` as they arrive; the whole response is returned."""
+    if isinstance(model, FunctionModel) and model.stream_function is None:
+        return await _unstreamed(model, history, settings, parameters, on_delta)
+    try:
+        async with model_request_stream(
+            model, history, model_settings=settings, model_request_parameters=parameters
+        ) as stream:
+            async for event in stream:
+                text = ""
+                if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                    text = event.part.content
+                elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                    text = event.delta.content_delta
+                if text:
+                    on_delta(text)
+            response = stream.get()
+    except NotImplementedError:  # a model without streaming
+        return await _unstreamed(model, history, settings, parameters, on_delta)
+    recount = getattr(model, "streamed_usage", None)  # the offline models count as when not streamed
+    if recount is not None:
+        response.usage = recount(history, response)
+    return response
+
+
+async def _unstreamed(
+    model: Model,
+    history: list[ModelMessage],
+    settings: ModelSettings,
+    parameters: ModelRequestParameters | None,
+    on_delta: Callable[[str], None],
+) -> ModelResponse:
+    """A model that cannot stream: its whole reply is the one delta."""
+    response = await model_request(
+        model, history, model_settings=settings, model_request_parameters=parameters
+    )
+    text = "".join(p.content for p in response.parts if isinstance(p, TextPart))
+    if text:
+        on_delta(text)
+    return response
 
 
 async def _run_tool(

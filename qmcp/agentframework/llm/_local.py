@@ -21,6 +21,7 @@ them anyway with a single slot) and run in a worker thread so the event loop sta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import os
@@ -28,8 +29,9 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,7 +50,7 @@ from pydantic_ai.messages import (
     ThinkingPart,
     UserPromptPart,
 )
-from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.profiles import ModelProfile
 from pydantic_ai.settings import ModelSettingName, ModelSettings
 from pydantic_ai.usage import RequestUsage
@@ -312,6 +314,60 @@ class LocalModel(Model):
             ]
         return response
 
+    @contextlib.asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: Any = None,
+    ) -> AsyncIterator[StreamedResponse]:
+        """Generate one reply with llama.cpp in a worker thread, its text arriving piece by piece.
+
+        Greedy decoding by default, so the text is the one `request` returns. Leaving early (a cancelled
+        step) asks llama.cpp to stop at its next token.
+        """
+        model_settings, model_request_parameters = self.prepare_request(
+            model_settings, model_request_parameters
+        )
+        body = self._request_body(messages, model_settings or {}, model_request_parameters)
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def on_chunk(chunk: Any) -> bool:
+            loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            return stop.is_set()  # True: llama.cpp stops generating
+
+        async def generate() -> None:
+            try:
+                await anyio.to_thread.run_sync(self._generate_stream, body, on_chunk, abandon_on_cancel=True)
+            except Exception as error:  # handed to the reader, which raises it
+                chunks.put_nowait(error)
+            else:
+                chunks.put_nowait(None)
+
+        worker = asyncio.create_task(generate())
+        try:
+            yield _LocalStream(model_request_parameters, self, chunks)
+        finally:
+            stop.set()
+            if not worker.done():
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+
+    def _generate_stream(self, body: dict[str, Any], on_chunk: Any) -> None:
+        loaded = _loaded_model(self._path, self._n_ctx)
+        with loaded.lock:
+            try:
+                loaded.server.handle_chat_completions(body, on_chunk)
+            except Exception as exc:  # llama.cpp rejects malformed requests with ValueError
+                raise PermanentModelError(
+                    f"local model {self._spec!r} rejected the request: {exc}", model=self.model_id
+                ) from exc
+
     def _generate(self, body: dict[str, Any]) -> dict[str, Any]:
         loaded = _loaded_model(self._path, self._n_ctx)
         with loaded.lock:
@@ -476,3 +532,73 @@ class LocalModel(Model):
         if status == 503 or error.get("type") == "unavailable_error":
             return TransientModelError(message, model=self.model_id, status_code=status)
         return PermanentModelError(message, model=self.model_id, status_code=status)
+
+
+@dataclass
+class _LocalStream(StreamedResponse):
+    """The chunks of a streamed llama.cpp reply (OpenAI's chat-completion chunks) as pydantic-ai events."""
+
+    _model: LocalModel = field(repr=False)
+    _chunks: asyncio.Queue[Any] = field(repr=False)
+    _timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    async def _get_event_iterator(self) -> AsyncIterator[Any]:
+        written = False
+        while True:
+            chunk = await self._chunks.get()
+            if chunk is None:
+                break
+            if isinstance(chunk, Exception):
+                raise chunk
+            if (
+                not isinstance(chunk, dict)
+                or "error" in chunk
+                or ("code" in chunk and "choices" not in chunk)
+            ):
+                error = chunk.get("error", chunk) if isinstance(chunk, dict) else {"message": repr(chunk)}
+                raise self._model._error(error if isinstance(error, dict) else {"message": str(error)})
+            if usage := chunk.get("usage"):
+                self._usage = RequestUsage(
+                    input_tokens=int(usage.get("prompt_tokens", 0)),
+                    output_tokens=int(usage.get("completion_tokens", 0)),
+                    cache_read_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
+                )
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if reasoning := delta.get("reasoning_content"):
+                    for event in self._parts_manager.handle_thinking_delta(
+                        vendor_part_id="reasoning", content=reasoning
+                    ):
+                        yield event
+                if text := delta.get("content"):
+                    written = True
+                    for event in self._parts_manager.handle_text_delta(
+                        vendor_part_id="content", content=text
+                    ):
+                        yield event
+                if reason := choice.get("finish_reason"):
+                    self.finish_reason = _FINISH_REASONS.get(reason)
+        if self._usage.input_tokens + self._usage.output_tokens >= self._model.n_ctx:
+            if not written:
+                raise PermanentModelError(
+                    f"prompt of {self._usage.input_tokens} tokens leaves no room for an answer in the local "
+                    f"model's context of {self._model.n_ctx}; raise n_ctx",
+                    model=self._model.model_id,
+                )
+            self.finish_reason = "length"
+
+    @property
+    def model_name(self) -> str:
+        return self._model.model_name
+
+    @property
+    def provider_name(self) -> str:
+        return "local"
+
+    @property
+    def provider_url(self) -> None:
+        return None
+
+    @property
+    def timestamp(self) -> datetime:
+        return self._timestamp

@@ -11,8 +11,9 @@ import hashlib
 import itertools
 import json
 import random
+import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,8 @@ from pydantic_ai.messages import (
     TextPart,
     UserPromptPart,
 )
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.function import AgentInfo, FunctionModel, _estimate_usage
+from pydantic_ai.usage import RequestUsage
 
 from ._prompts import requested_schema
 
@@ -139,6 +141,19 @@ def _test_reply(role: str, messages: list[ModelMessage]) -> str:
     return f"{opening}: {_task_excerpt(prompt)} [{digest[:8]}]\nConfidence: {confidence:.2f}"
 
 
+class OfflineModel(FunctionModel):
+    """A `FunctionModel` that streams too, and counts a streamed reply's tokens as an unstreamed one's
+    (pydantic-ai's estimate of a stream leaves the prompt out), so a step's row is the same either way."""
+
+    def streamed_usage(self, messages: list[ModelMessage], response: ModelResponse) -> RequestUsage:
+        return _estimate_usage([*messages, response])
+
+
+def _pieces(text: str) -> list[str]:
+    """The reply in word-sized pieces, as a provider streams it (joined, they are the reply)."""
+    return re.findall(r"\S+\s*|\s+", text) or [text]
+
+
 def make_test_model(role: str = "generalist") -> FunctionModel:
     """The offline `test` model for an agent of `role`.
 
@@ -152,7 +167,11 @@ def make_test_model(role: str = "generalist") -> FunctionModel:
     def reply(messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
         return ModelResponse(parts=[TextPart(_test_reply(role, messages))])
 
-    return FunctionModel(reply, model_name="test")
+    async def stream(messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:
+        for piece in _pieces(_test_reply(role, messages)):
+            yield piece
+
+    return OfflineModel(reply, stream_function=stream, model_name="test")
 
 
 FAILURE_KINDS = ("rate_limit", "overloaded", "server_error", "timeout", "disconnect", "auth", "bad_request")
@@ -198,6 +217,7 @@ class ScriptedModel:
     * `replies`: a function of the prompt (and call index) or a list cycled through; default
       echoes a digest like the `test` model.
     * `latency`: seconds slept per call (cancellable, like a network wait).
+    * `chunk_delay`: when streamed, seconds slept before each word-sized piece of the reply.
     * `failures`: call index → failure kind (see `FAILURE_KINDS`), or `failure_rate` with a
       seeded RNG for random transient faults.
     Every call is recorded in `calls`; `max_in_flight` records the peak concurrency seen.
@@ -205,6 +225,7 @@ class ScriptedModel:
 
     replies: Callable[[str, int], str] | Sequence[str] | None = None
     latency: float = 0.0
+    chunk_delay: float = 0.0
     failures: Mapping[int, str] = field(default_factory=dict)
     failure_rate: float = 0.0
     failure_kinds: Sequence[str] = ("rate_limit", "server_error", "timeout", "disconnect")
@@ -217,7 +238,7 @@ class ScriptedModel:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
-        self.model = FunctionModel(self._respond, model_name=self.name)
+        self.model = OfflineModel(self._respond, stream_function=self._stream, model_name=self.name)
 
     def _reply_for(self, prompt: str, index: int) -> str:
         if self.replies is None:
@@ -245,6 +266,14 @@ class ScriptedModel:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    async def _stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        response = await self._respond(messages, info)
+        text = "".join(p.content for p in response.parts if isinstance(p, TextPart))
+        for piece in _pieces(text):
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+            yield piece
 
     @property
     def prompts(self) -> list[str]:

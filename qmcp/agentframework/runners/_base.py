@@ -72,10 +72,14 @@ class BaseRunner:
         *,
         on_event: EventHandler | None = None,
         origin: str = "python",
+        stream: bool = False,
     ) -> None:
+        """`stream`: steps stream their replies to `on_event` as `delta` events while the model writes
+        them (providers that can; the others send the whole reply as one delta)."""
         self.config = config or RunConfig()
         self.db_url = db_url or settings().database_url
         self.on_event = on_event
+        self.stream = stream
         self.origin = origin
         self._attempts: dict[uuid.UUID, _Attempt] = {}
         self._log = get_logger(level=self.config.log_level)
@@ -305,6 +309,7 @@ class BaseRunner:
             model_override=config.model_override,
             on_event=self._observe,
             lease=lease,
+            stream=self.stream,
         )
         log = get_logger(level=config.log_level)
         self._log = log
@@ -412,6 +417,10 @@ class BaseRunner:
         return _result(await db.get_execution(execution.id)).model_copy(update={"error": lease.lost})
 
     def _observe(self, event: StepEvent) -> None:
+        if event.kind == "delta":
+            if self.on_event is not None:
+                self.on_event(event)
+            return
         if event.kind != "started":
             self._log.debug(
                 f"step.{event.kind}", key=event.key, slot=event.slot, model=event.model, error=event.error

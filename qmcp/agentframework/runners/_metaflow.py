@@ -136,9 +136,11 @@ class MetaflowRunner(BaseRunner):
         *,
         on_event: EventHandler | None = None,
         origin: str = "python",
+        stream: bool = False,
     ) -> None:
         require("metaflow", extra="metaflow", feature="the Metaflow runner", load=False)
-        super().__init__(config=config, db_url=db_url, on_event=on_event, origin=origin)
+        # Steps run in Metaflow's task processes: `on_event` hears of them from their rows, no deltas.
+        super().__init__(config=config, db_url=db_url, on_event=on_event, origin=origin, stream=stream)
         if environment not in ENVIRONMENTS:
             raise InvalidConfigError(
                 f"unknown environment {environment!r}; choose one of: {', '.join(ENVIRONMENTS)}"

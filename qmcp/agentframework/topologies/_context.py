@@ -84,9 +84,11 @@ class StepResult:
 
 @dataclass(frozen=True)
 class StepEvent:
-    """Progress of a step, for live displays and logs."""
+    """Progress of a step, for live displays and logs. A `delta` (only from runners asked to `stream`)
+    carries the next piece of the reply in `text`, while the model writes it; the step's row is still
+    written once, when it is complete."""
 
-    kind: Literal["started", "retry", "completed", "replayed", "failed"]
+    kind: Literal["started", "retry", "delta", "completed", "replayed", "failed"]
     key: str
     slot: str
     agent_name: str
@@ -96,6 +98,7 @@ class StepEvent:
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     error: str | None = None
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,8 @@ class StepContext:
     """The execution's token and cost budget, with what it spent; None when unlimited."""
     rate_limits: RateLimits | None = None
     """The process's rate limiters (`llm.rate_limits()`); None: calls are not limited."""
+    stream: bool = False
+    """Stream replies as `delta` events to `on_event` while they are generated (models that can)."""
     _configs: dict[int, AgentConfig] = field(default_factory=dict, repr=False)  # by id(agent)
     _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
 
@@ -501,6 +506,12 @@ class StepContext:
                 await hook.on_tool_call(mc, tool, args)
 
         budget, limits = self.budget, self.rate_limits
+        on_delta = None
+        if self.stream and self.on_event is not None:
+
+            def on_delta(text: str) -> None:
+                self._emit("delta", mc.key, mc.slot, mc.agent.name, mc.model, text=text)
+
         limiter = (
             None if limits is None else limits.limiter(mc.model, lambda: _config_limit(mc.model, mc.config))
         )
@@ -539,6 +550,7 @@ class StepContext:
                         tools=mc.tools,
                         max_tool_calls=mc.config.max_tool_calls,
                         on_tool_call=on_tool_call if mixins else None,
+                        on_delta=on_delta,
                     )
                 except TransientModelError as error:
                     if limits is not None and error.status_code == 429 and error.retry_after:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -87,6 +87,19 @@ class Dag:
                 dag.edges.append(DagEdge(owner.id, key))
             known.add(key)
         return dag
+
+    def svg(
+        self,
+        statuses: Mapping[str, str] | None = None,
+        *,
+        title: str = "topology",
+        link: Callable[[DagNode], str | None] | None = None,
+    ) -> str:
+        """The graph as a standalone SVG, step nodes coloured by `statuses` (step key → status): the
+        console's diagrams and `qmcp executions show ID --svg FILE`; see `_svg.py`."""
+        from ._svg import dag_svg
+
+        return dag_svg(self, statuses, title=title, link=link)
 
     def mermaid(self) -> str:
         """The graph as a Mermaid flowchart (`qmcp agents topologies show NAME --mermaid`)."""

@@ -1,0 +1,6 @@
+"""The browser console served by `qmcp serve` at `/`: server-rendered pages, SVG drawn on the server,
+one small script and one stylesheet shipped in the package (no build step, nothing from a CDN)."""
+
+from ._routes import router
+
+__all__ = ["router"]

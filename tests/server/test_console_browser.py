@@ -1,0 +1,179 @@
+"""The console in a real browser: Debian's chromium driven by Selenium, against a real `qmcp serve`.
+
+Skipped, saying why, when chromium, its driver or Selenium is missing (`apt-get install -y chromium
+chromium-driver`). A failing test saves a screenshot and the page's HTML (in QMCP_TEST_SCREENSHOTS,
+else the test's temporary directory) and prints where.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Server
+from test_console import finished, make_team, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+selenium = pytest.importorskip("selenium", reason="Selenium is not installed (pip install selenium)")
+
+from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebDriver]:
+    if not CHROMIUM or not DRIVER:
+        pytest.skip(
+            "Debian's chromium and chromedriver are not installed: apt-get install -y chromium chromium-driver"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,900"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))  # no download: the system's
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            folder = Path(os.environ.get("QMCP_TEST_SCREENSHOTS") or tmp_path)
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = folder / request.node.name.replace("/", "_")
+            driver.save_screenshot(f"{stem}.png")
+            Path(f"{stem}.html").write_text(driver.page_source)
+            print(f"\nscreenshot: {stem}.png  page: {stem}.html")
+        driver.quit()
+
+
+def wait(driver: WebDriver, condition, what: str, seconds: float = 30):
+    return WebDriverWait(driver, seconds, poll_frequency=0.05).until(lambda d: condition(d), message=what)
+
+
+def status(driver: WebDriver) -> str:
+    """The run's status badge (read in one go: the page swaps its live parts in as the run goes on)."""
+    return driver.execute_script("const e = document.getElementById('status'); return e ? e.textContent : ''")
+
+
+def test_start_a_run_from_its_topology_and_watch_it_to_the_end(start_server, db_url, browser):
+    server: Server = start_server(db_url, env={"DRIVER_CHUNK_DELAY": "0.12", "DRIVER_WORDS": "14"})
+    with server.client() as client:
+        make_team(client)
+    browser.get(server.url + "/")
+    assert "Executions" in browser.find_element(By.TAG_NAME, "h1").text
+    browser.find_element(By.LINK_TEXT, "Topologies").click()
+    browser.find_element(By.LINK_TEXT, "streaming").click()
+    box = browser.find_element(By.ID, "run-input")  # found by its label's target: the form is labelled
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=run-input]").text.startswith("Input")
+    box.clear()
+    box.send_keys('{"prompt": "Tell me about rivers"}')
+    browser.find_element(By.ID, "run").click()
+    wait(browser, lambda d: "/executions/" in d.current_url, "the execution's page")
+    execution_id = browser.current_url.rsplit("/", 1)[-1]
+
+    # The running step follows in the panel, its text growing as it is written; its bar grows too.
+    stream = wait(
+        browser,
+        lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "pre.streaming") if e.text.strip()],
+        "streamed text in the step panel",
+    )[0]
+    first = stream.text
+    bar = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.timeline rect[data-start]"), "a bar")[
+        0
+    ]
+    grew = []
+    for _ in range(5):  # the same bar, between two updates of the page, is wider a moment later
+        try:
+            width = float(bar.get_attribute("width"))
+            time.sleep(0.3)
+            grew.append(float(bar.get_attribute("width")) > width)
+            break
+        except StaleElementReferenceException:  # the page swapped in an update: take the new bar
+            bars = browser.find_elements(By.CSS_SELECTOR, "svg.timeline rect[data-start]")
+            if not bars:
+                break
+            bar = bars[0]
+    assert grew == [True]
+    grown = browser.find_elements(By.CSS_SELECTOR, "pre.streaming")
+    if grown and status(browser) == "running":
+        assert len(grown[0].text) >= len(first)
+
+    wait(browser, lambda d: status(d) == "completed", "the run to complete in the page")
+    wait(
+        browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.timeline .bar.s-completed")) == 2, "bars"
+    )
+    nodes = browser.find_elements(By.CSS_SELECTOR, "svg.qd g.node.kind-step")
+    assert {n.get_attribute("class") for n in nodes} == {"node kind-step s-completed"}
+    with server.client() as client:
+        steps = client.get(f"/v1/executions/{execution_id}/steps").json()["steps"]
+    wait(
+        browser,
+        lambda d: (
+            d.execute_script("return document.querySelector('#panel pre.response')?.textContent")
+            == steps[-1]["response"]
+        ),
+        "the last step's whole response in the panel",
+    )
+
+    # Keyboard: a step in the diagram is a link; Enter opens it in the panel.
+    link = browser.find_element(By.CSS_SELECTOR, 'svg.qd a[aria-label^="step pipeline/0:first"]')
+    browser.execute_script("arguments[0].focus()", link)
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(browser, lambda d: "pipeline/0:first" in d.find_element(By.ID, "panel-title").text, "the panel")
+    assert browser.find_element(By.CSS_SELECTOR, "#panel pre.response").text == steps[0]["response"]
+
+    browser.find_element(By.LINK_TEXT, "Executions").click()
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{execution_id}"]')
+    assert "completed" in row.text and "streaming" in row.text
+
+
+def test_approve_a_paused_run(start_server, db_url, browser):
+    server: Server = start_server(db_url)
+    with server.client() as client:
+        make_team(client)
+        execution_id = run(client, "gated", "Publish the report")
+        assert finished(client, execution_id)["status"] == "paused"
+    browser.get(f"{server.url}/executions/{execution_id}")
+    assert "Waiting for you: approval" in browser.page_source
+    browser.find_element(By.CSS_SELECTOR, 'button[name=choice][value="approve"]').click()
+    wait(browser, lambda d: status(d) == "completed", "the approved run to complete")
+    assert "answered: approve" in browser.find_element(By.ID, "notice").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "section.human")
+
+
+def test_cancel_a_running_run(start_server, db_url, browser):
+    server: Server = start_server(db_url, env={"DRIVER_LATENCY": "30"})
+    with server.client() as client:
+        make_team(client)
+        execution_id = run(client, "slow-two")
+    browser.get(f"{server.url}/executions/{execution_id}")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.qd g.node.s-running"), "a running step")
+    browser.find_element(By.ID, "cancel").click()
+    wait(browser, lambda d: status(d) == "cancelled", "the run to be cancelled")
+    assert browser.find_element(By.ID, "resume").is_displayed()
+    assert not browser.find_elements(By.ID, "cancel")
+
+
+def test_a_token_protected_server_asks_to_sign_in(start_server, db_url, browser):
+    server: Server = start_server(db_url, env={"QMCP_API_TOKEN": "browser-token"})
+    browser.get(server.url + "/topologies")
+    assert "/login" in browser.current_url
+    field = browser.find_element(By.ID, "token")
+    field.send_keys("browser-token")
+    field.send_keys(Keys.ENTER)
+    wait(browser, lambda d: d.current_url.endswith("/topologies"), "the page asked for")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Topologies"
+    assert not browser.get_cookies()[0]["value"].startswith("browser-token")
