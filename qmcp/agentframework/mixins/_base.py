@@ -132,7 +132,15 @@ class MixinRegistry:
 
     @classmethod
     def register(cls, mixin_class: type[BaseMixin]) -> type[BaseMixin]:
-        return MIXINS.add(mixin_class.name, mixin_class)
+        options_model = getattr(mixin_class, "options_model", None)
+        if not (isinstance(options_model, type) and issubclass(options_model, BaseModel)):
+            raise MixinError(
+                f"{mixin_class.__name__}.options_model must be a pydantic model class, not {options_model!r}"
+            )
+        name = getattr(mixin_class, "name", None)
+        if not isinstance(name, str) or not name:
+            raise MixinError(f"{mixin_class.__name__}.name must be a non-empty string, not {name!r}")
+        return MIXINS.add(name, mixin_class)
 
     @classmethod
     def unregister(cls, name: str) -> None:
