@@ -1,7 +1,9 @@
 """`BaseMixin`, the hook context, `MixinRegistry` and `@mixin`.
 
 A mixin is a hook object attached to an agent's steps (compose, don't inherit): agents enable
-mixins through `AgentConfig.capabilities` and configure them in `AgentConfig.mixins[name]`.
+mixins by name in `AgentConfig.capabilities` and configure them in `AgentConfig.mixins[name]`, which
+`AgentConfig` validates against the mixin's `options_model` when the agent is defined. The names
+live in the shared `MIXINS` registry (`qmcp.agentframework._registry`), the one the models check.
 
 Hook order for one step: `on_start` → `before_model` → (`on_tool_call` per tool call) →
 `after_response` → the step is recorded → `on_end`. `on_start` and `on_end` also run when a
