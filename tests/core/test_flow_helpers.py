@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from qmcp.agentframework.errors import InvalidConfigError, MalformedOutputError
@@ -120,3 +123,13 @@ def test_a_hand_written_flow_aggregates_invoke_agent_results(agent):
         task="Capital of France?",
     )
     assert isinstance(synthesized["answer"], str) and synthesized["answer"]
+
+
+def test_the_hand_written_flow_example_in_the_docs_runs(capsys):
+    doc = (Path(__file__).parents[2] / "docs" / "metaflow.md").read_text()
+    section = doc.split("## Helpers for hand-written flows", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert example is not None
+    exec(compile(example.group(1), "docs/metaflow.md", "exec"), {"__name__": "docs_metaflow_example"})
+    voted, written, approved = capsys.readouterr().out.rstrip("\n").rsplit("\n", 2)[-3:]
+    assert voted and written and approved == "False"

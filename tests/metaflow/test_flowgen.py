@@ -659,3 +659,46 @@ def test_a_key_changed_in_the_topology_changes_the_runs_and_the_flows(
 async def _step_keys(db_url: str, execution_id: uuid.UUID) -> list[str]:
     async with Database(db_url) as db:
         return [step.key for step in await db.list_steps(execution_id)]
+
+
+def test_a_user_step_plan_gets_a_step_per_call_with_names_that_never_clash(agent):
+    from qmcp.agentframework.topologies import (
+        AgentCall,
+        BaseTopology,
+        ParallelCalls,
+        StepPlan,
+        TopologyRegistry,
+        topology,
+    )
+
+    class Fan(BaseTopology):
+        """`check` answers, then every other slot reviews it side by side."""
+
+        topology_type = "tw-fan"
+
+        def validate_team(self, agents):
+            self.require(list(agents), "check")
+
+        def step_plan(self, agents):
+            others = tuple(AgentCall(slot, f"fan/{slot}") for slot in agents if slot != "check")
+            return StepPlan(
+                "check, then the others",
+                (AgentCall("check", "fan/check"), ParallelCalls("check", "", others, "join", "")),
+            )
+
+        async def run(self, ctx, input_data):
+            raise AssertionError("not run here")
+
+    topology(Fan)
+    try:
+        agents = {"check": agent("c"), "r1": agent("r1"), "r2": agent("r2")}
+        source = MetaflowRunner()._topology_to_flow(Topology(name="fan", topology_type="tw-fan"), agents)
+    finally:
+        TopologyRegistry.unregister("tw-fan")
+    steps = _steps(source)
+    assert list(steps) == ["start", "stage_1_check", "check", "join", "end"]
+    assert steps["stage_1_check"]["keys"] == ["fan/check"] and steps["stage_1_check"]["foreach"] == [
+        "check_calls"
+    ]
+    assert _foreach_items(source, "check_calls") == [["r1", "fan/r1"], ["r2", "fan/r2"]]
+    assert _flow_steps(source) == ([("check", "fan/check"), ("r1", "fan/r1"), ("r2", "fan/r2")], [])

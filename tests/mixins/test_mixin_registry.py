@@ -56,7 +56,10 @@ def test_every_capability_has_a_registered_mixin():
 def test_cli_lists_the_mixins():
     result = CliRunner().invoke(app, ["agents", "mixins", "--format", "json"])
     assert result.exit_code == 0, result.output
-    assert [row["name"] for row in json.loads(result.output)] == BUILT_IN
+    names = [row["name"] for row in json.loads(result.output)]
+    assert [name for name in names if name in BUILT_IN] == BUILT_IN and names == sorted(
+        names
+    )  # with any plugin's
 
 
 @pytest.fixture
@@ -147,3 +150,11 @@ def test_a_mixin_without_an_options_model_takes_no_options(throwaway):
     assert AgentConfig(capabilities=["tw-c"], mixins={"tw-c": {}}).mixins == {"tw-c": {}}
     with pytest.raises(ValidationError, match=r"mixins.tw-c.depth: Extra inputs are not permitted"):
         AgentConfig(capabilities=["tw-c"], mixins={"tw-c": {"depth": 2}})
+
+
+def test_a_mixin_class_must_name_itself_and_its_options_model():
+    with pytest.raises(MixinError, match=r"^Nameless.name must be a non-empty string, not None$"):
+        mixin(type("Nameless", (BaseMixin,), {}))
+    with pytest.raises(MixinError, match=r"^Loose.options_model must be a pydantic model class"):
+        mixin(type("Loose", (BaseMixin,), {"name": "tw-loose", "options_model": dict}))
+    assert "tw-loose" not in MixinRegistry.names()

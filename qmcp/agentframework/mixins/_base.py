@@ -1,7 +1,9 @@
 """`BaseMixin`, the hook context, `MixinRegistry` and `@mixin`.
 
 A mixin is a hook object attached to an agent's steps (compose, don't inherit): agents enable
-mixins through `AgentConfig.capabilities` and configure them in `AgentConfig.mixins[name]`.
+mixins by name in `AgentConfig.capabilities` and configure them in `AgentConfig.mixins[name]`, which
+`AgentConfig` validates against the mixin's `options_model` when the agent is defined. The names
+live in the shared `MIXINS` registry (`qmcp.agentframework._registry`), the one the models check.
 
 Hook order for one step: `on_start` → `before_model` → (`on_tool_call` per tool call) →
 `after_response` → the step is recorded → `on_end`. `on_start` and `on_end` also run when a
@@ -132,7 +134,15 @@ class MixinRegistry:
 
     @classmethod
     def register(cls, mixin_class: type[BaseMixin]) -> type[BaseMixin]:
-        return MIXINS.add(mixin_class.name, mixin_class)
+        options_model = getattr(mixin_class, "options_model", None)
+        if not (isinstance(options_model, type) and issubclass(options_model, BaseModel)):
+            raise MixinError(
+                f"{mixin_class.__name__}.options_model must be a pydantic model class, not {options_model!r}"
+            )
+        name = getattr(mixin_class, "name", None)
+        if not isinstance(name, str) or not name:
+            raise MixinError(f"{mixin_class.__name__}.name must be a non-empty string, not {name!r}")
+        return MIXINS.add(name, mixin_class)
 
     @classmethod
     def unregister(cls, name: str) -> None:

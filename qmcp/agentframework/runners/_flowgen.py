@@ -143,8 +143,9 @@ def generate_flow(team: Team, config: RunConfig) -> str:
 def _planned(team: Team, plan: StepPlan) -> list[_Step]:
     """A step per sequential call, a `foreach` and its join for parallel calls, then the end."""
     calls = [stage for stage in plan.stages if isinstance(stage, AgentCall)]
-    names = _stage_names([call.step or call.slot for call in calls])
     parallel = plan.stages[-1] if isinstance(plan.stages[-1], ParallelCalls) else None
+    joined = (parallel.step, parallel.join, f"{parallel.step}_calls") if parallel else ()
+    names = _stage_names([call.step or call.slot for call in calls], reserved=joined)
     following = [*names, parallel.step if parallel else "end"]
     steps = [_start(_next(following[0], parallel if not calls else None))]
     for index, (call, name) in enumerate(zip(calls, names, strict=True)):
@@ -308,8 +309,9 @@ _METAFLOW_RESERVED = ("name", "next", "input", "index", "cmd", "foreach", "input
 """Step names Metaflow's linter refuses, and names its API uses for step arguments."""
 
 
-def _stage_names(stages: Sequence[str]) -> list[str]:
-    """A step name per stage: the slot, unless Metaflow, Python or the flow's own names use it.
+def _stage_names(stages: Sequence[str], reserved: Sequence[str] = ()) -> list[str]:
+    """A step name per stage: the slot, unless Metaflow, Python or the flow's own names (`reserved`: its
+    parallel step, join and their artifact) use it.
 
     Such a slot becomes `stage_<n>_<slot>`; should that be taken too (another slot is named so),
     `_` is appended until it is free.
@@ -325,6 +327,7 @@ def _stage_names(stages: Sequence[str]) -> list[str]:
         *_ARTIFACTS,
         *_IMPORTED,
         *_METAFLOW_RESERVED,
+        *reserved,
     }
     names: list[str] = []
     for index, stage in enumerate(stages):

@@ -41,6 +41,12 @@ class ParallelCalls:
     join_doc: str
     join_owns: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not self.calls:
+            raise ValueError(
+                f"ParallelCalls {self.step!r} needs at least one call (a foreach over nothing fails)"
+            )
+
 
 @dataclass(frozen=True)
 class StepPlan:
