@@ -645,7 +645,7 @@ def _model_settings(config: AgentConfig) -> ModelSettings:
     model_settings: ModelSettings = {}
     if config.model_config_obj is not None:
         model_settings.update(
-            cast(ModelSettings, config.model_config_obj.default_settings)
+            cast("ModelSettings", config.model_config_obj.default_settings)
         )  # registry entries' settings
     if config.temperature is not None:
         model_settings["temperature"] = config.temperature
