@@ -182,7 +182,10 @@ async def test_upgrading_on_first_use_can_be_turned_off(db_url: str, monkeypatch
         assert await db.list_agents() == []
 
 
-async def test_concurrent_upgrades_of_one_database_make_it_once(db_url: str):
+@pytest.mark.parametrize("made", ["new", "before_migrations"])
+async def test_concurrent_upgrades_of_one_database_make_it_once(db_url: str, made: str):
+    if made == "before_migrations":
+        await _load_legacy(db_url)
     results = await asyncio.gather(*(migrate(db_url) for _ in range(4)))
     assert sorted(results, key=lambda r: r[0] or "") == [(None, HEAD)] + [(HEAD, HEAD)] * 3
 
