@@ -23,7 +23,14 @@ from sqlalchemy import Connection, UniqueConstraint, inspect, text
 from qmcp.agentframework.errors import DatabaseUnavailableError, InvalidConfigError
 from qmcp.agentframework.models import ExecutionStatus, metadata
 from qmcp.agentframework.runners import LocalRunner, RunConfig
-from qmcp.agentframework.store import Database, MemoryStore, create_engine, migrate, schema_revision
+from qmcp.agentframework.store import (
+    Database,
+    MemoryStore,
+    create_engine,
+    engine_cache,
+    migrate,
+    schema_revision,
+)
 from qmcp.agentframework.store._migrate import (
     HEAD,
     REVISIONS,
@@ -201,6 +208,7 @@ async def test_a_database_of_a_newer_qmcp_is_refused(db_url: str):
     ):
         async with Database(db_url):
             pass
+    assert not [key for key in engine_cache().in_use if key[0] == db_url]  # the refused Database let go
     with pytest.raises(InvalidConfigError, match="made by a newer qmcp"):
         await migrate(db_url)
 
