@@ -23,7 +23,14 @@ from sqlalchemy import Connection, UniqueConstraint, inspect, text
 from qmcp.agentframework.errors import DatabaseUnavailableError, InvalidConfigError
 from qmcp.agentframework.models import ExecutionStatus, metadata
 from qmcp.agentframework.runners import LocalRunner, RunConfig
-from qmcp.agentframework.store import Database, MemoryStore, create_engine, migrate, schema_revision
+from qmcp.agentframework.store import (
+    Database,
+    MemoryStore,
+    create_engine,
+    engine_cache,
+    migrate,
+    schema_revision,
+)
 from qmcp.agentframework.store._migrate import (
     HEAD,
     REVISIONS,
@@ -182,7 +189,10 @@ async def test_upgrading_on_first_use_can_be_turned_off(db_url: str, monkeypatch
         assert await db.list_agents() == []
 
 
-async def test_concurrent_upgrades_of_one_database_make_it_once(db_url: str):
+@pytest.mark.parametrize("made", ["new", "before_migrations"])
+async def test_concurrent_upgrades_of_one_database_make_it_once(db_url: str, made: str):
+    if made == "before_migrations":
+        await _load_legacy(db_url)
     results = await asyncio.gather(*(migrate(db_url) for _ in range(4)))
     assert sorted(results, key=lambda r: r[0] or "") == [(None, HEAD)] + [(HEAD, HEAD)] * 3
 
@@ -198,6 +208,7 @@ async def test_a_database_of_a_newer_qmcp_is_refused(db_url: str):
     ):
         async with Database(db_url):
             pass
+    assert not [key for key in engine_cache().in_use if key[0] == db_url]  # the refused Database let go
     with pytest.raises(InvalidConfigError, match="made by a newer qmcp"):
         await migrate(db_url)
 

@@ -57,7 +57,11 @@ class Database:
         self._writing: set[asyncio.Future[Any]] = set()
 
     async def __aenter__(self) -> Self:
-        await ensure_schema(self.engine)
+        try:
+            await ensure_schema(self.engine)
+        except BaseException:  # refused (unreachable, behind, newer): give back the engine taken in __init__
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
