@@ -59,8 +59,8 @@ def _flags_take_no_value() -> None:
             return None
         return show_type(self, ctx)
 
-    display_type_rich._qmcp = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    display_type_rich._qmcp = True  # type: ignore[attr-defined]  # a marker so a second import patches nothing
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]  # typer has no hook for this
 
 
 _flags_take_no_value()

@@ -184,14 +184,14 @@ def _joined_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     open_delta: dict[str, int] = {}  # step key → index in `out` of the delta later ones join
     for event in events:
-        key = event.get("key")
+        key = str(event.get("key"))
         if event["event"] != "delta":
-            open_delta.pop(key, None)  # type: ignore[arg-type]
+            open_delta.pop(key, None)
             out.append(event)
-        elif (at := open_delta.get(key)) is not None:  # type: ignore[arg-type]
+        elif (at := open_delta.get(key)) is not None:
             out[at] = {"event": "delta", "key": key, "text": out[at]["text"] + event["text"]}
         else:
-            open_delta[key] = len(out)  # type: ignore[index]
+            open_delta[key] = len(out)
             out.append(event)
     return out
 

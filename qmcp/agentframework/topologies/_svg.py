@@ -221,9 +221,9 @@ def _node_svg(node: DagNode, box: tuple[float, float], status: str | None, href:
 
 def _depth(group_id: str, groups: Mapping[str, object]) -> int:
     depth, current = 0, groups[group_id]
-    while getattr(current, "parent", None) in groups:
+    while isinstance(parent := getattr(current, "parent", None), str) and parent in groups:
         depth += 1
-        current = groups[current.parent]  # type: ignore[attr-defined]
+        current = groups[parent]
     return depth
 
 

@@ -63,9 +63,9 @@ def _render(request: Request, template: str, code: int = 200, **values: Any) -> 
 
 
 def _db(request: Request) -> Database:
-    db = request.app.state.qmcp.db
+    db: Database | None = request.app.state.qmcp.db
     assert db is not None, "the server's lifespan opens the database"
-    return db  # type: ignore[no-any-return]
+    return db
 
 
 def _error(request: Request, error: QmcpError | str, status: int = 400) -> HTMLResponse:
