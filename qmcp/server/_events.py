@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +35,7 @@ _BATCH_SECONDS = 0.05
 200-step run streaming its replies cost the run 235 % one frame per event, see bench/console_sse.py)."""
 _BATCH_MAX = 1000
 _DATA = "\0data"
+_FRAME = "\0frame"
 
 
 @dataclass
@@ -49,17 +51,82 @@ class RunningStep:
     text: list[str] = field(default_factory=list)
 
 
+class _Feed:
+    """One execution's live events, kept once for all the streams watching it (each reads from its own
+    position): a publish is one append, not one queue put per stream."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.start = 0  # the position of `events[0]` (the events every reader has passed are dropped)
+        self.readers: dict[int, int] = {}  # reader → its position
+        self.read_upto = 0  # no reader has read the events from here on
+        self.open_deltas: dict[str, int] = {}  # step key → position of its delta later ones may join
+        self.arrived = asyncio.Event()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        key: str | None = event.get("key")
+        if event["event"] == "delta" and key is not None:
+            at = self.open_deltas.get(key)
+            if at is not None and at >= self.read_upto:  # unread yet: one delta, one frame, for everyone
+                joined = self.events[at - self.start]
+                self.events[at - self.start] = {**event, "text": joined["text"] + event["text"]}
+                return
+            self.open_deltas[key] = self.start + len(self.events)
+        elif key is not None:
+            self.open_deltas.pop(key, None)  # a retry restarts the text: later deltas come after it
+        self.events.append(event)
+        if not self.arrived.is_set():
+            self.arrived.set()
+
+    def read(self, reader: int) -> list[dict[str, Any]]:
+        """What `reader` has not read yet (at most `_BATCH_MAX`), which it has read now."""
+        position = self.readers[reader]
+        batch = self.events[position - self.start : position - self.start + _BATCH_MAX]
+        self.readers[reader] = position + len(batch)
+        self.read_upto = max(self.read_upto, position + len(batch))
+        if len(self.events) > _BATCH_MAX and min(self.readers.values()) - self.start > len(self.events) // 2:
+            drop = min(self.readers.values()) - self.start
+            del self.events[:drop]
+            self.start += drop
+        return batch
+
+    async def wait(self, reader: int) -> bool:
+        """Wait (up to the poll interval) for an event `reader` has not read; whether there is one."""
+        while self.readers[reader] >= self.start + len(self.events):
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), _POLL_SECONDS)
+            except TimeoutError:
+                return False
+        return True
+
+
+class _Watch:
+    """A stream's place in its execution's feed."""
+
+    def __init__(self, feed: _Feed, reader: int) -> None:
+        self.feed, self.reader = feed, reader
+
+    def read(self) -> list[dict[str, Any]]:
+        return self.feed.read(self.reader)
+
+    async def wait(self) -> bool:
+        return await self.feed.wait(self.reader)
+
+
 class EventHub:
     """Live events of the runs this server executes, fanned out to the streams watching them; and the
     steps in flight of those runs, with the text they have streamed so far, for pages opened mid-step."""
 
     def __init__(self) -> None:
-        self._watchers: dict[uuid.UUID, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._feeds: dict[uuid.UUID, _Feed] = {}
         self._running: dict[uuid.UUID, dict[str, RunningStep]] = {}
+        self._readers = itertools.count()
 
     def publish(self, execution_id: uuid.UUID, event: dict[str, Any]) -> None:
-        for queue in self._watchers.get(execution_id, ()):
-            queue.put_nowait(event)
+        feed = self._feeds.get(execution_id)
+        if feed is not None:  # kept only while someone watches
+            feed.publish(event)
 
     def publisher(self, execution_id: uuid.UUID) -> Any:
         """A runner's `on_event` handler publishing its step events (and text deltas) for `execution_id`."""
@@ -94,23 +161,26 @@ class EventHub:
         self._running.pop(execution_id, None)
 
     @contextlib.contextmanager
-    def watch(self, execution_id: uuid.UUID) -> Iterator[asyncio.Queue[dict[str, Any]]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._watchers.setdefault(execution_id, set()).add(queue)
+    def watch(self, execution_id: uuid.UUID) -> Iterator[_Watch]:
+        """A place in the execution's live events from now on, until the block ends."""
+        feed = self._feeds.setdefault(execution_id, _Feed())
+        reader = next(self._readers)
+        feed.readers[reader] = feed.start + len(feed.events)
         try:
-            yield queue
+            yield _Watch(feed, reader)
         finally:
-            watchers = self._watchers.get(execution_id, set())
-            watchers.discard(queue)
-            if not watchers:
-                self._watchers.pop(execution_id, None)
+            del feed.readers[reader]
+            if not feed.readers:
+                self._feeds.pop(execution_id, None)
 
     def watching(self, execution_id: uuid.UUID) -> int:
-        return len(self._watchers.get(execution_id, ()))
+        feed = self._feeds.get(execution_id)
+        return len(feed.readers) if feed else 0
 
 
-def step_event(event: StepEvent | ExecutionStep) -> dict[str, Any]:
-    """A step event as streamed: from a running runner (`StepEvent`) or a recorded row."""
+def step_event(event: StepEvent | ExecutionStep | Any) -> dict[str, Any]:
+    """A step event as streamed: from a running runner (`StepEvent`) or a recorded row (a whole
+    `ExecutionStep` or `Database.list_step_outlines`'s)."""
     kind: str
     if isinstance(event, StepEvent):
         kind, attempts = event.kind, None
@@ -167,33 +237,19 @@ def status_event(execution: Execution) -> dict[str, Any]:
 def _frame(number: int, event: dict[str, Any]) -> str:
     data = event.get(_DATA)
     if data is None:  # encoded once for every stream that sends it (a hub's events are shared)
-        data = event[_DATA] = json.dumps({k: v for k, v in event.items() if k != _DATA}, default=str)
+        data = event[_DATA] = json.dumps(
+            {k: v for k, v in event.items() if k not in (_DATA, _FRAME)}, default=str
+        )
     return f"id: {number}\nevent: {event['event']}\ndata: {data}\n\n"
 
 
-def _drain(queue: asyncio.Queue[dict[str, Any]]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    while not queue.empty() and len(items) < _BATCH_MAX:
-        items.append(queue.get_nowait())
-    return items
-
-
-def _joined_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`events` with the deltas of each step joined into its first one (fewer frames, the same text);
-    a step's other events (a retry restarts its text) keep their place after its earlier deltas."""
-    out: list[dict[str, Any]] = []
-    open_delta: dict[str, int] = {}  # step key → index in `out` of the delta later ones join
-    for event in events:
-        key = str(event.get("key"))
-        if event["event"] != "delta":
-            open_delta.pop(key, None)
-            out.append(event)
-        elif (at := open_delta.get(key)) is not None:
-            out[at] = {"event": "delta", "key": key, "text": out[at]["text"] + event["text"]}
-        else:
-            open_delta[key] = len(out)
-            out.append(event)
-    return out
+def _live_frame(event: dict[str, Any]) -> str:
+    """A live event's frame, made once for every stream that sends it (live frames carry no `id`)."""
+    frame: str | None = event.get(_FRAME)
+    if frame is None:
+        data = json.dumps({k: v for k, v in event.items() if k not in (_DATA, _FRAME)}, default=str)
+        frame = event[_FRAME] = f"event: {event['event']}\ndata: {data}\n\n"
+    return frame
 
 
 async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID) -> AsyncIterator[str]:
@@ -214,7 +270,7 @@ async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID)
 
         number += 1
         yield _frame(number, status_event(execution))
-        for step in await db.list_steps(execution_id):
+        for step in await db.list_step_outlines(execution_id):
             if fresh(event := step_event(step)):
                 number += 1
                 yield _frame(number, event)
@@ -224,18 +280,13 @@ async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID)
         status = execution.status
         last: dict[str, Any] | None = None  # the hub's last status event
         while status in _ACTIVE:
-            batch = _drain(live)
-            if not batch:
-                try:
-                    batch = [await asyncio.wait_for(live.get(), _POLL_SECONDS)]
-                except TimeoutError:
-                    batch = []
-                if batch:  # let what follows at once join it: one write for many events
-                    await asyncio.sleep(_BATCH_SECONDS)
-                    batch += _drain(live)
+            batch = live.read()
+            if not batch and await live.wait():
+                await asyncio.sleep(_BATCH_SECONDS)  # let what follows at once join it: one write for many
+                batch = live.read()
             if not batch:
                 (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
-                for step in await db.list_steps(execution_id):
+                for step in await db.list_step_outlines(execution_id):
                     if fresh(event := step_event(step)):
                         number += 1
                         yield _frame(number, event)
@@ -247,20 +298,19 @@ async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID)
                     yield ": keep-alive\n\n"
                 continue
             frames = []
-            for event in _joined_deltas(batch):
+            for event in batch:
                 if event["event"] == "status":
                     status, last = ExecutionStatus(event["status"]), event
                 if fresh(event):
-                    number += 1
-                    frames.append(_frame(number, event))
+                    frames.append(_live_frame(event))
             if frames:
                 yield "".join(frames)
         if last is not None and last["status"] == ExecutionStatus.COMPLETED:
             # This server ran it to the end: every step event went through the hub before this status.
-            end = {k: v for k, v in last.items() if k != _DATA}
+            end = {k: v for k, v in last.items() if k not in (_DATA, _FRAME)}
         else:
             final = await db.get_execution(execution_id)
-            for step in await db.list_steps(execution_id):  # what the last poll had not seen
+            for step in await db.list_step_outlines(execution_id):  # what the last poll had not seen
                 if fresh(event := step_event(step)):
                     number += 1
                     yield _frame(number, event)

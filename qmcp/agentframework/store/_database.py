@@ -351,6 +351,30 @@ class Database:
         )
         return await self._all(query)
 
+    async def list_step_outlines(self, execution_id: uuid.UUID) -> Sequence[Any]:
+        """An execution's steps without their request, response and output: rows with the step's key,
+        slot, agent_name, model, status, tokens, cost, latency, attempts, error and times (what event
+        streams send; a tenth of the cost of whole rows)."""
+        columns = [
+            col(ExecutionStep.key),
+            col(ExecutionStep.slot),
+            col(ExecutionStep.agent_name),
+            col(ExecutionStep.model),
+            col(ExecutionStep.status),
+            col(ExecutionStep.input_tokens),
+            col(ExecutionStep.output_tokens),
+            col(ExecutionStep.cost_usd),
+            col(ExecutionStep.latency_ms),
+            col(ExecutionStep.attempts),
+            col(ExecutionStep.error),
+            col(ExecutionStep.started_at),
+            col(ExecutionStep.completed_at),
+        ]
+        query = (
+            select(*columns).where(ExecutionStep.execution_id == execution_id).order_by(col(ExecutionStep.id))
+        )
+        return await self._read(lambda session: list(session.execute(query).all()))
+
     async def cost_report(
         self, *, since: datetime | None = None, by: Literal["model", "topology", "agent"] = "model"
     ) -> CostReport:
