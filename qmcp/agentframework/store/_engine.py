@@ -246,8 +246,15 @@ class EngineCache:
         path = engine.url.database
         if engine.dialect.name != "sqlite" or path in (None, "", ":memory:") or url in self.wal_holders:
             return
-        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        holder.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        try:
+            holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:  # no such directory: a refused open is being given back
+            return
+        try:
+            holder.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        except sqlite3.Error:  # not a database, or unreadable: nothing worth holding open
+            holder.close()
+            return
         self.wal_holders[url] = holder
 
     def _close_files(self, url: str) -> None:
