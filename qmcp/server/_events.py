@@ -274,7 +274,9 @@ async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID)
             if fresh(event := step_event(step)):
                 number += 1
                 yield _frame(number, event)
+        replayed: set[str] = set()  # started steps said here, whose live `started` may follow
         for flight in hub.running(execution_id):  # steps in flight here have no row yet: say they started
+            replayed.add(flight.key)
             number += 1
             yield _frame(number, _started(flight))
         status = execution.status
@@ -301,6 +303,9 @@ async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID)
             for event in batch:
                 if event["event"] == "status":
                     status, last = ExecutionStatus(event["status"]), event
+                if event["event"] == "step" and event["kind"] == "started" and event["key"] in replayed:
+                    replayed.discard(event["key"])  # published between the watch and the replay: said
+                    continue
                 if fresh(event):
                     frames.append(_live_frame(event))
             if frames:
