@@ -41,13 +41,11 @@ def test_init_refuses_to_overwrite(cli, tmp_path):
 
 
 def test_there_is_an_example_per_topology_type_and_per_mixin():
-    from qmcp.agentframework.mixins import MixinRegistry
-    from qmcp.agentframework.models import TopologyType
+    from qmcp.agentframework.models import AgentCapability, TopologyType
 
+    # the built-ins (the registries of this process also hold the test plugins')
     assert {p.stem for p in EXAMPLES.glob("*.yaml")} == {t.value for t in TopologyType}
-    assert {p.stem for p in (EXAMPLES / "mixins").glob("*.yaml")} == {
-        m["name"] if isinstance(m, dict) else m.name for m in MixinRegistry.list_all()
-    }
+    assert {p.stem for p in (EXAMPLES / "mixins").glob("*.yaml")} == {c.value for c in AgentCapability}
 
 
 @pytest.mark.parametrize("example", EXAMPLE_FILES, ids=lambda p: str(p.relative_to(EXAMPLES)))
