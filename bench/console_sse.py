@@ -1,12 +1,16 @@
-"""console_sse: does watching a run slow it? A run on `qmcp --model test serve` with 0 and with 20
-Server-Sent Events watchers (each as a browser's console page: the execution's event stream, with the
-`delta` events of every step's streamed reply), alternated, several times.
+"""console_sse: does watching a run slow it? A run on `qmcp serve` with 0 and with 20 Server-Sent
+Events watchers (each as a browser's console page: the execution's event stream, with the `delta`
+events of every step's streamed reply), alternated, several times.
+
+The members call `scripted:bench`, which answers like a provider would: after `--latency` seconds
+(default 0.05, the suite's figure) it streams 12 words, one every `--chunk-delay` seconds (default
+0.01). `--latency 0 --chunk-delay 0` runs them on the bare `test`-like reply instead, which measures the
+server's work per event against a run that does nothing else (no model would be that fast).
 
 `python -m bench.console_sse [--members 200] [--repeats 5] [--watchers 20]` prints one JSON line: the
 median run time (execution `duration_ms`) of each, the slowdown, and the server process's CPU time per
 run (connecting, replaying and ending the streams included). The watchers run in another process at the
-lowest priority (`nice 19`), standing for browsers on other machines.
-"""
+lowest priority (`nice 19`), standing for browsers on other machines."""
 
 from __future__ import annotations
 
@@ -81,13 +85,26 @@ async def _watchers(url: str) -> None:
             print(sum(frames) // max(1, len(frames)), flush=True)
 
 
-def _start_server() -> tuple[subprocess.Popen[bytes], int]:
+_SERVER = """
+import sys
+from qmcp.agentframework.llm import ScriptedModel, register_model
+from qmcp.cli import main
+
+latency, chunk_delay = float(sys.argv[1]), float(sys.argv[2])
+words = " ".join(f"word{n}" for n in range(12))
+model = ScriptedModel(replies=[words], latency=latency, chunk_delay=chunk_delay, name="scripted:bench")
+register_model("scripted:bench", model.model)
+sys.argv[0:3] = ["qmcp"]
+main()
+"""
+
+
+def _start_server(latency: float, chunk_delay: float) -> tuple[subprocess.Popen[bytes], int]:
     workdir = Path(tempfile.mkdtemp(prefix="qmcp-console-sse-"))
     port = _port()
     env = {**os.environ, "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/bench.db"}
-    code = "import sys; from qmcp.cli import main; sys.argv[0] = 'qmcp'; main()"
     server = subprocess.Popen(
-        [sys.executable, "-c", code, "--model", "test", "serve", "--port", str(port)],
+        [sys.executable, "-c", _SERVER, str(latency), str(chunk_delay), "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -96,7 +113,13 @@ def _start_server() -> tuple[subprocess.Popen[bytes], int]:
 
 
 async def _main(
-    server: subprocess.Popen[bytes], port: int, members: int, repeats: int, watchers: int
+    server: subprocess.Popen[bytes],
+    port: int,
+    members: int,
+    repeats: int,
+    watchers: int,
+    latency: float,
+    chunk_delay: float,
 ) -> dict[str, object]:
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
@@ -107,7 +130,8 @@ async def _main(
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
             await client.post(
-                "/v1/agents", json={"name": "member", "role": "analyst", "config": {"model": "test"}}
+                "/v1/agents",
+                json={"name": "member", "role": "analyst", "config": {"model": "scripted:bench"}},
             )
             slots = {f"m{n:04d}": "member" for n in range(members)}
             await client.post(
@@ -146,6 +170,8 @@ async def _main(
     return {
         "case": "console_sse",
         "steps": members,
+        "latency_s": latency,
+        "chunk_delay_s": chunk_delay,
         "watchers": watchers,
         "frames_per_watcher": frames,
         "run_ms_alone": round(base, 1),
@@ -164,14 +190,18 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--watchers", type=int, default=20)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--chunk-delay", type=float, default=0.01)
     parser.add_argument("--watch", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.watch:
         asyncio.run(_watchers(args.watch))
         return
-    server, port = _start_server()
+    server, port = _start_server(args.latency, args.chunk_delay)
     try:
-        result = asyncio.run(_main(server, port, args.members, args.repeats, args.watchers))
+        result = asyncio.run(
+            _main(server, port, args.members, args.repeats, args.watchers, args.latency, args.chunk_delay)
+        )
     finally:
         server.terminate()
         server.wait(30)
