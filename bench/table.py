@@ -29,7 +29,13 @@ def _figure(summary: Mapping[str, Any] | None, metric: str) -> str:
 
 
 def _primary(line: Mapping[str, Any]) -> str:
-    return str(line.get("ratio_of", "")).split()[-1] if line.get("ratio_of") else "seconds"
+    """The ratio's metric, else `seconds`, else the first figure qmcp has (`get_rps` for server_api)."""
+    if line.get("ratio_of"):
+        return str(line["ratio_of"]).split()[-1]
+    qmcp = line.get("qmcp") or {}
+    if "seconds" in qmcp or "skipped" in qmcp or "error" in qmcp:
+        return "seconds"
+    return next((k for k, v in qmcp.items() if isinstance(v, Mapping) and "median" in v), "seconds")
 
 
 def render(lines: list[dict[str, Any]]) -> str:
