@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 selenium = pytest.importorskip("selenium", reason="Selenium is not installed (pip install selenium)")
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -60,7 +60,14 @@ def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebDrive
 
 
 def wait(driver: WebDriver, condition, what: str, seconds: float = 30):
-    return WebDriverWait(driver, seconds, poll_frequency=0.05).until(lambda d: condition(d), message=what)
+    """Until `condition` holds; an element the page swapped out between finding and reading it (its
+    live parts are replaced as the run goes on) is looked for again at the next poll."""
+    return WebDriverWait(
+        driver,
+        seconds,
+        poll_frequency=0.05,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    ).until(lambda d: condition(d), message=what)
 
 
 def status(driver: WebDriver) -> str:
