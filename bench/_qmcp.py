@@ -18,7 +18,8 @@ from qmcp.agentframework.models import (
     Topology,
     TopologyType,
 )
-from qmcp.agentframework.runners import AsyncRunner, LocalRunner, RunResult
+from qmcp.agentframework.runners import AsyncRunner, LocalRunner, RunConfig, RunResult
+from qmcp.agentframework.runners._config import OWNED_PROCESS_FREEZE
 from qmcp.agentframework.store import MemoryStepStore
 from qmcp.agentframework.topologies import StepContext, TopologyRegistry
 
@@ -156,7 +157,12 @@ class Ensemble:
     async def setup(self) -> None:
         self.model = _scripted(latency=self.latency)
         await self.database.open()
-        self.runner = AsyncRunner(db_url=self.database.url, max_concurrent=self.max_concurrent)
+        # a benchmark owns its process, like the CLI: it opts in to the heap freeze
+        self.runner = AsyncRunner(
+            db_url=self.database.url,
+            max_concurrent=self.max_concurrent,
+            config=RunConfig(freeze_heap_above=OWNED_PROCESS_FREEZE),
+        )
 
     async def run(self) -> Metrics:
         before = len(self.model.calls)

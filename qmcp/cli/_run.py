@@ -91,13 +91,14 @@ def run_config(state: CliState, **values: Any) -> RunConfig:
     is (re)configured here, as the process's owner, so log lines go to the current stderr.
     """
     from qmcp.agentframework.runners import RunConfig
+    from qmcp.agentframework.runners._config import OWNED_PROCESS_FREEZE
     from qmcp.config import settings
     from qmcp.observability import configure_logging
 
     current = settings()
     level = "INFO" if state.verbose else "ERROR" if state.quiet else current.log_level
     configure_logging(level, current.log_format)
-    return RunConfig(log_level=level, **values)
+    return RunConfig(log_level=level, freeze_heap_above=OWNED_PROCESS_FREEZE, **values)
 
 
 def execute(

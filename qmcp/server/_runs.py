@@ -29,6 +29,7 @@ from ..agentframework.errors import ExecutionBusyError, InvalidConfigError, NotF
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest, describe_validation_error
 from ..agentframework.runners import BaseRunner, RunConfig, RunnerRegistry, RunResult
 from ..agentframework.runners._base import new_execution
+from ..agentframework.runners._config import OWNED_PROCESS_FREEZE
 from ..agentframework.runners._team import prepare_team
 from ..agentframework.runners._trust import require_trusted
 from ..agentframework.store import Database
@@ -195,7 +196,9 @@ class RunManager:
             execution = await db.get_execution(execution_id)
         self._queued.discard(execution.id)
         runner = self._active.get(execution.id) or RunnerRegistry.for_execution(
-            execution, RunConfig(log_level=self.log_level), db_url=self.db_url
+            execution,
+            RunConfig(log_level=self.log_level, freeze_heap_above=OWNED_PROCESS_FREEZE),
+            db_url=self.db_url,
         )
         result = await runner.cancel(execution.id)
         async with self.database() as db:
@@ -240,7 +243,7 @@ class RunManager:
             execution = await db.get_execution(execution_id)
         runner = RunnerRegistry.for_execution(
             execution,
-            RunConfig(log_level=self.log_level),
+            RunConfig(log_level=self.log_level, freeze_heap_above=OWNED_PROCESS_FREEZE),
             db_url=self.db_url,
             on_event=self.hub.publisher(execution_id),
         )

@@ -174,7 +174,7 @@ async def _streamed(
                 if text:
                     on_delta(text)
             response = stream.get()
-    except NotImplementedError:  # a model without streaming
+    except NotImplementedError:  # pydantic-ai's answer from a model that cannot stream: one delta, unstreamed
         return await _unstreamed(model, history, settings, parameters, on_delta)
     recount = getattr(model, "streamed_usage", None)  # the offline models count as when not streamed
     if recount is not None:

@@ -62,11 +62,18 @@ class RunConfig(SQLModel):
         "starts (see QMCP_RATE_LIMITS); callers wait for their turn.",
     )
     freeze_heap_above: int | None = Field(
-        default=500,
+        default=None,
         ge=1,
-        description="Keep the garbage collector off the pre-existing heap while more than this many steps "
-        "are in flight (never when the process has frozen objects of its own); None: never.",
+        description="Opt in: keep the garbage collector off the pre-existing heap while more than this many "
+        "steps are in flight (never when the process has frozen objects of its own). `gc.freeze` is "
+        "process-wide, so a library leaves it off by default; the qmcp CLI and server, which own their "
+        "process, use 500 (`OWNED_PROCESS_FREEZE`).",
     )
+
+
+OWNED_PROCESS_FREEZE = 500
+"""`freeze_heap_above` where qmcp owns the process (its CLI, its server): 10,000-member ensembles spent
+half their time in full collections walking the import heap without it (docs/benchmarks.md)."""
 
 
 RUN_OPTIONS = frozenset(
