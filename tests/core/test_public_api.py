@@ -159,6 +159,7 @@ ROOT_EXPORTS = [
     "StepContext",
     "Topology",
     "TopologyType",
+    "Usage",
     "UserInputError",
     "__version__",
     "close_engines",

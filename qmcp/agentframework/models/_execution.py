@@ -17,6 +17,7 @@ from sqlmodel import JSON, Field, Index, UniqueConstraint
 from ._agent import utcnow
 from ._base import TableModel
 from ._enums import ExecutionStatus, StepStatus
+from ._usage import Usage
 
 __all__ = ["Execution", "ExecutionStep"]
 
@@ -66,6 +67,11 @@ class Execution(TableModel, table=True):
     completed_at: datetime | None = None
     duration_ms: int | None = None
 
+    @property
+    def usage(self) -> Usage:
+        """What every attempt paid; the stored totals keep tokens and cost (requests are its steps')."""
+        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost_usd)
+
 
 class ExecutionStep(TableModel, table=True):
     """One agent call, keyed by its deterministic path `key` inside the execution."""
@@ -92,3 +98,8 @@ class ExecutionStep(TableModel, table=True):
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
+
+    @property
+    def usage(self) -> Usage:
+        """What the step used: one request per attempt, with the row's tokens and cost."""
+        return Usage(self.attempts, self.input_tokens, self.output_tokens, self.cost_usd)

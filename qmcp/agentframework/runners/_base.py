@@ -407,9 +407,9 @@ class BaseRunner:
                 execution.completed_at, ran = ended
                 execution.status, execution.output_data, execution.error = status, output, error
                 execution.duration_ms = (execution.duration_ms or 0) + ran
-                execution.input_tokens += int(ctx.totals["input_tokens"])
-                execution.output_tokens += int(ctx.totals["output_tokens"])
-                execution.cost_usd += ctx.totals["cost_usd"]
+                execution.input_tokens += ctx.totals.input_tokens
+                execution.output_tokens += ctx.totals.output_tokens
+                execution.cost_usd += ctx.totals.cost_usd
                 if self.config.metrics_enabled:
                     METRICS.runs.labels(execution.topology_type, str(status)).inc()
                 return _result(execution)
@@ -428,8 +428,8 @@ class BaseRunner:
         if self.config.metrics_enabled and event.kind in ("completed", "replayed", "failed"):
             METRICS.step_outcomes[event.kind].inc()
             if event.kind == "completed":
-                METRICS.input_tokens.inc(event.input_tokens)
-                METRICS.output_tokens.inc(event.output_tokens)
+                METRICS.input_tokens.inc(event.usage.input_tokens)
+                METRICS.output_tokens.inc(event.usage.output_tokens)
                 METRICS.step_latency.observe(event.latency_ms / 1000)
         if self.on_event is not None:
             self.on_event(event)
@@ -510,8 +510,7 @@ def step_context(
             max_tokens=config.max_tokens,
             max_cost_usd=config.max_cost_usd,
             agent_configs=configs,
-            spent_tokens=execution.input_tokens + execution.output_tokens,
-            spent_cost=execution.cost_usd,
+            spent=execution.usage,
             completed=completed,
         ),
         rate_limits=llm.rate_limits(),
@@ -556,9 +555,7 @@ def _result(execution: Execution) -> RunResult:
         runner_type=execution.runner_type,
         topology_name=execution.topology_name,
         correlation_id=execution.correlation_id,
-        input_tokens=execution.input_tokens,
-        output_tokens=execution.output_tokens,
-        cost_usd=execution.cost_usd,
+        usage=execution.usage,
     )
 
 

@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 from sqlmodel import Field, SQLModel
 
-from ..models import ExecutionStatus
+from ..models import ExecutionStatus, Usage
 
 __all__ = ["RUN_OPTIONS", "RateLimitConfig", "RunConfig", "RunResult"]
 
@@ -108,6 +108,20 @@ class RunResult(SQLModel):
     topology_name: str
     correlation_id: str | None
     # Beyond the core: what the run used.
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    """Every attempt's tokens and cost (an execution's stored totals count no requests)."""
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use on a property
+    @property
+    def input_tokens(self) -> int:
+        return self.usage.input_tokens
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use on a property
+    @property
+    def output_tokens(self) -> int:
+        return self.usage.output_tokens
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use on a property
+    @property
+    def cost_usd(self) -> float:
+        return self.usage.cost_usd

@@ -55,7 +55,7 @@ from ..errors import (
     StepFailedError,
     UserInputError,
 )
-from ..models import AgentType, Execution, ExecutionStatus, Topology
+from ..models import AgentType, Execution, ExecutionStatus, Topology, Usage
 from ..store import Database, Lease, MemoryStepStore, Owner, storage_errors
 from ..topologies import (
     Scheduler,
@@ -453,16 +453,14 @@ async def _attach(
             )
         releases = True
     if execution.cancel_requested_at is not None:
-        await _stop(db, lease, releases, _cancelled(execution.id), {})
+        await _stop(db, lease, releases, _cancelled(execution.id), Usage())
         raise _cancelled(execution.id)
     if run is not None and execution.external_run_id != run:
         await db.executions.note_external_run(lease, run)
     return execution, lease, releases
 
 
-async def _stop(
-    db: Database, lease: Lease, releases: bool, error: Exception, usage: Mapping[str, float]
-) -> bool:
+async def _stop(db: Database, lease: Lease, releases: bool, error: Exception, usage: Usage) -> bool:
     """Record why a flow step stopped the execution, as the in-process runners do; whether it did."""
     status, message = stopped(error, db.url)
     ended = await db.executions.finish(lease, status, error=message, usage=usage, release=releases)

@@ -43,7 +43,7 @@ from sqlmodel import col
 
 from ...config import settings
 from ..errors import ExecutionBusyError, InvalidConfigError, LeaseLostError
-from ..models import Execution, ExecutionStatus
+from ..models import Execution, ExecutionStatus, Usage
 from ..models._agent import utcnow
 
 if TYPE_CHECKING:
@@ -496,7 +496,7 @@ class ExecutionService:
         *,
         output: dict[str, Any] | None = None,
         error: str | None = None,
-        usage: Mapping[str, float] | None = None,
+        usage: Usage | None = None,
         release: bool = True,
     ) -> tuple[datetime, int] | None:
         """End the owner's running attempt in `status` and (with `release`) give the lease up.
@@ -542,9 +542,9 @@ class ExecutionService:
             col(Execution.status) != S.RUNNING,
         )
 
-    async def add_usage(self, lease: Lease, usage: Mapping[str, float]) -> None:
+    async def add_usage(self, lease: Lease, usage: Usage) -> None:
         """Add tokens and cost of steps made outside `finish` (parallel Metaflow tasks add theirs here)."""
-        if any(usage.values()):
+        if usage.has_values():
             await self.db.execute_update(
                 lease.execution_id, _usage(usage), col(Execution.owner_token) == lease.token
             )
@@ -657,13 +657,14 @@ def _released() -> dict[str, Any]:
     }
 
 
-def _usage(usage: Mapping[str, float] | None) -> dict[str, Any]:
-    if not usage:
+def _usage(usage: Usage | None) -> dict[str, Any]:
+    """The columns that add `usage` to the execution's stored totals (tokens and cost)."""
+    if usage is None or not usage.has_values():
         return {}
     return {
-        "input_tokens": col(Execution.input_tokens) + int(usage.get("input_tokens", 0)),
-        "output_tokens": col(Execution.output_tokens) + int(usage.get("output_tokens", 0)),
-        "cost_usd": col(Execution.cost_usd) + float(usage.get("cost_usd", 0.0)),
+        "input_tokens": col(Execution.input_tokens) + usage.input_tokens,
+        "output_tokens": col(Execution.output_tokens) + usage.output_tokens,
+        "cost_usd": col(Execution.cost_usd) + usage.cost_usd,
     }
 
 

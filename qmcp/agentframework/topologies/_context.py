@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..llm import ChatMessage, ModelReply, RateLimit, RateLimits, json_instruction, retry_transient
 from ..mixins import BaseMixin, MixinContext, MixinRegistry, RunResources
-from ..models import AgentConfig, AgentType, Models, StepStatus
+from ..models import AgentConfig, AgentType, Models, StepStatus, Usage
 from ..models._agent import utcnow
 from ..store import StepRecord, StepStore
 from ._budget import Budget, estimate_prompt_tokens
@@ -67,7 +67,7 @@ T = TypeVar("T")
 class StepResult:
     """What one agent step produced; `data` holds the parsed JSON when the step asked for it.
 
-    A replayed step (`replayed`) carries the tokens and cost it was recorded with, paid once.
+    A replayed step (`replayed`) carries the usage it was recorded with, paid once.
     """
 
     key: str
@@ -77,9 +77,7 @@ class StepResult:
     data: dict[str, Any] | None = None
     replayed: bool = False
     fallback: bool = False
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True)
@@ -93,9 +91,7 @@ class StepEvent:
     slot: str
     agent_name: str
     model: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = field(default_factory=Usage)
     latency_ms: float = 0.0
     error: str | None = None
     text: str = ""
@@ -231,10 +227,9 @@ class StepContext:
     tracer: Any = None  # an OpenTelemetry tracer when the run is traced
     lease: Lease | None = None
     """This process's ownership of the execution: checked before model calls, fencing step writes."""
-    totals: dict[str, float] = field(
-        default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
-    )
-    """What this attempt paid (the execution's stored totals add it up over attempts)."""
+    totals: Usage = field(default_factory=Usage)
+    """What this attempt paid, shared with its child contexts (the execution's stored totals add it
+    up over attempts)."""
     budget: Budget | None = None
     """The execution's token and cost budget, with what it spent; None when unlimited."""
     rate_limits: RateLimits | None = None
@@ -347,13 +342,7 @@ class StepContext:
                 except Exception as error:
                     _record_failure(span, error)
                     raise
-                span.set_attributes(
-                    {
-                        "gen_ai.usage.input_tokens": result.input_tokens,
-                        "gen_ai.usage.output_tokens": result.output_tokens,
-                        "qmcp.cost_usd": result.cost_usd,
-                    }
-                )
+                span.set_attributes(result.usage.opentelemetry_attributes())
         for hook in mixins:
             await hook.on_end(mc)
         return result
@@ -373,9 +362,7 @@ class StepContext:
             slot,
             agent.name,
             recorded.model,
-            input_tokens=recorded.input_tokens,
-            output_tokens=recorded.output_tokens,
-            cost_usd=recorded.cost_usd,
+            usage=recorded.usage,
             latency_ms=recorded.latency_ms,
         )
         output = recorded.output or {}
@@ -388,9 +375,7 @@ class StepContext:
             data=mc.data,
             replayed=True,
             fallback=bool(output.get("fallback")),
-            input_tokens=recorded.input_tokens,
-            output_tokens=recorded.output_tokens,
-            cost_usd=recorded.cost_usd,
+            usage=recorded.usage,
         )
 
     async def _call(
@@ -472,9 +457,7 @@ class StepContext:
             mc.slot,
             mc.agent.name,
             mc.model,
-            input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens,
-            cost_usd=record.cost_usd,
+            usage=record.usage,
             latency_ms=record.latency_ms,
         )
         return StepResult(
@@ -484,9 +467,7 @@ class StepContext:
             text=mc.reply,
             data=mc.data,
             fallback=used_fallback,
-            input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens,
-            cost_usd=record.cost_usd,
+            usage=record.usage,
         )
 
     async def _model_call(
@@ -559,12 +540,7 @@ class StepContext:
                 finally:
                     if reservation is not None:
                         assert budget is not None
-                        used = (
-                            (0, 0.0)
-                            if reply is None
-                            else (reply.input_tokens + reply.output_tokens, reply.cost_usd)
-                        )
-                        budget.settle(reservation, *used)
+                        budget.settle(reservation, Usage(requests=1) if reply is None else reply.usage)
                 assert reply is not None
                 if limiter is not None:
                     limiter.settle(
@@ -598,13 +574,14 @@ class StepContext:
             raise
 
     def _account(self, record: StepRecord, replies: Sequence[ModelReply]) -> None:
-        record.input_tokens = sum(r.input_tokens for r in replies)
-        record.output_tokens = sum(r.output_tokens for r in replies)
-        record.cost_usd = sum(r.cost_usd for r in replies)
+        used = sum((r.usage for r in replies), Usage())
+        record.input_tokens, record.output_tokens, record.cost_usd = (
+            used.input_tokens,
+            used.output_tokens,
+            used.cost_usd,
+        )
         record.latency_ms = sum(r.latency_ms for r in replies)
-        self.totals["input_tokens"] += record.input_tokens
-        self.totals["output_tokens"] += record.output_tokens
-        self.totals["cost_usd"] += record.cost_usd
+        self.totals.incr(record.usage)
 
     def _emit(self, kind: Any, key: str, slot: str, agent_name: str, model: str, **extra: Any) -> None:
         if self.on_event is not None:
