@@ -66,6 +66,9 @@ def test_a_run_is_one_workflow_span_with_a_child_span_per_agent_step(tmp_path):
     assert all(s["parent"] == workflow[0]["id"] for s in steps)
     assert steps[0]["attributes"]["gen_ai.request.model"] == "test"
     assert steps[1]["attributes"]["qmcp.step.key"].endswith("edit")
+    paid = workflow[0]["attributes"]  # the attempt's usage: its steps' added up
+    for name in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "qmcp.usage.requests"):
+        assert paid[name] == sum(s["attributes"][name] for s in steps) > 0
 
 
 def test_trace_enabled_false_records_no_spans(tmp_path):

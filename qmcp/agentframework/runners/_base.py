@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
+from opentelemetry import trace
+
 from ...config import settings
 from ...observability import METRICS, get_logger, log_context, step_tracer, tracer
 from .. import llm
@@ -374,6 +376,8 @@ class BaseRunner:
                 if not work.done():
                     work.cancel()
             result = await self._finish(db, execution, ctx, lease, status, output, error)
+            if ctx.tracer is not None:  # the workflow span: what this attempt paid
+                trace.get_current_span().set_attributes(ctx.totals.opentelemetry_attributes())
             log.info("run.end", status=str(result.status), error=result.error, duration_ms=result.duration_ms)
         return result
 
