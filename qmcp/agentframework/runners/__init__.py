@@ -8,6 +8,7 @@ from ._metaflow import MetaflowRunner, export_flow, flow_command
 from ._trust import (
     Untrusted,
     definition_digest,
+    effective_agent,
     executable_items,
     require_trusted,
     require_trusted_execution,
@@ -28,6 +29,7 @@ __all__ = [
     "RunnerRegistry",
     "Untrusted",
     "definition_digest",
+    "effective_agent",
     "executable_items",
     "export_flow",
     "flow_command",

@@ -97,7 +97,8 @@ class BaseRunner:
 
     @property
     def model_override(self) -> str | None:
-        return self.config.model_override or settings().model_override
+        """The override a new run takes (`llm.run_override`); a resume keeps its stored one."""
+        return llm.run_override(self.config.model_override)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -455,7 +456,8 @@ async def new_execution(
     started on its own)."""
     teams = await collect_teams(db, team.topology)
     stored_topology, _ = await db.save_team(team.topology, team.agents)
-    await trust_given(db, team.agents)  # definitions given as objects are trusted (runners/_trust.py)
+    # definitions given as objects are trusted, as the run's override makes them (runners/_trust.py)
+    await trust_given(db, team.agents, config.model_override)
     execution = Execution(
         topology_id=stored_topology.id,
         topology_name=team.topology.name,

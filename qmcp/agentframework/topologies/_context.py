@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 from ..._redact import redact_secrets
-from ...config import settings as qmcp_settings
 from .. import llm
 from ..errors import (
     LeaseLostError,
@@ -237,6 +236,7 @@ class StepContext:
     stream: bool = False
     """Stream replies as `delta` events to `on_event` while they are generated (models that can)."""
     _configs: dict[int, AgentConfig] = field(default_factory=dict, repr=False)  # by id(agent)
+    _choices: dict[int, llm.ModelChoice] = field(default_factory=dict, repr=False)  # by id(agent)
     _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
 
     # -- composition --------------------------------------------------------------------------
@@ -248,6 +248,7 @@ class StepContext:
             agents=self.agents if agents is None else agents,
             prefix=f"{self.prefix}{prefix}/",
             _configs={},
+            _choices={},
             _mixins={},
         )
 
@@ -271,9 +272,15 @@ class StepContext:
             config = self._configs[id(agent)] = agent.agent_config
         return config
 
-    def model_for(self, slot: str) -> str:
-        """The model string a slot's agent calls in this run (the override wins)."""
-        return self.model_override or self.agent_config(slot).model or qmcp_settings().default_model
+    def model_choice(self, slot: str) -> llm.ModelChoice:
+        """The model a slot's agent calls in this run, with its endpoint and key (`llm.effective_model`)."""
+        agent = self.agent(slot)
+        choice = self._choices.get(id(agent))
+        if choice is None:
+            choice = self._choices[id(agent)] = llm.effective_model(
+                self.agent_config(slot), self.model_override
+            )
+        return choice
 
     def mixins_for(self, slot: str) -> list[BaseMixin]:
         """The slot's agent's mixins, dependencies first."""
@@ -309,7 +316,7 @@ class StepContext:
             slot=slot,
             agent=agent,
             config=self.agent_config(slot),
-            model=self.model_for(slot),
+            model=self.model_choice(slot).model,
             resources=self.resources,
             prompt=prompt,
             schema=schema,
@@ -478,9 +485,7 @@ class StepContext:
         model_settings: ModelSettings,
     ) -> ModelReply:
         # through the module: pydantic-ai loads with the first call, not with the topologies
-        resolved = llm.resolve_model(
-            mc.model, role=str(mc.agent.role), base_url=mc.config.base_url, api_key_env=mc.config.api_key_env
-        )
+        resolved = self.model_choice(mc.slot).resolve(str(mc.agent.role))
 
         async def on_tool_call(tool: str, args: dict[str, Any]) -> None:
             for hook in mixins:
