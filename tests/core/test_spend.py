@@ -208,7 +208,7 @@ async def test_a_run_result_carries_its_usage_and_the_seed_fields(sqlite_url, ag
         steps = await db.list_steps(result.execution_id)
     paid = sum((s.usage for s in steps), Usage())
     assert paid.requests == len(script.calls) == 2 and paid.total_tokens > 0 and paid.cost_usd > 0
-    assert result.usage == Usage(0, paid.input_tokens, paid.output_tokens, pytest.approx(paid.cost_usd))
+    assert result.usage == Usage(2, paid.input_tokens, paid.output_tokens, pytest.approx(paid.cost_usd))
     assert (result.input_tokens, result.output_tokens, result.cost_usd) == (
         paid.input_tokens,
         paid.output_tokens,
@@ -216,3 +216,15 @@ async def test_a_run_result_carries_its_usage_and_the_seed_fields(sqlite_url, ag
     )
     dumped = result.model_dump(mode="json")
     assert dumped["usage"]["input_tokens"] == dumped["input_tokens"] == paid.input_tokens
+
+
+async def test_a_retried_call_counts_each_request_in_the_executions_usage(db_url, agent, scripted):
+    model, script = scripted(failures={0: "server_error"})
+    runner = LocalRunner(db_url=db_url, config=RunConfig(retry_backoff_seconds=0.001))
+    result = await runner.run(*_ensemble(agent, model, members=2), {"prompt": "p"})
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    assert result.usage.requests == len(script.calls) == 3  # one member took two requests
+    async with Database(db_url) as db:
+        stored = await db.get_execution(result.execution_id)
+        steps = await db.list_steps(result.execution_id)
+    assert stored.usage == result.usage == sum((s.usage for s in steps), Usage())

@@ -58,6 +58,8 @@ class Execution(TableModel, table=True):
     cancel_requested_at: datetime | None = None
     history: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     """One entry per attempt: when, by whom, on which runner, options changed, takeovers."""
+    requests: int = 0
+    """Model requests paid for over every attempt (retries included), with the tokens and cost below."""
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -69,8 +71,8 @@ class Execution(TableModel, table=True):
 
     @property
     def usage(self) -> Usage:
-        """What every attempt paid; the stored totals keep tokens and cost (requests are its steps')."""
-        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost_usd)
+        """What every attempt paid."""
+        return Usage(self.requests, self.input_tokens, self.output_tokens, self.cost_usd)
 
 
 class ExecutionStep(TableModel, table=True):

@@ -412,6 +412,7 @@ class BaseRunner:
                 execution.completed_at, ran = ended
                 execution.status, execution.output_data, execution.error = status, output, error
                 execution.duration_ms = (execution.duration_ms or 0) + ran
+                execution.requests += ctx.totals.requests
                 execution.input_tokens += ctx.totals.input_tokens
                 execution.output_tokens += ctx.totals.output_tokens
                 execution.cost_usd += ctx.totals.cost_usd

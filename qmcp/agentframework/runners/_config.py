@@ -109,7 +109,7 @@ class RunResult(SQLModel):
     correlation_id: str | None
     # Beyond the core: what the run used.
     usage: Usage = Field(default_factory=Usage)
-    """Every attempt's tokens and cost (an execution's stored totals count no requests)."""
+    """What every attempt of the execution paid for."""
 
     @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use on a property
     @property

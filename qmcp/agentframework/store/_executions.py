@@ -543,7 +543,7 @@ class ExecutionService:
         )
 
     async def add_usage(self, lease: Lease, usage: Usage) -> None:
-        """Add tokens and cost of steps made outside `finish` (parallel Metaflow tasks add theirs here)."""
+        """Add the usage of steps made outside `finish` (parallel Metaflow tasks add theirs here)."""
         if usage.has_values():
             await self.db.execute_update(
                 lease.execution_id, _usage(usage), col(Execution.owner_token) == lease.token
@@ -658,10 +658,11 @@ def _released() -> dict[str, Any]:
 
 
 def _usage(usage: Usage | None) -> dict[str, Any]:
-    """The columns that add `usage` to the execution's stored totals (tokens and cost)."""
+    """The columns that add `usage` to the execution's stored totals."""
     if usage is None or not usage.has_values():
         return {}
     return {
+        "requests": col(Execution.requests) + usage.requests,
         "input_tokens": col(Execution.input_tokens) + usage.input_tokens,
         "output_tokens": col(Execution.output_tokens) + usage.output_tokens,
         "cost_usd": col(Execution.cost_usd) + usage.cost_usd,
