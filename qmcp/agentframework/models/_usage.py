@@ -7,7 +7,6 @@ attributes and a run's result all carry this one shape, so adding usage up is `a
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 __all__ = ["Usage"]
@@ -42,9 +41,13 @@ class Usage:
         self.cost_usd += other.cost_usd
 
     def __add__(self, other: Usage) -> Usage:
-        total = dataclasses.replace(self)
-        total.incr(other)
-        return total
+        # Built field by field: `dataclasses.replace` inspects the fields on every call (hot path).
+        return Usage(
+            self.requests + other.requests,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cost_usd + other.cost_usd,
+        )
 
     def opentelemetry_attributes(self) -> dict[str, int | float]:
         """The OpenTelemetry GenAI usage attributes, plus qmcp's cost and request count."""
