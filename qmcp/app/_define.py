@@ -136,8 +136,6 @@ class TeamDocument:
     """Names the document in every message (its path, `<stdin>`)."""
     agents: list[AgentType]
     topologies: list[tuple[Topology, dict[str, str]]]
-    notes: list[str] = field(default_factory=list)
-    """What may be wrong but is kept (a model name its provider does not list)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +152,8 @@ class Applied:
     changes: list[Change]
     trusted: list[Untrusted]
     untrusted: list[Untrusted]
+    notes: list[str] = field(default_factory=list)
+    """What may be wrong but is kept, by path in the document (a model its provider does not list)."""
 
     @property
     def changed(self) -> bool:
@@ -178,22 +178,37 @@ def agent_role(value: str) -> AgentRole:
         raise UserInputError(f"unknown role {value!r}; choose one of: {roles}") from None
 
 
-def _checked_agent(spec: AgentSpec) -> tuple[AgentType, tuple[str, ...]]:
-    """The agent `spec` defines, validated as a whole, and the note on its model if any."""
+def _validated_agent(spec: AgentSpec) -> AgentType:
+    """The agent `spec` defines, its name, role and config validated as a whole."""
     role = agent_role(spec.role)
     try:
         check_name(spec.name, "agent")
         config = AgentConfig.model_validate(dict(spec.config))
-        agent = AgentType.model_validate(
+        return AgentType.model_validate(
             {"name": spec.name, "role": role, "description": spec.description, "config": config}
         )
     except ValidationError as error:
         raise InvalidConfigError(f"invalid agent: {describe_validation_error(error)}") from None
     except ValueError as error:  # check_name
         raise InvalidConfigError(str(error)) from None
-    note = check_model_string(config.model) if config.model is not None else None
+
+
+def _model_note(agent: AgentType) -> str | None:
+    """Refuse a model string that cannot work; a note on one that may not (`check_model_string`)."""
+    model = agent.agent_config.model
+    return check_model_string(model) if model is not None else None
+
+
+def _checked_agent(spec: AgentSpec) -> tuple[AgentType, tuple[str, ...]]:
+    """The agent `spec` defines with every check passed, and the note on its model if any."""
+    agent = _validated_agent(spec)
+    note = _model_note(agent)
     executable_items(agent)  # validates the options of mixins that name code
     return agent, (note,) if note else ()
+
+
+def _spec_of(agent: AgentType) -> AgentSpec:
+    return AgentSpec(agent.name, str(agent.role), agent.description, agent.config or {})
 
 
 def _checked_topology(spec: TopologySpec) -> Topology:
@@ -390,24 +405,43 @@ async def delete_topology(db: Database, name: str, caller: Caller, *, force: boo
 class _Plan:
     """A team document checked against the database: what to write and what happens to each object."""
 
+    defined: list[AgentType]
+    """Every agent of the document, validated."""
     agents: list[AgentType]
     teams: list[tuple[Topology, dict[str, AgentType]]]
     changes: list[Change]
+    notes: list[str]
 
 
 async def _plan(db: Database, team: TeamDocument) -> _Plan:
     """Check every agent and topology against the document and the database; one
     `InvalidConfigError` lists every problem by its path in the document. Writes nothing."""
-    stored_agents = {agent.name: agent for agent in await db.list_agents()}
-    available = stored_agents | {agent.name: agent for agent in team.agents}
     errors: list[str] = []
-    changes: list[Change] = []
-    changed_agents = []
-    for index, agent in enumerate(team.agents):
+    notes: list[str] = []
+    agents: list[AgentType] = []
+    for index, given in enumerate(team.agents):
+        where = f"{team.label}: agents[{index}]"
+        try:
+            agent = _validated_agent(_spec_of(given))  # a document built in Python skipped validation
+        except UserInputError as error:
+            errors.append(f"{where}: {error}")
+            continue
+        agents.append(agent)
+        try:
+            note = _model_note(agent)
+        except UserInputError as error:
+            errors.append(f"{where}.config.model: {error}")
+        else:
+            notes += [f"{where}.config.model: {note}"] if note else []
         try:
             executable_items(agent)  # validates the options of mixins that name code
         except UserInputError as error:
-            errors.append(f"{team.label}: agents[{index}].config: {error}")
+            errors.append(f"{where}.config: {error}")
+    stored_agents = {agent.name: agent for agent in await db.list_agents()}
+    available = stored_agents | {agent.name: agent for agent in agents}
+    changes: list[Change] = []
+    changed_agents = []
+    for agent in agents:
         stored = stored_agents.get(agent.name)
         action: Action = (
             "created"
@@ -420,8 +454,21 @@ async def _plan(db: Database, team: TeamDocument) -> _Plan:
         if action != "unchanged":
             changed_agents.append(agent)
     teams: list[tuple[Topology, dict[str, AgentType]]] = []
-    for index, (topology, slots) in enumerate(team.topologies):
+    topologies: dict[str, Topology] = {}
+    for index, (declared, slots) in enumerate(team.topologies):
         where = f"{team.label}: topologies[{index}]"
+        try:
+            topology = _checked_topology(
+                TopologySpec(
+                    declared.name, declared.topology_type, declared.description, declared.config or {}
+                )
+            )
+            for slot in slots:
+                _check_slot(slot)
+        except UserInputError as error:
+            errors.append(f"{where}: {error}")
+            continue
+        topologies[topology.name] = topology
         unknown = [(slot, name) for slot, name in slots.items() if name not in available]
         errors += [
             f"{where}.agents.{slot}: agent {name!r} is neither in this file nor in the database"
@@ -429,19 +476,14 @@ async def _plan(db: Database, team: TeamDocument) -> _Plan:
         ]
         if unknown:
             continue
-        agents = {slot: available[name] for slot, name in slots.items()}
+        members = {slot: available[name] for slot, name in slots.items()}
         try:
-            implementation = TopologyRegistry.create(topology.topology_type, topology.config)
-        except InvalidConfigError as error:
-            errors.append(f"{where}.type: {error}")
-            continue
-        try:
-            implementation.validate_team(agents)
+            _check_team(topology, members)
         except UserInputError as error:
             errors.append(f"{where}.agents: {error}")
             continue
-        teams.append((topology, agents))
-    references = await _reference_problems(db, {topology.name: topology for topology, _ in team.topologies})
+        teams.append((topology, members))
+    references = await _reference_problems(db, topologies)
     errors += [
         f"{team.label}: topologies[{index}].config: {references[topology.name]}"
         for index, (topology, _) in enumerate(team.topologies)
@@ -450,19 +492,19 @@ async def _plan(db: Database, team: TeamDocument) -> _Plan:
     if errors:
         raise InvalidConfigError("\n".join(errors))
     changed_teams = []
-    for topology, agents in teams:
+    for topology, members in teams:
         current = await _stored_team(db, topology.name)
         action = (
             "created"
             if current is None
             else "unchanged"
-            if _same_team(current, topology, agents)
+            if _same_team(current, topology, members)
             else "updated"
         )
         changes.append(Change("topology", topology.name, action))
         if action != "unchanged":
-            changed_teams.append((topology, agents))
-    return _Plan(changed_agents, changed_teams, changes)
+            changed_teams.append((topology, members))
+    return _Plan(agents, changed_agents, changed_teams, changes, notes)
 
 
 async def apply_team(
@@ -476,10 +518,10 @@ async def apply_team(
             "trust is given by the server's operator (qmcp trust agent NAME), not by a client; leave it out"
         )
     plan = await _plan(db, team)
-    pending = await untrusted(db, team.agents)
+    pending = await untrusted(db, plan.defined)
     via = trust(pending) if callable(trust) and pending else trust if isinstance(trust, str) else None
     await db.save_definitions(plan.agents, plan.teams)
     if via is None or not pending:
-        return Applied(plan.changes, [], pending)
-    await record_trust(db, team.agents, via=via)
-    return Applied(plan.changes, pending, [])
+        return Applied(plan.changes, [], pending, plan.notes)
+    await record_trust(db, [entry.agent for entry in pending], via=via)
+    return Applied(plan.changes, pending, [], plan.notes)

@@ -62,14 +62,14 @@ def apply(
     from ._teamfile import validate_team
 
     team = validate_team(label, document)
-    for note in team.notes:
-        stderr().print(escape(note), soft_wrap=True)
     decision: TrustDecision = None  # no answer possible: stored untrusted
     if trust:
         decision = "qmcp apply --trust"
     elif file != "-" and sys.stdin.isatty():
         decision = partial(_ask, label)
     applied = run_async(_apply(state, team, decision))
+    for note in applied.notes:
+        stderr().print(f"note: {escape(note)}", soft_wrap=True)
     changes, trusted, untrusted = applied.changes, applied.trusted, applied.untrusted
     if state.json_output(output_format):
         print_json(

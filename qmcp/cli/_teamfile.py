@@ -7,9 +7,10 @@ A file declares agents and topologies::
     topologies:
       - {name: plan_review, type: pipeline, config: {}, agents: {plan: planner, review: reviewer}}
 
-Every problem is reported with the path of the offending field (`team.yaml: topologies[0].config.
+Every problem of a field is reported with its path (`team.yaml: topologies[0].config.
 failure_threshold: ...`). The result, a `qmcp.app.TeamDocument`, goes to `qmcp.app.apply_team`,
-which checks it against the database and writes nothing unless all of it is valid.
+which checks what a definition needs beyond its fields (model strings, slots, the agents and
+topologies they name, in the file or the database) and writes nothing unless all of it is valid.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from qmcp.agentframework._registry import TOPOLOGIES
-from qmcp.agentframework.errors import InvalidConfigError, UserInputError
-from qmcp.agentframework.llm import check_model_string
-from qmcp.agentframework.mixins import MixinRegistry
+from qmcp.agentframework.errors import InvalidConfigError
 from qmcp.agentframework.models import (
     AgentConfig,
     AgentRole,
@@ -121,7 +120,6 @@ def validate_team(label: str, document: Any) -> TeamDocument:
     errors += _duplicates(label, "agents", [(i, a.name) for i, a in agent_specs])
     errors += _duplicates(label, "topologies", [(i, t.name) for i, t in topology_specs])
     agents = []
-    notes: list[str] = []
     for index, a in agent_specs:
         try:
             agents.append(
@@ -131,17 +129,6 @@ def validate_team(label: str, document: Any) -> TeamDocument:
             )
         except ValidationError as error:  # what only the whole definition can check (NUL characters)
             errors += _lines(label, error, ("agents", index))
-        errors += [
-            f"{label}: agents[{index}].config.mixins.{line}"
-            for line in MixinRegistry.option_errors(a.config.mixins)
-        ]
-        if a.config.model is not None:
-            try:
-                note = check_model_string(a.config.model)
-            except UserInputError as error:
-                errors.append(f"{label}: agents[{index}].config.model: {error}")
-            else:
-                notes += [f"note: {label}: agents[{index}].config.model: {note}"] if note else []
     topologies = []
     for index, t in topology_specs:
         try:
@@ -159,7 +146,7 @@ def validate_team(label: str, document: Any) -> TeamDocument:
         topologies.append((topology, dict(t.agents)))
     if errors:
         raise InvalidConfigError("\n".join(errors))
-    return TeamDocument(label, agents, topologies, notes)
+    return TeamDocument(label, agents, topologies)
 
 
 _SECTIONS = ("agents", "topologies")

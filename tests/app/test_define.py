@@ -344,6 +344,31 @@ async def test_apply_lists_every_problem_and_writes_nothing(db: Database) -> Non
     assert await _names(db) == ([], [])
 
 
+async def test_apply_checks_a_document_built_in_python_like_one_from_a_file(db: Database) -> None:
+    unchecked = AgentType(name="Shouty", config={"model": "test"})  # table models skip validation
+    team = _document(
+        (Topology(name="line", topology_type="pipeline", config={}), {"A B": "fine"}),
+        agents=[
+            unchecked,
+            _agent("fine"),
+            _agent("lost", model="nope:thing"),
+            _agent("kept", model="claude-sonet"),
+        ],
+    )
+    with pytest.raises(InvalidConfigError) as refused:
+        await apply_team(db, team, OPERATOR)
+    lines = str(refused.value).splitlines()
+    assert lines[0].startswith("team.yaml: agents[0]: invalid agent name 'Shouty'")
+    assert lines[1].startswith("team.yaml: agents[2].config.model: unknown model 'nope:thing'")
+    assert lines[2].startswith("team.yaml: topologies[0]: invalid slot name 'A B'")
+    assert len(lines) == 3
+    assert await _names(db) == ([], [])
+
+    applied = await apply_team(db, _document(agents=[_agent("kept", model="claude-sonet")]), OPERATOR)
+    (note,) = applied.notes
+    assert note.startswith("team.yaml: agents[0].config.model: anthropic lists no model 'claude-sonet'")
+
+
 async def test_apply_trusts_only_for_the_operator(db: Database) -> None:
     team = _document(agents=[_agent("endpoint", base_url="http://127.0.0.1:9/v1"), _agent("plain")])
     with pytest.raises(PermissionDeniedError, match="trust is given by the server's operator"):
