@@ -395,6 +395,19 @@ async def test_apply_trusts_only_for_the_operator(db: Database) -> None:
     assert len(asked) == 1  # nothing left to trust: not asked again
 
 
+async def test_definitions_are_saved_all_or_none(db: Database) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    nameless = AgentType(name=None, config={})  # table models skip validation: NOT NULL fails in the write
+    with pytest.raises(IntegrityError):
+        await db.save_definitions([_agent("first")], [(_topology("line", "pipeline"), {"only": nameless})])
+    assert await _names(db) == ([], [])
+    await db.save_definitions(
+        [_agent("first")], [(_topology("line", "pipeline"), {"only": _agent("second")})]
+    )
+    assert await _names(db) == (["first", "second"], ["line"])
+
+
 # -- one sentence through the operation and the CLI ---------------------------------------------
 
 
@@ -447,3 +460,23 @@ def test_the_cli_says_what_the_operation_says(cli_db: str) -> None:
         )
         == config
     )
+
+
+def test_the_define_operations_are_public() -> None:
+    import qmcp.app
+
+    assert set(qmcp.app.__all__) >= {
+        "AgentChanges",
+        "AgentSpec",
+        "TeamDocument",
+        "TopologySpec",
+        "apply_team",
+        "create_agent",
+        "create_topology",
+        "delete_agent",
+        "delete_topologies",
+        "delete_topology",
+        "put_agent",
+        "put_topology",
+        "update_agent",
+    }

@@ -5,6 +5,7 @@ from ._base import BaseRunner, RunnerRegistry, runner
 from ._config import RateLimitConfig, RunConfig, RunResult
 from ._local import LocalRunner
 from ._metaflow import MetaflowRunner, export_flow, flow_command
+from ._team import collect_teams, prepare_team
 from ._trust import (
     Untrusted,
     definition_digest,
@@ -27,10 +28,12 @@ __all__ = [
     "RunResult",
     "RunnerRegistry",
     "Untrusted",
+    "collect_teams",
     "definition_digest",
     "executable_items",
     "export_flow",
     "flow_command",
+    "prepare_team",
     "require_trusted",
     "require_trusted_execution",
     "runner",
