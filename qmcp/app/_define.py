@@ -17,7 +17,7 @@ stores waits for the operator's `qmcp trust`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -387,7 +387,9 @@ async def put_topology(db: Database, spec: TopologySpec, caller: Caller) -> Topo
     return TopologyDefined(stored, stored_agents, "created" if current is None else "updated")
 
 
-async def delete_topologies(db: Database, names: list[str], caller: Caller, *, force: bool = False) -> None:
+async def delete_topologies(
+    db: Database, names: Sequence[str], caller: Caller, *, force: bool = False
+) -> None:
     """Delete topologies (their agents stay), all or none: refused if one does not exist, or while
     executions reference one unless `force` (they keep their snapshot of the team)."""
     await db.delete_topologies(list(dict.fromkeys(names)), keep_executions=force)
@@ -511,17 +513,21 @@ async def apply_team(
     db: Database, team: TeamDocument, caller: Caller, *, trust: TrustDecision = None
 ) -> Applied:
     """Create or update what a team document declares, in one transaction once all of it is valid;
-    applying it again changes nothing. Agents naming code are trusted as `trust` decides (only the
-    operator may); the others naming code are stored untrusted."""
+    applying it again changes nothing. Agents that name code and are not trusted yet are trusted as
+    `trust` decides (only the operator's decision counts), else stored untrusted."""
     if caller.remote and trust is not None:
         raise PermissionDeniedError(
             "trust is given by the server's operator (qmcp trust agent NAME), not by a client; leave it out"
         )
     plan = await _plan(db, team)
     pending = await untrusted(db, plan.defined)
-    via = trust(pending) if callable(trust) and pending else trust if isinstance(trust, str) else None
+    via = None
+    if pending and callable(trust):
+        via = trust(pending)
+    elif pending and isinstance(trust, str):
+        via = trust
     await db.save_definitions(plan.agents, plan.teams)
-    if via is None or not pending:
+    if via is None:
         return Applied(plan.changes, [], pending, plan.notes)
     await record_trust(db, [entry.agent for entry in pending], via=via)
     return Applied(plan.changes, pending, [], plan.notes)
