@@ -22,7 +22,9 @@ from ._caller import (
     Permission,
     RunOptions,
     checked_run_options,
+    runner_option_names,
 )
+from ._runs import RunHandle, RunRequest, answer_request, queue_resume, start_run
 
 __all__ = [
     "RUN_OPTION_POLICY",
@@ -30,6 +32,12 @@ __all__ = [
     "CallerPolicy",
     "Door",
     "Permission",
+    "RunHandle",
     "RunOptions",
+    "RunRequest",
+    "answer_request",
     "checked_run_options",
+    "queue_resume",
+    "runner_option_names",
+    "start_run",
 ]
