@@ -74,8 +74,7 @@ def mcp_stdio(ctx: typer.Context) -> None:
     respond_to_human_request) over stdio, for desktop MCP clients."""
     state = cli_state(ctx)
     try:
-        from qmcp.server import EventHub, RunManager
-        from qmcp.server._mcp import mcp_server
+        from qmcp.server import EventHub, RunManager, mcp_server
     except ImportError:
         raise _missing_server() from None
     from importlib.metadata import version

@@ -192,7 +192,7 @@ def show_topology(
 
 
 async def _mermaid(state: CliState, name: str) -> str:
-    from qmcp.agentframework.runners._team import collect_teams
+    from qmcp.agentframework.runners import collect_teams
     from qmcp.agentframework.topologies import topology_dag
 
     async with open_database(state) as db:

@@ -27,11 +27,16 @@ from typing import Any
 
 from ..agentframework.errors import ExecutionBusyError, InvalidConfigError, NotFoundError, UserInputError
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest, describe_validation_error
-from ..agentframework.runners import BaseRunner, RunConfig, RunnerRegistry, RunResult
+from ..agentframework.runners import (
+    OWNED_PROCESS_FREEZE,
+    BaseRunner,
+    RunConfig,
+    RunnerRegistry,
+    RunResult,
+    prepare_team,
+    require_trusted,
+)
 from ..agentframework.runners._base import new_execution
-from ..agentframework.runners._config import OWNED_PROCESS_FREEZE
-from ..agentframework.runners._team import prepare_team
-from ..agentframework.runners._trust import require_trusted
 from ..agentframework.store import Database
 from ..observability import continued_trace, get_logger
 from ._events import EventHub, status_event
