@@ -26,6 +26,8 @@ from ...agentframework.models import Execution, ExecutionStatus, ExecutionStep, 
 from ...agentframework.runners import collect_teams
 from ...agentframework.store import Database
 from ...agentframework.topologies import Dag, DagNode, execution_diagram, topology_dag
+from ...app import Door, RunRequest
+from .._api import caller
 from ..metrics import HTTP
 from ..problems import error_problem
 from . import _views
@@ -304,7 +306,9 @@ async def execution_panel(request: Request, execution_id: str, step: str = "") -
 @router.post("/executions/{execution_id}/resume")
 async def resume(request: Request, execution_id: str) -> Response:
     try:
-        execution = await request.app.state.qmcp.runs.resume(execution_id, trace=request.headers)
+        execution = await request.app.state.qmcp.runs.resume(
+            execution_id, caller(request, Door.CONSOLE), trace=request.headers
+        )
     except QmcpError as error:
         return _back(f"/executions/{execution_id}", str(error))
     return _back(f"/executions/{execution.id}", f"resume queued ({execution.status})")
@@ -392,7 +396,9 @@ async def run_topology(request: Request, name: str) -> Response:
         config = {"model_override": form["model"].strip()} if form.get("model", "").strip() else {}
         try:
             execution = await request.app.state.qmcp.runs.submit(
-                name, data, form.get("runner") or "local", config, trace=request.headers
+                RunRequest(name, data, form.get("runner") or "local", config),
+                caller(request, Door.CONSOLE),
+                trace=request.headers,
             )
         except QmcpError as error:
             problem = str(error)
