@@ -14,9 +14,8 @@ from typing import Any
 
 from ..agentframework.errors import ExecutionBusyError, UserInputError
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest, HumanResponse
-from ..agentframework.runners import BaseRunner, RunnerRegistry, RunResult, require_trusted
+from ..agentframework.runners import BaseRunner, RunnerRegistry, RunResult, prepare_team, require_trusted
 from ..agentframework.runners._base import new_execution as start_execution  # MERGE: public after h4
-from ..agentframework.runners._team import prepare_team  # MERGE: public after h1
 from ..agentframework.store import Database, Lease, Owner
 from ._caller import Caller, CallerPolicy, checked_run_options
 

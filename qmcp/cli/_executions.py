@@ -264,7 +264,7 @@ def _write_svg(path: Path, execution: Execution, steps: Sequence[ExecutionStep])
     import os
     import tempfile
 
-    from qmcp.agentframework.topologies._svg import execution_diagram
+    from qmcp.agentframework.topologies import execution_diagram
 
     dag, statuses = execution_diagram(execution, steps)
     text = dag.svg(

@@ -135,8 +135,8 @@ def report_error(error: BaseException, verbose: bool, command: Callable[..., str
     `command` renders a `qmcp` command line with the global options in use, for the commands
     errors name. Passwords in URLs are masked in all of it.
     """
-    from qmcp._redact import redact
     from qmcp.agentframework.errors import QmcpError, UntrustedDefinitionError, UserInputError
+    from qmcp.redaction import redact
 
     if verbose:
         sys.stderr.write(redact("".join(traceback.format_exception(error))))

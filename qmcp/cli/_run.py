@@ -99,8 +99,7 @@ def run_config(state: CliState, **values: Any) -> RunConfig:
     `RunConfig`'s default log level is INFO, which would mix log lines into the CLI's output. Logging
     is (re)configured here, as the process's owner, so log lines go to the current stderr.
     """
-    from qmcp.agentframework.runners import RunConfig
-    from qmcp.agentframework.runners._config import OWNED_PROCESS_FREEZE
+    from qmcp.agentframework.runners import OWNED_PROCESS_FREEZE, RunConfig
     from qmcp.config import settings
     from qmcp.observability import configure_logging
 

@@ -85,8 +85,7 @@ def mcp_stdio(ctx: typer.Context) -> None:
     state = cli_state(ctx)
     try:
         from qmcp.app import CallerPolicy
-        from qmcp.server import EventHub, RunManager
-        from qmcp.server._mcp import mcp_server
+        from qmcp.server import EventHub, RunManager, mcp_server
     except ImportError:
         raise _missing_server() from None
     from importlib.metadata import version

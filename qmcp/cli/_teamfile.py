@@ -20,7 +20,6 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from qmcp.agentframework._registry import TOPOLOGIES
 from qmcp.agentframework.errors import InvalidConfigError
 from qmcp.agentframework.models import (
     AgentConfig,
@@ -30,6 +29,7 @@ from qmcp.agentframework.models import (
     check_name,
     config_class_for,
 )
+from qmcp.agentframework.registry import TOPOLOGIES
 from qmcp.app import TeamDocument
 
 from ._documents import parse_document

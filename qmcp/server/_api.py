@@ -19,12 +19,11 @@ from ..agentframework.models import (
     Topology,
     describe_validation_error,
 )
-from ..agentframework.runners._team import collect_teams, prepare_team
+from ..agentframework.runners import collect_teams, prepare_team
 from ..agentframework.store import Database
 from ..agentframework.topologies import topology_dag
 from ..app import Caller, Door, ExecutionOut, RunAccepted, RunRequest, StepOut
 from ._events import EventHub, execution_events
-from ._metrics import HTTP, metrics_json, metrics_text
 from ._runs import RunManager
 from ._schemas import (
     AgentBody,
@@ -42,6 +41,7 @@ from ._schemas import (
     human_response_out,
 )
 from ._tools import invoke_tool, server_tools
+from .metrics import HTTP, metrics_json, metrics_text
 
 __all__ = ["ServerState", "caller", "router"]
 

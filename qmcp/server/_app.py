@@ -15,20 +15,20 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from .._redact import mask_url
-from ..agentframework._registry import import_plugins
 from ..agentframework.errors import InvalidConfigError
+from ..agentframework.registry import import_plugins
 from ..agentframework.store import Database
 from ..app import CallerPolicy
 from ..config import settings
 from ..observability import get_logger
+from ..redaction import mask_url
 from ._api import ServerState, router
 from ._events import EventHub
 from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
-from ._problems import install_problem_handlers
 from ._runs import RunManager
 from .console import router as console_router
+from .problems import install_problem_handlers
 
 __all__ = ["ServerOptions", "check_bind", "create_app", "is_loopback", "serve"]
 

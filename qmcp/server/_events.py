@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..agentframework.models import Execution, ExecutionStatus, ExecutionStep
-from ..agentframework.models._agent import utcnow
+from ..agentframework.models import Execution, ExecutionStatus, ExecutionStep, utcnow
 from ..agentframework.store import Database
 from ..agentframework.topologies import StepEvent
 from ..app import ExecutionOut

@@ -14,9 +14,9 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from .._redact import redact
 from ..agentframework.errors import QmcpError
 from ..app import Caller, Door, ExecutionOut, RunRequest
+from ..redaction import redact
 from ._runs import RunManager
 
 if TYPE_CHECKING:

@@ -26,8 +26,7 @@ from collections.abc import Mapping
 
 from ..agentframework.errors import ExecutionBusyError, NotFoundError, UserInputError
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest
-from ..agentframework.runners import BaseRunner, RunConfig, RunnerRegistry
-from ..agentframework.runners._config import OWNED_PROCESS_FREEZE
+from ..agentframework.runners import OWNED_PROCESS_FREEZE, BaseRunner, RunConfig, RunnerRegistry
 from ..agentframework.store import Database
 from ..app import Caller, CallerPolicy, Door, RunRequest, queue_resume, start_run
 from ..observability import continued_trace, get_logger

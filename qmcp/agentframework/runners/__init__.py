@@ -2,10 +2,10 @@
 
 from ._async import AsyncRunner
 from ._base import BaseRunner, RunnerRegistry, runner
-from ._config import RateLimitConfig, RunConfig, RunResult
+from ._config import OWNED_PROCESS_FREEZE, RateLimitConfig, RunConfig, RunResult
 from ._local import LocalRunner
 from ._metaflow import MetaflowRunner, export_flow, flow_command
-from ._team import collect_teams, prepare_team
+from ._team import Team, collect_teams, prepare_team
 from ._trust import (
     Untrusted,
     definition_digest,
@@ -19,6 +19,7 @@ from ._trust import (
 )
 
 __all__ = [
+    "OWNED_PROCESS_FREEZE",
     "AsyncRunner",
     "BaseRunner",
     "LocalRunner",
@@ -27,6 +28,7 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "RunnerRegistry",
+    "Team",
     "Untrusted",
     "collect_teams",
     "definition_digest",

@@ -22,10 +22,10 @@ from typing import Any, ClassVar, TypeVar
 from ...config import settings
 from ...observability import METRICS, get_logger, log_context, step_tracer, tracer
 from .. import llm
-from .._registry import RUNNERS
 from ..errors import ExecutionBusyError, ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
 from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
+from ..registry import RUNNERS
 from ..store import Database, Lease, Owner, StepRecord, as_storage_error, storage_errors
 from ..topologies import (
     BaseTopology,

@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...agentframework.models import ExecutionStep
 from ...app import format_cost, format_duration, format_tokens, format_when
-from .._events import RunningStep
+
+if TYPE_CHECKING:
+    from .. import RunningStep
 
 __all__ = [
     "Bar",
