@@ -27,8 +27,7 @@ from typing import Any
 
 from ..agentframework.errors import ExecutionBusyError, InvalidConfigError, NotFoundError, UserInputError
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest, describe_validation_error
-from ..agentframework.runners import BaseRunner, RunConfig, RunnerRegistry, RunResult
-from ..agentframework.runners._base import new_execution
+from ..agentframework.runners import BaseRunner, RunConfig, RunnerRegistry, RunResult, start_execution
 from ..agentframework.runners._config import OWNED_PROCESS_FREEZE
 from ..agentframework.runners._team import prepare_team
 from ..agentframework.runners._trust import require_trusted
@@ -143,7 +142,7 @@ class RunManager:
             await require_trusted(db, agents, topology=topology_name)
             team = prepare_team(topology, agents, input_data, run_config.model_override)
             runner = RunnerRegistry.create(runner_type, run_config, db_url=self.db_url, **options)
-            execution, _ = await new_execution(
+            execution, _ = await start_execution(
                 db,
                 team,
                 run_config,
