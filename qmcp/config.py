@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_MODEL", "Settings", "settings"]
+__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_MODEL", "Settings", "default_data_dir", "settings"]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent.db"
 DEFAULT_MODEL = "local:smollm2"
+
+
+def default_data_dir() -> Path:
+    """Where qmcp keeps its own files: `$XDG_DATA_HOME/qmcp`, else `~/.local/share/qmcp`."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "qmcp"
 
 
 class Settings(BaseSettings):
@@ -43,6 +52,10 @@ class Settings(BaseSettings):
     """On start-up, the server resumes the runs a previous server process left unfinished."""
     tools_model: str | None = None
     """The model of the server's planner, executor and reviewer tools [default: default_model]."""
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """qmcp's own files [default: $XDG_DATA_HOME/qmcp or ~/.local/share/qmcp]."""
+    flows_dir: Path = Field(default_factory=lambda values: Path(values["data_dir"]) / "flows")
+    """Where the server writes and runs the Metaflow flows of its runs [default: DATA_DIR/flows]."""
 
 
 def settings() -> Settings:

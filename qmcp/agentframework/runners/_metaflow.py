@@ -66,12 +66,15 @@ def flow_command(
     `origin_run_id`. Kubernetes and Batch add `--with kubernetes` / `--with batch`. `owner_token`
     (the lease of the process launching it) and `trace_context` (`TRACEPARENT`/`TRACESTATE`, the
     launching run's span) reach every step, wherever it runs.
+
+    Python runs the flow with `-P`: the flow's directory is not put first on `sys.path`, so no module
+    that happens to lie next to the flow file (a `json.py`) shadows the one the flow imports.
     """
     if environment not in ENVIRONMENTS:
         raise InvalidConfigError(
             f"unknown environment {environment!r}; choose one of: {', '.join(ENVIRONMENTS)}"
         )
-    argv = [python, str(flow_file), "--no-pylint", command]
+    argv = [python, "-P", str(flow_file), "--no-pylint", command]
     if environment != "local":
         argv += ["--with", environment]
     variables = {
@@ -230,6 +233,7 @@ class MetaflowRunner(BaseRunner):
     def _environ(self, owner_token: str | None = None) -> dict[str, str]:
         environ = dict(os.environ)
         environ["QMCP_DATABASE_URL"] = self.db_url
+        environ["PYTHONSAFEPATH"] = "1"  # `-P` for the processes Metaflow starts here (its tasks) too
         if owner_token is not None:
             environ[OWNER_VARIABLE] = owner_token
         environ.setdefault("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(self.output_dir.resolve()))
