@@ -32,6 +32,7 @@ from qmcp.agentframework.models import (
 )
 from qmcp.agentframework.runners import LocalRunner, RunConfig, RunnerRegistry
 from qmcp.agentframework.runners import metaflow_helpers as helpers
+from qmcp.agentframework.runners._flowgen import flow_class_name, flow_file_name, flow_identifier
 from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow, flow_command
 from qmcp.agentframework.store import Database
 from qmcp.agentframework.topologies import (
@@ -320,6 +321,20 @@ def test_constants_hold_the_team_exactly(tmp_path, agent):
         == Topology.model_validate(topology.definition()).definition()
     )
     assert RunConfig.model_validate(module["RUN_CONFIG"]) == RunConfig(max_retries=1)
+
+
+@pytest.mark.parametrize("name", ["../../etc/evil", "a/b", "abc\n", "Capital", "", "x" * 65, "9lives"])
+def test_flow_names_are_refused_unless_they_are_topology_names(name):
+    for make in (flow_file_name, flow_class_name, flow_identifier):
+        with pytest.raises(InvalidConfigError, match="invalid topology name"):
+            make(name)
+
+
+def test_flow_identifiers_are_python_identifiers():
+    assert flow_identifier("inj-pipe") == "inj_pipe" and flow_identifier("inj-pipe").isidentifier()
+    assert (
+        flow_file_name("ai_debate") == "ai_debate_flow.py" and flow_class_name("ai_debate") == "AiDebateFlow"
+    )
 
 
 def test_command_lines_for_local_kubernetes_and_batch():

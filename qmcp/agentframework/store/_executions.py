@@ -592,6 +592,7 @@ class ExecutionService:
             values = {
                 "status": S.CANCELLED,
                 "error": "cancelled by request",
+                "human_request_id": None,
                 "completed_at": now,
                 **_released(),
             }
@@ -612,7 +613,7 @@ class ExecutionService:
                 return current
             if await self.db.execute_update(
                 current.id,
-                {"status": S.PENDING, "error": None, **_released()},
+                {"status": S.PENDING, "error": None, "human_request_id": None, **_released()},
                 col(Execution.status) == current.status,
                 _same_owner(current.owner_token),
             ):
