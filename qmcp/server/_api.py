@@ -22,6 +22,7 @@ from ..agentframework.models import (
 from ..agentframework.runners._team import collect_teams, prepare_team
 from ..agentframework.store import Database
 from ..agentframework.topologies import topology_dag
+from ..app import Caller, Door, RunRequest
 from ._events import EventHub, execution_events
 from ._metrics import HTTP, metrics_json, metrics_text
 from ._runs import RunManager
@@ -45,7 +46,7 @@ from ._schemas import (
 )
 from ._tools import invoke_tool, server_tools
 
-__all__ = ["ServerState", "router"]
+__all__ = ["ServerState", "caller", "router"]
 
 router = APIRouter()
 
@@ -71,6 +72,11 @@ def _db(request: Request) -> Database:
     db = _state(request).db
     assert db is not None, "the server's lifespan opens the database"
     return db
+
+
+def caller(request: Request, door: Door = Door.HTTP) -> Caller:
+    """Whoever sent `request`: a remote client (the middleware let it in; with a token if the server has one)."""
+    return Caller.client(door, authenticated=_state(request).api_token is not None)
 
 
 def _correlation(request: Request, given: str | None = None) -> str | None:
@@ -120,7 +126,7 @@ async def call_tool(tool_name: str, body: ToolInvokeIn, request: Request) -> Too
         tool,
         body.input,
         _correlation(request, body.correlation_id),
-        model_override=_state(request).runs.model_override,
+        model_override=_state(request).runs.policy.pinned_model,
     )
     return ToolInvokeOut(result=invocation.result, error=invocation.error, invocation_id=invocation.id)
 
@@ -331,7 +337,7 @@ async def run_topology(name: str, body: RunBody, request: Request) -> RunAccepte
     if (correlation := _correlation(request)) and "correlation_id" not in config:
         config["correlation_id"] = correlation
     execution = await _state(request).runs.submit(
-        name, body.input, body.runner, config, trace=request.headers
+        RunRequest(name, body.input, body.runner, config), caller(request), trace=request.headers
     )
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
@@ -393,7 +399,7 @@ async def stream_events(execution_id: str, request: Request) -> StreamingRespons
 
 @router.post("/v1/executions/{execution_id}/resume", status_code=202, tags=["executions"])
 async def resume_execution(execution_id: str, request: Request) -> RunAccepted:
-    execution = await _state(request).runs.resume(execution_id, trace=request.headers)
+    execution = await _state(request).runs.resume(execution_id, caller(request), trace=request.headers)
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
 

@@ -168,11 +168,11 @@ def test_flows_live_under_the_data_directory(monkeypatch, tmp_path):
     monkeypatch.delenv("QMCP_FLOWS_DIR", raising=False)
     monkeypatch.delenv("QMCP_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert Settings().flows_dir == tmp_path / "xdg" / "qmcp" / "flows"
+    assert Settings().server_flows_dir == tmp_path / "xdg" / "qmcp" / "flows"
     monkeypatch.setenv("QMCP_DATA_DIR", str(tmp_path / "data"))
-    assert (Settings().data_dir, Settings().flows_dir) == (tmp_path / "data", tmp_path / "data" / "flows")
+    assert Settings().server_flows_dir == tmp_path / "data" / "flows"
     monkeypatch.setenv("QMCP_FLOWS_DIR", str(tmp_path / "flows"))
-    assert Settings().flows_dir == tmp_path / "flows"
+    assert Settings().server_flows_dir == tmp_path / "flows"
 
 
 async def test_model_override_from_config_and_environment(sqlite_url, agent, scripted, monkeypatch):

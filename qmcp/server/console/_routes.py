@@ -27,6 +27,8 @@ from ...agentframework.runners._team import collect_teams
 from ...agentframework.store import Database
 from ...agentframework.topologies import Dag, DagNode, topology_dag
 from ...agentframework.topologies._svg import execution_diagram
+from ...app import Door, RunRequest
+from .._api import caller
 from .._metrics import HTTP
 from .._middleware import CONSOLE_COOKIE, console_cookie
 from . import _views
@@ -298,7 +300,9 @@ async def execution_panel(request: Request, execution_id: str, step: str = "") -
 @router.post("/executions/{execution_id}/resume")
 async def resume(request: Request, execution_id: str) -> Response:
     try:
-        execution = await request.app.state.qmcp.runs.resume(execution_id, trace=request.headers)
+        execution = await request.app.state.qmcp.runs.resume(
+            execution_id, caller(request, Door.CONSOLE), trace=request.headers
+        )
     except QmcpError as error:
         return _back(f"/executions/{execution_id}", str(error))
     return _back(f"/executions/{execution.id}", f"resume queued ({execution.status})")
@@ -386,7 +390,9 @@ async def run_topology(request: Request, name: str) -> Response:
         config = {"model_override": form["model"].strip()} if form.get("model", "").strip() else {}
         try:
             execution = await request.app.state.qmcp.runs.submit(
-                name, data, form.get("runner") or "local", config, trace=request.headers
+                RunRequest(name, data, form.get("runner") or "local", config),
+                caller(request, Door.CONSOLE),
+                trace=request.headers,
             )
         except QmcpError as error:
             problem = str(error)
