@@ -14,7 +14,7 @@ from typing import Any
 
 from ..agentframework.errors import ExecutionBusyError, UserInputError
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest, HumanResponse
-from ..agentframework.runners import BaseRunner, RunnerRegistry, require_trusted, start_execution
+from ..agentframework.runners import BaseRunner, RunnerRegistry, RunResult, require_trusted, start_execution
 from ..agentframework.runners._team import prepare_team  # MERGE: public after h1
 from ..agentframework.store import Database, Lease, Owner
 from ._caller import Caller, CallerPolicy, checked_run_options
@@ -46,6 +46,14 @@ class RunHandle:
     def execution_id(self) -> uuid.UUID:
         return self.execution.id
 
+    async def result(self, db: Database) -> RunResult:
+        """Run it here to the end (a run started claimed by this process); never raises for a failed run."""
+        if self.lease is None:
+            raise UserInputError(
+                f"execution {self.execution.id} is queued for a worker; it does not run here"
+            )
+        return await self.runner.run_started(db, self.execution, self.lease)
+
 
 async def start_run(
     db: Database,
@@ -69,7 +77,12 @@ async def start_run(
     execution, lease = await start_execution(
         db,
         team,
-        options.config.model_copy(update={"model_override": runner.model_override}),
+        options.config.model_copy(
+            update={
+                "model_override": runner.model_override,
+                "correlation_id": options.config.correlation_id or uuid.uuid4().hex,
+            }
+        ),
         runner_type=options.runner,
         runner_options=runner.options(),
         owner=owner,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
 from ..agentframework.errors import ConflictError, InvalidConfigError, NotFoundError
@@ -22,25 +22,22 @@ from ..agentframework.models import (
 from ..agentframework.runners._team import collect_teams, prepare_team
 from ..agentframework.store import Database
 from ..agentframework.topologies import topology_dag
-from ..app import Caller, Door, RunRequest
+from ..app import Caller, Door, ExecutionOut, RunAccepted, RunRequest, StepOut
 from ._events import EventHub, execution_events
 from ._metrics import HTTP, metrics_json, metrics_text
 from ._runs import RunManager
 from ._schemas import (
     AgentBody,
-    ExecutionOut,
     HealthOut,
     HumanRequestIn,
     HumanRequestOut,
     HumanResponseIn,
     HumanResponseOut,
-    RunAccepted,
     RunBody,
     ToolDefinitionOut,
     ToolInvokeIn,
     ToolInvokeOut,
     TopologyBody,
-    execution_out,
     human_request_out,
     human_response_out,
 )
@@ -364,7 +361,7 @@ async def list_executions(
     rows = await db.list_executions(status=wanted, topology_name=topology, limit=limit, offset=offset)
     total = await db.count_executions(status=wanted, topology_name=topology)
     return {
-        "executions": [execution_out(e).model_dump(mode="json") for e in rows],
+        "executions": [ExecutionOut.of(e).model_dump(mode="json") for e in rows],
         "count": len(rows),
         "total": total,
     }
@@ -374,7 +371,7 @@ async def list_executions(
 async def get_execution(execution_id: str, request: Request) -> ExecutionOut:
     db = _db(request)
     (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
-    return execution_out(execution, full=True)
+    return ExecutionOut.of(execution, full=True)
 
 
 @router.get("/v1/executions/{execution_id}/steps", tags=["executions"])
@@ -382,7 +379,7 @@ async def get_steps(execution_id: str, request: Request) -> dict[str, Any]:
     db = _db(request)
     execution = await db.get_execution(execution_id)
     steps = await db.list_steps(execution.id)
-    return {"steps": [step.model_dump(mode="json") for step in steps], "count": len(steps)}
+    return {"steps": [StepOut.of(step).model_dump(mode="json") for step in steps], "count": len(steps)}
 
 
 @router.get("/v1/executions/{execution_id}/events", tags=["executions"])
@@ -404,6 +401,7 @@ async def resume_execution(execution_id: str, request: Request) -> RunAccepted:
 
 
 @router.post("/v1/executions/{execution_id}/cancel", tags=["executions"])
-async def cancel_execution(execution_id: str, request: Request) -> JSONResponse:
-    result = await _state(request).runs.cancel(execution_id)
-    return JSONResponse(result.model_dump(mode="json"))
+async def cancel_execution(execution_id: str, request: Request) -> ExecutionOut:
+    """Cancel at once what nobody runs; ask a running execution's owner to stop (the answer says
+    `running` while it has not yet)."""
+    return ExecutionOut.of(await _state(request).runs.cancel(execution_id))

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .._redact import redact
 from ..agentframework.errors import QmcpError
-from ..app import Caller, Door, RunRequest
+from ..app import Caller, Door, ExecutionOut, RunRequest
 from ._runs import RunManager
-from ._schemas import execution_out
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
+
+    from ..agentframework.models import Execution
 
 __all__ = ["mcp_server"]
 
@@ -137,19 +138,6 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
     return server
 
 
-def _summary(execution: Any) -> dict[str, Any]:
-    out = execution_out(execution).model_dump(mode="json")
-    return {
-        key: out[key]
-        for key in (
-            "id",
-            "topology_name",
-            "status",
-            "output",
-            "error",
-            "input_tokens",
-            "output_tokens",
-            "cost_usd",
-            "duration_ms",
-        )
-    } | {"execution_id": out["id"]}
+def _summary(execution: Execution) -> dict[str, Any]:
+    """The execution as every door shows it (`qmcp.app.ExecutionOut`)."""
+    return ExecutionOut.of(execution).model_dump(mode="json")

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 from ..agentframework.errors import ExecutionBusyError, NotFoundError, UserInputError
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest
-from ..agentframework.runners import BaseRunner, RunConfig, RunnerRegistry, RunResult
+from ..agentframework.runners import BaseRunner, RunConfig, RunnerRegistry
 from ..agentframework.runners._config import OWNED_PROCESS_FREEZE
 from ..agentframework.store import Database
 from ..app import Caller, CallerPolicy, Door, RunRequest, queue_resume, start_run
@@ -153,7 +153,7 @@ class RunManager:
             return None
         return (await self.resume(execution.id, Caller.operator(Door.HTTP))).id
 
-    async def cancel(self, execution_id: str | uuid.UUID) -> RunResult:
+    async def cancel(self, execution_id: str | uuid.UUID) -> Execution:
         """Cancel from here: at once if this server runs it, else through its owner's heartbeat."""
         async with self.database() as db:
             execution = await db.get_execution(execution_id)
@@ -163,10 +163,11 @@ class RunManager:
             RunConfig(log_level=self.log_level, freeze_heap_above=OWNED_PROCESS_FREEZE),
             db_url=self.db_url,
         )
-        result = await runner.cancel(execution.id)
+        await runner.cancel(execution.id)
         async with self.database() as db:
-            self.hub.publish(execution.id, status_event(await db.get_execution(execution.id)))
-        return result
+            execution = await db.get_execution(execution.id)
+        self.hub.publish(execution.id, status_event(execution))
+        return execution
 
     def stopped(self, execution_id: uuid.UUID) -> asyncio.Event:
         """Set when this server's attempt at a queued execution ends (completed, failed, paused, ...).

@@ -3,13 +3,18 @@ operator's choices win. Every door is driven in-process over the same server."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from qmcp.agentframework.errors import InvalidConfigError, PermissionDeniedError
+from qmcp.agentframework.models import AgentRole, AgentType, Topology, TopologyType
 from qmcp.agentframework.runners import RunConfig, RunnerRegistry
 from qmcp.agentframework.store import Database
 from qmcp.app import (
@@ -21,6 +26,44 @@ from qmcp.app import (
     checked_run_options,
     runner_option_names,
 )
+from qmcp.server import ServerOptions, create_app
+
+
+@pytest.fixture
+def store_team() -> Callable[..., Any]:
+    """`await store_team(db_url, model=..., name=...)`: a two-stage pipeline whose agents run on `model`."""
+    return _store_team
+
+
+async def _store_team(db_url: str, *, model: str = "test", name: str = "review") -> None:
+    agents = {
+        "plan": AgentType(name="planner", role=AgentRole.PLANNER, config={"model": model}),
+        "write": AgentType(name="writer", role=AgentRole.SPECIALIST, config={"model": model}),
+    }
+    async with Database(db_url) as db:
+        await db.save_team(Topology(name=name, topology_type=TopologyType.PIPELINE, config={}), agents)
+
+
+Served = tuple[Any, httpx.AsyncClient]
+
+
+@pytest.fixture
+def serve() -> Callable[..., contextlib.AbstractAsyncContextManager[Served]]:
+    """`async with serve(db_url, **ServerOptions fields) as (app, client)`."""
+
+    @contextlib.asynccontextmanager
+    async def serving(db_url: str, **options: Any) -> AsyncIterator[Served]:
+        app = create_app(ServerOptions.from_settings(db_url=db_url, resume_interrupted=False, **options))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:3333", timeout=30
+            ) as client,
+        ):
+            yield app, client
+
+    return serving
+
 
 OPERATOR_ONLY = sorted(
     name for name, permission in RUN_OPTION_POLICY.items() if permission is Permission.OPERATOR
@@ -34,6 +77,13 @@ OPERATOR_VALUES: dict[str, Any] = {
     "trace_enabled": False,
     "metrics_enabled": False,
 }
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
 
 
 def test_every_run_option_has_a_row_in_the_policy() -> None:
@@ -125,8 +175,6 @@ async def test_the_console_form_follows_the_policy(sqlite_url: str, serve: Any, 
 
 
 async def _finished(client: Any, execution_id: str) -> dict[str, Any]:
-    import asyncio
-
     for _ in range(600):
         body: dict[str, Any] = (await client.get(f"/v1/executions/{execution_id}")).json()
         if body["status"] not in ("pending", "running"):
@@ -203,3 +251,47 @@ def test_policy_refusals_read_the_same_through_every_door_json() -> None:
     assert json.dumps(str(raised.value)) == json.dumps(
         "config.log_level is set by the server's operator, not by a client; leave it out"
     )
+
+
+@pytest.mark.parametrize(
+    ("topology", "input_data", "sentence"),
+    [
+        (
+            "review",
+            {"prompt": "hi", "deep": _deep(101)},
+            "input_data is nested deeper than 100 levels; flatten it",
+        ),
+        ("nope", {"prompt": "hi"}, "topology 'nope' not found"),
+    ],
+)
+async def test_a_user_error_reads_the_same_through_python_the_cli_http_and_mcp(
+    topology: str, input_data: dict[str, Any], sentence: str, sqlite_url: str, serve: Any, store_team: Any
+) -> None:
+    from mcp import Client
+    from typer.testing import CliRunner
+
+    from qmcp.agentframework.errors import UserInputError
+    from qmcp.app import RunRequest, start_run
+    from qmcp.cli import app as cli_app
+    from qmcp.server._mcp import mcp_server
+
+    await store_team(sqlite_url)
+    async with Database(sqlite_url) as db:
+        with pytest.raises(UserInputError) as raised:
+            await start_run(db, RunRequest(topology, input_data), Caller.operator())
+    python = str(raised.value)
+    assert sentence in python
+    cli = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli_app,
+        ["--db", sqlite_url, "agents", "topologies", "run", topology, "--input-json", json.dumps(input_data)],
+    )
+    assert cli.exit_code == 2 and cli.stderr.strip() == f"error: {python}"
+    async with serve(sqlite_url) as (app, client):
+        answer = await client.post(f"/v1/topologies/{topology}/run", json={"input": input_data})
+        assert answer.status_code in (400, 404) and answer.json()["detail"] == python
+        async with Client(mcp_server(app.state.qmcp.runs, "test")) as session:
+            result = await session.call_tool("run_topology", {"name": topology, "input": input_data})
+        assert result.is_error and result.content[0].text.endswith(f": {python}")
+    async with Database(sqlite_url) as db:
+        assert await db.count_executions() == 0

@@ -114,6 +114,15 @@ class BaseRunner:
             assert lease is not None
             return await self._execute(db, execution, team.agents, {}, config, lease)
 
+    async def run_started(self, db: Database, execution: Execution, lease: Lease) -> RunResult:
+        """Run the first attempt of an execution this process created claimed (`qmcp.app.start_run`
+        with an owner): the door knew its id before any step ran. Like `run`, it never raises for a
+        failed run."""
+        agents = {slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()}
+        stored = {k: v for k, v in execution.run_config.items() if k in RUN_OPTIONS}
+        config = self.config.model_copy(update={**stored, "correlation_id": execution.correlation_id})
+        return await self._execute(db, execution, agents, {}, config, lease)
+
     async def resume(
         self,
         execution_id: uuid.UUID | str,
