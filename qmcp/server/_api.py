@@ -7,45 +7,42 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import ValidationError
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from ..agentframework.errors import ConflictError, InvalidConfigError, NotFoundError
+from .. import app as define
+from ..agentframework.errors import InvalidConfigError, NotFoundError
 from ..agentframework.models import (
     AgentType,
     ExecutionStatus,
     HumanRequest,
     HumanRequestStatus,
     Topology,
-    describe_validation_error,
 )
-from ..agentframework.runners._team import collect_teams, prepare_team
+from ..agentframework.runners import collect_teams
 from ..agentframework.store import Database
 from ..agentframework.topologies import topology_dag
+from ..app import AgentSpec, Caller, Door, ExecutionOut, RunAccepted, RunRequest, StepOut, TopologySpec
 from ._events import EventHub, execution_events
-from ._metrics import HTTP, metrics_json, metrics_text
 from ._runs import RunManager
 from ._schemas import (
     AgentBody,
-    ExecutionOut,
     HealthOut,
     HumanRequestIn,
     HumanRequestOut,
     HumanResponseIn,
     HumanResponseOut,
-    RunAccepted,
     RunBody,
     ToolDefinitionOut,
     ToolInvokeIn,
     ToolInvokeOut,
     TopologyBody,
-    execution_out,
     human_request_out,
     human_response_out,
 )
 from ._tools import invoke_tool, server_tools
+from .metrics import HTTP, metrics_json, metrics_text
 
-__all__ = ["ServerState", "router"]
+__all__ = ["ServerState", "caller", "router"]
 
 router = APIRouter()
 
@@ -71,6 +68,11 @@ def _db(request: Request) -> Database:
     db = _state(request).db
     assert db is not None, "the server's lifespan opens the database"
     return db
+
+
+def caller(request: Request, door: Door = Door.HTTP) -> Caller:
+    """Whoever sent `request`: a remote client (the middleware let it in; with a token if the server has one)."""
+    return Caller.client(door, authenticated=_state(request).api_token is not None)
 
 
 def _correlation(request: Request, given: str | None = None) -> str | None:
@@ -120,7 +122,7 @@ async def call_tool(tool_name: str, body: ToolInvokeIn, request: Request) -> Too
         tool,
         body.input,
         _correlation(request, body.correlation_id),
-        model_override=_state(request).runs.model_override,
+        model_override=_state(request).runs.policy.pinned_model,
     )
     return ToolInvokeOut(result=invocation.result, error=invocation.error, invocation_id=invocation.id)
 
@@ -206,13 +208,6 @@ async def submit_human_response(body: HumanResponseIn, request: Request) -> Huma
 # -- agents -----------------------------------------------------------------------------------------
 
 
-def _agent(body: AgentBody) -> AgentType:
-    try:
-        return AgentType.model_validate(body.model_dump())
-    except ValidationError as error:
-        raise InvalidConfigError(f"agent: {describe_validation_error(error)}") from None
-
-
 @router.get("/v1/agents", tags=["agents"])
 async def list_agents(request: Request) -> dict[str, Any]:
     db = _db(request)
@@ -222,13 +217,8 @@ async def list_agents(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/agents", status_code=201, tags=["agents"])
 async def create_agent(body: AgentBody, request: Request) -> dict[str, Any]:
-    agent = _agent(body)
-    db = _db(request)
-    try:
-        await db.get_agent(agent.name)
-    except NotFoundError:
-        return (await db.save_agent(agent)).definition()
-    raise ConflictError(f"agent {agent.name!r} exists; change it with PUT /v1/agents/{agent.name}")
+    defined = await define.create_agent(_db(request), AgentSpec(**body.model_dump()), caller(request))
+    return defined.agent.definition()
 
 
 @router.get("/v1/agents/{name}", tags=["agents"])
@@ -241,14 +231,13 @@ async def get_agent(name: str, request: Request) -> dict[str, Any]:
 async def put_agent(name: str, body: AgentBody, request: Request) -> dict[str, Any]:
     if body.name != name:
         raise InvalidConfigError(f"the body names agent {body.name!r}, the path {name!r}")
-    db = _db(request)
-    return (await db.save_agent(_agent(body))).definition()
+    defined = await define.put_agent(_db(request), AgentSpec(**body.model_dump()), caller(request))
+    return defined.agent.definition()
 
 
 @router.delete("/v1/agents/{name}", status_code=204, tags=["agents"])
 async def delete_agent(name: str, request: Request) -> None:
-    db = _db(request)
-    await db.delete_agent(name)
+    await define.delete_agent(_db(request), name, caller(request))
 
 
 # -- topologies -------------------------------------------------------------------------------------
@@ -266,33 +255,10 @@ async def list_topologies(request: Request) -> dict[str, Any]:
     return {"topologies": items, "count": len(items)}
 
 
-async def _save_topology(db: Database, body: TopologyBody) -> dict[str, Any]:
-    try:
-        topology = Topology.model_validate(
-            {
-                "name": body.name,
-                "description": body.description,
-                "topology_type": body.type,
-                "config": body.config,
-            }
-        )
-    except ValidationError as error:
-        raise InvalidConfigError(f"topology: {describe_validation_error(error)}") from None
-    agents = {slot: await db.get_agent(name) for slot, name in body.agents.items()}
-    prepare_team(topology, agents, {}, model_override="test")  # validates slots and config, writes nothing
-    await collect_teams(db, topology)  # a compound's sub-topologies exist and form no cycle
-    stored, stored_agents = await db.save_team(topology, agents)
-    return await _topology_out(db, stored, stored_agents)
-
-
 @router.post("/v1/topologies", status_code=201, tags=["topologies"])
 async def create_topology(body: TopologyBody, request: Request) -> dict[str, Any]:
-    db = _db(request)
-    try:
-        await db.get_topology(body.name)
-    except NotFoundError:
-        return await _save_topology(db, body)
-    raise ConflictError(f"topology {body.name!r} exists; change it with PUT /v1/topologies/{body.name}")
+    defined = await define.create_topology(_db(request), TopologySpec(**body.model_dump()), caller(request))
+    return defined.definition()
 
 
 @router.get("/v1/topologies/{name}", tags=["topologies"])
@@ -306,15 +272,14 @@ async def get_topology(name: str, request: Request) -> dict[str, Any]:
 async def put_topology(name: str, body: TopologyBody, request: Request) -> dict[str, Any]:
     if body.name != name:
         raise InvalidConfigError(f"the body names topology {body.name!r}, the path {name!r}")
-    db = _db(request)
-    return await _save_topology(db, body)
+    defined = await define.put_topology(_db(request), TopologySpec(**body.model_dump()), caller(request))
+    return defined.definition()
 
 
 @router.delete("/v1/topologies/{name}", status_code=204, tags=["topologies"])
 async def delete_topology(name: str, request: Request, force: bool = False) -> None:
     """`force`: delete it although executions ran it (they keep their snapshot of the team)."""
-    db = _db(request)
-    await db.delete_topology(name, keep_executions=force)
+    await define.delete_topology(_db(request), name, caller(request), force=force)
 
 
 @router.get("/v1/topologies/{name}/dag", tags=["topologies"])
@@ -331,7 +296,7 @@ async def run_topology(name: str, body: RunBody, request: Request) -> RunAccepte
     if (correlation := _correlation(request)) and "correlation_id" not in config:
         config["correlation_id"] = correlation
     execution = await _state(request).runs.submit(
-        name, body.input, body.runner, config, trace=request.headers
+        RunRequest(name, body.input, body.runner, config), caller(request), trace=request.headers
     )
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
@@ -358,7 +323,7 @@ async def list_executions(
     rows = await db.list_executions(status=wanted, topology_name=topology, limit=limit, offset=offset)
     total = await db.count_executions(status=wanted, topology_name=topology)
     return {
-        "executions": [execution_out(e).model_dump(mode="json") for e in rows],
+        "executions": [ExecutionOut.of(e).model_dump(mode="json") for e in rows],
         "count": len(rows),
         "total": total,
     }
@@ -368,7 +333,7 @@ async def list_executions(
 async def get_execution(execution_id: str, request: Request) -> ExecutionOut:
     db = _db(request)
     (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
-    return execution_out(execution, full=True)
+    return ExecutionOut.of(execution, full=True)
 
 
 @router.get("/v1/executions/{execution_id}/steps", tags=["executions"])
@@ -376,7 +341,7 @@ async def get_steps(execution_id: str, request: Request) -> dict[str, Any]:
     db = _db(request)
     execution = await db.get_execution(execution_id)
     steps = await db.list_steps(execution.id)
-    return {"steps": [step.model_dump(mode="json") for step in steps], "count": len(steps)}
+    return {"steps": [StepOut.of(step).model_dump(mode="json") for step in steps], "count": len(steps)}
 
 
 @router.get("/v1/executions/{execution_id}/events", tags=["executions"])
@@ -393,11 +358,12 @@ async def stream_events(execution_id: str, request: Request) -> StreamingRespons
 
 @router.post("/v1/executions/{execution_id}/resume", status_code=202, tags=["executions"])
 async def resume_execution(execution_id: str, request: Request) -> RunAccepted:
-    execution = await _state(request).runs.resume(execution_id, trace=request.headers)
+    execution = await _state(request).runs.resume(execution_id, caller(request), trace=request.headers)
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
 
 @router.post("/v1/executions/{execution_id}/cancel", tags=["executions"])
-async def cancel_execution(execution_id: str, request: Request) -> JSONResponse:
-    result = await _state(request).runs.cancel(execution_id)
-    return JSONResponse(result.model_dump(mode="json"))
+async def cancel_execution(execution_id: str, request: Request) -> ExecutionOut:
+    """Cancel at once what nobody runs; ask a running execution's owner to stop (the answer says
+    `running` while it has not yet)."""
+    return ExecutionOut.of(await _state(request).runs.cancel(execution_id))

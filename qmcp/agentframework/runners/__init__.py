@@ -1,10 +1,21 @@
 """Runners: the same durable execution of a topology, scheduled in-process, concurrently or on Metaflow."""
 
 from ._async import AsyncRunner
-from ._base import BaseRunner, RunnerRegistry, runner
-from ._config import RateLimitConfig, RunConfig, RunResult
+from ._attempt import Attempt, Ending, run_result
+from ._base import BaseRunner, RunnerRegistry, runner, start_execution
+from ._config import (
+    OWNED_PROCESS_FREEZE,
+    PROCESS_FIELDS,
+    RUN_OPTIONS,
+    FieldScope,
+    RateLimitConfig,
+    RunConfig,
+    RunResult,
+    field_scope,
+)
 from ._local import LocalRunner
 from ._metaflow import MetaflowRunner, export_flow, flow_command
+from ._team import Team, collect_teams, prepare_team
 from ._trust import (
     Untrusted,
     definition_digest,
@@ -19,24 +30,36 @@ from ._trust import (
 )
 
 __all__ = [
+    "OWNED_PROCESS_FREEZE",
+    "PROCESS_FIELDS",
+    "RUN_OPTIONS",
     "AsyncRunner",
+    "Attempt",
     "BaseRunner",
+    "Ending",
+    "FieldScope",
     "LocalRunner",
     "MetaflowRunner",
     "RateLimitConfig",
     "RunConfig",
     "RunResult",
     "RunnerRegistry",
+    "Team",
     "Untrusted",
+    "collect_teams",
     "definition_digest",
     "effective_agent",
     "executable_items",
     "export_flow",
+    "field_scope",
     "flow_command",
+    "prepare_team",
     "require_trusted",
     "require_trusted_execution",
+    "run_result",
     "runner",
     "snapshot_agents",
+    "start_execution",
     "trust",
     "trusted_by",
     "untrusted",

@@ -3,8 +3,8 @@ execution's stored totals are a whole `Usage` (requests, input and output tokens
 
 Executions made before it count 0 requests (their steps' `attempts` still say how many were made).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-05
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
