@@ -215,6 +215,7 @@ def _completed_steps(path: str) -> int:
             return 0
 
 
+@pytest.mark.slow  # kills a run's process
 async def test_sigkill_after_stage_six_then_resume(tmp_path, agent):
     path = tmp_path / "kill.db"
     url = f"sqlite+aiosqlite:///{path}"

@@ -7,9 +7,9 @@ everything the test then does goes through `db.executions`, the only writer of t
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,9 +39,8 @@ S = ExecutionStatus
 
 
 def _dead_pid() -> int:
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    return gone.pid
+    """A pid no process can have: above the kernel's largest."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
 
 
 async def _execution(db: Database, status: ExecutionStatus, owner: str) -> tuple[Execution, Lease | None]:

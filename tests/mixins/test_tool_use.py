@@ -336,11 +336,16 @@ async def test_mcp_tools_over_streamable_http(sqlite_url, agent, tool_model, run
 @pytest.mark.parametrize(
     ("server", "message"),
     [
-        (
+        pytest.param(  # tries to start a process
             {"command": "/nonexistent/qmcp-mcp-server"},
             "cannot connect to MCP server '/nonexistent/qmcp-mcp-server'",
+            marks=pytest.mark.slow,
         ),
-        ({"command": sys.executable, "args": ["-c", "pass"]}, "cannot connect to MCP server"),
+        pytest.param(
+            {"command": sys.executable, "args": ["-c", "pass"]},
+            "cannot connect to MCP server",
+            marks=pytest.mark.slow,  # starts a process
+        ),
         ({"url": "http://127.0.0.1:9/mcp"}, "MCP server 'http://127.0.0.1:9/mcp'"),
     ],
 )
