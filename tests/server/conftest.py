@@ -25,6 +25,8 @@ from fastapi import FastAPI
 from qmcp.server import ServerOptions, create_app
 
 HERE = Path(__file__).parent
+BASE_URL = "http://127.0.0.1:8000"
+"""Where in-process clients say they are: a loopback host, as the MCP endpoint's DNS-rebinding guard wants."""
 
 
 @pytest.fixture
@@ -48,6 +50,10 @@ class App:
     def new_client(self, **kwargs: Any) -> httpx.AsyncClient:
         """Another client of the same app (its own cookies), closed by the caller."""
         return _client(self.app, **kwargs)
+
+    def transport(self) -> httpx.ASGITransport:
+        """For clients made elsewhere (`qmcp.client`'s): requests go to this app."""
+        return httpx.ASGITransport(app=self.app)
 
 
 @contextlib.asynccontextmanager
@@ -73,9 +79,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=60, **kwargs
-    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, timeout=60, **kwargs)
 
 
 @pytest.fixture
@@ -118,9 +122,9 @@ class Server:
     calls: Path
     token: str | None = None
 
-    def client(self, **kwargs: Any) -> httpx.Client:
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=60, **kwargs)
 
     def paid(self) -> list[str]:
         """Roles of the `scripted:slow` calls finished so far, in every process."""

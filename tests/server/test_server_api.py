@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections import Counter
 from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
 from _eventually import eventually_async
-from conftest import App
+from conftest import BASE_URL, App
 from doubles import Doubles
 from sqlalchemy import update
 from team import AGENTS, PROBLEM, finished, make_team, run, running
@@ -17,6 +19,13 @@ from team import AGENTS, PROBLEM, finished, make_team, run, running
 from qmcp.agentframework.models import HumanRequest
 from qmcp.agentframework.models._agent import utcnow
 from qmcp.agentframework.store import Database
+from qmcp.client import (
+    AsyncQmcpClient,
+    HumanRequestConflictError,
+    HumanRequestExpiredError,
+    QmcpClientError,
+    ToolNotFoundError,
+)
 
 
 @pytest.fixture
@@ -309,3 +318,67 @@ async def test_stored_definitions_that_run_code_need_trust_given_on_the_servers_
     assert refused.status_code == 403 and refused.headers["content-type"] == PROBLEM
     assert "qmcp trust agent tooled" in refused.json()["detail"]
     assert (await client.get("/v1/executions")).json()["total"] == 0  # nothing was written
+
+
+async def test_a_token_guards_every_endpoint_but_health(start_app, sqlite_url):
+    server = await start_app(sqlite_url, token="s3cret", model="test")
+    async with server.new_client() as anonymous:
+        assert (await anonymous.get("/health")).status_code == 200
+        for path in ("/v1/tools", "/metrics", "/docs", "/openapi.json", "/v1/executions", "/mcp"):
+            denied = await anonymous.get(path)
+            assert denied.status_code == 401 and denied.headers["content-type"] == PROBLEM, path
+            assert denied.headers["www-authenticate"] == "Bearer"
+        wrong = await anonymous.get("/v1/tools", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+    assert (await server.client.get("/v1/tools")).status_code == 200
+    async with AsyncQmcpClient(BASE_URL, token="s3cret", transport=server.transport()) as client:
+        assert (await client.invoke_tool("echo", {"message": "hi"})).result == "hi"
+    async with AsyncQmcpClient(BASE_URL, token="", transport=server.transport()) as client:
+        with pytest.raises(QmcpClientError) as refused:
+            await client.list_tools()
+    assert refused.value.status == 401
+
+
+async def test_fifty_concurrent_run_requests_all_complete_once(start_app, db_url, doubles: Doubles):
+    """Fifty clients at once: every run completes, no row lost, every step paid exactly once."""
+    doubles.latency = 0.01
+    server = await start_app(db_url, max_concurrent_runs=4)
+    client = server.client
+    await make_team(client)
+    answers = await asyncio.gather(
+        *[
+            client.post("/v1/topologies/slow-three/run", json={"input": {"prompt": f"task {i}"}})
+            for i in range(50)
+        ]
+    )
+    assert {a.status_code for a in answers} == {202}
+    ids = [a.json()["execution_id"] for a in answers]
+    assert len(set(ids)) == 50
+    done = [await finished(client, execution_id, 240) for execution_id in ids]
+    assert Counter(e["status"] for e in done) == Counter({"completed": 50})
+    steps = [(await client.get(f"/v1/executions/{i}/steps")).json()["count"] for i in ids]
+    assert steps == [3] * 50 and len(doubles.paid) == 150  # three steps each, none paid twice
+
+
+async def test_the_asynchronous_python_client(start_app, sqlite_url):
+    server = await start_app(sqlite_url, model="test")
+    await make_team(server.client)
+    async with AsyncQmcpClient(BASE_URL, correlation_id="client-2", transport=server.transport()) as client:
+        assert (await client.health())["status"] == "healthy"
+        added = await client.invoke_tool("add_numbers", {"a": 1, "b": 2})
+        assert added.result == 3
+        assert (await client.get_invocation(added.invocation_id))["correlation_id"] == "client-2"
+        with pytest.raises(ToolNotFoundError):
+            await client.invoke_tool("nope", {})
+        started = await client.run_topology("plan-write", {"prompt": "Plan"})
+        events = [event async for event in client.stream_events(started["execution_id"])]
+        assert events[-1]["event"] == "end" and events[-1]["status"] == "completed"
+        assert (await client.get_execution(started["execution_id"]))["status"] == "completed"
+        await client.create_human_request("ask-2", "approval", "Ok?", options=["approve", "reject"])
+        with pytest.raises(HumanRequestConflictError):
+            await client.create_human_request("ask-2", "approval", "again?")
+        with pytest.raises(TimeoutError):
+            await client.wait_for_human_response("ask-2", poll_interval=0.05, timeout=0.2)
+        answer = await client.submit_human_response("ask-2", "approve")
+        assert (await client.wait_for_human_response("ask-2", poll_interval=0.05)).id == answer.id
+    assert HumanRequestExpiredError.__mro__[1] is QmcpClientError
