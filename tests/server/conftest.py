@@ -45,7 +45,6 @@ class App:
     app: FastAPI
     db_url: str
     client: httpx.AsyncClient
-    token: str | None = None
 
     def new_client(self, **kwargs: Any) -> httpx.AsyncClient:
         """Another client of the same app (its own cookies), closed by the caller."""
@@ -68,8 +67,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await stop.wait()
 
     task = asyncio.create_task(live(), name="qmcp-test-app-lifespan")
-    await asyncio.wait([task, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
+    up = asyncio.create_task(started.wait())
+    await asyncio.wait([task, up], return_when=asyncio.FIRST_COMPLETED)
     if task.done():
+        up.cancel()
         task.result()  # the start failed: its error
     try:
         yield
@@ -102,7 +103,7 @@ async def start_app(doubles: Doubles) -> AsyncIterator[Callable[..., Awaitable[A
             await stack.enter_async_context(_lifespan(app))
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             client = await stack.enter_async_context(_client(app, headers=headers))
-            return App(app, db_url, client, token)
+            return App(app, db_url, client)
 
         yield start
 
