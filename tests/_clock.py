@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from qmcp.agentframework.models._agent import utcnow
+from qmcp.agentframework.models import utcnow
 
 
 class FakeClock:

@@ -30,8 +30,7 @@ from typing import Any
 import pytest
 from _eventually import eventually_async
 
-from qmcp.agentframework.models import Execution, ExecutionStatus
-from qmcp.agentframework.models._agent import utcnow
+from qmcp.agentframework.models import Execution, ExecutionStatus, utcnow
 from qmcp.agentframework.store import Database
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,7 @@ from doubles import Doubles
 from sqlalchemy import update
 from team import AGENTS, PROBLEM, finished, make_team, run, running
 
-from qmcp.agentframework.models import HumanRequest
-from qmcp.agentframework.models._agent import utcnow
+from qmcp.agentframework.models import HumanRequest, utcnow
 from qmcp.agentframework.store import Database
 from qmcp.client import (
     AsyncQmcpClient,
@@ -371,9 +370,9 @@ async def test_the_asynchronous_python_client(start_app, sqlite_url):
         with pytest.raises(ToolNotFoundError):
             await client.invoke_tool("nope", {})
         started = await client.run_topology("plan-write", {"prompt": "Plan"})
-        events = [event async for event in client.stream_events(started["execution_id"])]
+        events = [event async for event in client.stream_events(started.execution_id)]
         assert events[-1]["event"] == "end" and events[-1]["status"] == "completed"
-        assert (await client.get_execution(started["execution_id"]))["status"] == "completed"
+        assert (await client.get_execution(started.execution_id)).status == "completed"
         await client.create_human_request("ask-2", "approval", "Ok?", options=["approve", "reject"])
         with pytest.raises(HumanRequestConflictError):
             await client.create_human_request("ask-2", "approval", "again?")

@@ -101,9 +101,9 @@ async def test_the_synchronous_python_client(start_server, sqlite_url):
         with pytest.raises(HumanRequestConflictError):
             client.submit_human_response("ask-1", "Korea")
         started = client.run_topology("plan-write", {"prompt": "Plan a launch"})
-        events = list(client.stream_events(started["execution_id"]))
+        events = list(client.stream_events(started.execution_id))
         assert events[-1]["event"] == "end" and events[-1]["status"] == "completed"
-        assert client.get_execution(started["execution_id"])["status"] == "completed"
+        assert client.get_execution(started.execution_id).status == "completed"
 
 
 async def test_a_run_continues_the_trace_of_the_request_that_started_it(start_server, sqlite_url, tmp_path):
