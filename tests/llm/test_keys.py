@@ -68,7 +68,9 @@ def listener() -> Iterator[tuple[str, list[dict[str, str]]]]:
     requests: list[dict[str, str]] = []
     handler = type("Recorder", (_Recorder,), {"requests": requests})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(  # a short poll: shutdown() waits for one
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests

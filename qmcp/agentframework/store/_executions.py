@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import ColumnElement, func
 from sqlmodel import col
@@ -52,10 +52,12 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "CancelOutcome",
+    "Clock",
     "ExecutionService",
     "Lease",
     "Owner",
     "OwnerState",
+    "SystemClock",
     "allowed",
     "attempt_started",
     "owner_state",
@@ -291,7 +293,7 @@ class Lease:
         self.lost: str | None = None
         self.cancel_requested = False
         self.ended = False
-        self._renewed = time.monotonic()
+        self._renewed = service.clock.monotonic()
         self._on_stop: Callable[[], object] | None = None
 
     @property
@@ -311,7 +313,7 @@ class Lease:
 
     async def renew(self) -> None:
         """Extend the lease; learn whether a cancel was asked for, or whether the lease was lost."""
-        started = time.monotonic()
+        started = self.service.clock.monotonic()
         outcome = await self.service.renew(self)
         if outcome is None:
             self.mark_lost()
@@ -326,7 +328,7 @@ class Lease:
 
     async def ensure(self) -> None:
         """Raise `LeaseLostError` unless this process still owns the execution (renewing if in doubt)."""
-        if self.lost is None and time.monotonic() - self._renewed > self.ttl - self.interval:
+        if self.lost is None and self.service.clock.monotonic() - self._renewed > self.ttl - self.interval:
             await self.renew()
         if self.lost is not None:
             raise LeaseLostError(self.lost)
@@ -356,7 +358,7 @@ class Lease:
             try:
                 await self.renew()
             except Exception:  # the database failing: keep trying while the lease lasts
-                if time.monotonic() - self._renewed > self.ttl:
+                if self.service.clock.monotonic() - self._renewed > self.ttl:
                     self.mark_lost(
                         f"could not renew the lease on execution {self.execution_id} for {self.ttl:g}s "
                         "(the database is failing); stopped"
@@ -379,11 +381,31 @@ class CancelOutcome:
     owner: str | None = None
 
 
-class ExecutionService:
-    """Lifecycle writes of one `Database`: `db.executions`."""
+class Clock(Protocol):
+    """The time leases are judged by: `now()` (aware UTC) for `lease_until` and the times written,
+    `monotonic()` seconds for a lease's renewal timing. Tests set a clock they advance by hand."""
 
-    def __init__(self, db: Database) -> None:
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    """The real clock (the default)."""
+
+    def now(self) -> datetime:
+        return utcnow()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class ExecutionService:
+    """Lifecycle writes of one `Database`: `db.executions`. Its `clock` may be replaced (tests)."""
+
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
+        self.clock: Clock = clock or SystemClock()
 
     # -- timing -------------------------------------------------------------------------------------
 
@@ -413,7 +435,7 @@ class ExecutionService:
 
         `started`: when the run began, if before now (a flow that records its execution at the end).
         """
-        now = started or utcnow()
+        now = started or self.clock.now()
         execution.created_at = execution.started_at = now
         if owner is None:
             execution.status, execution.attempts = S.PENDING, 0
@@ -448,10 +470,10 @@ class ExecutionService:
         for _ in range(20):  # someone else changed the row between our read and our write: decide again
             current = await self.db.get_execution(execution_id)
             allowed(current.status, Action.CLAIM)
-            state = owner_state(current)
+            state = owner_state(current, self.clock.now())
             if state is OwnerState.LIVE and not force:
                 raise ExecutionBusyError(_busy_message(current))
-            now = utcnow()
+            now = self.clock.now()
             lease = self._lease(current.id, owner, now)
             took_over = None if state is OwnerState.NONE else f"{_describe_owner(current)} ({state.value})"
             entry = _attempt(
@@ -486,7 +508,7 @@ class ExecutionService:
 
     async def renew(self, lease: Lease) -> tuple[ExecutionStatus, bool] | None:
         """Extend `lease`: None when it was lost, else the status and whether a cancel was requested."""
-        now = utcnow()
+        now = self.clock.now()
         return await self.db.renew_lease(lease.execution_id, lease.token, lease.until(now), now)
 
     async def finish(
@@ -509,7 +531,7 @@ class ExecutionService:
         the runner then calls `release`). `human_request_id`: the request a `paused` run waits for.
         """
         allowed(S.RUNNING, _FINISH_ACTION[status])
-        now = utcnow()
+        now = self.clock.now()
         ran = _ms(now - lease.started)
         values: dict[str, Any] = {
             "status": status,
@@ -574,12 +596,12 @@ class ExecutionService:
         """Cancel what nobody runs at once; ask the live owner of a running execution to stop."""
         for _ in range(20):
             current = await self.db.get_execution(execution_id)
-            state = owner_state(current)
+            state = owner_state(current, self.clock.now())
             if current.status == S.RUNNING and state is OwnerState.LIVE:
                 allowed(current.status, Action.REQUEST_CANCEL)
                 if await self.db.execute_update(
                     current.id,
-                    {"cancel_requested_at": utcnow()},
+                    {"cancel_requested_at": self.clock.now()},
                     col(Execution.status) == S.RUNNING,
                     _same_owner(current.owner_token),
                 ):
@@ -587,7 +609,7 @@ class ExecutionService:
                 continue
             if (current.status, Action.CANCEL) not in TRANSITIONS:
                 return CancelOutcome(current, requested=False)
-            now = utcnow()
+            now = self.clock.now()
             values = {
                 "status": S.CANCELLED,
                 "error": "cancelled by request",
@@ -621,7 +643,7 @@ class ExecutionService:
 
     async def reap(self, executions: list[Execution]) -> list[Execution]:
         """Mark the running executions among `executions` whose owner is gone `interrupted`; returns them all."""
-        now = utcnow()
+        now = self.clock.now()
         result = []
         for execution in executions:
             state = owner_state(execution, now) if execution.status == S.RUNNING else OwnerState.LIVE
