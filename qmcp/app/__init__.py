@@ -54,6 +54,15 @@ if TYPE_CHECKING:
         update_agent,
     )
     from ._format import format_cost, format_duration, format_tokens, format_when
+    from ._queries import (
+        ExecutionPage,
+        ExecutionQuery,
+        execution_steps,
+        list_executions,
+        list_topologies,
+        parse_status,
+        topology_graph,
+    )
     from ._runs import RunHandle, RunRequest, answer_request, queue_resume, start_run
     from ._shapes import ExecutionOut, OwnerOut, RunAccepted, StepOut
 
@@ -86,6 +95,13 @@ _EXPORTS = {
     "put_agent": "_define",
     "put_topology": "_define",
     "update_agent": "_define",
+    "ExecutionPage": "_queries",
+    "ExecutionQuery": "_queries",
+    "execution_steps": "_queries",
+    "list_executions": "_queries",
+    "list_topologies": "_queries",
+    "parse_status": "_queries",
+    "topology_graph": "_queries",
     "RunHandle": "_runs",
     "RunRequest": "_runs",
     "answer_request": "_runs",
@@ -115,6 +131,8 @@ __all__ = [
     "Change",
     "Door",
     "ExecutionOut",
+    "ExecutionPage",
+    "ExecutionQuery",
     "OwnerOut",
     "Permission",
     "RunAccepted",
@@ -135,15 +153,20 @@ __all__ = [
     "delete_agent",
     "delete_topologies",
     "delete_topology",
+    "execution_steps",
     "format_cost",
     "format_duration",
     "format_tokens",
     "format_when",
+    "list_executions",
+    "list_topologies",
+    "parse_status",
     "put_agent",
     "put_topology",
     "queue_resume",
     "runner_option_names",
     "start_run",
+    "topology_graph",
     "update_agent",
 ]
 
