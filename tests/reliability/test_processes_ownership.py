@@ -315,7 +315,7 @@ def test_a_database_url_that_cannot_work_is_one_line_and_exit_2(tmp_path, worker
     assert done.stderr.count("\n") == 1 and says in done.stderr and "secret" not in done.stderr, done.stderr
 
 
-def test_a_read_only_database_file_is_one_line_and_exit_2(tmp_path, worker_env):
+def test_a_read_only_database_file_refuses_writers_in_one_line_and_serves_readers(tmp_path, worker_env):
     path = tmp_path / "ro.db"
     made = subprocess.run(
         [*QMCP, "--db", str(path), "executions", "list"], env=worker_env, capture_output=True
@@ -326,13 +326,17 @@ def test_a_read_only_database_file_is_one_line_and_exit_2(tmp_path, worker_env):
             pytest.skip("cannot make a file read-only for root here (no chattr)")
         path.chmod(0o444)
     try:
-        done = subprocess.run(
-            [*QMCP, "--db", str(path), "executions", "list"],
+        done = subprocess.run(  # a command that writes: refused at open; one that reads works
+            [*QMCP, "--db", str(path), "agents", "create", "a", "writer", "--model", "test"],
             capture_output=True,
             text=True,
             env=worker_env,
             timeout=60,
         )
+        read = subprocess.run(
+            [*QMCP, "--db", str(path), "executions", "list"], env=worker_env, capture_output=True, timeout=60
+        )
     finally:
         subprocess.run(["chattr", "-i", str(path)], capture_output=True)
     assert done.returncode == 2 and "read-only" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert read.returncode == 0, read.stderr

@@ -23,6 +23,7 @@ from ._executions import (
     OwnerState,
     allowed,
     attempt_started,
+    observed,
     owner_state,
 )
 from ._memory import MemoryStore, Recollection
@@ -61,6 +62,7 @@ __all__ = [
     "ensure_schema",
     "is_sqlite",
     "migrate",
+    "observed",
     "owner_state",
     "schema_revision",
     "storage_errors",
