@@ -179,7 +179,10 @@ async def test_sigkill_then_an_immediate_resume_on_the_same_host(qmcp):
     run.send_signal(signal.SIGKILL)
     run.wait()
     execution = await qmcp.only_execution()
-    assert execution.status == ExecutionStatus.RUNNING  # as the killed process left it
+    assert execution.status == ExecutionStatus.INTERRUPTED  # how it reads: its owner is gone
+    async with Database(qmcp.db_url) as db:
+        stored = await db.stored_execution(execution.id)
+    assert stored.status == ExecutionStatus.RUNNING  # as the killed process left it: reads wrote nothing
     done_before = {call["agent"] for call in qmcp.calls()}
     started = time.monotonic()
     resumed = qmcp.run("executions", "resume", str(execution.id))
@@ -189,7 +192,7 @@ async def test_sigkill_then_an_immediate_resume_on_the_same_host(qmcp):
     assert done_before | after == {f"stage-{i}" for i in range(STAGES)} and not done_before & after
     final = await qmcp.execution(str(execution.id))
     assert final.status == ExecutionStatus.COMPLETED
-    killed = f"pid {run.pid} on {execution.owner_host}"
+    killed = f"pid {run.pid} on {stored.owner_host}"
     assert final.history[0]["interrupted"] == f"its owner ({killed}) stopped running it (it is gone)"
 
 

@@ -493,6 +493,8 @@ class ExecutionService:
             )
             if force and state is OwnerState.LIVE:
                 entry["forced"] = True
+            gone = _interruption(current, state) if current.status == S.RUNNING else None
+            history = gone["history"] if gone else current.history  # its last attempt, as it read
             values = {
                 **owner.values,
                 "status": S.RUNNING,
@@ -505,7 +507,7 @@ class ExecutionService:
                 "runner_type": runner,
                 "runner_options": dict(runner_options),
                 "run_config": dict(run_config),
-                "history": [*current.history, entry],
+                "history": [*history, entry],
             }
             guard = [col(Execution.status) == current.status, _same_owner(current.owner_token)]
             if state is OwnerState.EXPIRED:  # not renewed since we looked
