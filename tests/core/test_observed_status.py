@@ -8,6 +8,7 @@ cancel, a server's start-up sweep) writes. On SQLite and on PostgreSQL (when con
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -135,13 +136,16 @@ def _refuse_writes(path: Path, immutable: list[Path]) -> None:
         pytest.skip("cannot make a file read-only for root here (no chattr)")
 
 
-@pytest.mark.parametrize("how", ["immutable file", "read-only URL"])
+@pytest.mark.parametrize("how", ["immutable file", "immutable file, rollback journal", "read-only URL"])
 async def test_reads_work_on_a_database_that_cannot_be_written(tmp_path, immutable, how):
     path = tmp_path / "q.db"
     async with Database(f"sqlite+aiosqlite:///{path}") as db:
         ids = await _team(db)
     close_engines()  # what this process keeps open for the file: a new process would have none
-    if how == "immutable file":
+    if how.endswith("rollback journal"):  # opening cannot switch it to WAL: that would be a write
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    if how.startswith("immutable file"):
         _refuse_writes(path, immutable)
         url = f"sqlite+aiosqlite:///{path}"
         with pytest.raises(DatabaseUnavailableError, match="read-only"):
