@@ -18,8 +18,7 @@ from qmcp.agentframework.models import (
     Topology,
     TopologyType,
 )
-from qmcp.agentframework.runners import AsyncRunner, LocalRunner, RunConfig, RunResult
-from qmcp.agentframework.runners._config import OWNED_PROCESS_FREEZE
+from qmcp.agentframework.runners import OWNED_PROCESS_FREEZE, AsyncRunner, LocalRunner, RunConfig, RunResult
 from qmcp.agentframework.store import MemoryStepStore
 from qmcp.agentframework.topologies import StepContext, TopologyRegistry
 

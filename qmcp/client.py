@@ -5,13 +5,15 @@
     with QmcpClient("http://127.0.0.1:3333", token="...") as client:   # defaults: QMCP_SERVER_URL, QMCP_API_TOKEN
         client.invoke_tool("echo", {"message": "hi"})
         run = client.run_topology("review", {"prompt": "Plan a launch"})
-        for event in client.stream_events(run["execution_id"]):
+        for event in client.stream_events(run.execution_id):
             print(event["event"], event.get("key"), event.get("status"))
 
 `AsyncQmcpClient` has the same methods, as coroutines (`stream_events` an async iterator). The
 tool and human-request methods keep the names, arguments and results of the upstream qmcp client
 (`MCPClient` is an alias of `QmcpClient`). Every request is described once (`_Calls`); the two
-clients only send it. This module imports httpx and the standard library only.
+clients only send it. Executions and steps come back in the shapes every door shares
+(`qmcp.app.ExecutionOut`, `StepOut`, `RunAccepted`). This module imports httpx, pydantic and those
+shapes only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel
+
+from .app import ExecutionOut, RunAccepted, StepOut
 
 __all__ = [
     "AsyncQmcpClient",
@@ -42,6 +47,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class QmcpClientError(Exception):
@@ -119,6 +125,11 @@ class _Call(Generic[T]):
 
 def _json(response: httpx.Response) -> Any:
     return response.json()
+
+
+def _read(shape: type[M]) -> Callable[[httpx.Response], M]:
+    """Read an answer as one of the wire shapes every door shares (`qmcp.app`)."""
+    return lambda response: shape.model_validate(response.json())
 
 
 def _path(value: str) -> str:
@@ -228,24 +239,36 @@ class _Calls:
         input_data: dict[str, Any],
         runner: str = "local",
         config: dict[str, Any] | None = None,
-    ) -> _Call[dict[str, Any]]:
+    ) -> _Call[RunAccepted]:
         payload = {"input": input_data, "runner": runner, "config": config or {}}
-        return _Call("POST", f"/v1/topologies/{_path(name)}/run", _json, json=payload)
+        return _Call("POST", f"/v1/topologies/{_path(name)}/run", _read(RunAccepted), json=payload)
 
-    def get_execution(self, execution_id: str) -> _Call[dict[str, Any]]:
-        return _Call("GET", f"/v1/executions/{_path(execution_id)}", _json)
+    def get_execution(self, execution_id: str) -> _Call[ExecutionOut]:
+        return _Call("GET", f"/v1/executions/{_path(execution_id)}", _read(ExecutionOut))
 
     def list_executions(
         self, status: str | None = None, topology: str | None = None, limit: int = 50, offset: int = 0
-    ) -> _Call[list[dict[str, Any]]]:
+    ) -> _Call[list[ExecutionOut]]:
         params = {"status": status, "topology": topology, "limit": limit, "offset": offset}
-        return _Call("GET", "/v1/executions", lambda r: r.json()["executions"], params=params)
+        return _Call(
+            "GET",
+            "/v1/executions",
+            lambda r: [ExecutionOut.model_validate(e) for e in r.json()["executions"]],
+            params=params,
+        )
 
-    def cancel_execution(self, execution_id: str) -> _Call[dict[str, Any]]:
-        return _Call("POST", f"/v1/executions/{_path(execution_id)}/cancel", _json)
+    def list_steps(self, execution_id: str) -> _Call[list[StepOut]]:
+        return _Call(
+            "GET",
+            f"/v1/executions/{_path(execution_id)}/steps",
+            lambda r: [StepOut.model_validate(step) for step in r.json()["steps"]],
+        )
 
-    def resume_execution(self, execution_id: str) -> _Call[dict[str, Any]]:
-        return _Call("POST", f"/v1/executions/{_path(execution_id)}/resume", _json)
+    def cancel_execution(self, execution_id: str) -> _Call[ExecutionOut]:
+        return _Call("POST", f"/v1/executions/{_path(execution_id)}/cancel", _read(ExecutionOut))
+
+    def resume_execution(self, execution_id: str) -> _Call[RunAccepted]:
+        return _Call("POST", f"/v1/executions/{_path(execution_id)}/resume", _read(RunAccepted))
 
 
 def _request(data: dict[str, Any]) -> HumanRequest:
@@ -398,20 +421,23 @@ class QmcpClient:
         input_data: dict[str, Any],
         runner: str = "local",
         config: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Start a run of a stored topology: `{"execution_id", "status"}` (202; it runs on the server)."""
+    ) -> RunAccepted:
+        """Start a run of a stored topology; it runs on the server (202): poll or stream its execution."""
         return self._do(self._calls.run_topology(name, input_data, runner, config))
 
-    def get_execution(self, execution_id: str) -> dict[str, Any]:
+    def get_execution(self, execution_id: str) -> ExecutionOut:
         return self._do(self._calls.get_execution(execution_id))
 
-    def list_executions(self, **filters: Any) -> list[dict[str, Any]]:
+    def list_executions(self, **filters: Any) -> list[ExecutionOut]:
         return self._do(self._calls.list_executions(**filters))
 
-    def cancel_execution(self, execution_id: str) -> dict[str, Any]:
+    def list_steps(self, execution_id: str) -> list[StepOut]:
+        return self._do(self._calls.list_steps(execution_id))
+
+    def cancel_execution(self, execution_id: str) -> ExecutionOut:
         return self._do(self._calls.cancel_execution(execution_id))
 
-    def resume_execution(self, execution_id: str) -> dict[str, Any]:
+    def resume_execution(self, execution_id: str) -> RunAccepted:
         return self._do(self._calls.resume_execution(execution_id))
 
     def stream_events(self, execution_id: str) -> Iterator[dict[str, Any]]:
@@ -516,19 +542,22 @@ class AsyncQmcpClient:
         input_data: dict[str, Any],
         runner: str = "local",
         config: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunAccepted:
         return await self._do(self._calls.run_topology(name, input_data, runner, config))
 
-    async def get_execution(self, execution_id: str) -> dict[str, Any]:
+    async def get_execution(self, execution_id: str) -> ExecutionOut:
         return await self._do(self._calls.get_execution(execution_id))
 
-    async def list_executions(self, **filters: Any) -> list[dict[str, Any]]:
+    async def list_executions(self, **filters: Any) -> list[ExecutionOut]:
         return await self._do(self._calls.list_executions(**filters))
 
-    async def cancel_execution(self, execution_id: str) -> dict[str, Any]:
+    async def list_steps(self, execution_id: str) -> list[StepOut]:
+        return await self._do(self._calls.list_steps(execution_id))
+
+    async def cancel_execution(self, execution_id: str) -> ExecutionOut:
         return await self._do(self._calls.cancel_execution(execution_id))
 
-    async def resume_execution(self, execution_id: str) -> dict[str, Any]:
+    async def resume_execution(self, execution_id: str) -> RunAccepted:
         return await self._do(self._calls.resume_execution(execution_id))
 
     async def stream_events(self, execution_id: str) -> AsyncIterator[dict[str, Any]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -9,6 +12,11 @@ __all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_MODEL", "Settings", "settings"]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent.db"
 DEFAULT_MODEL = "local:smollm2"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "qmcp"
 
 
 class Settings(BaseSettings):
@@ -43,6 +51,23 @@ class Settings(BaseSettings):
     """On start-up, the server resumes the runs a previous server process left unfinished."""
     tools_model: str | None = None
     """The model of the server's planner, executor and reviewer tools [default: default_model]."""
+    # What the server's remote callers may decide (qmcp.app's caller policy).
+    allowed_models: str = ""
+    """Comma-separated model overrides remote callers may ask for (`qmcp serve --allow-model`)."""
+    allowed_runners: str = "local,async,metaflow"
+    """Comma-separated runners remote callers may choose."""
+    remote_max_timeout_seconds: int = Field(default=3600, gt=0, le=7 * 86_400)
+    remote_max_tokens: int | None = Field(default=None, ge=1)
+    remote_max_cost_usd: float | None = Field(default=None, ge=0)
+    remote_max_concurrent: int = Field(default=16, ge=1, le=100_000)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """qmcp's own files (the flows of runs started over the server, ...): $XDG_DATA_HOME/qmcp."""
+    flows_dir: Path | None = None
+    """Where the server writes the Metaflow flows of the runs its clients start [default: DATA_DIR/flows]."""
+
+    @property
+    def server_flows_dir(self) -> Path:
+        return self.flows_dir or self.data_dir / "flows"
 
 
 def settings() -> Settings:

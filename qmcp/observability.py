@@ -24,7 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
-from ._redact import redact, redact_log_values, redact_secrets
+from .redaction import redact, redact_log_values, redact_secrets
 
 __all__ = [
     "LOGGER_NAME",

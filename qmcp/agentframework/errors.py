@@ -33,6 +33,7 @@ __all__ = [
     "NonDeterminismError",
     "NotFoundError",
     "PermanentModelError",
+    "PermissionDeniedError",
     "QmcpError",
     "RunCancelledError",
     "RunError",
@@ -96,6 +97,11 @@ class ExpiredError(UserInputError):
 
 class DatabaseUnavailableError(UserInputError):
     """The database URL cannot work: a missing directory, a read-only file, not a database, no server."""
+
+
+class PermissionDeniedError(UserInputError):
+    """A remote caller asked for something only the server's operator decides (a path, a model, a
+    process setting), or for more than the operator allows."""
 
 
 class UntrustedDefinitionError(UserInputError):

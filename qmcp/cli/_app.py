@@ -135,7 +135,7 @@ def root(
     Your own topologies, mixins and runners: name their modules in QMCP_IMPORTS (comma-separated).
     """
     if os.environ.get("QMCP_IMPORTS", "").strip():  # else `--help` stays free of the framework
-        from qmcp.agentframework._registry import import_plugins
+        from qmcp.agentframework.registry import import_plugins
 
         import_plugins()  # the user's @topology, @mixin and @runner classes, registered models
     ctx.obj = CliState(

@@ -19,8 +19,8 @@ db_app = typer.Typer(no_args_is_help=True, help="The database's schema: its revi
 @db_app.command("upgrade")
 def upgrade(ctx: typer.Context, output_format: FormatOption = None) -> None:
     """Upgrade the database to this qmcp's schema (a new database gets every table)."""
-    from qmcp._redact import mask_url
     from qmcp.agentframework.store import migrate
+    from qmcp.redaction import mask_url
 
     state = cli_state(ctx)
     before, after = run_async(migrate(state.db_url))
@@ -37,8 +37,8 @@ def upgrade(ctx: typer.Context, output_format: FormatOption = None) -> None:
 @db_app.command("current")
 def current(ctx: typer.Context, output_format: FormatOption = None) -> None:
     """Show the database's schema revision and this qmcp's."""
-    from qmcp._redact import mask_url
     from qmcp.agentframework.store import SCHEMA_HEAD, schema_revision
+    from qmcp.redaction import mask_url
 
     state = cli_state(ctx)
     revision = run_async(schema_revision(state.db_url))

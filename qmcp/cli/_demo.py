@@ -15,11 +15,11 @@ import typer
 from rich.markup import escape
 
 from ._output import EXIT_FAILED, count, format_duration, format_tokens, print_json, stdout
-from ._run import RunOutcome, RunRequest, execute, exit_code, print_outcome, slot_models
+from ._run import Launch, RunOutcome, RunRequest, execute, exit_code, print_outcome, slot_models
 from ._state import FormatOption, cli_state
 
 if TYPE_CHECKING:
-    from qmcp.agentframework.runners import BaseRunner, RunResult
+    from qmcp.agentframework.runners import RunResult
 
 __all__ = ["DEMO_PROMPT", "DEMO_TEAMS", "demo"]
 
@@ -90,8 +90,8 @@ _NEXT_STEPS = """
 
 def _starter(
     topology: dict[str, Any], agents: dict[str, dict[str, Any]], prompt: str
-) -> Callable[[BaseRunner], Coroutine[Any, Any, RunResult]]:
-    return lambda runner: runner.run(topology, agents, {"prompt": prompt})
+) -> Callable[[Launch], Coroutine[Any, Any, RunResult]]:
+    return lambda launch: launch.runner().run(topology, agents, {"prompt": prompt})
 
 
 def demo(

@@ -260,7 +260,7 @@ def _write_svg(path: Path, execution: Execution, steps: Sequence[ExecutionStep])
     import os
     import tempfile
 
-    from qmcp.agentframework.topologies._svg import execution_diagram
+    from qmcp.agentframework.topologies import execution_diagram
 
     dag, statuses = execution_diagram(execution, steps)
     text = dag.svg(
@@ -464,7 +464,7 @@ def resume_execution(
     outcome = execute(
         state,
         request,
-        lambda r: r.resume(
+        lambda launch: launch.runner().resume(
             execution.id, wait=wait, force=force, change_runner=runner_type != execution.runner_type
         ),
         json_output=json_output,
@@ -572,7 +572,9 @@ def respond(
         runner_options=execution.runner_options,
         execution_id=execution.id,
     )
-    outcome = execute(state, request, lambda r: r.resume(execution.id), json_output=json_output)
+    outcome = execute(
+        state, request, lambda launch: launch.runner().resume(execution.id), json_output=json_output
+    )
     print_outcome(state, outcome, json_output=json_output)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)

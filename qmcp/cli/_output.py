@@ -6,7 +6,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any
 from uuid import UUID
@@ -14,6 +14,8 @@ from uuid import UUID
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from ..app import format_cost, format_duration, format_tokens, format_when
 
 __all__ = [
     "EXIT_FAILED",
@@ -94,35 +96,9 @@ def print_table(
     console.print(table)
 
 
-def format_when(value: datetime | None) -> str:
-    """Local time to the second; naive values from SQLite are UTC."""
-    if value is None:
-        return "-"
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def format_duration(milliseconds: float | None) -> str:
-    if milliseconds is None:
-        return "-"
-    if milliseconds < 1000:
-        return f"{milliseconds:.0f} ms"
-    seconds = milliseconds / 1000
-    return f"{seconds:.1f} s" if seconds < 120 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
-
-
-def format_tokens(input_tokens: int, output_tokens: int) -> str:
-    return f"{input_tokens:,} in / {output_tokens:,} out"
-
-
 def count(n: int, noun: str) -> str:
     """`1 step`, `3 steps`."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def format_cost(cost_usd: float) -> str:
-    return f"${cost_usd:.4f}"
 
 
 def excerpt(text: Any, limit: int = 80) -> str:
@@ -159,8 +135,8 @@ def report_error(error: BaseException, verbose: bool, command: Callable[..., str
     `command` renders a `qmcp` command line with the global options in use, for the commands
     errors name. Passwords in URLs are masked in all of it.
     """
-    from qmcp._redact import redact
     from qmcp.agentframework.errors import QmcpError, UntrustedDefinitionError, UserInputError
+    from qmcp.redaction import redact
 
     if verbose:
         sys.stderr.write(redact("".join(traceback.format_exception(error))))

@@ -33,7 +33,16 @@ from ._state import CliState, open_database, run_async
 if TYPE_CHECKING:
     from qmcp.agentframework.runners import BaseRunner, RunConfig, RunResult
 
-__all__ = ["RunOutcome", "RunRequest", "execute", "exit_code", "print_outcome", "run_config", "slot_models"]
+__all__ = [
+    "Launch",
+    "RunOutcome",
+    "RunRequest",
+    "execute",
+    "exit_code",
+    "print_outcome",
+    "run_config",
+    "slot_models",
+]
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class RunRequest:
     runner_options: Mapping[str, Any] = field(default_factory=dict)
     """Constructor options of the runner (on resume, those the execution ran with)."""
     execution_id: uuid.UUID | None = None
-    """Known when resuming; a new run's id is found by its correlation id if it is interrupted."""
+    """Known when resuming (a new run's start records its own on the `Launch`)."""
     stream: bool = False
     """Show the running step's text as the model writes it (`--stream`)."""
 
@@ -90,8 +99,7 @@ def run_config(state: CliState, **values: Any) -> RunConfig:
     `RunConfig`'s default log level is INFO, which would mix log lines into the CLI's output. Logging
     is (re)configured here, as the process's owner, so log lines go to the current stderr.
     """
-    from qmcp.agentframework.runners import RunConfig
-    from qmcp.agentframework.runners._config import OWNED_PROCESS_FREEZE
+    from qmcp.agentframework.runners import OWNED_PROCESS_FREEZE, RunConfig
     from qmcp.config import settings
     from qmcp.observability import configure_logging
 
@@ -101,47 +109,72 @@ def run_config(state: CliState, **values: Any) -> RunConfig:
     return RunConfig(log_level=level, freeze_heap_above=OWNED_PROCESS_FREEZE, **values)
 
 
+@dataclass
+class Launch:
+    """What `execute` hands a command's start: the runner to make (its type, config and constructor
+    arguments), and where the start records the execution it created, so Ctrl-C can name it."""
+
+    runner_type: str
+    config: RunConfig
+    kwargs: dict[str, Any]
+    execution_id: uuid.UUID | None = None
+
+    def runner(self) -> BaseRunner:
+        from qmcp.agentframework.runners import RunnerRegistry
+
+        return RunnerRegistry.create(self.runner_type, self.config, **self.kwargs)
+
+    async def start_stored(self, state: CliState, topology: str, input_data: dict[str, Any]) -> RunResult:
+        """Run a stored topology through the application layer as the operator: the execution is
+        created (and its id known) before the first step."""
+        from qmcp.agentframework.store import Owner
+        from qmcp.app import Caller, Door, start_run
+        from qmcp.app import RunRequest as Run
+
+        values = self.config.model_dump(exclude_unset=True) | {
+            k: v for k, v in self.kwargs.items() if k not in ("db_url", "on_event", "stream")
+        }
+        extra = {k: v for k, v in self.kwargs.items() if k in ("on_event", "stream")}
+        async with open_database(state) as db:
+            handle = await start_run(
+                db,
+                Run(topology, input_data, self.runner_type, values),
+                Caller.operator(Door.CLI),
+                owner=Owner.this_process(),
+                **extra,
+            )
+            self.execution_id = handle.execution_id
+            return await handle.result(db)
+
+
 def execute(
     state: CliState,
     request: RunRequest,
-    start: Callable[[BaseRunner], Coroutine[Any, Any, RunResult]],
+    start: Callable[[Launch], Coroutine[Any, Any, RunResult]],
     *,
     json_output: bool,
 ) -> RunOutcome:
-    """Run `start(runner)` with the live display; on Ctrl-C, say how to resume and exit 130."""
-    from qmcp.agentframework.runners import RunnerRegistry
-
-    correlation_id = uuid.uuid4().hex
+    """Run `start(launch)` with the live display; on Ctrl-C, say how to resume and exit 130."""
     mode = DisplayMode.choose(json_output=json_output, quiet=state.quiet)
     display = RunDisplay(mode, request.topology_name, request.slots, stream=request.stream)
-    config = run_config(state, correlation_id=correlation_id, **request.config)
+    config = run_config(state, **{k: v for k, v in request.config.items() if v is not None})
     streaming = {"stream": True} if request.stream and mode is not DisplayMode.SILENT else {}
-    runner = RunnerRegistry.create(
+    launch = Launch(
         request.runner_type,
         config,
-        db_url=state.db_url,
-        on_event=display,
-        **request.runner_options,
-        **streaming,
+        {"db_url": state.db_url, "on_event": display, **request.runner_options, **streaming},
+        request.execution_id,
     )
     try:
         with display:
-            result = run_async(start(runner))
+            result = run_async(start(launch))
     except KeyboardInterrupt:
         # asyncio.run cancelled the run on SIGINT; the runner has marked the execution cancelled.
-        _interrupted(state, request, correlation_id)
+        _interrupted(state, launch.execution_id)
     return RunOutcome(result, display.steps_done)
 
 
-def _interrupted(state: CliState, request: RunRequest, correlation_id: str) -> NoReturn:
-    async def find() -> uuid.UUID | None:
-        if request.execution_id is not None:
-            return request.execution_id
-        async with open_database(state) as db:
-            recent = await db.list_executions(topology_name=request.topology_name, limit=20)
-        return next((e.id for e in recent if e.correlation_id == correlation_id), None)
-
-    execution_id = run_async(find())
+def _interrupted(state: CliState, execution_id: uuid.UUID | None) -> NoReturn:
     console = stderr()
     if execution_id is None:
         console.print("interrupted before the execution started; nothing to resume")

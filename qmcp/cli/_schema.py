@@ -31,9 +31,9 @@ def team_schema() -> dict[str, Any]:
 
     from pydantic import BaseModel, ConfigDict, Field, create_model
 
-    from qmcp.agentframework._registry import TOPOLOGIES
     from qmcp.agentframework.mixins import MixinRegistry
     from qmcp.agentframework.models import config_class_for
+    from qmcp.agentframework.registry import TOPOLOGIES
 
     from ._teamfile import _AgentSpec
 

@@ -39,6 +39,15 @@ def serve(
             help="Resume the runs a previous server process left unfinished.",
         ),
     ] = True,
+    allow_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-model",
+            metavar="MODEL",
+            help="A model override clients may ask for (repeatable) [default: $QMCP_ALLOWED_MODELS, else none]. "
+            "The global --model pins every run and tool agent instead.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the QMCP API, the run console's data and MCP at /mcp (SIGTERM drains the running runs).
 
@@ -65,6 +74,7 @@ def serve(
         model_override=state.model,
         resume_interrupted=resume_interrupted,
         log_level="INFO" if state.verbose else None,
+        allowed_models=tuple(allow_model) if allow_model else None,
     )
     run_server(options, port=port if port is not None else current.port)
 
@@ -74,8 +84,8 @@ def mcp_stdio(ctx: typer.Context) -> None:
     respond_to_human_request) over stdio, for desktop MCP clients."""
     state = cli_state(ctx)
     try:
-        from qmcp.server import EventHub, RunManager
-        from qmcp.server._mcp import mcp_server
+        from qmcp.app import CallerPolicy
+        from qmcp.server import EventHub, RunManager, mcp_server
     except ImportError:
         raise _missing_server() from None
     from importlib.metadata import version
@@ -88,7 +98,7 @@ def mcp_stdio(ctx: typer.Context) -> None:
             state.db_url,
             EventHub(),
             max_concurrent=settings().max_concurrent_runs,
-            model_override=state.model,
+            policy=CallerPolicy.from_settings(pinned_model=state.model),
             origin="mcp",
         )
         async with Database(state.db_url) as db:

@@ -62,7 +62,7 @@ class CliState:
         A password is never shown: a URL from QMCP_DATABASE_URL is left out (the command finds it
         there again), and a `--db` URL holding one is shown masked, with how to run it anyway.
         """
-        from qmcp._redact import has_password, mask_url
+        from qmcp.redaction import has_password, mask_url
 
         line = shlex.join(["qmcp", *(["--db", mask_url(self.db)] if self.db else []), *args])
         if self.db and has_password(self.db):

@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from qmcp.agentframework._registry import TOPOLOGIES
 from qmcp.agentframework.errors import InvalidConfigError, UserInputError
 from qmcp.agentframework.llm import check_model_string
 from qmcp.agentframework.mixins import MixinRegistry
@@ -32,6 +31,7 @@ from qmcp.agentframework.models import (
     check_name,
     config_class_for,
 )
+from qmcp.agentframework.registry import TOPOLOGIES
 from qmcp.agentframework.runners import executable_items
 from qmcp.agentframework.store import Database
 from qmcp.agentframework.topologies import TopologyRegistry

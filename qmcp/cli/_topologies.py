@@ -192,7 +192,7 @@ def show_topology(
 
 
 async def _mermaid(state: CliState, name: str) -> str:
-    from qmcp.agentframework.runners._team import collect_teams
+    from qmcp.agentframework.runners import collect_teams
     from qmcp.agentframework.topologies import topology_dag
 
     async with open_database(state) as db:
@@ -371,7 +371,7 @@ def run_topology(
     """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
     state = cli_state(ctx)
     input_data = read_input(input_json, input_file)
-    topology, agents = run_async(_trusted_topology(state, name))
+    _topology, agents = run_async(_trusted_topology(state, name))
     request = RunRequest(
         topology_name=name,
         slots=slot_models(agents, state.model),
@@ -385,7 +385,9 @@ def run_topology(
         stream=stream,
     )
     json_output = state.json_output(output_format)
-    outcome = execute(state, request, lambda r: r.run(topology, agents, input_data), json_output=json_output)
+    outcome = execute(
+        state, request, lambda launch: launch.start_stored(state, name, input_data), json_output=json_output
+    )
     print_outcome(state, outcome, json_output=json_output)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)

@@ -5,7 +5,18 @@ Needs the server extra's packages (FastAPI, uvicorn); `qmcp serve` says how to i
 """
 
 from ._app import ServerOptions, check_bind, create_app, is_loopback, serve
-from ._events import EventHub
+from ._events import EventHub, RunningStep
+from ._mcp import mcp_server
 from ._runs import RunManager
 
-__all__ = ["EventHub", "RunManager", "ServerOptions", "check_bind", "create_app", "is_loopback", "serve"]
+__all__ = [
+    "EventHub",
+    "RunManager",
+    "RunningStep",
+    "ServerOptions",
+    "check_bind",
+    "create_app",
+    "is_loopback",
+    "mcp_server",
+    "serve",
+]

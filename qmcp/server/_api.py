@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
 from ..agentframework.errors import ConflictError, InvalidConfigError, NotFoundError
@@ -19,33 +19,31 @@ from ..agentframework.models import (
     Topology,
     describe_validation_error,
 )
-from ..agentframework.runners._team import collect_teams, prepare_team
+from ..agentframework.runners import collect_teams, prepare_team
 from ..agentframework.store import Database
 from ..agentframework.topologies import topology_dag
+from ..app import Caller, Door, ExecutionOut, RunAccepted, RunRequest, StepOut
 from ._events import EventHub, execution_events
-from ._metrics import HTTP, metrics_json, metrics_text
 from ._runs import RunManager
 from ._schemas import (
     AgentBody,
-    ExecutionOut,
     HealthOut,
     HumanRequestIn,
     HumanRequestOut,
     HumanResponseIn,
     HumanResponseOut,
-    RunAccepted,
     RunBody,
     ToolDefinitionOut,
     ToolInvokeIn,
     ToolInvokeOut,
     TopologyBody,
-    execution_out,
     human_request_out,
     human_response_out,
 )
 from ._tools import invoke_tool, server_tools
+from .metrics import HTTP, metrics_json, metrics_text
 
-__all__ = ["ServerState", "router"]
+__all__ = ["ServerState", "caller", "router"]
 
 router = APIRouter()
 
@@ -71,6 +69,11 @@ def _db(request: Request) -> Database:
     db = _state(request).db
     assert db is not None, "the server's lifespan opens the database"
     return db
+
+
+def caller(request: Request, door: Door = Door.HTTP) -> Caller:
+    """Whoever sent `request`: a remote client (the middleware let it in; with a token if the server has one)."""
+    return Caller.client(door, authenticated=_state(request).api_token is not None)
 
 
 def _correlation(request: Request, given: str | None = None) -> str | None:
@@ -120,7 +123,7 @@ async def call_tool(tool_name: str, body: ToolInvokeIn, request: Request) -> Too
         tool,
         body.input,
         _correlation(request, body.correlation_id),
-        model_override=_state(request).runs.model_override,
+        model_override=_state(request).runs.policy.pinned_model,
     )
     return ToolInvokeOut(result=invocation.result, error=invocation.error, invocation_id=invocation.id)
 
@@ -331,7 +334,7 @@ async def run_topology(name: str, body: RunBody, request: Request) -> RunAccepte
     if (correlation := _correlation(request)) and "correlation_id" not in config:
         config["correlation_id"] = correlation
     execution = await _state(request).runs.submit(
-        name, body.input, body.runner, config, trace=request.headers
+        RunRequest(name, body.input, body.runner, config), caller(request), trace=request.headers
     )
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
@@ -357,7 +360,7 @@ async def list_executions(
     rows = await db.list_executions(status=wanted, topology_name=topology, limit=limit, offset=offset)
     total = await db.count_executions(status=wanted, topology_name=topology)
     return {
-        "executions": [execution_out(e).model_dump(mode="json") for e in rows],
+        "executions": [ExecutionOut.of(e).model_dump(mode="json") for e in rows],
         "count": len(rows),
         "total": total,
     }
@@ -367,7 +370,7 @@ async def list_executions(
 async def get_execution(execution_id: str, request: Request) -> ExecutionOut:
     db = _db(request)
     execution = await db.get_execution(execution_id)
-    return execution_out(execution, full=True)
+    return ExecutionOut.of(execution, full=True)
 
 
 @router.get("/v1/executions/{execution_id}/steps", tags=["executions"])
@@ -375,7 +378,7 @@ async def get_steps(execution_id: str, request: Request) -> dict[str, Any]:
     db = _db(request)
     execution = await db.get_execution(execution_id)
     steps = await db.list_steps(execution.id)
-    return {"steps": [step.model_dump(mode="json") for step in steps], "count": len(steps)}
+    return {"steps": [StepOut.of(step).model_dump(mode="json") for step in steps], "count": len(steps)}
 
 
 @router.get("/v1/executions/{execution_id}/events", tags=["executions"])
@@ -392,11 +395,12 @@ async def stream_events(execution_id: str, request: Request) -> StreamingRespons
 
 @router.post("/v1/executions/{execution_id}/resume", status_code=202, tags=["executions"])
 async def resume_execution(execution_id: str, request: Request) -> RunAccepted:
-    execution = await _state(request).runs.resume(execution_id, trace=request.headers)
+    execution = await _state(request).runs.resume(execution_id, caller(request), trace=request.headers)
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
 
 @router.post("/v1/executions/{execution_id}/cancel", tags=["executions"])
-async def cancel_execution(execution_id: str, request: Request) -> JSONResponse:
-    result = await _state(request).runs.cancel(execution_id)
-    return JSONResponse(result.model_dump(mode="json"))
+async def cancel_execution(execution_id: str, request: Request) -> ExecutionOut:
+    """Cancel at once what nobody runs; ask a running execution's owner to stop (the answer says
+    `running` while it has not yet)."""
+    return ExecutionOut.of(await _state(request).runs.cancel(execution_id))

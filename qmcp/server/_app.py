@@ -15,19 +15,20 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from .._redact import mask_url
-from ..agentframework._registry import import_plugins
 from ..agentframework.errors import InvalidConfigError
+from ..agentframework.registry import import_plugins
 from ..agentframework.store import Database
+from ..app import CallerPolicy
 from ..config import settings
 from ..observability import get_logger
+from ..redaction import mask_url
 from ._api import ServerState, router
 from ._events import EventHub
 from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
-from ._problems import install_problem_handlers
 from ._runs import RunManager
 from .console import router as console_router
+from .problems import install_problem_handlers
 
 __all__ = ["ServerOptions", "check_bind", "create_app", "is_loopback", "serve"]
 
@@ -43,8 +44,17 @@ class ServerOptions:
     shutdown_grace_seconds: float
     resume_interrupted: bool
     model_override: str | None
+    """The operator's pin (`qmcp serve --model M`): every run and tool agent runs on it."""
     log_level: str
     host: str = "127.0.0.1"
+    allowed_models: tuple[str, ...] = ()
+    """Model overrides remote callers may ask for (`--allow-model`, else QMCP_ALLOWED_MODELS)."""
+
+    def policy(self) -> CallerPolicy:
+        """What this server's remote callers may decide."""
+        return CallerPolicy.from_settings(
+            pinned_model=self.model_override, allowed_models=frozenset(self.allowed_models) or None
+        )
 
     @classmethod
     def from_settings(cls, **overrides: object) -> ServerOptions:
@@ -80,7 +90,7 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
         options.db_url,
         hub,
         max_concurrent=options.max_concurrent_runs,
-        model_override=options.model_override,
+        policy=options.policy(),
         log_level=options.log_level,
     )
     mcp = mcp_server(runs, version)

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..agentframework.models import Execution, ExecutionStatus, ExecutionStep
-from ..agentframework.models._agent import utcnow
+from ..agentframework.models import Execution, ExecutionStatus, ExecutionStep, utcnow
 from ..agentframework.store import Database
 from ..agentframework.topologies import StepEvent
+from ..app import ExecutionOut
 
 __all__ = ["EventHub", "RunningStep", "execution_events", "status_event", "step_event"]
 
@@ -223,15 +223,8 @@ def _started(step: RunningStep) -> dict[str, Any]:
 
 
 def status_event(execution: Execution) -> dict[str, Any]:
-    return {
-        "event": "status",
-        "execution_id": str(execution.id),
-        "status": str(execution.status),
-        "error": execution.error,
-        "input_tokens": execution.input_tokens,
-        "output_tokens": execution.output_tokens,
-        "cost_usd": execution.cost_usd,
-    }
+    """The execution as every door shows it (`ExecutionOut`), tagged as a status event."""
+    return {"event": "status", **ExecutionOut.of(execution).model_dump(mode="json")}
 
 
 def _frame(number: int, event: dict[str, Any]) -> str:

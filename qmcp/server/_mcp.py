@@ -9,19 +9,40 @@ paused run).
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import TYPE_CHECKING, Any
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ..agentframework.models import ExecutionStatus
+from ..agentframework.errors import QmcpError
+from ..app import Caller, Door, ExecutionOut, RunRequest
+from ..redaction import redact
 from ._runs import RunManager
-from ._schemas import execution_out
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
+    from ..agentframework.models import Execution
+
 __all__ = ["mcp_server"]
 
-_WAITING = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _tool_errors(tool: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """qmcp's errors become the tool's error result, naming the cause in the sentence HTTP gives
+    (logged without a traceback); anything else stays a crash the SDK reports as such."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    @functools.wraps(tool)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await tool(*args, **kwargs)
+        except QmcpError as error:
+            raise ToolError(redact(str(error))) from None
+
+    return call
 
 
 def mcp_server(runs: RunManager, version: str) -> MCPServer:
@@ -36,6 +57,7 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
     )
 
     @server.tool()
+    @_tool_errors
     async def list_topologies() -> list[dict[str, Any]]:
         """The stored topologies: name, type, description and the agent of each slot."""
         async with runs.database() as db:
@@ -51,24 +73,28 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
         ]
 
     @server.tool()
+    @_tool_errors
     async def run_topology(
         name: str,
         input: dict[str, Any],
         runner: str = "local",
         timeout_seconds: float = 60.0,
+        config: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run a stored topology on `input` (e.g. {"prompt": "..."}); wait up to `timeout_seconds` for
-        its result. A run still going then is returned with its execution_id: poll get_execution."""
-        execution = await runs.submit(name, input, runner, {})
-        deadline = time.monotonic() + timeout_seconds
+        its result. A run still going then is returned with its execution_id: poll get_execution.
+        `config`: run options a client may set (timeout_seconds, max_cost_usd, max_tokens,
+        max_concurrent, max_retries, correlation_id, and a model_override the server allows)."""
+        execution = await runs.submit(RunRequest(name, input, runner, config or {}), Caller.client(Door.MCP))
+        stopped = runs.stopped(execution.id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_seconds):
+                await stopped.wait()
         async with runs.database() as db:
-            while True:
-                current = await db.get_execution(execution.id)
-                if current.status not in _WAITING or time.monotonic() >= deadline:
-                    return _summary(current)
-                await asyncio.sleep(0.1)
+            return _summary(await db.get_execution(execution.id))
 
     @server.tool()
+    @_tool_errors
     async def get_execution(execution_id: str) -> dict[str, Any]:
         """An execution's status, output, error, tokens and cost."""
         async with runs.database() as db:
@@ -76,6 +102,7 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
         return _summary(execution)
 
     @server.tool()
+    @_tool_errors
     async def list_human_requests(status: str = "pending") -> list[dict[str, Any]]:
         """Questions waiting for a person (or those in another status): id, prompt, options, context."""
         async with runs.database() as db:
@@ -94,6 +121,7 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
         ]
 
     @server.tool()
+    @_tool_errors
     async def respond_to_human_request(
         request_id: str, response: str, responded_by: str | None = None
     ) -> dict[str, Any]:
@@ -110,19 +138,6 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
     return server
 
 
-def _summary(execution: Any) -> dict[str, Any]:
-    out = execution_out(execution).model_dump(mode="json")
-    return {
-        key: out[key]
-        for key in (
-            "id",
-            "topology_name",
-            "status",
-            "output",
-            "error",
-            "input_tokens",
-            "output_tokens",
-            "cost_usd",
-            "duration_ms",
-        )
-    } | {"execution_id": out["id"]}
+def _summary(execution: Execution) -> dict[str, Any]:
+    """The execution as every door shows it (`qmcp.app.ExecutionOut`)."""
+    return ExecutionOut.of(execution).model_dump(mode="json")

@@ -13,7 +13,6 @@ back the Server-Sent Events of `/v1/executions/{id}/events`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import time
@@ -23,10 +22,11 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from ._metrics import HTTP
-from ._problems import MEDIA_TYPE, problem_body
+from .console import CONSOLE_COOKIE, console_cookie
+from .metrics import HTTP
+from .problems import MEDIA_TYPE, problem_body
 
-__all__ = ["CONSOLE_COOKIE", "CORRELATION_HEADER", "REQUEST_HEADER", "ServerMiddleware", "console_cookie"]
+__all__ = ["CORRELATION_HEADER", "REQUEST_HEADER", "ServerMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,12 +39,6 @@ CORRELATION_HEADER = "x-correlation-id"
 _OPEN = ("/health", "/login", "/static/console.css", "/static/console.js")
 _API_PREFIXES = ("/v1/", "/mcp", "/metrics", "/docs", "/openapi.json", "/redoc")
 _UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
-CONSOLE_COOKIE = "qmcp_console"
-
-
-def console_cookie(token: bytes) -> str:
-    """The console's sign-in cookie for `token`: a digest, so the cookie is no bearer token."""
-    return hashlib.sha256(b"qmcp-console\0" + token).hexdigest()
 
 
 class _TooLarge(BaseException):

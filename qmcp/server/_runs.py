@@ -23,22 +23,16 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Mapping
-from typing import Any
 
-from ..agentframework.errors import ExecutionBusyError, InvalidConfigError, NotFoundError, UserInputError
-from ..agentframework.models import Execution, ExecutionStatus, HumanRequest, describe_validation_error
-from ..agentframework.runners import BaseRunner, RunConfig, RunnerRegistry, RunResult
-from ..agentframework.runners._base import new_execution
-from ..agentframework.runners._config import OWNED_PROCESS_FREEZE
-from ..agentframework.runners._team import prepare_team
-from ..agentframework.runners._trust import require_trusted
+from ..agentframework.errors import ExecutionBusyError, NotFoundError, UserInputError
+from ..agentframework.models import Execution, ExecutionStatus, HumanRequest
+from ..agentframework.runners import OWNED_PROCESS_FREEZE, BaseRunner, RunConfig, RunnerRegistry
 from ..agentframework.store import Database
+from ..app import Caller, CallerPolicy, Door, RunRequest, queue_resume, start_run
 from ..observability import continued_trace, get_logger
 from ._events import EventHub, status_event
 
 __all__ = ["RunManager"]
-
-_RUNNER_OPTIONS = {"async": ("max_concurrent",), "metaflow": ("output_dir", "environment")}
 
 
 class RunManager:
@@ -48,7 +42,7 @@ class RunManager:
         hub: EventHub,
         *,
         max_concurrent: int,
-        model_override: str | None = None,
+        policy: CallerPolicy | None = None,
         log_level: str = "WARNING",
         origin: str = "server",
     ) -> None:
@@ -56,7 +50,8 @@ class RunManager:
         self.origin = origin
         self.hub = hub
         self.max_concurrent = max_concurrent
-        self.model_override = model_override
+        self.policy = policy or CallerPolicy.from_settings()
+        """What the server's remote callers may decide; its `pinned_model` runs every run and tool."""
         self.log_level = log_level
         self.accepting = True
         self._queue: asyncio.Queue[uuid.UUID] = asyncio.Queue()
@@ -65,6 +60,8 @@ class RunManager:
         """The W3C trace headers of the request that queued each execution: its run continues that trace."""
         self._active: dict[uuid.UUID, BaseRunner] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._stopped: dict[uuid.UUID, asyncio.Event] = {}
+        """Set when a worker's attempt at the execution ends (completed, failed, paused, ...)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = get_logger("qmcp.server")
@@ -117,62 +114,27 @@ class RunManager:
     # -- requests -----------------------------------------------------------------------------
 
     async def submit(
-        self,
-        topology_name: str,
-        input_data: Mapping[str, Any],
-        runner_type: str,
-        config: Mapping[str, Any],
-        *,
-        trace: Mapping[str, str] | None = None,
+        self, request: RunRequest, caller: Caller, *, trace: Mapping[str, str] | None = None
     ) -> Execution:
-        """Validate a run of a stored topology, store its execution `pending`, and queue it."""
+        """Start a run of a stored topology as `caller` may (`qmcp.app.start_run`): its execution waits
+        `pending` in this server's queue."""
         self._check_accepting()
-        RunnerRegistry.get(runner_type)
-        options = {name: config[name] for name in _RUNNER_OPTIONS.get(runner_type, ()) if config.get(name)}
-        run_values = {k: v for k, v in config.items() if k not in ("output_dir", "environment")}
-        try:
-            run_config = RunConfig.model_validate(run_values)
-        except ValueError as error:
-            raise InvalidConfigError(f"config: {_validation_text(error)}") from None
-        run_config = run_config.model_copy(
-            update={
-                "correlation_id": run_config.correlation_id or uuid.uuid4().hex,
-                "model_override": run_config.model_override or self.model_override,
-            }
-        )
         async with self.database() as db:
-            topology, agents = await db.get_topology(topology_name)
-            await require_trusted(db, agents, topology=topology_name)
-            team = prepare_team(topology, agents, input_data, run_config.model_override)
-            runner = RunnerRegistry.create(runner_type, run_config, db_url=self.db_url, **options)
-            execution, _ = await new_execution(
-                db,
-                team,
-                run_config,
-                runner_type=runner_type,
-                runner_options=runner.options(),
-                owner=None,
-                origin=self.origin,
-            )
-        self._enqueue(execution.id, trace)
-        return execution
+            handle = await start_run(db, request, caller, policy=self.policy)
+        self._enqueue(handle.execution_id, trace)
+        return handle.execution
 
     async def resume(
-        self, execution_id: str | uuid.UUID, *, trace: Mapping[str, str] | None = None
+        self, execution_id: str | uuid.UUID, caller: Caller, *, trace: Mapping[str, str] | None = None
     ) -> Execution:
         """Queue an unfinished execution to continue here (it waits `pending`); refused while another
         live process runs it."""
         self._check_accepting()
         async with self.database() as db:
             execution = await db.get_execution(execution_id)
-            if execution.status == ExecutionStatus.RUNNING:
-                if execution.id in self._active:
-                    return execution
-                raise ExecutionBusyError(
-                    f"execution {execution.id} is running in pid {execution.owner_pid} on {execution.owner_host}"
-                )
-            if execution.status != ExecutionStatus.COMPLETED:
-                execution = await db.executions.queue(execution.id)
+            if execution.status == ExecutionStatus.RUNNING and execution.id in self._active:
+                return execution
+            execution = await queue_resume(db, execution.id, caller)
         if execution.status == ExecutionStatus.PENDING:
             self._enqueue(execution.id, trace)
         return execution
@@ -190,9 +152,9 @@ class RunManager:
                 return None
         if execution.status != ExecutionStatus.PAUSED:
             return None
-        return (await self.resume(execution.id)).id
+        return (await self.resume(execution.id, Caller.operator(Door.HTTP))).id
 
-    async def cancel(self, execution_id: str | uuid.UUID) -> RunResult:
+    async def cancel(self, execution_id: str | uuid.UUID) -> Execution:
         """Cancel from here: at once if this server runs it, else through its owner's heartbeat."""
         async with self.database() as db:
             execution = await db.get_execution(execution_id)
@@ -202,10 +164,16 @@ class RunManager:
             RunConfig(log_level=self.log_level, freeze_heap_above=OWNED_PROCESS_FREEZE),
             db_url=self.db_url,
         )
-        result = await runner.cancel(execution.id)
+        await runner.cancel(execution.id)
         async with self.database() as db:
-            self.hub.publish(execution.id, status_event(await db.get_execution(execution.id)))
-        return result
+            execution = await db.get_execution(execution.id)
+        self.hub.publish(execution.id, status_event(execution))
+        return execution
+
+    def stopped(self, execution_id: uuid.UUID) -> asyncio.Event:
+        """Set when this server's attempt at a queued execution ends (completed, failed, paused, ...).
+        Ask for it right after `submit`/`resume`, before awaiting anything else, so the end cannot be missed."""
+        return self._stopped.setdefault(execution_id, asyncio.Event())
 
     def database(self) -> contextlib.AbstractAsyncContextManager[Database]:
         """The server's open database, else one opened for the caller."""
@@ -265,14 +233,11 @@ class RunManager:
         finally:
             self._active.pop(execution_id, None)
             self.hub.finished(execution_id)
+            stopped = self._stopped.pop(execution_id, None)
+            if stopped is not None:
+                stopped.set()
             if not self._active:
                 self._idle.set()
         async with self.database() as db:
             finished = await db.get_execution(execution_id)
         self.hub.publish(execution_id, status_event(finished) | {"error": result.error})
-
-
-def _validation_text(error: Exception) -> str:
-    from pydantic import ValidationError
-
-    return describe_validation_error(error) if isinstance(error, ValidationError) else str(error)

@@ -8,23 +8,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..agentframework.models import Execution, HumanRequest, HumanResponse
+from ..agentframework.models import HumanRequest, HumanResponse
 
 __all__ = [
     "AgentBody",
-    "ExecutionOut",
     "HealthOut",
     "HumanRequestIn",
     "HumanRequestOut",
     "HumanResponseIn",
     "HumanResponseOut",
-    "RunAccepted",
     "RunBody",
     "ToolDefinitionOut",
     "ToolInvokeIn",
     "ToolInvokeOut",
     "TopologyBody",
-    "execution_out",
     "human_request_out",
     "human_response_out",
 ]
@@ -122,69 +119,6 @@ class RunBody(BaseModel):
         default_factory=dict,
         description="RunConfig fields (model_override, timeout_seconds, max_retries, ...); for the "
         "async runner max_concurrent, for Metaflow output_dir and environment",
-    )
-
-
-class RunAccepted(BaseModel):
-    execution_id: str
-    status: str
-
-
-class ExecutionOut(BaseModel):
-    id: str
-    topology_name: str
-    topology_type: str
-    status: str
-    runner_type: str
-    origin: str
-    correlation_id: str | None
-    input: dict[str, Any] | None = None
-    output: dict[str, Any] | None
-    error: str | None
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    attempts: int
-    created_at: datetime
-    started_at: datetime
-    completed_at: datetime | None
-    duration_ms: int | None
-    owner: dict[str, Any] | None
-    history: list[dict[str, Any]] | None = None
-
-
-def execution_out(execution: Execution, *, full: bool = False) -> ExecutionOut:
-    owner = (
-        {
-            "host": execution.owner_host,
-            "pid": execution.owner_pid,
-            "lease_until": execution.lease_until,
-            "cancel_requested": execution.cancel_requested_at is not None,
-        }
-        if execution.owner_token
-        else None
-    )
-    return ExecutionOut(
-        id=str(execution.id),
-        topology_name=execution.topology_name,
-        topology_type=execution.topology_type,
-        status=str(execution.status),
-        runner_type=execution.runner_type,
-        origin=execution.origin,
-        correlation_id=execution.correlation_id,
-        input=execution.input_data if full else None,
-        output=execution.output_data,
-        error=execution.error,
-        input_tokens=execution.input_tokens,
-        output_tokens=execution.output_tokens,
-        cost_usd=execution.cost_usd,
-        attempts=execution.attempts,
-        created_at=execution.created_at,
-        started_at=execution.started_at,
-        completed_at=execution.completed_at,
-        duration_ms=execution.duration_ms,
-        owner=owner,
-        history=execution.history if full else None,
     )
 
 

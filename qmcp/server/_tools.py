@@ -27,12 +27,18 @@ from pydantic_core import to_jsonable_python
 
 from ..agentframework.errors import QmcpError, StepFailedError
 from ..agentframework.mixins import python_tool, registered_tools
-from ..agentframework.models import AgentConfig, AgentRole, AgentType, InvocationStatus, ToolInvocation
-from ..agentframework.models._agent import utcnow
+from ..agentframework.models import (
+    AgentConfig,
+    AgentRole,
+    AgentType,
+    InvocationStatus,
+    ToolInvocation,
+    utcnow,
+)
 from ..agentframework.store import Database, MemoryStepStore
 from ..agentframework.topologies import StepContext
 from ..config import settings
-from ._metrics import HTTP
+from .metrics import HTTP
 
 __all__ = ["TOOLS_MODEL", "ServerTool", "ToolFailure", "invoke_tool", "server_tools"]
 

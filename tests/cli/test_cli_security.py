@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from qmcp._redact import has_password, mask_url, redact
 from qmcp.cli._state import CliState
+from qmcp.redaction import has_password, mask_url, redact
 
 # -- team files: size, alias expansion, nesting, duplicate keys ----------------------------------------
 

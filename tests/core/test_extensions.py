@@ -11,10 +11,10 @@ import ext_plugin
 import pytest
 from pydantic import ValidationError
 
-from qmcp.agentframework._registry import MIXINS, TOPOLOGIES, Registry
 from qmcp.agentframework.errors import InvalidConfigError, UserInputError
 from qmcp.agentframework.mixins import MixinRegistry
 from qmcp.agentframework.models import AgentCapability, AgentConfig, ExecutionStatus, Topology, TopologyType
+from qmcp.agentframework.registry import MIXINS, TOPOLOGIES, Registry
 from qmcp.agentframework.runners import AsyncRunner, LocalRunner, RunConfig, RunnerRegistry
 from qmcp.agentframework.store import Database
 from qmcp.agentframework.topologies import (

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from qmcp.agentframework._extras import EXTRAS, require
 from qmcp.agentframework.errors import MissingExtraError
+from qmcp.agentframework.extras import EXTRAS, require
 
 EXTRA_MODULES = ("xllamacpp", "metaflow", "asyncpg", "mcp", "fastapi", "uvicorn")
 
@@ -67,7 +67,7 @@ def test_the_core_runs_a_team_without_any_extra(tmp_path: Path):
         ),
         (
             "mcp",
-            "from qmcp.agentframework._extras import require\nrequire('mcp', extra='mcp', feature='MCP', load=False)",
+            "from qmcp.agentframework.extras import require\nrequire('mcp', extra='mcp', feature='MCP', load=False)",
             "MCP needs mcp: pip install 'qmcp[mcp]'",
         ),
     ],

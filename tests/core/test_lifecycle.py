@@ -22,8 +22,7 @@ from qmcp.agentframework.errors import (
     LeaseLostError,
     NotFoundError,
 )
-from qmcp.agentframework.models import Execution, ExecutionStatus
-from qmcp.agentframework.models._agent import utcnow
+from qmcp.agentframework.models import Execution, ExecutionStatus, utcnow
 from qmcp.agentframework.store import (
     TRANSITIONS,
     Action,

@@ -11,8 +11,7 @@ import pytest
 from conftest import Server, wait_until
 from sqlalchemy import update
 
-from qmcp.agentframework.models import HumanRequest
-from qmcp.agentframework.models._agent import utcnow
+from qmcp.agentframework.models import HumanRequest, utcnow
 from qmcp.agentframework.store import Database
 
 pytestmark = pytest.mark.slow

@@ -45,7 +45,7 @@ async def _exercise(session: Any) -> None:
         await session.call_tool("run_topology", {"name": "plan-write", "input": {"prompt": "Plan"}})
     )
     assert done["status"] == "completed" and done["output"]["output"]
-    again = _payload(await session.call_tool("get_execution", {"execution_id": done["execution_id"]}))
+    again = _payload(await session.call_tool("get_execution", {"execution_id": done["id"]}))
     assert again["status"] == "completed"
     paused = _payload(
         await session.call_tool("run_topology", {"name": "gated", "input": {"prompt": "Publish"}})
@@ -57,7 +57,7 @@ async def _exercise(session: Any) -> None:
             "respond_to_human_request", {"request_id": request["id"], "response": "approve"}
         )
     )
-    assert answered["resumed_execution"] == paused["execution_id"]
+    assert answered["resumed_execution"] == paused["id"]
     quick = _payload(
         await session.call_tool(
             "run_topology", {"name": "slow-three", "input": {"prompt": "go"}, "timeout_seconds": 0.1}

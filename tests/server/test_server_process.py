@@ -161,17 +161,17 @@ def test_the_python_client_sync_and_async(start_server, sqlite_url):
         with pytest.raises(HumanRequestConflictError):
             client.submit_human_response("ask-1", "Korea")
         run = client.run_topology("plan-write", {"prompt": "Plan a launch"})
-        events = list(client.stream_events(run["execution_id"]))
+        events = list(client.stream_events(run.execution_id))
         assert events[-1]["event"] == "end" and events[-1]["status"] == "completed"
-        assert client.get_execution(run["execution_id"])["status"] == "completed"
+        assert client.get_execution(run.execution_id).status == "completed"
 
     async def async_calls() -> None:
         async with AsyncQmcpClient(server.url) as client:
             assert (await client.invoke_tool("add_numbers", {"a": 1, "b": 2})).result == 3
             run = await client.run_topology("plan-write", {"prompt": "Plan"})
-            events = [event async for event in client.stream_events(run["execution_id"])]
+            events = [event async for event in client.stream_events(run.execution_id)]
             assert events[-1]["status"] == "completed"
-            assert (await client.get_execution(run["execution_id"]))["status"] == "completed"
+            assert (await client.get_execution(run.execution_id)).status == "completed"
             await client.create_human_request("ask-2", "approval", "Ok?", options=["approve", "reject"])
             answer = await client.submit_human_response("ask-2", "approve")
             assert (await client.wait_for_human_response("ask-2", poll_interval=0.05)).id == answer.id

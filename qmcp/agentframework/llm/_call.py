@@ -43,7 +43,7 @@ from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.settings import ModelSettings
 
-from ..._redact import redact_secrets
+from ...redaction import redact_secrets
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models, storable_text
 from ._registry import OPENAI_COMPATIBLE_PROVIDERS

@@ -3,7 +3,7 @@
 A mixin is a hook object attached to an agent's steps (compose, don't inherit): agents enable
 mixins by name in `AgentConfig.capabilities` and configure them in `AgentConfig.mixins[name]`, which
 `AgentConfig` validates against the mixin's `options_model` when the agent is defined. The names
-live in the shared `MIXINS` registry (`qmcp.agentframework._registry`), the one the models check.
+live in the shared `MIXINS` registry (`qmcp.agentframework.registry`), the one the models check.
 
 Hook order for one step: `on_start` → `before_model` → (`on_tool_call` per tool call) →
 `after_response` → the step is recorded → `on_end`. `on_start` and `on_end` also run when a
@@ -20,10 +20,10 @@ from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .._registry import MIXINS
 from ..errors import MixinError
 from ..llm import ToolSpec
 from ..models import AgentConfig, AgentType, describe_validation_error
+from ..registry import MIXINS
 
 __all__ = ["BaseMixin", "MixinContext", "MixinInfo", "MixinRegistry", "NoOptions", "RunResources", "mixin"]
 

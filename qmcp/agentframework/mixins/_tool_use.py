@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, PydanticUserEr
 from pydantic_core import to_jsonable_python
 
 from ...observability import get_logger
-from .._extras import require
 from ..errors import MissingExtraError, MixinError
+from ..extras import require
 from ..llm import ToolSpec
 from ._base import BaseMixin, MixinContext, RunResources, mixin
 from ._structured_output import import_object

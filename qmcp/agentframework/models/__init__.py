@@ -1,6 +1,6 @@
 """Tables and schemas: agents, topologies, executions, steps, and the model registry."""
 
-from ._agent import AgentConfig, AgentType
+from ._agent import AgentConfig, AgentType, utcnow
 from ._base import TableModel, metadata, table_of
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
 from ._execution import Execution, ExecutionStep
@@ -74,4 +74,5 @@ __all__ = [
     "nul_message",
     "storable_text",
     "table_of",
+    "utcnow",
 ]

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, ConfigDict, ValidationError, field_validator, model_validator
 from sqlmodel import JSON, Field, SQLModel
 
-from .._registry import MIXINS
 from ..errors import InvalidConfigError
+from ..registry import MIXINS
 from ._base import TableModel
 from ._enums import AgentRole
 from ._model_config import ModelConfig
@@ -24,6 +24,7 @@ _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def utcnow() -> datetime:
+    """Now, as every stored time is: timezone-aware, in UTC."""
     return datetime.now(UTC)
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from sqlalchemy import String
 from sqlmodel import JSON, Field, UniqueConstraint
 
-from .._registry import TOPOLOGIES
+from ..registry import TOPOLOGIES
 from ._agent import utcnow
 from ._base import TableModel
 from ._validation import check_name, describe_validation_error, nul_field, nul_message

@@ -2,9 +2,10 @@
 
 from ._async import AsyncRunner
 from ._base import BaseRunner, RunnerRegistry, runner
-from ._config import RateLimitConfig, RunConfig, RunResult
+from ._config import OWNED_PROCESS_FREEZE, RateLimitConfig, RunConfig, RunResult
 from ._local import LocalRunner
 from ._metaflow import MetaflowRunner, export_flow, flow_command
+from ._team import Team, collect_teams, prepare_team
 from ._trust import (
     Untrusted,
     definition_digest,
@@ -18,6 +19,7 @@ from ._trust import (
 )
 
 __all__ = [
+    "OWNED_PROCESS_FREEZE",
     "AsyncRunner",
     "BaseRunner",
     "LocalRunner",
@@ -26,11 +28,14 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "RunnerRegistry",
+    "Team",
     "Untrusted",
+    "collect_teams",
     "definition_digest",
     "executable_items",
     "export_flow",
     "flow_command",
+    "prepare_team",
     "require_trusted",
     "require_trusted_execution",
     "runner",

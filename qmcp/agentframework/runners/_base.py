@@ -22,10 +22,10 @@ from typing import Any, ClassVar, TypeVar
 from ...config import settings
 from ...observability import METRICS, get_logger, log_context, step_tracer, tracer
 from .. import llm
-from .._registry import RUNNERS
 from ..errors import ExecutionBusyError, ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
 from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
+from ..registry import RUNNERS
 from ..store import Database, Lease, Owner, StepRecord, as_storage_error, storage_errors
 from ..topologies import (
     BaseTopology,
@@ -130,6 +130,15 @@ class BaseRunner:
                 )
             assert lease is not None
             return await self._execute(db, execution, team.agents, {}, config, lease)
+
+    async def run_started(self, db: Database, execution: Execution, lease: Lease) -> RunResult:
+        """Run the first attempt of an execution this process created claimed (`qmcp.app.start_run`
+        with an owner): the door knew its id before any step ran. Like `run`, it never raises for a
+        failed run."""
+        agents = {slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()}
+        stored = {k: v for k, v in execution.run_config.items() if k in RUN_OPTIONS}
+        config = self.config.model_copy(update={**stored, "correlation_id": execution.correlation_id})
+        return await self._execute(db, execution, agents, {}, config, lease)
 
     async def resume(
         self,

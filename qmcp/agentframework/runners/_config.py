@@ -15,7 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from ..models import ExecutionStatus
 
-__all__ = ["RUN_OPTIONS", "RateLimitConfig", "RunConfig", "RunResult"]
+__all__ = ["OWNED_PROCESS_FREEZE", "RUN_OPTIONS", "RateLimitConfig", "RunConfig", "RunResult"]
 
 
 class RateLimitConfig(BaseModel):

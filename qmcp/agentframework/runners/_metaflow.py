@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...observability import trace_environment, tracer
-from .._extras import require
 from ..errors import InvalidConfigError
+from ..extras import require
 from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology
 from ..store import Database, Lease, StepRecord, is_sqlite
 from ..topologies import StepEvent

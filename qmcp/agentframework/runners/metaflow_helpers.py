@@ -45,7 +45,6 @@ from typing import Any, Literal, TypeVar
 from ...config import settings
 from ...observability import continued_trace, log_context
 from .. import llm
-from .._registry import import_plugins
 from ..errors import (
     InvalidConfigError,
     LeaseLostError,
@@ -56,6 +55,7 @@ from ..errors import (
     UserInputError,
 )
 from ..models import AgentType, Execution, ExecutionStatus, Topology
+from ..registry import import_plugins
 from ..store import Database, Lease, MemoryStepStore, Owner, storage_errors
 from ..topologies import (
     Scheduler,

@@ -28,6 +28,8 @@ from ._executions import (
 )
 from ._memory import MemoryStore, Recollection
 from ._migrate import HEAD as SCHEMA_HEAD
+from ._migrate import VERSION_TABLE as SCHEMA_VERSION_TABLE
+from ._migrate import PreBaselineSchemaError
 from ._reports import COST_GROUPS, CostLine, CostReport
 from ._steps import MemoryStepStore, SqlStepStore, StepRecord, StepStore
 from ._trust import add_trust, trust_history, trusted_digests
@@ -35,6 +37,7 @@ from ._trust import add_trust, trust_history, trusted_digests
 __all__ = [
     "COST_GROUPS",
     "SCHEMA_HEAD",
+    "SCHEMA_VERSION_TABLE",
     "TRANSITIONS",
     "Action",
     "CancelOutcome",
@@ -48,6 +51,7 @@ __all__ = [
     "MemoryStore",
     "Owner",
     "OwnerState",
+    "PreBaselineSchemaError",
     "Recollection",
     "SqlStepStore",
     "StepRecord",

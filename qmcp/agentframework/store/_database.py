@@ -32,8 +32,8 @@ from ..models import (
     Topology,
     TopologyMembership,
     nul_message,
+    utcnow,
 )
-from ..models._agent import utcnow
 from ._engine import acquire_engine, ensure_schema, inline_engine, is_locked, release_engine
 from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report

@@ -33,10 +33,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ..._redact import mask_url
 from ...config import settings
-from .._extras import require
+from ...redaction import mask_url
 from ..errors import DatabaseUnavailableError, InvalidConfigError, StorageError
+from ..extras import require
 from ._migrate import HEAD, behind, check_known, current_revision, read_revision, upgrade
 from ._storable import store_nul_safely
 

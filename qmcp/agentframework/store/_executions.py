@@ -45,8 +45,7 @@ from sqlmodel import col
 
 from ...config import settings
 from ..errors import ExecutionBusyError, InvalidConfigError, LeaseLostError
-from ..models import Execution, ExecutionStatus
-from ..models._agent import utcnow
+from ..models import Execution, ExecutionStatus, utcnow
 
 if TYPE_CHECKING:
     from ._database import Database

@@ -18,8 +18,7 @@ from sqlalchemy import ColumnElement, delete, update
 from sqlmodel import col, select
 
 from ..errors import InvalidConfigError
-from ..models import AgentMemory
-from ..models._agent import utcnow
+from ..models import AgentMemory, utcnow
 from ._database import Database
 
 __all__ = ["MemoryStore", "Recollection"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, event, inspect, text
 
-from ..._redact import mask_url
+from ...redaction import mask_url
 from ..errors import InvalidConfigError
 
 if TYPE_CHECKING:

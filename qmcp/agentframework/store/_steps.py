@@ -37,8 +37,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import LeaseLostError
-from ..models import Execution, ExecutionStep, StepStatus, table_of
-from ..models._agent import utcnow
+from ..models import Execution, ExecutionStep, StepStatus, table_of, utcnow
 from ._engine import JSON_CODEC, is_locked
 
 __all__ = ["MemoryStepStore", "SqlStepStore", "StepRecord", "StepStore"]

@@ -29,6 +29,7 @@ from ._ensemble import AGGREGATOR_SLOT, EnsembleTopology
 from ._parsing import extract_confidence, extract_json, extract_number, normalize_answer, validate_json
 from ._pipeline import PipelineTopology
 from ._plan import AgentCall, ParallelCalls, StepPlan
+from ._svg import execution_diagram
 
 __all__ = [
     "AGGREGATION_METHODS",
@@ -65,6 +66,7 @@ __all__ = [
     "aggregate_results",
     "determine_consensus",
     "estimate_prompt_tokens",
+    "execution_diagram",
     "extract_confidence",
     "extract_json",
     "extract_number",

@@ -7,9 +7,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from .._registry import TOPOLOGIES
 from ..errors import InvalidConfigError, MissingSlotError
 from ..models import AgentType, TopologyConfig
+from ..registry import TOPOLOGIES
 from ._context import StepContext
 from ._plan import StepPlan
 

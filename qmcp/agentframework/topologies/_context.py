@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
-from ..._redact import redact_secrets
 from ...config import settings as qmcp_settings
+from ...redaction import redact_secrets
 from .. import llm
 from ..errors import (
     LeaseLostError,
@@ -37,8 +37,7 @@ from ..errors import (
 )
 from ..llm import ChatMessage, ModelReply, RateLimit, RateLimits, json_instruction, retry_transient
 from ..mixins import BaseMixin, MixinContext, MixinRegistry, RunResources
-from ..models import AgentConfig, AgentType, Models, StepStatus
-from ..models._agent import utcnow
+from ..models import AgentConfig, AgentType, Models, StepStatus, utcnow
 from ..store import StepRecord, StepStore
 from ._budget import Budget, estimate_prompt_tokens
 from ._heap import older_heap_frozen

@@ -3,11 +3,12 @@
 Rendered on the server with Jinja2 from the same database and `RunManager` the API uses; forms post
 here and redirect (they work without JavaScript); `console.js` adds live updates from the execution's
 Server-Sent Events and the streamed text of the running step. With a token configured, a browser signs
-in once at `/login` and carries a cookie (see `_middleware.py`).
+in once at `/login` and carries a cookie (`console_cookie`; the server's middleware checks it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from collections.abc import Sequence
@@ -21,19 +22,28 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
 from ...agentframework.errors import QmcpError
-from ...agentframework.models import Execution, ExecutionStatus, ExecutionStep, HumanRequestStatus
-from ...agentframework.models._agent import utcnow
-from ...agentframework.runners._team import collect_teams
+from ...agentframework.models import Execution, ExecutionStatus, ExecutionStep, HumanRequestStatus, utcnow
+from ...agentframework.runners import collect_teams
 from ...agentframework.store import Database
-from ...agentframework.topologies import Dag, DagNode, topology_dag
-from ...agentframework.topologies._svg import execution_diagram
-from .._metrics import HTTP
-from .._middleware import CONSOLE_COOKIE, console_cookie
+from ...agentframework.topologies import Dag, DagNode, execution_diagram, topology_dag
+from ...app import Door, RunRequest
+from .._api import caller
+from ..metrics import HTTP
+from ..problems import error_problem
 from . import _views
 
-__all__ = ["router"]
+__all__ = ["CONSOLE_COOKIE", "console_cookie", "router"]
 
 router = APIRouter(include_in_schema=False)
+
+CONSOLE_COOKIE = "qmcp_console"
+
+
+def console_cookie(token: bytes) -> str:
+    """The console's sign-in cookie for `token`: a digest, so the cookie is no bearer token (the
+    server's middleware accepts it in place of the bearer header)."""
+    return hashlib.sha256(b"qmcp-console\0" + token).hexdigest()
+
 
 PAGE_SIZE = 25
 _ACTIVE = ("pending", "running")
@@ -69,10 +79,8 @@ def _db(request: Request) -> Database:
 
 
 def _error(request: Request, error: QmcpError | str, status: int = 400) -> HTMLResponse:
-    from .._problems import _BY_ERROR
-
     if isinstance(error, QmcpError):
-        status = next((code for kind, code, _ in _BY_ERROR if isinstance(error, kind)), 500)
+        status, _ = error_problem(error)
     return _render(request, "error.html", code=status, message=str(error), status_code=status)
 
 
@@ -297,7 +305,9 @@ async def execution_panel(request: Request, execution_id: str, step: str = "") -
 @router.post("/executions/{execution_id}/resume")
 async def resume(request: Request, execution_id: str) -> Response:
     try:
-        execution = await request.app.state.qmcp.runs.resume(execution_id, trace=request.headers)
+        execution = await request.app.state.qmcp.runs.resume(
+            execution_id, caller(request, Door.CONSOLE), trace=request.headers
+        )
     except QmcpError as error:
         return _back(f"/executions/{execution_id}", str(error))
     return _back(f"/executions/{execution.id}", f"resume queued ({execution.status})")
@@ -385,7 +395,9 @@ async def run_topology(request: Request, name: str) -> Response:
         config = {"model_override": form["model"].strip()} if form.get("model", "").strip() else {}
         try:
             execution = await request.app.state.qmcp.runs.submit(
-                name, data, form.get("runner") or "local", config, trace=request.headers
+                RunRequest(name, data, form.get("runner") or "local", config),
+                caller(request, Door.CONSOLE),
+                trace=request.headers,
             )
         except QmcpError as error:
             problem = str(error)

@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...agentframework.models import ExecutionStep
-from .._events import RunningStep
+from ...app import format_cost, format_duration, format_tokens, format_when
+
+if TYPE_CHECKING:
+    from .. import RunningStep
 
 __all__ = [
     "Bar",
@@ -35,30 +38,6 @@ AXIS_HEIGHT = 22
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def format_when(moment: datetime | None) -> str:
-    return "-" if moment is None else _aware(moment).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def format_duration(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def format_tokens(input_tokens: int, output_tokens: int) -> str:
-    return f"{input_tokens:,} in / {output_tokens:,} out"
-
-
-def format_cost(cost: float) -> str:
-    return f"${cost:.4f}" if cost < 1 else f"${cost:,.2f}"
 
 
 def pretty_json(value: Any) -> str:

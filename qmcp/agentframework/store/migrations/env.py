@@ -7,7 +7,7 @@ transaction it holds: the connection comes in `config.attributes["connection"]`.
 from alembic import context
 
 from qmcp.agentframework.models import metadata
-from qmcp.agentframework.store._migrate import VERSION_TABLE
+from qmcp.agentframework.store import SCHEMA_VERSION_TABLE
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -15,7 +15,7 @@ if connection is None:
 context.configure(
     connection=connection,
     target_metadata=metadata,
-    version_table=VERSION_TABLE,
+    version_table=SCHEMA_VERSION_TABLE,
     render_as_batch=True,  # SQLite alters a table by copying it
     compare_type=True,
 )

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from qmcp.agentframework.store._migrate import PreBaselineSchemaError
+from qmcp.agentframework.store import PreBaselineSchemaError
 
 revision = "0001"
 down_revision = None

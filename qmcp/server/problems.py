@@ -14,21 +14,22 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from .._redact import redact
 from ..agentframework.errors import (
     ConflictError,
     DatabaseUnavailableError,
     ExecutionBusyError,
     ExpiredError,
     NotFoundError,
+    PermissionDeniedError,
     QmcpError,
     StorageError,
     UntrustedDefinitionError,
     UserInputError,
 )
 from ..observability import get_logger
+from ..redaction import redact
 
-__all__ = ["MEDIA_TYPE", "install_problem_handlers", "problem", "problem_body"]
+__all__ = ["MEDIA_TYPE", "error_problem", "install_problem_handlers", "problem", "problem_body"]
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -38,10 +39,20 @@ _BY_ERROR: list[tuple[type[BaseException], int, str]] = [
     (ExecutionBusyError, 409, "execution-busy"),
     (ExpiredError, 410, "expired"),
     (UntrustedDefinitionError, 403, "untrusted-definition"),
+    (PermissionDeniedError, 403, "forbidden-by-policy"),
     (DatabaseUnavailableError, 503, "database-unavailable"),
     (StorageError, 503, "storage-failed"),
     (UserInputError, 400, "invalid-input"),
 ]
+
+
+def error_problem(error: QmcpError) -> tuple[int, str]:
+    """The HTTP status and problem kind of one of qmcp's errors: the API's problems and the console's
+    error pages answer the same error with the same status."""
+    for kind, status, slug in _BY_ERROR:
+        if isinstance(error, kind):
+            return status, slug
+    return 500, "run-error"
 
 
 def problem_body(status: int, detail: str, *, kind: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -68,10 +79,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QmcpError)
     async def qmcp_error(_request: Request, error: QmcpError) -> Response:
-        for kind, status, slug in _BY_ERROR:
-            if isinstance(error, kind):
-                return problem(status, str(error), kind=slug)
-        return problem(500, str(error), kind="run-error")
+        status, kind = error_problem(error)
+        return problem(status, str(error), kind=kind)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> Response:

@@ -1,0 +1,99 @@
+"""The application layer: the operations every front door shares.
+
+Python, the CLI, the HTTP API, the console, MCP and Metaflow steps are thin adapters over these
+operations: they parse what their caller sent, call one operation with a typed request and a
+`Caller`, and render the answer (or map the one error tree of `qmcp.agentframework.errors`). What a
+remote caller may decide is the caller policy (`_caller.py`), one table for every door.
+
+| module | holds |
+|---|---|
+| `_caller.py` | `Caller` (the operator, or a remote client), `CallerPolicy` (the operator's limits), the table of run options |
+| `_define.py` | define: apply a team; create, update and delete agents and topologies, with one set of checks |
+| `_runs.py` | run: start (a handle with the execution id at once), resume, cancel, answer a human request |
+| `_queries.py` | query: executions, steps, cost, the DAG |
+| `_shapes.py` | one step and one execution shape on the wire (server schemas, `qmcp.client`, MCP) |
+| `_format.py` | how durations, costs, tokens and times read in the CLI and the console |
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._caller import (
+        RUN_OPTION_POLICY,
+        Caller,
+        CallerPolicy,
+        Door,
+        Permission,
+        RunOptions,
+        checked_run_options,
+        runner_option_names,
+    )
+    from ._format import format_cost, format_duration, format_tokens, format_when
+    from ._runs import RunHandle, RunRequest, answer_request, queue_resume, start_run
+    from ._shapes import ExecutionOut, OwnerOut, RunAccepted, StepOut
+
+_EXPORTS = {
+    "RUN_OPTION_POLICY": "_caller",
+    "Caller": "_caller",
+    "CallerPolicy": "_caller",
+    "Door": "_caller",
+    "Permission": "_caller",
+    "RunOptions": "_caller",
+    "checked_run_options": "_caller",
+    "runner_option_names": "_caller",
+    "RunHandle": "_runs",
+    "RunRequest": "_runs",
+    "answer_request": "_runs",
+    "queue_resume": "_runs",
+    "start_run": "_runs",
+    "ExecutionOut": "_shapes",
+    "OwnerOut": "_shapes",
+    "RunAccepted": "_shapes",
+    "StepOut": "_shapes",
+    "format_cost": "_format",
+    "format_duration": "_format",
+    "format_tokens": "_format",
+    "format_when": "_format",
+}
+"""Names and the module holding each, imported on first use: `qmcp.client` takes the wire shapes
+without the operations' imports (the runners, the store)."""
+
+__all__ = [
+    "RUN_OPTION_POLICY",
+    "Caller",
+    "CallerPolicy",
+    "Door",
+    "ExecutionOut",
+    "OwnerOut",
+    "Permission",
+    "RunAccepted",
+    "RunHandle",
+    "RunOptions",
+    "RunRequest",
+    "StepOut",
+    "answer_request",
+    "checked_run_options",
+    "format_cost",
+    "format_duration",
+    "format_tokens",
+    "format_when",
+    "queue_resume",
+    "runner_option_names",
+    "start_run",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qmcp.app' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"qmcp.app.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

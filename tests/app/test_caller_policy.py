@@ -1,0 +1,297 @@
+"""The caller policy: what a remote caller (HTTP, console, MCP) may decide about a run, and that the
+operator's choices win. Every door is driven in-process over the same server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qmcp.agentframework.errors import InvalidConfigError, PermissionDeniedError
+from qmcp.agentframework.models import AgentRole, AgentType, Topology, TopologyType
+from qmcp.agentframework.runners import RunConfig, RunnerRegistry
+from qmcp.agentframework.store import Database
+from qmcp.app import (
+    RUN_OPTION_POLICY,
+    Caller,
+    CallerPolicy,
+    Door,
+    Permission,
+    checked_run_options,
+    runner_option_names,
+)
+from qmcp.server import ServerOptions, create_app
+
+
+@pytest.fixture
+def store_team() -> Callable[..., Any]:
+    """`await store_team(db_url, model=..., name=...)`: a two-stage pipeline whose agents run on `model`."""
+    return _store_team
+
+
+async def _store_team(db_url: str, *, model: str = "test", name: str = "review") -> None:
+    agents = {
+        "plan": AgentType(name="planner", role=AgentRole.PLANNER, config={"model": model}),
+        "write": AgentType(name="writer", role=AgentRole.SPECIALIST, config={"model": model}),
+    }
+    async with Database(db_url) as db:
+        await db.save_team(Topology(name=name, topology_type=TopologyType.PIPELINE, config={}), agents)
+
+
+Served = tuple[Any, httpx.AsyncClient]
+
+
+@pytest.fixture
+def serve() -> Callable[..., contextlib.AbstractAsyncContextManager[Served]]:
+    """`async with serve(db_url, **ServerOptions fields) as (app, client)`."""
+
+    @contextlib.asynccontextmanager
+    async def serving(db_url: str, **options: Any) -> AsyncIterator[Served]:
+        app = create_app(ServerOptions.from_settings(db_url=db_url, resume_interrupted=False, **options))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:3333", timeout=30
+            ) as client,
+        ):
+            yield app, client
+
+    return serving
+
+
+OPERATOR_ONLY = sorted(
+    name for name, permission in RUN_OPTION_POLICY.items() if permission is Permission.OPERATOR
+)
+OPERATOR_VALUES: dict[str, Any] = {
+    "output_dir": "/tmp/planted",
+    "environment": "kubernetes",
+    "rate_limits": {"test": {"rpm": 1}},
+    "log_level": "DEBUG",
+    "freeze_heap_above": 1,
+    "trace_enabled": False,
+    "metrics_enabled": False,
+}
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_every_run_option_has_a_row_in_the_policy() -> None:
+    options = set(RunConfig.model_fields)
+    for name in RunnerRegistry.list():
+        options |= set(runner_option_names(RunnerRegistry.get(name)))
+    assert options <= set(RUN_OPTION_POLICY), (
+        f"classify in RUN_OPTION_POLICY: {options - set(RUN_OPTION_POLICY)}"
+    )
+    assert set(OPERATOR_VALUES) == set(OPERATOR_ONLY)
+
+
+def test_the_operator_decides_everything_a_client_only_what_the_table_allows() -> None:
+    policy = CallerPolicy(allowed_models=frozenset({"test"}), max_cost_usd=2.0)
+    operator = checked_run_options(
+        Caller.operator(Door.CLI),
+        policy,
+        "metaflow",
+        {"output_dir": "/x", "model_override": "openai:gpt-4.1"},
+    )
+    assert (
+        operator.runner_options == {"output_dir": "/x"} and operator.config.model_override == "openai:gpt-4.1"
+    )
+    client = Caller.client(Door.HTTP)
+    checked = checked_run_options(client, policy, "async", {"max_concurrent": 4, "model_override": "test"})
+    assert checked.runner_options == {"max_concurrent": 4}
+    assert checked.config.max_cost_usd == 2.0, "without a budget a client gets the server's"
+    with pytest.raises(PermissionDeniedError, match=r"config\.max_cost_usd is at most 2"):
+        checked_run_options(client, policy, "local", {"max_cost_usd": 5})
+    with pytest.raises(PermissionDeniedError, match=r"config\.max_concurrent is at most 16"):
+        checked_run_options(client, policy, "async", {"max_concurrent": 17})
+    with pytest.raises(InvalidConfigError, match=r"config\.bogus: unknown option"):
+        checked_run_options(client, policy, "local", {"bogus": 1})
+    with pytest.raises(InvalidConfigError, match=r"config\.max_retries"):
+        checked_run_options(client, policy, "local", {"max_retries": -1})
+    with pytest.raises(PermissionDeniedError, match="runner 'metaflow' is not offered"):
+        checked_run_options(client, CallerPolicy(runners=frozenset({"local"})), "metaflow", {})
+
+
+@pytest.mark.parametrize("field", OPERATOR_ONLY)
+async def test_operator_only_fields_are_refused_over_http_console_and_mcp(
+    field: str, sqlite_url: str, serve: Any, store_team: Any, tmp_path: Path
+) -> None:
+    from mcp import Client
+
+    from qmcp.server._mcp import mcp_server
+
+    await store_team(sqlite_url)
+    planted = tmp_path / "client-dir"
+    value = str(planted) if field == "output_dir" else OPERATOR_VALUES[field]
+    runner = "metaflow" if field in ("output_dir", "environment") else "local"
+    expected = f"config.{field} is set by the server's operator, not by a client; leave it out"
+    async with serve(sqlite_url) as (app, client):
+        answer = await client.post(
+            "/v1/topologies/review/run",
+            json={"input": {"prompt": "hi"}, "runner": runner, "config": {field: value}},
+        )
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["detail"] == expected
+        async with Client(mcp_server(app.state.qmcp.runs, "test")) as session:
+            result = await session.call_tool(
+                "run_topology",
+                {"name": "review", "input": {"prompt": "hi"}, "runner": runner, "config": {field: value}},
+            )
+        assert result.is_error and expected in result.content[0].text
+        assert (await client.get("/v1/executions")).json()["total"] == 0
+    assert not planted.exists()
+    async with Database(sqlite_url) as db:
+        assert await db.count_executions() == 0
+
+
+async def test_the_console_form_follows_the_policy(sqlite_url: str, serve: Any, store_team: Any) -> None:
+    await store_team(sqlite_url)
+    async with serve(sqlite_url) as (_app, client):
+        page = await client.post(
+            "/topologies/review/run",
+            data={"input": '{"prompt": "hi"}', "runner": "local", "model": "openai:gpt-4.1"},
+            headers={"Origin": "http://127.0.0.1:3333"},
+        )
+        assert page.status_code == 400
+        assert "is not allowed on this server" in page.text and "--allow-model" in page.text
+        page = await client.post(
+            "/topologies/review/run",
+            data={"input": '{"prompt": "hi"}', "runner": "local", "model": "local:/etc/shadow"},
+            headers={"Origin": "http://127.0.0.1:3333"},
+        )
+        assert page.status_code == 400 and "local model files are chosen by the server" in page.text
+        assert (await client.get("/v1/executions")).json()["total"] == 0
+
+
+async def _finished(client: Any, execution_id: str) -> dict[str, Any]:
+    for _ in range(600):
+        body: dict[str, Any] = (await client.get(f"/v1/executions/{execution_id}")).json()
+        if body["status"] not in ("pending", "running"):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"execution {execution_id} did not finish")
+
+
+async def test_serve_model_pins_every_run_over_any_client_field(
+    sqlite_url: str, serve: Any, store_team: Any
+) -> None:
+    """Agents on openai:gpt-4.1 without a key run on `test` because the operator said `--model test`."""
+    await store_team(sqlite_url, model="openai:gpt-4.1")
+    async with serve(sqlite_url, model_override="test", allowed_models=("openai:gpt-4.1",)) as (_app, client):
+        refused = await client.post(
+            "/v1/topologies/review/run",
+            json={"input": {"prompt": "hi"}, "config": {"model_override": "openai:gpt-4.1"}},
+        )
+        assert refused.status_code == 403
+        assert "this server runs every agent on test" in refused.json()["detail"]
+        accepted = await client.post("/v1/topologies/review/run", json={"input": {"prompt": "hi"}})
+        assert accepted.status_code == 202
+        done = await _finished(client, accepted.json()["execution_id"])
+        assert done["status"] == "completed", done
+        steps = (await client.get(f"/v1/executions/{done['id']}/steps")).json()["steps"]
+        assert {step["model"] for step in steps} == {"test"}
+
+
+async def test_an_allowed_override_works_and_a_local_path_never(
+    sqlite_url: str, serve: Any, store_team: Any
+) -> None:
+    await store_team(sqlite_url, model="openai:gpt-4.1")
+    allowed = ("test", "local:/tmp/model.gguf")
+    async with serve(sqlite_url, allowed_models=allowed) as (_app, client):
+        accepted = await client.post(
+            "/v1/topologies/review/run",
+            json={"input": {"prompt": "hi"}, "config": {"model_override": "test"}},
+        )
+        assert accepted.status_code == 202, accepted.text
+        assert (await _finished(client, accepted.json()["execution_id"]))["status"] == "completed"
+        for model in ("local:/tmp/model.gguf", "local:/etc/shadow", "local:../x.gguf"):
+            refused = await client.post(
+                "/v1/topologies/review/run",
+                json={"input": {"prompt": "hi"}, "config": {"model_override": model}},
+            )
+            assert refused.status_code == 403
+            assert "local model files are chosen by the server's operator" in refused.json()["detail"]
+
+
+async def test_a_remote_metaflow_run_writes_its_flow_only_under_the_operators_directory(
+    sqlite_url: str, serve: Any, store_team: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is written before the run is accepted; the flow's directory is the operator's."""
+    flows = tmp_path / "operator-flows"
+    monkeypatch.setenv("QMCP_FLOWS_DIR", str(flows))
+    monkeypatch.chdir(tmp_path)
+    await store_team(sqlite_url)
+    async with serve(sqlite_url) as (_app, client):
+        accepted = await client.post(
+            "/v1/topologies/review/run", json={"input": {"prompt": "hi"}, "runner": "metaflow"}
+        )
+        assert accepted.status_code == 202
+        async with Database(sqlite_url) as db:
+            execution = await db.get_execution(accepted.json()["execution_id"])
+        assert execution.runner_options["output_dir"] == str(flows)
+        await client.post(f"/v1/executions/{execution.id}/cancel")
+    assert not (tmp_path / "generated_flows").exists()
+
+
+def test_policy_refusals_read_the_same_through_every_door_json() -> None:
+    """The HTTP detail is the error's own sentence (what Python raises and the CLI prints)."""
+    with pytest.raises(PermissionDeniedError) as raised:
+        checked_run_options(Caller.client(Door.MCP), CallerPolicy(), "local", {"log_level": "DEBUG"})
+    assert json.dumps(str(raised.value)) == json.dumps(
+        "config.log_level is set by the server's operator, not by a client; leave it out"
+    )
+
+
+@pytest.mark.parametrize(
+    ("topology", "input_data", "sentence"),
+    [
+        (
+            "review",
+            {"prompt": "hi", "deep": _deep(101)},
+            "input_data is nested deeper than 100 levels; flatten it",
+        ),
+        ("nope", {"prompt": "hi"}, "topology 'nope' not found"),
+    ],
+)
+async def test_a_user_error_reads_the_same_through_python_the_cli_http_and_mcp(
+    topology: str, input_data: dict[str, Any], sentence: str, sqlite_url: str, serve: Any, store_team: Any
+) -> None:
+    from mcp import Client
+    from typer.testing import CliRunner
+
+    from qmcp.agentframework.errors import UserInputError
+    from qmcp.app import RunRequest, start_run
+    from qmcp.cli import app as cli_app
+    from qmcp.server._mcp import mcp_server
+
+    await store_team(sqlite_url)
+    async with Database(sqlite_url) as db:
+        with pytest.raises(UserInputError) as raised:
+            await start_run(db, RunRequest(topology, input_data), Caller.operator())
+    python = str(raised.value)
+    assert sentence in python
+    cli = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli_app,
+        ["--db", sqlite_url, "agents", "topologies", "run", topology, "--input-json", json.dumps(input_data)],
+    )
+    assert cli.exit_code == 2 and cli.stderr.strip() == f"error: {python}"
+    async with serve(sqlite_url) as (app, client):
+        answer = await client.post(f"/v1/topologies/{topology}/run", json={"input": input_data})
+        assert answer.status_code in (400, 404) and answer.json()["detail"] == python
+        async with Client(mcp_server(app.state.qmcp.runs, "test")) as session:
+            result = await session.call_tool("run_topology", {"name": topology, "input": input_data})
+        assert result.is_error and result.content[0].text.endswith(f": {python}")
+    async with Database(sqlite_url) as db:
+        assert await db.count_executions() == 0
