@@ -14,7 +14,6 @@ constructor options); `tests/app/test_caller_policy.py` fails when a field is ad
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -163,10 +162,7 @@ class RunOptions:
 
 def runner_option_names(runner_class: type[BaseRunner]) -> tuple[str, ...]:
     """The constructor options a runner type adds to `BaseRunner`'s (async: max_concurrent, ...)."""
-    base = inspect.signature(BaseRunner.__init__).parameters
-    own = inspect.signature(runner_class.__init__).parameters.values()
-    plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return tuple(p.name for p in own if p.name not in base and p.kind in plain)
+    return tuple(runner_class.option_names)
 
 
 def checked_run_options(

@@ -14,8 +14,14 @@ from typing import Any
 
 from ..agentframework.errors import ExecutionBusyError, UserInputError
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest, HumanResponse
-from ..agentframework.runners import BaseRunner, RunnerRegistry, RunResult, prepare_team, require_trusted
-from ..agentframework.runners._base import new_execution as start_execution  # MERGE: public after h4
+from ..agentframework.runners import (
+    BaseRunner,
+    RunnerRegistry,
+    RunResult,
+    prepare_team,
+    require_trusted,
+    start_execution,
+)
 from ..agentframework.store import Database, Lease, Owner
 from ._caller import Caller, CallerPolicy, checked_run_options
 

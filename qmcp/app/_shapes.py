@@ -40,6 +40,8 @@ class ExecutionOut(BaseModel):
     input: dict[str, Any] | None = None
     output: dict[str, Any] | None
     error: str | None
+    human_request_id: str | None = None
+    """The human request a paused run waits for (answer it to go on)."""
     input_tokens: int
     output_tokens: int
     cost_usd: float
@@ -74,6 +76,7 @@ class ExecutionOut(BaseModel):
             input=execution.input_data if full else None,
             output=execution.output_data,
             error=execution.error,
+            human_request_id=execution.human_request_id,
             input_tokens=execution.input_tokens,
             output_tokens=execution.output_tokens,
             cost_usd=execution.cost_usd,

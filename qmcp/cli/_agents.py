@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ._output import format_when, print_json, print_table, stderr, stdout
-from ._state import CliState, FormatOption, cli_state, open_database, run_async
+from ._state import FormatOption, cli_state, open_database, run_async
 from ._topologies import topologies_app
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import AgentRole, AgentType
     from qmcp.agentframework.store import Database
+    from qmcp.app import AgentDefined
 
 __all__ = ["agents_app"]
 
@@ -31,14 +32,9 @@ def _complete_role(incomplete: str) -> list[str]:
 
 def parse_role(value: str) -> AgentRole:
     """The role named `value`, or a one-line error listing the roles."""
-    from qmcp.agentframework.errors import UserInputError
-    from qmcp.agentframework.models import AgentRole
+    from qmcp.app import agent_role
 
-    try:
-        return AgentRole(value.strip().lower())
-    except ValueError:
-        roles = ", ".join(role.value for role in AgentRole)
-        raise UserInputError(f"unknown role {value!r}; choose one of: {roles}") from None
+    return agent_role(value)
 
 
 def agent_document(agent: AgentType) -> dict[str, Any]:
@@ -103,6 +99,8 @@ def create_agent(
     output_format: FormatOption = None,
 ) -> None:
     """Create an agent."""
+    from qmcp import app as operations
+
     state = cli_state(ctx)
     options = {
         "model": model,
@@ -110,55 +108,28 @@ def create_agent(
         "temperature": temperature,
         "max_tokens": max_tokens,
     }
-    agent = _new_agent(
-        name,
-        parse_role(role),
-        description,
-        {key: value for key, value in options.items() if value is not None},
+    spec = operations.AgentSpec(
+        name, role, description, {key: value for key, value in options.items() if value is not None}
     )
-    stored = run_async(_create(state, agent))
+
+    async def create() -> AgentDefined:
+        async with open_database(state) as db:
+            return await operations.create_agent(db, spec, operations.Caller.operator(operations.Door.CLI))
+
+    defined = run_async(create())
+    _print_notes(defined)
+    stored = defined.agent
     if state.json_output(output_format):
         print_json(agent_document(stored))
         return
     stdout().print(f"created agent [bold]{stored.name}[/bold] ({stored.role}, {_model_of(stored.config)})")
 
 
-def _new_agent(name: str, role: AgentRole, description: str, config_values: dict[str, Any]) -> AgentType:
-    from pydantic import ValidationError
+def _print_notes(defined: AgentDefined) -> None:
     from rich.markup import escape
 
-    from qmcp.agentframework.errors import InvalidConfigError
-    from qmcp.agentframework.llm import check_model_string
-    from qmcp.agentframework.models import AgentConfig, AgentType, check_name, describe_validation_error
-
-    try:
-        check_name(name, "agent")
-        config = AgentConfig.model_validate(config_values)
-        if config.model is not None:
-            note = check_model_string(config.model)
-            if note:
-                stderr().print(f"note: {escape(note)}", soft_wrap=True)
-        return AgentType.model_validate(
-            {"name": name, "role": role, "description": description, "config": config}
-        )
-    except ValidationError as error:
-        raise InvalidConfigError(f"invalid agent: {describe_validation_error(error)}") from None
-    except ValueError as error:
-        raise InvalidConfigError(str(error)) from None
-
-
-async def _create(state: CliState, agent: AgentType) -> AgentType:
-    from qmcp.agentframework.errors import NotFoundError, UserInputError
-
-    async with open_database(state) as db:
-        try:
-            await db.get_agent(agent.name)
-        except NotFoundError:
-            return await db.save_agent(agent)
-    raise UserInputError(
-        f"agent {agent.name!r} already exists; delete it first (qmcp agents delete {agent.name}) "
-        "or declare it in a file for qmcp apply"
-    )
+    for note in defined.notes:
+        stderr().print(f"note: {escape(note)}", soft_wrap=True)
 
 
 @agents_app.command("update")
@@ -186,6 +157,7 @@ def update_agent(
     Topologies that use it run the new definition from their next run on; an agent that names
     code to run needs trust again once its definition changed.
     """
+    from qmcp import app as operations
     from qmcp.agentframework.errors import UserInputError
 
     state = cli_state(ctx)
@@ -200,22 +172,15 @@ def update_agent(
         raise UserInputError(
             "nothing to change: give --model, --role, --description, --system-prompt, --temperature or --max-tokens"
         )
-    new_role = parse_role(role) if role is not None else None
+    request = operations.AgentChanges(name, role, description, changes)
 
-    async def update() -> tuple[AgentType, bool]:
+    async def update() -> AgentDefined:
         async with open_database(state) as db:
-            agent = await db.get_agent(name)
-            updated = _new_agent(
-                name,
-                new_role or parse_role(str(agent.role)),
-                agent.description if description is None else description,
-                {**agent.config, **changes},
-            )
-            if updated.definition() == agent.definition():
-                return agent, False
-            return await db.save_agent(updated), True
+            return await operations.update_agent(db, request, operations.Caller.operator(operations.Door.CLI))
 
-    stored, changed = run_async(update())
+    defined = run_async(update())
+    _print_notes(defined)
+    stored, changed = defined.agent, defined.action != "unchanged"
     if state.json_output(output_format):
         print_json(agent_document(stored) | {"changed": changed})
         return
@@ -275,11 +240,13 @@ async def _trust_status(db: Database, agent: AgentType) -> dict[str, Any]:
 @agents_app.command("delete")
 def delete_agent(ctx: typer.Context, name: str, output_format: FormatOption = None) -> None:
     """Delete an agent that no topology uses."""
+    from qmcp import app as operations
+
     state = cli_state(ctx)
 
     async def delete() -> None:
         async with open_database(state) as db:
-            await db.delete_agent(name)
+            await operations.delete_agent(db, name, operations.Caller.operator(operations.Door.CLI))
 
     run_async(delete())
     if state.json_output(output_format):

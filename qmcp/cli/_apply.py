@@ -10,6 +10,7 @@ stored untrusted: runs refuse them until `qmcp trust agent NAME`, and apply says
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,8 +22,7 @@ from ._state import CliState, FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.runners import Untrusted
-
-    from ._teamfile import Change, Plan, TeamFile
+    from qmcp.app import Applied, Change, TeamDocument, TrustDecision
 
 __all__ = ["apply"]
 
@@ -62,18 +62,20 @@ def apply(
     from ._teamfile import validate_team
 
     team = validate_team(label, document)
-    for note in team.notes:
-        stderr().print(escape(note), soft_wrap=True)
-    plan, pending = run_async(_plan(state, team))
-    json_output = state.json_output(output_format)
-    via = _decide(label, pending, trust=trust, can_ask=file != "-" and sys.stdin.isatty())
-    changes = run_async(_write(state, plan, via))
-    trusted, untrusted = (pending, []) if via else ([], pending)
-    if json_output:
+    decision: TrustDecision = None  # no answer possible: stored untrusted
+    if trust:
+        decision = "qmcp apply --trust"
+    elif file != "-" and sys.stdin.isatty():
+        decision = partial(_ask, label)
+    applied = run_async(_apply(state, team, decision))
+    for note in applied.notes:
+        stderr().print(f"note: {escape(note)}", soft_wrap=True)
+    changes, trusted, untrusted = applied.changes, applied.trusted, applied.untrusted
+    if state.json_output(output_format):
         print_json(
             {
                 "file": label,
-                "changed": any(c.action != "unchanged" for c in changes),
+                "changed": applied.changed,
                 "results": [{"kind": c.kind, "name": c.name, "action": c.action} for c in changes],
                 "trusted": [_entry(state, e) for e in trusted],
                 "untrusted": [_entry(state, e) for e in untrusted],
@@ -96,14 +98,8 @@ def apply(
         )
 
 
-def _decide(label: str, pending: list[Untrusted], *, trust: bool, can_ask: bool) -> str | None:
-    """How the pending agents get trusted (`via` of their records), or None to store them untrusted."""
-    if not pending:
-        return None
-    if trust:
-        return "qmcp apply --trust"
-    if not can_ask:
-        return None
+def _ask(label: str, pending: list[Untrusted]) -> str | None:
+    """Ask whether to trust the pending agents: the `via` of their records, or None to store them untrusted."""
     from qmcp.agentframework.runners import trusted_by
 
     console = stderr()
@@ -163,22 +159,10 @@ def _read(file: str) -> str:
         raise UserInputError(f"{file}: cannot read it: {getattr(error, 'strerror', None) or error}") from None
 
 
-async def _plan(state: CliState, team: TeamFile) -> tuple[Plan, list[Untrusted]]:
-    from qmcp.agentframework.runners import untrusted
-
-    from ._teamfile import plan_team
+async def _apply(state: CliState, team: TeamDocument, decision: TrustDecision) -> Applied:
+    from qmcp import app as operations
 
     async with open_database(state) as db:
-        return await plan_team(db, team), await untrusted(db, team.agents)
-
-
-async def _write(state: CliState, plan: Plan, via: str | None) -> list[Change]:
-    from qmcp.agentframework.runners import trust
-
-    from ._teamfile import write_team
-
-    async with open_database(state) as db:
-        changes = await write_team(db, plan)
-        if via is not None:
-            await trust(db, plan.team.agents, via=via)
-        return changes
+        return await operations.apply_team(
+            db, team, operations.Caller.operator(operations.Door.CLI), trust=decision
+        )

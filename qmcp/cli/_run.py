@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -218,9 +217,8 @@ def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) ->
     resume = state.command("executions", "resume", str(result.execution_id))
     if status == "paused":
         console.print(escape(result.error or "waiting for a person's answer"), soft_wrap=True)
-        request = re.search(r"answer request (\S+?): ", result.error or "")
-        if request:
-            answer = state.command("executions", "respond", request.group(1), "approve")
+        if result.human_request_id:
+            answer = state.command("executions", "respond", result.human_request_id, "approve")
             console.print(f"answer it (this resumes the run) with: {answer}", soft_wrap=True)
         else:
             console.print(f"once answered, resume it with: {resume}", soft_wrap=True)

@@ -16,6 +16,7 @@ from ._state import CliState, FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import AgentType, Execution, Topology
+    from qmcp.app import TopologyDefined
 
 __all__ = ["topologies_app"]
 
@@ -213,14 +214,14 @@ def delete_topology(
     output_format: FormatOption = None,
 ) -> None:
     """Delete topologies (their agents stay); refused while executions reference one, unless --force."""
+    from qmcp import app as operations
+
     state = cli_state(ctx)
 
     async def delete() -> None:
         async with open_database(state) as db:
-            for name in names:
-                await db.get_topology(name)  # every name exists before anything is deleted
-            for name in names:
-                await db.delete_topology(name, keep_executions=force)
+            caller = operations.Caller.operator(operations.Door.CLI)
+            await operations.delete_topologies(db, names, caller, force=force)
 
     run_async(delete())
     if state.json_output(output_format):
@@ -254,11 +255,23 @@ def create_topology(
     output_format: FormatOption = None,
 ) -> None:
     """Create a topology from stored agents."""
+    from qmcp import app as operations
+
     state = cli_state(ctx)
-    slots = _parse_slots(agent or [])
-    config = parse_json_object(config_json, "--config-json") if config_json is not None else {}
-    topology = _new_topology(name, topology_type, description, config)
-    stored, agents = run_async(_create(state, topology, slots))
+    spec = operations.TopologySpec(
+        name=name,
+        type=topology_type,
+        description=description,
+        config=parse_json_object(config_json, "--config-json") if config_json is not None else {},
+        agents=_parse_slots(agent or []),
+    )
+
+    async def create() -> TopologyDefined:
+        async with open_database(state) as db:
+            return await operations.create_topology(db, spec, operations.Caller.operator(operations.Door.CLI))
+
+    defined = run_async(create())
+    stored, agents = defined.topology, defined.agents
     if state.json_output(output_format):
         print_json(topology_document(stored, agents))
         return
@@ -283,52 +296,6 @@ def _parse_slots(pairs: list[str]) -> dict[str, str]:
             raise UserInputError(f"slot {slot!r} is given twice")
         slots[slot] = agent_name
     return slots
-
-
-def _new_topology(name: str, topology_type: str, description: str, config: dict[str, Any]) -> Topology:
-    from pydantic import ValidationError
-
-    from qmcp.agentframework.errors import InvalidConfigError
-    from qmcp.agentframework.models import Topology, describe_validation_error
-
-    try:
-        return Topology.model_validate(
-            {
-                "name": name,
-                "description": description,
-                "topology_type": topology_type.strip().lower(),
-                "config": config,
-            }
-        )
-    except ValidationError as error:
-        raise InvalidConfigError(describe_validation_error(error)) from None
-
-
-async def _create(
-    state: CliState, topology: Topology, slots: dict[str, str]
-) -> tuple[Topology, dict[str, AgentType]]:
-    from qmcp.agentframework.errors import InvalidConfigError, NotFoundError, UserInputError
-    from qmcp.agentframework.models import check_name
-    from qmcp.agentframework.topologies import TopologyRegistry
-
-    async with open_database(state) as db:
-        try:
-            await db.get_topology(topology.name)
-        except NotFoundError:
-            pass
-        else:
-            raise UserInputError(
-                f"topology {topology.name!r} already exists; declare it in a file for qmcp apply to change it"
-            )
-        agents = {}
-        for slot, agent_name in slots.items():
-            try:
-                check_name(slot, "slot")
-            except ValueError as error:
-                raise InvalidConfigError(str(error)) from None
-            agents[slot] = await db.get_agent(agent_name)
-        TopologyRegistry.create(topology.topology_type, topology.config).validate_team(agents)
-        return await db.save_team(topology, agents)
 
 
 @topologies_app.command("run")

@@ -8,21 +8,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import ValidationError
 
-from ..agentframework.errors import ConflictError, InvalidConfigError, NotFoundError
+from .. import app as define
+from ..agentframework.errors import InvalidConfigError, NotFoundError
 from ..agentframework.models import (
     AgentType,
     ExecutionStatus,
     HumanRequest,
     HumanRequestStatus,
     Topology,
-    describe_validation_error,
 )
-from ..agentframework.runners import collect_teams, prepare_team
+from ..agentframework.runners import collect_teams
 from ..agentframework.store import Database
 from ..agentframework.topologies import topology_dag
-from ..app import Caller, Door, ExecutionOut, RunAccepted, RunRequest, StepOut
+from ..app import AgentSpec, Caller, Door, ExecutionOut, RunAccepted, RunRequest, StepOut, TopologySpec
 from ._events import EventHub, execution_events
 from ._runs import RunManager
 from ._schemas import (
@@ -209,13 +208,6 @@ async def submit_human_response(body: HumanResponseIn, request: Request) -> Huma
 # -- agents -----------------------------------------------------------------------------------------
 
 
-def _agent(body: AgentBody) -> AgentType:
-    try:
-        return AgentType.model_validate(body.model_dump())
-    except ValidationError as error:
-        raise InvalidConfigError(f"agent: {describe_validation_error(error)}") from None
-
-
 @router.get("/v1/agents", tags=["agents"])
 async def list_agents(request: Request) -> dict[str, Any]:
     db = _db(request)
@@ -225,13 +217,8 @@ async def list_agents(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/agents", status_code=201, tags=["agents"])
 async def create_agent(body: AgentBody, request: Request) -> dict[str, Any]:
-    agent = _agent(body)
-    db = _db(request)
-    try:
-        await db.get_agent(agent.name)
-    except NotFoundError:
-        return (await db.save_agent(agent)).definition()
-    raise ConflictError(f"agent {agent.name!r} exists; change it with PUT /v1/agents/{agent.name}")
+    defined = await define.create_agent(_db(request), AgentSpec(**body.model_dump()), caller(request))
+    return defined.agent.definition()
 
 
 @router.get("/v1/agents/{name}", tags=["agents"])
@@ -244,14 +231,13 @@ async def get_agent(name: str, request: Request) -> dict[str, Any]:
 async def put_agent(name: str, body: AgentBody, request: Request) -> dict[str, Any]:
     if body.name != name:
         raise InvalidConfigError(f"the body names agent {body.name!r}, the path {name!r}")
-    db = _db(request)
-    return (await db.save_agent(_agent(body))).definition()
+    defined = await define.put_agent(_db(request), AgentSpec(**body.model_dump()), caller(request))
+    return defined.agent.definition()
 
 
 @router.delete("/v1/agents/{name}", status_code=204, tags=["agents"])
 async def delete_agent(name: str, request: Request) -> None:
-    db = _db(request)
-    await db.delete_agent(name)
+    await define.delete_agent(_db(request), name, caller(request))
 
 
 # -- topologies -------------------------------------------------------------------------------------
@@ -269,33 +255,10 @@ async def list_topologies(request: Request) -> dict[str, Any]:
     return {"topologies": items, "count": len(items)}
 
 
-async def _save_topology(db: Database, body: TopologyBody) -> dict[str, Any]:
-    try:
-        topology = Topology.model_validate(
-            {
-                "name": body.name,
-                "description": body.description,
-                "topology_type": body.type,
-                "config": body.config,
-            }
-        )
-    except ValidationError as error:
-        raise InvalidConfigError(f"topology: {describe_validation_error(error)}") from None
-    agents = {slot: await db.get_agent(name) for slot, name in body.agents.items()}
-    prepare_team(topology, agents, {}, model_override="test")  # validates slots and config, writes nothing
-    await collect_teams(db, topology)  # a compound's sub-topologies exist and form no cycle
-    stored, stored_agents = await db.save_team(topology, agents)
-    return await _topology_out(db, stored, stored_agents)
-
-
 @router.post("/v1/topologies", status_code=201, tags=["topologies"])
 async def create_topology(body: TopologyBody, request: Request) -> dict[str, Any]:
-    db = _db(request)
-    try:
-        await db.get_topology(body.name)
-    except NotFoundError:
-        return await _save_topology(db, body)
-    raise ConflictError(f"topology {body.name!r} exists; change it with PUT /v1/topologies/{body.name}")
+    defined = await define.create_topology(_db(request), TopologySpec(**body.model_dump()), caller(request))
+    return defined.definition()
 
 
 @router.get("/v1/topologies/{name}", tags=["topologies"])
@@ -309,15 +272,14 @@ async def get_topology(name: str, request: Request) -> dict[str, Any]:
 async def put_topology(name: str, body: TopologyBody, request: Request) -> dict[str, Any]:
     if body.name != name:
         raise InvalidConfigError(f"the body names topology {body.name!r}, the path {name!r}")
-    db = _db(request)
-    return await _save_topology(db, body)
+    defined = await define.put_topology(_db(request), TopologySpec(**body.model_dump()), caller(request))
+    return defined.definition()
 
 
 @router.delete("/v1/topologies/{name}", status_code=204, tags=["topologies"])
 async def delete_topology(name: str, request: Request, force: bool = False) -> None:
     """`force`: delete it although executions ran it (they keep their snapshot of the team)."""
-    db = _db(request)
-    await db.delete_topology(name, keep_executions=force)
+    await define.delete_topology(_db(request), name, caller(request), force=force)
 
 
 @router.get("/v1/topologies/{name}/dag", tags=["topologies"])

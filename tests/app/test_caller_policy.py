@@ -15,7 +15,7 @@ import pytest
 
 from qmcp.agentframework.errors import InvalidConfigError, PermissionDeniedError
 from qmcp.agentframework.models import AgentRole, AgentType, Topology, TopologyType
-from qmcp.agentframework.runners import RunConfig, RunnerRegistry
+from qmcp.agentframework.runners import FieldScope, RunConfig, RunnerRegistry, field_scope
 from qmcp.agentframework.store import Database
 from qmcp.app import (
     RUN_OPTION_POLICY,
@@ -94,6 +94,10 @@ def test_every_run_option_has_a_row_in_the_policy() -> None:
         f"classify in RUN_OPTION_POLICY: {options - set(RUN_OPTION_POLICY)}"
     )
     assert set(OPERATOR_VALUES) == set(OPERATOR_ONLY)
+    process = {name for name in RunConfig.model_fields if field_scope(name) is FieldScope.PROCESS}
+    assert all(RUN_OPTION_POLICY[name] is Permission.OPERATOR for name in process), (
+        "process settings are the operator's"
+    )
 
 
 def test_the_operator_decides_everything_a_client_only_what_the_table_allows() -> None:

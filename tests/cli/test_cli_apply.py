@@ -142,3 +142,13 @@ def test_unreadable_files(cli, tmp_path):
     cli.user_error("apply", "-f", unknown, says="agentz: unknown section")
     twice = _write(tmp_path, "twice.yaml", "agents: [{name: a, role: writer}, {name: a, role: critic}]\n")
     cli.user_error("apply", "-f", twice, says="agents[1].name: 'a' is declared twice (also agents[0])")
+
+
+def test_model_strings_are_checked_when_applied(cli, tmp_path):
+    noted = _write(tmp_path, "noted.yaml", "agents:\n  - {name: a, config: {model: claude-sonet}}\n")
+    result = cli.ok("apply", "-f", noted)
+    assert result.stderr.startswith(f"note: {noted}: agents[0].config.model: anthropic lists no model")
+    assert "agent a created" in result.stdout
+    bad = _write(tmp_path, "bad.yaml", "agents:\n  - {name: b, config: {model: 'nope:thing'}}\n")
+    cli.user_error("apply", "-f", bad, says=f"{bad}: agents[0].config.model: unknown model 'nope:thing'")
+    assert [a["name"] for a in cli.json("agents", "list")] == ["a"]

@@ -37,10 +37,14 @@ async def test_after_gate_pauses_then_approval_resumes(db_url, agent, scripted):
     assert paused.status == ExecutionStatus.PAUSED and "waiting for a human" in paused.error
     (request,) = await _pending(db_url, paused.execution_id)
     assert request.options == ["approve", "reject"] and "r1" in request.prompt
+    assert paused.human_request_id == request.id  # what to answer, without reading the error text
     assert len(script.calls) == 2  # the gated step ran and is durable; nothing after it
 
     again = await runner.resume(paused.execution_id)  # no answer yet: still paused, no new request
     assert again.status == ExecutionStatus.PAUSED and len(await _pending(db_url, paused.execution_id)) == 1
+    assert again.human_request_id == request.id
+    read_back = await runner.cancel(paused.execution_id, wait=0)  # a run read back from the database
+    assert read_back.status == ExecutionStatus.CANCELLED and read_back.human_request_id is None
 
     done = await runner.respond(request.id, "approve")
     assert done.status == ExecutionStatus.COMPLETED, done.error

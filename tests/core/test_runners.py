@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import subprocess
 import sys
 import time
@@ -19,15 +21,20 @@ from qmcp.agentframework.errors import (
 )
 from qmcp.agentframework.models import EnsembleConfig, ExecutionStatus, Topology, TopologyType, metadata
 from qmcp.agentframework.runners import (
+    PROCESS_FIELDS,
+    RUN_OPTIONS,
     AsyncRunner,
     BaseRunner,
+    FieldScope,
     LocalRunner,
     RunConfig,
     RunnerRegistry,
     RunResult,
+    field_scope,
     runner,
 )
 from qmcp.agentframework.store import Database
+from qmcp.config import Settings
 
 SEED = Path(__file__).with_name("seed_complete_local_execution.py")
 
@@ -118,6 +125,54 @@ async def test_run_result_and_execution_row(db_url, agent):
 async def test_generated_correlation_id(sqlite_url, agent):
     result = await LocalRunner(db_url=sqlite_url).run(_ensemble(1), {"a": agent("a1")}, {"prompt": "p"})
     assert result.correlation_id and len(result.correlation_id) == 32
+    async with Database(sqlite_url) as db:
+        execution = await db.get_execution(result.execution_id)
+    assert execution.run_config["correlation_id"] == execution.correlation_id == result.correlation_id
+
+
+def test_every_run_config_field_declares_where_it_lives():
+    scopes = {name: field_scope(name) for name in RunConfig.model_fields}
+    assert set(scopes.values()) <= set(FieldScope)
+    assert {name for name, scope in scopes.items() if scope is FieldScope.RUN} == RUN_OPTIONS
+    assert {name for name, scope in scopes.items() if scope is FieldScope.PROCESS} == PROCESS_FIELDS
+    assert {name for name, scope in scopes.items() if scope is FieldScope.IDENTITY} == {"correlation_id"}
+    assert {"log_level", "rate_limits", "freeze_heap_above"} <= PROCESS_FIELDS
+    assert {"model_override", "timeout_seconds", "max_tokens"} <= RUN_OPTIONS
+    schema = json.dumps(RunConfig.model_json_schema())
+    assert not any(f'"{scope.value}"' in schema for scope in FieldScope)  # nothing leaks to users
+
+
+async def test_process_fields_are_not_stored_with_the_run(sqlite_url, agent):
+    config = RunConfig(log_level="DEBUG", freeze_heap_above=7, max_retries=1)
+    result = await LocalRunner(config=config, db_url=sqlite_url).run(
+        _ensemble(1), {"a": agent("a1")}, {"prompt": "p"}
+    )
+    async with Database(sqlite_url) as db:
+        execution = await db.get_execution(result.execution_id)
+    assert set(execution.run_config) == set(RunConfig.model_fields) - PROCESS_FIELDS
+    assert execution.run_config["max_retries"] == 1
+
+
+@pytest.mark.parametrize("runner_type", ["local", "async", "metaflow"])
+def test_runners_declare_their_constructor_options(runner_type):
+    runner_class = RunnerRegistry.get(runner_type)
+    parameters = inspect.signature(runner_class.__init__).parameters
+    assert set(runner_class.option_names) <= set(parameters)
+    expected = {"local": (), "async": ("max_concurrent",), "metaflow": ("output_dir", "environment")}
+    assert runner_class.option_names == expected[runner_type]
+    if runner_type != "metaflow":  # needs the metaflow extra to be made
+        assert set(runner_class().options()) == set(runner_class.option_names)
+
+
+def test_flows_live_under_the_data_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("QMCP_FLOWS_DIR", raising=False)
+    monkeypatch.delenv("QMCP_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert Settings().server_flows_dir == tmp_path / "xdg" / "qmcp" / "flows"
+    monkeypatch.setenv("QMCP_DATA_DIR", str(tmp_path / "data"))
+    assert Settings().server_flows_dir == tmp_path / "data" / "flows"
+    monkeypatch.setenv("QMCP_FLOWS_DIR", str(tmp_path / "flows"))
+    assert Settings().server_flows_dir == tmp_path / "flows"
 
 
 async def test_model_override_from_config_and_environment(sqlite_url, agent, scripted, monkeypatch):

@@ -32,6 +32,7 @@ from qmcp.agentframework.models import (
 )
 from qmcp.agentframework.runners import LocalRunner, RunConfig, RunnerRegistry
 from qmcp.agentframework.runners import metaflow_helpers as helpers
+from qmcp.agentframework.runners._flowgen import flow_class_name, flow_file_name, flow_identifier
 from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow, flow_command
 from qmcp.agentframework.store import Database
 from qmcp.agentframework.topologies import (
@@ -322,23 +323,47 @@ def test_constants_hold_the_team_exactly(tmp_path, agent):
     assert RunConfig.model_validate(module["RUN_CONFIG"]) == RunConfig(max_retries=1)
 
 
+@pytest.mark.parametrize("name", ["../../etc/evil", "a/b", "abc\n", "Capital", "", "x" * 65, "9lives"])
+def test_flow_names_are_refused_unless_they_are_topology_names(name):
+    for make in (flow_file_name, flow_class_name, flow_identifier):
+        with pytest.raises(InvalidConfigError, match="invalid topology name"):
+            make(name)
+
+
+def test_flow_identifiers_are_python_identifiers():
+    assert flow_identifier("inj-pipe") == "inj_pipe" and flow_identifier("inj-pipe").isidentifier()
+    assert (
+        flow_file_name("ai_debate") == "ai_debate_flow.py" and flow_class_name("ai_debate") == "AiDebateFlow"
+    )
+
+
 def test_command_lines_for_local_kubernetes_and_batch():
     execution_id = uuid.uuid4()
     run = flow_command(
         "flows/f.py", "run", input_data={"topic": "AI"}, execution_id=execution_id, python="python"
     )
     assert run == [
-        "python", "flows/f.py", "--no-pylint", "run",
+        "python", "-P", "flows/f.py", "--no-pylint", "run",
         "--input-json", '{"topic": "AI"}', "--execution-id", str(execution_id),
     ]  # fmt: skip
     for environment in ("kubernetes", "batch"):
         argv = flow_command("f.py", "run", environment=environment, input_data={}, python="python")
-        assert argv == ["python", "f.py", "--no-pylint", "run", "--with", environment, "--input-json", "{}"]
+        assert argv == [
+            "python",
+            "-P",
+            "f.py",
+            "--no-pylint",
+            "run",
+            "--with",
+            environment,
+            "--input-json",
+            "{}",
+        ]
         resume = flow_command(
             "f.py", "resume", environment=environment, origin_run_id="17", max_workers=4, python="py"
         )
         assert resume == [
-            "py", "f.py", "--no-pylint", "resume", "--with", environment, "--max-workers", "4", "--origin-run-id", "17",
+            "py", "-P", "f.py", "--no-pylint", "resume", "--with", environment, "--max-workers", "4", "--origin-run-id", "17",
         ]  # fmt: skip
     with pytest.raises(InvalidConfigError, match="unknown environment 'mesos'"):
         flow_command("f.py", "run", environment="mesos")
@@ -351,7 +376,7 @@ def test_runner_launch_command_resumes_the_metaflow_run_when_there_is_one(tmp_pa
     )
     remote = MetaflowRunner(output_dir=tmp_path, environment="kubernetes", db_url=postgres)
     argv = remote.launch_command(execution, tmp_path / "t_flow.py")
-    assert argv[3:] == [
+    assert argv[4:] == [
         "run",
         "--with",
         "kubernetes",
@@ -361,15 +386,15 @@ def test_runner_launch_command_resumes_the_metaflow_run_when_there_is_one(tmp_pa
         str(execution.id),
     ]
     execution.external_run_id = "TFlow/1234"
-    assert remote.launch_command(execution, tmp_path / "t_flow.py")[3:] == [
+    assert remote.launch_command(execution, tmp_path / "t_flow.py")[4:] == [
         "resume", "--with", "kubernetes", "--origin-run-id", "1234",
     ]  # fmt: skip
     local = MetaflowRunner(output_dir=tmp_path, db_url=f"sqlite+aiosqlite:///{tmp_path}/q.db")
     assert (
-        local.launch_command(execution, tmp_path / "t_flow.py")[3] == "run"
+        local.launch_command(execution, tmp_path / "t_flow.py")[4] == "run"
     )  # its datastore has no such run
     (tmp_path / ".metaflow" / "TFlow" / "1234").mkdir(parents=True)
-    assert local.launch_command(execution, tmp_path / "t_flow.py")[3] == "resume"
+    assert local.launch_command(execution, tmp_path / "t_flow.py")[4] == "resume"
 
 
 def test_runner_is_registered_and_refuses_sqlite_on_a_cluster(tmp_path):

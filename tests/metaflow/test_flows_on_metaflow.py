@@ -84,6 +84,19 @@ async def test_pipeline_runs_on_metaflow_like_the_local_runner(flows_dir, sqlite
     ]
 
 
+async def test_a_module_planted_next_to_the_flow_never_runs(flows_dir, sqlite_url, agent, tmp_path):
+    """The flow's directory is not first on `sys.path` (`python -P`, and PYTHONSAFEPATH for its tasks)."""
+    marker = tmp_path / "planted-ran"
+    flows_dir.mkdir(parents=True, exist_ok=True)
+    (flows_dir / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\nfrom _json import *\n")
+    agents = {"parse": agent("parser", "analyst"), "write": agent("writer", "writer")}
+    topology = Topology(name="planted_pipeline", topology_type=TopologyType.PIPELINE)
+    result = await MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url).run(topology, agents, INPUT)
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    assert (flows_dir / "planted_pipeline_flow.py").exists()
+    assert not marker.exists()
+
+
 async def test_crosscheck_runs_its_checkers_in_a_foreach_like_the_local_runner(flows_dir, sqlite_url, agent):
     agents = {
         "primary": agent("solver"),

@@ -65,6 +65,8 @@ class Execution(TableModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
     duration_ms: int | None = None
+    human_request_id: str | None = Field(default=None, max_length=300)
+    """The human request a `paused` execution waits for (migration 0004)."""
 
 
 class ExecutionStep(TableModel, table=True):

@@ -30,7 +30,7 @@ _NAME = re.compile(NAME_PATTERN)
 
 def check_name(value: str, what: str) -> str:
     """Return `value` if it is a lowercase identifier, else raise a ValueError saying how to fix it."""
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):  # `$` alone lets a final newline by
         shown = value if len(str(value)) <= 40 else f"{str(value)[:40]}..."
         raise ValueError(
             f"invalid {what} name {shown!r}: use 1-64 lowercase letters, digits, '_' or '-', starting with a letter"

@@ -1,8 +1,18 @@
 """Runners: the same durable execution of a topology, scheduled in-process, concurrently or on Metaflow."""
 
 from ._async import AsyncRunner
-from ._base import BaseRunner, RunnerRegistry, runner
-from ._config import OWNED_PROCESS_FREEZE, RateLimitConfig, RunConfig, RunResult
+from ._attempt import Attempt, Ending, run_result
+from ._base import BaseRunner, RunnerRegistry, runner, start_execution
+from ._config import (
+    OWNED_PROCESS_FREEZE,
+    PROCESS_FIELDS,
+    RUN_OPTIONS,
+    FieldScope,
+    RateLimitConfig,
+    RunConfig,
+    RunResult,
+    field_scope,
+)
 from ._local import LocalRunner
 from ._metaflow import MetaflowRunner, export_flow, flow_command
 from ._team import Team, collect_teams, prepare_team
@@ -20,8 +30,13 @@ from ._trust import (
 
 __all__ = [
     "OWNED_PROCESS_FREEZE",
+    "PROCESS_FIELDS",
+    "RUN_OPTIONS",
     "AsyncRunner",
+    "Attempt",
     "BaseRunner",
+    "Ending",
+    "FieldScope",
     "LocalRunner",
     "MetaflowRunner",
     "RateLimitConfig",
@@ -34,12 +49,15 @@ __all__ = [
     "definition_digest",
     "executable_items",
     "export_flow",
+    "field_scope",
     "flow_command",
     "prepare_team",
     "require_trusted",
     "require_trusted_execution",
+    "run_result",
     "runner",
     "snapshot_agents",
+    "start_execution",
     "trust",
     "trusted_by",
     "untrusted",

@@ -22,6 +22,7 @@ class AsyncRunner(BaseRunner):
     """
 
     runner_type = "async"
+    option_names = ("max_concurrent",)
 
     def __init__(
         self,

@@ -11,22 +11,20 @@ heartbeat; a process that loses its lease stops without writing anything more.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from ...config import settings
-from ...observability import METRICS, get_logger, log_context, step_tracer, tracer
+from ...observability import METRICS, get_logger, step_tracer
 from .. import llm
-from ..errors import ExecutionBusyError, ExecutionPaused, HumanRejectedError, QmcpError, UserInputError
+from ..errors import ExecutionBusyError, UserInputError
 from ..mixins import RunResources
 from ..models import AgentType, Execution, ExecutionStatus, Topology
 from ..registry import RUNNERS
-from ..store import Database, Lease, Owner, StepRecord, as_storage_error, storage_errors
+from ..store import Database, Lease, Owner, StepRecord, storage_errors
 from ..topologies import (
     BaseTopology,
     Budget,
@@ -36,34 +34,24 @@ from ..topologies import (
     StepEvent,
     TopologyRegistry,
 )
-from ._config import RUN_OPTIONS, RunConfig, RunResult
+from ._attempt import Attempt, Ending, run_result
+from ._config import PROCESS_FIELDS, RUN_OPTIONS, RunConfig, RunResult
 from ._team import Team, collect_teams, prepare_team
 from ._trust import require_trusted_execution, trust_given
 
-__all__ = ["BaseRunner", "RunnerRegistry", "new_execution", "runner", "step_context", "stopped"]
+__all__ = ["BaseRunner", "RunnerRegistry", "runner", "start_execution", "step_context"]
 
 C = TypeVar("C", bound=StepContext)
 
 EventHandler = Callable[[StepEvent], None]
-
-_PROCESS_FIELDS = ("log_level", "trace_enabled", "metrics_enabled", "rate_limits", "freeze_heap_above")
-"""RunConfig fields that belong to the process running an attempt, not to the run (not stored)."""
-
-
-@dataclass
-class _Attempt:
-    """An attempt this runner is making now: the task running the topology, and its lease."""
-
-    work: asyncio.Task[Any]
-    lease: Lease
-    interrupted: bool = False
-    """Stopped to be resumed later (`interrupt`), not cancelled."""
 
 
 class BaseRunner:
     """Runs topologies with durable steps. Subclasses set `runner_type` and may override `scheduler()`."""
 
     runner_type: ClassVar[str] = "base"
+    option_names: ClassVar[tuple[str, ...]] = ()
+    """The constructor options this runner takes beyond `RunConfig` (the keys of `options()`)."""
 
     def __init__(
         self,
@@ -81,7 +69,7 @@ class BaseRunner:
         self.on_event = on_event
         self.stream = stream
         self.origin = origin
-        self._attempts: dict[uuid.UUID, _Attempt] = {}
+        self._attempts: dict[uuid.UUID, Attempt] = {}
         self._log = get_logger(level=self.config.log_level)
 
     def scheduler(self) -> Scheduler:
@@ -111,15 +99,10 @@ class BaseRunner:
         returns a `RunResult` with status failed and the error; it never raises.
         """
         team = prepare_team(topology, agents, input_data, self.model_override)
-        config = self.config.model_copy(
-            update={
-                "correlation_id": self.config.correlation_id or uuid.uuid4().hex,
-                "model_override": self.model_override,
-            }
-        )
+        config = self.config.model_copy(update={"model_override": self.model_override})
         async with Database(self.db_url) as db:
             with storage_errors(db.url):
-                execution, lease = await new_execution(
+                execution, lease = await start_execution(
                     db,
                     team,
                     config,
@@ -161,7 +144,7 @@ class BaseRunner:
             with storage_errors(db.url):
                 execution = await db.get_execution(execution_id)
                 if execution.status == ExecutionStatus.COMPLETED:
-                    return _result(execution)
+                    return run_result(execution)
                 await require_trusted_execution(db, execution)  # its snapshot comes from the database
                 config, stored, changes = self._resumed(execution, change_runner=change_runner)
                 agents = {
@@ -170,7 +153,7 @@ class BaseRunner:
                 prepare_team(execution.topology_snapshot, agents, execution.input_data, config.model_override)
                 claimed = await self._claim(db, execution, stored, changes, wait=wait, force=force)
                 if claimed is None:  # finished by its owner while we waited
-                    return _result(await db.get_execution(execution.id))
+                    return run_result(await db.get_execution(execution.id))
                 execution, lease = claimed
                 if changes:
                     self._log.info("run.options_changed", execution_id=str(execution.id), changes=changes)
@@ -189,7 +172,7 @@ class BaseRunner:
                         f"human request {request.id!r} belongs to no execution; it is answered"
                     )
                 if not resume:
-                    return _result(await db.get_execution(request.execution_id))
+                    return run_result(await db.get_execution(request.execution_id))
         return await self.resume(request.execution_id)
 
     async def cancel(self, execution_id: uuid.UUID | str, *, wait: float = 5.0) -> RunResult:
@@ -206,15 +189,14 @@ class BaseRunner:
                 execution = outcome.execution
                 attempt = self._attempts.get(execution.id)
                 if outcome.requested and attempt is not None:
-                    attempt.lease.cancel_requested = True
-                    attempt.work.cancel()
+                    attempt.cancel()
                 deadline = time.monotonic() + wait
                 while outcome.requested and execution.status == ExecutionStatus.RUNNING:
                     if time.monotonic() >= deadline:
                         break
                     await asyncio.sleep(0.05)
                     execution = await db.get_execution(execution.id)
-            return _result(execution)
+            return run_result(execution)
 
     def interrupt(self, execution_id: uuid.UUID) -> bool:
         """Stop this runner's attempt at `execution_id` so that it can be resumed later: its in-flight
@@ -223,8 +205,7 @@ class BaseRunner:
         attempt = self._attempts.get(execution_id)
         if attempt is None:
             return False
-        attempt.interrupted = True
-        attempt.work.cancel()
+        attempt.interrupt()
         return True
 
     # -- claiming -----------------------------------------------------------------------------
@@ -255,7 +236,7 @@ class BaseRunner:
             if execution.runner_options.get(name) != options.get(name):
                 changes[f"runner.{name}"] = [execution.runner_options.get(name), options.get(name)]
         config = stored.model_copy(
-            update=explicit | {name: getattr(self.config, name) for name in _PROCESS_FIELDS}
+            update=explicit | {name: getattr(self.config, name) for name in PROCESS_FIELDS}
         )
         return (
             config,
@@ -320,110 +301,28 @@ class BaseRunner:
             lease=lease,
             stream=self.stream,
         )
-        log = get_logger(level=config.log_level)
-        self._log = log
-        status, output, error = ExecutionStatus.FAILED, None, None
-        resume_hint = f"resume with: qmcp executions resume {execution.id}"
-        with (
-            log_context(execution_id=str(execution.id), correlation_id=execution.correlation_id),
-            tracer.start_as_current_span(
-                f"invoke_workflow {execution.topology_name}",
-                attributes={
-                    "gen_ai.operation.name": "invoke_workflow",
-                    "qmcp.execution_id": str(execution.id),
-                    "qmcp.correlation_id": execution.correlation_id or "",
-                    "qmcp.topology.type": execution.topology_type,
-                },
-            )
-            if config.trace_enabled
-            else contextlib.nullcontext(),
-        ):
-            log.info(
-                "run.start",
-                topology=execution.topology_name,
-                runner=self.runner_type,
-                replayable=len(completed),
-            )
-            work = asyncio.create_task(_run_topology(ctx, implementation, execution.input_data))
-            self._attempts[execution.id] = _Attempt(work, lease)
-            try:
-                async with lease.kept(on_stop=work.cancel), asyncio.timeout(config.timeout_seconds):
-                    output = await work
-                status = ExecutionStatus.COMPLETED
-            except TimeoutError:
-                error = f"timed out after {config.timeout_seconds}s; completed steps are kept, {resume_hint}"
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    # This task is cancelled (Ctrl-C, the caller): record it, then let the cancel go on.
-                    await asyncio.shield(
-                        self._finish(
-                            db,
-                            execution,
-                            ctx,
-                            lease,
-                            ExecutionStatus.CANCELLED,
-                            None,
-                            f"cancelled; {resume_hint}",
-                        )
-                    )
-                    raise
-                status, error = ExecutionStatus.CANCELLED, f"cancelled by request; {resume_hint}"
-                if self._attempts[execution.id].interrupted:
-                    status, error = (
-                        ExecutionStatus.INTERRUPTED,
-                        f"interrupted: its process stopped; {resume_hint}",
-                    )
-            except Exception as failure:
-                status, error = stopped(failure, db.url)
-                if not isinstance(failure, QmcpError) and error.startswith("internal error"):
-                    log.info("run.internal_error", exc_info=failure)  # the traceback, with --verbose
-            finally:
-                self._attempts.pop(execution.id, None)
-                if not work.done():
-                    work.cancel()
-            result = await self._finish(db, execution, ctx, lease, status, output, error)
-            log.info("run.end", status=str(result.status), error=result.error, duration_ms=result.duration_ms)
-        return result
+        self._log = get_logger(level=config.log_level)
+        attempt = Attempt(
+            db, execution, lease, usage=ctx.totals, log=self._log, metrics=self.config.metrics_enabled
+        )
+        work = _run_topology(ctx, implementation, execution.input_data)
+        return await self._make_attempt(attempt, work, config, replayable=len(completed))
 
-    async def _finish(
-        self,
-        db: Database,
-        execution: Execution,
-        ctx: StepContext,
-        lease: Lease,
-        status: ExecutionStatus,
-        output: dict[str, Any] | None,
-        error: str | None,
+    async def _make_attempt(
+        self, attempt: Attempt, work: Coroutine[Any, Any, Ending], config: RunConfig, *, replayable: int
     ) -> RunResult:
-        """Write how the attempt ended, as long as this process still owns the execution."""
-        if lease.lost is None:
-            try:
-                ended = await db.executions.finish(
-                    lease, status, output=output, error=error, usage=ctx.totals
-                )
-            except Exception as failure:
-                storage = as_storage_error(failure, db.url)
-                if storage is None:
-                    raise
-                # Nothing more can be written: the lease expires and the execution shows as interrupted.
-                self._log.info("run.unrecorded_end", error=str(storage))
-                unrecorded = f"{error or storage}; the end of this run could not be recorded either"
-                return _result(execution).model_copy(
-                    update={"status": ExecutionStatus.FAILED, "error": unrecorded}
-                )
-            if ended is not None:
-                execution.completed_at, ran = ended
-                execution.status, execution.output_data, execution.error = status, output, error
-                execution.duration_ms = (execution.duration_ms or 0) + ran
-                execution.input_tokens += int(ctx.totals["input_tokens"])
-                execution.output_tokens += int(ctx.totals["output_tokens"])
-                execution.cost_usd += ctx.totals["cost_usd"]
-                if self.config.metrics_enabled:
-                    METRICS.runs.labels(execution.topology_type, str(status)).inc()
-                return _result(execution)
-        # Another process owns the execution now: report what it shows, and why we stopped.
-        return _result(await db.get_execution(execution.id)).model_copy(update={"error": lease.lost})
+        """Make `attempt` with `work` (what ends the run), cancellable and interruptible through this runner."""
+        self._attempts[attempt.execution.id] = attempt
+        try:
+            return await attempt.run(
+                work,
+                runner_type=self.runner_type,
+                time_limit=config.timeout_seconds,
+                trace=config.trace_enabled,
+                replayable=replayable,
+            )
+        finally:
+            self._attempts.pop(attempt.execution.id, None)
 
     def _observe(self, event: StepEvent) -> None:
         if event.kind == "delta":
@@ -444,20 +343,22 @@ class BaseRunner:
             self.on_event(event)
 
 
-async def new_execution(
+async def start_execution(
     db: Database,
     team: Team,
     config: RunConfig,
     *,
     runner_type: str,
-    runner_options: dict[str, Any],
+    runner_options: Mapping[str, Any],
     owner: Owner | None,
+    origin: str,
     started: datetime | None = None,
-    origin: str = "python",
 ) -> tuple[Execution, Lease | None]:
     """Store a validated team and create its execution, claimed by `owner` (without one, `pending`:
     a queued run): what every run starts with (a runner's `run`, a server's queue, a Metaflow flow
-    started on its own)."""
+    started on its own). A run without a correlation id gets a new one here."""
+    if config.correlation_id is None:
+        config = config.model_copy(update={"correlation_id": uuid.uuid4().hex})
     teams = await collect_teams(db, team.topology)
     stored_topology, _ = await db.save_team(team.topology, team.agents)
     await trust_given(db, team.agents)  # definitions given as objects are trusted (runners/_trust.py)
@@ -471,8 +372,8 @@ async def new_execution(
         topology_snapshot=team.topology.definition(),
         agents_snapshot={slot: agent.definition() for slot, agent in team.agents.items()},
         teams_snapshot=teams,
-        run_config=config.model_dump(mode="json", exclude=set(_PROCESS_FIELDS)),
-        runner_options=runner_options,
+        run_config=config.model_dump(mode="json", exclude=set(PROCESS_FIELDS)),
+        runner_options=dict(runner_options),
         origin=origin,
     )
     lease = await db.executions.create(execution, owner, runner=runner_type, started=started)
@@ -481,11 +382,10 @@ async def new_execution(
 
 async def _run_topology(
     ctx: StepContext, implementation: BaseTopology, input_data: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The topology's code over its context: the attempt's work, a task of its own so that a cancel
-    request or a lost lease can stop it (in-flight model calls included) without stopping the runner."""
+) -> Ending:
+    """The topology's code over its context: the in-process runners' attempt work."""
     async with ctx.resources.exit_stack:
-        return await implementation.run(ctx, dict(input_data))
+        return Ending(ExecutionStatus.COMPLETED, output=await implementation.run(ctx, dict(input_data)))
 
 
 def step_context(
@@ -536,38 +436,6 @@ def step_context(
         teams=execution.teams_snapshot,
         tracer=step_tracer(config.trace_enabled),
         **extra,
-    )
-
-
-def stopped(error: Exception, url: str | None = None) -> tuple[ExecutionStatus, str]:
-    """The status and message an execution ends with when its topology code raises `error`."""
-    storage = as_storage_error(error, url) if url is not None else None
-    if storage is not None:
-        return ExecutionStatus.FAILED, str(storage)
-    if isinstance(error, ExecutionPaused):
-        return ExecutionStatus.PAUSED, str(error)
-    if isinstance(error, HumanRejectedError):
-        return ExecutionStatus.CANCELLED, str(error)
-    if isinstance(error, QmcpError):
-        return ExecutionStatus.FAILED, str(error)
-    return ExecutionStatus.FAILED, f"internal error: {type(error).__name__}: {error}"
-
-
-def _result(execution: Execution) -> RunResult:
-    return RunResult(
-        execution_id=execution.id,
-        status=execution.status,
-        output=execution.output_data,
-        error=execution.error,
-        started_at=execution.started_at,
-        completed_at=execution.completed_at,
-        duration_ms=execution.duration_ms,
-        runner_type=execution.runner_type,
-        topology_name=execution.topology_name,
-        correlation_id=execution.correlation_id,
-        input_tokens=execution.input_tokens,
-        output_tokens=execution.output_tokens,
-        cost_usd=execution.cost_usd,
     )
 
 

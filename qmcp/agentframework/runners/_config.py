@@ -7,7 +7,8 @@ by tests/core/test_public_api.py); the fields after them add spend, concurrency 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -15,7 +16,28 @@ from sqlmodel import Field, SQLModel
 
 from ..models import ExecutionStatus
 
-__all__ = ["OWNED_PROCESS_FREEZE", "RUN_OPTIONS", "RateLimitConfig", "RunConfig", "RunResult"]
+__all__ = [
+    "OWNED_PROCESS_FREEZE",
+    "PROCESS_FIELDS",
+    "RUN_OPTIONS",
+    "FieldScope",
+    "RateLimitConfig",
+    "RunConfig",
+    "RunResult",
+    "field_scope",
+]
+
+
+class FieldScope(StrEnum):
+    """Where a `RunConfig` field lives, declared on the field (`Annotated[..., FieldScope.RUN]`)."""
+
+    RUN = "run"
+    """Makes the run what it is: stored on the execution, reused by resume, changed only explicitly
+    (and recorded)."""
+    IDENTITY = "identity"
+    """Stored on the execution and fixed for its life (the correlation id)."""
+    PROCESS = "process"
+    """Belongs to the process making an attempt (log level, tracing, rate limits...): never stored."""
 
 
 class RateLimitConfig(BaseModel):
@@ -32,36 +54,38 @@ class RunConfig(SQLModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())  # type: ignore[assignment]  # SQLModel's type for it extends ConfigDict
 
-    correlation_id: str | None = Field(default=None, max_length=200)
-    timeout_seconds: int = Field(default=3600, gt=0, le=7 * 86_400)
-    checkpoint_enabled: bool = True
-    retry_on_failure: bool = True
-    max_retries: int = Field(default=3, ge=0, le=50)
-    log_level: str = "INFO"
-    trace_enabled: bool = True
-    metrics_enabled: bool = True
+    correlation_id: Annotated[str | None, FieldScope.IDENTITY] = Field(default=None, max_length=200)
+    timeout_seconds: Annotated[int, FieldScope.RUN] = Field(default=3600, gt=0, le=7 * 86_400)
+    checkpoint_enabled: Annotated[bool, FieldScope.RUN] = True
+    retry_on_failure: Annotated[bool, FieldScope.RUN] = True
+    max_retries: Annotated[int, FieldScope.RUN] = Field(default=3, ge=0, le=50)
+    log_level: Annotated[str, FieldScope.PROCESS] = "INFO"
+    trace_enabled: Annotated[bool, FieldScope.PROCESS] = True
+    metrics_enabled: Annotated[bool, FieldScope.PROCESS] = True
     # Beyond the core: model, concurrency and spend controls.
-    model_override: str | None = Field(default=None, description="Swap every agent's model for this run.")
-    max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
-    retry_backoff_seconds: float = Field(
+    model_override: Annotated[str | None, FieldScope.RUN] = Field(
+        default=None, description="Swap every agent's model for this run."
+    )
+    max_concurrent: Annotated[int | None, FieldScope.RUN] = Field(default=None, ge=1, le=100_000)
+    retry_backoff_seconds: Annotated[float, FieldScope.RUN] = Field(
         default=0.5, ge=0.0, le=60.0, description="First retry delay; doubles."
     )
-    max_tokens: int | None = Field(
+    max_tokens: Annotated[int | None, FieldScope.RUN] = Field(
         default=None,
         ge=1,
         description="The execution's budget in tokens (input plus output, every attempt); None: unlimited.",
     )
-    max_cost_usd: float | None = Field(
+    max_cost_usd: Annotated[float | None, FieldScope.RUN] = Field(
         default=None,
         ge=0,
         description="The execution's budget in US dollars (every attempt); None: unlimited.",
     )
-    rate_limits: dict[str, RateLimitConfig] | None = Field(
+    rate_limits: Annotated[dict[str, RateLimitConfig] | None, FieldScope.PROCESS] = Field(
         default=None,
         description="Requests/tokens per minute by model string, set for the whole process when the run "
         "starts (see QMCP_RATE_LIMITS); callers wait for their turn.",
     )
-    freeze_heap_above: int | None = Field(
+    freeze_heap_above: Annotated[int | None, FieldScope.PROCESS] = Field(
         default=None,
         ge=1,
         description="Opt in: keep the garbage collector off the pre-existing heap while more than this many "
@@ -76,22 +100,21 @@ OWNED_PROCESS_FREEZE = 500
 half their time in full collections walking the import heap without it (docs/benchmarks.md)."""
 
 
-RUN_OPTIONS = frozenset(
-    {
-        "model_override",
-        "max_concurrent",
-        "timeout_seconds",
-        "checkpoint_enabled",
-        "retry_on_failure",
-        "max_retries",
-        "retry_backoff_seconds",
-        "max_tokens",
-        "max_cost_usd",
-    }
-)
+def field_scope(name: str) -> FieldScope:
+    """The scope `RunConfig` field `name` declares; every field declares one (tests/core/test_runners.py)."""
+    scopes = [m for m in RunConfig.model_fields[name].metadata if isinstance(m, FieldScope)]
+    if len(scopes) != 1:
+        raise TypeError(f"RunConfig.{name} must declare exactly one FieldScope")
+    return scopes[0]
+
+
+RUN_OPTIONS = frozenset(name for name in RunConfig.model_fields if field_scope(name) is FieldScope.RUN)
 """The fields that make a run what it is: stored on the execution, reused by resume, changed only
-explicitly (and recorded). The others (log level, tracing, metrics, rate limits, the heap freeze) belong
-to the process running it."""
+explicitly (and recorded)."""
+
+PROCESS_FIELDS = frozenset(name for name in RunConfig.model_fields if field_scope(name) is FieldScope.PROCESS)
+"""The fields that belong to the process running an attempt (log level, tracing, metrics, rate limits,
+the heap freeze): not stored with the run."""
 
 
 class RunResult(SQLModel):
@@ -111,3 +134,5 @@ class RunResult(SQLModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    human_request_id: str | None = None
+    """The human request a `paused` run waits for: answer it to resume the run."""

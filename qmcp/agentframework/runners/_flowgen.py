@@ -18,11 +18,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..errors import InvalidConfigError
+from ..models import check_name
 from ..topologies import AgentCall, ParallelCalls, StepPlan
 from ._config import RunConfig
 from ._team import Team
 
-__all__ = ["flow_class_name", "flow_file_name", "generate_flow"]
+__all__ = ["flow_class_name", "flow_file_name", "flow_identifier", "generate_flow"]
 
 _LINE_LENGTH = 110
 _HELPERS = "qmcp.agentframework.runners.metaflow_helpers"
@@ -50,9 +52,23 @@ def _disambiguator(topology_name: str) -> str | None:
     return hashlib.sha256(topology_name.encode()).hexdigest()[:12]
 
 
+def flow_identifier(topology_name: str) -> str:
+    """The Python identifier a flow's file and class names are made of: a topology name with '-' as '_'.
+
+    Anything but a valid topology name (lowercase letters, digits, '_' and '-', starting with a
+    letter) is refused, so a flow's file can only ever be a plain file in the directory it is
+    written to, and its class a plain identifier.
+    """
+    try:
+        check_name(topology_name, "topology")
+    except ValueError as error:
+        raise InvalidConfigError(f"no Metaflow flow for this topology: {error}") from None
+    return topology_name.replace("-", "_")
+
+
 def flow_class_name(topology_name: str) -> str:
     """`ai_debate` → `AiDebateFlow`; `inj-pipe` → `InjPipe_<digest>Flow` (see `_disambiguator`)."""
-    words = topology_name.replace("-", "_").split("_")
+    words = flow_identifier(topology_name).split("_")
     camel = "".join(word[:1].upper() + word[1:] for word in words)
     digest = _disambiguator(topology_name)
     return f"{camel}_{digest}Flow" if digest else f"{camel}Flow"
@@ -60,7 +76,7 @@ def flow_class_name(topology_name: str) -> str:
 
 def flow_file_name(topology_name: str) -> str:
     """`ai_debate` → `ai_debate_flow.py`; `inj-pipe` → `inj_pipe__<digest>_flow.py` (see `_disambiguator`)."""
-    stem = topology_name.replace("-", "_")
+    stem = flow_identifier(topology_name)
     digest = _disambiguator(topology_name)
     return f"{stem}__{digest}_flow.py" if digest else f"{stem}_flow.py"
 

@@ -25,13 +25,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from ...observability import trace_environment, tracer
+from ...observability import get_logger, trace_environment
 from ..errors import InvalidConfigError
 from ..extras import require
 from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology
 from ..store import Database, Lease, StepRecord, is_sqlite
 from ..topologies import StepEvent
-from ._base import BaseRunner, EventHandler, _Attempt, _result, runner
+from ._attempt import Attempt, Ending
+from ._base import BaseRunner, EventHandler, runner
 from ._config import RunConfig, RunResult
 from ._flowgen import flow_file_name, generate_flow
 from ._team import Team, prepare_team
@@ -65,12 +66,15 @@ def flow_command(
     `origin_run_id`. Kubernetes and Batch add `--with kubernetes` / `--with batch`. `owner_token`
     (the lease of the process launching it) and `trace_context` (`TRACEPARENT`/`TRACESTATE`, the
     launching run's span) reach every step, wherever it runs.
+
+    Python runs the flow with `-P`: the flow's directory is not put first on `sys.path`, so no module
+    that happens to lie next to the flow file (a `json.py`) shadows the one the flow imports.
     """
     if environment not in ENVIRONMENTS:
         raise InvalidConfigError(
             f"unknown environment {environment!r}; choose one of: {', '.join(ENVIRONMENTS)}"
         )
-    argv = [python, str(flow_file), "--no-pylint", command]
+    argv = [python, "-P", str(flow_file), "--no-pylint", command]
     if environment != "local":
         argv += ["--with", environment]
     variables = {
@@ -126,6 +130,7 @@ class MetaflowRunner(BaseRunner):
     """Runs each topology as a generated Metaflow flow: one step per agent call, `foreach` for parallel ones."""
 
     runner_type = "metaflow"
+    option_names = ("output_dir", "environment")
 
     def __init__(
         self,
@@ -199,84 +204,36 @@ class MetaflowRunner(BaseRunner):
         config: RunConfig,
         lease: Lease,
     ) -> RunResult:
-        with (
-            tracer.start_as_current_span(
-                f"invoke_workflow {execution.topology_name}",
-                attributes={
-                    "gen_ai.operation.name": "invoke_workflow",
-                    "qmcp.execution_id": str(execution.id),
-                    "qmcp.correlation_id": execution.correlation_id or "",
-                    "qmcp.topology.type": execution.topology_type,
-                    "qmcp.runner": self.runner_type,
-                },
-            )
-            if config.trace_enabled
-            else contextlib.nullcontext()
-        ):
-            return await self._run_flow(db, execution, agents, config, lease)
-
-    async def _run_flow(
-        self,
-        db: Database,
-        execution: Execution,
-        agents: dict[str, AgentType],
-        config: RunConfig,
-        lease: Lease,
-    ) -> RunResult:
         flow_file = export_flow(execution.topology_snapshot, agents, self.output_dir, config=config)
+        self._log = get_logger(level=config.log_level)
+        # The flow's tasks record their steps' usage themselves: the attempt reads it back at the end.
+        attempt = Attempt(db, execution, lease, log=self._log, metrics=self.config.metrics_enabled)
+        work = self._run_flow(attempt, flow_file, config)
+        return await self._make_attempt(attempt, work, config, replayable=len(completed))
+
+    async def _run_flow(self, attempt: Attempt, flow_file: Path, config: RunConfig) -> Ending:
+        """The attempt's work: Metaflow runs the flow, whose steps end the execution (or fail to)."""
+        db, execution, lease = attempt.db, attempt.execution, attempt.lease
         argv = self.launch_command(execution, flow_file, config=config, owner_token=lease.token)
-        resume_hint = f"resume with: qmcp executions resume {execution.id}"
         reporter = await _StepReporter.start(db, execution.id, self.on_event) if self.on_event else None
-        work = asyncio.create_task(_launch(argv, self._environ(lease.token)))
-        self._attempts[execution.id] = _Attempt(work, lease)
-        stopped: tuple[ExecutionStatus, str] | None = None
         try:
-            async with lease.kept(on_stop=work.cancel), asyncio.timeout(config.timeout_seconds):
-                returncode, stderr = await work
-        except TimeoutError:
-            stopped = (
-                ExecutionStatus.FAILED,
-                f"timed out after {config.timeout_seconds}s; completed steps are kept, {resume_hint}",
-            )
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():  # this task is cancelled: record it, go on
-                await asyncio.shield(
-                    self._end(db, lease, ExecutionStatus.CANCELLED, f"cancelled; {resume_hint}")
-                )
-                raise
-            stopped = (ExecutionStatus.CANCELLED, f"cancelled by request; {resume_hint}")
-            if self._attempts[execution.id].interrupted:
-                stopped = (ExecutionStatus.INTERRUPTED, f"interrupted: its process stopped; {resume_hint}")
+            returncode, stderr = await _launch(argv, self._environ(lease.token))
         finally:
-            self._attempts.pop(execution.id, None)
             if reporter is not None:
                 await reporter.stop()
-        if stopped is not None:
-            return await self._end(db, lease, *stopped)
         finished = await db.get_execution(execution.id)
         if returncode == 0 and finished.status != ExecutionStatus.RUNNING:
-            return await self._end(db, lease, finished.status, finished.error)
+            return Ending(finished.status, error=finished.error)
         tail = "\n".join(stderr.strip().splitlines()[-_STDERR_LINES:]) or f"exit status {returncode}"
         step_error = finished.error if finished.status == ExecutionStatus.FAILED else None
-        return await self._end(
-            db, lease, ExecutionStatus.FAILED, "\n".join(filter(None, [step_error, f"Metaflow: {tail}"]))
+        return Ending(
+            ExecutionStatus.FAILED, error="\n".join(filter(None, [step_error, f"Metaflow: {tail}"]))
         )
-
-    async def _end(self, db: Database, lease: Lease, status: ExecutionStatus, error: str | None) -> RunResult:
-        """End the attempt: finish the execution unless a step of the flow did (it completed, paused
-        for a human, failed), then give the lease up; nothing when another process took it over."""
-        ended = lease.lost is None and await db.executions.finish(lease, status, error=error) is not None
-        if not ended and lease.lost is None:  # the flow ended it: keep its status, and our error if it failed
-            current = await db.get_execution(lease.execution_id)
-            failed = current.status == ExecutionStatus.FAILED and status == ExecutionStatus.FAILED
-            await db.executions.release(lease, error=error if failed else None)
-        result = _result(await db.get_execution(lease.execution_id))
-        return result if lease.lost is None else result.model_copy(update={"error": lease.lost})
 
     def _environ(self, owner_token: str | None = None) -> dict[str, str]:
         environ = dict(os.environ)
         environ["QMCP_DATABASE_URL"] = self.db_url
+        environ["PYTHONSAFEPATH"] = "1"  # `-P` for the processes Metaflow starts here (its tasks) too
         if owner_token is not None:
             environ[OWNER_VARIABLE] = owner_token
         environ.setdefault("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(self.output_dir.resolve()))

@@ -56,7 +56,7 @@ from ..errors import (
 )
 from ..models import AgentType, Execution, ExecutionStatus, Topology
 from ..registry import import_plugins
-from ..store import Database, Lease, MemoryStepStore, Owner, storage_errors
+from ..store import Database, MemoryStepStore, Owner, storage_errors
 from ..topologies import (
     Scheduler,
     StepContext,
@@ -66,7 +66,9 @@ from ..topologies import (
     determine_consensus,
     input_text,
 )
-from ._base import new_execution, step_context, stopped
+from ._attempt import Attempt, Ending
+from ._base import start_execution as start_new_execution  # this module's `start_execution` is a flow helper
+from ._base import step_context
 from ._config import RunConfig
 from ._team import prepare_team
 
@@ -264,7 +266,8 @@ async def _advance(
     run = _flow_run()
     async with Database(settings().database_url) as db:
         with storage_errors(db.url):
-            execution, lease, releases = await _attach(db, execution_id, run)
+            attempt = await _attach(db, execution_id, run)
+        execution, lease = attempt.execution, attempt.lease
         config = RunConfig.model_validate(execution.run_config)
         # A failure carried from this run replays as one; from the run being resumed, it is retried.
         failures = {r["key"]: r["error"] for r in after if r.get("error") and r.get("run") == run}
@@ -284,17 +287,16 @@ async def _advance(
             lease=lease,
         )
         implementation = TopologyRegistry.create(topology.topology_type, topology.config)
-        work = asyncio.create_task(
-            _run_code(ctx, implementation, execution.input_data, execution.correlation_id)
-        )
+        attempt.usage = ctx.totals
         finished = False
         try:
-            async with lease.kept(on_stop=work.cancel):
-                output: dict[str, Any] | None = await work
+            output: dict[str, Any] | None = await attempt.wait(
+                _run_code(ctx, implementation, execution.input_data, execution.correlation_id)
+            )
         except asyncio.CancelledError:
             if lease.lost is not None:
                 raise LeaseLostError(lease.lost) from None
-            finished = await _stop(db, lease, releases, _cancelled(execution.id), ctx.totals)
+            finished = await _stop(attempt, _cancelled(execution.id))
             raise _cancelled(execution.id) from None
         except _Suspended as stop:
             if must_finish:
@@ -302,11 +304,11 @@ async def _advance(
                     f"step {stop.key!r} of the topology is made by no step of this flow; "
                     "regenerate the flow with this version of qmcp"
                 )
-                finished = await _stop(db, lease, releases, missing, ctx.totals)
+                finished = await _stop(attempt, missing)
                 raise missing from None
             output = None
         except Exception as error:
-            finished = await _stop(db, lease, releases, error, ctx.totals)
+            finished = await _stop(attempt, error)
             raise
         finally:
             if not finished:
@@ -380,13 +382,10 @@ async def _start_execution(
             if not execution_id:  # a flow run started on its own: it creates and owns its execution
                 given = RunConfig.model_validate(dict(run_config))
                 config = given.model_copy(
-                    update={
-                        "correlation_id": given.correlation_id or uuid.uuid4().hex,
-                        "model_override": given.model_override or settings().model_override,
-                    }
+                    update={"model_override": given.model_override or settings().model_override}
                 )
                 team = prepare_team(dict(topology), dict(agents), dict(input_data), config.model_override)
-                execution, lease = await new_execution(
+                execution, lease = await start_new_execution(
                     db,
                     team,
                     config,
@@ -422,10 +421,9 @@ def _owner(run: str | None) -> Owner:
     return Owner.of_run(run, pid=os.getppid())  # a local task's parent is the Metaflow runtime
 
 
-async def _attach(
-    db: Database, execution_id: str | uuid.UUID, run: str | None
-) -> tuple[Execution, Lease, bool]:
-    """This step's lease on the execution, and whether the step may give it up when it ends the run.
+async def _attach(db: Database, execution_id: str | uuid.UUID, run: str | None) -> Attempt:
+    """This step's share of the attempt at the execution: its lease, and whether the step may give it
+    up when it ends the run.
 
     The runner that launched the flow holds the lease (its token is in `QMCP_EXECUTION_OWNER`):
     steps act for it and leave releasing to it. Otherwise the flow run owns the execution: its
@@ -452,21 +450,18 @@ async def _attach(
                 run_config=execution.run_config,
             )
         releases = True
+    attempt = Attempt(db, execution, lease, releases=releases)
     if execution.cancel_requested_at is not None:
-        await _stop(db, lease, releases, _cancelled(execution.id), {})
+        await _stop(attempt, _cancelled(execution.id))
         raise _cancelled(execution.id)
     if run is not None and execution.external_run_id != run:
         await db.executions.note_external_run(lease, run)
-    return execution, lease, releases
+    return attempt
 
 
-async def _stop(
-    db: Database, lease: Lease, releases: bool, error: Exception, usage: Mapping[str, float]
-) -> bool:
+async def _stop(attempt: Attempt, error: Exception) -> bool:
     """Record why a flow step stopped the execution, as the in-process runners do; whether it did."""
-    status, message = stopped(error, db.url)
-    ended = await db.executions.finish(lease, status, error=message, usage=usage, release=releases)
-    return ended is not None
+    return await attempt.record(Ending.of_error(error, attempt.db.url)) is not None
 
 
 async def _save_execution(topology_id: int | None, output: dict[str, Any], execution_id: str | None) -> None:
@@ -476,17 +471,15 @@ async def _save_execution(topology_id: int | None, output: dict[str, Any], execu
             if execution_id is None:
                 await _record_finished(db, topology_id, output, run)
                 return
-            execution, lease, releases = await _attach(db, execution_id, run)
+            attempt = await _attach(db, execution_id, run)
+            execution = attempt.execution
             if topology_id is not None and execution.topology_id != topology_id:
                 raise InvalidConfigError(
                     f"execution {execution.id} does not belong to topology {topology_id}"
                 )
-            if (
-                await db.executions.finish(lease, ExecutionStatus.COMPLETED, output=output, release=releases)
-                is None
-            ):
-                if lease.lost is not None:
-                    raise LeaseLostError(lease.lost)
+            if await attempt.record(Ending(ExecutionStatus.COMPLETED, output=output)) is None:
+                if attempt.lease.lost is not None:
+                    raise LeaseLostError(attempt.lease.lost)
                 raise _cancelled(execution.id)
 
 

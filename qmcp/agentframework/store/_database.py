@@ -206,28 +206,15 @@ class Database:
         Refused while executions reference it unless `keep_executions`: those executions keep
         their snapshot of the team (and stay resumable), only their link to the row is cleared.
         """
+        await self.delete_topologies([name], keep_executions=keep_executions)
+
+    async def delete_topologies(self, names: Sequence[str], *, keep_executions: bool = False) -> None:
+        """Delete topologies in one transaction: one refused (missing, or run without
+        `keep_executions`) deletes none of them."""
 
         def remove(session: Session) -> None:
-            topology = session.scalars(select(Topology).where(Topology.name == name)).first()
-            if topology is None:
-                raise NotFoundError(
-                    f"topology {name!r} not found; list them with: qmcp agents topologies list"
-                )
-            ran = session.scalar(
-                select(func.count()).select_from(Execution).where(Execution.topology_id == topology.id)
-            )
-            if ran and not keep_executions:
-                raise InvalidConfigError(
-                    f"topology {name!r} is referenced by {ran} execution(s); delete it anyway with "
-                    "--force (the executions keep their snapshot of the team)"
-                )
-            session.execute(
-                update(Execution).where(col(Execution.topology_id) == topology.id).values(topology_id=None)
-            )
-            session.execute(
-                delete(TopologyMembership).where(col(TopologyMembership.topology_id) == topology.id)
-            )
-            session.execute(delete(Topology).where(col(Topology.id) == topology.id))
+            for name in names:
+                _remove_topology(session, name, keep_executions=keep_executions)
 
         await self._write(remove)
 
@@ -251,6 +238,26 @@ class Database:
 
     async def save_agent(self, agent: AgentType) -> AgentType:
         return await self._write(lambda session: _upsert_agents(session, [agent])[agent.name])
+
+    async def save_definitions(
+        self, agents: Sequence[AgentType], teams: Sequence[tuple[Topology, Mapping[str, AgentType]]]
+    ) -> None:
+        """Store agents, then topologies with their slots, in one transaction (`qmcp apply`): a
+        failure stores none of them. Names that exist are updated, like `save_team`."""
+
+        def save(session: Session) -> None:
+            if agents:
+                _upsert_agents(session, list(agents))
+            for topology, slots in teams:
+                _save_team(session, topology, slots)
+
+        for attempt in range(5):
+            try:
+                await self._write(save)
+                return
+            except IntegrityError:  # another writer inserted one of the names first: update it now
+                if attempt == 4:
+                    raise
 
     # -- executions ---------------------------------------------------------------------------
 
@@ -583,6 +590,25 @@ def _not_pending(request: HumanRequest) -> str:
 
 
 # -- team writes, run by `Database._write` in this thread (SQLite) or on the engine's ------------------
+
+
+def _remove_topology(session: Session, name: str, *, keep_executions: bool) -> None:
+    topology = session.scalars(select(Topology).where(Topology.name == name)).first()
+    if topology is None:
+        raise NotFoundError(f"topology {name!r} not found; list them with: qmcp agents topologies list")
+    ran = session.scalar(
+        select(func.count()).select_from(Execution).where(Execution.topology_id == topology.id)
+    )
+    if ran and not keep_executions:
+        raise InvalidConfigError(
+            f"topology {name!r} is referenced by {ran} execution(s); delete it anyway with "
+            "--force (the executions keep their snapshot of the team)"
+        )
+    session.execute(
+        update(Execution).where(col(Execution.topology_id) == topology.id).values(topology_id=None)
+    )
+    session.execute(delete(TopologyMembership).where(col(TopologyMembership.topology_id) == topology.id))
+    session.execute(delete(Topology).where(col(Topology.id) == topology.id))
 
 
 def _save_team(

@@ -502,6 +502,7 @@ class ExecutionService:
                 "cancel_requested_at": None,
                 "attempts": col(Execution.attempts) + 1,
                 "error": None,
+                "human_request_id": None,
                 "completed_at": None,
                 "runner_type": runner,
                 "runner_options": dict(runner_options),
@@ -532,6 +533,7 @@ class ExecutionService:
         error: str | None = None,
         usage: Mapping[str, float] | None = None,
         release: bool = True,
+        human_request_id: str | None = None,
     ) -> tuple[datetime, int] | None:
         """End the owner's running attempt in `status` and (with `release`) give the lease up.
 
@@ -539,7 +541,7 @@ class ExecutionService:
         nothing was written: the execution is no longer this owner's (the lease is then marked
         lost), or another process of this owner ended it already. `release=False` keeps the lease
         for the process that claimed it (a Metaflow task ending a run that `MetaflowRunner` claimed;
-        the runner then calls `release`).
+        the runner then calls `release`). `human_request_id`: the request a `paused` run waits for.
         """
         allowed(S.RUNNING, _FINISH_ACTION[status])
         now = utcnow()
@@ -548,6 +550,7 @@ class ExecutionService:
             "status": status,
             "output_data": output,
             "error": error,
+            "human_request_id": human_request_id,
             "completed_at": now,
             "duration_ms": func.coalesce(col(Execution.duration_ms), 0) + ran,
             **(_released() if release else {}),
@@ -623,6 +626,7 @@ class ExecutionService:
             values = {
                 "status": S.CANCELLED,
                 "error": "cancelled by request",
+                "human_request_id": None,
                 "completed_at": now,
                 **_released(),
             }
@@ -647,7 +651,9 @@ class ExecutionService:
             if current.status == S.RUNNING and state is OwnerState.EXPIRED:  # not renewed since we looked
                 guard.append(col(Execution.lease_until) == current.lease_until)
             if await self.db.execute_update(
-                current.id, {"status": S.PENDING, "error": None, **_released()}, *guard
+                current.id,
+                {"status": S.PENDING, "error": None, "human_request_id": None, **_released()},
+                *guard,
             ):
                 return await self.db.get_execution(current.id)
         raise ExecutionBusyError(f"execution {execution_id} keeps changing; try again")
