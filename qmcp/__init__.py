@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         PipelineConfig,
         Topology,
         TopologyType,
+        Usage,
     )
     from .agentframework.runners import (
         AsyncRunner,
@@ -52,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "MetaflowRunner": "runners",
     "RunConfig": "runners",
     "RunResult": "runners",
+    "Usage": "models",
     # Defining a team
     "AgentConfig": "models",
     "AgentRole": "models",
@@ -116,6 +118,7 @@ __all__ = [
     "StepContext",
     "Topology",
     "TopologyType",
+    "Usage",
     "UserInputError",
     "__version__",
     "close_engines",

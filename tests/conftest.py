@@ -1,8 +1,15 @@
-"""Shared fixtures: a fresh database per test (SQLite always, PostgreSQL when configured)."""
+"""Shared fixtures: a fresh database per test (SQLite always, PostgreSQL when configured); the tiers.
+
+The fast tier (`pytest -m "not slow"`) runs in this process only. A test that starts a process is
+`slow`: the fixtures that start processes mark their tests (`SPAWNING_FIXTURES`), a test that starts
+one itself says so with `@pytest.mark.slow`, and a fast test that starts one anyway fails.
+"""
 
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -13,6 +20,53 @@ from qmcp.agentframework.llm import ScriptedModel, register_model, unregister_mo
 from qmcp.agentframework.models import AgentConfig, AgentRole, AgentType
 
 POSTGRES_URL = os.environ.get("QMCP_TEST_POSTGRES_URL")
+
+SPAWNING_FIXTURES = frozenset(
+    {
+        "browser",  # server/test_console_browser.py: chromium and its driver
+        "start_server",  # server/conftest.py: `qmcp serve` through server_driver.py
+        "worker_env_server",  # server/conftest.py: the environment of such processes
+        "qmcp_exe",  # cli/conftest.py: the installed `qmcp` console script
+        "run_qmcp",  # cli/conftest.py: it, run on the test's database
+        "run_qmcp_env",  # llm/test_connection_errors.py: it, with a provider's environment
+        "worker_env",  # reliability/conftest.py: the environment of worker processes
+        "worker",  # reliability/test_kill_resume.py: a worker killed mid-run
+        "qmcp",  # reliability/test_processes_ownership.py: `qmcp` processes sharing a database
+    }
+)
+
+platform.processor()  # cached for the session: its one-off `uname -p` is no test's process
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that uses a fixture starting processes (before `-m` selects)."""
+    for item in items:
+        if SPAWNING_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """A test outside the slow tier that starts a process fails, naming the process."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    started: list[str] = []
+    execute = subprocess.Popen._execute_child
+
+    def record(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> Any:
+        started.append(args if isinstance(args, str | bytes) else " ".join(map(str, args)))
+        return execute(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", record)
+    yield
+    assert not started, (
+        f"this test is in the fast tier but started a process ({str(started[0])[:200]!r}): "
+        "mark it @pytest.mark.slow, or use a fixture of SPAWNING_FIXTURES"
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -87,6 +87,7 @@ def test_the_marker_rule_finds_what_it_should():
     assert (with_env.skip, with_env.env, with_env.language) == (None, {"A": "1", "B": "2"}, "python")
 
 
+@pytest.mark.slow  # runs every README block as a script
 def test_readme_runs_as_written(tmp_path):
     work = tmp_path / "repo"
     work.mkdir()

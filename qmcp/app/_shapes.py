@@ -42,6 +42,8 @@ class ExecutionOut(BaseModel):
     error: str | None
     human_request_id: str | None = None
     """The human request a paused run waits for (answer it to go on)."""
+    requests: int = 0
+    """Model calls sent, retries included (with the tokens and cost below: the execution's `Usage`)."""
     input_tokens: int
     output_tokens: int
     cost_usd: float
@@ -77,6 +79,7 @@ class ExecutionOut(BaseModel):
             output=execution.output_data,
             error=execution.error,
             human_request_id=execution.human_request_id,
+            requests=execution.requests,
             input_tokens=execution.input_tokens,
             output_tokens=execution.output_tokens,
             cost_usd=execution.cost_usd,

@@ -110,9 +110,9 @@ class RunDisplay:
         elif event.kind == "completed":
             slot.running = max(0, slot.running - 1)
             slot.done += 1
-            slot.input_tokens += event.input_tokens
-            slot.output_tokens += event.output_tokens
-            slot.cost_usd += event.cost_usd
+            slot.input_tokens += event.usage.input_tokens
+            slot.output_tokens += event.usage.output_tokens
+            slot.cost_usd += event.usage.cost_usd
         elif event.kind == "failed":
             slot.running = max(0, slot.running - 1)
             slot.failed += 1
@@ -135,9 +135,8 @@ class RunDisplay:
     def _line(self, event: StepEvent) -> None:
         detail = ""
         if event.kind == "completed":
-            detail = (
-                f"  {format_tokens(event.input_tokens, event.output_tokens)}  {format_cost(event.cost_usd)}"
-            )
+            used = event.usage
+            detail = f"  {format_tokens(used.input_tokens, used.output_tokens)}  {format_cost(used.cost_usd)}"
         elif event.error:
             detail = f"  {event.error}"
         elapsed = time.monotonic() - self._started

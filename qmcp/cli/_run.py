@@ -75,20 +75,17 @@ def slot_models(
 
     `ambient`: QMCP_MODEL_OVERRIDE applies (a new run; a resume keeps the override it ran with).
     """
-    from qmcp.config import settings
+    from qmcp.agentframework.llm import effective_model, run_override
+    from qmcp.agentframework.models import AgentConfig
 
-    current = settings()
+    override = run_override(override) if ambient else override
     models: dict[str, tuple[str, str]] = {}
     for slot, agent in agents.items():
         definition = agent if isinstance(agent, Mapping) else agent.definition()
         config = definition.get("config") or {}
-        model = (
-            override
-            or (current.model_override if ambient else None)
-            or config.get("model")
-            or current.default_model
-        )
-        models[slot] = (definition["name"], model)
+        # Unvalidated: this only names the model; the run validates the whole config.
+        own = AgentConfig.model_construct(model=config.get("model"))
+        models[slot] = (definition["name"], effective_model(own, override).model)
     return models
 
 

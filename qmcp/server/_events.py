@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..agentframework.models import Execution, ExecutionStatus, ExecutionStep, utcnow
+from ..agentframework.models import Execution, ExecutionStatus, ExecutionStep, Usage, utcnow
 from ..agentframework.store import Database
 from ..agentframework.topologies import StepEvent
 from ..app import ExecutionOut
@@ -183,10 +183,11 @@ def step_event(event: StepEvent | ExecutionStep | Any) -> dict[str, Any]:
     `ExecutionStep` or `Database.list_step_outlines`'s)."""
     kind: str
     if isinstance(event, StepEvent):
-        kind, attempts = event.kind, None
+        kind, attempts, usage = event.kind, None, event.usage
         agent = event.agent_name
-    else:
+    else:  # an outline row has the columns only
         kind, attempts, agent = str(event.status).lower(), event.attempts, event.agent_name
+        usage = Usage(event.attempts, event.input_tokens, event.output_tokens, event.cost_usd)
     return {
         "event": "step",
         "kind": kind,
@@ -194,9 +195,9 @@ def step_event(event: StepEvent | ExecutionStep | Any) -> dict[str, Any]:
         "slot": event.slot,
         "agent": agent,
         "model": event.model,
-        "input_tokens": event.input_tokens,
-        "output_tokens": event.output_tokens,
-        "cost_usd": event.cost_usd,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cost_usd": usage.cost_usd,
         "latency_ms": event.latency_ms,
         "error": event.error,
         "attempts": attempts,

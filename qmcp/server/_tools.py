@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
 from ..agentframework.errors import QmcpError, StepFailedError
+from ..agentframework.llm import effective_model, run_override
 from ..agentframework.mixins import python_tool, registered_tools
 from ..agentframework.models import (
     AgentConfig,
@@ -100,8 +101,7 @@ TOOLS_MODEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("qmcp_t
 
 
 def _tools_model() -> str:
-    current = settings()
-    return TOOLS_MODEL.get() or current.model_override or current.tools_model or current.default_model
+    return effective_model(AgentConfig(model=settings().tools_model), run_override(TOOLS_MODEL.get())).model
 
 
 async def _ask(role: AgentRole, tool: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import qmcp.app
 
 
@@ -14,6 +16,7 @@ def test_every_exported_name_resolves_and_the_list_is_pinned() -> None:
     assert all(getattr(qmcp.app, name) is not None for name in qmcp.app.__all__)
 
 
+@pytest.mark.slow  # a fresh interpreter's imports
 def test_the_client_and_the_shapes_import_no_runner_and_no_store() -> None:
     code = (
         "import sys, qmcp.client\n"

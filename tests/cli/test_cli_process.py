@@ -17,6 +17,7 @@ import pytest
 HEAVY = ("pydantic_ai", "sqlalchemy", "sqlmodel", "qmcp.agentframework", "qmcp.config", "asyncio")
 
 
+@pytest.mark.slow  # a fresh interpreter's imports
 @pytest.mark.parametrize(
     "args",
     [

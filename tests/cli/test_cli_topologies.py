@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -182,13 +183,10 @@ def test_executions_list_show_resume_cancel(team):
 
 async def _interrupted_execution(db_url: str) -> str:
     """An execution left `running` by a killed process, as the database sees it."""
-    import subprocess
-
     from qmcp.agentframework.models import Execution
     from qmcp.agentframework.store import Database, Owner
 
-    gone = subprocess.Popen(["true"])
-    gone.wait()
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # a pid no process can have
     async with Database(db_url) as db:
         topology, agents = await db.get_topology("review")
         execution = Execution(
@@ -199,7 +197,7 @@ async def _interrupted_execution(db_url: str) -> str:
             topology_snapshot=topology.definition(),
             agents_snapshot={slot: agent.definition() for slot, agent in agents.items()},
         )
-        await db.executions.create(execution, Owner.this_process(pid=gone.pid), runner="local")
+        await db.executions.create(execution, Owner.this_process(pid=gone), runner="local")
         return str(execution.id)
 
 

@@ -165,6 +165,7 @@ def test_trust_refusals_name_the_command_with_the_database_in_use(cli, tmp_path,
     cli.user_error("trust", "agent", "ghost", says="agent 'ghost' not found")
 
 
+@pytest.mark.slow  # the trusted team starts its MCP server process
 def test_compound_sub_teams_from_the_database_must_be_trusted(cli, tmp_path, markers, db_file):
     document = hostile_team(markers)
     document["topologies"] = [

@@ -29,6 +29,7 @@ def validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
+@pytest.mark.slow  # renders the document in a fresh interpreter
 def test_the_document_is_the_generators_output():
     """Rendered in a process of its own: the document covers qmcp's own types and mixins, and this
     process has registered the test plugins' too (tests/ext_plugin.py, imported by other tests)."""

@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+from _eventually import eventually_async
 from sqlalchemy import update
 
 from qmcp.agentframework.errors import NonDeterminismError
@@ -215,16 +216,19 @@ def _completed_steps(path: str) -> int:
             return 0
 
 
+@pytest.mark.slow  # kills a run's process
 async def test_sigkill_after_stage_six_then_resume(tmp_path, agent):
     path = tmp_path / "kill.db"
     url = f"sqlite+aiosqlite:///{path}"
     script = tmp_path / "run.py"
     script.write_text(_KILL_SCRIPT)
     process = subprocess.Popen([sys.executable, str(script), url, "0.15"], env=os.environ.copy())
-    deadline = time.monotonic() + 60
-    while _completed_steps(str(path)) < 6:
-        assert process.poll() is None and time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+
+    def six_steps() -> bool:
+        assert process.poll() is None, "the run's process ended before it was killed"
+        return _completed_steps(str(path)) >= 6
+
+    await eventually_async(six_steps, "six recorded steps", every=0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert _completed_steps(str(path)) == 6

@@ -39,6 +39,7 @@ def _one_error_line(result: subprocess.CompletedProcess[str], says: str) -> None
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
 
 
+@pytest.mark.slow  # runs `qmcp` in a Python process without the extras
 def test_the_core_runs_a_team_without_any_extra(tmp_path: Path):
     result = _without(EXTRA_MODULES, _cli("--model", "test", "--quiet", "demo"), tmp_path)
     assert result.returncode == 0, result.stderr
@@ -72,6 +73,7 @@ def test_the_core_runs_a_team_without_any_extra(tmp_path: Path):
         ),
     ],
 )
+@pytest.mark.slow  # a Python process without the extra
 def test_a_missing_extra_is_one_line_naming_the_pip_command(
     module: str, code: str, says: str, tmp_path: Path
 ):
@@ -84,6 +86,7 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(
     assert result.stdout.strip().endswith(says), result.stdout
 
 
+@pytest.mark.slow  # `qmcp` processes without the extras
 def test_commands_whose_extra_is_missing_say_which(tmp_path: Path):
     _one_error_line(_without(("fastapi",), _cli("serve"), tmp_path), "pip install 'qmcp[server]'")
     _one_error_line(_without(("fastapi",), _cli("mcp"), tmp_path), "pip install 'qmcp[server]'")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test is a host process running qmcp
+
 _TEAM = """
 import asyncio, gc, json, logging, sys
 from qmcp.agentframework.models import AgentConfig, AgentType, EnsembleConfig, Topology, TopologyType

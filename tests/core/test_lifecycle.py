@@ -7,12 +7,13 @@ everything the test then does goes through `db.executions`, the only writer of t
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from _clock import FakeClock
 
 from qmcp.agentframework.errors import (
     ConflictError,
@@ -38,9 +39,8 @@ S = ExecutionStatus
 
 
 def _dead_pid() -> int:
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    return gone.pid
+    """A pid no process can have: above the kernel's largest."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
 
 
 async def _execution(db: Database, status: ExecutionStatus, owner: str) -> tuple[Execution, Lease | None]:
@@ -217,19 +217,28 @@ async def test_the_heartbeat_renews_the_lease_and_brings_cancel_requests(db_url,
         assert lease.cancel_requested and lease.lost is None
 
 
-async def test_a_stalled_owner_renews_before_its_next_call_and_stops_if_taken_over(db_url, monkeypatch):
-    monkeypatch.setenv("QMCP_HEARTBEAT_SECONDS", "0.05")
-    monkeypatch.setenv("QMCP_LEASE_SECONDS", "0.2")
+async def test_a_stalled_owner_renews_before_its_next_call_and_stops_if_taken_over(db_url):
     async with Database(db_url) as db:
+        db.executions.clock = clock = FakeClock()
         execution, lease = await _execution(db, S.RUNNING, "live")
         assert lease is not None
-        await lease.ensure()  # fresh: no database round trip needed
-        await asyncio.sleep(0.3)  # stalled past its lease, with no heartbeat running
+        first = (await db.get_execution(execution.id)).lease_until
+        clock.advance(lease.ttl - lease.interval - 0.01)
+        await lease.ensure()  # fresh enough: no database round trip
+        assert (await db.get_execution(execution.id)).lease_until == first
+        clock.advance(lease.ttl)  # stalled past its lease, with no heartbeat running
         await lease.ensure()  # nobody took it: renewed, still the owner
-        await asyncio.sleep(0.3)
-        await db.executions.claim(
-            execution.id, Owner.this_process(), runner="local", runner_options={}, run_config={}
-        )
+        assert (await db.get_execution(execution.id)).lease_until > first
+
+        def take_over() -> Any:
+            return db.executions.claim(
+                execution.id, Owner.this_process(), runner="local", runner_options={}, run_config={}
+            )
+
+        with pytest.raises(ExecutionBusyError):  # the renewed lease holds
+            await take_over()
+        clock.advance(lease.ttl + 1)  # stalled again, past the renewed lease
+        await take_over()
         with pytest.raises(LeaseLostError, match="taken over by another process"):
             await lease.ensure()
 

@@ -18,18 +18,21 @@ from qmcp.agentframework.errors import (
 )
 from qmcp.agentframework.llm import (
     FAILURE_KINDS,
+    ModelChoice,
     ScriptedModel,
     call_model,
     classify_error,
+    effective_model,
     json_instruction,
     make_test_model,
     normalize_model_string,
     register_model,
     resolve_model,
     retry_transient,
+    run_override,
     unregister_model,
 )
-from qmcp.agentframework.models import ModelConfig, Models
+from qmcp.agentframework.models import AgentConfig, ModelConfig, Models
 from qmcp.agentframework.topologies import VALIDATION_SCHEMA, validate_json
 
 
@@ -242,3 +245,26 @@ def test_registered_models_win():
         assert resolve_model("mine") is script.model
     finally:
         unregister_model("mine")
+
+
+def test_the_effective_model_of_an_agent(monkeypatch):
+    """One rule: the override wins; the agent's endpoint and key variable go only with its own model."""
+    monkeypatch.setenv("QMCP_DEFAULT_MODEL", "test")
+    keyed = AgentConfig(model="gpt-4.1", base_url="http://127.0.0.1:9/v1", api_key_env="TEAM_A_KEY")
+    own = ModelChoice("gpt-4.1", "http://127.0.0.1:9/v1", "TEAM_A_KEY")
+    assert effective_model(keyed, None) == own
+    assert effective_model(keyed, "openai:gpt-4.1") == ModelChoice(
+        "openai:gpt-4.1", own.base_url, own.api_key_env
+    )
+    assert effective_model(keyed, "ollama:anything") == ModelChoice("ollama:anything")
+    assert effective_model(AgentConfig(), None) == ModelChoice("test")  # no model named: the default
+    assert (
+        effective_model(AgentConfig(), "anthropic:claude-sonnet-4-0").model == "anthropic:claude-sonnet-4-0"
+    )
+
+
+def test_the_ambient_override_is_taken_only_where_a_run_starts(monkeypatch):
+    monkeypatch.setenv("QMCP_MODEL_OVERRIDE", "test")
+    assert run_override(None) == "test" and run_override("ollama:x") == "ollama:x"
+    monkeypatch.delenv("QMCP_MODEL_OVERRIDE")
+    assert run_override(None) is None

@@ -237,6 +237,7 @@ async def test_a_missing_directory_is_one_line(tmp_path: Path):
         await schema_revision(url)
 
 
+@pytest.mark.slow  # a fresh interpreter's imports
 def test_a_database_at_head_is_opened_without_loading_alembic(tmp_path: Path):
     """The first use of an up-to-date database costs one query: Alembic is not even imported."""
     url = f"sqlite+aiosqlite:///{tmp_path}/qmcp.db"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from qmcp.observability import tracing_active
 
 _TRACED_RUN = textwrap.dedent(
@@ -57,6 +59,7 @@ def _traced_run(tmp_path, switch: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a process with its own tracer provider
 def test_a_run_is_one_workflow_span_with_a_child_span_per_agent_step(tmp_path):
     traced = _traced_run(tmp_path, "on")
     assert traced["active"] and traced["status"] == "completed"
@@ -66,8 +69,12 @@ def test_a_run_is_one_workflow_span_with_a_child_span_per_agent_step(tmp_path):
     assert all(s["parent"] == workflow[0]["id"] for s in steps)
     assert steps[0]["attributes"]["gen_ai.request.model"] == "test"
     assert steps[1]["attributes"]["qmcp.step.key"].endswith("edit")
+    paid = workflow[0]["attributes"]  # the attempt's usage: its steps' added up
+    for name in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "qmcp.usage.requests"):
+        assert paid[name] == sum(s["attributes"][name] for s in steps) > 0
 
 
+@pytest.mark.slow  # a process with its own tracer provider
 def test_trace_enabled_false_records_no_spans(tmp_path):
     assert _traced_run(tmp_path, "off")["spans"] == []
 
@@ -94,6 +101,7 @@ def test_logged_tracebacks_are_plain_without_frame_variables(capsys):
     assert "a frame variable" not in err and "locals" not in err
 
 
+@pytest.mark.slow  # runs the documented example in a process
 def test_the_documented_tracing_example_prints_the_spans_and_gen_ai_attributes(tmp_path):
     """docs/observability.md's program, run as written, with the console exporter."""
     import re
@@ -212,6 +220,7 @@ _PLANTED_KEY_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a process with its own tracer provider
 def test_a_planted_api_key_never_reaches_spans_logs_or_the_database(tmp_path):
     """The provider quotes the key it was sent in its error message, as OpenAI's does."""
     key = "sk-planted-" + "7" * 32

@@ -173,10 +173,12 @@ async def test_replayed_steps_carry_their_recorded_tokens(sqlite_url, agent, scr
     events: list[StepEvent] = []
     resumed = await LocalRunner(db_url=sqlite_url, on_event=events.append).resume(first.execution_id)
     replayed = [e for e in events if e.kind == "replayed"]
-    assert len(replayed) == 2 and all(e.input_tokens > 0 and e.output_tokens > 0 for e in replayed)
+    assert len(replayed) == 2 and all(
+        e.usage.input_tokens > 0 and e.usage.output_tokens > 0 for e in replayed
+    )
     async with Database(sqlite_url) as db:
         steps = await db.list_steps(first.execution_id)
-    assert [e.input_tokens for e in replayed] == [s.input_tokens for s in steps[:2]]
+    assert [e.usage for e in replayed] == [s.usage for s in steps[:2]]
     assert resumed.input_tokens == sum(s.input_tokens for s in steps)  # the run's total, paid once
 
 

@@ -124,6 +124,7 @@ def test_ensemble_config_dump_round_trips():
     assert topology.parsed_config == EnsembleConfig(aggregation_method="synthesis")
 
 
+@pytest.mark.slow  # a fresh interpreter's imports
 def test_import_qmcp_stays_light():
     code = "import sys, qmcp; print(sorted(m for m in ('pydantic_ai', 'sqlalchemy', 'metaflow', 'xllamacpp') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -159,6 +160,7 @@ ROOT_EXPORTS = [
     "StepContext",
     "Topology",
     "TopologyType",
+    "Usage",
     "UserInputError",
     "__version__",
     "close_engines",
@@ -186,6 +188,7 @@ def test_the_package_root_exports_a_small_curated_surface():
         _ = qmcp.nope  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # a fresh interpreter's imports
 def test_the_package_root_imports_its_exports_lazily():
     code = (
         "import sys, qmcp\n"

@@ -39,6 +39,7 @@ from qmcp.config import Settings
 SEED = Path(__file__).with_name("seed_complete_local_execution.py")
 
 
+@pytest.mark.slow  # runs the seed's example as a script
 @pytest.mark.parametrize("runner_name", ["LocalRunner", "AsyncRunner"])
 def test_seed_complete_local_execution_verbatim(tmp_path, runner_name):
     source = SEED.read_text()
@@ -58,6 +59,7 @@ def test_seed_complete_local_execution_verbatim(tmp_path, runner_name):
     assert (tmp_path / "demo.db").exists()
 
 
+@pytest.mark.slow  # runs the seed's example as a script
 def test_seed_example_without_a_key_names_the_variable_and_the_override(tmp_path):
     script = tmp_path / "example.py"
     script.write_text(SEED.read_text())

@@ -18,6 +18,7 @@ from qmcp.agentframework.models import (
     PipelineConfig,
     Topology,
     TopologyType,
+    Usage,
 )
 from qmcp.agentframework.runners import AsyncRunner, LocalRunner, RunConfig
 from qmcp.agentframework.store import Database
@@ -150,17 +151,17 @@ async def test_concurrent_calls_wait_for_estimates_in_flight_instead_of_failing(
     second = asyncio.ensure_future(budget.reserve("a", "test", 10, 50))
     await asyncio.sleep(0.01)
     assert not second.done()  # 60 held + 60 > 100, but 0 spent + 60 fits: it waits
-    budget.settle(first, 20, 0.0)  # used 20 of its 60
+    budget.settle(first, Usage(requests=1, input_tokens=10, output_tokens=10))  # used 20 of its 60
     held = await asyncio.wait_for(second, 1)
-    assert budget.run.tokens == 20 and budget.run.reserved_tokens == 60
-    budget.settle(held, 30, 0.0)
+    assert budget.run.spent.total_tokens == 20 and budget.run.reserved.total_tokens == 60
+    budget.settle(held, Usage(requests=1, input_tokens=10, output_tokens=20))
     with pytest.raises(BudgetExceededError) as exceeded:
         await budget.reserve("a", "test", 10, 50)  # 50 spent + 60 > 100: cannot fit
     assert (exceeded.value.spent, exceeded.value.budget, exceeded.value.unit) == (50, 100, "tokens")
 
 
 def test_an_unlimited_run_has_no_budget_to_check():
-    kwargs: dict[str, Any] = {"spent_tokens": 0, "spent_cost": 0.0, "completed": {}}
+    kwargs: dict[str, Any] = {"spent": Usage(), "completed": {}}
     assert Budget.for_execution("e", max_tokens=None, max_cost_usd=None, agent_configs=[{}], **kwargs) is None
     assert (
         Budget.for_execution("e", max_tokens=None, max_cost_usd=1.0, agent_configs=[], **kwargs) is not None
@@ -181,3 +182,49 @@ async def test_an_unpriced_model_warns_once_and_counts_tokens(sqlite_url, agent,
     warnings = [r for r in caplog.records if getattr(r, "qmcp_event", "") == "budget.unpriced_model"]
     assert len(warnings) == 1 and warnings[0].qmcp_fields["model"] == model
     assert len(script.calls) == 6
+
+
+def test_usage_adds_up_and_names_its_span_attributes():
+    first = Usage(requests=1, input_tokens=10, output_tokens=5, cost_usd=0.25)
+    both = first + Usage(requests=2, input_tokens=1, output_tokens=2, cost_usd=0.5)
+    assert both == Usage(3, 11, 7, 0.75) and both.total_tokens == 18
+    assert first == Usage(1, 10, 5, 0.25)  # `+` leaves its operands alone
+    first.incr(both)
+    assert first == Usage(4, 21, 12, 1.0)
+    assert not Usage().has_values() and Usage(requests=1).has_values()
+    assert both.opentelemetry_attributes() == {
+        "gen_ai.usage.input_tokens": 11,
+        "gen_ai.usage.output_tokens": 7,
+        "qmcp.usage.requests": 3,
+        "qmcp.cost_usd": 0.75,
+    }
+
+
+async def test_a_run_result_carries_its_usage_and_the_seed_fields(sqlite_url, agent, priced):
+    model, script = priced()
+    topology, agents = _ensemble(agent, model, members=2)
+    result = await LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "p"})
+    async with Database(sqlite_url) as db:
+        steps = await db.list_steps(result.execution_id)
+    paid = sum((s.usage for s in steps), Usage())
+    assert paid.requests == len(script.calls) == 2 and paid.total_tokens > 0 and paid.cost_usd > 0
+    assert result.usage == Usage(2, paid.input_tokens, paid.output_tokens, pytest.approx(paid.cost_usd))
+    assert (result.input_tokens, result.output_tokens, result.cost_usd) == (
+        paid.input_tokens,
+        paid.output_tokens,
+        result.usage.cost_usd,
+    )
+    dumped = result.model_dump(mode="json")
+    assert dumped["usage"]["input_tokens"] == dumped["input_tokens"] == paid.input_tokens
+
+
+async def test_a_retried_call_counts_each_request_in_the_executions_usage(db_url, agent, scripted):
+    model, script = scripted(failures={0: "server_error"})
+    runner = LocalRunner(db_url=db_url, config=RunConfig(retry_backoff_seconds=0.001))
+    result = await runner.run(*_ensemble(agent, model, members=2), {"prompt": "p"})
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    assert result.usage.requests == len(script.calls) == 3  # one member took two requests
+    async with Database(db_url) as db:
+        stored = await db.get_execution(result.execution_id)
+        steps = await db.list_steps(result.execution_id)
+    assert stored.usage == result.usage == sum((s.usage for s in steps), Usage())

@@ -17,8 +17,11 @@ from qmcp.agentframework.models import (
 from qmcp.agentframework.runners import (
     LocalRunner,
     definition_digest,
+    effective_agent,
     executable_items,
     require_trusted,
+    require_trusted_execution,
+    snapshot_agents,
     trust,
     untrusted,
 )
@@ -152,3 +155,33 @@ async def test_an_edited_definition_needs_trust_again_and_the_old_one_stays_trus
         await trust(db, [edited], via="test")
         assert await untrusted(db, [first, edited]) == []
         assert len(await trust_history(db, "tooled")) == 2
+
+
+def test_the_effective_agent_is_judged_under_an_override():
+    keyed = _agent(model="openai:gpt-4.1", base_url="http://198.51.100.7/v1", api_key_env="TEAM_A_KEY")
+    assert effective_agent(keyed, None) is keyed
+    assert effective_agent(keyed, "openai:gpt-4.1") is keyed  # its own model: its own endpoint and key
+    test = effective_agent(keyed, "test")  # another model: not the endpoint and key of the one it replaced
+    config = test.agent_config
+    assert (config.model, config.base_url, config.api_key_env) == ("test", None, None)
+    assert executable_items(test) == []
+    local = effective_agent(_agent(), "local:/some/path.gguf")
+    assert executable_items(local) == ["local model file '/some/path.gguf' (loaded into this process)"]
+    assert definition_digest(local) != definition_digest(_agent())  # trust in the agent does not cover it
+
+
+async def test_a_resume_under_an_untrusted_local_override_is_refused(db_url, scripted):
+    model, _ = scripted(failures={0: "auth"})
+    topology = Topology(name="py", topology_type=TopologyType.PIPELINE)
+    first = await LocalRunner(db_url=db_url).run(topology, {"only": _agent(model=model)}, {"prompt": "x"})
+    assert first.status == ExecutionStatus.FAILED
+    async with Database(db_url) as db:
+        execution = await db.get_execution(first.execution_id)
+        run_config = execution.run_config | {"model_override": "local:/some/path.gguf"}
+        await db.execute_update(execution.id, {"run_config": run_config})
+    with pytest.raises(UntrustedDefinitionError, match=r"local model file '/some/path\.gguf'"):
+        await LocalRunner(db_url=db_url).resume(first.execution_id)
+    async with Database(db_url) as db:
+        execution = await db.get_execution(first.execution_id)
+        await trust(db, snapshot_agents(execution), via="test")
+        await require_trusted_execution(db, execution)  # trusted now: the gate lets it through

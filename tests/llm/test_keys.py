@@ -18,7 +18,7 @@ import pytest
 
 from qmcp.agentframework.errors import MissingAPIKeyError, UnknownModelError
 from qmcp.agentframework.models import AgentType, ExecutionStatus, Topology, TopologyType
-from qmcp.agentframework.runners import LocalRunner
+from qmcp.agentframework.runners import LocalRunner, RunConfig
 
 PLANTED = {
     "OPENAI_API_KEY": "sk-openai-planted",
@@ -68,7 +68,9 @@ def listener() -> Iterator[tuple[str, list[dict[str, str]]]]:
     requests: list[dict[str, str]] = []
     handler = type("Recorder", (_Recorder,), {"requests": requests})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(  # a short poll: shutdown() waits for one
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests
@@ -149,3 +151,31 @@ async def test_api_key_env_must_be_set_and_only_goes_where_it_can(sqlite_url, mo
     )
     with pytest.raises(UnknownModelError, match="cannot take api_key_env"):
         await runner.run(topology, {"only": elsewhere}, {"prompt": "x"})
+
+
+@pytest.mark.parametrize("same_model", [False, True])
+async def test_an_override_never_takes_the_agents_key_to_another_provider(
+    sqlite_url, listener, monkeypatch, same_model
+):
+    """A trusted agent's key variable belongs to its own model: an override to another provider uses
+    that provider's own variable; one naming the very same model keeps the agent's endpoint and key."""
+    url, requests = listener
+    for name, value in PLANTED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OPENAI_KEY_TEAM_A", "sk-team-a-secret")
+    monkeypatch.setenv("OLLAMA_BASE_URL", url)  # the capture server stands where Ollama listens
+    monkeypatch.delenv("OLLAMA_API_KEY", raising=False)
+    own = f"openai-compatible:team-{uuid.uuid4().hex[:8]}"
+    agent = AgentType.model_validate(
+        {"name": "team-a", "config": {"model": own, "base_url": url, "api_key_env": "OPENAI_KEY_TEAM_A"}}
+    )
+    override = own if same_model else f"ollama:anything-{uuid.uuid4().hex[:8]}"
+    topology = Topology(name="keys", topology_type=TopologyType.PIPELINE)
+    result = await LocalRunner(db_url=sqlite_url, config=RunConfig(model_override=override)).run(
+        topology, {"only": agent}, {"prompt": "hello"}
+    )
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    expected = "Bearer sk-team-a-secret" if same_model else NO_KEY
+    assert [request["authorization"] for request in requests] == [expected]
+    if not same_model:
+        assert "sk-team-a-secret" not in json.dumps(requests)

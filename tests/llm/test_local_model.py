@@ -111,6 +111,7 @@ async def test_a_file_that_is_not_gguf_is_refused_on_first_request(tmp_path: Pat
         await generate(model, "hi")
 
 
+@pytest.mark.slow  # a fresh interpreter's imports
 def test_import_loads_neither_runtime_nor_weights() -> None:
     code = (
         "import sys, qmcp.agentframework.llm._local as m; "

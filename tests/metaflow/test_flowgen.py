@@ -263,6 +263,7 @@ def test_retry_and_timeout_decorators_follow_the_run_config(agent):
     )
 
 
+@pytest.mark.slow  # runs ruff
 def test_generated_sources_compile_and_pass_ruff(tmp_path, agent):
     teams = _teams(agent)
     long_slot = "a-very-long-stage-name-that-goes-on-and-on-for-sixty-characters"
@@ -522,6 +523,7 @@ print(json.dumps({"output": output, "loaded": [m for m in ("pydantic_ai", "struc
 """
 
 
+@pytest.mark.slow  # a step in a fresh interpreter
 def test_steps_that_call_no_model_never_import_pydantic_ai(sqlite_url, agent, monkeypatch):
     """A vote join and the end step, in a process of their own, replay the members without pydantic-ai
     or structlog (half a second of every Metaflow task's start) and give the LocalRunner's output."""
@@ -575,6 +577,7 @@ print(outside, atexit._ncallbacks() - before)
 """
 
 
+@pytest.mark.slow  # a fresh interpreter's exit hooks
 def test_a_metaflow_task_skips_the_last_garbage_collection_at_exit():
     """Inside a flow run, once per task process; never in a process that is not a Metaflow task."""
     done = subprocess.run([sys.executable, "-c", _EXIT_HOOK], capture_output=True, text=True, check=True)

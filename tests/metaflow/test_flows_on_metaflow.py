@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from _eventually import eventually_async
 
 from qmcp.agentframework.errors import ExecutionBusyError
 from qmcp.agentframework.models import (
@@ -222,13 +223,6 @@ def _processes_running(fragment: str) -> list[int]:
     return found
 
 
-async def _wait(condition: Any, what: str, seconds: float = 120) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the flow dies with its runner on Linux")
 async def test_a_killed_runner_takes_its_flow_down_and_the_run_resumes(
     flows_dir, sqlite_url, agent, model_calls
@@ -243,11 +237,15 @@ async def test_a_killed_runner_takes_its_flow_down_and_the_run_resumes(
         [sys.executable, str(script), str(flows_dir), sqlite_url, json.dumps(definitions)],
         env={**os.environ, "USERNAME": "tester"},
     )
-    await _wait(lambda: sum(model_calls().values()) >= 1 or runner.poll() is not None, "the first step")
+    await eventually_async(
+        lambda: sum(model_calls().values()) >= 1 or runner.poll() is not None, "the first step", timeout=120
+    )
     assert runner.poll() is None and _processes_running("slow_pipeline_flow.py")
     runner.kill()
     runner.wait()
-    await _wait(lambda: not _processes_running("slow_pipeline_flow.py"), "Metaflow to stop", seconds=30)
+    await eventually_async(
+        lambda: not _processes_running("slow_pipeline_flow.py"), "Metaflow to stop", timeout=30
+    )
 
     async with Database(sqlite_url) as db:
         (listed,) = await db.list_executions()

@@ -9,12 +9,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _eventually import eventually, eventually_async
 from pydantic import ValidationError
 
 from qmcp.agentframework.errors import InvalidConfigError, MixinError
@@ -224,15 +224,17 @@ def mcp_script(tmp_path: Path) -> tuple[Path, Path]:
     return script, tmp_path / "starts.txt"
 
 
-def _gone(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
     return False
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.slow
@@ -273,7 +275,7 @@ async def test_mcp_tools_over_stdio_one_session_per_run(
     assert two["tool_calls"][1]["error"].startswith("unknown tool 'mcp_add'")
     pids = [int(line) for line in starts.read_text().split()]
     assert len(pids) == 1, "one server process per run, shared by both steps"
-    assert _gone(pids[0]), "the server is stopped when the run ends"
+    eventually(lambda: _gone(pids[0]), "the server to stop when the run ends", timeout=5)
 
 
 @pytest.mark.slow
@@ -294,7 +296,7 @@ async def test_mcp_session_is_shared_by_concurrent_steps(sqlite_url, agent, tool
     assert result.status == ExecutionStatus.COMPLETED and result.output, result.error
     assert [m["answer"] for m in result.output["members"]] == ["results: mcp_add=3"] * 3
     (pid,) = [int(line) for line in starts.read_text().split()]
-    assert _gone(pid)
+    eventually(lambda: _gone(pid), f"the server process {pid} to stop", timeout=5)
 
 
 def _free_port() -> int:
@@ -313,12 +315,9 @@ async def test_mcp_tools_over_streamable_http(sqlite_url, agent, tool_model, run
         stdout=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            await asyncio.sleep(0.1)
+        await eventually_async(
+            lambda: _listening(port), f"the MCP server on port {port}", timeout=20, every=0.1
+        )
         model = tool_model([("mcp_add", {"a": 20, "b": 22})])
         options: dict[str, Any] = {
             "mcp_servers": [{"url": f"http://127.0.0.1:{port}/mcp"}],
@@ -336,11 +335,16 @@ async def test_mcp_tools_over_streamable_http(sqlite_url, agent, tool_model, run
 @pytest.mark.parametrize(
     ("server", "message"),
     [
-        (
+        pytest.param(  # tries to start a process
             {"command": "/nonexistent/qmcp-mcp-server"},
             "cannot connect to MCP server '/nonexistent/qmcp-mcp-server'",
+            marks=pytest.mark.slow,
         ),
-        ({"command": sys.executable, "args": ["-c", "pass"]}, "cannot connect to MCP server"),
+        pytest.param(
+            {"command": sys.executable, "args": ["-c", "pass"]},
+            "cannot connect to MCP server",
+            marks=pytest.mark.slow,  # starts a process
+        ),
         ({"url": "http://127.0.0.1:9/mcp"}, "MCP server 'http://127.0.0.1:9/mcp'"),
     ],
 )

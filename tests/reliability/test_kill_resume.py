@@ -21,11 +21,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import reliability_team as team
+from _eventually import eventually_async
 
 from qmcp.agentframework.models import ExecutionStatus
 from qmcp.agentframework.runners import AsyncRunner
@@ -84,13 +85,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.002)
-
-
 def _executions(path: Path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute("SELECT count(*) FROM executions").fetchone()[0]
@@ -116,7 +110,9 @@ def _step_rows(path: Path) -> list[tuple[str, str, str, str]]:
 async def _run_in_worker(worker: Worker, path: Path) -> int:
     await team.store_teams(f"sqlite+aiosqlite:///{path}")
     pid = worker.start(f"sqlite+aiosqlite:///{path}")
-    await _wait_until(lambda: _executions(path) == 1 or not _alive(pid), "the execution row")
+    await eventually_async(
+        lambda: _executions(path) == 1 or not _alive(pid), "the execution row", every=0.002
+    )
     return pid
 
 
@@ -127,7 +123,7 @@ async def test_sigkill_at_random_moments_then_resume(worker, tmp_path):
     reference_db = tmp_path / "reference.db"
     pid = await _run_in_worker(worker, reference_db)
     started = time.monotonic()
-    await _wait_until(lambda: not _alive(pid), "the uninterrupted run")
+    await eventually_async(lambda: not _alive(pid), "the uninterrupted run", every=0.002)
     duration = time.monotonic() - started
     async with Database(f"sqlite+aiosqlite:///{reference_db}") as db:
         (reference,) = await db.list_executions()
@@ -143,7 +139,7 @@ async def test_sigkill_at_random_moments_then_resume(worker, tmp_path):
         await asyncio.sleep(rng.uniform(0, duration))
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        await _wait_until(lambda pid=pid: not _alive(pid), "the killed process")
+        await eventually_async(lambda pid=pid: not _alive(pid), "the killed process", every=0.002)
 
         rows = _step_rows(path)
         assert len({(e, k) for e, k, _, _ in rows}) == len(rows), f"trial {trial}: duplicated step rows"

@@ -15,7 +15,6 @@ to a file by every process), so the tests can count what each scenario paid for:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import resource
@@ -24,12 +23,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _eventually import eventually_async
 
-from qmcp.agentframework.models import Execution, ExecutionStatus
+from qmcp.agentframework.models import Execution, ExecutionStatus, utcnow
 from qmcp.agentframework.store import Database
 
 pytestmark = pytest.mark.slow
@@ -116,19 +117,6 @@ def qmcp(db_url: str, tmp_path: Path, worker_env: dict[str, str]) -> Driver:
     return driver
 
 
-async def _wait_for(condition: Any, what: str, seconds: float = 60) -> None:
-    """Poll `condition` (a function, or a coroutine function) every 10 ms until it is true."""
-    deadline = time.monotonic() + seconds
-    while True:
-        met = condition()
-        if asyncio.iscoroutine(met):
-            met = await met
-        if met:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 async def _failed_at_stage_three(qmcp: Driver) -> str:
     failed = qmcp.run("--format", "json", *RUN, env={"DRIVER_FAIL_AGENT": "stage-3"})
     assert failed.returncode == 1, failed.stderr
@@ -164,7 +152,7 @@ async def test_two_resumes_at_once_pay_for_the_remaining_steps_once(qmcp, second
 
 async def test_a_resume_while_the_run_is_alive_is_refused(qmcp):
     run = qmcp.start(*RUN, env={"DRIVER_LATENCY": "1.5"})  # 9 s: the resume arrives well before the end
-    await _wait_for(lambda: len(qmcp.calls()) >= 1, "the first step")
+    await eventually_async(lambda: len(qmcp.calls()) >= 1, "the first step", every=0.01)
     execution = await qmcp.only_execution()
     refused = qmcp.run("executions", "resume", str(execution.id))
     assert refused.returncode == 1
@@ -175,7 +163,7 @@ async def test_a_resume_while_the_run_is_alive_is_refused(qmcp):
 
 async def test_sigkill_then_an_immediate_resume_on_the_same_host(qmcp):
     run = qmcp.start(*RUN, env={"DRIVER_LATENCY": "0.3"})
-    await _wait_for(lambda: len(qmcp.calls()) >= 2, "two steps")
+    await eventually_async(lambda: len(qmcp.calls()) >= 2, "two steps", every=0.01)
     run.send_signal(signal.SIGKILL)
     run.wait()
     execution = await qmcp.only_execution()
@@ -199,10 +187,13 @@ async def test_sigkill_then_an_immediate_resume_on_the_same_host(qmcp):
 async def test_a_stalled_owner_is_taken_over_and_writes_nothing_when_it_wakes(qmcp):
     short = {"QMCP_LEASE_SECONDS": "1", "QMCP_HEARTBEAT_SECONDS": "0.2", "DRIVER_LATENCY": "0.8"}
     stalled = qmcp.start(*RUN, env=short)
-    await _wait_for(lambda: len(qmcp.calls()) >= 1 and len(qmcp.calls("start")) >= 2, "the second call")
+    await eventually_async(
+        lambda: len(qmcp.calls()) >= 1 and len(qmcp.calls("start")) >= 2, "the second call", every=0.01
+    )
     stalled.send_signal(signal.SIGSTOP)
-    await asyncio.sleep(1.5)  # its lease expires: nobody renews it
     execution = await qmcp.only_execution()
+    async with Database(qmcp.db_url) as db:  # time passes: its lease ends, and nobody renews it
+        await db.execute_update(execution.id, {"lease_until": utcnow() - timedelta(seconds=1)})
     resumed = qmcp.run("executions", "resume", str(execution.id), env=short)
     assert resumed.returncode == 0, resumed.stderr
     async with Database(qmcp.db_url) as db:
@@ -226,7 +217,7 @@ async def test_a_stalled_owner_is_taken_over_and_writes_nothing_when_it_wakes(qm
 @pytest.mark.parametrize("runner", ["local", "async"])
 async def test_a_cancel_from_another_process_stops_the_run_within_two_seconds(qmcp, runner):
     run = qmcp.start(*RUN, "--runner", runner, env={"DRIVER_LATENCY": "30"})
-    await _wait_for(lambda: len(qmcp.calls("start")) >= 1, "the first call")
+    await eventually_async(lambda: len(qmcp.calls("start")) >= 1, "the first call", every=0.01)
     execution = await qmcp.only_execution()
     canceller = qmcp.start("executions", "cancel", str(execution.id))
 
@@ -237,8 +228,8 @@ async def test_a_cancel_from_another_process_stops_the_run_within_two_seconds(qm
         requested_at.append(row.cancel_requested_at)  # cleared again when the run releases the row
         return row.cancel_requested_at is not None or row.completed_at is not None
 
-    await _wait_for(requested, "the cancel request")
-    await _wait_for(lambda: run.poll() is not None, "the run to stop", seconds=10)
+    await eventually_async(requested, "the cancel request", every=0.01)
+    await eventually_async(lambda: run.poll() is not None, "the run to stop", timeout=10, every=0.01)
     out, err = canceller.communicate(timeout=30)
     assert canceller.returncode == 0 and f"cancelled execution {execution.id}" in out, err
     _, run_err = run.communicate()

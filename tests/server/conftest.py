@@ -1,22 +1,111 @@
-"""The real server in a subprocess (`qmcp serve` through `server_driver.py`) on a free loopback port."""
+"""The server for its tests: in this process (`start_app`: the ASGI app on the test's event loop, driven
+by httpx's ASGITransport) or, for what only a process shows, in a subprocess (`start_server`: `qmcp serve`
+through `server_driver.py` on a free loopback port)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _eventually import eventually
+from doubles import Doubles
+from fastapi import FastAPI
+
+from qmcp.server import ServerOptions, create_app
 
 HERE = Path(__file__).parent
+BASE_URL = "http://127.0.0.1:8000"
+"""Where in-process clients say they are: a loopback host, as the MCP endpoint's DNS-rebinding guard wants."""
+
+
+@pytest.fixture
+def doubles() -> Iterator[Doubles]:
+    """The doubles `server_driver.py` registers (`scripted:slow`, `scripted:stream`, two tools), here."""
+    registered = Doubles()
+    registered.register()
+    yield registered
+    registered.unregister()
+
+
+@dataclass
+class App:
+    """A server application running in this process; `client` speaks to it without a socket."""
+
+    app: FastAPI
+    db_url: str
+    client: httpx.AsyncClient
+
+    def new_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """Another client of the same app (its own cookies), closed by the caller."""
+        return _client(self.app, **kwargs)
+
+    def transport(self) -> httpx.ASGITransport:
+        """For clients made elsewhere (`qmcp.client`'s): requests go to this app."""
+        return httpx.ASGITransport(app=self.app)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan, entered and left in one task of its own (the MCP session manager's task
+    group must be; pytest-asyncio sets a fixture up and tears it down in different tasks)."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def live() -> None:
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(live(), name="qmcp-test-app-lifespan")
+    up = asyncio.create_task(started.wait())
+    await asyncio.wait([task, up], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        up.cancel()
+        task.result()  # the start failed: its error
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+def _client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, timeout=60, **kwargs)
+
+
+@pytest.fixture
+async def start_app(doubles: Doubles) -> AsyncIterator[Callable[..., Awaitable[App]]]:
+    """start_app(db_url, model=None, token=None, **ServerOptions fields) -> the app, its lifespan entered
+    (its workers run on the test's loop) and a client; everything is closed after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(
+            db_url: str, *, model: str | None = None, token: str | None = None, **options: Any
+        ) -> App:
+            settings = ServerOptions.from_settings(
+                db_url=db_url,
+                model_override=model,
+                api_token=token,
+                shutdown_grace_seconds=options.pop("shutdown_grace_seconds", 0.2),
+                **options,
+            )
+            app = create_app(settings)
+            await stack.enter_async_context(_lifespan(app))
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            client = await stack.enter_async_context(_client(app, headers=headers))
+            return App(app, db_url, client)
+
+        yield start
 
 
 def free_port() -> int:
@@ -34,9 +123,9 @@ class Server:
     calls: Path
     token: str | None = None
 
-    def client(self, **kwargs: Any) -> httpx.Client:
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=60, **kwargs)
 
     def paid(self) -> list[str]:
         """Roles of the `scripted:slow` calls finished so far, in every process."""
@@ -92,16 +181,16 @@ def start_server(tmp_path: Path, worker_env_server: dict[str, str]) -> Iterator[
             f"http://127.0.0.1:{port}", db_url, process, log, calls, environ.get("QMCP_API_TOKEN")
         )
         started.append(server)
-        deadline = time.monotonic() + 60
-        while True:
+
+        def healthy() -> bool:
             assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
             try:
-                if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
-                    return server
+                return httpx.get(f"{server.url}/health", timeout=1).status_code == 200
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the server did not start: {log.read_text()[-3000:]}"
-            time.sleep(0.1)
+                return False
+
+        eventually(healthy, f"the server to start (its log: {log})", every=0.1)
+        return server
 
     yield start
     for server in started:
@@ -113,16 +202,6 @@ def worker_env_server() -> dict[str, str]:
     """Subprocesses import this tree's qmcp (not another editable install)."""
     path = [str(HERE.parents[1]), os.environ.get("PYTHONPATH")]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
-
-
-def wait_until(condition: Callable[[], Any], what: str, seconds: float = 60) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

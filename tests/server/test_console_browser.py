@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Server
-from test_console import finished, make_team, run
+from team import finished, make_team, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -75,10 +75,10 @@ def status(driver: WebDriver) -> str:
     return driver.execute_script("const e = document.getElementById('status'); return e ? e.textContent : ''")
 
 
-def test_start_a_run_from_its_topology_and_watch_it_to_the_end(start_server, db_url, browser):
+async def test_start_a_run_from_its_topology_and_watch_it_to_the_end(start_server, db_url, browser):
     server: Server = start_server(db_url, env={"DRIVER_CHUNK_DELAY": "0.12", "DRIVER_WORDS": "14"})
-    with server.client() as client:
-        make_team(client)
+    async with server.client() as client:
+        await make_team(client)
     browser.get(server.url + "/")
     assert "Executions" in browser.find_element(By.TAG_NAME, "h1").text
     browser.find_element(By.LINK_TEXT, "Topologies").click()
@@ -124,8 +124,8 @@ def test_start_a_run_from_its_topology_and_watch_it_to_the_end(start_server, db_
     )
     nodes = browser.find_elements(By.CSS_SELECTOR, "svg.qd g.node.kind-step")
     assert {n.get_attribute("class") for n in nodes} == {"node kind-step s-completed"}
-    with server.client() as client:
-        steps = client.get(f"/v1/executions/{execution_id}/steps").json()["steps"]
+    async with server.client() as client:
+        steps = (await client.get(f"/v1/executions/{execution_id}/steps")).json()["steps"]
     wait(
         browser,
         lambda d: (
@@ -147,12 +147,12 @@ def test_start_a_run_from_its_topology_and_watch_it_to_the_end(start_server, db_
     assert "completed" in row.text and "streaming" in row.text
 
 
-def test_approve_a_paused_run(start_server, db_url, browser):
+async def test_approve_a_paused_run(start_server, db_url, browser):
     server: Server = start_server(db_url)
-    with server.client() as client:
-        make_team(client)
-        execution_id = run(client, "gated", "Publish the report")
-        assert finished(client, execution_id)["status"] == "paused"
+    async with server.client() as client:
+        await make_team(client)
+        execution_id = await run(client, "gated", "Publish the report")
+        assert (await finished(client, execution_id))["status"] == "paused"
     browser.get(f"{server.url}/executions/{execution_id}")
     assert "Waiting for you: approval" in browser.page_source
     browser.find_element(By.CSS_SELECTOR, 'button[name=choice][value="approve"]').click()
@@ -161,11 +161,11 @@ def test_approve_a_paused_run(start_server, db_url, browser):
     assert not browser.find_elements(By.CSS_SELECTOR, "section.human")
 
 
-def test_cancel_a_running_run(start_server, db_url, browser):
+async def test_cancel_a_running_run(start_server, db_url, browser):
     server: Server = start_server(db_url, env={"DRIVER_LATENCY": "30"})
-    with server.client() as client:
-        make_team(client)
-        execution_id = run(client, "slow-two")
+    async with server.client() as client:
+        await make_team(client)
+        execution_id = await run(client, "slow-two")
     browser.get(f"{server.url}/executions/{execution_id}")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.qd g.node.s-running"), "a running step")
     browser.find_element(By.ID, "cancel").click()

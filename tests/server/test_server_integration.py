@@ -1,15 +1,12 @@
 """Runs that use a QMCP server: human_in_loop gates on it (QMCP_SERVER_URL), its tools through tool_use,
-the run's correlation id on every call."""
+the run's correlation id on every call. The runs reach the server by its URL, so it is a process here."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 
 import httpx
-import pytest
-from conftest import wait_until
+from _eventually import eventually, eventually_async
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -23,8 +20,6 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from qmcp.agentframework.llm import register_model, unregister_model
 from qmcp.agentframework.models import AgentConfig, AgentType, ExecutionStatus, Topology
 from qmcp.agentframework.runners import LocalRunner, RunConfig
-
-pytestmark = pytest.mark.slow
 
 GATED = Topology(name="remote-gated", topology_type="pipeline")
 
@@ -78,7 +73,7 @@ async def test_a_gate_can_wait_for_its_answer_on_the_server(start_server, tmp_pa
 
     def answer_when_asked() -> None:
         with httpx.Client(base_url=server.url) as client:
-            (request,) = wait_until(lambda: client.get("/v1/human/requests").json()["requests"], "the gate")
+            (request,) = eventually(lambda: client.get("/v1/human/requests").json()["requests"], "the gate")
             client.post("/v1/human/responses", json={"request_id": request["id"], "response": "reject"})
 
     answering = threading.Thread(target=answer_when_asked)
@@ -99,10 +94,13 @@ async def test_a_server_sharing_the_database_resumes_the_run_when_its_gate_is_an
     request_id = f"{paused.execution_id}:pipeline/1:publish#human-after"
     async with httpx.AsyncClient(base_url=server.url) as client:
         await client.post("/v1/human/responses", json={"request_id": request_id, "response": "approve"})
-        deadline = time.monotonic() + 60
-        while (await client.get(f"/v1/executions/{paused.execution_id}")).json()["status"] != "completed":
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await eventually_async(
+            lambda: completed(client, paused.execution_id), "the server to resume the run to its end"
+        )
+
+
+async def completed(client: httpx.AsyncClient, execution_id: object) -> bool:
+    return bool((await client.get(f"/v1/executions/{execution_id}")).json()["status"] == "completed")
 
 
 def _tool_calling_model(calls: list[tuple[str, dict]]) -> FunctionModel:
@@ -146,8 +144,8 @@ async def test_tool_use_calls_the_servers_tools_with_the_runs_correlation_id(
         unregister_model("tools:qmcp")
     assert result.status == ExecutionStatus.COMPLETED, result.error
     assert result.output["output"] == "add_numbers=42; echo=hi"
-    with server.client() as client:
-        invocations = client.get("/v1/invocations").json()["invocations"]
+    async with server.client() as client:
+        invocations = (await client.get("/v1/invocations")).json()["invocations"]
     assert {(i["tool_name"], i["correlation_id"]) for i in invocations} == {
         ("add_numbers", "tools-run"),
         ("echo", "tools-run"),

@@ -1,4 +1,5 @@
-"""The MCP tools with the official `mcp` client: over /mcp (streamable HTTP) and over stdio (`qmcp mcp`)."""
+"""The MCP tools with the official `mcp` client: over /mcp (streamable HTTP, in this process) and over
+stdio (`qmcp mcp`, a process)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,9 @@ import json
 import sys
 from typing import Any
 
-import httpx
-import pytest
-from conftest import HERE
-from test_server_api import _team
-
-pytestmark = pytest.mark.slow
+from conftest import BASE_URL, HERE
+from doubles import Doubles
+from team import make_team
 
 TOOLS = {
     "list_topologies",
@@ -66,14 +64,20 @@ async def _exercise(session: Any) -> None:
     assert quick["status"] in ("pending", "running")  # not finished within the timeout: poll it
 
 
-async def test_the_mcp_endpoint_over_streamable_http(start_server, sqlite_url):
+async def test_the_mcp_endpoint_over_streamable_http(start_app, sqlite_url, doubles: Doubles):
+    import httpx2
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
-    server = start_server(sqlite_url, env={"DRIVER_LATENCY": "2"})
-    with httpx.Client(base_url=server.url) as client:
-        _team(client)
-    async with streamable_http_client(f"{server.url}/mcp") as streams, ClientSession(*streams) as session:
+    doubles.latency = 0.5  # slow-three outlasts the 0.1 s a call waits
+    server = await start_app(sqlite_url)
+    await make_team(server.client)
+    transport = httpx2.ASGITransport(app=server.app)
+    async with (
+        httpx2.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as http,
+        streamable_http_client(f"{BASE_URL}/mcp", http_client=http) as streams,
+        ClientSession(*streams) as session,
+    ):
         await _exercise(session)
 
 
@@ -82,8 +86,8 @@ async def test_qmcp_mcp_over_stdio(sqlite_url, start_server, worker_env_server, 
     from mcp.client.stdio import StdioServerParameters, stdio_client
 
     server = start_server(sqlite_url)  # to store the team through the API
-    with httpx.Client(base_url=server.url) as client:
-        _team(client)
+    async with server.client() as client:
+        await make_team(client)
     server.stop()
     parameters = StdioServerParameters(
         command=sys.executable,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._choice import ModelChoice, effective_model, run_override
 from ._limits import RATE_LIMITS_VARIABLE, RateLimit, RateLimiter, RateLimits, parse_rate_limits, rate_limits
 from ._prompts import JSON_MARKER, json_instruction, requested_schema
 from ._registry import (
@@ -36,6 +37,7 @@ __all__ = [
     "RATE_LIMITS_VARIABLE",
     "SMOLLM2_SPEC",
     "ChatMessage",
+    "ModelChoice",
     "ModelFactory",
     "ModelReply",
     "RateLimit",
@@ -48,6 +50,7 @@ __all__ = [
     "call_model",
     "check_model_string",
     "classify_error",
+    "effective_model",
     "json_instruction",
     "make_test_model",
     "normalize_model_string",
@@ -57,6 +60,7 @@ __all__ = [
     "requested_schema",
     "resolve_model",
     "retry_transient",
+    "run_override",
     "unregister_model",
 ]
 

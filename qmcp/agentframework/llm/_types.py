@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from ..models import Usage
+
 if TYPE_CHECKING:
     from pydantic_ai.tools import ToolDefinition
 
@@ -32,6 +34,11 @@ class ModelReply:
     latency_ms: float
     tool_calls: tuple[dict[str, Any], ...] = ()
     attempts: int = 1
+
+    @property
+    def usage(self) -> Usage:
+        """What the call used: one request per attempt, with the tokens and cost of the one that answered."""
+        return Usage(self.attempts, self.input_tokens, self.output_tokens, self.cost_usd)
 
 
 @dataclass(frozen=True)

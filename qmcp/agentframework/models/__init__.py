@@ -23,6 +23,7 @@ from ._topology import (
     config_class_for,
 )
 from ._trust import TrustRecord
+from ._usage import Usage
 from ._validation import (
     NUL,
     check_name,
@@ -65,6 +66,7 @@ __all__ = [
     "TopologyMembership",
     "TopologyType",
     "TrustRecord",
+    "Usage",
     "check_name",
     "config_class_for",
     "describe_validation_error",

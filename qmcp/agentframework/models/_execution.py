@@ -17,6 +17,7 @@ from sqlmodel import JSON, Field, Index, UniqueConstraint
 from ._agent import utcnow
 from ._base import TableModel
 from ._enums import ExecutionStatus, StepStatus
+from ._usage import Usage
 
 __all__ = ["Execution", "ExecutionStep"]
 
@@ -57,6 +58,8 @@ class Execution(TableModel, table=True):
     cancel_requested_at: datetime | None = None
     history: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     """One entry per attempt: when, by whom, on which runner, options changed, takeovers."""
+    requests: int = 0
+    """Model requests paid for over every attempt (retries included), with the tokens and cost below."""
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -67,6 +70,11 @@ class Execution(TableModel, table=True):
     duration_ms: int | None = None
     human_request_id: str | None = Field(default=None, max_length=300)
     """The human request a `paused` execution waits for (migration 0004)."""
+
+    @property
+    def usage(self) -> Usage:
+        """What every attempt paid."""
+        return Usage(self.requests, self.input_tokens, self.output_tokens, self.cost_usd)
 
 
 class ExecutionStep(TableModel, table=True):
@@ -94,3 +102,8 @@ class ExecutionStep(TableModel, table=True):
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
+
+    @property
+    def usage(self) -> Usage:
+        """What the step used: one request per attempt, with the row's tokens and cost."""
+        return Usage(self.attempts, self.input_tokens, self.output_tokens, self.cost_usd)

@@ -19,6 +19,7 @@ from ._team import Team, collect_teams, prepare_team
 from ._trust import (
     Untrusted,
     definition_digest,
+    effective_agent,
     executable_items,
     require_trusted,
     require_trusted_execution,
@@ -47,6 +48,7 @@ __all__ = [
     "Untrusted",
     "collect_teams",
     "definition_digest",
+    "effective_agent",
     "executable_items",
     "export_flow",
     "field_scope",

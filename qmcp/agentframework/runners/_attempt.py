@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from opentelemetry import trace as otel_trace
+
 from ...observability import METRICS, RunLogger, get_logger, log_context, tracer
 from ..errors import ExecutionPaused, HumanRejectedError, QmcpError
-from ..models import Execution, ExecutionStatus
+from ..models import Execution, ExecutionStatus, Usage
 from ..store import Database, Lease, as_storage_error
 from ._config import RunResult
 
@@ -68,7 +70,7 @@ class Attempt:
         execution: Execution,
         lease: Lease,
         *,
-        usage: Mapping[str, float] | None = None,
+        usage: Usage | None = None,
         releases: bool = True,
         log: RunLogger | None = None,
         metrics: bool = False,
@@ -191,9 +193,10 @@ class Attempt:
                 execution.status, execution.output_data = ending.status, ending.output
                 execution.error, execution.human_request_id = ending.error, ending.human_request_id
                 execution.duration_ms = (execution.duration_ms or 0) + ran
-                execution.input_tokens += int(self.usage.get("input_tokens", 0))
-                execution.output_tokens += int(self.usage.get("output_tokens", 0))
-                execution.cost_usd += float(self.usage.get("cost_usd", 0.0))
+                execution.requests += self.usage.requests
+                execution.input_tokens += self.usage.input_tokens
+                execution.output_tokens += self.usage.output_tokens
+                execution.cost_usd += self.usage.cost_usd
                 return run_result(execution)
             if lease.lost is None:
                 return run_result(await self.db.get_execution(execution.id))
@@ -216,6 +219,8 @@ class Attempt:
                 "run.start", topology=self.execution.topology_name, runner=runner_type, replayable=replayable
             )
             result = await self.end(await self.outcome(work, time_limit))
+            if trace and self.usage is not None:  # the workflow span: what this attempt paid
+                otel_trace.get_current_span().set_attributes(self.usage.opentelemetry_attributes())
             self.log.info(
                 "run.end", status=str(result.status), error=result.error, duration_ms=result.duration_ms
             )
@@ -257,8 +262,6 @@ def run_result(execution: Execution) -> RunResult:
         runner_type=execution.runner_type,
         topology_name=execution.topology_name,
         correlation_id=execution.correlation_id,
-        input_tokens=execution.input_tokens,
-        output_tokens=execution.output_tokens,
-        cost_usd=execution.cost_usd,
+        usage=execution.usage,
         human_request_id=execution.human_request_id,
     )

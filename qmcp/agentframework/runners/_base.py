@@ -83,7 +83,8 @@ class BaseRunner:
 
     @property
     def model_override(self) -> str | None:
-        return self.config.model_override or settings().model_override
+        """The override a new run takes (`llm.run_override`); a resume keeps its stored one."""
+        return llm.run_override(self.config.model_override)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -336,8 +337,8 @@ class BaseRunner:
         if self.config.metrics_enabled and event.kind in ("completed", "replayed", "failed"):
             METRICS.step_outcomes[event.kind].inc()
             if event.kind == "completed":
-                METRICS.input_tokens.inc(event.input_tokens)
-                METRICS.output_tokens.inc(event.output_tokens)
+                METRICS.input_tokens.inc(event.usage.input_tokens)
+                METRICS.output_tokens.inc(event.usage.output_tokens)
                 METRICS.step_latency.observe(event.latency_ms / 1000)
         if self.on_event is not None:
             self.on_event(event)
@@ -361,7 +362,8 @@ async def start_execution(
         config = config.model_copy(update={"correlation_id": uuid.uuid4().hex})
     teams = await collect_teams(db, team.topology)
     stored_topology, _ = await db.save_team(team.topology, team.agents)
-    await trust_given(db, team.agents)  # definitions given as objects are trusted (runners/_trust.py)
+    # definitions given as objects are trusted, as the run's override makes them (runners/_trust.py)
+    await trust_given(db, team.agents, config.model_override)
     execution = Execution(
         topology_id=stored_topology.id,
         topology_name=team.topology.name,
@@ -419,8 +421,7 @@ def step_context(
             max_tokens=config.max_tokens,
             max_cost_usd=config.max_cost_usd,
             agent_configs=configs,
-            spent_tokens=execution.input_tokens + execution.output_tokens,
-            spent_cost=execution.cost_usd,
+            spent=execution.usage,
             completed=completed,
         ),
         rate_limits=llm.rate_limits(),

@@ -11,10 +11,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 from sqlmodel import Field, SQLModel
 
-from ..models import ExecutionStatus
+from ..models import ExecutionStatus, Usage
 
 __all__ = [
     "OWNED_PROCESS_FREEZE",
@@ -131,8 +131,23 @@ class RunResult(SQLModel):
     topology_name: str
     correlation_id: str | None
     # Beyond the core: what the run used.
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    """What every attempt of the execution paid for."""
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use on a property
+    @property
+    def input_tokens(self) -> int:
+        return self.usage.input_tokens
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use on a property
+    @property
+    def output_tokens(self) -> int:
+        return self.usage.output_tokens
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use on a property
+    @property
+    def cost_usd(self) -> float:
+        return self.usage.cost_usd
+
     human_request_id: str | None = None
     """The human request a `paused` run waits for: answer it to resume the run."""

@@ -292,9 +292,7 @@ class _StepReporter:
                     slot=step.slot,
                     agent_name=step.agent_name,
                     model=step.model,
-                    input_tokens=step.input_tokens,
-                    output_tokens=step.output_tokens,
-                    cost_usd=step.cost_usd,
+                    usage=step.usage,
                     latency_ms=step.latency_ms,
                     error=step.error,
                 )

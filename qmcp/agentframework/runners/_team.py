@@ -9,7 +9,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ...config import settings
 from .. import llm
 from ..errors import InvalidConfigError, MissingSlotError, UserInputError
 from ..mixins import MixinRegistry
@@ -159,10 +158,7 @@ def prepare_team(
     implementation.validate_team(checked_agents)
     for agent in by_name.values():
         config = agent.agent_config
-        model = model_override or config.model or settings().default_model
-        llm.resolve_model(
-            model, role=str(agent.role), base_url=config.base_url, api_key_env=config.api_key_env
-        )
+        llm.effective_model(config, model_override).resolve(str(agent.role))
         MixinRegistry.resolve([str(c) for c in config.capabilities])
         executable_items(agent)  # validates the options of mixins that can name code
     return Team(checked_topology, checked_agents, implementation, _check_json(input_data))

@@ -16,6 +16,9 @@ definition is harmless; running it is not. So:
   `agents topologies run` and `export`, the sub-topologies a compound reads from the database,
   and `resume` of an execution (its snapshot is what runs). The refusal is one line naming the
   agent, what it would run, and the command that trusts it.
+* What is judged is the agent as the run calls it (`effective_agent`): under a model override, the
+  override's model (a `local:` file is an executable item) without the endpoint and key variable of
+  the model it replaced (`llm.effective_model`). Trust in an agent does not cover an override.
 
 Definitions without executable items need no trust and cost no query.
 """
@@ -32,7 +35,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import UntrustedDefinitionError
-from ..llm import SMOLLM2_SPEC, normalize_model_string
+from ..llm import SMOLLM2_SPEC, effective_model, normalize_model_string
 from ..mixins import MixinRegistry
 from ..models import AgentConfig, AgentType, Execution, TrustRecord
 from ..store import Database, add_trust, trusted_digests
@@ -40,6 +43,7 @@ from ..store import Database, add_trust, trusted_digests
 __all__ = [
     "Untrusted",
     "definition_digest",
+    "effective_agent",
     "executable_items",
     "require_trusted",
     "require_trusted_execution",
@@ -74,6 +78,26 @@ def executable_items(agent: AgentType) -> list[str]:
     if config.api_key_env:
         items.append(f"api_key_env {config.api_key_env!r} (this variable's value is sent as the API key)")
     return items
+
+
+def effective_agent(agent: AgentType, override: str | None) -> AgentType:
+    """The agent as a run with model override `override` calls it: the definition whose executable
+    items and digest trust judges. Without an override, or one naming the agent's own model with its
+    own endpoint, the agent itself."""
+    if not override:
+        return agent
+    config = agent.agent_config
+    choice = effective_model(config, override)
+    if (choice.model, choice.base_url, choice.api_key_env) == (
+        config.model,
+        config.base_url,
+        config.api_key_env,
+    ):
+        return agent
+    raw = {k: v for k, v in (agent.config or {}).items() if k not in ("base_url", "api_key_env")}
+    raw |= {"model": choice.model, "base_url": choice.base_url, "api_key_env": choice.api_key_env}
+    definition = agent.definition() | {"config": {k: v for k, v in raw.items() if v is not None}}
+    return AgentType.model_validate(definition)
 
 
 def definition_digest(agent: AgentType) -> str:
@@ -140,16 +164,23 @@ async def trust(db: Database, agents: Iterable[AgentType], *, via: str) -> list[
     return pending
 
 
-async def trust_given(db: Database, agents: Mapping[str, AgentType]) -> None:
-    """Trust the definitions a program handed to a runner as objects (see the module's rules)."""
-    await trust(db, agents.values(), via="python")
+async def trust_given(db: Database, agents: Mapping[str, AgentType], override: str | None = None) -> None:
+    """Trust the definitions a program handed to a runner as objects, as its run's model `override`
+    makes them (see the module's rules)."""
+    await trust(db, [effective_agent(agent, override) for agent in agents.values()], via="python")
 
 
 async def require_trusted(
-    db: Database, agents: Mapping[str, AgentType], *, topology: str, within: str | None = None
+    db: Database,
+    agents: Mapping[str, AgentType],
+    *,
+    topology: str,
+    within: str | None = None,
+    override: str | None = None,
 ) -> None:
-    """Raise `UntrustedDefinitionError` for the first agent of a stored `topology` nobody trusted."""
-    pending = await untrusted(db, agents.values())
+    """Raise `UntrustedDefinitionError` for the first agent of a stored `topology` nobody trusted,
+    as a run with model `override` would call it."""
+    pending = await untrusted(db, [effective_agent(agent, override) for agent in agents.values()])
     if not pending:
         return
     first = pending[0]
@@ -174,11 +205,13 @@ async def require_trusted_execution(db: Database, execution: Execution) -> None:
 
 
 def snapshot_agents(execution: Execution) -> list[AgentType]:
-    """Every agent definition an execution runs: its team's and its sub-teams' (compound)."""
+    """Every agent an execution runs: its team's and its sub-teams' (compound), as its stored model
+    override makes them (`effective_agent`)."""
     definitions = [*execution.agents_snapshot.values()]
     for team in execution.teams_snapshot.values():
         definitions += team.get("agents", {}).values()
-    return [AgentType.model_validate(definition) for definition in definitions]
+    override = execution.run_config.get("model_override")
+    return [effective_agent(AgentType.model_validate(definition), override) for definition in definitions]
 
 
 def _more(items: list[str]) -> str:

@@ -280,7 +280,7 @@ async def _advance(
             await db.steps.completed_steps(execution.id),
             config,
             scheduler=_FlowScheduler(),
-            model_override=config.model_override or settings().model_override,
+            model_override=config.model_override,  # taken when the run started (`_start_execution`)
             context_class=_FlowStepContext,
             owned=None if owned is None else {*owned, *retried},
             failures=failures,
@@ -356,7 +356,7 @@ async def _invoke_once(agent: AgentType, input_data: Mapping[str, Any], key: str
         execution_id=uuid.uuid4(),
         agents={"agent": agent},
         store=MemoryStepStore(),
-        model_override=settings().model_override,
+        model_override=llm.run_override(None),
         rate_limits=llm.rate_limits(),
     )
     try:
@@ -381,9 +381,7 @@ async def _start_execution(
         with storage_errors(db.url):
             if not execution_id:  # a flow run started on its own: it creates and owns its execution
                 given = RunConfig.model_validate(dict(run_config))
-                config = given.model_copy(
-                    update={"model_override": given.model_override or settings().model_override}
-                )
+                config = given.model_copy(update={"model_override": llm.run_override(given.model_override)})
                 team = prepare_team(dict(topology), dict(agents), dict(input_data), config.model_override)
                 execution, lease = await start_new_execution(
                     db,

@@ -289,7 +289,7 @@ class Database:
 
     async def get_execution(self, execution_id: uuid.UUID | str) -> Execution:
         """The execution as it stands now (`observed`): running with its owner gone reads `interrupted`."""
-        return observed(await self.stored_execution(execution_id))
+        return observed(await self.stored_execution(execution_id), self.executions.clock.now())
 
     async def stored_execution(self, execution_id: uuid.UUID | str) -> Execution:
         """The execution's row as written: for code that acts on its owner and lease with a
@@ -328,7 +328,7 @@ class Database:
                 f"({shown}); give more of the id"
             )
         found: Execution = matches[0]
-        return observed(found)
+        return observed(found, self.executions.clock.now())
 
     async def list_executions(
         self,
@@ -342,7 +342,7 @@ class Database:
     ) -> list[Execution]:
         """Executions as they stand now (`observed`), newest first (or oldest first), filtered by
         status(es), topology and origin."""
-        now = utcnow()
+        now = self.executions.clock.now()
         order = col(Execution.created_at).asc() if oldest_first else col(Execution.created_at).desc()
         query = select(Execution).order_by(order).offset(offset).limit(limit)
         query = query.where(*await self._filters(now, status, topology_name, origin))
@@ -353,7 +353,7 @@ class Database:
     ) -> int:
         """How many `list_executions` would give without a limit: counted by their observed status."""
         query = select(func.count()).select_from(Execution)
-        query = query.where(*await self._filters(utcnow(), status, topology_name, None))
+        query = query.where(*await self._filters(self.executions.clock.now(), status, topology_name, None))
         return int(await self._read(lambda session: session.execute(query).scalar_one()))
 
     async def _filters(

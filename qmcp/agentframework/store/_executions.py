@@ -38,14 +38,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import ColumnElement, func
 from sqlmodel import col
 
 from ...config import settings
 from ..errors import ExecutionBusyError, InvalidConfigError, LeaseLostError
-from ..models import Execution, ExecutionStatus, utcnow
+from ..models import Execution, ExecutionStatus, Usage, utcnow
 
 if TYPE_CHECKING:
     from ._database import Database
@@ -54,10 +54,12 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "CancelOutcome",
+    "Clock",
     "ExecutionService",
     "Lease",
     "Owner",
     "OwnerState",
+    "SystemClock",
     "allowed",
     "attempt_started",
     "observed",
@@ -324,7 +326,7 @@ class Lease:
         self.lost: str | None = None
         self.cancel_requested = False
         self.ended = False
-        self._renewed = time.monotonic()
+        self._renewed = service.clock.monotonic()
         self._on_stop: Callable[[], object] | None = None
 
     @property
@@ -344,7 +346,7 @@ class Lease:
 
     async def renew(self) -> None:
         """Extend the lease; learn whether a cancel was asked for, or whether the lease was lost."""
-        started = time.monotonic()
+        started = self.service.clock.monotonic()
         outcome = await self.service.renew(self)
         if outcome is None:
             self.mark_lost()
@@ -359,7 +361,7 @@ class Lease:
 
     async def ensure(self) -> None:
         """Raise `LeaseLostError` unless this process still owns the execution (renewing if in doubt)."""
-        if self.lost is None and time.monotonic() - self._renewed > self.ttl - self.interval:
+        if self.lost is None and self.service.clock.monotonic() - self._renewed > self.ttl - self.interval:
             await self.renew()
         if self.lost is not None:
             raise LeaseLostError(self.lost)
@@ -389,7 +391,7 @@ class Lease:
             try:
                 await self.renew()
             except Exception:  # the database failing: keep trying while the lease lasts
-                if time.monotonic() - self._renewed > self.ttl:
+                if self.service.clock.monotonic() - self._renewed > self.ttl:
                     self.mark_lost(
                         f"could not renew the lease on execution {self.execution_id} for {self.ttl:g}s "
                         "(the database is failing); stopped"
@@ -412,11 +414,31 @@ class CancelOutcome:
     owner: str | None = None
 
 
-class ExecutionService:
-    """Lifecycle writes of one `Database`: `db.executions`."""
+class Clock(Protocol):
+    """The time leases are judged by: `now()` (aware UTC) for `lease_until` and the times written,
+    `monotonic()` seconds for a lease's renewal timing. Tests set a clock they advance by hand."""
 
-    def __init__(self, db: Database) -> None:
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    """The real clock (the default)."""
+
+    def now(self) -> datetime:
+        return utcnow()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class ExecutionService:
+    """Lifecycle writes of one `Database`: `db.executions`. Its `clock` may be replaced (tests)."""
+
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
+        self.clock: Clock = clock or SystemClock()
 
     # -- timing -------------------------------------------------------------------------------------
 
@@ -446,7 +468,7 @@ class ExecutionService:
 
         `started`: when the run began, if before now (a flow that records its execution at the end).
         """
-        now = started or utcnow()
+        now = started or self.clock.now()
         execution.created_at = execution.started_at = now
         if owner is None:
             execution.status, execution.attempts = S.PENDING, 0
@@ -481,10 +503,10 @@ class ExecutionService:
         for _ in range(20):  # someone else changed the row between our read and our write: decide again
             current = await self.db.stored_execution(execution_id)
             allowed(current.status, Action.CLAIM)
-            state = owner_state(current)
+            state = owner_state(current, self.clock.now())
             if state is OwnerState.LIVE and not force:
                 raise ExecutionBusyError(_busy_message(current))
-            now = utcnow()
+            now = self.clock.now()
             lease = self._lease(current.id, owner, now)
             took_over = None if state is OwnerState.NONE else f"{_describe_owner(current)} ({state.value})"
             entry = _attempt(
@@ -521,7 +543,7 @@ class ExecutionService:
 
     async def renew(self, lease: Lease) -> tuple[ExecutionStatus, bool] | None:
         """Extend `lease`: None when it was lost, else the status and whether a cancel was requested."""
-        now = utcnow()
+        now = self.clock.now()
         return await self.db.renew_lease(lease.execution_id, lease.token, lease.until(now), now)
 
     async def finish(
@@ -531,7 +553,7 @@ class ExecutionService:
         *,
         output: dict[str, Any] | None = None,
         error: str | None = None,
-        usage: Mapping[str, float] | None = None,
+        usage: Usage | None = None,
         release: bool = True,
         human_request_id: str | None = None,
     ) -> tuple[datetime, int] | None:
@@ -544,7 +566,7 @@ class ExecutionService:
         the runner then calls `release`). `human_request_id`: the request a `paused` run waits for.
         """
         allowed(S.RUNNING, _FINISH_ACTION[status])
-        now = utcnow()
+        now = self.clock.now()
         ran = _ms(now - lease.started)
         values: dict[str, Any] = {
             "status": status,
@@ -579,9 +601,9 @@ class ExecutionService:
             col(Execution.status) != S.RUNNING,
         )
 
-    async def add_usage(self, lease: Lease, usage: Mapping[str, float]) -> None:
-        """Add tokens and cost of steps made outside `finish` (parallel Metaflow tasks add theirs here)."""
-        if any(usage.values()):
+    async def add_usage(self, lease: Lease, usage: Usage) -> None:
+        """Add the usage of steps made outside `finish` (parallel Metaflow tasks add theirs here)."""
+        if usage.has_values():
             await self.db.execute_update(
                 lease.execution_id, _usage(usage), col(Execution.owner_token) == lease.token
             )
@@ -609,12 +631,12 @@ class ExecutionService:
         """Cancel what nobody runs at once; ask the live owner of a running execution to stop."""
         for _ in range(20):
             current = await self.db.stored_execution(execution_id)
-            state = owner_state(current)
+            state = owner_state(current, self.clock.now())
             if current.status == S.RUNNING and state is OwnerState.LIVE:
                 allowed(current.status, Action.REQUEST_CANCEL)
                 if await self.db.execute_update(
                     current.id,
-                    {"cancel_requested_at": utcnow()},
+                    {"cancel_requested_at": self.clock.now()},
                     col(Execution.status) == S.RUNNING,
                     _same_owner(current.owner_token),
                 ):
@@ -622,7 +644,7 @@ class ExecutionService:
                 continue
             if (current.status, Action.CANCEL) not in TRANSITIONS:
                 return CancelOutcome(current, requested=False)
-            now = utcnow()
+            now = self.clock.now()
             values = {
                 "status": S.CANCELLED,
                 "error": "cancelled by request",
@@ -644,7 +666,7 @@ class ExecutionService:
         """
         for _ in range(20):
             current = await self.db.stored_execution(execution_id)
-            state = owner_state(current)
+            state = owner_state(current, self.clock.now())
             if (current.status, Action.QUEUE) not in TRANSITIONS or state is OwnerState.LIVE:
                 return current
             guard = [col(Execution.status) == current.status, _same_owner(current.owner_token)]
@@ -662,7 +684,7 @@ class ExecutionService:
         """Write `interrupted` into the running executions among `executions` whose owner is gone, as
         `observed` shows them: the sweep of a server about to resume them (reads never write it).
         Returns them all as they are now."""
-        now = utcnow()
+        now = self.clock.now()
         result = []
         for execution in executions:
             current = await self.db.stored_execution(execution.id)
@@ -693,13 +715,15 @@ def _released() -> dict[str, Any]:
     }
 
 
-def _usage(usage: Mapping[str, float] | None) -> dict[str, Any]:
-    if not usage:
+def _usage(usage: Usage | None) -> dict[str, Any]:
+    """The columns that add `usage` to the execution's stored totals."""
+    if usage is None or not usage.has_values():
         return {}
     return {
-        "input_tokens": col(Execution.input_tokens) + int(usage.get("input_tokens", 0)),
-        "output_tokens": col(Execution.output_tokens) + int(usage.get("output_tokens", 0)),
-        "cost_usd": col(Execution.cost_usd) + float(usage.get("cost_usd", 0.0)),
+        "requests": col(Execution.requests) + usage.requests,
+        "input_tokens": col(Execution.input_tokens) + usage.input_tokens,
+        "output_tokens": col(Execution.output_tokens) + usage.output_tokens,
+        "cost_usd": col(Execution.cost_usd) + usage.cost_usd,
     }
 
 

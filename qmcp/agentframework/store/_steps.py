@@ -37,7 +37,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import LeaseLostError
-from ..models import Execution, ExecutionStep, StepStatus, table_of, utcnow
+from ..models import Execution, ExecutionStep, StepStatus, Usage, table_of, utcnow
 from ._engine import JSON_CODEC, is_locked
 
 __all__ = ["MemoryStepStore", "SqlStepStore", "StepRecord", "StepStore"]
@@ -64,6 +64,11 @@ class StepRecord:
     error: str | None = None
     started_at: datetime = field(default_factory=utcnow)
     completed_at: datetime | None = None
+
+    @property
+    def usage(self) -> Usage:
+        """What the step used: one request per attempt, with the row's tokens and cost."""
+        return Usage(self.attempts, self.input_tokens, self.output_tokens, self.cost_usd)
 
 
 class StepStore(ABC):

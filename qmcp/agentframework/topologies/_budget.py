@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...observability import get_logger
 from ..errors import BudgetExceededError
-from ..models import Models
+from ..models import Models, Usage
 
 if TYPE_CHECKING:
     from ..store import StepRecord
@@ -45,17 +45,15 @@ def estimate_prompt_tokens(system: str | None, contents: list[str]) -> int:
 
 @dataclass
 class _Spend:
-    tokens: int = 0
-    cost: float = 0.0
-    reserved_tokens: int = 0
-    reserved_cost: float = 0.0
+    spent: Usage = field(default_factory=Usage)
+    reserved: Usage = field(default_factory=Usage)
+    """The estimates of the calls in flight."""
 
 
 @dataclass(frozen=True)
 class Reservation:
     agent: str
-    tokens: int
-    cost: float
+    estimate: Usage
 
 
 @dataclass
@@ -77,11 +75,10 @@ class Budget:
         max_tokens: int | None,
         max_cost_usd: float | None,
         agent_configs: Iterable[Mapping[str, Any]],
-        spent_tokens: int,
-        spent_cost: float,
+        spent: Usage,
         completed: Mapping[str, StepRecord],
     ) -> Budget | None:
-        """The budget of an attempt, starting from what the execution spent (`spent_*`, its stored
+        """The budget of an attempt, starting from what the execution spent (`spent`, its stored
         totals; the completed steps' own sum when larger, e.g. after a killed attempt); None when
         neither the run nor any of `agent_configs` (the team's, as stored) limits anything, so that
         an unlimited run checks nothing."""
@@ -89,16 +86,17 @@ class Budget:
         if not limited and not any(_agent_limit(config) != (None, None) for config in agent_configs):
             return None
         budget = cls(str(execution_id), max_tokens, max_cost_usd)
-        steps = _Spend()
+        steps = Usage()
         for record in completed.values():
-            used = record.input_tokens + record.output_tokens
-            steps.tokens += used
-            steps.cost += record.cost_usd
-            spend = budget.agents.setdefault(record.agent_name, _Spend())
-            spend.tokens += used
-            spend.cost += record.cost_usd
-        budget.run.tokens = max(spent_tokens, steps.tokens)
-        budget.run.cost = max(spent_cost, steps.cost)
+            used = record.usage
+            steps.incr(used)
+            budget.agents.setdefault(record.agent_name, _Spend()).spent.incr(used)
+        budget.run.spent = Usage(
+            requests=max(spent.requests, steps.requests),
+            input_tokens=max(spent.input_tokens, steps.input_tokens),
+            output_tokens=max(spent.output_tokens, steps.output_tokens),
+            cost_usd=max(spent.cost_usd, steps.cost_usd),
+        )
         return budget
 
     async def reserve(
@@ -114,7 +112,6 @@ class Budget:
         the agent's own (max tokens, max cost) in the execution."""
         config = Models.get(model)
         output = max_output or (config.max_output_tokens if config is not None else DEFAULT_MAX_OUTPUT)
-        tokens = prompt_tokens + output
         if config is not None:
             cost = config.cost(prompt_tokens, output)
         else:
@@ -127,28 +124,31 @@ class Budget:
                     note="no price in the Models registry: the cost budget sees its calls only once they "
                     "are paid, and counts their tokens; add it with Models.register(ModelConfig(...))",
                 )
+        estimate = Usage(requests=1, input_tokens=prompt_tokens, output_tokens=output, cost_usd=cost)
         agent_spend = self.agents.setdefault(agent, _Spend())
         while True:
-            self._check(agent, agent_spend, agent_limit, tokens, cost, reserved=False)  # cannot fit: raises
-            if self._check(agent, agent_spend, agent_limit, tokens, cost, reserved=True):
+            self._check(agent, agent_spend, agent_limit, estimate, reserved=False)  # cannot fit: raises
+            if self._check(agent, agent_spend, agent_limit, estimate, reserved=True):
                 break
             if self._settled is None:
                 self._settled = asyncio.Event()
             await self._settled.wait()
         for spend in (self.run, agent_spend):
-            if spend is not None:
-                spend.reserved_tokens += tokens
-                spend.reserved_cost += cost
-        return Reservation(agent, tokens, cost)
+            spend.reserved.incr(estimate)
+        return Reservation(agent, estimate)
 
-    def settle(self, reservation: Reservation, tokens: int, cost: float) -> None:
-        """The call ended: its estimate is released and what it used (nothing if it failed) is spent."""
+    def settle(self, reservation: Reservation, used: Usage) -> None:
+        """The call ended: its estimate is released and what it `used` (nothing if it failed) is spent."""
+        released = Usage(
+            requests=-reservation.estimate.requests,
+            input_tokens=-reservation.estimate.input_tokens,
+            output_tokens=-reservation.estimate.output_tokens,
+            cost_usd=-reservation.estimate.cost_usd,
+        )
         for spend in (self.run, self.agents.get(reservation.agent)):
             if spend is not None:
-                spend.reserved_tokens -= reservation.tokens
-                spend.reserved_cost -= reservation.cost
-                spend.tokens += tokens
-                spend.cost += cost
+                spend.reserved.incr(released)
+                spend.spent.incr(used)
         if self._settled is not None:
             self._settled.set()
             self._settled = None
@@ -158,8 +158,7 @@ class Budget:
         agent: str,
         agent_spend: _Spend,
         agent_limit: tuple[int | None, float | None],
-        tokens: int,
-        cost: float,
+        estimate: Usage,
         *,
         reserved: bool,
     ) -> bool:
@@ -170,33 +169,34 @@ class Budget:
         ]
         if agent_limit != (None, None):
             limits.append((f"agent {agent!r}", agent_spend, *agent_limit))
+        tokens, cost = estimate.total_tokens, estimate.cost_usd
         for who, spend, max_tokens, max_cost in limits:
-            held_tokens = spend.reserved_tokens if reserved else 0
-            held_cost = spend.reserved_cost if reserved else 0.0
-            if max_tokens is not None and spend.tokens + held_tokens + tokens > max_tokens:
+            held = spend.reserved if reserved else Usage()
+            spent_tokens, spent_cost = spend.spent.total_tokens, spend.spent.cost_usd
+            if max_tokens is not None and spent_tokens + held.total_tokens + tokens > max_tokens:
                 if reserved:
                     return False
                 self._exceeded(
                     who,
                     agent,
-                    f"{spend.tokens:,} tokens",
+                    f"{spent_tokens:,} tokens",
                     f"{max_tokens:,} tokens",
                     f"about {tokens:,} tokens",
-                    spend.tokens,
+                    spent_tokens,
                     max_tokens,
                     "tokens",
                     "--max-tokens",
                 )
-            if max_cost is not None and spend.cost + held_cost + cost > max_cost:
+            if max_cost is not None and spent_cost + held.cost_usd + cost > max_cost:
                 if reserved:
                     return False
                 self._exceeded(
                     who,
                     agent,
-                    f"${spend.cost:.4f}",
+                    f"${spent_cost:.4f}",
                     f"${max_cost:.4f}",
                     f"about ${cost:.4f}",
-                    spend.cost,
+                    spent_cost,
                     max_cost,
                     "usd",
                     "--max-cost",

@@ -54,6 +54,11 @@ class CompoundTopology(BaseTopology):
     config_class = CompoundConfig
     shape_note = "its conditions and sub-topologies decide what runs"
 
+    @staticmethod
+    def sub_key(index: int, name: str) -> str:
+        """The prefix of the step keys of sub-topology `name` run at position `index`."""
+        return f"compound/{index}:{name}"
+
     def validate_team(self, agents: Mapping[str, AgentType]) -> None:
         if not self.config.sub_topologies:
             raise InvalidConfigError("a compound topology needs at least one name in sub_topologies")
@@ -105,4 +110,4 @@ class CompoundTopology(BaseTopology):
         agents = {slot: AgentType.model_validate(data) for slot, data in team["agents"].items()}
         implementation = TopologyRegistry.create(sub.topology_type, sub.config)
         implementation.validate_team(agents)
-        return await implementation.run(ctx.child(f"compound/{index}:{name}", agents=agents), input_data)
+        return await implementation.run(ctx.child(self.sub_key(index, name), agents=agents), input_data)

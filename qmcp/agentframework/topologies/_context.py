@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
-from ...config import settings as qmcp_settings
 from ...redaction import redact_secrets
 from .. import llm
 from ..errors import (
@@ -37,7 +36,7 @@ from ..errors import (
 )
 from ..llm import ChatMessage, ModelReply, RateLimit, RateLimits, json_instruction, retry_transient
 from ..mixins import BaseMixin, MixinContext, MixinRegistry, RunResources
-from ..models import AgentConfig, AgentType, Models, StepStatus, utcnow
+from ..models import AgentConfig, AgentType, Models, StepStatus, Usage, utcnow
 from ..store import StepRecord, StepStore
 from ._budget import Budget, estimate_prompt_tokens
 from ._heap import older_heap_frozen
@@ -66,7 +65,7 @@ T = TypeVar("T")
 class StepResult:
     """What one agent step produced; `data` holds the parsed JSON when the step asked for it.
 
-    A replayed step (`replayed`) carries the tokens and cost it was recorded with, paid once.
+    A replayed step (`replayed`) carries the usage it was recorded with, paid once.
     """
 
     key: str
@@ -76,9 +75,7 @@ class StepResult:
     data: dict[str, Any] | None = None
     replayed: bool = False
     fallback: bool = False
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True)
@@ -92,9 +89,7 @@ class StepEvent:
     slot: str
     agent_name: str
     model: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = field(default_factory=Usage)
     latency_ms: float = 0.0
     error: str | None = None
     text: str = ""
@@ -230,10 +225,9 @@ class StepContext:
     tracer: Any = None  # an OpenTelemetry tracer when the run is traced
     lease: Lease | None = None
     """This process's ownership of the execution: checked before model calls, fencing step writes."""
-    totals: dict[str, float] = field(
-        default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
-    )
-    """What this attempt paid (the execution's stored totals add it up over attempts)."""
+    totals: Usage = field(default_factory=Usage)
+    """What this attempt paid, shared with its child contexts (the execution's stored totals add it
+    up over attempts)."""
     budget: Budget | None = None
     """The execution's token and cost budget, with what it spent; None when unlimited."""
     rate_limits: RateLimits | None = None
@@ -241,6 +235,7 @@ class StepContext:
     stream: bool = False
     """Stream replies as `delta` events to `on_event` while they are generated (models that can)."""
     _configs: dict[int, AgentConfig] = field(default_factory=dict, repr=False)  # by id(agent)
+    _choices: dict[int, llm.ModelChoice] = field(default_factory=dict, repr=False)  # by id(agent)
     _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
 
     # -- composition --------------------------------------------------------------------------
@@ -252,6 +247,7 @@ class StepContext:
             agents=self.agents if agents is None else agents,
             prefix=f"{self.prefix}{prefix}/",
             _configs={},
+            _choices={},
             _mixins={},
         )
 
@@ -275,9 +271,15 @@ class StepContext:
             config = self._configs[id(agent)] = agent.agent_config
         return config
 
-    def model_for(self, slot: str) -> str:
-        """The model string a slot's agent calls in this run (the override wins)."""
-        return self.model_override or self.agent_config(slot).model or qmcp_settings().default_model
+    def model_choice(self, slot: str) -> llm.ModelChoice:
+        """The model a slot's agent calls in this run, with its endpoint and key (`llm.effective_model`)."""
+        agent = self.agent(slot)
+        choice = self._choices.get(id(agent))
+        if choice is None:
+            choice = self._choices[id(agent)] = llm.effective_model(
+                self.agent_config(slot), self.model_override
+            )
+        return choice
 
     def mixins_for(self, slot: str) -> list[BaseMixin]:
         """The slot's agent's mixins, dependencies first."""
@@ -313,7 +315,7 @@ class StepContext:
             slot=slot,
             agent=agent,
             config=self.agent_config(slot),
-            model=self.model_for(slot),
+            model=self.model_choice(slot).model,
             resources=self.resources,
             prompt=prompt,
             schema=schema,
@@ -346,13 +348,7 @@ class StepContext:
                 except Exception as error:
                     _record_failure(span, error)
                     raise
-                span.set_attributes(
-                    {
-                        "gen_ai.usage.input_tokens": result.input_tokens,
-                        "gen_ai.usage.output_tokens": result.output_tokens,
-                        "qmcp.cost_usd": result.cost_usd,
-                    }
-                )
+                span.set_attributes(result.usage.opentelemetry_attributes())
         for hook in mixins:
             await hook.on_end(mc)
         return result
@@ -372,9 +368,7 @@ class StepContext:
             slot,
             agent.name,
             recorded.model,
-            input_tokens=recorded.input_tokens,
-            output_tokens=recorded.output_tokens,
-            cost_usd=recorded.cost_usd,
+            usage=recorded.usage,
             latency_ms=recorded.latency_ms,
         )
         output = recorded.output or {}
@@ -387,9 +381,7 @@ class StepContext:
             data=mc.data,
             replayed=True,
             fallback=bool(output.get("fallback")),
-            input_tokens=recorded.input_tokens,
-            output_tokens=recorded.output_tokens,
-            cost_usd=recorded.cost_usd,
+            usage=recorded.usage,
         )
 
     async def _call(
@@ -471,9 +463,7 @@ class StepContext:
             mc.slot,
             mc.agent.name,
             mc.model,
-            input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens,
-            cost_usd=record.cost_usd,
+            usage=record.usage,
             latency_ms=record.latency_ms,
         )
         return StepResult(
@@ -483,9 +473,7 @@ class StepContext:
             text=mc.reply,
             data=mc.data,
             fallback=used_fallback,
-            input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens,
-            cost_usd=record.cost_usd,
+            usage=record.usage,
         )
 
     async def _model_call(
@@ -496,9 +484,7 @@ class StepContext:
         model_settings: ModelSettings,
     ) -> ModelReply:
         # through the module: pydantic-ai loads with the first call, not with the topologies
-        resolved = llm.resolve_model(
-            mc.model, role=str(mc.agent.role), base_url=mc.config.base_url, api_key_env=mc.config.api_key_env
-        )
+        resolved = self.model_choice(mc.slot).resolve(str(mc.agent.role))
 
         async def on_tool_call(tool: str, args: dict[str, Any]) -> None:
             for hook in mixins:
@@ -558,12 +544,7 @@ class StepContext:
                 finally:
                     if reservation is not None:
                         assert budget is not None
-                        used = (
-                            (0, 0.0)
-                            if reply is None
-                            else (reply.input_tokens + reply.output_tokens, reply.cost_usd)
-                        )
-                        budget.settle(reservation, *used)
+                        budget.settle(reservation, Usage(requests=1) if reply is None else reply.usage)
                 assert reply is not None
                 if limiter is not None:
                     limiter.settle(
@@ -597,13 +578,14 @@ class StepContext:
             raise
 
     def _account(self, record: StepRecord, replies: Sequence[ModelReply]) -> None:
-        record.input_tokens = sum(r.input_tokens for r in replies)
-        record.output_tokens = sum(r.output_tokens for r in replies)
-        record.cost_usd = sum(r.cost_usd for r in replies)
+        used = sum((r.usage for r in replies), Usage())
+        record.input_tokens, record.output_tokens, record.cost_usd = (
+            used.input_tokens,
+            used.output_tokens,
+            used.cost_usd,
+        )
         record.latency_ms = sum(r.latency_ms for r in replies)
-        self.totals["input_tokens"] += record.input_tokens
-        self.totals["output_tokens"] += record.output_tokens
-        self.totals["cost_usd"] += record.cost_usd
+        self.totals.incr(record.usage)
 
     def _emit(self, kind: Any, key: str, slot: str, agent_name: str, model: str, **extra: Any) -> None:
         if self.on_event is not None:

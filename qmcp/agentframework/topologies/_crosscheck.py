@@ -38,6 +38,8 @@ class CrossCheckTopology(BaseTopology):
     config_class = CrossCheckConfig
 
     primary_key: ClassVar[str] = "crosscheck/primary"
+    consensus_key: ClassVar[str] = "crosscheck/consensus"
+    """Where the checkers' verdicts meet: computed, no step of its own (the DAG's join node)."""
 
     @staticmethod
     def checkers(slots: Sequence[str]) -> list[str]:

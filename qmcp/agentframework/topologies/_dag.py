@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ..models import AgentType, Topology, TopologyType
+from ..models import AgentType, Topology
 from ._chain import ChainOfCommandTopology
+from ._compound import CompoundTopology
 from ._crosscheck import CrossCheckTopology
 from ._debate import DebateTopology
 from ._delegation import ROUTER_SLOT, DelegationTopology
@@ -176,32 +177,34 @@ def _build(
         case PipelineTopology():
             current = entry
             for index, stage in enumerate(implementation.stages(slots)):
-                node = step(f"pipeline/{index}:{stage}", stage)
+                node = step(implementation.stage_key(index, stage), stage)
                 link(current, node)
                 current = [node]
             return current
         case EnsembleTopology():
-            members = [step(f"ensemble/member:{slot}", slot) for slot in implementation.members(slots)]
+            members = [step(implementation.member_key(slot), slot) for slot in implementation.members(slots)]
             for member in members:
                 link(entry, member)
             method = implementation.config.aggregation_method
             if method == "synthesis":
-                aggregate = step("ensemble/aggregate", AGGREGATOR_SLOT, f"{AGGREGATOR_SLOT} (synthesis)")
+                aggregate = step(
+                    implementation.aggregate_key, AGGREGATOR_SLOT, f"{AGGREGATOR_SLOT} (synthesis)"
+                )
             else:
-                aggregate = join("ensemble/aggregate", f"aggregate ({method})")
+                aggregate = join(implementation.aggregate_key, f"aggregate ({method})")
             link(members, aggregate)
             return [aggregate]
         case CrossCheckTopology():
-            primary = step("crosscheck/primary", "primary")
+            primary = step(implementation.primary_key, "primary")
             link(entry, primary)
-            checkers = [step(f"crosscheck/checker:{s}", s) for s in implementation.checkers(slots)]
+            checkers = [step(implementation.checker_key(s), s) for s in implementation.checkers(slots)]
             for checker in checkers:
                 link([primary], checker)
             config = implementation.config
             consensus_method = (
                 "unanimous" if config.require_unanimous_for_approval else config.consensus_method
             )
-            consensus = join("crosscheck/consensus", f"consensus ({consensus_method})")
+            consensus = join(implementation.consensus_key, f"consensus ({consensus_method})")
             link(checkers, consensus)
             link([primary], consensus, "answer")
             return [consensus]
@@ -209,13 +212,13 @@ def _build(
             current = entry
             for number in range(1, implementation.config.max_rounds + 1):
                 for side in ("proponent", "opponent"):
-                    node = step(f"debate/round-{number}/{side}", side, f"round {number}: {side}")
+                    node = step(implementation.turn_key(number, side), side, f"round {number}: {side}")
                     link(current, node)
                     current = [node]
             if implementation.config.consensus_method == "mediator":
                 mediator = implementation.mediator_slot(agents)
                 if mediator is not None:
-                    node = step("debate/mediator", mediator, "mediator")
+                    node = step(implementation.mediator_key, mediator, "mediator")
                     link(current, node)
                     current = [node]
             return current
@@ -248,8 +251,8 @@ def _build(
             for target in targets:
                 link(source, target, "routes")
             return targets
-    if topology.topology_type == TopologyType.COMPOUND:
-        return _compound(dag, implementation.config, teams, prefix, group, entry)
+        case CompoundTopology():
+            return _compound(dag, implementation.config, teams, prefix, group, entry)
     # A user's topology type: its slots, fed by the input (its steps are added from executions).
     slot_nodes = [_agent(dag, prefix, slot, agents[slot], group) for slot in slots]
     for node in slot_nodes:
@@ -261,7 +264,7 @@ def _compound(
     dag: Dag, config: Any, teams: dict[str, Any], prefix: str, group: str | None, entry: list[str]
 ) -> list[str]:
     def sub(index: int, name: str, feed: list[str]) -> list[str]:
-        sub_prefix = f"{prefix}compound/{index}:{name}/"
+        sub_prefix = f"{prefix}{CompoundTopology.sub_key(index, name)}/"
         group_id = sub_prefix.rstrip("/")
         dag.groups.append(DagGroup(group_id, name, group))
         team = teams.get(name)

@@ -40,6 +40,14 @@ class DelegationTopology(BaseTopology):
     config_class = DelegationConfig
     shape_note = "the router decides which specialist runs"
 
+    @staticmethod
+    def task_key(index: int, slot: str) -> str:
+        return f"delegation/task-{index}:{slot}"
+
+    @staticmethod
+    def route_key(index: int) -> str:
+        return f"delegation/route-{index}"
+
     def fallback_slot(self, agents: Mapping[str, AgentType]) -> str | None:
         name = self.config.fallback_agent_name
         if name is None:
@@ -92,7 +100,7 @@ class DelegationTopology(BaseTopology):
             assignments.append((index, task, chosen, reason))
         results = await ctx.gather(
             [
-                ctx.invoke(slot, _task_prompt(task["task"]), key=f"delegation/task-{i}:{slot}")
+                ctx.invoke(slot, _task_prompt(task["task"]), key=self.task_key(i, slot))
                 for i, task, slot, _ in assignments
             ]
         )
@@ -163,7 +171,7 @@ class DelegationTopology(BaseTopology):
         decision = await ctx.invoke(
             ROUTER_SLOT,
             f"Task: {task['task']}\n\nSpecialists:\n{roster}\n\nChoose the specialist best suited to the task.",
-            key=f"delegation/route-{index}",
+            key=self.route_key(index),
             schema=schema,
             fallback={"specialist": "none", "reason": "the router's reply could not be read"},
         )
