@@ -8,6 +8,7 @@ cancel, a server's start-up sweep) writes. On SQLite and on PostgreSQL (when con
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import uuid
@@ -16,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from _clock import FakeClock
 
 from qmcp.agentframework.errors import DatabaseUnavailableError
 from qmcp.agentframework.models import Execution, ExecutionStatus
@@ -26,9 +28,8 @@ S = ExecutionStatus
 
 
 def _dead_pid() -> int:
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    return gone.pid
+    """A pid no process can have: above the kernel's largest."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
 
 
 async def _make(db: Database, owner: str, status: ExecutionStatus = S.RUNNING) -> uuid.UUID:
@@ -100,6 +101,22 @@ async def test_status_filters_and_counts_follow_the_observed_status(db_url):
         assert (await db.stored_execution(ids["dead"])).status == S.RUNNING  # the lists wrote nothing
 
 
+async def test_a_lease_that_runs_out_reads_interrupted_from_then_on(db_url):
+    async with Database(db_url) as db:
+        db.executions.clock = clock = FakeClock()
+        execution_id = await _make(db, "live")
+        assert (await db.get_execution(execution_id)).status == S.RUNNING
+        assert await db.count_executions(status=S.RUNNING) == 1
+        clock.advance(db.executions.timing()[1] + 1)  # no heartbeat: the lease has run out
+        assert (await db.get_execution(execution_id)).error == (
+            f"interrupted: its owner (pid {os.getpid()} on {socket.gethostname()}) stopped running it "
+            "(its lease expired)"
+        )
+        assert [e.id for e in await db.list_executions(status=S.INTERRUPTED)] == [execution_id]
+        assert await db.count_executions(status=S.RUNNING) == 0
+        assert (await db.stored_execution(execution_id)).status == S.RUNNING
+
+
 async def test_acting_on_an_execution_whose_owner_is_gone_writes(db_url):
     async with Database(db_url) as db:
         ids = await _team(db)
@@ -136,6 +153,7 @@ def _refuse_writes(path: Path, immutable: list[Path]) -> None:
         pytest.skip("cannot make a file read-only for root here (no chattr)")
 
 
+@pytest.mark.slow  # chattr
 @pytest.mark.parametrize("how", ["immutable file", "immutable file, rollback journal", "read-only URL"])
 async def test_reads_work_on_a_database_that_cannot_be_written(tmp_path, immutable, how):
     path = tmp_path / "q.db"

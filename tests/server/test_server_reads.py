@@ -3,7 +3,6 @@ lists and shows `interrupted` (in-process, through httpx's ASGI transport)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -15,11 +14,10 @@ from qmcp.server import ServerOptions, create_app
 
 async def _left_running(path: Path) -> str:
     """An execution whose owner's pid is gone, left `running` in its row."""
-    gone = subprocess.Popen(["true"])
-    gone.wait()
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # a pid no process can have
     async with Database(f"sqlite+aiosqlite:///{path}") as db:
         execution = Execution(topology_name="t", topology_type="pipeline", input_data={"prompt": "x"})
-        await db.executions.create(execution, Owner.this_process(pid=gone.pid), runner="local")
+        await db.executions.create(execution, Owner.this_process(pid=gone), runner="local")
     close_engines()
     return str(execution.id)
 
