@@ -72,11 +72,7 @@ def list_executions(
     wanted = _parse_status(status) if status is not None else None
 
     async def fetch() -> list[Execution]:
-        from qmcp.agentframework.models import ExecutionStatus
-
-        async with open_database(state) as db:
-            # Runs whose owner is gone show as interrupted, not as running forever.
-            await db.executions.reap(await db.list_executions(status=ExecutionStatus.RUNNING, limit=10_000))
+        async with open_database(state, read_only=True) as db:
             return await db.list_executions(status=wanted, topology_name=topology, limit=limit)
 
     executions = run_async(fetch())
@@ -146,8 +142,8 @@ def show_execution(
         raise UserInputError(f"--svg: the directory of {svg} does not exist")
 
     async def fetch() -> tuple[Execution, Sequence[ExecutionStep]]:
-        async with open_database(state) as db:
-            (execution,) = await db.executions.reap([await db.find_execution(execution_id)])
+        async with open_database(state, read_only=True) as db:
+            execution = await db.find_execution(execution_id)
             return execution, await db.list_steps(execution.id)
 
     execution, steps = run_async(fetch())
@@ -314,7 +310,7 @@ def cost(
     start = _parse_since(since) if since is not None else None
 
     async def fetch() -> Any:
-        async with open_database(state) as db:
+        async with open_database(state, read_only=True) as db:
             return await db.cost_report(since=start, by=by)
 
     report = run_async(fetch())
@@ -421,7 +417,7 @@ def resume_execution(
 
     async def fetch() -> Execution:
         async with open_database(state) as db:
-            (execution,) = await db.executions.reap([await db.find_execution(execution_id)])
+            execution = await db.find_execution(execution_id)
             return execution
 
     execution = run_async(fetch())

@@ -80,9 +80,10 @@ def cli_state(ctx: typer.Context) -> CliState:
 
 
 @contextlib.asynccontextmanager
-async def open_database(state: CliState) -> AsyncIterator[Database]:
-    """The database of `--db` / `QMCP_DATABASE_URL`, tables created on first use."""
+async def open_database(state: CliState, *, read_only: bool = False) -> AsyncIterator[Database]:
+    """The database of `--db` / `QMCP_DATABASE_URL`, tables created on first use; `read_only` for a
+    command that only reads (it works on a database that cannot be written)."""
     from qmcp.agentframework.store import Database
 
-    async with Database(state.db_url) as db:
+    async with Database(state.db_url, read_only=read_only) as db:
         yield db

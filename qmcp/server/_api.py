@@ -319,7 +319,6 @@ async def list_executions(
             f"unknown status {status!r}; choose one of: {', '.join(s.value for s in ExecutionStatus)}"
         ) from None
     db = _db(request)
-    await db.executions.reap(await db.list_executions(status=ExecutionStatus.RUNNING, limit=10_000))
     rows = await db.list_executions(status=wanted, topology_name=topology, limit=limit, offset=offset)
     total = await db.count_executions(status=wanted, topology_name=topology)
     return {
@@ -332,7 +331,7 @@ async def list_executions(
 @router.get("/v1/executions/{execution_id}", tags=["executions"])
 async def get_execution(execution_id: str, request: Request) -> ExecutionOut:
     db = _db(request)
-    (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+    execution = await db.get_execution(execution_id)
     return ExecutionOut.of(execution, full=True)
 
 

@@ -249,7 +249,7 @@ def _live_frame(event: dict[str, Any]) -> str:
 async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID) -> AsyncIterator[str]:
     """The stream of one execution, as SSE frames, until its run stops."""
     with hub.watch(execution_id) as live:  # first: nothing published while we replay is missed
-        (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+        execution = await db.get_execution(execution_id)
         sent: set[tuple[str, str]] = set()
         number = 0
 
@@ -281,7 +281,7 @@ async def execution_events(db: Database, hub: EventHub, execution_id: uuid.UUID)
                 await asyncio.sleep(_BATCH_SECONDS)  # let what follows at once join it: one write for many
                 batch = live.read()
             if not batch:
-                (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+                execution = await db.get_execution(execution_id)
                 for step in await db.list_step_outlines(execution_id):
                     if fresh(event := step_event(step)):
                         number += 1

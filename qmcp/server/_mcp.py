@@ -98,7 +98,7 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
     async def get_execution(execution_id: str) -> dict[str, Any]:
         """An execution's status, output, error, tokens and cost."""
         async with runs.database() as db:
-            (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+            execution = await db.get_execution(execution_id)
         return _summary(execution)
 
     @server.tool()

@@ -80,7 +80,9 @@ class RunManager:
             return 0
         async with self.database() as db:
             await db.executions.reap(
-                await db.list_executions(status=ExecutionStatus.RUNNING, origin=self.origin, limit=100_000)
+                await db.list_executions(
+                    status=ExecutionStatus.INTERRUPTED, origin=self.origin, limit=100_000
+                )
             )
             # Pending executions were all queued by a server (runs create theirs claimed); interrupted
             # ones are resumed if this server's kind started them.
@@ -129,7 +131,7 @@ class RunManager:
         live process runs it."""
         self._check_accepting()
         async with self.database() as db:
-            (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+            execution = await db.get_execution(execution_id)
             if execution.status == ExecutionStatus.RUNNING and execution.id in self._active:
                 return execution
             execution = await queue_resume(db, execution.id, caller)

@@ -201,6 +201,46 @@ async def _interrupted_execution(db_url: str) -> str:
         return str(execution.id)
 
 
+def test_list_and_show_work_on_a_database_that_cannot_be_written(team, run_qmcp, tmp_path):
+    """`executions list/show` only read: on a file nobody can write (root included), an execution
+    whose owner is gone shows `interrupted` with its resume hint, and its row stays as written."""
+    import asyncio
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from qmcp.agentframework.store import close_engines
+
+    execution_id = asyncio.run(_interrupted_execution(f"sqlite+aiosqlite:///{team.db}"))
+    close_engines()
+    path = Path(team.db)
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        if os.geteuid() == 0:
+            pytest.skip("cannot make a file read-only for root here (no chattr)")
+        path.chmod(0o444)
+    try:
+        refused = run_qmcp("agents", "create", "late", "writer", "--model", "test")
+        listed = run_qmcp("executions", "list")
+        shown = run_qmcp("--format", "json", "executions", "show", execution_id[:8])
+        table = run_qmcp("executions", "show", execution_id)
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+        path.chmod(0o644)
+    assert refused.returncode == 2 and "read-only" in refused.stderr, refused.stderr  # a writer is refused
+    assert listed.returncode == 0, listed.stderr
+    assert "interrupted" in listed.stdout and f"executions resume {execution_id}" in listed.stdout
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "interrupted", shown.stderr
+    assert table.returncode == 0 and f"executions resume {execution_id}" in table.stdout, table.stderr
+    assert asyncio.run(_stored_status(team.db, execution_id)) == "running"
+
+
+async def _stored_status(db_file: str, execution_id: str) -> str:
+    from qmcp.agentframework.store import Database
+
+    async with Database(f"sqlite+aiosqlite:///{db_file}") as db:
+        return str((await db.stored_execution(execution_id)).status)
+
+
 def test_cancel_then_resume(team):
     import asyncio
 

@@ -237,9 +237,11 @@ async def test_sigkill_after_stage_six_then_resume(tmp_path, agent):
     register_model("scripted:kill", replay.model)
     try:
         async with Database(url) as db:
-            (execution,) = await db.list_executions()
+            (listed,) = await db.list_executions()
+            execution = await db.stored_execution(listed.id)
         assert execution.status == ExecutionStatus.RUNNING  # killed: nobody finished it
         assert execution.owner_pid == process.pid
+        assert listed.status == ExecutionStatus.INTERRUPTED  # how it reads: its owner is gone
         resumed = await LocalRunner(db_url=url).resume(execution.id)
         assert resumed.status == ExecutionStatus.COMPLETED, resumed.error
         assert [c.prompt.split("You are stage ")[1][:2] for c in replay.calls] == ["7 ", "8 ", "9 ", "10"]

@@ -57,7 +57,7 @@ async def _execution(db: Database, status: ExecutionStatus, owner: str) -> tuple
     if owner == "expired":
         values["lease_until"] = utcnow() - timedelta(seconds=5)
     await db.execute_update(execution.id, values)
-    return await db.get_execution(execution.id), lease
+    return await db.stored_execution(execution.id), lease
 
 
 def _case_owner(status: ExecutionStatus) -> list[str]:
@@ -84,7 +84,7 @@ async def test_every_transition_of_the_table(db_url, status, owner):
         except (ExecutionBusyError, InvalidConfigError) as refused:
             assert (status, owner) in ((S.RUNNING, "live"), (S.COMPLETED, "none")), refused
             outcomes[Action.CLAIM] = None
-            assert (await db.get_execution(execution.id)).status == status
+            assert (await db.stored_execution(execution.id)).status == status
         # the owner ends its attempt: only a running execution, only with its lease
         for action, final in (
             (Action.COMPLETE, S.COMPLETED),
@@ -94,7 +94,7 @@ async def test_every_transition_of_the_table(db_url, status, owner):
             execution, lease = await _execution(db, status, "live" if owner == "none" else owner)
             assert lease is not None
             ended = await db.executions.finish(lease, final, error="x")
-            after = await db.get_execution(execution.id)
+            after = await db.stored_execution(execution.id)
             outcomes[action] = after.status if ended else None
             if ended:
                 assert after.owner_token is None and after.lease_until is None and after.completed_at
@@ -103,7 +103,7 @@ async def test_every_transition_of_the_table(db_url, status, owner):
         # cancel from anywhere
         execution, _ = await _execution(db, status, owner)
         cancel = await db.executions.request_cancel(execution.id)
-        after = await db.get_execution(execution.id)
+        after = await db.stored_execution(execution.id)
         if cancel.requested:
             assert after.cancel_requested_at is not None and after.status == S.RUNNING
             outcomes[Action.REQUEST_CANCEL] = after.status
@@ -125,7 +125,7 @@ async def test_every_transition_of_the_table(db_url, status, owner):
         if (
             status == S.RUNNING
             and owner == "live"
-            and action in (Action.CLAIM, Action.CANCEL, Action.INTERRUPT)
+            and action in (Action.CLAIM, Action.CANCEL, Action.INTERRUPT, Action.QUEUE)
         ):
             expected = None  # a live owner keeps it: refused, asked to stop, not interrupted
         if status == S.RUNNING and owner != "live" and action is Action.REQUEST_CANCEL:

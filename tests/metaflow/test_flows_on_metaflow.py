@@ -248,8 +248,10 @@ async def test_a_killed_runner_takes_its_flow_down_and_the_run_resumes(
     )
 
     async with Database(sqlite_url) as db:
-        (execution,) = await db.list_executions()
-    assert execution.status == ExecutionStatus.RUNNING and execution.owner_pid == runner.pid
+        (listed,) = await db.list_executions()
+        execution = await db.stored_execution(listed.id)
+    assert execution.status == ExecutionStatus.RUNNING and execution.owner_pid == runner.pid  # as left
+    assert listed.status == ExecutionStatus.INTERRUPTED  # how it reads: its owner is gone
     calls_before = sum(model_calls().values())
     resumed = await MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url).resume(execution.id)
     assert resumed.status == ExecutionStatus.COMPLETED, resumed.error

@@ -167,7 +167,10 @@ async def test_sigkill_then_an_immediate_resume_on_the_same_host(qmcp):
     run.send_signal(signal.SIGKILL)
     run.wait()
     execution = await qmcp.only_execution()
-    assert execution.status == ExecutionStatus.RUNNING  # as the killed process left it
+    assert execution.status == ExecutionStatus.INTERRUPTED  # how it reads: its owner is gone
+    async with Database(qmcp.db_url) as db:
+        stored = await db.stored_execution(execution.id)
+    assert stored.status == ExecutionStatus.RUNNING  # as the killed process left it: reads wrote nothing
     done_before = {call["agent"] for call in qmcp.calls()}
     started = time.monotonic()
     resumed = qmcp.run("executions", "resume", str(execution.id))
@@ -177,7 +180,7 @@ async def test_sigkill_then_an_immediate_resume_on_the_same_host(qmcp):
     assert done_before | after == {f"stage-{i}" for i in range(STAGES)} and not done_before & after
     final = await qmcp.execution(str(execution.id))
     assert final.status == ExecutionStatus.COMPLETED
-    killed = f"pid {run.pid} on {execution.owner_host}"
+    killed = f"pid {run.pid} on {stored.owner_host}"
     assert final.history[0]["interrupted"] == f"its owner ({killed}) stopped running it (it is gone)"
 
 
@@ -306,7 +309,7 @@ def test_a_database_url_that_cannot_work_is_one_line_and_exit_2(tmp_path, worker
     assert done.stderr.count("\n") == 1 and says in done.stderr and "secret" not in done.stderr, done.stderr
 
 
-def test_a_read_only_database_file_is_one_line_and_exit_2(tmp_path, worker_env):
+def test_a_read_only_database_file_refuses_writers_in_one_line_and_serves_readers(tmp_path, worker_env):
     path = tmp_path / "ro.db"
     made = subprocess.run(
         [*QMCP, "--db", str(path), "executions", "list"], env=worker_env, capture_output=True
@@ -317,13 +320,17 @@ def test_a_read_only_database_file_is_one_line_and_exit_2(tmp_path, worker_env):
             pytest.skip("cannot make a file read-only for root here (no chattr)")
         path.chmod(0o444)
     try:
-        done = subprocess.run(
-            [*QMCP, "--db", str(path), "executions", "list"],
+        done = subprocess.run(  # a command that writes: refused at open; one that reads works
+            [*QMCP, "--db", str(path), "agents", "create", "a", "writer", "--model", "test"],
             capture_output=True,
             text=True,
             env=worker_env,
             timeout=60,
         )
+        read = subprocess.run(
+            [*QMCP, "--db", str(path), "executions", "list"], env=worker_env, capture_output=True, timeout=60
+        )
     finally:
         subprocess.run(["chattr", "-i", str(path)], capture_output=True)
     assert done.returncode == 2 and "read-only" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert read.returncode == 0, read.stderr

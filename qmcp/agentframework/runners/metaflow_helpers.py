@@ -427,7 +427,7 @@ async def _attach(db: Database, execution_id: str | uuid.UUID, run: str | None) 
     steps act for it and leave releasing to it. Otherwise the flow run owns the execution: its
     first step claims it (a new run, or a Metaflow resume of a run whose runtime is gone).
     """
-    execution = await db.get_execution(execution_id)
+    execution = await db.stored_execution(execution_id)
     if execution.status == ExecutionStatus.CANCELLED and (run is None or execution.external_run_id == run):
         raise _cancelled(execution.id)
     token = os.environ.get(OWNER_VARIABLE)

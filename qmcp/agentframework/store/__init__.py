@@ -25,6 +25,7 @@ from ._executions import (
     SystemClock,
     allowed,
     attempt_started,
+    observed,
     owner_state,
 )
 from ._memory import MemoryStore, Recollection
@@ -69,6 +70,7 @@ __all__ = [
     "ensure_schema",
     "is_sqlite",
     "migrate",
+    "observed",
     "owner_state",
     "schema_revision",
     "storage_errors",

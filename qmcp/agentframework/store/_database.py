@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Self, TypeVar
 
-from sqlalchemy import ColumnElement, Executable, String, cast, delete, func, text, update
+from sqlalchemy import ColumnElement, Executable, String, and_, cast, delete, func, not_, or_, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
@@ -34,7 +35,7 @@ from ..models import (
     utcnow,
 )
 from ._engine import acquire_engine, ensure_schema, inline_engine, is_locked, release_engine
-from ._executions import ExecutionService
+from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
 from ._steps import SqlStepStore
 
@@ -44,10 +45,15 @@ T = TypeVar("T")
 
 
 class Database:
-    """Open with `async with Database(url) as db:`; the URL defaults to `QMCP_DATABASE_URL`."""
+    """Open with `async with Database(url) as db:`; the URL defaults to `QMCP_DATABASE_URL`.
 
-    def __init__(self, url: str | None = None) -> None:
+    `read_only`: the caller only reads, so opening does not check that the database takes writes
+    (a read-only file, a full disk still show what they hold); a writer learns it at open, not mid-run.
+    """
+
+    def __init__(self, url: str | None = None, *, read_only: bool = False) -> None:
         self.url = url or settings().database_url
+        self.read_only = read_only
         self.engine = acquire_engine(self.url)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self.steps = SqlStepStore(self.engine)
@@ -58,7 +64,7 @@ class Database:
 
     async def __aenter__(self) -> Self:
         try:
-            await ensure_schema(self.engine)
+            await ensure_schema(self.engine, writable=not self.read_only)
         except BaseException:  # refused (unreachable, behind, newer): give back the engine taken in __init__
             await self.__aexit__()
             raise
@@ -282,6 +288,13 @@ class Database:
         return None if row is None else (ExecutionStatus(row[0]), row[1] is not None)
 
     async def get_execution(self, execution_id: uuid.UUID | str) -> Execution:
+        """The execution as it stands now (`observed`): running with its owner gone reads `interrupted`."""
+        return observed(await self.stored_execution(execution_id), self.executions.clock.now())
+
+    async def stored_execution(self, execution_id: uuid.UUID | str) -> Execution:
+        """The execution's row as written: for code that acts on its owner and lease with a
+        compare-and-set (the execution service, a Metaflow task joining its run). Others read
+        `get_execution`."""
         try:
             key = execution_id if isinstance(execution_id, uuid.UUID) else uuid.UUID(str(execution_id))
         except ValueError:
@@ -315,7 +328,7 @@ class Database:
                 f"({shown}); give more of the id"
             )
         found: Execution = matches[0]
-        return found
+        return observed(found, self.executions.clock.now())
 
     async def list_executions(
         self,
@@ -327,28 +340,70 @@ class Database:
         offset: int = 0,
         oldest_first: bool = False,
     ) -> list[Execution]:
-        """Executions, newest first (or oldest first), filtered by status(es), topology and origin."""
+        """Executions as they stand now (`observed`), newest first (or oldest first), filtered by
+        status(es), topology and origin."""
+        now = self.executions.clock.now()
         order = col(Execution.created_at).asc() if oldest_first else col(Execution.created_at).desc()
         query = select(Execution).order_by(order).offset(offset).limit(limit)
-        if isinstance(status, ExecutionStatus):
-            query = query.where(Execution.status == status)
-        elif status is not None:
-            query = query.where(col(Execution.status).in_(list(status)))
-        if topology_name is not None:
-            query = query.where(Execution.topology_name == topology_name)
-        if origin is not None:
-            query = query.where(Execution.origin == origin)
-        return await self._all(query)
+        query = query.where(*await self._filters(now, status, topology_name, origin))
+        return [observed(execution, now) for execution in await self._all(query)]
 
     async def count_executions(
         self, *, status: ExecutionStatus | None = None, topology_name: str | None = None
     ) -> int:
+        """How many `list_executions` would give without a limit: counted by their observed status."""
         query = select(func.count()).select_from(Execution)
-        if status is not None:
-            query = query.where(Execution.status == status)
-        if topology_name is not None:
-            query = query.where(Execution.topology_name == topology_name)
+        query = query.where(*await self._filters(self.executions.clock.now(), status, topology_name, None))
         return int(await self._read(lambda session: session.execute(query).scalar_one()))
+
+    async def _filters(
+        self,
+        now: datetime,
+        status: ExecutionStatus | Sequence[ExecutionStatus] | None,
+        topology_name: str | None,
+        origin: str | None,
+    ) -> list[ColumnElement[bool]]:
+        """The conditions of an execution query. Statuses are the observed ones: a running row whose
+        owner is gone (no owner, an expired lease, a dead pid on this host) counts as interrupted."""
+        conditions: list[ColumnElement[bool]] = []
+        if status is not None:
+            wanted = {status} if isinstance(status, ExecutionStatus) else set(status)
+            stored = col(Execution.status)
+            either: list[ColumnElement[bool]] = [
+                stored.in_(sorted(wanted - {ExecutionStatus.RUNNING, ExecutionStatus.INTERRUPTED}))
+            ]
+            if wanted & {ExecutionStatus.RUNNING, ExecutionStatus.INTERRUPTED}:
+                gone = and_(
+                    stored == ExecutionStatus.RUNNING,
+                    or_(
+                        col(Execution.owner_token).is_(None),
+                        col(Execution.lease_until).is_(None),
+                        col(Execution.lease_until) < now,
+                        col(Execution.id).in_(await self._dead_here(now)),
+                    ),
+                )
+                if ExecutionStatus.RUNNING in wanted:
+                    either.append(and_(stored == ExecutionStatus.RUNNING, not_(gone)))
+                if ExecutionStatus.INTERRUPTED in wanted:
+                    either.append(or_(stored == ExecutionStatus.INTERRUPTED, gone))
+            conditions.append(or_(*either))
+        if topology_name is not None:
+            conditions.append(col(Execution.topology_name) == topology_name)
+        if origin is not None:
+            conditions.append(col(Execution.origin) == origin)
+        return conditions
+
+    async def _dead_here(self, now: datetime) -> list[uuid.UUID]:
+        """Running executions with an unexpired lease whose owner's pid is gone on this host: a few
+        rows at most, which only this process can judge (`owner_state`)."""
+        query = select(Execution).where(
+            col(Execution.status) == ExecutionStatus.RUNNING,
+            col(Execution.owner_host) == socket.gethostname(),
+            col(Execution.owner_pid).is_not(None),
+            col(Execution.lease_until) >= now,
+        )
+        rows = await self._all(query)
+        return [row.id for row in rows if owner_state(row, now) is OwnerState.DEAD]
 
     async def list_steps(self, execution_id: uuid.UUID) -> Sequence[ExecutionStep]:
         query = (

@@ -141,7 +141,13 @@ def _identity(path: str | None) -> tuple[int, int] | None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")  # first: the mode switch may wait for a lock
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA journal_mode")
+    if cursor.fetchone()[0] != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:  # a read-only file keeps its mode: readers still read
+            if getattr(error, "sqlite_errorname", "") != "SQLITE_READONLY":
+                raise
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -328,10 +334,12 @@ def _inline_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def ensure_schema(engine: AsyncEngine) -> None:
+async def ensure_schema(engine: AsyncEngine, *, writable: bool = True) -> None:
     """Bring the database to this qmcp's schema once per URL per process (see `_migrate.py`).
 
-    A database at the head revision costs one query. One behind (new, made before migrations, or
+    A database at the head revision costs one query; `writable` (a caller that will write) adds a
+    write that changes nothing, so a read-only SQLite file is refused here. A reader's open writes
+    nothing, and is not remembered as that check. One behind (new, made before migrations, or
     by an older qmcp) is upgraded, unless `QMCP_AUTO_MIGRATE=0`: then it is refused with one line
     naming `qmcp db upgrade`. A SQLite file deleted and made anew since is a new database: it is
     checked again, and connections kept open on the deleted file are closed. Within a process, the
@@ -343,10 +351,10 @@ async def ensure_schema(engine: AsyncEngine) -> None:
         return
     lock = cache.schema_locks.setdefault((key, id(asyncio.get_running_loop())), asyncio.Lock())
     async with lock:
-        await _ensure_schema(engine, cache)
+        await _ensure_schema(engine, cache, writable)
 
 
-async def _ensure_schema(engine: AsyncEngine, cache: EngineCache) -> None:
+async def _ensure_schema(engine: AsyncEngine, cache: EngineCache, writable: bool) -> None:
     key = engine.url.render_as_string(hide_password=False)
     path = _sqlite_file(engine)
     identity = _identity(path)
@@ -359,7 +367,7 @@ async def _ensure_schema(engine: AsyncEngine, cache: EngineCache) -> None:
         async with engine.begin() as conn:
             revision = await conn.run_sync(read_revision)
             if (
-                revision == HEAD and path is not None
+                writable and revision == HEAD and path is not None
             ):  # a write that changes nothing: a read-only file fails here, not mid-run
                 await conn.exec_driver_sql("DELETE FROM executions WHERE 0")
         if revision != HEAD:
@@ -369,7 +377,8 @@ async def _ensure_schema(engine: AsyncEngine, cache: EngineCache) -> None:
             await upgrade(key, engine=engine)
     except (DBAPIError, OSError) as error:  # OSError: the server refused or is unreachable
         raise _unavailable(key, error) from None
-    cache.schema_ready[key] = _identity(path)
+    if writable or path is None:
+        cache.schema_ready[key] = _identity(path)
 
 
 def _check_directory(path: str | None, url: str) -> None:

@@ -15,7 +15,9 @@ server all go through this module:
   lease writes nothing more and stops before its next model call.
 * `finish` ends the owner's attempt (completed, failed, cancelled, paused) and releases the lease.
 * `request_cancel` cancels at once what nobody runs, and asks the owner of a running one to stop.
-* `reap` marks a running execution whose owner is gone `interrupted` (resumable).
+* `observed` is how every reader sees an execution: a running one whose owner is gone reads
+  `interrupted` (resumable), computed, never written by a read. `reap` writes it: the sweep a server
+  makes at start-up for the executions it is about to resume.
 
 `TRANSITIONS` is the whole state machine; `tests/core/test_lifecycle.py` checks every pair of it.
 This is the shape of DBOS's executor ids and Temporal's task timeouts, on qmcp's own tables.
@@ -60,6 +62,7 @@ __all__ = [
     "SystemClock",
     "allowed",
     "attempt_started",
+    "observed",
     "owner_state",
 ]
 
@@ -100,6 +103,7 @@ TRANSITIONS: Mapping[tuple[ExecutionStatus, Action], ExecutionStatus] = {
     (S.RUNNING, Action.CANCEL): S.CANCELLED,  # its owner is gone
     (S.RUNNING, Action.INTERRUPT): S.INTERRUPTED,
     (S.RUNNING, Action.CLAIM): S.RUNNING,  # takeover: the owner is gone, or `force`
+    (S.RUNNING, Action.QUEUE): S.PENDING,  # its owner is gone: it reads interrupted
     # Unfinished executions resume; those nobody runs can be cancelled.
     (S.PAUSED, Action.CLAIM): S.RUNNING,
     (S.PAUSED, Action.CANCEL): S.CANCELLED,
@@ -244,6 +248,35 @@ def _alive(pid: int, started: int | None) -> bool:
 def _aware(moment: datetime) -> datetime:
     """SQLite and PostgreSQL hand datetimes back without their zone; qmcp writes UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def observed(execution: Execution, now: datetime | None = None) -> Execution:
+    """`execution` as it stands now (changed in place, and returned): a running one whose owner is
+    gone reads `interrupted`, with the error and history entry `reap` would write, and no owner.
+    Reads compute this rather than write it, so they work on a database nobody can write."""
+    if execution.status == S.RUNNING:
+        for field, value in (_interruption(execution, owner_state(execution, now)) or {}).items():
+            setattr(execution, field, value)
+    return execution
+
+
+def _interruption(execution: Execution, state: OwnerState) -> dict[str, Any] | None:
+    """The values that mark a running execution `interrupted` when its owner is gone; None while it lives."""
+    if state is OwnerState.LIVE:
+        return None
+    gone = "its lease expired" if state is OwnerState.EXPIRED else "it is gone"
+    reason = (
+        f"its owner ({_describe_owner(execution)}) stopped running it ({gone})"
+        if state is not OwnerState.NONE
+        else "nobody runs it"
+    )
+    last = {**execution.history[-1], "interrupted": reason} if execution.history else None
+    return {
+        "status": allowed(execution.status, Action.INTERRUPT),
+        "error": f"interrupted: {reason}",
+        "history": [*execution.history[:-1], last] if last else [],
+        **_released(),
+    }
 
 
 def attempt_started(execution: Execution) -> datetime:
@@ -468,7 +501,7 @@ class ExecutionService:
         the attempt is added to the history with `changes` (what the caller changed explicitly).
         """
         for _ in range(20):  # someone else changed the row between our read and our write: decide again
-            current = await self.db.get_execution(execution_id)
+            current = await self.db.stored_execution(execution_id)
             allowed(current.status, Action.CLAIM)
             state = owner_state(current, self.clock.now())
             if state is OwnerState.LIVE and not force:
@@ -481,6 +514,8 @@ class ExecutionService:
             )
             if force and state is OwnerState.LIVE:
                 entry["forced"] = True
+            gone = _interruption(current, state) if current.status == S.RUNNING else None
+            history = gone["history"] if gone else current.history  # its last attempt, as it read
             values = {
                 **owner.values,
                 "status": S.RUNNING,
@@ -494,7 +529,7 @@ class ExecutionService:
                 "runner_type": runner,
                 "runner_options": dict(runner_options),
                 "run_config": dict(run_config),
-                "history": [*current.history, entry],
+                "history": [*history, entry],
             }
             guard = [col(Execution.status) == current.status, _same_owner(current.owner_token)]
             if state is OwnerState.EXPIRED:  # not renewed since we looked
@@ -549,7 +584,7 @@ class ExecutionService:
             col(Execution.owner_token) == lease.token,
             col(Execution.status) == S.RUNNING,
         ):
-            current = await self.db.get_execution(lease.execution_id)
+            current = await self.db.stored_execution(lease.execution_id)
             if current.owner_token != lease.token:
                 lease.mark_lost()
             return None
@@ -595,7 +630,7 @@ class ExecutionService:
     async def request_cancel(self, execution_id: uuid.UUID | str) -> CancelOutcome:
         """Cancel what nobody runs at once; ask the live owner of a running execution to stop."""
         for _ in range(20):
-            current = await self.db.get_execution(execution_id)
+            current = await self.db.stored_execution(execution_id)
             state = owner_state(current, self.clock.now())
             if current.status == S.RUNNING and state is OwnerState.LIVE:
                 allowed(current.status, Action.REQUEST_CANCEL)
@@ -626,43 +661,41 @@ class ExecutionService:
     async def queue(self, execution_id: uuid.UUID | str) -> Execution:
         """Mark an unfinished execution nobody runs `pending`: queued to be resumed by a server's worker.
 
-        One that is pending or running already, or completed, is returned as it is.
+        One that is pending or running already, or completed, is returned as it is; a running one
+        whose owner is gone is interrupted, and queued.
         """
         for _ in range(20):
-            current = await self.db.get_execution(execution_id)
-            if (current.status, Action.QUEUE) not in TRANSITIONS:
+            current = await self.db.stored_execution(execution_id)
+            state = owner_state(current, self.clock.now())
+            if (current.status, Action.QUEUE) not in TRANSITIONS or state is OwnerState.LIVE:
                 return current
+            guard = [col(Execution.status) == current.status, _same_owner(current.owner_token)]
+            if current.status == S.RUNNING and state is OwnerState.EXPIRED:  # not renewed since we looked
+                guard.append(col(Execution.lease_until) == current.lease_until)
             if await self.db.execute_update(
                 current.id,
                 {"status": S.PENDING, "error": None, "human_request_id": None, **_released()},
-                col(Execution.status) == current.status,
-                _same_owner(current.owner_token),
+                *guard,
             ):
                 return await self.db.get_execution(current.id)
         raise ExecutionBusyError(f"execution {execution_id} keeps changing; try again")
 
     async def reap(self, executions: list[Execution]) -> list[Execution]:
-        """Mark the running executions among `executions` whose owner is gone `interrupted`; returns them all."""
+        """Write `interrupted` into the running executions among `executions` whose owner is gone, as
+        `observed` shows them: the sweep of a server about to resume them (reads never write it).
+        Returns them all as they are now."""
         now = self.clock.now()
         result = []
         for execution in executions:
-            state = owner_state(execution, now) if execution.status == S.RUNNING else OwnerState.LIVE
-            if state in (OwnerState.DEAD, OwnerState.EXPIRED, OwnerState.NONE):
-                gone = "its lease expired" if state is OwnerState.EXPIRED else "it is gone"
-                reason = f"its owner ({_describe_owner(execution)}) stopped running it ({gone})"
-                history = [*execution.history[:-1], {**execution.history[-1], "interrupted": reason}]
-                values = {
-                    "status": allowed(execution.status, Action.INTERRUPT),
-                    "error": f"interrupted: {reason}",
-                    "history": history if execution.history else [],
-                    **_released(),
-                }
-                guard = [col(Execution.status) == S.RUNNING, _same_owner(execution.owner_token)]
+            current = await self.db.stored_execution(execution.id)
+            state = owner_state(current, now) if current.status == S.RUNNING else OwnerState.LIVE
+            values = _interruption(current, state)
+            if values is not None:
+                guard = [col(Execution.status) == S.RUNNING, _same_owner(current.owner_token)]
                 if state is OwnerState.EXPIRED:
-                    guard.append(col(Execution.lease_until) == execution.lease_until)
-                if await self.db.execute_update(execution.id, values, *guard):
-                    execution = await self.db.get_execution(execution.id)
-            result.append(execution)
+                    guard.append(col(Execution.lease_until) == current.lease_until)
+                await self.db.execute_update(current.id, values, *guard)
+            result.append(await self.db.get_execution(current.id))
         return result
 
 

@@ -162,7 +162,6 @@ async def static(name: str) -> Response:
 async def _list_values(request: Request, status: str, topology: str, page: int) -> dict[str, Any]:
     db = _db(request)
     wanted = ExecutionStatus(status) if status in {s.value for s in ExecutionStatus} else None
-    await db.executions.reap(await db.list_executions(status=ExecutionStatus.RUNNING, limit=10_000))
     page = max(page, 1)
     name = topology or None
     rows = await db.list_executions(
@@ -199,7 +198,7 @@ async def executions_page(
 
 async def _execution(request: Request, execution_id: str) -> tuple[Execution, Sequence[ExecutionStep]]:
     db = _db(request)
-    (execution,) = await db.executions.reap([await db.get_execution(execution_id)])
+    execution = await db.get_execution(execution_id)
     return execution, await db.list_steps(execution.id)
 
 
