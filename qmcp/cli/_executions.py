@@ -26,7 +26,7 @@ from ._run import RunRequest, execute, exit_code, print_outcome, run_config, slo
 from ._state import FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
-    from qmcp.agentframework.models import Execution, ExecutionStatus, ExecutionStep
+    from qmcp.agentframework.models import Execution, ExecutionStep
     from qmcp.agentframework.store import Database
 
 __all__ = ["executions_app"]
@@ -40,17 +40,6 @@ def _complete_status(incomplete: str) -> list[str]:
     from qmcp.agentframework.models import ExecutionStatus
 
     return [s.value for s in ExecutionStatus if s.value.startswith(incomplete)]
-
-
-def _parse_status(value: str) -> ExecutionStatus:
-    from qmcp.agentframework.errors import UserInputError
-    from qmcp.agentframework.models import ExecutionStatus
-
-    try:
-        return ExecutionStatus(value.strip().lower())
-    except ValueError:
-        known = ", ".join(s.value for s in ExecutionStatus)
-        raise UserInputError(f"unknown status {value!r}; choose one of: {known}") from None
 
 
 @executions_app.command("list")
@@ -68,12 +57,15 @@ def list_executions(
     output_format: FormatOption = None,
 ) -> None:
     """List executions, newest first."""
+    from qmcp.app import ExecutionQuery
+    from qmcp.app import list_executions as query_executions
+
     state = cli_state(ctx)
-    wanted = _parse_status(status) if status is not None else None
+    query = ExecutionQuery(status.strip().lower() if status is not None else None, topology, limit)
 
     async def fetch() -> list[Execution]:
         async with open_database(state, read_only=True) as db:
-            return await db.list_executions(status=wanted, topology_name=topology, limit=limit)
+            return (await query_executions(db, query)).executions
 
     executions = run_async(fetch())
     if ids:

@@ -5,9 +5,9 @@ Needs the server extra's packages (FastAPI, uvicorn); `qmcp serve` says how to i
 """
 
 from ._app import ServerOptions, check_bind, create_app, is_loopback, serve
-from ._events import EventHub, RunningStep
 from ._mcp import mcp_server
-from ._runs import RunManager
+from .events import EventHub, RunningStep
+from .runs import RunManager
 
 __all__ = [
     "EventHub",

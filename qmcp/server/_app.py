@@ -22,13 +22,13 @@ from ..app import CallerPolicy
 from ..config import settings
 from ..observability import get_logger
 from ..redaction import mask_url
-from ._api import ServerState, router
-from ._events import EventHub
 from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
-from ._runs import RunManager
+from .api import ServerState, router
 from .console import router as console_router
+from .events import EventHub
 from .problems import install_problem_handlers
+from .runs import RunManager
 
 __all__ = ["ServerOptions", "check_bind", "create_app", "is_loopback", "serve"]
 

@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ..agentframework.errors import QmcpError
-from ..app import Caller, Door, ExecutionOut, RunRequest
+from ..app import Caller, Door, ExecutionOut, RunRequest, answer_request
+from ..app import list_topologies as stored_topologies
 from ..redaction import redact
-from ._runs import RunManager
+from .runs import RunManager
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -61,7 +62,7 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
     async def list_topologies() -> list[dict[str, Any]]:
         """The stored topologies: name, type, description and the agent of each slot."""
         async with runs.database() as db:
-            found = [await db.get_topology(t.name) for t, _ in await db.list_topologies()]
+            found = await stored_topologies(db)
         return [
             {
                 "name": topology.name,
@@ -127,7 +128,9 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
     ) -> dict[str, Any]:
         """Answer a human request (one of its options, or free text); a paused run then goes on."""
         async with runs.database() as db:
-            request, answer = await db.answer_human_request(request_id, response, responded_by=responded_by)
+            request, answer = await answer_request(
+                db, request_id, response, Caller.client(Door.MCP), responded_by=responded_by
+            )
         resumed = await runs.answered(request)
         return {
             "request_id": request.id,

@@ -228,12 +228,14 @@ async def test_an_allowed_override_works_and_a_local_path_never(
             assert "local model files are chosen by the server's operator" in refused.json()["detail"]
 
 
+@pytest.mark.slow  # Metaflow runs the flow in processes of its own
 async def test_a_remote_metaflow_run_writes_its_flow_only_under_the_operators_directory(
     sqlite_url: str, serve: Any, store_team: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Nothing is written before the run is accepted; the flow's directory is the operator's."""
+    """The flow of a client's Metaflow run is written and run from the operator's QMCP_FLOWS_DIR."""
     flows = tmp_path / "operator-flows"
     monkeypatch.setenv("QMCP_FLOWS_DIR", str(flows))
+    monkeypatch.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(tmp_path / "mf"))
     monkeypatch.chdir(tmp_path)
     await store_team(sqlite_url)
     async with serve(sqlite_url) as (_app, client):
@@ -241,10 +243,12 @@ async def test_a_remote_metaflow_run_writes_its_flow_only_under_the_operators_di
             "/v1/topologies/review/run", json={"input": {"prompt": "hi"}, "runner": "metaflow"}
         )
         assert accepted.status_code == 202
-        async with Database(sqlite_url) as db:
-            execution = await db.get_execution(accepted.json()["execution_id"])
-        assert execution.runner_options["output_dir"] == str(flows)
-        await client.post(f"/v1/executions/{execution.id}/cancel")
+        done = await _finished(client, accepted.json()["execution_id"])
+    assert done["status"] == "completed", done
+    async with Database(sqlite_url) as db:
+        execution = await db.get_execution(done["id"])
+    assert execution.runner_options["output_dir"] == str(flows)
+    assert (flows / "review_flow.py").exists()
     assert not (tmp_path / "generated_flows").exists()
 
 

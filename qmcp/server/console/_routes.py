@@ -27,7 +27,7 @@ from ...agentframework.runners import collect_teams
 from ...agentframework.store import Database
 from ...agentframework.topologies import Dag, DagNode, execution_diagram, topology_dag
 from ...app import Door, RunRequest
-from .._api import caller
+from ..api import caller
 from ..metrics import HTTP
 from ..problems import error_problem
 from . import _views

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..agentframework.models import HumanRequest, HumanResponse
+from ...agentframework.models import HumanRequest, HumanResponse
 
 __all__ = [
     "AgentBody",

@@ -30,7 +30,7 @@ from ..agentframework.runners import OWNED_PROCESS_FREEZE, BaseRunner, RunConfig
 from ..agentframework.store import Database
 from ..app import Caller, CallerPolicy, Door, RunRequest, queue_resume, start_run
 from ..observability import continued_trace, get_logger
-from ._events import EventHub, status_event
+from .events import EventHub, status_event
 
 __all__ = ["RunManager"]
 

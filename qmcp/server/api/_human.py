@@ -1,0 +1,80 @@
+"""Upstream's human-in-the-loop requests and answers; an answer to a run's gate resumes the run here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from ...agentframework.models import HumanRequest, HumanRequestStatus
+from ...app import answer_request
+from ..metrics import HTTP
+from ._deps import Db, Limit, Offset, Remote, State, correlation
+from ._schemas import (
+    HumanRequestIn,
+    HumanRequestOut,
+    HumanResponseIn,
+    HumanResponseOut,
+    human_request_out,
+    human_response_out,
+)
+
+router = APIRouter(tags=["human"])
+
+
+@router.post("/v1/human/requests", status_code=201)
+async def create_human_request(body: HumanRequestIn, request: Request, db: Db) -> HumanRequestOut:
+    human = HumanRequest(
+        id=body.id,
+        request_type=body.request_type,
+        prompt=body.prompt,
+        options=body.options,
+        context=body.context,
+        timeout_seconds=body.timeout_seconds,
+        correlation_id=correlation(request, body.correlation_id),
+    )
+    await db.create_human_request(human)
+    HTTP.hitl.labels(body.request_type, "created").inc()
+    return human_request_out(human)
+
+
+@router.get("/v1/human/requests")
+async def list_human_requests(
+    db: Db,
+    status: Annotated[str | None, Query(pattern="^(pending|responded|expired|cancelled)$")] = None,
+    request_type: str | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    rows = await db.list_human_requests(status=status, request_type=request_type, limit=limit, offset=offset)
+    return {"requests": [row.model_dump(mode="json") for row in rows], "count": len(rows)}
+
+
+@router.get("/v1/human/requests/{request_id:path}")
+async def get_human_request(request_id: str, db: Db) -> dict[str, Any]:
+    human = await db.get_human_request(request_id)
+    if human.status == HumanRequestStatus.PENDING and human.expired():
+        await db.expire_due_human_requests()
+        human = await db.get_human_request(request_id)
+    answer = await db.get_human_response(request_id)
+    return {
+        "request": human.model_dump(mode="json"),
+        "response": answer.model_dump(mode="json") if answer else None,
+    }
+
+
+@router.post("/v1/human/responses", status_code=201)
+async def submit_human_response(
+    body: HumanResponseIn, db: Db, state: State, caller: Remote
+) -> HumanResponseOut:
+    human, answer = await answer_request(
+        db,
+        body.request_id,
+        body.response,
+        caller,
+        responded_by=body.responded_by,
+        metadata=body.response_metadata,
+    )
+    HTTP.hitl.labels(human.request_type, "responded").inc()
+    await state.runs.answered(human)  # a run's gate: the paused run goes on here
+    return human_response_out(answer)

@@ -1,0 +1,58 @@
+"""Upstream's tool server: the tools, calling one, and the history of invocations."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from ...agentframework.errors import NotFoundError
+from ..tools import invoke_tool, server_tools
+from ._deps import Db, Limit, Offset, State, correlation
+from ._schemas import ToolDefinitionOut, ToolInvokeIn, ToolInvokeOut
+
+router = APIRouter(tags=["tools"])
+
+
+@router.get("/v1/tools")
+async def list_tools() -> dict[str, list[ToolDefinitionOut]]:
+    return {
+        "tools": [
+            ToolDefinitionOut(name=t.name, description=t.description, input_schema=t.input_schema)
+            for t in server_tools().values()
+        ]
+    }
+
+
+@router.post("/v1/tools/{tool_name}")
+async def call_tool(
+    tool_name: str, body: ToolInvokeIn, request: Request, db: Db, state: State
+) -> ToolInvokeOut:
+    tool = server_tools().get(tool_name)
+    if tool is None:
+        raise NotFoundError(f"tool {tool_name!r} not found; list them at GET /v1/tools")
+    invocation = await invoke_tool(
+        db,
+        tool,
+        body.input,
+        correlation(request, body.correlation_id),
+        model_override=state.runs.policy.pinned_model,
+    )
+    return ToolInvokeOut(result=invocation.result, error=invocation.error, invocation_id=invocation.id)
+
+
+@router.get("/v1/invocations")
+async def list_invocations(
+    db: Db,
+    tool_name: str | None = None,
+    status: Annotated[str | None, Query(pattern="^(pending|success|failed)$")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    rows = await db.list_tool_invocations(tool_name=tool_name, status=status, limit=limit, offset=offset)
+    return {"invocations": [row.model_dump(mode="json") for row in rows], "count": len(rows)}
+
+
+@router.get("/v1/invocations/{invocation_id}")
+async def get_invocation(invocation_id: str, db: Db) -> dict[str, Any]:
+    return (await db.get_tool_invocation(invocation_id)).model_dump(mode="json")
