@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 
 from qmcp.agentframework.errors import InvalidConfigError, PermissionDeniedError
 from qmcp.agentframework.models import AgentRole, AgentType, Topology, TopologyType
-from qmcp.agentframework.runners import FieldScope, RunConfig, RunnerRegistry, field_scope
+from qmcp.agentframework.runners import FieldScope, RunConfig, RunnerRegistry, field_scope, trust
 from qmcp.agentframework.store import Database
 from qmcp.app import (
     RUN_OPTION_POLICY,
@@ -202,7 +204,7 @@ async def test_serve_model_pins_every_run_over_any_client_field(
         accepted = await client.post("/v1/topologies/review/run", json={"input": {"prompt": "hi"}})
         assert accepted.status_code == 202
         done = await _finished(client, accepted.json()["execution_id"])
-        assert done["status"] == "completed", done
+        assert done["status"] == "completed", done["error"]
         steps = (await client.get(f"/v1/executions/{done['id']}/steps")).json()["steps"]
         assert {step["model"] for step in steps} == {"test"}
 
@@ -244,7 +246,7 @@ async def test_a_remote_metaflow_run_writes_its_flow_only_under_the_operators_di
         )
         assert accepted.status_code == 202
         done = await _finished(client, accepted.json()["execution_id"])
-    assert done["status"] == "completed", done
+    assert done["status"] == "completed", done["error"]
     async with Database(sqlite_url) as db:
         execution = await db.get_execution(done["id"])
     assert execution.runner_options["output_dir"] == str(flows)
@@ -303,3 +305,84 @@ async def test_a_user_error_reads_the_same_through_python_the_cli_http_and_mcp(
         assert result.is_error and result.content[0].text.endswith(f": {python}")
     async with Database(sqlite_url) as db:
         assert await db.count_executions() == 0
+
+
+class _Capture(BaseHTTPRequestHandler):
+    """Stands where Ollama listens: records each request's headers, answers an OpenAI chat completion."""
+
+    seen: list[dict[str, str]]
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        self.seen.append({name.lower(): value for name, value in self.headers.items()})
+        base = {"id": "c1", "created": 0, "model": "anything"}
+        usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+        self.send_response(200)
+        if request.get("stream"):  # the server's runs stream their replies
+            chunk = base | {"object": "chat.completion.chunk"}
+            frames = [
+                chunk | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}}]},
+                chunk | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                chunk | {"choices": [], "usage": usage},
+            ]
+            body = (
+                "".join(f"data: {json.dumps(frame)}\n\n" for frame in frames).encode() + b"data: [DONE]\n\n"
+            )
+            self.send_header("content-type", "text/event-stream")
+        else:
+            message = {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+            body = json.dumps(
+                base | {"object": "chat.completion", "choices": [message], "usage": usage}
+            ).encode()
+            self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+async def test_a_clients_allowed_override_never_sends_an_agents_key_to_the_overriding_provider(
+    sqlite_url: str, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trusted agent whose key variable belongs to its own endpoint, run over HTTP with an allowed
+    override `ollama:anything`: what listens on Ollama's default port (127.0.0.1:11434) gets no key."""
+    seen: list[dict[str, str]] = []
+    try:
+        capture = ThreadingHTTPServer(("127.0.0.1", 11434), type("Capture", (_Capture,), {"seen": seen}))
+    except OSError:
+        pytest.skip("127.0.0.1:11434 is taken on this machine")
+    thread = threading.Thread(target=capture.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    for name in ("OLLAMA_BASE_URL", "OLLAMA_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_KEY_TEAM_A", "sk-team-a-secret")
+    agent = AgentType(
+        name="team-a",
+        role=AgentRole.SPECIALIST,
+        config={
+            "model": "openai-compatible:team",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key_env": "OPENAI_KEY_TEAM_A",
+        },
+    )
+    try:
+        async with Database(sqlite_url) as db:
+            await db.save_team(
+                Topology(name="solo", topology_type=TopologyType.PIPELINE, config={}), {"only": agent}
+            )
+            await trust(db, [await db.get_agent("team-a")], via="test")
+        async with serve(sqlite_url, allowed_models=("ollama:anything",)) as (_app, client):
+            accepted = await client.post(
+                "/v1/topologies/solo/run",
+                json={"input": {"prompt": "hi"}, "config": {"model_override": "ollama:anything"}},
+            )
+            assert accepted.status_code == 202, accepted.text
+            done = await _finished(client, accepted.json()["execution_id"])
+    finally:
+        capture.shutdown()
+        capture.server_close()
+    assert done["status"] == "completed", done["error"]
+    assert seen, "the run reached the override's own endpoint"
+    assert all("sk-team-a-secret" not in value for headers in seen for value in headers.values())
