@@ -117,8 +117,8 @@ def generate_flow(team: Team, config: RunConfig) -> str:
         "import json",
         "import os",
         "",
-        "# Metaflow refuses to run without a user name, and containers often have none.",
-        'if not any(os.environ.get(name) for name in ("METAFLOW_USER", "USERNAME", "USER")):',
+        "# Metaflow refuses to run without a user name (it ignores root), and containers often have none.",
+        'if not any(os.environ.get(name) not in (None, "", "root") for name in ("METAFLOW_USER", "USERNAME", "USER")):',
         '    os.environ["USERNAME"] = "qmcp"',
         "",
         "from metaflow import FlowSpec, JSONType, Parameter, retry, step, timeout"

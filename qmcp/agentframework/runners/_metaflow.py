@@ -237,8 +237,10 @@ class MetaflowRunner(BaseRunner):
         if owner_token is not None:
             environ[OWNER_VARIABLE] = owner_token
         environ.setdefault("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(self.output_dir.resolve()))
-        if not any(environ.get(name) for name in ("METAFLOW_USER", "USERNAME", "USER")):
-            environ["USERNAME"] = "qmcp"  # Metaflow refuses to run without a user name
+        if not any(
+            environ.get(name) not in (None, "", "root") for name in ("METAFLOW_USER", "USERNAME", "USER")
+        ):
+            environ["USERNAME"] = "qmcp"  # Metaflow refuses to run without a user name (and ignores root)
         return environ
 
     def _has_run(self, external_run_id: str) -> bool:
