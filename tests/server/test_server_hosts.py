@@ -7,7 +7,7 @@ import pytest
 from team import make_team
 
 from qmcp.agentframework.errors import InvalidConfigError
-from qmcp.server import check_bind
+from qmcp.server import ServerOptions, check_bind, create_app
 
 ROUTES = [
     ("GET", "/health"),
@@ -112,9 +112,7 @@ def test_a_bind_to_every_address_needs_a_name_to_answer_to(host):
     check_bind("192.168.1.10", "x" * 32)  # one address: its own is answered
 
 
-def test_an_allowed_host_that_is_no_host_name_is_refused(start_app):
-    from qmcp.server import ServerOptions, create_app
-
+def test_an_allowed_host_that_is_no_host_name_is_refused():
     options = ServerOptions.from_settings(db_url="sqlite+aiosqlite:///:memory:", allowed_hosts=("a/b",))
     with pytest.raises(InvalidConfigError, match="'a/b' is not a host name"):
         create_app(options)
