@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     port: int = Field(default=3333, ge=0, le=65535)
     api_token: SecretStr | None = None
     """Bearer token every endpoint but /health asks for; required to bind a non-loopback address."""
+    allowed_hosts: str = ""
+    """Comma-separated Host names the server answers besides localhost, 127.0.0.1, [::1] and its bound
+    address (`qmcp serve --allowed-host`): the names a proxy or a public bind is reached by."""
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    """How long a console sign-in lasts (sessions live in the server process: a restart ends them)."""
+    login_attempts_per_minute: int = Field(default=10, ge=1, le=10_000)
+    """Failed console sign-ins allowed per client address per minute (then 429)."""
     server_url: str | None = None
     """A QMCP server for clients, human_in_loop gates and tool_use (`http://127.0.0.1:3333`)."""
     max_concurrent_runs: int = Field(default=4, ge=1, le=1000)
