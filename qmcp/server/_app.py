@@ -21,12 +21,12 @@ from ..agentframework.store import Database
 from ..app import CallerPolicy
 from ..config import settings
 from ..observability import get_logger
-from ..redaction import mask_url
+from ..redaction import mask_url, register_secret
 from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
 from .api import ServerState, router
 from .console import router as console_router
-from .events import EventHub
+from .events import EventHub, StreamLimits
 from .problems import install_problem_handlers
 from .runs import RunManager
 
@@ -49,6 +49,10 @@ class ServerOptions:
     host: str = "127.0.0.1"
     allowed_models: tuple[str, ...] = ()
     """Model overrides remote callers may ask for (`--allow-model`, else QMCP_ALLOWED_MODELS)."""
+    max_event_streams: int = 100
+    max_event_streams_per_client: int = 10
+    mcp_max_sessions: int = 200
+    mcp_session_idle_seconds: float = 600.0
 
     def policy(self) -> CallerPolicy:
         """What this server's remote callers may decide."""
@@ -69,6 +73,10 @@ class ServerOptions:
             "model_override": current.model_override,
             "log_level": current.log_level,
             "host": current.host,
+            "max_event_streams": current.max_event_streams,
+            "max_event_streams_per_client": current.max_event_streams_per_client,
+            "mcp_max_sessions": current.mcp_max_sessions,
+            "mcp_session_idle_seconds": current.mcp_session_idle_seconds,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]  # values of Settings' fields, which have these types
@@ -94,7 +102,13 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
         log_level=options.log_level,
     )
     mcp = mcp_server(runs, version)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=options.host)
+    # Sessions are bounded in number and closed when idle: each holds memory until it ends.
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        host=options.host,
+        max_sessions=options.mcp_max_sessions,
+        session_idle_timeout=options.mcp_session_idle_seconds,
+    )
     log = get_logger("qmcp.server")
 
     @contextlib.asynccontextmanager
@@ -118,7 +132,15 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
         version=version,
         lifespan=lifespan,
     )
-    app.state.qmcp = ServerState(options.db_url, hub, runs, version, api_token=options.api_token)
+    register_secret(options.api_token)  # a token given as an option is masked as one from the environment
+    app.state.qmcp = ServerState(
+        options.db_url,
+        hub,
+        runs,
+        version,
+        api_token=options.api_token,
+        streams=StreamLimits(options.max_event_streams, options.max_event_streams_per_client),
+    )
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(console_router)  # the browser console: /, /executions/..., /topologies, /login
