@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(default=4, ge=1, le=1000)
     """Runs the server executes at once; more wait, in order, as `pending` executions."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_event_streams: int = Field(default=100, ge=1, le=100_000)
+    """Live event streams (SSE) the server keeps open at once; more are answered 429."""
+    max_event_streams_per_client: int = Field(default=10, ge=1, le=100_000)
+    """Of those, how many one client address may hold (behind a proxy, the proxy is one client)."""
+    mcp_max_sessions: int = Field(default=200, ge=1, le=100_000)
+    """MCP sessions open at once; an `initialize` beyond it is answered 503."""
+    mcp_session_idle_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    """An MCP session with no request in flight (and no open stream) this long is closed."""
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     """On SIGTERM, how long running runs may go on before they are left interrupted (resumable)."""
     resume_interrupted: bool = True

@@ -21,14 +21,14 @@ from ..agentframework.store import Database
 from ..app import CallerPolicy
 from ..config import settings
 from ..observability import get_logger
-from ..redaction import mask_url
+from ..redaction import mask_url, register_secret
 from ._hosts import LOOPBACK_NAMES, HostAllowlist
 from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
 from .api import ServerState, router
 from .console import ConsoleSessions, LoginLimiter
 from .console import router as console_router
-from .events import EventHub
+from .events import EventHub, StreamLimits
 from .problems import install_problem_handlers
 from .runs import RunManager
 
@@ -56,6 +56,10 @@ class ServerOptions:
     QMCP_ALLOWED_HOSTS): the names a proxy or a public bind is reached by."""
     console_session_seconds: float = 12 * 3600
     login_attempts_per_minute: int = 10
+    max_event_streams: int = 100
+    max_event_streams_per_client: int = 10
+    mcp_max_sessions: int = 200
+    mcp_session_idle_seconds: float = 600.0
 
     def policy(self) -> CallerPolicy:
         """What this server's remote callers may decide."""
@@ -79,6 +83,10 @@ class ServerOptions:
             "allowed_hosts": _names(current.allowed_hosts),
             "console_session_seconds": current.console_session_hours * 3600,
             "login_attempts_per_minute": current.login_attempts_per_minute,
+            "max_event_streams": current.max_event_streams,
+            "max_event_streams_per_client": current.max_event_streams_per_client,
+            "mcp_max_sessions": current.mcp_max_sessions,
+            "mcp_session_idle_seconds": current.mcp_session_idle_seconds,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]  # values of Settings' fields, which have these types
@@ -109,8 +117,13 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
     )
     mcp = mcp_server(runs, version)
     hosts = HostAllowlist.for_bind(options.host, options.allowed_hosts)
+    # Sessions are bounded in number and closed when idle: each holds memory until it ends.
     mcp_app = mcp.streamable_http_app(
-        streamable_http_path="/mcp", host=options.host, transport_security=hosts.mcp_security()
+        streamable_http_path="/mcp",
+        host=options.host,
+        transport_security=hosts.mcp_security(),
+        max_sessions=options.mcp_max_sessions,
+        session_idle_timeout=options.mcp_session_idle_seconds,
     )
     log = get_logger("qmcp.server")
 
@@ -135,7 +148,15 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
         version=version,
         lifespan=lifespan,
     )
-    app.state.qmcp = ServerState(options.db_url, hub, runs, version, api_token=options.api_token)
+    register_secret(options.api_token)  # a token given as an option is masked as one from the environment
+    app.state.qmcp = ServerState(
+        options.db_url,
+        hub,
+        runs,
+        version,
+        api_token=options.api_token,
+        streams=StreamLimits(options.max_event_streams, options.max_event_streams_per_client),
+    )
     sessions = app.state.console_sessions = ConsoleSessions(options.console_session_seconds)
     app.state.login_limiter = LoginLimiter(options.login_attempts_per_minute)
     install_problem_handlers(app)

@@ -35,7 +35,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...config import settings
-from ...redaction import mask_url
+from ...redaction import mask_url, register_secret
 from ..errors import DatabaseUnavailableError, InvalidConfigError, StorageError
 from ..extras import require
 from ._migrate import HEAD, behind, check_known, current_revision, read_revision, upgrade
@@ -183,6 +183,7 @@ def create_engine(url: str) -> AsyncEngine:
         raise InvalidConfigError(
             f"invalid database URL {mask_url(url)!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
         ) from None
+    register_secret(parsed.password if isinstance(parsed.password, str) else None)  # masked where it shows
     if parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
     if parsed.drivername in ("postgresql", "postgres"):

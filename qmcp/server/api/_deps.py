@@ -3,14 +3,14 @@ caller. Tests swap them with `app.dependency_overrides`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
 from ...agentframework.store import Database
 from ...app import Caller, Door
-from ..events import EventHub
+from ..events import EventHub, StreamLimits
 from ..runs import RunManager
 
 __all__ = ["Db", "Limit", "Offset", "Remote", "ServerState", "State", "caller", "correlation"]
@@ -26,6 +26,8 @@ class ServerState:
     """Open for the server's life (requests share its connection pool); set by the lifespan."""
     api_token: str | None = None
     """The token clients must send (the console's sign-in checks it); None: the server is open."""
+    streams: StreamLimits = field(default_factory=StreamLimits)
+    """The event streams open now, against their caps."""
 
 
 def server_state(request: Request) -> ServerState:
