@@ -7,12 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +17,9 @@ import pytest
 from _eventually import eventually
 from doubles import Doubles
 from fastapi import FastAPI
+from serving import HERE, App, Server, driver_argv, free_port, in_process_client
 
 from qmcp.server import ServerOptions, create_app
-
-HERE = Path(__file__).parent
-BASE_URL = "http://127.0.0.1:8000"
-"""Where in-process clients say they are: a loopback host, as the MCP endpoint's DNS-rebinding guard wants."""
 
 
 @pytest.fixture
@@ -36,23 +29,6 @@ def doubles() -> Iterator[Doubles]:
     registered.register()
     yield registered
     registered.unregister()
-
-
-@dataclass
-class App:
-    """A server application running in this process; `client` speaks to it without a socket."""
-
-    app: FastAPI
-    db_url: str
-    client: httpx.AsyncClient
-
-    def new_client(self, **kwargs: Any) -> httpx.AsyncClient:
-        """Another client of the same app (its own cookies), closed by the caller."""
-        return _client(self.app, **kwargs)
-
-    def transport(self) -> httpx.ASGITransport:
-        """For clients made elsewhere (`qmcp.client`'s): requests go to this app."""
-        return httpx.ASGITransport(app=self.app)
 
 
 @contextlib.asynccontextmanager
@@ -79,10 +55,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await task
 
 
-def _client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, timeout=60, **kwargs)
-
-
 @pytest.fixture
 async def start_app(doubles: Doubles) -> AsyncIterator[Callable[..., Awaitable[App]]]:
     """start_app(db_url, model=None, token=None, **ServerOptions fields) -> the app, its lifespan entered
@@ -102,48 +74,10 @@ async def start_app(doubles: Doubles) -> AsyncIterator[Callable[..., Awaitable[A
             app = create_app(settings)
             await stack.enter_async_context(_lifespan(app))
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            client = await stack.enter_async_context(_client(app, headers=headers))
+            client = await stack.enter_async_context(in_process_client(app, headers=headers))
             return App(app, db_url, client)
 
         yield start
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    db_url: str
-    process: subprocess.Popen[str]
-    log: Path
-    calls: Path
-    token: str | None = None
-
-    def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=60, **kwargs)
-
-    def paid(self) -> list[str]:
-        """Roles of the `scripted:slow` calls finished so far, in every process."""
-        return self.calls.read_text().split() if self.calls.exists() else []
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-def driver_argv(*args: str) -> list[str]:
-    return [sys.executable, str(HERE / "server_driver.py"), *args]
 
 
 @pytest.fixture

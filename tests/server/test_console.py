@@ -12,8 +12,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 from _eventually import eventually_async
-from conftest import BASE_URL, App
 from doubles import Doubles
+from serving import BASE_URL, App
 from team import finished, make_team, node_classes, run, running
 
 from qmcp.agentframework.models import AgentType, Topology

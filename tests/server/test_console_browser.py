@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Server
+from serving import Server
 from team import finished, make_team, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import pytest
 from _eventually import eventually_async
-from conftest import BASE_URL, App
 from doubles import Doubles
+from serving import BASE_URL, App
 from sqlalchemy import update
 from team import AGENTS, PROBLEM, finished, make_team, run, running
 

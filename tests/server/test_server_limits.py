@@ -8,7 +8,7 @@ import asyncio
 
 import httpx
 from _eventually import eventually_async
-from conftest import BASE_URL
+from serving import BASE_URL
 from team import PROBLEM, make_team, run
 
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from conftest import BASE_URL, HERE
 from doubles import Doubles
+from serving import BASE_URL, HERE
 from team import make_team
 
 TOOLS = {

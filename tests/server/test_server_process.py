@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from _eventually import eventually_async
-from conftest import driver_argv, free_port
+from serving import driver_argv, free_port
 from team import finished, make_team, run, running
 
 from qmcp.agentframework.store import Database
