@@ -31,6 +31,8 @@ from ..models import (
     ToolInvocation,
     Topology,
     TopologyMembership,
+    check_id,
+    check_json,
     nul_message,
     utcnow,
 )
@@ -39,9 +41,20 @@ from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
 from ._steps import SqlStepStore
 
-__all__ = ["Database"]
+__all__ = ["MAX_OFFSET", "Database", "check_page"]
 
 T = TypeVar("T")
+
+MAX_OFFSET = 1_000_000_000
+"""The largest offset a list takes: beyond it SQLite's 64-bit integers overflow (a 500, not an answer)."""
+
+
+def check_page(limit: int, offset: int) -> None:
+    """Refuse a page the databases cannot take, with one line."""
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidConfigError(f"offset must be between 0 and {MAX_OFFSET:,} (got {offset})")
+    if not 0 <= limit <= MAX_OFFSET:
+        raise InvalidConfigError(f"limit must be between 0 and {MAX_OFFSET:,} (got {limit})")
 
 
 class Database:
@@ -226,6 +239,7 @@ class Database:
         Definitions given here win over stored ones with the same name, like `kubectl apply`;
         the slots of the topology are replaced by `agents`' slots, in dict order.
         """
+        _check_definitions(list(agents.values()), [topology])
         for attempt in range(5):
             try:
                 return await self._write(lambda session: _save_team(session, topology, agents))
@@ -237,6 +251,7 @@ class Database:
         raise AssertionError("unreachable")
 
     async def save_agent(self, agent: AgentType) -> AgentType:
+        _check_definitions([agent], [])
         return await self._write(lambda session: _upsert_agents(session, [agent])[agent.name])
 
     async def save_definitions(
@@ -244,6 +259,10 @@ class Database:
     ) -> None:
         """Store agents, then topologies with their slots, in one transaction (`qmcp apply`): a
         failure stores none of them. Names that exist are updated, like `save_team`."""
+        _check_definitions(
+            [*agents, *(agent for _, slots in teams for agent in slots.values())],
+            [topology for topology, _ in teams],
+        )
 
         def save(session: Session) -> None:
             if agents:
@@ -342,6 +361,7 @@ class Database:
     ) -> list[Execution]:
         """Executions as they stand now (`observed`), newest first (or oldest first), filtered by
         status(es), topology and origin."""
+        check_page(limit, offset)
         now = self.executions.clock.now()
         order = col(Execution.created_at).asc() if oldest_first else col(Execution.created_at).desc()
         query = select(Execution).order_by(order).offset(offset).limit(limit)
@@ -447,6 +467,10 @@ class Database:
 
     async def create_human_request(self, request: HumanRequest) -> HumanRequest:
         """Store a new request; `ConflictError` if its id is taken."""
+        check_id(request.id, "id")
+        check_id(request.correlation_id, "correlation_id")
+        check_json(request.context, "context")
+        check_json(request.options, "options")
         if request.expires_at is None:
             request.expires_at = HumanRequest.expiry(request.created_at, request.timeout_seconds)
         try:
@@ -459,6 +483,7 @@ class Database:
         return request
 
     async def get_human_request(self, request_id: str) -> HumanRequest:
+        check_id(request_id, "request id")
         request = await self._get(HumanRequest, str(request_id))
         if request is None:
             raise NotFoundError(f"human request {request_id!r} not found")
@@ -478,6 +503,7 @@ class Database:
         offset: int = 0,
     ) -> list[HumanRequest]:
         """Requests, newest first; pending ones past their timeout are marked expired first."""
+        check_page(limit, offset)
         await self.expire_due_human_requests()
         query = select(HumanRequest).order_by(col(HumanRequest.created_at).desc()).offset(offset).limit(limit)
         if execution_id is not None:
@@ -515,6 +541,8 @@ class Database:
         """
         if NUL in response:
             raise InvalidConfigError(nul_message("the answer"))
+        check_id(request_id, "request_id")
+        check_json(dict(metadata or {}), "response_metadata")
         request = await self.get_human_request(request_id)
         if request.status == HumanRequestStatus.PENDING and request.expired():
             await self.expire_due_human_requests()
@@ -557,6 +585,9 @@ class Database:
     # -- tool invocations (the QMCP server's audit of /v1/tools calls) ---------------------------
 
     async def add_tool_invocation(self, invocation: ToolInvocation) -> None:
+        check_id(invocation.tool_name, "tool name")
+        check_id(invocation.correlation_id, "correlation_id")
+        check_json(invocation.input_params, "input")
         await self._write(lambda session: session.add(invocation))
 
     async def finish_tool_invocation(self, invocation_id: str, **values: Any) -> None:
@@ -565,6 +596,7 @@ class Database:
         )
 
     async def get_tool_invocation(self, invocation_id: str) -> ToolInvocation:
+        check_id(invocation_id, "invocation id")
         invocation = await self._get(ToolInvocation, str(invocation_id))
         if invocation is None:
             raise NotFoundError(f"invocation {invocation_id!r} not found")
@@ -573,6 +605,7 @@ class Database:
     async def list_tool_invocations(
         self, *, tool_name: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[ToolInvocation]:
+        check_page(limit, offset)
         query = (
             select(ToolInvocation).order_by(col(ToolInvocation.created_at).desc()).offset(offset).limit(limit)
         )
@@ -581,6 +614,14 @@ class Database:
         if status is not None:
             query = query.where(ToolInvocation.status == status)
         return await self._all(query)
+
+
+def _check_definitions(agents: Sequence[AgentType], topologies: Sequence[Topology]) -> None:
+    """Refuse a definition whose JSON cannot be stored (`check_json`), naming it."""
+    for agent in agents:
+        check_json(agent.config, f"agent {agent.name!r}: config")
+    for topology in topologies:
+        check_json(topology.config, f"topology {topology.name!r}: config")
 
 
 def _not_pending(request: HumanRequest) -> str:

@@ -9,9 +9,9 @@ from fastapi.responses import StreamingResponse
 
 from ...app import ExecutionOut, ExecutionQuery, RunAccepted, StepOut, execution_steps, list_executions
 from ..events import execution_events
-from ._deps import Db, Limit, Offset, Remote, State
+from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State
 
-router = APIRouter(tags=["executions"])
+router = APIRouter(tags=["executions"], route_class=FiniteJsonRoute)
 
 
 @router.get("/v1/executions")
