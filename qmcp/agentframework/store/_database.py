@@ -36,7 +36,15 @@ from ..models import (
     nul_message,
     utcnow,
 )
-from ._engine import acquire_engine, ensure_schema, inline_engine, is_locked, release_engine
+from ._engine import (
+    acquire_engine,
+    ensure_schema,
+    file_identity,
+    inline_engine,
+    is_locked,
+    release_engine,
+    sqlite_file,
+)
 from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
 from ._steps import SqlStepStore
@@ -74,6 +82,8 @@ class Database:
         """Every change of an execution's status, owner and lease goes through this service."""
         self._inline = inline_engine(self.url, self.engine)
         self._writing: set[asyncio.Future[Any]] = set()
+        self._file = sqlite_file(self.engine)
+        self._file_identity: tuple[int, int] | None = None
 
     async def __aenter__(self) -> Self:
         try:
@@ -81,7 +91,23 @@ class Database:
         except BaseException:  # refused (unreachable, behind, newer): give back the engine taken in __init__
             await self.__aexit__()
             raise
+        self._file_identity = file_identity(self._file)
         return self
+
+    def vanished(self) -> str | None:
+        """Why the SQLite file opened is no longer at its path (removed, replaced), else None.
+
+        SQLite goes on writing to a removed file through the connections that hold it open, so
+        nothing fails: a run would end "completed" in a file nobody can open again. A run asks
+        this at its end and fails instead."""
+        if self._file is None or self._file_identity is None:
+            return None
+        if file_identity(self._file) == self._file_identity:
+            return None
+        return (
+            f"the database file {self._file} was removed or replaced while the run was using it; "
+            "what the run wrote there is lost"
+        )
 
     async def __aexit__(self, *_exc: object) -> None:
         if self._writing:
