@@ -4,10 +4,12 @@ non-finite numbers at every store door, paging ranges, NUL in ids, and rows stor
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
 from conftest import BASE_URL, App
+from team import finished, make_team, run
 
 from qmcp.agentframework.errors import InvalidConfigError
 from qmcp.agentframework.models import MAX_JSON_BYTES, AgentType, HumanRequest, ToolInvocation
@@ -171,3 +173,31 @@ async def test_nul_is_refused_in_every_id(server, db_url):
     async with Database(db_url) as db:
         with pytest.raises(InvalidConfigError, match="NUL"):
             await db.add_tool_invocation(ToolInvocation(tool_name="ec\x00ho"))
+
+
+async def test_a_runs_gate_id_is_reserved_for_its_gate(server, db_url):
+    """A client that made `{execution}:{step}#human-after` first and answered it would let the run
+    pass its gate unasked: ids of that form naming an execution here are the gates' only."""
+    client = server.client
+    await make_team(client)
+    execution_id = await run(client, "plan-write")
+    await finished(client, execution_id)
+    body = {"request_type": "approval", "prompt": "Approve?", "options": ["approve", "reject"]}
+    for request_id in (f"{execution_id}:pipeline/1:publish#human-after", f"{execution_id.upper()}:x"):
+        refused = await client.post("/v1/human/requests", json=body | {"id": request_id})
+        assert refused.status_code == 403, refused.text
+        assert "reserved for the gates of runs" in refused.json()["detail"]
+        guessed = await client.post("/v1/human/requests", json=body | {"id": request_id, "run_token": "x"})
+        assert guessed.status_code == 403
+    assert (await client.get("/v1/human/requests")).json()["requests"] == []
+    elsewhere = f"{uuid.uuid4()}:pipeline/1:publish#human-after"  # a run with a database of its own
+    assert (await client.post("/v1/human/requests", json=body | {"id": elsewhere})).status_code == 201
+
+    async with Database(db_url) as db:  # a run's gate on a server sharing its database: its owner token
+        await db.execute_update(uuid.UUID(execution_id), {"owner_token": "the-runs-token"})
+    gate_id = f"{execution_id}:pipeline/1:publish#human-after"
+    made = await client.post("/v1/human/requests", json=body | {"id": gate_id, "run_token": "the-runs-token"})
+    assert made.status_code == 201, made.text
+    async with Database(db_url) as db:
+        stored = await db.get_human_request(gate_id)
+    assert stored.execution_id == uuid.UUID(execution_id) and stored.key == "pipeline/1:publish#human-after"

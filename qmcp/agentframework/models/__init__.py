@@ -4,7 +4,14 @@ from ._agent import AgentConfig, AgentType, utcnow
 from ._base import TableModel, metadata, table_of
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
 from ._execution import Execution, ExecutionStep
-from ._human import HumanRequest, HumanRequestStatus, HumanRequestType, HumanResponse, gate_request_id
+from ._human import (
+    HumanRequest,
+    HumanRequestStatus,
+    HumanRequestType,
+    HumanResponse,
+    gate_execution,
+    gate_request_id,
+)
 from ._json import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json, json_depth, json_problem
 from ._memory import AgentMemory
 from ._model_config import ModelConfig, Models
@@ -76,6 +83,7 @@ __all__ = [
     "check_name",
     "config_class_for",
     "describe_validation_error",
+    "gate_execution",
     "gate_request_id",
     "json_depth",
     "json_problem",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ...config import settings
-from ..errors import ConflictError, ExpiredError, InvalidConfigError, NotFoundError
+from ..errors import ConflictError, ExpiredError, InvalidConfigError, NotFoundError, PermissionDeniedError
 from ..models import (
     NUL,
     AgentRole,
@@ -33,6 +34,8 @@ from ..models import (
     TopologyMembership,
     check_id,
     check_json,
+    gate_execution,
+    gate_request_id,
     nul_message,
     utcnow,
 )
@@ -491,10 +494,21 @@ class Database:
 
     # -- human requests -----------------------------------------------------------------------
 
-    async def create_human_request(self, request: HumanRequest) -> HumanRequest:
-        """Store a new request; `ConflictError` if its id is taken."""
+    async def create_human_request(
+        self, request: HumanRequest, *, run_token: str | None = None
+    ) -> HumanRequest:
+        """Store a new request; `ConflictError` if its id is taken.
+
+        Ids of the form `{execution id}:{step}` are the gates' of runs: a client that made one first
+        and answered it would let the run pass its gate unasked. Such an id is taken only as a gate's
+        own request (`execution_id` and `key` make it), or with `run_token`, the owner token of that
+        execution, from a run's gate on a server sharing its database (`PermissionDeniedError`
+        otherwise). An id naming an execution this database does not hold (a run with a database of
+        its own, gating on this server) cannot be checked here and is taken.
+        """
         check_id(request.id, "id")
         check_id(request.correlation_id, "correlation_id")
+        await self._reserve_gate_id(request, run_token)
         check_json(request.context, "context")
         check_json(request.options, "options")
         if request.expires_at is None:
@@ -507,6 +521,23 @@ class Database:
                     raise  # not the id: a foreign key
             raise ConflictError(f"a human request with id {request.id!r} already exists") from None
         return request
+
+    async def _reserve_gate_id(self, request: HumanRequest, run_token: str | None) -> None:
+        gated = gate_execution(request.id)
+        if gated is None or (
+            request.execution_id == gated and request.id == gate_request_id(gated, request.key or "")
+        ):
+            return
+        execution = await self._get(Execution, gated)
+        if execution is None:
+            return
+        owner = execution.owner_token
+        if run_token is None or owner is None or not hmac.compare_digest(run_token, owner):
+            raise PermissionDeniedError(
+                f"human request ids of the form {{execution id}}:{{step}} are reserved for the gates of runs "
+                f"(execution {gated} is one); choose another id"
+            )
+        request.execution_id, request.key = gated, request.id.split(":", 1)[1]
 
     async def get_human_request(self, request_id: str) -> HumanRequest:
         check_id(request_id, "request id")

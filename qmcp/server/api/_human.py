@@ -33,7 +33,7 @@ async def create_human_request(body: HumanRequestIn, request: Request, db: Db) -
         timeout_seconds=body.timeout_seconds,
         correlation_id=correlation(request, body.correlation_id),
     )
-    await db.create_human_request(human)
+    await db.create_human_request(human, run_token=body.run_token)
     HTTP.hitl.labels(body.request_type, "created").inc()
     return human_request_out(human)
 
