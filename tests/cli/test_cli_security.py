@@ -252,3 +252,10 @@ def test_a_planted_password_never_appears_in_any_cli_output(qmcp_exe, db_url, tm
         assert "(password hidden: put the URL in QMCP_DATABASE_URL and leave out --db)" in everything
     else:
         assert "resume it with: qmcp executions resume" in everything and "--db" not in everything
+
+
+def test_a_limit_past_what_the_database_takes_is_one_line(cli):
+    cli.user_error(
+        "executions", "list", "--limit", "99999999999999999999",
+        says="limit must be between 0 and 1,000,000,000 (got 99999999999999999999)",
+    )  # fmt: skip
