@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -85,7 +86,8 @@ class Database:
         """Every change of an execution's status, owner and lease goes through this service."""
         self._inline = inline_engine(self.url, self.engine)
         self._writing: set[asyncio.Future[Any]] = set()
-        self._file = sqlite_file(self.engine)
+        file = sqlite_file(self.engine)
+        self._file = os.path.abspath(file) if file is not None else None  # a later chdir changes nothing
         self._file_identity: tuple[int, int] | None = None
 
     async def __aenter__(self) -> Self:
