@@ -201,3 +201,24 @@ async def test_a_runs_gate_id_is_reserved_for_its_gate(server, db_url):
     async with Database(db_url) as db:
         stored = await db.get_human_request(gate_id)
     assert stored.execution_id == uuid.UUID(execution_id) and stored.key == "pipeline/1:publish#human-after"
+
+
+async def test_a_tool_result_past_the_bounds_fails_that_invocation(server):
+    from qmcp.agentframework.mixins import register_tool, unregister_tool
+
+    def deep_result(levels: int) -> dict[str, Any]:
+        """A result nested `levels` deep."""
+        return nested(levels)
+
+    register_tool("deep_result", deep_result)
+    try:
+        called = await server.client.post("/v1/tools/deep_result", json={"input": {"levels": 150}})
+    finally:
+        unregister_tool("deep_result")
+    assert called.status_code == 200
+    assert (
+        called.json()["error"]
+        == "Tool execution failed: the result is nested deeper than 100 levels; flatten it"
+    )
+    listed = await server.client.get("/v1/invocations")
+    assert listed.status_code == 200 and listed.json()["invocations"][0]["status"] == "failed"
