@@ -40,11 +40,26 @@ class Settings(BaseSettings):
     port: int = Field(default=3333, ge=0, le=65535)
     api_token: SecretStr | None = None
     """Bearer token every endpoint but /health asks for; required to bind a non-loopback address."""
+    allowed_hosts: str = ""
+    """Comma-separated Host names the server answers besides localhost, 127.0.0.1, [::1] and its bound
+    address (`qmcp serve --allowed-host`): the names a proxy or a public bind is reached by."""
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    """How long a console sign-in lasts (sessions live in the server process: a restart ends them)."""
+    login_attempts_per_minute: int = Field(default=10, ge=1, le=10_000)
+    """Failed console sign-ins allowed per client address per minute (then 429)."""
     server_url: str | None = None
     """A QMCP server for clients, human_in_loop gates and tool_use (`http://127.0.0.1:3333`)."""
     max_concurrent_runs: int = Field(default=4, ge=1, le=1000)
     """Runs the server executes at once; more wait, in order, as `pending` executions."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_event_streams: int = Field(default=100, ge=1, le=100_000)
+    """Live event streams (SSE) the server keeps open at once; more are answered 429."""
+    max_event_streams_per_client: int = Field(default=10, ge=1, le=100_000)
+    """Of those, how many one client address may hold (behind a proxy, the proxy is one client)."""
+    mcp_max_sessions: int = Field(default=200, ge=1, le=100_000)
+    """MCP sessions open at once; an `initialize` beyond it is answered 503."""
+    mcp_session_idle_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    """An MCP session with no request in flight (and no open stream) this long is closed."""
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     """On SIGTERM, how long running runs may go on before they are left interrupted (resumable)."""
     resume_interrupted: bool = True

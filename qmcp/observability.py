@@ -24,7 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
-from .redaction import redact, redact_log_values, redact_secrets
+from .redaction import redact, redact_log_values
 
 __all__ = [
     "LOGGER_NAME",
@@ -98,7 +98,7 @@ class RunLogger:
         if level < self._threshold or not self._logger.isEnabledFor(level):
             return
         exc_info = fields.pop("exc_info", None)
-        values = {k: redact_secrets(redact(v)) if isinstance(v, str) else v for k, v in fields.items()}
+        values = {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
         ids = _context.get({})
         message = _Message(event, values | {k: v for k, v in ids.items() if v is not None})
         extra = {

@@ -4,19 +4,33 @@ Database URLs carry passwords (`--db`, `QMCP_DATABASE_URL`), and messages, hints
 mention them. Every place that prints one masks it with `mask_url`; the CLI's error printer and
 the log processor also pass whole texts through `redact`, for URLs quoted inside other messages.
 
-API keys never reach a log, a span or a step's error either: a provider may quote the key it was
-sent in its error message. `redact_secrets` masks the values of the process's key variables
-(`*_API_KEY`, `*_TOKEN`, `*_SECRET`, `*_PASSWORD`) and anything shaped like a provider key.
+Secrets are masked by their value, whatever the variable holding them is named: a provider may
+quote the key it was sent in its error message. `redact` also masks every value of the process's
+secret registry (`register_secret`: the variable an agent's `api_key_env` names, read when its model
+is resolved; the server's token; the password of each database URL opened), the values of the key
+variables of the environment (`*_API_KEY`, `*_KEY`, `*_TOKEN`, `*_SECRET`, `*_PASSWORD`, which
+covers every provider's own variable), and anything shaped like a provider key. Values shorter than
+`MIN_SECRET_LENGTH` are not masked: they would mask ordinary words.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
-__all__ = ["MASK", "has_password", "mask_url", "redact", "redact_log_values", "redact_secrets"]
+__all__ = [
+    "MASK",
+    "MAX_SECRETS",
+    "MIN_SECRET_LENGTH",
+    "has_password",
+    "mask_url",
+    "redact",
+    "redact_log_values",
+    "register_secret",
+]
 
 MASK = "***"
 """What a password is replaced with, as SQLAlchemy's `render_as_string(hide_password=True)` writes it."""
@@ -28,23 +42,50 @@ _CREDENTIALS = re.compile(
 )
 
 
-def redact(text: str) -> str:
-    """`text` with the password of every URL in it replaced by `***`."""
-    if "://" not in text:  # the common case, checked without the regex
-        return text
-    return _CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@" if m["password"] != MASK else m[0], text)
+MIN_SECRET_LENGTH = 8
+"""Shorter values are not secrets worth masking: masking them would mask ordinary words."""
+MAX_SECRETS = 256
+"""The registry's bound: past it, the secret registered (or used) longest ago is forgotten."""
 
-
+# The one place secret values are kept: insertion-ordered, most recently registered last.
+_secrets: dict[str, None] = {}
+_secrets_lock = threading.Lock()
 _SECRET_VARIABLE = re.compile(r"(_API_KEY|_KEY|_TOKEN|_SECRET|_PASSWORD)$")
 _KEY_SHAPED = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_-]{16,}|\bBearer\s+[A-Za-z0-9._~+/=-]{16,}")
 
 
-def redact_secrets(text: str) -> str:
-    """`text` with the value of every key variable of the environment, and every key-shaped
-    token (`sk-...`, `Bearer ...`), replaced by `***`. For error texts and log values, not hot paths."""
-    for name, value in os.environ.items():
-        if len(value) >= 8 and value in text and _SECRET_VARIABLE.search(name.upper()):
-            text = text.replace(value, MASK)
+def register_secret(value: str | None) -> None:
+    """Mask `value` in everything `redact` sees from now on (values under `MIN_SECRET_LENGTH` are ignored).
+
+    Called where qmcp reads a secret whose variable's name does not say it is one; registering a
+    value again marks it recently used, so a secret in use is never the one the bound forgets.
+    """
+    if value is None or len(value) < MIN_SECRET_LENGTH:
+        return
+    with _secrets_lock:
+        _secrets.pop(value, None)
+        _secrets[value] = None
+        while len(_secrets) > MAX_SECRETS:
+            del _secrets[next(iter(_secrets))]
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it, and every secret value (see the module), replaced by `***`.
+
+    For error texts, log values, span attributes and streamed events: it reads the environment.
+    """
+    if "://" in text:  # the common case, checked without the regex
+        text = _CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@" if m["password"] != MASK else m[0], text)
+    if len(text) < MIN_SECRET_LENGTH:
+        return text
+    with _secrets_lock:
+        values = list(_secrets)
+    values += [v for name, v in os.environ.items() if _SECRET_VARIABLE.search(name.upper())]
+    # Longest first: a secret holding a shorter one is masked whole.
+    for value in sorted(
+        {v for v in values if len(v) >= MIN_SECRET_LENGTH and v in text}, key=len, reverse=True
+    ):
+        text = text.replace(value, MASK)
     return _KEY_SHAPED.sub(MASK, text) if ("-" in text or "Bearer" in text) else text
 
 
@@ -64,5 +105,5 @@ def redact_log_values(
     """A structlog processor: string values of a log line with their URLs' passwords and API keys masked."""
     for key, value in event.items():
         if isinstance(value, str):
-            event[key] = redact_secrets(redact(value))
+            event[key] = redact(value)
     return event

@@ -10,7 +10,9 @@ Every definition is checked as a whole before anything is written, and a refusal
   same team file) and form no cycle.
 
 Trust (`runners/_trust.py`): a definition that names code is stored untrusted, and runs refuse it
-until the operator trusts it. Only `apply_team` trusts, and only for the operator (`qmcp apply
+until the operator trusts it. Every write here that changes an agent's definition revokes all of its
+trust records (the store does, in the write's transaction), so a changed agent, or content trusted
+before and put back, waits for trust again. Only `apply_team` trusts, and only for the operator (`qmcp apply
 --trust` or its question); a remote caller that asks to trust is refused, so whatever a client
 stores waits for the operator's `qmcp trust`.
 """
@@ -307,7 +309,7 @@ async def create_agent(db: Database, spec: AgentSpec, caller: Caller) -> AgentDe
 
 async def put_agent(db: Database, spec: AgentSpec, caller: Caller) -> AgentDefined:
     """Store an agent, replacing the definition stored under its name (an HTTP PUT). A changed
-    definition that names code needs trust again (its digest changed)."""
+    definition that names code needs trust again: the change revokes the agent's trust records."""
     agent, notes = _checked_agent(spec)
     try:
         stored = await db.get_agent(agent.name)

@@ -208,7 +208,8 @@ def show_agent(ctx: typer.Context, name: str, output_format: FormatOption = None
     elif trust["trusted"]:
         status = f"trusted by {trust['trusted_by']} ({trust['via']}, {format_when(trust['trusted_at'])})"
     else:
-        status = f"not trusted; runs refuse it until: {state.command('trust', 'agent', agent.name)}"
+        trust_it = state.command("trust", "agent", agent.name, "--digest", trust["digest"])
+        status = f"not trusted; runs refuse it until: {trust_it}"
     rows = [
         ("name", agent.name),
         ("role", agent.role),
@@ -216,6 +217,7 @@ def show_agent(ctx: typer.Context, name: str, output_format: FormatOption = None
         ("model", _model_of(agent.config)),
         *((f"config.{key}", value) for key, value in config.items() if key != "model"),
         *(("runs", item) for item in trust["items"]),
+        ("digest", trust["digest"]),
         ("trust", status),
         ("created", format_when(agent.created_at)),
         ("updated", format_when(agent.updated_at)),
@@ -224,14 +226,21 @@ def show_agent(ctx: typer.Context, name: str, output_format: FormatOption = None
 
 
 async def _trust_status(db: Database, agent: AgentType) -> dict[str, Any]:
-    """What the agent runs (its executable items) and the trust record of its current definition."""
-    from qmcp.agentframework.runners import definition_digest, executable_items
+    """What the agent runs (its executable items), its digest and the trust record in force of its
+    current definition."""
+    from qmcp.agentframework.runners import SHORT_DIGEST, definition_digest, executable_items
     from qmcp.agentframework.store import trust_history
 
     items = executable_items(agent)
     digest = definition_digest(agent)
-    record = next((r for r in await trust_history(db, agent.name) if r.sha256 == digest), None)
-    status: dict[str, Any] = {"items": items, "sha256": digest, "trusted": record is not None or not items}
+    records = await trust_history(db, agent.name)
+    record = next((r for r in records if r.sha256 == digest and r.revoked_at is None), None)
+    status: dict[str, Any] = {
+        "items": items,
+        "sha256": digest,
+        "digest": digest[:SHORT_DIGEST],
+        "trusted": record is not None or not items,
+    }
     if record is not None:
         status |= {"trusted_by": record.trusted_by, "via": record.via, "trusted_at": record.trusted_at}
     return status

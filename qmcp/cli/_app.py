@@ -22,7 +22,7 @@ from ._output import EXIT_INTERRUPTED, report_error, stderr
 from ._schema import schema_app
 from ._serve import mcp_stdio, serve
 from ._state import CliState, OutputFormat, cli_state
-from ._trust import trust_app
+from ._trust import trust_app, untrust_app
 
 __all__ = ["app"]
 
@@ -76,6 +76,7 @@ app = typer.Typer(
 app.add_typer(agents_app, name="agents")
 app.add_typer(executions_app, name="executions")
 app.add_typer(trust_app, name="trust")
+app.add_typer(untrust_app, name="untrust")
 app.add_typer(db_app, name="db")
 app.add_typer(schema_app, name="schema")
 app.command("init")(init)

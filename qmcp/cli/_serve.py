@@ -48,6 +48,15 @@ def serve(
             "The global --model pins every run and tool agent instead.",
         ),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="A Host name (or name:port) to answer besides localhost, 127.0.0.1, [::1] and the bound "
+            "address, e.g. a proxy's (repeatable) [default: $QMCP_ALLOWED_HOSTS]; any other Host gets 421.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the QMCP API, the run console's data and MCP at /mcp (SIGTERM drains the running runs).
 
@@ -75,6 +84,7 @@ def serve(
         resume_interrupted=resume_interrupted,
         log_level="INFO" if state.verbose else None,
         allowed_models=tuple(allow_model) if allow_model else None,
+        allowed_hosts=tuple(allowed_host) if allowed_host else None,
     )
     run_server(options, port=port if port is not None else current.port)
 

@@ -21,12 +21,14 @@ from ..agentframework.store import Database
 from ..app import CallerPolicy
 from ..config import settings
 from ..observability import get_logger
-from ..redaction import mask_url
+from ..redaction import mask_url, register_secret
+from ._hosts import LOOPBACK_NAMES, HostAllowlist
 from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
 from .api import ServerState, router
+from .console import ConsoleSessions, LoginLimiter
 from .console import router as console_router
-from .events import EventHub
+from .events import EventHub, StreamLimits
 from .problems import install_problem_handlers
 from .runs import RunManager
 
@@ -49,6 +51,15 @@ class ServerOptions:
     host: str = "127.0.0.1"
     allowed_models: tuple[str, ...] = ()
     """Model overrides remote callers may ask for (`--allow-model`, else QMCP_ALLOWED_MODELS)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names answered besides the loopback ones and the bound address (`--allowed-host`, else
+    QMCP_ALLOWED_HOSTS): the names a proxy or a public bind is reached by."""
+    console_session_seconds: float = 12 * 3600
+    login_attempts_per_minute: int = 10
+    max_event_streams: int = 100
+    max_event_streams_per_client: int = 10
+    mcp_max_sessions: int = 200
+    mcp_session_idle_seconds: float = 600.0
 
     def policy(self) -> CallerPolicy:
         """What this server's remote callers may decide."""
@@ -69,9 +80,20 @@ class ServerOptions:
             "model_override": current.model_override,
             "log_level": current.log_level,
             "host": current.host,
+            "allowed_hosts": _names(current.allowed_hosts),
+            "console_session_seconds": current.console_session_hours * 3600,
+            "login_attempts_per_minute": current.login_attempts_per_minute,
+            "max_event_streams": current.max_event_streams,
+            "max_event_streams_per_client": current.max_event_streams_per_client,
+            "mcp_max_sessions": current.mcp_max_sessions,
+            "mcp_session_idle_seconds": current.mcp_session_idle_seconds,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]  # values of Settings' fields, which have these types
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _version() -> str:
@@ -94,7 +116,15 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
         log_level=options.log_level,
     )
     mcp = mcp_server(runs, version)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=options.host)
+    hosts = HostAllowlist.for_bind(options.host, options.allowed_hosts)
+    # Sessions are bounded in number and closed when idle: each holds memory until it ends.
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        host=options.host,
+        transport_security=hosts.mcp_security(),
+        max_sessions=options.mcp_max_sessions,
+        session_idle_timeout=options.mcp_session_idle_seconds,
+    )
     log = get_logger("qmcp.server")
 
     @contextlib.asynccontextmanager
@@ -118,12 +148,28 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
         version=version,
         lifespan=lifespan,
     )
-    app.state.qmcp = ServerState(options.db_url, hub, runs, version, api_token=options.api_token)
+    register_secret(options.api_token)  # a token given as an option is masked as one from the environment
+    app.state.qmcp = ServerState(
+        options.db_url,
+        hub,
+        runs,
+        version,
+        api_token=options.api_token,
+        streams=StreamLimits(options.max_event_streams, options.max_event_streams_per_client),
+    )
+    sessions = app.state.console_sessions = ConsoleSessions(options.console_session_seconds)
+    app.state.login_limiter = LoginLimiter(options.login_attempts_per_minute)
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(console_router)  # the browser console: /, /executions/..., /topologies, /login
     app.router.routes.extend(mcp_app.routes)  # /mcp, served by the SDK's session manager
-    app.add_middleware(ServerMiddleware, token=options.api_token, max_body=options.max_body_bytes)
+    app.add_middleware(
+        ServerMiddleware,
+        hosts=hosts,
+        token=options.api_token,
+        sessions=sessions,
+        max_body=options.max_body_bytes,
+    )
     return app
 
 
@@ -137,12 +183,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve beyond this machine without a token (one line, before anything starts)."""
-    if not is_loopback(host) and not token:
+MIN_TOKEN_LENGTH = 32
+
+
+def check_bind(host: str, token: str | None, allowed_hosts: tuple[str, ...] = ()) -> None:
+    """Refuse to serve beyond this machine without a token of `MIN_TOKEN_LENGTH` characters, or on every
+    address without a Host name to answer to (one line each, before anything starts)."""
+    if is_loopback(host):
+        return
+    if not token:
         raise InvalidConfigError(
             f"refusing to serve on {host}, which other machines can reach, without a token: "
             "set QMCP_API_TOKEN (clients then send Authorization: Bearer <token>), or bind 127.0.0.1"
+        )
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise InvalidConfigError(
+            f"refusing to serve on {host} with a token of {len(token)} characters: it needs at least "
+            f'{MIN_TOKEN_LENGTH}; make one with python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    if host.strip("[]") in ("0.0.0.0", "::") and not allowed_hosts:
+        raise InvalidConfigError(
+            f"serving on every address ({host}) answers only the Host names {', '.join(LOOPBACK_NAMES)}: "
+            "add --allowed-host NAME (or QMCP_ALLOWED_HOSTS) for each name clients reach this server by"
         )
 
 
@@ -150,7 +212,7 @@ def serve(options: ServerOptions, *, port: int) -> None:
     """Run the server on uvicorn until SIGINT/SIGTERM (which drain the runs, see `RunManager.close`)."""
     import uvicorn
 
-    check_bind(options.host, options.api_token)
+    check_bind(options.host, options.api_token, options.allowed_hosts)
     with contextlib.closing(
         socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)
     ) as probe:

@@ -1,11 +1,14 @@
-"""What every request goes through: request and correlation ids, the bearer token, the body limit, metrics.
+"""What every request goes through: the Host allowlist, request and correlation ids, the bearer token,
+the body limit, metrics, and the console's framing headers.
 
-Browsers (the console) cannot send a bearer header on page loads and Server-Sent Events: they sign in
-once at `/login`, which sets an HttpOnly, SameSite=Strict cookie holding a digest of the token (not
-the token). A console page asked for without either goes to `/login`; an API path answers 401. A
+A request whose `Host` is not one this server answers to (`HostAllowlist`: DNS rebinding) gets 421,
+on every route. Browsers (the console) cannot send a bearer header on page loads and Server-Sent
+Events: they sign in once at `/login`, which sets an HttpOnly, SameSite=Strict cookie holding a random
+session id (`ConsoleSessions`, not the token). A console page asked for without either goes to `/login`; an API path answers 401. A
 request that changes something (POST, PUT, PATCH, DELETE) from a browser page of another site (its
 `Origin` is not this server) is refused, token or not: a loopback server without a token would
-otherwise take form posts from any web page.
+otherwise take form posts from any web page. Console pages may not be framed by any page
+(`X-Frame-Options: DENY`, CSP `frame-ancestors 'none'`): no clickjacking of its buttons.
 
 A plain ASGI middleware (not Starlette's `BaseHTTPMiddleware`, which buffers responses and would hold
 back the Server-Sent Events of `/v1/executions/{id}/events`).
@@ -22,7 +25,8 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .console import CONSOLE_COOKIE, console_cookie
+from ._hosts import HostAllowlist
+from .console import CONSOLE_COOKIE, ConsoleSessions
 from .metrics import HTTP
 from .problems import MEDIA_TYPE, problem_body
 
@@ -39,6 +43,7 @@ CORRELATION_HEADER = "x-correlation-id"
 _OPEN = ("/health", "/login", "/static/console.css", "/static/console.js")
 _API_PREFIXES = ("/v1/", "/mcp", "/metrics", "/docs", "/openapi.json", "/redoc")
 _UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+_NO_FRAMING = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
 
 
 class _TooLarge(BaseException):
@@ -47,13 +52,23 @@ class _TooLarge(BaseException):
 
 
 class ServerMiddleware:
-    """`token`: required as `Authorization: Bearer` on every path but /health (compared in constant
-    time). `max_body`: larger request bodies are refused with 413, before or while they are read."""
+    """`hosts`: the Host names answered (others: 421). `token`: required as `Authorization: Bearer`
+    (or a live console session of `sessions`) on every path but /health and the sign-in page (compared
+    in constant time). `max_body`: larger request bodies are refused with 413, before or while they are read."""
 
-    def __init__(self, app: App, *, token: str | None, max_body: int) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        hosts: HostAllowlist,
+        token: str | None,
+        sessions: ConsoleSessions,
+        max_body: int,
+    ) -> None:
         self.app = app
+        self.hosts = hosts
         self.token = token.encode() if token else None
-        self.cookie = console_cookie(self.token).encode() if self.token else None
+        self.sessions = sessions
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -72,10 +87,12 @@ class ServerMiddleware:
             ids.append((CORRELATION_HEADER.encode(), correlation_id.encode("latin-1")))
         status = [500]
 
+        framing = _NO_FRAMING if _console_page(scope["path"]) else []
+
         async def send_with_ids(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), *ids]
+                message["headers"] = [*message.get("headers", []), *ids, *framing]
             await send(message)
 
         try:
@@ -99,6 +116,12 @@ class ServerMiddleware:
             HTTP.duration.labels(scope["method"], path).observe(time.perf_counter() - started)
 
     def _refusal(self, path: str, headers: dict[str, str], method: str) -> tuple[int, str] | None:
+        host = headers.get("host")
+        if not self.hosts.allows(host):
+            return 421, (
+                f"this server does not answer to the Host {(host or '')[:100]!r}: if clients reach it by "
+                "that name, start it with qmcp serve --allowed-host NAME (or QMCP_ALLOWED_HOSTS)"
+            )
         origin = headers.get("origin")
         cross_site = bool(origin) and urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
         if method in _UNSAFE and cross_site and not path.startswith("/mcp"):
@@ -114,7 +137,7 @@ class ServerMiddleware:
         return None
 
     def _cookie_ok(self, header: str | None) -> bool:
-        if not header or self.cookie is None:
+        if not header:
             return False
         jar: SimpleCookie = SimpleCookie()
         try:
@@ -122,7 +145,7 @@ class ServerMiddleware:
         except CookieError:  # a malformed Cookie header is no sign-in
             return False
         morsel = jar.get(CONSOLE_COOKIE)
-        return morsel is not None and hmac.compare_digest(morsel.value.encode(), self.cookie)
+        return morsel is not None and self.sessions.valid(morsel.value)
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0

@@ -25,8 +25,9 @@ from ..agentframework.models import Execution, ExecutionStatus, ExecutionStep, U
 from ..agentframework.store import Database
 from ..agentframework.topologies import StepEvent
 from ..app import ExecutionOut
+from ..redaction import redact
 
-__all__ = ["EventHub", "RunningStep", "execution_events", "status_event", "step_event"]
+__all__ = ["EventHub", "RunningStep", "StreamLimits", "execution_events", "status_event", "step_event"]
 
 _ACTIVE = (ExecutionStatus.RUNNING, ExecutionStatus.PENDING)
 _POLL_SECONDS = 0.5
@@ -178,6 +179,44 @@ class EventHub:
         return len(feed.readers) if feed else 0
 
 
+class StreamLimits:
+    """The caps on event streams open at once, per server and per client address.
+
+    An idle stream costs little alone, but hundreds of them slow every other request (each wakes
+    to send keep-alives): a stream beyond a cap is refused before it starts.
+    """
+
+    def __init__(self, total: int = 100, per_client: int = 10) -> None:
+        self.total, self.per_client = total, per_client
+        self._open: dict[str, int] = {}
+
+    @property
+    def open(self) -> int:
+        """The streams open now."""
+        return sum(self._open.values())
+
+    def refusal(self, client: str) -> str | None:
+        """Why `client` may not open one more stream now (naming the limit), or None if it may."""
+        if self.open >= self.total:
+            return f"too many event streams: this server keeps at most {self.total} open (max_event_streams)"
+        if self._open.get(client, 0) >= self.per_client:
+            return (
+                f"too many event streams from {client}: at most {self.per_client} per client "
+                "(max_event_streams_per_client)"
+            )
+        return None
+
+    def opened(self, client: str) -> None:
+        self._open[client] = self._open.get(client, 0) + 1
+
+    def closed(self, client: str) -> None:
+        left = self._open.get(client, 0) - 1
+        if left > 0:
+            self._open[client] = left
+        else:
+            self._open.pop(client, None)
+
+
 def step_event(event: StepEvent | ExecutionStep | Any) -> dict[str, Any]:
     """A step event as streamed: from a running runner (`StepEvent`) or a recorded row (a whole
     `ExecutionStep` or `Database.list_step_outlines`'s)."""
@@ -228,12 +267,15 @@ def status_event(execution: Execution) -> dict[str, Any]:
     return {"event": "status", **ExecutionOut.of(execution).model_dump(mode="json")}
 
 
+def _encode(event: dict[str, Any]) -> str:
+    """An event's data line, secrets masked: a step's error or a model's text may quote a key."""
+    return redact(json.dumps({k: v for k, v in event.items() if k not in (_DATA, _FRAME)}, default=str))
+
+
 def _frame(number: int, event: dict[str, Any]) -> str:
     data = event.get(_DATA)
     if data is None:  # encoded once for every stream that sends it (a hub's events are shared)
-        data = event[_DATA] = json.dumps(
-            {k: v for k, v in event.items() if k not in (_DATA, _FRAME)}, default=str
-        )
+        data = event[_DATA] = _encode(event)
     return f"id: {number}\nevent: {event['event']}\ndata: {data}\n\n"
 
 
@@ -241,7 +283,7 @@ def _live_frame(event: dict[str, Any]) -> str:
     """A live event's frame, made once for every stream that sends it (live frames carry no `id`)."""
     frame: str | None = event.get(_FRAME)
     if frame is None:
-        data = json.dumps({k: v for k, v in event.items() if k not in (_DATA, _FRAME)}, default=str)
+        data = _encode(event)
         frame = event[_FRAME] = f"event: {event['event']}\ndata: {data}\n\n"
     return frame
 

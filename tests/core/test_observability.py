@@ -164,7 +164,7 @@ _PLANTED_KEY_RUN = textwrap.dedent(
     from qmcp.agentframework.store import Database
     from qmcp.observability import configure_logging
 
-    KEY = sys.argv[2]
+    KEY, VARIABLE = sys.argv[2], sys.argv[3]
     seen = []
 
     class Provider(http.server.BaseHTTPRequestHandler):
@@ -199,7 +199,7 @@ _PLANTED_KEY_RUN = textwrap.dedent(
     config = AgentConfig(
         model="openai-compatible:gpt-x",
         base_url=f"http://127.0.0.1:{server.server_port}/v1",
-        api_key_env="PLANTED_API_KEY",
+        api_key_env=VARIABLE,
     )
     agents = {"only": AgentType(name="keyed", config=config.model_dump())}
     topology = Topology(name="keyed", topology_type=TopologyType.PIPELINE, config=PipelineConfig().model_dump())
@@ -221,15 +221,21 @@ _PLANTED_KEY_RUN = textwrap.dedent(
 
 
 @pytest.mark.slow  # a process with its own tracer provider
-def test_a_planted_api_key_never_reaches_spans_logs_or_the_database(tmp_path):
+@pytest.mark.parametrize(
+    ("variable", "key"),
+    [
+        ("PLANTED_API_KEY", "sk-planted-" + "7" * 32),
+        ("LLM_CREDENTIAL", "cred" + "7" * 32),  # neither the name nor the value says it is a key
+    ],
+)
+def test_a_planted_api_key_never_reaches_spans_logs_or_the_database(tmp_path, variable, key):
     """The provider quotes the key it was sent in its error message, as OpenAI's does."""
-    key = "sk-planted-" + "7" * 32
     done = subprocess.run(
-        [sys.executable, "-c", _PLANTED_KEY_RUN, f"sqlite+aiosqlite:///{tmp_path}/k.db", key],
+        [sys.executable, "-c", _PLANTED_KEY_RUN, f"sqlite+aiosqlite:///{tmp_path}/k.db", key, variable],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**__import__("os").environ, "PLANTED_API_KEY": key},
+        env={**__import__("os").environ, variable: key},
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])

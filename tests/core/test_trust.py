@@ -25,7 +25,7 @@ from qmcp.agentframework.runners import (
     trust,
     untrusted,
 )
-from qmcp.agentframework.store import Database, trust_history
+from qmcp.agentframework.store import Database, revoke_trust, trust_history
 
 
 def _agent(name: str = "a", **config) -> AgentType:
@@ -146,6 +146,7 @@ async def test_a_compound_refuses_untrusted_stored_sub_teams_before_writing_anyt
 
 
 async def test_an_edited_definition_needs_trust_again_and_the_old_one_stays_trusted(db_url):
+    """Records of objects: no stored definition changes here (a change of one revokes, below)."""
     first = _agent("tooled", capabilities=["tool_use"], mixins={"tool_use": {"tools": ["os:system"]}})
     edited = _agent("tooled", capabilities=["tool_use"], mixins={"tool_use": {"tools": ["os:remove"]}})
     async with Database(db_url) as db:
@@ -185,3 +186,68 @@ async def test_a_resume_under_an_untrusted_local_override_is_refused(db_url, scr
         execution = await db.get_execution(first.execution_id)
         await trust(db, snapshot_agents(execution), via="test")
         await require_trusted_execution(db, execution)  # trusted now: the gate lets it through
+
+
+def _tooled(tool: str) -> AgentType:
+    return _agent("helper", capabilities=["tool_use"], mixins={"tool_use": {"tools": [tool]}})
+
+
+async def test_every_change_of_a_stored_definition_revokes_its_trust_and_old_content_stays_untrusted(db_url):
+    """The swap: trusted `json:dumps`, changed to `os:system`, put back: a digest once trusted is not
+    trusted again (its record was revoked by the change), through the store every door writes with."""
+    from qmcp.app import AgentSpec, Caller, Door, put_agent
+
+    safe, swapped = _tooled("json:dumps"), _tooled("os:system")
+    client = Caller.client(Door.HTTP)
+    async with Database(db_url) as db:
+        await put_agent(db, AgentSpec("helper", config=safe.config), client)
+        await trust(db, [await db.get_agent("helper")], via="test")
+        await put_agent(db, AgentSpec("helper", config=safe.config), client)  # unchanged: still trusted
+        assert await untrusted(db, [safe]) == []
+        await put_agent(db, AgentSpec("helper", config=swapped.config), client)
+        await put_agent(db, AgentSpec("helper", config=safe.config), client)  # the trusted content, back
+        assert [entry.digest for entry in await untrusted(db, [safe])] == [definition_digest(safe)]
+        (record,) = await trust_history(db, "helper")
+        assert record.revoked_at is not None and record.revoked_why == "definition changed"
+        await trust(db, [safe], via="test")  # trusting it again is a new decision
+        assert await untrusted(db, [safe]) == []
+        await db.save_agent(swapped)  # the Python door
+        assert await untrusted(db, [safe, swapped]) != []
+        await db.save_agent(safe)
+        assert len(await untrusted(db, [safe])) == 1
+
+
+async def test_revoked_trust_comes_back_neither_after_delete_nor_through_a_recreated_agent(db_url):
+    safe = _tooled("json:dumps")
+    async with Database(db_url) as db:
+        await db.save_agent(safe)
+        await trust(db, [safe], via="test")
+        await db.delete_agent("helper")
+        await db.save_agent(safe)
+        assert len(await untrusted(db, [safe])) == 1
+        await trust(db, [safe], via="test")
+        assert await revoke_trust(db, ["helper"], "untrusted by test") == 1
+        assert len(await untrusted(db, [safe])) == 1
+        assert await revoke_trust(db, ["helper"], "untrusted by test") == 0
+
+
+async def test_a_run_checks_the_digest_of_its_snapshot_not_the_name(db_url):
+    """An execution queued while its agent was trusted does not run once the agent changed (the change
+    revoked the digest its snapshot holds), until that snapshot is trusted."""
+    from qmcp.app import Caller, Door, RunRequest, start_run
+
+    safe, swapped = _tooled("json:dumps"), _tooled("os:system")
+    topology = Topology(name="team", topology_type=TopologyType.PIPELINE)
+    async with Database(db_url) as db:
+        await db.save_team(topology, {"only": safe})
+        await trust(db, [safe], via="test")
+        handle = await start_run(db, RunRequest("team", {"prompt": "x"}), Caller.operator(Door.HTTP))
+        assert handle.lease is None  # queued for a worker, which runs it with `resume`
+        await db.save_agent(swapped)
+        await trust(db, [swapped], via="test")  # the new content is trusted, the snapshot's is not
+    with pytest.raises(UntrustedDefinitionError, match=r"runs agent 'helper'.*'json:dumps'"):
+        await LocalRunner(db_url=db_url).resume(handle.execution_id)
+    async with Database(db_url) as db:
+        execution = await db.get_execution(handle.execution_id)
+        await trust(db, snapshot_agents(execution), via="test")
+        await require_trusted_execution(db, execution)

@@ -9,14 +9,16 @@ import time
 import uuid
 from urllib.parse import quote
 
+import httpx
 import pytest
 from _eventually import eventually_async
-from conftest import App
+from conftest import BASE_URL, App
 from doubles import Doubles
 from team import finished, make_team, node_classes, run, running
 
 from qmcp.agentframework.models import AgentType, Topology
 from qmcp.agentframework.runners import AsyncRunner
+from qmcp.server.console import CONSOLE_COOKIE
 
 
 @pytest.fixture
@@ -200,7 +202,7 @@ async def test_sign_in_with_the_token(start_app, db_url):
         assert right.status_code == 303 and right.headers["location"] == "/topologies"
         cookie = right.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
-        assert "s3cret-token" not in cookie  # a digest, not the token
+        assert "s3cret-token" not in cookie and "Max-Age=43200" in cookie  # a session id, 12 h
         assert (await browser.get("/topologies")).status_code == 200
         assert (await browser.get("/v1/executions")).status_code == 200  # the page's script uses the API
         assert (await browser.post("/logout")).status_code == 303
@@ -212,6 +214,58 @@ async def test_sign_in_with_the_token(start_app, db_url):
     client = server.client  # bearer clients are unchanged
     assert (await client.get("/v1/executions")).status_code == 200
     assert (await client.get("/")).status_code == 200
+
+
+async def _signed_in(server: App, client: httpx.AsyncClient) -> str:
+    answer = await client.post("/login", data={"token": "s3cret-token"})
+    assert answer.status_code == 303, answer.text
+    return client.cookies[CONSOLE_COOKIE]
+
+
+def _with_cookie(server: App, value: str) -> httpx.AsyncClient:
+    """A browser that only has a copy of a cookie."""
+    return server.new_client(cookies={CONSOLE_COOKIE: value})
+
+
+async def test_a_console_session_is_random_ends_at_logout_and_expires(start_app, db_url):
+    server = await start_app(db_url, token="s3cret-token", console_session_seconds=0.5)
+    async with server.new_client() as first, server.new_client() as second:
+        one, two = await _signed_in(server, first), await _signed_in(server, second)
+        assert one != two and len(one) >= 40  # 32 random bytes each, no digest of the token
+        await first.post("/logout")
+        async with _with_cookie(server, one) as copy:
+            assert (await copy.get("/")).status_code == 303  # logout ended the session on the server
+            assert (await copy.get("/v1/executions")).status_code == 401
+        async with _with_cookie(server, two) as copy:
+            assert (await copy.get("/")).status_code == 200  # the other browser's session goes on
+        await asyncio.sleep(0.6)
+        async with _with_cookie(server, two) as copy:
+            assert (await copy.get("/")).status_code == 303  # expired
+    restarted = await start_app(db_url, token="s3cret-token")
+    async with restarted.new_client() as browser:
+        fresh = await _signed_in(restarted, browser)
+    async with _with_cookie(restarted, fresh) as copy:
+        assert (await copy.get("/")).status_code == 200
+    async with _with_cookie(server, fresh) as copy:
+        assert (await copy.get("/")).status_code == 303  # sessions belong to the process that made them
+
+
+async def test_failed_sign_ins_are_limited_per_address(start_app, db_url):
+    server = await start_app(db_url, token="s3cret-token", login_attempts_per_minute=3)
+
+    def browser(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=server.app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url=BASE_URL)
+
+    async with browser("10.0.0.7") as guesser, browser("10.0.0.8") as other:
+        for guess in range(3):
+            assert (await guesser.post("/login", data={"token": f"guess-{guess}"})).status_code == 401
+        refused = await guesser.post("/login", data={"token": "s3cret-token"})
+        assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+        assert "too many failed sign-ins" in refused.text
+        link = await guesser.get("/login", params={"token": "guess-4"})
+        assert link.status_code == 429  # the sign-in link counts too
+        assert (await other.post("/login", data={"token": "s3cret-token"})).status_code == 303
 
 
 async def test_posts_from_other_sites_are_refused(server):

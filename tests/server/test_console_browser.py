@@ -33,15 +33,34 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
 
+REBOUND = "rebind.attacker.example"
+"""A name an attacker's DNS answers with 127.0.0.1 (chromium's --host-resolver-rules stands in for it)."""
+
+
 @pytest.fixture
 def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebDriver]:
+    yield from _chromium(request, tmp_path)
+
+
+@pytest.fixture
+def rebinding_browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebDriver]:
+    yield from _chromium(request, tmp_path, f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1")
+
+
+def _chromium(request: pytest.FixtureRequest, tmp_path: Path, *arguments: str) -> Iterator[WebDriver]:
     if not CHROMIUM or not DRIVER:
         pytest.skip(
             "Debian's chromium and chromedriver are not installed: apt-get install -y chromium chromium-driver"
         )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,900"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1366,900",
+        *arguments,
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(DRIVER))  # no download: the system's
     driver.set_page_load_timeout(30)
@@ -184,3 +203,33 @@ def test_a_token_protected_server_asks_to_sign_in(start_server, db_url, browser)
     wait(browser, lambda d: d.current_url.endswith("/topologies"), "the page asked for")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Topologies"
     assert not browser.get_cookies()[0]["value"].startswith("browser-token")
+
+
+async def test_a_page_on_a_rebound_name_gets_neither_the_console_nor_the_api(
+    start_server, db_url, rebinding_browser
+):
+    """DNS rebinding: a name that resolves to 127.0.0.1 reaches the server from the browser with its own
+    Origin; the server answers it 421 (page, reads and runs alike) because it is not one of its names."""
+    server: Server = start_server(db_url)
+    async with server.client() as client:
+        await make_team(client)
+        before = (await client.get("/v1/executions")).json()["total"]
+    port = server.url.rsplit(":", 1)[1]
+    rebinding_browser.get(f"http://{REBOUND}:{port}/")
+    body = rebinding_browser.find_element(By.TAG_NAME, "body").text
+    assert "does not answer to the Host" in body and REBOUND in body
+    assert not rebinding_browser.find_elements(By.TAG_NAME, "h1")  # no console
+    rebinding_browser.set_script_timeout(30)
+    statuses = rebinding_browser.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        Promise.all([
+          fetch("/v1/executions").then(r => r.status),
+          fetch("/v1/topologies/plan-write/run", {method: "POST", headers: {"Content-Type": "application/json"},
+            body: JSON.stringify({input: {prompt: "x"}})}).then(r => r.status),
+        ]).then(done, e => done(String(e)));"""
+    )
+    assert statuses == [421, 421]
+    async with server.client() as client:
+        assert (await client.get("/v1/executions")).json()["total"] == before
+    rebinding_browser.get(f"{server.url}/")  # the same browser by the server's own name: the console
+    assert "Executions" in rebinding_browser.find_element(By.TAG_NAME, "h1").text

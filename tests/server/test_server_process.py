@@ -73,6 +73,17 @@ def test_a_non_loopback_bind_without_a_token_is_refused(worker_env_server, host)
     assert done.stderr.startswith("error: refusing to serve on") and done.stderr.count("\n") == 1
 
 
+async def test_serve_allowed_host_adds_a_name_and_refuses_others(start_server, sqlite_url):
+    server = start_server(sqlite_url, "--allowed-host", "qmcp.example.com", "--allowed-host", "b.example")
+    async with server.client() as client:
+        for host, status in [
+            ("qmcp.example.com", 200),
+            ("b.example:80", 200),
+            ("rebind.attacker.example", 421),
+        ]:
+            assert (await client.get("/v1/executions", headers={"Host": host})).status_code == status, host
+
+
 async def test_the_synchronous_python_client(start_server, sqlite_url):
     """A blocking client needs a server on a socket (the asynchronous one is tested in-process)."""
     server = start_server(sqlite_url, model="test")

@@ -30,7 +30,9 @@ async def test_gets_show_interrupted_on_a_database_that_cannot_be_written(tmp_pa
     try:
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000"
+            ) as client,
         ):
             listed = (await client.get("/v1/executions", params={"status": "interrupted"})).json()
             assert [e["id"] for e in listed["executions"]] == [execution_id] and listed["total"] == 1

@@ -43,7 +43,7 @@ from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.settings import ModelSettings
 
-from ...redaction import redact_secrets
+from ...redaction import redact
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models, storable_text
 from ._registry import OPENAI_COMPATIBLE_PROVIDERS
@@ -242,12 +242,12 @@ def classify_error(error: BaseException, model: str, *, base_url: str | None = N
     status = getattr(error, "status_code", None)
     retry_after = getattr(error, "retry_after", None)
     # A provider may quote the key it was sent: no key reaches a step row, a log line or a span.
-    text = redact_secrets(f"{type(error).__name__}: {error}".splitlines()[0][:500])
+    text = redact(f"{type(error).__name__}: {error}".splitlines()[0][:500])
     refused = _refused_locally(error)
     if refused is not None:
         return PermanentModelError(_not_running(model, base_url, refused), model=model)
     if base_url and isinstance(error, ModelConnectionError | httpx2.TransportError):
-        text = f"{text} (reaching {redact_secrets(str(base_url))})"
+        text = f"{text} (reaching {redact(str(base_url))})"
     transient_types = (
         ModelRateLimitError,
         ModelUnavailableError,

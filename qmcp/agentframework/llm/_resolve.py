@@ -22,6 +22,7 @@ import threading
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.models import Model, infer_model
 
+from ...redaction import register_secret
 from ..errors import MissingAPIKeyError, ModelNotInstalledError, UnknownModelError
 from ._offline import make_test_model
 from ._registry import OPENAI_COMPATIBLE_PROVIDERS, normalize_model_string, registered_model
@@ -51,6 +52,8 @@ def resolve_model(
         return registered if isinstance(registered, Model) else registered(role)
     if model == "test":
         return make_test_model(role)
+    if api_key_env:  # its value is a secret whatever the variable is called: masked wherever it shows
+        register_secret(os.environ.get(api_key_env))
     key = (model, base_url, api_key_env)
     with _lock:
         cached = _cache.get(key)

@@ -4,8 +4,12 @@ An agent's definition can name code that runs on this machine (tools, MCP server
 models, endpoints and keys). A stored definition may only run that code once someone trusted it:
 `qmcp apply --trust` (or its confirmation), `qmcp trust ...`, or a Python program handing the
 definition to a runner. The record keeps the SHA-256 of the definition's canonical content, so an
-edited definition is a new one and needs trust again; older records stay, so an execution made
-with an earlier trusted version can still be resumed.
+edited definition is a new one and needs trust again.
+
+A record is revoked, never deleted: `qmcp untrust` revokes an agent's records, and so does every
+write that changes (or creates, or deletes) the agent's stored definition. A digest alone would
+match again when a client puts back content trusted before a change; a revoked record matches
+nothing, so that content waits for trust like any other. Trusting it again revives the record.
 """
 
 from __future__ import annotations
@@ -34,3 +38,7 @@ class TrustRecord(TableModel, table=True):
     via: str = Field(max_length=100)
     """How: `qmcp apply --trust`, `qmcp apply` (confirmed), `qmcp trust`, or `python` (a runner given objects)."""
     trusted_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    """When the trust ended: set, the record matches nothing (`qmcp untrust`, or a change of the definition)."""
+    revoked_why: str | None = Field(default=None, max_length=200)
+    """Why: `untrusted by USER`, or `definition changed`."""

@@ -17,7 +17,9 @@ from ._local import LocalRunner
 from ._metaflow import MetaflowRunner, export_flow, flow_command
 from ._team import Team, collect_teams, prepare_team
 from ._trust import (
+    SHORT_DIGEST,
     Untrusted,
+    check_reviewed,
     definition_digest,
     effective_agent,
     executable_items,
@@ -33,6 +35,7 @@ __all__ = [
     "OWNED_PROCESS_FREEZE",
     "PROCESS_FIELDS",
     "RUN_OPTIONS",
+    "SHORT_DIGEST",
     "AsyncRunner",
     "Attempt",
     "BaseRunner",
@@ -46,6 +49,7 @@ __all__ = [
     "RunnerRegistry",
     "Team",
     "Untrusted",
+    "check_reviewed",
     "collect_teams",
     "definition_digest",
     "effective_agent",

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from opentelemetry import trace as otel_trace
 
 from ...observability import METRICS, RunLogger, get_logger, log_context, tracer
+from ...redaction import redact
 from ..errors import ExecutionPaused, HumanRejectedError, QmcpError
 from ..models import Execution, ExecutionStatus, Usage
 from ..store import Database, Lease, as_storage_error
@@ -39,6 +40,11 @@ class Ending:
     error: str | None = None
     human_request_id: str | None = None
     """The request a run paused at a human gate waits for."""
+
+    def __post_init__(self) -> None:
+        # The error is stored, printed and streamed: an error quoting a secret loses it here.
+        if self.error is not None:
+            object.__setattr__(self, "error", redact(self.error))
 
     @classmethod
     def of_error(cls, error: BaseException, url: str | None = None) -> Ending:

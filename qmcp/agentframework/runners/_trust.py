@@ -9,12 +9,20 @@ definition is harmless; running it is not. So:
 * Definitions handed to a runner as Python objects are trusted: the program holding them can run
   any code anyway. `BaseRunner.run` records that trust (`via="python"`), so their executions
   can be resumed and compound topologies can use them.
-* A definition read from the database runs its executable items only if a `TrustRecord` holds
-  the SHA-256 of its canonical content: `qmcp apply` asks (or `--trust`), `qmcp trust ...` does
-  it later. An edited definition has another digest and needs trust again.
+* A definition read from the database runs its executable items only if a `TrustRecord` in
+  force holds the SHA-256 of its canonical content: `qmcp apply` asks (or `--trust`), `qmcp trust
+  ...` does it later, showing the items and the digest it records; `--digest D` (the digest
+  `qmcp agents show` printed) refuses when the stored content is no longer what was reviewed.
+  An edited definition has another digest and needs trust again.
+* Trust is revoked, not just outdated: any write that changes an agent's stored definition
+  (every door writes through the store, which revokes in the same transaction) and `qmcp untrust`
+  revoke all of the agent's records. Matching by digest alone would trust again content that was
+  trusted once, changed, and put back by a client; a revoked record matches nothing. The price:
+  an execution whose agent changed since it started needs `qmcp trust execution ID` to resume.
 * Everything that turns stored definitions into a run checks first, before any step: the CLI's
   `agents topologies run` and `export`, the sub-topologies a compound reads from the database,
-  and `resume` of an execution (its snapshot is what runs). The refusal is one line naming the
+  and `resume` of an execution, which is also how a server's worker runs a queued one (its
+  snapshot, digest by digest, is what runs). The refusal is one line naming the
   agent, what it would run, and the command that trusts it.
 * What is judged is the agent as the run calls it (`effective_agent`): under a model override, the
   override's model (a `local:` file is an executable item) without the endpoint and key variable of
@@ -28,20 +36,22 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import UntrustedDefinitionError
+from ..errors import ConflictError, UntrustedDefinitionError, UserInputError
 from ..llm import SMOLLM2_SPEC, effective_model, normalize_model_string
 from ..mixins import MixinRegistry
 from ..models import AgentConfig, AgentType, Execution, TrustRecord
 from ..store import Database, add_trust, trusted_digests
 
 __all__ = [
+    "SHORT_DIGEST",
     "Untrusted",
+    "check_reviewed",
     "definition_digest",
     "effective_agent",
     "executable_items",
@@ -117,6 +127,38 @@ def definition_digest(agent: AgentType) -> str:
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+SHORT_DIGEST = 12
+"""Hex digits of a definition's SHA-256 that `qmcp trust` and `qmcp agents show` print."""
+
+
+def check_reviewed(agents: Sequence[AgentType], digests: Sequence[str]) -> None:
+    """Refuse (`ConflictError`, one line) unless `agents` are what the reviewer saw: each agent that
+    names code has one of `digests` (its short digest or the whole SHA-256), and each of `digests`
+    is some agent's. Trusting then records the digests of these very objects, so content changed
+    after this check is not what gets trusted."""
+    pinned = [digest.strip().lower() for digest in digests]
+    for digest in pinned:
+        if len(digest) < SHORT_DIGEST or len(digest) > 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise UserInputError(
+                f"--digest {digest!r}: give the {SHORT_DIGEST} hex digits qmcp agents show prints "
+                "(or the whole SHA-256)"
+            )
+    found = {agent.name: definition_digest(agent) for agent in agents}
+    for agent in agents:
+        actual = found[agent.name]
+        if executable_items(agent) and not any(actual.startswith(digest) for digest in pinned):
+            raise ConflictError(
+                f"agent {agent.name!r} is stored with digest {actual[:SHORT_DIGEST]} now, not "
+                f"{', '.join(pinned)}: it changed since it was reviewed; nothing was trusted; "
+                f"review it again with: qmcp agents show {agent.name}"
+            )
+    for digest in pinned:
+        if not any(actual.startswith(digest) for actual in found.values()):
+            raise ConflictError(
+                f"none of the agents to trust ({', '.join(found)}) has digest {digest}; nothing was trusted"
+            )
 
 
 def trusted_by() -> str:

@@ -34,7 +34,7 @@ from ._migrate import VERSION_TABLE as SCHEMA_VERSION_TABLE
 from ._migrate import PreBaselineSchemaError
 from ._reports import COST_GROUPS, CostLine, CostReport
 from ._steps import MemoryStepStore, SqlStepStore, StepRecord, StepStore
-from ._trust import add_trust, trust_history, trusted_digests
+from ._trust import add_trust, revoke_trust, trust_history, trusted_digests
 
 __all__ = [
     "COST_GROUPS",
@@ -74,6 +74,7 @@ __all__ = [
     "migrate",
     "observed",
     "owner_state",
+    "revoke_trust",
     "schema_revision",
     "storage_errors",
     "trust_history",

@@ -33,6 +33,7 @@ from ..models import (
     ToolInvocation,
     Topology,
     TopologyMembership,
+    TrustRecord,
     check_id,
     check_json,
     gate_execution,
@@ -53,7 +54,7 @@ from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
 from ._steps import SqlStepStore
 
-__all__ = ["MAX_OFFSET", "Database", "check_page"]
+__all__ = ["DEFINITION_CHANGED", "MAX_OFFSET", "Database", "check_page", "revoke_trust_of"]
 
 T = TypeVar("T")
 
@@ -203,6 +204,7 @@ class Database:
                     f"(qmcp agents topologies delete {names}) or give the slots another agent"
                 )
             session.execute(delete(AgentType).where(col(AgentType.id) == agent.id))
+            revoke_trust_of(session, [name], DEFINITION_CHANGED)
 
         await self._write(remove)
 
@@ -742,15 +744,38 @@ def _upsert_agents(session: Session, agents: list[AgentType]) -> dict[str, Agent
     """Insert new agents and update changed ones, by name, with one select and one flush."""
     names = [agent.name for agent in agents]
     stored = {a.name: a for a in session.scalars(select(AgentType).where(col(AgentType.name).in_(names)))}
+    changed = []
     for agent in agents:
         existing = stored.get(agent.name)
         if existing is None:
             stored[agent.name] = AgentType(**agent.definition())
             session.add(stored[agent.name])
-        else:
-            _redefine(existing, agent.definition())
+            changed.append(agent.name)
+        elif _redefine(existing, agent.definition()):
+            changed.append(agent.name)
+    revoke_trust_of(session, changed, DEFINITION_CHANGED)
     session.flush()
     return stored
+
+
+DEFINITION_CHANGED = "definition changed"
+
+
+def revoke_trust_of(session: Session, names: Sequence[str], why: str) -> int:
+    """Revoke every trust record in force of the agents `names`; returns how many.
+
+    Every write that changes an agent's stored definition calls this in its transaction (a new
+    agent too: records may be left from a deleted one of that name, or from an execution's
+    snapshot), so whatever door the change came through, the changed agent is untrusted until it
+    is trusted again, and content trusted before the change is not trusted when it comes back."""
+    if not names:
+        return 0
+    result = session.execute(
+        update(TrustRecord)
+        .where(col(TrustRecord.agent_name).in_(list(names)), col(TrustRecord.revoked_at).is_(None))
+        .values(revoked_at=utcnow(), revoked_why=why)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _upsert_topology(session: Session, topology: Topology) -> Topology:
@@ -764,9 +789,12 @@ def _upsert_topology(session: Session, topology: Topology) -> Topology:
     return stored
 
 
-def _redefine(stored: AgentType | Topology, definition: dict[str, Any]) -> None:
-    """Give a stored row the definition it is saved with now, if that differs (`kubectl apply`)."""
-    if stored.definition() != definition:
-        for field, value in definition.items():
-            setattr(stored, field, value)
-        stored.updated_at = utcnow()
+def _redefine(stored: AgentType | Topology, definition: dict[str, Any]) -> bool:
+    """Give a stored row the definition it is saved with now, if that differs (`kubectl apply`);
+    says whether it did."""
+    if stored.definition() == definition:
+        return False
+    for field, value in definition.items():
+        setattr(stored, field, value)
+    stored.updated_at = utcnow()
+    return True

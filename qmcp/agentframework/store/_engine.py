@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ...config import settings
-from ...redaction import mask_url
+from ...redaction import mask_url, register_secret
 from ..errors import DatabaseUnavailableError, InvalidConfigError, StorageError
 from ..extras import require
 from ._migrate import HEAD, behind, check_known, current_revision, read_revision, upgrade
@@ -152,16 +153,37 @@ def _identity(path: str | None) -> tuple[int, int] | None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")  # first: the mode switch may wait for a lock
-    cursor.execute("PRAGMA journal_mode")
-    if cursor.fetchone()[0] != "wal":
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError as error:  # a read-only file keeps its mode: readers still read
-            if getattr(error, "sqlite_errorname", "") != "SQLITE_READONLY":
-                raise
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """Put a rollback-journal file in WAL mode (once: the mode is stored in the file).
+
+    The switch takes an exclusive lock. When connections opening the same new file at once each
+    hold a shared lock while asking for it, SQLite breaks the deadlock by answering SQLITE_BUSY at
+    once, without the busy timeout; the one that got it switches the file, so the others look
+    again after a short pause (seen with four concurrent first opens under load).
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0] == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            name = getattr(error, "sqlite_errorname", "")
+            if name == "SQLITE_READONLY":  # a read-only file keeps its mode: readers still read
+                return
+            if name != "SQLITE_BUSY" or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)  # the driver's thread, not the event loop
+        pause = min(pause * 2, 0.2)
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -172,6 +194,7 @@ def create_engine(url: str) -> AsyncEngine:
         raise InvalidConfigError(
             f"invalid database URL {mask_url(url)!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
         ) from None
+    register_secret(parsed.password if isinstance(parsed.password, str) else None)  # masked where it shows
     if parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
     if parsed.drivername in ("postgresql", "postgres"):

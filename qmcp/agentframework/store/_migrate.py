@@ -10,10 +10,12 @@ half-written; a process that waited finds the database upgraded and does nothing
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, event, inspect, text
+from sqlalchemy.exc import OperationalError
 
 from ...redaction import mask_url
 from ..errors import InvalidConfigError
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 VERSION_TABLE = "qmcp_schema_version"
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006")
 """Every revision in order, the last the head: known without loading Alembic (pinned by a test)."""
 HEAD = REVISIONS[-1]
 SCRIPTS = "qmcp.agentframework.store:migrations"
@@ -169,22 +171,35 @@ async def _change(
     if own and migrating.dialect.name == "sqlite":
         _immediate_transactions(migrating)
     try:
-        async with migrating.begin() as conn:
-            if migrating.dialect.name == "postgresql":
-                await conn.execute(text(f"SELECT pg_advisory_xact_lock({_PG_LOCK})"))
-            before = await conn.run_sync(read_revision)
-            check_known(before, url)
-            if before == revision or (revision == "head" and before == HEAD):
-                pass
-            elif not down and create_new and revision in ("head", HEAD) and await conn.run_sync(_empty):
-                await conn.run_sync(_create_at_head)
-            else:
-                await conn.run_sync(lambda sync: _alembic(sync, revision, down=down))
-            after = await conn.run_sync(read_revision)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with migrating.begin() as conn:
+                    if migrating.dialect.name == "postgresql":
+                        await conn.execute(text(f"SELECT pg_advisory_xact_lock({_PG_LOCK})"))
+                    before = await conn.run_sync(read_revision)
+                    check_known(before, url)
+                    if before == revision or (revision == "head" and before == HEAD):
+                        pass
+                    elif (
+                        not down and create_new and revision in ("head", HEAD) and await conn.run_sync(_empty)
+                    ):
+                        await conn.run_sync(_create_at_head)
+                    else:
+                        await conn.run_sync(lambda sync: _alembic(sync, revision, down=down))
+                    after = await conn.run_sync(read_revision)
+                return before, after
+            except OperationalError as error:
+                # SQLite answers "database is locked" at once, without its busy timeout, to break a
+                # deadlock between processes opening one file together: the transaction (which reads
+                # the revision first) is simply tried again.
+                if migrating.dialect.name != "sqlite" or "locked" not in str(error) or attempt >= 5:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
     finally:
         if own:
             await migrating.dispose()
-    return before, after
 
 
 def _in_memory(engine: AsyncEngine) -> bool:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
-from ...redaction import redact_secrets
+from ...redaction import redact
 from .. import llm
 from ..errors import (
     LeaseLostError,
@@ -442,7 +442,7 @@ class StepContext:
                 await hook.after_response(mc)
         except ModelError as error:
             record.status = StepStatus.FAILED
-            record.error = f"{type(error).__name__}: {error}"
+            record.error = redact(f"{type(error).__name__}: {error}")
             record.attempts = sum(r.attempts for r in replies) + (
                 0 if isinstance(error, MalformedOutputError) else error.attempts
             )
@@ -595,7 +595,7 @@ class StepContext:
 def _record_failure(span: Any, error: Exception) -> None:
     from opentelemetry.trace import Status, StatusCode
 
-    message = redact_secrets(f"{type(error).__name__}: {error}")
+    message = redact(f"{type(error).__name__}: {error}")
     span.add_event("exception", {"exception.type": type(error).__name__, "exception.message": message})
     span.set_status(Status(StatusCode.ERROR, message))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 
 from ...agentframework.store import MAX_OFFSET, Database
 from ...app import Caller, Door
-from ..events import EventHub
+from ..events import EventHub, StreamLimits
 from ..runs import RunManager
 
 __all__ = [
@@ -39,6 +39,8 @@ class ServerState:
     """Open for the server's life (requests share its connection pool); set by the lifespan."""
     api_token: str | None = None
     """The token clients must send (the console's sign-in checks it); None: the server is open."""
+    streams: StreamLimits = field(default_factory=StreamLimits)
+    """The event streams open now, against their caps."""
 
 
 def server_state(request: Request) -> ServerState:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ...app import ExecutionOut, ExecutionQuery, RunAccepted, StepOut, execution_steps, list_executions
-from ..events import execution_events
+from ..events import StreamLimits, execution_events
+from ..problems import problem
 from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State
 
 router = APIRouter(tags=["executions"], route_class=FiniteJsonRoute)
@@ -37,11 +39,42 @@ async def get_steps(execution_id: str, db: Db) -> dict[str, Any]:
     return {"steps": [StepOut.of(step).model_dump(mode="json") for step in steps], "count": len(steps)}
 
 
-@router.get("/v1/executions/{execution_id}/events")
-async def stream_events(execution_id: str, db: Db, state: State) -> StreamingResponse:
+_STREAM_RETRY_SECONDS = 5
+"""What a client refused a stream is told to wait before trying again."""
+
+
+class _CountedStream(StreamingResponse):
+    """A stream that holds one of `limits`' places for `client` until it ends, however it ends."""
+
+    def __init__(self, content: Any, limits: StreamLimits, client: str, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._limits, self._client = limits, client
+        limits.opened(client)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._limits.closed(self._client)
+
+
+@router.get(
+    "/v1/executions/{execution_id}/events",
+    response_class=StreamingResponse,
+    responses={429: {"description": "Too many event streams are open (the server's or this client's cap)"}},
+)
+async def stream_events(execution_id: str, request: Request, db: Db, state: State) -> Response:
     execution = await db.get_execution(execution_id)  # 404 before the stream starts
-    return StreamingResponse(
+    client = request.client.host if request.client else "unknown"
+    refusal = state.streams.refusal(client)
+    if refusal is not None:
+        refused = problem(429, refusal, kind="too-many-streams")
+        refused.headers["Retry-After"] = str(_STREAM_RETRY_SECONDS)
+        return refused
+    return _CountedStream(
         execution_events(db, state.hub, execution.id),
+        state.streams,
+        client,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

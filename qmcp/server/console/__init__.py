@@ -1,6 +1,7 @@
 """The browser console served by `qmcp serve` at `/`: server-rendered pages, SVG drawn on the server,
 one small script and one stylesheet shipped in the package (no build step, nothing from a CDN)."""
 
-from ._routes import CONSOLE_COOKIE, console_cookie, router
+from ._routes import router
+from ._sessions import CONSOLE_COOKIE, ConsoleSessions, LoginLimiter
 
-__all__ = ["CONSOLE_COOKIE", "console_cookie", "router"]
+__all__ = ["CONSOLE_COOKIE", "ConsoleSessions", "LoginLimiter", "router"]

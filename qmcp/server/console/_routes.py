@@ -3,14 +3,14 @@
 Rendered on the server with Jinja2 from the same database and `RunManager` the API uses; forms post
 here and redirect (they work without JavaScript); `console.js` adds live updates from the execution's
 Server-Sent Events and the streamed text of the running step. With a token configured, a browser signs
-in once at `/login` and carries a cookie (`console_cookie`; the server's middleware checks it).
+in once at `/login` and carries a session cookie (`ConsoleSessions`; the server's middleware checks it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
+import math
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -31,19 +31,11 @@ from ..api import caller
 from ..metrics import HTTP
 from ..problems import error_problem
 from . import _views
+from ._sessions import CONSOLE_COOKIE, ConsoleSessions, LoginLimiter
 
-__all__ = ["CONSOLE_COOKIE", "console_cookie", "router"]
+__all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
-
-CONSOLE_COOKIE = "qmcp_console"
-
-
-def console_cookie(token: bytes) -> str:
-    """The console's sign-in cookie for `token`: a digest, so the cookie is no bearer token (the
-    server's middleware accepts it in place of the bearer header)."""
-    return hashlib.sha256(b"qmcp-console\0" + token).hexdigest()
-
 
 PAGE_SIZE = 25
 _ACTIVE = ("pending", "running")
@@ -101,16 +93,39 @@ def _safe_next(target: str | None) -> str:
     return target if target and target.startswith("/") and not target.startswith("//") else "/"
 
 
-def _signed_in(response: Response, request: Request, token: str) -> Response:
+def _sessions(request: Request) -> ConsoleSessions:
+    sessions: ConsoleSessions = request.app.state.console_sessions
+    return sessions
+
+
+def _signed_in(response: Response, request: Request) -> Response:
+    sessions = _sessions(request)
     response.set_cookie(
         CONSOLE_COOKIE,
-        console_cookie(token.encode()),
+        sessions.start(),
+        max_age=math.ceil(sessions.lifetime),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
         path="/",
     )
     return response
+
+
+def _sign_in(request: Request, token: str, expected: str, target: str) -> Response:
+    """Compare `token` in constant time, after the limit on failed attempts from the client's address."""
+    limiter: LoginLimiter = request.app.state.login_limiter
+    address = request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(address)
+    if wait is not None:
+        message = f"too many failed sign-ins from {address}: try again in {wait} s"
+        response = _render(request, "error.html", code=429, message=message, status_code=429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        limiter.failed(address)
+        return _render(request, "login.html", code=401, next=target, failed=True)
+    return _signed_in(RedirectResponse(target, status_code=303), request)
 
 
 @router.get("/login")
@@ -121,9 +136,7 @@ async def login_page(request: Request, next: str = "/", token: str | None = None
     if (
         token is not None
     ):  # a link with the token once (e.g. printed by a script): sign in, drop it from the URL
-        if hmac.compare_digest(token.encode(), expected.encode()):
-            return _signed_in(RedirectResponse(_safe_next(next), status_code=303), request, token)
-        return _render(request, "login.html", code=401, next=_safe_next(next), failed=True)
+        return _sign_in(request, token, expected, _safe_next(next))
     return _render(request, "login.html", next=_safe_next(next), failed=False)
 
 
@@ -134,14 +147,13 @@ async def login(request: Request) -> Response:
     target = _safe_next(form.get("next"))
     if expected is None:
         return RedirectResponse(target, status_code=303)
-    token = form.get("token", "").strip()
-    if not hmac.compare_digest(token.encode(), expected.encode()):
-        return _render(request, "login.html", code=401, next=target, failed=True)
-    return _signed_in(RedirectResponse(target, status_code=303), request, token)
+    return _sign_in(request, form.get("token", "").strip(), expected, target)
 
 
 @router.post("/logout")
-async def logout() -> Response:
+async def logout(request: Request) -> Response:
+    """Ends the browser's session on the server (a copy of its cookie no longer signs anyone in)."""
+    _sessions(request).end(request.cookies.get(CONSOLE_COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(CONSOLE_COOKIE, path="/")
     return response
