@@ -185,6 +185,7 @@ class _Calls:
         context: dict[str, Any] | None = None,
         timeout_seconds: int = 3600,
         correlation_id: str | None = None,
+        run_token: str | None = None,
     ) -> _Call[HumanRequest]:
         payload: dict[str, Any] = {
             "id": request_id,
@@ -197,6 +198,8 @@ class _Calls:
             payload["options"] = options
         if correlation_id:
             payload["correlation_id"] = correlation_id
+        if run_token:
+            payload["run_token"] = run_token
         return _Call(
             "POST",
             "/v1/human/requests",

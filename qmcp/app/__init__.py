@@ -63,6 +63,7 @@ if TYPE_CHECKING:
         parse_status,
         topology_graph,
     )
+    from ._rows import row_json, shown_json
     from ._runs import RunHandle, RunRequest, answer_request, queue_resume, start_run
     from ._shapes import ExecutionOut, OwnerOut, RunAccepted, StepOut
 
@@ -102,6 +103,8 @@ _EXPORTS = {
     "list_topologies": "_queries",
     "parse_status": "_queries",
     "topology_graph": "_queries",
+    "row_json": "_rows",
+    "shown_json": "_rows",
     "RunHandle": "_runs",
     "RunRequest": "_runs",
     "answer_request": "_runs",
@@ -164,7 +167,9 @@ __all__ = [
     "put_agent",
     "put_topology",
     "queue_resume",
+    "row_json",
     "runner_option_names",
+    "shown_json",
     "start_run",
     "topology_graph",
     "update_agent",

@@ -39,6 +39,7 @@ from ..agentframework.models import (
     AgentType,
     CompoundConfig,
     Topology,
+    check_json,
     check_name,
     describe_validation_error,
 )
@@ -185,6 +186,7 @@ def _validated_agent(spec: AgentSpec) -> AgentType:
     role = agent_role(spec.role)
     try:
         check_name(spec.name, "agent")
+        check_json(dict(spec.config), f"agent {spec.name!r}: config")  # before NaN is dumped as null
         config = AgentConfig.model_validate(dict(spec.config))
         return AgentType.model_validate(
             {"name": spec.name, "role": role, "description": spec.description, "config": config}

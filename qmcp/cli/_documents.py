@@ -9,6 +9,7 @@ imported (so a hostile file costs milliseconds, not the CLI's start-up plus a ma
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Hashable
 from typing import Any
 
@@ -16,7 +17,7 @@ import yaml
 
 from qmcp.agentframework.errors import UserInputError
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "parse_document", "too_large"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_INT_DIGITS", "MAX_NODES", "parse_document", "too_large"]
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 """The largest team file read: room for hundreds of agents with long prompts."""
@@ -25,6 +26,15 @@ MAX_NODES = 200_000
 repeats: a 440-byte alias bomb expands to billions and is refused after composing a few dozen."""
 MAX_DEPTH = 64
 """The deepest nesting of mappings and lists."""
+MAX_INT_DIGITS = 1000
+"""The longest integer read (Python refuses to convert more than 4,300 digits, with a ValueError)."""
+
+
+_NOT_FINITE = "NaN or Infinity, which JSON and the databases cannot hold; use null or a string"
+
+
+def _int_refusal(digits: int) -> str:
+    return f"an integer of {digits:,} digits; at most {MAX_INT_DIGITS:,} are read"
 
 
 def too_large(label: str) -> UserInputError:
@@ -85,6 +95,18 @@ class _TeamLoader(yaml.SafeLoader):
         self._sizes[id(node)] = size
         return node
 
+    def construct_int(self, node: Any) -> Any:
+        digits = sum(c.isalnum() for c in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise _Refused(problem=_int_refusal(digits), problem_mark=node.start_mark)
+        return self.construct_yaml_int(node)
+
+    def construct_float(self, node: Any) -> Any:
+        value = self.construct_yaml_float(node)
+        if not math.isfinite(value):
+            raise _Refused(problem=_NOT_FINITE, problem_mark=node.start_mark)
+        return value
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
             seen: set[Any] = set()
@@ -100,6 +122,31 @@ class _TeamLoader(yaml.SafeLoader):
                         )
                     seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_TeamLoader.add_constructor("tag:yaml.org,2002:int", _TeamLoader.construct_int)
+_TeamLoader.add_constructor("tag:yaml.org,2002:float", _TeamLoader.construct_float)
+
+
+class _Unreadable(ValueError):
+    """A JSON number qmcp does not read (too long, not finite)."""
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise _Unreadable(_int_refusal(len(text.lstrip("-"))))
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unreadable(_NOT_FINITE)
+    return value
+
+
+def _json_constant(_text: str) -> Any:
+    raise _Unreadable(_NOT_FINITE)
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -136,11 +183,19 @@ def parse_document(label: str, text: str, *, is_json: bool = False) -> Any:
                 return loader.get_single_data()
             finally:
                 loader.dispose()
-        document = json.loads(text, object_pairs_hook=_json_object)
+        document = json.loads(
+            text,
+            object_pairs_hook=_json_object,
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+        )
     except _DuplicateKey as error:
         raise UserInputError(
             f"{label}: key {error.args[0]!r} is given twice in one object; keep one"
         ) from None
+    except _Unreadable as error:
+        raise UserInputError(f"{label}: {error}") from None
     except RecursionError:
         raise UserInputError(f"{label}: nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as error:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ..agentframework.errors import QmcpError
-from ..app import Caller, Door, ExecutionOut, RunRequest, answer_request
+from ..app import Caller, Door, ExecutionOut, RunRequest, answer_request, shown_json
 from ..app import list_topologies as stored_topologies
 from ..redaction import redact
 from .runs import RunManager
@@ -113,8 +113,8 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
                 "id": row.id,
                 "request_type": row.request_type,
                 "prompt": row.prompt,
-                "options": row.options,
-                "context": row.context,
+                "options": shown_json(row.options),
+                "context": shown_json(row.context),
                 "status": row.status,
                 "expires_at": row.expires_at.isoformat() if row.expires_at else None,
             }

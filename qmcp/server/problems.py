@@ -85,7 +85,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> Response:
         errors = [
-            {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type", "")}
+            {"loc": list(item.get("loc", ())), "msg": _message(item), "type": item.get("type", "")}
             for item in error.errors()
         ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
@@ -106,3 +106,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def internal(_request: Request, error: Exception) -> Response:
         get_logger().error("http.internal_error", error=f"{type(error).__name__}: {error}", exc_info=error)
         return problem(500, f"internal error: {type(error).__name__}", kind="internal")
+
+
+def _message(item: Any) -> str:
+    """A validation error's message; a body that is not JSON says why (the parser's reason)."""
+    message = str(item.get("msg", ""))
+    reason = (item.get("ctx") or {}).get("error")
+    return f"{message}: {reason}" if item.get("type") == "json_invalid" and reason else message

@@ -34,6 +34,7 @@ from ..agentframework.models import (
     AgentType,
     InvocationStatus,
     ToolInvocation,
+    json_problem,
     utcnow,
 )
 from ..agentframework.store import Database, MemoryStepStore
@@ -262,7 +263,11 @@ async def invoke_tool(
     started = time.perf_counter()
     token = TOOLS_MODEL.set(model_override)
     try:
-        invocation.result = to_jsonable_python(await tool.call(arguments), fallback=str)
+        result = to_jsonable_python(await tool.call(arguments), fallback=str)
+        problem = json_problem(result)
+        if problem is not None:  # stored, it would break the invocation list for everyone
+            raise ToolFailure(f"the result {problem}")
+        invocation.result = result
         invocation.status = InvocationStatus.SUCCESS
     except ValidationError as invalid:
         invocation.error = f"invalid input for {tool.name}: {_first_error(invalid)}"

@@ -60,6 +60,26 @@ def test_an_alias_bomb_is_refused_in_under_a_second_with_one_line(run_qmcp, tmp_
         ("deep.yaml", "agents: " + "[" * 200 + "]" * 200 + "\n", "nested deeper than 64 levels"),
         ("deep.json", '{"agents": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper than 64 levels"),
         (
+            "long-int.yaml",
+            "agents:\n  - name: a\n    config:\n      max_tokens: " + "9" * 5000 + "\n",
+            "line 4: an integer of 5,000 digits; at most 1,000 are read",
+        ),
+        (
+            "long-int.json",
+            '{"agents": [{"name": "a", "config": {"max_tokens": -' + "9" * 5000 + "}}]}",
+            "long-int.json: an integer of 5,000 digits; at most 1,000 are read",
+        ),
+        (
+            "infinite.json",
+            '{"agents": [{"name": "a", "config": {"model": "test", "output_schema": {"x": 1e999}}}]}',
+            "infinite.json: NaN or Infinity, which JSON and the databases cannot hold",
+        ),
+        (
+            "nan.yaml",
+            "agents:\n  - name: a\n    config:\n      temperature: .nan\n",
+            "nan.yaml: line 4: NaN or Infinity",
+        ),
+        (
             "big.yaml",
             "agents: []\n" + "#" * (4 * 1024 * 1024) + "\n",
             "larger than 4 MB; split it into several files",
@@ -232,3 +252,10 @@ def test_a_planted_password_never_appears_in_any_cli_output(qmcp_exe, db_url, tm
         assert "(password hidden: put the URL in QMCP_DATABASE_URL and leave out --db)" in everything
     else:
         assert "resume it with: qmcp executions resume" in everything and "--db" not in everything
+
+
+def test_a_limit_past_what_the_database_takes_is_one_line(cli):
+    cli.user_error(
+        "executions", "list", "--limit", "99999999999999999999",
+        says="limit must be between 0 and 1,000,000,000 (got 99999999999999999999)",
+    )  # fmt: skip

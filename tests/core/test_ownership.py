@@ -195,6 +195,29 @@ async def test_a_recreated_sqlite_file_gets_a_working_database(tmp_path, agent):
         assert [e.id for e in await db.list_executions()] == [again.execution_id]
 
 
+@pytest.mark.parametrize("removed_at", [0, 1])
+async def test_a_sqlite_file_removed_mid_run_fails_the_run(tmp_path, agent, scripted, removed_at):
+    """SQLite keeps writing to a removed file through its open connections: the run must not say
+    it completed into a file nobody can open again."""
+    path = tmp_path / "gone.db"
+
+    def reply(_prompt: str, index: int) -> str:
+        if index == removed_at:
+            for suffix in ("", "-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+        return "done"
+
+    model, _ = scripted(replies=reply)
+    result = await LocalRunner(db_url=f"sqlite+aiosqlite:///{path}").run(
+        pipeline(), stages(agent, model, 2), {"prompt": "p"}
+    )
+    assert result.status == ExecutionStatus.FAILED
+    assert result.error == (
+        f"the database file {path} was removed or replaced while the run was using it; "
+        "what the run wrote there is lost"
+    )
+
+
 async def test_run_records_its_options_and_owner(db_url, agent):
     runner = AsyncRunner(
         config=RunConfig(model_override="test", timeout_seconds=60), db_url=db_url, max_concurrent=2

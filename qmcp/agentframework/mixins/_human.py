@@ -155,6 +155,8 @@ async def _remote_gate(
 
     timeout = options.timeout_seconds
     token = os.environ.get("QMCP_API_TOKEN", "")
+    db = ctx.resources.db  # a server sharing it takes the gate's id only with the run's owner token
+    run_token = (await db.stored_execution(ctx.execution_id)).owner_token if db is not None else None
     async with AsyncQmcpClient(server, token=token, correlation_id=ctx.resources.correlation_id) as client:
         try:
             with contextlib.suppress(HumanRequestConflictError):  # made by an earlier attempt of this run
@@ -165,6 +167,7 @@ async def _remote_gate(
                     options=choices or None,
                     context=_context(ctx, where),
                     timeout_seconds=int(min(max(timeout or 86_400, 60), 86_400)),
+                    run_token=run_token,
                 )
             deadline = time.monotonic() + options.wait_seconds
             while True:

@@ -4,7 +4,15 @@ from ._agent import AgentConfig, AgentType, utcnow
 from ._base import TableModel, metadata, table_of
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
 from ._execution import Execution, ExecutionStep
-from ._human import HumanRequest, HumanRequestStatus, HumanRequestType, HumanResponse, gate_request_id
+from ._human import (
+    HumanRequest,
+    HumanRequestStatus,
+    HumanRequestType,
+    HumanResponse,
+    gate_execution,
+    gate_request_id,
+)
+from ._json import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json, json_depth, json_problem
 from ._memory import AgentMemory
 from ._model_config import ModelConfig, Models
 from ._tools import InvocationStatus, ToolInvocation
@@ -26,6 +34,7 @@ from ._trust import TrustRecord
 from ._usage import Usage
 from ._validation import (
     NUL,
+    check_id,
     check_name,
     describe_validation_error,
     nul_field,
@@ -34,6 +43,8 @@ from ._validation import (
 )
 
 __all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
     "NUL",
     "AgentCapability",
     "AgentConfig",
@@ -67,10 +78,15 @@ __all__ = [
     "TopologyType",
     "TrustRecord",
     "Usage",
+    "check_id",
+    "check_json",
     "check_name",
     "config_class_for",
     "describe_validation_error",
+    "gate_execution",
     "gate_request_id",
+    "json_depth",
+    "json_problem",
     "metadata",
     "nul_field",
     "nul_message",

@@ -13,6 +13,7 @@ from ..errors import InvalidConfigError
 from ..registry import MIXINS
 from ._base import TableModel
 from ._enums import AgentRole
+from ._json import json_problem
 from ._model_config import ModelConfig
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
@@ -155,6 +156,9 @@ class AgentType(TableModel, table=True):
             return value.model_dump(mode="json")
         if value is None:
             return {}
+        problem = json_problem(value)
+        if problem is not None:  # dumped as JSON below, NaN would turn into null unseen
+            raise ValueError(f"config {problem}")
         try:
             return AgentConfig.model_validate(value).model_dump(mode="json")
         except ValidationError as error:

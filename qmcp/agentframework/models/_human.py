@@ -7,6 +7,7 @@ id of its choosing). It is answered exactly once, before it expires.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -17,7 +18,14 @@ from sqlmodel import JSON, Field
 from ._agent import utcnow
 from ._base import TableModel
 
-__all__ = ["HumanRequest", "HumanRequestStatus", "HumanRequestType", "HumanResponse", "gate_request_id"]
+__all__ = [
+    "HumanRequest",
+    "HumanRequestStatus",
+    "HumanRequestType",
+    "HumanResponse",
+    "gate_execution",
+    "gate_request_id",
+]
 
 
 class HumanRequestStatus(StrEnum):
@@ -36,6 +44,20 @@ class HumanRequestType(StrEnum):
 def gate_request_id(execution_id: uuid.UUID, key: str) -> str:
     """The id of the request a run's gate at step `key` makes: the same on every replay of the run."""
     return f"{execution_id}:{key}"
+
+
+_GATE_ID = re.compile(r"([0-9a-fA-F-]{32,36}):(.*)", re.DOTALL)
+
+
+def gate_execution(request_id: str) -> uuid.UUID | None:
+    """The execution an id of the form reserved for gates (`{execution id}:{anything}`) names, else None."""
+    match = _GATE_ID.fullmatch(request_id)
+    if match is None:
+        return None
+    try:
+        return uuid.UUID(match[1])
+    except ValueError:
+        return None
 
 
 class HumanRequest(TableModel, table=True):

@@ -12,6 +12,7 @@ from sqlmodel import JSON, Field, UniqueConstraint
 from ..registry import TOPOLOGIES
 from ._agent import utcnow
 from ._base import TableModel
+from ._json import json_problem
 from ._validation import check_name, describe_validation_error, nul_field, nul_message
 
 __all__ = [
@@ -183,6 +184,8 @@ class Topology(TableModel, table=True):
         config = data.get("config") or {}
         if isinstance(config, BaseModel):
             config = config.model_dump()
+        elif json_problem(config) is not None:  # dumped as JSON below, NaN would turn into null unseen
+            raise ValueError(f"config {json_problem(config)}")
         try:
             parsed = config_class_for(topology_type).model_validate(config)
         except ValidationError as error:

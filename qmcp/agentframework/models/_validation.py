@@ -9,9 +9,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..errors import InvalidConfigError
+
 __all__ = [
     "NAME_PATTERN",
     "NUL",
+    "check_id",
     "check_name",
     "describe_validation_error",
     "nul_field",
@@ -72,6 +75,12 @@ def nul_field(value: Any, path: str = "") -> str | None:
 def nul_message(field: str) -> str:
     """The one-line refusal of a value whose `field` holds a NUL character."""
     return f"{field} contains a NUL character (\\x00), which the database cannot store; remove it"
+
+
+def check_id(value: str | None, what: str) -> None:
+    """Refuse an id holding a NUL: PostgreSQL would store another id (U+FFFD) than SQLite keeps."""
+    if value is not None and NUL in value:
+        raise InvalidConfigError(nul_message(what))
 
 
 def storable_text(text: str) -> str:

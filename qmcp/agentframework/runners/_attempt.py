@@ -176,6 +176,12 @@ class Attempt:
         then reads as interrupted.
         """
         execution, lease = self.execution, self.lease
+        vanished = self.db.vanished()
+        if vanished is not None:  # writing the end would go to a file nobody can open again
+            self.log.info("run.unrecorded_end", error=vanished)
+            return run_result(execution).model_copy(
+                update={"status": ExecutionStatus.FAILED, "error": vanished}
+            )
         if lease.lost is None:
             try:
                 ended = await self.record(ending)

@@ -16,6 +16,7 @@ from ..models import (
     AgentType,
     Topology,
     TopologyType,
+    check_json,
     check_name,
     describe_validation_error,
     nul_field,
@@ -102,34 +103,11 @@ def _topology(topology: Any) -> Topology:
         raise InvalidConfigError(f"topology: {describe_validation_error(error)}") from None
 
 
-MAX_INPUT_DEPTH = 100
-
-
-def _depth(value: Any) -> int:
-    """How deeply containers nest in `value`, without recursion (input may be arbitrarily deep)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, Mapping | list | tuple):
-            deepest = max(deepest, level)
-            if level > MAX_INPUT_DEPTH:
-                break
-            children = item.values() if isinstance(item, Mapping) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 def _check_json(input_data: Any) -> dict[str, Any]:
     if not isinstance(input_data, Mapping):
         raise UserInputError(f"input_data must be a JSON object (a dict), got {type(input_data).__name__}")
-    if _depth(input_data) > MAX_INPUT_DEPTH:
-        raise UserInputError(f"input_data is nested deeper than {MAX_INPUT_DEPTH} levels; flatten it")
-    try:
-        encoded = json.dumps(input_data, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise UserInputError(f"input_data is not JSON-serialisable: {error}") from None
-    except RecursionError:
-        raise UserInputError("input_data is nested too deeply to store as JSON") from None
+    check_json(input_data, "input_data")
+    encoded = json.dumps(input_data)
     if "\\u0000" in encoded:  # JSON writes NUL so: only then look for the field that holds it
         field = nul_field(input_data, "input_data")
         if field is not None:

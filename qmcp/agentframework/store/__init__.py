@@ -1,6 +1,6 @@
 """Persistence: engines (SQLite, PostgreSQL), the durable step store, execution ownership and the record queries."""
 
-from ._database import Database
+from ._database import MAX_OFFSET, Database, check_page
 from ._engine import (
     EngineCache,
     as_storage_error,
@@ -38,6 +38,7 @@ from ._trust import add_trust, revoke_trust, trust_history, trusted_digests
 
 __all__ = [
     "COST_GROUPS",
+    "MAX_OFFSET",
     "SCHEMA_HEAD",
     "SCHEMA_VERSION_TABLE",
     "TRANSITIONS",
@@ -64,6 +65,7 @@ __all__ = [
     "allowed",
     "as_storage_error",
     "attempt_started",
+    "check_page",
     "close_engines",
     "create_engine",
     "engine_cache",

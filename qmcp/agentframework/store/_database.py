@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +19,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ...config import settings
-from ..errors import ConflictError, ExpiredError, InvalidConfigError, NotFoundError
+from ..errors import ConflictError, ExpiredError, InvalidConfigError, NotFoundError, PermissionDeniedError
 from ..models import (
     NUL,
     AgentRole,
@@ -32,17 +34,40 @@ from ..models import (
     Topology,
     TopologyMembership,
     TrustRecord,
+    check_id,
+    check_json,
+    gate_execution,
+    gate_request_id,
     nul_message,
     utcnow,
 )
-from ._engine import acquire_engine, ensure_schema, inline_engine, is_locked, release_engine
+from ._engine import (
+    acquire_engine,
+    ensure_schema,
+    file_identity,
+    inline_engine,
+    is_locked,
+    release_engine,
+    sqlite_file,
+)
 from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
 from ._steps import SqlStepStore
 
-__all__ = ["DEFINITION_CHANGED", "Database", "revoke_trust_of"]
+__all__ = ["DEFINITION_CHANGED", "MAX_OFFSET", "Database", "check_page", "revoke_trust_of"]
 
 T = TypeVar("T")
+
+MAX_OFFSET = 1_000_000_000
+"""The largest offset a list takes: beyond it SQLite's 64-bit integers overflow (a 500, not an answer)."""
+
+
+def check_page(limit: int, offset: int) -> None:
+    """Refuse a page the databases cannot take, with one line."""
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidConfigError(f"offset must be between 0 and {MAX_OFFSET:,} (got {offset})")
+    if not 0 <= limit <= MAX_OFFSET:
+        raise InvalidConfigError(f"limit must be between 0 and {MAX_OFFSET:,} (got {limit})")
 
 
 class Database:
@@ -62,6 +87,9 @@ class Database:
         """Every change of an execution's status, owner and lease goes through this service."""
         self._inline = inline_engine(self.url, self.engine)
         self._writing: set[asyncio.Future[Any]] = set()
+        file = sqlite_file(self.engine)
+        self._file = os.path.abspath(file) if file is not None else None  # a later chdir changes nothing
+        self._file_identity: tuple[int, int] | None = None
 
     async def __aenter__(self) -> Self:
         try:
@@ -69,7 +97,23 @@ class Database:
         except BaseException:  # refused (unreachable, behind, newer): give back the engine taken in __init__
             await self.__aexit__()
             raise
+        self._file_identity = file_identity(self._file)
         return self
+
+    def vanished(self) -> str | None:
+        """Why the SQLite file opened is no longer at its path (removed, replaced), else None.
+
+        SQLite goes on writing to a removed file through the connections that hold it open, so
+        nothing fails: a run would end "completed" in a file nobody can open again. A run asks
+        this at its end and fails instead."""
+        if self._file is None or self._file_identity is None:
+            return None
+        if file_identity(self._file) == self._file_identity:
+            return None
+        return (
+            f"the database file {self._file} was removed or replaced while the run was using it; "
+            "what the run wrote there is lost"
+        )
 
     async def __aexit__(self, *_exc: object) -> None:
         if self._writing:
@@ -228,6 +272,7 @@ class Database:
         Definitions given here win over stored ones with the same name, like `kubectl apply`;
         the slots of the topology are replaced by `agents`' slots, in dict order.
         """
+        _check_definitions(list(agents.values()), [topology])
         for attempt in range(5):
             try:
                 return await self._write(lambda session: _save_team(session, topology, agents))
@@ -239,6 +284,7 @@ class Database:
         raise AssertionError("unreachable")
 
     async def save_agent(self, agent: AgentType) -> AgentType:
+        _check_definitions([agent], [])
         return await self._write(lambda session: _upsert_agents(session, [agent])[agent.name])
 
     async def save_definitions(
@@ -246,6 +292,10 @@ class Database:
     ) -> None:
         """Store agents, then topologies with their slots, in one transaction (`qmcp apply`): a
         failure stores none of them. Names that exist are updated, like `save_team`."""
+        _check_definitions(
+            [*agents, *(agent for _, slots in teams for agent in slots.values())],
+            [topology for topology, _ in teams],
+        )
 
         def save(session: Session) -> None:
             if agents:
@@ -344,6 +394,7 @@ class Database:
     ) -> list[Execution]:
         """Executions as they stand now (`observed`), newest first (or oldest first), filtered by
         status(es), topology and origin."""
+        check_page(limit, offset)
         now = self.executions.clock.now()
         order = col(Execution.created_at).asc() if oldest_first else col(Execution.created_at).desc()
         query = select(Execution).order_by(order).offset(offset).limit(limit)
@@ -447,8 +498,23 @@ class Database:
 
     # -- human requests -----------------------------------------------------------------------
 
-    async def create_human_request(self, request: HumanRequest) -> HumanRequest:
-        """Store a new request; `ConflictError` if its id is taken."""
+    async def create_human_request(
+        self, request: HumanRequest, *, run_token: str | None = None
+    ) -> HumanRequest:
+        """Store a new request; `ConflictError` if its id is taken.
+
+        Ids of the form `{execution id}:{step}` are the gates' of runs: a client that made one first
+        and answered it would let the run pass its gate unasked. Such an id is taken only as a gate's
+        own request (`execution_id` and `key` make it), or with `run_token`, the owner token of that
+        execution, from a run's gate on a server sharing its database (`PermissionDeniedError`
+        otherwise). An id naming an execution this database does not hold (a run with a database of
+        its own, gating on this server) cannot be checked here and is taken.
+        """
+        check_id(request.id, "id")
+        check_id(request.correlation_id, "correlation_id")
+        await self._reserve_gate_id(request, run_token)
+        check_json(request.context, "context")
+        check_json(request.options, "options")
         if request.expires_at is None:
             request.expires_at = HumanRequest.expiry(request.created_at, request.timeout_seconds)
         try:
@@ -460,7 +526,25 @@ class Database:
             raise ConflictError(f"a human request with id {request.id!r} already exists") from None
         return request
 
+    async def _reserve_gate_id(self, request: HumanRequest, run_token: str | None) -> None:
+        gated = gate_execution(request.id)
+        if gated is None or (
+            request.execution_id == gated and request.id == gate_request_id(gated, request.key or "")
+        ):
+            return
+        execution = await self._get(Execution, gated)
+        if execution is None:
+            return
+        owner = execution.owner_token
+        if run_token is None or owner is None or not hmac.compare_digest(run_token, owner):
+            raise PermissionDeniedError(
+                f"human request ids of the form {{execution id}}:{{step}} are reserved for the gates of runs "
+                f"(execution {gated} is one); choose another id"
+            )
+        request.execution_id, request.key = gated, request.id.split(":", 1)[1]
+
     async def get_human_request(self, request_id: str) -> HumanRequest:
+        check_id(request_id, "request id")
         request = await self._get(HumanRequest, str(request_id))
         if request is None:
             raise NotFoundError(f"human request {request_id!r} not found")
@@ -480,6 +564,7 @@ class Database:
         offset: int = 0,
     ) -> list[HumanRequest]:
         """Requests, newest first; pending ones past their timeout are marked expired first."""
+        check_page(limit, offset)
         await self.expire_due_human_requests()
         query = select(HumanRequest).order_by(col(HumanRequest.created_at).desc()).offset(offset).limit(limit)
         if execution_id is not None:
@@ -517,6 +602,8 @@ class Database:
         """
         if NUL in response:
             raise InvalidConfigError(nul_message("the answer"))
+        check_id(request_id, "request_id")
+        check_json(dict(metadata or {}), "response_metadata")
         request = await self.get_human_request(request_id)
         if request.status == HumanRequestStatus.PENDING and request.expired():
             await self.expire_due_human_requests()
@@ -559,6 +646,9 @@ class Database:
     # -- tool invocations (the QMCP server's audit of /v1/tools calls) ---------------------------
 
     async def add_tool_invocation(self, invocation: ToolInvocation) -> None:
+        check_id(invocation.tool_name, "tool name")
+        check_id(invocation.correlation_id, "correlation_id")
+        check_json(invocation.input_params, "input")
         await self._write(lambda session: session.add(invocation))
 
     async def finish_tool_invocation(self, invocation_id: str, **values: Any) -> None:
@@ -567,6 +657,7 @@ class Database:
         )
 
     async def get_tool_invocation(self, invocation_id: str) -> ToolInvocation:
+        check_id(invocation_id, "invocation id")
         invocation = await self._get(ToolInvocation, str(invocation_id))
         if invocation is None:
             raise NotFoundError(f"invocation {invocation_id!r} not found")
@@ -575,6 +666,7 @@ class Database:
     async def list_tool_invocations(
         self, *, tool_name: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[ToolInvocation]:
+        check_page(limit, offset)
         query = (
             select(ToolInvocation).order_by(col(ToolInvocation.created_at).desc()).offset(offset).limit(limit)
         )
@@ -583,6 +675,14 @@ class Database:
         if status is not None:
             query = query.where(ToolInvocation.status == status)
         return await self._all(query)
+
+
+def _check_definitions(agents: Sequence[AgentType], topologies: Sequence[Topology]) -> None:
+    """Refuse a definition whose JSON cannot be stored (`check_json`), naming it."""
+    for agent in agents:
+        check_json(agent.config, f"agent {agent.name!r}: config")
+    for topology in topologies:
+        check_json(topology.config, f"topology {topology.name!r}: config")
 
 
 def _not_pending(request: HumanRequest) -> str:

@@ -129,6 +129,17 @@ def _sqlite_file(engine: AsyncEngine) -> str | None:
     return path
 
 
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The path of `engine`'s SQLite file; None for PostgreSQL or an in-memory database."""
+    return _sqlite_file(engine)
+
+
+def file_identity(path: str | None) -> tuple[int, int] | None:
+    """The (device, inode) of the file at `path`, None if there is none: a file removed or replaced
+    under an open connection changes it."""
+    return _identity(path)
+
+
 def _identity(path: str | None) -> tuple[int, int] | None:
     if path is None:
         return None

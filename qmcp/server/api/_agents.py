@@ -8,10 +8,10 @@ from fastapi import APIRouter
 
 from ...agentframework.errors import InvalidConfigError
 from ...app import AgentSpec, create_agent, delete_agent, put_agent
-from ._deps import Db, Remote
+from ._deps import Db, FiniteJsonRoute, Remote
 from ._schemas import AgentBody
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(tags=["agents"], route_class=FiniteJsonRoute)
 
 
 @router.get("/v1/agents")

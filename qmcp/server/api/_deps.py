@@ -3,17 +3,30 @@ caller. Tests swap them with `app.dependency_overrides`."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
+from fastapi.routing import APIRoute
 
-from ...agentframework.store import Database
+from ...agentframework.store import MAX_OFFSET, Database
 from ...app import Caller, Door
 from ..events import EventHub, StreamLimits
 from ..runs import RunManager
 
-__all__ = ["Db", "Limit", "Offset", "Remote", "ServerState", "State", "caller", "correlation"]
+__all__ = [
+    "Db",
+    "FiniteJsonRoute",
+    "Limit",
+    "Offset",
+    "Remote",
+    "ServerState",
+    "State",
+    "caller",
+    "correlation",
+]
 
 
 @dataclass
@@ -56,4 +69,42 @@ State = Annotated[ServerState, Depends(server_state)]
 Db = Annotated[Database, Depends(database)]
 Remote = Annotated[Caller, Depends(caller)]
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(constant)
+
+
+class _FiniteJsonRequest(Request):
+    """A request whose JSON body may not hold NaN, Infinity or -Infinity (Python's parser takes them)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = json.loads(body, parse_constant=_not_json)
+            except json.JSONDecodeError:
+                raise
+            except UnicodeDecodeError as error:
+                raise json.JSONDecodeError(str(error), body.decode(errors="replace"), 0) from None
+            except ValueError as error:  # `_not_json`
+                raise json.JSONDecodeError(
+                    f"{error} is not JSON (NaN or Infinity); send null or a string",
+                    body.decode(errors="replace"),
+                    0,
+                ) from None
+        return self._json
+
+
+class FiniteJsonRoute(APIRoute):
+    """Every API route parses bodies as strict JSON: NaN and Infinity are a 422 on every database
+    (PostgreSQL refuses them, SQLite would store them), before any field sees them."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_FiniteJsonRequest(request.scope, request.receive))
+
+        return strict

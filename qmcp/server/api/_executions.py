@@ -11,9 +11,9 @@ from starlette.types import Receive, Scope, Send
 from ...app import ExecutionOut, ExecutionQuery, RunAccepted, StepOut, execution_steps, list_executions
 from ..events import StreamLimits, execution_events
 from ..problems import problem
-from ._deps import Db, Limit, Offset, Remote, State
+from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State
 
-router = APIRouter(tags=["executions"])
+router = APIRouter(tags=["executions"], route_class=FiniteJsonRoute)
 
 
 @router.get("/v1/executions")

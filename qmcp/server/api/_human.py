@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from ...agentframework.models import HumanRequest, HumanRequestStatus
-from ...app import answer_request
+from ...app import answer_request, row_json
 from ..metrics import HTTP
-from ._deps import Db, Limit, Offset, Remote, State, correlation
+from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State, correlation
 from ._schemas import (
     HumanRequestIn,
     HumanRequestOut,
@@ -19,7 +19,7 @@ from ._schemas import (
     human_response_out,
 )
 
-router = APIRouter(tags=["human"])
+router = APIRouter(tags=["human"], route_class=FiniteJsonRoute)
 
 
 @router.post("/v1/human/requests", status_code=201)
@@ -33,7 +33,7 @@ async def create_human_request(body: HumanRequestIn, request: Request, db: Db) -
         timeout_seconds=body.timeout_seconds,
         correlation_id=correlation(request, body.correlation_id),
     )
-    await db.create_human_request(human)
+    await db.create_human_request(human, run_token=body.run_token)
     HTTP.hitl.labels(body.request_type, "created").inc()
     return human_request_out(human)
 
@@ -47,7 +47,7 @@ async def list_human_requests(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     rows = await db.list_human_requests(status=status, request_type=request_type, limit=limit, offset=offset)
-    return {"requests": [row.model_dump(mode="json") for row in rows], "count": len(rows)}
+    return {"requests": [row_json(row) for row in rows], "count": len(rows)}
 
 
 @router.get("/v1/human/requests/{request_id:path}")
@@ -58,8 +58,8 @@ async def get_human_request(request_id: str, db: Db) -> dict[str, Any]:
         human = await db.get_human_request(request_id)
     answer = await db.get_human_response(request_id)
     return {
-        "request": human.model_dump(mode="json"),
-        "response": answer.model_dump(mode="json") if answer else None,
+        "request": row_json(human),
+        "response": row_json(answer) if answer else None,
     }
 
 

@@ -59,6 +59,12 @@ class HumanRequestIn(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: int = Field(default=3600, ge=60, le=86_400)
     correlation_id: str | None = Field(default=None, max_length=200)
+    run_token: str | None = Field(
+        default=None,
+        max_length=200,
+        description="A run's gate on a server sharing its database: the execution's owner token, which "
+        "alone lets an id of the gates' form `{execution id}:{step}` be created",
+    )
 
 
 class HumanRequestOut(BaseModel):

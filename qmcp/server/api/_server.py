@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from ..metrics import metrics_json, metrics_text
-from ._deps import State
+from ._deps import FiniteJsonRoute, State
 from ._schemas import HealthOut
 
-router = APIRouter(tags=["server"])
+router = APIRouter(tags=["server"], route_class=FiniteJsonRoute)
 
 
 @router.get("/health")

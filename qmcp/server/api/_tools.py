@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from ...agentframework.errors import NotFoundError
+from ...app import row_json, shown_json
 from ..tools import invoke_tool, server_tools
-from ._deps import Db, Limit, Offset, State, correlation
+from ._deps import Db, FiniteJsonRoute, Limit, Offset, State, correlation
 from ._schemas import ToolDefinitionOut, ToolInvokeIn, ToolInvokeOut
 
-router = APIRouter(tags=["tools"])
+router = APIRouter(tags=["tools"], route_class=FiniteJsonRoute)
 
 
 @router.get("/v1/tools")
@@ -38,7 +39,9 @@ async def call_tool(
         correlation(request, body.correlation_id),
         model_override=state.runs.policy.pinned_model,
     )
-    return ToolInvokeOut(result=invocation.result, error=invocation.error, invocation_id=invocation.id)
+    return ToolInvokeOut(
+        result=shown_json(invocation.result), error=invocation.error, invocation_id=invocation.id
+    )
 
 
 @router.get("/v1/invocations")
@@ -50,9 +53,9 @@ async def list_invocations(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     rows = await db.list_tool_invocations(tool_name=tool_name, status=status, limit=limit, offset=offset)
-    return {"invocations": [row.model_dump(mode="json") for row in rows], "count": len(rows)}
+    return {"invocations": [row_json(row) for row in rows], "count": len(rows)}
 
 
 @router.get("/v1/invocations/{invocation_id}")
 async def get_invocation(invocation_id: str, db: Db) -> dict[str, Any]:
-    return (await db.get_tool_invocation(invocation_id)).model_dump(mode="json")
+    return row_json(await db.get_tool_invocation(invocation_id))

@@ -18,10 +18,10 @@ from ...app import (
     put_topology,
     topology_graph,
 )
-from ._deps import Db, Remote, State, correlation
+from ._deps import Db, FiniteJsonRoute, Remote, State, correlation
 from ._schemas import RunBody, TopologyBody
 
-router = APIRouter(tags=["topologies"])
+router = APIRouter(tags=["topologies"], route_class=FiniteJsonRoute)
 
 
 def _out(topology: Topology, agents: dict[str, AgentType]) -> dict[str, Any]:
