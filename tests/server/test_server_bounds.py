@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import BASE_URL, App
+from serving import BASE_URL, App
 from team import finished, make_team, run
 
 from qmcp.agentframework.errors import InvalidConfigError
