@@ -129,7 +129,7 @@ class ToolLimits:
     max_cost_usd: float
     calls_per_minute: int
     tokens_per_minute: int
-    _recent: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+    _recent: deque[tuple[float, int]] = field(default_factory=deque, init=False, repr=False)
     """(when, estimated tokens) of the calls admitted in the last minute, oldest first."""
 
     @classmethod
