@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     """On start-up, the server resumes the runs a previous server process left unfinished."""
     tools_model: str | None = None
     """The model of the server's planner, executor and reviewer tools [default: default_model]."""
+    tool_max_plan_steps: int = Field(default=50, ge=1, le=10_000)
+    """Steps a plan given to the executor tool may have, and a planner's plan keeps; more is refused (413)."""
+    tool_max_tokens: int = Field(default=200_000, ge=1)
+    """Tokens one tool call's model calls may spend together (estimated before each call); then 422."""
+    tool_max_cost_usd: float = Field(default=1.0, ge=0)
+    """Dollars one tool call's model calls may spend together (models priced in the registry); then 422."""
+    tool_model_calls_per_minute: int = Field(default=60, ge=1, le=1_000_000)
+    """Model calls the server's tools make in a minute, for the whole server; more are refused (429)."""
+    tool_tokens_per_minute: int = Field(default=1_000_000, ge=1)
+    """Tokens (estimated) the server's tools' model calls take in a minute, for the whole server; then 429."""
     # What the server's remote callers may decide (qmcp.app's caller policy).
     allowed_models: str = ""
     """Comma-separated model overrides remote callers may ask for (`qmcp serve --allow-model`)."""

@@ -34,7 +34,9 @@ __all__ = [
     "NotFoundError",
     "PermanentModelError",
     "PermissionDeniedError",
+    "PlanTooLargeError",
     "QmcpError",
+    "RateLimitedError",
     "RunCancelledError",
     "RunError",
     "RunTimeoutError",
@@ -102,6 +104,18 @@ class DatabaseUnavailableError(UserInputError):
 class PermissionDeniedError(UserInputError):
     """A remote caller asked for something only the server's operator decides (a path, a model, a
     process setting), or for more than the operator allows."""
+
+
+class PlanTooLargeError(UserInputError):
+    """A plan has more steps than the server's tools take (`QMCP_TOOL_MAX_PLAN_STEPS`)."""
+
+
+class RateLimitedError(UserInputError):
+    """A server-wide per-minute cap is reached: the same request may succeed after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UntrustedDefinitionError(UserInputError):

@@ -31,6 +31,7 @@ from .console import router as console_router
 from .events import EventHub, StreamLimits
 from .problems import install_problem_handlers
 from .runs import RunManager
+from .tools import ToolLimits
 
 __all__ = ["ServerOptions", "check_bind", "create_app", "is_loopback", "serve"]
 
@@ -159,6 +160,7 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
     )
     sessions = app.state.console_sessions = ConsoleSessions(options.console_session_seconds)
     app.state.login_limiter = LoginLimiter(options.login_attempts_per_minute)
+    app.state.tool_limits = ToolLimits.from_settings()
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(console_router)  # the browser console: /, /executions/..., /topologies, /login

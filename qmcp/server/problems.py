@@ -6,6 +6,7 @@ The body keeps upstream's `detail` field, so clients that read `response.json()[
 from __future__ import annotations
 
 import json
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -15,13 +16,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ..agentframework.errors import (
+    BudgetExceededError,
     ConflictError,
     DatabaseUnavailableError,
     ExecutionBusyError,
     ExpiredError,
     NotFoundError,
     PermissionDeniedError,
+    PlanTooLargeError,
     QmcpError,
+    RateLimitedError,
     StorageError,
     UntrustedDefinitionError,
     UserInputError,
@@ -40,6 +44,9 @@ _BY_ERROR: list[tuple[type[BaseException], int, str]] = [
     (ExpiredError, 410, "expired"),
     (UntrustedDefinitionError, 403, "untrusted-definition"),
     (PermissionDeniedError, 403, "forbidden-by-policy"),
+    (RateLimitedError, 429, "rate-limited"),
+    (PlanTooLargeError, 413, "plan-too-large"),
+    (BudgetExceededError, 422, "budget-exceeded"),
     (DatabaseUnavailableError, 503, "database-unavailable"),
     (StorageError, 503, "storage-failed"),
     (UserInputError, 400, "invalid-input"),
@@ -80,7 +87,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(QmcpError)
     async def qmcp_error(_request: Request, error: QmcpError) -> Response:
         status, kind = error_problem(error)
-        return problem(status, str(error), kind=kind)
+        answer = problem(status, str(error), kind=kind)
+        if isinstance(error, RateLimitedError):
+            answer.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> Response:

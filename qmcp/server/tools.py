@@ -10,6 +10,14 @@ Built-ins, in upstream's shapes:
 The agents run on `QMCP_TOOLS_MODEL` (else the default model, or the server's model override), as
 one-off steps recorded nowhere but in the invocation history. Every call is a `tool_invocations`
 row: pending while it runs, then success or failed.
+
+Their spend is bounded like a run's (`ToolLimits`, from the `QMCP_TOOL_*` settings): a plan has at
+most `QMCP_TOOL_MAX_PLAN_STEPS` steps (a longer one is refused before any model call, 413); one tool
+call's model calls share a `Budget` of `QMCP_TOOL_MAX_TOKENS` / `QMCP_TOOL_MAX_COST_USD` (a call that
+would not fit is not made, 422); the whole server's tools make at most
+`QMCP_TOOL_MODEL_CALLS_PER_MINUTE` model calls of `QMCP_TOOL_TOKENS_PER_MINUTE` tokens a minute (429
+with Retry-After); and every call waits its turn at the process's provider rate limits
+(`llm.rate_limits()`), as a run's do. A refused call is recorded as failed, with the reason.
 """
 
 from __future__ import annotations
@@ -18,31 +26,41 @@ import contextvars
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
-from ..agentframework.errors import QmcpError, StepFailedError
-from ..agentframework.llm import effective_model, run_override
+from ..agentframework.errors import (
+    BudgetExceededError,
+    PlanTooLargeError,
+    QmcpError,
+    RateLimitedError,
+    StepFailedError,
+)
+from ..agentframework.llm import effective_model, rate_limits, run_override
 from ..agentframework.mixins import python_tool, registered_tools
 from ..agentframework.models import (
     AgentConfig,
     AgentRole,
     AgentType,
     InvocationStatus,
+    Models,
     ToolInvocation,
     json_problem,
     utcnow,
 )
 from ..agentframework.store import Database, MemoryStepStore
-from ..agentframework.topologies import StepContext
+from ..agentframework.topologies import DEFAULT_MAX_OUTPUT, Budget, StepContext, estimate_prompt_tokens
 from ..config import settings
 from .metrics import HTTP
 
-__all__ = ["TOOLS_MODEL", "ServerTool", "ToolFailure", "invoke_tool", "server_tools"]
+__all__ = ["TOOLS_MODEL", "ServerTool", "ToolFailure", "ToolLimits", "invoke_tool", "server_tools"]
+
+_MINUTE = 60.0
 
 
 class ToolFailure(Exception):
@@ -101,22 +119,125 @@ TOOLS_MODEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("qmcp_t
 """The server's model override (`qmcp --model test serve`), set around each invocation."""
 
 
+@dataclass
+class ToolLimits:
+    """The server's bounds on its tools' spend (the `QMCP_TOOL_*` settings), and the model calls of
+    the last minute that the per-minute caps count; one per server, on the event loop that serves it."""
+
+    max_plan_steps: int
+    max_tokens: int
+    max_cost_usd: float
+    calls_per_minute: int
+    tokens_per_minute: int
+    _recent: deque[tuple[float, int]] = field(default_factory=deque, init=False, repr=False)
+    """(when, estimated tokens) of the calls admitted in the last minute, oldest first."""
+
+    @classmethod
+    def from_settings(cls) -> ToolLimits:
+        current = settings()
+        return cls(
+            current.tool_max_plan_steps,
+            current.tool_max_tokens,
+            current.tool_max_cost_usd,
+            current.tool_model_calls_per_minute,
+            current.tool_tokens_per_minute,
+        )
+
+    def budget(self) -> Budget:
+        """One tool call's budget, shared by all its model calls."""
+        return Budget(
+            "tool call",
+            self.max_tokens,
+            self.max_cost_usd,
+            scope="the tool call",
+            settings=("QMCP_TOOL_MAX_TOKENS", "QMCP_TOOL_MAX_COST_USD"),
+        )
+
+    def check_plan(self, tool: str, steps: int) -> None:
+        if steps > self.max_plan_steps:
+            raise PlanTooLargeError(
+                f"the plan given to {tool} has {steps:,} steps; this server takes at most "
+                f"{self.max_plan_steps:,} (QMCP_TOOL_MAX_PLAN_STEPS)"
+            )
+
+    def admit(self, tokens: int, now: float | None = None) -> None:
+        """Count one model call of about `tokens` tokens against the per-minute caps, or refuse it:
+        refused rather than queued, so a flood of tool calls holds no connections open."""
+        now = time.monotonic() if now is None else now
+        while self._recent and self._recent[0][0] <= now - _MINUTE:
+            self._recent.popleft()
+        if len(self._recent) >= self.calls_per_minute:
+            wait = self._recent[0][0] + _MINUTE - now
+            raise RateLimitedError(
+                f"too many tool model calls: this server's tools make at most {self.calls_per_minute:,} "
+                f"a minute (QMCP_TOOL_MODEL_CALLS_PER_MINUTE); try again in {wait:.0f}s",
+                retry_after=wait,
+            )
+        held = sum(used for _, used in self._recent)
+        if held + tokens > self.tokens_per_minute:
+            wait = _MINUTE  # a call larger than the whole cap waits a full minute, and is refused again
+            for when, used in self._recent:
+                held -= used
+                if held + tokens <= self.tokens_per_minute:
+                    wait = when + _MINUTE - now
+                    break
+            raise RateLimitedError(
+                f"too many tool tokens: this server's tools take at most {self.tokens_per_minute:,} tokens "
+                f"a minute (QMCP_TOOL_TOKENS_PER_MINUTE) and the next call needs about {tokens:,}; "
+                f"try again in {wait:.0f}s",
+                retry_after=wait,
+            )
+        self._recent.append((now, tokens))
+
+
+@dataclass(frozen=True)
+class _ToolCall:
+    limits: ToolLimits
+    budget: Budget
+
+
+_CALL: contextvars.ContextVar[_ToolCall | None] = contextvars.ContextVar("qmcp_tool_call", default=None)
+"""The limits and budget of the tool call in progress, set by `invoke_tool`."""
+
+
+def _current_call() -> _ToolCall:
+    call = _CALL.get()
+    assert call is not None, "the server's tools run through invoke_tool"
+    return call
+
+
 def _tools_model() -> str:
     return effective_model(AgentConfig(model=settings().tools_model), run_override(TOOLS_MODEL.get())).model
 
 
 async def _ask(role: AgentRole, tool: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:
-    """One agent step outside any execution: the tool's own agent, on the tools model."""
+    """One agent step outside any execution: the tool's own agent, on the tools model, within the
+    tool call's budget, the server's per-minute caps and the process's rate limits."""
+    call = _current_call()
+    model = _tools_model()
+    config = Models.get(model)
+    # a reply of at most DEFAULT_MAX_OUTPUT tokens: else a call is estimated (and budgeted) at the
+    # model's whole output window, 64,000 tokens for some, and a small budget refuses every call
+    output = min(config.max_output_tokens, DEFAULT_MAX_OUTPUT) if config is not None else DEFAULT_MAX_OUTPUT
+    call.limits.admit(estimate_prompt_tokens(None, [prompt]) + output)
     agent = AgentType(
         name=f"qmcp-{tool}",
         role=role,
         description=f"the QMCP server's {tool} tool",
-        config=AgentConfig(model=_tools_model()).model_dump(),
+        config=AgentConfig(model=model, max_tokens=output).model_dump(),
     )
-    ctx = StepContext(execution_id=uuid.uuid4(), agents={tool: agent}, store=MemoryStepStore())
+    ctx = StepContext(
+        execution_id=uuid.uuid4(),
+        agents={tool: agent},
+        store=MemoryStepStore(),
+        budget=call.budget,
+        rate_limits=rate_limits(),
+    )
     try:
         result = await ctx.invoke(tool, prompt, key=tool, schema=schema)
     except StepFailedError as failed:
+        if isinstance(failed.cause, BudgetExceededError):
+            raise failed.cause from None
         raise ToolFailure(str(failed)) from None
     return result.data if schema is not None else result.text
 
@@ -128,10 +249,12 @@ async def _echo(args: dict[str, Any]) -> Any:
 async def _planner(args: dict[str, Any]) -> Any:
     given = _Planner.model_validate(args)
     context = f"\n\nContext: {given.context}" if given.context else ""
+    most = _current_call().limits.max_plan_steps
     data = await _ask(
         AgentRole.PLANNER,
         "planner",
-        f"Goal: {given.goal}{context}\n\nBreak the goal into the ordered steps that reach it.",
+        f"Goal: {given.goal}{context}\n\nBreak the goal into the ordered steps that reach it "
+        f"(at most {most}).",
         _PLAN_SCHEMA,
     )
     steps = [
@@ -142,24 +265,29 @@ async def _planner(args: dict[str, Any]) -> Any:
         }
         for index, step in enumerate(data.get("steps", []), start=1)
         if isinstance(step, dict)
-    ]
+    ][:most]  # a longer plan would only be refused by the executor
     return {"goal": given.goal, "steps": steps, "estimated_steps": len(steps)}
 
 
 async def _executor(args: dict[str, Any]) -> Any:
     given = _Executor.model_validate(args)
-    steps = [step for step in given.plan.get("steps", []) if isinstance(step, dict)]
+    raw = given.plan.get("steps", [])
+    _current_call().limits.check_plan("executor", len(raw) if isinstance(raw, list) else 0)
+    steps = [step for step in raw if isinstance(step, dict)] if isinstance(raw, list) else []
+    goal = given.plan.get("goal")
+    aim = f" toward the goal: {goal}" if isinstance(goal, str) and goal else ""
     results = []
     for index, step in enumerate(steps, start=1):
         entry = {"step": step.get("step", index), "action": step.get("action")}
         if given.dry_run:
             results.append(entry | {"status": "simulated"})
             continue
+        # the step and the plan's goal, not the whole plan: each prompt stays the size of one step
         output = await _ask(
             AgentRole.EXECUTOR,
             "executor",
-            f"Carry out this step of a plan and report what you did.\n\nStep {entry['step']}: "
-            f"{step.get('action')}\n{step.get('description', '')}\n\nWhole plan: {json.dumps(given.plan)}",
+            f"Carry out step {index} of {len(steps)} of a plan{aim}, and report what you did.\n\n"
+            f"Step {entry['step']}: {step.get('action')}\n{step.get('description', '')}",
         )
         results.append(entry | {"status": "completed", "output": output})
     return {
@@ -255,13 +383,17 @@ async def invoke_tool(
     arguments: dict[str, Any],
     correlation_id: str | None,
     *,
+    limits: ToolLimits,
     model_override: str | None = None,
 ) -> ToolInvocation:
-    """Run `tool` on `arguments`, recorded as a `tool_invocations` row from start to end."""
+    """Run `tool` on `arguments`, recorded as a `tool_invocations` row from start to end; a call over
+    one of `limits` is recorded as failed and its error raised (the caller answers 4xx or 429)."""
     invocation = ToolInvocation(tool_name=tool.name, input_params=arguments, correlation_id=correlation_id)
     await db.add_tool_invocation(invocation)
     started = time.perf_counter()
     token = TOOLS_MODEL.set(model_override)
+    call = _CALL.set(_ToolCall(limits, limits.budget()))
+    refused: QmcpError | None = None
     try:
         result = to_jsonable_python(await tool.call(arguments), fallback=str)
         problem = json_problem(result)
@@ -269,6 +401,9 @@ async def invoke_tool(
             raise ToolFailure(f"the result {problem}")
         invocation.result = result
         invocation.status = InvocationStatus.SUCCESS
+    except (PlanTooLargeError, BudgetExceededError, RateLimitedError) as refusal:
+        refused = refusal
+        invocation.error = f"Tool call refused: {refusal}"
     except ValidationError as invalid:
         invocation.error = f"invalid input for {tool.name}: {_first_error(invalid)}"
     except (ToolFailure, QmcpError) as failure:
@@ -276,6 +411,7 @@ async def invoke_tool(
     except Exception as failure:  # the tool's own code failed: that is its result, not the server's error
         invocation.error = f"Tool execution failed: {type(failure).__name__}: {failure}"
     finally:
+        _CALL.reset(call)
         TOOLS_MODEL.reset(token)
     if invocation.error is not None:
         invocation.status = InvocationStatus.FAILED
@@ -292,6 +428,8 @@ async def invoke_tool(
     )
     HTTP.tool_invocations.labels(tool.name, str(invocation.status)).inc()
     HTTP.tool_duration.labels(tool.name).observe(elapsed)
+    if refused is not None:
+        raise refused
     return invocation
 
 

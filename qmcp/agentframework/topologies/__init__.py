@@ -8,7 +8,7 @@ from ._aggregate import (
     synthesis_prompt,
 )
 from ._base import BaseTopology, TopologyRegistry, topology
-from ._budget import Budget, estimate_prompt_tokens
+from ._budget import DEFAULT_MAX_OUTPUT, Budget, estimate_prompt_tokens
 from ._chain import PLAN_SCHEMA, ChainOfCommandTopology
 from ._compound import CompoundTopology, output_text, referenced_topologies
 from ._context import (
@@ -36,6 +36,7 @@ __all__ = [
     "AGGREGATOR_SLOT",
     "AGREEMENT_MARKER",
     "CONSENSUS_METHODS",
+    "DEFAULT_MAX_OUTPUT",
     "PLAN_SCHEMA",
     "ROUTER_SLOT",
     "VALIDATION_SCHEMA",

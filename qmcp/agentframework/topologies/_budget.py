@@ -63,6 +63,10 @@ class Budget:
     execution_id: str
     max_tokens: int | None = None
     max_cost_usd: float | None = None
+    scope: str = "the run"
+    """Who the budget bounds, in its error: "the run", or e.g. the server's "the tool call"."""
+    settings: tuple[str, str] | None = None
+    """The settings of (max_tokens, max_cost_usd) its error names as the fix; None: a run's resume."""
     run: _Spend = field(default_factory=_Spend)
     agents: dict[str, _Spend] = field(default_factory=dict)
     _settled: asyncio.Event | None = field(default=None, repr=False)
@@ -165,7 +169,7 @@ class Budget:
         """Whether the call fits (beside the calls in flight when `reserved`); without `reserved`,
         a call that does not fit raises."""
         limits: list[tuple[str, _Spend, int | None, float | None]] = [
-            ("the run", self.run, self.max_tokens, self.max_cost_usd)
+            (self.scope, self.run, self.max_tokens, self.max_cost_usd)
         ]
         if agent_limit != (None, None):
             limits.append((f"agent {agent!r}", agent_spend, *agent_limit))
@@ -215,7 +219,9 @@ class Budget:
         unit: str,
         option: str,
     ) -> None:
-        if who == "the run":
+        if who == self.scope and self.settings is not None:
+            fix = f"the limit is the setting {self.settings[0 if unit == 'tokens' else 1]}"
+        elif who == self.scope:
             fix = f"raise it with: qmcp executions resume {self.execution_id} {option} N"
         else:
             fix = "the agent's budget is part of its definition (AgentConfig); run again with a higher one"

@@ -25,7 +25,16 @@ async def list_tools() -> dict[str, list[ToolDefinitionOut]]:
     }
 
 
-@router.post("/v1/tools/{tool_name}")
+@router.post(
+    "/v1/tools/{tool_name}",
+    responses={
+        413: {"description": "The plan has more steps than QMCP_TOOL_MAX_PLAN_STEPS"},
+        422: {"description": "The call would spend more than QMCP_TOOL_MAX_TOKENS or QMCP_TOOL_MAX_COST_USD"},
+        429: {
+            "description": "The server's tools reached their per-minute cap (Retry-After says when to retry)"
+        },
+    },
+)
 async def call_tool(
     tool_name: str, body: ToolInvokeIn, request: Request, db: Db, state: State
 ) -> ToolInvokeOut:
@@ -37,6 +46,7 @@ async def call_tool(
         tool,
         body.input,
         correlation(request, body.correlation_id),
+        limits=request.app.state.tool_limits,
         model_override=state.runs.policy.pinned_model,
     )
     return ToolInvokeOut(
