@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Hashable
 from typing import Any
 
@@ -17,7 +18,15 @@ import yaml
 
 from qmcp.agentframework.errors import UserInputError
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_INT_DIGITS", "MAX_NODES", "parse_document", "too_large"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_INT_DIGITS",
+    "MAX_NODES",
+    "check_json_bounds",
+    "parse_document",
+    "too_large",
+]
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 """The largest team file read: room for hundreds of agents with long prompts."""
@@ -44,67 +53,97 @@ def too_large(label: str) -> UserInputError:
     )
 
 
-class _Refused(yaml.MarkedYAMLError):
+class _Refused(Exception):
     """A file beyond the bounds above; reported as what is wrong, not as invalid YAML."""
 
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem, self.line = problem, mark.line + 1
 
-class _TeamLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that bounds what a file expands to and refuses duplicate keys.
 
-    PyYAML shares an aliased node (`*a`) instead of copying it, so loading a bomb is cheap and
-    the cost comes later, when validation walks it as a tree. So each composed node records the
-    size it has once expanded (1 + its children's, an alias counting its anchor's), and a node
-    past `MAX_NODES` stops the file at once. A recursive alias (a node containing itself) is refused.
+def _check_events(text: str) -> None:
+    """Count a YAML file's values from libyaml's events as they come; stop at the first breach.
+
+    Composing nodes or constructing data (in Python, or even libyaml's composer) costs far more
+    than reading events, so the bounds are checked on the event stream first: each event making
+    a value counts 1, each alias what its anchor held once expanded, and an alias used inside the
+    node it names is refused. Only a file within all bounds is then composed.
     """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._sizes: dict[int, int] = {}
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            node = super().compose_node(parent, index)
-            if id(node) not in self._sizes:
+    loader = yaml.CSafeLoader(text)
+    try:
+        anchors: dict[str, int] = {}
+        open_sizes: list[int] = []  # the expanded size so far of each open collection
+        open_anchors: list[str | None] = []
+        values = expanded = aliases = 0
+        while (event := loader.get_event()) is not None:
+            joins_parent = True
+            if isinstance(event, yaml.AliasEvent):
+                if event.anchor in open_anchors:
+                    raise _Refused(
+                        problem=f"alias *{event.anchor} is used inside the node it names (a recursive alias)",
+                        mark=event.start_mark,
+                    )
+                size = anchors.get(str(event.anchor), 1)  # an unknown anchor: the composer says so below
+                aliases += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                size = open_sizes.pop()
+                anchor = open_anchors.pop()
+                if anchor is not None:
+                    anchors[anchor] = size
+                if open_sizes:
+                    open_sizes[-1] += size
+                continue
+            elif isinstance(event, yaml.NodeEvent):
+                values += 1
+                size = 1
+                if values > MAX_NODES:
+                    raise _Refused(
+                        problem=f"more than {MAX_NODES:,} values (stopped reading at value {values:,}); "
+                        "split it into several files",
+                        mark=event.start_mark,
+                    )
+                if isinstance(event, yaml.CollectionStartEvent):
+                    if len(open_sizes) >= MAX_DEPTH:
+                        raise _Refused(
+                            problem=f"nested deeper than {MAX_DEPTH} levels", mark=event.start_mark
+                        )
+                    open_sizes.append(1)  # joins its parent, whole, at its end
+                    open_anchors.append(event.anchor)
+                    joins_parent = False
+                elif event.anchor is not None:
+                    anchors[event.anchor] = 1
+            else:  # stream and document boundaries
+                continue
+            expanded += size
+            if joins_parent and open_sizes:
+                open_sizes[-1] += size
+            if expanded > MAX_NODES:
                 raise _Refused(
-                    problem=f"alias *{event.anchor} is used inside the node it names (a recursive alias)",
-                    problem_mark=event.start_mark,
+                    problem=f"expands to more than {MAX_NODES:,} values (stopped reading at {expanded:,}, "
+                    f"{aliases:,} alias(es) expanded; each use of an alias counts what it repeats); "
+                    "write the file out without aliases, or split it",
+                    mark=event.start_mark,
                 )
-            return node
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise _Refused(
-                problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=self.peek_event().start_mark
-            )
-        node = super().compose_node(parent, index)
-        assert node is not None  # there was an event to compose: it makes a node
-        self._depth -= 1
-        if isinstance(node, yaml.SequenceNode):
-            size = 1 + sum(self._sizes[id(child)] for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            size = 1 + sum(self._sizes[id(key)] + self._sizes[id(value)] for key, value in node.value)
-        else:
-            size = 1
-        if size > MAX_NODES:
-            raise _Refused(
-                problem=f"expands to more than {MAX_NODES:,} values (each use of an alias counts what it "
-                "repeats); write the file out without aliases, or split it",
-                problem_mark=node.start_mark,
-            )
-        self._sizes[id(node)] = size
-        return node
+    finally:
+        loader.dispose()
+
+
+class _TeamLoader(yaml.CSafeLoader):
+    """libyaml's safe loader that reads only finite numbers of bounded length and refuses duplicate keys.
+
+    It runs only on a file `_check_events` has passed, so composing and constructing it is bounded.
+    """
 
     def construct_int(self, node: Any) -> Any:
         digits = sum(c.isalnum() for c in str(node.value))
         if digits > MAX_INT_DIGITS:
-            raise _Refused(problem=_int_refusal(digits), problem_mark=node.start_mark)
+            raise _Refused(problem=_int_refusal(digits), mark=node.start_mark)
         return self.construct_yaml_int(node)
 
     def construct_float(self, node: Any) -> Any:
         value = self.construct_yaml_float(node)
         if not math.isfinite(value):
-            raise _Refused(problem=_NOT_FINITE, problem_mark=node.start_mark)
+            raise _Refused(problem=_NOT_FINITE, mark=node.start_mark)
         return value
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
@@ -162,22 +201,47 @@ class _DuplicateKey(ValueError):
     pass
 
 
-def _json_depth(value: Any) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]|[^\s,:\[\]{}"]+')
+"""A JSON string, an opening or closing bracket, or any other value (number, true, null, ...)."""
+
+
+def check_json_bounds(label: str, text: str, *, max_depth: int = MAX_DEPTH) -> None:
+    """Count a JSON text's values and nesting from its tokens; a `UserInputError` at the first breach.
+
+    Decoding builds every value first (2 million of them in a 4 MB file), so the tokens are
+    counted before: a string (keys included), number, literal, object or array counts 1, and the
+    scan stops at the value past `MAX_NODES` or the bracket past `max_depth`. An invalid text is
+    left to the decoder to report.
+    """
+    if len(text.encode()) > MAX_FILE_BYTES:
+        raise too_large(label)
+    values = depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in "]}":
+            depth -= 1
+            continue
+        values += 1
+        if values > MAX_NODES:
+            raise UserInputError(
+                f"{label}: more than {MAX_NODES:,} values (stopped reading at value {values:,}); "
+                "split it into several files"
+            )
+        if token in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise UserInputError(f"{label}: nested deeper than {max_depth} levels")
 
 
 def parse_document(label: str, text: str, *, is_json: bool = False) -> Any:
     """The data of a YAML or JSON file, or a one-line `UserInputError` saying which bound it breaks."""
     if len(text.encode()) > MAX_FILE_BYTES:
         raise too_large(label)
+    if is_json:
+        check_json_bounds(label, text)
     try:
         if not is_json:
+            _check_events(text)
             loader = _TeamLoader(text)
             try:
                 return loader.get_single_data()
@@ -196,21 +260,15 @@ def parse_document(label: str, text: str, *, is_json: bool = False) -> Any:
         ) from None
     except _Unreadable as error:
         raise UserInputError(f"{label}: {error}") from None
-    except RecursionError:
-        raise UserInputError(f"{label}: nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as error:
         raise UserInputError(
             f"{label}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
         ) from None
     except _Refused as error:
-        mark = error.problem_mark
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise UserInputError(f"{label}: {where}{error.problem}") from None
+        raise UserInputError(f"{label}: line {error.line}: {error.problem}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise UserInputError(f"{label}: invalid YAML{where}: {problem}") from None
-    if _json_depth(document) > MAX_DEPTH:
-        raise UserInputError(f"{label}: nested deeper than {MAX_DEPTH} levels")
     return document

@@ -145,11 +145,19 @@ def validate_team(label: str, document: Any) -> TeamDocument:
             continue
         topologies.append((topology, dict(t.agents)))
     if errors:
-        raise InvalidConfigError("\n".join(errors))
+        raise InvalidConfigError("\n".join(_listed(label, errors)))
     return TeamDocument(label, agents, topologies)
 
 
 _SECTIONS = ("agents", "topologies")
+MAX_LISTED_ERRORS = 20
+"""The most problems listed one per line; the rest are counted (50,000 lines help no one)."""
+
+
+def _listed(label: str, errors: list[str]) -> list[str]:
+    if len(errors) <= MAX_LISTED_ERRORS:
+        return errors
+    return [*errors[:MAX_LISTED_ERRORS], f"{label}: and {len(errors) - MAX_LISTED_ERRORS:,} more"]
 
 
 def _section(

@@ -1,0 +1,104 @@
+"""Hostile team files up to the 4 MB bound are refused fast and small, each in a fresh `qmcp` process.
+
+Each file is refused within 2 s of the CLI's own start-up (a `qmcp --help` measured alongside) and
+300 MB of peak RSS, with one line naming the bound and where reading stopped. A driver process
+runs `qmcp` and reports its wall time and `ru_maxrss`, so no other test's child counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qmcp.cli._documents import MAX_FILE_BYTES
+
+_DRIVER = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+result = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+elapsed = time.perf_counter() - started
+rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"code": result.returncode, "stderr": result.stderr, "seconds": elapsed, "rss_mb": rss_mb}))
+"""
+
+N = 2_000_000
+
+
+def _flat() -> str:
+    return "[" + ",".join(["a"] * N) + "]\n"
+
+
+def _in_output_schema() -> str:
+    return "agents:\n- name: x\n  config:\n    output_schema: [" + ",".join(["1"] * (N - 100)) + "]\n"
+
+
+def _plain_agents() -> str:
+    return "agents:\n" + "".join(f"- {{name: a{i}, role: writer}}\n" for i in range(60_000))
+
+
+def _json_values() -> str:
+    return "[" + ",".join(["1"] * N) + "]"
+
+
+def _invalid_entries() -> str:
+    return "agents:\n" + "".join(f"- {{x: {i}}}\n" for i in range(50_000))
+
+
+def _measure(qmcp_exe: str, tmp_path: Path, *args: str) -> dict[str, Any]:
+    env = {**os.environ, "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
+    driver = subprocess.run(
+        [sys.executable, "-c", _DRIVER, qmcp_exe, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=True,
+    )
+    measured: dict[str, Any] = json.loads(driver.stdout)
+    return measured
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "build", "says"),
+    [
+        ("flat.yaml", _flat, "line 1: more than 200,000 values (stopped reading at value 200,001)"),
+        (
+            "schema.yaml",
+            _in_output_schema,
+            "line 4: more than 200,000 values (stopped reading at value 200,001)",
+        ),
+        (
+            "agents.yaml",
+            _plain_agents,
+            "line 40001: more than 200,000 values (stopped reading at value 200,001)",
+        ),
+        ("values.json", _json_values, "more than 200,000 values (stopped reading at value 200,001)"),
+        ("invalid.yaml", _invalid_entries, "and 99,980 more"),
+    ],
+)
+def test_a_hostile_file_up_to_the_size_bound_is_refused_in_2_s_and_300_mb(
+    qmcp_exe, tmp_path, name, build, says
+):
+    path = tmp_path / name
+    path.write_text(build())
+    assert path.stat().st_size <= MAX_FILE_BYTES
+    baseline = _measure(qmcp_exe, tmp_path, "--help")
+    refused = _measure(qmcp_exe, tmp_path, "apply", "-f", str(path))
+    assert refused["code"] == 2, refused["stderr"]
+    lines = refused["stderr"].strip().splitlines()
+    assert says in lines[-1]
+    assert "alias" not in refused["stderr"]
+    assert len(lines) <= 21  # at most 20 problems listed, then "and N more"
+    if name != "invalid.yaml":
+        assert len(lines) == 1
+    seconds = refused["seconds"] - baseline["seconds"]
+    assert seconds < 2.0, f"refused after {seconds:.2f} s past start-up"
+    assert refused["rss_mb"] < 300, f"peak RSS {refused['rss_mb']:.0f} MB"
