@@ -55,96 +55,166 @@ def too_large(label: str) -> UserInputError:
 
 
 class _Refused(Exception):
-    """A file beyond the bounds above; reported as what is wrong, not as invalid YAML."""
+    """A file beyond the bounds above (or, `invalid`, not YAML qmcp reads): one line naming where."""
 
-    def __init__(self, problem: str, mark: Any) -> None:
+    def __init__(self, problem: str, mark: Any, *, invalid: bool = False) -> None:
         super().__init__(problem)
-        self.problem, self.line = problem, mark.line + 1
+        self.problem, self.invalid = problem, invalid
+        self.line, self.column = mark.line + 1, mark.column + 1
 
 
-def _check_events(text: str) -> None:
-    """Count a YAML file's values from libyaml's events as they come; stop at the first breach.
+_PLAIN_COLLECTION_TAGS = (None, "!", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
-    Composing nodes or constructing data (in Python, or even libyaml's composer) costs far more
-    than reading events, so the bounds are checked on the event stream first: each event making
-    a value counts 1, each alias what its anchor held once expanded, and an alias used inside the
-    node it names is refused. Only a file within all bounds is then composed.
+
+class _Open:
+    """A list or mapping being read: its value so far and its size once expanded."""
+
+    __slots__ = ("anchor", "has_key", "key", "size", "value")
+
+    def __init__(self, value: list[Any] | dict[Any, Any], anchor: str | None) -> None:
+        self.value, self.anchor, self.size = value, anchor, 1
+        self.key: Any = None
+        self.has_key = False
+
+
+class _EventReader:
+    """Reads a YAML file from libyaml's events, counting values as they come; the first breach stops it.
+
+    Composing nodes first (PyYAML's way, even libyaml's composer) costs more than the file is
+    worth and only then lets a bound be checked, so the values are counted from the event stream:
+    each event making a value counts 1, each alias what its anchor held once expanded, and an
+    alias used inside the node it names is refused. The data is built from the same events; a file
+    using what only PyYAML's constructor builds (merge keys, explicit collection tags, complex
+    keys, several documents) is still counted to its end, then left to `_TeamLoader`.
     """
-    loader = yaml.CSafeLoader(text)
-    try:
-        anchors: dict[str, int] = {}
-        open_sizes: list[int] = []  # the expanded size so far of each open collection
-        open_anchors: list[str | None] = []
-        values = expanded = aliases = 0
-        while (event := loader.get_event()) is not None:
-            joins_parent = True
+
+    def __init__(self, loader: _TeamLoader) -> None:
+        self.loader = loader
+        self.anchors: dict[str, tuple[int, Any]] = {}  # its size once expanded, its value
+        self.open: list[_Open] = []
+        self.values = self.expanded = self.aliases = self.documents = 0
+        self.plain = True  # False once the file needs PyYAML's constructor
+        self.root: Any = None
+
+    def read(self) -> Any:
+        """The file's data, or `_EXOTIC` when the file is within bounds but needs `_TeamLoader`."""
+        while (event := self.loader.get_event()) is not None:
             if isinstance(event, yaml.AliasEvent):
-                if event.anchor in open_anchors:
+                anchor = str(event.anchor)
+                if any(o.anchor == anchor for o in self.open):
                     raise _Refused(
-                        problem=f"alias *{event.anchor} is used inside the node it names (a recursive alias)",
-                        mark=event.start_mark,
+                        f"alias *{anchor} is used inside the node it names (a recursive alias)",
+                        event.start_mark,
                     )
-                size = anchors.get(str(event.anchor), 1)  # an unknown anchor: the composer says so below
-                aliases += 1
+                if anchor not in self.anchors:  # the composer says it is undefined
+                    self.plain = False
+                size, value = self.anchors.get(anchor, (1, None))
+                self.aliases += 1
+                self._expand(size, event)
+                self._attach(value, event)
+            elif isinstance(event, yaml.ScalarEvent):
+                self._count(event)
+                value = self._scalar(event) if self.plain else None
+                if event.anchor is not None:
+                    self.anchors[event.anchor] = (1, value)
+                self._expand(1, event)
+                self._attach(value, event)
+            elif isinstance(event, yaml.CollectionStartEvent):
+                self._count(event)
+                if len(self.open) >= MAX_DEPTH:
+                    raise _Refused(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+                if event.tag not in _PLAIN_COLLECTION_TAGS:
+                    self.plain = False
+                is_mapping = isinstance(event, yaml.MappingStartEvent)
+                self.open.append(_Open({} if is_mapping else [], event.anchor))
+                self._expand(1, event, joins_parent=False)  # it joins its parent, whole, at its end
             elif isinstance(event, yaml.CollectionEndEvent):
-                size = open_sizes.pop()
-                anchor = open_anchors.pop()
-                if anchor is not None:
-                    anchors[anchor] = size
-                if open_sizes:
-                    open_sizes[-1] += size
-                continue
-            elif isinstance(event, yaml.NodeEvent):
-                values += 1
-                size = 1
-                if values > MAX_NODES:
-                    raise _Refused(
-                        problem=f"more than {MAX_NODES:,} values (stopped reading at value {values:,}); "
-                        "split it into several files",
-                        mark=event.start_mark,
-                    )
-                if isinstance(event, yaml.CollectionStartEvent):
-                    if len(open_sizes) >= MAX_DEPTH:
-                        raise _Refused(
-                            problem=f"nested deeper than {MAX_DEPTH} levels", mark=event.start_mark
-                        )
-                    open_sizes.append(1)  # joins its parent, whole, at its end
-                    open_anchors.append(event.anchor)
-                    joins_parent = False
-                elif event.anchor is not None:
-                    anchors[event.anchor] = 1
-            else:  # stream and document boundaries
-                continue
-            expanded += size
-            if joins_parent and open_sizes:
-                open_sizes[-1] += size
-            if expanded > MAX_NODES:
-                raise _Refused(
-                    problem=f"expands to more than {MAX_NODES:,} values (stopped reading at {expanded:,}, "
-                    f"{aliases:,} alias(es) expanded; each use of an alias counts what it repeats); "
-                    "write the file out without aliases, or split it",
-                    mark=event.start_mark,
-                )
-    finally:
-        loader.dispose()
+                done = self.open.pop()
+                if done.anchor is not None:
+                    self.anchors[done.anchor] = (done.size, done.value)
+                if self.open:
+                    self.open[-1].size += done.size
+                self._attach(done.value, event)
+            elif isinstance(event, yaml.DocumentStartEvent):
+                self.documents += 1
+                self.plain = self.plain and self.documents == 1
+        return self.root if self.plain else _EXOTIC
+
+    def _count(self, event: Any) -> None:
+        self.values += 1
+        if self.values > MAX_NODES:
+            raise _Refused(
+                f"more than {MAX_NODES:,} values (stopped reading at value {self.values:,}); "
+                "split it into several files",
+                event.start_mark,
+            )
+
+    def _expand(self, size: int, event: Any, *, joins_parent: bool = True) -> None:
+        self.expanded += size
+        if joins_parent and self.open:
+            self.open[-1].size += size
+        if self.expanded > MAX_NODES:
+            raise _Refused(
+                f"expands to more than {MAX_NODES:,} values (stopped reading at {self.expanded:,}, "
+                f"{self.aliases:,} alias(es) expanded; each use of an alias counts what it repeats); "
+                "write the file out without aliases, or split it",
+                event.start_mark,
+            )
+
+    def _scalar(self, event: Any) -> Any:
+        tag, construct = event.tag, None
+        if tag is None or tag == "!":  # an implicit tag: str, int, float, bool, null or timestamp
+            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+            construct = self.loader.yaml_constructors.get(tag)
+        if tag == _MERGE_TAG:
+            self.plain = False
+            return None
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        return construct(self.loader, node) if construct else self.loader.construct_object(node)
+
+    def _attach(self, value: Any, event: Any) -> None:
+        if not self.plain:
+            return
+        if not self.open:
+            self.root = value
+            return
+        parent = self.open[-1]
+        if isinstance(parent.value, list):
+            parent.value.append(value)
+        elif parent.has_key:
+            parent.value[parent.key] = value
+            parent.has_key = False
+        elif not isinstance(value, Hashable):
+            self.plain = False  # a complex key: PyYAML's constructor says what is wrong with it
+        elif value in parent.value:
+            raise _Refused(
+                f"key {value!r} is given twice in one mapping; keep one", event.start_mark, invalid=True
+            )
+        else:
+            parent.key, parent.has_key = value, True
+
+
+_EXOTIC = object()
+"""What `_EventReader.read` returns for a file within bounds that only `_TeamLoader` can build."""
 
 
 class _TeamLoader(yaml.CSafeLoader):
     """libyaml's safe loader that reads only finite numbers of bounded length and refuses duplicate keys.
 
-    It runs only on a file `_check_events` has passed, so composing and constructing it is bounded.
+    It builds scalars for `_EventReader`, and whole files the reader has counted but cannot build.
     """
 
     def construct_int(self, node: Any) -> Any:
-        digits = sum(c.isalnum() for c in str(node.value))
-        if digits > MAX_INT_DIGITS:
-            raise _Refused(problem=_int_refusal(digits), mark=node.start_mark)
+        text = str(node.value)  # the digit count only for a long one: most integers are short
+        if len(text) > MAX_INT_DIGITS and (digits := sum(c.isalnum() for c in text)) > MAX_INT_DIGITS:
+            raise _Refused(_int_refusal(digits), node.start_mark)
         return self.construct_yaml_int(node)
 
     def construct_float(self, node: Any) -> Any:
         value = self.construct_yaml_float(node)
         if not math.isfinite(value):
-            raise _Refused(problem=_NOT_FINITE, mark=node.start_mark)
+            raise _Refused(_NOT_FINITE, node.start_mark)
         return value
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
@@ -242,7 +312,13 @@ def parse_document(label: str, text: str, *, is_json: bool = False) -> Any:
         check_json_bounds(label, text)
     try:
         if not is_json:
-            _check_events(text)
+            loader = _TeamLoader(text)
+            try:
+                document = _EventReader(loader).read()
+            finally:
+                loader.dispose()
+            if document is not _EXOTIC:
+                return document
             loader = _TeamLoader(text)
             try:
                 return loader.get_single_data()
@@ -266,7 +342,12 @@ def parse_document(label: str, text: str, *, is_json: bool = False) -> Any:
             f"{label}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
         ) from None
     except _Refused as error:
-        raise UserInputError(f"{label}: line {error.line}: {error.problem}") from None
+        where = (
+            f"invalid YAML at line {error.line}, column {error.column}"
+            if error.invalid
+            else f"line {error.line}"
+        )
+        raise UserInputError(f"{label}: {where}: {error.problem}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
