@@ -116,6 +116,10 @@ def test_run_input_json_is_counted_before_it_is_decoded(cli, tmp_path):
         "agents", "topologies", "run", "line", "--input-json", '{"prompt": [' + "1," * 200_001 + "1]}",
         says="--input-json: more than 200,000 values (stopped reading at value 200,001)",
     )  # fmt: skip
+    cli.user_error(
+        "agents", "topologies", "run", "line", "--input-file", "/dev/zero",
+        says="--input-file /dev/zero: larger than 4 MB",
+    )  # fmt: skip
     assert cli.json("executions", "list") == []
 
 
