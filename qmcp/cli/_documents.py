@@ -115,6 +115,7 @@ class _EventReader:
                 self._attach(value, event)
             elif isinstance(event, yaml.ScalarEvent):
                 self._count(event)
+                self._check_anchor(event)
                 value = self._scalar(event) if self.plain else None
                 if event.anchor is not None:
                     self.anchors[event.anchor] = (1, value)
@@ -124,6 +125,7 @@ class _EventReader:
                 self._count(event)
                 if len(self.open) >= MAX_DEPTH:
                     raise _Refused(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+                self._check_anchor(event)
                 if event.tag not in _PLAIN_COLLECTION_TAGS:
                     self.plain = False
                 is_mapping = isinstance(event, yaml.MappingStartEvent)
@@ -138,8 +140,14 @@ class _EventReader:
                 self._attach(done.value, event)
             elif isinstance(event, yaml.DocumentStartEvent):
                 self.documents += 1
-                self.plain = self.plain and self.documents == 1
+                self.plain = self.plain and self.documents == 1  # the loader refuses a second one
+                self.anchors.clear()  # anchors name nodes of their own document
         return self.root if self.plain else _EXOTIC
+
+    def _check_anchor(self, event: Any) -> None:
+        anchor = event.anchor
+        if anchor is not None and (anchor in self.anchors or any(o.anchor == anchor for o in self.open)):
+            raise _Refused(f"anchor &{anchor} is given twice; rename one", event.start_mark, invalid=True)
 
     def _count(self, event: Any) -> None:
         self.values += 1

@@ -57,6 +57,11 @@ def test_an_alias_bomb_is_refused_in_under_a_second_with_one_line(run_qmcp, tmp_
             "base: unknown section",
         ),
         ("recursive.yaml", "agents: &a [*a]\n", "line 1: alias *a is used inside the node it names"),
+        (
+            "anchors.yaml",
+            "a: &x 1\nagents: &x []\n",
+            "invalid YAML at line 2, column 9: anchor &x is given twice; rename one",
+        ),
         ("deep.yaml", "agents: " + "[" * 200 + "]" * 200 + "\n", "nested deeper than 64 levels"),
         ("deep.json", '{"agents": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper than 64 levels"),
         (
