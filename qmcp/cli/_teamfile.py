@@ -149,6 +149,9 @@ def validate_team(label: str, document: Any) -> TeamDocument:
 
 
 _SECTIONS = ("agents", "topologies")
+MAX_ENTRIES = 2_000
+"""The most agents, or topologies, one file declares: validating one costs about 0.1 ms, so a file
+within the value bound could otherwise hold 66,000 of them and take seconds to refuse."""
 MAX_LISTED_ERRORS = 20
 """The most problems listed one per line; the rest are counted (50,000 lines help no one)."""
 
@@ -193,6 +196,12 @@ def _section(
     entries = document.get(name) or []
     if not isinstance(entries, list):
         errors.add(f"{label}: {name}: expected a list")
+        return []
+    if len(entries) > MAX_ENTRIES:
+        errors.add(
+            f"{label}: {name}: {len(entries):,} entries; a file declares at most {MAX_ENTRIES:,} {name}, "
+            "split it into several files"
+        )
         return []
     valid = []
     for index, entry in enumerate(entries):

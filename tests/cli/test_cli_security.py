@@ -90,6 +90,11 @@ def test_an_alias_bomb_is_refused_in_under_a_second_with_one_line(run_qmcp, tmp_
             "many.yaml: line 1: more than 200,000 values (stopped reading at value 200,001); split it",
         ),
         (
+            "entries.yaml",
+            "agents:\n" + "- {name: a}\n" * 2001,
+            "agents: 2,001 entries; a file declares at most 2,000 agents, split it into several files",
+        ),
+        (
             "many.json",
             '{"agents": [' + '"a",' * 200_001 + '"a"]}',
             "many.json: more than 200,000 values (stopped reading at value 200,001); split it",
