@@ -284,13 +284,14 @@ _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]|[^\s,:\[\]{}"]+')
 """A JSON string, an opening or closing bracket, or any other value (number, true, null, ...)."""
 
 
-def check_json_bounds(label: str, text: str, *, max_depth: int = MAX_DEPTH) -> None:
+def check_json_bounds(label: str, text: str, *, max_depth: int | None = MAX_DEPTH) -> None:
     """Count a JSON text's values and nesting from its tokens; a `UserInputError` at the first breach.
 
     Decoding builds every value first (2 million of them in a 4 MB file), so the tokens are
     counted before: a string (keys included), number, literal, object or array counts 1, and the
-    scan stops at the value past `MAX_NODES` or the bracket past `max_depth`. An invalid text is
-    left to the decoder to report.
+    scan stops at the value past `MAX_NODES` or the bracket past `max_depth` (None: the caller's
+    store checks depth, with the message every door gives). An invalid text is left to the
+    decoder to report.
     """
     if len(text.encode()) > MAX_FILE_BYTES:
         raise too_large(label)
@@ -308,7 +309,7 @@ def check_json_bounds(label: str, text: str, *, max_depth: int = MAX_DEPTH) -> N
             )
         if token in "[{":
             depth += 1
-            if depth > max_depth:
+            if max_depth is not None and depth > max_depth:
                 raise UserInputError(f"{label}: nested deeper than {max_depth} levels")
 
 

@@ -7,8 +7,8 @@ A file declares agents and topologies::
     topologies:
       - {name: plan_review, type: pipeline, config: {}, agents: {plan: planner, review: reviewer}}
 
-Every problem of a field is reported with its path (`team.yaml: topologies[0].config.
-failure_threshold: ...`). The result, a `qmcp.app.TeamDocument`, goes to `qmcp.app.apply_team`,
+Every problem of a field is counted, and the first 20 are reported with their path
+(`team.yaml: topologies[0].config.failure_threshold: ...`). The result, a `qmcp.app.TeamDocument`, goes to `qmcp.app.apply_team`,
 which checks what a definition needs beyond its fields (model strings, slots, the agents and
 topologies they name, in the file or the database) and writes nothing unless all of it is valid.
 """
@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from qmcp.agentframework.errors import InvalidConfigError
+from qmcp.agentframework.errors import MAX_LISTED_PROBLEMS, InvalidConfigError
 from qmcp.agentframework.models import (
     AgentConfig,
     AgentRole,
@@ -144,7 +144,7 @@ def validate_team(label: str, document: Any) -> TeamDocument:
             continue
         topologies.append((topology, dict(t.agents)))
     if errors:
-        raise InvalidConfigError(errors.message())
+        raise InvalidConfigError.listing(label, errors.lines, errors.more)
     return TeamDocument(label, agents, topologies)
 
 
@@ -152,14 +152,12 @@ _SECTIONS = ("agents", "topologies")
 MAX_ENTRIES = 2_000
 """The most agents, or topologies, one file declares: validating one costs about 0.1 ms, so a file
 within the value bound could otherwise hold 66,000 of them and take seconds to refuse."""
-MAX_LISTED_ERRORS = 20
-"""The most problems listed one per line; the rest are counted (50,000 lines help no one)."""
 
 
 class _Problems:
-    """A file's problems: the first `MAX_LISTED_ERRORS` as lines, the rest only counted.
+    """A file's problems: the first `MAX_LISTED_PROBLEMS` as lines, the rest only counted.
 
-    Formatting each of 100,000 problems would cost more than validating them.
+    Formatting each of 10,000 problems would cost more than validating them.
     """
 
     def __init__(self, label: str) -> None:
@@ -174,19 +172,15 @@ class _Problems:
         self.add_all([line])
 
     def add_all(self, lines: list[str]) -> None:
-        room = MAX_LISTED_ERRORS - len(self.lines)
+        room = MAX_LISTED_PROBLEMS - len(self.lines)
         self.lines += lines[:room]
         self.more += max(0, len(lines) - room)
 
     def add_invalid(self, error: ValidationError, prefix: Sequence[str | int]) -> None:
-        if len(self.lines) < MAX_LISTED_ERRORS:
+        if len(self.lines) < MAX_LISTED_PROBLEMS:
             self.add_all(_lines(self.label, error, prefix))
         else:
             self.more += error.error_count()
-
-    def message(self) -> str:
-        more = [f"{self.label}: and {self.more:,} more"] if self.more else []
-        return "\n".join([*self.lines, *more])
 
 
 def _section(

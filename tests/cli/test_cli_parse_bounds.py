@@ -148,3 +148,18 @@ def test_a_hostile_file_up_to_the_size_bound_is_refused_in_2_s_and_300_mb(
 def test_team_files_read_from_events_hold_what_pyyaml_reads(text):
     """Counting from events must not change the data: it is built the same as PyYAML's safe loader."""
     assert parse_document("team.yaml", text) == yaml.safe_load(text)
+
+
+def test_problems_past_twenty_are_counted_not_listed(cli, tmp_path):
+    """Field problems and what only the whole team can check (model strings) are both capped."""
+    for name, entry, tail in [
+        ("fields.yaml", "- {{x: {i}}}\n", "and 40 more"),  # 2 problems each
+        ("models.yaml", "- {{name: a{i}, config: {{model: nonsense}}}}\n", "and 10 more"),
+    ]:
+        path = tmp_path / name
+        path.write_text("agents:\n" + "".join(entry.format(i=i) for i in range(30)))
+        result = cli("apply", "-f", str(path))
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2
+        assert len(lines) == 21 and lines[-1] == f"error: {path}: {tail}", lines[-3:]
+    assert cli.json("agents", "list") == []
