@@ -207,7 +207,11 @@ _EXOTIC = object()
 """What `_EventReader.read` returns for a file within bounds that only `_TeamLoader` can build."""
 
 
-class _TeamLoader(yaml.CSafeLoader):
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's loader (in every PyYAML wheel); PyYAML's own, slower one where it was built without."""
+
+
+class _TeamLoader(_SafeLoader):  # type: ignore[misc]  # (its base is chosen at import)
     """libyaml's safe loader that reads only finite numbers of bounded length and refuses duplicate keys.
 
     It builds scalars for `_EventReader`, and whole files the reader has counted but cannot build.
