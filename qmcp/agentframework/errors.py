@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 
 __all__ = [
+    "MAX_LISTED_PROBLEMS",
     "BudgetExceededError",
     "ConflictError",
     "DatabaseUnavailableError",
@@ -59,6 +60,20 @@ class UserInputError(QmcpError, ValueError):
 
 class InvalidConfigError(UserInputError):
     """An agent, topology or run configuration is invalid."""
+
+    @classmethod
+    def listing(cls, label: str, problems: list[str], more: int = 0) -> InvalidConfigError:
+        """One line per problem, the first `MAX_LISTED_PROBLEMS` of them, then how many more.
+
+        A file of 50,000 invalid entries is better told by 20 lines and a count than by 50,000.
+        """
+        more += max(0, len(problems) - MAX_LISTED_PROBLEMS)
+        tail = [f"{label}: and {more:,} more"] if more else []
+        return cls("\n".join([*problems[:MAX_LISTED_PROBLEMS], *tail]))
+
+
+MAX_LISTED_PROBLEMS = 20
+"""The most problems an `InvalidConfigError.listing` lists, one per line."""
 
 
 class MissingSlotError(UserInputError):

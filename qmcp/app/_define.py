@@ -421,7 +421,7 @@ class _Plan:
 
 async def _plan(db: Database, team: TeamDocument) -> _Plan:
     """Check every agent and topology against the document and the database; one
-    `InvalidConfigError` lists every problem by its path in the document. Writes nothing."""
+    `InvalidConfigError` lists the problems by their path in the document. Writes nothing."""
     errors: list[str] = []
     notes: list[str] = []
     agents: list[AgentType] = []
@@ -496,7 +496,7 @@ async def _plan(db: Database, team: TeamDocument) -> _Plan:
         if topology.name in references
     ]
     if errors:
-        raise InvalidConfigError("\n".join(errors))
+        raise InvalidConfigError.listing(team.label, errors)
     changed_teams = []
     for topology, members in teams:
         current = await _stored_team(db, topology.name)

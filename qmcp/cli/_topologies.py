@@ -41,6 +41,9 @@ def parse_json_object(text: str, option: str) -> dict[str, Any]:
     """`text` as a JSON object, or a one-line error naming `option`."""
     from qmcp.agentframework.errors import UserInputError
 
+    from ._documents import check_json_bounds
+
+    check_json_bounds(option, text, max_depth=None)  # 2 million values are not decoded first
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
@@ -65,9 +68,18 @@ def read_input(input_json: str | None, input_file: str | None) -> dict[str, Any]
     if input_json is not None:
         return parse_json_object(input_json, "--input-json")
     assert input_file is not None
+    from ._documents import MAX_FILE_BYTES, too_large
+
     label = "stdin" if input_file == "-" else input_file
-    try:
-        text = sys.stdin.read() if input_file == "-" else Path(input_file).read_text(encoding="utf-8")
+    try:  # at most one byte past the bound is read: the file may be endless
+        if input_file == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with Path(input_file).open("rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise too_large(f"--input-file {label}")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise UserInputError(f"--input-file {input_file}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:

@@ -32,8 +32,8 @@ def test_an_alias_bomb_is_refused_in_under_a_second_with_one_line(run_qmcp, tmp_
     elapsed = time.perf_counter() - started
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
-        f"error: {bomb}: line 6: expands to more than 200,000 values (each use of an alias counts what it "
-        "repeats); write the file out without aliases, or split it"
+        f"error: {bomb}: line 6: expands to more than 200,000 values (stopped reading at 207,600, 38 alias(es) "
+        "expanded; each use of an alias counts what it repeats); write the file out without aliases, or split it"
     ]
     assert elapsed < 1.0, f"the whole command took {elapsed:.2f} s"
 
@@ -57,6 +57,11 @@ def test_an_alias_bomb_is_refused_in_under_a_second_with_one_line(run_qmcp, tmp_
             "base: unknown section",
         ),
         ("recursive.yaml", "agents: &a [*a]\n", "line 1: alias *a is used inside the node it names"),
+        (
+            "anchors.yaml",
+            "a: &x 1\nagents: &x []\n",
+            "invalid YAML at line 2, column 9: anchor &x is given twice; rename one",
+        ),
         ("deep.yaml", "agents: " + "[" * 200 + "]" * 200 + "\n", "nested deeper than 64 levels"),
         ("deep.json", '{"agents": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper than 64 levels"),
         (
@@ -80,6 +85,21 @@ def test_an_alias_bomb_is_refused_in_under_a_second_with_one_line(run_qmcp, tmp_
             "nan.yaml: line 4: NaN or Infinity",
         ),
         (
+            "many.yaml",
+            "agents: [" + "1," * 200_001 + "]\n",
+            "many.yaml: line 1: more than 200,000 values (stopped reading at value 200,001); split it",
+        ),
+        (
+            "entries.yaml",
+            "agents:\n" + "- {name: a}\n" * 2001,
+            "agents: 2,001 entries; a file declares at most 2,000 agents, split it into several files",
+        ),
+        (
+            "many.json",
+            '{"agents": [' + '"a",' * 200_001 + '"a"]}',
+            "many.json: more than 200,000 values (stopped reading at value 200,001); split it",
+        ),
+        (
             "big.yaml",
             "agents: []\n" + "#" * (4 * 1024 * 1024) + "\n",
             "larger than 4 MB; split it into several files",
@@ -91,6 +111,26 @@ def test_team_files_beyond_the_bounds_are_refused_in_one_line(cli, tmp_path, nam
     path.write_text(text)
     cli.user_error("apply", "-f", str(path), says=says)
     assert cli.json("agents", "list") == []
+
+
+def test_run_input_json_is_counted_before_it_is_decoded(cli, tmp_path):
+    cli.ok("agents", "create", "solo", "writer", "--model", "test")
+    cli.ok("agents", "topologies", "create", "line", "pipeline", "--agent", "only=solo")
+    many = tmp_path / "input.json"
+    many.write_text('{"prompt": [' + "1," * 1_000_000 + "1]}")
+    cli.user_error(
+        "agents", "topologies", "run", "line", "--input-file", str(many),
+        says=f"--input-file {many}: more than 200,000 values (stopped reading at value 200,001)",
+    )  # fmt: skip
+    cli.user_error(
+        "agents", "topologies", "run", "line", "--input-json", '{"prompt": [' + "1," * 200_001 + "1]}",
+        says="--input-json: more than 200,000 values (stopped reading at value 200,001)",
+    )  # fmt: skip
+    cli.user_error(
+        "agents", "topologies", "run", "line", "--input-file", "/dev/zero",
+        says="--input-file /dev/zero: larger than 4 MB",
+    )  # fmt: skip
+    assert cli.json("executions", "list") == []
 
 
 def test_an_endless_file_is_read_only_up_to_the_bound(cli):

@@ -355,3 +355,32 @@ def test_fuzzed_apply_files(tmp_path):
     check()
     print(f"\napply fuzz outcomes: {dict(outcomes)}")
     assert outcomes["rejected"] > 0 and outcomes["applied"] > 0
+
+
+def _values(document: Any) -> int:
+    """What the parse bound counts: each scalar, list and mapping 1, and each key of a mapping 1."""
+    if isinstance(document, dict):
+        return 1 + sum(1 + _values(value) for value in document.values())
+    if isinstance(document, list):
+        return 1 + sum(_values(value) for value in document)
+    return 1
+
+
+@FUZZ
+@given(OTHER_DOCUMENTS.filter(_jsonable), st.integers(1, 40), st.sampled_from(["yaml", "json"]))
+def test_fuzzed_files_are_counted_exactly_against_the_value_bound(document, bound, kind):
+    """With the bound lowered, a file is read whole exactly when it holds at most that many values."""
+    from unittest.mock import patch
+
+    from qmcp.cli import _documents
+
+    text = json.dumps(document) if kind == "json" else yaml.safe_dump(document)
+    with patch.object(_documents, "MAX_NODES", bound):
+        try:
+            parsed = _documents.parse_document(f"team.{kind}", text, is_json=kind == "json")
+        except UserInputError as error:
+            assert _values(document) > bound, str(error)
+            assert f"more than {bound:,} values (stopped reading at value {bound + 1:,})" in str(error)
+        else:
+            assert _values(document) <= bound
+            assert parsed == document
