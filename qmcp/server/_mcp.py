@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from ..agentframework.errors import QmcpError
 from ..app import Caller, Door, ExecutionOut, RunRequest, answer_request, shown_json
@@ -104,10 +104,12 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
 
     @server.tool()
     @_tool_errors
-    async def list_human_requests(status: str = "pending") -> list[dict[str, Any]]:
-        """Questions waiting for a person (or those in another status): id, prompt, options, context."""
+    async def list_human_requests(
+        status: Literal["pending", "responded", "expired", "cancelled"] | None = "pending",
+    ) -> list[dict[str, Any]]:
+        """Questions waiting for a person (or those in another status; null: all): id, prompt, options, context."""
         async with runs.database() as db:
-            rows = await db.list_human_requests(status=status or None, limit=200)
+            rows = await db.list_human_requests(status=status, limit=200)
         return [
             {
                 "id": row.id,

@@ -80,11 +80,14 @@ class ServerMiddleware:
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
         request_id = uuid.uuid4().hex
-        correlation_id = headers.get(CORRELATION_HEADER)
+        # A request without a correlation id gets one (upstream's server does), echoed and used for
+        # what the request starts (a run, a tool invocation, a human request).
+        correlation_id = headers.get(CORRELATION_HEADER) or uuid.uuid4().hex
         scope.setdefault("state", {})["correlation_id"] = correlation_id
-        ids = [(REQUEST_HEADER.encode(), request_id.encode())]
-        if correlation_id:
-            ids.append((CORRELATION_HEADER.encode(), correlation_id.encode("latin-1")))
+        ids = [
+            (REQUEST_HEADER.encode(), request_id.encode()),
+            (CORRELATION_HEADER.encode(), correlation_id.encode("latin-1")),
+        ]
         status = [500]
 
         framing = _NO_FRAMING if _console_page(scope["path"]) else []

@@ -386,3 +386,19 @@ async def test_a_clients_allowed_override_never_sends_an_agents_key_to_the_overr
     assert done["status"] == "completed", done["error"]
     assert seen, "the run reached the override's own endpoint"
     assert all("sk-team-a-secret" not in value for headers in seen for value in headers.values())
+
+
+async def test_mcp_validates_its_enum_arguments(sqlite_url: str, serve: Any) -> None:
+    """`list_human_requests(status="bogus")` is an error naming the allowed values, not an empty list."""
+    from mcp import Client
+
+    from qmcp.server import mcp_server
+
+    async with (
+        serve(sqlite_url) as (app, _client),
+        Client(mcp_server(app.state.qmcp.runs, "test")) as session,
+    ):
+        bogus = await session.call_tool("list_human_requests", {"status": "bogus"})
+        assert bogus.is_error and "pending" in bogus.content[0].text and "responded" in bogus.content[0].text
+        fine = await session.call_tool("list_human_requests", {"status": "pending"})
+        assert not fine.is_error

@@ -37,6 +37,8 @@ async def test_health_ids_and_metrics(server):
     health = await client.get("/health", headers={"X-Correlation-ID": "corr-1"})
     assert health.json() == {"status": "healthy", "version": health.json()["version"]}
     assert health.headers["x-correlation-id"] == "corr-1" and len(health.headers["x-request-id"]) == 32
+    generated = (await client.get("/health")).headers["x-correlation-id"]
+    assert len(generated) == 32 and generated != (await client.get("/health")).headers["x-correlation-id"]
     await client.post("/v1/tools/echo", json={"input": {"message": "x"}})
     text = (await client.get("/metrics")).text
     for name in (
