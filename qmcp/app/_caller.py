@@ -15,7 +15,7 @@ constructor options); `tests/app/test_caller_policy.py` fails when a field is ad
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -120,7 +120,6 @@ class CallerPolicy:
     max_concurrent: int = 16
     flows_dir: str | None = None
     """Where the flows of Metaflow runs started by remote callers are written (the operator's directory)."""
-    caps: Mapping[str, float | None] = field(init=False, repr=False)
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> CallerPolicy:
@@ -141,14 +140,15 @@ class CallerPolicy:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def __post_init__(self) -> None:
-        caps = {
+    @property
+    def caps(self) -> Mapping[str, float | None]:
+        """The server's limit of each capped option (None: no limit)."""
+        return {
             "timeout_seconds": self.max_timeout_seconds,
             "max_tokens": self.max_tokens,
             "max_cost_usd": self.max_cost_usd,
             "max_concurrent": self.max_concurrent,
         }
-        object.__setattr__(self, "caps", MappingProxyType(caps))
 
 
 @dataclass(frozen=True)

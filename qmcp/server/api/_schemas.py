@@ -123,8 +123,9 @@ class RunBody(BaseModel):
     runner: Literal["local", "async", "metaflow"] = "local"
     config: dict[str, Any] = Field(
         default_factory=dict,
-        description="RunConfig fields (model_override, timeout_seconds, max_retries, ...); for the "
-        "async runner max_concurrent, for Metaflow output_dir and environment",
+        description="Run options a client may set (timeout_seconds, max_cost_usd, max_tokens, "
+        "max_concurrent, max_retries, correlation_id, a model_override the server allows); the others are "
+        "the operator's (403): see RUN_OPTION_POLICY",
     )
 
 
