@@ -263,6 +263,11 @@ class _Metrics:
             "qmcp_steps_total", "Agent steps by outcome (completed, replayed, failed)", ["outcome"]
         )
         self.tokens = Counter("qmcp_tokens_total", "Tokens used by agent steps", ["direction"])
+        self.hitl = Counter(
+            "qmcp_hitl_requests_total",
+            "Human-in-the-loop requests by type (approval, input, review, other) and action (created, responded)",
+            ["type", "action"],
+        )
         self.step_latency = Histogram(
             "qmcp_step_latency_seconds",
             "Latency of agent model calls",

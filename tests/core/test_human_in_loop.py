@@ -57,7 +57,7 @@ async def test_after_gate_pauses_then_approval_resumes(db_url, agent, scripted):
         "pipeline/1:publish#human-after",
         "approval",
     )
-    assert answered.id == f"{done.execution_id}:pipeline/1:publish#human-after"
+    assert answered.id == f"{done.execution_id}:pipeline.1:publish~23human-after"  # safe in a URL path
     assert answered.context == {
         "execution_id": str(done.execution_id),
         "step": "pipeline/1:publish",
@@ -86,7 +86,7 @@ async def test_rejection_cancels(sqlite_url, agent, scripted):
     (request,) = await _pending(sqlite_url, paused.execution_id)
     result = await runner.respond(request.id, "reject")
     assert result.status == ExecutionStatus.CANCELLED and "a human answered 'reject'" in result.error
-    with pytest.raises(ConflictError, match="already answered"):
+    with pytest.raises(ConflictError, match="already been responded to"):
         await runner.respond(request.id, "approve")
 
 
@@ -95,7 +95,7 @@ async def test_unknown_answer_is_refused(sqlite_url, agent, scripted):
     runner = LocalRunner(db_url=sqlite_url)
     paused = await runner.run(PIPELINE, team(agent, model, {}), {"prompt": "launch"})
     (request,) = await _pending(sqlite_url, paused.execution_id)
-    with pytest.raises(InvalidConfigError, match="answer one of: approve, reject"):
+    with pytest.raises(InvalidConfigError, match=r"Response must be one of: \['approve', 'reject'\]"):
         await runner.respond(request.id, "maybe")
 
 

@@ -122,7 +122,7 @@ async def test_approve_a_paused_run_from_its_page(server):
     assert "Waiting for you: approval" in page
     assert re.search(r'<button type="submit" name="choice" value="approve"', page)
     assert re.search(r'<button type="submit" name="choice" value="reject"', page)
-    request_id = f"{execution_id}:pipeline/1:publish#human-after"
+    request_id = f"{execution_id}:pipeline.1:publish~23human-after"
     assert f'value="{request_id}"' in page
     answered = await client.post(
         f"/executions/{execution_id}/respond", data={"request_id": request_id, "choice": "approve"}

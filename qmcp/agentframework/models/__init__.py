@@ -10,6 +10,8 @@ from ._human import (
     HumanRequestType,
     HumanResponse,
     gate_execution,
+    gate_id_forms,
+    gate_key,
     gate_request_id,
 )
 from ._json import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json, json_depth, json_problem
@@ -84,6 +86,8 @@ __all__ = [
     "config_class_for",
     "describe_validation_error",
     "gate_execution",
+    "gate_id_forms",
+    "gate_key",
     "gate_request_id",
     "json_depth",
     "json_problem",

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Request
 
 from ...agentframework.models import HumanRequest, HumanRequestStatus
 from ...app import answer_request, row_json
-from ..metrics import HTTP
 from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State, correlation
 from ._schemas import (
     HumanRequestIn,
@@ -33,8 +32,7 @@ async def create_human_request(body: HumanRequestIn, request: Request, db: Db) -
         timeout_seconds=body.timeout_seconds,
         correlation_id=correlation(request, body.correlation_id),
     )
-    await db.create_human_request(human, run_token=body.run_token)
-    HTTP.hitl.labels(body.request_type, "created").inc()
+    await db.create_human_request(human, run_token=body.run_token)  # counted in qmcp_hitl_requests_total
     return human_request_out(human)
 
 
@@ -56,7 +54,7 @@ async def get_human_request(request_id: str, db: Db) -> dict[str, Any]:
     if human.status == HumanRequestStatus.PENDING and human.expired():
         await db.expire_due_human_requests()
         human = await db.get_human_request(request_id)
-    answer = await db.get_human_response(request_id)
+    answer = await db.get_human_response(human.id)  # a gate's id may have come in its other form
     return {
         "request": row_json(human),
         "response": row_json(answer) if answer else None,
@@ -75,6 +73,5 @@ async def submit_human_response(
         responded_by=body.responded_by,
         metadata=body.response_metadata,
     )
-    HTTP.hitl.labels(human.request_type, "responded").inc()
     await state.runs.answered(human)  # a run's gate: the paused run goes on here
     return human_response_out(answer)

@@ -53,7 +53,11 @@ class HumanRequestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=300, description="Client-chosen unique id")
-    request_type: Literal["approval", "input", "review"]
+    request_type: str = Field(
+        pattern=r"^[A-Za-z0-9_.:-]{1,32}$",
+        description="approval, input or review (runs' gates use approval and input); like upstream, another "
+        "type is taken: up to 32 letters, digits, `_`, `.`, `:` or `-`",
+    )
     prompt: str = Field(min_length=1)
     options: list[str] | None = None
     context: dict[str, Any] = Field(default_factory=dict)
