@@ -66,7 +66,9 @@ def metrics_json() -> dict[str, Any]:
     return upstream | document
 
 
-def _upstream_entry(upstream: dict[str, dict[str, dict[str, Any]]], kind: str, name: str, samples: Any) -> None:
+def _upstream_entry(
+    upstream: dict[str, dict[str, dict[str, Any]]], kind: str, name: str, samples: Any
+) -> None:
     """One metric family in upstream's `/metrics/json` shape (its `_created` samples left out)."""
     if kind == "counter":
         values = upstream["counters"].setdefault(name, {})

@@ -1,8 +1,8 @@
 """human_in_loop: an approval or input gate before or after an agent's step.
 
 The first time a gate is reached, a `HumanRequest` is stored (its id is `{execution_id}:{step
-key}`, the same on every replay) and the run stops with the execution `paused`. Answering the
-request (Python, CLI, or the QMCP server's `POST /v1/human/responses`) and resuming the execution
+key}`, written safe for a URL path by `gate_request_id`, the same on every replay) and the run stops
+with the execution `paused`. Answering the request (Python, CLI, or the QMCP server's `POST /v1/human/responses`) and resuming the execution
 replays every finished step and passes the gate: an approval lets the run go on, any other answer
 ends it `cancelled`, and a request left unanswered past its timeout ends it `failed`.
 
