@@ -124,7 +124,9 @@ def _tracer() -> tuple[Any, InMemorySpanExporter]:
 
 def _answering(**response: Any) -> FunctionModel:
     def answer(_messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
-        return ModelResponse(parts=[TextPart("an answer")], usage=RequestUsage(input_tokens=7, output_tokens=3), **response)
+        return ModelResponse(
+            parts=[TextPart("an answer")], usage=RequestUsage(input_tokens=7, output_tokens=3), **response
+        )
 
     return FunctionModel(answer, model_name="claude-sonnet-4-5-20250929")
 
@@ -145,7 +147,9 @@ async def _call(model: FunctionModel, model_string: str, tracer: Any, **options:
 async def test_a_model_call_is_a_chat_span_with_the_model_and_finish_reason_the_provider_reports(streamed):
     tracer, exporter = _tracer()
     model = _answering(finish_reason="length", provider_response_id="msg_01")
-    reply = await _call(model, "anthropic:claude-sonnet-4-5", tracer, on_delta=(lambda _text: None) if streamed else None)
+    reply = await _call(
+        model, "anthropic:claude-sonnet-4-5", tracer, on_delta=(lambda _text: None) if streamed else None
+    )
     assert reply.text == "an answer"
     (span,) = exporter.get_finished_spans()
     assert span.name == f"{Operation.CHAT.value} claude-sonnet-4-5" and span.kind is SpanKind.CLIENT
@@ -159,7 +163,10 @@ async def test_a_model_call_is_a_chat_span_with_the_model_and_finish_reason_the_
     assert attributes[gen_ai.GEN_AI_REQUEST_MAX_TOKENS] == 64
     assert attributes[gen_ai.GEN_AI_REQUEST_TEMPERATURE] == 0.2
     if not streamed:  # a stream's usage is pydantic-ai's estimate
-        assert (attributes[gen_ai.GEN_AI_USAGE_INPUT_TOKENS], attributes[gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS]) == (7, 3)
+        assert (
+            attributes[gen_ai.GEN_AI_USAGE_INPUT_TOKENS],
+            attributes[gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS],
+        ) == (7, 3)
     assert error_attributes.ERROR_TYPE not in attributes and span.status.status_code is StatusCode.UNSET
 
 
@@ -206,7 +213,9 @@ async def test_each_request_of_a_tool_loop_is_its_own_chat_span():
 
     tool = ToolSpec(ToolDefinition(name="clock", parameters_json_schema={"type": "object"}), clock)
     tracer, exporter = _tracer()
-    reply = await _call(FunctionModel(answer, model_name="gpt-4.1-2025-04-14"), "openai:gpt-4.1", tracer, tools=[tool])
+    reply = await _call(
+        FunctionModel(answer, model_name="gpt-4.1-2025-04-14"), "openai:gpt-4.1", tracer, tools=[tool]
+    )
     assert reply.text == "noon"
     spans = exporter.get_finished_spans()
     assert [span.attributes[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] for span in spans if span.attributes] == [
@@ -225,7 +234,9 @@ async def test_a_host_instrumenting_pydantic_ai_gets_one_span_per_request_not_tw
     Agent.instrument_all(InstrumentationSettings(tracer_provider=provider))
     try:
         await _call(_answering(), "anthropic:claude-sonnet-4-5", tracer)
-        assert [span.name for span in exporter.get_finished_spans()] == [f"{Operation.CHAT.value} claude-sonnet-4-5"]
+        assert [span.name for span in exporter.get_finished_spans()] == [
+            f"{Operation.CHAT.value} claude-sonnet-4-5"
+        ]
         await _call(_answering(), "anthropic:claude-sonnet-4-5", None)  # untraced by qmcp: pydantic-ai's span
         assert len(exporter.get_finished_spans()) == 2
     finally:
@@ -317,7 +328,10 @@ def test_a_run_is_a_workflow_span_of_agent_spans_of_chat_spans_named_by_the_conv
     agents, chats = _one(spans, Operation.INVOKE_AGENT.value), _one(spans, Operation.CHAT.value)
     assert workflow["name"] == f"{Operation.INVOKE_WORKFLOW.value} passing" and workflow["status"] == "UNSET"
     assert workflow["attributes"][gen_ai.GEN_AI_WORKFLOW_NAME] == "passing"
-    assert [a["name"] for a in agents] == [f"{Operation.INVOKE_AGENT.value} draft", f"{Operation.INVOKE_AGENT.value} edit"]
+    assert [a["name"] for a in agents] == [
+        f"{Operation.INVOKE_AGENT.value} draft",
+        f"{Operation.INVOKE_AGENT.value} edit",
+    ]
     assert all(a["parent"] == workflow["id"] for a in agents)
     assert [c["parent"] for c in chats] == [a["id"] for a in agents]
     for agent in agents:

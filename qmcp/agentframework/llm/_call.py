@@ -123,7 +123,9 @@ async def call_model(
         async with asyncio.timeout(timeout_seconds):
             while True:
                 if tracer is not None:
-                    response = await _traced(tracer, model, model_string, history, settings, parameters, on_delta)
+                    response = await _traced(
+                        tracer, model, model_string, history, settings, parameters, on_delta
+                    )
                 else:
                     response = await _request(model, history, settings, parameters, on_delta)
                 input_tokens += response.usage.input_tokens
@@ -169,7 +171,11 @@ async def _request(
     `Agent.instrument_all()`; False when qmcp makes the request's span itself, so there is one."""
     if on_delta is None:
         return await model_request(
-            model, history, model_settings=settings, model_request_parameters=parameters, instrument=instrument
+            model,
+            history,
+            model_settings=settings,
+            model_request_parameters=parameters,
+            instrument=instrument,
         )
     return await _streamed(model, history, settings, parameters, on_delta, instrument)
 
@@ -260,7 +266,11 @@ async def _streamed(
         return await _unstreamed(model, history, settings, parameters, on_delta, instrument)
     try:
         async with model_request_stream(
-            model, history, model_settings=settings, model_request_parameters=parameters, instrument=instrument
+            model,
+            history,
+            model_settings=settings,
+            model_request_parameters=parameters,
+            instrument=instrument,
         ) as stream:
             async for event in stream:
                 text = ""

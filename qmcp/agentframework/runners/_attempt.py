@@ -70,7 +70,9 @@ class Ending:
         kind = type(error).__qualname__
         if isinstance(error, QmcpError):
             return cls(ExecutionStatus.FAILED, error=str(error), error_type=kind)
-        return cls(ExecutionStatus.FAILED, error=f"internal error: {type(error).__name__}: {error}", error_type=kind)
+        return cls(
+            ExecutionStatus.FAILED, error=f"internal error: {type(error).__name__}: {error}", error_type=kind
+        )
 
 
 class Attempt:
