@@ -26,7 +26,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
-from qmcp.agentframework.errors import PermanentModelError
+from qmcp.agentframework.errors import PermanentModelError, StepFailedError
 from qmcp.agentframework.llm import call_model
 from qmcp.observability import GenAI, genai_model, genai_provider
 
@@ -282,15 +282,17 @@ _RUNS = textwrap.dedent(
     register_model("anthropic:claude-sonnet-4-5", FunctionModel(answer, model_name="claude-sonnet-4-5-20250929"))
     failing = ScriptedModel(name="mistral-large-latest", failures={0: "bad_request"})
     register_model("mistral:mistral-large-latest", failing.model)
+    register_model("groq:llama-slow", ScriptedModel(name="llama-slow", latency=30).model)
 
-    def run(name, model):
+    def run(name, model, **config):
         agents = {slot: AgentType(name=slot, config=AgentConfig(model=model).model_dump()) for slot in ("draft", "edit")}
         topology = Topology(name=name, topology_type=TopologyType.PIPELINE, config=PipelineConfig().model_dump())
-        runner = LocalRunner(config=RunConfig(max_retries=0), db_url=sys.argv[1])
+        runner = LocalRunner(config=RunConfig(max_retries=0, **config), db_url=sys.argv[1])
         return asyncio.run(runner.run(topology, agents, {"prompt": "p"}))
 
     results = {"passing": str(run("passing", "anthropic:claude-sonnet-4-5").status),
-               "failing": str(run("failing", "mistral:mistral-large-latest").status)}
+               "failing": str(run("failing", "mistral:mistral-large-latest").status),
+               "timed_out": str(run("timed_out", "groq:llama-slow", timeout_seconds=1).status)}
     spans = [
         {"name": span.name, "kind": span.kind.name, "status": span.status.status_code.name,
          "attributes": dict(span.attributes), "id": span.context.span_id,
@@ -309,7 +311,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", _RUNS, url], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["results"] == {"passing": "completed", "failing": "failed"}
+    assert report["results"] == {"passing": "completed", "failing": "failed", "timed_out": "failed"}
     by_run: dict[str, list[dict[str, Any]]] = {}
     for span in report["spans"]:
         root = next(s for s in report["spans"] if s["trace"] == span["trace"] and s["parent"] is None)
@@ -354,9 +356,22 @@ def test_a_failed_run_is_an_error_workflow_span_with_the_error_type_at_each_leve
     (agent,) = _one(spans, Operation.INVOKE_AGENT.value)  # the pipeline stops at its first failed step
     (chat,) = _one(spans, Operation.CHAT.value)
     assert [s["status"] for s in (workflow, agent, chat)] == ["ERROR"] * 3
-    assert workflow["attributes"][error_attributes.ERROR_TYPE] == "StepFailedError"
+    assert workflow["attributes"][error_attributes.ERROR_TYPE] == StepFailedError.__qualname__
     assert workflow["attributes"]["qmcp.execution.status"] == "failed"
     assert agent["attributes"][error_attributes.ERROR_TYPE] == PermanentModelError.__qualname__
     assert agent["attributes"][gen_ai.GEN_AI_PROVIDER_NAME] == Provider.MISTRAL_AI.value
     assert chat["attributes"][error_attributes.ERROR_TYPE] == "ModelRequestRejectedError"
     assert chat["attributes"][gen_ai.GEN_AI_REQUEST_MODEL] == "mistral-large-latest"
+
+
+@pytest.mark.slow  # a process with its own tracer provider
+def test_a_run_stopped_by_its_time_limit_is_an_error_workflow_span_of_type_timeout(runs):
+    spans = runs["timed_out"]
+    (workflow,) = _one(spans, Operation.INVOKE_WORKFLOW.value)
+    (chat,) = _one(spans, Operation.CHAT.value)
+    assert (
+        workflow["status"] == "ERROR"
+        and workflow["attributes"][error_attributes.ERROR_TYPE] == "TimeoutError"
+    )
+    assert chat["status"] == "ERROR" and chat["attributes"][error_attributes.ERROR_TYPE] == "CancelledError"
+    assert chat["attributes"][gen_ai.GEN_AI_PROVIDER_NAME] == Provider.GROQ.value
