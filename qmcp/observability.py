@@ -329,7 +329,8 @@ def genai_provider(model: str) -> str:
     """`gen_ai.provider.name` for a qmcp model string: the conventions' well-known value of its
     provider (`mistral:...` -> `mistral_ai`), qmcp's own for its models (`test` -> `qmcp.test`,
     a model registered under a plain name -> `qmcp.registered`), else the prefix in snake case
-    (`ollama`, `vllm`, `lmstudio`, ...)."""
+    (`ollama`, `vllm`, `lmstudio`, ...). `model` is normalised (`llm.normalize_model_string`): a bare
+    `claude-...` has become `anthropic:claude-...`."""
     prefix, colon, _ = model.partition(":")
     if not colon:
         return _QMCP_PROVIDERS["test"] if model == "test" else "qmcp.registered"

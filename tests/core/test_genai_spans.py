@@ -180,6 +180,15 @@ async def test_a_provider_that_reports_no_finish_reason_gets_none_invented():
     assert gen_ai.GEN_AI_RESPONSE_ID not in attributes
 
 
+async def test_a_bare_model_name_is_named_by_the_provider_qmcp_gives_it():
+    tracer, exporter = _tracer()
+    await _call(_answering(), "claude-sonnet-4-5", tracer)  # qmcp reads it as anthropic:claude-sonnet-4-5
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes[gen_ai.GEN_AI_PROVIDER_NAME] == Provider.ANTHROPIC.value
+    assert span.attributes[gen_ai.GEN_AI_REQUEST_MODEL] == "claude-sonnet-4-5"
+
+
 async def test_a_failed_model_call_is_an_error_span_with_the_errors_class_as_error_type():
     tracer, exporter = _tracer()
     key = "sk-planted-" + "9" * 32
@@ -290,7 +299,7 @@ _RUNS = textwrap.dedent(
         runner = LocalRunner(config=RunConfig(max_retries=0, **config), db_url=sys.argv[1])
         return asyncio.run(runner.run(topology, agents, {"prompt": "p"}))
 
-    results = {"passing": str(run("passing", "anthropic:claude-sonnet-4-5").status),
+    results = {"passing": str(run("passing", "claude-sonnet-4-5").status),
                "failing": str(run("failing", "mistral:mistral-large-latest").status),
                "timed_out": str(run("timed_out", "groq:llama-slow", timeout_seconds=1).status)}
     spans = [

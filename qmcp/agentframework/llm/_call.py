@@ -51,7 +51,7 @@ from ...observability import GenAI, genai_model, genai_provider, record_failure
 from ...redaction import redact
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models, storable_text
-from ._registry import OPENAI_COMPATIBLE_PROVIDERS
+from ._registry import OPENAI_COMPATIBLE_PROVIDERS, normalize_model_string
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
 __all__ = ["call_model", "classify_error"]
@@ -191,6 +191,7 @@ async def _traced(
 ) -> ModelResponse:
     """One request in a `chat <model>` client span: what was asked, what the provider answered
     (`_response_attributes`), or the class of the error it raised (`error.type`)."""
+    model_string = normalize_model_string(model_string)  # a bare `claude-...` is Anthropic's
     name = genai_model(model_string)
     attributes: dict[str, Any] = {
         GenAI.OPERATION_NAME: GenAI.CHAT,

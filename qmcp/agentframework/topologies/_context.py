@@ -330,6 +330,7 @@ class StepContext:
         elif self.tracer is None:
             result = await self._call(mc, mixins, fallback)
         else:
+            model = llm.normalize_model_string(mc.model)  # a bare `claude-...` is Anthropic's
             # Exceptions are recorded by hand, redacted and without their chain: a provider's raw
             # error (the cause of ours) may quote the API key it was sent.
             with self.tracer.start_as_current_span(
@@ -337,8 +338,8 @@ class StepContext:
                 attributes={
                     GenAI.OPERATION_NAME: GenAI.INVOKE_AGENT,
                     GenAI.AGENT_NAME: agent.name,
-                    GenAI.PROVIDER_NAME: genai_provider(mc.model),
-                    GenAI.REQUEST_MODEL: genai_model(mc.model),
+                    GenAI.PROVIDER_NAME: genai_provider(model),
+                    GenAI.REQUEST_MODEL: genai_model(model),
                     "qmcp.step.key": full_key,
                 },
                 record_exception=False,
