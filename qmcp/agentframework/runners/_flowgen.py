@@ -24,7 +24,7 @@ from ..topologies import AgentCall, ParallelCalls, StepPlan
 from ._config import RunConfig
 from ._team import Team
 
-__all__ = ["flow_class_name", "flow_file_name", "flow_identifier", "generate_flow"]
+__all__ = ["flow_class_name", "flow_file_name", "flow_identifier", "generate_flow", "metaflow_retries"]
 
 _LINE_LENGTH = 110
 _HELPERS = "qmcp.agentframework.runners.metaflow_helpers"
@@ -314,16 +314,22 @@ def _finish() -> list[str]:
     ]
 
 
-def _decorators(config: RunConfig) -> list[str]:
-    """`@retry` and `@timeout` as the run config asks; `start` gets none (a retry would make a second execution)."""
+def metaflow_retries(config: RunConfig) -> int:
+    """How many times `@retry` runs a failed task of the flow again (the steps read it too: a task that
+    will be retried leaves the execution running). Metaflow allows at most MAX_ATTEMPTS - 2."""
     from metaflow.metaflow_config import MAX_ATTEMPTS
 
+    return min(config.max_retries, MAX_ATTEMPTS - 2) if config.retry_on_failure else 0
+
+
+def _decorators(config: RunConfig) -> list[str]:
+    """`@retry` and `@timeout` as the run config asks; `start` gets none (a retry would make a second execution)."""
     lines = []
     if config.retry_on_failure:
-        # Metaflow allows at most MAX_ATTEMPTS - 2 retries; model errors are also retried inside the step.
-        times = min(config.max_retries, MAX_ATTEMPTS - 2)
+        # Model errors are also retried inside the step; a permanent one ends the task without a retry.
         lines.append(
-            f"    @retry(times={times}, minutes_between_retries={round(config.retry_backoff_seconds / 60)})"
+            f"    @retry(times={metaflow_retries(config)}, "
+            f"minutes_between_retries={round(config.retry_backoff_seconds / 60)})"
         )
     return [*lines, f"    @timeout(seconds={config.timeout_seconds})"]
 

@@ -48,10 +48,13 @@ from ...config import settings
 from ...observability import continued_trace, log_context
 from .. import llm
 from ..errors import (
+    BudgetExceededError,
     InvalidConfigError,
     LeaseLostError,
     ModelError,
+    NonDeterminismError,
     PermanentModelError,
+    QmcpError,
     RunCancelledError,
     RunError,
     StepFailedError,
@@ -74,6 +77,7 @@ from ._attempt import Attempt, Ending
 from ._base import start_execution as start_new_execution  # this module's `start_execution` is a flow helper
 from ._base import step_context
 from ._config import RunConfig
+from ._flowgen import metaflow_retries
 from ._team import prepare_team
 
 __all__ = [
@@ -335,7 +339,8 @@ async def _advance(
                 raise missing from None
             output = None
         except Exception as error:
-            finished = await _stop(attempt, error)
+            if _retry_count() >= metaflow_retries(config) or _retrying_cannot_help(error):
+                finished = await _stop(attempt, error)  # else `@retry` runs the task again: still running
             raise
         finally:
             if not finished:
@@ -668,18 +673,35 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     with continued_trace():  # TRACEPARENT from the process that launched the flow: its spans are our parents
         try:
             return asyncio.run(coroutine)
-        except StepFailedError as failure:
-            if isinstance(failure.cause, PermanentModelError) and _flow_run() is not None:
-                _end_task_without_retry(failure)
+        except QmcpError as error:
+            if _retrying_cannot_help(error) and _flow_run() is not None:
+                _end_task_without_retry(error)
             raise
 
 
-def _end_task_without_retry(failure: StepFailedError) -> None:
+def _retrying_cannot_help(error: BaseException) -> bool:
+    """Errors another attempt of the task would meet again: a permanent model error (a refused key or
+    request), the user's mistake, a spent budget, a cancel, a lost lease, a changed topology."""
+    if isinstance(error, StepFailedError):
+        return isinstance(error.cause, PermanentModelError)
+    return isinstance(
+        error,
+        PermanentModelError
+        | UserInputError
+        | BudgetExceededError
+        | RunCancelledError
+        | LeaseLostError
+        | NonDeterminismError,
+    )
+
+
+def _end_task_without_retry(error: QmcpError) -> None:
     """End this Metaflow task with the exit status Metaflow's runtime never retries (its own for a killed
-    task): a permanent model error is recorded already (the execution failed with it), and `@retry`
-    would only pay for the same refusal again. Where an orchestrator retries anyway (Argo, Step
-    Functions), the retry replays the recorded failure instead of calling (`_permanent_failures`)."""
+    task), whatever `@retry` says: the step has recorded the failure (the execution failed with it), and
+    another attempt would only pay for the same refusal again. Where an orchestrator retries anyway
+    (Argo, Step Functions), the retry replays a recorded permanent failure instead of calling it
+    (`_permanent_failures`)."""
     from metaflow.exception import METAFLOW_EXIT_DISALLOW_RETRY
 
-    print(f"{failure}; this task is not retried", file=sys.stderr)
-    raise SystemExit(METAFLOW_EXIT_DISALLOW_RETRY) from failure
+    print(f"{error}; this task is not retried", file=sys.stderr)
+    raise SystemExit(METAFLOW_EXIT_DISALLOW_RETRY) from error
