@@ -20,7 +20,7 @@ import pytest
 from qmcp.agentframework.models import ExecutionStatus, PipelineConfig, Topology, TopologyType
 from qmcp.agentframework.runners import RunConfig
 from qmcp.agentframework.runners._flowgen import flow_class_name
-from qmcp.agentframework.runners._metaflow import MetaflowRunner
+from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow
 from qmcp.agentframework.runners.metaflow_helpers import EXECUTION_TAG
 from qmcp.agentframework.store import Database
 from qmcp.agentframework.topologies import output_text
@@ -185,3 +185,34 @@ async def test_runs_are_tagged_visible_to_their_user_and_carry_answer_and_usage(
     assert {"user:mf-tester", EXECUTION_TAG.format(result.execution_id)} <= set(resumed["tags"])
     assert (resumed["answer"], resumed["usage"]) == (run["answer"], run["usage"])
     assert resumed["steps"]["s1"]["attempt"] == 0  # ran once, replaying: no retry either
+
+
+async def test_a_flow_run_by_hand_without_a_user_variable_is_the_accounts(flows_dir, sqlite_url, agent):
+    """No METAFLOW_USER, SUDO_USER, USERNAME or USER (a service, a container): the account's name, as
+    `getpass` reads it (LOGNAME here), is the run's user, so the run is in that user's default namespace,
+    tagged with the execution its start step created."""
+    topology, agents = _pipeline("accounts_pipeline", agent, "test")
+    flow_file = export_flow(topology, agents, flows_dir)
+    unset = ("USER", "USERNAME", "METAFLOW_USER", "SUDO_USER", "LOGNAME")
+    environ = {
+        **{k: v for k, v in os.environ.items() if k not in unset},
+        "LOGNAME": "mf-login",
+        "QMCP_DATABASE_URL": sqlite_url,
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir),
+    }
+    done = subprocess.run(
+        [sys.executable, str(flow_file), "run", "--input-json", json.dumps(INPUT)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    async with Database(sqlite_url) as db:
+        (execution,) = await db.list_executions(topology_name=topology.name)
+    assert execution.status == ExecutionStatus.COMPLETED
+    seen = _client(flows_dir, flow_class_name(topology.name), execution.id, "mf-login")
+    (run,) = seen["runs"]
+    assert seen["visible"] == [run["id"]] and "user:mf-login" in run["tags"]
+    assert execution.external_run_id == f"{flow_class_name(topology.name)}/{run['id']}"
+    assert run["answer"] == output_text(execution.output_data)

@@ -129,6 +129,10 @@ def generate_flow(team: Team, config: RunConfig) -> str:
         "import json",
         "import os",
         "",
+        "from metaflow import FlowSpec, JSONType, Parameter, retry, step, timeout"
+        if config.retry_on_failure
+        else "from metaflow import FlowSpec, JSONType, Parameter, step, timeout",
+        "",
         "# Metaflow names a run's user (and so the default namespace it is seen in, `user:NAME`) after",
         "# METAFLOW_USER, SUDO_USER, USERNAME or USER, ignoring root, and refuses to run without one. Where none is",
         "# set (a service, a container), the account's name stands in; for root, which Metaflow never takes, `qmcp`.",
@@ -139,10 +143,6 @@ def generate_flow(team: Team, config: RunConfig) -> str:
         "    except (KeyError, OSError):  # a uid without an account, as in some containers",
         '        account = "root"',
         '    os.environ["USERNAME"] = account if account != "root" else "qmcp"',
-        "",
-        "from metaflow import FlowSpec, JSONType, Parameter, retry, step, timeout"
-        if config.retry_on_failure
-        else "from metaflow import FlowSpec, JSONType, Parameter, step, timeout",
         "",
         *_constant("TOPOLOGY", _without_defaults(topology.definition(), topology.parsed_config)),
         *_constant(
