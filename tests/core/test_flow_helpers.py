@@ -131,7 +131,10 @@ def test_consensus_reads_verdicts_from_reply_text():
     ]
     assert (decided["approvals"], decided["rejections"], decided["abstentions"]) == (1, 1, 1)
     assert decided["approved"] is False and "no units" in decided["issues"]
-    both = [("c1", {"content": CHECKER_REPLIES[0]}), ("c2", {"content": '{"approved": true, "confidence": 0.9}'})]
+    both = [
+        ("c1", {"content": CHECKER_REPLIES[0]}),
+        ("c2", {"content": '{"approved": true, "confidence": 0.9}'}),
+    ]
     assert determine_consensus("42", both, "majority")["approved"] is True
 
 
@@ -144,7 +147,9 @@ async def test_consensus_on_reply_text_decides_as_the_crosscheck_topology(sqlite
     }
     config = CrossCheckConfig(num_checkers=3, consensus_method="weighted")
     topology = Topology(name="cc_text", topology_type=TopologyType.CROSSCHECK, config=config.model_dump())
-    result = await LocalRunner(db_url=sqlite_url).run(topology, {"primary": agent("p", model=primary)} | checkers, {"prompt": "6*7?"})
+    result = await LocalRunner(db_url=sqlite_url).run(
+        topology, {"primary": agent("p", model=primary)} | checkers, {"prompt": "6*7?"}
+    )
     assert result.output is not None
     helper = determine_consensus("42", list(zip(checkers, CHECKER_REPLIES, strict=True)), "weighted")
     assert {k: v for k, v in result.output.items() if k != "primary_agent"} == helper

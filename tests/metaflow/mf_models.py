@@ -45,7 +45,11 @@ def _model(name: str, role: str) -> FunctionModel:
             raise ModelHTTPError(
                 status_code=400, model_name=name, body={"error": "scripted first-call failure"}
             )
-        if name == "shaky" and log and _calls(log, name) <= int(os.environ.get("QMCP_TEST_SHAKY_FAILURES", "2")):
+        if (
+            name == "shaky"
+            and log
+            and _calls(log, name) <= int(os.environ.get("QMCP_TEST_SHAKY_FAILURES", "2"))
+        ):
             raise ModelHTTPError(status_code=503, model_name=name, body={"error": "scripted overload"})
         response = answer(messages, info)
         assert isinstance(response, ModelResponse)

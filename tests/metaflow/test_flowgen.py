@@ -18,7 +18,12 @@ from typing import Any
 
 import pytest
 
-from qmcp.agentframework.errors import InvalidConfigError, PermanentModelError, StepFailedError, UserInputError
+from qmcp.agentframework.errors import (
+    InvalidConfigError,
+    PermanentModelError,
+    StepFailedError,
+    UserInputError,
+)
 from qmcp.agentframework.llm import ScriptedModel, register_model, unregister_model
 from qmcp.agentframework.models import (
     AgentType,
@@ -640,7 +645,9 @@ def test_the_steps_of_a_finished_execution_replay_it_and_pay_nothing(sqlite_url,
         agents = {"draft": agent("drafter", model="paid"), "edit": agent("editor", model="paid")}
         calls, _ = _flow_steps(MetaflowRunner()._topology_to_flow(topology, agents))
         definitions = {slot: a.definition() for slot, a in agents.items()}
-        execution_id, topology_id = helpers.start_execution(topology.definition(), definitions, {"prompt": "x"})
+        execution_id, topology_id = helpers.start_execution(
+            topology.definition(), definitions, {"prompt": "x"}
+        )
         first = [helpers.invoke_agent(definitions[s], key=k, execution_id=execution_id) for s, k in calls]
         output, _ = helpers.run_topology(execution_id)
         usage = helpers.save_execution(topology_id, output, execution_id=execution_id)
@@ -648,7 +655,9 @@ def test_the_steps_of_a_finished_execution_replay_it_and_pay_nothing(sqlite_url,
         assert sum(r["usage"]["input_tokens"] for r in first) == usage["input_tokens"] > 0
 
         before = asyncio.run(_execution(sqlite_url, execution_id))
-        assert helpers.start_execution(topology.definition(), definitions, {}, execution_id)[0] == execution_id
+        assert (
+            helpers.start_execution(topology.definition(), definitions, {}, execution_id)[0] == execution_id
+        )
         again = [helpers.invoke_agent(definitions[s], key=k, execution_id=execution_id) for s, k in calls]
         assert [(r["output"], r["usage"]) for r in again] == [(r["output"], r["usage"]) for r in first]
         assert helpers.run_topology(execution_id) == (output, dataclasses.asdict(Usage()))

@@ -545,9 +545,7 @@ async def _stop(attempt: Attempt, error: Exception) -> bool:
     return await attempt.record(Ending.of_error(error, attempt.db.url)) is not None
 
 
-async def _save_execution(
-    topology_id: int | None, output: dict[str, Any], execution_id: str | None
-) -> Usage:
+async def _save_execution(topology_id: int | None, output: dict[str, Any], execution_id: str | None) -> Usage:
     run = _flow_run()
     async with Database(settings().database_url) as db:
         with storage_errors(db.url):
@@ -555,7 +553,7 @@ async def _save_execution(
                 await _record_finished(db, topology_id, output, run)
                 return Usage()
             stored = await db.stored_execution(execution_id)
-            if stored.status == ExecutionStatus.COMPLETED:  # a resumed run of a finished one: nothing to write
+            if stored.status == ExecutionStatus.COMPLETED:  # a resumed run of a finished one
                 _tag_run(run, stored.id)
                 return stored.usage
             attempt = await _attach(db, execution_id, run)

@@ -15,6 +15,7 @@ from ._verdict import VALIDATION_SCHEMA, verdict
 
 __all__ = ["VALIDATION_SCHEMA", "CrossCheckTopology"]
 
+
 @topology
 class CrossCheckTopology(BaseTopology):
     topology_type = TopologyType.CROSSCHECK
