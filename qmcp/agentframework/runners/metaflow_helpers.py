@@ -138,7 +138,7 @@ def invoke_agent(
     cost and requests, as recorded: a replayed call reports what it cost when it was made) and `run`
     (the flow run).
 
-    A permanent model error ends the Metaflow task without a retry (see `_run`).
+    A permanent model error ends the Metaflow task without a retry (docs/metaflow.md, "Retries").
     """
     agent = _agent(agent_config)
     if execution_id is None:
