@@ -106,7 +106,8 @@ async def test_a_permanent_model_error_is_paid_once_and_never_retried_by_metaflo
     assert run["successful"] is False and seen["visible"] == [run["id"]]
     refused = run["steps"]["s1"]
     assert (refused["attempt"], refused["successful"]) == (0, False)  # the first attempt, not retried
-    assert "permanent model error, not retried" in refused["stderr"] and "not retried" in refused["stderr"]
+    assert "(permanent model error, not retried)" in refused["stderr"]
+    assert "this task is not retried" in refused["stderr"]
 
     resumed = await runner.resume(failed.execution_id)
     assert resumed.status == ExecutionStatus.COMPLETED, resumed.error
