@@ -188,11 +188,14 @@ async def test_runs_are_tagged_visible_to_their_user_and_carry_answer_and_usage(
     assert resumed["steps"]["s1"]["attempt"] == 0  # ran once, replaying: no retry either
 
 
-async def test_a_flow_run_by_hand_without_a_user_variable_is_the_accounts(flows_dir, sqlite_url, agent):
+async def test_a_flow_run_by_hand_without_a_user_variable_is_the_accounts(
+    flows_dir, sqlite_url, agent, model_calls
+):
     """No METAFLOW_USER, SUDO_USER, USERNAME or USER (a service, a container): the account's name, as
     `getpass` reads it (LOGNAME here), is the run's user, so the run is in that user's default namespace,
-    tagged with the execution its start step created."""
-    topology, agents = _pipeline("accounts_pipeline", agent, "test")
+    tagged with the execution its start step created. `resume start` of it continues that execution:
+    no second execution, nothing paid again."""
+    topology, agents = _pipeline("accounts_pipeline", agent, "counted")
     flow_file = export_flow(topology, agents, flows_dir)
     unset = ("USER", "USERNAME", "METAFLOW_USER", "SUDO_USER", "LOGNAME")
     environ = {
@@ -217,3 +220,17 @@ async def test_a_flow_run_by_hand_without_a_user_variable_is_the_accounts(flows_
     assert seen["visible"] == [run["id"]] and "user:mf-login" in run["tags"]
     assert execution.external_run_id == f"{flow_class_name(topology.name)}/{run['id']}"
     assert run["answer"] == output_text(execution.output_data)
+
+    done = subprocess.run(
+        [sys.executable, str(flow_file), "resume", "start", "--origin-run-id", run["id"]],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    async with Database(sqlite_url) as db:
+        (again,) = await db.list_executions(topology_name=topology.name)
+    assert again.id == execution.id and model_calls() == Counter({"counted:specialist": 1})
+    resumed, _ = _client(flows_dir, flow_class_name(topology.name), execution.id, "mf-login")["runs"]
+    assert resumed["successful"] is True and resumed["answer"] == run["answer"]

@@ -117,8 +117,10 @@ def start_execution(
     """Create the execution of a flow run, or attach to `execution_id`; returns (execution id, topology id).
 
     A new execution is validated, stored and recorded like any runner's. An existing one (made by
-    `MetaflowRunner.run`) must have been made for this flow's topology, agents and input.
+    `MetaflowRunner.run`) must have been made for this flow's topology, agents and input. A Metaflow
+    `resume` that runs `start` again continues the execution of the run it resumes, never a new one.
     """
+    execution_id = execution_id or _origin_execution() or ""
     return _run(_start_execution(topology, agents, input_data, execution_id, run_config or {}))
 
 
@@ -641,6 +643,16 @@ def _flow_run() -> str | None:
     from metaflow import current
 
     return f"{current.flow_name}/{current.run_id}" if current.is_running_flow else None
+
+
+def _origin_execution() -> str | None:
+    """In a Metaflow `resume` (`resume start`): the execution the resumed run's `start` step made."""
+    from metaflow import Run, current
+
+    if not current.is_running_flow or not current.origin_run_id:
+        return None
+    start = Run(f"{current.flow_name}/{current.origin_run_id}", _namespace_check=False)["start"].task
+    return str(start["execution_id"].data) if start is not None and "execution_id" in start else None
 
 
 def _retry_count() -> int:
