@@ -53,13 +53,14 @@ async def test_planner_executor_and_reviewer_run_their_agents(start_app, sqlite_
 
 async def test_a_failed_tool_call_is_an_error_result_with_the_error_http_records(start_app, sqlite_url):
     server = await start_app(sqlite_url)
-    over_http = (await server.client.post("/v1/tools/echo", json={"input": {"text": "x"}})).json()
+    bad = {"plan": "not a plan"}  # refused by upstream's executor too
+    over_http = (await server.client.post("/v1/tools/executor", json={"input": bad})).json()
     assert over_http["error"]
     deep: Any = "x"
     for _ in range(120):
         deep = [deep]
     async with in_process_session(server.app) as session:
-        failed = await session.call_tool("echo", {"text": "x"})
+        failed = await session.call_tool("executor", bad)
         nested = await session.call_tool("echo", {"message": deep})
     assert error_text(failed) == over_http["error"]
     assert failed.meta["invocation_id"] != over_http["invocation_id"]
