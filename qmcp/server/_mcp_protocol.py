@@ -99,7 +99,9 @@ class QmcpMCPServer(MCPServer):
             raise ToolError(redact(str(error))) from None
         meta = {"invocation_id": str(invocation.id)}
         if invocation.error is not None:
-            return CallToolResult(content=[TextContent(text=redact(invocation.error))], is_error=True, _meta=meta)
+            return CallToolResult(
+                content=[TextContent(text=redact(invocation.error))], is_error=True, _meta=meta
+            )
         result = invocation.result
         text = result if isinstance(result, str) else json.dumps(result, indent=2)
         return CallToolResult(content=[TextContent(text=text)], _meta=meta)

@@ -111,7 +111,11 @@ async def test_a_runner_the_operator_does_not_offer_is_refused_as_over_http(
 
 BAD_ARGUMENTS = [
     ("list_human_requests", {"status": "bogus"}, "status: Input should be 'pending', 'responded', "),
-    ("run_topology", {"name": "plan-write", "input": {}, "runner": "bogus"}, "runner: Input should be 'local'"),
+    (
+        "run_topology",
+        {"name": "plan-write", "input": {}, "runner": "bogus"},
+        "runner: Input should be 'local'",
+    ),
     ("run_topology", {"name": "plan-write", "input": {}, "timeout_seconds": -1}, "timeout_seconds: "),
     ("run_topology", {"name": "plan-write", "input": {}, "timeout_seconds": 1e9}, "timeout_seconds: "),
     ("run_topology", {"name": "plan-write", "input": "text"}, "input: Input should be a valid dictionary"),

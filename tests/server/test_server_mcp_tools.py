@@ -37,14 +37,14 @@ async def test_the_tools_of_v1_tools_are_mcp_tools_with_the_same_schemas(start_a
 async def test_planner_executor_and_reviewer_run_their_agents(start_app, sqlite_url, scripted):
     steps = [{"action": "write", "description": "the draft"}, {"action": "check", "description": "it"}]
     verdict = {"checks": {"completeness": {"passed": True, "notes": "ok"}}, "recommendation": "ship"}
-    model, scripted_model = scripted(replies=[json.dumps({"steps": steps}), "done", "done", json.dumps(verdict)])
+    model, scripted_model = scripted(
+        replies=[json.dumps({"steps": steps}), "done", "done", json.dumps(verdict)]
+    )
     server = await start_app(sqlite_url, model=model)
     async with in_process_session(server.app) as session:
         plan = payload(await session.call_tool("planner", {"goal": "publish a post"}))
         ran = payload(await session.call_tool("executor", {"plan": plan, "dry_run": False}))
-        review = payload(
-            await session.call_tool("reviewer", {"result": ran, "criteria": ["completeness"]})
-        )
+        review = payload(await session.call_tool("reviewer", {"result": ran, "criteria": ["completeness"]}))
     assert [s["action"] for s in plan["steps"]] == ["write", "check"]
     assert [r["status"] for r in ran["results"]] == ["completed", "completed"]
     assert review["overall_status"] == "approved" and review["recommendation"] == "ship"
@@ -64,7 +64,10 @@ async def test_a_failed_tool_call_is_an_error_result_with_the_error_http_records
         nested = await session.call_tool("echo", {"message": deep})
     assert error_text(failed) == over_http["error"]
     assert failed.meta["invocation_id"] != over_http["invocation_id"]
-    assert error_text(nested) == "invalid input for echo: a value that is nested deeper than 100 levels; flatten it"
+    assert (
+        error_text(nested)
+        == "invalid input for echo: a value that is nested deeper than 100 levels; flatten it"
+    )
     invocations = (await server.client.get("/v1/invocations")).json()["invocations"]
     assert [i["status"] for i in invocations] == ["failed", "failed"]  # the nested one was not stored
 
