@@ -1,5 +1,6 @@
-"""The MCP tools with the official `mcp` client: over /mcp (streamable HTTP, in this process) and over
-stdio (`qmcp mcp`, a process)."""
+"""The MCP tools with the official `mcp` client: over /mcp (streamable HTTP, in this process and on a
+loopback port) and over stdio (`qmcp mcp`, a process); upstream's tools among them, and failures as
+tool errors in the API's sentences (an unknown tool a JSON-RPC error)."""
 
 from __future__ import annotations
 
@@ -81,14 +82,25 @@ async def test_the_mcp_endpoint_over_streamable_http(start_app, sqlite_url, doub
         await _exercise(session)
 
 
-async def test_qmcp_mcp_over_stdio(sqlite_url, start_server, worker_env_server, tmp_path):
+async def test_qmcp_serve_on_loopback_then_qmcp_mcp_over_stdio(
+    sqlite_url, start_server, worker_env_server, tmp_path
+):
+    """The SDK's own transports, each against a process: `qmcp serve`'s /mcp on a loopback port,
+    then `qmcp mcp` on the same database; neither logs a traceback for the failures."""
     from mcp import ClientSession
     from mcp.client.stdio import StdioServerParameters, stdio_client
+    from mcp.client.streamable_http import streamable_http_client
 
-    server = start_server(sqlite_url)  # to store the team through the API
+    server = start_server(sqlite_url, env={"DRIVER_LATENCY": "2"})
     async with server.client() as client:
         await make_team(client)
+    async with streamable_http_client(f"{server.url}/mcp") as streams, ClientSession(*streams) as session:
+        await session.initialize()
+        await _exercise(session)
     server.stop()
+    log = server.log.read_text()
+    assert "Traceback" not in log and "Error executing" not in log, log[-3000:]
+
     parameters = StdioServerParameters(
         command=sys.executable,
         args=[str(HERE / "server_driver.py"), "mcp"],
@@ -100,6 +112,5 @@ async def test_qmcp_mcp_over_stdio(sqlite_url, start_server, worker_env_server, 
         async with stdio_client(parameters, errlog=errlog) as streams, ClientSession(*streams) as session:
             await session.initialize()
             await _exercise(session)
-    assert "Traceback" not in errors.read_text() and "Error executing" not in errors.read_text(), (
-        errors.read_text()[-3000:]
-    )
+    said = errors.read_text()
+    assert "Traceback" not in said and "Error executing" not in said, said[-3000:]
