@@ -97,6 +97,8 @@ class QmcpMCPServer(MCPServer):
                 )
         except QmcpError as error:
             raise ToolError(redact(str(error))) from None
+        except Exception as error:  # a crash, as the SDK reports its own tools' (logged, not told)
+            raise UnexpectedToolError(f"Error executing tool {tool.name}") from error
         meta = {"invocation_id": str(invocation.id)}
         if invocation.error is not None:
             return CallToolResult(

@@ -19,15 +19,16 @@ INSPECTOR_DEFAULT = Path.home() / ".cache/qmcp-ci/inspector/node_modules/.bin/mc
 
 
 @contextlib.asynccontextmanager
-async def in_process_session(app: FastAPI) -> AsyncIterator[Any]:
-    """An initialised `ClientSession` speaking streamable HTTP to `app`'s /mcp, without a socket."""
+async def in_process_session(app: FastAPI, headers: dict[str, str] | None = None) -> AsyncIterator[Any]:
+    """An initialised `ClientSession` speaking streamable HTTP to `app`'s /mcp, without a socket;
+    `headers` go with every request."""
     import httpx2
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
     transport = httpx2.ASGITransport(app=app)
     async with (
-        httpx2.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as http,
+        httpx2.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60, headers=headers) as http,
         streamable_http_client(f"{BASE_URL}/mcp", http_client=http) as streams,
         ClientSession(*streams) as session,
     ):

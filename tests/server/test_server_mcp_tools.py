@@ -19,9 +19,9 @@ def _plan(steps: int) -> dict[str, Any]:
 async def test_the_tools_of_v1_tools_are_mcp_tools_with_the_same_schemas(start_app, db_url, doubles):
     server = await start_app(db_url)
     offered = {t["name"]: t for t in (await server.client.get("/v1/tools")).json()["tools"]}
-    async with in_process_session(server.app) as session:
+    async with in_process_session(server.app, headers={"X-Correlation-ID": "trace-7"}) as session:
         listed = {tool.name: tool for tool in (await session.list_tools()).tools}
-        echoed = await session.call_tool("echo", {"message": "hello"}, meta=None)
+        echoed = await session.call_tool("echo", {"message": "hello"})
     assert set(UPSTREAM) <= set(offered) <= set(listed)
     for name, tool in offered.items():
         assert listed[name].input_schema == tool["input_schema"], name
@@ -31,7 +31,7 @@ async def test_the_tools_of_v1_tools_are_mcp_tools_with_the_same_schemas(start_a
     assert payload(echoed) == "hello"
     [invocation] = (await server.client.get("/v1/invocations")).json()["invocations"]
     assert invocation["tool_name"] == "echo" and invocation["status"] == "success"
-    assert invocation["id"] == echoed.meta["invocation_id"] and invocation["correlation_id"]
+    assert invocation["id"] == echoed.meta["invocation_id"] and invocation["correlation_id"] == "trace-7"
 
 
 async def test_planner_executor_and_reviewer_run_their_agents(start_app, sqlite_url, scripted):
@@ -115,3 +115,16 @@ async def test_a_server_pinned_to_a_model_runs_the_tools_on_it(start_app, sqlite
     async with in_process_session(server.app) as session:
         plan = payload(await session.call_tool("planner", {"goal": "g"}))
     assert plan["estimated_steps"] == 1 and len(scripted_model.calls) == 1
+
+
+async def test_a_crash_under_a_server_tool_tells_the_client_nothing_of_it(start_app, sqlite_url, monkeypatch):
+    from qmcp.server import _mcp_protocol
+
+    async def crash(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("connection to 10.0.0.5 refused")
+
+    server = await start_app(sqlite_url)
+    monkeypatch.setattr(_mcp_protocol, "invoke_tool", crash)
+    async with in_process_session(server.app) as session:
+        text = error_text(await session.call_tool("echo", {"message": "hi"}))
+    assert text == "Error executing tool echo"  # the SDK's answer to a crash of its own tools
