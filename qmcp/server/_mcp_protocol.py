@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -40,7 +42,8 @@ class QmcpMCPServer(MCPServer):
     """An `MCPServer` that also offers the server's tools and answers failures in qmcp's sentences."""
 
     def __init__(self, runs: RunManager, limits: ToolLimits, **settings: Any) -> None:
-        super().__init__(**settings)
+        with _host_logging_kept():
+            super().__init__(**settings)
         self._runs = runs
         self._limits = limits
 
@@ -107,6 +110,21 @@ class QmcpMCPServer(MCPServer):
         result = invocation.result
         text = result if isinstance(result, str) else json.dumps(result, indent=2)
         return CallToolResult(content=[TextContent(text=text)], _meta=meta)
+
+
+@contextlib.contextmanager
+def _host_logging_kept() -> Iterator[None]:
+    """The SDK's constructor calls `logging.basicConfig` (a Rich handler on the root logger of the
+    host's process, `create_app()`'s caller): a library leaves the host's logging as it found it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def _cause(error: ToolError) -> str:

@@ -114,3 +114,16 @@ async def test_qmcp_serve_on_loopback_then_qmcp_mcp_over_stdio(
             await _exercise(session)
     said = errors.read_text()
     assert "Traceback" not in said and "Error executing" not in said, said[-3000:]
+
+
+def test_building_the_mcp_server_leaves_the_hosts_logging_alone(sqlite_url, monkeypatch):
+    """The SDK's constructor configures the root logger (`logging.basicConfig`, a Rich handler)."""
+    import logging
+
+    from qmcp.server import ServerOptions, create_app
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # a host that configured nothing (pytest adds its own)
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    create_app(ServerOptions.from_settings(db_url=sqlite_url))
+    assert root.handlers == [] and root.level == logging.WARNING
