@@ -41,13 +41,16 @@ def _options(launcher: Path) -> tuple[str, ...]:
     return ("--connect-timeout", "180000") if "--connect-timeout" in usage.stdout else ()
 
 
-def _inspect(launcher: Path, target: list[str], *args: str, env: dict[str, str]) -> tuple[int, Any, str]:
+def _inspect(
+    launcher: Path, target: list[str], *args: str, env: dict[str, str], cwd: Path
+) -> tuple[int, Any, str]:
     """Run the Inspector's CLI: its exit status, its JSON answer (None if it printed none), and all it said."""
     done = subprocess.run(
         [str(launcher), "--cli", *_options(launcher), *target, *args],
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         timeout=300,
     )
     said = done.stdout + done.stderr
@@ -63,7 +66,7 @@ def _text(answer: Any) -> str:
     return str(block["text"])
 
 
-def _drive(launcher: Path, target: list[str], env: dict[str, str]) -> str:
+def _drive(launcher: Path, target: list[str], env: dict[str, str], cwd: Path) -> str:
     """The same calls on either transport; everything the Inspector said, to look for tracebacks."""
     said = []
 
@@ -77,11 +80,12 @@ def _drive(launcher: Path, target: list[str], env: dict[str, str]) -> str:
             tool,
             *(["--tool-arg", *arguments] if arguments else []),
             env=env,
+            cwd=cwd,
         )
         said.append(output)
         return status, answer
 
-    status, listed, output = _inspect(launcher, target, "--method", "tools/list", env=env)
+    status, listed, output = _inspect(launcher, target, "--method", "tools/list", env=env, cwd=cwd)
     said.append(output)
     assert status == 0 and listed is not None, output
     assert {tool["name"] for tool in listed["tools"]} >= OWN | UPSTREAM
@@ -117,15 +121,17 @@ async def test_the_inspector_over_stdio(inspector_cli, sqlite_url, start_server,
     env = {**worker_env_server, "QMCP_DATABASE_URL": sqlite_url}
     passed = [f"{name}={env[name]}" for name in ("PYTHONPATH", "QMCP_DATABASE_URL")]  # 2.x passes no others
     server_command = [sys.executable, str(HERE / "server_driver.py"), "mcp"]
-    said = _drive(inspector_cli, [*(f"-e{pair}" for pair in passed), *server_command], env)
+    said = _drive(inspector_cli, [*(f"-e{pair}" for pair in passed), *server_command], env, tmp_path)
     assert "Traceback" not in said and "Error executing tool" not in said, said[-3000:]
 
 
-async def test_the_inspector_over_streamable_http(inspector_cli, sqlite_url, start_server, worker_env_server):
+async def test_the_inspector_over_streamable_http(
+    inspector_cli, sqlite_url, start_server, worker_env_server, tmp_path
+):
     server = start_server(sqlite_url)
     async with server.client() as client:
         await make_team(client)
-    said = _drive(inspector_cli, [f"{server.url}/mcp", "--transport", "http"], worker_env_server)
+    said = _drive(inspector_cli, [f"{server.url}/mcp", "--transport", "http"], worker_env_server, tmp_path)
     assert "Error executing tool" not in said, said[-3000:]
     log = server.log.read_text()
     assert "Traceback" not in log and "Error executing tool" not in log, log[-3000:]
