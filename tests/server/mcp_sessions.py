@@ -60,8 +60,13 @@ def error_text(result: Any) -> str:
     return str(block.text)
 
 
-def inspector() -> Path | None:
-    """The MCP Inspector's launcher: $QMCP_MCP_INSPECTOR, else `.ci/run`'s install, else None."""
+def inspector_path() -> Path:
+    """Where the MCP Inspector's launcher should be: $QMCP_MCP_INSPECTOR, else `.ci/run`'s install."""
     given = os.environ.get(INSPECTOR_ENV)
-    path = Path(given) if given else INSPECTOR_DEFAULT
+    return Path(given) if given else INSPECTOR_DEFAULT
+
+
+def inspector() -> Path | None:
+    """The MCP Inspector's launcher, or None when it is not there."""
+    path = inspector_path()
     return path if path.is_file() and os.access(path, os.X_OK) else None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp_sessions import INSPECTOR_DEFAULT, INSPECTOR_ENV, inspector
+from mcp_sessions import INSPECTOR_ENV, inspector, inspector_path
 from serving import HERE
 from team import make_team
 
@@ -28,7 +28,7 @@ def inspector_cli() -> Path:
         pytest.skip(
             f"the MCP Inspector is not installed: run .ci/run, or `npm install --prefix "
             f"~/.cache/qmcp-ci/inspector @modelcontextprotocol/inspector`, or set {INSPECTOR_ENV} "
-            f"(looked at {INSPECTOR_DEFAULT})"
+            f"(looked at {inspector_path()})"
         )
     return found
 
