@@ -41,8 +41,8 @@ async def get_steps(execution_id: str, db: Db) -> dict[str, Any]:
 
 
 _SSE_EVENT = {
-    "description": "One Server-Sent Event (as OpenAPI 3.2's `itemSchema` and schemathesis read a stream's "
-    "`schema` before 3.2): its `data` is one JSON object whose `event` repeats the event's name",
+    "description": "One event of the stream (OpenAPI 3.2 calls this `itemSchema`, which 3.1 has not: the "
+    "body's `schema` is text): its `data` is one JSON object whose `event` repeats the event's name",
     "type": "object",
     "required": ["data"],
     "properties": {
@@ -79,7 +79,7 @@ class _CountedStream(StreamingResponse):
         200: {
             "description": "Server-Sent Events: the execution's status and recorded steps, then what happens "
             "live (`step`, `delta`, `status`), until an `end` event when the run stops",
-            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "x-item-schema": _SSE_EVENT}},
         },
         **problems(
             404, 503, described={429: "Too many event streams are open (the server's or this client's cap)"}
