@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from ..agentframework.errors import (
     BudgetExceededError,
@@ -167,8 +168,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, error: StarletteHTTPException) -> Response:
-        return problem(error.status_code, str(error.detail))
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        answer = problem(error.status_code, str(error.detail))
+        answer.headers.update(error.headers or {})
+        if (
+            error.status_code == 405
+        ):  # HTTP requires `Allow`; Starlette's names the first route's methods only
+            answer.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return answer
 
     @app.exception_handler(RecursionError)
     async def too_deep(_request: Request, _error: RecursionError) -> Response:
@@ -178,6 +185,19 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def internal(_request: Request, error: Exception) -> Response:
         get_logger().error("http.internal_error", error=f"{type(error).__name__}: {error}", exc_info=error)
         return problem(500, f"internal error: {type(error).__name__}", kind="internal")
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route answers at the request's path (each route of a path has its own)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 def _message(item: Any) -> str:

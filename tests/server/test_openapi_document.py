@@ -68,8 +68,8 @@ async def test_every_success_has_a_schema(document):
 async def test_the_event_stream_is_documented_as_server_sent_events(document):
     responses = document["paths"]["/v1/executions/{execution_id}/events"]["get"]["responses"]
     stream = responses["200"]["content"]["text/event-stream"]
-    assert stream["schema"] == {"type": "string"}  # OpenAPI 3.1: the body is text
-    assert set(stream["x-item-schema"]["properties"]) == {"event", "data", "id", "retry"}  # and each event
+    text, event = stream["schema"]["anyOf"]  # the body (text), or each of its events, as tools read it
+    assert text == {"type": "string"} and set(event["properties"]) == {"event", "data", "id", "retry"}
     assert "429" in responses
 
 
@@ -110,3 +110,26 @@ async def test_a_run_asked_as_another_door_is_the_servers(start_app, db_url):
 def test_row_shapes_name_every_field_of_their_row(shape, row):
     """A response model drops the fields it does not name: the row's shape names them all."""
     assert set(shape.model_fields) == set(row.model_fields)
+
+
+async def test_a_topology_naming_an_unknown_agent_is_a_documented_404(start_app, db_url):
+    """Schemathesis found it: a 404 the document did not list (the generated client returned None)."""
+    server = await start_app(db_url)
+    team = {"name": "lost", "type": "pipeline", "agents": {"plan": "nobody"}}
+    for answer in (
+        await server.client.post("/v1/topologies", json=team),
+        await server.client.put("/v1/topologies/lost", json=team),
+    ):
+        assert answer.status_code == 404 and answer.headers["content-type"] == PROBLEM, answer.text
+        assert "'nobody' not found" in answer.json()["detail"]
+    paths = (await server.client.get("/openapi.json")).json()["paths"]
+    assert "404" in paths["/v1/topologies"]["post"]["responses"]
+    assert "404" in paths["/v1/topologies/{name}"]["put"]["responses"]
+
+
+async def test_a_method_not_allowed_names_the_allowed_ones(start_app, sqlite_url):
+    """Schemathesis found it: a 405 without the `Allow` header HTTP requires (the problem handler dropped it)."""
+    server = await start_app(sqlite_url)
+    answer = await server.client.patch("/v1/agents")
+    assert answer.status_code == 405 and answer.headers["content-type"] == PROBLEM
+    assert set(answer.headers["allow"].split(", ")) == {"GET", "POST"}

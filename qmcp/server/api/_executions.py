@@ -41,8 +41,10 @@ async def get_steps(execution_id: str, db: Db) -> dict[str, Any]:
 
 
 _SSE_EVENT = {
-    "description": "One event of the stream (OpenAPI 3.2 calls this `itemSchema`, which 3.1 has not: the "
-    "body's `schema` is text): its `data` is one JSON object whose `event` repeats the event's name",
+    "title": "ServerSentEvent",
+    "description": "One event of the stream: its `data` is one JSON object whose `event` repeats the event's "
+    "name. (The body is text; OpenAPI 3.1 has no keyword for one event of a stream, 3.2's `itemSchema`, "
+    "and tools read a stream's `schema` either way: as the body, or as each event.)",
     "type": "object",
     "required": ["data"],
     "properties": {
@@ -79,7 +81,7 @@ class _CountedStream(StreamingResponse):
         200: {
             "description": "Server-Sent Events: the execution's status and recorded steps, then what happens "
             "live (`step`, `delta`, `status`), until an `end` event when the run stops",
-            "content": {"text/event-stream": {"schema": {"type": "string"}, "x-item-schema": _SSE_EVENT}},
+            "content": {"text/event-stream": {"schema": {"anyOf": [{"type": "string"}, _SSE_EVENT]}}},
         },
         **problems(
             404, 503, described={429: "Too many event streams are open (the server's or this client's cap)"}

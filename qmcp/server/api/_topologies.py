@@ -24,6 +24,8 @@ from ._schemas import DagOut, RunBody, TopologyBody, TopologyDefinitionOut, Topo
 
 router = APIRouter(tags=["topologies"], route_class=FiniteJsonRoute)
 
+_NO_AGENT = "An agent (or a compound's topology) the definition names does not exist"
+
 
 def _out(topology: Topology, agents: dict[str, AgentType]) -> dict[str, Any]:
     return topology.definition() | {"agents": {slot: agent.name for slot, agent in agents.items()}}
@@ -39,7 +41,7 @@ async def get_topologies(db: Db) -> dict[str, Any]:
     "/v1/topologies",
     status_code=201,
     response_model=TopologyDefinitionOut,
-    responses=problems(400, 403, 409, 422, 503),
+    responses=problems(400, 403, 409, 422, 503, described={404: _NO_AGENT}),
 )
 async def post_topology(body: TopologyBody, db: Db, caller: Remote) -> dict[str, Any]:
     return (await create_topology(db, TopologySpec(**body.model_dump()), caller)).definition()
@@ -51,7 +53,9 @@ async def get_topology(name: str, db: Db) -> dict[str, Any]:
 
 
 @router.put(
-    "/v1/topologies/{name}", response_model=TopologyDefinitionOut, responses=problems(400, 403, 422, 503)
+    "/v1/topologies/{name}",
+    response_model=TopologyDefinitionOut,
+    responses=problems(400, 403, 422, 503, described={404: _NO_AGENT}),
 )
 async def replace_topology(name: str, body: TopologyBody, db: Db, caller: Remote) -> dict[str, Any]:
     if body.name != name:
