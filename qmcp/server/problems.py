@@ -171,9 +171,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         answer = problem(error.status_code, str(error.detail))
         answer.headers.update(error.headers or {})
-        if (
-            error.status_code == 405
-        ):  # HTTP requires `Allow`; Starlette's names the first route's methods only
+        # HTTP requires a 405's `Allow`; Starlette's names the methods of the path's first route only
+        if error.status_code == 405:
             answer.headers["Allow"] = ", ".join(_allowed_methods(request))
         return answer
 

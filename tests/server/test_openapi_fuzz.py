@@ -6,7 +6,8 @@ Every response must not be a 5xx, must have a status the document lists for its 
 type it lists, and a body that its schema accepts. Each operation is fuzzed three ways: with generated
 path parameters (mostly unknown names: the 404s), with path parameters naming stored things (a team,
 a finished execution, a human request, an invocation: the 2xx and the conflicts), and with data that
-breaks the schema (the 422s) where the operation has a query or a body to break.
+breaks the schema (the 422s) where the operation has a query or a body to break; and through schemathesis'
+coverage phase (every boundary of the schema, and the methods a path does not take: 405 with `Allow`).
 
 Not covered here, on purpose: the console's pages and `/mcp` are not in the OpenAPI document (the
 console is HTML for browsers, tested by test_console*.py; `/mcp` is JSON-RPC, tested by
@@ -61,6 +62,20 @@ def _fuzz(operation: Any, mode: GenerationMode, statuses: Counter[int], **fixed:
         statuses[case.call_and_validate(headers=HEADERS, checks=CHECKS).status_code] += 1
 
     check()
+
+
+def _cover(schema: Any, operation: Any, statuses: Counter[int]) -> None:
+    """Schemathesis' coverage phase: the boundaries of each schema (each enum value, the limits of each
+    bound, each required field missing, wrong types, methods the path does not take), no randomness."""
+    for case in schema.iter_coverage_cases(
+        operation,
+        generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+        generation_config=schema.config.generation_for(operation=operation),
+    ):
+        response = _in_process(case).call_and_validate(
+            headers=HEADERS, checks=[*CHECKS, st_checks.unsupported_method]
+        )
+        statuses[response.status_code] += 1
 
 
 def _in_process(case: Any) -> Any:
@@ -150,6 +165,10 @@ def test_every_operation_keeps_its_schema_under_fuzzing(db_url: str) -> None:
                 ways.append((GenerationMode.POSITIVE, {"path_parameters": _seeded(operation, names)}))
             if operation.query or operation.body:
                 ways.append((GenerationMode.NEGATIVE, {}))
+            try:
+                _cover(schema, operation, statuses)
+            except Exception as failure:
+                failures.append(f"{operation.label} (coverage): {failure}")
             for mode, fixed in ways:
                 try:
                     _fuzz(operation, mode, statuses, **fixed)
