@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,9 +29,15 @@ pytestmark = pytest.mark.slow  # runs the generator, a process
 @pytest.fixture
 def generated(tmp_path: Path) -> Iterator[Any]:
     """generated(document) -> the client package openapi-python-client made from `document`, imported."""
-    generator = shutil.which("openapi-python-client")
+    generator = os.environ.get("QMCP_OPENAPI_GENERATOR") or shutil.which("openapi-python-client")
     if generator is None:
-        pytest.skip("openapi-python-client is not installed (pip install -e '.[dev]')")
+        missing = (
+            "openapi-python-client is not installed: pipx install 'openapi-python-client>=0.29,<0.30' "
+            "(its own environment: it pins typer below qmcp's CLI), or set QMCP_OPENAPI_GENERATOR"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(missing)  # .ci/run installs it: CI never skips this test
+        pytest.skip(missing)
 
     def generate(document: dict[str, Any]) -> ModuleType:
         path = tmp_path / "openapi.json"
