@@ -25,6 +25,7 @@ from ..redaction import mask_url, register_secret
 from ._hosts import LOOPBACK_NAMES, HostAllowlist
 from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
+from ._openapi import install_openapi
 from .api import ServerState, router
 from .console import ConsoleSessions, LoginLimiter
 from .console import router as console_router
@@ -163,6 +164,7 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
     app.state.login_limiter = LoginLimiter(options.login_attempts_per_minute)
     app.state.tool_limits = tool_limits
     install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(router)
     app.include_router(console_router)  # the browser console: /, /executions/..., /topologies, /login
     app.router.routes.extend(mcp_app.routes)  # /mcp, served by the SDK's session manager

@@ -35,6 +35,7 @@ from ._topology import (
 from ._trust import TrustRecord
 from ._usage import Usage
 from ._validation import (
+    NAME_PATTERN,
     NUL,
     check_id,
     check_name,
@@ -47,6 +48,7 @@ from ._validation import (
 __all__ = [
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
+    "NAME_PATTERN",
     "NUL",
     "AgentCapability",
     "AgentConfig",

@@ -8,9 +8,12 @@ from fastapi import APIRouter, Query, Request
 
 from ...agentframework.models import HumanRequest, HumanRequestStatus
 from ...app import answer_request, row_json
+from ..problems import problems
 from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State, correlation
 from ._schemas import (
+    HumanRequestDetailOut,
     HumanRequestIn,
+    HumanRequestListOut,
     HumanRequestOut,
     HumanResponseIn,
     HumanResponseOut,
@@ -21,7 +24,7 @@ from ._schemas import (
 router = APIRouter(tags=["human"], route_class=FiniteJsonRoute)
 
 
-@router.post("/v1/human/requests", status_code=201)
+@router.post("/v1/human/requests", status_code=201, responses=problems(400, 403, 409, 422, 503))
 async def create_human_request(body: HumanRequestIn, request: Request, db: Db) -> HumanRequestOut:
     human = HumanRequest(
         id=body.id,
@@ -36,7 +39,7 @@ async def create_human_request(body: HumanRequestIn, request: Request, db: Db) -
     return human_request_out(human)
 
 
-@router.get("/v1/human/requests")
+@router.get("/v1/human/requests", response_model=HumanRequestListOut, responses=problems(422, 503))
 async def list_human_requests(
     db: Db,
     status: Annotated[str | None, Query(pattern="^(pending|responded|expired|cancelled)$")] = None,
@@ -48,7 +51,11 @@ async def list_human_requests(
     return {"requests": [row_json(row) for row in rows], "count": len(rows)}
 
 
-@router.get("/v1/human/requests/{request_id:path}")
+@router.get(
+    "/v1/human/requests/{request_id:path}",
+    response_model=HumanRequestDetailOut,
+    responses=problems(404, 503),
+)
 async def get_human_request(request_id: str, db: Db) -> dict[str, Any]:
     human = await db.get_human_request(request_id)
     if human.status == HumanRequestStatus.PENDING and human.expired():
@@ -61,7 +68,7 @@ async def get_human_request(request_id: str, db: Db) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/human/responses", status_code=201)
+@router.post("/v1/human/responses", status_code=201, responses=problems(400, 403, 404, 409, 410, 422, 503))
 async def submit_human_response(
     body: HumanResponseIn, db: Db, state: State, caller: Remote
 ) -> HumanResponseOut:
