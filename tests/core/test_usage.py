@@ -14,6 +14,7 @@ import pytest
 from _clock import FakeClock
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from qmcp.agentframework.errors import LeaseLostError
@@ -25,9 +26,11 @@ from qmcp.agentframework.models import (
     Topology,
     TopologyType,
     Usage,
+    table_of,
 )
 from qmcp.agentframework.runners import LocalRunner
-from qmcp.agentframework.store import Database, Owner, StepRecord
+from qmcp.agentframework.store import SCHEMA_HEAD, Database, Owner, StepRecord, create_engine
+from qmcp.agentframework.store._migrate import downgrade, upgrade
 from qmcp.app import execution_cost
 from qmcp.cli import app
 
@@ -147,3 +150,31 @@ async def test_a_forced_takeover_counts_the_old_owners_paid_call(db_url, agent, 
     assert [c["key"] for c in shown["displaced_calls"]] == ["pipeline/1:s1"]
     table = (await asyncio.to_thread(cli, "executions", "cost", str(running.id)[:8])).stdout
     assert "displaced" in table and "pipeline/1:s1" in table and "total paid" in table
+
+
+async def test_migration_0007_keeps_each_executions_earlier_totals_as_one_row(db_url):
+    """Totals recorded before usage rows existed stay what they were, and still equal the sum of rows."""
+    assert await upgrade(db_url, "0006", create_new=False) == (None, "0006")
+    spent = Execution(
+        topology_name="t",
+        topology_type="pipeline",
+        requests=7,
+        input_tokens=100,
+        output_tokens=50,
+        cost_usd=0.5,
+    )
+    idle = Execution(topology_name="t", topology_type="pipeline")
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            for execution in (spent, idle):
+                await conn.execute(insert(table_of(Execution)).values(**execution.model_dump()))
+    finally:
+        await engine.dispose()
+    assert await upgrade(db_url) == ("0006", SCHEMA_HEAD)
+    async with Database(db_url) as db:
+        (carried,) = await db.list_usage(spent.id)
+        assert await db.list_usage(idle.id) == []
+        assert await db.executions.count_usage(spent.id) == Usage(7, 100, 50, 0.5)
+    assert (carried.key, carried.owner_token, carried.displaced) == (None, None, False)
+    assert await downgrade(db_url, "0006") == (SCHEMA_HEAD, "0006")
