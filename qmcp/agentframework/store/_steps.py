@@ -143,8 +143,11 @@ def _lost(execution_id: Any) -> LeaseLostError:
     )
 
 
-_USAGE_COLUMNS = [c.name for c in table_of(StepUsage).columns if c.name != "id"]
-"""A usage row as a tuple, in this order (see `_fenced`)."""
+_USAGE_COLUMNS = [
+    *("execution_id", "key", "agent_name", "model", "owner_token", "displaced"),
+    *("requests", "input_tokens", "output_tokens", "cost_usd", "recorded_at"),
+]
+"""A usage row as a tuple, in this order: what `_fenced` makes and `_usage_params` converts."""
 
 
 def _count_usage() -> Any:
