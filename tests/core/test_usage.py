@@ -107,8 +107,9 @@ class _GatedModel:
 async def test_a_forced_takeover_counts_the_old_owners_paid_call(db_url, agent, monkeypatch):
     """The old owner's call answers after the new owner finished: its step is refused, and still the
     execution's totals are the calls the model answered, and `executions cost ID` lists it."""
-    monkeypatch.setenv("QMCP_HEARTBEAT_SECONDS", "5")  # the old owner learns it lost only at its write
-    monkeypatch.setenv("QMCP_LEASE_SECONDS", "30")
+    # No heartbeat during the test, however slow the machine: the old owner learns it lost at its write.
+    monkeypatch.setenv("QMCP_HEARTBEAT_SECONDS", "120")
+    monkeypatch.setenv("QMCP_LEASE_SECONDS", "600")
     model = _GatedModel(held=1)
     try:
         topology = Topology(
