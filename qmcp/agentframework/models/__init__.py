@@ -3,7 +3,7 @@
 from ._agent import AgentConfig, AgentType, utcnow
 from ._base import TableModel, metadata, table_of
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
-from ._execution import Execution, ExecutionStep
+from ._execution import Execution, ExecutionStep, StepUsage
 from ._human import (
     HumanRequest,
     HumanRequestStatus,
@@ -74,6 +74,7 @@ __all__ = [
     "Models",
     "PipelineConfig",
     "StepStatus",
+    "StepUsage",
     "TableModel",
     "ToolInvocation",
     "Topology",

@@ -78,8 +78,9 @@ class Ending:
 class Attempt:
     """This process's attempt at `execution`, which it holds `lease` on.
 
-    `usage` is the attempt's running totals when this process makes its steps (the end adds them to
-    the execution); None when other processes record theirs (a Metaflow flow's tasks). `releases`:
+    `usage` is the attempt's running totals when this process makes its steps (its span reports them;
+    the execution's totals are counted from every attempt's usage rows when it ends); None when other
+    processes record theirs (a Metaflow flow's tasks). `releases`:
     whether ending the attempt gives the lease up (False for a flow's step acting for the runner
     that claimed the execution).
     """
@@ -169,15 +170,14 @@ class Attempt:
                 self.log.info("run.internal_error", exc_info=failure)  # the traceback, with --verbose
             return ending
 
-    async def record(self, ending: Ending) -> tuple[datetime, int] | None:
-        """Write `ending` through the execution service, with this attempt's usage; None when nothing
-        was written (the lease was lost, or another process of this owner ended the run)."""
+    async def record(self, ending: Ending) -> tuple[datetime, int, Usage] | None:
+        """Write `ending` through the execution service (which counts the execution's usage rows); None
+        when nothing was written (the lease was lost, or another process of this owner ended the run)."""
         return await self.db.executions.finish(
             self.lease,
             ending.status,
             output=ending.output,
             error=ending.error,
-            usage=self.usage,
             release=self.releases,
             human_request_id=ending.human_request_id,
         )
@@ -216,14 +216,12 @@ class Attempt:
             if ended is not None and self.metrics:
                 METRICS.runs.labels(execution.topology_type, str(ending.status)).inc()
             if ended is not None and self.usage is not None:  # all the attempt wrote is known here
-                execution.completed_at, ran = ended
+                execution.completed_at, ran, totals = ended
                 execution.status, execution.output_data = ending.status, ending.output
                 execution.error, execution.human_request_id = ending.error, ending.human_request_id
                 execution.duration_ms = (execution.duration_ms or 0) + ran
-                execution.requests += self.usage.requests
-                execution.input_tokens += self.usage.input_tokens
-                execution.output_tokens += self.usage.output_tokens
-                execution.cost_usd += self.usage.cost_usd
+                execution.requests, execution.input_tokens = totals.requests, totals.input_tokens
+                execution.output_tokens, execution.cost_usd = totals.output_tokens, totals.cost_usd
                 return run_result(execution)
             if lease.lost is None:
                 return run_result(await self.db.get_execution(execution.id))

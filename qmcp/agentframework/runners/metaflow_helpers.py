@@ -346,7 +346,7 @@ async def _advance(
             raise
         finally:
             if not finished:
-                await db.executions.add_usage(lease, ctx.totals)
+                await db.executions.count_usage(lease.execution_id)
     return _Progress(output, ctx.outcomes, run)
 
 

@@ -31,10 +31,12 @@ from ..models import (
     HumanRequestStatus,
     HumanRequestType,
     HumanResponse,
+    StepUsage,
     ToolInvocation,
     Topology,
     TopologyMembership,
     TrustRecord,
+    Usage,
     check_id,
     check_json,
     gate_execution,
@@ -56,6 +58,7 @@ from ._engine import (
 from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
 from ._steps import SqlStepStore
+from ._usage import TOTALS, lock_execution, summed_totals, totals_of
 
 __all__ = ["DEFINITION_CHANGED", "MAX_OFFSET", "Database", "check_page", "revoke_trust_of"]
 
@@ -328,6 +331,26 @@ class Database:
         statement = update(Execution).where(col(Execution.id) == execution_id, *guard).values(**values)
         return bool(await self._execute(statement))
 
+    async def update_counting_usage(
+        self, execution_id: uuid.UUID, values: Mapping[str, Any], *guard: ColumnElement[bool]
+    ) -> Usage | None:
+        """`execute_update`, setting the execution's totals to the sum of its usage rows too
+        (`_usage.py`); the totals written, or None when `guard` did not hold."""
+        statement = (
+            update(Execution)
+            .where(col(Execution.id) == execution_id, *guard)
+            .values(**values, **summed_totals())
+            .returning(*[getattr(Execution, name) for name in TOTALS])
+        )
+
+        def write(session: Session) -> Any:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(lock_execution(execution_id))
+            return session.connection().execute(statement).first()
+
+        row = await self._write(write)
+        return None if row is None else totals_of(row)
+
     async def renew_lease(
         self, execution_id: uuid.UUID, token: str, until: datetime, now: datetime
     ) -> tuple[ExecutionStatus, bool] | None:
@@ -468,6 +491,12 @@ class Database:
             .order_by(col(ExecutionStep.id))
         )
         return await self._all(query)
+
+    async def list_usage(self, execution_id: uuid.UUID) -> Sequence[StepUsage]:
+        """What every step attempt of the execution paid, displaced ones included, in the order written."""
+        return await self._all(
+            select(StepUsage).where(StepUsage.execution_id == execution_id).order_by(col(StepUsage.id))
+        )
 
     async def list_step_outlines(self, execution_id: uuid.UUID) -> Sequence[Any]:
         """An execution's steps without their request, response and output: rows with the step's key,
