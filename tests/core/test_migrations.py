@@ -27,13 +27,13 @@ from qmcp.agentframework.store import (
     SCHEMA_READY_VARIABLE,
     Database,
     MemoryStore,
+    _engine,
     create_engine,
     engine_cache,
     migrate,
     schema_ready_variables,
     schema_revision,
 )
-from qmcp.agentframework.store import _engine
 from qmcp.agentframework.store._migrate import (
     HEAD,
     REVISIONS,
