@@ -207,7 +207,11 @@ async def test_a_process_started_by_one_that_checked_the_schema_skips_the_check(
     assert mark.startswith(f"{HEAD}:") and "127.0.0.1" not in mark and ".db" not in mark  # the URL is hashed
     checks: list[str] = []
     monkeypatch.setattr(_engine, "read_revision", lambda conn: checks.append("check") or read_revision(conn))
-    for given, expected in ((mark, []), (mark.replace(HEAD, "0" * len(HEAD), 1), ["check"]), (None, ["check"])):
+    for given, expected in (
+        (mark, []),
+        (mark.replace(HEAD, "0" * len(HEAD), 1), ["check"]),
+        (None, ["check"]),
+    ):
         engine_cache().close()  # as in a new process: nothing checked yet
         checks.clear()
         if given is None:
