@@ -24,11 +24,14 @@ from qmcp.agentframework.errors import DatabaseUnavailableError, InvalidConfigEr
 from qmcp.agentframework.models import ExecutionStatus, metadata
 from qmcp.agentframework.runners import LocalRunner, RunConfig
 from qmcp.agentframework.store import (
+    SCHEMA_READY_VARIABLE,
     Database,
     MemoryStore,
+    _engine,
     create_engine,
     engine_cache,
     migrate,
+    schema_ready_variables,
     schema_revision,
 )
 from qmcp.agentframework.store._migrate import (
@@ -39,6 +42,7 @@ from qmcp.agentframework.store._migrate import (
     PreBaselineSchemaError,
     SchemaBehindError,
     downgrade,
+    read_revision,
     upgrade,
 )
 
@@ -187,6 +191,36 @@ async def test_upgrading_on_first_use_can_be_turned_off(db_url: str, monkeypatch
     assert await migrate(db_url) == (HEAD, HEAD)
     async with Database(db_url) as db:
         assert await db.list_agents() == []
+
+
+async def test_a_process_started_by_one_that_checked_the_schema_skips_the_check(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """A Metaflow task is told by the runner's process that the database is at this qmcp's schema and
+    opens it without the check's transaction; told of another revision, or of nothing, it checks."""
+    engine_cache().close()
+    unchecked = Database(db_url)
+    assert schema_ready_variables(unchecked.engine) == {}  # nothing to pass on before a check
+    async with unchecked as db:
+        variables = schema_ready_variables(db.engine)
+    mark = variables[SCHEMA_READY_VARIABLE]
+    assert mark.startswith(f"{HEAD}:") and "127.0.0.1" not in mark and ".db" not in mark  # the URL is hashed
+    checks: list[str] = []
+    monkeypatch.setattr(_engine, "read_revision", lambda conn: checks.append("check") or read_revision(conn))
+    for given, expected in (
+        (mark, []),
+        (mark.replace(HEAD, "0" * len(HEAD), 1), ["check"]),
+        (None, ["check"]),
+    ):
+        engine_cache().close()  # as in a new process: nothing checked yet
+        checks.clear()
+        if given is None:
+            monkeypatch.delenv(SCHEMA_READY_VARIABLE, raising=False)
+        else:
+            monkeypatch.setenv(SCHEMA_READY_VARIABLE, given)
+        async with Database(db_url) as db:
+            assert await db.list_agents() == []
+        assert checks == expected, given
 
 
 @pytest.mark.parametrize("made", ["new", "before_migrations"])

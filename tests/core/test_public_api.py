@@ -131,6 +131,41 @@ def test_import_qmcp_stays_light():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow  # a fresh interpreter's imports
+@pytest.mark.parametrize(
+    "module",
+    [
+        "qmcp.agentframework.runners",
+        "qmcp.agentframework.runners.metaflow_helpers",
+        "qmcp.agentframework.topologies",
+        "qmcp.agentframework.mixins",
+        "qmcp.agentframework.llm",
+        "qmcp.agentframework.store",
+    ],
+)
+def test_the_layers_import_pydantic_ai_only_for_a_model_call(module):
+    """pydantic-ai is about a third of a first run's imports: the layers load it at a model call, no earlier."""
+    code = f"import sys, {module}; print('pydantic_ai' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.slow  # a fresh interpreter's imports
+def test_importing_the_runners_reads_no_attribute_docstrings():
+    """pydantic finds attribute docstrings by scanning every loaded module, per class: qmcp's models
+    describe their fields with `Field(description=...)` instead."""
+    code = (
+        "import sys\n"
+        "from pydantic._internal import _docs_extraction, _fields\n"
+        "read = []\n"
+        "_fields.extract_docstrings_from_cls = lambda cls, **kw: read.append(cls.__qualname__) or {}\n"
+        "import qmcp.agentframework.runners\n"
+        "print(read)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 ROOT_EXPORTS = [
     "AgentConfig",
     "AgentRole",

@@ -153,14 +153,17 @@ _Server = Annotated[
 class _QmcpServer(BaseModel):
     """A QMCP server whose `/v1/tools` the agent may call (over its REST API)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # Descriptions as `Field(description=...)`, not attribute docstrings: pydantic finds those by
+    # scanning every loaded module (`inspect.getmodule`), a cost paid by every process importing qmcp.
+    model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(default=None, pattern=r"^https?://")
-    """[default: QMCP_SERVER_URL]"""
-    tools: list[str] | None = None
-    """Only these of its tools [default: all]."""
-    token_env: str | None = Field(default="QMCP_API_TOKEN", pattern=_VARIABLE_NAME)
-    """The variable holding its bearer token (sent to this server only)."""
+    url: str | None = Field(default=None, pattern=r"^https?://", description="[default: QMCP_SERVER_URL]")
+    tools: list[str] | None = Field(default=None, description="Only these of its tools [default: all].")
+    token_env: str | None = Field(
+        default="QMCP_API_TOKEN",
+        pattern=_VARIABLE_NAME,
+        description="The variable holding its bearer token (sent to this server only).",
+    )
 
     def address(self) -> str:
         url = self.url or os.environ.get("QMCP_SERVER_URL")

@@ -29,7 +29,7 @@ from ...observability import get_logger, trace_environment
 from ..errors import InvalidConfigError
 from ..extras import require
 from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology
-from ..store import Database, Lease, StepRecord, is_sqlite
+from ..store import Database, Lease, StepRecord, is_sqlite, schema_ready_variables
 from ..topologies import StepEvent
 from ._attempt import Attempt, Ending
 from ._base import BaseRunner, EventHandler, runner
@@ -217,7 +217,9 @@ class MetaflowRunner(BaseRunner):
         argv = self.launch_command(execution, flow_file, config=config, owner_token=lease.token)
         reporter = await _StepReporter.start(db, execution.id, self.on_event) if self.on_event else None
         try:
-            returncode, stderr = await _launch(argv, self._environ(lease.token))
+            # The tasks skip the schema check this process made (see `schema_ready_variables`).
+            environ = {**self._environ(lease.token), **schema_ready_variables(db.engine)}
+            returncode, stderr = await _launch(argv, environ)
         finally:
             if reporter is not None:
                 await reporter.stop()

@@ -2,6 +2,7 @@
 
 from ._database import MAX_OFFSET, Database, check_page
 from ._engine import (
+    SCHEMA_READY_VARIABLE,
     EngineCache,
     as_storage_error,
     close_engines,
@@ -10,6 +11,7 @@ from ._engine import (
     ensure_schema,
     is_sqlite,
     migrate,
+    schema_ready_variables,
     schema_revision,
     storage_errors,
 )
@@ -40,6 +42,7 @@ __all__ = [
     "COST_GROUPS",
     "MAX_OFFSET",
     "SCHEMA_HEAD",
+    "SCHEMA_READY_VARIABLE",
     "SCHEMA_VERSION_TABLE",
     "TRANSITIONS",
     "Action",
@@ -75,6 +78,7 @@ __all__ = [
     "observed",
     "owner_state",
     "revoke_trust",
+    "schema_ready_variables",
     "schema_revision",
     "storage_errors",
     "trust_history",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -43,6 +44,7 @@ from ._storable import store_nul_safely
 
 __all__ = [
     "JSON_CODEC",
+    "SCHEMA_READY_VARIABLE",
     "EngineCache",
     "acquire_engine",
     "as_storage_error",
@@ -55,6 +57,7 @@ __all__ = [
     "is_sqlite",
     "migrate",
     "release_engine",
+    "schema_ready_variables",
     "schema_revision",
     "storage_errors",
 ]
@@ -392,6 +395,9 @@ async def _ensure_schema(engine: AsyncEngine, cache: EngineCache, writable: bool
     key = engine.url.render_as_string(hide_password=False)
     path = _sqlite_file(engine)
     identity = _identity(path)
+    if key not in cache.schema_ready and os.environ.get(SCHEMA_READY_VARIABLE) == _schema_mark(key, identity):
+        cache.schema_ready[key] = identity  # the process that started this one checked it
+        return
     if key in cache.schema_ready:
         if path is None or (identity is not None and cache.schema_ready[key] == identity):
             return
@@ -413,6 +419,31 @@ async def _ensure_schema(engine: AsyncEngine, cache: EngineCache, writable: bool
         raise _unavailable(key, error) from None
     if writable or path is None:
         cache.schema_ready[key] = _identity(path)
+
+
+SCHEMA_READY_VARIABLE = "QMCP_SCHEMA_READY"
+"""What a process passes to the processes it starts on the database it checked (a Metaflow flow's
+tasks): they skip the check, a transaction with a write that each of them would otherwise take."""
+
+
+def schema_ready_variables(engine: AsyncEngine) -> dict[str, str]:
+    """`{SCHEMA_READY_VARIABLE: mark}` for the environment of a child process, if this process has
+    checked `engine`'s database for writing (else nothing).
+
+    The mark names this qmcp's schema revision, a hash of the URL (not the URL: it may hold a
+    password) and, for SQLite, the file's identity: a child on another database, another qmcp, or
+    a file made anew since, checks as usual.
+    """
+    key = engine.url.render_as_string(hide_password=False)
+    identity, checked = _identity(_sqlite_file(engine)), engine_cache().schema_ready
+    if key not in checked or checked[key] != identity:
+        return {}
+    return {SCHEMA_READY_VARIABLE: _schema_mark(key, identity)}
+
+
+def _schema_mark(key: str, identity: tuple[int, int] | None) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{HEAD}:{digest}" + ("" if identity is None else f":{identity[0]}.{identity[1]}")
 
 
 def _check_directory(path: str | None, url: str) -> None:
