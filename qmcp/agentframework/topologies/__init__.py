@@ -23,6 +23,7 @@ from ._context import (
 )
 from ._crosscheck import VALIDATION_SCHEMA, CrossCheckTopology
 from ._dag import Dag, DagEdge, DagGroup, DagNode, topology_dag
+from ._heap import freeze_start_up_heap
 from ._debate import AGREEMENT_MARKER, DebateTopology
 from ._delegation import ROUTER_SLOT, DelegationTopology
 from ._ensemble import AGGREGATOR_SLOT, EnsembleTopology
@@ -69,6 +70,7 @@ __all__ = [
     "estimate_prompt_tokens",
     "execution_diagram",
     "extract_confidence",
+    "freeze_start_up_heap",
     "extract_json",
     "extract_number",
     "input_text",

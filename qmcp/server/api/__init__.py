@@ -11,4 +11,7 @@ __all__ = ["ServerState", "caller", "router"]
 
 router = APIRouter()
 for _resource in (_server, _tools, _human, _agents, _topologies, _executions):
-    router.include_router(_resource.router)
+    # The routes themselves, not `include_router`: each level of inclusion matches the request's path
+    # against every route below it again (about a third of a `GET /v1/executions/{id}`). Included
+    # without a prefix or dependencies, a resource's routes are complete as they are.
+    router.routes.extend(_resource.router.routes)
