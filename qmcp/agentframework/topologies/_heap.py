@@ -39,11 +39,11 @@ def freeze_start_up_heap() -> bool:
     Under load a server's requests in flight survive the young collections, so full collections
     come every second or so, and each walked the ~250,000 objects of the imports: 150–300 ms with the
     event loop stopped, the whole p99 of `GET /v1/executions/{id}` (docs/benchmarks.md). Frozen, a full
-    collection walks only what the server made since. Nothing is done when objects are frozen already
-    (a host's freeze) or a run's block holds the heap frozen."""
+    collection walks only what the server made since. Nothing is done a second time, when objects are
+    frozen already (a host's freeze) or while a run's block holds the heap frozen."""
     global _start_up
     with _lock:
-        if _holders or gc.get_freeze_count() > _start_up:  # (frozen objects that die lower the count)
+        if _start_up or _holders or gc.get_freeze_count() > 0:  # done, a run's block, or a host's freeze
             return False
         gc.collect()
         gc.freeze()
