@@ -226,7 +226,9 @@ def check_targets(
         p99, floor_p99 = median("get_p99_ms"), _median(baseline, "get_p99_ms")
         return [
             Target("qmcp/floor GET requests/s", ratio, 0.8, ">="),
-            Target("qmcp/floor GET p99", None if p99 is None or not floor_p99 else p99 / floor_p99, 2.0, "<="),
+            Target(
+                "qmcp/floor GET p99", None if p99 is None or not floor_p99 else p99 / floor_p99, 2.0, "<="
+            ),
             Target("run start p99 ms, 20 concurrent", median("post_run_p99_ms"), 50, "<="),
         ]
     if workload == "metaflow_overhead":

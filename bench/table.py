@@ -74,7 +74,11 @@ def render(lines: list[dict[str, Any]]) -> str:
         if baseline and "efficiency" in baseline:
             extras.append(f"{baseline_name} efficiency {baseline['efficiency']['median']:.3g}")
         if baseline and "runs" in baseline:
-            extras += [f"{baseline_name} {k} {baseline[k]['median']:.3g}" for k in _SERVER if k in baseline and k != metric]
+            extras += [
+                f"{baseline_name} {k} {baseline[k]['median']:.3g}"
+                for k in _SERVER
+                if k in baseline and k != metric
+            ]
         floor = line.get("floor")
         floor_text = (
             f"eff {floor['efficiency']['median']:.3g}"

@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     """What `settings()` returns: read again whenever the environment it comes from changed, so tests
     and subprocesses can change it."""
 
-    model_config = SettingsConfigDict(env_prefix="QMCP_", extra="ignore", protected_namespaces=(), frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="QMCP_", extra="ignore", protected_namespaces=(), frozen=True
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     auto_migrate: bool = True

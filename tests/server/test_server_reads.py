@@ -61,7 +61,9 @@ async def test_reads_run_on_the_event_loop_without_a_thread_hop(tmp_path, monkey
         raise AssertionError("a dependency ran in the thread pool")
 
     monkeypatch.setattr(fastapi.dependencies.utils, "run_in_threadpool", no_thread_pool)
-    app = create_app(ServerOptions.from_settings(db_url=f"sqlite+aiosqlite:///{path}", resume_interrupted=False))
+    app = create_app(
+        ServerOptions.from_settings(db_url=f"sqlite+aiosqlite:///{path}", resume_interrupted=False)
+    )
     try:
         async with (
             app.router.lifespan_context(app),

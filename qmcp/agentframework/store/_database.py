@@ -165,7 +165,9 @@ class Database:
 
     async def _get(self, model: type[T], key: Any) -> T | None:
         if self._inline is not None:  # a SQLite file: the row straight from the driver (`RowReader`)
-            reader = self._readers.get(model) or self._readers.setdefault(model, RowReader(model, self._inline))
+            reader = self._readers.get(model) or self._readers.setdefault(
+                model, RowReader(model, self._inline)
+            )
             try:
                 row: T | None = reader.get(key)
                 return row

@@ -30,12 +30,13 @@ class RowReader(Generic[T]):
         (primary,) = table.primary_key.columns
         dialect = engine.dialect
         self.model, self.engine, self.mapper = model, engine, mapper
-        self.sql = str(
-            select(*table.columns).where(primary == bindparam("key")).compile(dialect=dialect)
-        )
+        self.sql = str(select(*table.columns).where(primary == bindparam("key")).compile(dialect=dialect))
         self.bind = primary.type.dialect_impl(dialect).bind_processor(dialect)
         self.columns = [
-            (mapper.get_property_by_column(column).key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            (
+                mapper.get_property_by_column(column).key,
+                column.type.dialect_impl(dialect).result_processor(dialect, None),
+            )
             for column in table.columns
         ]
 

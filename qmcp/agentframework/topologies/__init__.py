@@ -23,10 +23,10 @@ from ._context import (
 )
 from ._crosscheck import VALIDATION_SCHEMA, CrossCheckTopology
 from ._dag import Dag, DagEdge, DagGroup, DagNode, topology_dag
-from ._heap import freeze_start_up_heap
 from ._debate import AGREEMENT_MARKER, DebateTopology
 from ._delegation import ROUTER_SLOT, DelegationTopology
 from ._ensemble import AGGREGATOR_SLOT, EnsembleTopology
+from ._heap import freeze_start_up_heap
 from ._parsing import extract_confidence, extract_json, extract_number, normalize_answer, validate_json
 from ._pipeline import PipelineTopology
 from ._plan import AgentCall, ParallelCalls, StepPlan
@@ -70,9 +70,9 @@ __all__ = [
     "estimate_prompt_tokens",
     "execution_diagram",
     "extract_confidence",
-    "freeze_start_up_heap",
     "extract_json",
     "extract_number",
+    "freeze_start_up_heap",
     "input_text",
     "normalize_answer",
     "output_text",
