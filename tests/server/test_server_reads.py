@@ -76,5 +76,8 @@ async def test_reads_run_on_the_event_loop_without_a_thread_hop(tmp_path, monkey
             assert (await client.get("/health")).status_code == 200  # the server's state
             created = await client.post("/v1/agents", json={"name": "a1", "role": "writer"})  # the caller
             assert created.status_code in (200, 201), created.text
+        # the caller's door is the server's to say: no query parameter picks it (`?door=console`)
+        operations = [op for path in app.openapi()["paths"].values() for op in path.values()]
+        assert not [p for op in operations for p in op.get("parameters", []) if p["name"] == "door"]
     finally:
         close_engines()
