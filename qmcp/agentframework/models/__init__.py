@@ -10,6 +10,8 @@ from ._human import (
     HumanRequestType,
     HumanResponse,
     gate_execution,
+    gate_id_forms,
+    gate_key,
     gate_request_id,
 )
 from ._json import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json, json_depth, json_problem
@@ -33,6 +35,7 @@ from ._topology import (
 from ._trust import TrustRecord
 from ._usage import Usage
 from ._validation import (
+    NAME_PATTERN,
     NUL,
     check_id,
     check_name,
@@ -45,6 +48,7 @@ from ._validation import (
 __all__ = [
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
+    "NAME_PATTERN",
     "NUL",
     "AgentCapability",
     "AgentConfig",
@@ -84,6 +88,8 @@ __all__ = [
     "config_class_for",
     "describe_validation_error",
     "gate_execution",
+    "gate_id_forms",
+    "gate_key",
     "gate_request_id",
     "json_depth",
     "json_problem",

@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace as otel_trace
 
-from ...observability import METRICS, RunLogger, get_logger, log_context, tracer
+from ...observability import (
+    METRICS,
+    GenAI,
+    RunLogger,
+    get_logger,
+    log_context,
+    mark_failed,
+    record_failure,
+    tracer,
+)
 from ...redaction import redact
 from ..errors import ExecutionPaused, HumanRejectedError, QmcpError
 from ..models import Execution, ExecutionStatus, Usage
@@ -40,6 +49,8 @@ class Ending:
     error: str | None = None
     human_request_id: str | None = None
     """The request a run paused at a human gate waits for."""
+    error_type: str | None = None
+    """The class of the error that ended the run (the workflow span's `error.type`)."""
 
     def __post_init__(self) -> None:
         # The error is stored, printed and streamed: an error quoting a secret loses it here.
@@ -51,14 +62,17 @@ class Ending:
         """The end of an execution whose work raised `error` (`url`: its database, to tell storage failures)."""
         storage = as_storage_error(error, url) if url is not None and isinstance(error, Exception) else None
         if storage is not None:
-            return cls(ExecutionStatus.FAILED, error=str(storage))
+            return cls(ExecutionStatus.FAILED, error=str(storage), error_type=type(storage).__qualname__)
         if isinstance(error, ExecutionPaused):
             return cls(ExecutionStatus.PAUSED, error=str(error), human_request_id=error.request_id)
         if isinstance(error, HumanRejectedError):
             return cls(ExecutionStatus.CANCELLED, error=str(error))
+        kind = type(error).__qualname__
         if isinstance(error, QmcpError):
-            return cls(ExecutionStatus.FAILED, error=str(error))
-        return cls(ExecutionStatus.FAILED, error=f"internal error: {type(error).__name__}: {error}")
+            return cls(ExecutionStatus.FAILED, error=str(error), error_type=kind)
+        return cls(
+            ExecutionStatus.FAILED, error=f"internal error: {type(error).__name__}: {error}", error_type=kind
+        )
 
 
 class Attempt:
@@ -135,6 +149,7 @@ class Attempt:
             return Ending(
                 ExecutionStatus.FAILED,
                 error=f"timed out after {time_limit:g}s; completed steps are kept, {self.resume_hint}",
+                error_type=TimeoutError.__qualname__,
             )
         except asyncio.CancelledError:
             current = asyncio.current_task()
@@ -230,9 +245,10 @@ class Attempt:
             self.log.info(
                 "run.start", topology=self.execution.topology_name, runner=runner_type, replayable=replayable
             )
-            result = await self.end(await self.outcome(work, time_limit))
-            if trace and self.usage is not None:  # the workflow span: what this attempt paid
-                otel_trace.get_current_span().set_attributes(self.usage.opentelemetry_attributes())
+            ending = await self.outcome(work, time_limit)
+            result = await self.end(ending)
+            if trace:
+                _end_span(otel_trace.get_current_span(), result, ending, self.usage)
             self.log.info(
                 "run.end", status=str(result.status), error=result.error, duration_ms=result.duration_ms
             )
@@ -240,25 +256,45 @@ class Attempt:
 
     @contextlib.contextmanager
     def context(self, runner_type: str, *, trace: bool) -> Iterator[None]:
-        """The attempt's log context and (with `trace`) its `invoke_workflow` span, which the spans
-        of its steps (and a Metaflow flow's, through `TRACEPARENT`) are children of."""
+        """The attempt's log context and (with `trace`) its `invoke_workflow <topology>` span, which
+        the spans of its steps (and a Metaflow flow's, through `TRACEPARENT`) are children of."""
         execution = self.execution
         with (
             log_context(execution_id=str(execution.id), correlation_id=execution.correlation_id),
             tracer.start_as_current_span(
-                f"invoke_workflow {execution.topology_name}",
+                f"{GenAI.INVOKE_WORKFLOW} {execution.topology_name}",
                 attributes={
-                    "gen_ai.operation.name": "invoke_workflow",
+                    GenAI.OPERATION_NAME: GenAI.INVOKE_WORKFLOW,
+                    GenAI.WORKFLOW_NAME: execution.topology_name,
                     "qmcp.execution_id": str(execution.id),
                     "qmcp.correlation_id": execution.correlation_id or "",
                     "qmcp.topology.type": execution.topology_type,
                     "qmcp.runner": runner_type,
                 },
+                record_exception=False,  # by hand, redacted (`record_failure`)
+                set_status_on_exception=False,
             )
             if trace
-            else contextlib.nullcontext(),
+            else contextlib.nullcontext() as span,
         ):
-            yield
+            try:
+                yield
+            except Exception as error:  # the end could not be written (a cancel is no failure)
+                if span is not None:
+                    record_failure(span, error)
+                raise
+
+
+def _end_span(span: otel_trace.Span, result: RunResult, ending: Ending, usage: Usage | None) -> None:
+    """The workflow span's end: what the attempt paid, the run's status, and ERROR when it failed
+    (with the class of the error that failed it; `_OTHER` when the run failed elsewhere, say in a
+    Metaflow task)."""
+    if usage is not None:
+        span.set_attributes(usage.opentelemetry_attributes())
+    span.set_attribute("qmcp.execution.status", str(result.status))
+    if result.status == ExecutionStatus.FAILED:
+        failed_here = ending.status == ExecutionStatus.FAILED
+        mark_failed(span, ending.error_type if failed_here else None, result.error)
 
 
 def run_result(execution: Execution) -> RunResult:

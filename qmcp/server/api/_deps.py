@@ -69,7 +69,8 @@ def caller(request: Request, door: Door = Door.HTTP) -> Caller:
 
 
 async def remote(request: Request) -> Caller:
-    """`caller` of an API request, as a dependency."""
+    """`caller` as a dependency of the API's routes: the door is the API's (were it `caller`'s parameter,
+    FastAPI would read it from the query, and a client could name itself another door)."""
     return caller(request)
 
 
