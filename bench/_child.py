@@ -31,7 +31,7 @@ from ._workloads import WORKLOADS
 
 __all__ = ["main"]
 
-_SUBPROCESS_WORKLOADS = ("cli_startup", "first_call", "metaflow_overhead", "server_api")
+_SUBPROCESS_WORKLOADS = ("cli_startup", "first_call", "metaflow_overhead", "server_api", "server_floor")
 
 
 def make_case(workload: str, framework: str, variant: str, workdir: Path, params: dict[str, Any]) -> Case:
@@ -52,6 +52,10 @@ def make_case(workload: str, framework: str, variant: str, workdir: Path, params
         from ._server import make_case as server_case
 
         return server_case(workdir)
+    if workload == "server_floor":
+        from ._server_wrk import make_case as served_case
+
+        return served_case(framework, workdir)
     if framework == "qmcp":
         from ._qmcp import make_case as qmcp_case
 

@@ -153,6 +153,15 @@ WORKLOADS: dict[str, Workload] = {
             runs=3,
         ),
         Workload(
+            "server_floor",
+            "GET /v1/executions/{id} under wrk (1 thread, 50 connections, 10 s): `qmcp serve` against bare "
+            "FastAPI + uvicorn + sqlite3 reading the same row; qmcp also starts runs from 20 concurrent clients",
+            ("sqlite",),
+            ("qmcp", "floor"),
+            "get_rps",
+            runs=3,
+        ),
+        Workload(
             "rate_limit",
             f"{RATE_CALLS} calls from three runs at once (two AsyncRunner ensembles, one LocalRunner pipeline) "
             f"under one process-wide limit of {RATE_RPM} requests/min (rpm) or {RATE_TPM} tokens/min (tpm)",
@@ -182,8 +191,10 @@ def _median(summary: Summary | None, metric: str) -> float | None:
     return float(value["median"]) if isinstance(value, Mapping) else float(value)
 
 
-def check_targets(workload: str, variant: str, ours: Summary | None, ratio: float | None) -> list[Target]:
-    """The issue's targets for one (workload, variant) line, from qmcp's summary and the ratio."""
+def check_targets(
+    workload: str, variant: str, ours: Summary | None, ratio: float | None, baseline: Summary | None = None
+) -> list[Target]:
+    """The issue's targets for one (workload, variant) line, from qmcp's summary, the ratio and the baseline's."""
     median = lambda metric: _median(ours, metric)  # noqa: E731
     if workload == "pipeline_overhead" and variant == "sqlite":
         return [
@@ -210,6 +221,15 @@ def check_targets(workload: str, variant: str, ours: Summary | None, ratio: floa
         return [
             Target("measured rate / limit", median("limit_ratio"), 1.02, "<="),
             Target("measured rate / limit (kept busy)", median("limit_ratio"), 0.9, ">="),
+        ]
+    if workload == "server_floor":
+        p99, floor_p99 = median("get_p99_ms"), _median(baseline, "get_p99_ms")
+        return [
+            Target("qmcp/floor GET requests/s", ratio, 0.8, ">="),
+            Target(
+                "qmcp/floor GET p99", None if p99 is None or not floor_p99 else p99 / floor_p99, 2.0, "<="
+            ),
+            Target("run start p99 ms, 20 concurrent", median("post_run_p99_ms"), 50, "<="),
         ]
     if workload == "metaflow_overhead":
         return [Target("generated flow / hand-written flow", ratio, 1.1, "<=")]

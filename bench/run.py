@@ -202,7 +202,7 @@ def measure_workload(
         if baseline is not None:
             line["ratio"] = None if ratio is None else round(ratio, 3)
             line["ratio_of"] = f"qmcp/{workload.baseline} {workload.primary}"
-        targets = check_targets(workload.name, variant, qmcp, ratio)
+        targets = check_targets(workload.name, variant, qmcp, ratio, baseline)
         line["targets"] = [t.as_json() for t in targets]
         yield line
 

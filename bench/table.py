@@ -13,7 +13,9 @@ from typing import Any
 
 __all__ = ["render"]
 
-_UNITS = {"per_step_ms": "ms/step", "seconds": "s"}
+_UNITS = {"per_step_ms": "ms/step", "seconds": "s", "get_rps": "req/s"}
+_SERVER = ("get_p50_ms", "get_p99_ms", "post_run_p50_ms", "post_run_p99_ms")
+"""The server rows' latencies, shown beside their requests/s."""
 
 
 def _figure(summary: Mapping[str, Any] | None, metric: str) -> str:
@@ -25,7 +27,12 @@ def _figure(summary: Mapping[str, Any] | None, metric: str) -> str:
         return "error"
     value = summary[metric]
     unit = _UNITS.get(metric, "")
-    return f"{value['median']:.3g} {unit} ({value['min']:.3g}–{value['max']:.3g})"
+    return f"{_num(value['median'])} {unit} ({_num(value['min'])}–{_num(value['max'])})"
+
+
+def _num(value: float) -> str:
+    """Three significant digits, or whole numbers from 1,000 on (requests/s)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def _primary(line: Mapping[str, Any]) -> str:
@@ -55,18 +62,29 @@ def render(lines: list[dict[str, Any]]) -> str:
             continue
         metric = _primary(line)
         qmcp = line.get("qmcp")
-        baseline_name = next((k for k in ("langgraph", "metaflow") if k in line), None)
+        named = str(line.get("ratio_of", "")).split()[0].partition("/")[2]  # "qmcp/floor get_rps" → floor
+        baseline_name = named or next((k for k in ("langgraph", "metaflow") if k in line), None)
         baseline = line.get(baseline_name) if baseline_name else None
         extras = []
         if qmcp and "runs" in qmcp:
-            for name in ("efficiency", "flatness", "reference_per_step_ms", "step_executions"):
-                if name in qmcp:
+            for name in ("efficiency", "flatness", "reference_per_step_ms", "step_executions", *_SERVER):
+                if name in qmcp and name != metric:
                     extras.append(f"{name} {qmcp[name]['median']:.3g}")
             extras.append(f"peak RSS {qmcp.get('children_peak_rss_mb') or qmcp['peak_rss_mb']} MB")
         if baseline and "efficiency" in baseline:
             extras.append(f"{baseline_name} efficiency {baseline['efficiency']['median']:.3g}")
+        if baseline and "runs" in baseline:
+            extras += [
+                f"{baseline_name} {k} {baseline[k]['median']:.3g}"
+                for k in _SERVER
+                if k in baseline and k != metric
+            ]
         floor = line.get("floor")
-        floor_text = f"eff {floor['efficiency']['median']:.3g}" if floor and "runs" in floor else "—"
+        floor_text = (
+            f"eff {floor['efficiency']['median']:.3g}"
+            if floor and "runs" in floor and "efficiency" in floor
+            else "—"
+        )
         targets = "; ".join(
             f"{'✅' if t['met'] else '❌' if t['met'] is False else '—'} {t['name']} {t['op']} {t['limit']}"
             f" (got {t['value']})"

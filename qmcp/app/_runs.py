@@ -93,6 +93,7 @@ async def start_run(
         runner_options=runner.options(),
         owner=owner,
         origin=str(caller.door),
+        stored=topology,
     )
     return RunHandle(execution, runner, lease)
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from ..agentframework.errors import InvalidConfigError
 from ..agentframework.registry import import_plugins
 from ..agentframework.store import Database
+from ..agentframework.topologies import freeze_start_up_heap
 from ..app import CallerPolicy
 from ..config import settings
 from ..observability import get_logger
@@ -104,8 +105,21 @@ def _version() -> str:
     return version("qmcp")
 
 
-def create_app(options: ServerOptions | None = None) -> FastAPI:
-    """The server's ASGI application. Its lifespan opens the database and starts (then stops) the runs."""
+def _settle_heap() -> None:
+    """Import now what the first run would (pydantic-ai's model machinery: ~0.7 s with the event loop
+    stopped, in the middle of serving), then freeze the start-up heap out of garbage collection."""
+    from ..agentframework import llm
+
+    for name in ("call_model", "resolve_model", "make_test_model"):  # lazy: their modules load here
+        getattr(llm, name)
+    freeze_start_up_heap()
+
+
+def create_app(options: ServerOptions | None = None, *, owns_process: bool = False) -> FastAPI:
+    """The server's ASGI application. Its lifespan opens the database and starts (then stops) the runs.
+
+    `owns_process` (`qmcp serve`, not an app mounted in a host): once started, the server settles its
+    heap (`_settle_heap`): `gc.freeze` is process-wide, for a process qmcp owns only."""
     options = options or ServerOptions.from_settings()
     import_plugins()  # QMCP_IMPORTS: the topologies, mixins and runners the server's runs may use
     version = _version()
@@ -137,6 +151,8 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
             app.state.qmcp.db = runs.db = db
             resumed = await runs.start(resume_interrupted=options.resume_interrupted)
             log.info("server.started", database=mask_url(options.db_url), resumed=resumed, version=version)
+            if owns_process:
+                _settle_heap()
             async with mcp.session_manager.run():
                 try:
                     yield
@@ -165,7 +181,7 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
     app.state.tool_limits = tool_limits
     install_problem_handlers(app)
     install_openapi(app)
-    app.include_router(router)
+    app.router.routes.extend(router.routes)  # not nested: see qmcp.server.api
     app.include_router(console_router)  # the browser console: /, /executions/..., /topologies, /login
     app.router.routes.extend(mcp_app.routes)  # /mcp, served by the SDK's session manager
     app.add_middleware(
@@ -227,7 +243,7 @@ def serve(options: ServerOptions, *, port: int) -> None:
         except OSError as error:
             raise InvalidConfigError(f"cannot listen on {options.host}:{port}: {error.strerror}") from None
     uvicorn.run(
-        create_app(options),
+        create_app(options, owns_process=True),
         host=options.host.strip("[]"),
         port=port,
         log_level="warning",

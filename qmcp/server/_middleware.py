@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -79,10 +79,10 @@ class ServerMiddleware:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
-        request_id = uuid.uuid4().hex
+        request_id = secrets.token_hex(16)  # as random as uuid4().hex, without building a UUID
         # A request without a correlation id gets one (upstream's server does), echoed and used for
         # what the request starts (a run, a tool invocation, a human request).
-        correlation_id = headers.get(CORRELATION_HEADER) or uuid.uuid4().hex
+        correlation_id = headers.get(CORRELATION_HEADER) or secrets.token_hex(16)
         scope.setdefault("state", {})["correlation_id"] = correlation_id
         ids = [
             (REQUEST_HEADER.encode(), request_id.encode()),

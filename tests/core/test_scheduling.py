@@ -143,3 +143,30 @@ def test_a_long_run_still_collects_the_cycles_it_frees(monkeypatch):
             assert freed() is None
     finally:
         gc.enable()
+
+
+def test_a_run_freezes_on_top_of_a_servers_start_up_heap_and_leaves_it_frozen(monkeypatch):
+    """`qmcp serve` freezes its start-up heap for good; a wide run still freezes (the heap is qmcp's,
+    not a host's), collects what it left when it ends, and the start-up heap is frozen again."""
+
+    class Node:
+        pass
+
+    monkeypatch.setattr(_heap, "_start_up", 0)
+    gc.collect()
+    try:
+        assert _heap.freeze_start_up_heap()
+        start_up = gc.get_freeze_count()
+        assert start_up > 0 and not _heap.freeze_start_up_heap()  # once
+        with older_heap_frozen() as active:
+            assert active and gc.get_freeze_count() >= start_up
+            node = Node()
+            node.self = node  # type: ignore[attr-defined]
+            freed = weakref.ref(node)
+            gc.collect(1)  # survives: frozen with the run's objects
+            del node
+        assert freed() is None  # the run's cyclic garbage was collected at its end
+        assert gc.get_freeze_count() > 0.9 * start_up  # and the start-up heap is frozen again
+        assert not [c for c in gc.callbacks if getattr(c, "__name__", "") == "_refreeze"]
+    finally:
+        gc.unfreeze()

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import os
 import socket
+import sqlite3
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -57,6 +58,7 @@ from ._engine import (
 )
 from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
+from ._rows import RowReader
 from ._steps import SqlStepStore
 from ._usage import TOTALS, lock_execution, summed_totals, totals_of
 
@@ -92,6 +94,7 @@ class Database:
         self.executions = ExecutionService(self)
         """Every change of an execution's status, owner and lease goes through this service."""
         self._inline = inline_engine(self.url, self.engine)
+        self._readers: dict[type[Any], RowReader[Any]] = {}
         self._writing: set[asyncio.Future[Any]] = set()
         file = sqlite_file(self.engine)
         self._file = os.path.abspath(file) if file is not None else None  # a later chdir changes nothing
@@ -167,6 +170,16 @@ class Database:
         return await self._read(lambda session: list(session.scalars(query).all()))
 
     async def _get(self, model: type[T], key: Any) -> T | None:
+        if self._inline is not None:  # a SQLite file: the row straight from the driver (`RowReader`)
+            reader = self._readers.get(model) or self._readers.setdefault(
+                model, RowReader(model, self._inline)
+            )
+            try:
+                row: T | None = reader.get(key)
+                return row
+            except sqlite3.OperationalError as error:
+                if not is_locked(error):
+                    raise
         return await self._read(lambda session: session.get(model, key))
 
     async def _execute(self, statement: Executable) -> int:

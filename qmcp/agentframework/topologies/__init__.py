@@ -26,6 +26,7 @@ from ._dag import Dag, DagEdge, DagGroup, DagNode, topology_dag
 from ._debate import AGREEMENT_MARKER, DebateTopology
 from ._delegation import ROUTER_SLOT, DelegationTopology
 from ._ensemble import AGGREGATOR_SLOT, EnsembleTopology
+from ._heap import freeze_start_up_heap
 from ._parsing import extract_confidence, extract_json, extract_number, normalize_answer, validate_json
 from ._pipeline import PipelineTopology
 from ._plan import AgentCall, ParallelCalls, StepPlan
@@ -72,6 +73,7 @@ __all__ = [
     "extract_confidence",
     "extract_json",
     "extract_number",
+    "freeze_start_up_heap",
     "input_text",
     "normalize_answer",
     "output_text",

@@ -4,6 +4,9 @@
 (`RunConfig.freeze_heap_above`, 500 by default; None turns it off), never when the process already
 has frozen objects (a host's pre-fork `gc.freeze`: `gc.unfreeze` would thaw them too), and with
 overlapping runs of the process sharing one freeze, released by the last of them.
+
+A process qmcp owns for its life (`qmcp serve`) also freezes its start-up heap for good
+(`freeze_start_up_heap`); runs then freeze on top of it, and give it back frozen when they end.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["older_heap_frozen"]
+__all__ = ["freeze_start_up_heap", "older_heap_frozen"]
 
 _REFREEZES = 200
 """Older-generation collections whose survivors are frozen before a full collection is let through
@@ -24,6 +27,28 @@ _lock = threading.Lock()
 _holders = 0
 _frozen_by_us = False
 _refreezes = 0
+_start_up = 0
+"""Objects `freeze_start_up_heap` froze (0: none); a run's block may freeze on top of exactly these."""
+
+
+def freeze_start_up_heap() -> bool:
+    """Exempt the process's start-up heap (modules, classes, functions, caches: objects that live as
+    long as the process) from garbage collection for good; whether it did. For a process qmcp owns
+    (`qmcp serve`), never for a library's host: `gc.freeze` is process-wide.
+
+    Under load a server's requests in flight survive the young collections, so full collections
+    come every second or so, and each walked the ~250,000 objects of the imports: 150–300 ms with the
+    event loop stopped, the whole p99 of `GET /v1/executions/{id}` (docs/benchmarks.md). Frozen, a full
+    collection walks only what the server made since. Nothing is done a second time, when objects are
+    frozen already (a host's freeze) or while a run's block holds the heap frozen."""
+    global _start_up
+    with _lock:
+        if _start_up or _holders or gc.get_freeze_count() > 0:  # done, a run's block, or a host's freeze
+            return False
+        gc.collect()
+        gc.freeze()
+        _start_up = gc.get_freeze_count()
+        return True
 
 
 def _refreeze(phase: str, info: dict[str, Any]) -> None:
@@ -58,11 +83,13 @@ def older_heap_frozen() -> Iterator[bool]:
     `gc.unfreeze` cannot tell whose objects it thaws: when the process has frozen objects already
     (`gc.get_freeze_count() > 0`, a host's pre-fork idiom), nothing is frozen here at all. A host
     that calls `gc.freeze` while such a block runs gets its objects thawed at the block's end.
+    Objects `freeze_start_up_heap` froze are ours: the block freezes on top of them and, at its end,
+    collects once and freezes what is alive then (the start-up heap and what the process holds).
     """
-    global _holders, _frozen_by_us, _refreezes
+    global _holders, _frozen_by_us, _refreezes, _start_up
     with _lock:
         if _holders == 0:
-            _frozen_by_us = gc.get_freeze_count() == 0
+            _frozen_by_us = gc.get_freeze_count() <= _start_up
             if _frozen_by_us:
                 _refreezes = 0
                 gc.freeze()
@@ -78,3 +105,7 @@ def older_heap_frozen() -> Iterator[bool]:
                 gc.callbacks.remove(_refreeze)
                 gc.unfreeze()
                 _frozen_by_us = False
+                if _start_up:  # one full collection (what the run left), then the start-up heap again
+                    gc.collect()
+                    gc.freeze()
+                    _start_up = gc.get_freeze_count()

@@ -19,4 +19,10 @@ def _operation_id(route: APIRoute) -> str:
 
 router = APIRouter(generate_unique_id_function=_operation_id)
 for _resource in (_server, _tools, _human, _agents, _topologies, _executions):
-    router.include_router(_resource.router)
+    # The routes themselves, not `include_router`: each level of inclusion matches the request's path
+    # against every route below it again (about a third of a `GET /v1/executions/{id}`). Included
+    # without a prefix or dependencies, a resource's routes are complete as they are.
+    for _route in _resource.router.routes:
+        if isinstance(_route, APIRoute):
+            _route.operation_id = _route.operation_id or _operation_id(_route)
+        router.routes.append(_route)

@@ -43,13 +43,21 @@ class ServerState:
     """The event streams open now, against their caps."""
 
 
-def server_state(request: Request) -> ServerState:
+# The dependencies are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a
+# round trip to a worker thread on every request (a third of a `GET /v1/executions/{id}`).
+
+
+def _state(request: Request) -> ServerState:
     state: ServerState = request.app.state.qmcp
     return state
 
 
-def database(request: Request) -> Database:
-    db = server_state(request).db
+async def server_state(request: Request) -> ServerState:
+    return _state(request)
+
+
+async def database(request: Request) -> Database:
+    db = _state(request).db
     assert db is not None, "the server's lifespan opens the database"
     return db
 
@@ -57,7 +65,13 @@ def database(request: Request) -> Database:
 def caller(request: Request, door: Door = Door.HTTP) -> Caller:
     """Whoever sent `request`: a remote client (the middleware let it in; with the token if the server
     has one). Never the operator."""
-    return Caller.client(door, authenticated=server_state(request).api_token is not None)
+    return Caller.client(door, authenticated=_state(request).api_token is not None)
+
+
+async def remote(request: Request) -> Caller:
+    """`caller` as a dependency of the API's routes: the door is the API's (were it `caller`'s parameter,
+    FastAPI would read it from the query, and a client could name itself another door)."""
+    return caller(request)
 
 
 def correlation(request: Request, given: str | None = None) -> str | None:
@@ -65,15 +79,9 @@ def correlation(request: Request, given: str | None = None) -> str | None:
     return given or request.scope.get("state", {}).get("correlation_id")
 
 
-def _api_caller(request: Request) -> Caller:
-    """`caller` as a dependency of the API's routes: the door is the API's (were it `caller`'s parameter,
-    FastAPI would read it from the query, and a client could name itself another door)."""
-    return caller(request)
-
-
 State = Annotated[ServerState, Depends(server_state)]
 Db = Annotated[Database, Depends(database)]
-Remote = Annotated[Caller, Depends(_api_caller)]
+Remote = Annotated[Caller, Depends(remote)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 

@@ -1,0 +1,27 @@
+"""`settings()` is built once per environment: reused while QMCP_* is unchanged, rebuilt when it changes."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from qmcp.config import settings
+
+
+def test_settings_are_reused_until_the_environment_changes(monkeypatch):
+    monkeypatch.setenv("QMCP_LOG_LEVEL", "INFO")
+    first = settings()
+    assert settings() is first  # not rebuilt per call (a server asks several times per request)
+    monkeypatch.setenv("QMCP_LOG_LEVEL", "DEBUG")
+    changed = settings()
+    assert changed is not first and changed.log_level == "DEBUG"
+    monkeypatch.setenv("qmcp_port", "4444")  # pydantic-settings reads names in any case
+    assert settings().port == 4444
+    monkeypatch.delenv("qmcp_port")
+    monkeypatch.setenv("XDG_DATA_HOME", "/elsewhere")  # the default data_dir is made of it
+    assert str(settings().data_dir) == "/elsewhere/qmcp"
+
+
+def test_shared_settings_cannot_be_changed_in_place():
+    with pytest.raises(pydantic.ValidationError):
+        settings().port = 1  # type: ignore[misc]
