@@ -102,7 +102,7 @@ def root(
         typer.Option(
             "--db",
             metavar="URL",
-            help="Database URL or SQLite file [default: $QMCP_DATABASE_URL, else ./agent.db]",
+            help="Database URL or SQLite file \\[default: $QMCP_DATABASE_URL, else ./agent.db]",
         ),
     ] = None,
     model: Annotated[
