@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from _eventually import eventually_async
+from _signals import default_signals
 from serving import driver_argv, free_port
 from team import finished, make_team, run, running
 
@@ -150,6 +151,7 @@ def test_serve_prints_one_ready_line_once_it_listens(worker_env_server, sqlite_u
         text=True,
         env={**worker_env_server, "QMCP_DATABASE_URL": sqlite_url},
         cwd=tmp_path,
+        preexec_fn=default_signals,
     )
     watchdog = threading.Timer(60, process.kill)  # a server that never says it is ready fails the test
     watchdog.start()
