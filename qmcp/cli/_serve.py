@@ -83,9 +83,8 @@ def serve(
     if db:
         state.db = db
     try:
-        from qmcp.server import ServerOptions
+        from qmcp.server import ServerOptions, ready_line
         from qmcp.server import serve as run_server
-        from qmcp.server._listening import ready_line
     except ImportError:
         raise _missing_server() from None
     run_config(state)  # logging to this terminal, at the level --verbose/--quiet ask for
