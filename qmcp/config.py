@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     auto_migrate: bool = True
     """Upgrade a database's schema on its first use by this qmcp; off, such a database is refused until `qmcp db upgrade`."""
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_max_overflow: int = Field(default=20, ge=0, le=1000)
+    """A process holds at most `db_pool_size + db_max_overflow` PostgreSQL connections: keep the sum
+    of its processes' under the server's `max_connections` (SQLite has no pool)."""
     model_override: str | None = None
     default_model: str = DEFAULT_MODEL
     log_level: str = "WARNING"

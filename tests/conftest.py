@@ -78,11 +78,18 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 
 
 async def _postgres_database() -> tuple[str, Callable[[], Any]]:
+    """A new database of its own on the test server; the test is skipped, with one line saying why,
+    when the server refuses connections (not running, or out of connection slots)."""
     import asyncpg
 
     base = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")  # type: ignore[union-attr]
     name = f"qmcp_t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(base)
+    try:
+        conn = await asyncpg.connect(base, timeout=10)
+    except (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as error:
+        pytest.skip(
+            f"PostgreSQL at QMCP_TEST_POSTGRES_URL refuses connections: {type(error).__name__}: {error}"
+        )
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 
 __all__ = [
     "MAX_LISTED_PROBLEMS",
@@ -47,6 +48,7 @@ __all__ = [
     "UnknownModelError",
     "UntrustedDefinitionError",
     "UserInputError",
+    "did_you_mean",
 ]
 
 
@@ -74,6 +76,15 @@ class InvalidConfigError(UserInputError):
 
 MAX_LISTED_PROBLEMS = 20
 """The most problems an `InvalidConfigError.listing` lists, one per line."""
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`"did you mean 'temperature'? "` when `word` looks like a typo of one of `choices`, else "":
+    a hint to put in a message before the list of what is allowed."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class MissingSlotError(UserInputError):

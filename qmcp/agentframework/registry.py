@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
-from .errors import InvalidConfigError, MixinError, UserInputError
+from .errors import InvalidConfigError, MixinError, UserInputError, did_you_mean
 
 __all__ = ["IMPORTS_VARIABLE", "MIXINS", "RUNNERS", "TOPOLOGIES", "Registry", "import_plugins"]
 
@@ -76,8 +76,9 @@ class Registry(Generic[T]):
 
     def unknown(self, name: object) -> str:
         """The one-line message for a name nobody registered."""
-        known = ", ".join(self.names()) or "none"
-        return f"unknown {self.kind} {str(name)!r}; known {self.kind}s: {known}"
+        names = self.names()
+        known = ", ".join(names) or "none"
+        return f"unknown {self.kind} {str(name)!r}; {did_you_mean(name, names)}known {self.kind}s: {known}"
 
     def check(self, name: str) -> str:
         """`name` if registered, else the error saying which names are (for validators)."""

@@ -31,6 +31,7 @@ from ..agentframework.errors import (
     NotFoundError,
     PermissionDeniedError,
     UserInputError,
+    did_you_mean,
 )
 from ..agentframework.llm import check_model_string
 from ..agentframework.models import (
@@ -139,6 +140,24 @@ class TeamDocument:
     """Names the document in every message (its path, `<stdin>`)."""
     agents: list[AgentType]
     topologies: list[tuple[Topology, dict[str, str]]]
+    problems: tuple[str, ...] = ()
+    """What the field checks found (one line each, by path), reported with `apply_team`'s own, all at once."""
+    more_problems: int = 0
+    """Problems counted beyond `problems` (a file lists at most `MAX_LISTED_PROBLEMS`)."""
+    invalid_agents: frozenset[str] = frozenset()
+    """Names of declared agents left out for their problems: a topology naming one is not told again
+    that the agent does not exist."""
+    invalid_topologies: frozenset[str] = frozenset()
+    """Likewise for declared topologies a compound runs."""
+    agent_positions: tuple[int, ...] = ()
+    """Where each of `agents` is in the file (`agents[i]`), when entries with problems were left out."""
+    topology_positions: tuple[int, ...] = ()
+    """Likewise for `topologies`."""
+
+    def where(self, section: Literal["agents", "topologies"], index: int) -> str:
+        """`label: agents[i]`: the path in the file of the `index`th entry kept in `section`."""
+        positions = self.agent_positions if section == "agents" else self.topology_positions
+        return f"{self.label}: {section}[{positions[index] if positions else index}]"
 
 
 @dataclass(frozen=True)
@@ -177,8 +196,10 @@ def agent_role(value: str) -> AgentRole:
     try:
         return AgentRole(str(value).strip().lower())
     except ValueError:
-        roles = ", ".join(role.value for role in AgentRole)
-        raise UserInputError(f"unknown role {value!r}; choose one of: {roles}") from None
+        names = [role.value for role in AgentRole]
+        raise UserInputError(
+            f"unknown role {value!r}; {did_you_mean(str(value).strip().lower(), names)}choose one of: {', '.join(names)}"
+        ) from None
 
 
 def _validated_agent(spec: AgentSpec) -> AgentType:
@@ -243,9 +264,12 @@ def _check_team(topology: Topology, agents: Mapping[str, AgentType]) -> None:
         executable_items(agent)
 
 
-async def _reference_problems(db: Database, topologies: Mapping[str, Topology]) -> dict[str, str]:
+async def _reference_problems(
+    db: Database, topologies: Mapping[str, Topology], invalid: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """For each compound among `topologies`, the first topology it runs that is neither stored nor
-    among `topologies`, or the cycle it closes; `topologies` win over stored ones of the same name."""
+    among `topologies`, or the cycle it closes; `topologies` win over stored ones of the same name.
+    Names in `invalid` are declared but have problems of their own: they are not looked into."""
     known: dict[str, Topology | None] = dict(topologies)
     sound: set[str] = set()
 
@@ -264,6 +288,8 @@ async def _reference_problems(db: Database, topologies: Mapping[str, Topology]) 
         for name in referenced_topologies(config):
             if name in path:
                 return f"compound topologies form a cycle: {' -> '.join([*path, name])}"
+            if name in invalid:
+                continue
             sub = await lookup(name)
             if sub is None:
                 return f"compound {path[-1]!r} runs topology {name!r}, which does not exist; define it first"
@@ -421,12 +447,13 @@ class _Plan:
 
 async def _plan(db: Database, team: TeamDocument) -> _Plan:
     """Check every agent and topology against the document and the database; one
-    `InvalidConfigError` lists the problems by their path in the document. Writes nothing."""
-    errors: list[str] = []
+    `InvalidConfigError` lists the problems by their path in the document, with those of the
+    document's fields (`TeamDocument.problems`): all at once. Writes nothing."""
+    errors: list[str] = list(team.problems)
     notes: list[str] = []
     agents: list[AgentType] = []
     for index, given in enumerate(team.agents):
-        where = f"{team.label}: agents[{index}]"
+        where = team.where("agents", index)
         try:
             agent = _validated_agent(_spec_of(given))  # a document built in Python skipped validation
         except UserInputError as error:
@@ -462,7 +489,7 @@ async def _plan(db: Database, team: TeamDocument) -> _Plan:
     teams: list[tuple[Topology, dict[str, AgentType]]] = []
     topologies: dict[str, Topology] = {}
     for index, (declared, slots) in enumerate(team.topologies):
-        where = f"{team.label}: topologies[{index}]"
+        where = team.where("topologies", index)
         try:
             topology = _checked_topology(
                 TopologySpec(
@@ -478,7 +505,9 @@ async def _plan(db: Database, team: TeamDocument) -> _Plan:
         unknown = [(slot, name) for slot, name in slots.items() if name not in available]
         errors += [
             f"{where}.agents.{slot}: agent {name!r} is neither in this file nor in the database"
+            + (f"; {hint.strip()}" if (hint := did_you_mean(name, available)) else "")
             for slot, name in unknown
+            if name not in team.invalid_agents  # its own problems are listed
         ]
         if unknown:
             continue
@@ -489,14 +518,14 @@ async def _plan(db: Database, team: TeamDocument) -> _Plan:
             errors.append(f"{where}.agents: {error}")
             continue
         teams.append((topology, members))
-    references = await _reference_problems(db, topologies)
+    references = await _reference_problems(db, topologies, team.invalid_topologies)
     errors += [
-        f"{team.label}: topologies[{index}].config: {references[topology.name]}"
+        f"{team.where('topologies', index)}.config: {references[topology.name]}"
         for index, (topology, _) in enumerate(team.topologies)
         if topology.name in references
     ]
     if errors:
-        raise InvalidConfigError.listing(team.label, errors)
+        raise InvalidConfigError.listing(team.label, errors, team.more_problems)
     changed_teams = []
     for topology, members in teams:
         current = await _stored_team(db, topology.name)

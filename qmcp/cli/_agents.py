@@ -88,7 +88,7 @@ def create_agent(
         typer.Option(
             "--model",
             "-m",
-            help="provider:name, e.g. anthropic:claude-sonnet-4-20250514 [default: $QMCP_DEFAULT_MODEL]",
+            help="provider:name, e.g. anthropic:claude-sonnet-4-20250514 \\[default: $QMCP_DEFAULT_MODEL]",
         ),
     ] = None,
     system_prompt: Annotated[

@@ -1,7 +1,7 @@
 """The root `qmcp` command: global options, sub-command groups, and errors turned into exit codes.
 
-Exit codes scripts can rely on: 0 success, 1 the run failed, 2 usage or input error,
-130 interrupted.
+Exit codes scripts can rely on: 0 success, 1 the run failed, 2 usage or input error, 3 the run
+paused for a person's answer, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ._output import EXIT_INTERRUPTED, report_error, stderr
 from ._schema import schema_app
 from ._serve import mcp_stdio, serve
 from ._state import CliState, OutputFormat, cli_state
+from ._topologies import run_topology, topologies_app
 from ._trust import trust_app, untrust_app
 
 __all__ = ["app"]
@@ -65,6 +66,10 @@ def _flags_take_no_value() -> None:
 
 _flags_take_no_value()
 
+_RUN_HELP = "Run a topology: short for `qmcp agents topologies run`." + "".join(
+    (run_topology.__doc__ or "").partition("\n\n")[1:]
+)
+
 app = typer.Typer(
     cls=_QmcpGroup,
     name="qmcp",
@@ -74,6 +79,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(agents_app, name="agents")
+app.add_typer(topologies_app, name="topologies", help="Same as `qmcp agents topologies`.")
 app.add_typer(executions_app, name="executions")
 app.add_typer(trust_app, name="trust")
 app.add_typer(untrust_app, name="untrust")
@@ -81,6 +87,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(schema_app, name="schema")
 app.command("init")(init)
 app.command("apply")(apply)
+app.command("run", help=_RUN_HELP)(run_topology)
 app.command("demo")(demo)
 app.command("serve")(serve)
 app.command("mcp")(mcp_stdio)
@@ -102,7 +109,7 @@ def root(
         typer.Option(
             "--db",
             metavar="URL",
-            help="Database URL or SQLite file [default: $QMCP_DATABASE_URL, else ./agent.db]",
+            help="Database URL or SQLite file \\[default: $QMCP_DATABASE_URL, else ./agent.db]",
         ),
     ] = None,
     model: Annotated[

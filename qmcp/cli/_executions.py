@@ -443,7 +443,9 @@ def resume_execution(
     ] = False,
     runner: Annotated[
         str | None,
-        typer.Option("--runner", help="Continue on another runner (recorded) [default: the one it ran on]."),
+        typer.Option(
+            "--runner", help="Continue on another runner (recorded) \\[default: the one it ran on]."
+        ),
     ] = None,
     max_concurrent: Annotated[
         int | None,

@@ -20,6 +20,7 @@ from ..app import format_cost, format_duration, format_tokens, format_when
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_PAUSED",
     "EXIT_USAGE",
     "answer_text",
     "count",
@@ -39,6 +40,8 @@ EXIT_FAILED = 1
 """The run failed (or another error that is not the user's)."""
 EXIT_USAGE = 2
 """Bad usage or input: the user can fix it."""
+EXIT_PAUSED = 3
+"""The run waits for a person's answer (a human gate): not done, not failed; `executions respond` goes on."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C."""
 

@@ -67,11 +67,12 @@ class RunDisplay:
         self._texts: dict[str, list[str]] = {}  # the text so far of each step in flight
         self._writing: str | None = None  # the step whose text plain mode is printing
         self.slots = {slot: _SlotProgress(agent, model) for slot, (agent, model) in slots.items()}
-        self._started = time.monotonic()
+        self._started: float | None = None
+        """When the run's first step event came: times count from the run's start, not from the
+        CLI's (which spends its first seconds importing and opening the database)."""
         self._live: Live | None = None
 
     def __enter__(self) -> RunDisplay:
-        self._started = time.monotonic()
         if self.mode is DisplayMode.LIVE:
             from rich.live import Live
 
@@ -90,7 +91,12 @@ class RunDisplay:
     def steps_done(self) -> int:
         return sum(s.done + s.replayed for s in list(self.slots.values()))
 
+    def _elapsed(self) -> float:
+        return 0.0 if self._started is None else time.monotonic() - self._started
+
     def __call__(self, event: StepEvent) -> None:
+        if self._started is None:
+            self._started = time.monotonic()
         if event.kind == "delta":
             self._delta(event)
             return
@@ -139,7 +145,7 @@ class RunDisplay:
             detail = f"  {format_tokens(used.input_tokens, used.output_tokens)}  {format_cost(used.cost_usd)}"
         elif event.error:
             detail = f"  {event.error}"
-        elapsed = time.monotonic() - self._started
+        elapsed = self._elapsed()
         sys.stderr.write(
             f"{elapsed:7.1f}s  {event.kind:<9}  {event.key}  "
             f"({event.slot}: {event.agent_name} on {event.model}){detail}\n"
@@ -148,9 +154,9 @@ class RunDisplay:
 
     def __rich__(self) -> Any:
         """The live table, re-rendered on every refresh so the clock moves."""
-        elapsed = time.monotonic() - self._started
+        clock = "starting" if self._started is None else f"{self._elapsed():.1f} s"
         table = Table(
-            title=f"[bold]{escape(self.title)}[/bold] · {elapsed:.1f} s",
+            title=f"[bold]{escape(self.title)}[/bold] · {clock}",
             title_justify="left",
             header_style="bold",
         )

@@ -17,6 +17,7 @@ from rich.markup import escape
 from ._output import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_PAUSED,
     answer_text,
     count,
     format_cost,
@@ -181,10 +182,13 @@ def _interrupted(state: CliState, execution_id: uuid.UUID | None) -> NoReturn:
 
 
 def exit_code(result: RunResult) -> int:
-    """0 when the run completed (or waits for a human), 1 when it failed or was cancelled, and when
-    this process stopped its attempt (its execution was taken over: the result has an error)."""
-    if (str(result.status) == "completed" and result.error is None) or str(result.status) == "paused":
+    """0 when the run completed, 3 when it waits for a person's answer, 1 when it failed or was
+    cancelled, and when this process stopped its attempt (its execution was taken over: the result
+    has an error)."""
+    if str(result.status) == "completed" and result.error is None:
         return 0
+    if str(result.status) == "paused":
+        return EXIT_PAUSED
     return EXIT_FAILED
 
 
@@ -196,7 +200,10 @@ def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) ->
         return
     console = stdout()
     status = str(result.status)
-    mark = "[green]✓[/green]" if exit_code(result) == 0 else "[red]✗[/red]"
+    code = exit_code(result)
+    mark = (
+        "[green]✓[/green]" if code == 0 else "[yellow]⏸[/yellow]" if code == EXIT_PAUSED else "[red]✗[/red]"
+    )
     duration = format_duration(result.duration_ms)
     parts = [
         f"{mark} [bold]{escape(result.topology_name)}[/bold] {status} in {duration}",

@@ -23,14 +23,25 @@ def _missing_server() -> typer.Exit:
 def serve(
     ctx: typer.Context,
     host: Annotated[
-        str | None, typer.Option("--host", help="Address to listen on [default: $QMCP_HOST, else 127.0.0.1]")
+        str | None,
+        typer.Option("--host", help="Address to listen on \\[default: $QMCP_HOST, else 127.0.0.1]"),
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", min=0, max=65535, help="Port [default: $QMCP_PORT, else 3333]")
+        int | None,
+        typer.Option(
+            "--port", min=0, max=65535, help="Port (0: any free one) \\[default: $QMCP_PORT, else 3333]"
+        ),
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log each request (client, method, path, status) on stdout, as uvicorn does.",
+        ),
+    ] = False,
     db: Annotated[
         str | None,
-        typer.Option("--db", metavar="URL", help="Database URL or SQLite file [default: the global --db]"),
+        typer.Option("--db", metavar="URL", help="Database URL or SQLite file \\[default: the global --db]"),
     ] = None,
     resume_interrupted: Annotated[
         bool,
@@ -44,7 +55,7 @@ def serve(
         typer.Option(
             "--allow-model",
             metavar="MODEL",
-            help="A model override clients may ask for (repeatable) [default: $QMCP_ALLOWED_MODELS, else none]. "
+            help="A model override clients may ask for (repeatable) \\[default: $QMCP_ALLOWED_MODELS, else none]. "
             "The global --model pins every run and tool agent instead.",
         ),
     ] = None,
@@ -54,14 +65,15 @@ def serve(
             "--allowed-host",
             metavar="NAME",
             help="A Host name (or name:port) to answer besides localhost, 127.0.0.1, [::1] and the bound "
-            "address, e.g. a proxy's (repeatable) [default: $QMCP_ALLOWED_HOSTS]; any other Host gets 421.",
+            "address, e.g. a proxy's (repeatable) \\[default: $QMCP_ALLOWED_HOSTS]; any other Host gets 421.",
         ),
     ] = None,
 ) -> None:
-    """Serve the QMCP API, the run console's data and MCP at /mcp (SIGTERM drains the running runs).
+    """Serve the QMCP API, the run console and MCP at /mcp (SIGTERM drains the running runs).
 
-    Without QMCP_API_TOKEN it listens on loopback only; with it, every endpoint but /health asks
-    for Authorization: Bearer <token>.
+    Once it listens it prints one line to stderr: the console, API docs and MCP URLs, and whether a
+    token is required. Without QMCP_API_TOKEN it listens on loopback only; with it, every endpoint
+    but /health asks for Authorization: Bearer <token>.
     """
     from qmcp.config import settings
 
@@ -71,7 +83,7 @@ def serve(
     if db:
         state.db = db
     try:
-        from qmcp.server import ServerOptions
+        from qmcp.server import ServerOptions, ready_line
         from qmcp.server import serve as run_server
     except ImportError:
         raise _missing_server() from None
@@ -86,7 +98,14 @@ def serve(
         allowed_models=tuple(allow_model) if allow_model else None,
         allowed_hosts=tuple(allowed_host) if allowed_host else None,
     )
-    run_server(options, port=port if port is not None else current.port)
+    from ._output import stderr
+
+    def announce(base_url: str) -> None:
+        stderr().print(ready_line(base_url, options.api_token is not None), markup=False)
+
+    run_server(
+        options, port=port if port is not None else current.port, access_log=access_log, on_ready=announce
+    )
 
 
 def mcp_stdio(ctx: typer.Context) -> None:

@@ -32,7 +32,7 @@ class OutputFormat(StrEnum):
 
 
 FormatOption = Annotated[
-    OutputFormat | None, typer.Option("--format", help="table or json [default: the global --format]")
+    OutputFormat | None, typer.Option("--format", help="table or json \\[default: the global --format]")
 ]
 """Every command's own `--format`, which wins over the global one."""
 

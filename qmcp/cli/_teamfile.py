@@ -7,10 +7,12 @@ A file declares agents and topologies::
     topologies:
       - {name: plan_review, type: pipeline, config: {}, agents: {plan: planner, review: reviewer}}
 
-Every problem of a field is counted, and the first 20 are reported with their path
-(`team.yaml: topologies[0].config.failure_threshold: ...`). The result, a `qmcp.app.TeamDocument`, goes to `qmcp.app.apply_team`,
-which checks what a definition needs beyond its fields (model strings, slots, the agents and
-topologies they name, in the file or the database) and writes nothing unless all of it is valid.
+Every problem of a field is counted, with its path (`team.yaml: topologies[0].config.failure_threshold:
+...`) and a "did you mean" for a misspelt field, role or type. The result, a `qmcp.app.TeamDocument`
+holding the valid definitions and those problems, goes to `qmcp.app.apply_team`, which checks what a
+definition needs beyond its fields (model strings, slots, the agents and topologies they name, in the
+file or the database), reports every problem at once (the first 20, then how many more) and writes
+nothing unless all of it is valid.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from qmcp.agentframework.errors import MAX_LISTED_PROBLEMS, InvalidConfigError
+from qmcp.agentframework.errors import MAX_LISTED_PROBLEMS, InvalidConfigError, did_you_mean
 from qmcp.agentframework.models import (
     AgentConfig,
     AgentRole,
@@ -84,56 +86,96 @@ def _path(loc: Sequence[str | int]) -> str:
     return text
 
 
-def _lines(label: str, error: ValidationError, prefix: Sequence[str | int] = ()) -> list[str]:
+def _fields(model: type[BaseModel]) -> list[str]:
+    """The names a file may give `model`'s fields by."""
+    names = []
+    for name, info in model.model_fields.items():
+        names.append(name)
+        if isinstance(info.validation_alias, AliasChoices):
+            names += [c for c in info.validation_alias.choices if isinstance(c, str)]
+    return names
+
+
+def _known_fields(loc: Sequence[str | int], config: type[BaseModel] | None) -> list[str]:
+    """The fields allowed beside the unknown one at `loc` (its full path in the file)."""
+    parent = tuple(part for part in loc[:-1] if not isinstance(part, int))
+    return {
+        ("agents",): _fields(_AgentSpec),
+        ("agents", "config"): _fields(AgentConfig),
+        ("topologies",): _fields(_TopologySpec),
+        ("topologies", "config"): _fields(config) if config else [],
+    }.get(parent, [])
+
+
+def _lines(
+    label: str,
+    error: ValidationError,
+    prefix: Sequence[str | int] = (),
+    config: type[BaseModel] | None = None,
+) -> list[str]:
+    """One line per problem; `config` is the class a topology's `config` was validated against."""
     lines = []
     for item in error.errors(include_url=False):
-        location = _path([*prefix, *item["loc"]])
+        loc = [*prefix, *item["loc"]]
+        location = _path(loc)
         message = str(item["msg"]).removeprefix("Value error, ")
-        field = item["loc"][-1] if len(item["loc"]) == 1 else None
-        # the first guess of many: `model:` on the agent itself
-        if (
-            item["type"] == "extra_forbidden"
-            and prefix[:1] == ("agents",)
-            and field in AgentConfig.model_fields
-        ):
-            message += f"; {field} belongs under the agent's config: config: {{{field}: ...}}"
+        field = item["loc"][-1] if item["loc"] else None
+        if item["type"] == "extra_forbidden":
+            if prefix[:1] == ("agents",) and len(item["loc"]) == 1 and field in AgentConfig.model_fields:
+                # the first guess of many: `model:` on the agent itself
+                message += f"; {field} belongs under the agent's config: config: {{{field}: ...}}"
+            elif hint := did_you_mean(field, _known_fields(loc, config)):
+                message += f"; {hint.strip()}"
+        elif item["type"] == "enum" and field == "role":
+            hint = did_you_mean(str(item["input"]).lower(), [role.value for role in AgentRole])
+            message += f"; {hint.strip()}" if hint else ""
         lines.append(f"{label}: {location}: {message}" if location else f"{label}: {message}")
     return lines
 
 
 def load_team(label: str, text: str, *, is_json: bool = False) -> TeamDocument:
-    """Parse and validate a team file; raise one `InvalidConfigError` listing the problems, by path."""
-    return validate_team(label, parse_document(label, text, is_json=is_json))
+    """Parse and validate a team file; raise one `InvalidConfigError` listing its field problems, by path."""
+    team = validate_team(label, parse_document(label, text, is_json=is_json))
+    if team.problems:
+        raise InvalidConfigError.listing(label, list(team.problems), team.more_problems)
+    return team
 
 
 def validate_team(label: str, document: Any) -> TeamDocument:
-    """Validate a parsed team file (`parse_document`); one `InvalidConfigError` lists its problems (20, then how many more)."""
+    """Validate a parsed team file (`parse_document`) field by field: its valid definitions, and the
+    problems of the others for `apply_team` to report with its own."""
     if not isinstance(document, dict):
         raise InvalidConfigError(f"{label}: expected a mapping with 'agents' and/or 'topologies' lists")
     errors = _Problems(label)
     for key in document:
         if key not in _SECTIONS:
-            errors.add(f"{label}: {key}: unknown section; a team file has 'agents' and 'topologies'")
-    agent_specs = _section(label, document, "agents", _AgentSpec, errors)
-    topology_specs = _section(label, document, "topologies", _TopologySpec, errors)
+            hint = did_you_mean(key, _SECTIONS)
+            errors.add(f"{label}: {key}: unknown section; {hint}a team file has 'agents' and 'topologies'")
+    invalid: dict[str, set[str]] = {"agents": set(), "topologies": set()}
+    agent_specs = _section(label, document, "agents", _AgentSpec, errors, invalid["agents"])
+    topology_specs = _section(label, document, "topologies", _TopologySpec, errors, invalid["topologies"])
     errors.add_all(_duplicates(label, "agents", [(i, a.name) for i, a in agent_specs]))
     errors.add_all(_duplicates(label, "topologies", [(i, t.name) for i, t in topology_specs]))
-    agents = []
+    agents, agent_positions = [], []
     for index, a in agent_specs:
         try:
-            agents.append(
-                AgentType.model_validate(
-                    {"name": a.name, "role": a.role, "description": a.description, "config": a.config}
-                )
+            agent = AgentType.model_validate(
+                {"name": a.name, "role": a.role, "description": a.description, "config": a.config}
             )
         except ValidationError as error:  # what only the whole definition can check (NUL characters)
             errors.add_invalid(error, ("agents", index))
-    topologies = []
+            invalid["agents"].add(a.name)
+            continue
+        agents.append(agent)
+        agent_positions.append(index)
+    topologies, topology_positions = [], []
     for index, t in topology_specs:
+        config_class = config_class_for(t.type)
         try:
-            config = config_class_for(t.type).model_validate(t.config)
+            config = config_class.model_validate(t.config)
         except ValidationError as error:
-            errors.add_invalid(error, ("topologies", index, "config"))
+            errors.add_invalid(error, ("topologies", index, "config"), config_class)
+            invalid["topologies"].add(t.name)
             continue
         try:
             topology = Topology.model_validate(
@@ -141,11 +183,21 @@ def validate_team(label: str, document: Any) -> TeamDocument:
             )
         except ValidationError as error:
             errors.add_invalid(error, ("topologies", index))
+            invalid["topologies"].add(t.name)
             continue
         topologies.append((topology, dict(t.agents)))
-    if errors:
-        raise InvalidConfigError.listing(label, errors.lines, errors.more)
-    return TeamDocument(label, agents, topologies)
+        topology_positions.append(index)
+    return TeamDocument(
+        label,
+        agents,
+        topologies,
+        tuple(errors.lines),
+        errors.more,
+        frozenset(invalid["agents"]),
+        frozenset(invalid["topologies"]),
+        tuple(agent_positions),
+        tuple(topology_positions),
+    )
 
 
 _SECTIONS = ("agents", "topologies")
@@ -176,17 +228,20 @@ class _Problems:
         self.lines += lines[:room]
         self.more += max(0, len(lines) - room)
 
-    def add_invalid(self, error: ValidationError, prefix: Sequence[str | int]) -> None:
+    def add_invalid(
+        self, error: ValidationError, prefix: Sequence[str | int], config: type[BaseModel] | None = None
+    ) -> None:
         if len(self.lines) < MAX_LISTED_PROBLEMS:
-            self.add_all(_lines(self.label, error, prefix))
+            self.add_all(_lines(self.label, error, prefix, config))
         else:
             self.more += error.error_count()
 
 
 def _section(
-    label: str, document: dict[str, Any], name: str, spec: type[_Spec], errors: _Problems
+    label: str, document: dict[str, Any], name: str, spec: type[_Spec], errors: _Problems, invalid: set[str]
 ) -> list[tuple[int, _Spec]]:
-    """The valid entries of one section, by index; the invalid ones add their errors."""
+    """The valid entries of one section, by index; the invalid ones add their errors, and their
+    names (when they have one) to `invalid`."""
     entries = document.get(name) or []
     if not isinstance(entries, list):
         errors.add(f"{label}: {name}: expected a list")
@@ -203,6 +258,8 @@ def _section(
             valid.append((index, spec.model_validate(entry)))
         except ValidationError as error:
             errors.add_invalid(error, (name, index))
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                invalid.add(entry["name"])
     return valid
 
 

@@ -347,7 +347,11 @@ def run_topology(
     ] = False,
     output_format: FormatOption = None,
 ) -> None:
-    """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume."""
+    """Run a topology, showing each step as it happens; Ctrl-C cancels and prints how to resume.
+
+    Exit status: 0 completed, 1 failed or cancelled, 3 paused for a person's answer (a human gate:
+    `qmcp executions respond` answers it and the run goes on), 130 interrupted.
+    """
     state = cli_state(ctx)
     input_data = read_input(input_json, input_file)
     _topology, agents = run_async(_trusted_topology(state, name))

@@ -5,6 +5,7 @@ Needs the server extra's packages (FastAPI, uvicorn); `qmcp serve` says how to i
 """
 
 from ._app import ServerOptions, check_bind, create_app, is_loopback, serve
+from ._listening import ready_line
 from ._mcp import mcp_server
 from .events import EventHub, RunningStep
 from .runs import RunManager
@@ -18,5 +19,6 @@ __all__ = [
     "create_app",
     "is_loopback",
     "mcp_server",
+    "ready_line",
     "serve",
 ]

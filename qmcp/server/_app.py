@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -229,9 +229,20 @@ def check_bind(host: str, token: str | None, allowed_hosts: tuple[str, ...] = ()
         )
 
 
-def serve(options: ServerOptions, *, port: int) -> None:
-    """Run the server on uvicorn until SIGINT/SIGTERM (which drain the runs, see `RunManager.close`)."""
+def serve(
+    options: ServerOptions,
+    *,
+    port: int,
+    access_log: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run the server on uvicorn until SIGINT/SIGTERM (which drain the runs, see `RunManager.close`).
+    `on_ready(base_url)` is called once it listens; `access_log` logs each request (uvicorn's format)."""
+    import logging
+
     import uvicorn
+
+    from ._listening import AnnouncingServer
 
     check_bind(options.host, options.api_token, options.allowed_hosts)
     with contextlib.closing(
@@ -242,11 +253,19 @@ def serve(options: ServerOptions, *, port: int) -> None:
             probe.bind((options.host.strip("[]"), port))
         except OSError as error:
             raise InvalidConfigError(f"cannot listen on {options.host}:{port}: {error.strerror}") from None
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(options, owns_process=True),
         host=options.host.strip("[]"),
         port=port,
         log_level="warning",
+        access_log=access_log,
         timeout_graceful_shutdown=int(options.shutdown_grace_seconds) + 5,
         timeout_keep_alive=30,  # clients that pool connections (httpx) reuse them after a pause
     )
+    if access_log:  # uvicorn logs requests at INFO, below the "warning" that keeps its own chatter quiet
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    server = AnnouncingServer(config, on_ready or (lambda _url: None))
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: a second Ctrl-C ends it quietly
+        server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE: the lifespan failed, and uvicorn logged why

@@ -152,3 +152,56 @@ def test_model_strings_are_checked_when_applied(cli, tmp_path):
     bad = _write(tmp_path, "bad.yaml", "agents:\n  - {name: b, config: {model: 'nope:thing'}}\n")
     cli.user_error("apply", "-f", bad, says=f"{bad}: agents[0].config.model: unknown model 'nope:thing'")
     assert [a["name"] for a in cli.json("agents", "list")] == ["a"]
+
+
+def test_every_problem_of_every_check_comes_at_once_with_suggestions(cli, tmp_path):
+    """Field checks and the checks against the team (models, slots, agents named) in one run, each
+    misspelt field, role, type or agent with the name it was probably meant to be."""
+    bad = _write(
+        tmp_path,
+        "typos.yaml",
+        """\
+agents:
+  - {name: writer, role: writer, config: {model: test, temprature: 0.5}}
+  - {name: numbers, role: analist}
+  - {name: priced, role: critic, config: {model: 'nope:thing'}}
+  - {name: fine, role: critic, config: {model: test}}
+topologies:
+  - {name: a, type: pipline, agents: {one: fine}}
+  - {name: b, type: pipeline, agents: {one: fien}}
+  - {name: c, type: ensemble, config: {aggregation_methd: synthesis}, agents: {one: fine}}
+  - {name: d, type: debate, agents: {proponent: fine}}
+  - {name: e, type: pipeline, agents: {one: writer, two: numbers}}
+  - {name: f, type: pipeline, agents: {one: fine}, descripton: x}
+""",
+    )
+    result = cli("apply", "-f", bad)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    expected = [
+        "agents[0].config.temprature: Extra inputs are not permitted; did you mean 'temperature'?",
+        "agents[1].role: Input should be",
+        "did you mean 'analyst'?",
+        "topologies[0].type: unknown topology type 'pipline'; did you mean 'pipeline'?",
+        "topologies[2].config.aggregation_methd: Extra inputs are not permitted; did you mean 'aggregation_method'?",
+        "topologies[5].descripton: Extra inputs are not permitted; did you mean 'description'?",
+        "agents[2].config.model: unknown model 'nope:thing'",
+        "topologies[1].agents.one: agent 'fien' is neither in this file nor in the database; did you mean 'fine'?",
+        "topologies[3].agents: missing agents for slot(s): opponent",
+    ]
+    for text in expected:
+        assert any(text in line for line in lines), (text, result.stderr)
+    assert all(line.startswith(f"error: {bad}: ") for line in lines), result.stderr
+    assert len(lines) == 8, result.stderr  # `e` names agents with problems of their own: not told again
+    assert cli.json("agents", "list") == []
+
+
+def test_more_than_twenty_problems_across_checks_are_counted(cli, tmp_path):
+    agents = "".join(
+        f"  - {{name: a{i}, role: critic, config: {{model: 'nope:thing'}}}}\n" for i in range(15)
+    )
+    topologies = "".join(f"  - {{name: t{i}, type: pipline}}\n" for i in range(10))
+    bad = _write(tmp_path, "many.yaml", f"agents:\n{agents}topologies:\n{topologies}")
+    lines = cli("apply", "-f", bad).stderr.strip().splitlines()
+    assert len(lines) == 21 and lines[-1] == f"error: {bad}: and 5 more", lines[-3:]
+    assert "did you mean 'pipeline'?" in lines[0] and "unknown model" in lines[-2]

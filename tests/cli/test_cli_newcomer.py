@@ -63,12 +63,14 @@ def test_each_example_applies_and_its_commands_run_as_written(cli, example, monk
         if "ID" in command:  # the execution the previous command ran
             (latest,) = cli.json("executions", "list", "--limit", "1")
             command = [latest["id"] if word == "ID" else word for word in command]
-        result = cli.json(*command)
+        pauses = "human_in_loop" in example.name and command[0] == "agents"
+        ran = cli("--format", "json", *command)
+        assert ran.exit_code == (3 if pauses else 0), ran.stdout + ran.stderr
+        result = json.loads(ran.stdout)
         if command[0] == "apply":
             assert result["untrusted"] == [], "the example's header must apply it with --trust"
         else:
-            expected = "paused" if "human_in_loop" in example.name and command[0] == "agents" else "completed"
-            assert result["status"] == expected, result
+            assert result["status"] == ("paused" if pauses else "completed"), result
 
 
 def test_executions_by_unique_prefix(cli):
@@ -97,7 +99,11 @@ def test_executions_by_unique_prefix(cli):
 def test_respond_to_a_paused_execution_by_its_id(cli, monkeypatch):
     monkeypatch.chdir(EXAMPLES.parent)
     cli.ok("apply", "-f", "examples/mixins/human_in_loop.yaml")
-    paused = cli.json("agents", "topologies", "run", "reviewed_post", "--input-json", '{"prompt": "Go"}')
+    ran = cli(
+        "--format", "json", "agents", "topologies", "run", "reviewed_post", "--input-json", '{"prompt": "Go"}'
+    )
+    assert ran.exit_code == 3, ran.stderr  # paused for a person's answer
+    paused = json.loads(ran.stdout)
     assert paused["status"] == "paused"
     assert "Publish this draft?\n" in paused["error"]  # the question comes with the draft it is about
     done = cli.json("executions", "respond", paused["execution_id"][:8], "approve")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _signals import default_signals
 
 HEAVY = ("pydantic_ai", "sqlalchemy", "sqlmodel", "qmcp.agentframework", "qmcp.config", "asyncio")
 
@@ -101,6 +102,7 @@ def _driver(tmp_path: Path, db_file: Path, *args: str, **kwargs: object) -> subp
         text=True,
         env={**env, **kwargs.pop("env", {})},  # type: ignore[dict-item]
         cwd=tmp_path,
+        preexec_fn=default_signals,  # Ctrl-C works even when pytest runs as a background job
         **kwargs,  # type: ignore[call-overload]
     )
 

@@ -117,6 +117,32 @@ def test_run_mistakes(team):
     assert team.json("executions", "list") == []
 
 
+def test_qmcp_run_is_agents_topologies_run_and_topologies_is_its_group(team):
+    short = team.json("run", "review", "--input-json", '{"prompt": "Plan a launch"}', "--runner", "async")
+    assert (short["status"], short["topology_name"], short["runner_type"]) == ("completed", "review", "async")
+    team.user_error("run", "ghost", "--input-json", "{}", says="topology 'ghost' not found")
+    assert "short for `qmcp agents topologies run`" in team.ok("run", "--help").stdout
+    assert "3 paused" in team.ok("run", "--help").stdout  # the exit codes are documented where they are met
+    listed = team.json("topologies", "list")
+    assert [t["name"] for t in listed] == [t["name"] for t in team.json("agents", "topologies", "list")]
+    assert team.json("topologies", "show", "panel")["name"] == "panel"
+
+
+def test_plain_progress_times_count_from_the_runs_first_step_not_the_cli_start(capsys):
+    import time
+
+    from qmcp.agentframework.topologies import StepEvent
+    from qmcp.cli._progress import DisplayMode, RunDisplay
+
+    display = RunDisplay(DisplayMode.PLAIN, "review", {"plan": ("planner", "test")})
+    with display:
+        time.sleep(0.3)  # the CLI importing and opening its database, before the run starts
+        display(StepEvent("started", "pipeline/0:plan", "plan", "planner", "test"))
+        display(StepEvent("completed", "pipeline/0:plan", "plan", "planner", "test"))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[0] for line in lines] == ["0.0s", "0.0s"], lines
+
+
 @pytest.mark.slow
 def test_metaflow_runner_goes_through_the_registry(cli, tmp_path, monkeypatch):
     from qmcp.agentframework.runners import RunnerRegistry
@@ -286,7 +312,15 @@ def test_paused_run_is_answered_with_respond(cli):
         ],
         "topologies": [{"name": "g", "type": "pipeline", "agents": {"a": "writer", "b": "gated"}}],
     }))  # fmt: skip
-    paused = cli.ok("agents", "topologies", "run", "g", "--input-json", '{"prompt": "hi"}')
+    paused = cli("agents", "topologies", "run", "g", "--input-json", '{"prompt": "hi"}')
+    assert paused.exit_code == 3, paused.stdout + paused.stderr  # paused: neither done (0) nor failed (1)
+    assert "⏸ g paused" in paused.stdout and "✓" not in paused.stdout
+    assert (
+        cli(
+            "--format", "json", "executions", "resume", paused.stdout.split("execution ")[1].split()[0]
+        ).exit_code
+        == 3
+    )
     command = next(line for line in paused.stdout.splitlines() if "executions respond" in line)
     words = shlex.split(command.split("with: ")[1])
     request_id = words[words.index("respond") + 1]

@@ -70,7 +70,7 @@ def test_examples_and_the_starter_match_the_schema(validator):
     files = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "examples").rglob("*.yaml"))]
     for document in [*files, yaml.safe_load(STARTER)]:
         assert list(validator.iter_errors(document)) == []
-        validate_team("file", document)  # and the parser agrees
+        assert validate_team("file", document).problems == ()  # and the parser agrees
 
 
 BAD = [
@@ -90,6 +90,8 @@ def test_schema_and_parser_refuse_the_same_mistakes(validator, document):
     assert list(validator.iter_errors(document)), "the schema accepts it"
     with pytest.raises(InvalidConfigError):
         team = validate_team("file", document)
+        if team.problems:
+            raise InvalidConfigError.listing("file", list(team.problems))
         from qmcp.agentframework.runners import executable_items
 
         for agent in team.agents:  # mixin options are checked when the file is planned

@@ -137,7 +137,8 @@ async def test_four_processes_of_twenty_five_executions(db_url, worker_env):
             db_url,
             str(per_process),
             f"p{index}",
-            env=worker_env,
+            # at most 4 × 10 connections: a server that other databases share has room for them
+            env={**worker_env, "QMCP_DB_POOL_SIZE": "4", "QMCP_DB_MAX_OVERFLOW": "6"},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from _eventually import eventually
+from _signals import default_signals
 from doubles import Doubles
 from fastapi import FastAPI
 from serving import HERE, App, Server, driver_argv, free_port, in_process_client
@@ -110,6 +111,7 @@ def start_server(tmp_path: Path, worker_env_server: dict[str, str]) -> Iterator[
             text=True,
             env=environ,
             cwd=tmp_path,
+            preexec_fn=default_signals,  # SIGINT stops it even when pytest runs as a background job
         )
         server = Server(
             f"http://127.0.0.1:{port}", db_url, process, log, calls, environ.get("QMCP_API_TOKEN")

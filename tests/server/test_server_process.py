@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from _eventually import eventually_async
+from _signals import default_signals
 from serving import driver_argv, free_port
 from team import finished, make_team, run, running
 
@@ -134,3 +135,50 @@ async def test_a_run_continues_the_trace_of_the_request_that_started_it(start_se
     assert (workflow["trace_id"], workflow["parent_id"]) == (trace_id, parent_id)
     steps = [s for s in recorded if s["name"].startswith("invoke_agent")]
     assert len(steps) == 2 and {s["trace_id"] for s in steps} == {trace_id}
+
+
+def test_serve_prints_one_ready_line_once_it_listens(worker_env_server, sqlite_url, tmp_path):
+    """Port 0: the line names the port the system chose, and that URL answers as soon as it is printed."""
+    import re
+    import threading
+
+    import httpx
+
+    process = subprocess.Popen(
+        driver_argv("serve", "--port", "0"),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**worker_env_server, "QMCP_DATABASE_URL": sqlite_url},
+        cwd=tmp_path,
+        preexec_fn=default_signals,
+    )
+    watchdog = threading.Timer(60, process.kill)  # a server that never says it is ready fails the test
+    watchdog.start()
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        found = re.fullmatch(
+            r"qmcp server ready: console (http://127\.0\.0\.1:(\d+))/  API docs \1/docs  MCP \1/mcp  \(no token required\)\n",
+            line,
+        )
+        assert found, line
+        assert int(found[2]) > 0
+        assert httpx.get(f"{found[1]}/health", timeout=5).status_code == 200
+        assert httpx.get(f"{found[1]}/docs", timeout=5).status_code == 200
+    finally:
+        watchdog.cancel()
+        process.terminate()
+        rest = process.communicate(timeout=60)[1]
+    assert "ready" not in rest and "GET /health" not in rest  # one line, and no access log by default
+
+
+async def test_serve_access_log_and_the_token_in_the_ready_line(start_server, sqlite_url):
+    server = start_server(sqlite_url, "--access-log", env={"QMCP_API_TOKEN": "t" * 40})
+    async with server.client() as client:
+        assert (await client.get("/v1/executions")).status_code == 200
+    server.stop()
+    log = server.log.read_text()
+    ready = [line for line in log.splitlines() if line.startswith("qmcp server ready:")]
+    assert len(ready) == 1 and ready[0].endswith("  (token required)")
+    assert '"GET /v1/executions HTTP/1.1" 200' in log

@@ -144,6 +144,13 @@ class AgentType(TableModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
+    def __init__(self, **data: Any) -> None:
+        """`config` may be an `AgentConfig` or its dict: stored as the dict either way (a table
+        model's constructor skips the validators that `model_validate` runs)."""
+        if isinstance(data.get("config"), AgentConfig):
+            data["config"] = data["config"].model_dump(mode="json")
+        super().__init__(**data)
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from sqlalchemy import String
 from sqlmodel import JSON, Field, UniqueConstraint
 
+from ..errors import InvalidConfigError
 from ..registry import TOPOLOGIES
 from ._agent import utcnow
 from ._base import TableModel
@@ -167,6 +168,22 @@ class Topology(TableModel, table=True):
     config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+    def __init__(self, **data: Any) -> None:
+        """`config` may be the type's config object (`EnsembleConfig(...)`) or its dict: stored as the
+        dict either way (a table model's constructor skips the validators that `model_validate` runs)."""
+        config = data.get("config")
+        if isinstance(config, TopologyConfig):
+            topology_type = data.get("topology_type")
+            if topology_type is not None and str(topology_type) in TOPOLOGIES:
+                expected = config_class_for(str(topology_type))
+                if not isinstance(config, expected):
+                    raise InvalidConfigError(
+                        f"topology {data.get('name')!r}: config is a {type(config).__name__}; "
+                        f"type {str(topology_type)!r} takes {expected.__name__}"
+                    )
+            data["config"] = config.model_dump(mode="json")
+        super().__init__(**data)
 
     @field_validator("name")
     @classmethod

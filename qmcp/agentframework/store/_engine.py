@@ -211,8 +211,15 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     require("asyncpg", extra="postgres", feature="PostgreSQL", load=False)
+    current = settings()
     return store_nul_safely(
-        create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, **JSON_CODEC)
+        create_async_engine(
+            parsed,
+            pool_size=current.db_pool_size,
+            max_overflow=current.db_max_overflow,
+            pool_pre_ping=True,
+            **JSON_CODEC,
+        )
     )
 
 
