@@ -302,17 +302,7 @@ class LocalModel(Model):
         )
         body = self._request_body(messages, model_settings or {}, model_request_parameters)
         result = await anyio.to_thread.run_sync(self._generate, body, abandon_on_cancel=True)
-        response = self._response(result)
-        if "response_format" not in body:  # text replies: no echoed prompt labels, no half sentence
-            prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
-            truncated = response.finish_reason == "length"
-            response.parts = [
-                TextPart(content=tidy_reply(part.content, prompt, truncated=truncated))
-                if isinstance(part, TextPart)
-                else part
-                for part in response.parts
-            ]
-        return response
+        return _tidied(self._response(result), _text_prompt(body))
 
     @contextlib.asynccontextmanager
     async def request_stream(
@@ -350,7 +340,7 @@ class LocalModel(Model):
 
         worker = asyncio.create_task(generate())
         try:
-            yield _LocalStream(model_request_parameters, self, chunks)
+            yield _LocalStream(model_request_parameters, self, chunks, _text_prompt(body))
         finally:
             stop.set()
             if not worker.done():
@@ -534,13 +524,42 @@ class LocalModel(Model):
         return PermanentModelError(message, model=self.model_id, status_code=status)
 
 
+def _text_prompt(body: dict[str, Any]) -> str | None:
+    """The user's words of a request for a text reply (None when the reply must be JSON)."""
+    if "response_format" in body:
+        return None
+    return "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+
+
+def _tidied(response: ModelResponse, prompt: str | None) -> ModelResponse:
+    """A text reply without echoed prompt or half sentence (`tidy_reply`), streamed or not, so the
+    stored answer is the same either way."""
+    if prompt is None:
+        return response
+    truncated = response.finish_reason == "length"
+    response.parts = [
+        TextPart(content=tidy_reply(part.content, prompt, truncated=truncated))
+        if isinstance(part, TextPart)
+        else part
+        for part in response.parts
+    ]
+    return response
+
+
 @dataclass
 class _LocalStream(StreamedResponse):
     """The chunks of a streamed llama.cpp reply (OpenAI's chat-completion chunks) as pydantic-ai events."""
 
     _model: LocalModel = field(repr=False)
     _chunks: asyncio.Queue[Any] = field(repr=False)
+    _prompt: str | None = field(default=None, repr=False)
+    """The user's words of a text request, to tidy the finished reply with (None for JSON)."""
     _timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def get(self) -> ModelResponse:
+        """The reply so far; once finished, tidied as an unstreamed reply is (the deltas shown were not)."""
+        response = super().get()
+        return _tidied(response, self._prompt) if response.state == "complete" else response
 
     async def _get_event_iterator(self) -> AsyncIterator[Any]:
         written = False
