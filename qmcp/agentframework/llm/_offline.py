@@ -33,9 +33,12 @@ from pydantic_ai.messages import (
     ModelResponse,
     SystemPromptPart,
     TextPart,
+    ToolCallPart,
+    ToolReturnPart,
     UserPromptPart,
 )
-from pydantic_ai.models.function import AgentInfo, FunctionModel, _estimate_usage
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel, _estimate_usage
+from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.usage import RequestUsage
 
 from ._prompts import requested_schema
@@ -118,7 +121,7 @@ class _SchemaFiller:
         siblings = siblings or {}
         if schema.get("enum"):
             return schema["enum"][self._byte() % len(schema["enum"])]
-        kind = schema.get("type", "object")
+        kind = schema.get("type", "object" if "properties" in schema or not name else "string")
         if isinstance(kind, list):
             kind = next((k for k in kind if k != "null"), "string")
         if kind == "object":
@@ -160,7 +163,41 @@ def _test_reply(role: str, messages: list[ModelMessage]) -> str:
     opening = _ROLE_OPENINGS.get(role, role.capitalize() if role else "Answer")
     digest = _digest(seed)
     confidence = 0.5 + int(digest[8:10], 16) / 512
-    return f"{opening}: {_task_excerpt(prompt)} [{digest[:8]}]\nConfidence: {confidence:.2f}"
+    used = _tool_results(messages)
+    tools = f"\nTool results: {'; '.join(used)}" if used else ""
+    return f"{opening}: {_task_excerpt(prompt)} [{digest[:8]}]{tools}\nConfidence: {confidence:.2f}"
+
+
+def _tool_results(messages: Sequence[ModelMessage]) -> list[str]:
+    """`name: result` for each tool return in the request the model answers now."""
+    last = messages[-1] if messages else None
+    if not isinstance(last, ModelRequest):
+        return []
+    return [
+        f"{part.tool_name}: {part.model_response_str()}" for part in last.parts if isinstance(part, ToolReturnPart)
+    ]
+
+
+def _tool_calls(role: str, messages: Sequence[ModelMessage], info: AgentInfo) -> list[ToolCallPart]:
+    """As pydantic-ai's `TestModel`: offered tools, a first turn calls each once, with arguments made
+    from its parameters' JSON schema; once the tools have answered (the request holds their returns),
+    the reply is text. Arguments are a pure function of the role, prompt and tool, like the replies."""
+    if not info.function_tools or _tool_results(messages):
+        return []
+    prompt = prompt_text(messages)
+    return [
+        ToolCallPart(
+            tool.name,
+            _tool_args(tool, f"{role}\n{prompt}\n{tool.name}", role, prompt),
+            tool_call_id=f"test_{index}_{tool.name}",
+        )
+        for index, tool in enumerate(info.function_tools)
+    ]
+
+
+def _tool_args(tool: ToolDefinition, seed: str, role: str, prompt: str) -> dict[str, Any]:
+    args = _SchemaFiller(seed, role, _task_excerpt(prompt, 8)).fill(tool.parameters_json_schema)
+    return args if isinstance(args, dict) else {}
 
 
 class OfflineModel(FunctionModel):
@@ -179,6 +216,8 @@ def _pieces(text: str) -> list[str]:
 def make_test_model(role: str = "generalist") -> FunctionModel:
     """The offline `test` model for an agent of `role`.
 
+    Offered tools, it calls each once (arguments made from the tool's JSON schema), then answers in
+    text with their results, as pydantic-ai's `TestModel` does.
     The reply is a pure function of the role and the prompt: a role-specific opening, the
     first words of the task, a short digest and a 'Confidence: 0.xx' line, so outputs are
     stable and checkable, and agents of one role given one prompt agree (votes mean something).
@@ -186,10 +225,18 @@ def make_test_model(role: str = "generalist") -> FunctionModel:
     of it: checker verdicts, judge decisions and plans parse as the topologies expect.
     """
 
-    def reply(messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
+    def reply(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if calls := _tool_calls(role, messages, info):
+            return ModelResponse(parts=list(calls))
         return ModelResponse(parts=[TextPart(_test_reply(role, messages))])
 
-    async def stream(messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if calls := _tool_calls(role, messages, info):
+            yield {
+                index: DeltaToolCall(call.tool_name, call.args_as_json_str(), tool_call_id=call.tool_call_id)
+                for index, call in enumerate(calls)
+            }
+            return
         for piece in _pieces(_test_reply(role, messages)):
             yield piece
 
