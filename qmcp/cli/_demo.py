@@ -2,24 +2,35 @@
 
 Two topologies: `demo_ensemble` (three agents answer, a fourth synthesises) and `demo_pipeline`
 (plan → critique → revise). Replies are capped at 80 tokens and prompts kept short so the demo
-finishes in seconds on two CPU cores with SmolLM2-135M.
+finishes in seconds on two CPU cores with SmolLM2-135M. Each step's answer is shown as it completes.
+
+The pipeline is then stopped after its first step, as a crash would stop it: the run's task is
+cancelled in-process, which leaves the execution `cancelled` with its finished step stored, exactly
+what `executions resume` picks up after a crash. The demo resumes it and shows the finished step
+replayed from the database, and the tokens paid again for it, measured from the resumed run's own
+events (0 when durable replay works).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
+import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from ._output import EXIT_FAILED, count, format_duration, format_tokens, print_json, stdout
+from ._output import EXIT_FAILED, count, excerpt, format_duration, format_tokens, print_json, stdout
 from ._run import Launch, RunOutcome, RunRequest, execute, exit_code, print_outcome, slot_models
-from ._state import FormatOption, cli_state
+from ._state import CliState, FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.runners import RunResult
+    from qmcp.agentframework.topologies import StepEvent
 
 __all__ = ["DEMO_PROMPT", "DEMO_TEAMS", "demo"]
 
@@ -81,6 +92,7 @@ DEMO_TEAMS: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = [
 _NEXT_STEPS = """
 [bold]Next[/bold]
   inspect a run step by step   {show}
+  see it in the browser        {serve}   then open http://127.0.0.1:3333/executions/{execution}
   run a topology yourself      qmcp agents topologies run demo_pipeline --input-json '{{"prompt": "..."}}'
   use a hosted or local model  ANTHROPIC_API_KEY=... qmcp --model anthropic:claude-sonnet-4-20250514 demo
                                OPENAI_API_KEY=... qmcp --model openai:gpt-4.1 demo
@@ -88,10 +100,99 @@ _NEXT_STEPS = """
 """
 
 
+CRASH_AFTER = 1
+"""Steps of `demo_pipeline` that finish before the demo stops it, as a crash would."""
+
+
+@dataclass
+class _Steps:
+    """What the demo shows of each step as it finishes, and counts for the resume's summary."""
+
+    show: bool
+    completed: dict[str, int] = field(default_factory=dict)
+    """Step key → tokens paid for it, in this run."""
+    replayed: list[str] = field(default_factory=list)
+
+    def __call__(self, event: StepEvent) -> None:
+        if event.kind == "completed":
+            self.completed[event.key] = event.usage.input_tokens + event.usage.output_tokens
+            mark, note = "[green]✓[/green]", ""
+        elif event.kind == "replayed":
+            self.replayed.append(event.key)
+            mark, note = "[cyan]↺[/cyan]", " [dim](replayed from the database)[/dim]"
+        else:
+            return
+        if self.show:
+            text = escape(excerpt(" ".join(event.text.split()), 90))
+            stdout().print(f"  {mark} {escape(event.key)}{note}: {text}", soft_wrap=True, highlight=False)
+
+
+def _watched(
+    start: Callable[[Launch], Coroutine[Any, Any, RunResult]], steps: _Steps
+) -> Callable[[Launch], Coroutine[Any, Any, RunResult]]:
+    """`start` with `steps` told of every step event too."""
+
+    def watched(launch: Launch) -> Coroutine[Any, Any, RunResult]:
+        display = launch.kwargs["on_event"]
+
+        def both(event: StepEvent) -> None:
+            display(event)
+            steps(event)
+
+        launch.kwargs["on_event"] = both
+        return start(launch)
+
+    return watched
+
+
 def _starter(
     topology: dict[str, Any], agents: dict[str, dict[str, Any]], prompt: str
 ) -> Callable[[Launch], Coroutine[Any, Any, RunResult]]:
     return lambda launch: launch.runner().run(topology, agents, {"prompt": prompt})
+
+
+class _Stopped(Exception):
+    """The demo stopped its run mid-way, as a crash would."""
+
+
+def _crashing(
+    topology: dict[str, Any], agents: dict[str, dict[str, Any]], prompt: str, after: int
+) -> Callable[[Launch], Coroutine[Any, Any, RunResult]]:
+    """Run the topology, cancelling its task once `after` steps have finished: the runner records
+    the execution as cancelled, its finished steps kept, and `_Stopped` is raised."""
+
+    async def start(launch: Launch) -> RunResult:
+        display = launch.kwargs["on_event"]
+        finished = 0
+        run: asyncio.Task[RunResult] | None = None
+
+        def on_event(event: StepEvent) -> None:
+            nonlocal finished
+            display(event)
+            if event.kind == "completed":
+                finished += 1
+                if finished >= after and run is not None:
+                    run.cancel()  # lands at the run's next await: the finished step is already stored
+
+        launch.kwargs["on_event"] = on_event
+        run = asyncio.ensure_future(launch.runner().run(topology, agents, {"prompt": prompt}))
+        try:
+            return await run
+        except asyncio.CancelledError:
+            if not run.cancelled():
+                raise
+            raise _Stopped from None
+
+    return start
+
+
+def _latest_execution(state: CliState, topology_name: str) -> uuid.UUID:
+    async def find() -> uuid.UUID:
+        async with open_database(state, read_only=True) as db:
+            (latest,) = await db.list_executions(topology_name=topology_name, limit=1)
+            return latest.id
+
+    return run_async(find())
 
 
 def demo(
@@ -116,6 +217,7 @@ def demo(
         model = next(iter(slot_models(DEMO_TEAMS[0][1], state.model).values()))[1]
         note = " (SmolLM2 135M in-process: no API key, no network)" if model == DEMO_MODEL else ""
         console.print(f"qmcp demo on [bold]{escape(model)}[/bold]{note}", soft_wrap=True)
+    resume: dict[str, Any] = {}
     for topology, agents in DEMO_TEAMS:
         if not json_output:
             console.print(f"\n[bold]{topology['name']}[/bold]: {topology['description']}", soft_wrap=True)
@@ -125,7 +227,15 @@ def demo(
             runner_type=runner,
             config={"model_override": state.model},
         )
-        outcome = execute(state, request, _starter(topology, agents, prompt), json_output=json_output)
+        steps = _Steps(show=not json_output)
+        if topology["name"] != "demo_pipeline":
+            outcome = execute(
+                state, request, _watched(_starter(topology, agents, prompt), steps), json_output=json_output
+            )
+        else:
+            outcome, resume = _crash_and_resume(
+                state, request, _crashing(topology, agents, prompt, CRASH_AFTER), steps, json_output
+            )
         outcomes.append(outcome)
         if not json_output:
             print_outcome(state, outcome, json_output=False)
@@ -138,6 +248,7 @@ def demo(
                 "prompt": prompt,
                 "duration_ms": round(elapsed_ms),
                 "runs": [o.result.model_dump(mode="json") for o in outcomes],
+                "resume": resume,
             }
         )
     else:
@@ -145,7 +256,62 @@ def demo(
             sum(o.result.input_tokens for o in outcomes), sum(o.result.output_tokens for o in outcomes)
         )
         console.print(f"\n{count(len(outcomes), 'run')} · {tokens} tokens · {format_duration(elapsed_ms)}")
-        show = state.command("executions", "show", str(outcomes[-1].result.execution_id))
-        console.print(_NEXT_STEPS.format(show=show), soft_wrap=True)
+        execution = str(outcomes[-1].result.execution_id)
+        show = state.command("executions", "show", execution)
+        console.print(
+            _NEXT_STEPS.format(show=show, serve=state.command("serve"), execution=execution), soft_wrap=True
+        )
     if any(exit_code(o.result) for o in outcomes):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _crash_and_resume(
+    state: CliState,
+    request: RunRequest,
+    start: Callable[[Launch], Coroutine[Any, Any, RunResult]],
+    steps: _Steps,
+    json_output: bool,
+) -> tuple[RunOutcome, dict[str, Any]]:
+    """Run `start` until it stops mid-way, then resume the execution it left: the resumed run's
+    outcome, and what the resume replayed and paid again (tokens of steps finished before the stop)."""
+    console = stdout()
+    try:
+        outcome = execute(state, request, _watched(start, steps), json_output=json_output)
+    except _Stopped:
+        pass
+    else:  # finished before it could be stopped (fewer steps than CRASH_AFTER): nothing to resume
+        return outcome, {}
+    execution_id = _latest_execution(state, request.topology_name)
+    finished_before = dict(steps.completed)
+    if not json_output:
+        console.print(
+            f"[yellow]■[/yellow] stopped after {count(len(finished_before), 'step')}, as a crash would: "
+            f"execution {execution_id} is cancelled, its finished steps stored. Resuming it:",
+            soft_wrap=True,
+        )
+    again = _Steps(show=not json_output)
+    resumed = dataclasses.replace(request, execution_id=execution_id, config={})
+    outcome = execute(
+        state,
+        resumed,
+        _watched(lambda launch: launch.runner().resume(execution_id), again),
+        json_output=json_output,
+    )
+    paid_again = sum(tokens for key, tokens in again.completed.items() if key in finished_before)
+    summary = {
+        "execution_id": str(execution_id),
+        "stopped_after": sorted(finished_before),
+        "replayed": again.replayed,
+        "tokens_paid_again": paid_again,
+    }
+    if not json_output:
+        console.print(
+            f"[cyan]↺[/cyan] resumed: {count(len(again.replayed), 'step')} replayed from the database, "
+            f"{format_tokens_total(paid_again)} paid again; {count(len(again.completed), 'step')} run now",
+            soft_wrap=True,
+        )
+    return outcome, summary
+
+
+def format_tokens_total(tokens: int) -> str:
+    return f"{tokens:,} tokens"

@@ -83,7 +83,7 @@ class StepResult:
 class StepEvent:
     """Progress of a step, for live displays and logs. A `delta` (only from runners asked to `stream`)
     carries the next piece of the reply in `text`, while the model writes it; the step's row is still
-    written once, when it is complete."""
+    written once, when it is complete. `completed` and `replayed` carry the step's whole reply."""
 
     kind: Literal["started", "retry", "delta", "completed", "replayed", "failed"]
     key: str
@@ -374,6 +374,7 @@ class StepContext:
             recorded.model,
             usage=recorded.usage,
             latency_ms=recorded.latency_ms,
+            text=recorded.response or "",
         )
         output = recorded.output or {}
         mc.replayed, mc.reply, mc.data = True, recorded.response or "", output.get("data")
@@ -469,6 +470,7 @@ class StepContext:
             mc.model,
             usage=record.usage,
             latency_ms=record.latency_ms,
+            text=record.response or "",
         )
         return StepResult(
             key=mc.key,
