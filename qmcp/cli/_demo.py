@@ -1,10 +1,11 @@
 """`qmcp demo`: store a small team and run it on the embedded model, no API key or network needed.
 
-Two topologies: `demo_ensemble` (three agents answer, a fourth synthesises) and `demo_pipeline`
-(plan → critique → revise). Replies are capped at 80 tokens and prompts kept short so the demo
-finishes in seconds on two CPU cores with SmolLM2-135M. Each step's answer is shown as it completes.
+One topology on one short, checkable question: `demo_ensemble`, three agents answer on their own and
+the most confident answer is kept. SmolLM2-135M answers a plain question presentably; handed a
+pipeline stage's brief ("You are stage 1 of 3 ...") it talks about itself, so the demo asks plainly.
+Replies are capped at 48 tokens so the demo finishes in seconds on two CPU cores. Each step's answer is shown as it completes.
 
-The pipeline is then stopped after its first step, as a crash would stop it: the run's task is
+The run is stopped after its first step, as a crash would stop it: the run's task is
 cancelled in-process, which leaves the execution `cancelled` with its finished step stored, exactly
 what `executions resume` picks up after a crash. The demo resumes it and shows the finished step
 replayed from the database, and the tokens paid again for it, measured from the resumed run's own
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["DEMO_PROMPT", "DEMO_TEAMS", "demo"]
 
 DEMO_MODEL = "local:smollm2"
-DEMO_PROMPT = "How can a small team make its web service more reliable?"
+DEMO_PROMPT = "What is the capital of France?"
 
 
 def _agent(name: str, role: str, description: str, instructions: str) -> dict[str, Any]:
@@ -46,9 +47,10 @@ def _agent(name: str, role: str, description: str, instructions: str) -> dict[st
         "config": {
             "model": DEMO_MODEL,
             "temperature": 0.0,
-            "max_tokens": 80,
-            "system_prompt": f"You are {name}, {description}. {instructions} "
-            "Answer in two or three short sentences.",
+            "max_tokens": 48,
+            # SmolLM2-135M answers a plain question in one sentence well enough; a persona or a
+            # longer brief makes it talk about itself
+            "system_prompt": f"{instructions} Answer in one short sentence.",
         },
     }
 
@@ -57,34 +59,14 @@ DEMO_TEAMS: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = [
     (
         {
             "name": "demo_ensemble",
-            "description": "Three agents answer on their own; a synthesizer writes one answer from theirs.",
+            "description": "Three agents answer on their own; the most confident answer is kept.",
             "topology_type": "ensemble",
-            "config": {"aggregation_method": "synthesis"},
+            "config": {"aggregation_method": "best_of"},
         },
         {
-            "engineer": _agent("demo_engineer", "specialist", "a site reliability engineer", "Be concrete."),
-            "skeptic": _agent("demo_skeptic", "critic", "a skeptical reviewer", "Name the biggest risk."),
-            "manager": _agent(
-                "demo_manager", "planner", "a pragmatic team lead", "Think about people and process."
-            ),
-            "aggregator": _agent(
-                "demo_synthesizer", "synthesizer", "an editor", "Combine the answers you are given."
-            ),
-        },
-    ),
-    (
-        {
-            "name": "demo_pipeline",
-            "description": "A plan, a critique of the plan, and a revised plan.",
-            "topology_type": "pipeline",
-            "config": {"stages": ["plan", "critique", "revise"]},
-        },
-        {
-            "plan": _agent("demo_planner", "planner", "a planner", "Write a short numbered plan."),
-            "critique": _agent(
-                "demo_critic", "critic", "a critic", "Point out the weakest step of the plan."
-            ),
-            "revise": _agent("demo_reviser", "writer", "a writer", "Rewrite the plan fixing the critique."),
+            "engineer": _agent("demo_engineer", "specialist", "a specialist", "Be concrete."),
+            "skeptic": _agent("demo_skeptic", "critic", "a skeptical reviewer", "Be exact."),
+            "manager": _agent("demo_manager", "planner", "a pragmatic team lead", "Be brief."),
         },
     ),
 ]
@@ -93,7 +75,7 @@ _NEXT_STEPS = """
 [bold]Next[/bold]
   inspect a run step by step   {show}
   see it in the browser        {serve}   then open http://127.0.0.1:3333/executions/{execution}
-  run a topology yourself      qmcp agents topologies run demo_pipeline --input-json '{{"prompt": "..."}}'
+  run a topology yourself      qmcp agents topologies run demo_ensemble --input-json '{{"prompt": "..."}}'
   use a hosted or local model  ANTHROPIC_API_KEY=... qmcp --model anthropic:claude-sonnet-4-20250514 demo
                                OPENAI_API_KEY=... qmcp --model openai:gpt-4.1 demo
                                qmcp --model ollama:llama3.2 demo   (with Ollama running)
@@ -101,7 +83,7 @@ _NEXT_STEPS = """
 
 
 CRASH_AFTER = 1
-"""Steps of `demo_pipeline` that finish before the demo stops it, as a crash would."""
+"""Steps that finish before the demo stops its run, as a crash would."""
 
 
 @dataclass
@@ -143,12 +125,6 @@ def _watched(
         return start(launch)
 
     return watched
-
-
-def _starter(
-    topology: dict[str, Any], agents: dict[str, dict[str, Any]], prompt: str
-) -> Callable[[Launch], Coroutine[Any, Any, RunResult]]:
-    return lambda launch: launch.runner().run(topology, agents, {"prompt": prompt})
 
 
 class _Stopped(Exception):
@@ -205,8 +181,9 @@ def demo(
 ) -> None:
     """Run a small team on the embedded model (SmolLM2, in-process): no API key, no network.
 
-    Stores two topologies, demo_ensemble and demo_pipeline (again and again without duplicates),
-    runs both with live progress and prints the answers, tokens, time and execution ids.
+    Stores the topology demo_ensemble (again and again without duplicates) and runs it, showing each
+    answer; stops the run after its first step as a crash would, resumes it (the finished step is
+    replayed, not paid again) and prints the answer, tokens, time and the commands to look at the run.
     """
     state = cli_state(ctx)
     json_output = state.json_output(output_format)
@@ -228,14 +205,9 @@ def demo(
             config={"model_override": state.model},
         )
         steps = _Steps(show=not json_output)
-        if topology["name"] != "demo_pipeline":
-            outcome = execute(
-                state, request, _watched(_starter(topology, agents, prompt), steps), json_output=json_output
-            )
-        else:
-            outcome, resume = _crash_and_resume(
-                state, request, _crashing(topology, agents, prompt, CRASH_AFTER), steps, json_output
-            )
+        outcome, resume = _crash_and_resume(
+            state, request, _crashing(topology, agents, prompt, CRASH_AFTER), steps, json_output
+        )
         outcomes.append(outcome)
         if not json_output:
             print_outcome(state, outcome, json_output=False)

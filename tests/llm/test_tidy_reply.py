@@ -75,3 +75,13 @@ def test_an_answer_in_the_words_of_its_material_stays():
     prompt = "Task: Combine the answers.\n\nAnswer 1: Add tests for every release.\nAnswer 2: Page someone at night."
     reply = "Add tests for every release and page someone at night."
     assert tidy_reply(reply, prompt, truncated=False) == reply
+
+
+def test_a_cut_reply_ends_at_its_first_sentence_rather_than_mid_sentence():
+    reply = (  # SmolLM2-135M on the demo's question, cut at 48 tokens
+        'The answer to this question would be "Paris" (X=2). The confidence level for Paris in French language '
+        "refers to its geographical location as well - it's the capital of France but also a major international "
+        "city with numerous cultural attractions like"
+    )
+    prompt = "What is the capital of France?"
+    assert tidy_reply(reply, prompt, truncated=True) == 'The answer to this question would be "Paris" (X=2).'

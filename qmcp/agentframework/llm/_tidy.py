@@ -26,7 +26,7 @@ _LABEL = re.compile(r"^([A-Z][^:\n]{0,80}):(?:\s|$)")
 _ANY_LABEL = re.compile(r"^[A-Za-z][\w ]{0,30}:\s+")  # `Your task: ...`, a label of one to a few words
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SENTENCE_END = re.compile(r"[.!?](?:[\"')\]]*)(?=\s|$)")
-_KEEP_AT_LEAST = 0.25
+_KEEP_AT_LEAST = 0.15
 """Cut at a sentence end only if that keeps this share of the reply; else keep it whole."""
 _COPIED_LINE = 40
 """A prompt line at least this long, copied whole, is the prompt's material, not a label."""

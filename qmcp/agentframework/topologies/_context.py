@@ -115,11 +115,16 @@ class Scheduler:
 
     async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
         results: list[T | StepFailedError] = []
-        for aw in aws:
+        for index, aw in enumerate(aws):
             try:
                 results.append(await aw)
             except StepFailedError as error:
                 results.append(error)
+            except BaseException:  # a cancel or a pause: the steps not begun never will be
+                for never in aws[index + 1 :]:
+                    if inspect.iscoroutine(never):
+                        never.close()
+                raise
         return results
 
     def model_slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
