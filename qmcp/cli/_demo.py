@@ -279,11 +279,7 @@ def _crash_and_resume(
     if not json_output:
         console.print(
             f"[cyan]↺[/cyan] resumed: {count(len(again.replayed), 'step')} replayed from the database, "
-            f"{format_tokens_total(paid_again)} paid again; {count(len(again.completed), 'step')} run now",
+            f"{paid_again:,} tokens paid again; {count(len(again.completed), 'step')} run now",
             soft_wrap=True,
         )
     return outcome, summary
-
-
-def format_tokens_total(tokens: int) -> str:
-    return f"{tokens:,} tokens"

@@ -37,7 +37,9 @@ def test_demo_output_for_people(cli):
     assert "--model anthropic:claude-sonnet-4-20250514" in out and "ANTHROPIC_API_KEY" in out
     assert "--model openai:" in out and "--model ollama:" in out
     assert "ensemble/member:manager" in result.stderr  # progress lines, since stdout is not a terminal
-    assert "✓ ensemble/member:engineer: Specialist: Why test software?" in out  # each step's answer as it finishes
+    assert (
+        "✓ ensemble/member:engineer: Specialist: Why test software?" in out
+    )  # each step's answer as it finishes
     # the pipeline is stopped after its first step as a crash would, then resumed without paying again
     assert "■ stopped after 1 step, as a crash would" in out
     assert "↺ ensemble/member:engineer (replayed from the database)" in out
@@ -48,11 +50,17 @@ def test_demo_output_for_people(cli):
 def test_the_demos_resume_replays_the_stopped_run_and_pays_nothing_again(cli):
     document = cli.json("--model", "test", "demo")
     resume = document["resume"]
-    assert resume["stopped_after"] == ["ensemble/member:engineer"] and resume["replayed"] == ["ensemble/member:engineer"]
+    assert resume["stopped_after"] == ["ensemble/member:engineer"] and resume["replayed"] == [
+        "ensemble/member:engineer"
+    ]
     assert resume["tokens_paid_again"] == 0
     shown = cli.json("executions", "show", resume["execution_id"])
     assert shown["status"] == "completed" and shown["attempts"] == 2
-    assert [s["key"] for s in shown["steps"]] == ["ensemble/member:engineer", "ensemble/member:skeptic", "ensemble/member:manager"]
+    assert [s["key"] for s in shown["steps"]] == [
+        "ensemble/member:engineer",
+        "ensemble/member:skeptic",
+        "ensemble/member:manager",
+    ]
 
 
 @pytest.mark.slow

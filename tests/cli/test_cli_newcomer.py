@@ -213,6 +213,8 @@ def test_tool_use_on_a_local_model_is_refused_before_anything_is_written(cli, mo
     monkeypatch.chdir(EXAMPLES.parent)
     cli.ok("apply", "-f", "examples/mixins/tool_use.yaml", "--trust")
     run = ("--model", "local:smollm2", "agents", "topologies", "run", "path_helper", "--input-json", "{}")
-    stderr = cli.user_error(*run, says="agent 'tool_user' uses tool_use, but model 'local:smollm2' cannot call tools")
+    stderr = cli.user_error(
+        *run, says="agent 'tool_user' uses tool_use, but model 'local:smollm2' cannot call tools"
+    )
     assert "--model test" in stderr and "resume" not in stderr
     assert cli.json("executions", "list") == []

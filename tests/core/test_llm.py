@@ -240,7 +240,9 @@ async def test_the_test_models_verdicts_are_ones_the_topologies_read():
         if verdict["approved"]:
             assert verdict["issues"] == []
         else:
-            assert verdict["issues"] and all(issue.startswith(f"Judgement on Is {i} even?") for issue in verdict["issues"])
+            assert verdict["issues"] and all(
+                issue.startswith(f"Judgement on Is {i} even?") for issue in verdict["issues"]
+            )
 
 
 async def test_scripted_model_records_concurrency_and_latency():

@@ -195,7 +195,9 @@ async def test_sides_that_only_repeat_the_topic_have_not_converged(db_url, agent
 async def test_the_test_models_debate_argues_both_sides_and_gives_a_verdict_in_words(db_url, agent):
     topic = "Remote work makes teams more productive"
     agents = _debate_agents(agent, "test", "test", "test")
-    topo = Topology(name="deb6", topology_type=TopologyType.DEBATE, config=DebateConfig(max_rounds=2).model_dump())
+    topo = Topology(
+        name="deb6", topology_type=TopologyType.DEBATE, config=DebateConfig(max_rounds=2).model_dump()
+    )
     out = (await runner(db_url).run(topo, agents, {"prompt": topic})).output
     assert out["converged"] is False and out["rounds"] == 2
     for number in (1, 2):

@@ -63,8 +63,13 @@ def test_a_reply_that_copies_its_input_and_restates_the_task_is_not_the_task():
 
 
 def test_a_restated_task_goes_and_what_the_reply_adds_stays():
-    reply = "Your task: How can we make web service more reliable?\nAdd health checks and roll back bad deploys."
-    assert tidy_reply(reply, DEMO_REVISE_PROMPT, truncated=False) == "Add health checks and roll back bad deploys."
+    reply = (
+        "Your task: How can we make web service more reliable?\nAdd health checks and roll back bad deploys."
+    )
+    assert (
+        tidy_reply(reply, DEMO_REVISE_PROMPT, truncated=False)
+        == "Add health checks and roll back bad deploys."
+    )
 
 
 def test_a_reply_that_only_asks_the_question_again_is_no_answer():

@@ -119,7 +119,12 @@ async def test_the_test_model_calls_each_tool_once_with_arguments_from_its_schem
     assert exploded["error"].startswith("ValueError: cannot do ")
     reply = steps[0].response
     assert f"add: {added['result']}" in reply and f"shout: {shouted['result']}" in reply
-    again, steps_again = await run_one(sqlite_url, tools_agent(agent, "test", tools=["add", "shout", "explode"]), prompt="Add two numbers", name="again")
+    _, steps_again = await run_one(
+        sqlite_url,
+        tools_agent(agent, "test", tools=["add", "shout", "explode"]),
+        prompt="Add two numbers",
+        name="again",
+    )
     assert steps_again[0].output["tool_calls"] == calls and steps_again[0].response == reply  # deterministic
 
 

@@ -37,7 +37,13 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
-from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel, _estimate_usage
+from pydantic_ai.models.function import (
+    AgentInfo,
+    DeltaToolCall,
+    DeltaToolCalls,
+    FunctionModel,
+    _estimate_usage,
+)
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.usage import RequestUsage
 
@@ -117,7 +123,9 @@ class _SchemaFiller:
     def _byte(self) -> int:
         return self._bytes[next(self._counter) % len(self._bytes)]
 
-    def fill(self, schema: Mapping[str, Any], name: str = "", siblings: Mapping[str, Any] | None = None) -> Any:
+    def fill(
+        self, schema: Mapping[str, Any], name: str = "", siblings: Mapping[str, Any] | None = None
+    ) -> Any:
         siblings = siblings or {}
         if schema.get("enum"):
             return schema["enum"][self._byte() % len(schema["enum"])]
@@ -174,7 +182,9 @@ def _tool_results(messages: Sequence[ModelMessage]) -> list[str]:
     if not isinstance(last, ModelRequest):
         return []
     return [
-        f"{part.tool_name}: {part.model_response_str()}" for part in last.parts if isinstance(part, ToolReturnPart)
+        f"{part.tool_name}: {part.model_response_str()}"
+        for part in last.parts
+        if isinstance(part, ToolReturnPart)
     ]
 
 
