@@ -187,10 +187,10 @@ class DebateTopology(BaseTopology):
         given = "\n".join(
             self._turn_prompt(topic, side, round_number, []) for side in ("proponent", "opponent")
         )
-        positions = [_own_words(text, given) for text in (proponent, opponent)]
-        if not all(positions):
+        mine, theirs = (_own_words(text, given) for text in (proponent, opponent))
+        if not mine or not theirs:
             return False
-        similarity = difflib.SequenceMatcher(None, *positions, autojunk=False).ratio()
+        similarity = difflib.SequenceMatcher(None, mine, theirs, autojunk=False).ratio()
         return similarity >= self.config.convergence_threshold
 
     @staticmethod
