@@ -1,30 +1,42 @@
 """`qmcp demo`: store a small team and run it on the embedded model, no API key or network needed.
 
-Two topologies: `demo_ensemble` (three agents answer, a fourth synthesises) and `demo_pipeline`
-(plan → critique → revise). Replies are capped at 80 tokens and prompts kept short so the demo
-finishes in seconds on two CPU cores with SmolLM2-135M.
+One topology on one short, checkable question: `demo_ensemble`, three agents answer on their own and
+the most confident answer is kept. SmolLM2-135M answers a plain question presentably; handed a
+pipeline stage's brief ("You are stage 1 of 3 ...") it talks about itself, so the demo asks plainly.
+Replies are capped at 48 tokens so the demo finishes in seconds on two CPU cores. Each step's answer is shown as it completes.
+
+The run is stopped after its first step, as a crash would stop it: the run's task is
+cancelled in-process, which leaves the execution `cancelled` with its finished step stored, exactly
+what `executions resume` picks up after a crash. The demo resumes it and shows the finished step
+replayed from the database, and the tokens paid again for it, measured from the resumed run's own
+events (0 when durable replay works).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
+import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from ._output import EXIT_FAILED, count, format_duration, format_tokens, print_json, stdout
+from ._output import EXIT_FAILED, count, excerpt, format_duration, format_tokens, print_json, stdout
 from ._run import Launch, RunOutcome, RunRequest, execute, exit_code, print_outcome, slot_models
-from ._state import FormatOption, cli_state
+from ._state import CliState, FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.runners import RunResult
+    from qmcp.agentframework.topologies import StepEvent
 
 __all__ = ["DEMO_PROMPT", "DEMO_TEAMS", "demo"]
 
 DEMO_MODEL = "local:smollm2"
-DEMO_PROMPT = "How can a small team make its web service more reliable?"
+DEMO_PROMPT = "What is the capital of France?"
 
 
 def _agent(name: str, role: str, description: str, instructions: str) -> dict[str, Any]:
@@ -35,9 +47,10 @@ def _agent(name: str, role: str, description: str, instructions: str) -> dict[st
         "config": {
             "model": DEMO_MODEL,
             "temperature": 0.0,
-            "max_tokens": 80,
-            "system_prompt": f"You are {name}, {description}. {instructions} "
-            "Answer in two or three short sentences.",
+            "max_tokens": 48,
+            # SmolLM2-135M answers a plain question in one sentence well enough; a persona or a
+            # longer brief makes it talk about itself
+            "system_prompt": f"{instructions} Answer in one short sentence.",
         },
     }
 
@@ -46,34 +59,14 @@ DEMO_TEAMS: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = [
     (
         {
             "name": "demo_ensemble",
-            "description": "Three agents answer on their own; a synthesizer writes one answer from theirs.",
+            "description": "Three agents answer on their own; the most confident answer is kept.",
             "topology_type": "ensemble",
-            "config": {"aggregation_method": "synthesis"},
+            "config": {"aggregation_method": "best_of"},
         },
         {
-            "engineer": _agent("demo_engineer", "specialist", "a site reliability engineer", "Be concrete."),
-            "skeptic": _agent("demo_skeptic", "critic", "a skeptical reviewer", "Name the biggest risk."),
-            "manager": _agent(
-                "demo_manager", "planner", "a pragmatic team lead", "Think about people and process."
-            ),
-            "aggregator": _agent(
-                "demo_synthesizer", "synthesizer", "an editor", "Combine the answers you are given."
-            ),
-        },
-    ),
-    (
-        {
-            "name": "demo_pipeline",
-            "description": "A plan, a critique of the plan, and a revised plan.",
-            "topology_type": "pipeline",
-            "config": {"stages": ["plan", "critique", "revise"]},
-        },
-        {
-            "plan": _agent("demo_planner", "planner", "a planner", "Write a short numbered plan."),
-            "critique": _agent(
-                "demo_critic", "critic", "a critic", "Point out the weakest step of the plan."
-            ),
-            "revise": _agent("demo_reviser", "writer", "a writer", "Rewrite the plan fixing the critique."),
+            "engineer": _agent("demo_engineer", "specialist", "a specialist", "Be concrete."),
+            "skeptic": _agent("demo_skeptic", "critic", "a skeptical reviewer", "Be exact."),
+            "manager": _agent("demo_manager", "planner", "a pragmatic team lead", "Be brief."),
         },
     ),
 ]
@@ -81,17 +74,101 @@ DEMO_TEAMS: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = [
 _NEXT_STEPS = """
 [bold]Next[/bold]
   inspect a run step by step   {show}
-  run a topology yourself      qmcp agents topologies run demo_pipeline --input-json '{{"prompt": "..."}}'
+  see it in the browser        {serve}   then open http://127.0.0.1:3333/executions/{execution}
+  run a topology yourself      qmcp agents topologies run demo_ensemble --input-json '{{"prompt": "..."}}'
   use a hosted or local model  ANTHROPIC_API_KEY=... qmcp --model anthropic:claude-sonnet-4-20250514 demo
                                OPENAI_API_KEY=... qmcp --model openai:gpt-4.1 demo
                                qmcp --model ollama:llama3.2 demo   (with Ollama running)
 """
 
 
-def _starter(
-    topology: dict[str, Any], agents: dict[str, dict[str, Any]], prompt: str
+CRASH_AFTER = 1
+"""Steps that finish before the demo stops its run, as a crash would."""
+
+
+@dataclass
+class _Steps:
+    """What the demo shows of each step as it finishes, and counts for the resume's summary."""
+
+    show: bool
+    completed: dict[str, int] = field(default_factory=dict)
+    """Step key → tokens paid for it, in this run."""
+    replayed: list[str] = field(default_factory=list)
+
+    def __call__(self, event: StepEvent) -> None:
+        if event.kind == "completed":
+            self.completed[event.key] = event.usage.input_tokens + event.usage.output_tokens
+            mark, note = "[green]✓[/green]", ""
+        elif event.kind == "replayed":
+            self.replayed.append(event.key)
+            mark, note = "[cyan]↺[/cyan]", " [dim](replayed from the database)[/dim]"
+        else:
+            return
+        if self.show:
+            text = escape(excerpt(" ".join(event.text.split()), 90))
+            stdout().print(f"  {mark} {escape(event.key)}{note}: {text}", soft_wrap=True, highlight=False)
+
+
+def _watched(
+    start: Callable[[Launch], Coroutine[Any, Any, RunResult]], steps: _Steps
 ) -> Callable[[Launch], Coroutine[Any, Any, RunResult]]:
-    return lambda launch: launch.runner().run(topology, agents, {"prompt": prompt})
+    """`start` with `steps` told of every step event too."""
+
+    def watched(launch: Launch) -> Coroutine[Any, Any, RunResult]:
+        display = launch.kwargs["on_event"]
+
+        def both(event: StepEvent) -> None:
+            display(event)
+            steps(event)
+
+        launch.kwargs["on_event"] = both
+        return start(launch)
+
+    return watched
+
+
+class _Stopped(Exception):
+    """The demo stopped its run mid-way, as a crash would."""
+
+
+def _crashing(
+    topology: dict[str, Any], agents: dict[str, dict[str, Any]], prompt: str, after: int
+) -> Callable[[Launch], Coroutine[Any, Any, RunResult]]:
+    """Run the topology, cancelling its task once `after` steps have finished: the runner records
+    the execution as cancelled, its finished steps kept, and `_Stopped` is raised."""
+
+    async def start(launch: Launch) -> RunResult:
+        display = launch.kwargs["on_event"]
+        finished = 0
+        run: asyncio.Task[RunResult] | None = None
+
+        def on_event(event: StepEvent) -> None:
+            nonlocal finished
+            display(event)
+            if event.kind == "completed":
+                finished += 1
+                if finished >= after and run is not None:
+                    run.cancel()  # lands at the run's next await: the finished step is already stored
+
+        launch.kwargs["on_event"] = on_event
+        run = asyncio.ensure_future(launch.runner().run(topology, agents, {"prompt": prompt}))
+        try:
+            return await run
+        except asyncio.CancelledError:
+            if not run.cancelled():
+                raise
+            raise _Stopped from None
+
+    return start
+
+
+def _latest_execution(state: CliState, topology_name: str) -> uuid.UUID:
+    async def find() -> uuid.UUID:
+        async with open_database(state, read_only=True) as db:
+            (latest,) = await db.list_executions(topology_name=topology_name, limit=1)
+            return latest.id
+
+    return run_async(find())
 
 
 def demo(
@@ -104,8 +181,9 @@ def demo(
 ) -> None:
     """Run a small team on the embedded model (SmolLM2, in-process): no API key, no network.
 
-    Stores two topologies, demo_ensemble and demo_pipeline (again and again without duplicates),
-    runs both with live progress and prints the answers, tokens, time and execution ids.
+    Stores the topology demo_ensemble (again and again without duplicates) and runs it, showing each
+    answer; stops the run after its first step as a crash would, resumes it (the finished step is
+    replayed, not paid again) and prints the answer, tokens, time and the commands to look at the run.
     """
     state = cli_state(ctx)
     json_output = state.json_output(output_format)
@@ -116,6 +194,7 @@ def demo(
         model = next(iter(slot_models(DEMO_TEAMS[0][1], state.model).values()))[1]
         note = " (SmolLM2 135M in-process: no API key, no network)" if model == DEMO_MODEL else ""
         console.print(f"qmcp demo on [bold]{escape(model)}[/bold]{note}", soft_wrap=True)
+    resume: dict[str, Any] = {}
     for topology, agents in DEMO_TEAMS:
         if not json_output:
             console.print(f"\n[bold]{topology['name']}[/bold]: {topology['description']}", soft_wrap=True)
@@ -125,7 +204,10 @@ def demo(
             runner_type=runner,
             config={"model_override": state.model},
         )
-        outcome = execute(state, request, _starter(topology, agents, prompt), json_output=json_output)
+        steps = _Steps(show=not json_output)
+        outcome, resume = _crash_and_resume(
+            state, request, _crashing(topology, agents, prompt, CRASH_AFTER), steps, json_output
+        )
         outcomes.append(outcome)
         if not json_output:
             print_outcome(state, outcome, json_output=False)
@@ -138,6 +220,7 @@ def demo(
                 "prompt": prompt,
                 "duration_ms": round(elapsed_ms),
                 "runs": [o.result.model_dump(mode="json") for o in outcomes],
+                "resume": resume,
             }
         )
     else:
@@ -145,7 +228,58 @@ def demo(
             sum(o.result.input_tokens for o in outcomes), sum(o.result.output_tokens for o in outcomes)
         )
         console.print(f"\n{count(len(outcomes), 'run')} · {tokens} tokens · {format_duration(elapsed_ms)}")
-        show = state.command("executions", "show", str(outcomes[-1].result.execution_id))
-        console.print(_NEXT_STEPS.format(show=show), soft_wrap=True)
+        execution = str(outcomes[-1].result.execution_id)
+        show = state.command("executions", "show", execution)
+        console.print(
+            _NEXT_STEPS.format(show=show, serve=state.command("serve"), execution=execution), soft_wrap=True
+        )
     if any(exit_code(o.result) for o in outcomes):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _crash_and_resume(
+    state: CliState,
+    request: RunRequest,
+    start: Callable[[Launch], Coroutine[Any, Any, RunResult]],
+    steps: _Steps,
+    json_output: bool,
+) -> tuple[RunOutcome, dict[str, Any]]:
+    """Run `start` until it stops mid-way, then resume the execution it left: the resumed run's
+    outcome, and what the resume replayed and paid again (tokens of steps finished before the stop)."""
+    console = stdout()
+    try:
+        outcome = execute(state, request, _watched(start, steps), json_output=json_output)
+    except _Stopped:
+        pass
+    else:  # finished before it could be stopped (fewer steps than CRASH_AFTER): nothing to resume
+        return outcome, {}
+    execution_id = _latest_execution(state, request.topology_name)
+    finished_before = dict(steps.completed)
+    if not json_output:
+        console.print(
+            f"[yellow]■[/yellow] stopped after {count(len(finished_before), 'step')}, as a crash would: "
+            f"execution {execution_id} is cancelled, its finished steps stored. Resuming it:",
+            soft_wrap=True,
+        )
+    again = _Steps(show=not json_output)
+    resumed = dataclasses.replace(request, execution_id=execution_id, config={})
+    outcome = execute(
+        state,
+        resumed,
+        _watched(lambda launch: launch.runner().resume(execution_id), again),
+        json_output=json_output,
+    )
+    paid_again = sum(tokens for key, tokens in again.completed.items() if key in finished_before)
+    summary = {
+        "execution_id": str(execution_id),
+        "stopped_after": sorted(finished_before),
+        "replayed": again.replayed,
+        "tokens_paid_again": paid_again,
+    }
+    if not json_output:
+        console.print(
+            f"[cyan]↺[/cyan] resumed: {count(len(again.replayed), 'step')} replayed from the database, "
+            f"{paid_again:,} tokens paid again; {count(len(again.completed), 'step')} run now",
+            soft_wrap=True,
+        )
+    return outcome, summary

@@ -213,6 +213,26 @@ def show_execution(
         ],
         empty="no steps recorded",
     )
+    calls = [(s.key, call) for s in steps for call in (s.output or {}).get("tool_calls") or []]
+    if calls:
+        print_table(
+            "tool calls",
+            ["Step", "Tool", "Arguments", "Result"],
+            [
+                (
+                    key,
+                    call.get("tool"),
+                    excerpt(json.dumps(call.get("args"), ensure_ascii=False), 60),
+                    excerpt(
+                        f"error: {call['error']}"
+                        if call.get("error")
+                        else json.dumps(call.get("result"), ensure_ascii=False),
+                        60,
+                    ),
+                )
+                for key, call in calls
+            ],
+        )
     answer = answer_text(execution.output_data)
     if answer:
         stdout().print("[bold]output[/bold]")

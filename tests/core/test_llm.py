@@ -228,6 +228,23 @@ async def test_test_model_answers_json_schemas_with_valid_json():
     assert len(plan["subtasks"]) == 2 and all(isinstance(s["task"], str) for s in plan["subtasks"])
 
 
+async def test_the_test_models_verdicts_are_ones_the_topologies_read():
+    """A judge's verdict parses as the crosscheck reads it; an approval lists no issues; strings are words."""
+    from qmcp.agentframework.topologies import parse_verdict
+
+    judge = make_test_model("judge")
+    for i in range(8):
+        reply = await _ask(judge, f"Task: Is {i} even?\n\n{json_instruction(VALIDATION_SCHEMA)}")
+        verdict = parse_verdict(reply)
+        assert verdict["parsed"] is True
+        if verdict["approved"]:
+            assert verdict["issues"] == []
+        else:
+            assert verdict["issues"] and all(
+                issue.startswith(f"Judgement on Is {i} even?") for issue in verdict["issues"]
+            )
+
+
 async def test_scripted_model_records_concurrency_and_latency():
     script = ScriptedModel(latency=0.05)
     messages = [{"role": "user", "content": "x"}]

@@ -178,6 +178,36 @@ async def test_debate_converges_on_similarity(db_url, agent, scripted):
     assert result.output["rounds"] == 1 and result.output["converged"]
 
 
+async def test_sides_that_only_repeat_the_topic_have_not_converged(db_url, agent, scripted):
+    """Convergence is agreement on a position, not text alike because both sides restate the topic."""
+    topic = "Remote work makes teams more productive"
+    pro, _ = scripted(replies=[f"Yes: {topic}."])
+    opp, _ = scripted(replies=[f"No: {topic}."])
+    topo = Topology(
+        name="deb5",
+        topology_type=TopologyType.DEBATE,
+        config=DebateConfig(max_rounds=2, consensus_method="last_round").model_dump(),
+    )
+    result = await runner(db_url).run(topo, _debate_agents(agent, pro, opp), {"topic": topic})
+    assert (result.output["rounds"], result.output["converged"]) == (2, False)
+
+
+async def test_the_test_models_debate_argues_both_sides_and_gives_a_verdict_in_words(db_url, agent):
+    topic = "Remote work makes teams more productive"
+    agents = _debate_agents(agent, "test", "test", "test")
+    topo = Topology(
+        name="deb6", topology_type=TopologyType.DEBATE, config=DebateConfig(max_rounds=2).model_dump()
+    )
+    out = (await runner(db_url).run(topo, agents, {"prompt": topic})).output
+    assert out["converged"] is False and out["rounds"] == 2
+    for number in (1, 2):
+        sides = {t["side"]: t["text"] for t in out["transcript"] if t["round"] == number}
+        assert sides["proponent"].startswith("In favour: " + topic)
+        assert sides["opponent"].startswith("Against: " + topic)
+    assert out["winner"] in ("proponent", "opponent", "draw") and out["mediator_fallback"] is False
+    assert out["verdict"].startswith(f"Mediation on {topic}: winner {out['winner']} [")
+
+
 async def test_debate_mediator_garbage_is_reasked_then_falls_back(db_url, agent, scripted):
     pro, _ = scripted(replies=["yes"])
     med, med_script = scripted(replies=["no json here", "still {not json"])

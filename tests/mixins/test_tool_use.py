@@ -105,6 +105,29 @@ async def test_python_tools_are_called_and_recorded(sqlite_url, agent, tool_mode
     assert result.output["output"] == steps[0].response
 
 
+async def test_the_test_model_calls_each_tool_once_with_arguments_from_its_schema(sqlite_url, agent, run_one):
+    """Offline tool use, as pydantic-ai's `TestModel`: a first turn calls every tool, then a text answer."""
+    result, steps = await run_one(
+        sqlite_url, tools_agent(agent, "test", tools=["add", "shout", "explode"]), prompt="Add two numbers"
+    )
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    calls = steps[0].output["tool_calls"]
+    assert [call["tool"] for call in calls] == ["add", "shout", "explode"]
+    added, shouted, exploded = calls
+    assert set(added["args"]) == {"a", "b"} and added["result"] == added["args"]["a"] + added["args"]["b"]
+    assert isinstance(shouted["args"]["text"], str) and shouted["result"] == shouted["args"]["text"].upper()
+    assert exploded["error"].startswith("ValueError: cannot do ")
+    reply = steps[0].response
+    assert f"add: {added['result']}" in reply and f"shout: {shouted['result']}" in reply
+    _, steps_again = await run_one(
+        sqlite_url,
+        tools_agent(agent, "test", tools=["add", "shout", "explode"]),
+        prompt="Add two numbers",
+        name="again",
+    )
+    assert steps_again[0].output["tool_calls"] == calls and steps_again[0].response == reply  # deterministic
+
+
 async def test_allow_and_deny_lists_deny_wins(sqlite_url, agent, tool_model, run_one):
     model = tool_model([("add", {"a": 1, "b": 1}), ("shout", {"text": "no"})])
     options: dict[str, Any] = {

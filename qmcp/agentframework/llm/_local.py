@@ -41,7 +41,6 @@ from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
-    ModelResponsePart,
     RetryFeedbackPart,
     RetryPromptPart,
     SystemPromptPart,
@@ -225,8 +224,7 @@ class LocalModel(Model):
     (native output), so the reply is always JSON of the requested shape. Settings honoured: `max_tokens`
     (default 256), `temperature` (default 0, greedy and repeatable), `seed` (default 0), `stop_sequences`,
     `top_p`, `top_k`, `presence_penalty`, `frequency_penalty`, and `extra_body` (merged into the llama.cpp
-    request). A generation cannot be interrupted: a cancelled request returns at once while llama.cpp
-    finishes it in the background.
+    request). A cancelled request stops llama.cpp at its next token.
     """
 
     unsupported_settings: ClassVar[frozenset[ModelSettingName]] = frozenset(
@@ -296,23 +294,14 @@ class LocalModel(Model):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
-        """Generate one reply to `messages` with llama.cpp, in a worker thread."""
-        model_settings, model_request_parameters = self.prepare_request(
-            model_settings, model_request_parameters
-        )
-        body = self._request_body(messages, model_settings or {}, model_request_parameters)
-        result = await anyio.to_thread.run_sync(self._generate, body, abandon_on_cancel=True)
-        response = self._response(result)
-        if "response_format" not in body:  # text replies: no echoed prompt labels, no half sentence
-            prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
-            truncated = response.finish_reason == "length"
-            response.parts = [
-                TextPart(content=tidy_reply(part.content, prompt, truncated=truncated))
-                if isinstance(part, TextPart)
-                else part
-                for part in response.parts
-            ]
-        return response
+        """Generate one reply to `messages` with llama.cpp, in a worker thread.
+
+        Streamed underneath: a cancelled request (Ctrl-C, a step's timeout) stops llama.cpp at its next
+        token instead of letting it write the rest of the reply while the process waits to exit."""
+        async with self.request_stream(messages, model_settings, model_request_parameters) as stream:
+            async for _ in stream:
+                pass
+        return stream.get()
 
     @contextlib.asynccontextmanager
     async def request_stream(
@@ -350,7 +339,7 @@ class LocalModel(Model):
 
         worker = asyncio.create_task(generate())
         try:
-            yield _LocalStream(model_request_parameters, self, chunks)
+            yield _LocalStream(model_request_parameters, self, chunks, _text_prompt(body))
         finally:
             stop.set()
             if not worker.done():
@@ -367,19 +356,6 @@ class LocalModel(Model):
                 raise PermanentModelError(
                     f"local model {self._spec!r} rejected the request: {exc}", model=self.model_id
                 ) from exc
-
-    def _generate(self, body: dict[str, Any]) -> dict[str, Any]:
-        loaded = _loaded_model(self._path, self._n_ctx)
-        with loaded.lock:
-            try:
-                result = loaded.server.handle_chat_completions(body)
-            except Exception as exc:  # llama.cpp rejects malformed requests with ValueError
-                raise PermanentModelError(
-                    f"local model {self._spec!r} rejected the request: {exc}", model=self.model_id
-                ) from exc
-        if not isinstance(result, dict):
-            raise PermanentModelError(f"local model {self._spec!r} returned {result!r}", model=self.model_id)
-        return result
 
     def _request_body(
         self, messages: list[ModelMessage], settings: ModelSettings, params: ModelRequestParameters
@@ -480,44 +456,6 @@ class LocalModel(Model):
                 )
         return "\n".join(texts)
 
-    def _response(self, result: dict[str, Any]) -> ModelResponse:
-        if (error := result.get("error")) is not None or "choices" not in result:
-            raise self._error(error if isinstance(error, dict) else result)
-        usage = result.get("usage") or {}
-        input_tokens = int(usage.get("prompt_tokens", 0))
-        output_tokens = int(usage.get("completion_tokens", 0))
-        choice = result["choices"][0]
-        message = choice.get("message") or {}
-        text = message.get("content") or ""
-        finish_reason = _FINISH_REASONS.get(choice.get("finish_reason") or "")
-        if input_tokens + output_tokens >= self._n_ctx:  # llama.cpp reports a full context as a plain "stop"
-            if not text:
-                raise PermanentModelError(
-                    f"prompt of {input_tokens} tokens leaves no room for an answer in the local model's context "
-                    f"of {self._n_ctx}; raise n_ctx",
-                    model=self.model_id,
-                )
-            finish_reason = "length"
-        parts: list[ModelResponsePart] = []
-        if reasoning := message.get("reasoning_content"):
-            parts.append(ThinkingPart(content=reasoning))
-        parts.append(TextPart(content=text))
-        return ModelResponse(
-            parts=parts,
-            usage=RequestUsage(
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cache_read_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
-            ),
-            model_name=self._spec,
-            provider_name=self.system,
-            provider_response_id=result.get("id"),
-            provider_details={"timings": result["timings"]}
-            if isinstance(result.get("timings"), dict)
-            else None,
-            finish_reason=finish_reason,
-        )
-
     def _error(self, error: dict[str, Any]) -> PermanentModelError | TransientModelError:
         code = error.get("code")
         status = code if isinstance(code, int) else None
@@ -534,13 +472,42 @@ class LocalModel(Model):
         return PermanentModelError(message, model=self.model_id, status_code=status)
 
 
+def _text_prompt(body: dict[str, Any]) -> str | None:
+    """The user's words of a request for a text reply (None when the reply must be JSON)."""
+    if "response_format" in body:
+        return None
+    return "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+
+
+def _tidied(response: ModelResponse, prompt: str | None) -> ModelResponse:
+    """A text reply without echoed prompt or half sentence (`tidy_reply`), streamed or not, so the
+    stored answer is the same either way."""
+    if prompt is None:
+        return response
+    truncated = response.finish_reason == "length"
+    response.parts = [
+        TextPart(content=tidy_reply(part.content, prompt, truncated=truncated))
+        if isinstance(part, TextPart)
+        else part
+        for part in response.parts
+    ]
+    return response
+
+
 @dataclass
 class _LocalStream(StreamedResponse):
     """The chunks of a streamed llama.cpp reply (OpenAI's chat-completion chunks) as pydantic-ai events."""
 
     _model: LocalModel = field(repr=False)
     _chunks: asyncio.Queue[Any] = field(repr=False)
+    _prompt: str | None = field(default=None, repr=False)
+    """The user's words of a text request, to tidy the finished reply with (None for JSON)."""
     _timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def get(self) -> ModelResponse:
+        """The reply so far; once finished, tidied as an unstreamed reply is (the deltas shown were not)."""
+        response = super().get()
+        return _tidied(response, self._prompt) if response.state == "complete" else response
 
     async def _get_event_iterator(self) -> AsyncIterator[Any]:
         written = False

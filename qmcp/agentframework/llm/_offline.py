@@ -33,9 +33,18 @@ from pydantic_ai.messages import (
     ModelResponse,
     SystemPromptPart,
     TextPart,
+    ToolCallPart,
+    ToolReturnPart,
     UserPromptPart,
 )
-from pydantic_ai.models.function import AgentInfo, FunctionModel, _estimate_usage
+from pydantic_ai.models.function import (
+    AgentInfo,
+    DeltaToolCall,
+    DeltaToolCalls,
+    FunctionModel,
+    _estimate_usage,
+)
+from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.usage import RequestUsage
 
 from ._prompts import requested_schema
@@ -86,38 +95,54 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_LEADING_LABEL = re.compile(r"^[A-Za-z][\w ]{0,30}:\s+")  # `Task: `, `Debate topic: `
+
+
 def _task_excerpt(prompt: str, words: int = 10) -> str:
-    """The first words of the prompt's first non-empty line: what the reply is about."""
+    """The first words of the prompt's first non-empty line, without its label: what the reply is about."""
     line = next((ln.strip() for ln in prompt.splitlines() if ln.strip()), "")
-    line = line.removeprefix("Task:").strip()
+    line = _LEADING_LABEL.sub("", line, count=1).strip()
     cut = line.split()[:words]
     return " ".join(cut) + (" ..." if len(line.split()) > words else "")
 
 
 class _SchemaFiller:
-    """Builds a deterministic instance of a JSON schema from a seed string."""
+    """Builds a deterministic instance of a JSON schema from a seed string.
 
-    def __init__(self, seed: str, role: str) -> None:
+    Strings are short sentences of the role about the task, naming the choices made before them in
+    the same object (a verdict names its winner); an array no minimum asks for is empty when the
+    object's yes/no before it said yes (an approval lists no issues)."""
+
+    def __init__(self, seed: str, role: str, task: str = "") -> None:
         self._bytes = bytes.fromhex(_digest(seed))
         self._counter = itertools.count()
         self._seed = seed
         self._role = role
+        self._task = task
 
     def _byte(self) -> int:
         return self._bytes[next(self._counter) % len(self._bytes)]
 
-    def fill(self, schema: Mapping[str, Any], name: str = "") -> Any:
+    def fill(
+        self, schema: Mapping[str, Any], name: str = "", siblings: Mapping[str, Any] | None = None
+    ) -> Any:
+        siblings = siblings or {}
         if schema.get("enum"):
             return schema["enum"][self._byte() % len(schema["enum"])]
-        kind = schema.get("type", "object")
+        kind = schema.get("type", "object" if "properties" in schema or not name else "string")
         if isinstance(kind, list):
             kind = next((k for k in kind if k != "null"), "string")
         if kind == "object":
-            props = schema.get("properties", {})
-            return {key: self.fill(sub, key) for key, sub in props.items()}
+            filled: dict[str, Any] = {}
+            for key, sub in schema.get("properties", {}).items():
+                filled[key] = self.fill(sub, key, filled)
+            return filled
         if kind == "array":
-            count = max(int(schema.get("minItems", 1)), min(2, int(schema.get("maxItems", 2))))
-            return [self.fill(schema.get("items", {"type": "string"}), name) for _ in range(count)]
+            said_yes = any(value is True for value in siblings.values())
+            least = int(schema.get("minItems", 0 if said_yes else 1))
+            count = max(least, min(0 if said_yes else 2, int(schema.get("maxItems", 2))))
+            item = schema.get("items", {"type": "string"})
+            return [self.fill(item, f"{name} {index + 1}".strip()) for index in range(count)]
         if kind == "boolean":
             # Checkers approve three times in four, deterministically per input.
             return self._byte() % 4 != 0
@@ -126,7 +151,15 @@ class _SchemaFiller:
         if kind == "integer":
             low, high = int(schema.get("minimum", 0)), int(schema.get("maximum", 9))
             return low + self._byte() % (high - low + 1)
-        return f"{name or self._role} {_digest(self._seed + name + str(next(self._counter)))[:6]}"
+        return self._sentence(name, siblings)
+
+    def _sentence(self, name: str, siblings: Mapping[str, Any]) -> str:
+        opening = _ROLE_OPENINGS.get(self._role, self._role.capitalize() or "Answer")
+        about = f" on {self._task}" if self._task else ""
+        chosen = [f"{key} {value}" for key, value in siblings.items() if isinstance(value, str | bool)]
+        said = f": {', '.join(chosen)}" if chosen else ""
+        tag = _digest(self._seed + name + str(next(self._counter)))[:6]
+        return f"{opening}{about}{said} [{tag}]"
 
 
 def _test_reply(role: str, messages: list[ModelMessage]) -> str:
@@ -134,11 +167,47 @@ def _test_reply(role: str, messages: list[ModelMessage]) -> str:
     seed = f"{role}\n{prompt}"
     schema = requested_schema(prompt)
     if schema is not None:
-        return json.dumps(_SchemaFiller(seed, role).fill(schema), sort_keys=True)
+        return json.dumps(_SchemaFiller(seed, role, _task_excerpt(prompt, 8)).fill(schema), sort_keys=True)
     opening = _ROLE_OPENINGS.get(role, role.capitalize() if role else "Answer")
     digest = _digest(seed)
     confidence = 0.5 + int(digest[8:10], 16) / 512
-    return f"{opening}: {_task_excerpt(prompt)} [{digest[:8]}]\nConfidence: {confidence:.2f}"
+    used = _tool_results(messages)
+    tools = f"\nTool results: {'; '.join(used)}" if used else ""
+    return f"{opening}: {_task_excerpt(prompt)} [{digest[:8]}]{tools}\nConfidence: {confidence:.2f}"
+
+
+def _tool_results(messages: Sequence[ModelMessage]) -> list[str]:
+    """`name: result` for each tool return in the request the model answers now."""
+    last = messages[-1] if messages else None
+    if not isinstance(last, ModelRequest):
+        return []
+    return [
+        f"{part.tool_name}: {part.model_response_str()}"
+        for part in last.parts
+        if isinstance(part, ToolReturnPart)
+    ]
+
+
+def _tool_calls(role: str, messages: Sequence[ModelMessage], info: AgentInfo) -> list[ToolCallPart]:
+    """As pydantic-ai's `TestModel`: offered tools, a first turn calls each once, with arguments made
+    from its parameters' JSON schema; once the tools have answered (the request holds their returns),
+    the reply is text. Arguments are a pure function of the role, prompt and tool, like the replies."""
+    if not info.function_tools or _tool_results(messages):
+        return []
+    prompt = prompt_text(messages)
+    return [
+        ToolCallPart(
+            tool.name,
+            _tool_args(tool, f"{role}\n{prompt}\n{tool.name}", role, prompt),
+            tool_call_id=f"test_{index}_{tool.name}",
+        )
+        for index, tool in enumerate(info.function_tools)
+    ]
+
+
+def _tool_args(tool: ToolDefinition, seed: str, role: str, prompt: str) -> dict[str, Any]:
+    args = _SchemaFiller(seed, role, _task_excerpt(prompt, 8)).fill(tool.parameters_json_schema)
+    return args if isinstance(args, dict) else {}
 
 
 class OfflineModel(FunctionModel):
@@ -157,6 +226,8 @@ def _pieces(text: str) -> list[str]:
 def make_test_model(role: str = "generalist") -> FunctionModel:
     """The offline `test` model for an agent of `role`.
 
+    Offered tools, it calls each once (arguments made from the tool's JSON schema), then answers in
+    text with their results, as pydantic-ai's `TestModel` does.
     The reply is a pure function of the role and the prompt: a role-specific opening, the
     first words of the task, a short digest and a 'Confidence: 0.xx' line, so outputs are
     stable and checkable, and agents of one role given one prompt agree (votes mean something).
@@ -164,10 +235,18 @@ def make_test_model(role: str = "generalist") -> FunctionModel:
     of it: checker verdicts, judge decisions and plans parse as the topologies expect.
     """
 
-    def reply(messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
+    def reply(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if calls := _tool_calls(role, messages, info):
+            return ModelResponse(parts=list(calls))
         return ModelResponse(parts=[TextPart(_test_reply(role, messages))])
 
-    async def stream(messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if calls := _tool_calls(role, messages, info):
+            yield {
+                index: DeltaToolCall(call.tool_name, call.args_as_json_str(), tool_call_id=call.tool_call_id)
+                for index, call in enumerate(calls)
+            }
+            return
         for piece in _pieces(_test_reply(role, messages)):
             yield piece
 

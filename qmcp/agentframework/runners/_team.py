@@ -136,8 +136,15 @@ def prepare_team(
     implementation.validate_team(checked_agents)
     for agent in by_name.values():
         config = agent.agent_config
-        llm.effective_model(config, model_override).resolve(str(agent.role))
-        MixinRegistry.resolve([str(c) for c in config.capabilities])
+        choice = llm.effective_model(config, model_override)
+        model = choice.resolve(str(agent.role))
+        capabilities = [str(c) for c in config.capabilities]
+        MixinRegistry.resolve(capabilities)
+        if "tool_use" in capabilities and not model.profile.get("supports_tools", True):
+            raise InvalidConfigError(
+                f"agent {agent.name!r} uses tool_use, but model {choice.model!r} cannot call tools; "
+                f"give it a model that can (--model test offline, ollama:llama3.2, openai:gpt-4.1, ...)"
+            )
         executable_items(agent)  # validates the options of mixins that can name code
     return Team(checked_topology, checked_agents, implementation, _check_json(input_data))
 

@@ -83,7 +83,7 @@ class StepResult:
 class StepEvent:
     """Progress of a step, for live displays and logs. A `delta` (only from runners asked to `stream`)
     carries the next piece of the reply in `text`, while the model writes it; the step's row is still
-    written once, when it is complete."""
+    written once, when it is complete. `completed` and `replayed` carry the step's whole reply."""
 
     kind: Literal["started", "retry", "delta", "completed", "replayed", "failed"]
     key: str
@@ -115,11 +115,16 @@ class Scheduler:
 
     async def gather(self, aws: Sequence[Awaitable[T]]) -> list[T | StepFailedError]:
         results: list[T | StepFailedError] = []
-        for aw in aws:
+        for index, aw in enumerate(aws):
             try:
                 results.append(await aw)
             except StepFailedError as error:
                 results.append(error)
+            except BaseException:  # a cancel or a pause: the steps not begun never will be
+                for never in aws[index + 1 :]:
+                    if inspect.iscoroutine(never):
+                        never.close()
+                raise
         return results
 
     def model_slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -374,6 +379,7 @@ class StepContext:
             recorded.model,
             usage=recorded.usage,
             latency_ms=recorded.latency_ms,
+            text=recorded.response or "",
         )
         output = recorded.output or {}
         mc.replayed, mc.reply, mc.data = True, recorded.response or "", output.get("data")
@@ -469,6 +475,7 @@ class StepContext:
             mc.model,
             usage=record.usage,
             latency_ms=record.latency_ms,
+            text=record.response or "",
         )
         return StepResult(
             key=mc.key,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -30,6 +31,24 @@ _VERDICT_FALLBACK = {
     "verdict": "The mediator's reply could not be read; no winner.",
     "confidence": 0.0,
 }
+
+
+_COPIED_RUN = 4
+"""Words in a row that, found in what both sides were given, are the debate's words, not a position."""
+_WORD = re.compile(r"\w+")
+
+
+def _own_words(reply: str, given: str) -> list[str]:
+    """The words of `reply` (normalised as answers are compared) outside every run of `_COPIED_RUN`
+    or more words that `given` holds too."""
+    words = _WORD.findall(normalize_answer(reply))
+    source = _WORD.findall(given.lower())
+    runs = {tuple(source[i : i + _COPIED_RUN]) for i in range(len(source) - _COPIED_RUN + 1)}
+    copied = [False] * len(words)
+    for i in range(len(words) - _COPIED_RUN + 1):
+        if tuple(words[i : i + _COPIED_RUN]) in runs:
+            copied[i : i + _COPIED_RUN] = [True] * _COPIED_RUN
+    return [word for word, was_copied in zip(words, copied, strict=True) if not was_copied]
 
 
 @topology
@@ -118,7 +137,9 @@ class DebateTopology(BaseTopology):
                 transcript.append(
                     {"round": round_number, "side": side, "agent": result.agent_name, "text": result.text}
                 )
-            if self.config.allow_early_termination and self._converged(texts["proponent"], texts["opponent"]):
+            if self.config.allow_early_termination and self._converged(
+                texts["proponent"], texts["opponent"], topic, round_number
+            ):
                 converged = True
                 break
         output: dict[str, Any] = {"rounds": rounds, "converged": converged, "transcript": transcript}
@@ -150,14 +171,26 @@ class DebateTopology(BaseTopology):
             }
         return output
 
-    def _converged(self, proponent: str, opponent: str) -> bool:
+    def _converged(self, proponent: str, opponent: str, topic: str, round_number: int) -> bool:
+        """Whether the round ends the debate: a side concedes (its reply starts with `AGREE:`), or both
+        sides state the same position.
+
+        A side's position is what it says in its own words: its reply without the confidence line and
+        without every run of `_COPIED_RUN` or more words that the debate gave both sides (the topic and
+        the turn's instructions). The positions agree when both say something and their words are at
+        least `convergence_threshold` alike (difflib's ratio). Two sides that only repeat the topic, or
+        differ only in their stance around it, have not converged."""
         if proponent.lstrip().upper().startswith(AGREEMENT_MARKER) or opponent.lstrip().upper().startswith(
             AGREEMENT_MARKER
         ):
             return True
-        similarity = difflib.SequenceMatcher(
-            None, normalize_answer(proponent), normalize_answer(opponent)
-        ).ratio()
+        given = "\n".join(
+            self._turn_prompt(topic, side, round_number, []) for side in ("proponent", "opponent")
+        )
+        mine, theirs = (_own_words(text, given) for text in (proponent, opponent))
+        if not mine or not theirs:
+            return False
+        similarity = difflib.SequenceMatcher(None, mine, theirs, autojunk=False).ratio()
         return similarity >= self.config.convergence_threshold
 
     @staticmethod
