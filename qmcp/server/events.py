@@ -13,7 +13,7 @@ id on every connection: the attempt and phase of the run (the epoch), the event'
 log of the attempt, and the step row's place among the execution's rows. A client that reconnects with
 `Last-Event-ID` gets what followed that event, deltas included (the log keeps the last `_KEEP` events
 behind its slowest reader), or a `reset` event and the stream from its start when that cannot be told
-exactly (an id of another attempt or server, events no longer kept). `retry:` opens every stream.
+exactly (an id of another attempt or server, events no longer kept). The first event carries `retry:`.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ _KEEP_FINISHED = 32
 RETRY_MS = 2000
 """What a stream tells an `EventSource` to wait before reconnecting (`retry:`)."""
 _SETTLED = ("completed", "failed", "replayed")
+_KEEP_ALIVE = ": keep-alive\n"
+"""A comment line, ending no event (a blank line after it would be an empty event to some clients)."""
 _DATA = "\0data"
 _FRAME = "\0frame"
 _SEQ = "\0seq"
@@ -517,7 +519,7 @@ class _Stream:
                 if gone >= 2:  # another process took the run over: the database tells the rest
                     self.use_log = False
                     raise _Reset
-                yield ": keep-alive\n\n"
+                yield _KEEP_ALIVE
                 continue
             yield "".join(_logged_frame(epoch, event) for event in batch)
             stop = next((e for e in batch if e["event"] == "status" and e["status"] not in _ACTIVE), None)
@@ -558,7 +560,7 @@ class _Stream:
             if await self.live.wait():  # a status published here (a cancel): look now
                 self.live.read()
             else:
-                yield ": keep-alive\n\n"
+                yield _KEEP_ALIVE
             execution = await self.db.get_execution(self.execution_id)
             rows = await self.db.list_step_outlines(self.execution_id)
             if _epoch(execution) != epoch:
@@ -587,7 +589,9 @@ async def execution_events(
 ) -> AsyncIterator[str]:
     """The stream of one execution, as SSE frames, until its run stops; after `last_event_id` (a
     reconnecting client's `Last-Event-ID`) when given."""
-    yield f"retry: {RETRY_MS}\n\n"
+    retry = f"retry: {RETRY_MS}\n"  # in the first event's block: a block of its own is an empty event
     with hub.watch(execution_id) as live:  # first: nothing published while we read the database is missed
         async for frame in _Stream(db, hub, live, execution_id).frames(last_event_id):
+            if retry and frame.startswith("id:"):
+                frame, retry = retry + frame, ""
             yield frame

@@ -108,8 +108,15 @@
       showStep(url.searchParams.get("step"), true);
     });
 
+    // A dropped stream reconnects by itself, sending the id of the last event it had (Last-Event-ID): the
+    // server goes on from there, deltas included. When it cannot, it says `reset` and sends the stream
+    // from its beginning: the page is then drawn again from the server.
     if (!window.EventSource) return;
     const source = new EventSource("/v1/executions/" + id + "/events");
+    source.addEventListener("reset", function () {
+      refresh();
+      if (shown) showStep(shown, false);
+    });
     source.addEventListener("step", function (event) {
       const data = JSON.parse(event.data);
       const settled = data.kind === "completed" || data.kind === "failed" || data.kind === "replayed";
@@ -133,7 +140,7 @@
       refresh();
       if (shown) showStep(shown, false);
     });
-    source.onerror = function () {
+    source.onerror = function () {  // CONNECTING: it reconnects after the server's `retry:`; CLOSED: it gave up
       if (source.readyState === EventSource.CLOSED) soon();
     };
   }
