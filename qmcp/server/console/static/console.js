@@ -48,14 +48,16 @@
       const summary = document.getElementById("summary");
       return summary ? summary.dataset.status : "";
     }
-    function finishedSteps() {
+    function stepsShown(selector) {
       const keys = new Set();
-      live.querySelectorAll("svg.timeline g.bar.s-completed, svg.timeline g.bar.s-failed").forEach(function (g) {
-        keys.add(g.dataset.key);
-      });
+      live.querySelectorAll(selector).forEach(function (g) { keys.add(g.dataset.key); });
       return keys;
     }
+    function finishedSteps() {
+      return stepsShown("svg.timeline g.bar.s-completed, svg.timeline g.bar.s-failed");
+    }
     let known = finishedSteps();
+    let running = stepsShown("svg.timeline g.bar.s-running");
 
     function refresh() {
       pending = null;
@@ -64,6 +66,7 @@
         live.innerHTML = html;
         live.setAttribute("aria-busy", "false");
         known = finishedSteps();
+        running = stepsShown("svg.timeline g.bar.s-running");
         syncClock();
       }).catch(function () { live.setAttribute("aria-busy", "false"); });
     }
@@ -123,6 +126,7 @@
       if (settled && known.has(data.key)) return;  // the page shows it already
       if (data.kind === "started" && follow) showStep(data.key, false);
       else if (data.key === shown && data.kind !== "started") showStep(data.key, false);
+      if (data.kind === "started" && running.has(data.key)) return;  // its bar runs already
       soon();
     });
     source.addEventListener("delta", function (event) {
