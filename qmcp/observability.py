@@ -29,11 +29,16 @@ from .redaction import redact, redact_log_values
 __all__ = [
     "LOGGER_NAME",
     "METRICS",
+    "GenAI",
     "RunLogger",
     "configure_logging",
     "continued_trace",
+    "genai_model",
+    "genai_provider",
     "get_logger",
     "log_context",
+    "mark_failed",
+    "record_failure",
     "reset_logging",
     "step_tracer",
     "trace_carrier",
@@ -254,6 +259,107 @@ def continued_trace(carrier: Mapping[str, str] | None = None) -> Iterator[None]:
         otel_context.detach(token)
 
 
+# -- the GenAI semantic conventions ----------------------------------------------------------------------
+
+
+class GenAI:
+    """Names and values of OpenTelemetry's GenAI semantic conventions that qmcp's spans use.
+
+    Copied from `opentelemetry-semantic-conventions` (>= 0.63b0, `semconv._incubating.attributes.
+    gen_ai_attributes`), as OpenTelemetry advises for incubating conventions: a library that imports
+    them breaks when they move (they did: to the semantic-conventions-genai repository), and that
+    package's version is pinned exactly by the SDK its host chooses. tests/core/test_genai_spans.py
+    checks every span against the package's own constants.
+    """
+
+    OPERATION_NAME = "gen_ai.operation.name"
+    PROVIDER_NAME = "gen_ai.provider.name"
+    AGENT_NAME = "gen_ai.agent.name"
+    WORKFLOW_NAME = "gen_ai.workflow.name"
+    REQUEST_MODEL = "gen_ai.request.model"
+    REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+    REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+    REQUEST_TOP_P = "gen_ai.request.top_p"
+    RESPONSE_MODEL = "gen_ai.response.model"
+    RESPONSE_ID = "gen_ai.response.id"
+    RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+    USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+    USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+    ERROR_TYPE = "error.type"  # stable, in `semconv.attributes.error_attributes`
+    SERVER_ADDRESS = "server.address"
+    SERVER_PORT = "server.port"
+
+    CHAT = "chat"
+    INVOKE_AGENT = "invoke_agent"
+    INVOKE_WORKFLOW = "invoke_workflow"
+    OTHER_ERROR = "_OTHER"  # `ErrorTypeValues.OTHER`: a failure whose cause is not known
+
+
+# A model string's provider prefix (qmcp's and pydantic-ai's, which are the same names) -> the
+# conventions' well-known `gen_ai.provider.name`. `gateway/<provider>` is pydantic-ai's gateway to it.
+_WELL_KNOWN_PROVIDERS = {
+    "anthropic": "anthropic",
+    "openai": "openai",
+    "openai-chat": "openai",
+    "openai-responses": "openai",
+    "azure": "azure.ai.openai",
+    "azure-responses": "azure.ai.openai",
+    "google": "gcp.gemini",  # the Gemini API (GOOGLE_API_KEY); Vertex AI is `google-cloud:`
+    "google-interactions": "gcp.gemini",
+    "google-cloud": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+    "bedrock-mantle": "aws.bedrock",
+    "mistral": "mistral_ai",
+    "groq": "groq",
+    "cohere": "cohere",
+    "deepseek": "deepseek",
+    "xai": "x_ai",
+    "grok": "x_ai",
+    "perplexity": "perplexity",
+}
+# Models the conventions cannot know, under custom values (the attribute is an open enum).
+_QMCP_PROVIDERS = {
+    "test": "qmcp.test",  # the offline test model
+    "local": "qmcp.local",  # the embedded llama.cpp model
+    "openai-compatible": "qmcp.openai_compatible",  # any endpoint speaking OpenAI's API
+}
+
+
+def genai_provider(model: str) -> str:
+    """`gen_ai.provider.name` for a qmcp model string: the conventions' well-known value of its
+    provider (`mistral:...` -> `mistral_ai`), qmcp's own for its models (`test` -> `qmcp.test`,
+    a model registered under a plain name -> `qmcp.registered`), else the prefix in snake case
+    (`ollama`, `vllm`, `lmstudio`, ...). `model` is normalised (`llm.normalize_model_string`): a bare
+    `claude-...` has become `anthropic:claude-...`."""
+    prefix, colon, _ = model.partition(":")
+    if not colon:
+        return _QMCP_PROVIDERS["test"] if model == "test" else "qmcp.registered"
+    prefix = prefix.lower().removeprefix("gateway/")
+    return _WELL_KNOWN_PROVIDERS.get(prefix) or _QMCP_PROVIDERS.get(prefix) or prefix.replace("-", "_")
+
+
+def genai_model(model: str) -> str:
+    """`gen_ai.request.model`: the name the provider is asked for, without qmcp's prefix
+    (`anthropic:claude-sonnet-4-5` -> `claude-sonnet-4-5`)."""
+    return model.partition(":")[2] or model
+
+
+def record_failure(span: trace.Span, error: BaseException, error_type: str | None = None) -> None:
+    """Mark `span` failed by `error`: status ERROR, `error.type` (its class unless `error_type` says
+    better) and an `exception` event whose message is redacted. Spans record exceptions this way,
+    never with `record_exception`: a provider's raw error (and its chain) may quote the key it was sent."""
+    kind = error_type or type(error).__qualname__
+    message = redact(f"{type(error).__name__}: {error}")
+    span.add_event("exception", {"exception.type": type(error).__name__, "exception.message": message})
+    mark_failed(span, kind, message)
+
+
+def mark_failed(span: trace.Span, error_type: str | None, message: str | None) -> None:
+    """Status ERROR with `error.type` (`_OTHER` when the cause is not known) and the (redacted) message."""
+    span.set_attribute(GenAI.ERROR_TYPE, error_type or GenAI.OTHER_ERROR)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, redact(message) if message else None))
+
+
 class _Metrics:
     def __init__(self) -> None:
         self.runs = Counter(
@@ -263,6 +369,11 @@ class _Metrics:
             "qmcp_steps_total", "Agent steps by outcome (completed, replayed, failed)", ["outcome"]
         )
         self.tokens = Counter("qmcp_tokens_total", "Tokens used by agent steps", ["direction"])
+        self.hitl = Counter(
+            "qmcp_hitl_requests_total",
+            "Human-in-the-loop requests by type (approval, input, review, other) and action (created, responded)",
+            ["type", "action"],
+        )
         self.step_latency = Histogram(
             "qmcp_step_latency_seconds",
             "Latency of agent model calls",

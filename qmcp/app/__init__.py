@@ -55,8 +55,10 @@ if TYPE_CHECKING:
     )
     from ._format import format_cost, format_duration, format_tokens, format_when
     from ._queries import (
+        ExecutionCost,
         ExecutionPage,
         ExecutionQuery,
+        execution_cost,
         execution_steps,
         list_executions,
         list_topologies,
@@ -96,8 +98,10 @@ _EXPORTS = {
     "put_agent": "_define",
     "put_topology": "_define",
     "update_agent": "_define",
+    "ExecutionCost": "_queries",
     "ExecutionPage": "_queries",
     "ExecutionQuery": "_queries",
+    "execution_cost": "_queries",
     "execution_steps": "_queries",
     "list_executions": "_queries",
     "list_topologies": "_queries",
@@ -133,6 +137,7 @@ __all__ = [
     "CallerPolicy",
     "Change",
     "Door",
+    "ExecutionCost",
     "ExecutionOut",
     "ExecutionPage",
     "ExecutionQuery",
@@ -156,6 +161,7 @@ __all__ = [
     "delete_agent",
     "delete_topologies",
     "delete_topology",
+    "execution_cost",
     "execution_steps",
     "format_cost",
     "format_duration",

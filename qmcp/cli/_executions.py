@@ -282,19 +282,37 @@ def _user() -> str | None:
 @executions_app.command("cost")
 def cost(
     ctx: typer.Context,
+    execution_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ID]",
+            help="One execution (its id, or enough of its start): what every attempt paid, displaced calls apart.",
+        ),
+    ] = None,
     since: Annotated[
         str | None,
         typer.Option(
             "--since", metavar="WHEN", help="Only steps since then: 30m, 24h, 7d, or a date (2026-11-01)."
         ),
     ] = None,
-    by: Annotated[str, typer.Option("--by", help="Group by model, topology or agent.")] = "model",
+    by: Annotated[str | None, typer.Option("--by", help="Group by model, topology or agent.")] = None,
     output_format: FormatOption = None,
 ) -> None:
-    """What the runs spent: tokens and cost by model, topology or agent, most expensive first."""
+    """What the runs spent: tokens and cost by model, topology or agent, most expensive first; with
+    an ID, what that execution paid, the calls of owners that lost it (displaced) apart."""
     from qmcp.agentframework.store import COST_GROUPS
 
     state = cli_state(ctx)
+    if execution_id is not None:
+        if since is not None or by is not None:
+            from qmcp.agentframework.errors import UserInputError
+
+            raise UserInputError(
+                "--since and --by group the spend of every run; drop them to see one execution's cost"
+            )
+        _execution_cost(state, execution_id, output_format)
+        return
+    by = by or "model"
     if by not in COST_GROUPS:
         from qmcp.agentframework.errors import UserInputError
 
@@ -325,6 +343,57 @@ def cost(
         ],
         empty="no steps recorded" + (" since then" if start else ""),
     )
+
+
+def _execution_cost(state: Any, execution_id: str, output_format: Any) -> None:
+    from qmcp.app import execution_cost
+
+    async def fetch() -> Any:
+        async with open_database(state, read_only=True) as db:
+            return await execution_cost(db, execution_id)
+
+    paid = run_async(fetch())
+    if state.json_output(output_format):
+        print_json(paid.as_dict())
+        return
+    execution = paid.execution
+    print_table(
+        f"cost of execution {execution.id} ({execution.topology_name}, {execution.status})",
+        ["Calls", "Requests", "Tokens", "Cost"],
+        [
+            (
+                name,
+                usage.requests,
+                format_tokens(usage.input_tokens, usage.output_tokens),
+                format_cost(usage.cost_usd),
+            )
+            for name, usage in (("kept", paid.kept), ("displaced", paid.displaced), ("total paid", paid.paid))
+        ],
+    )
+    if paid.displaced_calls:
+        print_table(
+            "displaced calls: paid by an owner that had lost the execution; their results were not kept",
+            ["Step", "Agent", "Model", "Owner", "Requests", "Tokens", "Cost"],
+            [
+                (
+                    row.key,
+                    row.agent_name,
+                    row.model,
+                    row.owner_token,
+                    row.requests,
+                    format_tokens(row.input_tokens, row.output_tokens),
+                    format_cost(row.cost_usd),
+                )
+                for row in paid.displaced_calls
+            ],
+        )
+    if paid.uncounted.has_values():
+        stdout().print(
+            f"{paid.uncounted.requests} request(s) paid by an attempt that ended without recording its end "
+            "are not in the execution's totals yet; they are counted when it is resumed or cancelled: "
+            f"{state.command('executions', 'resume', str(execution.id))}",
+            soft_wrap=True,
+        )
 
 
 def _parse_since(value: str) -> datetime:

@@ -91,7 +91,8 @@ def serve(
 
 def mcp_stdio(ctx: typer.Context) -> None:
     """Serve the MCP tools (list_topologies, run_topology, get_execution, list_human_requests,
-    respond_to_human_request) over stdio, for desktop MCP clients."""
+    respond_to_human_request, and the server's echo, planner, executor and reviewer) over stdio,
+    for desktop MCP clients."""
     state = cli_state(ctx)
     try:
         from qmcp.app import CallerPolicy

@@ -25,6 +25,7 @@ from ..redaction import mask_url, register_secret
 from ._hosts import LOOPBACK_NAMES, HostAllowlist
 from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
+from ._openapi import install_openapi
 from .api import ServerState, router
 from .console import ConsoleSessions, LoginLimiter
 from .console import router as console_router
@@ -116,7 +117,8 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
         policy=options.policy(),
         log_level=options.log_level,
     )
-    mcp = mcp_server(runs, version)
+    tool_limits = ToolLimits.from_settings()  # one cap on the server tools' spend, over HTTP and MCP
+    mcp = mcp_server(runs, version, tool_limits)
     hosts = HostAllowlist.for_bind(options.host, options.allowed_hosts)
     # Sessions are bounded in number and closed when idle: each holds memory until it ends.
     mcp_app = mcp.streamable_http_app(
@@ -160,8 +162,9 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
     )
     sessions = app.state.console_sessions = ConsoleSessions(options.console_session_seconds)
     app.state.login_limiter = LoginLimiter(options.login_attempts_per_minute)
-    app.state.tool_limits = ToolLimits.from_settings()
+    app.state.tool_limits = tool_limits
     install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(router)
     app.include_router(console_router)  # the browser console: /, /executions/..., /topologies, /login
     app.router.routes.extend(mcp_app.routes)  # /mcp, served by the SDK's session manager

@@ -3,7 +3,12 @@
 Both offer the same tools, built on the official `mcp` SDK, over the same run manager as the HTTP API:
 `list_topologies`, `run_topology` (waits for the result up to a timeout, else returns the execution
 id to poll), `get_execution`, `list_human_requests` and `respond_to_human_request` (which resumes the
-paused run).
+paused run); and the tools of `/v1/tools` (upstream's echo, planner, executor and reviewer, and the
+registered Python tools), under the same limits as over HTTP (`_mcp_protocol.py`).
+
+A domain error is an `isError` result naming the cause in the sentence HTTP gives as `detail`; a bad
+argument (an enum value outside its list, a negative timeout) one naming the argument; an unknown
+tool a JSON-RPC error. None of them logs a traceback.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
+
+from pydantic import Field
 
 from ..agentframework.errors import QmcpError
 from ..app import Caller, Door, ExecutionOut, RunRequest, answer_request, shown_json
 from ..app import list_topologies as stored_topologies
 from ..redaction import redact
 from .runs import RunManager
+from .tools import ToolLimits
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -26,6 +34,13 @@ if TYPE_CHECKING:
     from ..agentframework.models import Execution
 
 __all__ = ["mcp_server"]
+
+Runner = Literal["local", "async", "metaflow"]
+"""The runners a remote caller may name (the HTTP API's `runner`); the caller policy narrows them."""
+RequestStatus = Literal["pending", "responded", "expired", "cancelled"]
+"""`HumanRequestStatus`'s values, spelled out so the tool's schema lists them inline."""
+MAX_WAIT_SECONDS = 3600.0
+"""The longest a `run_topology` call holds its request open (a remote caller's run timeout cap)."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -46,11 +61,15 @@ def _tool_errors(tool: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return call
 
 
-def mcp_server(runs: RunManager, version: str) -> MCPServer:
-    """The MCP server whose tools drive `runs` (and read the database it runs on)."""
-    from mcp.server.mcpserver import MCPServer
+def mcp_server(runs: RunManager, version: str, tool_limits: ToolLimits | None = None) -> MCPServer:
+    """The MCP server whose tools drive `runs` (and read the database it runs on). `tool_limits`
+    bound the server tools' spend: the HTTP API's own, so both doors count against one cap (a
+    server of its own, `qmcp mcp`, takes them from the settings)."""
+    from ._mcp_protocol import QmcpMCPServer
 
-    server = MCPServer(
+    server = QmcpMCPServer(
+        runs,
+        tool_limits or ToolLimits.from_settings(),
         name="qmcp",
         version=version,
         instructions="Run qmcp's stored agent topologies, inspect executions, answer human requests.",
@@ -78,8 +97,8 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
     async def run_topology(
         name: str,
         input: dict[str, Any],
-        runner: str = "local",
-        timeout_seconds: float = 60.0,
+        runner: Runner = "local",
+        timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS)] = 60.0,
         config: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run a stored topology on `input` (e.g. {"prompt": "..."}); wait up to `timeout_seconds` for
@@ -105,7 +124,7 @@ def mcp_server(runs: RunManager, version: str) -> MCPServer:
     @server.tool()
     @_tool_errors
     async def list_human_requests(
-        status: Literal["pending", "responded", "expired", "cancelled"] | None = "pending",
+        status: RequestStatus | None = "pending",
     ) -> list[dict[str, Any]]:
         """Questions waiting for a person (or those in another status; null: all): id, prompt, options, context."""
         async with runs.database() as db:

@@ -30,7 +30,7 @@ from .console import CONSOLE_COOKIE, ConsoleSessions
 from .metrics import HTTP
 from .problems import MEDIA_TYPE, problem_body
 
-__all__ = ["CORRELATION_HEADER", "REQUEST_HEADER", "ServerMiddleware"]
+__all__ = ["CORRELATION_HEADER", "OPEN_PATHS", "REQUEST_HEADER", "UNSAFE_METHODS", "ServerMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,9 +40,9 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_HEADER = "x-request-id"
 CORRELATION_HEADER = "x-correlation-id"
-_OPEN = ("/health", "/login", "/static/console.css", "/static/console.js")
+OPEN_PATHS = ("/health", "/login", "/static/console.css", "/static/console.js")
 _API_PREFIXES = ("/v1/", "/mcp", "/metrics", "/docs", "/openapi.json", "/redoc")
-_UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 _NO_FRAMING = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
 
 
@@ -127,9 +127,9 @@ class ServerMiddleware:
             )
         origin = headers.get("origin")
         cross_site = bool(origin) and urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
-        if method in _UNSAFE and cross_site and not path.startswith("/mcp"):
+        if method in UNSAFE_METHODS and cross_site and not path.startswith("/mcp"):
             return 403, f"refused a {method} from a page of another site ({origin})"
-        if self.token is not None and path not in _OPEN:
+        if self.token is not None and path not in OPEN_PATHS:
             scheme, _, given = headers.get("authorization", "").partition(" ")
             bearer = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token)
             if not bearer and not self._cookie_ok(headers.get("cookie")):

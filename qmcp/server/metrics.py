@@ -31,11 +31,6 @@ class _Http:
             ["tool"],
             buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120),
         )
-        self.hitl = Counter(
-            "qmcp_hitl_requests_total",
-            "Human-in-the-loop requests by type and event",
-            ["request_type", "event"],
-        )
 
 
 HTTP = _Http()
@@ -47,7 +42,13 @@ def metrics_text() -> bytes:
 
 
 def metrics_json() -> dict[str, Any]:
-    """The same metrics as JSON: `{name: {"type", "help", "samples": [{"name", "labels", "value"}]}}`."""
+    """The same metrics as JSON, in upstream's shape and ours beside it.
+
+    Upstream's: `{"counters": {name: {labels: value}}, "gauges": {...}, "histograms": {name: {labels:
+    {"count", "sum"}}}}`, where `labels` is `k="v",...` sorted by name (`""` without labels). Ours:
+    `{name: {"type", "help", "samples": [{"name", "labels", "value"}]}}` for every qmcp metric.
+    """
+    upstream: dict[str, dict[str, dict[str, Any]]] = {"counters": {}, "gauges": {}, "histograms": {}}
     document: dict[str, Any] = {}
     for family in REGISTRY.collect():
         if not family.name.startswith("qmcp_"):
@@ -61,4 +62,37 @@ def metrics_json() -> dict[str, Any]:
                 for sample in family.samples
             ],
         }
-    return document
+        _upstream_entry(upstream, family.type, name, family.samples)
+    return upstream | document
+
+
+def _upstream_entry(
+    upstream: dict[str, dict[str, dict[str, Any]]], kind: str, name: str, samples: Any
+) -> None:
+    """One metric family in upstream's `/metrics/json` shape (its `_created` samples left out)."""
+    if kind == "counter":
+        values = upstream["counters"].setdefault(name, {})
+        for sample in samples:
+            if sample.name == name:
+                values[_label_key(sample.labels)] = _whole(sample.value)
+    elif kind == "gauge":
+        values = upstream["gauges"].setdefault(name, {})
+        for sample in samples:
+            values[_label_key(sample.labels)] = sample.value
+    elif kind in ("histogram", "summary"):
+        series = upstream["histograms"].setdefault(name, {})
+        for sample in samples:
+            part = sample.name.removeprefix(name)
+            if part in ("_count", "_sum"):
+                value = _whole(sample.value) if part == "_count" else sample.value
+                series.setdefault(_label_key(sample.labels), {"count": 0, "sum": 0.0})[part[1:]] = value
+
+
+def _whole(value: float) -> float | int:
+    """A count as upstream's integer (Prometheus keeps every value a float)."""
+    return int(value) if value.is_integer() else value
+
+
+def _label_key(labels: dict[str, str]) -> str:
+    """Upstream's key of a labelled value: `k="v"` pairs sorted by name, joined by commas."""
+    return ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))

@@ -2,7 +2,7 @@
 
 Built-ins, in upstream's shapes:
 * `echo{message}` returns the message.
-* `planner{goal, context?}` asks a planner agent for the steps that reach the goal.
+* `planner{goal (or prompt), context?}` asks a planner agent for the steps that reach the goal.
 * `executor{plan, dry_run?}` lists what a plan would do (`dry_run`, the default), or has an executor
   agent carry out each step and report its result.
 * `reviewer{result, criteria?, items?}` has a reviewer agent check a result against each criterion.
@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
 from ..agentframework.errors import (
@@ -75,25 +75,43 @@ class ServerTool:
     call: Callable[[dict[str, Any]], Awaitable[Any]]
 
 
+# The inputs are as lenient as upstream's tools, whose clients and examples send them: fields a tool
+# does not know are ignored, echo's message is any JSON value (absent: ""), the planner's goal may be
+# called `prompt`, an executor without a plan does nothing. The spend bounds hold all the same.
+
+
 class _Echo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    message: str = Field(description="The message to echo back")
+    model_config = ConfigDict(extra="ignore")
+    message: Any = Field(default="", description="The message to echo back (any JSON value)")
 
 
 class _Planner(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    goal: str = Field(min_length=1, description="The goal to create a plan for")
+    model_config = ConfigDict(extra="ignore")
+    goal: str | None = Field(default=None, description="The goal to create a plan for")
+    prompt: str | None = Field(default=None, description="Another name for the goal (upstream's examples)")
     context: str | None = Field(default=None, description="Optional context to inform planning")
+
+    @model_validator(mode="after")
+    def _a_goal(self) -> _Planner:
+        if not (self.goal or self.prompt):
+            raise ValueError("give the goal to plan for, as goal (or prompt)")
+        return self
+
+    @property
+    def aim(self) -> str:
+        return self.goal or self.prompt or ""
 
 
 class _Executor(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    plan: dict[str, Any] = Field(description="The plan to execute (a planner's result: its `steps`)")
+    model_config = ConfigDict(extra="ignore")
+    plan: dict[str, Any] = Field(
+        default_factory=dict, description="The plan to execute (a planner's result: its `steps`)"
+    )
     dry_run: bool = Field(default=True, description="List what would be done without doing it")
 
 
 class _Reviewer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     result: Any = Field(description="The result to review")
     criteria: list[str] | None = Field(default=None, description="What to check [completeness, correctness]")
     items: list[Any] | None = Field(default=None, description="Specific parts of the result to look at")
@@ -253,7 +271,7 @@ async def _planner(args: dict[str, Any]) -> Any:
     data = await _ask(
         AgentRole.PLANNER,
         "planner",
-        f"Goal: {given.goal}{context}\n\nBreak the goal into the ordered steps that reach it "
+        f"Goal: {given.aim}{context}\n\nBreak the goal into the ordered steps that reach it "
         f"(at most {most}).",
         _PLAN_SCHEMA,
     )
@@ -266,7 +284,7 @@ async def _planner(args: dict[str, Any]) -> Any:
         for index, step in enumerate(data.get("steps", []), start=1)
         if isinstance(step, dict)
     ][:most]  # a longer plan would only be refused by the executor
-    return {"goal": given.goal, "steps": steps, "estimated_steps": len(steps)}
+    return {"goal": given.aim, "steps": steps, "estimated_steps": len(steps)}
 
 
 async def _executor(args: dict[str, Any]) -> Any:

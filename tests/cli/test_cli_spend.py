@@ -75,3 +75,17 @@ def test_executions_cost_mistakes(team):
     )
     team.user_error("executions", "cost", "--since", "yesterday", says="neither a duration")
     assert "no steps recorded" in team.ok("executions", "cost").stdout
+
+
+def test_executions_cost_of_one_execution(team):
+    team.ok("agents", "topologies", "run", "review", "--input-json", '{"prompt": "one"}')
+    (execution_id,) = team.ok("executions", "list", "--ids").stdout.split()
+    shown = team.json("executions", "cost", execution_id[:8])
+    assert shown["execution_id"] == execution_id and shown["attempts"] == 3
+    assert shown["paid"] == shown["kept"] == shown["counted"] and shown["paid"]["requests"] == 3
+    assert shown["displaced"]["requests"] == 0 and shown["displaced_calls"] == []
+    table = team.ok("executions", "cost", execution_id).stdout
+    assert "total paid" in table and "displaced calls" not in table
+    team.user_error(
+        "executions", "cost", execution_id, "--by", "agent", says="drop them to see one execution's cost"
+    )

@@ -291,8 +291,10 @@ def test_paused_run_is_answered_with_respond(cli):
     words = shlex.split(command.split("with: ")[1])
     request_id = words[words.index("respond") + 1]
     execution_id, step = request_id.split(":", 1)
-    assert uuid.UUID(execution_id) and step == "pipeline/1:b#human-after"
-    cli.user_error("executions", "respond", request_id, "maybe", says="answer one of: approve, reject")
+    assert uuid.UUID(execution_id) and step == "pipeline.1:b~23human-after"  # safe in a URL path
+    cli.user_error(
+        "executions", "respond", request_id, "maybe", says="Response must be one of: ['approve', 'reject']"
+    )
     done = cli.json("executions", "respond", request_id, "approve")
     assert done["status"] == "completed" and done["output"]["final_stage"] == "b"
-    cli.user_error("executions", "respond", request_id, "approve", says="already answered")
+    cli.user_error("executions", "respond", request_id, "approve", says="already been responded to")

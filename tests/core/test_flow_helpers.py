@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from qmcp.agentframework.errors import InvalidConfigError, MalformedOutputError
+from qmcp.agentframework.models import CrossCheckConfig, Topology, TopologyType
+from qmcp.agentframework.runners import LocalRunner
 from qmcp.agentframework.runners import metaflow_helpers as helpers
 from qmcp.agentframework.topologies import aggregate_results, determine_consensus
 
@@ -95,8 +97,8 @@ def test_consensus_reads_checker_pairs_and_invoke_agent_results():
     [
         ([("c1", {"verdict": "fine"})], "the verdict of 'c1' has no true/false 'approved' (keys: verdict)"),
         ([("c1", {"approved": "yes"})], "the verdict of 'c1' has no true/false 'approved'"),
-        ([{"agent": "c1", "output": "looks fine", "data": None, "error": None}], "the verdict of 'c1'"),
-        ([("c1", "approved")], "the verdict of 'c1' has no true/false 'approved' (str)"),
+        ([("c1", {"role": "assistant"})], "the verdict of 'c1' has no true/false 'approved' (keys: role)"),
+        ([("c1", 0.9)], "the verdict of 'c1' has no true/false 'approved' (float)"),
         ({"approved": True}, "takes a list of verdicts, not a dict"),
     ],
 )
@@ -104,6 +106,53 @@ def test_unreadable_verdicts_are_one_clear_error(validations, says):
     with pytest.raises(MalformedOutputError) as refused:
         determine_consensus({"output": "x"}, validations)
     assert says in str(refused.value) and "\n" not in str(refused.value)
+
+
+CHECKER_REPLIES = [
+    '{"approved": true, "confidence": 0.9}',
+    'Checked.\n```json\n{"approved": false, "confidence": 0.6, "issues": ["no units"]}\n```',
+    "LGTM!",
+]
+
+
+def test_consensus_reads_verdicts_from_reply_text():
+    """Reply text (a chat message, a string, an `invoke_agent` result of a checker not asked for JSON) is
+    read by the crosscheck's own parser: prose around the JSON is fine, a reply without one abstains."""
+    replies = [
+        ("c1", {"content": CHECKER_REPLIES[0]}),
+        {"agent": "c2", "output": CHECKER_REPLIES[1], "data": None, "error": None},
+        CHECKER_REPLIES[2],
+    ]
+    decided = determine_consensus({"content": "42"}, replies, "majority")
+    assert [(v["checker"], v["approved"], v["parsed"]) for v in decided["validations"]] == [
+        ("c1", True, True),
+        ("c2", False, True),
+        ("checker 3", False, False),
+    ]
+    assert (decided["approvals"], decided["rejections"], decided["abstentions"]) == (1, 1, 1)
+    assert decided["approved"] is False and "no units" in decided["issues"]
+    both = [
+        ("c1", {"content": CHECKER_REPLIES[0]}),
+        ("c2", {"content": '{"approved": true, "confidence": 0.9}'}),
+    ]
+    assert determine_consensus("42", both, "majority")["approved"] is True
+
+
+async def test_consensus_on_reply_text_decides_as_the_crosscheck_topology(sqlite_url, agent, scripted):
+    """One parser: the same checker replies give the same verdicts in the topology and in the helper."""
+    primary, _ = scripted(replies=["42"])
+    checkers = {
+        f"checker_{i}": agent(f"c{i}", "checker", model=scripted(replies=[reply, reply])[0])
+        for i, reply in enumerate(CHECKER_REPLIES, start=1)
+    }
+    config = CrossCheckConfig(num_checkers=3, consensus_method="weighted")
+    topology = Topology(name="cc_text", topology_type=TopologyType.CROSSCHECK, config=config.model_dump())
+    result = await LocalRunner(db_url=sqlite_url).run(
+        topology, {"primary": agent("p", model=primary)} | checkers, {"prompt": "6*7?"}
+    )
+    assert result.output is not None
+    helper = determine_consensus("42", list(zip(checkers, CHECKER_REPLIES, strict=True)), "weighted")
+    assert {k: v for k, v in result.output.items() if k != "primary_agent"} == helper
 
 
 def test_a_hand_written_flow_aggregates_invoke_agent_results(agent):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qmcp.agentframework.errors import ConflictError, InvalidConfigError
-from qmcp.agentframework.models import ExecutionStatus, Topology
+from qmcp.agentframework.models import ExecutionStatus, Topology, gate_id_forms, gate_key, gate_request_id
 from qmcp.agentframework.runners import LocalRunner
 from qmcp.agentframework.store import Database
 
@@ -57,7 +62,7 @@ async def test_after_gate_pauses_then_approval_resumes(db_url, agent, scripted):
         "pipeline/1:publish#human-after",
         "approval",
     )
-    assert answered.id == f"{done.execution_id}:pipeline/1:publish#human-after"
+    assert answered.id == f"{done.execution_id}:pipeline.1:publish~23human-after"  # safe in a URL path
     assert answered.context == {
         "execution_id": str(done.execution_id),
         "step": "pipeline/1:publish",
@@ -86,7 +91,7 @@ async def test_rejection_cancels(sqlite_url, agent, scripted):
     (request,) = await _pending(sqlite_url, paused.execution_id)
     result = await runner.respond(request.id, "reject")
     assert result.status == ExecutionStatus.CANCELLED and "a human answered 'reject'" in result.error
-    with pytest.raises(ConflictError, match="already answered"):
+    with pytest.raises(ConflictError, match="already been responded to"):
         await runner.respond(request.id, "approve")
 
 
@@ -95,7 +100,7 @@ async def test_unknown_answer_is_refused(sqlite_url, agent, scripted):
     runner = LocalRunner(db_url=sqlite_url)
     paused = await runner.run(PIPELINE, team(agent, model, {}), {"prompt": "launch"})
     (request,) = await _pending(sqlite_url, paused.execution_id)
-    with pytest.raises(InvalidConfigError, match="answer one of: approve, reject"):
+    with pytest.raises(InvalidConfigError, match=r"Response must be one of: \['approve', 'reject'\]"):
         await runner.respond(request.id, "maybe")
 
 
@@ -122,3 +127,23 @@ async def test_before_gate_for_free_text_input(sqlite_url, agent, scripted):
     done = await runner.respond(request.id, "Japan")
     assert done.status == ExecutionStatus.COMPLETED
     assert script.calls[1].prompt.endswith("Human input: Japan")
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(st.text(max_size=60))
+def test_gate_ids_are_safe_in_a_url_path_and_one_to_one(key):
+    """Upstream's client puts ids into URL paths as they are: a gate's id needs no encoding there, and
+    its step key reads back from it (so two gates never share an id)."""
+    execution_id = uuid.UUID(int=7)
+    request_id = gate_request_id(execution_id, key)
+    assert re.fullmatch(r"[0-9a-f-]{36}:[A-Za-z0-9_:.~-]*", request_id)
+    assert quote(request_id, safe=":") == request_id
+    assert gate_key(request_id) == key
+    if "#" in key:  # every gate key of an earlier version held `#`: its raw id finds the safe one too
+        assert gate_id_forms(f"{execution_id}:{key}") == [f"{execution_id}:{key}", request_id]
+
+
+def test_a_gate_id_reads_as_its_step():
+    request_id = gate_request_id(uuid.UUID(int=7), "compound/1:review/crosscheck/checker-2#human-before")
+    assert request_id.split(":", 1)[1] == "compound.1:review.crosscheck.checker-2~23human-before"
+    assert gate_id_forms("deploy-1") == ["deploy-1"]  # a client's own id has one form

@@ -269,7 +269,7 @@ async def test_human_answers_are_accepted_exactly_once(db_url):
             try:
                 await db.answer_human_request(request.id, choice)
             except ConflictError as refused:
-                assert "already answered" in str(refused)
+                assert "already been responded to" in str(refused)
                 return "refused"
             return choice
 

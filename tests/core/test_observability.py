@@ -116,10 +116,18 @@ def test_the_documented_tracing_example_prints_the_spans_and_gen_ai_attributes(t
     assert done.stdout.rstrip().endswith("completed") and done.stderr == ""
     spans = json.loads("[" + re.sub(r"\}\n\{", "},{", done.stdout.rsplit("\n", 2)[0].strip()) + "]")
     by_name = {span["name"]: span for span in spans}
-    assert set(by_name) == {"invoke_agent drafter", "invoke_agent editor", "invoke_workflow traced"}
+    assert [span["name"] for span in spans] == [
+        "chat test",
+        "invoke_agent drafter",
+        "chat test",
+        "invoke_agent editor",
+        "invoke_workflow traced",
+    ]
     workflow = by_name["invoke_workflow traced"]
     drafter = by_name["invoke_agent drafter"]
     assert drafter["parent_id"] == workflow["context"]["span_id"]
+    assert spans[0]["parent_id"] == drafter["context"]["span_id"]
+    assert spans[0]["attributes"]["gen_ai.response.model"] == "test"
     assert drafter["attributes"]["gen_ai.request.model"] == "test"
     assert drafter["attributes"]["gen_ai.usage.input_tokens"] > 0
     assert drafter["attributes"]["qmcp.step.key"] == "pipeline/0:draft"

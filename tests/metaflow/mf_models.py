@@ -7,6 +7,8 @@ reach the steps; this module is imported by them (and by the tests) instead.
   by QMCP_TEST_CALL_LOG, so a test can count the calls made in all of Metaflow's processes.
 * `flaky` does the same but fails its very first call, across processes (a marker file says so),
   with a permanent error, so that the step fails without retrying.
+* `shaky` does the same but fails its first QMCP_TEST_SHAKY_FAILURES calls (default 2), across
+  processes, with a transient error (503): retrying helps.
 * `agree` answers like `test`, prefixed with the debate's agreement marker.
 * `slow` answers like `counted` after QMCP_TEST_SLOW_SECONDS (default 2) seconds.
 """
@@ -25,7 +27,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from qmcp.agentframework.llm import make_test_model, register_model, unregister_model
 from qmcp.agentframework.topologies import AGREEMENT_MARKER
 
-NAMES = ("counted", "flaky", "agree", "slow")
+NAMES = ("counted", "flaky", "shaky", "agree", "slow")
 
 
 def _model(name: str, role: str) -> FunctionModel:
@@ -43,6 +45,12 @@ def _model(name: str, role: str) -> FunctionModel:
             raise ModelHTTPError(
                 status_code=400, model_name=name, body={"error": "scripted first-call failure"}
             )
+        if (
+            name == "shaky"
+            and log
+            and _calls(log, name) <= int(os.environ.get("QMCP_TEST_SHAKY_FAILURES", "2"))
+        ):
+            raise ModelHTTPError(status_code=503, model_name=name, body={"error": "scripted overload"})
         response = answer(messages, info)
         assert isinstance(response, ModelResponse)
         if name == "agree":
@@ -51,6 +59,11 @@ def _model(name: str, role: str) -> FunctionModel:
         return response
 
     return FunctionModel(reply, model_name=name)
+
+
+def _calls(log: str, name: str) -> int:
+    """How many calls of model `name` the log holds (this one included)."""
+    return sum(line.startswith(f"{name}:") for line in Path(log).read_text().splitlines())
 
 
 def _first_failure(marker: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,7 +18,12 @@ from typing import Any
 
 import pytest
 
-from qmcp.agentframework.errors import InvalidConfigError, UserInputError
+from qmcp.agentframework.errors import (
+    InvalidConfigError,
+    PermanentModelError,
+    StepFailedError,
+    UserInputError,
+)
 from qmcp.agentframework.llm import ScriptedModel, register_model, unregister_model
 from qmcp.agentframework.models import (
     AgentType,
@@ -29,6 +35,7 @@ from qmcp.agentframework.models import (
     PipelineConfig,
     Topology,
     TopologyType,
+    Usage,
 )
 from qmcp.agentframework.runners import LocalRunner, RunConfig, RunnerRegistry
 from qmcp.agentframework.runners import metaflow_helpers as helpers
@@ -443,7 +450,8 @@ def _run_like_a_flow(topology: Topology, agents: dict[str, AgentType]) -> tuple[
     results = [
         helpers.invoke_agent(definitions[slot], key=key, execution_id=execution_id) for slot, key in calls
     ]
-    return helpers.run_topology(execution_id, owns=owned, after=results), results
+    output, _ = helpers.run_topology(execution_id, owns=owned, after=results)
+    return output, results
 
 
 @pytest.mark.parametrize("kind", ["pipeline", "ensemble", "crosscheck", "debate"])
@@ -477,10 +485,11 @@ def test_the_one_step_of_a_run_time_shaped_topology_runs_it_like_the_local_runne
     topology, agents = teams[kind]
     definitions = {slot: a.definition() for slot, a in agents.items()}
     execution_id, _ = helpers.start_execution(topology.definition(), definitions, {"prompt": "Is water wet?"})
-    output = helpers.run_topology(execution_id, owns="all")
+    output, usage = helpers.run_topology(execution_id, owns="all")
     reference = asyncio.run(LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "Is water wet?"}))
     assert reference.status == ExecutionStatus.COMPLETED, reference.error
     assert output == reference.output
+    assert usage == dataclasses.asdict(reference.usage)  # the one step owns every call
 
 
 async def _store(db_url: str, topology: Topology, agents: dict[str, AgentType]) -> None:
@@ -517,7 +526,7 @@ from qmcp.agentframework.runners import metaflow_helpers as helpers
 
 register_model("lazy", lambda role: sys.exit("a step that calls no model built one"))
 execution_id, results = sys.argv[1], json.loads(sys.argv[2])
-output = helpers.run_topology(execution_id, after=results)
+output, _ = helpers.run_topology(execution_id, after=results)
 helpers.save_execution(None, output, execution_id=execution_id)
 print(json.dumps({"output": output, "loaded": [m for m in ("pydantic_ai", "structlog") if m in sys.modules]}))
 """
@@ -624,6 +633,74 @@ def test_save_execution_records_a_finished_execution_as_in_the_seed(sqlite_url, 
         helpers.save_execution(9999, {"output": "x"})
 
 
+def test_the_steps_of_a_finished_execution_replay_it_and_pay_nothing(sqlite_url, agent, monkeypatch):
+    """What `python FLOW resume STEP` of a finished run asks: every helper answers from the store, nothing
+    is called, claimed or written, and each step still reports the usage of the calls it owns."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    monkeypatch.delenv(helpers.OWNER_VARIABLE, raising=False)
+    scripted = ScriptedModel(name="paid")
+    register_model("paid", scripted.model)
+    try:
+        topology = Topology(name="paid_pipeline", topology_type=TopologyType.PIPELINE)
+        agents = {"draft": agent("drafter", model="paid"), "edit": agent("editor", model="paid")}
+        calls, _ = _flow_steps(MetaflowRunner()._topology_to_flow(topology, agents))
+        definitions = {slot: a.definition() for slot, a in agents.items()}
+        execution_id, topology_id = helpers.start_execution(
+            topology.definition(), definitions, {"prompt": "x"}
+        )
+        first = [helpers.invoke_agent(definitions[s], key=k, execution_id=execution_id) for s, k in calls]
+        output, _ = helpers.run_topology(execution_id)
+        usage = helpers.save_execution(topology_id, output, execution_id=execution_id)
+        assert len(scripted.calls) == 2 and usage["requests"] == 2
+        assert sum(r["usage"]["input_tokens"] for r in first) == usage["input_tokens"] > 0
+
+        before = asyncio.run(_execution(sqlite_url, execution_id))
+        assert (
+            helpers.start_execution(topology.definition(), definitions, {}, execution_id)[0] == execution_id
+        )
+        again = [helpers.invoke_agent(definitions[s], key=k, execution_id=execution_id) for s, k in calls]
+        assert [(r["output"], r["usage"]) for r in again] == [(r["output"], r["usage"]) for r in first]
+        assert helpers.run_topology(execution_id) == (output, dataclasses.asdict(Usage()))
+        assert helpers.save_execution(topology_id, output, execution_id=execution_id) == usage
+        assert len(scripted.calls) == 2
+        after = asyncio.run(_execution(sqlite_url, execution_id))
+        assert after.model_dump() == before.model_dump()  # not claimed, not written
+    finally:
+        unregister_model("paid")
+
+
+def test_a_retried_step_replays_a_permanent_failure_instead_of_paying_again(sqlite_url, agent, monkeypatch):
+    """Where an orchestrator retries a task Metaflow's runtime would not (exit status 202), the retry
+    (`current.retry_count` > 0) fails the same way without calling; a first attempt calls again."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    scripted = ScriptedModel(name="refusing", failures={0: "auth"})
+    register_model("refusing", scripted.model)
+    try:
+        topology = Topology(name="refused_pipeline", topology_type=TopologyType.PIPELINE)
+        agents = {"draft": agent("drafter", model="refusing")}
+        definitions = {slot: a.definition() for slot, a in agents.items()}
+        execution_id, _ = helpers.start_execution(topology.definition(), definitions, {"prompt": "x"})
+        (call,) = _flow_steps(MetaflowRunner()._topology_to_flow(topology, agents))[0]
+        with pytest.raises(StepFailedError, match="permanent model error, not retried") as first:
+            helpers.invoke_agent(definitions["draft"], key=call[1], execution_id=execution_id)
+        assert len(scripted.calls) == 1
+        monkeypatch.setattr(helpers, "_retry_count", lambda: 1)
+        with pytest.raises(StepFailedError) as retried:
+            helpers.invoke_agent(definitions["draft"], key=call[1], execution_id=execution_id)
+        assert str(retried.value) == str(first.value) and isinstance(retried.value.cause, PermanentModelError)
+        assert len(scripted.calls) == 1
+        monkeypatch.setattr(helpers, "_retry_count", lambda: 0)  # a new attempt (a resume) may call again
+        assert helpers.invoke_agent(definitions["draft"], key=call[1], execution_id=execution_id)["output"]
+        assert len(scripted.calls) == 2
+    finally:
+        unregister_model("refusing")
+
+
+async def _execution(db_url: str, execution_id: str) -> Execution:
+    async with Database(db_url) as db:
+        return await db.stored_execution(execution_id)
+
+
 def test_an_execution_id_must_match_the_flow(sqlite_url, agent, monkeypatch):
     monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
     topology, agents = _teams(agent)["pipeline"]
@@ -644,11 +721,13 @@ def test_helpers_public_names_and_reexports():
         helpers.aggregate_results is aggregate_results and helpers.determine_consensus is determine_consensus
     )
     assert set(helpers.__all__) == {
+        "EXECUTION_TAG",
         "IMPORTS_VARIABLE",
         "OWNER_VARIABLE",
         "aggregate_results",
         "determine_consensus",
         "invoke_agent",
+        "output_text",
         "run_topology",
         "save_execution",
         "start_execution",

@@ -261,7 +261,7 @@ async def test_many_answers_to_one_human_request_accept_exactly_one(db_url, tmp_
     outcomes = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in answers]
     accepted = [code for code, _ in outcomes if code == 0]
     assert len(accepted) == 1, outcomes
-    assert all("already answered" in err for code, err in outcomes if code != 0), outcomes
+    assert all("already been responded to" in err for code, err in outcomes if code != 0), outcomes
 
 
 async def test_a_file_size_limit_mid_run_is_one_line_then_resumable(sqlite_url, tmp_path, worker_env):

@@ -45,7 +45,7 @@ async def test_gates_live_on_the_server_and_are_answered_there(start_server, tmp
     )
     paused = await runner.run(GATED, _gated_team(), {"prompt": "Publish it"})
     assert paused.status == ExecutionStatus.PAUSED
-    request_id = f"{paused.execution_id}:pipeline/1:publish#human-after"
+    request_id = f"{paused.execution_id}:pipeline.1:publish~23human-after"
     async with httpx.AsyncClient(base_url=server.url) as client:
         (request,) = (await client.get("/v1/human/requests")).json()["requests"]
         assert request["id"] == request_id and request["correlation_id"] == "gate-run"
@@ -91,7 +91,7 @@ async def test_a_server_sharing_the_database_resumes_the_run_when_its_gate_is_an
     server = start_server(sqlite_url)
     monkeypatch.setenv("QMCP_SERVER_URL", server.url)
     paused = await LocalRunner(db_url=sqlite_url).run(GATED, _gated_team(), {"prompt": "Publish it"})
-    request_id = f"{paused.execution_id}:pipeline/1:publish#human-after"
+    request_id = f"{paused.execution_id}:pipeline/1:publish#human-after"  # the raw key's form resolves too
     async with httpx.AsyncClient(base_url=server.url) as client:
         await client.post("/v1/human/responses", json={"request_id": request_id, "response": "approve"})
         await eventually_async(

@@ -1,7 +1,9 @@
 """One model call: messages in, text, token usage and cost out; provider errors mapped to qmcp's.
 
 Calls go straight to `pydantic_ai.direct.model_request` (about 0.3 ms of overhead) instead of
-`Agent.run` (about 4.5 ms), because topologies make many short calls.
+`Agent.run` (about 4.5 ms), because topologies make many short calls. With a tracer, each request
+(a tool loop makes several) is a `chat <model>` span of the GenAI conventions: pydantic-ai's own
+instrumentation names providers its own way (`google-gla`, `bedrock`), not the conventions' way.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
+from opentelemetry.trace import SpanKind, Tracer
 from pydantic_ai.direct import model_request, model_request_stream
 from pydantic_ai.exceptions import (
     ModelAPIError,
@@ -43,10 +47,11 @@ from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.settings import ModelSettings
 
+from ...observability import GenAI, genai_model, genai_provider, record_failure
 from ...redaction import redact
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models, storable_text
-from ._registry import OPENAI_COMPATIBLE_PROVIDERS
+from ._registry import OPENAI_COMPATIBLE_PROVIDERS, normalize_model_string
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
 __all__ = ["call_model", "classify_error"]
@@ -94,6 +99,7 @@ async def call_model(
     max_tool_calls: int = 10,
     on_tool_call: ToolCallHook | None = None,
     on_delta: Callable[[str], None] | None = None,
+    tracer: Tracer | None = None,
 ) -> ModelReply:
     """Make one request and account for it; raises `TransientModelError` or `PermanentModelError`.
 
@@ -103,6 +109,8 @@ async def call_model(
 
     With `on_delta`, the reply is streamed: each new piece of text is passed to it as the model writes
     it (a model that cannot stream sends its reply as one piece). The reply returned is the same.
+
+    With `tracer`, each request is a span (`_traced`).
     """
     started = time.perf_counter()
     history = _to_messages(system, messages)
@@ -114,12 +122,12 @@ async def call_model(
     try:
         async with asyncio.timeout(timeout_seconds):
             while True:
-                if on_delta is None:
-                    response = await model_request(
-                        model, history, model_settings=settings, model_request_parameters=parameters
+                if tracer is not None:
+                    response = await _traced(
+                        tracer, model, model_string, history, settings, parameters, on_delta
                     )
                 else:
-                    response = await _streamed(model, history, settings, parameters, on_delta)
+                    response = await _request(model, history, settings, parameters, on_delta)
                 input_tokens += response.usage.input_tokens
                 output_tokens += response.usage.output_tokens
                 cost += _cost(model_string, response)
@@ -151,19 +159,119 @@ async def call_model(
     )
 
 
+async def _request(
+    model: Model,
+    history: list[ModelMessage],
+    settings: ModelSettings,
+    parameters: ModelRequestParameters | None,
+    on_delta: Callable[[str], None] | None,
+    instrument: bool | None = None,
+) -> ModelResponse:
+    """One request. `instrument` is pydantic-ai's own instrumentation: None leaves it to the host's
+    `Agent.instrument_all()`; False when qmcp makes the request's span itself, so there is one."""
+    if on_delta is None:
+        return await model_request(
+            model,
+            history,
+            model_settings=settings,
+            model_request_parameters=parameters,
+            instrument=instrument,
+        )
+    return await _streamed(model, history, settings, parameters, on_delta, instrument)
+
+
+async def _traced(
+    tracer: Tracer,
+    model: Model,
+    model_string: str,
+    history: list[ModelMessage],
+    settings: ModelSettings,
+    parameters: ModelRequestParameters | None,
+    on_delta: Callable[[str], None] | None,
+) -> ModelResponse:
+    """One request in a `chat <model>` client span: what was asked, what the provider answered
+    (`_response_attributes`), or the class of the error it raised (`error.type`)."""
+    model_string = normalize_model_string(model_string)  # a bare `claude-...` is Anthropic's
+    name = genai_model(model_string)
+    attributes: dict[str, Any] = {
+        GenAI.OPERATION_NAME: GenAI.CHAT,
+        GenAI.PROVIDER_NAME: genai_provider(model_string),
+        GenAI.REQUEST_MODEL: name,
+    }
+    for attribute, value in (
+        (GenAI.REQUEST_MAX_TOKENS, settings.get("max_tokens")),
+        (GenAI.REQUEST_TEMPERATURE, settings.get("temperature")),
+        (GenAI.REQUEST_TOP_P, settings.get("top_p")),
+    ):
+        if value is not None:
+            attributes[attribute] = value
+    attributes |= _server_attributes(getattr(model, "base_url", None))
+    with tracer.start_as_current_span(
+        f"{GenAI.CHAT} {name}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,  # by hand, redacted (`record_failure`)
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            response = await _request(model, history, settings, parameters, on_delta, instrument=False)
+        except BaseException as error:  # a cancel (the step's timeout) ends the request too
+            record_failure(span, error)
+            raise
+        span.set_attributes(_response_attributes(response))
+        return response
+
+
+def _response_attributes(response: ModelResponse) -> dict[str, Any]:
+    """What the provider said of its answer: the model that wrote it, why it stopped (pydantic-ai
+    normalises the reason to the conventions' values; else the provider's own), its id, its tokens."""
+    attributes: dict[str, Any] = {
+        GenAI.USAGE_INPUT_TOKENS: response.usage.input_tokens,
+        GenAI.USAGE_OUTPUT_TOKENS: response.usage.output_tokens,
+    }
+    if response.model_name:
+        attributes[GenAI.RESPONSE_MODEL] = response.model_name
+    if response.provider_response_id:
+        attributes[GenAI.RESPONSE_ID] = response.provider_response_id
+    reason = response.finish_reason or (response.provider_details or {}).get("finish_reason")
+    if isinstance(reason, str) and reason:
+        attributes[GenAI.RESPONSE_FINISH_REASONS] = (reason,)
+    return attributes
+
+
+def _server_attributes(base_url: Any) -> dict[str, Any]:
+    """`server.address` and `server.port` of the endpoint asked (never its credentials or path)."""
+    try:
+        url = urlsplit(str(base_url)) if base_url else None
+        port = url.port if url is not None else None
+    except ValueError:
+        return {}
+    if url is None or not url.hostname:
+        return {}
+    found: dict[str, Any] = {GenAI.SERVER_ADDRESS: url.hostname}
+    if port is not None or url.scheme in ("http", "https"):
+        found[GenAI.SERVER_PORT] = port or (443 if url.scheme == "https" else 80)
+    return found
+
+
 async def _streamed(
     model: Model,
     history: list[ModelMessage],
     settings: ModelSettings,
     parameters: ModelRequestParameters | None,
     on_delta: Callable[[str], None],
+    instrument: bool | None = None,
 ) -> ModelResponse:
     """One request, streamed: text deltas go to `on_delta` as they arrive; the whole response is returned."""
     if isinstance(model, FunctionModel) and model.stream_function is None:
-        return await _unstreamed(model, history, settings, parameters, on_delta)
+        return await _unstreamed(model, history, settings, parameters, on_delta, instrument)
     try:
         async with model_request_stream(
-            model, history, model_settings=settings, model_request_parameters=parameters
+            model,
+            history,
+            model_settings=settings,
+            model_request_parameters=parameters,
+            instrument=instrument,
         ) as stream:
             async for event in stream:
                 text = ""
@@ -175,7 +283,7 @@ async def _streamed(
                     on_delta(text)
             response = stream.get()
     except NotImplementedError:  # pydantic-ai's answer from a model that cannot stream: one delta, unstreamed
-        return await _unstreamed(model, history, settings, parameters, on_delta)
+        return await _unstreamed(model, history, settings, parameters, on_delta, instrument)
     recount = getattr(model, "streamed_usage", None)  # the offline models count as when not streamed
     if recount is not None:
         response.usage = recount(history, response)
@@ -188,10 +296,11 @@ async def _unstreamed(
     settings: ModelSettings,
     parameters: ModelRequestParameters | None,
     on_delta: Callable[[str], None],
+    instrument: bool | None = None,
 ) -> ModelResponse:
     """A model that cannot stream: its whole reply is the one delta."""
     response = await model_request(
-        model, history, model_settings=settings, model_request_parameters=parameters
+        model, history, model_settings=settings, model_request_parameters=parameters, instrument=instrument
     )
     text = "".join(p.content for p in response.parts if isinstance(p, TextPart))
     if text:

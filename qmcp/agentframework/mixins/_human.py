@@ -1,10 +1,11 @@
 """human_in_loop: an approval or input gate before or after an agent's step.
 
 The first time a gate is reached, a `HumanRequest` is stored (its id is `{execution_id}:{step
-key}`, the same on every replay) and the run stops with the execution `paused`. Answering the
-request (Python, CLI, or the QMCP server's `POST /v1/human/responses`) and resuming the execution
-replays every finished step and passes the gate: an approval lets the run go on, any other answer
-ends it `cancelled`, and a request left unanswered past its timeout ends it `failed`.
+key}`, written safe for a URL path by `gate_request_id`, the same on every replay) and the run stops
+with the execution `paused`. Answering the request (Python, CLI, or the QMCP server's
+`POST /v1/human/responses`) and resuming the execution replays every finished step and passes the
+gate: an approval lets the run go on, any other answer ends it `cancelled`, and a request left
+unanswered past its timeout ends it `failed`.
 
 With `QMCP_SERVER_URL` set, the request is created on that QMCP server instead (same id, its context
 naming the execution, step, slot and agent; `QMCP_API_TOKEN` authenticates), and read from it: the

@@ -3,13 +3,15 @@
 from ._agent import AgentConfig, AgentType, utcnow
 from ._base import TableModel, metadata, table_of
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
-from ._execution import Execution, ExecutionStep
+from ._execution import Execution, ExecutionStep, StepUsage
 from ._human import (
     HumanRequest,
     HumanRequestStatus,
     HumanRequestType,
     HumanResponse,
     gate_execution,
+    gate_id_forms,
+    gate_key,
     gate_request_id,
 )
 from ._json import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json, json_depth, json_problem
@@ -33,6 +35,7 @@ from ._topology import (
 from ._trust import TrustRecord
 from ._usage import Usage
 from ._validation import (
+    NAME_PATTERN,
     NUL,
     check_id,
     check_name,
@@ -45,6 +48,7 @@ from ._validation import (
 __all__ = [
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
+    "NAME_PATTERN",
     "NUL",
     "AgentCapability",
     "AgentConfig",
@@ -70,6 +74,7 @@ __all__ = [
     "Models",
     "PipelineConfig",
     "StepStatus",
+    "StepUsage",
     "TableModel",
     "ToolInvocation",
     "Topology",
@@ -84,6 +89,8 @@ __all__ = [
     "config_class_for",
     "describe_validation_error",
     "gate_execution",
+    "gate_id_forms",
+    "gate_key",
     "gate_request_id",
     "json_depth",
     "json_problem",

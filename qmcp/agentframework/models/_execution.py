@@ -1,4 +1,5 @@
-"""Run state: `Execution`, one row per run, and `ExecutionStep`, one row per agent call.
+"""Run state: `Execution`, one row per run, `ExecutionStep`, one row per agent call, and `StepUsage`,
+one row per paid step attempt.
 
 Definitions (`AgentType`, `Topology`) stay immutable; an execution keeps a snapshot of the
 definitions it ran with, so resume replays exactly the same team, and the options it ran with
@@ -19,7 +20,7 @@ from ._base import TableModel
 from ._enums import ExecutionStatus, StepStatus
 from ._usage import Usage
 
-__all__ = ["Execution", "ExecutionStep"]
+__all__ = ["Execution", "ExecutionStep", "StepUsage"]
 
 
 class Execution(TableModel, table=True):
@@ -107,3 +108,35 @@ class ExecutionStep(TableModel, table=True):
     def usage(self) -> Usage:
         """What the step used: one request per attempt, with the row's tokens and cost."""
         return Usage(self.attempts, self.input_tokens, self.output_tokens, self.cost_usd)
+
+
+class StepUsage(TableModel, table=True):
+    """What one step attempt paid: appended with its step row, and kept when the step row is not.
+
+    A step row says what an execution kept; money spent is a fact whatever became of the result. An
+    owner that lost the execution (a takeover) has its step write refused by the fence, but its row
+    here is still appended, `displaced`. The execution's `requests`, tokens and cost are the sum of
+    these rows (`store/_usage.py`), so a killed or displaced attempt's calls are counted too.
+    """
+
+    __tablename__ = "step_usage"
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: uuid.UUID = Field(foreign_key="executions.id", index=True)
+    key: str | None = Field(default=None, max_length=1000)
+    """The step's key; None for the totals an execution had before this table (migration 0007)."""
+    agent_name: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=300)
+    owner_token: str | None = Field(default=None, max_length=100)
+    """The owner (one per attempt) that paid; None for a write no lease fenced."""
+    displaced: bool = False
+    """Its owner had lost the execution: the step's result was not kept."""
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.requests, self.input_tokens, self.output_tokens, self.cost_usd)

@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace as otel_trace
 
-from ...observability import METRICS, RunLogger, get_logger, log_context, tracer
+from ...observability import (
+    METRICS,
+    GenAI,
+    RunLogger,
+    get_logger,
+    log_context,
+    mark_failed,
+    record_failure,
+    tracer,
+)
 from ...redaction import redact
 from ..errors import ExecutionPaused, HumanRejectedError, QmcpError
 from ..models import Execution, ExecutionStatus, Usage
@@ -40,6 +49,8 @@ class Ending:
     error: str | None = None
     human_request_id: str | None = None
     """The request a run paused at a human gate waits for."""
+    error_type: str | None = None
+    """The class of the error that ended the run (the workflow span's `error.type`)."""
 
     def __post_init__(self) -> None:
         # The error is stored, printed and streamed: an error quoting a secret loses it here.
@@ -51,21 +62,25 @@ class Ending:
         """The end of an execution whose work raised `error` (`url`: its database, to tell storage failures)."""
         storage = as_storage_error(error, url) if url is not None and isinstance(error, Exception) else None
         if storage is not None:
-            return cls(ExecutionStatus.FAILED, error=str(storage))
+            return cls(ExecutionStatus.FAILED, error=str(storage), error_type=type(storage).__qualname__)
         if isinstance(error, ExecutionPaused):
             return cls(ExecutionStatus.PAUSED, error=str(error), human_request_id=error.request_id)
         if isinstance(error, HumanRejectedError):
             return cls(ExecutionStatus.CANCELLED, error=str(error))
+        kind = type(error).__qualname__
         if isinstance(error, QmcpError):
-            return cls(ExecutionStatus.FAILED, error=str(error))
-        return cls(ExecutionStatus.FAILED, error=f"internal error: {type(error).__name__}: {error}")
+            return cls(ExecutionStatus.FAILED, error=str(error), error_type=kind)
+        return cls(
+            ExecutionStatus.FAILED, error=f"internal error: {type(error).__name__}: {error}", error_type=kind
+        )
 
 
 class Attempt:
     """This process's attempt at `execution`, which it holds `lease` on.
 
-    `usage` is the attempt's running totals when this process makes its steps (the end adds them to
-    the execution); None when other processes record theirs (a Metaflow flow's tasks). `releases`:
+    `usage` is the attempt's running totals when this process makes its steps (its span reports them;
+    the execution's totals are counted from every attempt's usage rows when it ends); None when other
+    processes record theirs (a Metaflow flow's tasks). `releases`:
     whether ending the attempt gives the lease up (False for a flow's step acting for the runner
     that claimed the execution).
     """
@@ -135,6 +150,7 @@ class Attempt:
             return Ending(
                 ExecutionStatus.FAILED,
                 error=f"timed out after {time_limit:g}s; completed steps are kept, {self.resume_hint}",
+                error_type=TimeoutError.__qualname__,
             )
         except asyncio.CancelledError:
             current = asyncio.current_task()
@@ -154,15 +170,14 @@ class Attempt:
                 self.log.info("run.internal_error", exc_info=failure)  # the traceback, with --verbose
             return ending
 
-    async def record(self, ending: Ending) -> tuple[datetime, int] | None:
-        """Write `ending` through the execution service, with this attempt's usage; None when nothing
-        was written (the lease was lost, or another process of this owner ended the run)."""
+    async def record(self, ending: Ending) -> tuple[datetime, int, Usage] | None:
+        """Write `ending` through the execution service (which counts the execution's usage rows); None
+        when nothing was written (the lease was lost, or another process of this owner ended the run)."""
         return await self.db.executions.finish(
             self.lease,
             ending.status,
             output=ending.output,
             error=ending.error,
-            usage=self.usage,
             release=self.releases,
             human_request_id=ending.human_request_id,
         )
@@ -201,14 +216,12 @@ class Attempt:
             if ended is not None and self.metrics:
                 METRICS.runs.labels(execution.topology_type, str(ending.status)).inc()
             if ended is not None and self.usage is not None:  # all the attempt wrote is known here
-                execution.completed_at, ran = ended
+                execution.completed_at, ran, totals = ended
                 execution.status, execution.output_data = ending.status, ending.output
                 execution.error, execution.human_request_id = ending.error, ending.human_request_id
                 execution.duration_ms = (execution.duration_ms or 0) + ran
-                execution.requests += self.usage.requests
-                execution.input_tokens += self.usage.input_tokens
-                execution.output_tokens += self.usage.output_tokens
-                execution.cost_usd += self.usage.cost_usd
+                execution.requests, execution.input_tokens = totals.requests, totals.input_tokens
+                execution.output_tokens, execution.cost_usd = totals.output_tokens, totals.cost_usd
                 return run_result(execution)
             if lease.lost is None:
                 return run_result(await self.db.get_execution(execution.id))
@@ -230,9 +243,10 @@ class Attempt:
             self.log.info(
                 "run.start", topology=self.execution.topology_name, runner=runner_type, replayable=replayable
             )
-            result = await self.end(await self.outcome(work, time_limit))
-            if trace and self.usage is not None:  # the workflow span: what this attempt paid
-                otel_trace.get_current_span().set_attributes(self.usage.opentelemetry_attributes())
+            ending = await self.outcome(work, time_limit)
+            result = await self.end(ending)
+            if trace:
+                _end_span(otel_trace.get_current_span(), result, ending, self.usage)
             self.log.info(
                 "run.end", status=str(result.status), error=result.error, duration_ms=result.duration_ms
             )
@@ -240,25 +254,45 @@ class Attempt:
 
     @contextlib.contextmanager
     def context(self, runner_type: str, *, trace: bool) -> Iterator[None]:
-        """The attempt's log context and (with `trace`) its `invoke_workflow` span, which the spans
-        of its steps (and a Metaflow flow's, through `TRACEPARENT`) are children of."""
+        """The attempt's log context and (with `trace`) its `invoke_workflow <topology>` span, which
+        the spans of its steps (and a Metaflow flow's, through `TRACEPARENT`) are children of."""
         execution = self.execution
         with (
             log_context(execution_id=str(execution.id), correlation_id=execution.correlation_id),
             tracer.start_as_current_span(
-                f"invoke_workflow {execution.topology_name}",
+                f"{GenAI.INVOKE_WORKFLOW} {execution.topology_name}",
                 attributes={
-                    "gen_ai.operation.name": "invoke_workflow",
+                    GenAI.OPERATION_NAME: GenAI.INVOKE_WORKFLOW,
+                    GenAI.WORKFLOW_NAME: execution.topology_name,
                     "qmcp.execution_id": str(execution.id),
                     "qmcp.correlation_id": execution.correlation_id or "",
                     "qmcp.topology.type": execution.topology_type,
                     "qmcp.runner": runner_type,
                 },
+                record_exception=False,  # by hand, redacted (`record_failure`)
+                set_status_on_exception=False,
             )
             if trace
-            else contextlib.nullcontext(),
+            else contextlib.nullcontext() as span,
         ):
-            yield
+            try:
+                yield
+            except Exception as error:  # the end could not be written (a cancel is no failure)
+                if span is not None:
+                    record_failure(span, error)
+                raise
+
+
+def _end_span(span: otel_trace.Span, result: RunResult, ending: Ending, usage: Usage | None) -> None:
+    """The workflow span's end: what the attempt paid, the run's status, and ERROR when it failed
+    (with the class of the error that failed it; `_OTHER` when the run failed elsewhere, say in a
+    Metaflow task)."""
+    if usage is not None:
+        span.set_attributes(usage.opentelemetry_attributes())
+    span.set_attribute("qmcp.execution.status", str(result.status))
+    if result.status == ExecutionStatus.FAILED:
+        failed_here = ending.status == ExecutionStatus.FAILED
+        mark_failed(span, ending.error_type if failed_here else None, result.error)
 
 
 def run_result(execution: Execution) -> RunResult:

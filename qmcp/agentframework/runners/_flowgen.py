@@ -24,14 +24,25 @@ from ..topologies import AgentCall, ParallelCalls, StepPlan
 from ._config import RunConfig
 from ._team import Team
 
-__all__ = ["flow_class_name", "flow_file_name", "flow_identifier", "generate_flow"]
+__all__ = ["flow_class_name", "flow_file_name", "flow_identifier", "generate_flow", "metaflow_retries"]
 
 _LINE_LENGTH = 110
 _HELPERS = "qmcp.agentframework.runners.metaflow_helpers"
 _ARTIFACTS = frozenset(
-    {"input_json", "given_execution_id", "execution_id", "topology_id", "result", "output"}
+    {
+        "input_json",
+        "given_execution_id",
+        "execution_id",
+        "topology_id",
+        "result",
+        "output",
+        "answer",
+        "usage",
+        "step_usage",
+    }
 )
 _EXECUTION = "execution_id=self.execution_id"
+_STEP_USAGE = 'self.step_usage = self.result["usage"]'
 
 
 _SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*$")
@@ -114,16 +125,24 @@ def generate_flow(team: Team, config: RunConfig) -> str:
         "replay from qmcp's step store, so prompts, step keys and output are those of every qmcp runner.",
         '"""',
         "",
+        "import getpass",
         "import json",
         "import os",
-        "",
-        "# Metaflow refuses to run without a user name (it ignores root), and containers often have none.",
-        'if not any(os.environ.get(name) not in (None, "", "root") for name in ("METAFLOW_USER", "USERNAME", "USER")):',
-        '    os.environ["USERNAME"] = "qmcp"',
         "",
         "from metaflow import FlowSpec, JSONType, Parameter, retry, step, timeout"
         if config.retry_on_failure
         else "from metaflow import FlowSpec, JSONType, Parameter, step, timeout",
+        "",
+        "# Metaflow names a run's user (and so the default namespace it is seen in, `user:NAME`) after",
+        "# METAFLOW_USER, SUDO_USER, USERNAME or USER, ignoring root, and refuses to run without one. Where none is",
+        "# set (a service, a container), the account's name stands in; for root, which Metaflow never takes, `qmcp`.",
+        '_USER_VARIABLES = ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")',
+        'if all(os.environ.get(name) in (None, "", "root") for name in _USER_VARIABLES):',
+        "    try:",
+        "        account = getpass.getuser()",
+        "    except (KeyError, OSError):  # a uid without an account, as in some containers",
+        '        account = "root"',
+        '    os.environ["USERNAME"] = account if account != "root" else "qmcp"',
         "",
         *_constant("TOPOLOGY", _without_defaults(topology.definition(), topology.parsed_config)),
         *_constant(
@@ -173,6 +192,7 @@ def _planned(team: Team, plan: StepPlan) -> list[_Step]:
                 ("invoke_agent",),
                 [
                     *_call("self.result", "invoke_agent", [_agent(call.slot), _key(call.key), _EXECUTION]),
+                    _STEP_USAGE,
                     *_next(following[index + 1], parallel if last else None),
                 ],
             )
@@ -189,6 +209,7 @@ def _planned(team: Team, plan: StepPlan) -> list[_Step]:
             [
                 "slot, key = self.input",
                 *_call("self.result", "invoke_agent", ["AGENTS[slot]", "key=key", _EXECUTION]),
+                _STEP_USAGE,
                 f"self.next(self.{parallel.join})",
             ],
         ),
@@ -199,7 +220,7 @@ def _planned(team: Team, plan: StepPlan) -> list[_Step]:
             [
                 'self.merge_artifacts(inputs, include=["execution_id", "topology_id"])',
                 *_call(
-                    "self.output",
+                    "self.output, self.step_usage",
                     "run_topology",
                     [
                         "self.execution_id",
@@ -236,7 +257,7 @@ def _whole(team: Team) -> list[_Step]:
             f"Runs the whole {kind} topology; each of its agent calls is a durable qmcp step.",
             ("run_topology",),
             [
-                *_call("self.output", "run_topology", ["self.execution_id", 'owns="all"']),
+                *_call("self.output, self.step_usage", "run_topology", ["self.execution_id", 'owns="all"']),
                 "self.next(self.end)",
             ],
             comment=(
@@ -271,11 +292,8 @@ def _replaying_end(kind: str) -> _Step:
     return _Step(
         "end",
         f"Replays the {kind} from the step store for its output, and completes the execution.",
-        ("run_topology", "save_execution"),
-        [
-            "self.output = run_topology(self.execution_id)",
-            *_call("", "save_execution", ["self.topology_id", "self.output", _EXECUTION]),
-        ],
+        ("output_text", "run_topology", "save_execution"),
+        ["self.output, self.step_usage = run_topology(self.execution_id)", *_finish()],
     )
 
 
@@ -283,21 +301,35 @@ def _saving_end(kind: str) -> _Step:
     return _Step(
         "end",
         f"Completes the execution with the {kind}'s output.",
-        ("save_execution",),
-        _call("", "save_execution", ["self.topology_id", "self.output", _EXECUTION]),
+        ("output_text", "save_execution"),
+        _finish(),
     )
+
+
+def _finish() -> list[str]:
+    """The end's artifacts: the run's `answer` (its output's main text) and `usage` (what it used in all)."""
+    return [
+        "self.answer = output_text(self.output)",
+        *_call("self.usage", "save_execution", ["self.topology_id", "self.output", _EXECUTION]),
+    ]
+
+
+def metaflow_retries(config: RunConfig) -> int:
+    """How many times `@retry` runs a failed task of the flow again (the steps read it too: a task that
+    will be retried leaves the execution running). Metaflow allows at most MAX_ATTEMPTS - 2."""
+    from metaflow.metaflow_config import MAX_ATTEMPTS
+
+    return min(config.max_retries, MAX_ATTEMPTS - 2) if config.retry_on_failure else 0
 
 
 def _decorators(config: RunConfig) -> list[str]:
     """`@retry` and `@timeout` as the run config asks; `start` gets none (a retry would make a second execution)."""
-    from metaflow.metaflow_config import MAX_ATTEMPTS
-
     lines = []
     if config.retry_on_failure:
-        # Metaflow allows at most MAX_ATTEMPTS - 2 retries; model errors are also retried inside the step.
-        times = min(config.max_retries, MAX_ATTEMPTS - 2)
+        # Model errors are also retried inside the step; a permanent one ends the task without a retry.
         lines.append(
-            f"    @retry(times={times}, minutes_between_retries={round(config.retry_backoff_seconds / 60)})"
+            f"    @retry(times={metaflow_retries(config)}, "
+            f"minutes_between_retries={round(config.retry_backoff_seconds / 60)})"
         )
     return [*lines, f"    @timeout(seconds={config.timeout_seconds})"]
 

@@ -237,11 +237,7 @@ class MetaflowRunner(BaseRunner):
         if owner_token is not None:
             environ[OWNER_VARIABLE] = owner_token
         environ.setdefault("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(self.output_dir.resolve()))
-        if not any(
-            environ.get(name) not in (None, "", "root") for name in ("METAFLOW_USER", "USERNAME", "USER")
-        ):
-            environ["USERNAME"] = "qmcp"  # Metaflow refuses to run without a user name (and ignores root)
-        return environ
+        return environ  # the flow file names the run's user when the environment does not (see _flowgen)
 
     def _has_run(self, external_run_id: str) -> bool:
         """Whether Metaflow can resume this run from here: always remotely; locally, if our datastore holds it."""

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import functools
 import gc
 import os
+import sys
 import uuid
 from collections.abc import Awaitable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,15 +48,19 @@ from ...config import settings
 from ...observability import continued_trace, log_context
 from .. import llm
 from ..errors import (
+    BudgetExceededError,
     InvalidConfigError,
     LeaseLostError,
     ModelError,
+    NonDeterminismError,
+    PermanentModelError,
+    QmcpError,
     RunCancelledError,
     RunError,
     StepFailedError,
     UserInputError,
 )
-from ..models import AgentType, Execution, ExecutionStatus, Topology
+from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology, Usage
 from ..registry import import_plugins
 from ..store import Database, MemoryStepStore, Owner, storage_errors
 from ..topologies import (
@@ -65,19 +71,23 @@ from ..topologies import (
     aggregate_results,
     determine_consensus,
     input_text,
+    output_text,
 )
 from ._attempt import Attempt, Ending
 from ._base import start_execution as start_new_execution  # this module's `start_execution` is a flow helper
 from ._base import step_context
 from ._config import RunConfig
+from ._flowgen import metaflow_retries
 from ._team import prepare_team
 
 __all__ = [
+    "EXECUTION_TAG",
     "IMPORTS_VARIABLE",
     "OWNER_VARIABLE",
     "aggregate_results",
     "determine_consensus",
     "invoke_agent",
+    "output_text",
     "run_topology",
     "save_execution",
     "start_execution",
@@ -87,6 +97,8 @@ IMPORTS_VARIABLE = "QMCP_METAFLOW_IMPORTS"
 """Modules every helper imports before it runs, comma-separated (e.g. ones calling `register_model`)."""
 OWNER_VARIABLE = "QMCP_EXECUTION_OWNER"
 """The lease token of the process that claimed the execution and launched the flow (`MetaflowRunner`)."""
+EXECUTION_TAG = "qmcp_execution:{}"
+"""The Metaflow tag of every run that works on a qmcp execution: `Flow(NAME).runs(EXECUTION_TAG.format(id))`."""
 
 T = TypeVar("T")
 
@@ -105,8 +117,10 @@ def start_execution(
     """Create the execution of a flow run, or attach to `execution_id`; returns (execution id, topology id).
 
     A new execution is validated, stored and recorded like any runner's. An existing one (made by
-    `MetaflowRunner.run`) must have been made for this flow's topology, agents and input.
+    `MetaflowRunner.run`) must have been made for this flow's topology, agents and input. A Metaflow
+    `resume` that runs `start` again continues the execution of the run it resumes, never a new one.
     """
+    execution_id = execution_id or _origin_execution() or ""
     return _run(_start_execution(topology, agents, input_data, execution_id, run_config or {}))
 
 
@@ -122,7 +136,11 @@ def invoke_agent(
     `agent_config` is an agent definition (name, role, config) or an `AgentConfig` dict. Inside an
     execution the topology's code builds the prompt; the returned dict says what the step did:
     `key`, `agent`, `output` (the reply), `data` (parsed JSON, if asked for), `error` (a failure
-    the topology tolerated), `skipped` (the topology took another path) and `run` (the flow run).
+    the topology tolerated), `skipped` (the topology took another path), `usage` (the call's tokens,
+    cost and requests, as recorded: a replayed call reports what it cost when it was made) and `run`
+    (the flow run).
+
+    A permanent model error ends the Metaflow task without a retry (docs/metaflow.md, "Retries").
     """
     agent = _agent(agent_config)
     if execution_id is None:
@@ -148,8 +166,8 @@ def run_topology(
     *,
     owns: Collection[str] | Literal["all"] = (),
     after: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
-    """Run the topology's code to its end and return its output.
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the topology's code to its end; returns its output and the usage of the calls this step owns.
 
     `owns` are the agent calls this step makes (`"all"` for a topology whose shape is decided at
     run time); every other call must have been made by an earlier step. `after` are the results
@@ -159,14 +177,18 @@ def run_topology(
         _advance(execution_id, owned=None if owns == "all" else set(owns), after=after, must_finish=True)
     )
     assert progress.output is not None
-    return progress.output
+    owned = [outcome for key, outcome in progress.outcomes.items() if owns == "all" or key in owns]
+    return progress.output, _usage_artifact(_used(owned))
 
 
 def save_execution(
     topology_id: int | None, output_data: Mapping[str, Any], *, execution_id: str | None = None
-) -> None:
-    """Complete execution `execution_id` with `output_data`; without an id, record a completed execution."""
-    _run(_save_execution(topology_id, dict(output_data), execution_id))
+) -> dict[str, Any]:
+    """Complete execution `execution_id` with `output_data`; without an id, record a completed execution.
+
+    Returns what the execution used in all (tokens, cost, requests), for the flow's `usage` artifact.
+    """
+    return _usage_artifact(_run(_save_execution(topology_id, dict(output_data), execution_id)))
 
 
 # -- running the topology's code for one flow step ------------------------------------------------
@@ -193,6 +215,8 @@ class _FlowStepContext(StepContext):
 
     owned: Collection[str] | None = None
     failures: Mapping[str, str] = field(default_factory=dict)
+    permanent: Mapping[str, str] = field(default_factory=dict)
+    """Owned calls that failed permanently in this task's previous attempt: a retry does not pay for them again."""
     outcomes: dict[str, StepResult | StepFailedError] = field(default_factory=dict)
 
     async def invoke(
@@ -206,6 +230,10 @@ class _FlowStepContext(StepContext):
         durable: bool = False,
     ) -> StepResult:
         full_key = self.prefix + key
+        if full_key in self.permanent and full_key not in self.completed:
+            failure = StepFailedError(full_key, PermanentModelError(self.permanent[full_key]))
+            self.outcomes[full_key] = failure
+            raise failure
         if self.owned is None or full_key in self.owned:
             try:
                 result = await super().invoke(
@@ -266,7 +294,11 @@ async def _advance(
     run = _flow_run()
     async with Database(settings().database_url) as db:
         with storage_errors(db.url):
+            stored = await db.stored_execution(execution_id)
+            if stored.status == ExecutionStatus.COMPLETED:
+                return await _replay_completed(db, stored, owned, run)
             attempt = await _attach(db, execution_id, run)
+            permanent = _permanent_failures(await db.list_steps(stored.id)) if _retry_count() else {}
         execution, lease = attempt.execution, attempt.lease
         config = RunConfig.model_validate(execution.run_config)
         # A failure carried from this run replays as one; from the run being resumed, it is retried.
@@ -284,6 +316,7 @@ async def _advance(
             context_class=_FlowStepContext,
             owned=None if owned is None else {*owned, *retried},
             failures=failures,
+            permanent=permanent,
             lease=lease,
         )
         implementation = TopologyRegistry.create(topology.topology_type, topology.config)
@@ -308,11 +341,12 @@ async def _advance(
                 raise missing from None
             output = None
         except Exception as error:
-            finished = await _stop(attempt, error)
+            if _retry_count() >= metaflow_retries(config) or _retrying_cannot_help(error):
+                finished = await _stop(attempt, error)  # else `@retry` runs the task again: still running
             raise
         finally:
             if not finished:
-                await db.executions.add_usage(lease, ctx.totals)
+                await db.executions.count_usage(lease.execution_id)
     return _Progress(output, ctx.outcomes, run)
 
 
@@ -323,6 +357,51 @@ async def _run_code(
         async with ctx.resources.exit_stack:
             output: dict[str, Any] = await implementation.run(ctx, dict(input_data))
             return output
+
+
+async def _replay_completed(
+    db: Database, execution: Execution, owned: Collection[str] | None, run: str | None
+) -> _Progress:
+    """A step of a Metaflow run that resumes a run whose execution is complete (`resume STEP`): its
+    calls and the output come from the store, nothing is paid, and the execution is left as it is."""
+    outcomes: dict[str, StepResult | StepFailedError] = {}
+    for step in await db.list_steps(execution.id):
+        if owned is not None and step.key not in owned:
+            continue
+        if step.status == StepStatus.COMPLETED:
+            outcomes[step.key] = StepResult(
+                key=step.key,
+                slot=step.slot,
+                agent_name=step.agent_name,
+                text=step.response or "",
+                data=(step.output or {}).get("data"),
+                replayed=True,
+                fallback=bool((step.output or {}).get("fallback")),
+                usage=step.usage,
+            )
+        else:
+            outcomes[step.key] = _replayed_failure(step.key, step.error or "failed")
+    _tag_run(run, execution.id)
+    return _Progress(execution.output_data, outcomes, run)
+
+
+def _permanent_failures(steps: Sequence[ExecutionStep]) -> dict[str, str]:
+    """The calls whose last attempt failed with a permanent model error, with its message."""
+    prefix = f"{PermanentModelError.__name__}: "  # how a step row records its error's type
+    return {
+        step.key: step.error.removeprefix(prefix)
+        for step in steps
+        if step.status == StepStatus.FAILED and step.error and step.error.startswith(prefix)
+    }
+
+
+def _used(outcomes: Sequence[StepResult | StepFailedError | None]) -> Usage:
+    return sum((o.usage for o in outcomes if isinstance(o, StepResult)), Usage())
+
+
+def _usage_artifact(usage: Usage) -> dict[str, Any]:
+    """Usage as a flow artifact: a plain dict, which Metaflow's client reads without qmcp installed."""
+    return dataclasses.asdict(usage)
 
 
 def _cancelled(execution_id: uuid.UUID) -> RunCancelledError:
@@ -341,6 +420,7 @@ def _step_result(
         "data": None,
         "error": None,
         "skipped": outcome is None,
+        "usage": _usage_artifact(_used([outcome])),
         "run": run,
     }
     if isinstance(outcome, StepResult):
@@ -395,6 +475,7 @@ async def _start_execution(
                 assert lease is not None
                 if run is not None:
                     await db.executions.note_external_run(lease, run)
+                    _tag_run(run, execution.id)
                 return str(execution.id), execution.topology_id
             execution = await db.get_execution(execution_id)
             if _definitions(execution.topology_snapshot, execution.agents_snapshot) != _definitions(
@@ -408,7 +489,10 @@ async def _start_execution(
                 raise InvalidConfigError(
                     f"--input-json differs from the input of execution {execution.id}; omit it to use the stored one"
                 )
-            await _attach(db, execution.id, run)
+            if execution.status == ExecutionStatus.COMPLETED:  # `resume start` of a finished run
+                _tag_run(run, execution.id)
+            else:
+                await _attach(db, execution.id, run)
     return str(execution.id), execution.topology_id
 
 
@@ -454,6 +538,7 @@ async def _attach(db: Database, execution_id: str | uuid.UUID, run: str | None) 
         raise _cancelled(execution.id)
     if run is not None and execution.external_run_id != run:
         await db.executions.note_external_run(lease, run)
+        _tag_run(run, execution.id)
     return attempt
 
 
@@ -462,13 +547,17 @@ async def _stop(attempt: Attempt, error: Exception) -> bool:
     return await attempt.record(Ending.of_error(error, attempt.db.url)) is not None
 
 
-async def _save_execution(topology_id: int | None, output: dict[str, Any], execution_id: str | None) -> None:
+async def _save_execution(topology_id: int | None, output: dict[str, Any], execution_id: str | None) -> Usage:
     run = _flow_run()
     async with Database(settings().database_url) as db:
         with storage_errors(db.url):
             if execution_id is None:
                 await _record_finished(db, topology_id, output, run)
-                return
+                return Usage()
+            stored = await db.stored_execution(execution_id)
+            if stored.status == ExecutionStatus.COMPLETED:  # a resumed run of a finished one
+                _tag_run(run, stored.id)
+                return stored.usage
             attempt = await _attach(db, execution_id, run)
             execution = attempt.execution
             if topology_id is not None and execution.topology_id != topology_id:
@@ -479,6 +568,7 @@ async def _save_execution(topology_id: int | None, output: dict[str, Any], execu
                 if attempt.lease.lost is not None:
                     raise LeaseLostError(attempt.lease.lost)
                 raise _cancelled(execution.id)
+            return (await db.stored_execution(execution.id)).usage
 
 
 async def _record_finished(
@@ -555,6 +645,32 @@ def _flow_run() -> str | None:
     return f"{current.flow_name}/{current.run_id}" if current.is_running_flow else None
 
 
+def _origin_execution() -> str | None:
+    """In a Metaflow `resume` (`resume start`): the execution the resumed run's `start` step made."""
+    from metaflow import Run, current
+
+    if not current.is_running_flow or not current.origin_run_id:
+        return None
+    start = Run(f"{current.flow_name}/{current.origin_run_id}", _namespace_check=False)["start"].task
+    return str(start["execution_id"].data) if start is not None and "execution_id" in start else None
+
+
+def _retry_count() -> int:
+    """Which retry of its Metaflow task this is (`@retry`): 0 for the first attempt, and outside a flow."""
+    from metaflow import current
+
+    return int(current.retry_count) if current.is_running_flow else 0
+
+
+def _tag_run(run: str | None, execution_id: uuid.UUID) -> None:
+    """Tag Metaflow run `run` with the execution it works on, so `Flow(NAME).runs(tag)` finds it."""
+    if run is None:
+        return
+    from metaflow import Run
+
+    Run(run, _namespace_check=False).add_tag(EXECUTION_TAG.format(execution_id))
+
+
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a helper's coroutine from a (synchronous) Metaflow step, after importing the user's modules."""
     _skip_final_collection()
@@ -565,4 +681,37 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         coroutine.close()
         raise
     with continued_trace():  # TRACEPARENT from the process that launched the flow: its spans are our parents
-        return asyncio.run(coroutine)
+        try:
+            return asyncio.run(coroutine)
+        except QmcpError as error:
+            if _retrying_cannot_help(error) and _flow_run() is not None:
+                _end_task_without_retry(error)
+            raise
+
+
+def _retrying_cannot_help(error: BaseException) -> bool:
+    """Errors another attempt of the task would meet again: a permanent model error (a refused key or
+    request), the user's mistake, a spent budget, a cancel, a lost lease, a changed topology."""
+    if isinstance(error, StepFailedError):
+        return isinstance(error.cause, PermanentModelError)
+    return isinstance(
+        error,
+        PermanentModelError
+        | UserInputError
+        | BudgetExceededError
+        | RunCancelledError
+        | LeaseLostError
+        | NonDeterminismError,
+    )
+
+
+def _end_task_without_retry(error: QmcpError) -> None:
+    """End this Metaflow task with the exit status Metaflow's runtime never retries (its own for a killed
+    task), whatever `@retry` says: the step has recorded the failure (the execution failed with it), and
+    another attempt would only pay for the same refusal again. Where an orchestrator retries anyway
+    (Argo, Step Functions), the retry replays a recorded permanent failure instead of calling it
+    (`_permanent_failures`)."""
+    from metaflow.exception import METAFLOW_EXIT_DISALLOW_RETRY
+
+    print(f"{error}; this task is not retried", file=sys.stderr)
+    raise SystemExit(METAFLOW_EXIT_DISALLOW_RETRY) from error

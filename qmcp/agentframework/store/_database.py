@@ -29,14 +29,19 @@ from ..models import (
     ExecutionStep,
     HumanRequest,
     HumanRequestStatus,
+    HumanRequestType,
     HumanResponse,
+    StepUsage,
     ToolInvocation,
     Topology,
     TopologyMembership,
     TrustRecord,
+    Usage,
     check_id,
     check_json,
     gate_execution,
+    gate_id_forms,
+    gate_key,
     gate_request_id,
     nul_message,
     utcnow,
@@ -53,6 +58,7 @@ from ._engine import (
 from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
 from ._steps import SqlStepStore
+from ._usage import TOTALS, lock_execution, summed_totals, totals_of
 
 __all__ = ["DEFINITION_CHANGED", "MAX_OFFSET", "Database", "check_page", "revoke_trust_of"]
 
@@ -325,6 +331,26 @@ class Database:
         statement = update(Execution).where(col(Execution.id) == execution_id, *guard).values(**values)
         return bool(await self._execute(statement))
 
+    async def update_counting_usage(
+        self, execution_id: uuid.UUID, values: Mapping[str, Any], *guard: ColumnElement[bool]
+    ) -> Usage | None:
+        """`execute_update`, setting the execution's totals to the sum of its usage rows too
+        (`_usage.py`); the totals written, or None when `guard` did not hold."""
+        statement = (
+            update(Execution)
+            .where(col(Execution.id) == execution_id, *guard)
+            .values(**values, **summed_totals())
+            .returning(*[getattr(Execution, name) for name in TOTALS])
+        )
+
+        def write(session: Session) -> Any:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(lock_execution(execution_id))
+            return session.connection().execute(statement).first()
+
+        row = await self._write(write)
+        return None if row is None else totals_of(row)
+
     async def renew_lease(
         self, execution_id: uuid.UUID, token: str, until: datetime, now: datetime
     ) -> tuple[ExecutionStatus, bool] | None:
@@ -466,6 +492,12 @@ class Database:
         )
         return await self._all(query)
 
+    async def list_usage(self, execution_id: uuid.UUID) -> Sequence[StepUsage]:
+        """What every step attempt of the execution paid, displaced ones included, in the order written."""
+        return await self._all(
+            select(StepUsage).where(StepUsage.execution_id == execution_id).order_by(col(StepUsage.id))
+        )
+
     async def list_step_outlines(self, execution_id: uuid.UUID) -> Sequence[Any]:
         """An execution's steps without their request, response and output: rows with the step's key,
         slot, agent_name, model, status, tokens, cost, latency, attempts, error and times (what event
@@ -517,6 +549,9 @@ class Database:
         check_json(request.options, "options")
         if request.expires_at is None:
             request.expires_at = HumanRequest.expiry(request.created_at, request.timeout_seconds)
+        for other in gate_id_forms(request.id)[1:]:  # a gate's request, stored under its other form
+            if await self._get(HumanRequest, other) is not None:
+                raise ConflictError(f"a human request with id {request.id!r} already exists")
         try:
             await self.add(request)
         except IntegrityError:
@@ -524,6 +559,7 @@ class Database:
                 if await session.get(HumanRequest, request.id) is None:
                     raise  # not the id: a foreign key
             raise ConflictError(f"a human request with id {request.id!r} already exists") from None
+        _count_hitl(request, "created")
         return request
 
     async def _reserve_gate_id(self, request: HumanRequest, run_token: str | None) -> None:
@@ -541,14 +577,22 @@ class Database:
                 f"human request ids of the form {{execution id}}:{{step}} are reserved for the gates of runs "
                 f"(execution {gated} is one); choose another id"
             )
-        request.execution_id, request.key = gated, request.id.split(":", 1)[1]
+        request.execution_id, request.key = gated, gate_key(request.id)
 
     async def get_human_request(self, request_id: str) -> HumanRequest:
+        """The request stored under `request_id`; a gate's is found by either form of its id."""
         check_id(request_id, "request id")
-        request = await self._get(HumanRequest, str(request_id))
+        request = await self._find_human_request(str(request_id))
         if request is None:
             raise NotFoundError(f"human request {request_id!r} not found")
         return request
+
+    async def _find_human_request(self, request_id: str) -> HumanRequest | None:
+        for form in gate_id_forms(request_id):
+            request = await self._get(HumanRequest, form)
+            if request is not None:
+                return request
+        return None
 
     async def get_human_response(self, request_id: str) -> HumanResponse | None:
         found = await self._all(select(HumanResponse).where(HumanResponse.request_id == str(request_id)))
@@ -615,7 +659,8 @@ class Database:
         if request.status != HumanRequestStatus.PENDING:
             raise ConflictError(_not_pending(request))
         if request.options and response not in request.options:
-            raise InvalidConfigError(f"answer one of: {', '.join(request.options)} (got {response!r})")
+            # upstream's sentence (its clients read it), then what was given
+            raise InvalidConfigError(f"Response must be one of: {list(request.options)} (got {response!r})")
         answer = HumanResponse(
             request_id=request.id,
             response=response,
@@ -641,6 +686,7 @@ class Database:
             if current.status == HumanRequestStatus.EXPIRED:
                 raise ExpiredError(f"human request {request.id!r} expired; nobody can answer it now")
             raise ConflictError(_not_pending(current))
+        _count_hitl(request, "responded")
         return await self.get_human_request(request.id), answer
 
     # -- tool invocations (the QMCP server's audit of /v1/tools calls) ---------------------------
@@ -685,9 +731,22 @@ def _check_definitions(agents: Sequence[AgentType], topologies: Sequence[Topolog
         check_json(topology.config, f"topology {topology.name!r}: config")
 
 
+_UPSTREAM_TYPES = frozenset(HumanRequestType)
+
+
+def _count_hitl(request: HumanRequest, action: str) -> None:
+    """Count a request made or answered, whoever did (a run's gate, the API, MCP, the console, the
+    CLI), in upstream's labels; a type outside upstream's three counts as `other`, so clients choosing
+    types cannot grow the metric without bound."""
+    from ...observability import METRICS  # here, not at import: the store loads without the metrics
+
+    kind = request.request_type if request.request_type in _UPSTREAM_TYPES else "other"
+    METRICS.hitl.labels(kind, action).inc()
+
+
 def _not_pending(request: HumanRequest) -> str:
     if request.status == HumanRequestStatus.RESPONDED:
-        return f"human request {request.id!r} was already answered"
+        return f"Request has already been responded to (human request {request.id!r})"  # upstream's sentence
     return f"human request {request.id!r} was {request.status}"
 
 

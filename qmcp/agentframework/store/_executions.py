@@ -14,6 +14,8 @@ server all go through this module:
   writes are fenced by the owner's token (`SqlStepStore.save(fence=...)`): a process that lost its
   lease writes nothing more and stops before its next model call.
 * `finish` ends the owner's attempt (completed, failed, cancelled, paused) and releases the lease.
+* The writes that hand an execution over or end an attempt (claim, finish, cancel, reap) also set its
+  totals to the sum of its usage rows (`_usage.py`): what a killed or displaced attempt paid counts.
 * `request_cancel` cancels at once what nobody runs, and asks the owner of a running one to stop.
 * `observed` is how every reader sees an execution: a running one whose owner is gone reads
   `interrupted` (resumable), computed, never written by a read. `reap` writes it: the sweep a server
@@ -44,7 +46,7 @@ from sqlalchemy import ColumnElement, func
 from sqlmodel import col
 
 from ...config import settings
-from ..errors import ExecutionBusyError, InvalidConfigError, LeaseLostError
+from ..errors import ExecutionBusyError, InvalidConfigError, LeaseLostError, NotFoundError
 from ..models import Execution, ExecutionStatus, Usage, utcnow
 
 if TYPE_CHECKING:
@@ -534,7 +536,7 @@ class ExecutionService:
             guard = [col(Execution.status) == current.status, _same_owner(current.owner_token)]
             if state is OwnerState.EXPIRED:  # not renewed since we looked
                 guard.append(col(Execution.lease_until) == current.lease_until)
-            if await self.db.execute_update(current.id, values, *guard):
+            if await self.db.update_counting_usage(current.id, values, *guard) is not None:
                 claimed = await self.db.get_execution(current.id)
                 return claimed, lease
         raise ExecutionBusyError(f"execution {execution_id} keeps changing hands; try again")
@@ -553,13 +555,13 @@ class ExecutionService:
         *,
         output: dict[str, Any] | None = None,
         error: str | None = None,
-        usage: Usage | None = None,
         release: bool = True,
         human_request_id: str | None = None,
-    ) -> tuple[datetime, int] | None:
+    ) -> tuple[datetime, int, Usage] | None:
         """End the owner's running attempt in `status` and (with `release`) give the lease up.
 
-        Returns when it ended and how long the attempt ran (added to `duration_ms`), or None when
+        Returns when it ended, how long the attempt ran (added to `duration_ms`) and the execution's
+        totals (the sum of its usage rows, every attempt's included), or None when
         nothing was written: the execution is no longer this owner's (the lease is then marked
         lost), or another process of this owner ended it already. `release=False` keeps the lease
         for the process that claimed it (a Metaflow task ending a run that `MetaflowRunner` claimed;
@@ -576,19 +578,19 @@ class ExecutionService:
             "completed_at": now,
             "duration_ms": func.coalesce(col(Execution.duration_ms), 0) + ran,
             **(_released() if release else {}),
-            **_usage(usage),
         }
-        if not await self.db.execute_update(
+        totals = await self.db.update_counting_usage(
             lease.execution_id,
             values,
             col(Execution.owner_token) == lease.token,
             col(Execution.status) == S.RUNNING,
-        ):
+        )
+        if totals is None:
             current = await self.db.stored_execution(lease.execution_id)
             if current.owner_token != lease.token:
                 lease.mark_lost()
             return None
-        return now, ran
+        return now, ran, totals
 
     async def release(self, lease: Lease, *, error: str | None = None) -> bool:
         """Give up the lease of an execution this owner's other process has ended (see `finish`);
@@ -601,12 +603,13 @@ class ExecutionService:
             col(Execution.status) != S.RUNNING,
         )
 
-    async def add_usage(self, lease: Lease, usage: Usage) -> None:
-        """Add the usage of steps made outside `finish` (parallel Metaflow tasks add theirs here)."""
-        if usage.has_values():
-            await self.db.execute_update(
-                lease.execution_id, _usage(usage), col(Execution.owner_token) == lease.token
-            )
+    async def count_usage(self, execution_id: uuid.UUID) -> Usage:
+        """Set the execution's totals to the sum of its usage rows now, outside the writes that do
+        it anyway (parallel Metaflow tasks count theirs when they end); the totals."""
+        totals = await self.db.update_counting_usage(execution_id, {})
+        if totals is None:
+            raise NotFoundError(f"execution {execution_id} not found; list them with: qmcp executions list")
+        return totals
 
     async def note_external_run(self, lease: Lease, run_id: str) -> None:
         """Record the orchestrator's run (`Flow/123`) now making the owner's attempt."""
@@ -652,8 +655,14 @@ class ExecutionService:
                 "completed_at": now,
                 **_released(),
             }
-            if await self.db.execute_update(
-                current.id, values, col(Execution.status) == current.status, _same_owner(current.owner_token)
+            if (
+                await self.db.update_counting_usage(
+                    current.id,
+                    values,
+                    col(Execution.status) == current.status,
+                    _same_owner(current.owner_token),
+                )
+                is not None
             ):
                 return CancelOutcome(await self.db.get_execution(current.id), requested=False)
         raise ExecutionBusyError(f"execution {execution_id} keeps changing; try the cancel again")
@@ -694,7 +703,7 @@ class ExecutionService:
                 guard = [col(Execution.status) == S.RUNNING, _same_owner(current.owner_token)]
                 if state is OwnerState.EXPIRED:
                     guard.append(col(Execution.lease_until) == current.lease_until)
-                await self.db.execute_update(current.id, values, *guard)
+                await self.db.update_counting_usage(current.id, values, *guard)
             result.append(await self.db.get_execution(current.id))
         return result
 
@@ -712,18 +721,6 @@ def _released() -> dict[str, Any]:
         "owner_pid_start": None,
         "lease_until": None,
         "cancel_requested_at": None,
-    }
-
-
-def _usage(usage: Usage | None) -> dict[str, Any]:
-    """The columns that add `usage` to the execution's stored totals."""
-    if usage is None or not usage.has_values():
-        return {}
-    return {
-        "requests": col(Execution.requests) + usage.requests,
-        "input_tokens": col(Execution.input_tokens) + usage.input_tokens,
-        "output_tokens": col(Execution.output_tokens) + usage.output_tokens,
-        "cost_usd": col(Execution.cost_usd) + usage.cost_usd,
     }
 
 

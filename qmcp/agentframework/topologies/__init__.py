@@ -21,7 +21,7 @@ from ._context import (
     StepResult,
     input_text,
 )
-from ._crosscheck import VALIDATION_SCHEMA, CrossCheckTopology
+from ._crosscheck import CrossCheckTopology
 from ._dag import Dag, DagEdge, DagGroup, DagNode, topology_dag
 from ._debate import AGREEMENT_MARKER, DebateTopology
 from ._delegation import ROUTER_SLOT, DelegationTopology
@@ -30,6 +30,7 @@ from ._parsing import extract_confidence, extract_json, extract_number, normaliz
 from ._pipeline import PipelineTopology
 from ._plan import AgentCall, ParallelCalls, StepPlan
 from ._svg import execution_diagram
+from ._verdict import VALIDATION_SCHEMA, parse_verdict
 
 __all__ = [
     "AGGREGATION_METHODS",
@@ -74,6 +75,7 @@ __all__ = [
     "input_text",
     "normalize_answer",
     "output_text",
+    "parse_verdict",
     "referenced_topologies",
     "synthesis_prompt",
     "topology",

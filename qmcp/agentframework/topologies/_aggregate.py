@@ -9,12 +9,14 @@ messages (`{"content": ...}`) and `(name, answer)` pairs. A shape they cannot re
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidConfigError, MalformedOutputError
 from ._parsing import extract_confidence, extract_number, normalize_answer, strip_confidence
+from ._verdict import parse_verdict, verdict
 
 __all__ = [
     "AGGREGATION_METHODS",
@@ -205,19 +207,20 @@ def _first_index(members: Sequence[dict[str, Any]], normalized: str) -> int:
 
 
 def _verdict(item: Any, index: int) -> dict[str, Any]:
-    """One checker's `{approved, confidence, issues, ...}` from a verdict dict, a `(checker, dict)`
-    pair or an `invoke_agent` result (its parsed `data`; a failed call abstains)."""
+    """One checker's `{approved, confidence, issues, ...}` from a verdict dict, a `(checker, dict)` pair,
+    an `invoke_agent` result (its parsed `data`; a failed call abstains) or the checker's reply text
+    (a string, a chat message): text is read by the crosscheck's own `parse_verdict`."""
     name, value = _named(item, index, "checker")
-    if isinstance(value, Mapping) and "approved" not in value and ("data" in value or "error" in value):
+    if isinstance(value, Mapping) and "approved" not in value:
         if value.get("error"):
-            value = {
-                "approved": False,
-                "confidence": 0.0,
-                "issues": [f"checker failed: {value['error']}"],
-                "parsed": False,
-            }
+            value = {**verdict(None), "issues": [f"checker failed: {value['error']}"]}
         elif isinstance(value.get("data"), Mapping):
             value = value["data"]
+        else:
+            with contextlib.suppress(MalformedOutputError):  # no text either: refused below
+                value = parse_verdict(_answer_text(value, f"the verdict of {name!r}"))
+    elif isinstance(value, str):
+        value = parse_verdict(value)
     if not isinstance(value, Mapping) or not isinstance(value.get("approved"), bool):
         shown = (
             f"keys: {', '.join(map(str, value)) or 'none'}"
@@ -226,9 +229,9 @@ def _verdict(item: Any, index: int) -> dict[str, Any]:
         )
         raise MalformedOutputError(
             f"the verdict of {name!r} has no true/false 'approved' ({shown}); pass {{approved, confidence, "
-            "issues}} dicts, (checker, dict) pairs or invoke_agent results of a checker asked for JSON"
+            "issues} dicts, the checkers' reply texts, (checker, verdict) pairs or their invoke_agent results"
         )
-    return {"checker": name, **value} if isinstance(item, tuple | list) else dict(value)
+    return dict(value) if value is item else {"checker": name, **value}
 
 
 def determine_consensus(

@@ -83,7 +83,9 @@ class Budget:
         completed: Mapping[str, StepRecord],
     ) -> Budget | None:
         """The budget of an attempt, starting from what the execution spent (`spent`, its stored
-        totals; the completed steps' own sum when larger, e.g. after a killed attempt); None when
+        totals, which the claim has just counted from every attempt's usage rows, killed and displaced
+        ones included; the completed steps' own sum when larger, as for totals kept from before usage
+        rows, migration 0007); None when
         neither the run nor any of `agent_configs` (the team's, as stored) limits anything, so that
         an unlimited run checks nothing."""
         limited = max_tokens is not None or max_cost_usd is not None

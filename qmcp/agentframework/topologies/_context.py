@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
+from ...observability import GenAI, genai_model, genai_provider, record_failure
 from ...redaction import redact
 from .. import llm
 from ..errors import (
@@ -329,15 +330,16 @@ class StepContext:
         elif self.tracer is None:
             result = await self._call(mc, mixins, fallback)
         else:
+            model = llm.normalize_model_string(mc.model)  # a bare `claude-...` is Anthropic's
             # Exceptions are recorded by hand, redacted and without their chain: a provider's raw
             # error (the cause of ours) may quote the API key it was sent.
             with self.tracer.start_as_current_span(
-                f"invoke_agent {agent.name}",
+                f"{GenAI.INVOKE_AGENT} {agent.name}",
                 attributes={
-                    "gen_ai.operation.name": "invoke_agent",
-                    "gen_ai.agent.name": agent.name,
-                    "gen_ai.provider.name": mc.model.split(":", 1)[0],
-                    "gen_ai.request.model": mc.model,
+                    GenAI.OPERATION_NAME: GenAI.INVOKE_AGENT,
+                    GenAI.AGENT_NAME: agent.name,
+                    GenAI.PROVIDER_NAME: genai_provider(model),
+                    GenAI.REQUEST_MODEL: genai_model(model),
                     "qmcp.step.key": full_key,
                 },
                 record_exception=False,
@@ -346,7 +348,9 @@ class StepContext:
                 try:
                     result = await self._call(mc, mixins, fallback)
                 except Exception as error:
-                    _record_failure(span, error)
+                    # A failed step's own class says nothing: its cause's does (permanent, malformed, ...).
+                    cause = error.cause if isinstance(error, StepFailedError) else error
+                    record_failure(span, error, type(cause).__qualname__)
                     raise
                 span.set_attributes(result.usage.opentelemetry_attributes())
         for hook in mixins:
@@ -536,6 +540,7 @@ class StepContext:
                         max_tool_calls=mc.config.max_tool_calls,
                         on_tool_call=on_tool_call if mixins else None,
                         on_delta=on_delta,
+                        tracer=self.tracer,
                     )
                 except TransientModelError as error:
                     if limits is not None and error.status_code == 429 and error.retry_after:
@@ -590,14 +595,6 @@ class StepContext:
     def _emit(self, kind: Any, key: str, slot: str, agent_name: str, model: str, **extra: Any) -> None:
         if self.on_event is not None:
             self.on_event(StepEvent(kind, key, slot, agent_name, model, **extra))
-
-
-def _record_failure(span: Any, error: Exception) -> None:
-    from opentelemetry.trace import Status, StatusCode
-
-    message = redact(f"{type(error).__name__}: {error}")
-    span.add_event("exception", {"exception.type": type(error).__name__, "exception.message": message})
-    span.set_status(Status(StatusCode.ERROR, message))
 
 
 def _config_limit(model: str, config: AgentConfig) -> RateLimit | None:

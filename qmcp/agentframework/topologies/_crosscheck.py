@@ -11,24 +11,9 @@ from ._aggregate import determine_consensus
 from ._base import BaseTopology, topology
 from ._context import StepContext, StepResult, input_text
 from ._plan import AgentCall, ParallelCalls, StepPlan
+from ._verdict import VALIDATION_SCHEMA, verdict
 
 __all__ = ["VALIDATION_SCHEMA", "CrossCheckTopology"]
-
-VALIDATION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "approved": {"type": "boolean"},
-        "confidence": {"type": "number"},
-        "issues": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["approved", "confidence"],
-}
-_ABSTAIN = {
-    "approved": False,
-    "confidence": 0.0,
-    "issues": ["the checker's reply could not be read"],
-    "parsed": False,
-}
 
 
 @topology
@@ -96,7 +81,7 @@ class CrossCheckTopology(BaseTopology):
                     prompt,
                     key=self.checker_key(slot),
                     schema=VALIDATION_SCHEMA,
-                    fallback=_ABSTAIN,
+                    fallback=verdict(None),  # a reply still unreadable after re-asking abstains
                 )
                 for slot in checkers
             ]
@@ -104,11 +89,9 @@ class CrossCheckTopology(BaseTopology):
         validations = []
         for slot, result in zip(checkers, results, strict=True):
             if isinstance(result, StepResult):
-                data = dict(result.data or _ABSTAIN)
-                data.setdefault("issues", [])
-                data["parsed"] = not result.fallback
+                data = verdict(result.data, parsed=not result.fallback)
             else:
-                data = {**_ABSTAIN, "issues": [f"checker failed: {result}"]}
+                data = {**verdict(None), "issues": [f"checker failed: {result}"]}
             validations.append({"checker": slot, **data})
         method = self._method()
         consensus = determine_consensus(

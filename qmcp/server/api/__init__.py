@@ -3,12 +3,20 @@ invocations, human requests) and the orchestration of agents, topologies and exe
 route is a thin adapter: parse, call one `qmcp.app` operation with the remote `Caller`, render."""
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
 from . import _agents, _executions, _human, _server, _tools, _topologies
 from ._deps import ServerState, caller
 
 __all__ = ["ServerState", "caller", "router"]
 
-router = APIRouter()
+
+def _operation_id(route: APIRoute) -> str:
+    """An operation is named after its route's function (`get_execution`), which a generated client's
+    functions and modules are named after (FastAPI's default appends the path and the method)."""
+    return route.name
+
+
+router = APIRouter(generate_unique_id_function=_operation_id)
 for _resource in (_server, _tools, _human, _agents, _topologies, _executions):
     router.include_router(_resource.router)

@@ -65,9 +65,15 @@ def correlation(request: Request, given: str | None = None) -> str | None:
     return given or request.scope.get("state", {}).get("correlation_id")
 
 
+def _api_caller(request: Request) -> Caller:
+    """`caller` as a dependency of the API's routes: the door is the API's (were it `caller`'s parameter,
+    FastAPI would read it from the query, and a client could name itself another door)."""
+    return caller(request)
+
+
 State = Annotated[ServerState, Depends(server_state)]
 Db = Annotated[Database, Depends(database)]
-Remote = Annotated[Caller, Depends(caller)]
+Remote = Annotated[Caller, Depends(_api_caller)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 

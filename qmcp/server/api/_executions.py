@@ -10,13 +10,14 @@ from starlette.types import Receive, Scope, Send
 
 from ...app import ExecutionOut, ExecutionQuery, RunAccepted, StepOut, execution_steps, list_executions
 from ..events import StreamLimits, execution_events, has_everything
-from ..problems import problem
+from ..problems import problem, problems
 from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State
+from ._schemas import ExecutionListOut, StepListOut
 
 router = APIRouter(tags=["executions"], route_class=FiniteJsonRoute)
 
 
-@router.get("/v1/executions")
+@router.get("/v1/executions", response_model=ExecutionListOut, responses=problems(400, 422, 503))
 async def get_executions(
     db: Db, status: str | None = None, topology: str | None = None, limit: Limit = 50, offset: Offset = 0
 ) -> dict[str, Any]:
@@ -28,16 +29,31 @@ async def get_executions(
     }
 
 
-@router.get("/v1/executions/{execution_id}")
+@router.get("/v1/executions/{execution_id}", responses=problems(404, 503))
 async def get_execution(execution_id: str, db: Db) -> ExecutionOut:
     return ExecutionOut.of(await db.get_execution(execution_id), full=True)
 
 
-@router.get("/v1/executions/{execution_id}/steps")
+@router.get("/v1/executions/{execution_id}/steps", response_model=StepListOut, responses=problems(404, 503))
 async def get_steps(execution_id: str, db: Db) -> dict[str, Any]:
     _, steps = await execution_steps(db, execution_id)
     return {"steps": [StepOut.of(step).model_dump(mode="json") for step in steps], "count": len(steps)}
 
+
+_SSE_EVENT = {
+    "title": "ServerSentEvent",
+    "description": "One event of the stream: its `data` is one JSON object whose `event` repeats the event's "
+    "name. (The body is text; OpenAPI 3.1 has no keyword for one event of a stream, 3.2's `itemSchema`, "
+    "and tools read a stream's `schema` either way: as the body, or as each event.)",
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "description": "status, step, delta, end, reset"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 
 _STREAM_RETRY_SECONDS = 5
 """What a client refused a stream is told to wait before trying again."""
@@ -61,7 +77,16 @@ class _CountedStream(StreamingResponse):
 @router.get(
     "/v1/executions/{execution_id}/events",
     response_class=StreamingResponse,
-    responses={429: {"description": "Too many event streams are open (the server's or this client's cap)"}},
+    responses={
+        200: {
+            "description": "Server-Sent Events: the execution's status and recorded steps, then what happens "
+            "live (`step`, `delta`, `status`), until an `end` event when the run stops",
+            "content": {"text/event-stream": {"schema": {"anyOf": [{"type": "string"}, _SSE_EVENT]}}},
+        },
+        **problems(
+            404, 503, described={429: "Too many event streams are open (the server's or this client's cap)"}
+        ),
+    },
 )
 async def stream_events(execution_id: str, request: Request, db: Db, state: State) -> Response:
     execution = await db.get_execution(execution_id)  # 404 before the stream starts
@@ -83,13 +108,15 @@ async def stream_events(execution_id: str, request: Request, db: Db, state: Stat
     )
 
 
-@router.post("/v1/executions/{execution_id}/resume", status_code=202)
+@router.post(
+    "/v1/executions/{execution_id}/resume", status_code=202, responses=problems(400, 403, 404, 409, 429, 503)
+)
 async def resume_execution(execution_id: str, request: Request, state: State, caller: Remote) -> RunAccepted:
     execution = await state.runs.resume(execution_id, caller, trace=request.headers)
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
 
-@router.post("/v1/executions/{execution_id}/cancel")
+@router.post("/v1/executions/{execution_id}/cancel", responses=problems(400, 404, 409, 503))
 async def cancel_execution(execution_id: str, state: State) -> ExecutionOut:
     """Cancel at once what nobody runs; ask a running execution's owner to stop (the answer says
     `running` while it has not yet)."""

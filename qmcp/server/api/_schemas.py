@@ -8,23 +8,44 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...agentframework.models import HumanRequest, HumanResponse
+from ...agentframework.models import NAME_PATTERN, HumanRequest, HumanResponse
+from ...app import ExecutionOut, StepOut
 
 __all__ = [
     "AgentBody",
+    "AgentListOut",
+    "AgentOut",
+    "DagOut",
+    "ExecutionListOut",
     "HealthOut",
+    "HumanRequestDetailOut",
     "HumanRequestIn",
+    "HumanRequestListOut",
     "HumanRequestOut",
+    "HumanRequestRowOut",
     "HumanResponseIn",
     "HumanResponseOut",
+    "HumanResponseRowOut",
+    "InvocationListOut",
+    "InvocationOut",
     "RunBody",
+    "StepListOut",
     "ToolDefinitionOut",
     "ToolInvokeIn",
     "ToolInvokeOut",
+    "ToolListOut",
     "TopologyBody",
+    "TopologyDefinitionOut",
+    "TopologyListOut",
+    "TopologyOut",
     "human_request_out",
     "human_response_out",
 ]
+
+
+_NAME: dict[str, Any] = {"pattern": NAME_PATTERN}
+"""Documented, not checked by the body's model: the definition's own check refuses other names (400),
+with the sentence that says how to fix them."""
 
 
 class HealthOut(BaseModel):
@@ -38,6 +59,10 @@ class ToolDefinitionOut(BaseModel):
     input_schema: dict[str, Any]
 
 
+class ToolListOut(BaseModel):
+    tools: list[ToolDefinitionOut]
+
+
 class ToolInvokeIn(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict, description="Tool input parameters")
     correlation_id: str | None = Field(default=None, max_length=200)
@@ -49,11 +74,40 @@ class ToolInvokeOut(BaseModel):
     invocation_id: str | None = None
 
 
+_NOT_SHOWN = (
+    "a JSON value, or a one-line note in its place when it cannot be shown as JSON (`app.shown_json`)"
+)
+
+
+class InvocationOut(BaseModel):
+    """One call of a tool, as recorded (`ToolInvocation`'s row)."""
+
+    id: str
+    tool_name: str
+    input_params: dict[str, Any] | str = Field(description=_NOT_SHOWN)
+    result: Any = Field(default=None, description=_NOT_SHOWN)
+    error: str | None
+    status: Literal["pending", "success", "failed"]
+    duration_ms: int | None
+    created_at: datetime
+    completed_at: datetime | None
+    correlation_id: str | None
+
+
+class InvocationListOut(BaseModel):
+    invocations: list[InvocationOut]
+    count: int
+
+
 class HumanRequestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=300, description="Client-chosen unique id")
-    request_type: Literal["approval", "input", "review"]
+    request_type: str = Field(
+        pattern=r"^[A-Za-z0-9_.:-]{1,32}$",
+        description="approval, input or review (runs' gates use approval and input); like upstream, another "
+        "type is taken: up to 32 letters, digits, `_`, `.`, `:` or `-`",
+    )
     prompt: str = Field(min_length=1)
     options: list[str] | None = None
     context: dict[str, Any] = Field(default_factory=dict)
@@ -93,12 +147,50 @@ class HumanResponseOut(BaseModel):
     created_at: datetime
 
 
+class HumanRequestRowOut(BaseModel):
+    """A human request, as recorded (`HumanRequest`'s row): a run's gate names its execution and step."""
+
+    id: str
+    request_type: str
+    prompt: str
+    options: list[str] | str | None = Field(description=_NOT_SHOWN)
+    context: dict[str, Any] | str = Field(description=_NOT_SHOWN)
+    timeout_seconds: int | float | None
+    status: Literal["pending", "responded", "expired", "cancelled"]
+    correlation_id: str | None
+    execution_id: str | None
+    key: str | None
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class HumanResponseRowOut(BaseModel):
+    """The answer to a human request, as recorded (`HumanResponse`'s row)."""
+
+    id: str
+    request_id: str
+    response: str
+    responded_by: str | None
+    response_metadata: dict[str, Any] | str = Field(description=_NOT_SHOWN)
+    created_at: datetime
+
+
+class HumanRequestDetailOut(BaseModel):
+    request: HumanRequestRowOut
+    response: HumanResponseRowOut | None
+
+
+class HumanRequestListOut(BaseModel):
+    requests: list[HumanRequestRowOut]
+    count: int
+
+
 class AgentBody(BaseModel):
     """An agent definition, as `qmcp apply` files and `AgentType` hold it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(json_schema_extra=_NAME)
     description: str = ""
     role: str = "generalist"
     config: dict[str, Any] = Field(default_factory=dict)
@@ -109,11 +201,85 @@ class TopologyBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    name: str
+    name: str = Field(json_schema_extra=_NAME)
     description: str = ""
     type: str = Field(alias="topology_type")
     config: dict[str, Any] = Field(default_factory=dict)
     agents: dict[str, str] = Field(default_factory=dict)
+
+
+class AgentOut(BaseModel):
+    """An agent's definition (`AgentType.definition()`), as `AgentBody` takes it."""
+
+    name: str
+    description: str
+    role: str
+    config: dict[str, Any]
+
+
+class AgentListOut(BaseModel):
+    agents: list[AgentOut]
+    count: int
+
+
+class TopologyDefinitionOut(BaseModel):
+    """A topology's definition (`Topology.definition()`)."""
+
+    name: str
+    description: str
+    topology_type: str
+    config: dict[str, Any]
+
+
+class TopologyOut(TopologyDefinitionOut):
+    """A stored topology and the agent filling each of its slots (`{slot: agent name}`)."""
+
+    agents: dict[str, str]
+
+
+class TopologyListOut(BaseModel):
+    topologies: list[TopologyOut]
+    count: int
+
+
+class DagNodeOut(BaseModel):
+    id: str
+    kind: Literal["input", "output", "step", "join", "agent"]
+    label: str
+    slot: str | None = None
+    agent: str | None = None
+    group: str | None = Field(default=None, description="The sub-topology (compound) the node belongs to")
+
+
+class DagEdgeOut(BaseModel):
+    source: str
+    target: str
+    label: str | None = None
+
+
+class DagGroupOut(BaseModel):
+    id: str
+    label: str
+    parent: str | None = None
+
+
+class DagOut(BaseModel):
+    """A topology's graph (`Dag.to_dict()`): a field without a value is left out."""
+
+    nodes: list[DagNodeOut]
+    edges: list[DagEdgeOut]
+    groups: list[DagGroupOut]
+
+
+class ExecutionListOut(BaseModel):
+    executions: list[ExecutionOut]
+    count: int
+    total: int = Field(description="Executions matching the filters, on every page")
+
+
+class StepListOut(BaseModel):
+    steps: list[StepOut]
+    count: int
 
 
 class RunBody(BaseModel):

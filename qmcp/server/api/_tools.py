@@ -8,14 +8,22 @@ from fastapi import APIRouter, Query, Request
 
 from ...agentframework.errors import NotFoundError
 from ...app import row_json, shown_json
+from ..problems import problems
 from ..tools import invoke_tool, server_tools
 from ._deps import Db, FiniteJsonRoute, Limit, Offset, State, correlation
-from ._schemas import ToolDefinitionOut, ToolInvokeIn, ToolInvokeOut
+from ._schemas import (
+    InvocationListOut,
+    InvocationOut,
+    ToolDefinitionOut,
+    ToolInvokeIn,
+    ToolInvokeOut,
+    ToolListOut,
+)
 
 router = APIRouter(tags=["tools"], route_class=FiniteJsonRoute)
 
 
-@router.get("/v1/tools")
+@router.get("/v1/tools", response_model=ToolListOut)
 async def list_tools() -> dict[str, list[ToolDefinitionOut]]:
     return {
         "tools": [
@@ -27,13 +35,17 @@ async def list_tools() -> dict[str, list[ToolDefinitionOut]]:
 
 @router.post(
     "/v1/tools/{tool_name}",
-    responses={
-        413: {"description": "The plan has more steps than QMCP_TOOL_MAX_PLAN_STEPS"},
-        422: {"description": "The call would spend more than QMCP_TOOL_MAX_TOKENS or QMCP_TOOL_MAX_COST_USD"},
-        429: {
-            "description": "The server's tools reached their per-minute cap (Retry-After says when to retry)"
+    responses=problems(
+        400,
+        404,
+        503,
+        described={
+            413: "The request body is too large, or the plan has more steps than QMCP_TOOL_MAX_PLAN_STEPS",
+            422: "The body does not match the schema, or the call would spend more than QMCP_TOOL_MAX_TOKENS "
+            "or QMCP_TOOL_MAX_COST_USD",
+            429: "The server's tools reached their per-minute cap (Retry-After says when to retry)",
         },
-    },
+    ),
 )
 async def call_tool(
     tool_name: str, body: ToolInvokeIn, request: Request, db: Db, state: State
@@ -54,7 +66,7 @@ async def call_tool(
     )
 
 
-@router.get("/v1/invocations")
+@router.get("/v1/invocations", response_model=InvocationListOut, responses=problems(422, 503))
 async def list_invocations(
     db: Db,
     tool_name: str | None = None,
@@ -66,6 +78,6 @@ async def list_invocations(
     return {"invocations": [row_json(row) for row in rows], "count": len(rows)}
 
 
-@router.get("/v1/invocations/{invocation_id}")
+@router.get("/v1/invocations/{invocation_id}", response_model=InvocationOut, responses=problems(404, 503))
 async def get_invocation(invocation_id: str, db: Db) -> dict[str, Any]:
     return row_json(await db.get_tool_invocation(invocation_id))

@@ -28,7 +28,6 @@ from ...agentframework.store import Database
 from ...agentframework.topologies import Dag, DagNode, execution_diagram, topology_dag
 from ...app import Door, RunRequest
 from ..api import caller
-from ..metrics import HTTP
 from ..problems import error_problem
 from . import _views
 from ._sessions import CONSOLE_COOKIE, ConsoleSessions, LoginLimiter
@@ -347,7 +346,6 @@ async def respond(request: Request, execution_id: str) -> Response:
         human, _ = await db.answer_human_request(
             form.get("request_id", ""), answer, responded_by=form.get("responded_by") or "console"
         )
-        HTTP.hitl.labels(human.request_type, "responded").inc()
         await request.app.state.qmcp.runs.answered(human)
     except QmcpError as error:
         return _back(here, str(error))
