@@ -7,8 +7,12 @@ else the test's temporary directory) and prints where.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,7 +191,8 @@ async def test_cancel_a_running_run(start_server, db_url, browser):
         execution_id = await run(client, "slow-two")
     browser.get(f"{server.url}/executions/{execution_id}")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.qd g.node.s-running"), "a running step")
-    browser.find_element(By.ID, "cancel").click()
+    browser.execute_script("document.getElementById('cancel').click()")  # found and clicked in one go:
+    # the page may swap its live parts in between two Selenium calls
     wait(browser, lambda d: status(d) == "cancelled", "the run to be cancelled")
     assert browser.find_element(By.ID, "resume").is_displayed()
     assert not browser.find_elements(By.ID, "cancel")
@@ -233,3 +238,123 @@ async def test_a_page_on_a_rebound_name_gets_neither_the_console_nor_the_api(
         assert (await client.get("/v1/executions")).json()["total"] == before
     rebinding_browser.get(f"{server.url}/")  # the same browser by the server's own name: the console
     assert "Executions" in rebinding_browser.find_element(By.TAG_NAME, "h1").text
+
+
+class CuttingProxy:
+    """A loopback TCP proxy in front of the server that drops the event streams passing through it, as a
+    network does, and keeps the head of each event-stream request (to read its Last-Event-ID)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[str] = []
+        self._streams: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                browser, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pump, args=(browser, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, browser, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, asks: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if asks and data.startswith(b"GET /v1/executions/") and b"/events " in data.split(b"\r\n")[0]:
+                    with self._lock:
+                        self.requests.append(data.decode("latin-1").lower())
+                        self._streams.append((source, sink))
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        """Drop every event stream open now."""
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for pair in streams:
+            for end in pair:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+RECORDER = """(function () {
+  const Native = window.EventSource;
+  window.__sse = [];
+  function Recording(url, init) {  // every event the page's listeners get, with its id
+    const source = new Native(url, init);
+    const add = source.addEventListener.bind(source);
+    source.addEventListener = function (type, listener, options) {
+      add(type, function (event) {
+        window.__sse.push({type: type, id: event.lastEventId, data: event.data});
+        return listener.call(source, event);
+      }, options);
+    };
+    return source;
+  }
+  Recording.CONNECTING = 0; Recording.OPEN = 1; Recording.CLOSED = 2;
+  window.EventSource = Recording;
+})();"""
+
+
+def _place(event_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in event_id.split("."))
+
+
+async def test_a_dropped_event_stream_reconnects_and_the_page_shows_every_step_once(
+    start_server, db_url, browser
+):
+    server: Server = start_server(db_url, env={"DRIVER_CHUNK_DELAY": "0.15", "DRIVER_WORDS": "16"})
+    proxy = CuttingProxy(int(server.url.rsplit(":", 1)[1]))
+    try:
+        async with server.client() as client:
+            await make_team(client)
+            execution_id = await run(client, "streaming")
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
+        browser.get(f"http://127.0.0.1:{proxy.port}/executions/{execution_id}")
+        key = "pipeline/1:second"
+
+        def seen() -> list[dict]:
+            return browser.execute_script("return window.__sse || []")
+
+        wait(browser, lambda d: sum(e["type"] == "delta" and key in e["data"] for e in seen()) >= 3, "deltas")
+        proxy.cut()  # in the middle of the second step's reply
+        time.sleep(0.5)  # what the page had when the stream dropped (it reconnects after `retry:`)
+        before = seen()
+        wait(browser, lambda d: status(d) == "completed", "the run to complete in the page")
+        got = wait(browser, lambda d: (e := seen()) and e[-1]["type"] == "end" and e, "the stream's end")
+        async with server.client() as client:
+            steps = (await client.get(f"/v1/executions/{execution_id}/steps")).json()["steps"]
+    finally:
+        proxy.close()
+
+    assert f'"{key}"' not in "".join(
+        e["data"] for e in before if e["type"] == "step" and "completed" in e["data"]
+    )
+    assert len(proxy.requests) == 2, proxy.requests  # one reconnect, which said where it was
+    assert f"last-event-id: {before[-1]['id']}\r\n" in proxy.requests[1]
+    assert "last-event-id" not in proxy.requests[0]
+    places = [_place(e["id"]) for e in got]
+    assert places == sorted(set(places)) and "reset" not in [e["type"] for e in got]
+    events = [{**json.loads(e["data"]), "type": e["type"]} for e in got]
+    completed = [e["key"] for e in events if e["type"] == "step" and e["kind"] == "completed"]
+    assert completed == ["pipeline/0:first", key]  # each once, over both connections
+    text = "".join(e["text"] for e in events if e["type"] == "delta" and e["key"] == key)
+    assert text == steps[1]["response"]  # its deltas, none lost, none twice, across the reconnect
+    assert len(got) > len(before) and got[: len(before)] == before
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('.steps-table a[data-step]')].map(a => a.dataset.step)"
+    )
+    assert shown == ["pipeline/0:first", key]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.timeline .bar.s-completed")) == 2

@@ -9,7 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ...app import ExecutionOut, ExecutionQuery, RunAccepted, StepOut, execution_steps, list_executions
-from ..events import StreamLimits, execution_events
+from ..events import StreamLimits, execution_events, has_everything
 from ..problems import problem, problems
 from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State
 from ._schemas import ExecutionListOut, StepListOut
@@ -48,7 +48,7 @@ _SSE_EVENT = {
     "type": "object",
     "required": ["data"],
     "properties": {
-        "event": {"type": "string", "description": "status, step, delta, end"},
+        "event": {"type": "string", "description": "status, step, delta, end, reset"},
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string"},
         "retry": {"type": "integer", "minimum": 0},
@@ -90,6 +90,9 @@ class _CountedStream(StreamingResponse):
 )
 async def stream_events(execution_id: str, request: Request, db: Db, state: State) -> Response:
     execution = await db.get_execution(execution_id)  # 404 before the stream starts
+    last_event_id = request.headers.get("last-event-id")  # a reconnect: resume after it (events.py)
+    if has_everything(execution, last_event_id):
+        return Response(status_code=204)  # it has the run's end: an EventSource stops reconnecting
     client = request.client.host if request.client else "unknown"
     refusal = state.streams.refusal(client)
     if refusal is not None:
@@ -97,7 +100,7 @@ async def stream_events(execution_id: str, request: Request, db: Db, state: Stat
         refused.headers["Retry-After"] = str(_STREAM_RETRY_SECONDS)
         return refused
     return _CountedStream(
-        execution_events(db, state.hub, execution.id),
+        execution_events(db, state.hub, execution.id, last_event_id),
         state.streams,
         client,
         media_type="text/event-stream",

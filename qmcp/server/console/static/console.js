@@ -48,14 +48,16 @@
       const summary = document.getElementById("summary");
       return summary ? summary.dataset.status : "";
     }
-    function finishedSteps() {
+    function stepsShown(selector) {
       const keys = new Set();
-      live.querySelectorAll("svg.timeline g.bar.s-completed, svg.timeline g.bar.s-failed").forEach(function (g) {
-        keys.add(g.dataset.key);
-      });
+      live.querySelectorAll(selector).forEach(function (g) { keys.add(g.dataset.key); });
       return keys;
     }
+    function finishedSteps() {
+      return stepsShown("svg.timeline g.bar.s-completed, svg.timeline g.bar.s-failed");
+    }
     let known = finishedSteps();
+    let running = stepsShown("svg.timeline g.bar.s-running");
 
     function refresh() {
       pending = null;
@@ -64,6 +66,7 @@
         live.innerHTML = html;
         live.setAttribute("aria-busy", "false");
         known = finishedSteps();
+        running = stepsShown("svg.timeline g.bar.s-running");
         syncClock();
       }).catch(function () { live.setAttribute("aria-busy", "false"); });
     }
@@ -108,14 +111,22 @@
       showStep(url.searchParams.get("step"), true);
     });
 
+    // A dropped stream reconnects by itself, sending the id of the last event it had (Last-Event-ID): the
+    // server goes on from there, deltas included. When it cannot, it says `reset` and sends the stream
+    // from its beginning: the page is then drawn again from the server.
     if (!window.EventSource) return;
     const source = new EventSource("/v1/executions/" + id + "/events");
+    source.addEventListener("reset", function () {
+      refresh();
+      if (shown) showStep(shown, false);
+    });
     source.addEventListener("step", function (event) {
       const data = JSON.parse(event.data);
       const settled = data.kind === "completed" || data.kind === "failed" || data.kind === "replayed";
       if (settled && known.has(data.key)) return;  // the page shows it already
       if (data.kind === "started" && follow) showStep(data.key, false);
       else if (data.key === shown && data.kind !== "started") showStep(data.key, false);
+      if (data.kind === "started" && running.has(data.key)) return;  // its bar runs already
       soon();
     });
     source.addEventListener("delta", function (event) {
@@ -133,7 +144,7 @@
       refresh();
       if (shown) showStep(shown, false);
     });
-    source.onerror = function () {
+    source.onerror = function () {  // CONNECTING: it reconnects after the server's `retry:`; CLOSED: it gave up
       if (source.readyState === EventSource.CLOSED) soon();
     };
   }
