@@ -78,6 +78,38 @@ async def test_after_a_takeover_the_displaced_call_is_recorded_and_counted(db_ur
     assert [(r.key, r.owner_token) for r in cost.displaced_calls] == [("b", first.token)]
 
 
+async def test_a_stalled_owner_cannot_write_inside_a_batched_commit(db_url):
+    """The stalled owner's row and the new owner's rows of the same execution share one batched
+    transaction: the fence, checked once for the batch, refuses only the stalled owner's row, and
+    keeps its usage row, marked displaced."""
+    async with Database(db_url) as db:
+        db.executions.clock = clock = FakeClock()
+        execution = Execution(topology_name="t", topology_type="pipeline")
+        first = await db.executions.create(execution, Owner.this_process(), runner="local")
+        assert first is not None
+        clock.advance(first.ttl + 1)  # A stalls past its lease, with no heartbeat
+        _, second = await db.executions.claim(
+            execution.id, Owner.this_process(), runner="local", runner_options={}, run_config={}
+        )
+        outcomes = await asyncio.gather(
+            db.steps.save(_paid("a", "B's a", 30)(execution.id), batch=True, fence=second.token),
+            db.steps.save(_paid("b", "A's b", 20)(execution.id), batch=True, fence=first.token),
+            db.steps.save(_paid("c", "B's c", 10)(execution.id), batch=True, fence=second.token),
+            return_exceptions=True,
+        )
+        steps = await db.list_steps(execution.id)
+        rows = await db.list_usage(execution.id)
+        stored = await db.get_execution(execution.id)
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "LeaseLostError", "NoneType"]
+    assert [(s.key, s.response) for s in steps] == [("a", "B's a"), ("c", "B's c")]
+    assert sorted((r.key, r.owner_token, r.displaced) for r in rows) == [
+        ("a", second.token, False),
+        ("b", first.token, True),
+        ("c", second.token, False),
+    ]
+    assert stored.usage == Usage(3, 60, 3, 0.75)  # the displaced call is counted in the totals
+
+
 async def test_a_write_refused_for_a_missing_execution_records_no_usage(db_url):
     async with Database(db_url) as db:
         with pytest.raises(LeaseLostError):

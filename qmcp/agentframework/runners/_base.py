@@ -99,8 +99,9 @@ class BaseRunner:
         Bad input raises a `UserInputError` before anything is written. A run that fails
         returns a `RunResult` with status failed and the error; it never raises.
         """
-        team = prepare_team(topology, agents, input_data, self.model_override)
-        config = self.config.model_copy(update={"model_override": self.model_override})
+        override = self.model_override  # read from the environment once a run
+        team = prepare_team(topology, agents, input_data, override)
+        config = self.config.model_copy(update={"model_override": override})
         async with Database(self.db_url) as db:
             with storage_errors(db.url):
                 execution, lease = await start_execution(

@@ -266,16 +266,17 @@ class SqlStepStore(StepStore):
                 if not isinstance(error, Exception):
                     raise
                 continue
-            for (row, _), future in batch:
+            for (row, fence), future in batch:
                 if not future.done():
                     execution_id = row[_EXECUTION_ID]
-                    if execution_id in lost:
+                    if (execution_id, fence) in lost:  # another owner's rows of it may have been written
                         future.set_exception(_lost(execution_id))
                     else:
                         future.set_result(None)
 
     async def _write(self, items: list[_Item]) -> set[Any]:
-        """Commit the rows of `items` whose fence holds, in one transaction; the executions whose did not."""
+        """Commit the rows of `items` whose fence holds, in one transaction; the (execution, fence)
+        pairs whose did not."""
         if self._sqlite is not None:
             return await self._sqlite.write(items)
         async with self._engine.begin() as conn:
@@ -317,7 +318,8 @@ def _fenced(
     items: list[_Item], owners: dict[Any, str | None]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], set[Any]]:
     """The step rows whose fence holds against `owners` (execution id → owner token), the usage rows
-    of every paid step (those of the refused rows `displaced`), and the executions lost.
+    of every paid step (those of the refused rows `displaced`), and the (execution, fence) pairs lost:
+    one batch may hold rows of the same execution from its stalled owner and from its new one.
 
     `owners` holds the fenced executions that exist: a usage row needs its execution."""
     rows, usage, lost = [], [], set()
@@ -328,7 +330,7 @@ def _fenced(
         if kept:
             rows.append(row)
         else:
-            lost.add(execution_id)
+            lost.add((execution_id, fence))
         paid = _PAID(row)
         if any(paid) and (kept or execution_id in owners):
             usage.append((*_FROM_STEP(row), fence, not kept, *paid, now))
