@@ -12,6 +12,7 @@ remote caller may decide is the caller policy (`_caller.py`), one table for ever
 | `_runs.py` | run: start (a handle with the execution id at once), resume, cancel, answer a human request |
 | `_queries.py` | query: executions, steps, cost, the DAG |
 | `_shapes.py` | one step and one execution shape on the wire (server schemas, `qmcp.client`, MCP) |
+| `_summary.py` | a run's answer and what its output means, per topology (the CLI prints it, the console renders it) |
 | `_format.py` | how durations, costs, tokens and times read in the CLI and the console |
 """
 
