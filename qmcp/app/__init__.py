@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from ._rows import row_json, shown_json
     from ._runs import RunHandle, RunRequest, answer_request, queue_resume, start_run
     from ._shapes import ExecutionOut, OwnerOut, RunAccepted, StepOut
+    from ._summary import answer_only, answer_text, summary_lines
 
 _EXPORTS = {
     "RUN_OPTION_POLICY": "_caller",
@@ -115,6 +116,9 @@ _EXPORTS = {
     "OwnerOut": "_shapes",
     "RunAccepted": "_shapes",
     "StepOut": "_shapes",
+    "answer_only": "_summary",
+    "answer_text": "_summary",
+    "summary_lines": "_summary",
     "format_cost": "_format",
     "format_duration": "_format",
     "format_tokens": "_format",
@@ -149,7 +153,9 @@ __all__ = [
     "TopologySpec",
     "TrustDecision",
     "agent_role",
+    "answer_only",
     "answer_request",
+    "answer_text",
     "apply_team",
     "checked_run_options",
     "create_agent",
@@ -172,6 +178,7 @@ __all__ = [
     "runner_option_names",
     "shown_json",
     "start_run",
+    "summary_lines",
     "topology_graph",
     "update_agent",
 ]

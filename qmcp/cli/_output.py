@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -15,8 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..app import format_cost, format_duration, format_tokens, format_when
-from ..app._summary import answer_text
+from ..app import answer_text, format_cost, format_duration, format_tokens, format_when
 
 __all__ = [
     "EXIT_FAILED",

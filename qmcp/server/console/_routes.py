@@ -26,8 +26,7 @@ from ...agentframework.models import Execution, ExecutionStatus, ExecutionStep, 
 from ...agentframework.runners import collect_teams
 from ...agentframework.store import Database
 from ...agentframework.topologies import Dag, DagNode, execution_diagram, topology_dag
-from ...app import Door, RunRequest
-from ...app._summary import answer_only, summary_lines
+from ...app import Door, RunRequest, answer_only, summary_lines
 from ..api import caller
 from ..problems import error_problem
 from . import _views
