@@ -187,7 +187,8 @@ async def test_cancel_a_running_run(start_server, db_url, browser):
         execution_id = await run(client, "slow-two")
     browser.get(f"{server.url}/executions/{execution_id}")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.qd g.node.s-running"), "a running step")
-    browser.find_element(By.ID, "cancel").click()
+    # clicked again if the page swapped its live parts in between finding the button and clicking it
+    wait(browser, lambda d: d.find_element(By.ID, "cancel").click() or True, "the cancel button")
     wait(browser, lambda d: status(d) == "cancelled", "the run to be cancelled")
     assert browser.find_element(By.ID, "resume").is_displayed()
     assert not browser.find_elements(By.ID, "cancel")
