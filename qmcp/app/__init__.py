@@ -12,6 +12,7 @@ remote caller may decide is the caller policy (`_caller.py`), one table for ever
 | `_runs.py` | run: start (a handle with the execution id at once), resume, cancel, answer a human request |
 | `_queries.py` | query: executions, steps, cost, the DAG |
 | `_shapes.py` | one step and one execution shape on the wire (server schemas, `qmcp.client`, MCP) |
+| `_summary.py` | a run's answer and what its output means, per topology (the CLI prints it, the console renders it) |
 | `_format.py` | how durations, costs, tokens and times read in the CLI and the console |
 """
 
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from ._rows import row_json, shown_json
     from ._runs import RunHandle, RunRequest, answer_request, queue_resume, start_run
     from ._shapes import ExecutionOut, OwnerOut, RunAccepted, StepOut
+    from ._summary import answer_only, answer_text, summary_lines
 
 _EXPORTS = {
     "RUN_OPTION_POLICY": "_caller",
@@ -118,6 +120,9 @@ _EXPORTS = {
     "OwnerOut": "_shapes",
     "RunAccepted": "_shapes",
     "StepOut": "_shapes",
+    "answer_only": "_summary",
+    "answer_text": "_summary",
+    "summary_lines": "_summary",
     "format_cost": "_format",
     "format_duration": "_format",
     "format_tokens": "_format",
@@ -153,7 +158,9 @@ __all__ = [
     "TopologySpec",
     "TrustDecision",
     "agent_role",
+    "answer_only",
     "answer_request",
+    "answer_text",
     "apply_team",
     "checked_run_options",
     "create_agent",
@@ -177,6 +184,7 @@ __all__ = [
     "runner_option_names",
     "shown_json",
     "start_run",
+    "summary_lines",
     "topology_graph",
     "update_agent",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..app import format_cost, format_duration, format_tokens, format_when
+from ..app import answer_text, format_cost, format_duration, format_tokens, format_when
 
 __all__ = [
     "EXIT_FAILED",
@@ -110,26 +110,6 @@ def excerpt(text: Any, limit: int = 80) -> str:
         return ""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-_ANSWER_KEYS = ("answer", "output", "verdict", "primary_output")
-
-
-def answer_text(output: Mapping[str, Any] | None) -> str | None:
-    """The human-readable result of a topology's output document, whatever its type."""
-    if not output:
-        return None
-    from ._summary import summary_lines
-
-    lines = summary_lines(output)
-    for key in _ANSWER_KEYS:
-        value = output.get(key)
-        if value is not None:
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            if "approved" in output and not lines:
-                lines = [f"approved: {'yes' if output['approved'] else 'no'}"]
-            return "\n".join([*lines, text])
-    return json.dumps(output, ensure_ascii=False, default=str)
 
 
 def report_error(error: BaseException, verbose: bool, command: Callable[..., str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qmcp.cli._summary import summary_lines
+from qmcp.app import summary_lines
 
 
 def test_crosscheck_shows_counts_issues_and_abstentions():

@@ -55,8 +55,9 @@ def test_each_topology_type_draws_its_nodes_and_edges(kind):
     assert set(nodes) == {node.id for node in dag.nodes}
     assert svg.count('class="edge"') == len(dag.edges)
     places = _positions(svg)
-    for edge in dag.edges:  # data flows left to right
-        assert places[edge.source][0] < places[edge.target][0], edge
+    axis = 1 if ET.fromstring(svg).get("data-flow") == "down" else 0
+    for edge in dag.edges:  # data flows left to right, or down a long chain
+        assert places[edge.source][axis] < places[edge.target][axis], edge
 
 
 def test_pipeline_is_a_row_and_ensemble_a_column():
@@ -77,6 +78,19 @@ def test_debate_rounds_follow_each_other():
     layout = dag_layout(dag)
     turns = [f"debate/round-{n}/{side}" for n in (1, 2, 3) for side in ("proponent", "opponent")]
     assert [layout[t][0] for t in turns] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_long_debate_is_drawn_top_to_bottom_within_a_page_width():
+    dag = topology_dag(*_team("debate", {"max_rounds": 5}, ["proponent", "opponent"]))
+    svg = dag.svg()
+    root = ET.fromstring(svg)
+    assert root.get("data-flow") == "down"
+    assert float(root.get("width")) < 400  # one node wide, not eleven
+    places = _positions(svg)
+    turns = [f"debate/round-{n}/{side}" for n in range(1, 6) for side in ("proponent", "opponent")]
+    assert [places[t][1] for t in turns] == sorted({places[t][1] for t in turns})
+    short = topology_dag(*_team("pipeline", {}, ["a", "b", "c"])).svg()
+    assert ET.fromstring(short).get("data-flow") == "across"
 
 
 def test_compound_frames_each_sub_topology():

@@ -340,3 +340,67 @@ async def test_answer_a_free_text_request_from_the_page(server):
     assert (await finished(client, execution_id))["status"] == "completed"
     human = (await client.get(f"/v1/human/requests/{quote(request_id, safe='')}")).json()
     assert human["response"]["response"] == "engineers" and human["response"]["responded_by"] == "console"
+
+
+HOSTILE = (
+    "**Rivers** flow to the sea.\n\n"
+    "<script>alert(1)</script>\n\n"
+    "[x](javascript:alert(1)) and [docs](https://example.com/rivers) <img src=x onerror=alert(2)>"
+)
+
+
+@pytest.fixture
+def hostile_model():
+    from qmcp.agentframework.llm import ScriptedModel, register_model, unregister_model
+
+    model = ScriptedModel(replies=lambda prompt, index: HOSTILE, name="scripted:hostile")
+    register_model("scripted:hostile", model.model)
+    yield "scripted:hostile"
+    unregister_model("scripted:hostile")
+
+
+async def test_the_page_leads_with_the_answer_as_safe_markdown_and_the_json_behind_a_toggle(
+    server, hostile_model
+):
+    client = server.client
+    agent = {"name": "hostile", "role": "writer", "config": {"model": hostile_model}}
+    assert (await client.post("/v1/agents", json=agent)).status_code == 201
+    topology = {"name": "one", "type": "pipeline", "agents": {"write": "hostile"}}
+    assert (await client.post("/v1/topologies", json=topology)).status_code == 201
+    execution_id = await run(client, "one")
+    execution = await finished(client, execution_id)
+    assert execution["status"] == "completed"
+
+    page = (await client.get(f"/executions/{execution_id}")).text
+    answer = re.search(r'<div class="rendered" id="answer">(.*?)</div>', page, re.S)
+    assert answer is not None
+    html = answer.group(1)
+    assert "<strong>Rivers</strong> flow to the sea." in html  # Markdown, rendered
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # raw HTML from the model shows as text
+    assert "<script" not in html and "<img" not in html
+    assert 'href="javascript' not in html and "[x](javascript:alert(1))" in html  # not a link
+    assert '<a href="https://example.com/rivers" rel="noopener noreferrer nofollow">docs</a>' in html
+    assert page.index('id="answer"') < page.index('id="diagram-title"')  # the page leads with it
+    raw = re.search(r'<details class="raw"><summary>Output as JSON</summary><pre class="output">', page)
+    assert raw is not None and page.index('id="answer"') < raw.start()
+    assert "&lt;script&gt;" in page[raw.end() :]  # the JSON is escaped too
+
+
+async def test_the_totals_count_finished_steps_while_the_run_goes(server, doubles):
+    client = server.client
+    await make_team(client)
+    doubles.latency = 0.4
+    execution_id = await run(client, "slow-three")
+
+    async def one_step_done() -> list | None:
+        steps = (await client.get(f"/v1/executions/{execution_id}/steps")).json()["steps"]
+        return steps if steps and await running(client, execution_id) else None
+
+    steps = await eventually_async(one_step_done, "a finished step while the run goes", 30)
+    live = (await client.get(f"/executions/{execution_id}/live")).text
+    shown = re.search(r'<dd id="totals-tokens">([^<]*)</dd>', live).group(1)
+    assert shown != "0 in / 0 out" and str(steps[0]["input_tokens"]) in shown.replace(",", "")
+    done = await finished(client, execution_id)
+    page = (await client.get(f"/executions/{execution_id}")).text
+    shown = re.search(r'<dd id="totals-tokens">([^<]*)</dd>', page).group(1)
+    assert str(done["input_tokens"]) in shown.replace(",", "")

@@ -358,3 +358,49 @@ async def test_a_dropped_event_stream_reconnects_and_the_page_shows_every_step_o
     )
     assert shown == ["pipeline/0:first", key]
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.timeline .bar.s-completed")) == 2
+
+
+def _totals(driver: WebDriver) -> str:
+    return driver.execute_script(
+        "const e = document.getElementById('totals-tokens'); return e ? e.textContent : ''"
+    )
+
+
+async def test_the_page_shows_the_answer_and_totals_that_grow_while_the_run_goes(
+    start_server, db_url, browser
+):
+    server: Server = start_server(db_url, env={"DRIVER_CHUNK_DELAY": "0.2", "DRIVER_WORDS": "14"})
+    async with server.client() as client:
+        await make_team(client)
+        execution_id = await run(client, "streaming", "Tell me about rivers")
+    browser.get(f"{server.url}/executions/{execution_id}")
+    assert _totals(browser) == "0 in / 0 out"  # the first step is still being written
+    browser.execute_script("window.sameDocument = true")
+
+    # The first step finishes while the second is written: the header counts it, live.
+    seen = wait(
+        browser,
+        lambda d: (lambda shown, now: shown if shown != "0 in / 0 out" and now == "running" else None)(
+            _totals(d), status(d)
+        ),
+        "the totals to grow while the run goes",
+    )
+    wait(browser, lambda d: status(d) == "completed", "the run to complete in the page")
+    async with server.client() as client:
+        execution = (await client.get(f"/v1/executions/{execution_id}")).json()
+    final = wait(browser, lambda d: _totals(d) if _totals(d) != seen else None, "the final totals")
+    assert str(execution["input_tokens"]) in final.replace(",", "")
+
+    # The answer leads the page, as text; the JSON waits behind its toggle. (Read in one go each
+    # time: the page swaps its live parts in when the run ends.)
+    shown = """const answer = document.getElementById('answer'), raw = document.querySelector('details.raw pre');
+        const seen = (e) => e.checkVisibility({visibilityProperty: true}) && !(e.closest('details:not([open])'));
+        return answer && raw ? [seen(answer), answer.innerText, seen(raw), raw.innerText] : null;"""
+    answer_seen, answer, raw_seen, _ = wait(browser, lambda d: d.execute_script(shown), "the answer")
+    assert answer_seen and answer.startswith("word0 word1") and not raw_seen
+    browser.execute_script("document.querySelector('details.raw summary').click()")
+    _, _, raw_seen, raw = browser.execute_script(shown)
+    assert raw_seen and "word0" in raw
+    assert browser.execute_script("return window.sameDocument")  # all of it live: never reloaded
+    # The page needs no sideways scrolling.
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")

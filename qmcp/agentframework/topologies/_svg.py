@@ -3,7 +3,9 @@
 One renderer for the console's pages and `qmcp executions show ID --svg FILE`, so the picture in
 the browser and the file agree. Drawn left to right: a node's column is its longest path from the
 input, so a pipeline is a row, an ensemble a column of members between the input and its join,
-debate rounds a row of turns. A compound's sub-topologies are framed boxes. The SVG carries its own
+debate rounds a row of turns. A long chain (more than `MAX_ACROSS` columns: a debate of several
+rounds) is drawn top to bottom instead, so it reads down a page rather than off its right edge.
+A compound's sub-topologies are framed boxes. The SVG carries its own
 styles (a file opens alone) and says each node's status in words too, not by colour only.
 """
 
@@ -27,6 +29,10 @@ ROW_GAP = 18
 MARGIN = 24
 GROUP_PAD = 12
 GROUP_LABEL = 16
+MAX_ACROSS = 6
+"""Columns drawn left to right at most; a longer graph is drawn top to bottom."""
+LAYER_GAP = 40
+"""Between layers drawn top to bottom (room for an edge's label)."""
 
 STATUS_SYMBOLS = {
     "completed": "✓",
@@ -119,21 +125,34 @@ def dag_svg(
     for column, row in places.values():
         heights[column] = max(heights.get(column, 0), row + 1)
     tallest = max(heights.values(), default=1)
-    pitch = NODE_HEIGHT + ROW_GAP
+    layers = max(heights, default=0) + 1
+    down = layers > MAX_ACROSS
     groups = {group.id: group for group in dag.groups}
     depth = {gid: _depth(gid, groups) for gid in groups}
-    top = MARGIN + GROUP_LABEL * (max(depth.values(), default=-1) + 1)
+    nesting = max(depth.values(), default=-1) + 1
+    top = MARGIN + GROUP_LABEL * nesting
 
     boxes: dict[str, tuple[float, float]] = {}
-    for node_id, (column, row) in places.items():
-        offset = (tallest - heights[column]) * pitch / 2
-        boxes[node_id] = (MARGIN + column * (NODE_WIDTH + COLUMN_GAP), top + offset + row * pitch)
-    width = MARGIN * 2 + (max(heights, default=0) + 1) * (NODE_WIDTH + COLUMN_GAP) - COLUMN_GAP
-    height = top + tallest * pitch - ROW_GAP + MARGIN + GROUP_PAD * (max(depth.values(), default=-1) + 1)
+    if down:  # a layer is a row, its members side by side
+        left = MARGIN + GROUP_PAD * nesting
+        pitch = NODE_WIDTH + ROW_GAP * 2
+        for node_id, (column, row) in places.items():
+            offset = (tallest - heights[column]) * pitch / 2
+            boxes[node_id] = (left + offset + row * pitch, top + column * (NODE_HEIGHT + LAYER_GAP))
+        width = left + tallest * pitch - ROW_GAP * 2 + MARGIN + GROUP_PAD * nesting
+        height = top + layers * (NODE_HEIGHT + LAYER_GAP) - LAYER_GAP + MARGIN + GROUP_PAD * nesting
+    else:
+        pitch = NODE_HEIGHT + ROW_GAP
+        for node_id, (column, row) in places.items():
+            offset = (tallest - heights[column]) * pitch / 2
+            boxes[node_id] = (MARGIN + column * (NODE_WIDTH + COLUMN_GAP), top + offset + row * pitch)
+        width = MARGIN * 2 + layers * (NODE_WIDTH + COLUMN_GAP) - COLUMN_GAP
+        height = top + tallest * pitch - ROW_GAP + MARGIN + GROUP_PAD * nesting
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="qd" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-labelledby="qd-title">',
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-labelledby="qd-title" '
+        f'data-flow="{"down" if down else "across"}">',
         f'<title id="qd-title">{escape(title)}</title>',
         f"<style>{_STYLE}</style>",
         '<defs><marker id="qd-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
@@ -163,13 +182,20 @@ def dag_svg(
         if edge.source not in boxes or edge.target not in boxes:
             continue
         (sx, sy), (tx, ty) = boxes[edge.source], boxes[edge.target]
-        x1, y1, x2, y2 = sx + NODE_WIDTH, sy + NODE_HEIGHT / 2, tx, ty + NODE_HEIGHT / 2
-        if x2 <= x1:  # same column (not made by topologies): go round the side
-            x2, y2 = tx + NODE_WIDTH / 2, ty
-        bend = max(24.0, (x2 - x1) / 2)
+        if down:
+            x1, y1, x2, y2 = sx + NODE_WIDTH / 2, sy + NODE_HEIGHT, tx + NODE_WIDTH / 2, ty
+            if y2 <= y1:  # same layer (not made by topologies): go round the side
+                x2, y2 = tx, ty + NODE_HEIGHT / 2
+            bend = max(18.0, (y2 - y1) / 2)
+            curve = f"C{x1:.0f} {y1 + bend:.0f} {x2:.0f} {y2 - bend:.0f}"
+        else:
+            x1, y1, x2, y2 = sx + NODE_WIDTH, sy + NODE_HEIGHT / 2, tx, ty + NODE_HEIGHT / 2
+            if x2 <= x1:  # same column (not made by topologies): go round the side
+                x2, y2 = tx + NODE_WIDTH / 2, ty
+            bend = max(24.0, (x2 - x1) / 2)
+            curve = f"C{x1 + bend:.0f} {y1:.0f} {x2 - bend:.0f} {y2:.0f}"
         out.append(
-            f'<path class="edge" d="M{x1:.0f} {y1:.0f}C{x1 + bend:.0f} {y1:.0f} {x2 - bend:.0f} {y2:.0f} '
-            f'{x2:.0f} {y2:.0f}" marker-end="url(#qd-arrow)"/>'
+            f'<path class="edge" d="M{x1:.0f} {y1:.0f}{curve} {x2:.0f} {y2:.0f}" marker-end="url(#qd-arrow)"/>'
         )
         if edge.label:
             out.append(

@@ -26,10 +26,11 @@ from ...agentframework.models import Execution, ExecutionStatus, ExecutionStep, 
 from ...agentframework.runners import collect_teams
 from ...agentframework.store import Database
 from ...agentframework.topologies import Dag, DagNode, execution_diagram, topology_dag
-from ...app import Door, RunRequest
+from ...app import Door, RunRequest, answer_only, summary_lines
 from ..api import caller
 from ..problems import error_problem
 from . import _views
+from ._markdown import render_markdown
 from ._sessions import CONSOLE_COOKIE, ConsoleSessions, LoginLimiter
 
 __all__ = ["router"]
@@ -220,6 +221,18 @@ def _step_link(execution: Execution) -> Any:
     return link
 
 
+def _totals(execution: Execution, steps: Sequence[ExecutionStep]) -> tuple[int, int, float]:
+    """Tokens in, out and cost so far: while the run goes the execution's own totals are not yet
+    written, so its recorded steps are summed (each finished step shows at once, and after a reload)."""
+    if str(execution.status) in _ACTIVE:
+        return (
+            sum(s.input_tokens for s in steps),
+            sum(s.output_tokens for s in steps),
+            sum(s.cost_usd for s in steps),
+        )
+    return execution.input_tokens, execution.output_tokens, execution.cost_usd
+
+
 async def _live_values(
     request: Request, execution: Execution, steps: Sequence[ExecutionStep]
 ) -> dict[str, Any]:
@@ -240,10 +253,15 @@ async def _live_values(
         humans = await _db(request).list_human_requests(
             execution_id=execution.id, status=HumanRequestStatus.PENDING, limit=20
         )
+    output = execution.output_data or {}
+    answer = answer_only(output)
     return {
         "execution": execution,
         "steps": steps,
         "running": running,
+        "answer": None if answer is None else render_markdown(answer),
+        "explained": summary_lines(output) if output else [],
+        "totals": _totals(execution, steps),
         "diagram": Markup(
             dag.svg(
                 statuses,

@@ -108,9 +108,12 @@ def timeline_svg(items: Sequence[Bar], now: datetime, *, step_href: str = "?step
     ]
     for tick in range(5):
         x = LABEL_WIDTH + PLOT_WIDTH * tick / 4
+        anchor = (
+            "end" if tick == 4 else "middle"
+        )  # the last label ends at the plot's edge, inside the picture
         out.append(
             f'<line class="tick" x1="{x:.0f}" y1="{AXIS_HEIGHT - 4}" x2="{x:.0f}" y2="{height}"/>'
-            f'<text class="axis" x="{x:.0f}" y="{AXIS_HEIGHT - 8}" text-anchor="middle">'
+            f'<text class="axis" x="{x:.0f}" y="{AXIS_HEIGHT - 8}" text-anchor="{anchor}">'
             f"{format_duration(span_ms * tick / 4)}</text>"
         )
     for index, lane in enumerate(lanes):

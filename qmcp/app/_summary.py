@@ -1,4 +1,4 @@
-"""What a run's output means, per topology: the lines printed above its answer.
+"""What a run's output means, per topology: its answer, and the lines shown above it.
 
 A bare `approved: no` or a verdict alone hides why; these lines give the reasons each topology
 records in its output (checker issues and abstentions, debate rounds and a mediator fallback,
@@ -8,12 +8,40 @@ executions and live runs read the same way.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["summary_lines"]
+__all__ = ["answer_only", "answer_text", "summary_lines"]
 
 _MAX_ITEMS = 5
+
+
+_ANSWER_KEYS = ("answer", "output", "verdict", "primary_output")
+
+
+def answer_only(output: Mapping[str, Any] | None) -> str | None:
+    """The answer in a topology's output document (its text, or its JSON when it is not text), or
+    None when the document has no answer field."""
+    for key in _ANSWER_KEYS:
+        value = (output or {}).get(key)
+        if value is not None:
+            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return None
+
+
+def answer_text(output: Mapping[str, Any] | None) -> str | None:
+    """The human-readable result of a topology's output document, whatever its type: the lines that
+    explain it, then its answer (the CLI prints it; the console renders the two apart)."""
+    if not output:
+        return None
+    text = answer_only(output)
+    if text is None:
+        return json.dumps(output, ensure_ascii=False, default=str)
+    lines = summary_lines(output)
+    if "approved" in output and not lines:
+        lines = [f"approved: {'yes' if output['approved'] else 'no'}"]
+    return "\n".join([*lines, text])
 
 
 def summary_lines(output: Mapping[str, Any]) -> list[str]:
