@@ -83,6 +83,10 @@ class _CountedStream(StreamingResponse):
             "live (`step`, `delta`, `status`), until an `end` event when the run stops",
             "content": {"text/event-stream": {"schema": {"anyOf": [{"type": "string"}, _SSE_EVENT]}}},
         },
+        204: {
+            "description": "The `Last-Event-ID` sent is the run's `end` and nothing changed since: "
+            "nothing more to send (an EventSource stops reconnecting)"
+        },
         **problems(
             404, 503, described={429: "Too many event streams are open (the server's or this client's cap)"}
         ),
