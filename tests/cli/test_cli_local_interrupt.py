@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _signals import default_signals
 
 pytestmark = [
     pytest.mark.slow,  # a subprocess loading the model
@@ -69,8 +70,7 @@ def test_ctrl_c_stops_a_local_generation_at_once_and_prints_the_resume_command(
         text=True,
         cwd=tmp_path,
         env={**os.environ, "QMCP_DATABASE_URL": f"sqlite+aiosqlite:///{db_file}"},
-        # a shell that ignores SIGINT (nohup, &) would hand that on: this process takes Ctrl-C
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_signals,  # Ctrl-C works even when pytest runs as a background job
     )
     written: list[str] = []
     assert process.stderr is not None
