@@ -14,7 +14,6 @@ events (0 when durable replay works).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 import uuid
@@ -138,6 +137,8 @@ def _crashing(
     the execution as cancelled, its finished steps kept, and `_Stopped` is raised."""
 
     async def start(launch: Launch) -> RunResult:
+        import asyncio  # here, not at the top: `qmcp --help` imports this module and no event loop
+
         display = launch.kwargs["on_event"]
         finished = 0
         run: asyncio.Task[RunResult] | None = None
