@@ -153,6 +153,9 @@ class TeamDocument:
     """Where each of `agents` is in the file (`agents[i]`), when entries with problems were left out."""
     topology_positions: tuple[int, ...] = ()
     """Likewise for `topologies`."""
+    validated: bool = False
+    """Made by a validator whose checks are `apply_team`'s own for one definition (the CLI's
+    `validate_team`), so they are not run twice: a document built in Python has them run."""
 
     def where(self, section: Literal["agents", "topologies"], index: int) -> str:
         """`label: agents[i]`: the path in the file of the `index`th entry kept in `section`."""
@@ -455,7 +458,7 @@ async def _plan(db: Database, team: TeamDocument) -> _Plan:
     for index, given in enumerate(team.agents):
         where = team.where("agents", index)
         try:
-            agent = _validated_agent(_spec_of(given))  # a document built in Python skipped validation
+            agent = given if team.validated else _validated_agent(_spec_of(given))
         except UserInputError as error:
             errors.append(f"{where}: {error}")
             continue
@@ -491,13 +494,15 @@ async def _plan(db: Database, team: TeamDocument) -> _Plan:
     for index, (declared, slots) in enumerate(team.topologies):
         where = team.where("topologies", index)
         try:
-            topology = _checked_topology(
-                TopologySpec(
-                    declared.name, declared.topology_type, declared.description, declared.config or {}
+            topology = declared
+            if not team.validated:
+                topology = _checked_topology(
+                    TopologySpec(
+                        declared.name, declared.topology_type, declared.description, declared.config or {}
+                    )
                 )
-            )
-            for slot in slots:
-                _check_slot(slot)
+                for slot in slots:
+                    _check_slot(slot)
         except UserInputError as error:
             errors.append(f"{where}: {error}")
             continue

@@ -30,6 +30,7 @@ from qmcp.agentframework.models import (
     Topology,
     check_name,
     config_class_for,
+    json_problem,
 )
 from qmcp.agentframework.registry import TOPOLOGIES
 from qmcp.app import TeamDocument
@@ -157,7 +158,14 @@ def validate_team(label: str, document: Any) -> TeamDocument:
     errors.add_all(_duplicates(label, "agents", [(i, a.name) for i, a in agent_specs]))
     errors.add_all(_duplicates(label, "topologies", [(i, t.name) for i, t in topology_specs]))
     agents, agent_positions = [], []
+    raw_agents = document.get("agents")
     for index, a in agent_specs:
+        raw = raw_agents[index] if isinstance(raw_agents, list) else None
+        config = raw.get("config") if isinstance(raw, dict) else None
+        if (problem := json_problem(config)) is not None:  # NaN, depth: before a dump makes NaN null
+            errors.add(f"{label}: agents[{index}].config: {problem}")
+            invalid["agents"].add(a.name)
+            continue
         try:
             agent = AgentType.model_validate(
                 {"name": a.name, "role": a.role, "description": a.description, "config": a.config}
@@ -197,6 +205,7 @@ def validate_team(label: str, document: Any) -> TeamDocument:
         frozenset(invalid["topologies"]),
         tuple(agent_positions),
         tuple(topology_positions),
+        validated=True,
     )
 
 

@@ -96,3 +96,22 @@ def test_schema_and_parser_refuse_the_same_mistakes(validator, document):
 
         for agent in team.agents:  # mixin options are checked when the file is planned
             executable_items(agent)
+
+
+def test_a_validated_document_checks_what_apply_would_not_check_again():
+    """`apply_team` trusts `validate_team`'s checks (it does not run them twice), so the validator keeps
+    what only `apply_team` checked before: a config that JSON cannot hold (from Python, not a file)."""
+    document = {
+        "agents": [
+            {"name": "ok", "config": {"model": "test"}},
+            {
+                "name": "odd",
+                "config": {"model": "test", "output_schema": {"type": "object", "x": float("nan")}},
+            },
+        ]
+    }
+    team = validate_team("file", document)
+    assert team.validated and [agent.name for agent in team.agents] == ["ok"]
+    ((problem,),) = [team.problems]
+    assert problem.startswith("file: agents[1].config") and "NaN" in problem, problem
+    assert "odd" in team.invalid_agents
