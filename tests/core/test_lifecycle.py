@@ -7,6 +7,7 @@ everything the test then does goes through `db.executions`, the only writer of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,9 @@ from typing import Any
 
 import pytest
 from _clock import FakeClock
+from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import col
 
 from qmcp.agentframework.errors import (
     ConflictError,
@@ -307,3 +311,56 @@ async def test_unknown_execution_ids(sqlite_url):
     async with Database(sqlite_url) as db:
         with pytest.raises(NotFoundError, match="not found"):
             await db.executions.request_cancel(uuid.uuid4())
+
+
+async def test_a_stalled_owners_open_transaction_cannot_block_the_takeover(db_url, monkeypatch):
+    """A process stopped between a statement and its commit (SIGSTOP, a paused VM) holds a PostgreSQL
+    row lock: the server ends its session once it has idled in the transaction for a lease, so the
+    next owner's write goes through instead of waiting forever."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's write lock belongs to the file: its busy timeout is the guard there")
+    monkeypatch.setenv("QMCP_LEASE_SECONDS", "1")
+    async with Database(db_url) as db:
+        execution, _ = await _execution(db, S.RUNNING, "live")
+        stalled = db.sessions()
+        await stalled.begin()
+        await (await stalled.connection()).execute(
+            update(Execution).where(col(Execution.id) == execution.id).values(heartbeat_at=utcnow())
+        )  # and then nothing: the row stays locked
+        started = asyncio.get_running_loop().time()
+        taken = await asyncio.wait_for(
+            db.execute_update(execution.id, {"lease_until": utcnow() - timedelta(seconds=1)}), 30
+        )
+        waited = asyncio.get_running_loop().time() - started
+        assert taken and (await db.stored_execution(execution.id)).lease_until < utcnow()
+        with pytest.raises(DBAPIError):  # the stalled transaction was ended: it commits nothing
+            await stalled.commit()
+        with contextlib.suppress(DBAPIError):
+            await stalled.close()
+        print(f"the takeover's write waited {waited:.2f} s for the stalled session to end")
+
+
+async def test_a_heartbeat_failing_past_its_lease_asks_once_more_before_blaming_the_database(
+    db_url, monkeypatch
+):
+    """A process stalled past its lease wakes to a connection the server ended: the renewal fails
+    once, and a fresh one tells that another process took the run over (not "the database is failing")."""
+    monkeypatch.setenv("QMCP_HEARTBEAT_SECONDS", "0.05")
+    monkeypatch.setenv("QMCP_LEASE_SECONDS", "0.5")
+    async with Database(db_url) as db:
+        execution, lease = await _execution(db, S.RUNNING, "live")
+        assert lease is not None
+        await db.execute_update(execution.id, {"owner_token": "another-process"})
+        renew, failures = db.executions.renew, [ConnectionError("the server ended this session")]
+
+        async def waking(this: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return await renew(this)
+
+        monkeypatch.setattr(lease.service, "renew", waking)
+        lease._renewed -= lease.ttl + 1  # stalled past its lease
+        stopped = asyncio.Event()
+        async with lease.kept(on_stop=stopped.set):
+            await asyncio.wait_for(stopped.wait(), 5)
+        assert not failures and lease.lost is not None and "taken over by another process" in lease.lost

@@ -212,12 +212,17 @@ def create_engine(url: str) -> AsyncEngine:
         return engine
     require("asyncpg", extra="postgres", feature="PostgreSQL", load=False)
     current = settings()
+    # qmcp never keeps a transaction open while it waits on anything but its own statements: a session
+    # idle in one for longer than a lease is a stalled process (paused, SIGSTOPped) whose lease has
+    # lapsed, and the row locks it holds would block the takeover forever. The server ends it.
+    idle_ms = max(1000, round(current.lease_seconds * 1000))
     return store_nul_safely(
         create_async_engine(
             parsed,
             pool_size=current.db_pool_size,
             max_overflow=current.db_max_overflow,
             pool_pre_ping=True,
+            connect_args={"server_settings": {"idle_in_transaction_session_timeout": str(idle_ms)}},
             **JSON_CODEC,
         )
     )

@@ -394,10 +394,19 @@ class Lease:
                 await self.renew()
             except Exception:  # the database failing: keep trying while the lease lasts
                 if self.service.clock.monotonic() - self._renewed > self.ttl:
-                    self.mark_lost(
-                        f"could not renew the lease on execution {self.execution_id} for {self.ttl:g}s "
-                        "(the database is failing); stopped"
-                    )
+                    await self._last_try()
+
+    async def _last_try(self) -> None:
+        """Renew once more before giving up: a process stalled past its lease comes back to a
+        connection the server has ended (PostgreSQL's idle-in-transaction timeout), and a fresh one
+        tells whether it was taken over or the database is really failing."""
+        try:
+            await self.renew()
+        except Exception:
+            self.mark_lost(
+                f"could not renew the lease on execution {self.execution_id} for {self.ttl:g}s "
+                "(the database is failing); stopped"
+            )
 
     def _stop(self) -> None:
         if self._on_stop is not None:
