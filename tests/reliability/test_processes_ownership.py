@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -190,7 +191,7 @@ async def test_a_stalled_owner_is_taken_over_and_writes_nothing_when_it_wakes(qm
     await eventually_async(
         lambda: len(qmcp.calls()) >= 1 and len(qmcp.calls("start")) >= 2, "the second call", every=0.01
     )
-    stalled.send_signal(signal.SIGSTOP)
+    _stop_outside_a_write(stalled, qmcp.db_url)
     execution = await qmcp.only_execution()
     async with Database(qmcp.db_url) as db:  # time passes: its lease ends, and nobody renews it
         await db.execute_update(execution.id, {"lease_until": utcnow() - timedelta(seconds=1)})
@@ -212,6 +213,28 @@ async def test_a_stalled_owner_is_taken_over_and_writes_nothing_when_it_wakes(qm
         final.output_data
     )  # the stalled call's reply is nowhere
     assert final.history[0]["interrupted"].endswith("(its lease expired)")  # seen by the resume, then claimed
+
+
+def _stop_outside_a_write(process: subprocess.Popen[str], db_url: str) -> None:
+    """SIGSTOP `process` at a moment it holds no SQLite write lock: a writer stopped inside its
+    transaction holds the file's lock, and SQLite has no server to end it (PostgreSQL ends such a
+    session after a lease: tests/core/test_lifecycle.py). Stopped inside one, it is let go and tried again."""
+    path = db_url.split("///", 1)[1] if db_url.startswith("sqlite") else None
+    for _ in range(500):
+        process.send_signal(signal.SIGSTOP)
+        if path is None:
+            return
+        probe = sqlite3.connect(path, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.005)
+        finally:
+            probe.close()
+    raise AssertionError("the owner never left its write transaction")
 
 
 @pytest.mark.parametrize("runner", ["local", "async"])
