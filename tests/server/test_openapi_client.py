@@ -5,6 +5,7 @@ errors as the document's `Problem`. A document that lied (FastAPI's `{detail: [.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
@@ -111,11 +112,12 @@ async def test_a_generated_client_runs_a_topology_and_parses_every_answer(start_
         accepted = await _api("run_topology").asyncio(name="plan-write", client=client, body=body)
         assert isinstance(accepted, models.RunAccepted), accepted
         execution = None
-        for _ in range(300):
+        for _ in range(600):  # at most a minute: the run goes on in the server meanwhile
             execution = await _api("get_execution").asyncio(execution_id=accepted.execution_id, client=client)
             assert isinstance(execution, models.ExecutionOut), execution
             if execution.status not in ("pending", "running"):
                 break
+            await asyncio.sleep(0.1)
         assert execution is not None and execution.status == "completed", execution
         assert execution.output is not None and execution.input_tokens > 0
         steps = await _api("get_steps").asyncio(execution_id=accepted.execution_id, client=client)

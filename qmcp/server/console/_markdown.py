@@ -30,7 +30,7 @@ def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.disable(["image", "html_block", "html_inline"])
     md.enable("table")
-    md.validateLink = _links_only_to_the_web  # type: ignore[method-assign]
+    md.validateLink = _links_only_to_the_web  # type: ignore[method-assign]  # its documented hook
     md.add_render_rule("link_open", _link_open)
     return md
 
