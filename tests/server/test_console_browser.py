@@ -194,8 +194,12 @@ async def test_cancel_a_running_run(start_server, db_url, browser):
     browser.execute_script("document.getElementById('cancel').click()")  # found and clicked in one go:
     # the page may swap its live parts in between two Selenium calls
     wait(browser, lambda d: status(d) == "cancelled", "the run to be cancelled")
-    assert browser.find_element(By.ID, "resume").is_displayed()
-    assert not browser.find_elements(By.ID, "cancel")
+    # read in one go, and waited for: the page swaps its live parts in once more after the status changes
+    shown = (
+        "const r = document.getElementById('resume');"
+        "return !!r && r.offsetParent !== null && !document.getElementById('cancel')"
+    )
+    wait(browser, lambda d: d.execute_script(shown), "Resume shown and Cancel gone", seconds=10)
 
 
 def test_a_token_protected_server_asks_to_sign_in(start_server, db_url, browser):
