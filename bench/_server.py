@@ -92,17 +92,7 @@ class ServerLoad:
             )
             run = (await client.post("/v1/topologies/bench-pipe/run", json={"input": {"prompt": "x"}})).json()
             self.execution_id = run["execution_id"]
-            await self._settled(client, [self.execution_id])
-
-    async def _settled(self, client: Any, ids: list[str]) -> None:
-        """Wait for the runs to end, so that the next measured run starts on an idle server."""
-        pending = list(ids)
-        while pending:
-            status = (await client.get(f"/v1/executions/{pending[-1]}")).json()["status"]
-            if status in ("pending", "running"):
-                await asyncio.sleep(0.05)
-            else:
-                pending.pop()
+            await settled(client, [self.execution_id])
 
     async def run(self) -> Metrics:
         import httpx
@@ -122,22 +112,7 @@ class ServerLoad:
             await asyncio.gather(*(getter() for _ in range(CLIENTS)))
             get_seconds = time.perf_counter() - started
 
-            posts: list[float] = []
-            ids: list[str] = []
-
-            async def poster(index: int) -> None:
-                for run in range(RUNS_PER_CLIENT):
-                    begun = time.perf_counter()
-                    response = await client.post(
-                        "/v1/topologies/bench-pipe/run",
-                        json={"input": {"prompt": f"client {index} run {run}"}},
-                    )
-                    posts.append(time.perf_counter() - begun)
-                    response.raise_for_status()
-                    ids.append(response.json()["execution_id"])
-
-            await asyncio.gather(*(poster(i) for i in range(CLIENTS)))
-            await self._settled(client, ids)
+            posts = await start_runs(client, CLIENTS, RUNS_PER_CLIENT)
         return {
             "get_rps": len(gets) / get_seconds,
             "get_p50_ms": _percentile(gets, 0.5) * 1000,
@@ -157,3 +132,35 @@ class ServerLoad:
 
 def make_case(workdir: Path) -> ServerLoad:
     return ServerLoad(workdir)
+
+
+async def settled(client: Any, ids: list[str]) -> None:
+    """Wait for the runs to end, so that the next measured run starts on an idle server."""
+    pending = list(ids)
+    while pending:
+        status = (await client.get(f"/v1/executions/{pending[-1]}")).json()["status"]
+        if status in ("pending", "running"):
+            await asyncio.sleep(0.05)
+        else:
+            pending.pop()
+
+
+async def start_runs(client: Any, clients: int, per_client: int) -> list[float]:
+    """`clients` concurrent clients each start `per_client` runs of `bench-pipe`: the seconds each
+    start took to answer 202, once every run has ended."""
+    latencies: list[float] = []
+    ids: list[str] = []
+
+    async def starter(index: int) -> None:
+        for run in range(per_client):
+            begun = time.perf_counter()
+            response = await client.post(
+                "/v1/topologies/bench-pipe/run", json={"input": {"prompt": f"client {index} run {run}"}}
+            )
+            latencies.append(time.perf_counter() - begun)
+            response.raise_for_status()
+            ids.append(response.json()["execution_id"])
+
+    await asyncio.gather(*(starter(i) for i in range(clients)))
+    await settled(client, ids)
+    return latencies

@@ -21,10 +21,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from ._common import Metrics, Skipped, sqlite_url
-from ._server import _percentile, _port
+from ._server import _percentile, _port, settled, start_runs
 
 __all__ = ["make_case", "parse_wrk"]
 
@@ -120,7 +119,7 @@ class Served:
                 ).raise_for_status()
             (await client.post("/v1/topologies", json=_TOPOLOGY)).raise_for_status()
             run = (await client.post("/v1/topologies/bench-pipe/run", json={"input": {"prompt": "x"}})).json()
-            await _settled(client, [run["execution_id"]])
+            await settled(client, [run["execution_id"]])
             return str(run["execution_id"])
 
     async def run(self) -> Metrics:
@@ -147,25 +146,10 @@ class Served:
         import httpx
 
         limits = httpx.Limits(max_connections=RUN_CLIENTS, max_keepalive_connections=RUN_CLIENTS)
-        latencies: list[float] = []
-        ids: list[str] = []
         async with httpx.AsyncClient(
             base_url=self.url, headers=self.headers, timeout=120, limits=limits
         ) as client:
-
-            async def starter(index: int) -> None:
-                for run in range(RUNS_PER_CLIENT):
-                    begun = time.perf_counter()
-                    response = await client.post(
-                        "/v1/topologies/bench-pipe/run",
-                        json={"input": {"prompt": f"client {index} run {run}"}},
-                    )
-                    latencies.append(time.perf_counter() - begun)
-                    response.raise_for_status()
-                    ids.append(response.json()["execution_id"])
-
-            await asyncio.gather(*(starter(i) for i in range(RUN_CLIENTS)))
-            await _settled(client, ids)
+            latencies = await start_runs(client, RUN_CLIENTS, RUNS_PER_CLIENT)
         return {
             "post_run_p50_ms": _percentile(latencies, 0.5) * 1000,
             "post_run_p99_ms": _percentile(latencies, 0.99) * 1000,
@@ -179,16 +163,6 @@ class Served:
             except TimeoutError:
                 self.process.kill()
         self.log.close()
-
-
-async def _settled(client: Any, ids: list[str]) -> None:
-    pending = list(ids)
-    while pending:
-        status = (await client.get(f"/v1/executions/{pending[-1]}")).json()["status"]
-        if status in ("pending", "running"):
-            await asyncio.sleep(0.05)
-        else:
-            pending.pop()
 
 
 async def _seed_file(path: Path) -> str:
