@@ -3,6 +3,7 @@
 from ._agent import AgentConfig, AgentType, utcnow
 from ._base import TableModel, metadata, table_of
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
+from ._eval import EvalRun, EvalScore
 from ._execution import Execution, ExecutionStep, StepUsage
 from ._human import (
     HumanRequest,
@@ -62,6 +63,8 @@ __all__ = [
     "DebateConfig",
     "DelegationConfig",
     "EnsembleConfig",
+    "EvalRun",
+    "EvalScore",
     "Execution",
     "ExecutionStatus",
     "ExecutionStep",

@@ -71,6 +71,12 @@ class Execution(TableModel, table=True):
     duration_ms: int | None = None
     human_request_id: str | None = Field(default=None, max_length=300)
     """The human request a `paused` execution waits for (migration 0004)."""
+    parent_id: uuid.UUID | None = Field(default=None, foreign_key="executions.id", index=True)
+    """The execution this one was forked from (migration 0008); its steps before `fork_key` were inherited."""
+    fork_key: str | None = Field(default=None, max_length=1000)
+    """The step of the parent this fork ran again from."""
+    eval_id: str | None = Field(default=None, max_length=64, index=True)
+    """The `qmcp eval` run this execution is one sample of (migration 0008)."""
 
     @property
     def usage(self) -> Usage:
@@ -103,6 +109,8 @@ class ExecutionStep(TableModel, table=True):
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
+    inherited: bool = False
+    """Copied from the parent of a fork (migration 0008): replayed, never paid by this execution."""
 
     @property
     def usage(self) -> Usage:

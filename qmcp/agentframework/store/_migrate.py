@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 VERSION_TABLE = "qmcp_schema_version"
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 """Every revision in order, the last the head: known without loading Alembic (pinned by a test)."""
 HEAD = REVISIONS[-1]
 SCRIPTS = "qmcp.agentframework.store:migrations"

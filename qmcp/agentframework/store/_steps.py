@@ -71,6 +71,8 @@ class StepRecord:
     error: str | None = None
     started_at: datetime = field(default_factory=utcnow)
     completed_at: datetime | None = None
+    inherited: bool = False
+    """Copied from the parent of a fork: replayed, never paid by this execution."""
 
     @property
     def usage(self) -> Usage:
