@@ -54,6 +54,11 @@ class ExecutionOut(BaseModel):
     duration_ms: int | None
     owner: OwnerOut | None
     history: list[dict[str, Any]] | None = None
+    parent_id: str | None = None
+    """The execution this one was forked from; its steps before `fork_key` were inherited."""
+    fork_key: str | None = None
+    eval_id: str | None = None
+    """The `qmcp eval` run this execution is one sample of."""
 
     @classmethod
     def of(cls, execution: Execution, *, full: bool = False) -> ExecutionOut:
@@ -90,6 +95,9 @@ class ExecutionOut(BaseModel):
             duration_ms=execution.duration_ms,
             owner=owner,
             history=execution.history if full else None,
+            parent_id=str(execution.parent_id) if execution.parent_id else None,
+            fork_key=execution.fork_key,
+            eval_id=execution.eval_id,
         )
 
 
@@ -112,6 +120,8 @@ class StepOut(BaseModel):
     error: str | None
     started_at: datetime
     completed_at: datetime | None
+    inherited: bool = False
+    """Copied from the parent of a fork: replayed, not paid by this execution."""
 
     @classmethod
     def of(cls, step: ExecutionStep) -> StepOut:
@@ -132,6 +142,7 @@ class StepOut(BaseModel):
             error=step.error,
             started_at=step.started_at,
             completed_at=step.completed_at,
+            inherited=step.inherited,
         )
 
 
