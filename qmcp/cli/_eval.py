@@ -172,7 +172,7 @@ def show(
 
     report = run_async(fetch())
     if state.json_output(output_format):
-        print_json(report.model_dump(mode="json", exclude_none=not rows))
+        print_json(report.model_dump(mode="json", exclude=None if rows else {"rows"}))
         return
     _print_report(report)
 

@@ -42,7 +42,7 @@ async def get_eval(db: Database, eval_id: str) -> EvalRun:
 async def list_evals(db: Database, *, limit: int = 50) -> list[EvalRun]:
     query = select(EvalRun).order_by(col(EvalRun.created_at).desc()).limit(limit)
     async with db.sessions() as session:
-        return list((await session.scalars(query)).all())
+        return list((await session.exec(query)).all())
 
 
 async def set_eval_status(db: Database, eval_id: str, status: str, completed_at: datetime | None) -> None:
@@ -52,7 +52,7 @@ async def set_eval_status(db: Database, eval_id: str, status: str, completed_at:
         .values(status=status, completed_at=completed_at)
     )
     async with db.sessions() as session, session.begin():
-        await session.execute(statement)
+        await (await session.connection()).execute(statement)
 
 
 async def add_scores(db: Database, rows: Sequence[EvalScore]) -> None:
@@ -67,7 +67,7 @@ async def add_scores(db: Database, rows: Sequence[EvalScore]) -> None:
 async def eval_scores(db: Database, eval_id: str) -> list[EvalScore]:
     query = select(EvalScore).where(col(EvalScore.eval_id) == eval_id).order_by(col(EvalScore.id))
     async with db.sessions() as session:
-        return list((await session.scalars(query)).all())
+        return list((await session.exec(query)).all())
 
 
 _EXECUTION_COLUMNS: tuple[Any, ...] = (
@@ -90,4 +90,4 @@ async def eval_executions(db: Database, eval_id: str) -> list[Any]:
     columns of `_EXECUTION_COLUMNS` as attributes."""
     query = select(*_EXECUTION_COLUMNS).where(col(Execution.eval_id) == eval_id)
     async with db.sessions() as session:
-        return list((await session.execute(query)).all())
+        return list((await session.exec(query)).all())
