@@ -131,8 +131,10 @@ EVAL = ("eval", "--dataset", "data.jsonl", "--topology", "pipe", "--topology", "
 
 
 async def test_sigkill_in_the_middle_then_resume_pays_every_call_exactly_once(qmcp):
-    process = qmcp.start(*EVAL, env={"EVAL_LATENCY": "0.15"})
+    process = qmcp.start(*EVAL, env={"EVAL_LATENCY": "0.4"})
     eval_id = await _wait_for_some_cells(qmcp, process)
+    busy = qmcp.run("eval", "resume", eval_id)  # refused while its process runs it
+    assert busy.returncode == 1 and f"eval {eval_id} is running" in busy.stderr, busy.stderr
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
     assert 0 < len(qmcp.calls()) < SAMPLES * MEMBERS
