@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..agentframework.errors import UserInputError
-from ..agentframework.models import MAX_JSON_DEPTH, json_problem
+from ..agentframework.models import MAX_JSON_DEPTH, json_problem, nul_field, nul_message
 
 __all__ = [
     "COLUMN_NAMES",
@@ -365,6 +365,9 @@ def _sample(record: Any, mapping: Mapping[str, str], default_id: str) -> Sample:
             f"a sample is a JSON object with an input, not a {_kind(record)}; "
             'write it as {"input": ..., "target": ...}'
         )
+    nul = nul_field(dict(record))
+    if nul is not None:  # PostgreSQL cannot store it, SQLite would: refused alike
+        raise DatasetError(nul_message(repr(nul.removeprefix("."))))
     column = {role: mapping.get(role, role) for role in COLUMN_NAMES}
     if column["input"] not in record:
         names = ", ".join(map(str, record)) or "none"

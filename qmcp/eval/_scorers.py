@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..agentframework.errors import InvalidConfigError, PermissionDeniedError, UserInputError, did_you_mean
+from ..agentframework.models import check_name
 from ._dataset import Sample, format_number
 
 if TYPE_CHECKING:
@@ -665,8 +666,10 @@ class _JudgeScorer:
     @classmethod
     def parse(cls, spec: str, argument: str) -> _JudgeScorer:
         agent = argument.strip()
-        if any(ch.isspace() for ch in agent):
-            raise InvalidConfigError(f"scorer {spec!r}: {agent!r} is not an agent name; write judge:AGENT")
+        try:
+            check_name(agent, "agent")
+        except ValueError as error:
+            raise InvalidConfigError(f"scorer {spec!r}: {error}") from None
         return cls(spec, agent)
 
     async def score(self, sample: Sample, answer: str, judge: Judge | None = None) -> Score:

@@ -301,3 +301,16 @@ def test_records_from_python_hold_only_what_json_can():
         DatasetError, match=r"^records row 1: a field besides input, target and id is not JSON"
     ):
         Dataset.from_records([{"input": "a", "extra": {1, 2}}])
+
+
+def test_a_nul_character_no_database_can_store_is_refused(tmp_path):
+    path = _write(
+        tmp_path,
+        "nul.jsonl",
+        _jsonl({"input": "ok"}, {"input": {"q": "a\u0000b"}}, {"input": "x", "id": "a\u0000"}),
+    )
+    dataset = Dataset.load(path, skip_bad=True)
+    assert dataset.skipped == [
+        "nul.jsonl line 2: 'input.q' contains a NUL character (\\x00), which the database cannot store; remove it",
+        "nul.jsonl line 3: 'id' contains a NUL character (\\x00), which the database cannot store; remove it",
+    ]

@@ -368,7 +368,8 @@ def test_every_listed_kind_parses_and_keeps_its_spec(tmp_path, monkeypatch):
         ("regex:", r"'regex' needs an argument; write 'regex:PAT'"),
         ("json:", r"'json' needs an argument; write 'json:PATH'"),
         ("judge: ", r"'judge' needs an argument; write 'judge:AGENT'"),
-        ("judge:two words", r"'two words' is not an agent name"),
+        ("judge:two words", r"^scorer 'judge:two words': invalid agent name 'two words': use 1-64 lowercase"),
+        ("judge:Grader", r"invalid agent name 'Grader'"),
         ("python:nomodule", r"write python:package\.module:function"),
         (
             "python:qmcp_no_such_module_x:f",
