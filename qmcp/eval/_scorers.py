@@ -16,7 +16,8 @@ needs one, a judge that gives no verdict, a `python:` scorer that fails) raises 
 is not a wrong answer, and the engine records no score for it, with the message.
 
 `python:` scorers import and run code, so they are trusted like Python tools: the operator names
-them (the CLI, Python), a remote caller never (`check_scorer_allowed`).
+them (the CLI, Python), a remote caller never (`check_scorer_allowed`). A remote caller names no
+`regex:` either: Python's `re` has no time limit, and one pattern can hold the process for hours.
 """
 
 from __future__ import annotations
@@ -143,14 +144,24 @@ def parse_scorer(spec: str) -> Scorer:
     )
 
 
+_OPERATOR_ONLY = {
+    "python": "runs Python code on the server's machine",
+    "regex": "runs a pattern with no time limit in the server's process (a pattern such as (a+)+$ can take "
+    "hours on a short answer)",
+}
+"""The scorers only the operator names, and why: what they would let a remote caller do."""
+
+
 def check_scorer_allowed(spec: str, caller: Caller) -> None:
-    """Refuse (`PermissionDeniedError`) a scorer `caller` may not name: a `python:` scorer imports and
-    runs code on this machine, which only the operator decides, as for Python tools."""
+    """Refuse (`PermissionDeniedError`) a scorer `caller` may not name, before anything is imported or
+    compiled: a `python:` scorer imports and runs code on this machine, which only the operator
+    decides, as for Python tools; a `regex:` pattern can take unbounded time (Python's `re` has no
+    limit), which only the operator may risk."""
     kind = spec.strip().partition(":")[0].strip().lower()
-    if kind == "python" and caller.remote:
+    if kind in _OPERATOR_ONLY and caller.remote:
         raise PermissionDeniedError(
-            f"scorer {spec!r} runs Python code on the server's machine, which only its operator decides; "
-            "choose another scorer (exact, includes, regex:PAT, number, choice, json:PATH, judge:AGENT)"
+            f"scorer {_one_line(spec, 80)!r} {_OPERATOR_ONLY[kind]}, which only its operator decides; "
+            "choose another scorer (exact, includes, number[:TOL], choice, json:PATH, judge:AGENT)"
         )
 
 

@@ -541,7 +541,7 @@ async def test_python_scorers_return_scores_numbers_or_bools_sync_or_async(tmp_p
         await parse_scorer("python:my_scorers:broken").score(sample, "x")
 
 
-def test_only_the_operator_may_name_a_python_scorer():
+def test_only_the_operator_may_name_a_python_or_regex_scorer():
     for door in (Door.PYTHON, Door.CLI):
         check_scorer_allowed("python:my_scorers:grade", Caller.operator(door))
     for door in (Door.HTTP, Door.CONSOLE, Door.MCP):
@@ -549,13 +549,19 @@ def test_only_the_operator_may_name_a_python_scorer():
             caller = Caller.client(door, authenticated=authenticated)
             with pytest.raises(
                 PermissionDeniedError,
-                match=r"^scorer ' python:m:f' runs Python code on the server's machine, which only its operator decides; choose another scorer",
+                match=r"^scorer 'python:m:f' runs Python code on the server's machine, which only its operator decides; choose another scorer",
             ):
                 check_scorer_allowed(" python:m:f", caller)
             with pytest.raises(PermissionDeniedError):
                 check_scorer_allowed("PYTHON:m:f", caller)
-            for spec in ("exact", "number:1%", "judge:grader", r"regex:\d", "json:a"):
+            with pytest.raises(
+                PermissionDeniedError,
+                match=r"^scorer 'regex:\(a\+\)\+\$' runs a pattern with no time limit in the server's process",
+            ):
+                check_scorer_allowed("regex:(a+)+$", caller)
+            for spec in ("exact", "includes", "number", "number:1%", "choice", "judge:grader", "json:a"):
                 check_scorer_allowed(spec, caller)
+    check_scorer_allowed("regex:(a+)+$", Caller.operator(Door.CLI))  # the operator's own risk
 
 
 def test_refusing_a_remote_python_scorer_imports_nothing(tmp_path, monkeypatch):
