@@ -54,7 +54,7 @@ from ..agentframework.store import Database, Owner
 from ..app import Caller, CallerPolicy, checked_run_options
 from ._dataset import Dataset, Sample
 from ._report import cell_answer
-from ._scorers import check_scorer_allowed, parse_scorer
+from ._scorers import check_scorable, check_scorer_allowed, judge_agent, parse_scorer
 from ._spec import (
     JUDGE,
     SINGLE_CALL,
@@ -132,7 +132,7 @@ async def prepare_eval(
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise InvalidConfigError(f"variant {repeated[0]!r} is given twice; name each variant once")
-    parse_scorer(request.scorer)  # a bad scorer is refused before anything is written
+    scorer = parse_scorer(request.scorer)  # a bad scorer is refused before anything is written
     max_tokens, max_cost = (
         parse_budget(request.budget_per_sample) if request.budget_per_sample else (None, None)
     )
@@ -159,6 +159,7 @@ async def prepare_eval(
         raise InvalidConfigError("the dataset has no samples to evaluate")
     for sample in samples:
         _check_input(sample)
+    check_scorable(scorer, samples)  # a sample the scorer cannot score is told before anything is spent
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
@@ -175,7 +176,7 @@ async def prepare_eval(
                 name=topology.name, kind="single-call", agent=agent_name, digest=team_digest(topology, agents)
             )
         )
-    judge = _judge_agent(request.scorer)
+    judge = judge_agent(scorer)
     if judge is not None:
         await _reserved_team(db, JUDGE, judge, override)
     spec = EvalSpec(
@@ -545,11 +546,6 @@ async def _reserved_team(
         return stored, dict(agents)
     saved, saved_agents = await db.save_team(wanted, {"only": agent})
     return saved, dict(saved_agents)
-
-
-def _judge_agent(scorer: str) -> str | None:
-    kind, _, rest = scorer.strip().partition(":")
-    return rest.split(":")[0].strip() or None if kind == "judge" else None
 
 
 def _check_input(sample: Any) -> None:
