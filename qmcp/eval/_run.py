@@ -28,6 +28,7 @@ from ..agentframework import llm
 from ..agentframework.errors import (
     ExecutionBusyError,
     InvalidConfigError,
+    NotFoundError,
     PermissionDeniedError,
     QmcpError,
     UserInputError,
@@ -169,16 +170,19 @@ async def prepare_eval(
         topology, agents = await db.get_topology(name)
         await require_trusted(db, agents, topology=name, override=override)
         variants.append(VariantSpec(name=name, kind="topology", digest=team_digest(topology, agents)))
-    for agent_name in request.single_call:
-        topology, agents = await _reserved_team(db, SINGLE_CALL, agent_name, override)
-        variants.append(
-            VariantSpec(
-                name=topology.name, kind="single-call", agent=agent_name, digest=team_digest(topology, agents)
-            )
-        )
+    reserved = [(SINGLE_CALL, agent) for agent in request.single_call]
     judge = judge_agent(scorer)
     if judge is not None:
-        await _reserved_team(db, JUDGE, judge, override)
+        reserved.append((JUDGE, judge))
+    for kind, agent_name in reserved:  # checked, all of them, before any is stored
+        await _reserved_team(db, kind, agent_name, override, write=False)
+    for kind, agent_name in reserved:
+        topology, agents = await _reserved_team(db, kind, agent_name, override)
+        if kind == SINGLE_CALL:
+            digest = team_digest(topology, agents)
+            variants.append(
+                VariantSpec(name=topology.name, kind="single-call", agent=agent_name, digest=digest)
+            )
     spec = EvalSpec(
         samples=[_sample_record(s) for s in samples],
         skipped=list(dataset.skipped),
@@ -517,10 +521,11 @@ class _Engine:
 
 
 async def _reserved_team(
-    db: Database, kind: str, agent_name: str, override: str | None
+    db: Database, kind: str, agent_name: str, override: str | None, *, write: bool = True
 ) -> tuple[Topology, dict[str, AgentType]]:
     """The stored one-stage pipeline of a single-call baseline or a judge (`single-call-AGENT`,
-    `judge-AGENT`): made on first use; a topology of that name that is something else is refused."""
+    `judge-AGENT`): made on first use (`write=False`: only checked, the team returned unsaved); a
+    topology of that name that is something else is refused."""
     agent = await db.get_agent(agent_name)
     name = reserved_name(kind, agent_name)
     await require_trusted(db, {"only": agent}, topology=name, override=override)
@@ -533,7 +538,7 @@ async def _reserved_team(
     )
     try:
         stored, agents = await db.get_topology(name)
-    except UserInputError:
+    except NotFoundError:
         stored, agents = None, {}
     if stored is not None:
         if stored.topology_type != "pipeline" or {s: a.name for s, a in agents.items()} != {
@@ -544,6 +549,8 @@ async def _reserved_team(
                 f"rename or delete it (qmcp agents topologies delete {name})"
             )
         return stored, dict(agents)
+    if not write:
+        return wanted, {"only": agent}
     saved, saved_agents = await db.save_team(wanted, {"only": agent})
     return saved, dict(saved_agents)
 

@@ -292,6 +292,12 @@ async def test_user_mistakes_are_refused_before_anything_is_written(db_url, scri
         for request, says in cases:
             with pytest.raises(UserInputError, match=says):
                 await prepare_eval(db, request, OPERATOR)
+        await db.save_agent(agent("other", "writer", model=model))
+        judged_by_nobody = EvalRequest(records=_records(1), single_call=["other"], scorer="judge:ghost")
+        with pytest.raises(UserInputError, match="agent 'ghost' not found"):
+            await prepare_eval(db, judged_by_nobody, OPERATOR)
+        with pytest.raises(UserInputError, match="not found"):
+            await db.get_topology("single-call-other")  # checked first: the baseline was not stored
         async with db.sessions() as session:
             assert not (await session.exec(select(EvalScore))).all()
 
