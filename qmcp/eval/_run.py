@@ -15,6 +15,7 @@ pipeline `judge-AGENT`, correlation `CELL/judge/N`), durable and counted apart i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -30,7 +31,6 @@ from ..agentframework.errors import (
     InvalidConfigError,
     NotFoundError,
     PermissionDeniedError,
-    QmcpError,
     UserInputError,
 )
 from ..agentframework.models import (
@@ -225,8 +225,11 @@ async def run_eval(
     try:
         outcome = await engine.run()
     except BaseException:
-        await engine.flush()
-        await update_eval(db, run.id, status="interrupted")
+        # Keep what is known (scores, the status); if the database is what failed, the error that
+        # stopped the eval is the one to report, not a second one from this bookkeeping.
+        with contextlib.suppress(Exception):
+            await engine.flush()
+            await update_eval(db, run.id, status="interrupted")
         raise
     await update_eval(db, run.id, status=outcome.status, completed_at=utcnow())
     return outcome
@@ -259,12 +262,15 @@ async def resume_eval(
     on_progress: ProgressHandler | None = None,
 ) -> EvalOutcome:
     """Continue an eval: nothing paid is paid again. A remote caller may resume only what a remote
-    caller could have started (records, no `python:` scorer)."""
+    caller could have started (records, a scorer a client may name); one a live process runs is
+    refused, naming it."""
     run = await get_eval(db, eval_id)
     spec = EvalSpec.model_validate(run.spec)
-    if caller.remote and (spec.source != "records" or spec.scorer.strip().startswith("python:")):
-        raise PermissionDeniedError(f"eval {run.id} was started by the operator; resume it on the server")
-    for row in await eval_executions(db, run.id):
+    if caller.remote and spec.source != "records":
+        raise PermissionDeniedError(f"eval {run.id} reads a file of the operator's; resume it on the server")
+    check_scorer_allowed(spec.scorer, caller)
+    executions = await eval_executions(db, run.id)
+    for row in executions:
         if ExecutionStatus(row.status) == ExecutionStatus.RUNNING:
             execution = await db.get_execution(row.id)  # observed: a dead owner reads interrupted
             if execution.status == ExecutionStatus.RUNNING:
@@ -275,7 +281,9 @@ async def resume_eval(
     if run.status == "completed" and max_cost_usd is None:
         scored = len(await eval_scores(db, run.id))
         if scored == spec.cells:
-            return EvalOutcome(run.id, run.status, spec.cells, scored, 0.0)
+            return EvalOutcome(
+                run.id, run.status, spec.cells, scored, sum(row.cost_usd for row in executions)
+            )
     return await run_eval(
         db, run.id, runner_config=runner_config, max_cost_usd=max_cost_usd, on_progress=on_progress
     )
@@ -386,9 +394,7 @@ class _Engine:
             return
         try:
             result = await self._execution(found, team, cell.sample.input, cell.correlation)
-        except ExecutionBusyError:
-            raise
-        except QmcpError as error:  # the cell could not start (its input): recorded, not fatal
+        except UserInputError as error:  # the cell could not start or resume: recorded, not fatal
             await self._record(cell, None, None, f"failed: {error}")
             return
         if result.status != ExecutionStatus.COMPLETED or result.error is not None:
