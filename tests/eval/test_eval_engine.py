@@ -314,3 +314,32 @@ async def test_scores_another_process_wrote_first_are_kept_and_the_others_added(
         await add_scores(db, [score("q0", 1.0)])
         await add_scores(db, [score("q0", 0.0), score("q1", 0.0)])
         assert [(s.sample_id, s.score) for s in await eval_scores(db, run.id)] == [("q0", 1.0), ("q1", 0.0)]
+
+
+async def test_graded_scores_get_bootstrap_intervals_and_repeats_pair_sample_by_sample(
+    db_url, scripted, agent
+):
+    model_a, _ = scripted(replies=_answers({0, 1, 2}))
+    model_b, _ = scripted(replies=_answers({0}))
+    judge_model, _ = scripted(
+        replies=lambda prompt, _i: "SCORE: 1" if re.search(r"<answer>\s*answer", prompt) else "SCORE: 0.25"
+    )
+    async with Database(db_url) as db:
+        await _team(db, agent, "alpha", model_a)
+        await _team(db, agent, "beta", model_b)
+        await db.save_agent(agent("grader", "judge", model=judge_model))
+        request = EvalRequest(
+            records=_records(4), topologies=["alpha", "beta"], scorer="judge:grader", repeat=2
+        )
+        outcome = await start_eval(db, request, OPERATOR)
+        report = await eval_report(db, outcome.eval_id)
+    alpha, beta = report.variants
+    assert (alpha.n, beta.n) == (8, 8) and report.cells == 16 and report.judge.executions == 16
+    assert alpha.accuracy == pytest.approx((3 * 1 + 0.25) / 4)  # the same answers in both repeats
+    assert beta.accuracy == pytest.approx((1 + 3 * 0.25) / 4)
+    assert alpha.interval_method == "bootstrap" and alpha.interval is not None
+    assert alpha.interval[0] <= alpha.accuracy <= alpha.interval[1]
+    (pair,) = report.pairs
+    assert (pair.test, pair.p_value, pair.only_a, pair.n) == ("paired bootstrap", None, None, 8)
+    assert pair.difference == pytest.approx(beta.accuracy - alpha.accuracy)
+    assert pair.interval is not None and pair.interval[0] <= pair.difference <= pair.interval[1]
