@@ -38,4 +38,3 @@ def test_a_refused_setting_is_named_without_its_value(monkeypatch):
         "QMCP_HEARTBEAT_SECONDS: Input should be greater than 0; fix it or unset it",
     ]
     assert "many" not in str(refused.value)  # a value may be a secret
-
