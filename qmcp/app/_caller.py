@@ -120,6 +120,8 @@ class CallerPolicy:
     max_concurrent: int = 16
     flows_dir: str | None = None
     """Where the flows of Metaflow runs started by remote callers are written (the operator's directory)."""
+    allow_remote_prune: bool = False
+    """Remote callers may prune executions (`qmcp serve --allow-remote-prune`): it deletes history."""
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> CallerPolicy:
@@ -136,6 +138,7 @@ class CallerPolicy:
             "max_cost_usd": current.remote_max_cost_usd,
             "max_concurrent": current.remote_max_concurrent,
             "flows_dir": str(current.server_flows_dir),
+            "allow_remote_prune": current.allow_remote_prune,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
