@@ -7,6 +7,8 @@ concurrency up to the server's cap, retries and a correlation id. Paths, environ
 settings and models are the operator's: a remote model override must be on the operator's
 allowlist (`qmcp serve --allow-model M`), never a `local:` file, and a server started with
 `--model M` runs everything on M.
+Pruning executions deletes history: a remote caller may only on a server started with
+`--allow-remote-prune` (`CallerPolicy.allow_remote_prune`, `qmcp.app.prune_executions`).
 
 `RUN_OPTION_POLICY` names every option a run takes (each `RunConfig` field and each runner's
 constructor options); `tests/app/test_caller_policy.py` fails when a field is added without a row.

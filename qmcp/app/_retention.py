@@ -179,6 +179,10 @@ def _summary(result: PruneResult) -> str:
         kept += f"; kept {result.skipped} that changed while pruning"
     if result.dry_run:
         return f"would delete {rows}{kept}; nothing was deleted (dry run)"
+    if not result.executions:
+        return f"nothing to delete{kept}" + (
+            "; stopped early (the server is shutting down)" if result.stopped else ""
+        )
     done = f"deleted {rows}{kept}" + (
         "; stopped early (the server is shutting down)" if result.stopped else ""
     )

@@ -27,6 +27,8 @@ class RetentionTask:
         self.runs = 0
         """Prunes done (failed ones included): how a test sees the schedule turn."""
         self.last: PruneReport | None = None
+        self.pruned = 0
+        """Executions deleted since the server started."""
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._log = get_logger("qmcp.server")
@@ -56,6 +58,7 @@ class RetentionTask:
             self._log.error("retention.failed", error=str(error))
         else:
             self.last = report
+            self.pruned += report.executions
             self._log.info(
                 "retention.pruned",
                 executions=report.executions,

@@ -259,3 +259,31 @@ def test_a_filter_needs_an_age_or_a_floor_and_sane_values():
         PruneFilter(keep_last=-1)
     with pytest.raises(InvalidConfigError, match="at least one status"):
         PruneFilter(older_than=timedelta(0), statuses=frozenset())
+
+
+async def test_a_batch_keeps_what_was_resumed_or_forked_since_the_plan(sqlite_url, agent, tmp_path):
+    """Between the plan and its batch, one planned execution is resumed (running) and another gets a new
+    fork that stays: each batch checks again under the write lock, so both stay, and nothing is orphaned."""
+    import sqlite3
+
+    ids = await _runs(sqlite_url, agent, "racing", 5)
+    resumed, forked, live_fork = ids[2], ids[3], ids[4]
+    async with Database(sqlite_url) as db:
+        await _age(db, ids, OLD)
+        await _set(db, [live_fork], status=ExecutionStatus.RUNNING)
+        asked: list[int] = []
+
+        def meanwhile() -> bool:  # asked before each batch: the first time, another process acts
+            if not asked:
+                with sqlite3.connect(tmp_path / "qmcp.db") as other:
+                    other.execute("UPDATE executions SET status = 'running' WHERE id = ?", (resumed.hex,))
+                    other.execute(
+                        "UPDATE executions SET parent_id = ? WHERE id = ?", (forked.hex, live_fork.hex)
+                    )
+            asked.append(1)
+            return False
+
+        result = await db.prune(PruneFilter(older_than=timedelta(days=30)), batch_size=10, stop=meanwhile)
+        assert set(result.ids) == {ids[0], ids[1]} and result.skipped == 2
+        assert await _ids(db) == {resumed, forked, live_fork}
+        assert (await _counts(db))["orphans"] == 0
