@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     """Remote callers may prune executions (`POST /v1/executions/prune`; `qmcp serve --allow-remote-prune`)."""
     # Retention (`qmcp.app.RetentionPolicy`): what `qmcp serve` prunes on a schedule.
     retention: str = ""
-    """`AGE[:STATUS,...][:keep-last=N][:topology=NAME]`, e.g. `30d` or `30d:completed,failed`; empty: none."""
+    """`AGE[:STATUS,...][:keep-last=N][:topology=NAME][:vacuum]`, e.g. `30d` or `30d:completed,failed`; empty: none."""
     retention_interval: str = "1h"
     """How often the server prunes by `retention` (a duration: 90m, 1h, 1d)."""
     data_dir: Path = Field(default_factory=_default_data_dir)

@@ -4,9 +4,13 @@ Pruning deletes history, so it is the operator's: Python and the CLI always may;
 only on a server started with `--allow-remote-prune` (`CallerPolicy.allow_remote_prune`). What a
 prune deletes, keeps and gives back is the store's (`qmcp.agentframework.store.PruneFilter`).
 
-`QMCP_RETENTION` (`RetentionPolicy.parse`) is `AGE[:STATUS,...][:keep-last=N][:topology=NAME]`:
+`QMCP_RETENTION` (`RetentionPolicy.parse`) is `AGE[:STATUS,...][:keep-last=N][:topology=NAME][:vacuum]`:
 `30d` prunes completed, failed and cancelled runs finished more than 30 days ago; `30d:completed,failed`
-only those two statuses; `7d:keep-last=100` keeps each topology's 100 newest whatever their age.
+only those two statuses; `7d:keep-last=100` keeps each topology's 100 newest whatever their age. The
+schedule does not rewrite a SQLite file (`VACUUM` holds the write lock for as long as it takes, and the
+server's runs write steps): freed pages are reused, so the file stops growing; `:vacuum` asks for the
+rewrite anyway, after each prune that deleted something. An INCREMENTAL file gives its free pages back
+either way.
 Durations are a whole number and a unit: `s`, `m`, `h`, `d` or `w` (`90m`, `12h`, `2w`).
 """
 
@@ -95,7 +99,8 @@ class PruneRequest(BaseModel):
     dry_run: bool = Field(default=False, description="Count what would go; delete nothing.")
     vacuum: bool = Field(
         default=True,
-        description="SQLite: compact the file afterwards (VACUUM, or incremental_vacuum on an INCREMENTAL file).",
+        description="SQLite: rewrite the file afterwards (VACUUM) to give the space back; false: no rewrite "
+        "(an INCREMENTAL file still gives its free pages back).",
     )
 
     def filter(self, labels: Mapping[str, str] | None = None) -> PruneFilter:
@@ -198,9 +203,11 @@ def _summary(result: PruneResult) -> str:
             f"{done}; the file stays {_size(result.bytes_after)}: other connections held it, so it was not "
             "compacted (new rows reuse the freed space; prune again when it is idle)"
         )
-    how = {"VACUUM": "after VACUUM", "incremental_vacuum": "after incremental_vacuum"}.get(
-        result.compaction, "(not compacted: new rows reuse the freed space)"
-    )
+    how = {
+        "VACUUM": "after VACUUM",
+        "incremental_vacuum": "after incremental_vacuum",
+        "auto_vacuum": "(auto_vacuum=FULL shrinks it at each commit)",
+    }.get(result.compaction, "(not rewritten: new rows reuse the freed space; VACUUM gives it back)")
     return (
         f"{done}; the file went from {_size(result.bytes_before)} to {_size(result.bytes_after)} {how}: "
         f"{_size(result.bytes_reclaimed)} reclaimed"
@@ -242,9 +249,9 @@ class RetentionPolicy:
         text = text.strip()
         if not text:
             return None
-        form = "the form is AGE[:STATUS,...][:keep-last=N][:topology=NAME], e.g. 30d or 30d:completed,failed"
+        form = "the form is AGE[:STATUS,...][:keep-last=N][:topology=NAME][:vacuum], e.g. 30d or 30d:completed,failed"
         age, *parts = text.split(":")
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"vacuum": False}
         try:
             parse_duration(age, "age")
             values["older_than"] = age.strip()
@@ -257,8 +264,12 @@ class RetentionPolicy:
                     values["keep_last"] = int(value)
                 elif equals and name == "topology":
                     values["topology"] = value.strip()
+                elif not equals and name == "vacuum":
+                    values["vacuum"] = True
                 elif equals:
-                    raise InvalidConfigError(f"{name!r} is not a retention option (keep-last, topology)")
+                    raise InvalidConfigError(
+                        f"{name!r} is not a retention option (keep-last, topology, vacuum)"
+                    )
                 else:
                     values["statuses"] = [s for s in part.split(",") if s.strip()]
             request = PruneRequest(**values)

@@ -36,7 +36,9 @@ def prune(
             "\\[default: completed,failed,cancelled].",
         ),
     ] = None,
-    topology: Annotated[str | None, typer.Option("--topology", help="Only runs of this topology.")] = None,
+    topology: Annotated[
+        str | None, typer.Option("--topology", metavar="NAME", help="Only runs of this topology.")
+    ] = None,
     keep_last: Annotated[
         int | None,
         typer.Option("--keep-last", metavar="N", min=0, help="Keep each topology's N newest, however old."),
@@ -46,7 +48,8 @@ def prune(
         bool,
         typer.Option(
             "--vacuum/--no-vacuum",
-            help="SQLite: compact the file afterwards (VACUUM rewrites it; an INCREMENTAL file is cheaper).",
+            help="SQLite: rewrite the file afterwards (VACUUM) to give the space back; --no-vacuum leaves "
+            "the freed pages for new rows (an INCREMENTAL file gives them back either way, cheaply).",
         ),
     ] = True,
     output_format: FormatOption = None,

@@ -69,6 +69,7 @@ class ServerOptions:
     retention: str = ""
     """What the server prunes on a schedule (QMCP_RETENTION, `qmcp.app.RetentionPolicy`); empty: nothing."""
     retention_interval: str = "1h"
+    """How often it prunes (QMCP_RETENTION_INTERVAL, a duration)."""
 
     def policy(self) -> CallerPolicy:
         """What this server's remote callers may decide."""

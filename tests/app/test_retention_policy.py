@@ -50,8 +50,9 @@ def test_the_retention_grammar():
         ExecutionStatus.FAILED,
         ExecutionStatus.CANCELLED,
     }
-    full = RetentionPolicy.parse("7d:completed,interrupted:keep-last=100:topology=nightly", "90m")
-    assert full is not None and full.interval == timedelta(minutes=90)
+    assert plain.request.vacuum is False  # the schedule never rewrites the file unless asked
+    full = RetentionPolicy.parse("7d:completed,interrupted:keep-last=100:topology=nightly:vacuum", "90m")
+    assert full is not None and full.interval == timedelta(minutes=90) and full.request.vacuum is True
     chosen = full.request.filter()
     assert chosen.statuses == {ExecutionStatus.COMPLETED, ExecutionStatus.INTERRUPTED}
     assert (chosen.keep_last, chosen.topology) == (100, "nightly")

@@ -252,6 +252,15 @@ async def test_an_incremental_file_is_compacted_incrementally(sqlite_url, agent,
     assert result.bytes_after < result.bytes_before / 2
 
 
+async def test_without_vacuum_a_none_file_keeps_its_size_for_new_rows(sqlite_url, agent):
+    ids = await _runs(sqlite_url, agent, "kept-size", 20, prompt="lorem ipsum " * 1500)
+    async with Database(sqlite_url) as db:
+        await _age(db, ids, OLD)
+        result = await db.prune(PruneFilter(older_than=timedelta(days=30)), vacuum=False)
+    assert result.executions == 20 and result.compaction == "none"
+    assert result.bytes_after == result.bytes_before  # the WAL was checkpointed before: the file as it was
+
+
 def test_a_filter_needs_an_age_or_a_floor_and_sane_values():
     with pytest.raises(InvalidConfigError, match="needs an age or a number to keep"):
         PruneFilter()
