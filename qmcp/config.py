@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     remote_max_tokens: int | None = Field(default=None, ge=1)
     remote_max_cost_usd: float | None = Field(default=None, ge=0)
     remote_max_concurrent: int = Field(default=16, ge=1, le=100_000)
+    allow_remote_prune: bool = False
+    """Remote callers may prune executions (`POST /v1/executions/prune`; `qmcp serve --allow-remote-prune`)."""
+    # Retention (`qmcp.app.RetentionPolicy`): what `qmcp serve` prunes on a schedule.
+    retention: str = ""
+    """`AGE[:STATUS,...][:keep-last=N][:topology=NAME][:vacuum]`, e.g. `30d` or `30d:completed,failed`; empty: none."""
+    retention_interval: str = "1h"
+    """How often the server prunes by `retention` (a duration: 90m, 1h, 1d)."""
     data_dir: Path = Field(default_factory=_default_data_dir)
     """qmcp's own files (the flows of runs started over the server, ...): $XDG_DATA_HOME/qmcp."""
     flows_dir: Path | None = None

@@ -11,6 +11,7 @@ remote caller may decide is the caller policy (`_caller.py`), one table for ever
 | `_define.py` | define: apply a team; create, update and delete agents and topologies, with one set of checks |
 | `_runs.py` | run: start (a handle with the execution id at once), resume, cancel, answer a human request |
 | `_queries.py` | query: executions, steps, cost, the DAG |
+| `_retention.py` | retention: prune old finished executions (operator only, unless the server allows clients), `QMCP_RETENTION` |
 | `_shapes.py` | one step and one execution shape on the wire (server schemas, `qmcp.client`, MCP) |
 | `_summary.py` | a run's answer and what its output means, per topology (the CLI prints it, the console renders it) |
 | `_format.py` | how durations, costs, tokens and times read in the CLI and the console |
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
         parse_status,
         topology_graph,
     )
+    from ._retention import PruneReport, PruneRequest, RetentionPolicy, parse_duration, prune_executions
     from ._rows import row_json, shown_json
     from ._runs import RunHandle, RunRequest, answer_request, queue_resume, start_run
     from ._shapes import ExecutionOut, OwnerOut, RunAccepted, StepOut
@@ -109,6 +111,11 @@ _EXPORTS = {
     "list_topologies": "_queries",
     "parse_status": "_queries",
     "topology_graph": "_queries",
+    "PruneReport": "_retention",
+    "PruneRequest": "_retention",
+    "RetentionPolicy": "_retention",
+    "parse_duration": "_retention",
+    "prune_executions": "_retention",
     "row_json": "_rows",
     "shown_json": "_rows",
     "RunHandle": "_runs",
@@ -148,6 +155,9 @@ __all__ = [
     "ExecutionQuery",
     "OwnerOut",
     "Permission",
+    "PruneReport",
+    "PruneRequest",
+    "RetentionPolicy",
     "RunAccepted",
     "RunHandle",
     "RunOptions",
@@ -176,7 +186,9 @@ __all__ = [
     "format_when",
     "list_executions",
     "list_topologies",
+    "parse_duration",
     "parse_status",
+    "prune_executions",
     "put_agent",
     "put_topology",
     "queue_resume",

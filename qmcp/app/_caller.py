@@ -7,6 +7,8 @@ concurrency up to the server's cap, retries and a correlation id. Paths, environ
 settings and models are the operator's: a remote model override must be on the operator's
 allowlist (`qmcp serve --allow-model M`), never a `local:` file, and a server started with
 `--model M` runs everything on M.
+Pruning executions deletes history: a remote caller may only on a server started with
+`--allow-remote-prune` (`CallerPolicy.allow_remote_prune`, `qmcp.app.prune_executions`).
 
 `RUN_OPTION_POLICY` names every option a run takes (each `RunConfig` field and each runner's
 constructor options); `tests/app/test_caller_policy.py` fails when a field is added without a row.
@@ -120,6 +122,8 @@ class CallerPolicy:
     max_concurrent: int = 16
     flows_dir: str | None = None
     """Where the flows of Metaflow runs started by remote callers are written (the operator's directory)."""
+    allow_remote_prune: bool = False
+    """Remote callers may prune executions (`qmcp serve --allow-remote-prune`): it deletes history."""
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> CallerPolicy:
@@ -136,6 +140,7 @@ class CallerPolicy:
             "max_cost_usd": current.remote_max_cost_usd,
             "max_concurrent": current.remote_max_concurrent,
             "flows_dir": str(current.server_flows_dir),
+            "allow_remote_prune": current.allow_remote_prune,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -1,4 +1,4 @@
-"""`qmcp executions ...`: list, inspect, resume and cancel executions."""
+"""`qmcp executions ...`: list, inspect, resume, cancel and prune executions."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ._output import (
     stderr,
     stdout,
 )
+from ._prune import prune
 from ._run import RunRequest, execute, exit_code, print_outcome, run_config, slot_models
 from ._state import FormatOption, cli_state, open_database, run_async
 
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["executions_app"]
 
 executions_app = typer.Typer(
-    no_args_is_help=True, help="Executions: every run, its steps, tokens and cost; resume or cancel them."
+    no_args_is_help=True,
+    help="Executions: every run, its steps, tokens and cost; resume, cancel or prune them.",
 )
 
 
@@ -661,3 +663,6 @@ def respond(
     print_outcome(state, outcome, json_output=json_output)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)
+
+
+executions_app.command("prune")(prune)

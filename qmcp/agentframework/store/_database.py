@@ -58,6 +58,7 @@ from ._engine import (
 )
 from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
+from ._retention import PruneFilter, PruneResult, prune_executions
 from ._rows import RowReader
 from ._steps import SqlStepStore
 from ._usage import TOTALS, lock_execution, summed_totals, totals_of
@@ -540,6 +541,21 @@ class Database:
     ) -> CostReport:
         """Tokens and cost of the steps since `since`, by model, topology or agent (`_reports.py`)."""
         return await cost_report(self, since=since, by=by)
+
+    async def prune(
+        self,
+        prune: PruneFilter,
+        *,
+        dry_run: bool = False,
+        vacuum: bool = True,
+        batch_size: int = 200,
+        stop: Callable[[], bool] | None = None,
+    ) -> PruneResult:
+        """Delete old finished executions with their steps, usage and human requests, in batches, and
+        give the space back (`_retention.py`); a dry run counts them. Live runs and kept forks' parents stay."""
+        return await prune_executions(
+            self, prune, dry_run=dry_run, vacuum=vacuum, batch_size=batch_size, stop=stop
+        )
 
     # -- human requests -----------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Executions: read (observed, never written by a read), their steps and live events; resume, cancel."""
+"""Executions: read (observed, never written by a read), their steps and live events; resume, cancel;
+prune old ones (only when the operator allows clients to)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ...app import ExecutionOut, ExecutionQuery, RunAccepted, StepOut, execution_steps, list_executions
+from ...app import (
+    ExecutionOut,
+    ExecutionQuery,
+    PruneReport,
+    PruneRequest,
+    RunAccepted,
+    StepOut,
+    execution_steps,
+    list_executions,
+)
+from ...app import prune_executions as prune
 from ..events import StreamLimits, execution_events, has_everything
 from ..problems import problem, problems
 from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State
@@ -27,6 +38,22 @@ async def get_executions(
         "count": len(page.executions),
         "total": page.total,
     }
+
+
+@router.post(
+    "/v1/executions/prune",
+    responses=problems(
+        400,
+        503,
+        described={
+            403: "This server's operator has not allowed clients to prune (qmcp serve --allow-remote-prune)"
+        },
+    ),
+)
+async def prune_executions(body: PruneRequest, db: Db, state: State, caller: Remote) -> PruneReport:
+    """Delete old finished executions with their steps, usage and human requests (`dry_run`: count them).
+    Running, paused and pending executions and the parents of kept forks always stay."""
+    return await prune(db, body, caller, policy=state.runs.policy)
 
 
 @router.get("/v1/executions/{execution_id}", responses=problems(404, 503))
