@@ -280,3 +280,21 @@ async def test_a_failed_parent_forks_from_its_failed_step(db_url, agent, scripte
     fork = await runner.fork(parent.execution_id, at=steps[-1].key)
     assert fork.status == ExecutionStatus.COMPLETED, fork.error
     assert fork.usage.requests == 2 and len(script.calls) == 2 + 2
+
+
+def test_a_forks_budget_counts_only_what_the_fork_pays():
+    from qmcp.agentframework.models import Usage
+    from qmcp.agentframework.store import StepRecord
+    from qmcp.agentframework.topologies import Budget
+
+    execution = uuid.uuid4()
+    completed = {
+        "a": StepRecord(
+            execution, "a", "s0", "x", "test", input_tokens=900, output_tokens=100, inherited=True
+        ),
+        "b": StepRecord(execution, "b", "s1", "x", "test", input_tokens=30, output_tokens=10),
+    }
+    budget = Budget.for_execution(
+        execution, max_tokens=500, max_cost_usd=None, agent_configs=[], spent=Usage(), completed=completed
+    )
+    assert budget is not None and budget.run.spent == Usage(1, 30, 10, 0.0)

@@ -74,3 +74,22 @@ async def test_fork_execution_over_mcp(start_app, sqlite_url):
         )
     assert result["status"] == "completed" and result["id"] != parent and result["parent_id"] == parent
     assert "no slot 'nope'" in error_text(refused)
+
+
+async def test_the_python_client_forks_and_compares(start_app, sqlite_url):
+    from serving import BASE_URL
+
+    from qmcp.client import AsyncQmcpClient
+
+    server = await start_app(sqlite_url)
+    await make_team(server.client)
+    parent = await run(server.client, "plan-write")
+    await finished(server.client, parent)
+    async with AsyncQmcpClient(BASE_URL, transport=server.transport()) as client:
+        accepted = await client.fork_execution(
+            parent, "pipeline/1:write", set_output={"pipeline/0:plan": "1. be brief"}
+        )
+        await finished(server.client, accepted.execution_id)
+        diff = await client.diff_executions(parent, accepted.execution_id)
+    assert diff.b.parent_id == parent and diff.steps[0].b is not None and diff.steps[0].b.edited
+    assert diff.changed == 2 and diff.b_totals.requests == 1
