@@ -140,7 +140,7 @@ async def cancel_execution(execution_id: str, state: State) -> ExecutionOut:
 
 
 @router.post(
-    "/v1/executions/{execution_id}/fork", status_code=202, responses=problems(400, 403, 404, 422, 429, 503)
+    "/v1/executions/{execution_id}/fork", status_code=202, responses=problems(400, 403, 404, 422, 503)
 )
 async def fork_execution(
     execution_id: str, body: ForkBody, request: Request, state: State, caller: Remote
