@@ -22,6 +22,7 @@ from ._output import (
     stderr,
     stdout,
 )
+from ._replay import add_replay_commands
 from ._run import RunRequest, execute, exit_code, print_outcome, run_config, slot_models
 from ._state import FormatOption, cli_state, open_database, run_async
 
@@ -661,3 +662,6 @@ def respond(
     print_outcome(state, outcome, json_output=json_output)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)
+
+
+add_replay_commands(executions_app)  # replay, export-fixture (`_replay.py`)
