@@ -230,6 +230,41 @@ async def test_an_allowed_override_works_and_a_local_path_never(
             assert "local model files are chosen by the server's operator" in refused.json()["detail"]
 
 
+async def test_a_remote_caller_never_names_a_recorded_fixture(
+    sqlite_url: str, serve: Any, store_team: Any
+) -> None:
+    """`recorded:FILE` reads a file on the server: like a `local:` file, only the operator names one,
+    even when the allowlist holds it (the operator pins it with `qmcp serve --model recorded:FILE`)."""
+    await store_team(sqlite_url)
+    with pytest.raises(
+        PermissionDeniedError, match="recorded fixtures are files, chosen by the server's operator"
+    ):
+        checked_run_options(
+            Caller.client(Door.MCP),
+            CallerPolicy(allowed_models=frozenset({"recorded:run.json"})),
+            "local",
+            {"model_override": "recorded:run.json"},
+        )
+    operator = checked_run_options(
+        Caller.operator(Door.CLI), CallerPolicy(), "local", {"model_override": "recorded:x"}
+    )
+    assert operator.config.model_override == "recorded:x"
+    async with serve(sqlite_url, allowed_models=("recorded:/etc/passwd",)) as (_app, client):
+        refused = await client.post(
+            "/v1/topologies/review/run",
+            json={"input": {"prompt": "hi"}, "config": {"model_override": "recorded:/etc/passwd"}},
+        )
+        assert refused.status_code == 403
+        assert "recorded fixtures are files, chosen by the server's operator" in refused.json()["detail"]
+        page = await client.post(
+            "/topologies/review/run",
+            data={"input": '{"prompt": "hi"}', "runner": "local", "model": "recorded:run.json"},
+            headers={"Origin": "http://127.0.0.1:3333"},
+        )
+        assert page.status_code == 400 and "recorded fixtures are files" in page.text
+        assert (await client.get("/v1/executions")).json()["total"] == 0
+
+
 @pytest.mark.slow  # Metaflow runs the flow in processes of its own
 async def test_a_remote_metaflow_run_writes_its_flow_only_under_the_operators_directory(
     sqlite_url: str, serve: Any, store_team: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

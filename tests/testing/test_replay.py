@@ -229,3 +229,24 @@ def test_a_replay_check_remembers_what_was_asked():
     with pytest.raises(NonDeterminismError, match="is not in the recording"):
         check.verify("k", "slot", "agent", "prompt")
     assert check.asked == [] and check.unasked() == []
+
+
+def test_the_public_surface_of_qmcp_testing():
+    import qmcp.testing
+
+    assert sorted(qmcp.testing.__all__) == [
+        "FIXTURE_FORMAT",
+        "Recording",
+        "ReplayResult",
+        "export_fixture",
+        "export_fixture_async",
+        "fixture_files",
+        "load_recording",
+        "recorded_model",
+        "replay",
+        "replay_async",
+        "replay_fixtures",
+        "save_fixture",
+        "write_fixture",
+    ]
+    assert all(hasattr(qmcp.testing, name) for name in qmcp.testing.__all__)

@@ -43,9 +43,9 @@ def recorded_model(path: str | os.PathLike[str]) -> OfflineModel:
         found = recorded_replies(path).get(key)
         if found is None:
             raise PermanentModelError(
-                f"step {key!r} is not recorded in {path} (the run asks for a call the recorded run did not "
-                "make, or one that failed there); record it again: run the topology on a real model, then "
-                f"qmcp executions export-fixture ID > {path}",
+                f"the fixture {path} holds no reply for step {key!r} (the run asks for a call the recorded "
+                "run did not make, or one that failed there); record it again: run the topology on a real "
+                f"model, then qmcp executions export-fixture ID > {path}",
                 model=name,
             )
         return found
