@@ -209,3 +209,44 @@ def test_the_documented_parametrize_pattern(fixture, sqlite_url, scripted, tmp_p
     model, _ = scripted(replies=_random_replies)
     recorded, path = asyncio.run(_record(sqlite_url, fixture, model, tmp_path))
     assert replay(path).output == recorded.output
+
+
+async def test_a_compound_replays_and_runs_from_its_fixture_through_its_sub_teams(db_url, scripted, tmp_path):
+    model, script = scripted(replies=_random_replies)
+    async with Database(db_url) as db:
+        for kind in ("pipeline", "crosscheck"):
+            config, slots = TEAMS[kind]
+            await db.save_team(
+                Topology(name=f"sub-{kind}", topology_type=kind, config=config), _agents(model, *slots)
+            )
+    compound = Topology(
+        name="outer",
+        topology_type="compound",
+        config={"mode": "sequential", "sub_topologies": ["sub-pipeline", "sub-crosscheck"]},
+    )
+    recorded = await LocalRunner(db_url=db_url).run(compound, {}, INPUT)
+    assert recorded.status == ExecutionStatus.COMPLETED, recorded.error
+    path = tmp_path / "compound.json"
+    save_fixture(await export_fixture_async(recorded.execution_id, db_url=db_url), path)
+    calls = len(script.calls)
+    assert set(json.loads(path.read_text())["teams"]) == {"sub-pipeline", "sub-crosscheck"}
+    assert (await replay_async(path)).steps == 6
+    offline = await LocalRunner(RunConfig(model_override=f"recorded:{path}"), db_url=db_url).run(
+        compound, {}, INPUT
+    )
+    assert offline.status == ExecutionStatus.COMPLETED, offline.error
+    assert offline.output == recorded.output and len(script.calls) == calls
+
+
+async def test_a_streamed_run_streams_the_recorded_replies(sqlite_url, scripted, tmp_path):
+    model, _ = scripted(replies=_random_replies)
+    recorded, path = await _record(sqlite_url, "pipeline", model, tmp_path)
+    events: list[Any] = []
+    config, slots = TEAMS["pipeline"]
+    streamed = await LocalRunner(
+        RunConfig(model_override=f"recorded:{path}"), db_url=sqlite_url, stream=True, on_event=events.append
+    ).run(Topology(name="t-pipeline", topology_type="pipeline", config=config), _agents(model, *slots), INPUT)
+    assert streamed.output == recorded.output
+    replies = llm.recorded_replies(path)
+    for key, reply in replies.items():
+        assert "".join(e.text for e in events if e.kind == "delta" and e.key == key) == reply.text

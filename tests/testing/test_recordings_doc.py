@@ -45,7 +45,9 @@ def test_the_recordings_doc_runs_as_written(tmp_path):
         else:
             command = ["bash", "-eu", "-o", "pipefail", "-c", code]
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"{DOC.name}:{line} exits {result.returncode}\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, (
+            f"{DOC.name}:{line} exits {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
         outputs.append(result.stdout)
     text = "".join(outputs)
     assert "identical output, no model called" in text
