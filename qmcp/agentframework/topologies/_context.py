@@ -405,10 +405,12 @@ class StepContext:
         self, mc: MixinContext, mixins: list[BaseMixin], fallback: dict[str, Any] | None
     ) -> StepResult:
         mc.system = mc.config.system_prompt or _default_system_prompt(mc.agent)
-        asked = _with_schema(mc.prompt, mc.schema)
+        prompt, schema = mc.prompt, mc.schema
+        asked = _with_schema(prompt, schema)  # what the topology code asked, before any mixin
         for hook in mixins:
             await hook.before_model(mc)
-        messages: list[ChatMessage] = [{"role": "user", "content": _with_schema(mc.prompt, mc.schema)}]
+        sent = asked if mc.prompt is prompt and mc.schema is schema else _with_schema(mc.prompt, mc.schema)
+        messages: list[ChatMessage] = [{"role": "user", "content": sent}]
         model_settings = _model_settings(mc.config)
         record = StepRecord(
             execution_id=self.execution_id,
@@ -418,7 +420,7 @@ class StepContext:
             model=mc.model,
             request={"system": mc.system, "messages": messages, "settings": dict(model_settings)},
         )
-        if messages[0]["content"] != asked:  # a mixin changed it: replay tests compare the code's own
+        if sent != asked:  # a mixin changed it: replay tests compare the code's own (`_replaycheck.py`)
             record.request["prompt"] = asked
         self._emit("started", mc.key, mc.slot, mc.agent.name, mc.model)
         replies: list[ModelReply] = []
