@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ._state import cli_state, run_async
+from ._output import print_json
+from ._state import FormatOption, cli_state, run_async
 
 __all__ = ["add_replay_commands"]
 
@@ -22,13 +22,19 @@ def replay_execution(
             help="An execution id (or enough of its start), or a fixture file from export-fixture.",
         ),
     ],
+    output_format: FormatOption = None,
 ) -> None:
     """Run today's topology code against a recorded run, calling no model: exit 0 if every step
     (key, slot, prompt) and the output are as recorded, else 1 naming the first difference."""
+    import dataclasses
+
     from qmcp.testing import replay_async
 
     state = cli_state(ctx)
     result = run_async(replay_async(source, db_url=state.db_url))
+    if state.json_output(output_format):
+        print_json(dataclasses.asdict(result) | {"identical": True})
+        return
     typer.echo(str(result))
 
 
@@ -46,14 +52,16 @@ def export_fixture(
 ) -> None:
     """Write an execution's recorded steps as a JSON fixture, for replay tests and
     `--model recorded:FILE` runs that need no provider."""
-    import json
-
     from qmcp.testing import export_fixture_async, save_fixture
 
     state = cli_state(ctx)
+    if output is not None and not output.parent.resolve().is_dir():
+        from qmcp.agentframework.errors import UserInputError
+
+        raise UserInputError(f"--output: the directory of {output} does not exist")
     document = run_async(export_fixture_async(execution_id, db_url=state.db_url))
     if output is None:
-        sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+        print_json(document)
         return
     save_fixture(document, output)
     typer.echo(f"wrote {len(document['steps'])} steps to {output}", err=True)

@@ -1,6 +1,6 @@
-"""`qmcp executions replay` and `export-fixture` through the installed executable: record once on a
+"""`qmcp executions replay` and `export-fixture`: through the installed executable, record once on a
 provider (here a scripted model only this test process knows), export, then run offline in a fresh
-process with `--model recorded:run.json` and get the recorded output."""
+process with `--model recorded:run.json` and get the recorded output; in-process, their options."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import pytest
 
 from qmcp.agentframework.models import AgentType, ExecutionStatus, Topology
 from qmcp.agentframework.runners import LocalRunner
-
-pytestmark = pytest.mark.slow  # each test runs the `qmcp` executable
 
 TEAMS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "pipeline": ({}, ("plan", "write", "edit")),
@@ -77,3 +75,26 @@ async def test_replay_exits_1_with_one_line_naming_the_changed_step(run_qmcp, db
     )
     missing = run_qmcp("executions", "replay", "nowhere.json")
     assert missing.returncode == 2 and "recorded fixture 'nowhere.json' not found" in missing.stderr
+
+
+def test_replay_prints_json_and_export_refuses_a_missing_directory(cli, db_file, tmp_path, scripted):
+    import asyncio
+
+    model, _ = scripted()
+    recorded = asyncio.run(_record(db_file, "pipeline", model))
+    assert cli.json("executions", "replay", str(recorded.execution_id)) == {
+        "source": f"execution {recorded.execution_id}",
+        "topology": "t-pipeline",
+        "steps": 3,
+        "output": recorded.output,
+        "identical": True,
+    }
+    cli.user_error(
+        "executions", "export-fixture", str(recorded.execution_id), "-o", str(tmp_path / "no" / "run.json"),
+        says="--output: the directory of",
+    )  # fmt: skip
+    cli.user_error("executions", "export-fixture", "ffff", says="no execution id starts with 'ffff'")
+    cli.ok("executions", "export-fixture", str(recorded.execution_id), "-o", str(tmp_path / "run.json"))
+    assert (
+        cli.ok("executions", "replay", str(tmp_path / "run.json")).stdout == "replayed 3 steps: identical\n"
+    )
