@@ -250,3 +250,21 @@ async def test_a_streamed_run_streams_the_recorded_replies(sqlite_url, scripted,
     replies = llm.recorded_replies(path)
     for key, reply in replies.items():
         assert "".join(e.text for e in events if e.kind == "delta" and e.key == key) == reply.text
+
+
+async def test_a_relative_fixture_path_is_stored_absolute_for_resumes_elsewhere(
+    sqlite_url, scripted, tmp_path, monkeypatch
+):
+    model, _ = scripted(replies=_random_replies)
+    recorded, path = await _record(sqlite_url, "pipeline", model, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    config, slots = TEAMS["pipeline"]
+    run = await LocalRunner(RunConfig(model_override="recorded:pipeline.json"), db_url=sqlite_url).run(
+        Topology(name="t-pipeline", topology_type="pipeline", config=config), _agents(model, *slots), INPUT
+    )
+    assert run.output == recorded.output
+    async with Database(sqlite_url) as db:
+        execution = await db.get_execution(run.execution_id)
+        steps = await db.list_steps(run.execution_id)
+    assert execution.run_config["model_override"] == f"recorded:{path}"
+    assert {s.model for s in steps} == {f"recorded:{path}"}
