@@ -20,7 +20,8 @@ INPUT = {"prompt": "Is water wet?"}
 async def test_a_metaflow_run_is_answered_from_a_fixture(flows_dir, sqlite_url, scripted, tmp_path):
     model, script = scripted(replies=lambda prompt, index: f"answer {index}: {uuid.uuid4().hex}")
     agents = {
-        slot: AgentType(name=f"mf-{slot}", role="generalist", config={"model": model}) for slot in ("parse", "write")
+        slot: AgentType(name=f"mf-{slot}", role="generalist", config={"model": model})
+        for slot in ("parse", "write")
     }
     topology = Topology(name="mf_recorded", topology_type="pipeline")
     recorded = await LocalRunner(db_url=sqlite_url).run(topology, agents, INPUT)
