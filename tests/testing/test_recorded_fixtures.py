@@ -67,7 +67,9 @@ async def _record(db_url: str, kind: str, model: str, tmp_path: Path) -> tuple[A
 
 
 @pytest.mark.parametrize("kind", list(TEAMS))
-async def test_a_fixture_replays_a_run_offline_with_identical_output(db_url, kind, scripted, tmp_path):
+async def test_a_fixture_replays_a_run_offline_with_identical_output(sqlite_url, kind, scripted, tmp_path):
+    """On SQLite: the compound's test below exports from PostgreSQL too."""
+    db_url = sqlite_url
     model, script = scripted(replies=_random_replies)
     recorded, path = await _record(db_url, kind, model, tmp_path)
     calls = len(script.calls)
