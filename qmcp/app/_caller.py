@@ -5,8 +5,8 @@ caller (HTTP, the console, MCP; with or without a token) reaches the server, not
 may set the input, a runner the operator offers, budgets and timeouts up to the server's, a
 concurrency up to the server's cap, retries and a correlation id. Paths, environments, process
 settings and models are the operator's: a remote model override must be on the operator's
-allowlist (`qmcp serve --allow-model M`), never a `local:` file, and a server started with
-`--model M` runs everything on M.
+allowlist (`qmcp serve --allow-model M`), never a `local:` or `recorded:` file, and a server
+started with `--model M` runs everything on M.
 Pruning executions deletes history: a remote caller may only on a server started with
 `--allow-remote-prune` (`CallerPolicy.allow_remote_prune`, `qmcp.app.prune_executions`).
 
@@ -240,6 +240,11 @@ def _check_model(policy: CallerPolicy, model: str, field: str = "config.model_ov
     if model.startswith("local:") and ("/" in model or "\\" in model or model.endswith(".gguf")):
         raise PermissionDeniedError(
             f"{field}: local model files are chosen by the server's operator, not by a client"
+        )
+    if model.strip().startswith("recorded:"):
+        raise PermissionDeniedError(
+            "config.model_override: recorded fixtures are files, chosen by the server's operator "
+            "(qmcp serve --model recorded:FILE), not by a client"
         )
     if policy.pinned_model is not None:
         if model != policy.pinned_model:

@@ -24,6 +24,7 @@ from ._output import (
     stdout,
 )
 from ._prune import prune
+from ._replay import add_replay_commands
 from ._run import RunRequest, execute, exit_code, print_outcome, run_config, slot_models
 from ._state import FormatOption, cli_state, open_database, run_async
 
@@ -683,3 +684,4 @@ def respond(
 executions_app.command("prune")(prune)
 executions_app.command("fork")(fork_command)
 executions_app.command("diff")(diff_command)
+add_replay_commands(executions_app)  # replay, export-fixture (`_replay.py`)
