@@ -12,6 +12,7 @@ remote caller may decide is the caller policy (`_caller.py`), one table for ever
 | `_runs.py` | run: start (a handle with the execution id at once), resume, cancel, answer a human request |
 | `_queries.py` | query: executions, steps, cost, the DAG |
 | `_shapes.py` | one step and one execution shape on the wire (server schemas, `qmcp.client`, MCP) |
+| `_forks.py`, `_fork_shapes.py` | fork an execution from a step; its lineage; two executions compared step by step |
 | `_summary.py` | a run's answer and what its output means, per topology (the CLI prints it, the console renders it) |
 | `_format.py` | how durations, costs, tokens and times read in the CLI and the console |
 """
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
         put_topology,
         update_agent,
     )
+    from ._fork_shapes import ExecutionDiff, Lineage, StepDiff, StepSide, UsageOut
+    from ._forks import MAX_EDITED_REPLY, ForkRequest, diff_executions, fork_execution, lineage
     from ._format import format_cost, format_duration, format_tokens, format_when
     from ._queries import (
         ExecutionCost,
@@ -100,6 +103,16 @@ _EXPORTS = {
     "put_agent": "_define",
     "put_topology": "_define",
     "update_agent": "_define",
+    "ExecutionDiff": "_fork_shapes",
+    "Lineage": "_fork_shapes",
+    "StepDiff": "_fork_shapes",
+    "StepSide": "_fork_shapes",
+    "UsageOut": "_fork_shapes",
+    "MAX_EDITED_REPLY": "_forks",
+    "ForkRequest": "_forks",
+    "diff_executions": "_forks",
+    "fork_execution": "_forks",
+    "lineage": "_forks",
     "ExecutionCost": "_queries",
     "ExecutionPage": "_queries",
     "ExecutionQuery": "_queries",
@@ -132,6 +145,7 @@ _EXPORTS = {
 without the operations' imports (the runners, the store)."""
 
 __all__ = [
+    "MAX_EDITED_REPLY",
     "RUN_OPTION_POLICY",
     "Action",
     "AgentChanges",
@@ -143,20 +157,26 @@ __all__ = [
     "Change",
     "Door",
     "ExecutionCost",
+    "ExecutionDiff",
     "ExecutionOut",
     "ExecutionPage",
     "ExecutionQuery",
+    "ForkRequest",
+    "Lineage",
     "OwnerOut",
     "Permission",
     "RunAccepted",
     "RunHandle",
     "RunOptions",
     "RunRequest",
+    "StepDiff",
     "StepOut",
+    "StepSide",
     "TeamDocument",
     "TopologyDefined",
     "TopologySpec",
     "TrustDecision",
+    "UsageOut",
     "agent_role",
     "answer_only",
     "answer_request",
@@ -168,12 +188,15 @@ __all__ = [
     "delete_agent",
     "delete_topologies",
     "delete_topology",
+    "diff_executions",
     "execution_cost",
     "execution_steps",
+    "fork_execution",
     "format_cost",
     "format_duration",
     "format_tokens",
     "format_when",
+    "lineage",
     "list_executions",
     "list_topologies",
     "parse_status",

@@ -230,21 +230,22 @@ def _split(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _check_model(policy: CallerPolicy, model: str) -> None:
+def _check_model(policy: CallerPolicy, model: str, field: str = "config.model_override") -> None:
+    """Refuse a remote caller's model override (`field` names it in the refusal) the operator did not allow."""
     if model.startswith("local:") and ("/" in model or "\\" in model or model.endswith(".gguf")):
         raise PermissionDeniedError(
-            "config.model_override: local model files are chosen by the server's operator, not by a client"
+            f"{field}: local model files are chosen by the server's operator, not by a client"
         )
     if policy.pinned_model is not None:
         if model != policy.pinned_model:
             raise PermissionDeniedError(
-                f"config.model_override: this server runs every agent on {policy.pinned_model} "
+                f"{field}: this server runs every agent on {policy.pinned_model} "
                 "(qmcp serve --model); leave it out"
             )
         return
     if model not in policy.allowed_models:
         allowed = ", ".join(sorted(policy.allowed_models)) or "none"
         raise PermissionDeniedError(
-            f"config.model_override {model!r} is not allowed on this server (allowed: {allowed}); "
+            f"{field} {model!r} is not allowed on this server (allowed: {allowed}); "
             "the operator allows models with: qmcp serve --allow-model MODEL"
         )

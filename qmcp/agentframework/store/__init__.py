@@ -30,6 +30,7 @@ from ._executions import (
     observed,
     owner_state,
 )
+from ._forks import fork_steps
 from ._memory import MemoryStore, Recollection
 from ._migrate import HEAD as SCHEMA_HEAD
 from ._migrate import VERSION_TABLE as SCHEMA_VERSION_TABLE
@@ -73,6 +74,7 @@ __all__ = [
     "create_engine",
     "engine_cache",
     "ensure_schema",
+    "fork_steps",
     "is_sqlite",
     "migrate",
     "observed",

@@ -334,8 +334,17 @@ class Database:
 
     # Writes of execution rows belong to the execution service (`self.executions`), which calls these.
 
-    async def add(self, row: Execution | HumanRequest) -> None:
-        await self._write(lambda session: session.add(row))
+    async def add(self, row: Execution | HumanRequest, *steps: ExecutionStep) -> None:
+        """Insert `row`, and after it in the same transaction the `steps` of its execution (a fork's
+        inherited steps): all of them, or nothing."""
+
+        def write(session: Session) -> None:
+            session.add(row)
+            if steps:
+                session.flush()  # the execution first: its steps refer to it
+                session.add_all(steps)
+
+        await self._write(write)
 
     async def execute_update(
         self, execution_id: uuid.UUID, values: Mapping[str, Any], *guard: ColumnElement[bool]
@@ -496,6 +505,16 @@ class Database:
         )
         rows = await self._all(query)
         return [row.id for row in rows if owner_state(row, now) is OwnerState.DEAD]
+
+    async def list_forks(self, execution_id: uuid.UUID) -> list[Execution]:
+        """The executions forked from `execution_id` (its children), oldest first, as they stand now."""
+        query = (
+            select(Execution)
+            .where(col(Execution.parent_id) == execution_id)
+            .order_by(col(Execution.created_at))
+        )
+        now = self.executions.clock.now()
+        return [observed(execution, now) for execution in await self._all(query)]
 
     async def list_steps(self, execution_id: uuid.UUID) -> Sequence[ExecutionStep]:
         query = (

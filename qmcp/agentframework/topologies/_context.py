@@ -365,7 +365,8 @@ class StepContext:
     def _replay(
         self, recorded: StepRecord, key: str, slot: str, agent: AgentType, mc: MixinContext
     ) -> StepResult:
-        if recorded.slot != slot or recorded.agent_name != agent.name:
+        # A fork may give a slot another agent from its fork point on: the steps it inherited keep theirs.
+        if recorded.slot != slot or (recorded.agent_name != agent.name and not recorded.inherited):
             raise NonDeterminismError(
                 f"step {key!r} was recorded for slot {recorded.slot!r} (agent {recorded.agent_name!r}) "
                 f"but is now asked of slot {slot!r} (agent {agent.name!r}); the topology or its agents "
