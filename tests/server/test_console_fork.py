@@ -87,6 +87,11 @@ async def test_the_fork_form_shows_the_step_the_models_the_agents_and_the_replie
     assert fields[f"output:{PLAN}"].replace("\r\n", "\n") == steps[PLAN]["response"]
     assert json.loads(fields["input"]) == {"prompt": "Write about rivers"}
 
+    panel = (await client.get(f"/executions/{execution_id}/panel", params={"step": WRITE})).text
+    assert re.search(
+        rf'<a class="fork" href="/executions/{execution_id}/fork\?at=pipeline%2F1%3Awrite" id="panel-fork">',
+        panel,
+    )
     missing = await client.get(f"/executions/{execution_id}/fork", params={"at": "pipeline/9:nope"})
     assert missing.status_code == 404 and "pipeline/9:nope" in missing.text
 
@@ -151,6 +156,7 @@ async def test_a_refused_fork_shows_the_form_again_with_the_reason_and_writes_no
         ({"input": "{not json"}, "the input is not valid JSON"),
         ({"input": "[1]"}, "the input must be a JSON object"),
         ({"agent:write": "nobody"}, "agent &#39;nobody&#39; not found"),
+        ({f"output:{REVIEW}": "mine"}, "runs again in this fork"),  # after the fork point
     )
     for change, says in cases:
         refused = await client.post(f"/executions/{execution_id}/fork", data=form | change)

@@ -50,11 +50,10 @@ class ForkForm:
         recorded = {step.key: step.response or "" for step in steps}
         outputs = {}
         for name, text in fields.items():
-            key = name.removeprefix(_OUTPUT)
-            if name.startswith(_OUTPUT) and key in recorded:
-                text = _lines(text)  # a browser sends a textarea's lines ended by CR LF
-                if text != _lines(recorded[key]):
-                    outputs[key] = text
+            if name.startswith(_OUTPUT):
+                key, text = name.removeprefix(_OUTPUT), _lines(text)  # a browser ends lines with CR LF
+                if key not in recorded or text != _lines(recorded[key]):
+                    outputs[key] = text  # a step the fork may not edit is the operation's to refuse
         return cls(
             at=fields.get("at", ""),
             model=fields.get("model", "").strip(),
