@@ -49,6 +49,8 @@ class ForkRequest:
     """A new input (None: the parent's); inherited steps still replay as recorded."""
     set_output: Mapping[str, str] = field(default_factory=dict)
     """Step key → the reply to put in its place (a human edit) before going on."""
+    correlation_id: str | None = None
+    """The fork's correlation id (None: a new one)."""
 
 
 async def fork_execution(
@@ -70,10 +72,12 @@ async def fork_execution(
     parent = await db.find_execution(str(request.execution_id))
     if not request.at:
         raise InvalidConfigError("at: give the key of the step to fork from (qmcp executions steps ID)")
+    correlation = {"correlation_id": request.correlation_id} if request.correlation_id else {}
     config: RunConfig = runner_kwargs.pop("config", None) or RunConfig()
+    config = config.model_copy(update=correlation)
     runner_options: dict[str, Any] = {}
     if caller.remote:
-        checked = checked_run_options(caller, policy, parent.runner_type, {})
+        checked = checked_run_options(caller, policy, parent.runner_type, correlation)
         config, runner_options = checked.config, checked.runner_options
         if request.model is not None:
             _check_model(policy, request.model, "model")

@@ -286,6 +286,12 @@ async def test_a_failed_parent_forks_from_its_failed_step(db_url, agent, scripte
     assert fork.status == ExecutionStatus.COMPLETED, fork.error
     assert fork.usage.requests == 2 and len(script.calls) == 2 + 2
 
+    edited = await runner.fork(parent.execution_id, at=steps[-1].key, set_output={steps[-1].key: "by hand"})
+    assert edited.status == ExecutionStatus.COMPLETED and len(script.calls) == 4 + 1  # s2 only
+    step = next(s for s in await _steps(db_url, edited.execution_id) if s.key == steps[-1].key)
+    assert (step.status, step.error, step.response) == (StepStatus.COMPLETED, None, "by hand")
+    assert step.completed_at is not None
+
 
 def test_a_forks_budget_counts_only_what_the_fork_pays():
     from qmcp.agentframework.models import Usage

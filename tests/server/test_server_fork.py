@@ -17,12 +17,15 @@ async def test_a_fork_over_http_inherits_the_steps_before_its_step_and_runs_the_
     assert [s["key"] for s in steps] == ["pipeline/0:plan", "pipeline/1:write"]
 
     body = {"at": "pipeline/1:write", "set_output": {"pipeline/0:plan": "1. say hello"}}
-    accepted = await client.post(f"/v1/executions/{parent}/fork", json=body)
+    accepted = await client.post(
+        f"/v1/executions/{parent}/fork", json=body, headers={"X-Correlation-ID": "fork-7"}
+    )
     assert accepted.status_code == 202, accepted.text
     fork = accepted.json()["execution_id"]
     done = await finished(client, fork)
     assert done["status"] == "completed" and done["parent_id"] == parent
     assert done["fork_key"] == "pipeline/1:write" and done["requests"] == 1
+    assert done["correlation_id"] == "fork-7"
     forked = (await client.get(f"/v1/executions/{fork}/steps")).json()["steps"]
     assert [(s["key"], s["inherited"]) for s in forked] == [
         ("pipeline/0:plan", True),

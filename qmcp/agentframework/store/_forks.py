@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidConfigError, NotFoundError, did_you_mean
-from ..models import ExecutionStep, StepStatus
+from ..models import ExecutionStep, StepStatus, utcnow
 
 __all__ = ["fork_steps"]
 
@@ -61,7 +61,7 @@ def fork_steps(
 def _inherited(step: ExecutionStep, execution_id: uuid.UUID, text: str | None) -> ExecutionStep:
     """A copy of `step` for the fork, with `text` as its reply when a human edited it."""
     output = dict(step.output) if step.output is not None else None
-    response, status, error = step.response, step.status, step.error
+    response, status, error, completed = step.response, step.status, step.error, step.completed_at
     if text is not None:
         output = output or {}
         if output.get("data") is not None:
@@ -69,6 +69,7 @@ def _inherited(step: ExecutionStep, execution_id: uuid.UUID, text: str | None) -
             output["fallback"] = False
         output["edited"] = True
         response, status, error = text, StepStatus.COMPLETED, None
+        completed = completed or utcnow()  # a failed step, completed by the edit
     return ExecutionStep(
         execution_id=execution_id,
         key=step.key,
@@ -86,7 +87,7 @@ def _inherited(step: ExecutionStep, execution_id: uuid.UUID, text: str | None) -
         attempts=step.attempts,
         error=error,
         started_at=step.started_at,
-        completed_at=step.completed_at,
+        completed_at=completed,
         inherited=True,
     )
 

@@ -23,7 +23,7 @@ from ...app import (
 )
 from ..events import StreamLimits, execution_events, has_everything
 from ..problems import problem, problems
-from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State
+from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State, correlation
 from ._schemas import ExecutionListOut, ForkBody, StepListOut
 
 router = APIRouter(tags=["executions"], route_class=FiniteJsonRoute)
@@ -140,14 +140,16 @@ async def cancel_execution(execution_id: str, state: State) -> ExecutionOut:
 
 
 @router.post(
-    "/v1/executions/{execution_id}/fork", status_code=202, responses=problems(400, 403, 404, 422, 429, 503)
+    "/v1/executions/{execution_id}/fork", status_code=202, responses=problems(400, 403, 404, 422, 503)
 )
 async def fork_execution(
     execution_id: str, body: ForkBody, request: Request, state: State, caller: Remote
 ) -> RunAccepted:
     """Fork the execution at step `at`: a new execution that inherits the steps started before it
     (not paid again) and runs the rest, queued for the server's workers."""
-    fork = ForkRequest(execution_id, body.at, body.model, body.agents, body.input, body.set_output)
+    fork = ForkRequest(
+        execution_id, body.at, body.model, body.agents, body.input, body.set_output, correlation(request)
+    )
     execution = await state.runs.fork(fork, caller, trace=request.headers)
     return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
 
