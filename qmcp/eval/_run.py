@@ -195,6 +195,7 @@ async def prepare_eval(
         max_concurrent=int(options.runner_options.get("max_concurrent") or request.max_concurrent),
         max_tokens_per_cell=options.config.max_tokens,
         max_cost_per_cell=options.config.max_cost_usd,
+        timeout_seconds=options.config.timeout_seconds,
         origin=str(caller.door),
     )
     run = EvalRun(id=f"eval-{uuid.uuid4().hex[:12]}", status="running", spec=spec.model_dump(mode="json"))
@@ -428,6 +429,7 @@ class _Engine:
                     "model_override": self.spec.model,
                     "max_tokens": self.spec.max_tokens_per_cell,
                     "max_cost_usd": self.spec.max_cost_per_cell,
+                    "timeout_seconds": self.spec.timeout_seconds or self.base_config.timeout_seconds,
                     "correlation_id": correlation,
                 }
             )

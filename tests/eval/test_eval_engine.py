@@ -266,6 +266,10 @@ async def test_a_remote_caller_sends_records_and_names_no_python_scorer(db_url, 
             await prepare_eval(db, EvalRequest(records=_records(1), topologies=["solo"], model=model), remote)
         run = await prepare_eval(db, EvalRequest(records=_records(1), topologies=["solo"]), remote)
         assert run.spec["origin"] == "server"
+        assert run.spec["timeout_seconds"] == 3600  # the server's caps bound each cell
+        outcome = await resume_eval(db, run.id, remote)
+        (execution,) = await _executions(db, outcome.eval_id)
+        assert execution.run_config["timeout_seconds"] == 3600 and execution.origin == "server"
 
 
 async def test_user_mistakes_are_refused_before_anything_is_written(db_url, scripted, agent):
