@@ -59,6 +59,8 @@ class ExecutionQuery:
     topology: str | None = None
     limit: int = 50
     offset: int = 0
+    eval_id: str | None = None
+    """Only the cells (and judge calls) of this eval."""
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,14 @@ class ExecutionPage:
 async def list_executions(db: Database, query: ExecutionQuery) -> ExecutionPage:
     status = parse_status(query.status)
     rows = await db.list_executions(
-        status=status, topology_name=query.topology, limit=query.limit, offset=query.offset
+        status=status,
+        topology_name=query.topology,
+        limit=query.limit,
+        offset=query.offset,
+        eval_id=query.eval_id,
     )
-    return ExecutionPage(rows, await db.count_executions(status=status, topology_name=query.topology))
+    total = await db.count_executions(status=status, topology_name=query.topology, eval_id=query.eval_id)
+    return ExecutionPage(rows, total)
 
 
 async def execution_steps(

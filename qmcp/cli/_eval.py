@@ -158,7 +158,7 @@ def resume(
 def show(
     ctx: typer.Context,
     eval_id: Annotated[str, typer.Argument(help="The eval (qmcp eval list).")],
-    rows: Annotated[bool, typer.Option("--rows", help="With every sample row (JSON).")] = False,
+    rows: Annotated[bool, typer.Option("--rows", help="With every sample row (a table, or JSON).")] = False,
     output_format: FormatOption = None,
 ) -> None:
     """Print an eval's report again (a running eval's so far)."""
@@ -175,6 +175,8 @@ def show(
         print_json(report.model_dump(mode="json", exclude=None if rows else {"rows"}))
         return
     _print_report(report)
+    if rows:
+        _print_rows(report)
 
 
 @eval_app.command("list")
@@ -323,7 +325,7 @@ def _run(
     if json_output:
         print_json(report.model_dump(mode="json", exclude={"rows"}))
     else:
-        _print_report(report)
+        _print_report(report, message=outcome.message is None)  # else said once, on stderr
         if out is not None:
             stdout().print(f"report and {len(report.rows or [])} rows written to {escape(str(out))}")
     if outcome.message:
@@ -347,7 +349,7 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-def _print_report(report: EvalReport) -> None:
+def _print_report(report: EvalReport, *, message: bool = True) -> None:
     console = stdout()
     head = (
         f"[bold]eval {escape(report.eval_id)}[/bold] · {escape(report.status)} · "
@@ -426,8 +428,28 @@ def _print_report(report: EvalReport) -> None:
         console.print(f"{len(report.skipped)} dataset lines skipped:", soft_wrap=True)
         for line in report.skipped[:10]:
             console.print(f"  {escape(line)}", soft_wrap=True)
-    if report.message:
+    if message and report.message:
         console.print(escape(report.message), soft_wrap=True)
+
+
+def _print_rows(report: EvalReport) -> None:
+    """Every cell: what was scored and why, and the execution that holds it (qmcp executions show)."""
+    print_table(
+        "Cells",
+        ["Sample", "Variant", "Repeat", "Score", "Explanation", "Execution"],
+        [
+            [
+                r.sample_id,
+                r.variant,
+                r.repeat,
+                "failed" if r.score is None else f"{r.score:g}",
+                r.explanation or "",
+                r.execution_id or "—",
+            ]
+            for r in report.rows or []
+        ],
+        empty="no cells recorded yet",
+    )
 
 
 def _ms(value: float | None) -> str:

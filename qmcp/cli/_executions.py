@@ -56,6 +56,10 @@ def list_executions(
     ] = None,
     topology: Annotated[str | None, typer.Option("--topology", help="Only runs of this topology.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 20,
+    eval_id: Annotated[
+        str | None,
+        typer.Option("--eval", metavar="EVAL_ID", help="Only the cells of this eval (qmcp eval list)."),
+    ] = None,
     ids: Annotated[
         bool, typer.Option("--ids", help="Print only the ids, one a line (for scripts: ID=$(...)).")
     ] = False,
@@ -69,7 +73,9 @@ def list_executions(
     from qmcp.app import list_executions as query_executions
 
     state = cli_state(ctx)
-    query = ExecutionQuery(status.strip().lower() if status is not None else None, topology, limit)
+    query = ExecutionQuery(
+        status.strip().lower() if status is not None else None, topology, limit, eval_id=eval_id
+    )
 
     async def fetch() -> list[Execution]:
         async with open_database(state, read_only=True) as db:

@@ -22,7 +22,7 @@ from ..agentframework.store import Database
 from ..app import answer_only
 from ._spec import EvalSpec
 from ._stats import mcnemar, paired_bootstrap, percentile, wilson_interval
-from ._store import eval_executions, eval_scores, get_eval
+from ._store import eval_executions, eval_scores, get_eval, observed_status
 
 __all__ = [
     "EvalReport",
@@ -175,10 +175,11 @@ async def eval_report(db: Database, eval_id: str, *, rows: bool = False) -> Eval
         for j in range(i + 1, len(spec.variants))
     ]
     spend = sum(row.cost_usd for row in executions)
+    status = await observed_status(db, run)
     report = EvalReport(
         eval_id=run.id,
-        status=run.status,
-        message=_message(run.id, run.status, spec, len(scores), spend),
+        status=status,
+        message=_message(run.id, status, spec, len(scores), spend),
         created_at=run.created_at,
         completed_at=run.completed_at,
         source=spec.source,

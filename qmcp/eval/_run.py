@@ -169,13 +169,14 @@ async def prepare_eval(
     for name in request.topologies:
         topology, agents = await db.get_topology(name)
         await require_trusted(db, agents, topology=name, override=override)
+        prepare_team(topology, agents, {}, override)  # its models resolve (a bad --model is told now)
         variants.append(VariantSpec(name=name, kind="topology", digest=team_digest(topology, agents)))
     reserved = [(SINGLE_CALL, agent) for agent in request.single_call]
     judge = judge_agent(scorer)
     if judge is not None:
         reserved.append((JUDGE, judge))
     for kind, agent_name in reserved:  # checked, all of them, before any is stored
-        await _reserved_team(db, kind, agent_name, override, write=False)
+        prepare_team(*await _reserved_team(db, kind, agent_name, override, write=False), {}, override)
     for kind, agent_name in reserved:
         topology, agents = await _reserved_team(db, kind, agent_name, override)
         if kind == SINGLE_CALL:

@@ -123,7 +123,10 @@ def parse_budget(text: str) -> tuple[int | None, float | None]:
         raise InvalidConfigError(
             f"--budget-per-sample {text!r}: give tokens (e.g. 5000) or dollars (e.g. 0.01usd or $0.01)"
         )
-    return None, float(usd.group(1))
+    dollars = float(usd.group(1))
+    if dollars <= 0:  # every cell would fail on its first paid call
+        raise InvalidConfigError("--budget-per-sample: give more than $0, e.g. 0.01usd")
+    return None, dollars
 
 
 def reserved_name(kind: str, agent: str) -> str:

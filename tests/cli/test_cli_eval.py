@@ -59,6 +59,12 @@ def test_an_eval_on_the_test_model_reports_each_variant(team):
     executions = team.json("executions", "list", "--limit", "100")
     cells = [e for e in executions if e["eval_id"] == report["eval_id"]]
     assert len(cells) == 18 and {e["topology_name"] for e in cells} == {"solo", "duo", "single-call-writer"}
+    by_eval = team.json("executions", "list", "--eval", report["eval_id"], "--limit", "100")
+    assert sorted(e["id"] for e in by_eval) == sorted(e["id"] for e in cells)
+    assert team.json("executions", "list", "--eval", "eval-other") == []
+
+    cells_table = team.ok("eval", "show", report["eval_id"], "--rows").stdout
+    assert "Cells" in cells_table and "zebra" in cells_table and cells[0]["id"][:8] in cells_table
 
 
 @pytest.mark.parametrize(
@@ -69,6 +75,12 @@ def test_an_eval_on_the_test_model_reports_each_variant(team):
         (("--topology", "solo", "--scorer", "bogus"), "unknown scorer"),
         (("--topology", "solo", "--budget-per-sample", "plenty"), "--budget-per-sample"),
         ((), "give at least one variant"),
+        (("--topology", "solo", "--model", "nope:x"), "unknown model 'nope:x'"),
+        (("--single-call", "writer", "--model", "nope:x"), "unknown model 'nope:x'"),
+        (("--topology", "solo", "--budget-per-sample", "0usd"), "more than $0"),
+        (("--topology", "solo", "--scorer", "judge:nobody"), "agent 'nobody' not found"),
+        (("--topology", "solo", "--scorer", "python:no_such_module_here:f"), "cannot import"),
+        (("--topology", "solo", "--columns", "input=nope"), "no 'nope' field"),
     ],
 )
 def test_mistakes_are_one_line_and_write_nothing(team, args, says):

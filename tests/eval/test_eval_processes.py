@@ -139,6 +139,12 @@ async def test_sigkill_in_the_middle_then_resume_pays_every_call_exactly_once(qm
     process.communicate(timeout=30)
     assert 0 < len(qmcp.calls()) < SAMPLES * MEMBERS
     _, scored_before = await _recorded(qmcp.db_url)
+    killed = json.loads(qmcp.ok("--format", "json", "eval", "list"))
+    assert killed[0]["status"] == "interrupted"  # no live process runs any of its cells
+    assert _report(qmcp, eval_id)["status"] == "interrupted"
+    cells = json.loads(qmcp.ok("--format", "json", "executions", "list", "--eval", eval_id, "--limit", "500"))
+    assert cells and {c["eval_id"] for c in cells} == {eval_id}
+    assert any(c["status"] == "interrupted" for c in cells)
 
     resumed = qmcp.run("eval", "resume", eval_id)
     assert resumed.returncode == 0, resumed.stderr
@@ -229,6 +235,7 @@ async def test_a_budget_stop_ends_with_one_line_and_a_partial_report(qmcp):
     (line,) = [ln for ln in stopped.stderr.splitlines() if " stopped: " in ln]
     assert "stopped: it spent $" in line and "--max-cost" in line and "qmcp eval resume" in line
     assert "stopped (budget)" in stopped.stdout
+    assert "cells not run" not in stopped.stdout  # the stop is said once, on stderr
     eval_id, scored = await _recorded(qmcp.db_url)
     assert eval_id and 0 < scored < 2 * SAMPLES
     assert len(qmcp.calls()) < SAMPLES * MEMBERS

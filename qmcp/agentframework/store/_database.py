@@ -440,22 +440,28 @@ class Database:
         limit: int = 50,
         offset: int = 0,
         oldest_first: bool = False,
+        eval_id: str | None = None,
     ) -> list[Execution]:
         """Executions as they stand now (`observed`), newest first (or oldest first), filtered by
-        status(es), topology and origin."""
+        status(es), topology, origin and the eval they are cells of."""
         check_page(limit, offset)
         now = self.executions.clock.now()
         order = col(Execution.created_at).asc() if oldest_first else col(Execution.created_at).desc()
         query = select(Execution).order_by(order).offset(offset).limit(limit)
-        query = query.where(*await self._filters(now, status, topology_name, origin))
+        query = query.where(*await self._filters(now, status, topology_name, origin, eval_id))
         return [observed(execution, now) for execution in await self._all(query)]
 
     async def count_executions(
-        self, *, status: ExecutionStatus | None = None, topology_name: str | None = None
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        topology_name: str | None = None,
+        eval_id: str | None = None,
     ) -> int:
         """How many `list_executions` would give without a limit: counted by their observed status."""
         query = select(func.count()).select_from(Execution)
-        query = query.where(*await self._filters(self.executions.clock.now(), status, topology_name, None))
+        now = self.executions.clock.now()
+        query = query.where(*await self._filters(now, status, topology_name, None, eval_id))
         return int(await self._read(lambda session: session.execute(query).scalar_one()))
 
     async def _filters(
@@ -464,6 +470,7 @@ class Database:
         status: ExecutionStatus | Sequence[ExecutionStatus] | None,
         topology_name: str | None,
         origin: str | None,
+        eval_id: str | None = None,
     ) -> list[ColumnElement[bool]]:
         """The conditions of an execution query. Statuses are the observed ones: a running row whose
         owner is gone (no owner, an expired lease, a dead pid on this host) counts as interrupted."""
@@ -493,6 +500,8 @@ class Database:
             conditions.append(col(Execution.topology_name) == topology_name)
         if origin is not None:
             conditions.append(col(Execution.origin) == origin)
+        if eval_id is not None:
+            conditions.append(col(Execution.eval_id) == eval_id)
         return conditions
 
     async def _dead_here(self, now: datetime) -> list[uuid.UUID]:
