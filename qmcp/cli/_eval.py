@@ -86,7 +86,10 @@ def evaluate(
         typer.Option("--max-cost", metavar="USD", min=0, help="Start no new cell once the eval spent USD."),
     ] = None,
     max_concurrent: Annotated[
-        int, typer.Option("--max-concurrent", min=1, help="Cells and model calls in flight at once, in all.")
+        int,
+        typer.Option(
+            "--max-concurrent", min=1, max=10_000, help="Cells and model calls in flight at once, in all."
+        ),
     ] = 8,
     budget_per_sample: Annotated[
         str | None,
@@ -118,23 +121,32 @@ def evaluate(
     if dataset is None:
         typer.echo(ctx.get_help())
         raise typer.Exit()
+    from pydantic import ValidationError
+
+    from qmcp.agentframework.errors import UserInputError
+    from qmcp.agentframework.models import describe_validation_error
     from qmcp.eval import EvalRequest
 
     state = cli_state(ctx)
-    request = EvalRequest(
-        dataset=str(dataset),
-        columns=_columns(columns),
-        skip_bad=skip_bad,
-        topologies=list(topology or []),
-        single_call=list(single_call or []),
-        scorer=scorer,
-        samples=samples,
-        repeat=repeat,
-        model=model or state.model,
-        max_cost_usd=max_cost,
-        max_concurrent=max_concurrent,
-        budget_per_sample=budget_per_sample,
-    )
+    if max_cost is not None and max_cost == float("inf"):  # the option's bound lets it through
+        raise UserInputError(f"--max-cost {max_cost}: give a number of dollars, 0 or more")
+    try:
+        request = EvalRequest(
+            dataset=str(dataset),
+            columns=_columns(columns),
+            skip_bad=skip_bad,
+            topologies=list(topology or []),
+            single_call=list(single_call or []),
+            scorer=scorer,
+            samples=samples,
+            repeat=repeat,
+            model=model or state.model,
+            max_cost_usd=max_cost,
+            max_concurrent=max_concurrent,
+            budget_per_sample=budget_per_sample,
+        )
+    except ValidationError as error:  # what the options' bounds do not catch (an infinite cost)
+        raise UserInputError(describe_validation_error(error)) from None
     _run(state, request, None, out=out, json_output=state.json_output(output_format))
 
 
@@ -289,6 +301,7 @@ def _run(
     from qmcp.app import Caller, Door
     from qmcp.eval import eval_report, resume_eval, start_eval
 
+    _check_out(out)
     display = _Display(DisplayMode.choose(json_output=json_output, quiet=state.quiet))
     config = run_config(state)
     known: list[str] = [eval_id] if eval_id else []
@@ -321,7 +334,15 @@ def _run(
     except KeyboardInterrupt:
         _interrupted(state, known[0] if known else None)
     if out is not None:
-        out.write_text(report.model_dump_json(indent=2) + "\n")
+        try:
+            out.write_text(report.model_dump_json(indent=2) + "\n")
+        except OSError as error:  # the eval is stored: say how to get its report anyway
+            from qmcp.agentframework.errors import UserInputError
+
+            raise UserInputError(
+                f"--out {out}: cannot write it ({error.strerror}); the eval is stored, get its report with: "
+                f"{state.command('eval', 'show', outcome.eval_id, '--rows', '--format', 'json')}"
+            ) from None
     if json_output:
         print_json(report.model_dump(mode="json", exclude={"rows"}))
     else:
@@ -330,6 +351,18 @@ def _run(
             stdout().print(f"report and {len(report.rows or [])} rows written to {escape(str(out))}")
     if outcome.message:
         stderr().print(escape(outcome.message))
+
+
+def _check_out(out: Path | None) -> None:
+    """Refuse an --out the report cannot be written to before any cell runs, not after."""
+    if out is None:
+        return
+    from qmcp.agentframework.errors import UserInputError
+
+    if out.is_dir():
+        raise UserInputError(f"--out: {out} is a directory; give a file, e.g. {out / 'results.json'}")
+    if not out.parent.resolve().is_dir():
+        raise UserInputError(f"--out: the directory of {out} does not exist")
 
 
 def _interrupted(state: CliState, eval_id: str | None) -> NoReturn:

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -216,6 +217,8 @@ async def run_eval(
     (`max_cost_usd` here replaces the stored one, for this run and the next: a resume may raise
     it). Never raises for a failed cell: it is recorded. Ctrl-C (a cancel), or an error that stops
     the whole eval, leaves it `interrupted` with its finished cells scored: resumable."""
+    if max_cost_usd is not None and not 0 <= max_cost_usd < math.inf:  # NaN fails both
+        raise InvalidConfigError(f"--max-cost {max_cost_usd}: give a number of dollars, 0 or more")
     run = await get_eval(db, eval_id)
     spec = EvalSpec.model_validate(run.spec)
     values: dict[str, Any] = {"status": "running", "completed_at": None}

@@ -31,8 +31,9 @@ __all__ = [
 ]
 
 EVAL_STATUSES = ("running", "completed", "stopped (budget)", "interrupted")
-"""An `EvalRun`'s status: `running` (or killed while running: resume it), `completed` (every cell
-scored), `stopped (budget)` (`--max-cost` reached before every cell started), `interrupted` (Ctrl-C)."""
+"""An `EvalRun`'s status: `running`, `completed` (every cell scored), `stopped (budget)` (`--max-cost`
+reached before every cell started), `interrupted` (Ctrl-C; and how a `running` eval whose process was
+killed reads, `observed_status`: resume it)."""
 
 SINGLE_CALL = "single-call"
 JUDGE = "judge"
@@ -60,7 +61,7 @@ class EvalRequest(BaseModel):
     repeat: int = Field(default=1, ge=1, le=100)
     model: str | None = None
     """Every agent of every cell runs on this model (the run's model override)."""
-    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """No new cell starts once the eval's spend reaches this."""
     max_concurrent: int = Field(default=8, ge=1, le=10_000)
     """Cells and model calls in flight at once, across all cells (one shared limit)."""

@@ -81,10 +81,23 @@ def test_an_eval_on_the_test_model_reports_each_variant(team):
         (("--topology", "solo", "--scorer", "judge:nobody"), "agent 'nobody' not found"),
         (("--topology", "solo", "--scorer", "python:no_such_module_here:f"), "cannot import"),
         (("--topology", "solo", "--columns", "input=nope"), "no 'nope' field"),
+        (("--topology", "solo", "--out", "/nonexistent-dir/r.json"), "--out: the directory of"),
+        (("--topology", "solo", "--out", "/"), "is a directory"),
+        (("--topology", "solo", "--max-cost", "inf"), "--max-cost inf: give a number of dollars"),
     ],
 )
 def test_mistakes_are_one_line_and_write_nothing(team, args, says):
     team.user_error("eval", "--dataset", str(Path(team.db).parent / "data.jsonl"), *args, says=says)
+    assert team.json("eval", "list") == []
+
+
+def test_options_out_of_bounds_are_refused_by_the_command_line(team):
+    for args in (("--max-concurrent", "100000"), ("--max-cost", "-1"), ("--samples", "0"), ("--repeat", "0")):
+        result = team(
+            "eval", "--dataset", str(Path(team.db).parent / "data.jsonl"), "--topology", "solo", *args
+        )
+        assert result.exit_code == 2 and args[0] in result.stderr, result.stderr
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
     assert team.json("eval", "list") == []
 
 
@@ -98,3 +111,13 @@ def test_show_and_resume_name_an_unknown_eval(team):
 def test_without_a_dataset_it_shows_its_help_and_an_empty_list_says_how_to_start(team):
     assert "--dataset" in team.ok("eval").stdout
     assert "qmcp eval --dataset" in team.ok("eval", "list").stdout
+
+
+@pytest.mark.skipif(not Path("/proc/version").exists(), reason="needs a file nobody can write: Linux /proc")
+def test_an_out_file_that_cannot_be_written_says_how_to_get_the_report(team):
+    stderr = team.user_error(
+        "--quiet", "eval", "--dataset", str(Path(team.db).parent / "data.jsonl"), "--topology", "solo",
+        "--out", "/proc/version", says="--out /proc/version: cannot write it",
+    )  # fmt: skip
+    (stored,) = team.json("eval", "list")
+    assert f"eval show {stored['id']} --rows --format json" in stderr and stored["status"] == "completed"

@@ -3,12 +3,14 @@ refusals that leave nothing written: a model that does not resolve, a budget of 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -16,7 +18,16 @@ from qmcp.agentframework.errors import InvalidConfigError, UserInputError
 from qmcp.agentframework.models import EvalRun, Execution, Topology, utcnow
 from qmcp.agentframework.store import Database, Owner
 from qmcp.app import Caller, ExecutionQuery, list_executions
-from qmcp.eval import EvalRequest, eval_report, list_evals, parse_budget, prepare_eval, start_eval
+from qmcp.eval import (
+    EvalRequest,
+    eval_report,
+    get_eval,
+    list_evals,
+    parse_budget,
+    prepare_eval,
+    resume_eval,
+    start_eval,
+)
 
 OPERATOR = Caller.operator()
 
@@ -44,6 +55,18 @@ async def _set_eval(db: Database, eval_id: str, status: str) -> None:
     async with db.sessions() as session, session.begin():
         statement = update(EvalRun).where(col(EvalRun.id) == eval_id).values(status=status)
         await (await session.connection()).execute(statement)
+
+
+async def test_an_infinite_max_cost_is_refused_not_stored(db_url, agent) -> None:
+    async with Database(db_url) as db:
+        await _solo(db, agent, "test")
+        run = await prepare_eval(db, EvalRequest(records=_records(2), topologies=["solo"]), OPERATOR)
+        for value in (math.inf, math.nan, -1.0):
+            with pytest.raises(InvalidConfigError, match="--max-cost"):
+                await resume_eval(db, run.id, OPERATOR, max_cost_usd=value)
+        assert (await get_eval(db, run.id)).spec["max_cost_usd"] is None
+    with pytest.raises(ValidationError):
+        EvalRequest(records=_records(2), topologies=["solo"], max_cost_usd=math.inf)
 
 
 def test_a_budget_of_zero_dollars_is_refused() -> None:
