@@ -56,10 +56,14 @@ def _columns(text: str | None) -> dict[str, str] | None:
 def evaluate(
     ctx: typer.Context,
     dataset: Annotated[
-        Path | None, typer.Option("--dataset", help="JSONL or CSV: input, target, optional id and metadata.")
+        Path | None,
+        typer.Option(
+            "--dataset", metavar="FILE", help="JSONL or CSV: input, target, optional id and metadata."
+        ),
     ] = None,
     topology: Annotated[
-        list[str] | None, typer.Option("--topology", "-t", help="A stored topology to evaluate (repeatable).")
+        list[str] | None,
+        typer.Option("--topology", "-t", metavar="NAME", help="A stored topology to evaluate (repeatable)."),
     ] = None,
     single_call: Annotated[
         list[str] | None,
@@ -73,6 +77,7 @@ def evaluate(
         str,
         typer.Option(
             "--scorer",
+            metavar="SPEC",
             help="exact, includes, regex:PAT, number[:TOL], choice, json:PATH, judge:AGENT, python:MODULE:FUNC",
         ),
     ] = "exact",
@@ -107,7 +112,8 @@ def evaluate(
         bool, typer.Option("--skip-bad", help="Skip samples that fail to parse (each is reported).")
     ] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the report and every sample row as JSON here.")
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Write the report and every sample row as JSON here."),
     ] = None,
     output_format: FormatOption = None,
 ) -> None:
