@@ -80,8 +80,9 @@ def fork_command(
 ) -> None:
     """Fork an execution at a step: reuse the steps before it, run it and the rest again here.
 
-    The fork is a new execution of the same team; the reused steps are marked inherited and not
-    paid again. --model, --agent, --input-json and --set-output change what runs."""
+    The fork is a new execution of the same team; reused steps are marked
+    inherited, not paid again. --model, --agent, --input-json and --set-output
+    change what runs."""
     from qmcp.app import ForkRequest
 
     state = cli_state(ctx)
