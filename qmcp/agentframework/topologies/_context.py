@@ -653,7 +653,7 @@ def _checked_edit(
     except ValueError as invalid:
         raise InvalidConfigError(
             f"step {key!r}: the reply set for it does not fit the JSON the step asks for ({invalid}); "
-            "fork again with --set-output KEY='{...}' holding the keys its prompt's schema names"
+            "fork again, setting a JSON object with the keys its prompt's schema names"
         ) from None
 
 
