@@ -11,6 +11,7 @@ remote caller may decide is the caller policy (`_caller.py`), one table for ever
 | `_define.py` | define: apply a team; create, update and delete agents and topologies, with one set of checks |
 | `_runs.py` | run: start (a handle with the execution id at once), resume, cancel, answer a human request |
 | `_queries.py` | query: executions, steps, cost, the DAG |
+| `_evals.py` | query: `qmcp eval` runs, and an eval's matrix of samples × variants, page by page |
 | `_shapes.py` | one step and one execution shape on the wire (server schemas, `qmcp.client`, MCP) |
 | `_summary.py` | a run's answer and what its output means, per topology (the CLI prints it, the console renders it) |
 | `_format.py` | how durations, costs, tokens and times read in the CLI and the console |
@@ -53,6 +54,17 @@ if TYPE_CHECKING:
         put_agent,
         put_topology,
         update_agent,
+    )
+    from ._evals import (
+        EvalCell,
+        EvalColumn,
+        EvalList,
+        EvalMatrix,
+        EvalRow,
+        EvalSummary,
+        eval_matrix,
+        get_eval_run,
+        list_evals,
     )
     from ._format import format_cost, format_duration, format_tokens, format_when
     from ._queries import (
@@ -100,6 +112,15 @@ _EXPORTS = {
     "put_agent": "_define",
     "put_topology": "_define",
     "update_agent": "_define",
+    "EvalCell": "_evals",
+    "EvalColumn": "_evals",
+    "EvalList": "_evals",
+    "EvalMatrix": "_evals",
+    "EvalRow": "_evals",
+    "EvalSummary": "_evals",
+    "eval_matrix": "_evals",
+    "get_eval_run": "_evals",
+    "list_evals": "_evals",
     "ExecutionCost": "_queries",
     "ExecutionPage": "_queries",
     "ExecutionQuery": "_queries",
@@ -142,6 +163,12 @@ __all__ = [
     "CallerPolicy",
     "Change",
     "Door",
+    "EvalCell",
+    "EvalColumn",
+    "EvalList",
+    "EvalMatrix",
+    "EvalRow",
+    "EvalSummary",
     "ExecutionCost",
     "ExecutionOut",
     "ExecutionPage",
@@ -168,12 +195,15 @@ __all__ = [
     "delete_agent",
     "delete_topologies",
     "delete_topology",
+    "eval_matrix",
     "execution_cost",
     "execution_steps",
     "format_cost",
     "format_duration",
     "format_tokens",
     "format_when",
+    "get_eval_run",
+    "list_evals",
     "list_executions",
     "list_topologies",
     "parse_status",

@@ -1,0 +1,234 @@
+"""Query operations on `qmcp eval` runs: the list of evals, and an eval's matrix of samples × variants.
+
+Reads only, from the rows an eval writes (`EvalRun`, `EvalScore`) and its cells' executions (each cell
+is an ordinary execution with `eval_id` set). The doors show the matrix page by page: an eval of a
+thousand samples is read a page of samples at a time, its cells and their executions with it. The report
+with statistics (accuracy intervals, paired tests) is `qmcp.eval.eval_report`, a layer above this one.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from ..agentframework.errors import NotFoundError
+from ..agentframework.models import EvalRun, EvalScore, Execution
+from ..agentframework.store import Database, check_page, observed
+
+__all__ = [
+    "EvalCell",
+    "EvalColumn",
+    "EvalList",
+    "EvalMatrix",
+    "EvalRow",
+    "EvalSummary",
+    "eval_matrix",
+    "get_eval_run",
+    "list_evals",
+]
+
+
+class EvalSummary(BaseModel):
+    """One eval as the lists show it: what it compared and how far it got."""
+
+    id: str
+    status: str
+    created_at: datetime
+    completed_at: datetime | None
+    variants: list[str] = Field(description="The topologies (and one-call baselines) compared")
+    samples: int = Field(description="Samples with at least one cell recorded")
+    cells: int = Field(description="Cells recorded: sample × variant × repeat")
+    unscored: int = Field(description="Cells without a score: their execution did not finish")
+
+
+class EvalList(BaseModel):
+    evals: list[EvalSummary]
+    count: int
+    total: int = Field(description="Evals stored, on every page")
+
+
+class EvalColumn(BaseModel):
+    """A column of the matrix: one variant, one repeat of it."""
+
+    variant: str
+    repeat: int
+
+
+class EvalCell(BaseModel):
+    """One sample answered by one variant once: its score and the execution that answered."""
+
+    variant: str
+    repeat: int
+    score: float | None = Field(description="0..1; null when the cell has no score (yet)")
+    explanation: str | None
+    execution_id: str | None
+    status: str | None = Field(description="The execution's status; null when the cell has none recorded")
+
+
+class EvalRow(BaseModel):
+    """A sample's cells, one per column of the matrix (in `EvalMatrix.columns` order)."""
+
+    sample_id: str
+    cells: list[EvalCell]
+
+
+class EvalMatrix(BaseModel):
+    """A page of an eval's matrix: samples (rows) × variants and repeats (columns)."""
+
+    eval_id: str
+    status: str
+    columns: list[EvalColumn]
+    rows: list[EvalRow]
+    count: int = Field(description="Samples on this page")
+    total: int = Field(description="Samples of the eval, on every page")
+    offset: int
+    limit: int
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    """`s2` before `s10`: numbers in a sample id compare as numbers."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text))
+
+
+async def get_eval_run(db: Database, eval_id: str) -> EvalRun:
+    """The eval's row, or a one-line `NotFoundError`."""
+    async with db.sessions() as session:
+        run = await session.get(EvalRun, eval_id)
+    if run is None:
+        raise NotFoundError(f"eval {eval_id!r} not found; list the evals with: qmcp eval list")
+    return run
+
+
+async def list_evals(db: Database, *, limit: int = 50, offset: int = 0) -> EvalList:
+    """Evals, newest first, each with its variants and how many cells it recorded."""
+    check_page(limit, offset)
+    async with db.sessions() as session:
+        total = (await session.exec(select(func.count()).select_from(EvalRun))).one()
+        runs = list(
+            (
+                await session.exec(
+                    select(EvalRun).order_by(col(EvalRun.created_at).desc()).offset(offset).limit(limit)
+                )
+            ).all()
+        )
+        ids = [run.id for run in runs]
+        counts = (
+            await session.exec(
+                select(
+                    col(EvalScore.eval_id),
+                    func.count(),
+                    func.count(col(EvalScore.score)),
+                    func.count(func.distinct(col(EvalScore.sample_id))),
+                )
+                .where(col(EvalScore.eval_id).in_(ids))
+                .group_by(col(EvalScore.eval_id))
+            )
+        ).all()
+        variants = (
+            await session.exec(
+                select(col(EvalScore.eval_id), col(EvalScore.variant), func.min(col(EvalScore.id)))
+                .where(col(EvalScore.eval_id).in_(ids))
+                .group_by(col(EvalScore.eval_id), col(EvalScore.variant))
+            )
+        ).all()
+    counted = {eval_id: (cells, scored, samples) for eval_id, cells, scored, samples in counts}
+    named: dict[str, list[tuple[int, str]]] = {}
+    for eval_id, variant, first in variants:
+        named.setdefault(eval_id, []).append((int(first or 0), variant))
+    summaries = []
+    for run in runs:
+        cells, scored, samples = counted.get(run.id, (0, 0, 0))
+        summaries.append(
+            EvalSummary(
+                id=run.id,
+                status=run.status,
+                created_at=run.created_at,
+                completed_at=run.completed_at,
+                variants=[variant for _, variant in sorted(named.get(run.id, []))],
+                samples=samples,
+                cells=cells,
+                unscored=cells - scored,
+            )
+        )
+    return EvalList(evals=summaries, count=len(summaries), total=int(total))
+
+
+async def eval_matrix(db: Database, eval_id: str, *, limit: int = 100, offset: int = 0) -> EvalMatrix:
+    """A page of the eval's samples (in natural order of their ids) with every cell of each: its
+    score, explanation, execution and that execution's status now. Columns are the eval's variants in
+    the order it first recorded them, each repeat of a variant a column of its own."""
+    check_page(limit, offset)
+    run = await get_eval_run(db, eval_id)
+    async with db.sessions() as session:
+        columns = (
+            await session.exec(
+                select(col(EvalScore.variant), col(EvalScore.repeat), func.min(col(EvalScore.id)))
+                .where(col(EvalScore.eval_id) == eval_id)
+                .group_by(col(EvalScore.variant), col(EvalScore.repeat))
+            )
+        ).all()
+        sample_ids = (
+            await session.exec(
+                select(col(EvalScore.sample_id)).where(col(EvalScore.eval_id) == eval_id).distinct()
+            )
+        ).all()
+        page = sorted(sample_ids, key=_natural)[offset : offset + limit]
+        scores: Sequence[EvalScore] = (
+            (
+                await session.exec(
+                    select(EvalScore).where(
+                        col(EvalScore.eval_id) == eval_id, col(EvalScore.sample_id).in_(page)
+                    )
+                )
+            ).all()
+            if page
+            else []
+        )
+        execution_ids = [score.execution_id for score in scores if score.execution_id is not None]
+        executions: Sequence[Execution] = (
+            (await session.exec(select(Execution).where(col(Execution.id).in_(execution_ids)))).all()
+            if execution_ids
+            else []
+        )
+    now = db.executions.clock.now()
+    statuses: dict[uuid.UUID, str] = {e.id: str(observed(e, now).status) for e in executions}
+    first: dict[str, int] = {}  # the first row each variant recorded: variants keep the order they ran in
+    for variant, _, row in columns:
+        first[variant] = min(first.get(variant, int(row or 0)), int(row or 0))
+    order = sorted(columns, key=lambda column: (first[column[0]], column[1]))
+    shown = [EvalColumn(variant=variant, repeat=repeat) for variant, repeat, _ in order]
+    found = {(s.sample_id, s.variant, s.repeat): s for s in scores}
+    rows = []
+    for sample_id in page:
+        cells = []
+        for column in shown:
+            score = found.get((sample_id, column.variant, column.repeat))
+            execution = score.execution_id if score is not None else None
+            cells.append(
+                EvalCell(
+                    variant=column.variant,
+                    repeat=column.repeat,
+                    score=score.score if score is not None else None,
+                    explanation=score.explanation if score is not None else None,
+                    execution_id=str(execution) if execution is not None else None,
+                    status=statuses.get(execution) if execution is not None else None,
+                )
+            )
+        rows.append(EvalRow(sample_id=sample_id, cells=cells))
+    return EvalMatrix(
+        eval_id=run.id,
+        status=run.status,
+        columns=shown,
+        rows=rows,
+        count=len(rows),
+        total=len(sample_ids),
+        offset=offset,
+        limit=limit,
+    )

@@ -1,0 +1,91 @@
+"""The console's eval pages: the list of evals, and one eval's matrix of samples × variants (× repeats),
+each cell coloured by its score, saying it in text too, and opening the execution that answered it.
+
+The matrix is read a page of samples at a time (`qmcp.app.eval_matrix`): an eval of a thousand samples
+renders as pages of `MATRIX_PAGE` rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from ...agentframework.errors import QmcpError
+from ...app import EvalCell, eval_matrix, list_evals
+from ._routes import PAGE_SIZE, _db, _error, _render
+
+__all__ = ["MATRIX_PAGE", "CellView", "cell_view", "router"]
+
+router = APIRouter(include_in_schema=False)
+
+MATRIX_PAGE = 100
+"""Samples per page of the matrix (a row holds a cell per variant and repeat)."""
+
+
+@dataclass(frozen=True)
+class CellView:
+    """How one cell reads: its text, the colour class of its score, its link and the sentence a title
+    and a screen reader give (the colour is never the only way the score is told)."""
+
+    text: str
+    tone: str
+    href: str | None
+    label: str
+
+
+def cell_view(sample_id: str, cell: EvalCell, repeats: bool) -> CellView:
+    where = f"sample {sample_id}, {cell.variant}" + (f" repeat {cell.repeat + 1}" if repeats else "")
+    if cell.execution_id is None and cell.score is None:
+        return CellView("·", "missing", None, f"{where}: not run yet")
+    if cell.score is None:
+        tone, text, said = "none", "–", f"no score ({cell.status or 'not finished'})"
+    else:
+        tone = "pass" if cell.score >= 1 else "fail" if cell.score <= 0 else "part"
+        text = f"{cell.score:g}" if cell.score in (0, 1) else f"{cell.score:.2f}"
+        said = f"score {cell.score:.2f}"
+    why = f": {cell.explanation}" if cell.explanation else ""
+    href = f"/executions/{cell.execution_id}" if cell.execution_id else None
+    return CellView(text, tone, href, f"{where}: {said}{why}")
+
+
+@router.get("/evals")
+async def evals_page(request: Request, page: int = 1) -> HTMLResponse:
+    page = max(page, 1)
+    found = await list_evals(_db(request), limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    return _render(
+        request,
+        "evals.html",
+        evals=found.evals,
+        total=found.total,
+        page=page,
+        pages=_pages(found.total, PAGE_SIZE),
+    )
+
+
+@router.get("/evals/{eval_id}")
+async def eval_page(request: Request, eval_id: str, page: int = 1) -> HTMLResponse:
+    page = max(page, 1)
+    try:
+        matrix = await eval_matrix(_db(request), eval_id, limit=MATRIX_PAGE, offset=(page - 1) * MATRIX_PAGE)
+    except QmcpError as error:
+        return _error(request, error)
+    repeats = any(column.repeat > 0 for column in matrix.columns)
+    rows: list[tuple[str, list[CellView]]] = [
+        (row.sample_id, [cell_view(row.sample_id, cell, repeats) for cell in row.cells])
+        for row in matrix.rows
+    ]
+    values: dict[str, Any] = {
+        "matrix": matrix,
+        "rows": rows,
+        "repeats": repeats,
+        "page": page,
+        "pages": _pages(matrix.total, MATRIX_PAGE),
+    }
+    return _render(request, "eval.html", **values)
+
+
+def _pages(total: int, size: int) -> int:
+    return max(1, -(-total // size))
