@@ -5,62 +5,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
 import pytest
+from eval_data import record_eval, small_eval
 from mcp_sessions import error_text, in_process_session, payload
 from serving import App
-from sqlmodel import col, update
 from team import finished, make_team, run
-
-from qmcp.agentframework.models import EvalRun, EvalScore, Execution
-from qmcp.agentframework.store import Database
-
-
-async def record_eval(
-    db_url: str, eval_id: str, cells: list[dict[str, Any]], status: str = "completed"
-) -> None:
-    """An eval's rows as `qmcp eval` writes them: the run, one score per cell, and `eval_id` on each cell's
-    execution."""
-    async with Database(db_url) as db, db.sessions() as session, session.begin():
-        session.add(
-            EvalRun(id=eval_id, status=status, spec={"samples": len({c["sample_id"] for c in cells})})
-        )
-        await session.flush()
-        for cell in cells:
-            session.add(EvalScore(eval_id=eval_id, **cell))
-        ids = [cell["execution_id"] for cell in cells if cell.get("execution_id")]
-        await session.exec(update(Execution).where(col(Execution.id).in_(ids)).values(eval_id=eval_id))
-
-
-async def small_eval(server: App) -> tuple[str, dict[tuple[str, str], str]]:
-    """Two samples × two variants, run for real on the `test` model: one cell wrong, one without a score."""
-    await make_team(server.client)
-    executions = {}
-    for sample in ("s1", "s2"):
-        for variant in ("plan-write", "panel"):
-            execution_id = await run(server.client, variant, f"question {sample}")
-            assert (await finished(server.client, execution_id))["status"] == "completed"
-            executions[sample, variant] = execution_id
-    scores = {
-        ("s1", "plan-write"): 1.0,
-        ("s1", "panel"): 0.0,
-        ("s2", "plan-write"): 1.0,
-        ("s2", "panel"): None,
-    }
-    cells = [
-        {
-            "sample_id": sample,
-            "variant": variant,
-            "repeat": 0,
-            "execution_id": uuid.UUID(executions[sample, variant]),
-            "score": score,
-            "explanation": "expected 4, got 5" if score == 0 else None,
-        }
-        for (sample, variant), score in scores.items()
-    ]
-    await record_eval(server.db_url, "ev-small", cells)
-    return "ev-small", executions
 
 
 @pytest.fixture
@@ -69,7 +19,7 @@ async def server(start_app, db_url) -> App:
 
 
 async def test_the_api_lists_evals_and_pages_through_the_matrix(server):
-    eval_id, executions = await small_eval(server)
+    eval_id, executions = await small_eval(server.client, server.db_url)
     listed = (await server.client.get("/v1/evals")).json()
     assert listed["total"] == 1 and listed["count"] == 1
     [summary] = listed["evals"]
@@ -129,7 +79,7 @@ async def test_an_eval_of_many_samples_reads_a_page_at_a_time_in_natural_order(s
 
 
 async def test_the_console_shows_the_matrix_coloured_and_told_in_text_with_links(server):
-    eval_id, executions = await small_eval(server)
+    eval_id, executions = await small_eval(server.client, server.db_url)
     listing = await server.client.get("/evals")
     assert listing.status_code == 200 and f'href="/evals/{eval_id}"' in listing.text
     assert '<a href="/evals" aria-current="page">Evals</a>' in listing.text
@@ -158,7 +108,7 @@ async def test_the_console_shows_the_matrix_coloured_and_told_in_text_with_links
 
 
 async def test_mcp_lists_evals_and_names_an_unknown_one(server):
-    eval_id, _ = await small_eval(server)
+    eval_id, _ = await small_eval(server.client, server.db_url)
     async with in_process_session(server.app) as session:
         listed = payload(await session.call_tool("list_evals", {}))
         unknown = await session.call_tool("get_eval", {"eval_id": "nope"})
