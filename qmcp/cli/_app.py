@@ -16,6 +16,7 @@ from ._agents import agents_app
 from ._apply import apply
 from ._db import db_app
 from ._demo import demo
+from ._eval import eval_app
 from ._executions import executions_app
 from ._init import init
 from ._output import EXIT_INTERRUPTED, report_error, stderr
@@ -85,6 +86,7 @@ app.add_typer(trust_app, name="trust")
 app.add_typer(untrust_app, name="untrust")
 app.add_typer(db_app, name="db")
 app.add_typer(schema_app, name="schema")
+app.add_typer(eval_app, name="eval")
 app.command("init")(init)
 app.command("apply")(apply)
 app.command("run", help=_RUN_HELP)(run_topology)

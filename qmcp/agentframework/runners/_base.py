@@ -356,13 +356,15 @@ async def start_execution(
     origin: str,
     started: datetime | None = None,
     stored: Topology | None = None,
+    eval_id: str | None = None,
 ) -> tuple[Execution, Lease | None]:
     """Store a validated team and create its execution, claimed by `owner` (without one, `pending`:
     a queued run): what every run starts with (a runner's `run`, a server's queue, a Metaflow flow
     started on its own). A run without a correlation id gets a new one here.
 
     `stored`: the team was read from the database (this topology's row) and is run as it is there,
-    so it is not written again: a run start's only write is then its execution (a server's 202)."""
+    so it is not written again: a run start's only write is then its execution (a server's 202).
+    `eval_id`: the `qmcp eval` run this execution is one cell of."""
     if config.correlation_id is None:
         config = config.model_copy(update={"correlation_id": uuid.uuid4().hex})
     teams = await collect_teams(db, team.topology)
@@ -383,6 +385,7 @@ async def start_execution(
         runner_options=dict(runner_options),
         origin=origin,
         history=[],  # given: pydantic's default_factory=list costs an inspect.signature (~0.3 ms)
+        eval_id=eval_id,
     )
     lease = await db.executions.create(execution, owner, runner=runner_type, started=started)
     return execution, lease
