@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,8 +44,9 @@ class EvalSummary(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     variants: list[str] = Field(description="The topologies (and one-call baselines) compared")
-    samples: int = Field(description="Samples with at least one cell recorded")
-    cells: int = Field(description="Cells recorded: sample × variant × repeat")
+    samples: int = Field(description="Samples of its dataset (else those with a cell recorded)")
+    planned: int | None = Field(description="Cells it runs: samples × variants × repeats (null: not stored)")
+    cells: int = Field(description="Cells recorded (scored, or failed)")
     unscored: int = Field(description="Cells without a score: their execution did not finish")
 
 
@@ -97,17 +99,48 @@ def _natural(text: str) -> tuple[Any, ...]:
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text))
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What an eval's spec says it runs (`qmcp.eval.EvalSpec`, read here as the JSON it is stored as:
+    this layer sits below `qmcp.eval`): its samples' ids in the dataset's order, its variants, repeats."""
+
+    samples: list[str]
+    variants: list[str]
+    repeat: int
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Any]) -> _Plan:
+        samples = spec.get("samples")
+        variants = spec.get("variants")
+        repeat = spec.get("repeat")
+        return cls(
+            [str(s["id"]) for s in samples if isinstance(s, dict) and "id" in s]
+            if isinstance(samples, list)
+            else [],
+            [str(v["name"]) for v in variants if isinstance(v, dict) and "name" in v]
+            if isinstance(variants, list)
+            else [],
+            repeat if isinstance(repeat, int) and repeat > 0 else 1,
+        )
+
+    @property
+    def cells(self) -> int | None:
+        return (
+            len(self.samples) * len(self.variants) * self.repeat if self.samples and self.variants else None
+        )
+
+
 async def get_eval_run(db: Database, eval_id: str) -> EvalRun:
     """The eval's row, or a one-line `NotFoundError`."""
     async with db.sessions() as session:
         run = await session.get(EvalRun, eval_id)
     if run is None:
-        raise NotFoundError(f"eval {eval_id!r} not found; list the evals with: qmcp eval list")
+        raise NotFoundError(f"eval {eval_id!r} not found; list them with: qmcp eval list")
     return run
 
 
 async def list_evals(db: Database, *, limit: int = 50, offset: int = 0) -> EvalList:
-    """Evals, newest first, each with its variants and how many cells it recorded."""
+    """Evals, newest first, each with its variants and how many of its cells it recorded."""
     check_page(limit, offset)
     async with db.sessions() as session:
         total = (await session.exec(select(func.count()).select_from(EvalRun))).one()
@@ -139,20 +172,23 @@ async def list_evals(db: Database, *, limit: int = 50, offset: int = 0) -> EvalL
             )
         ).all()
     counted = {eval_id: (cells, scored, samples) for eval_id, cells, scored, samples in counts}
-    named: dict[str, list[tuple[int, str]]] = {}
+    recorded: dict[str, list[tuple[int, str]]] = {}
     for eval_id, variant, first in variants:
-        named.setdefault(eval_id, []).append((int(first or 0), variant))
+        recorded.setdefault(eval_id, []).append((int(first or 0), variant))
     summaries = []
     for run in runs:
         cells, scored, samples = counted.get(run.id, (0, 0, 0))
+        plan = _Plan.of(run.spec)
+        named = plan.variants + [v for _, v in sorted(recorded.get(run.id, [])) if v not in plan.variants]
         summaries.append(
             EvalSummary(
                 id=run.id,
                 status=run.status,
                 created_at=run.created_at,
                 completed_at=run.completed_at,
-                variants=[variant for _, variant in sorted(named.get(run.id, []))],
-                samples=samples,
+                variants=named,
+                samples=len(plan.samples) or samples,
+                planned=plan.cells,
                 cells=cells,
                 unscored=cells - scored,
             )
@@ -161,11 +197,13 @@ async def list_evals(db: Database, *, limit: int = 50, offset: int = 0) -> EvalL
 
 
 async def eval_matrix(db: Database, eval_id: str, *, limit: int = 100, offset: int = 0) -> EvalMatrix:
-    """A page of the eval's samples (in natural order of their ids) with every cell of each: its
-    score, explanation, execution and that execution's status now. Columns are the eval's variants in
-    the order it first recorded them, each repeat of a variant a column of its own."""
+    """A page of the eval's samples with every cell of each: its score, explanation, execution and
+    that execution's status now. Samples and columns are those of the eval's spec (the dataset's order;
+    each variant, each repeat of it a column), then any others it recorded (samples in natural order
+    of their ids, variants in the order they were first recorded)."""
     check_page(limit, offset)
     run = await get_eval_run(db, eval_id)
+    plan = _Plan.of(run.spec)
     async with db.sessions() as session:
         columns = (
             await session.exec(
@@ -179,7 +217,9 @@ async def eval_matrix(db: Database, eval_id: str, *, limit: int = 100, offset: i
                 select(col(EvalScore.sample_id)).where(col(EvalScore.eval_id) == eval_id).distinct()
             )
         ).all()
-        page = sorted(sample_ids, key=_natural)[offset : offset + limit]
+        planned = set(plan.samples)
+        every = plan.samples + sorted((s for s in sample_ids if s not in planned), key=_natural)
+        page = every[offset : offset + limit]
         scores: Sequence[EvalScore] = (
             (
                 await session.exec(
@@ -199,22 +239,26 @@ async def eval_matrix(db: Database, eval_id: str, *, limit: int = 100, offset: i
         )
     now = db.executions.clock.now()
     statuses: dict[uuid.UUID, str] = {e.id: str(observed(e, now).status) for e in executions}
-    first: dict[str, int] = {}  # the first row each variant recorded: variants keep the order they ran in
+    shown = [(variant, repeat) for variant in plan.variants for repeat in range(plan.repeat)]
+    first: dict[str, int] = {}  # the first row each other variant recorded: the order they ran in
     for variant, _, row in columns:
         first[variant] = min(first.get(variant, int(row or 0)), int(row or 0))
-    order = sorted(columns, key=lambda column: (first[column[0]], column[1]))
-    shown = [EvalColumn(variant=variant, repeat=repeat) for variant, repeat, _ in order]
+    others = sorted(
+        ((variant, repeat) for variant, repeat, _ in columns if (variant, repeat) not in shown),
+        key=lambda column: (first[column[0]], column[1]),
+    )
+    shown += others
     found = {(s.sample_id, s.variant, s.repeat): s for s in scores}
     rows = []
     for sample_id in page:
         cells = []
-        for column in shown:
-            score = found.get((sample_id, column.variant, column.repeat))
+        for variant, repeat in shown:
+            score = found.get((sample_id, variant, repeat))
             execution = score.execution_id if score is not None else None
             cells.append(
                 EvalCell(
-                    variant=column.variant,
-                    repeat=column.repeat,
+                    variant=variant,
+                    repeat=repeat,
                     score=score.score if score is not None else None,
                     explanation=score.explanation if score is not None else None,
                     execution_id=str(execution) if execution is not None else None,
@@ -225,10 +269,10 @@ async def eval_matrix(db: Database, eval_id: str, *, limit: int = 100, offset: i
     return EvalMatrix(
         eval_id=run.id,
         status=run.status,
-        columns=shown,
+        columns=[EvalColumn(variant=variant, repeat=repeat) for variant, repeat in shown],
         rows=rows,
         count=len(rows),
-        total=len(sample_ids),
+        total=len(every),
         offset=offset,
         limit=limit,
     )

@@ -25,6 +25,7 @@ from ..agentframework.errors import QmcpError
 from ..app import Caller, Door, ExecutionOut, RunRequest, answer_request, shown_json
 from ..app import list_evals as stored_evals
 from ..app import list_topologies as stored_topologies
+from ..eval import eval_report
 from ..redaction import redact
 from .runs import RunManager
 from .tools import ToolLimits
@@ -169,6 +170,15 @@ def mcp_server(runs: RunManager, version: str, tool_limits: ToolLimits | None = 
         async with runs.database() as db:
             found = await stored_evals(db, limit=limit, offset=offset)
         return [summary.model_dump(mode="json") for summary in found.evals]
+
+    @server.tool()
+    @_tool_errors
+    async def get_eval(eval_id: str) -> dict[str, Any]:
+        """An eval's report: per variant accuracy with a 95 % interval, tokens, cost, latency p50/p95 and
+        failures; each pair of variants compared on the same samples (difference, test, cost ratio)."""
+        async with runs.database() as db:
+            report = await eval_report(db, eval_id)
+        return report.model_dump(mode="json")
 
     return server
 

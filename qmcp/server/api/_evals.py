@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ...app import EvalList, EvalMatrix, eval_matrix, list_evals
+from ...eval import EvalReport, eval_report
 from ..problems import problems
 from ._deps import Db, FiniteJsonRoute, Limit, Offset
 
@@ -17,6 +18,14 @@ router = APIRouter(tags=["evals"], route_class=FiniteJsonRoute)
 async def get_evals(db: Db, limit: Limit = 50, offset: Offset = 0) -> EvalList:
     """Evals, newest first: their variants and how many cells each recorded."""
     return await list_evals(db, limit=limit, offset=offset)
+
+
+@router.get("/v1/evals/{eval_id}", responses=problems(404, 503))
+async def get_eval(eval_id: str, db: Db) -> EvalReport:
+    """The eval's report as its rows stand now (a running eval's is partial): per variant accuracy
+    with a 95 % interval, tokens, cost, latency p50/p95 and failures; each pair of variants compared on
+    the same samples. Its cells, page by page: `/v1/evals/{eval_id}/samples`."""
+    return await eval_report(db, eval_id)
 
 
 @router.get("/v1/evals/{eval_id}/samples", responses=problems(404, 422, 503))

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from ...agentframework.errors import QmcpError
-from ...app import EvalCell, eval_matrix, list_evals
+from ...app import EvalCell, eval_matrix, format_cost, format_duration, list_evals
+from ...eval import EvalReport, eval_report
 from ._routes import PAGE_SIZE, _db, _error, _render
 
-__all__ = ["MATRIX_PAGE", "CellView", "cell_view", "router"]
+__all__ = ["MATRIX_PAGE", "CellView", "cell_view", "report_tables", "router"]
 
 router = APIRouter(include_in_schema=False)
 
@@ -51,6 +52,48 @@ def cell_view(sample_id: str, cell: EvalCell, repeats: bool) -> CellView:
     return CellView(text, tone, href, f"{where}: {said}{why}")
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f} %"
+
+
+def _points(value: float) -> str:
+    return f"{value * 100:+.1f}"
+
+
+def report_tables(report: EvalReport) -> dict[str, list[list[str]]]:
+    """The report's two tables as the page shows them (the CLI's `qmcp eval show` reads the same):
+    one row per variant, one per pair of variants."""
+    variants = [
+        [
+            v.variant + (f" (one call to {v.agent})" if v.kind == "single-call" and v.agent else ""),
+            str(v.n),
+            _pct(v.accuracy),
+            "–"
+            if v.interval is None
+            else f"{_pct(v.interval[0])} – {_pct(v.interval[1])} ({v.interval_method})",
+            str(v.failures),
+            f"{v.total_tokens:,}" + ("" if v.mean_tokens is None else f" ({v.mean_tokens:,.0f} a cell)"),
+            format_cost(v.total_cost_usd),
+            f"{format_duration(v.latency_p50_ms)} / {format_duration(v.latency_p95_ms)}",
+            "n/a (no cost)" if v.accuracy_per_dollar is None else f"{v.accuracy_per_dollar:,.1f}",
+        ]
+        for v in report.variants
+    ]
+    pairs = [
+        [
+            f"{p.b} against {p.a}",
+            str(p.n),
+            "–" if p.difference is None else f"{_points(p.difference)} pts",
+            "–" if p.interval is None else f"{_points(p.interval[0])} to {_points(p.interval[1])} pts",
+            (p.test or "–") + (f" ({p.only_a} vs {p.only_b} discordant)" if p.only_a is not None else ""),
+            "–" if p.p_value is None else f"{p.p_value:.3g}",
+            "–" if p.cost_ratio is None else f"{p.cost_ratio:.2f}×",
+        ]
+        for p in report.pairs
+    ]
+    return {"variants": variants, "pairs": pairs}
+
+
 @router.get("/evals")
 async def evals_page(request: Request, page: int = 1) -> HTMLResponse:
     page = max(page, 1)
@@ -68,8 +111,10 @@ async def evals_page(request: Request, page: int = 1) -> HTMLResponse:
 @router.get("/evals/{eval_id}")
 async def eval_page(request: Request, eval_id: str, page: int = 1) -> HTMLResponse:
     page = max(page, 1)
+    db = _db(request)
     try:
-        matrix = await eval_matrix(_db(request), eval_id, limit=MATRIX_PAGE, offset=(page - 1) * MATRIX_PAGE)
+        report = await eval_report(db, eval_id)
+        matrix = await eval_matrix(db, eval_id, limit=MATRIX_PAGE, offset=(page - 1) * MATRIX_PAGE)
     except QmcpError as error:
         return _error(request, error)
     repeats = any(column.repeat > 0 for column in matrix.columns)
@@ -78,6 +123,8 @@ async def eval_page(request: Request, eval_id: str, page: int = 1) -> HTMLRespon
         for row in matrix.rows
     ]
     values: dict[str, Any] = {
+        "report": report,
+        "tables": report_tables(report),
         "matrix": matrix,
         "rows": rows,
         "repeats": repeats,
