@@ -201,7 +201,14 @@ def list_evals(
         None,
         ["Eval", "Status", "Started", "Samples", "Variants", "Scorer"],
         [
-            [s["id"], s["status"], format_when(s["created_at"]), s["samples"], ", ".join(s["variants"]), s["scorer"]]
+            [
+                s["id"],
+                s["status"],
+                format_when(s["created_at"]),
+                s["samples"],
+                ", ".join(s["variants"]),
+                s["scorer"],
+            ]
             for s in summaries
         ],
         empty="no evals yet; start one with: qmcp eval --dataset data.jsonl --topology NAME",
@@ -349,21 +356,33 @@ def _print_report(report: EvalReport) -> None:
         + f" · scorer {escape(report.scorer)} · spent {format_cost(report.spend_usd)}"
     )
     console.print(head, soft_wrap=True)
-    if report.max_tokens_per_cell or report.max_cost_per_cell:
-        budget = (
-            f"{report.max_tokens_per_cell:,} tokens" if report.max_tokens_per_cell else format_cost(report.max_cost_per_cell)
-        )
-        console.print(f"budget per cell: {budget}", soft_wrap=True)
+    if report.max_tokens_per_cell is not None:
+        console.print(f"budget per cell: {report.max_tokens_per_cell:,} tokens", soft_wrap=True)
+    if report.max_cost_per_cell is not None:
+        console.print(f"budget per cell: {format_cost(report.max_cost_per_cell)}", soft_wrap=True)
     print_table(
         None,
-        ["Variant", "n", "Accuracy", "95% interval", "Failures", "Tokens (mean)", "Tokens", "Cost",
-         "Latency p50", "Latency p95", "Accuracy per $"],  # fmt: skip
+        [
+            "Variant",
+            "n",
+            "Accuracy",
+            "95% interval",
+            "Failures",
+            "Tokens (mean)",
+            "Tokens",
+            "Cost",
+            "Latency p50",
+            "Latency p95",
+            "Accuracy per $",
+        ],
         [
             [
                 v.variant,
                 v.n,
                 _pct(v.accuracy),
-                "—" if v.interval is None else f"{_pct(v.interval[0])}–{_pct(v.interval[1])} ({v.interval_method})",
+                "—"
+                if v.interval is None
+                else f"{_pct(v.interval[0])}–{_pct(v.interval[1])} ({v.interval_method})",
                 v.failures,
                 "—" if v.mean_tokens is None else f"{v.mean_tokens:,.0f}",
                 f"{v.total_tokens:,}",
@@ -386,8 +405,11 @@ def _print_report(report: EvalReport) -> None:
                     p.b,
                     p.n,
                     "—" if p.difference is None else f"{p.difference * 100:+.1f} pts",
-                    "—" if p.interval is None else f"{p.interval[0] * 100:+.1f} to {p.interval[1] * 100:+.1f} pts",
-                    (p.test or "—") + (f" ({p.only_a} vs {p.only_b} discordant)" if p.only_a is not None else ""),
+                    "—"
+                    if p.interval is None
+                    else f"{p.interval[0] * 100:+.1f} to {p.interval[1] * 100:+.1f} pts",
+                    (p.test or "—")
+                    + (f" ({p.only_a} vs {p.only_b} discordant)" if p.only_a is not None else ""),
                     "—" if p.p_value is None else f"{p.p_value:.3g}",
                     "n/a (a cost nothing)" if p.cost_ratio is None else f"{p.cost_ratio:.2f}×",
                 ]
@@ -410,4 +432,3 @@ def _print_report(report: EvalReport) -> None:
 
 def _ms(value: float | None) -> str:
     return "—" if value is None else format_duration(int(value))
-

@@ -24,7 +24,15 @@ from ._spec import EvalSpec
 from ._stats import mcnemar, paired_bootstrap, percentile, wilson_interval
 from ._store import eval_executions, eval_scores, get_eval
 
-__all__ = ["EvalReport", "JudgeSpend", "PairReport", "SampleRow", "VariantReport", "cell_answer", "eval_report"]
+__all__ = [
+    "EvalReport",
+    "JudgeSpend",
+    "PairReport",
+    "SampleRow",
+    "VariantReport",
+    "cell_answer",
+    "eval_report",
+]
 
 
 class VariantReport(BaseModel):
@@ -283,7 +291,9 @@ def _row(score: Any, execution: Any, target: Any) -> SampleRow:
         repeat=score.repeat,
         execution_id=str(score.execution_id) if score.execution_id else None,
         status=str(execution.status) if execution is not None else None,
-        answer=cell_answer(execution.output_data) if execution is not None and execution.output_data else None,
+        answer=cell_answer(execution.output_data)
+        if execution is not None and execution.output_data
+        else None,
         target=target,
         score=score.score,
         explanation=score.explanation,

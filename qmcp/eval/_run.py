@@ -48,7 +48,10 @@ from ..agentframework.runners import (
     start_execution,
 )
 from ..agentframework.store import Database, Owner
-from ..app import Caller, CallerPolicy, answer_only, checked_run_options
+from ..app import Caller, CallerPolicy, checked_run_options
+from ._dataset import Dataset, Sample
+from ._report import cell_answer
+from ._scorers import check_scorer_allowed, parse_scorer
 from ._spec import (
     JUDGE,
     SINGLE_CALL,
@@ -59,9 +62,6 @@ from ._spec import (
     reserved_name,
     team_digest,
 )
-from ._dataset import Dataset, Sample
-from ._report import cell_answer
-from ._scorers import parse_scorer
 from ._store import add_eval, add_scores, eval_executions, eval_scores, get_eval, set_eval_status
 
 __all__ = ["EvalOutcome", "EvalProgress", "prepare_eval", "resume_eval", "run_eval", "start_eval"]
@@ -120,11 +120,7 @@ async def prepare_eval(
         raise PermissionDeniedError(
             "dataset: a client sends the samples as records; file paths are the server operator's"
         )
-    if caller.remote and request.scorer.strip().startswith("python:"):
-        raise PermissionDeniedError(
-            "scorer: python: scorers run code on the server and are the operator's to name; "
-            "use a built-in scorer or judge:AGENT"
-        )
+    check_scorer_allowed(request.scorer, caller)
     if not request.topologies and not request.single_call:
         raise InvalidConfigError("give at least one variant: --topology NAME or --single-call AGENT")
     if (request.dataset is None) == (request.records is None):
@@ -134,7 +130,9 @@ async def prepare_eval(
     if repeated:
         raise InvalidConfigError(f"variant {repeated[0]!r} is given twice; name each variant once")
     parse_scorer(request.scorer)  # a bad scorer is refused before anything is written
-    max_tokens, max_cost = parse_budget(request.budget_per_sample) if request.budget_per_sample else (None, None)
+    max_tokens, max_cost = (
+        parse_budget(request.budget_per_sample) if request.budget_per_sample else (None, None)
+    )
     options = checked_run_options(
         caller,
         policy or CallerPolicy(),
@@ -150,7 +148,9 @@ async def prepare_eval(
     if request.dataset is not None:
         dataset = Dataset.load(request.dataset, columns=request.columns, skip_bad=request.skip_bad)
     else:
-        dataset = Dataset.from_records(request.records or [], columns=request.columns, skip_bad=request.skip_bad)
+        dataset = Dataset.from_records(
+            request.records or [], columns=request.columns, skip_bad=request.skip_bad
+        )
     samples = list(dataset.samples)[: request.samples] if request.samples else list(dataset.samples)
     if not samples:
         raise InvalidConfigError("the dataset has no samples to evaluate")
@@ -369,7 +369,9 @@ class _Engine:
             return
         if result.status != ExecutionStatus.COMPLETED or result.error is not None:
             why = result.error or (
-                "waiting for a person's answer" if result.status == ExecutionStatus.PAUSED else "no error recorded"
+                "waiting for a person's answer"
+                if result.status == ExecutionStatus.PAUSED
+                else "no error recorded"
             )
             await self._record(cell, result.execution_id, None, f"{result.status}: {why}")
             return
@@ -379,7 +381,9 @@ class _Engine:
         except ExecutionBusyError:
             raise
         except Exception as error:  # a python: scorer's bug or a failed judge: this cell's failure
-            await self._record(cell, result.execution_id, None, f"scorer failed: {type(error).__name__}: {error}")
+            await self._record(
+                cell, result.execution_id, None, f"scorer failed: {type(error).__name__}: {error}"
+            )
             return
         await self._record(cell, result.execution_id, float(score.value), score.explanation)
 
@@ -428,7 +432,9 @@ class _Engine:
         async def judge(agent: str, prompt: str) -> str:
             team = await self._judge_team(agent)
             correlation = f"{cell.correlation}/judge/{next(calls)}"
-            result = await self._execution(self._executions.get(correlation), team, {"prompt": prompt}, correlation)
+            result = await self._execution(
+                self._executions.get(correlation), team, {"prompt": prompt}, correlation
+            )
             if result.status != ExecutionStatus.COMPLETED or result.error is not None:
                 raise RuntimeError(f"the judge {agent} did not answer ({result.status}: {result.error})")
             return cell_answer(result.output)
@@ -508,7 +514,9 @@ async def _reserved_team(
     except UserInputError:
         stored, agents = None, {}
     if stored is not None:
-        if stored.topology_type != "pipeline" or {s: a.name for s, a in agents.items()} != {"only": agent_name}:
+        if stored.topology_type != "pipeline" or {s: a.name for s, a in agents.items()} != {
+            "only": agent_name
+        }:
             raise InvalidConfigError(
                 f"topology {name!r} exists and is not qmcp eval's one call to {agent_name!r}; "
                 f"rename or delete it (qmcp agents topologies delete {name})"

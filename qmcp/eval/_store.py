@@ -47,9 +47,7 @@ async def list_evals(db: Database, *, limit: int = 50) -> list[EvalRun]:
 
 async def set_eval_status(db: Database, eval_id: str, status: str, completed_at: datetime | None) -> None:
     statement = (
-        update(EvalRun)
-        .where(col(EvalRun.id) == eval_id)
-        .values(status=status, completed_at=completed_at)
+        update(EvalRun).where(col(EvalRun.id) == eval_id).values(status=status, completed_at=completed_at)
     )
     async with db.sessions() as session, session.begin():
         await (await session.connection()).execute(statement)

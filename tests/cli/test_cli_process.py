@@ -27,6 +27,8 @@ HEAVY = ("pydantic_ai", "sqlalchemy", "sqlmodel", "qmcp.agentframework", "qmcp.c
         ["agents", "topologies", "--help"],
         ["init", "--help"],
         ["schema", "--help"],
+        ["eval", "--help"],
+        ["eval", "resume", "--help"],
     ],
 )
 def test_help_imports_no_heavy_module(args):

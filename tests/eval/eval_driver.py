@@ -42,7 +42,9 @@ async def _respond(messages: list[ModelMessage], _info: AgentInfo) -> ModelRespo
 
 
 register_model(MODEL, FunctionModel(_respond, model_name=MODEL))
-Models.register(ModelConfig(provider="scripted", name="eval", input_price_per_mtok=10, output_price_per_mtok=10))
+Models.register(
+    ModelConfig(provider="scripted", name="eval", input_price_per_mtok=10, output_price_per_mtok=10)
+)
 
 from qmcp.cli import main  # noqa: E402  (after the model is registered, as a plugin would be)
 

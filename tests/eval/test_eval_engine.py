@@ -178,7 +178,10 @@ async def test_budget_per_sample_sets_each_cells_budget(db_url, scripted, agent)
             db, EvalRequest(records=_records(3), topologies=["solo"], budget_per_sample="0.02usd"), OPERATOR
         )
         for execution in await _executions(db, tokens.eval_id):
-            assert (execution.run_config["max_tokens"], execution.run_config["max_cost_usd"]) == (50_000, None)
+            assert (execution.run_config["max_tokens"], execution.run_config["max_cost_usd"]) == (
+                50_000,
+                None,
+            )
         for execution in await _executions(db, dollars.eval_id):
             assert (execution.run_config["max_tokens"], execution.run_config["max_cost_usd"]) == (None, 0.02)
         report = await eval_report(db, dollars.eval_id)
@@ -192,7 +195,9 @@ async def test_budget_per_sample_sets_each_cells_budget(db_url, scripted, agent)
 async def test_a_judge_scorer_calls_are_executions_counted_apart_and_not_paid_again(db_url, scripted, agent):
     model, _ = scripted(replies=_answers({0, 1}))
     judge_model, judge = scripted(
-        replies=lambda prompt, _i: "VERDICT: " + ("CORRECT" if re.search(r"<answer>\s*answer", prompt) else "INCORRECT")
+        replies=lambda prompt, _i: (
+            "VERDICT: " + ("CORRECT" if re.search(r"<answer>\s*answer", prompt) else "INCORRECT")
+        )
     )
     async with Database(db_url) as db:
         await _team(db, agent, "solo", model)
@@ -207,7 +212,9 @@ async def test_a_judge_scorer_calls_are_executions_counted_apart_and_not_paid_ag
             e.input_tokens + e.output_tokens for e in await _executions(db, outcome.eval_id)
         )
         async with db.sessions() as session, session.begin():
-            await (await session.connection()).execute(delete(EvalScore).where(col(EvalScore.eval_id) == outcome.eval_id))
+            await (await session.connection()).execute(
+                delete(EvalScore).where(col(EvalScore.eval_id) == outcome.eval_id)
+            )
         again = await resume_eval(db, outcome.eval_id, OPERATOR)
         assert again.scored == 4 and len(judge.calls) == 4  # the judge's answers replay from their executions
         assert (await eval_report(db, outcome.eval_id)).variants[0].accuracy == 0.5
@@ -221,7 +228,9 @@ async def test_resume_scores_finished_cells_from_their_stored_output_without_a_c
         before = [(s.sample_id, s.score) for s in await eval_scores(db, outcome.eval_id)]
         async with db.sessions() as session, session.begin():
             await (await session.connection()).execute(
-                delete(EvalScore).where(col(EvalScore.eval_id) == outcome.eval_id, col(EvalScore.sample_id) != "q0")
+                delete(EvalScore).where(
+                    col(EvalScore.eval_id) == outcome.eval_id, col(EvalScore.sample_id) != "q0"
+                )
             )
         again = await resume_eval(db, outcome.eval_id, OPERATOR)
         after = [(s.sample_id, s.score) for s in await eval_scores(db, outcome.eval_id)]
@@ -272,7 +281,12 @@ async def test_user_mistakes_are_refused_before_anything_is_written(db_url, scri
             (EvalRequest(records=_records(1), topologies=["nope"]), "not found"),
             (EvalRequest(records=_records(1), topologies=["solo"], scorer="bogus"), "unknown scorer"),
             (EvalRequest(records=_records(1), single_call=["solo-agent0"]), "is not qmcp eval's one call"),
-            (EvalRequest(records=[{"id": "a", "input": "x"}, {"id": "a", "input": "y"}], topologies=["solo"]), "a"),
+            (
+                EvalRequest(
+                    records=[{"id": "a", "input": "x"}, {"id": "a", "input": "y"}], topologies=["solo"]
+                ),
+                "a",
+            ),
         ]
         for request, says in cases:
             with pytest.raises(UserInputError, match=says):

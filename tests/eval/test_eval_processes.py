@@ -72,7 +72,9 @@ class Driver:
     def calls(self, kind: str = "done") -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
-        return [entry for entry in map(json.loads, self.log.read_text().splitlines()) if entry["kind"] == kind]
+        return [
+            entry for entry in map(json.loads, self.log.read_text().splitlines()) if entry["kind"] == kind
+        ]
 
 
 def _team(model: str) -> dict[str, Any]:
@@ -94,7 +96,9 @@ def qmcp(db_url: str, tmp_path: Path) -> Driver:
     driver.ok("apply", "-f", "team.json")
     with (tmp_path / "data.jsonl").open("w") as data:
         for i in range(SAMPLES):
-            data.write(json.dumps({"id": f"q{i}", "input": f"solve item {i}", "target": f"answer {i}"}) + "\n")
+            data.write(
+                json.dumps({"id": f"q{i}", "input": f"solve item {i}", "target": f"answer {i}"}) + "\n"
+            )
     return driver
 
 
@@ -189,7 +193,12 @@ async def test_the_command_end_to_end_with_jsonl_and_csv_a_baseline_and_out(qmcp
         "sample_id", "variant", "repeat", "execution_id", "answer", "target", "score", "explanation",
         "tokens", "cost_usd", "latency_ms",
     }  # fmt: skip
-    assert (first["sample_id"], first["variant"], first["answer"], first["score"]) == ("q0", "pipe", "no idea", 0.0)
+    assert (first["sample_id"], first["variant"], first["answer"], first["score"]) == (
+        "q0",
+        "pipe",
+        "no idea",
+        0.0,
+    )
     assert rows[1]["sample_id"] == "q0" and rows[1]["variant"] == "ens"
     q1 = next(r for r in rows if (r["sample_id"], r["variant"]) == ("q1", "single-call-p1"))
     assert (q1["answer"], q1["target"], q1["score"]) == ("answer 1", "answer 1", 1.0)
