@@ -6,7 +6,7 @@ chromium, its driver or Selenium is missing."""
 from __future__ import annotations
 
 import pytest
-from eval_data import small_eval
+from eval_data import real_eval
 from serving import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -33,10 +33,11 @@ GREEN_BACKGROUND = "rgba(220, 252, 231, 1)"
 RED_BACKGROUND = "rgba(254, 226, 226, 1)"
 
 
-async def test_the_eval_page_shows_the_matrix_and_a_cell_opens_its_execution(start_server, db_url, chromium):
+async def test_the_eval_page_shows_the_matrix_and_a_cell_opens_its_execution(
+    start_server, db_url, chromium, scripted
+):
     server: Server = start_server(db_url)
-    async with server.client() as client:
-        eval_id, executions = await small_eval(client, db_url)
+    eval_id, executions = await real_eval(db_url, scripted)  # `qmcp eval`, here, into the server's database
 
     chromium.get(server.url + "/")
     chromium.find_element(By.LINK_TEXT, "Evals").click()
@@ -44,20 +45,26 @@ async def test_the_eval_page_shows_the_matrix_and_a_cell_opens_its_execution(sta
     chromium.find_element(By.LINK_TEXT, eval_id).click()
     wait(chromium, lambda d: d.current_url.endswith(f"/evals/{eval_id}"), "the eval's page")
 
+    report = chromium.find_element(By.ID, "report")
+    assert [th.text for th in report.find_elements(By.CSS_SELECTOR, "tbody th")] == ["alpha", "beta"]
+    assert "75.0 %" in report.text and "50.0 %" in report.text
+
     matrix = chromium.find_element(By.ID, "matrix")
     headers = [th.text for th in matrix.find_elements(By.CSS_SELECTOR, "thead th")]
-    assert headers == ["Sample", "plan-write", "panel"]
+    assert headers == ["Sample", "alpha", "beta"]
     rows = matrix.find_elements(By.CSS_SELECTOR, "tbody tr")
-    assert [row.get_attribute("data-sample") for row in rows] == ["s1", "s2"]
-    s1 = rows[0].find_elements(By.CSS_SELECTOR, "td.cell")
-    assert [cell.text for cell in s1] == ["1", "0"]  # the score in text, not colour alone
-    assert s1[0].value_of_css_property("background-color") == GREEN_BACKGROUND
-    assert s1[1].value_of_css_property("background-color") == RED_BACKGROUND
-    wrong = s1[1].find_element(By.TAG_NAME, "a")
-    assert wrong.get_attribute("title") == "sample s1, panel: score 0.00: expected 4, got 5"
+    assert [row.get_attribute("data-sample") for row in rows] == ["q0", "q1", "q2", "q3"]
+    q1 = rows[1].find_elements(By.CSS_SELECTOR, "td.cell")
+    assert [cell.text for cell in q1] == ["1", "0"]  # the score in text, not colour alone
+    assert q1[0].value_of_css_property("background-color") == GREEN_BACKGROUND
+    assert q1[1].value_of_css_property("background-color") == RED_BACKGROUND
+    assert [cell.text for cell in rows[3].find_elements(By.CSS_SELECTOR, "td.cell")] == ["0", "–"]
+    wrong = q1[1].find_element(By.TAG_NAME, "a")
+    assert wrong.get_attribute("title").startswith("sample q1, beta: score 0.00: ")
 
     wrong.click()
     wait(chromium, lambda d: "/executions/" in d.current_url, "the cell's execution")
-    assert chromium.current_url.endswith(f"/executions/{executions['s1', 'panel']}")
-    assert "panel" in chromium.find_element(By.TAG_NAME, "h1").text
+    assert chromium.current_url.endswith(f"/executions/{executions['q1', 'beta']}")
+    assert "beta" in chromium.find_element(By.TAG_NAME, "h1").text
     wait(chromium, lambda d: d.find_element(By.ID, "status").text == "completed", "the execution's status")
+    assert "no idea" in chromium.find_element(By.ID, "live").text  # the cell's answer
