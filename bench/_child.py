@@ -56,6 +56,10 @@ def make_case(workload: str, framework: str, variant: str, workdir: Path, params
         from ._server_wrk import make_case as served_case
 
         return served_case(framework, workdir)
+    if workload == "eval_scale":
+        from ._eval import make_case as eval_case
+
+        return eval_case(variant, workdir, params)
     if framework == "qmcp":
         from ._qmcp import make_case as qmcp_case
 

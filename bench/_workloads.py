@@ -21,6 +21,8 @@ METAFLOW_MEMBERS = 3
 RATE_RPM = 1_200  # 20 requests a second
 RATE_TPM = 60_000  # 1,000 tokens a second
 RATE_CALLS = 100
+EVAL_SAMPLES = 1_000
+EVAL_CONCURRENCY = 16
 
 Summary = Mapping[str, Any]
 """One (variant, framework) result: metric name → {"median", "min", "max"}, plus "peak_rss_mb"."""
@@ -172,6 +174,18 @@ WORKLOADS: dict[str, Workload] = {
             params={"calls": RATE_CALLS, "rpm": RATE_RPM, "tpm": RATE_TPM},
         ),
         Workload(
+            "eval_scale",
+            f"`qmcp eval` on {EVAL_SAMPLES} samples × 3 topologies (1-stage and 2-stage pipelines, a 3-member "
+            f"vote) on the offline test model: 3,000 cell executions on one AsyncRunner, "
+            f"max_concurrent={EVAL_CONCURRENCY}, each scored, then the report",
+            ("sqlite", "postgres"),
+            ("qmcp",),
+            "seconds",
+            runs=3,
+            params={"samples": EVAL_SAMPLES, "max_concurrent": EVAL_CONCURRENCY},
+            warmup_params={"samples": EVAL_SAMPLES // 10},
+        ),
+        Workload(
             "metaflow_overhead",
             f"the generated {METAFLOW_MEMBERS}-member ensemble flow against a hand-written Metaflow flow "
             "of the same shape calling the same model function",
@@ -233,4 +247,6 @@ def check_targets(
         ]
     if workload == "metaflow_overhead":
         return [Target("generated flow / hand-written flow", ratio, 1.1, "<=")]
+    if workload == "eval_scale":
+        return [Target(f"seconds for {EVAL_SAMPLES} samples × 3 topologies", median("seconds"), 60, "<=")]
     return []

@@ -15,7 +15,9 @@ pipeline `judge-AGENT`, correlation `CELL/judge/N`), durable and counted apart i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -42,6 +44,7 @@ from ..agentframework.runners import (
     AsyncRunner,
     RunConfig,
     RunResult,
+    Team,
     prepare_team,
     require_trusted,
     run_result,
@@ -154,6 +157,8 @@ async def prepare_eval(
     samples = list(dataset.samples)[: request.samples] if request.samples else list(dataset.samples)
     if not samples:
         raise InvalidConfigError("the dataset has no samples to evaluate")
+    for sample in samples:
+        _check_input(sample)
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
@@ -277,6 +282,8 @@ class _Cell:
 class _Team:
     topology: Topology
     agents: dict[str, AgentType]
+    prepared: Team
+    """The team checked once (`prepare_team`); each cell runs it with its sample's input."""
 
 
 @dataclass
@@ -392,7 +399,7 @@ class _Engine:
     ) -> RunResult:
         """The cell's (or judge call's) execution run to its end: started, resumed, or as stored."""
         if found is None:
-            prepared = prepare_team(team.topology, team.agents, input_data, self.spec.model)
+            prepared = dataclasses.replace(team.prepared, input_data=dict(input_data))
             config = self.base_config.model_copy(
                 update={
                     "model_override": self.spec.model,
@@ -445,7 +452,9 @@ class _Engine:
         async with self._judge_lock:
             if agent not in self._judges:
                 topology, agents = await _reserved_team(self.db, JUDGE, agent, self.spec.model)
-                self._judges[agent] = _Team(topology, agents)
+                self._judges[agent] = _Team(
+                    topology, agents, prepare_team(topology, agents, {}, self.spec.model)
+                )
             return self._judges[agent]
 
     async def _variant_team(self, variant: VariantSpec) -> _Team:
@@ -457,7 +466,7 @@ class _Engine:
                 "a new eval"
             )
         await require_trusted(self.db, agents, topology=variant.name, override=self.spec.model)
-        return _Team(topology, dict(agents))
+        return _Team(topology, dict(agents), prepare_team(topology, agents, {}, self.spec.model))
 
     def _over_budget(self) -> bool:
         return self.spec.max_cost_usd is not None and self.progress.spend_usd >= self.spec.max_cost_usd
@@ -529,6 +538,15 @@ async def _reserved_team(
 def _judge_agent(scorer: str) -> str | None:
     kind, _, rest = scorer.strip().partition(":")
     return rest.split(":")[0].strip() or None if kind == "judge" else None
+
+
+def _check_input(sample: Any) -> None:
+    """What `prepare_team` checks of a run's input, once per sample (the cells reuse the team
+    checked once per variant): a JSON object without NUL characters (PostgreSQL refuses them)."""
+    if not isinstance(sample.input, dict):
+        raise InvalidConfigError(f"sample {sample.id!r}: its input must be a JSON object")
+    if "\\u0000" in json.dumps(sample.input):
+        raise InvalidConfigError(f"sample {sample.id!r}: its input holds a NUL character; remove it")
 
 
 def _sample_record(sample: Any) -> dict[str, Any]:
