@@ -98,6 +98,7 @@ async def test_a_large_eval_reads_a_page_of_samples_at_a_time_in_the_datasets_or
     first = (await server.client.get("/evals/ev-big")).text
     assert first.count('class="cell tone-pass"') == 400 and "#2</span>" in first  # a column per repeat
     assert "800 of 1000" in first  # the report: cells recorded of planned
+    assert 'data-live="yes"' in first  # a running eval's page is read again (console.js)
 
 
 async def test_the_console_shows_the_report_and_the_matrix_coloured_and_told_in_text(server, scripted):
@@ -108,7 +109,7 @@ async def test_the_console_shows_the_report_and_the_matrix_coloured_and_told_in_
     assert "alpha, beta" in listing.text
 
     page = await server.client.get(f"/evals/{eval_id}")
-    assert page.status_code == 200
+    assert page.status_code == 200 and 'data-live="no"' in page.text
     report = re.search(r'<table class="grid report" id="report">.*?</table>', page.text, re.S)
     assert report is not None
     assert re.search(
