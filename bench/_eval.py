@@ -81,7 +81,11 @@ class EvalCase:
 
             (outcome, report), seconds = await timed(evaluate)
         cells = self.samples * len(TEAMS)
-        if outcome.status != "completed" or report.recorded != cells or any(v.failures for v in report.variants):
+        if (
+            outcome.status != "completed"
+            or report.recorded != cells
+            or any(v.failures for v in report.variants)
+        ):
             raise RuntimeError(f"the eval ended {outcome.status} with {report.recorded} of {cells} cells")
         return {"seconds": seconds, "cells_per_second": cells / seconds}
 

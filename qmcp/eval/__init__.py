@@ -49,7 +49,7 @@ from ._scorers import (
 )
 from ._spec import EVAL_STATUSES, EvalRequest, EvalSpec, VariantSpec, parse_budget, reserved_name
 from ._stats import EXACT_BELOW, McNemar, mcnemar, paired_bootstrap, percentile, wilson_interval
-from ._store import eval_scores, get_eval, list_evals
+from ._store import add_scores, eval_scores, get_eval, list_evals
 
 __all__ = [
     "COLUMN_NAMES",
@@ -79,6 +79,7 @@ __all__ = [
     "Target",
     "VariantReport",
     "VariantSpec",
+    "add_scores",
     "cell_answer",
     "check_scorer_allowed",
     "eval_report",

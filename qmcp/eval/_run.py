@@ -65,7 +65,7 @@ from ._spec import (
     reserved_name,
     team_digest,
 )
-from ._store import add_eval, add_scores, eval_executions, eval_scores, get_eval, set_eval_status
+from ._store import add_eval, add_scores, eval_executions, eval_scores, get_eval, update_eval
 
 __all__ = ["EvalOutcome", "EvalProgress", "prepare_eval", "resume_eval", "run_eval", "start_eval"]
 
@@ -206,23 +206,24 @@ async def run_eval(
     on_progress: ProgressHandler | None = None,
 ) -> EvalOutcome:
     """Run (or continue) the eval's cells to the end, or until its spend reaches its `max_cost_usd`
-    (`max_cost_usd` here replaces the stored one: a resume may raise it). Never raises for a failed
-    cell: it is recorded. Ctrl-C (a cancel) leaves the eval `interrupted`, resumable."""
+    (`max_cost_usd` here replaces the stored one, for this run and the next: a resume may raise
+    it). Never raises for a failed cell: it is recorded. Ctrl-C (a cancel), or an error that stops
+    the whole eval, leaves it `interrupted` with its finished cells scored: resumable."""
     run = await get_eval(db, eval_id)
     spec = EvalSpec.model_validate(run.spec)
+    values: dict[str, Any] = {"status": "running", "completed_at": None}
     if max_cost_usd is not None:
         spec = spec.model_copy(update={"max_cost_usd": max_cost_usd})
-        run.spec = spec.model_dump(mode="json")
+        run.spec = values["spec"] = spec.model_dump(mode="json")
+    await update_eval(db, run.id, **values)
     engine = _Engine(db, run, spec, runner_config or RunConfig(), on_progress)
-    if run.status != "running":
-        await set_eval_status(db, run.id, "running", None)
     try:
         outcome = await engine.run()
-    except asyncio.CancelledError:
+    except BaseException:
         await engine.flush()
-        await set_eval_status(db, run.id, "interrupted", None)
+        await update_eval(db, run.id, status="interrupted")
         raise
-    await set_eval_status(db, run.id, outcome.status, utcnow())
+    await update_eval(db, run.id, status=outcome.status, completed_at=utcnow())
     return outcome
 
 
@@ -258,6 +259,14 @@ async def resume_eval(
     spec = EvalSpec.model_validate(run.spec)
     if caller.remote and (spec.source != "records" or spec.scorer.strip().startswith("python:")):
         raise PermissionDeniedError(f"eval {run.id} was started by the operator; resume it on the server")
+    for row in await eval_executions(db, run.id):
+        if ExecutionStatus(row.status) == ExecutionStatus.RUNNING:
+            execution = await db.get_execution(row.id)  # observed: a dead owner reads interrupted
+            if execution.status == ExecutionStatus.RUNNING:
+                raise ExecutionBusyError(
+                    f"eval {run.id} is running: its execution {execution.id} runs in pid "
+                    f"{execution.owner_pid} on {execution.owner_host}; wait for it, or stop it (Ctrl-C) first"
+                )
     if run.status == "completed" and max_cost_usd is None:
         scored = len(await eval_scores(db, run.id))
         if scored == spec.cells:
@@ -324,9 +333,12 @@ class _Engine:
         self._report()
         cells = self._cells()
         workers = min(self.spec.max_concurrent, self.spec.cells)
-        async with asyncio.TaskGroup() as group:
-            for _ in range(workers):
-                group.create_task(self._work(cells))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(self._work(cells))
+        except BaseExceptionGroup as failed:  # what stopped one worker stopped them all: say it once
+            raise failed.exceptions[0] from None
         await self.flush()
         status = "stopped (budget)" if self.stopped else "completed"
         message = None

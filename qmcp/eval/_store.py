@@ -4,11 +4,12 @@ executions themselves are written only by the runners."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from ..agentframework.errors import NotFoundError
@@ -22,7 +23,7 @@ __all__ = [
     "eval_scores",
     "get_eval",
     "list_evals",
-    "set_eval_status",
+    "update_eval",
 ]
 
 
@@ -45,10 +46,9 @@ async def list_evals(db: Database, *, limit: int = 50) -> list[EvalRun]:
         return list((await session.exec(query)).all())
 
 
-async def set_eval_status(db: Database, eval_id: str, status: str, completed_at: datetime | None) -> None:
-    statement = (
-        update(EvalRun).where(col(EvalRun.id) == eval_id).values(status=status, completed_at=completed_at)
-    )
+async def update_eval(db: Database, eval_id: str, **values: Any) -> None:
+    """Set an eval's status, completion time or spec (the engine is the one writer of its row)."""
+    statement = update(EvalRun).where(col(EvalRun.id) == eval_id).values(**values)
     async with db.sessions() as session, session.begin():
         await (await session.connection()).execute(statement)
 
@@ -58,8 +58,14 @@ async def add_scores(db: Database, rows: Sequence[EvalScore]) -> None:
     process is scored again from its stored output on resume)."""
     if not rows:
         return
-    async with db.sessions() as session, session.begin():
-        session.add_all(rows)
+    try:
+        async with db.sessions() as session, session.begin():
+            session.add_all(rows)
+    except IntegrityError:  # another process scored some of these cells: keep its rows, add the others
+        for row in rows:
+            with contextlib.suppress(IntegrityError):
+                async with db.sessions() as session, session.begin():
+                    session.add(EvalScore.model_validate(row.model_dump(exclude={"id"})))
 
 
 async def eval_scores(db: Database, eval_id: str) -> list[EvalScore]:

@@ -18,6 +18,7 @@ from qmcp.agentframework.store import Database
 from qmcp.app import Caller, Door
 from qmcp.eval import (
     EvalRequest,
+    add_scores,
     eval_report,
     eval_scores,
     get_eval,
@@ -164,7 +165,7 @@ async def test_max_cost_stops_starting_cells_and_resume_with_more_finishes_payin
         again = await resume_eval(db, outcome.eval_id, OPERATOR, max_cost_usd=1.0)
         assert (again.status, again.scored) == ("completed", 20)
         assert len(script.calls) == 20
-        assert (await get_eval(db, outcome.eval_id)).spec["max_cost_usd"] == 0.001  # the stored one stays
+        assert (await get_eval(db, outcome.eval_id)).spec["max_cost_usd"] == 1.0  # the next resume keeps it
 
 
 async def test_budget_per_sample_sets_each_cells_budget(db_url, scripted, agent):
@@ -293,3 +294,17 @@ async def test_user_mistakes_are_refused_before_anything_is_written(db_url, scri
                 await prepare_eval(db, request, OPERATOR)
         async with db.sessions() as session:
             assert not (await session.exec(select(EvalScore))).all()
+
+
+async def test_scores_another_process_wrote_first_are_kept_and_the_others_added(db_url, scripted, agent):
+    model, _ = scripted(replies=_answers(set()))
+    async with Database(db_url) as db:
+        await _team(db, agent, "solo", model)
+        run = await prepare_eval(db, EvalRequest(records=_records(2), topologies=["solo"]), OPERATOR)
+
+        def score(sample: str, value: float) -> EvalScore:
+            return EvalScore(eval_id=run.id, sample_id=sample, variant="solo", score=value, explanation="x")
+
+        await add_scores(db, [score("q0", 1.0)])
+        await add_scores(db, [score("q0", 0.0), score("q1", 0.0)])
+        assert [(s.sample_id, s.score) for s in await eval_scores(db, run.id)] == [("q0", 1.0), ("q1", 0.0)]

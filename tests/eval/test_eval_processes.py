@@ -131,8 +131,10 @@ EVAL = ("eval", "--dataset", "data.jsonl", "--topology", "pipe", "--topology", "
 
 
 async def test_sigkill_in_the_middle_then_resume_pays_every_call_exactly_once(qmcp):
-    process = qmcp.start(*EVAL, env={"EVAL_LATENCY": "0.15"})
+    process = qmcp.start(*EVAL, env={"EVAL_LATENCY": "0.4"})
     eval_id = await _wait_for_some_cells(qmcp, process)
+    busy = qmcp.run("eval", "resume", eval_id)  # refused while its process runs it
+    assert busy.returncode == 1 and f"eval {eval_id} is running" in busy.stderr, busy.stderr
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
     assert 0 < len(qmcp.calls()) < SAMPLES * MEMBERS
@@ -247,3 +249,25 @@ async def test_a_bad_line_is_an_error_naming_it_unless_skipped(qmcp, tmp_path):
     skipped = qmcp.run("eval", "--dataset", "bad.jsonl", "--topology", "pipe", "--skip-bad")
     assert skipped.returncode == 0, skipped.stderr
     assert "1 dataset lines skipped" in skipped.stdout
+
+
+def test_the_quick_start_of_docs_eval_md_runs_as_written(tmp_path):
+    import re
+    import shutil
+
+    root = HERE.parents[1]
+    block = re.search(r"```bash\n(.*?)```", (root / "docs" / "eval.md").read_text(), re.S)
+    assert block is not None
+    shutil.copytree(root / "examples", tmp_path / "examples")
+    done = subprocess.run(
+        ["bash", "-eu", "-o", "pipefail", "-c", block.group(1)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=240,
+        env={k: v for k, v in os.environ.items() if k != "QMCP_DATABASE_URL"},
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert [v["variant"] for v in document["variants"]] == ["solve-and-check", "vote", "single-call-solver"]
+    assert len(document["rows"]) == 60 and document["status"] == "completed"
