@@ -68,3 +68,6 @@ async def test_the_eval_page_shows_the_matrix_and_a_cell_opens_its_execution(
     assert "beta" in chromium.find_element(By.TAG_NAME, "h1").text
     wait(chromium, lambda d: d.find_element(By.ID, "status").text == "completed", "the execution's status")
     assert "no idea" in chromium.find_element(By.ID, "live").text  # the cell's answer
+    chromium.find_element(By.CSS_SELECTOR, "#eval-link a").click()  # and back to its eval
+    wait(chromium, lambda d: d.current_url.endswith(f"/evals/{eval_id}"), "the eval's page again")
+    assert chromium.find_element(By.ID, "matrix").is_displayed()

@@ -128,6 +128,7 @@ async def test_the_console_shows_the_report_and_the_matrix_coloured_and_told_in_
 
     opened = await server.client.get(f"/executions/{executions['q1', 'beta']}")
     assert opened.status_code == 200 and "no idea" in opened.text
+    assert f'A cell of eval <a href="/evals/{eval_id}">' in opened.text  # and back to its eval
     missing = await server.client.get("/evals/nope")
     assert missing.status_code == 404 and "eval &#39;nope&#39; not found" in missing.text
     assert (await server.client.get("/evals", params={"page": 2})).status_code == 200
