@@ -29,7 +29,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from .app import ExecutionOut, RunAccepted, StepOut
+from .app import ExecutionDiff, ExecutionOut, RunAccepted, StepOut
 
 __all__ = [
     "AsyncQmcpClient",
@@ -273,6 +273,13 @@ class _Calls:
     def resume_execution(self, execution_id: str) -> _Call[RunAccepted]:
         return _Call("POST", f"/v1/executions/{_path(execution_id)}/resume", _read(RunAccepted))
 
+    def fork_execution(self, execution_id: str, at: str, **changes: Any) -> _Call[RunAccepted]:
+        payload = {"at": at, **{k: v for k, v in changes.items() if v is not None}}
+        return _Call("POST", f"/v1/executions/{_path(execution_id)}/fork", _read(RunAccepted), json=payload)
+
+    def diff_executions(self, a: str, b: str) -> _Call[ExecutionDiff]:
+        return _Call("GET", f"/v1/executions/{_path(a)}/diff/{_path(b)}", _read(ExecutionDiff))
+
 
 def _request(data: dict[str, Any]) -> HumanRequest:
     return HumanRequest(
@@ -443,6 +450,28 @@ class QmcpClient:
     def resume_execution(self, execution_id: str) -> RunAccepted:
         return self._do(self._calls.resume_execution(execution_id))
 
+    def fork_execution(
+        self,
+        execution_id: str,
+        at: str,
+        *,
+        model: str | None = None,
+        agents: dict[str, str] | None = None,
+        input_data: dict[str, Any] | None = None,
+        set_output: dict[str, str] | None = None,
+    ) -> RunAccepted:
+        """Fork an execution at step `at` on the server (202): the steps started before it are reused,
+        the rest runs again there. See `qmcp.app.ForkRequest` for the changes."""
+        return self._do(
+            self._calls.fork_execution(
+                execution_id, at, model=model, agents=agents, input=input_data, set_output=set_output
+            )
+        )
+
+    def diff_executions(self, a: str, b: str) -> ExecutionDiff:
+        """Two executions compared step by step."""
+        return self._do(self._calls.diff_executions(a, b))
+
     def stream_events(self, execution_id: str) -> Iterator[dict[str, Any]]:
         """The execution's events (replayed, then live) until its run stops; the last is `end`."""
         parser = _SseParser()
@@ -562,6 +591,25 @@ class AsyncQmcpClient:
 
     async def resume_execution(self, execution_id: str) -> RunAccepted:
         return await self._do(self._calls.resume_execution(execution_id))
+
+    async def fork_execution(
+        self,
+        execution_id: str,
+        at: str,
+        *,
+        model: str | None = None,
+        agents: dict[str, str] | None = None,
+        input_data: dict[str, Any] | None = None,
+        set_output: dict[str, str] | None = None,
+    ) -> RunAccepted:
+        return await self._do(
+            self._calls.fork_execution(
+                execution_id, at, model=model, agents=agents, input=input_data, set_output=set_output
+            )
+        )
+
+    async def diff_executions(self, a: str, b: str) -> ExecutionDiff:
+        return await self._do(self._calls.diff_executions(a, b))
 
     async def stream_events(self, execution_id: str) -> AsyncIterator[dict[str, Any]]:
         parser = _SseParser()

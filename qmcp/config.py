@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_MODEL", "Settings", "settings"]
+__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_MODEL", "Settings", "SettingsError", "settings"]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./agent.db"
 DEFAULT_MODEL = "local:smollm2"
@@ -17,6 +17,18 @@ DEFAULT_MODEL = "local:smollm2"
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "qmcp"
+
+
+class SettingsError(ValueError):
+    """A `QMCP_*` variable holds a value its setting refuses: one line per variable, naming it (never
+    its value, which may be a secret) and what it must be."""
+
+    def __init__(self, error: ValidationError) -> None:
+        lines = [
+            f"QMCP_{'_'.join(map(str, item['loc'])).upper()}: {item['msg']}; fix it or unset it"
+            for item in error.errors(include_url=False)
+        ]
+        super().__init__("\n".join(lines))
 
 
 class Settings(BaseSettings):
@@ -92,6 +104,13 @@ class Settings(BaseSettings):
     remote_max_tokens: int | None = Field(default=None, ge=1)
     remote_max_cost_usd: float | None = Field(default=None, ge=0)
     remote_max_concurrent: int = Field(default=16, ge=1, le=100_000)
+    allow_remote_prune: bool = False
+    """Remote callers may prune executions (`POST /v1/executions/prune`; `qmcp serve --allow-remote-prune`)."""
+    # Retention (`qmcp.app.RetentionPolicy`): what `qmcp serve` prunes on a schedule.
+    retention: str = ""
+    """`AGE[:STATUS,...][:keep-last=N][:topology=NAME][:vacuum]`, e.g. `30d` or `30d:completed,failed`; empty: none."""
+    retention_interval: str = "1h"
+    """How often the server prunes by `retention` (a duration: 90m, 1h, 1d)."""
     data_dir: Path = Field(default_factory=_default_data_dir)
     """qmcp's own files (the flows of runs started over the server, ...): $XDG_DATA_HOME/qmcp."""
     flows_dir: Path | None = None
@@ -123,5 +142,8 @@ def settings() -> Settings:
     global _cached
     source = _source()
     if _cached is None or _cached[0] != source:
-        _cached = (source, Settings())
+        try:
+            _cached = (source, Settings())
+        except ValidationError as error:
+            raise SettingsError(error) from None
     return _cached[1]

@@ -12,7 +12,9 @@ remote caller may decide is the caller policy (`_caller.py`), one table for ever
 | `_runs.py` | run: start (a handle with the execution id at once), resume, cancel, answer a human request |
 | `_queries.py` | query: executions, steps, cost, the DAG |
 | `_evals.py` | query: `qmcp eval` runs, and an eval's matrix of samples × variants, page by page |
+| `_retention.py` | retention: prune old finished executions (operator only, unless the server allows clients), `QMCP_RETENTION` |
 | `_shapes.py` | one step and one execution shape on the wire (server schemas, `qmcp.client`, MCP) |
+| `_forks.py`, `_fork_shapes.py` | fork an execution from a step; its lineage; two executions compared step by step |
 | `_summary.py` | a run's answer and what its output means, per topology (the CLI prints it, the console renders it) |
 | `_format.py` | how durations, costs, tokens and times read in the CLI and the console |
 """
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
         get_eval_run,
         list_evals,
     )
+    from ._fork_shapes import ExecutionDiff, Lineage, StepDiff, StepSide, UsageOut
+    from ._forks import MAX_EDITED_REPLY, ForkRequest, diff_executions, fork_execution, lineage
     from ._format import format_cost, format_duration, format_tokens, format_when
     from ._queries import (
         ExecutionCost,
@@ -78,6 +82,7 @@ if TYPE_CHECKING:
         parse_status,
         topology_graph,
     )
+    from ._retention import PruneReport, PruneRequest, RetentionPolicy, parse_duration, prune_executions
     from ._rows import row_json, shown_json
     from ._runs import RunHandle, RunRequest, answer_request, queue_resume, start_run
     from ._shapes import ExecutionOut, OwnerOut, RunAccepted, StepOut
@@ -121,6 +126,16 @@ _EXPORTS = {
     "eval_matrix": "_evals",
     "get_eval_run": "_evals",
     "list_evals": "_evals",
+    "ExecutionDiff": "_fork_shapes",
+    "Lineage": "_fork_shapes",
+    "StepDiff": "_fork_shapes",
+    "StepSide": "_fork_shapes",
+    "UsageOut": "_fork_shapes",
+    "MAX_EDITED_REPLY": "_forks",
+    "ForkRequest": "_forks",
+    "diff_executions": "_forks",
+    "fork_execution": "_forks",
+    "lineage": "_forks",
     "ExecutionCost": "_queries",
     "ExecutionPage": "_queries",
     "ExecutionQuery": "_queries",
@@ -130,6 +145,11 @@ _EXPORTS = {
     "list_topologies": "_queries",
     "parse_status": "_queries",
     "topology_graph": "_queries",
+    "PruneReport": "_retention",
+    "PruneRequest": "_retention",
+    "RetentionPolicy": "_retention",
+    "parse_duration": "_retention",
+    "prune_executions": "_retention",
     "row_json": "_rows",
     "shown_json": "_rows",
     "RunHandle": "_runs",
@@ -153,6 +173,7 @@ _EXPORTS = {
 without the operations' imports (the runners, the store)."""
 
 __all__ = [
+    "MAX_EDITED_REPLY",
     "RUN_OPTION_POLICY",
     "Action",
     "AgentChanges",
@@ -170,20 +191,29 @@ __all__ = [
     "EvalRow",
     "EvalSummary",
     "ExecutionCost",
+    "ExecutionDiff",
     "ExecutionOut",
     "ExecutionPage",
     "ExecutionQuery",
+    "ForkRequest",
+    "Lineage",
     "OwnerOut",
     "Permission",
+    "PruneReport",
+    "PruneRequest",
+    "RetentionPolicy",
     "RunAccepted",
     "RunHandle",
     "RunOptions",
     "RunRequest",
+    "StepDiff",
     "StepOut",
+    "StepSide",
     "TeamDocument",
     "TopologyDefined",
     "TopologySpec",
     "TrustDecision",
+    "UsageOut",
     "agent_role",
     "answer_only",
     "answer_request",
@@ -195,18 +225,23 @@ __all__ = [
     "delete_agent",
     "delete_topologies",
     "delete_topology",
+    "diff_executions",
     "eval_matrix",
     "execution_cost",
     "execution_steps",
+    "fork_execution",
     "format_cost",
     "format_duration",
     "format_tokens",
     "format_when",
     "get_eval_run",
+    "lineage",
     "list_evals",
     "list_executions",
     "list_topologies",
+    "parse_duration",
     "parse_status",
+    "prune_executions",
     "put_agent",
     "put_topology",
     "queue_resume",

@@ -5,8 +5,10 @@ caller (HTTP, the console, MCP; with or without a token) reaches the server, not
 may set the input, a runner the operator offers, budgets and timeouts up to the server's, a
 concurrency up to the server's cap, retries and a correlation id. Paths, environments, process
 settings and models are the operator's: a remote model override must be on the operator's
-allowlist (`qmcp serve --allow-model M`), never a `local:` file, and a server started with
-`--model M` runs everything on M.
+allowlist (`qmcp serve --allow-model M`), never a `local:` or `recorded:` file, and a server
+started with `--model M` runs everything on M.
+Pruning executions deletes history: a remote caller may only on a server started with
+`--allow-remote-prune` (`CallerPolicy.allow_remote_prune`, `qmcp.app.prune_executions`).
 
 `RUN_OPTION_POLICY` names every option a run takes (each `RunConfig` field and each runner's
 constructor options); `tests/app/test_caller_policy.py` fails when a field is added without a row.
@@ -120,6 +122,8 @@ class CallerPolicy:
     max_concurrent: int = 16
     flows_dir: str | None = None
     """Where the flows of Metaflow runs started by remote callers are written (the operator's directory)."""
+    allow_remote_prune: bool = False
+    """Remote callers may prune executions (`qmcp serve --allow-remote-prune`): it deletes history."""
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> CallerPolicy:
@@ -136,6 +140,7 @@ class CallerPolicy:
             "max_cost_usd": current.remote_max_cost_usd,
             "max_concurrent": current.remote_max_concurrent,
             "flows_dir": str(current.server_flows_dir),
+            "allow_remote_prune": current.allow_remote_prune,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -230,21 +235,27 @@ def _split(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _check_model(policy: CallerPolicy, model: str) -> None:
+def _check_model(policy: CallerPolicy, model: str, field: str = "config.model_override") -> None:
+    """Refuse a remote caller's model override (`field` names it in the refusal) the operator did not allow."""
     if model.startswith("local:") and ("/" in model or "\\" in model or model.endswith(".gguf")):
         raise PermissionDeniedError(
-            "config.model_override: local model files are chosen by the server's operator, not by a client"
+            f"{field}: local model files are chosen by the server's operator, not by a client"
+        )
+    if model.strip().startswith("recorded:"):
+        raise PermissionDeniedError(
+            "config.model_override: recorded fixtures are files, chosen by the server's operator "
+            "(qmcp serve --model recorded:FILE), not by a client"
         )
     if policy.pinned_model is not None:
         if model != policy.pinned_model:
             raise PermissionDeniedError(
-                f"config.model_override: this server runs every agent on {policy.pinned_model} "
+                f"{field}: this server runs every agent on {policy.pinned_model} "
                 "(qmcp serve --model); leave it out"
             )
         return
     if model not in policy.allowed_models:
         allowed = ", ".join(sorted(policy.allowed_models)) or "none"
         raise PermissionDeniedError(
-            f"config.model_override {model!r} is not allowed on this server (allowed: {allowed}); "
+            f"{field} {model!r} is not allowed on this server (allowed: {allowed}); "
             "the operator allows models with: qmcp serve --allow-model MODEL"
         )

@@ -119,7 +119,7 @@ def root(
         typer.Option(
             "--model",
             metavar="MODEL",
-            help="Run every agent on MODEL, e.g. test, local:smollm2, openai:gpt-4.1",
+            help="Run every agent on MODEL, e.g. test, local:smollm2, openai:gpt-4.1, recorded:run.json",
         ),
     ] = None,
     output_format: Annotated[

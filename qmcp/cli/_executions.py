@@ -1,4 +1,4 @@
-"""`qmcp executions ...`: list, inspect, resume and cancel executions."""
+"""`qmcp executions ...`: list, inspect, resume, cancel and prune executions."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ._forks import diff_command, fork_command, lineage_rows, tree_order
 from ._output import (
     answer_text,
     excerpt,
@@ -22,17 +23,21 @@ from ._output import (
     stderr,
     stdout,
 )
+from ._prune import prune
+from ._replay import add_replay_commands
 from ._run import RunRequest, execute, exit_code, print_outcome, run_config, slot_models
 from ._state import FormatOption, cli_state, open_database, run_async
 
 if TYPE_CHECKING:
     from qmcp.agentframework.models import Execution, ExecutionStep
     from qmcp.agentframework.store import Database
+    from qmcp.app import Lineage
 
 __all__ = ["executions_app"]
 
 executions_app = typer.Typer(
-    no_args_is_help=True, help="Executions: every run, its steps, tokens and cost; resume or cancel them."
+    no_args_is_help=True,
+    help="Executions: every run, its steps, tokens and cost; resume, cancel or prune them.",
 )
 
 
@@ -53,6 +58,9 @@ def list_executions(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 20,
     ids: Annotated[
         bool, typer.Option("--ids", help="Print only the ids, one a line (for scripts: ID=$(...)).")
+    ] = False,
+    tree: Annotated[
+        bool, typer.Option("--tree", help="Draw each fork under the execution it was forked from.")
     ] = False,
     output_format: FormatOption = None,
 ) -> None:
@@ -75,12 +83,13 @@ def list_executions(
     if state.json_output(output_format):
         print_json([_summary(e) for e in executions])
         return
+    drawn = tree_order(executions) if tree else [(0, e) for e in executions]
     print_table(
         None,
         ["Execution", "Topology", "Status", "Runner", "Started", "Duration", "Tokens", "Cost"],
         [
             (
-                e.id,
+                f"{'  ' * (depth - 1)}└ {e.id}" if depth else e.id,
                 e.topology_name,
                 e.status,
                 e.runner_type,
@@ -89,7 +98,7 @@ def list_executions(
                 format_tokens(e.input_tokens, e.output_tokens),
                 format_cost(e.cost_usd),
             )
-            for e in executions
+            for depth, e in drawn
         ],
         empty="no executions; run a topology with: qmcp agents topologies run NAME --input-json '{...}'",
     )
@@ -133,16 +142,22 @@ def show_execution(
 
         raise UserInputError(f"--svg: the directory of {svg} does not exist")
 
-    async def fetch() -> tuple[Execution, Sequence[ExecutionStep]]:
+    async def fetch() -> tuple[Execution, Sequence[ExecutionStep], Lineage]:
+        from qmcp.app import lineage
+
         async with open_database(state, read_only=True) as db:
             execution = await db.find_execution(execution_id)
-            return execution, await db.list_steps(execution.id)
+            return execution, await db.list_steps(execution.id), await lineage(db, execution.id)
 
-    execution, steps = run_async(fetch())
+    execution, steps, family = run_async(fetch())
     if svg is not None:
         _write_svg(svg, execution, steps)
     if state.json_output(output_format):
-        print_json(execution.model_dump(mode="json") | {"steps": [s.model_dump(mode="json") for s in steps]})
+        print_json(
+            execution.model_dump(mode="json")
+            | {"steps": [s.model_dump(mode="json") for s in steps]}
+            | {"lineage": family.model_dump(mode="json", include={"ancestors", "forks"})}
+        )
         return
     rows: list[tuple[str, Any]] = [
         ("topology", f"{execution.topology_name} ({execution.topology_type})"),
@@ -177,6 +192,7 @@ def show_execution(
         rows.append(("budget", " · ".join(budget)))
     if execution.error:
         rows.append(("error", execution.error))
+    rows += lineage_rows(family)
     print_table(f"execution {execution.id}", ["Field", "Value"], rows)
     if len(execution.history) > 1:
         print_table(
@@ -203,7 +219,9 @@ def show_execution(
                 s.slot,
                 s.agent_name,
                 s.model,
-                s.status if s.attempts <= 1 else f"{s.status} ({s.attempts} attempts)",
+                (s.status if s.attempts <= 1 else f"{s.status} ({s.attempts} attempts)")
+                + (" (inherited)" if s.inherited else "")
+                + (" (edited)" if (s.output or {}).get("edited") else ""),
                 format_tokens(s.input_tokens, s.output_tokens),
                 format_cost(s.cost_usd),
                 format_duration(s.latency_ms),
@@ -661,3 +679,9 @@ def respond(
     print_outcome(state, outcome, json_output=json_output)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)
+
+
+executions_app.command("prune")(prune)
+executions_app.command("fork")(fork_command)
+executions_app.command("diff")(diff_command)
+add_replay_commands(executions_app)  # replay, export-fixture (`_replay.py`)

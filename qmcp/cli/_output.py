@@ -119,6 +119,7 @@ def report_error(error: BaseException, verbose: bool, command: Callable[..., str
     errors name. Passwords in URLs are masked in all of it.
     """
     from qmcp.agentframework.errors import QmcpError, UntrustedDefinitionError, UserInputError
+    from qmcp.config import SettingsError
     from qmcp.redaction import redact
 
     if verbose:
@@ -126,7 +127,7 @@ def report_error(error: BaseException, verbose: bool, command: Callable[..., str
         sys.stderr.flush()
     if isinstance(error, UntrustedDefinitionError) and command is not None:
         message, code = error.render(command(*error.trust_command)), EXIT_USAGE
-    elif isinstance(error, UserInputError):
+    elif isinstance(error, UserInputError | SettingsError):
         message, code = str(error), EXIT_USAGE
     elif isinstance(error, QmcpError):
         message, code = str(error), EXIT_FAILED

@@ -229,4 +229,7 @@ def print_outcome(state: CliState, outcome: RunOutcome, *, json_output: bool) ->
         return
     if result.error:
         stderr().print(f"[bold red]error:[/] {escape(result.error)}")
-    stderr().print(f"resume it with: {resume}")
+    if result.permanent:  # resuming as it is would fail the same way
+        stderr().print(f"this failure is permanent: fix its cause, then resume it with: {resume}")
+    else:
+        stderr().print(f"resume it with: {resume}")

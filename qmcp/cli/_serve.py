@@ -68,6 +68,14 @@ def serve(
             "address, e.g. a proxy's (repeatable) \\[default: $QMCP_ALLOWED_HOSTS]; any other Host gets 421.",
         ),
     ] = None,
+    allow_remote_prune: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote-prune",
+            help="Let clients prune executions (POST /v1/executions/prune) \\[default: $QMCP_ALLOW_REMOTE_PRUNE, "
+            "else only the operator, with qmcp executions prune].",
+        ),
+    ] = False,
 ) -> None:
     """Serve the QMCP API, the run console and MCP at /mcp (SIGTERM drains the running runs).
 
@@ -97,6 +105,7 @@ def serve(
         log_level="INFO" if state.verbose else None,
         allowed_models=tuple(allow_model) if allow_model else None,
         allowed_hosts=tuple(allowed_host) if allowed_host else None,
+        allow_remote_prune=True if allow_remote_prune else None,
     )
     from ._output import stderr
 

@@ -130,6 +130,9 @@ def _lines(
         elif item["type"] == "enum" and field == "role":
             hint = did_you_mean(str(item["input"]).lower(), [role.value for role in AgentRole])
             message += f"; {hint.strip()}" if hint else ""
+        if location and message.startswith(f"{field}.") and ": " in message:  # it names its own path
+            path, message = message.split(": ", 1)
+            location = f"{location.removesuffix(f'.{field}')}.{path}"
         lines.append(f"{label}: {location}: {message}" if location else f"{label}: {message}")
     return lines
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..agentframework.errors import UserInputError
-from ..agentframework.models import MAX_JSON_DEPTH, json_depth
+from ..agentframework.models import MAX_JSON_DEPTH, json_problem, nul_field, nul_message
 
 __all__ = [
     "COLUMN_NAMES",
@@ -365,6 +365,9 @@ def _sample(record: Any, mapping: Mapping[str, str], default_id: str) -> Sample:
             f"a sample is a JSON object with an input, not a {_kind(record)}; "
             'write it as {"input": ..., "target": ...}'
         )
+    nul = nul_field(dict(record))
+    if nul is not None:  # PostgreSQL cannot store it, SQLite would: refused alike
+        raise DatasetError(nul_message(repr(nul.removeprefix("."))))
     column = {role: mapping.get(role, role) for role in COLUMN_NAMES}
     if column["input"] not in record:
         names = ", ".join(map(str, record)) or "none"
@@ -372,13 +375,16 @@ def _sample(record: Any, mapping: Mapping[str, str], default_id: str) -> Sample:
             f"no {column['input']!r} field (fields: {names}); add one, or name the field that holds the "
             "input in the column mapping (input=NAME)"
         )
-    metadata = _metadata(record.get(column["metadata"]), column["metadata"])
-    extra = {str(k): v for k, v in record.items() if k not in column.values()}
+    others = {str(k): v for k, v in record.items() if k not in column.values()}
+    problem = json_problem(others) if others else None
+    if problem is not None:  # only records from Python can hold what JSON cannot
+        raise DatasetError(f"a field besides input, target and id {problem}")
+    metadata = others | _metadata(record.get(column["metadata"]), column["metadata"])
     return Sample(
         id=_id(record.get(column["id"]), column["id"], default_id),
         input=_input(record[column["input"]], column["input"]),
         target=_target(record.get(column["target"]), column["target"]),
-        metadata=extra | metadata,
+        metadata=metadata,
     )
 
 
@@ -396,8 +402,9 @@ def _input(value: Any, field: str) -> dict[str, Any]:
     if isinstance(value, Mapping):
         if not value:
             raise DatasetError(f"{field!r} is an empty object; give the question")
-        if json_depth(value) > MAX_JSON_DEPTH:
-            raise DatasetError(f"{field!r} is nested deeper than {MAX_JSON_DEPTH} levels; flatten it")
+        problem = json_problem(value)
+        if problem is not None:
+            raise DatasetError(f"{field!r} {problem}")
         return {str(k): v for k, v in value.items()}
     raise DatasetError(f"{field!r} is a {_kind(value)}; give text or a JSON object")
 
@@ -447,6 +454,9 @@ def _metadata(value: Any, field: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise DatasetError(f"{field!r} is a {_kind(value)}; give a JSON object (or leave it out)")
+    problem = json_problem(value)
+    if problem is not None:
+        raise DatasetError(f"{field!r} {problem}")
     return {str(k): v for k, v in value.items()}
 
 

@@ -15,6 +15,7 @@ pipeline `judge-AGENT`, correlation `CELL/judge/N`), durable and counted apart i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -28,8 +29,8 @@ from ..agentframework import llm
 from ..agentframework.errors import (
     ExecutionBusyError,
     InvalidConfigError,
+    NotFoundError,
     PermissionDeniedError,
-    QmcpError,
     UserInputError,
 )
 from ..agentframework.models import (
@@ -54,7 +55,7 @@ from ..agentframework.store import Database, Owner
 from ..app import Caller, CallerPolicy, checked_run_options
 from ._dataset import Dataset, Sample
 from ._report import cell_answer
-from ._scorers import check_scorer_allowed, parse_scorer
+from ._scorers import check_scorable, check_scorer_allowed, judge_agent, parse_scorer
 from ._spec import (
     JUDGE,
     SINGLE_CALL,
@@ -132,7 +133,7 @@ async def prepare_eval(
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise InvalidConfigError(f"variant {repeated[0]!r} is given twice; name each variant once")
-    parse_scorer(request.scorer)  # a bad scorer is refused before anything is written
+    scorer = parse_scorer(request.scorer)  # a bad scorer is refused before anything is written
     max_tokens, max_cost = (
         parse_budget(request.budget_per_sample) if request.budget_per_sample else (None, None)
     )
@@ -159,6 +160,7 @@ async def prepare_eval(
         raise InvalidConfigError("the dataset has no samples to evaluate")
     for sample in samples:
         _check_input(sample)
+    check_scorable(scorer, samples)  # a sample the scorer cannot score is told before anything is spent
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
@@ -168,16 +170,19 @@ async def prepare_eval(
         topology, agents = await db.get_topology(name)
         await require_trusted(db, agents, topology=name, override=override)
         variants.append(VariantSpec(name=name, kind="topology", digest=team_digest(topology, agents)))
-    for agent_name in request.single_call:
-        topology, agents = await _reserved_team(db, SINGLE_CALL, agent_name, override)
-        variants.append(
-            VariantSpec(
-                name=topology.name, kind="single-call", agent=agent_name, digest=team_digest(topology, agents)
-            )
-        )
-    judge = _judge_agent(request.scorer)
+    reserved = [(SINGLE_CALL, agent) for agent in request.single_call]
+    judge = judge_agent(scorer)
     if judge is not None:
-        await _reserved_team(db, JUDGE, judge, override)
+        reserved.append((JUDGE, judge))
+    for kind, agent_name in reserved:  # checked, all of them, before any is stored
+        await _reserved_team(db, kind, agent_name, override, write=False)
+    for kind, agent_name in reserved:
+        topology, agents = await _reserved_team(db, kind, agent_name, override)
+        if kind == SINGLE_CALL:
+            digest = team_digest(topology, agents)
+            variants.append(
+                VariantSpec(name=topology.name, kind="single-call", agent=agent_name, digest=digest)
+            )
     spec = EvalSpec(
         samples=[_sample_record(s) for s in samples],
         skipped=list(dataset.skipped),
@@ -190,6 +195,7 @@ async def prepare_eval(
         max_concurrent=int(options.runner_options.get("max_concurrent") or request.max_concurrent),
         max_tokens_per_cell=options.config.max_tokens,
         max_cost_per_cell=options.config.max_cost_usd,
+        timeout_seconds=options.config.timeout_seconds,
         origin=str(caller.door),
     )
     run = EvalRun(id=f"eval-{uuid.uuid4().hex[:12]}", status="running", spec=spec.model_dump(mode="json"))
@@ -220,8 +226,11 @@ async def run_eval(
     try:
         outcome = await engine.run()
     except BaseException:
-        await engine.flush()
-        await update_eval(db, run.id, status="interrupted")
+        # Keep what is known (scores, the status); if the database is what failed, the error that
+        # stopped the eval is the one to report, not a second one from this bookkeeping.
+        with contextlib.suppress(Exception):
+            await engine.flush()
+            await update_eval(db, run.id, status="interrupted")
         raise
     await update_eval(db, run.id, status=outcome.status, completed_at=utcnow())
     return outcome
@@ -254,12 +263,15 @@ async def resume_eval(
     on_progress: ProgressHandler | None = None,
 ) -> EvalOutcome:
     """Continue an eval: nothing paid is paid again. A remote caller may resume only what a remote
-    caller could have started (records, no `python:` scorer)."""
+    caller could have started (records, a scorer a client may name); one a live process runs is
+    refused, naming it."""
     run = await get_eval(db, eval_id)
     spec = EvalSpec.model_validate(run.spec)
-    if caller.remote and (spec.source != "records" or spec.scorer.strip().startswith("python:")):
-        raise PermissionDeniedError(f"eval {run.id} was started by the operator; resume it on the server")
-    for row in await eval_executions(db, run.id):
+    if caller.remote and spec.source != "records":
+        raise PermissionDeniedError(f"eval {run.id} reads a file of the operator's; resume it on the server")
+    check_scorer_allowed(spec.scorer, caller)
+    executions = await eval_executions(db, run.id)
+    for row in executions:
         if ExecutionStatus(row.status) == ExecutionStatus.RUNNING:
             execution = await db.get_execution(row.id)  # observed: a dead owner reads interrupted
             if execution.status == ExecutionStatus.RUNNING:
@@ -270,7 +282,9 @@ async def resume_eval(
     if run.status == "completed" and max_cost_usd is None:
         scored = len(await eval_scores(db, run.id))
         if scored == spec.cells:
-            return EvalOutcome(run.id, run.status, spec.cells, scored, 0.0)
+            return EvalOutcome(
+                run.id, run.status, spec.cells, scored, sum(row.cost_usd for row in executions)
+            )
     return await run_eval(
         db, run.id, runner_config=runner_config, max_cost_usd=max_cost_usd, on_progress=on_progress
     )
@@ -381,9 +395,7 @@ class _Engine:
             return
         try:
             result = await self._execution(found, team, cell.sample.input, cell.correlation)
-        except ExecutionBusyError:
-            raise
-        except QmcpError as error:  # the cell could not start (its input): recorded, not fatal
+        except UserInputError as error:  # the cell could not start or resume: recorded, not fatal
             await self._record(cell, None, None, f"failed: {error}")
             return
         if result.status != ExecutionStatus.COMPLETED or result.error is not None:
@@ -417,6 +429,7 @@ class _Engine:
                     "model_override": self.spec.model,
                     "max_tokens": self.spec.max_tokens_per_cell,
                     "max_cost_usd": self.spec.max_cost_per_cell,
+                    "timeout_seconds": self.spec.timeout_seconds or self.base_config.timeout_seconds,
                     "correlation_id": correlation,
                 }
             )
@@ -516,10 +529,11 @@ class _Engine:
 
 
 async def _reserved_team(
-    db: Database, kind: str, agent_name: str, override: str | None
+    db: Database, kind: str, agent_name: str, override: str | None, *, write: bool = True
 ) -> tuple[Topology, dict[str, AgentType]]:
     """The stored one-stage pipeline of a single-call baseline or a judge (`single-call-AGENT`,
-    `judge-AGENT`): made on first use; a topology of that name that is something else is refused."""
+    `judge-AGENT`): made on first use (`write=False`: only checked, the team returned unsaved); a
+    topology of that name that is something else is refused."""
     agent = await db.get_agent(agent_name)
     name = reserved_name(kind, agent_name)
     await require_trusted(db, {"only": agent}, topology=name, override=override)
@@ -532,7 +546,7 @@ async def _reserved_team(
     )
     try:
         stored, agents = await db.get_topology(name)
-    except UserInputError:
+    except NotFoundError:
         stored, agents = None, {}
     if stored is not None:
         if stored.topology_type != "pipeline" or {s: a.name for s, a in agents.items()} != {
@@ -543,13 +557,10 @@ async def _reserved_team(
                 f"rename or delete it (qmcp agents topologies delete {name})"
             )
         return stored, dict(agents)
+    if not write:
+        return wanted, {"only": agent}
     saved, saved_agents = await db.save_team(wanted, {"only": agent})
     return saved, dict(saved_agents)
-
-
-def _judge_agent(scorer: str) -> str | None:
-    kind, _, rest = scorer.strip().partition(":")
-    return rest.split(":")[0].strip() or None if kind == "judge" else None
 
 
 def _check_input(sample: Any) -> None:

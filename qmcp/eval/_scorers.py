@@ -16,7 +16,8 @@ needs one, a judge that gives no verdict, a `python:` scorer that fails) raises 
 is not a wrong answer, and the engine records no score for it, with the message.
 
 `python:` scorers import and run code, so they are trusted like Python tools: the operator names
-them (the CLI, Python), a remote caller never (`check_scorer_allowed`).
+them (the CLI, Python), a remote caller never (`check_scorer_allowed`). A remote caller names no
+`regex:` either: Python's `re` has no time limit, and one pattern can hold the process for hours.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..agentframework.errors import InvalidConfigError, PermissionDeniedError, UserInputError, did_you_mean
+from ..agentframework.models import check_name
 from ._dataset import Sample, format_number
 
 if TYPE_CHECKING:
@@ -43,9 +45,11 @@ __all__ = [
     "Score",
     "ScoreError",
     "Scorer",
+    "check_scorable",
     "check_scorer_allowed",
     "extract_choice",
     "extract_number",
+    "judge_agent",
     "judge_prompt",
     "normalize_answer",
     "parse_scorer",
@@ -65,6 +69,8 @@ SCORER_KINDS = (
 """Every scorer spec, as help texts list them."""
 
 _MAX_EXPLANATION = 300
+_SCANNED = 10_000
+"""How much of an answer's end the number and choice extractors read: what they look for is at the end."""
 _MAX_PATTERN = 1000
 
 
@@ -138,15 +144,54 @@ def parse_scorer(spec: str) -> Scorer:
     )
 
 
+_OPERATOR_ONLY = {
+    "python": "runs Python code on the server's machine",
+    "regex": "runs a pattern with no time limit in the server's process (a pattern such as (a+)+$ can take "
+    "hours on a short answer)",
+}
+"""The scorers only the operator names, and why: what they would let a remote caller do."""
+
+
 def check_scorer_allowed(spec: str, caller: Caller) -> None:
-    """Refuse (`PermissionDeniedError`) a scorer `caller` may not name: a `python:` scorer imports and
-    runs code on this machine, which only the operator decides, as for Python tools."""
+    """Refuse (`PermissionDeniedError`) a scorer `caller` may not name, before anything is imported or
+    compiled: a `python:` scorer imports and runs code on this machine, which only the operator
+    decides, as for Python tools; a `regex:` pattern can take unbounded time (Python's `re` has no
+    limit), which only the operator may risk."""
     kind = spec.strip().partition(":")[0].strip().lower()
-    if kind == "python" and caller.remote:
+    if kind in _OPERATOR_ONLY and caller.remote:
         raise PermissionDeniedError(
-            f"scorer {spec!r} runs Python code on the server's machine, which only its operator decides; "
-            "choose another scorer (exact, includes, regex:PAT, number, choice, json:PATH, judge:AGENT)"
+            f"scorer {_one_line(spec, 80)!r} {_OPERATOR_ONLY[kind]}, which only its operator decides; "
+            "choose another scorer (exact, includes, number[:TOL], choice, json:PATH, judge:AGENT)"
         )
+
+
+def check_scorable(scorer: Scorer, samples: Iterable[Sample]) -> None:
+    """Refuse (`ScoreError`, one line) samples `scorer` cannot score: no target where it needs one, a
+    target that is no number for `number`, no letter for `choice`. An eval checks this before it
+    spends anything, rather than learn it from the first answer."""
+    problems: list[str] = []
+    total = 0
+    check = getattr(scorer, "check", None)  # the built-in scorers have one; a scorer of your own may not
+    for sample in samples:
+        total += 1
+        if check is None:
+            continue
+        try:
+            check(sample)
+        except ScoreError as error:
+            problems.append(str(error))
+    if problems:
+        some = f"{len(problems)} of {total} samples" if len(problems) > 1 else "a sample"
+        raise ScoreError(
+            f"{some} cannot be scored by {scorer.spec!r}, the first: {problems[0]}; "
+            "fix the targets or choose another scorer"
+        )
+
+
+def judge_agent(scorer: Scorer) -> str | None:
+    """The agent a `judge:AGENT` scorer asks (the engine loads it, checks its trust, counts its calls);
+    None for other scorers."""
+    return scorer.agent if isinstance(scorer, _JudgeScorer) else None
 
 
 # -- text helpers ------------------------------------------------------------------------------------
@@ -190,6 +235,9 @@ def _expected(options: Sequence[str | float]) -> str:
 class _ExactScorer:
     spec: str
 
+    def check(self, sample: Sample) -> None:
+        _targets(sample, "exact")
+
     async def score(self, sample: Sample, answer: str, judge: Judge | None = None) -> Score:
         options = _targets(sample, "exact")
         got = normalize_answer(answer)
@@ -206,6 +254,9 @@ class _ExactScorer:
 @dataclass(frozen=True)
 class _IncludesScorer:
     spec: str
+
+    def check(self, sample: Sample) -> None:
+        _targets(sample, "includes")
 
     async def score(self, sample: Sample, answer: str, judge: Judge | None = None) -> Score:
         options = _targets(sample, "includes")
@@ -242,33 +293,44 @@ class _RegexScorer:
 
 # -- number ------------------------------------------------------------------------------------------
 
-_NUMBER = re.compile(
-    r"(?<![\w.])[-+\u2212]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?![\d,]*\d)"
-)
+# A run of digits, commas and dots (one quantifier: linear on any answer), read as one number when it
+# is one (`1,234.5`), else as its last plain part (`1,2,3` -> 3).
+_NUMBER_RUN = re.compile(r"(?<![\w.])[-+\u2212]?\.?\d[\d,.]*(?:[eE][-+]?\d+)?")
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
+_PART = re.compile(r"\d+(?:\.\d+)?")
 
 
-def _to_float(text: str) -> float:
-    return float(text.replace(",", "").replace("\u2212", "-"))
+def _run_value(run: str) -> float | None:
+    text = run.replace("\u2212", "-").rstrip(",.")
+    if not _PLAIN_NUMBER.fullmatch(text):
+        parts = _PART.findall(text)
+        text = parts[-1] if parts else ""
+    value = float(text.replace(",", "")) if text else math.nan
+    return value if math.isfinite(value) else None
+
+
+def _numbers(text: str) -> list[float]:
+    values = (_run_value(run) for run in _NUMBER_RUN.findall(unicodedata.normalize("NFKC", text)))
+    return [value for value in values if value is not None]
 
 
 def extract_number(answer: str) -> float | None:
     """The last number written in `answer` (`1,234.5`, `-3`, `.5`, `2e3`; a `$` or unit around it is
-    ignored), or None."""
-    numbers = _NUMBER.findall(unicodedata.normalize("NFKC", answer))
-    for text in reversed(numbers):
-        value = _to_float(text)
-        if math.isfinite(value):
-            return value
-    return None
+    ignored), or None. Only the answer's last `_SCANNED` characters are read."""
+    numbers = _numbers(answer[-_SCANNED:])
+    return numbers[-1] if numbers else None
+
+
+def _text_number(text: str) -> float | None:
+    """The one number a text target holds (`42`, `1,000`, `42 km`, `$5`), or None."""
+    numbers = _numbers(text)
+    return numbers[0] if len(numbers) == 1 else None
 
 
 def _whole_number(text: str) -> float | None:
     """The number `text` is, if it is nothing else."""
-    stripped = text.strip()
-    if _NUMBER.fullmatch(stripped):
-        value = _to_float(stripped)
-        return value if math.isfinite(value) else None
-    return None
+    stripped = unicodedata.normalize("NFKC", text).strip().replace("\u2212", "-")
+    return _run_value(stripped) if _PLAIN_NUMBER.fullmatch(stripped) else None
 
 
 @dataclass(frozen=True)
@@ -304,15 +366,22 @@ class _NumberScorer:
         shown = format_number(self.tolerance * 100) + "%" if self.relative else format_number(self.tolerance)
         return f" (tolerance {shown})"
 
-    async def score(self, sample: Sample, answer: str, judge: Judge | None = None) -> Score:
+    def check(self, sample: Sample) -> None:
+        self._expected(sample)
+
+    def _expected(self, sample: Sample) -> list[float]:
         expected: list[float] = []
         for option in _targets(sample, "number"):
-            value = option if isinstance(option, float) else _whole_number(option)
+            value = option if isinstance(option, float) else _text_number(option)
             if value is None:
                 raise ScoreError(
                     f"sample {sample.id!r}: target {option!r} is not a number; the 'number' scorer needs one"
                 )
             expected.append(value)
+        return expected
+
+    async def score(self, sample: Sample, answer: str, judge: Judge | None = None) -> Score:
+        expected = self._expected(sample)
         shown = " or ".join(format_number(v) for v in expected)
         got = extract_number(answer)
         if got is None:
@@ -323,13 +392,15 @@ class _NumberScorer:
 
 # -- choice ------------------------------------------------------------------------------------------
 
+# No two unbounded quantifiers may compete for the same characters: the patterns stay linear on
+# any answer (a run of spaces after "answer" took 34 s at 400 spaces with the first version).
 _CHOICE_PHRASES = re.compile(
-    r"\b(?:answer|option|choice)\s*(?:is|would\s+be|:|=)?\s*(?:is\s*)?:?\s*(?:option\s+|choice\s+)?"
-    r"[*_]*(?P<open>[(\[])?\s*[*_]*(?P<letter>[a-e])[*_]*\s*(?P<close>[)\]])?(?![\w'])",
+    r"\b(?:answer|option|choice)(?:\s+(?:is|would\s+be))?\s*(?:[:=]\s*)?(?:(?:option|choice)\s+)?"
+    r"[*_]*(?:(?P<open>[(\[])[*_]*)?(?P<letter>[a-e])[*_]*(?P<close>[)\]])?(?![\w'])",
     re.IGNORECASE,
 )
-_CHOICE_LINE = re.compile(r"^\s*[*_]*[(\[]?\s*([a-e])\s*[)\].:]?[*_]*\s*$", re.IGNORECASE)
-_CHOICE_OPENING = re.compile(r"^\s*[(\[]?([A-Ea-e])[)\].:](?:\s|$)")
+_CHOICE_LINE = re.compile(r"[*_]*(?:[(\[] ?)?([a-e]) ?[)\].:]?[*_]*", re.IGNORECASE)
+_CHOICE_OPENING = re.compile(r"\s*[(\[]?([A-Ea-e])[)\].:](?:\s|$)")
 _CHOICE_BRACKETED = re.compile(r"[(\[]([A-E])[)\]]")
 _SENTENCE_GOES_ON = re.compile(r"\s+\w")
 
@@ -350,12 +421,12 @@ def extract_choice(answer: str) -> str | None:
     """The A–E letter `answer` chooses, upper-case, or None. In order: the last "answer/option/choice
     (is) X" phrase; a line that is only the letter (`C`, `(c)`, `c)`, `C.`); an answer opening with
     `C)` or `C.`; the last `(C)` in the text."""
-    text = unicodedata.normalize("NFKC", answer)
+    text = unicodedata.normalize("NFKC", answer[-_SCANNED:])
     phrases = [found for found in _CHOICE_PHRASES.finditer(text) if _chosen(found, text)]
     if phrases:
         return phrases[-1].group("letter").upper()
     for line in reversed(text.splitlines()):
-        found = _CHOICE_LINE.match(line)
+        found = _CHOICE_LINE.fullmatch(line.strip())
         if found:
             return found.group(1).upper()
     opening = _CHOICE_OPENING.match(text)
@@ -369,7 +440,10 @@ def extract_choice(answer: str) -> str | None:
 class _ChoiceScorer:
     spec: str
 
-    async def score(self, sample: Sample, answer: str, judge: Judge | None = None) -> Score:
+    def check(self, sample: Sample) -> None:
+        self._expected(sample)
+
+    def _expected(self, sample: Sample) -> list[str]:
         expected: list[str] = []
         for option in _targets(sample, "choice"):
             letter = extract_choice(option) if isinstance(option, str) else None
@@ -379,6 +453,10 @@ class _ChoiceScorer:
                     "the 'choice' scorer needs one"
                 )
             expected.append(letter)
+        return expected
+
+    async def score(self, sample: Sample, answer: str, judge: Judge | None = None) -> Score:
+        expected = self._expected(sample)
         shown = " or ".join(expected)
         got = extract_choice(answer)
         if got is None:
@@ -505,6 +583,9 @@ class _JsonScorer:
     def parse(cls, spec: str, argument: str) -> _JsonScorer:
         return cls(spec, _parse_path(spec, argument))
 
+    def check(self, sample: Sample) -> None:
+        _targets(sample, "json")
+
     async def score(self, sample: Sample, answer: str, judge: Judge | None = None) -> Score:
         expected = [_json_target(option) for option in _targets(sample, "json")]
         shown = " or ".join(_shown(e) for e in expected)
@@ -534,8 +615,12 @@ _RUBRIC = """You are grading an answer to a task. Judge only whether the answer 
 Reply with one line: "VERDICT: CORRECT" or "VERDICT: INCORRECT" (or "SCORE: x" with x from 0 to 1 \
 for partial credit), then one sentence saying why."""
 
-_VERDICT = re.compile(r"verdict\s*[:=]?\s*\**\s*(incorrect|correct|partial|wrong|right|pass|fail)", re.I)
-_SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)\s*(?:(/|out\s+of)\s*(\d+(?:\.\d+)?))?", re.I)
+_VERDICT = re.compile(
+    r"verdict\s*(?:[:=]\s*)?(?:\*+\s*)?(incorrect|correct|partial|wrong|right|pass|fail)", re.I
+)
+_SCORE = re.compile(
+    r"score\s*(?:[:=]\s*)?(?:\*+\s*)?(\d+(?:\.\d+)?)(?:\s*(/|out\s+of)\s*(\d+(?:\.\d+)?))?", re.I
+)
 _LEADING = re.compile(r"^\W*(incorrect|correct|wrong|right|yes|no|pass|fail)\b", re.I)
 _WORDS = {
     "correct": 1.0,
@@ -592,8 +677,10 @@ class _JudgeScorer:
     @classmethod
     def parse(cls, spec: str, argument: str) -> _JudgeScorer:
         agent = argument.strip()
-        if any(ch.isspace() for ch in agent):
-            raise InvalidConfigError(f"scorer {spec!r}: {agent!r} is not an agent name; write judge:AGENT")
+        try:
+            check_name(agent, "agent")
+        except ValueError as error:
+            raise InvalidConfigError(f"scorer {spec!r}: {error}") from None
         return cls(spec, agent)
 
     async def score(self, sample: Sample, answer: str, judge: Judge | None = None) -> Score:

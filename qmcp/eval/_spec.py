@@ -97,6 +97,8 @@ class EvalSpec(BaseModel):
     max_concurrent: int = 8
     max_tokens_per_cell: int | None = None
     max_cost_per_cell: float | None = None
+    timeout_seconds: int | None = None
+    """Each cell's time limit (a remote caller's is the server's cap)."""
     origin: str = "python"
 
     @property

@@ -19,7 +19,7 @@ from ..agentframework.errors import InvalidConfigError
 from ..agentframework.registry import import_plugins
 from ..agentframework.store import Database
 from ..agentframework.topologies import freeze_start_up_heap
-from ..app import CallerPolicy
+from ..app import CallerPolicy, RetentionPolicy
 from ..config import settings
 from ..observability import get_logger
 from ..redaction import mask_url, register_secret
@@ -27,6 +27,7 @@ from ._hosts import LOOPBACK_NAMES, HostAllowlist
 from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
 from ._openapi import install_openapi
+from ._retention import RetentionTask
 from .api import ServerState, router
 from .console import ConsoleSessions, LoginLimiter
 from .console import router as console_router
@@ -63,11 +64,19 @@ class ServerOptions:
     max_event_streams_per_client: int = 10
     mcp_max_sessions: int = 200
     mcp_session_idle_seconds: float = 600.0
+    allow_remote_prune: bool = False
+    """Remote callers may prune executions (`--allow-remote-prune`, else QMCP_ALLOW_REMOTE_PRUNE)."""
+    retention: str = ""
+    """What the server prunes on a schedule (QMCP_RETENTION, `qmcp.app.RetentionPolicy`); empty: nothing."""
+    retention_interval: str = "1h"
+    """How often it prunes (QMCP_RETENTION_INTERVAL, a duration)."""
 
     def policy(self) -> CallerPolicy:
         """What this server's remote callers may decide."""
         return CallerPolicy.from_settings(
-            pinned_model=self.model_override, allowed_models=frozenset(self.allowed_models) or None
+            pinned_model=self.model_override,
+            allowed_models=frozenset(self.allowed_models) or None,
+            allow_remote_prune=self.allow_remote_prune,
         )
 
     @classmethod
@@ -90,6 +99,9 @@ class ServerOptions:
             "max_event_streams_per_client": current.max_event_streams_per_client,
             "mcp_max_sessions": current.mcp_max_sessions,
             "mcp_session_idle_seconds": current.mcp_session_idle_seconds,
+            "allow_remote_prune": current.allow_remote_prune,
+            "retention": current.retention,
+            "retention_interval": current.retention_interval,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]  # values of Settings' fields, which have these types
@@ -121,6 +133,7 @@ def create_app(options: ServerOptions | None = None, *, owns_process: bool = Fal
     `owns_process` (`qmcp serve`, not an app mounted in a host): once started, the server settles its
     heap (`_settle_heap`): `gc.freeze` is process-wide, for a process qmcp owns only."""
     options = options or ServerOptions.from_settings()
+    retention = RetentionPolicy.parse(options.retention, options.retention_interval)  # one line if wrong
     import_plugins()  # QMCP_IMPORTS: the topologies, mixins and runners the server's runs may use
     version = _version()
     hub = EventHub()
@@ -151,12 +164,17 @@ def create_app(options: ServerOptions | None = None, *, owns_process: bool = Fal
             app.state.qmcp.db = runs.db = db
             resumed = await runs.start(resume_interrupted=options.resume_interrupted)
             log.info("server.started", database=mask_url(options.db_url), resumed=resumed, version=version)
+            pruning = app.state.retention = RetentionTask(retention) if retention else None
             if owns_process:
                 _settle_heap()
             async with mcp.session_manager.run():
                 try:
+                    if pruning is not None:
+                        pruning.start(db)
                     yield
                 finally:
+                    if pruning is not None:
+                        await pruning.close()
                     await runs.close(options.shutdown_grace_seconds)
                     app.state.qmcp.db = runs.db = None
                     log.info("server.stopped")

@@ -2,8 +2,10 @@
 
 Both offer the same tools, built on the official `mcp` SDK, over the same run manager as the HTTP API:
 `list_topologies`, `run_topology` (waits for the result up to a timeout, else returns the execution
-id to poll), `get_execution`, `list_human_requests` and `respond_to_human_request` (which resumes the
-paused run), `list_evals` and `get_eval` (read only: an eval is started by the operator, `qmcp eval`); and the tools of `/v1/tools` (upstream's echo, planner, executor and reviewer, and the
+id to poll), `fork_execution` (the same, for a fork of an execution from one of its steps), `get_execution`,
+`list_human_requests` and `respond_to_human_request` (which resumes the paused run), `list_evals` and
+`get_eval` (read only: an eval is started by the operator, `qmcp eval`); and the tools of `/v1/tools`
+(upstream's echo, planner, executor and reviewer, and the
 registered Python tools), under the same limits as over HTTP (`_mcp_protocol.py`).
 
 A domain error is an `isError` result naming the cause in the sentence HTTP gives as `detail`; a bad
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
 from pydantic import Field
 
 from ..agentframework.errors import QmcpError
-from ..app import Caller, Door, ExecutionOut, RunRequest, answer_request, shown_json
+from ..app import Caller, Door, ExecutionOut, ForkRequest, RunRequest, answer_request, shown_json
 from ..app import list_evals as stored_evals
 from ..app import list_topologies as stored_topologies
 from ..eval import eval_report
@@ -108,6 +110,31 @@ def mcp_server(runs: RunManager, version: str, tool_limits: ToolLimits | None = 
         `config`: run options a client may set (timeout_seconds, max_cost_usd, max_tokens,
         max_concurrent, max_retries, correlation_id, and a model_override the server allows)."""
         execution = await runs.submit(RunRequest(name, input, runner, config or {}), Caller.client(Door.MCP))
+        stopped = runs.stopped(execution.id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_seconds):
+                await stopped.wait()
+        async with runs.database() as db:
+            return _summary(await db.get_execution(execution.id))
+
+    @server.tool()
+    @_tool_errors
+    async def fork_execution(
+        execution_id: str,
+        at: str,
+        model: str | None = None,
+        agents: dict[str, str] | None = None,
+        input: dict[str, Any] | None = None,
+        set_output: dict[str, str] | None = None,
+        timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS)] = 60.0,
+    ) -> dict[str, Any]:
+        """Fork an execution at step `at` (a step key, see its steps): the steps started before it are
+        reused as recorded (not paid again), `at` and the rest run again. `model`: a model override
+        the server allows; `agents`: slot -> a stored, trusted agent; `input`: a new input;
+        `set_output`: step key -> the reply to put in its place first. Waits up to `timeout_seconds`
+        like run_topology; the result is the fork's execution (its `id`, `parent_id`, status)."""
+        request = ForkRequest(execution_id, at, model, agents or {}, input, set_output or {})
+        execution = await runs.fork(request, Caller.client(Door.MCP))
         stopped = runs.stopped(execution.id)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_seconds):

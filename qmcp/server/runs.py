@@ -28,7 +28,16 @@ from ..agentframework.errors import ExecutionBusyError, NotFoundError, UserInput
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest
 from ..agentframework.runners import OWNED_PROCESS_FREEZE, BaseRunner, RunConfig, RunnerRegistry
 from ..agentframework.store import Database
-from ..app import Caller, CallerPolicy, Door, RunRequest, queue_resume, start_run
+from ..app import (
+    Caller,
+    CallerPolicy,
+    Door,
+    ForkRequest,
+    RunRequest,
+    fork_execution,
+    queue_resume,
+    start_run,
+)
 from ..observability import continued_trace, get_logger
 from .events import EventHub, status_event
 
@@ -138,6 +147,17 @@ class RunManager:
         if execution.status == ExecutionStatus.PENDING:
             self._enqueue(execution.id, trace)
         return execution
+
+    async def fork(
+        self, request: ForkRequest, caller: Caller, *, trace: Mapping[str, str] | None = None
+    ) -> Execution:
+        """Fork a recorded execution as `caller` may (`qmcp.app.fork_execution`): the fork waits
+        `pending` in this server's queue, with its inherited steps, for a worker to run the rest."""
+        self._check_accepting()
+        async with self.database() as db:
+            handle = await fork_execution(db, request, caller, policy=self.policy)
+        self._enqueue(handle.execution_id, trace)
+        return handle.execution
 
     async def answered(self, request: HumanRequest) -> uuid.UUID | None:
         """Resume the paused run whose gate asked `request` (a gate of this database's runs, or one a

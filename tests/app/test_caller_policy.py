@@ -230,6 +230,62 @@ async def test_an_allowed_override_works_and_a_local_path_never(
             assert "local model files are chosen by the server's operator" in refused.json()["detail"]
 
 
+async def test_a_remote_caller_never_names_a_recorded_fixture(
+    sqlite_url: str, serve: Any, store_team: Any
+) -> None:
+    """`recorded:FILE` reads a file on the server: like a `local:` file, only the operator names one,
+    even when the allowlist holds it (the operator pins it with `qmcp serve --model recorded:FILE`)."""
+    await store_team(sqlite_url)
+    with pytest.raises(
+        PermissionDeniedError, match="recorded fixtures are files, chosen by the server's operator"
+    ):
+        checked_run_options(
+            Caller.client(Door.MCP),
+            CallerPolicy(allowed_models=frozenset({"recorded:run.json"})),
+            "local",
+            {"model_override": "recorded:run.json"},
+        )
+    operator = checked_run_options(
+        Caller.operator(Door.CLI), CallerPolicy(), "local", {"model_override": "recorded:x"}
+    )
+    assert operator.config.model_override == "recorded:x"
+    async with serve(sqlite_url, allowed_models=("recorded:/etc/passwd",)) as (_app, client):
+        refused = await client.post(
+            "/v1/topologies/review/run",
+            json={"input": {"prompt": "hi"}, "config": {"model_override": "recorded:/etc/passwd"}},
+        )
+        assert refused.status_code == 403
+        assert "recorded fixtures are files, chosen by the server's operator" in refused.json()["detail"]
+        page = await client.post(
+            "/topologies/review/run",
+            data={"input": '{"prompt": "hi"}', "runner": "local", "model": "recorded:run.json"},
+            headers={"Origin": "http://127.0.0.1:3333"},
+        )
+        assert page.status_code == 400 and "recorded fixtures are files" in page.text
+        assert (await client.get("/v1/executions")).json()["total"] == 0
+
+
+async def test_an_operator_pins_a_recorded_fixture_for_every_remote_run(
+    sqlite_url: str, serve: Any, store_team: Any, tmp_path: Path
+) -> None:
+    """`qmcp serve --model recorded:FILE`: clients' runs are answered from the recording, offline."""
+    from qmcp.testing import export_fixture_async, save_fixture
+
+    await store_team(sqlite_url)
+    async with serve(sqlite_url) as (_app, client):
+        accepted = await client.post("/v1/topologies/review/run", json={"input": {"prompt": "hi"}})
+        recorded = await _finished(client, accepted.json()["execution_id"])
+    fixture = tmp_path / "review.json"
+    save_fixture(await export_fixture_async(recorded["id"], db_url=sqlite_url), fixture)
+    async with serve(sqlite_url, model_override=f"recorded:{fixture}") as (_app, client):
+        accepted = await client.post("/v1/topologies/review/run", json={"input": {"prompt": "other"}})
+        done = await _finished(client, accepted.json()["execution_id"])
+        assert done["status"] == "completed", done["error"]
+        assert done["output"] == recorded["output"], "the recorded replies, whatever the input"
+        steps = (await client.get(f"/v1/executions/{done['id']}/steps")).json()["steps"]
+        assert {step["model"] for step in steps} == {f"recorded:{fixture}"}
+
+
 @pytest.mark.slow  # Metaflow runs the flow in processes of its own
 async def test_a_remote_metaflow_run_writes_its_flow_only_under_the_operators_directory(
     sqlite_url: str, serve: Any, store_team: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

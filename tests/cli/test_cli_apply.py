@@ -162,7 +162,7 @@ def test_every_problem_of_every_check_comes_at_once_with_suggestions(cli, tmp_pa
         "typos.yaml",
         """\
 agents:
-  - {name: writer, role: writer, config: {model: test, temprature: 0.5}}
+  - {name: writer, role: writer, config: {model: test, temprature: 0.5, mixins: {memory: {limt: 3}}}}
   - {name: numbers, role: analist}
   - {name: priced, role: critic, config: {model: 'nope:thing'}}
   - {name: fine, role: critic, config: {model: test}}
@@ -180,6 +180,7 @@ topologies:
     lines = result.stderr.strip().splitlines()
     expected = [
         "agents[0].config.temprature: Extra inputs are not permitted; did you mean 'temperature'?",
+        "agents[0].config.mixins.memory.limt: Extra inputs are not permitted; did you mean 'limit'?",
         "agents[1].role: Input should be",
         "did you mean 'analyst'?",
         "topologies[0].type: unknown topology type 'pipline'; did you mean 'pipeline'?",
@@ -192,7 +193,7 @@ topologies:
     for text in expected:
         assert any(text in line for line in lines), (text, result.stderr)
     assert all(line.startswith(f"error: {bad}: ") for line in lines), result.stderr
-    assert len(lines) == 8, result.stderr  # `e` names agents with problems of their own: not told again
+    assert len(lines) == 9, result.stderr  # `e` names agents with problems of their own: not told again
     assert cli.json("agents", "list") == []
 
 

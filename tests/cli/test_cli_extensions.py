@@ -83,7 +83,7 @@ def test_mistyped_mixin_options_in_a_team_file_store_nothing(cli, tmp_path, monk
         "apply",
         "-f",
         str(team),
-        says="agents[0].config: mixins.human_in_loop.whenn: Extra inputs are not permitted",
+        says="agents[0].config.mixins.human_in_loop.whenn: Extra inputs are not permitted; did you mean 'when'?",
     )
     team.write_text(
         TEAM.replace("capabilities: [shout]", "capabilities: [tool_use], mixins: {tool_use: {toolz: [x]}}")

@@ -224,3 +224,8 @@ def test_tool_use_on_a_local_model_is_refused_before_anything_is_written(cli, mo
     )
     assert "--model test" in stderr and "resume" not in stderr
     assert cli.json("executions", "list") == []
+
+
+def test_a_refused_setting_is_a_user_mistake_naming_the_variable(cli, monkeypatch):
+    monkeypatch.setenv("QMCP_DB_POOL_SIZE", "many")
+    cli.user_error("agents", "list", says="QMCP_DB_POOL_SIZE: Input should be a valid integer")

@@ -167,12 +167,13 @@ def test_failed_run_exits_1_and_says_how_to_resume(cli, scripted):
     assert result.exit_code == 1, result.stderr
     assert "✗ fragile failed" in result.stdout
     assert "error:" in result.stderr and "Traceback" not in result.stderr
-    assert "resume it with: qmcp --db" in result.stderr
+    # a rejected key fails a resume as it is too: the hint says to fix the cause first
+    assert "this failure is permanent: fix its cause, then resume it with: qmcp --db" in result.stderr
 
     document = json.loads(
         cli("--format", "json", "agents", "topologies", "run", "fragile", "--input-json", "{}").stdout
     )
-    assert document["status"] == "failed" and document["error"]
+    assert document["status"] == "failed" and document["error"] and document["permanent"] is True
 
 
 def test_executions_list_show_resume_cancel(team):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from qmcp.config import settings
+from qmcp.config import SettingsError, settings
 
 
 def test_settings_are_reused_until_the_environment_changes(monkeypatch):
@@ -25,3 +25,16 @@ def test_settings_are_reused_until_the_environment_changes(monkeypatch):
 def test_shared_settings_cannot_be_changed_in_place():
     with pytest.raises(pydantic.ValidationError):
         settings().port = 1  # type: ignore[misc]
+
+
+def test_a_refused_setting_is_named_without_its_value(monkeypatch):
+    monkeypatch.setenv("QMCP_DB_POOL_SIZE", "many")
+    monkeypatch.setenv("QMCP_HEARTBEAT_SECONDS", "-3")
+    with pytest.raises(SettingsError) as refused:
+        settings()
+    assert str(refused.value).splitlines() == [
+        "QMCP_DB_POOL_SIZE: Input should be a valid integer, unable to parse string as an integer; "
+        "fix it or unset it",
+        "QMCP_HEARTBEAT_SECONDS: Input should be greater than 0; fix it or unset it",
+    ]
+    assert "many" not in str(refused.value)  # a value may be a secret

@@ -141,6 +141,7 @@ def test_import_qmcp_stays_light():
         "qmcp.agentframework.mixins",
         "qmcp.agentframework.llm",
         "qmcp.agentframework.store",
+        "qmcp.testing",
     ],
 )
 def test_the_layers_import_pydantic_ai_only_for_a_model_call(module):

@@ -85,7 +85,7 @@ def test_options_of_executable_mixins_are_validated_when_defined_and_listed():
         name="a", config={"capabilities": ["tool_use"], "mixins": {"tool_use": leaky}}
     )  # unvalidated
     with pytest.raises(
-        InvalidConfigError, match=r"^agent 'a': config: mixins.tool_use.mcp_servers.0.stdio: env K"
+        InvalidConfigError, match=r"^agent 'a': config.mixins.tool_use.mcp_servers.0.stdio: env K"
     ):
         executable_items(row)
 

@@ -286,3 +286,31 @@ def test_from_records_refuses_the_first_bad_record_by_its_row():
     with pytest.raises(DatasetError, match=r"^mine row 2: no 'input' field"):
         Dataset.from_records([{"input": "a"}, {"target": "b"}], source="mine")
     assert issubclass(DatasetError, UserInputError)
+
+
+def test_records_from_python_hold_only_what_json_can():
+    with pytest.raises(
+        DatasetError, match=r"^records row 1: 'input' holds NaN or Infinity, which JSON cannot carry"
+    ):
+        Dataset.from_records([{"input": {"x": float("nan")}}])
+    with pytest.raises(DatasetError, match=r"^records row 1: 'input' is not JSON-serialisable"):
+        Dataset.from_records([{"input": {"when": object()}}])
+    with pytest.raises(DatasetError, match=r"^records row 2: 'metadata' holds NaN or Infinity"):
+        Dataset.from_records([{"input": "a"}, {"input": "b", "metadata": {"w": float("inf")}}])
+    with pytest.raises(
+        DatasetError, match=r"^records row 1: a field besides input, target and id is not JSON"
+    ):
+        Dataset.from_records([{"input": "a", "extra": {1, 2}}])
+
+
+def test_a_nul_character_no_database_can_store_is_refused(tmp_path):
+    path = _write(
+        tmp_path,
+        "nul.jsonl",
+        _jsonl({"input": "ok"}, {"input": {"q": "a\u0000b"}}, {"input": "x", "id": "a\u0000"}),
+    )
+    dataset = Dataset.load(path, skip_bad=True)
+    assert dataset.skipped == [
+        "nul.jsonl line 2: 'input.q' contains a NUL character (\\x00), which the database cannot store; remove it",
+        "nul.jsonl line 3: 'id' contains a NUL character (\\x00), which the database cannot store; remove it",
+    ]

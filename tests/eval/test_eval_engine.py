@@ -266,6 +266,10 @@ async def test_a_remote_caller_sends_records_and_names_no_python_scorer(db_url, 
             await prepare_eval(db, EvalRequest(records=_records(1), topologies=["solo"], model=model), remote)
         run = await prepare_eval(db, EvalRequest(records=_records(1), topologies=["solo"]), remote)
         assert run.spec["origin"] == "server"
+        assert run.spec["timeout_seconds"] == 3600  # the server's caps bound each cell
+        outcome = await resume_eval(db, run.id, remote)
+        (execution,) = await _executions(db, outcome.eval_id)
+        assert execution.run_config["timeout_seconds"] == 3600 and execution.origin == "server"
 
 
 async def test_user_mistakes_are_refused_before_anything_is_written(db_url, scripted, agent):
@@ -292,6 +296,12 @@ async def test_user_mistakes_are_refused_before_anything_is_written(db_url, scri
         for request, says in cases:
             with pytest.raises(UserInputError, match=says):
                 await prepare_eval(db, request, OPERATOR)
+        await db.save_agent(agent("other", "writer", model=model))
+        judged_by_nobody = EvalRequest(records=_records(1), single_call=["other"], scorer="judge:ghost")
+        with pytest.raises(UserInputError, match="agent 'ghost' not found"):
+            await prepare_eval(db, judged_by_nobody, OPERATOR)
+        with pytest.raises(UserInputError, match="not found"):
+            await db.get_topology("single-call-other")  # checked first: the baseline was not stored
         async with db.sessions() as session:
             assert not (await session.exec(select(EvalScore))).all()
 
@@ -308,3 +318,32 @@ async def test_scores_another_process_wrote_first_are_kept_and_the_others_added(
         await add_scores(db, [score("q0", 1.0)])
         await add_scores(db, [score("q0", 0.0), score("q1", 0.0)])
         assert [(s.sample_id, s.score) for s in await eval_scores(db, run.id)] == [("q0", 1.0), ("q1", 0.0)]
+
+
+async def test_graded_scores_get_bootstrap_intervals_and_repeats_pair_sample_by_sample(
+    db_url, scripted, agent
+):
+    model_a, _ = scripted(replies=_answers({0, 1, 2}))
+    model_b, _ = scripted(replies=_answers({0}))
+    judge_model, _ = scripted(
+        replies=lambda prompt, _i: "SCORE: 1" if re.search(r"<answer>\s*answer", prompt) else "SCORE: 0.25"
+    )
+    async with Database(db_url) as db:
+        await _team(db, agent, "alpha", model_a)
+        await _team(db, agent, "beta", model_b)
+        await db.save_agent(agent("grader", "judge", model=judge_model))
+        request = EvalRequest(
+            records=_records(4), topologies=["alpha", "beta"], scorer="judge:grader", repeat=2
+        )
+        outcome = await start_eval(db, request, OPERATOR)
+        report = await eval_report(db, outcome.eval_id)
+    alpha, beta = report.variants
+    assert (alpha.n, beta.n) == (8, 8) and report.cells == 16 and report.judge.executions == 16
+    assert alpha.accuracy == pytest.approx((3 * 1 + 0.25) / 4)  # the same answers in both repeats
+    assert beta.accuracy == pytest.approx((1 + 3 * 0.25) / 4)
+    assert alpha.interval_method == "bootstrap" and alpha.interval is not None
+    assert alpha.interval[0] <= alpha.accuracy <= alpha.interval[1]
+    (pair,) = report.pairs
+    assert (pair.test, pair.p_value, pair.only_a, pair.n) == ("paired bootstrap", None, None, 8)
+    assert pair.difference == pytest.approx(beta.accuracy - alpha.accuracy)
+    assert pair.interval is not None and pair.interval[0] <= pair.difference <= pair.interval[1]

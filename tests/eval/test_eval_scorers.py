@@ -12,12 +12,15 @@ from qmcp.agentframework.llm import call_model, resolve_model
 from qmcp.app import Caller, Door
 from qmcp.eval import (
     SCORER_KINDS,
+    Dataset,
     Sample,
     Score,
     ScoreError,
+    check_scorable,
     check_scorer_allowed,
     extract_choice,
     extract_number,
+    judge_agent,
     judge_prompt,
     normalize_answer,
     parse_scorer,
@@ -138,6 +141,9 @@ def test_a_bad_pattern_is_refused_when_parsed():
         ("First 10, then 20, finally **30**.", 30),
         ("It is 3.", 3),
         ("１２", 12),  # full-width digits, NFKC
+        ("1,2,3", 3),  # a list without spaces: its last number
+        ("1,2345", 2345),
+        ("version 2.0 has 3 parts", 3),
         ("no number at all", None),
         ("", None),
     ],
@@ -155,6 +161,7 @@ def test_the_last_number_is_extracted(answer, number):
         ("number", 0.3, "0.1 + 0.2 = 0.3", 1),
         ("number", "42", "It's 42", 1),  # a text target that is a number
         ("number", "1,000", "1000", 1),
+        ("number", "42 km", "42000 m is 42 km", 1),  # a text target holding one number
         ("number", ["42", "42.5"], "42.5", 1),
         ("number:0.01", 42.0, "42.009", 1),
         ("number:0.01", 42.0, "42.02", 0),
@@ -197,6 +204,29 @@ def test_a_bad_tolerance_is_refused(spec):
         match=r"is not a number 0 or more; write number:0\.01 \(absolute\) or number:1% \(relative\)",
     ):
         parse_scorer(spec)
+
+
+@pytest.mark.timeout(30)  # a hang guard, not a measurement: the first patterns took 34 s on 400 spaces
+def test_the_extractors_stay_linear_on_hostile_answers():
+    n = 100_000
+    for answer in (
+        "answer" + " " * n + "x",
+        "answer" + "*" * n + "x",
+        " " * n + "\n" + "*" * n,
+        "answer: " * (n // 8),
+        "1" + ",111" * n + "1",
+        ",1" * n,
+        "1." * n,
+        "-" * n + "1",
+        "(" * n,
+    ):
+        extract_choice(answer)
+        extract_number(answer)
+        normalize_answer(answer)
+        parse_verdict(answer)
+    for word in ("verdict", "score"):
+        parse_verdict(word + " " * n + "x")
+        parse_verdict(word + ": " + "*" * n + "x")
 
 
 # -- choice --------------------------------------------------------------------------------------
@@ -338,7 +368,8 @@ def test_every_listed_kind_parses_and_keeps_its_spec(tmp_path, monkeypatch):
         ("regex:", r"'regex' needs an argument; write 'regex:PAT'"),
         ("json:", r"'json' needs an argument; write 'json:PATH'"),
         ("judge: ", r"'judge' needs an argument; write 'judge:AGENT'"),
-        ("judge:two words", r"'two words' is not an agent name"),
+        ("judge:two words", r"^scorer 'judge:two words': invalid agent name 'two words': use 1-64 lowercase"),
+        ("judge:Grader", r"invalid agent name 'Grader'"),
         ("python:nomodule", r"write python:package\.module:function"),
         (
             "python:qmcp_no_such_module_x:f",
@@ -510,7 +541,7 @@ async def test_python_scorers_return_scores_numbers_or_bools_sync_or_async(tmp_p
         await parse_scorer("python:my_scorers:broken").score(sample, "x")
 
 
-def test_only_the_operator_may_name_a_python_scorer():
+def test_only_the_operator_may_name_a_python_or_regex_scorer():
     for door in (Door.PYTHON, Door.CLI):
         check_scorer_allowed("python:my_scorers:grade", Caller.operator(door))
     for door in (Door.HTTP, Door.CONSOLE, Door.MCP):
@@ -518,13 +549,19 @@ def test_only_the_operator_may_name_a_python_scorer():
             caller = Caller.client(door, authenticated=authenticated)
             with pytest.raises(
                 PermissionDeniedError,
-                match=r"^scorer ' python:m:f' runs Python code on the server's machine, which only its operator decides; choose another scorer",
+                match=r"^scorer 'python:m:f' runs Python code on the server's machine, which only its operator decides; choose another scorer",
             ):
                 check_scorer_allowed(" python:m:f", caller)
             with pytest.raises(PermissionDeniedError):
                 check_scorer_allowed("PYTHON:m:f", caller)
-            for spec in ("exact", "number:1%", "judge:grader", r"regex:\d", "json:a"):
+            with pytest.raises(
+                PermissionDeniedError,
+                match=r"^scorer 'regex:\(a\+\)\+\$' runs a pattern with no time limit in the server's process",
+            ):
+                check_scorer_allowed("regex:(a+)+$", caller)
+            for spec in ("exact", "includes", "number", "number:1%", "choice", "judge:grader", "json:a"):
                 check_scorer_allowed(spec, caller)
+    check_scorer_allowed("regex:(a+)+$", Caller.operator(Door.CLI))  # the operator's own risk
 
 
 def test_refusing_a_remote_python_scorer_imports_nothing(tmp_path, monkeypatch):
@@ -553,3 +590,39 @@ def test_normalisation():
     assert normalize_answer("  The  Answer:\n PARIS! ") == "the answer: paris"
     assert normalize_answer("«Paris»") == "paris"
     assert normalize_answer("$5%") == "$5%"
+
+
+# -- before an eval spends anything ---------------------------------------------------------------
+
+
+def test_samples_a_scorer_cannot_score_are_found_before_any_answer():
+    dataset = Dataset.from_records(
+        [
+            {"id": "a", "input": "q", "target": 4},
+            {"id": "b", "input": "q", "target": "Paris"},
+            {"id": "c", "input": "q"},
+            {"id": "d", "input": "q", "target": "C"},
+        ]
+    )
+    with pytest.raises(ScoreError) as caught:
+        check_scorable(parse_scorer("number"), dataset)
+    assert str(caught.value) == (
+        "3 of 4 samples cannot be scored by 'number', the first: sample 'b': target 'Paris' is not a number; "
+        "the 'number' scorer needs one; fix the targets or choose another scorer"
+    )
+    with pytest.raises(
+        ScoreError, match=r"^3 of 4 samples cannot be scored by 'choice', the first: sample 'a'"
+    ):
+        check_scorable(parse_scorer("choice"), dataset)
+    with pytest.raises(
+        ScoreError, match=r"^a sample cannot be scored by 'exact', the first: sample 'c' has no target"
+    ):
+        check_scorable(parse_scorer("exact"), dataset)
+    for spec in (r"regex:\d", "judge:grader"):  # no target needed
+        check_scorable(parse_scorer(spec), dataset)
+    check_scorable(parse_scorer("number"), dataset.head(1))
+
+
+def test_the_judge_agent_of_a_scorer():
+    assert judge_agent(parse_scorer("judge: grader")) == "grader"
+    assert judge_agent(parse_scorer("exact")) is None

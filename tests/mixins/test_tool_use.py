@@ -415,7 +415,7 @@ async def test_mcp_env_may_only_name_allowed_variables(sqlite_url, agent, tool_m
     with pytest.raises(InvalidConfigError) as refused:
         await run_one(sqlite_url, unchecked)
     assert str(refused.value) == (
-        "agent in slot 's': config: mixins.tool_use.mcp_servers.0.stdio: env TOKEN uses "
+        "agent in slot 's': config.mixins.tool_use.mcp_servers.0.stdio: env TOKEN uses "
         "${OPENAI_API_KEY}, which env_allow does not name; add 'OPENAI_API_KEY' to env_allow to pass it "
         "to this server"
     )

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._choice import ModelChoice, effective_model, run_override
+from ._fixture import FIXTURE_FORMAT, RecordedReply, read_fixture, recorded_replies
 from ._limits import RATE_LIMITS_VARIABLE, RateLimit, RateLimiter, RateLimits, parse_rate_limits, rate_limits
 from ._prompts import JSON_MARKER, json_instruction, requested_schema
 from ._registry import (
@@ -22,16 +23,19 @@ from ._registry import (
     unregister_model,
 )
 from ._retry import retry_transient
+from ._stepkey import calling_step, current_step_key
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
 if TYPE_CHECKING:
     from ._call import call_model, classify_error
     from ._check import check_model_string
     from ._offline import FAILURE_KINDS, ScriptedCall, ScriptedModel, make_test_model
+    from ._recorded import recorded_model
     from ._resolve import resolve_model
 
 __all__ = [
     "FAILURE_KINDS",
+    "FIXTURE_FORMAT",
     "JSON_MARKER",
     "OPENAI_COMPATIBLE_PROVIDERS",
     "RATE_LIMITS_VARIABLE",
@@ -43,19 +47,25 @@ __all__ = [
     "RateLimit",
     "RateLimiter",
     "RateLimits",
+    "RecordedReply",
     "ScriptedCall",
     "ScriptedModel",
     "ToolCallHook",
     "ToolSpec",
     "call_model",
+    "calling_step",
     "check_model_string",
     "classify_error",
+    "current_step_key",
     "effective_model",
     "json_instruction",
     "make_test_model",
     "normalize_model_string",
     "parse_rate_limits",
     "rate_limits",
+    "read_fixture",
+    "recorded_model",
+    "recorded_replies",
     "register_model",
     "requested_schema",
     "resolve_model",
@@ -69,6 +79,7 @@ _LAZY = {
     "classify_error": "._call",
     "check_model_string": "._check",
     "FAILURE_KINDS": "._offline",
+    "recorded_model": "._recorded",
     "ScriptedCall": "._offline",
     "ScriptedModel": "._offline",
     "make_test_model": "._offline",

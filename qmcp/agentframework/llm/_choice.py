@@ -13,6 +13,7 @@ it took, and a resume keeps that one.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,5 +51,12 @@ def effective_model(config: AgentConfig, override: str | None) -> ModelChoice:
 
 
 def run_override(given: str | None) -> str | None:
-    """The model override a run takes when it starts: the one given, else `QMCP_MODEL_OVERRIDE`."""
-    return given or settings().model_override
+    """The model override a run takes when it starts: the one given, else `QMCP_MODEL_OVERRIDE`.
+
+    A `recorded:` fixture's path is made absolute here, once: the run stores it, and its resume,
+    a Metaflow task or a server's worker may start in another directory."""
+    override = given or settings().model_override
+    if override and override.strip().startswith("recorded:"):
+        path = override.strip().removeprefix("recorded:")
+        return f"recorded:{os.path.abspath(os.path.expanduser(path))}"
+    return override

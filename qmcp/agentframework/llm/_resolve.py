@@ -1,8 +1,9 @@
 """Turning a `provider:name` model string into a pydantic-ai `Model`.
 
 Resolution order: user-registered models (`register_model`), the offline `test` model, the
-embedded `local:` models, OpenAI-compatible endpoints with a base URL, then pydantic-ai's own
-providers (`anthropic:`, `openai:`, `google:`, `groq:`, `mistral:`, `bedrock:`, `ollama:`, ...).
+embedded `local:` models, `recorded:FILE` fixtures (`_recorded.py`), OpenAI-compatible endpoints
+with a base URL, then pydantic-ai's own providers (`anthropic:`, `openai:`, `google:`, `groq:`,
+`mistral:`, `bedrock:`, `ollama:`, ...).
 Provider clients are built once per process and model string, because they hold HTTP pools.
 
 Keys go only to their own provider. pydantic-ai's providers read their own variables
@@ -75,6 +76,10 @@ def _build(model: str, base_url: str | None, api_key_env: str | None) -> Model:
         from ._local import LocalModel
 
         return LocalModel(name)
+    if provider == "recorded":
+        from ._recorded import recorded_model
+
+        return recorded_model(name)
     if provider in OPENAI_COMPATIBLE_PROVIDERS or (provider == "openai" and (base_url or api_key_env)):
         return _openai_compatible(provider, name, base_url, api_key_env)
     if api_key_env:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, ConfigDict, ValidationError, field_validator, model_validator
 from sqlmodel import JSON, Field, SQLModel
 
-from ..errors import InvalidConfigError
+from ..errors import InvalidConfigError, did_you_mean
 from ..registry import MIXINS
 from ._base import TableModel
 from ._enums import AgentRole
@@ -111,18 +111,28 @@ class AgentConfig(SQLModel):
             raise ValueError(f"{value!r} is not an environment variable name (letters, digits and '_')")
         return value
 
-    @model_validator(mode="after")
-    def _mixin_options(self) -> AgentConfig:
-        """Each mixin's options against its `options_model`: a misspelt key fails before anything is stored."""
-        for name, options in self.mixins.items():
+    @field_validator("mixins")
+    @classmethod
+    def _mixin_options(cls, mixins: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each mixin's options against its `options_model`: a misspelt key fails before anything is
+        stored, with a guess at the key meant. A field check, so it is reported with the other fields'."""
+        for name, options in mixins.items():
             options_model = getattr(MIXINS.get(name), "options_model", None)
             if options_model is None:
                 continue
             try:
                 options_model.model_validate(options)
             except ValidationError as error:
-                raise ValueError(describe_validation_error(error, f"mixins.{name}")) from None
-        return self
+                hints = [
+                    did_you_mean(item["loc"][0], options_model.model_fields).strip()
+                    for item in error.errors(include_url=False)
+                    if item["type"] == "extra_forbidden" and len(item["loc"]) == 1
+                ]
+                problem = "; ".join(
+                    [describe_validation_error(error, f"mixins.{name}"), *filter(None, hints)]
+                )
+                raise ValueError(problem) from None
+        return mixins
 
     @model_validator(mode="after")
     def _model_from_registry(self) -> AgentConfig:

@@ -47,8 +47,12 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
     for item in error.errors(include_url=False):
         path = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
         message = str(item["msg"]).removeprefix("Value error, ")
+        last = str(item["loc"][-1]) if item["loc"] else ""
         if path and message.startswith((f"{path}:", f"{path}.")):  # a nested model's message names it already
             path = ""
+        elif last and message.startswith(f"{last}.") and ": " in message:  # a field's check names the rest
+            inner, message = message.split(": ", 1)
+            path = f"{path.removesuffix(last)}{inner}"
         parts.append(f"{path}: {message}" if path else message)
     return "; ".join(parts)
 

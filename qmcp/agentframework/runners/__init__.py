@@ -13,6 +13,7 @@ from ._config import (
     RunResult,
     field_scope,
 )
+from ._fork import start_fork
 from ._local import LocalRunner
 from ._metaflow import MetaflowRunner, export_flow, flow_command
 from ._team import Team, collect_teams, prepare_team
@@ -64,6 +65,7 @@ __all__ = [
     "runner",
     "snapshot_agents",
     "start_execution",
+    "start_fork",
     "trust",
     "trusted_by",
     "untrusted",

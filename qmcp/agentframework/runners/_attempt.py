@@ -30,7 +30,15 @@ from ...observability import (
     tracer,
 )
 from ...redaction import redact
-from ..errors import ExecutionPaused, HumanRejectedError, QmcpError
+from ..errors import (
+    ExecutionPaused,
+    HumanRejectedError,
+    NonDeterminismError,
+    PermanentModelError,
+    QmcpError,
+    StepFailedError,
+    UserInputError,
+)
 from ..models import Execution, ExecutionStatus, Usage
 from ..store import Database, Lease, as_storage_error
 from ._config import RunResult
@@ -51,6 +59,8 @@ class Ending:
     """The request a run paused at a human gate waits for."""
     error_type: str | None = None
     """The class of the error that ended the run (the workflow span's `error.type`)."""
+    permanent: bool = False
+    """It failed for a cause a resume as it is meets again (see `RunResult.permanent`)."""
 
     def __post_init__(self) -> None:
         # The error is stored, printed and streamed: an error quoting a secret loses it here.
@@ -69,10 +79,17 @@ class Ending:
             return cls(ExecutionStatus.CANCELLED, error=str(error))
         kind = type(error).__qualname__
         if isinstance(error, QmcpError):
-            return cls(ExecutionStatus.FAILED, error=str(error), error_type=kind)
+            return cls(ExecutionStatus.FAILED, error=str(error), error_type=kind, permanent=_permanent(error))
         return cls(
             ExecutionStatus.FAILED, error=f"internal error: {type(error).__name__}: {error}", error_type=kind
         )
+
+
+def _permanent(error: QmcpError) -> bool:
+    """A cause that a resume as it is meets again: a model's permanent refusal (a key, a model name),
+    a team changed since the run began, a setting the user must fix."""
+    cause = error.cause if isinstance(error, StepFailedError) else error
+    return isinstance(cause, PermanentModelError | NonDeterminismError | UserInputError)
 
 
 class Attempt:
@@ -245,6 +262,8 @@ class Attempt:
             )
             ending = await self.outcome(work, time_limit)
             result = await self.end(ending)
+            if ending.permanent and result.status == ExecutionStatus.FAILED:
+                result = result.model_copy(update={"permanent": True})
             if trace:
                 _end_span(otel_trace.get_current_span(), result, ending, self.usage)
             self.log.info(

@@ -36,6 +36,7 @@ from ..topologies import (
 )
 from ._attempt import Attempt, Ending, run_result
 from ._config import PROCESS_FIELDS, RUN_OPTIONS, RunConfig, RunResult
+from ._fork import start_fork
 from ._team import Team, collect_teams, prepare_team
 from ._trust import require_trusted_execution, trust_given
 
@@ -123,7 +124,47 @@ class BaseRunner:
         agents = {slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()}
         stored = {k: v for k, v in execution.run_config.items() if k in RUN_OPTIONS}
         config = self.config.model_copy(update={**stored, "correlation_id": execution.correlation_id})
-        return await self._execute(db, execution, agents, {}, config, lease)
+        # a fork starts with the steps it inherited from its parent
+        completed = await db.steps.completed_steps(execution.id) if execution.parent_id else {}
+        return await self._execute(db, execution, agents, completed, config, lease)
+
+    async def fork(
+        self,
+        execution_id: uuid.UUID | str,
+        *,
+        at: str,
+        model: str | None = None,
+        agents: Mapping[str, str | AgentType] | None = None,
+        input_data: Mapping[str, Any] | None = None,
+        set_output: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        """Fork a recorded execution at step `at` and run the fork to the end (`start_fork`).
+
+        The parent's steps that started before `at` are inherited (replayed, not paid again); `at`
+        and every later step run again, on this runner. `model` overrides every agent's model;
+        `agents` puts another agent in a slot (a stored, trusted agent by name, or an `AgentType`);
+        `input_data` replaces the input (inherited steps still replay as recorded); `set_output`
+        replaces the reply of an inherited step or of `at` itself (a human edit). Bad arguments raise
+        a `UserInputError` before anything is written; like `run`, a failed fork is a `RunResult`.
+        """
+        async with Database(self.db_url) as db:
+            with storage_errors(db.url):
+                execution, lease = await start_fork(
+                    db,
+                    execution_id,
+                    at=at,
+                    config=self.config,
+                    runner_type=self.runner_type,
+                    runner_options=self.options(),
+                    owner=Owner.this_process(),
+                    origin=self.origin,
+                    model=model,
+                    agents=agents,
+                    input_data=input_data,
+                    set_output=set_output,
+                )
+            assert lease is not None
+            return await self.run_started(db, execution, lease)
 
     async def resume(
         self,

@@ -151,3 +151,6 @@ class RunResult(SQLModel):
 
     human_request_id: str | None = None
     """The human request a `paused` run waits for: answer it to resume the run."""
+    permanent: bool = False
+    """The run failed for a cause a resume as it is meets again (a model's permanent refusal, a team
+    changed since it began, a setting to fix): fix the cause before resuming."""

@@ -3,8 +3,8 @@
 A team file is code. An agent's definition can name things that run on this machine or send
 data and keys elsewhere — its *executable items*: Python tools (`"pkg.module:function"`), MCP
 server commands and their environment, MCP server URLs, structured-output models
-(`"module:Class"`), a `base_url`, an `api_key_env`, a local model file. Storing such a
-definition is harmless; running it is not. So:
+(`"module:Class"`), a `base_url`, an `api_key_env`, a local model or recorded fixture file.
+Storing such a definition is harmless; running it is not. So:
 
 * Definitions handed to a runner as Python objects are trusted: the program holding them can run
   any code anyway. `BaseRunner.run` records that trust (`via="python"`), so their executions
@@ -72,7 +72,7 @@ def executable_items(agent: AgentType) -> list[str]:
         raw.get("capabilities")
         or raw.get("base_url")
         or raw.get("api_key_env")
-        or str(raw.get("model") or "").strip().startswith("local:")
+        or str(raw.get("model") or "").strip().startswith(("local:", "recorded:"))
     ):
         return []  # the common case, decided without validating the config
     config = agent.agent_config
@@ -83,6 +83,8 @@ def executable_items(agent: AgentType) -> list[str]:
     model = normalize_model_string(config.model) if config.model else ""
     if model.startswith("local:") and model.removeprefix("local:").strip() != SMOLLM2_SPEC:
         items.append(f"local model file {model.removeprefix('local:')!r} (loaded into this process)")
+    if model.startswith("recorded:"):
+        items.append(f"recorded fixture file {model.removeprefix('recorded:')!r} (read by this process)")
     if config.base_url:
         items.append(f"base_url {config.base_url!r} (receives the prompts, and the key of api_key_env)")
     if config.api_key_env:

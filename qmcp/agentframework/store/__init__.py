@@ -30,17 +30,27 @@ from ._executions import (
     observed,
     owner_state,
 )
+from ._forks import fork_steps
 from ._memory import MemoryStore, Recollection
 from ._migrate import HEAD as SCHEMA_HEAD
 from ._migrate import VERSION_TABLE as SCHEMA_VERSION_TABLE
 from ._migrate import PreBaselineSchemaError
 from ._reports import COST_GROUPS, CostLine, CostReport
+from ._retention import (
+    DEFAULT_PRUNE_STATUSES,
+    PRUNABLE_STATUSES,
+    PruneFilter,
+    PruneResult,
+    prune_executions,
+)
 from ._steps import MemoryStepStore, SqlStepStore, StepRecord, StepStore
 from ._trust import add_trust, revoke_trust, trust_history, trusted_digests
 
 __all__ = [
     "COST_GROUPS",
+    "DEFAULT_PRUNE_STATUSES",
     "MAX_OFFSET",
+    "PRUNABLE_STATUSES",
     "SCHEMA_HEAD",
     "SCHEMA_READY_VARIABLE",
     "SCHEMA_VERSION_TABLE",
@@ -59,6 +69,8 @@ __all__ = [
     "Owner",
     "OwnerState",
     "PreBaselineSchemaError",
+    "PruneFilter",
+    "PruneResult",
     "Recollection",
     "SqlStepStore",
     "StepRecord",
@@ -73,10 +85,12 @@ __all__ = [
     "create_engine",
     "engine_cache",
     "ensure_schema",
+    "fork_steps",
     "is_sqlite",
     "migrate",
     "observed",
     "owner_state",
+    "prune_executions",
     "revoke_trust",
     "schema_ready_variables",
     "schema_revision",

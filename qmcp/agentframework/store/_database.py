@@ -58,6 +58,7 @@ from ._engine import (
 )
 from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
+from ._retention import PruneFilter, PruneResult, prune_executions
 from ._rows import RowReader
 from ._steps import SqlStepStore
 from ._usage import TOTALS, lock_execution, summed_totals, totals_of
@@ -334,8 +335,17 @@ class Database:
 
     # Writes of execution rows belong to the execution service (`self.executions`), which calls these.
 
-    async def add(self, row: Execution | HumanRequest) -> None:
-        await self._write(lambda session: session.add(row))
+    async def add(self, row: Execution | HumanRequest, *steps: ExecutionStep) -> None:
+        """Insert `row`, and after it in the same transaction the `steps` of its execution (a fork's
+        inherited steps): all of them, or nothing."""
+
+        def write(session: Session) -> None:
+            session.add(row)
+            if steps:
+                session.flush()  # the execution first: its steps refer to it
+                session.add_all(steps)
+
+        await self._write(write)
 
     async def execute_update(
         self, execution_id: uuid.UUID, values: Mapping[str, Any], *guard: ColumnElement[bool]
@@ -497,6 +507,16 @@ class Database:
         rows = await self._all(query)
         return [row.id for row in rows if owner_state(row, now) is OwnerState.DEAD]
 
+    async def list_forks(self, execution_id: uuid.UUID) -> list[Execution]:
+        """The executions forked from `execution_id` (its children), oldest first, as they stand now."""
+        query = (
+            select(Execution)
+            .where(col(Execution.parent_id) == execution_id)
+            .order_by(col(Execution.created_at))
+        )
+        now = self.executions.clock.now()
+        return [observed(execution, now) for execution in await self._all(query)]
+
     async def list_steps(self, execution_id: uuid.UUID) -> Sequence[ExecutionStep]:
         query = (
             select(ExecutionStep)
@@ -540,6 +560,21 @@ class Database:
     ) -> CostReport:
         """Tokens and cost of the steps since `since`, by model, topology or agent (`_reports.py`)."""
         return await cost_report(self, since=since, by=by)
+
+    async def prune(
+        self,
+        prune: PruneFilter,
+        *,
+        dry_run: bool = False,
+        vacuum: bool = True,
+        batch_size: int = 200,
+        stop: Callable[[], bool] | None = None,
+    ) -> PruneResult:
+        """Delete old finished executions with their steps, usage and human requests, in batches, and
+        give the space back (`_retention.py`); a dry run counts them. Live runs and kept forks' parents stay."""
+        return await prune_executions(
+            self, prune, dry_run=dry_run, vacuum=vacuum, batch_size=batch_size, stop=stop
+        )
 
     # -- human requests -----------------------------------------------------------------------
 

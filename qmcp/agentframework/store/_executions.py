@@ -36,7 +36,7 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -47,7 +47,7 @@ from sqlmodel import col
 
 from ...config import settings
 from ..errors import ExecutionBusyError, InvalidConfigError, LeaseLostError, NotFoundError
-from ..models import Execution, ExecutionStatus, Usage, utcnow
+from ..models import Execution, ExecutionStatus, ExecutionStep, Usage, utcnow
 
 if TYPE_CHECKING:
     from ._database import Database
@@ -473,17 +473,24 @@ class ExecutionService:
     # -- claiming -----------------------------------------------------------------------------------
 
     async def create(
-        self, execution: Execution, owner: Owner | None, *, runner: str, started: datetime | None = None
+        self,
+        execution: Execution,
+        owner: Owner | None,
+        *,
+        runner: str,
+        started: datetime | None = None,
+        steps: Sequence[ExecutionStep] = (),
     ) -> Lease | None:
         """Insert `execution`, claimed by `owner` (running) or, without one, pending.
 
         `started`: when the run began, if before now (a flow that records its execution at the end).
+        `steps`: rows it starts with (a fork's inherited steps), written in the same transaction.
         """
         now = started or self.clock.now()
         execution.created_at = execution.started_at = now
         if owner is None:
             execution.status, execution.attempts = S.PENDING, 0
-            await self.db.add(execution)
+            await self.db.add(execution, *steps)
             return None
         lease = self._lease(execution.id, owner, now)
         for field, value in owner.values.items():
@@ -491,7 +498,7 @@ class ExecutionService:
         execution.status, execution.attempts = S.RUNNING, 1
         execution.lease_until, execution.heartbeat_at = lease.until(now), now
         execution.history = [_attempt(1, now, owner, runner, execution.runner_options, {}, None)]
-        await self.db.add(execution)
+        await self.db.add(execution, *steps)
         return lease
 
     async def claim(

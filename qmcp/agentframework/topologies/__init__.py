@@ -30,6 +30,7 @@ from ._heap import freeze_start_up_heap
 from ._parsing import extract_confidence, extract_json, extract_number, normalize_answer, validate_json
 from ._pipeline import PipelineTopology
 from ._plan import AgentCall, ParallelCalls, StepPlan
+from ._replaycheck import ReplayCheck, prompt_difference, recorded_prompt
 from ._svg import execution_diagram
 from ._verdict import VALIDATION_SCHEMA, parse_verdict
 
@@ -58,6 +59,7 @@ __all__ = [
     "EnsembleTopology",
     "ParallelCalls",
     "PipelineTopology",
+    "ReplayCheck",
     "RetryPolicy",
     "Scheduler",
     "SequentialScheduler",
@@ -78,6 +80,8 @@ __all__ = [
     "normalize_answer",
     "output_text",
     "parse_verdict",
+    "prompt_difference",
+    "recorded_prompt",
     "referenced_topologies",
     "synthesis_prompt",
     "topology",

@@ -94,6 +94,8 @@ class Budget:
         budget = cls(str(execution_id), max_tokens, max_cost_usd)
         steps = Usage()
         for record in completed.values():
+            if record.inherited:  # a fork's copy of its parent's step: paid by the parent
+                continue
             used = record.usage
             steps.incr(used)
             budget.agents.setdefault(record.agent_name, _Spend()).spent.incr(used)

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pydantic_ai.settings import ModelSettings
 
     from ..store import Lease
+    from ._replaycheck import ReplayCheck
 
 __all__ = [
     "ConcurrentScheduler",
@@ -240,6 +241,9 @@ class StepContext:
     """The process's rate limiters (`llm.rate_limits()`); None: calls are not limited."""
     stream: bool = False
     """Stream replies as `delta` events to `on_event` while they are generated (models that can)."""
+    replay_check: ReplayCheck | None = None
+    """A replay test (`_replaycheck.py`): every step comes from the recording, checked against it;
+    no mixin hook runs, no model is called, nothing is written."""
     _configs: dict[int, AgentConfig] = field(default_factory=dict, repr=False)  # by id(agent)
     _choices: dict[int, llm.ModelChoice] = field(default_factory=dict, repr=False)  # by id(agent)
     _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
@@ -326,6 +330,9 @@ class StepContext:
             prompt=prompt,
             schema=schema,
         )
+        if self.replay_check is not None:
+            checked = self.replay_check.verify(full_key, slot, agent.name, _with_schema(prompt, schema))
+            return self._replay(checked, full_key, slot, agent, mc)
         mixins = self.mixins_for(slot)
         for hook in mixins:
             await hook.on_start(mc)
@@ -365,7 +372,8 @@ class StepContext:
     def _replay(
         self, recorded: StepRecord, key: str, slot: str, agent: AgentType, mc: MixinContext
     ) -> StepResult:
-        if recorded.slot != slot or recorded.agent_name != agent.name:
+        # A fork may give a slot another agent from its fork point on: the steps it inherited keep theirs.
+        if recorded.slot != slot or (recorded.agent_name != agent.name and not recorded.inherited):
             raise NonDeterminismError(
                 f"step {key!r} was recorded for slot {recorded.slot!r} (agent {recorded.agent_name!r}) "
                 f"but is now asked of slot {slot!r} (agent {agent.name!r}); the topology or its agents "
@@ -398,9 +406,12 @@ class StepContext:
         self, mc: MixinContext, mixins: list[BaseMixin], fallback: dict[str, Any] | None
     ) -> StepResult:
         mc.system = mc.config.system_prompt or _default_system_prompt(mc.agent)
+        prompt, schema = mc.prompt, mc.schema
+        asked = _with_schema(prompt, schema)  # what the topology code asked, before any mixin
         for hook in mixins:
             await hook.before_model(mc)
-        messages: list[ChatMessage] = [{"role": "user", "content": _with_schema(mc.prompt, mc.schema)}]
+        sent = asked if mc.prompt is prompt and mc.schema is schema else _with_schema(mc.prompt, mc.schema)
+        messages: list[ChatMessage] = [{"role": "user", "content": sent}]
         model_settings = _model_settings(mc.config)
         record = StepRecord(
             execution_id=self.execution_id,
@@ -410,6 +421,8 @@ class StepContext:
             model=mc.model,
             request={"system": mc.system, "messages": messages, "settings": dict(model_settings)},
         )
+        if sent != asked:  # a mixin changed it: replay tests compare the code's own (`_replaycheck.py`)
+            record.request["prompt"] = asked
         self._emit("started", mc.key, mc.slot, mc.agent.name, mc.model)
         replies: list[ModelReply] = []
         used_fallback = False
@@ -567,13 +580,14 @@ class StepContext:
         def on_retry(attempt: int, error: TransientModelError) -> None:
             self._emit("retry", mc.key, mc.slot, mc.agent.name, mc.model, error=f"attempt {attempt}: {error}")
 
-        reply, attempts = await retry_transient(
-            once,
-            max_retries=self.retry.max_retries if self.retry.enabled else 0,
-            base_delay=self.retry.base_delay,
-            max_delay=self.retry.max_delay,
-            on_retry=on_retry,
-        )
+        with llm.calling_step(mc.key):  # for models that answer by step (`recorded:` fixtures)
+            reply, attempts = await retry_transient(
+                once,
+                max_retries=self.retry.max_retries if self.retry.enabled else 0,
+                base_delay=self.retry.base_delay,
+                max_delay=self.retry.max_delay,
+                on_retry=on_retry,
+            )
         mc.tool_calls.extend(reply.tool_calls)
         # `dataclasses.replace` inspects the fields on every call: skip it for the usual first try
         return reply if attempts == 1 else dataclasses.replace(reply, attempts=attempts)

@@ -1,4 +1,5 @@
-"""Executions: read (observed, never written by a read), their steps and live events; resume, cancel."""
+"""Executions: read (observed, never written by a read), their steps and live events; resume, cancel;
+prune old ones (only when the operator allows clients to)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,26 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ...app import ExecutionOut, ExecutionQuery, RunAccepted, StepOut, execution_steps, list_executions
+from ...app import (
+    ExecutionDiff,
+    ExecutionOut,
+    ExecutionQuery,
+    ForkRequest,
+    Lineage,
+    PruneReport,
+    PruneRequest,
+    RunAccepted,
+    StepOut,
+    diff_executions,
+    execution_steps,
+    lineage,
+    list_executions,
+)
+from ...app import prune_executions as prune
 from ..events import StreamLimits, execution_events, has_everything
 from ..problems import problem, problems
-from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State
-from ._schemas import ExecutionListOut, StepListOut
+from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State, correlation
+from ._schemas import ExecutionListOut, ForkBody, StepListOut
 
 router = APIRouter(tags=["executions"], route_class=FiniteJsonRoute)
 
@@ -27,6 +43,22 @@ async def get_executions(
         "count": len(page.executions),
         "total": page.total,
     }
+
+
+@router.post(
+    "/v1/executions/prune",
+    responses=problems(
+        400,
+        503,
+        described={
+            403: "This server's operator has not allowed clients to prune (qmcp serve --allow-remote-prune)"
+        },
+    ),
+)
+async def prune_executions(body: PruneRequest, db: Db, state: State, caller: Remote) -> PruneReport:
+    """Delete old finished executions with their steps, usage and human requests (`dry_run`: count them).
+    Running, paused and pending executions and the parents of kept forks always stay."""
+    return await prune(db, body, caller, policy=state.runs.policy)
 
 
 @router.get("/v1/executions/{execution_id}", responses=problems(404, 503))
@@ -125,3 +157,30 @@ async def cancel_execution(execution_id: str, state: State) -> ExecutionOut:
     """Cancel at once what nobody runs; ask a running execution's owner to stop (the answer says
     `running` while it has not yet)."""
     return ExecutionOut.of(await state.runs.cancel(execution_id))
+
+
+@router.post(
+    "/v1/executions/{execution_id}/fork", status_code=202, responses=problems(400, 403, 404, 422, 503)
+)
+async def fork_execution(
+    execution_id: str, body: ForkBody, request: Request, state: State, caller: Remote
+) -> RunAccepted:
+    """Fork the execution at step `at`: a new execution that inherits the steps started before it
+    (not paid again) and runs the rest, queued for the server's workers."""
+    fork = ForkRequest(
+        execution_id, body.at, body.model, body.agents, body.input, body.set_output, correlation(request)
+    )
+    execution = await state.runs.fork(fork, caller, trace=request.headers)
+    return RunAccepted(execution_id=str(execution.id), status=str(execution.status))
+
+
+@router.get("/v1/executions/{execution_id}/lineage", responses=problems(404, 503))
+async def get_lineage(execution_id: str, db: Db) -> Lineage:
+    """The executions this one was forked from (its parent first), and its forks."""
+    return await lineage(db, execution_id)
+
+
+@router.get("/v1/executions/{a}/diff/{b}", responses=problems(404, 503))
+async def get_diff(a: str, b: str, db: Db) -> ExecutionDiff:
+    """Two executions compared step by step: changed replies, tokens and cost of each."""
+    return await diff_executions(db, a, b)

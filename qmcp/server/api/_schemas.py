@@ -17,6 +17,7 @@ __all__ = [
     "AgentOut",
     "DagOut",
     "ExecutionListOut",
+    "ForkBody",
     "HealthOut",
     "HumanRequestDetailOut",
     "HumanRequestIn",
@@ -292,6 +293,24 @@ class RunBody(BaseModel):
         description="Run options a client may set (timeout_seconds, max_cost_usd, max_tokens, "
         "max_concurrent, max_retries, correlation_id, a model_override the server allows); the others are "
         "the operator's (403): see RUN_OPTION_POLICY",
+    )
+
+
+class ForkBody(BaseModel):
+    """A fork of an execution from one of its steps (`qmcp.app.ForkRequest`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: str = Field(min_length=1, max_length=1000, description="The step key to run again from")
+    model: str | None = Field(
+        default=None, max_length=300, description="A model override the server allows (else the parent's)"
+    )
+    agents: dict[str, str] = Field(
+        default_factory=dict, description="Slot → a stored, trusted agent that fills it from the fork step on"
+    )
+    input: dict[str, Any] | None = Field(default=None, description="A new input (else the parent's)")
+    set_output: dict[str, str] = Field(
+        default_factory=dict, description="Step key → the reply to put in its place before going on"
     )
 
 

@@ -29,7 +29,7 @@ from ...agentframework.topologies import Dag, DagNode, execution_diagram, topolo
 from ...app import Door, RunRequest, answer_only, summary_lines
 from ..api import caller
 from ..problems import error_problem
-from . import _views
+from . import _lineage, _views
 from ._markdown import render_markdown
 from ._sessions import CONSOLE_COOKIE, ConsoleSessions, LoginLimiter
 
@@ -53,7 +53,9 @@ _env.filters.update(
     cost=_views.format_cost,
     pretty=_views.pretty_json,
 )
-_env.globals.update(tokens=_views.format_tokens, quote=lambda text: quote(str(text), safe=""))
+_env.globals.update(
+    tokens=_views.format_tokens, quote=lambda text: quote(str(text), safe=""), mark=_lineage.step_mark
+)
 
 
 def _render(request: Request, template: str, code: int = 200, **values: Any) -> HTMLResponse:
@@ -271,7 +273,11 @@ async def _live_values(
         ),
         "timeline": Markup(
             _views.timeline_svg(
-                _views.bars(steps, running), now, step_href=f"/executions/{execution.id}?step="
+                # a fork's inherited steps ran in its parent, maybe long before: the diagram and the
+                # table show them, the timeline what this execution ran
+                _views.bars([s for s in steps if not s.inherited], running),
+                now,
+                step_href=f"/executions/{execution.id}?step=",
             ).replace("<svg ", f'<svg data-now="{now.timestamp() * 1000:.0f}" ', 1)
         ),
         "humans": humans,
@@ -305,6 +311,7 @@ async def execution_page(
         request,
         "execution.html",
         notice=notice,
+        lineage=await _lineage.family(_db(request), execution),
         **await _live_values(request, execution, steps),
         **_panel_values(request, execution, steps, step),
     )

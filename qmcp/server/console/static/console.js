@@ -53,8 +53,8 @@
       live.querySelectorAll(selector).forEach(function (g) { keys.add(g.dataset.key); });
       return keys;
     }
-    function finishedSteps() {
-      return stepsShown("svg.timeline g.bar.s-completed, svg.timeline g.bar.s-failed");
+    function finishedSteps() {  // a fork's inherited steps are in the table, not on the timeline
+      return stepsShown("svg.timeline g.bar.s-completed, svg.timeline g.bar.s-failed, .steps-table [data-mark]");
     }
     let known = finishedSteps();
     let running = stepsShown("svg.timeline g.bar.s-running");
