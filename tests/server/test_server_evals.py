@@ -10,9 +10,14 @@ import pytest
 from eval_data import SCORES, real_eval, record_eval
 from mcp_sessions import error_text, in_process_session, payload
 from serving import App
+from sqlalchemy import delete
+from sqlmodel import col
 from team import finished, make_team, run
 
-from qmcp.eval import EvalSpec, VariantSpec
+from qmcp.agentframework.models import EvalScore
+from qmcp.agentframework.store import Database
+from qmcp.app import Caller
+from qmcp.eval import EvalSpec, VariantSpec, resume_eval
 
 
 @pytest.fixture
@@ -143,3 +148,19 @@ async def test_mcp_lists_evals_reports_one_and_names_an_unknown_one(server, scri
     assert [e["id"] for e in listed] == [eval_id] and listed[0]["cells"] == 8
     assert [v["accuracy"] for v in report["variants"]] == [0.75, 0.5] and report["pairs"][0]["n"] == 4
     assert error_text(unknown) == "eval 'nope' not found; list them with: qmcp eval list"
+
+
+async def test_a_stopped_evals_report_is_kept_until_the_eval_runs_again(server, scripted):
+    eval_id, _ = await real_eval(server.db_url, scripted)
+    first = (await server.client.get(f"/v1/evals/{eval_id}")).json()
+    assert first["recorded"] == 8
+    async with Database(server.db_url) as db, db.sessions() as session, session.begin():
+        await session.exec(
+            delete(EvalScore).where(col(EvalScore.sample_id) == "q0", col(EvalScore.variant) == "alpha")
+        )
+    assert (await server.client.get(f"/v1/evals/{eval_id}")).json() == first  # kept: the eval has not run
+    async with Database(server.db_url) as db:  # it runs again: the missing cell is scored from its output
+        assert (await resume_eval(db, eval_id, Caller.operator())).status == "completed"
+    again = (await server.client.get(f"/v1/evals/{eval_id}")).json()
+    assert again["recorded"] == 8 and again["completed_at"] != first["completed_at"]
+    assert again["variants"] == first["variants"]  # nothing new paid, the same scores

@@ -4,10 +4,11 @@ its dataset and `python:` scorers are files and code there), so no route starts 
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ...app import EvalList, EvalMatrix, eval_matrix, list_evals
-from ...eval import EvalReport, eval_report
+from ...eval import EvalReport
+from ..eval_reports import EvalReports
 from ..problems import problems
 from ._deps import Db, FiniteJsonRoute, Limit, Offset
 
@@ -21,11 +22,12 @@ async def get_evals(db: Db, limit: Limit = 50, offset: Offset = 0) -> EvalList:
 
 
 @router.get("/v1/evals/{eval_id}", responses=problems(404, 503))
-async def get_eval(eval_id: str, db: Db) -> EvalReport:
+async def get_eval(eval_id: str, request: Request, db: Db) -> EvalReport:
     """The eval's report as its rows stand now (a running eval's is partial): per variant accuracy
     with a 95 % interval, tokens, cost, latency p50/p95 and failures; each pair of variants compared on
     the same samples. Its cells, page by page: `/v1/evals/{eval_id}/samples`."""
-    return await eval_report(db, eval_id)
+    reports: EvalReports = request.app.state.eval_reports
+    return await reports.report(db, eval_id)
 
 
 @router.get("/v1/evals/{eval_id}/samples", responses=problems(404, 422, 503))

@@ -15,7 +15,8 @@ from fastapi.responses import HTMLResponse
 
 from ...agentframework.errors import QmcpError
 from ...app import EvalCell, eval_matrix, format_cost, format_duration, list_evals
-from ...eval import EvalReport, eval_report
+from ...eval import EvalReport
+from ..eval_reports import EvalReports
 from ._routes import PAGE_SIZE, _db, _error, _render
 
 __all__ = ["MATRIX_PAGE", "CellView", "cell_view", "report_tables", "router"]
@@ -113,7 +114,8 @@ async def eval_page(request: Request, eval_id: str, page: int = 1) -> HTMLRespon
     page = max(page, 1)
     db = _db(request)
     try:
-        report = await eval_report(db, eval_id)
+        reports: EvalReports = request.app.state.eval_reports
+        report = await reports.report(db, eval_id)
         matrix = await eval_matrix(db, eval_id, limit=MATRIX_PAGE, offset=(page - 1) * MATRIX_PAGE)
     except QmcpError as error:
         return _error(request, error)
