@@ -100,6 +100,7 @@ async def test_a_large_eval_reads_a_page_of_samples_at_a_time_in_the_datasets_or
     assert "page 3 of 3" in html and html.count('<tr data-sample="') == 50
     assert 'data-sample="q50"' in html and 'data-sample="q51"' not in html
     assert html.count('class="cell tone-pass"') == 0 and html.count('class="cell tone-missing"') == 200
+    assert 'title="sample q50, b repeat 1: not scored yet (not run, or running)"' in html
     first = (await server.client.get("/evals/ev-big")).text
     assert first.count('class="cell tone-pass"') == 400 and "#2</span>" in first  # a column per repeat
     assert "800 of 1000" in first  # the report: cells recorded of planned

@@ -41,7 +41,7 @@ class CellView:
 def cell_view(sample_id: str, cell: EvalCell, repeats: bool) -> CellView:
     where = f"sample {sample_id}, {cell.variant}" + (f" repeat {cell.repeat + 1}" if repeats else "")
     if cell.execution_id is None and cell.score is None:
-        return CellView("·", "missing", None, f"{where}: not run yet")
+        return CellView("·", "missing", None, f"{where}: not scored yet (not run, or running)")
     if cell.score is None:
         tone, text, said = "none", "–", f"no score ({cell.status or 'not finished'})"
     else:
