@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -142,7 +142,3 @@ def team_digest(topology: Topology, agents: Mapping[str, AgentType]) -> str:
         "agents": {slot: agent.definition() for slot, agent in agents.items()},
     }
     return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def variant_names(variants: Sequence[VariantSpec]) -> list[str]:
-    return [variant.name for variant in variants]
