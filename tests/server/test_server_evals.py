@@ -112,7 +112,7 @@ async def test_the_console_shows_the_report_and_the_matrix_coloured_and_told_in_
     listing = await server.client.get("/evals")
     assert listing.status_code == 200 and f'href="/evals/{eval_id}"' in listing.text
     assert '<a href="/evals" aria-current="page">Evals</a>' in listing.text
-    assert "alpha, beta" in listing.text
+    assert "alpha, beta" in listing.text and "8 of 8</td>" in listing.text
 
     page = await server.client.get(f"/evals/{eval_id}")
     assert page.status_code == 200 and 'data-live="no"' in page.text
