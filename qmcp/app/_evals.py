@@ -30,6 +30,7 @@ __all__ = [
     "EvalMatrix",
     "EvalRow",
     "EvalSummary",
+    "cell_correlation",
     "eval_matrix",
     "get_eval_run",
     "list_evals",
@@ -68,10 +69,11 @@ class EvalCell(BaseModel):
 
     variant: str
     repeat: int
-    score: float | None = Field(description="0..1; null when the cell has no score (yet)")
+    scored: bool = Field(description="Whether the cell is recorded: scored, or failed (a null score)")
+    score: float | None = Field(description="0..1; null when the cell failed or is not recorded yet")
     explanation: str | None
-    execution_id: str | None
-    status: str | None = Field(description="The execution's status; null when the cell has none recorded")
+    execution_id: str | None = Field(description="Also for a cell not recorded yet whose execution exists")
+    status: str | None = Field(description="The execution's status; null when the cell has no execution")
 
 
 class EvalRow(BaseModel):
@@ -128,6 +130,12 @@ class _Plan:
         return (
             len(self.samples) * len(self.variants) * self.repeat if self.samples and self.variants else None
         )
+
+
+def cell_correlation(eval_id: str, variant: int, sample: int, repeat: int) -> str:
+    """The correlation id of a cell's execution, as the eval engine names it (`EVAL/variant/sample/repeat`,
+    indices in the eval's spec; docs/eval.md): how a cell not recorded yet finds its running execution."""
+    return f"{eval_id}/{variant}/{sample}/{repeat}"
 
 
 async def get_eval_run(db: Database, eval_id: str) -> EvalRun:
@@ -231,14 +239,38 @@ async def eval_matrix(db: Database, eval_id: str, *, limit: int = 100, offset: i
             if page
             else []
         )
+        found = {(s.sample_id, s.variant, s.repeat): s for s in scores}
         execution_ids = [score.execution_id for score in scores if score.execution_id is not None]
-        executions: Sequence[Execution] = (
-            (await session.exec(select(Execution).where(col(Execution.id).in_(execution_ids)))).all()
+        executions: list[Execution] = (
+            list((await session.exec(select(Execution).where(col(Execution.id).in_(execution_ids)))).all())
             if execution_ids
             else []
         )
+        position = {sample: index for index, sample in enumerate(plan.samples)}
+        waiting = {  # cells of the page not recorded yet, by the correlation id their execution has
+            cell_correlation(run.id, v_index, position[sample], repeat): (sample, variant, repeat)
+            for sample in page
+            if sample in position
+            for v_index, variant in enumerate(plan.variants)
+            for repeat in range(plan.repeat)
+            if (sample, variant, repeat) not in found
+        }
+        started: list[Execution] = (
+            list(
+                (
+                    await session.exec(
+                        select(Execution).where(
+                            col(Execution.eval_id) == run.id, col(Execution.correlation_id).in_(waiting)
+                        )
+                    )
+                ).all()
+            )
+            if waiting
+            else []
+        )
     now = db.executions.clock.now()
-    statuses: dict[uuid.UUID, str] = {e.id: str(observed(e, now).status) for e in executions}
+    statuses: dict[uuid.UUID, str] = {e.id: str(observed(e, now).status) for e in executions + started}
+    going = {waiting[str(e.correlation_id)]: e.id for e in started}
     shown = [(variant, repeat) for variant in plan.variants for repeat in range(plan.repeat)]
     first: dict[str, int] = {}  # the first row each other variant recorded: the order they ran in
     for variant, _, row in columns:
@@ -248,17 +280,17 @@ async def eval_matrix(db: Database, eval_id: str, *, limit: int = 100, offset: i
         key=lambda column: (first[column[0]], column[1]),
     )
     shown += others
-    found = {(s.sample_id, s.variant, s.repeat): s for s in scores}
     rows = []
     for sample_id in page:
         cells = []
         for variant, repeat in shown:
             score = found.get((sample_id, variant, repeat))
-            execution = score.execution_id if score is not None else None
+            execution = score.execution_id if score is not None else going.get((sample_id, variant, repeat))
             cells.append(
                 EvalCell(
                     variant=variant,
                     repeat=repeat,
+                    scored=score is not None,
                     score=score.score if score is not None else None,
                     explanation=score.explanation if score is not None else None,
                     execution_id=str(execution) if execution is not None else None,

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import uuid
+from typing import Any
 
 import pytest
+from _eventually import eventually_async
 from eval_data import SCORES, real_eval, record_eval
 from mcp_sessions import error_text, in_process_session, payload
 from serving import App
@@ -14,10 +18,10 @@ from sqlalchemy import delete
 from sqlmodel import col
 from team import finished, make_team, run
 
-from qmcp.agentframework.models import EvalScore
+from qmcp.agentframework.models import AgentConfig, AgentType, EvalScore, Topology
 from qmcp.agentframework.store import Database
 from qmcp.app import Caller
-from qmcp.eval import EvalSpec, VariantSpec, resume_eval
+from qmcp.eval import EvalRequest, EvalSpec, VariantSpec, resume_eval, start_eval
 
 
 @pytest.fixture
@@ -100,7 +104,7 @@ async def test_a_large_eval_reads_a_page_of_samples_at_a_time_in_the_datasets_or
     assert "page 3 of 3" in html and html.count('<tr data-sample="') == 50
     assert 'data-sample="q50"' in html and 'data-sample="q51"' not in html
     assert html.count('class="cell tone-pass"') == 0 and html.count('class="cell tone-missing"') == 200
-    assert 'title="sample q50, b repeat 1: not scored yet (not run, or running)"' in html
+    assert 'title="sample q50, b repeat 1: not run yet"' in html
     first = (await server.client.get("/evals/ev-big")).text
     assert first.count('class="cell tone-pass"') == 400 and "#2</span>" in first  # a column per repeat
     assert "800 of 1000" in first  # the report: cells recorded of planned
@@ -165,3 +169,39 @@ async def test_a_stopped_evals_report_is_kept_until_the_eval_runs_again(server, 
     again = (await server.client.get(f"/v1/evals/{eval_id}")).json()
     assert again["recorded"] == 8 and again["completed_at"] != first["completed_at"]
     assert again["variants"] == first["variants"]  # nothing new paid, the same scores
+
+
+async def test_a_running_cell_shows_its_execution_before_it_is_scored(server, scripted):
+    slow, _ = scripted(replies=["answer 0"], latency=60)
+    created: list[str] = []
+    async with Database(server.db_url) as db:
+        agent = AgentType(name="slow-solver", role="writer", config=AgentConfig(model=slow).model_dump())
+        await db.save_team(Topology(name="slow", topology_type="pipeline", config={}), {"solve": agent})
+        records = [{"id": f"q{i}", "input": f"solve item {i}", "target": f"answer {i}"} for i in range(2)]
+        request = EvalRequest(records=records, topologies=["slow"], max_concurrent=1)
+        running = asyncio.create_task(start_eval(db, request, Caller.operator(), on_created=created.append))
+        try:
+
+            async def first_cell_running() -> dict[str, Any] | None:
+                if not created:
+                    return None
+                matrix = (await server.client.get(f"/v1/evals/{created[0]}/samples")).json()
+                cell = matrix["rows"][0]["cells"][0]
+                return matrix if cell["status"] == "running" else None
+
+            matrix = await eventually_async(first_cell_running, "the first cell's execution to run", 30)
+            first, second = (row["cells"][0] for row in matrix["rows"])
+            assert (first["scored"], first["score"]) == (False, None) and first["execution_id"]
+            assert (second["scored"], second["execution_id"], second["status"]) == (False, None, None)
+            page = (await server.client.get(f"/evals/{created[0]}")).text
+            assert 'data-live="yes"' in page
+            assert re.search(
+                rf'<td class="cell tone-running"[^>]*>\s*<a href="/executions/{first["execution_id"]}" '
+                r'title="sample q0, slow: not scored yet \(running\)"',
+                page,
+            )
+            assert 'title="sample q1, slow: not run yet"' in page
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running

@@ -40,16 +40,21 @@ class CellView:
 
 def cell_view(sample_id: str, cell: EvalCell, repeats: bool) -> CellView:
     where = f"sample {sample_id}, {cell.variant}" + (f" repeat {cell.repeat + 1}" if repeats else "")
-    if cell.execution_id is None and cell.score is None:
-        return CellView("·", "missing", None, f"{where}: not scored yet (not run, or running)")
+    href = f"/executions/{cell.execution_id}" if cell.execution_id else None
+    if not cell.scored:
+        if cell.execution_id is None:
+            return CellView("·", "missing", None, f"{where}: not run yet")
+        tone = "running" if cell.status in ("pending", "running") else "missing"
+        return CellView(
+            "…" if tone == "running" else "·", tone, href, f"{where}: not scored yet ({cell.status})"
+        )
     if cell.score is None:
-        tone, text, said = "none", "–", f"no score ({cell.status or 'not finished'})"
+        tone, text, said = "none", "–", f"no score ({cell.status or 'no execution'})"
     else:
         tone = "pass" if cell.score >= 1 else "fail" if cell.score <= 0 else "part"
         text = f"{cell.score:g}" if cell.score in (0, 1) else f"{cell.score:.2f}"
         said = f"score {cell.score:.2f}"
     why = f": {cell.explanation}" if cell.explanation else ""
-    href = f"/executions/{cell.execution_id}" if cell.execution_id else None
     return CellView(text, tone, href, f"{where}: {said}{why}")
 
 
