@@ -142,6 +142,13 @@ async def test_the_console_shows_the_report_and_the_matrix_coloured_and_told_in_
     missing = await server.client.get("/evals/nope")
     assert missing.status_code == 404 and "eval &#39;nope&#39; not found" in missing.text
     assert (await server.client.get("/evals", params={"page": 2})).status_code == 200
+    for path in ("/evals", f"/evals/{eval_id}"):
+        far = await server.client.get(path, params={"page": 10**12})
+        assert (
+            far.status_code == 400
+            and "offset must be between 0 and" in far.text
+            and 'role="alert"' in far.text
+        )
 
 
 async def test_mcp_lists_evals_reports_one_and_names_an_unknown_one(server, scripted):

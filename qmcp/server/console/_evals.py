@@ -103,7 +103,10 @@ def report_tables(report: EvalReport) -> dict[str, list[list[str]]]:
 @router.get("/evals")
 async def evals_page(request: Request, page: int = 1) -> HTMLResponse:
     page = max(page, 1)
-    found = await list_evals(_db(request), limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    try:
+        found = await list_evals(_db(request), limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    except QmcpError as error:  # a page beyond what a database can count to
+        return _error(request, error)
     return _render(
         request,
         "evals.html",
