@@ -7,7 +7,7 @@ The problems are generated from a seed, so the file is reproducible byte for byt
     python examples/eval/make_arithmetic.py --out x.jsonl --seed 7 --count 20
 
 Each problem takes two or three steps with small whole numbers, so that a small local model
-(smollm2-360M) has some chance; every answer is a whole number.
+(SmolLM2-135M) has some chance; every answer is a whole number.
 """
 
 from __future__ import annotations

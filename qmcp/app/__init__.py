@@ -11,6 +11,7 @@ remote caller may decide is the caller policy (`_caller.py`), one table for ever
 | `_define.py` | define: apply a team; create, update and delete agents and topologies, with one set of checks |
 | `_runs.py` | run: start (a handle with the execution id at once), resume, cancel, answer a human request |
 | `_queries.py` | query: executions, steps, cost, the DAG |
+| `_evals.py` | query: `qmcp eval` runs, and an eval's matrix of samples × variants, page by page |
 | `_retention.py` | retention: prune old finished executions (operator only, unless the server allows clients), `QMCP_RETENTION` |
 | `_shapes.py` | one step and one execution shape on the wire (server schemas, `qmcp.client`, MCP) |
 | `_forks.py`, `_fork_shapes.py` | fork an execution from a step; its lineage; two executions compared step by step |
@@ -55,6 +56,18 @@ if TYPE_CHECKING:
         put_agent,
         put_topology,
         update_agent,
+    )
+    from ._evals import (
+        EvalCell,
+        EvalColumn,
+        EvalList,
+        EvalMatrix,
+        EvalRow,
+        EvalSummary,
+        cell_correlation,
+        eval_matrix,
+        get_eval_run,
+        list_evals,
     )
     from ._fork_shapes import ExecutionDiff, Lineage, StepDiff, StepSide, UsageOut
     from ._forks import MAX_EDITED_REPLY, ForkRequest, diff_executions, fork_execution, lineage
@@ -105,6 +118,16 @@ _EXPORTS = {
     "put_agent": "_define",
     "put_topology": "_define",
     "update_agent": "_define",
+    "EvalCell": "_evals",
+    "EvalColumn": "_evals",
+    "EvalList": "_evals",
+    "EvalMatrix": "_evals",
+    "EvalRow": "_evals",
+    "EvalSummary": "_evals",
+    "cell_correlation": "_evals",
+    "eval_matrix": "_evals",
+    "get_eval_run": "_evals",
+    "list_evals": "_evals",
     "ExecutionDiff": "_fork_shapes",
     "Lineage": "_fork_shapes",
     "StepDiff": "_fork_shapes",
@@ -163,6 +186,12 @@ __all__ = [
     "CallerPolicy",
     "Change",
     "Door",
+    "EvalCell",
+    "EvalColumn",
+    "EvalList",
+    "EvalMatrix",
+    "EvalRow",
+    "EvalSummary",
     "ExecutionCost",
     "ExecutionDiff",
     "ExecutionOut",
@@ -192,6 +221,7 @@ __all__ = [
     "answer_request",
     "answer_text",
     "apply_team",
+    "cell_correlation",
     "checked_run_options",
     "create_agent",
     "create_topology",
@@ -199,6 +229,7 @@ __all__ = [
     "delete_topologies",
     "delete_topology",
     "diff_executions",
+    "eval_matrix",
     "execution_cost",
     "execution_steps",
     "fork_execution",
@@ -206,7 +237,9 @@ __all__ = [
     "format_duration",
     "format_tokens",
     "format_when",
+    "get_eval_run",
     "lineage",
+    "list_evals",
     "list_executions",
     "list_topologies",
     "parse_duration",

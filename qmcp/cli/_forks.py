@@ -80,8 +80,9 @@ def fork_command(
 ) -> None:
     """Fork an execution at a step: reuse the steps before it, run it and the rest again here.
 
-    The fork is a new execution of the same team; the reused steps are marked inherited and not
-    paid again. --model, --agent, --input-json and --set-output change what runs."""
+    The fork is a new execution of the same team; reused steps are marked
+    inherited, not paid again. --model, --agent, --input-json and --set-output
+    change what runs."""
     from qmcp.app import ForkRequest
 
     state = cli_state(ctx)
@@ -135,8 +136,10 @@ def fork_command(
         start,
         json_output=json_output,
     )
-    print_outcome(state, outcome, json_output=json_output)
-    if not json_output:
+    if json_output:  # the run's result, and the lineage a script needs without another command
+        print_json(outcome.result.model_dump(mode="json") | {"parent_id": str(parent.id), "fork_key": at})
+    else:
+        print_outcome(state, outcome, json_output=json_output)
         stdout().print(f"  forked from {parent.id} at {at}", soft_wrap=True, markup=False, highlight=False)
     if code := exit_code(outcome.result):
         raise typer.Exit(code)

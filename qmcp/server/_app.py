@@ -31,6 +31,7 @@ from ._retention import RetentionTask
 from .api import ServerState, router
 from .console import ConsoleSessions, LoginLimiter
 from .console import router as console_router
+from .eval_reports import EvalReports
 from .events import EventHub, StreamLimits
 from .problems import install_problem_handlers
 from .runs import RunManager
@@ -197,6 +198,7 @@ def create_app(options: ServerOptions | None = None, *, owns_process: bool = Fal
     sessions = app.state.console_sessions = ConsoleSessions(options.console_session_seconds)
     app.state.login_limiter = LoginLimiter(options.login_attempts_per_minute)
     app.state.tool_limits = tool_limits
+    app.state.eval_reports = EvalReports()  # stopped evals' reports, for the API and the console
     install_problem_handlers(app)
     install_openapi(app)
     app.router.routes.extend(router.routes)  # not nested: see qmcp.server.api

@@ -2,8 +2,10 @@
 
 Both offer the same tools, built on the official `mcp` SDK, over the same run manager as the HTTP API:
 `list_topologies`, `run_topology` (waits for the result up to a timeout, else returns the execution
-id to poll), `fork_execution` (the same, for a fork of an execution from one of its steps), `get_execution`, `list_human_requests` and `respond_to_human_request` (which resumes the
-paused run); and the tools of `/v1/tools` (upstream's echo, planner, executor and reviewer, and the
+id to poll), `fork_execution` (the same, for a fork of an execution from one of its steps), `get_execution`,
+`list_human_requests` and `respond_to_human_request` (which resumes the paused run), `list_evals` and
+`get_eval` (read only: an eval is started by the operator, `qmcp eval`); and the tools of `/v1/tools`
+(upstream's echo, planner, executor and reviewer, and the
 registered Python tools), under the same limits as over HTTP (`_mcp_protocol.py`).
 
 A domain error is an `isError` result naming the cause in the sentence HTTP gives as `detail`; a bad
@@ -23,7 +25,9 @@ from pydantic import Field
 
 from ..agentframework.errors import QmcpError
 from ..app import Caller, Door, ExecutionOut, ForkRequest, RunRequest, answer_request, shown_json
+from ..app import list_evals as stored_evals
 from ..app import list_topologies as stored_topologies
+from ..eval import eval_report
 from ..redaction import redact
 from .runs import RunManager
 from .tools import ToolLimits
@@ -183,6 +187,25 @@ def mcp_server(runs: RunManager, version: str, tool_limits: ToolLimits | None = 
             "response": answer.response,
             "resumed_execution": str(resumed) if resumed else None,
         }
+
+    @server.tool()
+    @_tool_errors
+    async def list_evals(
+        limit: Annotated[int, Field(ge=1, le=500)] = 50, offset: Annotated[int, Field(ge=0)] = 0
+    ) -> list[dict[str, Any]]:
+        """`qmcp eval` runs, newest first: id, status, the variants compared, samples and cells recorded."""
+        async with runs.database() as db:
+            found = await stored_evals(db, limit=limit, offset=offset)
+        return [summary.model_dump(mode="json") for summary in found.evals]
+
+    @server.tool()
+    @_tool_errors
+    async def get_eval(eval_id: str) -> dict[str, Any]:
+        """An eval's report: per variant accuracy with a 95 % interval, tokens, cost, latency p50/p95 and
+        failures; each pair of variants compared on the same samples (difference, test, cost ratio)."""
+        async with runs.database() as db:
+            report = await eval_report(db, eval_id)
+        return report.model_dump(mode="json")
 
     return server
 

@@ -90,5 +90,6 @@ def test_a_fork_with_another_model_and_input(team):
         "--input-json", '{"prompt": "a new task"}',
     )  # fmt: skip
     assert fork["status"] == "completed" and fork["usage"]["requests"] == 2
+    assert fork["parent_id"] == parent and fork["fork_key"] == "pipeline/1:critique"
     shown = team.json("executions", "show", fork["execution_id"])
     assert shown["input_data"] == {"prompt": "a new task"} and shown["run_config"]["model_override"] == "test"

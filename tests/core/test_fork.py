@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from qmcp.agentframework.errors import NotFoundError, UntrustedDefinitionError, 
 from qmcp.agentframework.llm import make_test_model, register_model, unregister_model
 from qmcp.agentframework.models import AgentType, ExecutionStatus, StepStatus, Topology
 from qmcp.agentframework.runners import AsyncRunner, LocalRunner, RunConfig
-from qmcp.agentframework.store import Database
+from qmcp.agentframework.store import Database, ExecutionService, PruneFilter
 
 KINDS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "pipeline": ({}, ("plan", "write", "edit")),
@@ -229,7 +230,8 @@ async def _count_executions(db_url: str) -> int:
         (
             {"at": "pipeline/1:s1", "set_output": {"nope": "x"}},
             UserInputError,
-            "no completed step 'nope' before",
+            "no step 'nope' to set the reply of: it must be 'pipeline/1:s1' or a completed step before it; "
+            "steps are: pipeline/0:s0, pipeline/1:s1",
         ),
         ({"at": "pipeline/1:s1", "model": "nosuchprovider:x"}, UserInputError, "nosuchprovider"),
     ],
@@ -242,6 +244,24 @@ async def test_a_wrong_fork_is_one_line_and_writes_nothing(db_url, agent, argume
         await runner.fork(parent.execution_id, **arguments)
     assert words in str(raised.value) and "\n" not in str(raised.value)
     assert await _count_executions(db_url) == 1
+
+
+async def test_a_fork_whose_parent_is_pruned_meanwhile_says_it_is_not_found(db_url, agent, monkeypatch):
+    """A prune that deletes the parent between the fork's read of it and its write: the fork's foreign
+    key fails, and the caller hears one line, as if the prune had come first; nothing is written."""
+    runner = LocalRunner(db_url=db_url)
+    agents = {"s0": agent("a"), "s1": agent("b")}
+    parent = await runner.run(Topology(name="pipe", topology_type="pipeline"), agents, {"prompt": "p"})
+    create = ExecutionService.create
+
+    async def pruned_first(self: ExecutionService, *args: Any, **kwargs: Any) -> Any:
+        assert (await self.db.prune(PruneFilter(older_than=timedelta(0)), vacuum=False)).executions == 1
+        return await create(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExecutionService, "create", pruned_first)
+    with pytest.raises(NotFoundError, match=f"^execution {parent.execution_id} not found; list them with"):
+        await runner.fork(parent.execution_id, at="pipeline/1:s1")
+    assert await _count_executions(db_url) == 0
 
 
 async def test_an_untrusted_stored_agent_is_refused(sqlite_url, agent):
@@ -309,3 +329,21 @@ def test_a_forks_budget_counts_only_what_the_fork_pays():
         execution, max_tokens=500, max_cost_usd=None, agent_configs=[], spent=Usage(), completed=completed
     )
     assert budget is not None and budget.run.spent == Usage(1, 30, 10, 0.0)
+
+
+async def test_an_edit_of_structured_data_that_does_not_fit_its_schema_fails_at_its_step(sqlite_url, agent):
+    """The schema is the topology code's, so the fork checks the edit when the step replays: the fork
+    fails naming the edited step and what is missing, not in the code that reads the verdict."""
+    topology = Topology(name="cc", topology_type="crosscheck")
+    agents = {"primary": agent("p"), "checker_1": agent("c1", "checker"), "checker_2": agent("c2", "checker")}
+    runner = LocalRunner(db_url=sqlite_url)
+    parent = await runner.run(topology, agents, {"prompt": "Is water wet?"})
+    steps = await _steps(sqlite_url, parent.execution_id)
+    checker = next(s for s in steps if s.key.endswith("checker:checker_1"))
+    fork = await runner.fork(
+        parent.execution_id, at=steps[-1].key, set_output={checker.key: '{"verdict": "ok"}'}
+    )
+    assert fork.status == ExecutionStatus.FAILED
+    assert fork.error is not None and "\n" not in fork.error
+    assert fork.error.startswith(f"step {checker.key!r}: the reply set for it does not fit")
+    assert "missing keys: approved, confidence" in fork.error

@@ -5,7 +5,7 @@ on SQLite and on PostgreSQL, with the server's token, a fixed seed (`derandomize
 Every response must not be a 5xx, must have a status the document lists for its operation, the content
 type it lists, and a body that its schema accepts. Each operation is fuzzed three ways: with generated
 path parameters (mostly unknown names: the 404s), with path parameters naming stored things (a team,
-a finished execution, a human request, an invocation: the 2xx and the conflicts), and with data that
+a finished execution, a human request, an invocation, an eval: the 2xx and the conflicts), and with data that
 breaks the schema (the 422s) where the operation has a query or a body to break; and through schemathesis'
 coverage phase (every boundary of the schema, and the methods a path does not take: 405 with `Allow`).
 
@@ -18,6 +18,7 @@ events of any stream.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from typing import Any
@@ -28,6 +29,10 @@ from hypothesis.errors import Unsatisfiable
 from serving import BASE_URL
 from team import AGENTS, TOPOLOGIES
 
+from qmcp.agentframework.models import AgentConfig, AgentType, Topology
+from qmcp.agentframework.store import Database
+from qmcp.app import Caller
+from qmcp.eval import EvalRequest, start_eval
 from qmcp.server import ServerOptions, create_app
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -136,6 +141,25 @@ def _seed(schema: Any) -> dict[str, str]:
     }
 
 
+def _seed_eval(db_url: str) -> str:
+    """An eval (`qmcp eval` from Python: evals are not started over HTTP) of two samples on the `test`
+    model, for the operations that name one; its id."""
+
+    async def run() -> str:
+        async with Database(db_url) as db:
+            solver = AgentType(
+                name="fuzz-solver", role="writer", config=AgentConfig(model="test").model_dump()
+            )
+            await db.save_team(
+                Topology(name="fuzz-eval", topology_type="pipeline", config={}), {"solve": solver}
+            )
+            records = [{"id": f"s{n}", "input": f"{n} + 1", "target": str(n + 1)} for n in range(2)]
+            request = EvalRequest(records=records, topologies=["fuzz-eval"], single_call=["fuzz-solver"])
+            return (await start_eval(db, request, Caller.operator())).eval_id
+
+    return asyncio.run(run())
+
+
 def _seeded(operation: Any, names: dict[str, str]) -> dict[str, str]:
     wanted = {p.name for p in operation.path_parameters}
     if operation.path.startswith("/v1/agents/"):
@@ -150,11 +174,12 @@ def _deletes_last(operation: Any) -> bool:
 
 def test_every_operation_keeps_its_schema_under_fuzzing(db_url: str) -> None:
     """No 5xx, and every response is one the document promises (status, content type and body)."""
+    eval_id = _seed_eval(db_url)
     app = create_app(ServerOptions.from_settings(db_url=db_url, api_token=TOKEN, shutdown_grace_seconds=0.2))
     schema = schemathesis.openapi.from_dict(app.openapi())
     schema.app = app  # as `schemathesis.openapi.from_asgi` does, without its request (Host: testserver)
     try:
-        names = _seed(schema)
+        names = {**_seed(schema), "eval_id": eval_id}
         fuzzed: dict[str, Counter[int]] = {}
         failures: list[str] = []
         operations = sorted((result.ok() for result in schema.get_all_operations()), key=_deletes_last)

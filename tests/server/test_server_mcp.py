@@ -19,6 +19,8 @@ TOOLS = {
     "get_execution",
     "list_human_requests",
     "respond_to_human_request",
+    "list_evals",
+    "get_eval",
     "echo",
     "planner",
     "executor",
@@ -29,6 +31,8 @@ FAILURES = [
     ("get_execution", {"execution_id": "not-a-uuid"}, "'not-a-uuid' is not an execution id (a UUID)"),
     ("respond_to_human_request", {"request_id": "nope", "response": "x"}, "human request 'nope' not found"),
     ("list_human_requests", {"status": "bogus"}, "status: Input should be 'pending'"),
+    ("get_eval", {"eval_id": "nope"}, "eval 'nope' not found"),
+    ("list_evals", {"limit": 0}, "limit: Input should be greater than or equal to 1"),
     ("executor", {"plan": "not a plan"}, ""),
 ]
 """A tool call that fails, and how its text starts (the sentence HTTP gives, for a domain error)."""

@@ -189,6 +189,39 @@ async def test_replay_takes_a_changed_team_and_refuses_an_unfinished_run(db_url,
         await replay_async(failed.execution_id, db_url=db_url)
 
 
+async def test_a_fork_with_another_agent_in_a_slot_it_inherited_replays(db_url, probe, tmp_path):
+    """A fork at the last step with another agent in the second slot: the second step was inherited,
+    run by the agent it had; the replay (from the store and from its fixture) accepts it as the run did."""
+    recorded = await _recorded(db_url)
+    other = AgentType(name="agent-other", role="writer", config={"model": "test"})
+    fork = await LocalRunner(db_url=db_url).fork(
+        recorded.execution_id, at="probe/2", agents={"second": other}
+    )
+    assert fork.status == "completed", fork.error
+    assert (await replay_async(fork.execution_id, db_url=db_url)).steps == 3
+    path = tmp_path / "fork.json"
+    save_fixture(await export_fixture_async(fork.execution_id, db_url=db_url), path)
+    assert (await replay_async(path)).output == fork.output
+    _, agents = _team()
+    with pytest.raises(NonDeterminismError, match=r"agent 'agent-first'.*agent 'someone-else'"):
+        renamed = {**agents, "second": other, "first": AgentType(name="someone-else", role="writer")}
+        await replay_async(fork.execution_id, db_url=db_url, agents=renamed)
+
+
+async def test_a_fork_on_another_input_replays_its_inherited_steps_as_its_parent_asked_them(db_url, probe):
+    """The steps before the fork point were asked on the parent's input: the fork's replay does not hold
+    them to its own; the steps it ran itself are still checked, prompt included."""
+    recorded = await _recorded(db_url)
+    fork = await LocalRunner(db_url=db_url).fork(
+        recorded.execution_id, at="probe/1", input_data={"prompt": "Lakes"}
+    )
+    assert fork.status == "completed", fork.error
+    assert (await replay_async(fork.execution_id, db_url=db_url)).steps == 3
+    probe(ChangedPrompt)
+    with pytest.raises(NonDeterminismError, match=r"step 'probe/1' .*asks another prompt"):
+        await replay_async(fork.execution_id, db_url=db_url)
+
+
 async def test_a_step_whose_prompt_a_mixin_changed_compares_the_codes_own_prompt(sqlite_url, agent):
     """The structured-output mixin adds a schema to the message sent; replay compares what the code asked."""
     team = {

@@ -43,6 +43,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import ColumnElement, func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from ...config import settings
@@ -490,7 +491,7 @@ class ExecutionService:
         execution.created_at = execution.started_at = now
         if owner is None:
             execution.status, execution.attempts = S.PENDING, 0
-            await self.db.add(execution, *steps)
+            await self._insert(execution, steps)
             return None
         lease = self._lease(execution.id, owner, now)
         for field, value in owner.values.items():
@@ -498,8 +499,20 @@ class ExecutionService:
         execution.status, execution.attempts = S.RUNNING, 1
         execution.lease_until, execution.heartbeat_at = lease.until(now), now
         execution.history = [_attempt(1, now, owner, runner, execution.runner_options, {}, None)]
-        await self.db.add(execution, *steps)
+        await self._insert(execution, steps)
         return lease
+
+    async def _insert(self, execution: Execution, steps: Sequence[ExecutionStep]) -> None:
+        """Write a new execution with its first steps. A fork's parent read a moment ago may have been
+        deleted since (a prune between the read and this write): its foreign key then fails, and the
+        caller hears that the execution is gone, as if the prune had come first."""
+        try:
+            await self.db.add(execution, *steps)
+        except IntegrityError:
+            if execution.parent_id is None:
+                raise
+            await self.db.stored_execution(execution.parent_id)  # NotFoundError when it is gone
+            raise
 
     async def claim(
         self,

@@ -46,13 +46,15 @@ def fork_steps(
     if at in edits:
         kept.append(ordered[position])
     editable = {step.key for step in kept}
+    settable = [*(step for step in kept if step.key != at), ordered[position]]  # what an edit may name
     for key in edits:
         if key not in editable:
             later = any(step.key == key for step in ordered[position:])
             why = (
                 f"step {key!r} runs again in this fork (it started after {at!r}), so its reply cannot be set"
                 if later
-                else f"no completed step {key!r} before {at!r} to set the reply of; {_known(key, kept)}"
+                else f"no step {key!r} to set the reply of: it must be {at!r} or a completed step before it; "
+                f"{_known(key, settable)}"
             )
             raise InvalidConfigError(f"set_output: {why}")
     return [_inherited(step, execution_id, edits.get(step.key)) for step in kept]

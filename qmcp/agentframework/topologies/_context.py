@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from ...observability import GenAI, genai_model, genai_provider, record_failure
 from ...redaction import redact
 from .. import llm
 from ..errors import (
+    InvalidConfigError,
     LeaseLostError,
     MalformedOutputError,
     MissingSlotError,
@@ -390,7 +392,10 @@ class StepContext:
             text=recorded.response or "",
         )
         output = recorded.output or {}
-        mc.replayed, mc.reply, mc.data = True, recorded.response or "", output.get("data")
+        data = output.get("data")
+        if output.get("edited") and data is not None and mc.schema is not None:
+            data = _checked_edit(key, data, mc.schema, mc.validator)
+        mc.replayed, mc.reply, mc.data = True, recorded.response or "", data
         return StepResult(
             key=key,
             slot=slot,
@@ -630,6 +635,26 @@ def _config_limit(model: str, config: AgentConfig) -> RateLimit | None:
     if found is None or (found.requests_per_minute is None and found.tokens_per_minute is None):
         return None
     return RateLimit(found.requests_per_minute, found.tokens_per_minute)
+
+
+def _checked_edit(
+    key: str,
+    data: dict[str, Any],
+    schema: dict[str, Any],
+    validator: Callable[[dict[str, Any]], dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """A structured step's reply as a person set it on a fork (`set_output`), checked as a model's reply
+    is: the schema lives in the topology code, not in the stored step, so the fork cannot check the edit
+    before it runs; checked here, a wrong edit fails the fork at its own step, with its key, instead of
+    in the code that reads the data."""
+    try:
+        checked = validate_json(json.dumps(data), schema)
+        return validator(checked) if validator is not None else checked
+    except ValueError as invalid:
+        raise InvalidConfigError(
+            f"step {key!r}: the reply set for it does not fit the JSON the step asks for ({invalid}); "
+            "fork again, setting a JSON object with the keys its prompt's schema names"
+        ) from None
 
 
 def _with_schema(prompt: str, schema: dict[str, Any] | None) -> str:

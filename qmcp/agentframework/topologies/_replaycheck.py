@@ -5,7 +5,8 @@ key in the recording, asked of the same slot and agent with the same prompt (the
 topology code gave, schema instruction included; not what mixins added); anything else is a
 `NonDeterminismError` naming the step and what differs. No mixin hook runs, no model is called and
 nothing is written: the recorded reply is the step's result, as on a resume. After the run,
-`unasked()` names the recorded steps the code never asked for.
+`unasked()` names the recorded steps the code never asked for. A fork's inherited steps are checked by
+key and slot only (their agent and prompt are the parent's, which the parent's replay checks).
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ class ReplayCheck:
                 f"step {key!r} (slot {slot!r}) is not in the recording: the code now makes a call "
                 f"the recorded run did not make{also}"
             )
-        if recorded.slot != slot or recorded.agent_name != agent_name:
+        # A fork may put another agent in a slot: the steps it inherited keep the one they ran with.
+        if recorded.slot != slot or (recorded.agent_name != agent_name and not recorded.inherited):
             raise NonDeterminismError(
                 f"step {key!r} was recorded for slot {recorded.slot!r} (agent {recorded.agent_name!r}) "
                 f"but the code now asks it of slot {slot!r} (agent {agent_name!r})"
             )
-        was = recorded_prompt(recorded)
+        # A step a fork inherited was asked by its parent, perhaps on another input (a fork may change
+        # it and still reuse the steps before its fork point): only the parent's replay checks its prompt.
+        was = None if recorded.inherited else recorded_prompt(recorded)
         if was is not None and was != prompt:
             raise NonDeterminismError(
                 f"step {key!r} (slot {slot!r}) asks another prompt than the recording: "

@@ -5,7 +5,7 @@ route is a thin adapter: parse, call one `qmcp.app` operation with the remote `C
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
-from . import _agents, _executions, _human, _server, _tools, _topologies
+from . import _agents, _evals, _executions, _human, _server, _tools, _topologies
 from ._deps import ServerState, caller
 
 __all__ = ["ServerState", "caller", "router"]
@@ -18,7 +18,7 @@ def _operation_id(route: APIRoute) -> str:
 
 
 router = APIRouter(generate_unique_id_function=_operation_id)
-for _resource in (_server, _tools, _human, _agents, _topologies, _executions):
+for _resource in (_server, _tools, _human, _agents, _topologies, _executions, _evals):
     # The routes themselves, not `include_router`: each level of inclusion matches the request's path
     # against every route below it again (about a third of a `GET /v1/executions/{id}`). Included
     # without a prefix or dependencies, a resource's routes are complete as they are.

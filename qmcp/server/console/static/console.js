@@ -149,6 +149,13 @@
     };
   }
 
+  // -- a running eval: its page is read again every few seconds, until the eval stops -------------------
+  function watchEval() {
+    if (body.dataset.live !== "yes") return;
+    setTimeout(function () { window.location.reload(); }, 5000);
+  }
+
   if (body.dataset.page === "executions") watchList();
   if (body.dataset.page === "execution") watchExecution(body.dataset.execution);
+  if (body.dataset.page === "eval") watchEval();
 })();
