@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         EvalSummary,
         cell_correlation,
         eval_matrix,
+        eval_status,
         get_eval_run,
         list_evals,
     )
@@ -126,6 +127,7 @@ _EXPORTS = {
     "EvalSummary": "_evals",
     "cell_correlation": "_evals",
     "eval_matrix": "_evals",
+    "eval_status": "_evals",
     "get_eval_run": "_evals",
     "list_evals": "_evals",
     "ExecutionDiff": "_fork_shapes",
@@ -230,6 +232,7 @@ __all__ = [
     "delete_topology",
     "diff_executions",
     "eval_matrix",
+    "eval_status",
     "execution_cost",
     "execution_steps",
     "fork_execution",

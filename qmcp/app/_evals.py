@@ -20,7 +20,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from ..agentframework.errors import NotFoundError
-from ..agentframework.models import EvalRun, EvalScore, Execution
+from ..agentframework.models import EvalRun, EvalScore, Execution, ExecutionStatus
 from ..agentframework.store import Database, check_page, observed
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "EvalSummary",
     "cell_correlation",
     "eval_matrix",
+    "eval_status",
     "get_eval_run",
     "list_evals",
 ]
@@ -147,6 +148,19 @@ async def get_eval_run(db: Database, eval_id: str) -> EvalRun:
     return run
 
 
+async def eval_status(db: Database, run: EvalRun) -> str:
+    """The eval's status as it stands now: a `running` eval none of whose cells a live process runs
+    any more (its `qmcp eval` was killed) reads `interrupted`, as its executions do.
+
+    An eval with no execution yet stays `running` (its process may be about to start the first
+    cell); one whose live process is between cells (scoring its last ones) reads `interrupted` for
+    that moment. Computed when read, never written, like an execution's."""
+    if run.status != "running" or not await db.count_executions(eval_id=run.id):
+        return run.status
+    live = await db.count_executions(status=ExecutionStatus.RUNNING, eval_id=run.id)
+    return run.status if live else "interrupted"
+
+
 async def list_evals(db: Database, *, limit: int = 50, offset: int = 0) -> EvalList:
     """Evals, newest first, each with its variants and how many of its cells it recorded."""
     check_page(limit, offset)
@@ -191,7 +205,7 @@ async def list_evals(db: Database, *, limit: int = 50, offset: int = 0) -> EvalL
         summaries.append(
             EvalSummary(
                 id=run.id,
-                status=run.status,
+                status=await eval_status(db, run),
                 created_at=run.created_at,
                 completed_at=run.completed_at,
                 variants=named,
@@ -300,7 +314,7 @@ async def eval_matrix(db: Database, eval_id: str, *, limit: int = 100, offset: i
         rows.append(EvalRow(sample_id=sample_id, cells=cells))
     return EvalMatrix(
         eval_id=run.id,
-        status=run.status,
+        status=await eval_status(db, run),
         columns=[EvalColumn(variant=variant, repeat=repeat) for variant, repeat in shown],
         rows=rows,
         count=len(rows),

@@ -19,10 +19,10 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ..agentframework.store import Database
-from ..app import answer_only
+from ..app import answer_only, eval_status
 from ._spec import EvalSpec
 from ._stats import mcnemar, paired_bootstrap, percentile, wilson_interval
-from ._store import eval_executions, eval_scores, get_eval, observed_status
+from ._store import eval_executions, eval_scores, get_eval
 
 __all__ = [
     "EvalReport",
@@ -175,7 +175,7 @@ async def eval_report(db: Database, eval_id: str, *, rows: bool = False) -> Eval
         for j in range(i + 1, len(spec.variants))
     ]
     spend = sum(row.cost_usd for row in executions)
-    status = await observed_status(db, run)
+    status = await eval_status(db, run)
     report = EvalReport(
         eval_id=run.id,
         status=status,

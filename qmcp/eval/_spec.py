@@ -33,7 +33,7 @@ __all__ = [
 EVAL_STATUSES = ("running", "completed", "stopped (budget)", "interrupted")
 """An `EvalRun`'s status: `running`, `completed` (every cell scored), `stopped (budget)` (`--max-cost`
 reached before every cell started), `interrupted` (Ctrl-C; and how a `running` eval whose process was
-killed reads, `observed_status`: resume it)."""
+killed reads, `qmcp.app.eval_status`: resume it)."""
 
 SINGLE_CALL = "single-call"
 JUDGE = "judge"

@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from ..agentframework.errors import NotFoundError
-from ..agentframework.models import EvalRun, EvalScore, Execution, ExecutionStatus
+from ..agentframework.models import EvalRun, EvalScore, Execution
 from ..agentframework.store import Database
+from ..app import eval_status
 
 __all__ = [
     "add_eval",
@@ -23,7 +24,6 @@ __all__ = [
     "eval_scores",
     "get_eval",
     "list_evals",
-    "observed_status",
     "update_eval",
 ]
 
@@ -42,28 +42,14 @@ async def get_eval(db: Database, eval_id: str) -> EvalRun:
 
 
 async def list_evals(db: Database, *, limit: int = 50) -> list[EvalRun]:
-    """The evals, newest first, each with its `observed_status` (the rows are not written)."""
+    """The evals, newest first, each with its status as it stands now (`qmcp.app.eval_status`; the
+    rows are not written)."""
     query = select(EvalRun).order_by(col(EvalRun.created_at).desc()).limit(limit)
     async with db.sessions() as session:
         runs = list((await session.exec(query)).all())
     for run in runs:
-        run.status = await observed_status(db, run)
+        run.status = await eval_status(db, run)
     return runs
-
-
-async def observed_status(db: Database, run: EvalRun) -> str:
-    """The eval's status as it stands now: a `running` eval none of whose cells a live process
-    runs any more (its `qmcp eval` was killed) reads `interrupted`, as its executions do.
-
-    An eval with no execution yet stays `running` (its process may be about to start the first
-    cell); one whose process lives but is between cells (scoring the last ones) reads
-    `interrupted` for that moment, which a resume refuses no more than before."""
-    if run.status != "running":
-        return run.status
-    if not await db.count_executions(eval_id=run.id):
-        return run.status
-    live = await db.count_executions(status=ExecutionStatus.RUNNING, eval_id=run.id)
-    return run.status if live else "interrupted"
 
 
 async def update_eval(db: Database, eval_id: str, **values: Any) -> None:

@@ -17,7 +17,8 @@ from sqlmodel import col, select
 from qmcp.agentframework.errors import InvalidConfigError, UserInputError
 from qmcp.agentframework.models import EvalRun, Execution, Topology, utcnow
 from qmcp.agentframework.store import Database, Owner
-from qmcp.app import Caller, ExecutionQuery, list_executions
+from qmcp.app import Caller, ExecutionQuery, eval_matrix, list_executions
+from qmcp.app import list_evals as app_evals
 from qmcp.eval import (
     EvalRequest,
     eval_report,
@@ -99,6 +100,8 @@ async def test_a_running_eval_no_live_process_runs_reads_interrupted(db_url, scr
         await _set_eval(db, eval_id, "running")  # as a killed `qmcp eval` leaves it
         await _set_cell(db, eval_id, status="running", owner_token=None, lease_until=None)
         assert [run.status for run in await list_evals(db)] == ["interrupted"]
+        assert [e.status for e in (await app_evals(db)).evals] == ["interrupted"]  # what the server shows
+        assert (await eval_matrix(db, eval_id)).status == "interrupted"
         report = await eval_report(db, eval_id)
         assert report.status == "interrupted" and report.message is None  # every cell is recorded
 
@@ -113,6 +116,7 @@ async def test_a_running_eval_no_live_process_runs_reads_interrupted(db_url, scr
             lease_until=utcnow() + timedelta(hours=1),
         )
         assert [run.status for run in await list_evals(db)] == ["running"]
+        assert [e.status for e in (await app_evals(db)).evals] == ["running"]
         assert (await eval_report(db, eval_id)).status == "running"
         async with db.sessions() as session:
             assert (await session.get(EvalRun, eval_id)).status == "running"  # observed, not written

@@ -108,7 +108,9 @@ async def test_a_large_eval_reads_a_page_of_samples_at_a_time_in_the_datasets_or
     first = (await server.client.get("/evals/ev-big")).text
     assert first.count('class="cell tone-pass"') == 400 and "#2</span>" in first  # a column per repeat
     assert "800 of 1000" in first  # the report: cells recorded of planned
-    assert 'data-live="yes"' in first  # a running eval's page is read again (console.js)
+    # Stored `running`, but no live process runs any of its cells (the engine was killed): it reads
+    # interrupted, and its page is not read again. A live eval's is: test_a_running_cell_shows_...
+    assert 'data-live="no"' in first and "interrupted" in first
 
 
 async def test_the_console_shows_the_report_and_the_matrix_coloured_and_told_in_text(server, scripted):
