@@ -57,6 +57,9 @@ async def test_the_api_lists_evals_reports_one_and_pages_through_its_matrix(serv
     assert "no idea" in cells["q1", "beta"]["explanation"]
     execution = (await server.client.get(f"/v1/executions/{executions['q1', 'beta']}")).json()
     assert execution["eval_id"] == eval_id  # the cell is an ordinary execution of the eval
+    cells_listed = (await server.client.get("/v1/executions", params={"eval_id": eval_id})).json()
+    assert {e["id"] for e in cells_listed["executions"]} == set(executions.values())
+    assert (await server.client.get("/v1/executions", params={"eval_id": "other"})).json()["total"] == 0
 
     page = (await server.client.get(f"/v1/evals/{eval_id}/samples", params={"limit": 1, "offset": 3})).json()
     assert [row["sample_id"] for row in page["rows"]] == ["q3"] and page["count"] == 1 and page["total"] == 4

@@ -3,9 +3,9 @@ prune old ones (only when the operator allows clients to)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -35,9 +35,14 @@ router = APIRouter(tags=["executions"], route_class=FiniteJsonRoute)
 
 @router.get("/v1/executions", response_model=ExecutionListOut, responses=problems(400, 422, 503))
 async def get_executions(
-    db: Db, status: str | None = None, topology: str | None = None, limit: Limit = 50, offset: Offset = 0
+    db: Db,
+    status: str | None = None,
+    topology: str | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    eval_id: Annotated[str | None, Query(max_length=64, description="only this eval's cells")] = None,
 ) -> dict[str, Any]:
-    page = await list_executions(db, ExecutionQuery(status, topology, limit, offset))
+    page = await list_executions(db, ExecutionQuery(status, topology, limit, offset, eval_id))
     return {
         "executions": [ExecutionOut.of(e).model_dump(mode="json") for e in page.executions],
         "count": len(page.executions),
