@@ -408,3 +408,21 @@ async def test_the_page_shows_the_answer_and_totals_that_grow_while_the_run_goes
     assert browser.execute_script("return window.sameDocument")  # all of it live: never reloaded
     # The page needs no sideways scrolling.
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+
+
+async def test_a_graph_as_wide_as_the_layout_draws_across_fits_the_page(start_server, db_url, browser):
+    """Four stages between the input and the output, the most drawn left to right (longer graphs go top to bottom): scaled to the page's
+    width, so reading it needs no sideways scrolling."""
+    server: Server = start_server(db_url)
+    async with server.client() as client:
+        await make_team(client)
+        wide = {"name": "four-stages", "type": "pipeline", "agents": {f"s{i}": "planner-a" for i in range(4)}}
+        assert (await client.post("/v1/topologies", json=wide)).status_code == 201
+        execution_id = await run(client, "four-stages")
+        assert (await finished(client, execution_id))["status"] == "completed"
+    browser.get(f"{server.url}/executions/{execution_id}")
+    measured = """const svg = document.querySelector('.diagram svg.qd'), box = svg && svg.closest('.diagram');
+        return svg && box ? [svg.dataset.flow, box.scrollWidth, box.clientWidth, svg.viewBox.baseVal.width] : null;"""
+    flow, scrolled, shown, drawn = wait(browser, lambda d: d.execute_script(measured), "the diagram")
+    assert flow == "across" and drawn > shown  # drawn wider than the page has room for ...
+    assert scrolled <= shown + 1, (scrolled, shown)  # ... and scaled to fit it
