@@ -134,8 +134,9 @@ class _Plan:
 
 
 def cell_correlation(eval_id: str, variant: int, sample: int, repeat: int) -> str:
-    """The correlation id of a cell's execution, as the eval engine names it (`EVAL/variant/sample/repeat`,
-    indices in the eval's spec; docs/eval.md): how a cell not recorded yet finds its running execution."""
+    """The correlation id of a cell's execution (`EVAL/variant/sample/repeat`, indices in the eval's
+    spec; docs/eval.md): the engine names cells with it, and a cell not scored yet finds its running
+    execution by it."""
     return f"{eval_id}/{variant}/{sample}/{repeat}"
 
 

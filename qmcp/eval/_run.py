@@ -53,7 +53,7 @@ from ..agentframework.runners import (
     start_execution,
 )
 from ..agentframework.store import Database, Owner
-from ..app import Caller, CallerPolicy, checked_run_options
+from ..app import Caller, CallerPolicy, cell_correlation, checked_run_options
 from ._dataset import Dataset, Sample
 from ._report import cell_answer
 from ._scorers import check_scorable, check_scorer_allowed, judge_agent, parse_scorer
@@ -383,7 +383,9 @@ class _Engine:
             )
             for repeat in range(self.spec.repeat):
                 for v_index, variant in enumerate(self.spec.variants):
-                    yield _Cell(sample, variant, repeat, f"{self.record.id}/{v_index}/{s_index}/{repeat}")
+                    yield _Cell(
+                        sample, variant, repeat, cell_correlation(self.record.id, v_index, s_index, repeat)
+                    )
 
     async def _work(self, cells: Iterator[_Cell]) -> None:
         for cell in cells:  # workers share the iterator: each cell is taken once
