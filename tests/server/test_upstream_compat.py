@@ -244,6 +244,11 @@ async def test_what_upstreams_client_sends_beside_the_input_is_taken_and_kept(se
     assert created.status_code == 201, created.text
     got = (await client.get("/v1/human/requests/traced-1")).json()["request"]
     assert got["correlation_id"] == "corr-review-1" and got["timeout_seconds"] == 3600
+    misspelt = await client.post(  # ours, documented: upstream would ignore the field
+        "/v1/human/requests",
+        json={"id": "traced-2", "request_type": "review", "prompt": "p", "option": ["a"]},
+    )
+    assert misspelt.status_code == 422 and misspelt.json()["detail"].startswith("body.option: ")
 
     for message in ("a", "b", "c"):
         await client.post("/v1/tools/echo", json={"input": {"message": message}})
