@@ -25,6 +25,7 @@ __all__ = [
     "MASK",
     "MAX_SECRETS",
     "MIN_SECRET_LENGTH",
+    "StreamMask",
     "has_password",
     "mask_url",
     "redact",
@@ -78,15 +79,77 @@ def redact(text: str) -> str:
         text = _CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@" if m["password"] != MASK else m[0], text)
     if len(text) < MIN_SECRET_LENGTH:
         return text
+    # Longest first: a secret holding a shorter one is masked whole.
+    for value in sorted({v for v in _secret_values() if v in text}, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return _KEY_SHAPED.sub(MASK, text) if ("-" in text or "Bearer" in text) else text
+
+
+def _secret_values() -> list[str]:
+    """Every value `redact` masks by value: the registry's and the key variables' of the environment."""
     with _secrets_lock:
         values = list(_secrets)
     values += [v for name, v in os.environ.items() if _SECRET_VARIABLE.search(name.upper())]
-    # Longest first: a secret holding a shorter one is masked whole.
-    for value in sorted(
-        {v for v in values if len(v) >= MIN_SECRET_LENGTH and v in text}, key=len, reverse=True
-    ):
-        text = text.replace(value, MASK)
-    return _KEY_SHAPED.sub(MASK, text) if ("-" in text or "Bearer" in text) else text
+    return [v for v in values if len(v) >= MIN_SECRET_LENGTH]
+
+
+_BEARER_BEFORE = re.compile(r"\bBearer\s+\Z")
+MAX_HELD = 1024
+"""The most text a `StreamMask` holds back: a word (a run without whitespace) longer than this is let
+through masked as far as it has come, for a reply written without spaces must still stream."""
+
+
+class StreamMask:
+    """Masks secrets in text that arrives in pieces (a model's streamed deltas), as `redact` masks them in
+    the whole text: a secret split across two pieces is masked too.
+
+    Each piece is let through up to the last place a secret could be beginning: the word being written
+    (URLs, keys and `Bearer` tokens hold no whitespace) and any tail that begins a secret value (those
+    holding whitespace), at most `MAX_HELD` characters; the rest waits for the next piece, or `flush`.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        """What of the text so far can be shown now, masked; the rest is held back."""
+        text = self._held + piece
+        cut = _last_safe_place(text)
+        if len(text) - cut > MAX_HELD:
+            cut = len(text) - MAX_HELD
+        self._held = text[cut:]
+        return redact(text[:cut]) if cut else ""
+
+    def flush(self) -> str:
+        """What was held back, masked: the text has ended (or its attempt did)."""
+        text, self._held = self._held, ""
+        return redact(text) if text else ""
+
+
+def _last_safe_place(text: str) -> int:
+    """Where the part of `text` that may still become (part of) a secret begins: no secret value is cut
+    there, nor the word being written, nor a tail that begins a secret value."""
+    cut = len(text)
+    while cut > 0 and not text[cut - 1].isspace():  # the word being written
+        cut -= 1
+    if _BEARER_BEFORE.search(text, max(0, cut - 64), cut):
+        cut = text.rfind("Bearer", 0, cut)
+    values = _secret_values()
+    for value in values:  # a tail that begins a value (one holding whitespace reaches past the word)
+        at = text.find(value[0], max(0, len(text) - len(value) + 1), cut)
+        while at != -1:
+            if value.startswith(text[at:]):
+                cut = at
+                break
+            at = text.find(value[0], at + 1, cut)
+    moved = True
+    while moved:  # a whole value the cut would split
+        moved = False
+        for value in values:
+            at = text.find(value, max(0, cut - len(value) + 1), cut + len(value) - 1)
+            if at != -1 and at < cut:
+                cut, moved = at, True
+    return cut
 
 
 def mask_url(url: str) -> str:
