@@ -75,21 +75,32 @@ def redact(text: str) -> str:
 
     For error texts, log values, span attributes and streamed events: it reads the environment.
     """
+    return _redact(text, None)
+
+
+def _redact(text: str, environment: list[str] | None) -> str:
+    """`redact`, with the environment's key values read already (`_environment_secrets`) or, None, now."""
     if "://" in text:  # the common case, checked without the regex
         text = _CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@" if m["password"] != MASK else m[0], text)
     if len(text) < MIN_SECRET_LENGTH:
         return text
     # Longest first: a secret holding a shorter one is masked whole.
-    for value in sorted({v for v in _secret_values() if v in text}, key=len, reverse=True):
+    for value in sorted({v for v in _secret_values(environment) if v in text}, key=len, reverse=True):
         text = text.replace(value, MASK)
     return _KEY_SHAPED.sub(MASK, text) if ("-" in text or "Bearer" in text) else text
 
 
-def _secret_values() -> list[str]:
-    """Every value `redact` masks by value: the registry's and the key variables' of the environment."""
+def _environment_secrets() -> list[str]:
+    """The values of the environment's key variables (`*_API_KEY`, ...): reading them costs tens of µs."""
+    return [v for name, v in os.environ.items() if _SECRET_VARIABLE.search(name.upper())]
+
+
+def _secret_values(environment: list[str] | None = None) -> list[str]:
+    """Every value `redact` masks by value: the registry's and the key variables' of the environment
+    (`environment`, when read already)."""
     with _secrets_lock:
         values = list(_secrets)
-    values += [v for name, v in os.environ.items() if _SECRET_VARIABLE.search(name.upper())]
+    values += _environment_secrets() if environment is None else environment
     return [v for v in values if len(v) >= MIN_SECRET_LENGTH]
 
 
@@ -110,23 +121,24 @@ class StreamMask:
 
     def __init__(self) -> None:
         self._held = ""
+        self._environment = _environment_secrets()  # read once a stream (a model call), not per piece
 
     def feed(self, piece: str) -> str:
         """What of the text so far can be shown now, masked; the rest is held back."""
         text = self._held + piece
-        cut = _last_safe_place(text)
+        cut = _last_safe_place(text, _secret_values(self._environment))
         if len(text) - cut > MAX_HELD:
             cut = len(text) - MAX_HELD
         self._held = text[cut:]
-        return redact(text[:cut]) if cut else ""
+        return _redact(text[:cut], self._environment) if cut else ""
 
     def flush(self) -> str:
         """What was held back, masked: the text has ended (or its attempt did)."""
         text, self._held = self._held, ""
-        return redact(text) if text else ""
+        return _redact(text, self._environment) if text else ""
 
 
-def _last_safe_place(text: str) -> int:
+def _last_safe_place(text: str, values: list[str]) -> int:
     """Where the part of `text` that may still become (part of) a secret begins: no secret value is cut
     there, nor the word being written, nor a tail that begins a secret value."""
     cut = len(text)
@@ -134,7 +146,6 @@ def _last_safe_place(text: str) -> int:
         cut -= 1
     if _BEARER_BEFORE.search(text, max(0, cut - 64), cut):
         cut = text.rfind("Bearer", 0, cut)
-    values = _secret_values()
     for value in values:  # a tail that begins a value (one holding whitespace reaches past the word)
         at = text.find(value[0], max(0, len(text) - len(value) + 1), cut)
         while at != -1:
