@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 from ...observability import GenAI, genai_model, genai_provider, record_failure
-from ...redaction import redact
+from ...redaction import StreamMask, redact
 from .. import llm
 from ..errors import (
     InvalidConfigError,
@@ -520,11 +520,13 @@ class StepContext:
                 await hook.on_tool_call(mc, tool, args)
 
         budget, limits = self.budget, self.rate_limits
-        on_delta = None
+        on_delta = mask = None
         if self.stream and self.on_event is not None:
+            mask = StreamMask()  # a key split across two deltas is masked too
 
             def on_delta(text: str) -> None:
-                self._emit("delta", mc.key, mc.slot, mc.agent.name, mc.model, text=text)
+                if shown := mask.feed(text):
+                    self._emit("delta", mc.key, mc.slot, mc.agent.name, mc.model, text=shown)
 
         limiter = (
             None if limits is None else limits.limiter(mc.model, lambda: _config_limit(mc.model, mc.config))
@@ -572,6 +574,8 @@ class StepContext:
                         limits.back_off(mc.model, error.retry_after)  # every caller of the model waits
                     raise
                 finally:
+                    if mask is not None and (rest := mask.flush()):  # before its retry or completion
+                        self._emit("delta", mc.key, mc.slot, mc.agent.name, mc.model, text=rest)
                     if reservation is not None:
                         assert budget is not None
                         budget.settle(reservation, Usage(requests=1) if reply is None else reply.usage)
