@@ -308,3 +308,31 @@ def test_a_tool_using_test_model_step_imports_pydantic_ai_and_calls_its_tools(tm
     ((call,),) = found["calls"]
     assert found["pydantic_ai"] is True
     assert call["tool"] == "add" and call["result"] == call["args"]["a"] + call["args"]["b"]
+
+
+@pytest.mark.slow
+def test_a_cli_run_on_the_test_model_never_imports_pydantic_ai(tmp_path):
+    """`qmcp init`, `apply`, `agents topologies run` on the offline team: no pydantic-ai in the process."""
+    found = _run(
+        f"""
+        import contextlib, io, json, os, sys
+        os.chdir({str(tmp_path)!r})
+        os.environ["QMCP_DATABASE_URL"] = "sqlite+aiosqlite:///{tmp_path}/cli.db"
+        from qmcp.cli import main
+        prompt = json.dumps({{"prompt": "Plan a picnic"}})
+        commands = (["init"], ["apply", "-f", "team.yaml"],
+                    ["agents", "topologies", "run", "draft_and_review", "--input-json", prompt])
+        codes, out = [], io.StringIO()
+        for argv in commands:
+            sys.argv = ["qmcp", *argv]
+            try:
+                with contextlib.redirect_stdout(out):
+                    main()
+                codes.append(0)
+            except SystemExit as done:
+                codes.append(done.code or 0)
+        print(json.dumps({{"codes": codes, "out": out.getvalue(), "pydantic_ai": "pydantic_ai" in sys.modules}}))
+        """
+    )
+    assert found["codes"] == [0, 0, 0] and "Confidence:" in found["out"]
+    assert found["pydantic_ai"] is False
