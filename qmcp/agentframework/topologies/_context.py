@@ -248,6 +248,7 @@ class StepContext:
     no mixin hook runs, no model is called, nothing is written."""
     _configs: dict[int, AgentConfig] = field(default_factory=dict, repr=False)  # by id(agent)
     _choices: dict[int, llm.ModelChoice] = field(default_factory=dict, repr=False)  # by id(agent)
+    _models: dict[int, Any] = field(default_factory=dict, repr=False)  # resolved, by id(agent)
     _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
 
     # -- composition --------------------------------------------------------------------------
@@ -260,6 +261,7 @@ class StepContext:
             prefix=f"{self.prefix}{prefix}/",
             _configs={},
             _choices={},
+            _models={},
             _mixins={},
         )
 
@@ -512,8 +514,10 @@ class StepContext:
         messages: list[ChatMessage],
         model_settings: ModelSettings,
     ) -> ModelReply:
-        # through the module: pydantic-ai loads with the first call, not with the topologies
-        resolved = self.model_choice(mc.slot).resolve(str(mc.agent.role))
+        # once per agent and run; pydantic-ai loads only for a model that needs it (`llm/_calling.py`)
+        resolved = self._models.get(id(mc.agent))
+        if resolved is None:
+            resolved = self._models[id(mc.agent)] = self.model_choice(mc.slot).resolve(str(mc.agent.role))
 
         async def on_tool_call(tool: str, args: dict[str, Any]) -> None:
             for hook in mixins:
