@@ -15,10 +15,6 @@ dead owner's `running` becomes `interrupted` first); their completed steps repla
 paid twice. On shutdown the queue stops, running
 runs get a grace period, and those still running are interrupted (their steps kept) for the next
 start to resume.
-
-Run starts go first: a worker takes its next execution only once no run start is being answered
-(or after `ADMISSION_WAIT` seconds), so that a burst of starts answers 202 without queueing behind
-the CPU of the runs it queued (they share this event loop).
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 from ..agentframework.errors import ExecutionBusyError, NotFoundError, UserInputError
 from ..agentframework.models import Execution, ExecutionStatus, HumanRequest
@@ -45,10 +41,7 @@ from ..app import (
 from ..observability import continued_trace, get_logger
 from .events import EventHub, status_event
 
-__all__ = ["ADMISSION_WAIT", "RunManager"]
-
-ADMISSION_WAIT = 0.25
-"""The longest a worker defers its next run to run starts being answered (seconds)."""
+__all__ = ["RunManager"]
 
 
 class RunManager:
@@ -80,10 +73,6 @@ class RunManager:
         """Set when a worker's attempt at the execution ends (completed, failed, paused, ...)."""
         self._idle = asyncio.Event()
         self._idle.set()
-        self._admitting = 0
-        """Run starts (and resumes, forks) being answered now: workers defer new runs to them."""
-        self._admitted = asyncio.Event()
-        self._admitted.set()
         self._log = get_logger("qmcp.server")
         self.db: Database | None = None
         """The server's open database, shared by the manager's queries (runs open their own)."""
@@ -139,10 +128,9 @@ class RunManager:
         """Start a run of a stored topology as `caller` may (`qmcp.app.start_run`): its execution waits
         `pending` in this server's queue."""
         self._check_accepting()
-        with self._admitting_one():
-            async with self.database() as db:
-                handle = await start_run(db, request, caller, policy=self.policy)
-            self._enqueue(handle.execution_id, trace)
+        async with self.database() as db:
+            handle = await start_run(db, request, caller, policy=self.policy)
+        self._enqueue(handle.execution_id, trace)
         return handle.execution
 
     async def resume(
@@ -166,10 +154,9 @@ class RunManager:
         """Fork a recorded execution as `caller` may (`qmcp.app.fork_execution`): the fork waits
         `pending` in this server's queue, with its inherited steps, for a worker to run the rest."""
         self._check_accepting()
-        with self._admitting_one():
-            async with self.database() as db:
-                handle = await fork_execution(db, request, caller, policy=self.policy)
-            self._enqueue(handle.execution_id, trace)
+        async with self.database() as db:
+            handle = await fork_execution(db, request, caller, policy=self.policy)
+        self._enqueue(handle.execution_id, trace)
         return handle.execution
 
     async def answered(self, request: HumanRequest) -> uuid.UUID | None:
@@ -217,17 +204,6 @@ class RunManager:
 
     # -- the workers --------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _admitting_one(self) -> Iterator[None]:
-        self._admitting += 1
-        self._admitted.clear()
-        try:
-            yield
-        finally:
-            self._admitting -= 1
-            if not self._admitting:
-                self._admitted.set()
-
     def _check_accepting(self) -> None:
         if not self.accepting:
             raise UserInputError("the server is shutting down; send the run to it again once it is back")
@@ -246,11 +222,6 @@ class RunManager:
             execution_id = await self._queue.get()
             if execution_id not in self._queued:  # cancelled while it waited
                 continue
-            if not self._admitted.is_set():  # run starts are being answered: they go first
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._admitted.wait(), ADMISSION_WAIT)
-                if execution_id not in self._queued:  # cancelled meanwhile
-                    continue
             self._queued.discard(execution_id)
             if not self.accepting:
                 continue

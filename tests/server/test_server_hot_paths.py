@@ -1,10 +1,9 @@
 """What the hot requests skip stays invisible: the routes clients poll are matched first with the same
-answers, the OpenAPI document keeps its declared order, the execution read is the model's JSON, and
-workers let run starts answer before they take the next run (issue 24)."""
+answers, the OpenAPI document keeps its declared order, and the execution read is the model's JSON
+(issue 24)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -12,10 +11,7 @@ from starlette.routing import Mount, Route
 
 from qmcp.app import ExecutionOut
 from qmcp.server import ServerOptions, create_app
-from qmcp.server import runs as runs_module
 from qmcp.server._app import HOT_PREFIXES, hot_first
-from qmcp.server.events import EventHub
-from qmcp.server.runs import RunManager
 
 
 async def _ok() -> None:
@@ -68,32 +64,6 @@ async def test_an_execution_reads_as_its_model_serialises_it(start_app, db_url):
     assert answer.content == shown.model_dump_json().encode()
     missing = await client.get(f"/v1/executions/{uuid.uuid4()}")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
-
-
-async def test_workers_take_the_next_run_once_run_starts_are_answered(monkeypatch):
-    manager = RunManager("sqlite+aiosqlite:///unused.db", EventHub(), max_concurrent=1)
-    ran: list[uuid.UUID] = []
-
-    async def run(execution_id: uuid.UUID) -> None:
-        ran.append(execution_id)
-
-    monkeypatch.setattr(manager, "_run", run)
-    await manager.start(resume_interrupted=False)
-    try:
-        first, second = uuid.uuid4(), uuid.uuid4()
-        with manager._admitting_one():  # a run start being answered
-            manager._enqueue(first)
-            await asyncio.sleep(0.05)
-            assert ran == []  # deferred to the start
-        await asyncio.sleep(0.05)
-        assert ran == [first]
-        monkeypatch.setattr(runs_module, "ADMISSION_WAIT", 0.05)
-        with manager._admitting_one():  # starts that never end do not hold runs back for longer
-            manager._enqueue(second)
-            await asyncio.sleep(0.3)
-            assert ran == [first, second]
-    finally:
-        await manager.close(0)
 
 
 @pytest.mark.parametrize(
