@@ -7,7 +7,10 @@ execution of a two-agent pipeline, with a bearer token:
   with the same run.
 Each measured run: `wrk -t1 -c50 -d10s --latency` on `GET /v1/executions/{id}` → requests/s, p50,
 p99. qmcp's run also starts runs from 20 concurrent clients, 5 each (`POST /v1/topologies/{name}/run`
-→ 202: p50, p99), then waits for them to end, so that the next run starts on an idle server.
+→ 202: p50, p99), then waits for them to end, so that the next run starts on an idle server. Before
+the starts, the same clients send as many `GET /health` (`health_p50_ms`, `health_p99_ms`): the
+floor of that measurement, what the client (httpx) and the transport cost at this concurrency on
+this machine, for a route that does nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ._common import Metrics, Skipped, sqlite_url
 from ._server import _percentile, _port, settled, start_runs
@@ -149,10 +153,13 @@ class Served:
         async with httpx.AsyncClient(
             base_url=self.url, headers=self.headers, timeout=120, limits=limits
         ) as client:
+            health = await _gets(client, "/health", RUN_CLIENTS, RUNS_PER_CLIENT)
             latencies = await start_runs(client, RUN_CLIENTS, RUNS_PER_CLIENT)
         return {
             "post_run_p50_ms": _percentile(latencies, 0.5) * 1000,
             "post_run_p99_ms": _percentile(latencies, 0.99) * 1000,
+            "health_p50_ms": _percentile(health, 0.5) * 1000,
+            "health_p99_ms": _percentile(health, 0.99) * 1000,
         }
 
     async def close(self) -> None:
@@ -163,6 +170,20 @@ class Served:
             except TimeoutError:
                 self.process.kill()
         self.log.close()
+
+
+async def _gets(client: Any, path: str, clients: int, per_client: int) -> list[float]:
+    """`clients` concurrent clients each GET `path` `per_client` times: the seconds of each answer."""
+    latencies: list[float] = []
+
+    async def getter() -> None:
+        for _ in range(per_client):
+            begun = time.perf_counter()
+            (await client.get(path)).raise_for_status()
+            latencies.append(time.perf_counter() - begun)
+
+    await asyncio.gather(*(getter() for _ in range(clients)))
+    return latencies
 
 
 async def _seed_file(path: Path) -> str:

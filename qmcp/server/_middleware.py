@@ -115,8 +115,7 @@ class ServerMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path_format", None) or getattr(route, "path", None) or _unrouted(scope)
-            HTTP.requests.labels(scope["method"], path, str(status[0])).inc()
-            HTTP.duration.labels(scope["method"], path).observe(time.perf_counter() - started)
+            HTTP.observe(scope["method"], path, status[0], time.perf_counter() - started)
 
     def _refusal(self, path: str, headers: dict[str, str], method: str) -> tuple[int, str] | None:
         host = headers.get("host")

@@ -10,10 +10,12 @@ parses every answer the server can give (tests/server/test_openapi_client.py; sc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute
 
 from ._middleware import OPEN_PATHS, UNSAFE_METHODS
 from .problems import MEDIA_TYPE, Problem, problems
@@ -30,8 +32,9 @@ _BODY = "The request body is larger than the server's limit (QMCP_MAX_BODY_BYTES
 _FASTAPI_ERRORS = ("HTTPValidationError", "ValidationError")
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Serve `app`'s OpenAPI document with problems for errors (built once, on first request)."""
+def install_openapi(app: FastAPI, routes: Sequence[BaseRoute] | None = None) -> None:
+    """Serve `app`'s OpenAPI document with problems for errors (built once, on first request).
+    `routes`: the operations in the document's order (default: the app's routes, in matching order)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -40,7 +43,7 @@ def install_openapi(app: FastAPI) -> None:
                 version=app.version,
                 openapi_version=app.openapi_version,
                 description=app.description,
-                routes=app.routes,
+                routes=list(routes) if routes is not None else app.routes,
             )
             app.openapi_schema = _with_problems(document)
         return app.openapi_schema

@@ -66,9 +66,12 @@ async def prune_executions(body: PruneRequest, db: Db, state: State, caller: Rem
     return await prune(db, body, caller, policy=state.runs.policy)
 
 
-@router.get("/v1/executions/{execution_id}", responses=problems(404, 503))
-async def get_execution(execution_id: str, db: Db) -> ExecutionOut:
-    return ExecutionOut.of(await db.get_execution(execution_id), full=True)
+@router.get("/v1/executions/{execution_id}", response_model=ExecutionOut, responses=problems(404, 503))
+async def get_execution(execution_id: str, db: Db) -> Response:
+    # The hottest read (clients poll it): serialised once here. Returned as the model, FastAPI would
+    # validate it again against `response_model` and then serialise it (about 20 µs a request).
+    execution = ExecutionOut.of(await db.get_execution(execution_id), full=True)
+    return Response(execution.model_dump_json(), media_type="application/json")
 
 
 @router.get("/v1/executions/{execution_id}/steps", response_model=StepListOut, responses=problems(404, 503))
