@@ -112,8 +112,10 @@ class HandWritten:
         pass
 
 
-def make_case(framework: str, workdir: Path, params: dict[str, Any]) -> Case:
-    """qmcp's generated flow, or the hand-written Metaflow flow (framework "metaflow")."""
+def make_case(framework: str, variant: str, workdir: Path, params: dict[str, Any]) -> Case:
+    """qmcp's generated flow, or the hand-written Metaflow flow (framework "metaflow"); variant
+    `ensemble_1s` makes each call last `slow_latency` seconds instead of `latency`."""
+    latency = params["slow_latency"] if variant == "ensemble_1s" else params["latency"]
     if framework == "qmcp":
-        return Generated(workdir, params["members"], params["latency"])
-    return HandWritten(workdir, params["latency"])
+        return Generated(workdir, params["members"], latency)
+    return HandWritten(workdir, latency)

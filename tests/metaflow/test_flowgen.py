@@ -266,7 +266,7 @@ def test_retry_and_timeout_decorators_follow_the_run_config(agent):
     source = MetaflowRunner(config=RunConfig(retry_on_failure=False))._topology_to_flow(topology, agents)
     assert (
         "retry" not in _steps(source)["parse"]["decorators"][0]
-        and "import FlowSpec, JSONType, Parameter, step" in source
+        and "import FlowSpec, JSONType, Parameter, current, step, timeout" in source
     )
 
 
@@ -388,6 +388,8 @@ def test_runner_launch_command_resumes_the_metaflow_run_when_there_is_one(tmp_pa
         "run",
         "--with",
         "kubernetes",
+        "--tag",
+        f"qmcp_execution:{execution.id}",
         "--input-json",
         '{"prompt": "x"}',
         "--execution-id",
@@ -395,7 +397,7 @@ def test_runner_launch_command_resumes_the_metaflow_run_when_there_is_one(tmp_pa
     ]
     execution.external_run_id = "TFlow/1234"
     assert remote.launch_command(execution, tmp_path / "t_flow.py")[4:] == [
-        "resume", "--with", "kubernetes", "--origin-run-id", "1234",
+        "resume", "--with", "kubernetes", "--tag", f"qmcp_execution:{execution.id}", "--origin-run-id", "1234",
     ]  # fmt: skip
     local = MetaflowRunner(output_dir=tmp_path, db_url=f"sqlite+aiosqlite:///{tmp_path}/q.db")
     assert (
