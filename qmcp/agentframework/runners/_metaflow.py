@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -337,7 +336,7 @@ async def _launch(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
+        preexec_fn=_stop_with_parent() if sys.platform == "linux" else None,
     )
     try:
         _, stderr = await process.communicate()
@@ -351,10 +350,15 @@ async def _launch(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
 _PR_SET_PDEATHSIG = 1
 
 
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the process that started it dies (Metaflow's runtime
-    then stops its tasks). Only async-signal-safe calls here."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _stop_with_parent() -> Callable[[], None]:
+    """What the child runs before exec: SIGTERM when the process that started it dies (Metaflow's
+    runtime then stops its tasks). The C library is loaded here, in the parent, so the child makes only
+    the async-signal-safe `prctl` call; `ctypes` is imported here because every Metaflow task imports
+    this module, and none launches a flow."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return lambda: libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 async def _terminate(process: asyncio.subprocess.Process) -> None:
