@@ -39,7 +39,14 @@ from qmcp.agentframework.models import (
 )
 from qmcp.agentframework.runners import LocalRunner, RunConfig, RunnerRegistry
 from qmcp.agentframework.runners import metaflow_helpers as helpers
-from qmcp.agentframework.runners._flowgen import flow_class_name, flow_file_name, flow_identifier
+from qmcp.agentframework.runners._flowgen import (
+    LAUNCH_VARIABLE,
+    flow_class_name,
+    flow_digest,
+    flow_file_name,
+    flow_identifier,
+    launch_value,
+)
 from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow, flow_command
 from qmcp.agentframework.store import Database
 from qmcp.agentframework.topologies import (
@@ -308,6 +315,25 @@ def test_generated_sources_compile_and_pass_ruff(tmp_path, agent):
         cwd=tmp_path,
     )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_start_knows_when_the_runner_launched_this_very_file(tmp_path, agent, monkeypatch):
+    """`MetaflowRunner` names the execution, its topology and the digest of the file it wrote in
+    QMCP_FLOW_LAUNCH: `start` of that file for that execution has nothing to check (and imports no
+    qmcp code); another execution, an edited file or no launch at all checks as before."""
+    topology, agents = _teams(agent)["pipeline"]
+    path = export_flow(topology, agents, tmp_path)
+    launched = runpy.run_path(str(path))["_launched_by_runner"]
+    digest = flow_digest(path.read_text())
+    monkeypatch.setenv(LAUNCH_VARIABLE, launch_value("e-1", 7, digest))
+    assert launched("e-1") == ("e-1", 7)
+    assert launched("e-2") is None and launched("") is None
+    monkeypatch.setenv(LAUNCH_VARIABLE, launch_value("e-1", None, digest))
+    assert launched("e-1") == ("e-1", None)
+    path.write_text(path.read_text().replace("regenerate, do not edit", "edited"))
+    assert launched("e-1") is None
+    monkeypatch.delenv(LAUNCH_VARIABLE)
+    assert launched("e-1") is None
 
 
 def test_constants_hold_the_team_exactly(tmp_path, agent):
