@@ -47,7 +47,7 @@ def make_case(workload: str, framework: str, variant: str, workdir: Path, params
     if workload == "metaflow_overhead":
         from ._metaflow import make_case as metaflow_case
 
-        return metaflow_case(framework, workdir, params)
+        return metaflow_case(framework, variant, workdir, params)
     if workload == "server_api":
         from ._server import make_case as server_case
 

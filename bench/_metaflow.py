@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ def _environment(workdir: Path, latency: float) -> dict[str, str]:
         LATENCY_VARIABLE: str(latency),
         "USERNAME": os.environ.get("USERNAME") or os.environ.get("USER") or "bench",
     }
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children: a flow's Metaflow runtime
+    and, through it, every task. Less swayed by other load on the machine than the wall time."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _metaflow_runner() -> Any:
@@ -72,10 +80,11 @@ class Generated:
         )
 
     async def run(self) -> Metrics:
+        cpu = _cpu_seconds()
         result, seconds = await timed(lambda: self.runner.run(self.topology, self.agents, {"prompt": TASK}))
         if str(result.status) != "completed":
             raise RuntimeError(f"the generated flow ended {result.status}: {result.error}")
-        return {"seconds": seconds}
+        return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu}
 
     async def close(self) -> None:
         pass
@@ -105,15 +114,18 @@ class HandWritten:
             if process.returncode != 0:
                 raise RuntimeError(f"the hand-written flow failed: {stderr.decode()[-1000:]}")
 
+        cpu = _cpu_seconds()
         _, seconds = await timed(flow)
-        return {"seconds": seconds}
+        return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu}
 
     async def close(self) -> None:
         pass
 
 
-def make_case(framework: str, workdir: Path, params: dict[str, Any]) -> Case:
-    """qmcp's generated flow, or the hand-written Metaflow flow (framework "metaflow")."""
+def make_case(framework: str, variant: str, workdir: Path, params: dict[str, Any]) -> Case:
+    """qmcp's generated flow, or the hand-written Metaflow flow (framework "metaflow"); variant
+    `ensemble_1s` makes each call last `slow_latency` seconds instead of `latency`."""
+    latency = params["slow_latency"] if variant == "ensemble_1s" else params["latency"]
     if framework == "qmcp":
-        return Generated(workdir, params["members"], params["latency"])
-    return HandWritten(workdir, params["latency"])
+        return Generated(workdir, params["members"], latency)
+    return HandWritten(workdir, latency)

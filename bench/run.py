@@ -179,10 +179,16 @@ def _median(summary: Summary | None, metric: str) -> float | None:
 
 
 def measure_workload(
-    workload: Workload, runs: int, warmups: int, frameworks: list[str] | None = None
+    workload: Workload,
+    runs: int,
+    warmups: int,
+    frameworks: list[str] | None = None,
+    variants: list[str] | None = None,
 ) -> Iterable[dict[str, Any]]:
-    """One JSON-ready line per variant of `workload` (only `frameworks`' cases, when given)."""
+    """One JSON-ready line per variant of `workload` (only `frameworks`' cases and `variants`, when given)."""
     for variant in workload.variants:
+        if variants and variant not in variants:
+            continue
         line: dict[str, Any] = {
             "workload": workload.name,
             "variant": variant,
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--framework", action="append", help="run only this framework's cases (qmcp, langgraph, metaflow)"
     )
+    parser.add_argument("--variant", action="append", help="run only this variant (e.g. ensemble_1s)")
     parser.add_argument("--out", type=Path, help="also write the JSON lines to this file")
     args = parser.parse_args(argv)
     selected = [WORKLOADS[name] for name in args.only] if args.only else list(WORKLOADS.values())
@@ -261,7 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     met = total = 0
     for workload in selected:
         runs = args.runs or (2 if args.quick else workload.runs)
-        for line in measure_workload(workload, runs, warmups=1, frameworks=args.framework):
+        for line in measure_workload(
+            workload, runs, warmups=1, frameworks=args.framework, variants=args.variant
+        ):
             for target in line["targets"]:
                 total += 1
                 met += target["met"] is True

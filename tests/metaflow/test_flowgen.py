@@ -39,7 +39,14 @@ from qmcp.agentframework.models import (
 )
 from qmcp.agentframework.runners import LocalRunner, RunConfig, RunnerRegistry
 from qmcp.agentframework.runners import metaflow_helpers as helpers
-from qmcp.agentframework.runners._flowgen import flow_class_name, flow_file_name, flow_identifier
+from qmcp.agentframework.runners._flowgen import (
+    LAUNCH_VARIABLE,
+    flow_class_name,
+    flow_digest,
+    flow_file_name,
+    flow_identifier,
+    launch_value,
+)
 from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow, flow_command
 from qmcp.agentframework.store import Database
 from qmcp.agentframework.topologies import (
@@ -266,7 +273,7 @@ def test_retry_and_timeout_decorators_follow_the_run_config(agent):
     source = MetaflowRunner(config=RunConfig(retry_on_failure=False))._topology_to_flow(topology, agents)
     assert (
         "retry" not in _steps(source)["parse"]["decorators"][0]
-        and "import FlowSpec, JSONType, Parameter, step" in source
+        and "import FlowSpec, JSONType, Parameter, current, step, timeout" in source
     )
 
 
@@ -308,6 +315,25 @@ def test_generated_sources_compile_and_pass_ruff(tmp_path, agent):
         cwd=tmp_path,
     )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_start_knows_when_the_runner_launched_this_very_file(tmp_path, agent, monkeypatch):
+    """`MetaflowRunner` names the execution, its topology and the digest of the file it wrote in
+    QMCP_FLOW_LAUNCH: `start` of that file for that execution has nothing to check (and imports no
+    qmcp code); another execution, an edited file or no launch at all checks as before."""
+    topology, agents = _teams(agent)["pipeline"]
+    path = export_flow(topology, agents, tmp_path)
+    launched = runpy.run_path(str(path))["_launched_by_runner"]
+    digest = flow_digest(path.read_text())
+    monkeypatch.setenv(LAUNCH_VARIABLE, launch_value("e-1", 7, digest))
+    assert launched("e-1") == ("e-1", 7)
+    assert launched("e-2") is None and launched("") is None
+    monkeypatch.setenv(LAUNCH_VARIABLE, launch_value("e-1", None, digest))
+    assert launched("e-1") == ("e-1", None)
+    path.write_text(path.read_text().replace("regenerate, do not edit", "edited"))
+    assert launched("e-1") is None
+    monkeypatch.delenv(LAUNCH_VARIABLE)
+    assert launched("e-1") is None
 
 
 def test_constants_hold_the_team_exactly(tmp_path, agent):
@@ -388,6 +414,8 @@ def test_runner_launch_command_resumes_the_metaflow_run_when_there_is_one(tmp_pa
         "run",
         "--with",
         "kubernetes",
+        "--tag",
+        f"qmcp_execution:{execution.id}",
         "--input-json",
         '{"prompt": "x"}',
         "--execution-id",
@@ -395,7 +423,7 @@ def test_runner_launch_command_resumes_the_metaflow_run_when_there_is_one(tmp_pa
     ]
     execution.external_run_id = "TFlow/1234"
     assert remote.launch_command(execution, tmp_path / "t_flow.py")[4:] == [
-        "resume", "--with", "kubernetes", "--origin-run-id", "1234",
+        "resume", "--with", "kubernetes", "--tag", f"qmcp_execution:{execution.id}", "--origin-run-id", "1234",
     ]  # fmt: skip
     local = MetaflowRunner(output_dir=tmp_path, db_url=f"sqlite+aiosqlite:///{tmp_path}/q.db")
     assert (

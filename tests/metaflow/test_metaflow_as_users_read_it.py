@@ -189,6 +189,55 @@ async def test_runs_are_tagged_visible_to_their_user_and_carry_answer_and_usage(
     assert resumed["steps"]["s1"]["attempt"] == 0  # ran once, replaying: no retry either
 
 
+_IMPORTS_OF_STEPS = """
+import json, re, sys
+from metaflow import Flow, namespace
+
+namespace(None)
+run = next(iter(Flow(sys.argv[1]).runs(sys.argv[2])))
+loaded = {}
+for step in run:
+    names = re.findall(r"import time:\\s+\\d+ \\|\\s+\\d+ \\|\\s+(\\S+)", step.task.stderr)
+    loaded[step.id] = sorted({name.split(".")[0] for name in names} & {"qmcp", "sqlalchemy", "pydantic_ai"})
+print(json.dumps(loaded))
+"""
+
+
+async def test_a_run_the_runner_launched_imports_qmcp_only_in_steps_that_record(
+    flows_dir, sqlite_url, agent, model_calls, monkeypatch
+):
+    """Every task is a new process: `start` (the runner made and checked the execution) and `end` (the
+    step before it completed the execution) import no qmcp, SQLAlchemy or pydantic-ai, as a hand-written
+    flow's; the agent steps do, and the run is tagged with the execution all the same."""
+    monkeypatch.setenv("USERNAME", "mf-tester")
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # each task writes what it imports to its stderr
+    topology, agents = _pipeline("lean_pipeline", agent, "counted", "counted")
+    result = await MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url).run(topology, agents, INPUT)
+    monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    assert model_calls() == Counter({"counted:specialist": 2})
+    environ = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _IMPORTS_OF_STEPS,
+            flow_class_name(topology.name),
+            EXECUTION_TAG.format(result.execution_id),
+        ],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout)
+    assert loaded["start"] == [] and loaded["end"] == []
+    assert "qmcp" in loaded["s0"] and "sqlalchemy" in loaded["s1"]
+    (run,) = _client(flows_dir, flow_class_name(topology.name), result.execution_id, "mf-tester")["runs"]
+    assert run["answer"] == output_text(result.output) and run["usage"]["requests"] == 2
+
+
 async def test_a_flow_run_by_hand_without_a_user_variable_is_the_accounts(
     flows_dir, sqlite_url, agent, model_calls
 ):

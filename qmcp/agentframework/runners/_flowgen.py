@@ -24,7 +24,21 @@ from ..topologies import AgentCall, ParallelCalls, StepPlan
 from ._config import RunConfig
 from ._team import Team
 
-__all__ = ["flow_class_name", "flow_file_name", "flow_identifier", "generate_flow", "metaflow_retries"]
+__all__ = [
+    "LAUNCH_VARIABLE",
+    "flow_class_name",
+    "flow_digest",
+    "flow_file_name",
+    "flow_identifier",
+    "generate_flow",
+    "launch_value",
+    "metaflow_retries",
+]
+
+LAUNCH_VARIABLE = "QMCP_FLOW_LAUNCH"
+"""Set by `MetaflowRunner` for the flow it launches: the execution's id, its topology's id (`-` for none)
+and the SHA-256 of the flow file's source (`flow_digest`), separated by spaces (`launch_value`). A `start` step of that very file, for that execution,
+then imports no qmcp code: the runner made and checked the execution, holds its lease and tagged the run."""
 
 _LINE_LENGTH = 110
 _HELPERS = "qmcp.agentframework.runners.metaflow_helpers"
@@ -100,6 +114,8 @@ class _Step:
     body: list[str]
     join: bool = False
     comment: tuple[str, ...] = ()
+    lazy: bool = False
+    """The body imports its helpers where it needs them (`start`, `end`: not in a run the runner launched)."""
 
 
 def generate_flow(team: Team, config: RunConfig) -> str:
@@ -126,12 +142,13 @@ def generate_flow(team: Team, config: RunConfig) -> str:
         '"""',
         "",
         "import getpass",
+        "import hashlib",
         "import json",
         "import os",
         "",
-        "from metaflow import FlowSpec, JSONType, Parameter, retry, step, timeout"
+        "from metaflow import FlowSpec, JSONType, Parameter, current, retry, step, timeout"
         if config.retry_on_failure
-        else "from metaflow import FlowSpec, JSONType, Parameter, step, timeout",
+        else "from metaflow import FlowSpec, JSONType, Parameter, current, step, timeout",
         "",
         "# Metaflow names a run's user (and so the default namespace it is seen in, `user:NAME`) after",
         "# METAFLOW_USER, SUDO_USER, USERNAME or USER, ignoring root, and refuses to run without one. Where none is",
@@ -155,6 +172,9 @@ def generate_flow(team: Team, config: RunConfig) -> str:
         *_constant("RUN_CONFIG", config.model_dump(mode="json", exclude_defaults=True)),
         "",
         "",
+        *_LAUNCHED_BY_RUNNER,
+        "",
+        "",
         f"class {flow_class_name(topology.name)}(FlowSpec):",
         f'    """{kind_name.capitalize()} {topology.name!r}: {summary}."""',
         "",
@@ -172,6 +192,31 @@ def generate_flow(team: Team, config: RunConfig) -> str:
     return "\n".join(lines)
 
 
+def flow_digest(source: str) -> str:
+    """The SHA-256 of a flow file's source, as its `start` step computes it (see `LAUNCH_VARIABLE`)."""
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def launch_value(execution_id: object, topology_id: int | None, digest: str) -> str:
+    """`LAUNCH_VARIABLE`'s value: no commas or quotes, which Metaflow's `--with environment:vars=` would split."""
+    return f"{execution_id} {'-' if topology_id is None else topology_id} {digest}"
+
+
+_LAUNCHED_BY_RUNNER = (
+    "def _launched_by_runner(execution_id):",
+    '    """(execution id, topology id) when MetaflowRunner launched this run of `execution_id` from this very',
+    "    file: the runner made and checked the execution, holds its lease and tagged the run, so `start` has",
+    '    nothing to check and imports no qmcp code. None otherwise (a run started by hand, another file)."""',
+    f'    launch = os.environ.get("{LAUNCH_VARIABLE}", "").split()  # execution, topology, SHA-256 of this file',
+    "    if not execution_id or len(launch) != 3 or launch[0] != execution_id:",
+    "        return None",
+    '    with open(__file__, "rb") as source:',
+    "        if hashlib.sha256(source.read()).hexdigest() != launch[2]:",
+    "            return None",
+    '    return execution_id, None if launch[1] == "-" else int(launch[1])',
+)
+
+
 # -- shapes: derived from the topology's step plan ---------------------------------------------------
 
 
@@ -183,22 +228,31 @@ def _planned(team: Team, plan: StepPlan) -> list[_Step]:
     names = _stage_names([call.step or call.slot for call in calls], reserved=joined)
     following = [*names, parallel.step if parallel else "end"]
     steps = [_start(_next(following[0], parallel if not calls else None))]
+    kind = str(team.topology.topology_type)
     for index, (call, name) in enumerate(zip(calls, names, strict=True)):
         last = index + 1 == len(calls)
+        finishes = last and parallel is None  # the last call of a chain also completes the execution
         steps.append(
             _Step(
                 name,
                 call.doc or f"Agent {team.agents[call.slot].name!r} in slot {call.slot!r}.",
-                ("invoke_agent",),
+                ("invoke_agent", *_FINISH_HELPERS, "run_topology") if finishes else ("invoke_agent",),
                 [
                     *_call("self.result", "invoke_agent", [_agent(call.slot), _key(call.key), _EXECUTION]),
                     _STEP_USAGE,
+                    *(
+                        _replay_and_finish(
+                            f"# The {kind}'s last call: complete the execution with its output."
+                        )
+                        if finishes
+                        else []
+                    ),
                     *_next(following[index + 1], parallel if last else None),
                 ],
             )
         )
     if parallel is None:
-        return [*steps, _replaying_end(str(team.topology.topology_type))]
+        return [*steps, _end()]
     owns = [f"owns=[{', '.join(_quote(key) for key in parallel.join_owns)}]"] if parallel.join_owns else []
     return [
         *steps,
@@ -216,7 +270,7 @@ def _planned(team: Team, plan: StepPlan) -> list[_Step]:
         _Step(
             parallel.join,
             parallel.join_doc,
-            ("run_topology",),
+            ("run_topology", *_FINISH_HELPERS),
             [
                 'self.merge_artifacts(inputs, include=["execution_id", "topology_id"])',
                 *_call(
@@ -228,11 +282,13 @@ def _planned(team: Team, plan: StepPlan) -> list[_Step]:
                         f"after=[{parallel.step}.result for {parallel.step} in inputs]",
                     ],
                 ),
+                *_finish(),
                 "self.next(self.end)",
             ],
             join=True,
+            comment=(f"# Runs the {kind}'s code to its end, then completes the execution with its output.",),
         ),
-        _saving_end(str(team.topology.topology_type)),
+        _end(),
     ]
 
 
@@ -255,9 +311,10 @@ def _whole(team: Team) -> list[_Step]:
         _Step(
             "topology",
             f"Runs the whole {kind} topology; each of its agent calls is a durable qmcp step.",
-            ("run_topology",),
+            ("run_topology", *_FINISH_HELPERS),
             [
                 *_call("self.output, self.step_usage", "run_topology", ["self.execution_id", 'owns="all"']),
+                *_finish(),
                 "self.next(self.end)",
             ],
             comment=(
@@ -265,7 +322,7 @@ def _whole(team: Team) -> list[_Step]:
                 "# qmcp's own topology code; resuming replays its finished agent calls from the step store.",
             ),
         ),
-        _saving_end(kind),
+        _end(),
     ]
 
 
@@ -278,40 +335,63 @@ def _start(tail: list[str]) -> _Step:
         "Creates the qmcp execution, or attaches to the one given by --execution-id.",
         ("start_execution",),
         [
-            *_call(
-                "self.execution_id, self.topology_id",
-                "start_execution",
-                ["TOPOLOGY", "AGENTS", "self.input_json", "self.given_execution_id", "run_config=RUN_CONFIG"],
+            "launched = _launched_by_runner(self.given_execution_id)",
+            "if launched is not None:",
+            "    self.execution_id, self.topology_id = launched",
+            "else:",
+            f"    from {_HELPERS} import start_execution",
+            "",
+            *(
+                f"    {line}"
+                for line in _call(
+                    "self.execution_id, self.topology_id",
+                    "start_execution",
+                    [
+                        "TOPOLOGY",
+                        "AGENTS",
+                        "self.input_json",
+                        "self.given_execution_id",
+                        "run_config=RUN_CONFIG",
+                    ],
+                    indent=12,
+                )
             ),
             *tail,
         ],
+        lazy=True,
     )
 
 
-def _replaying_end(kind: str) -> _Step:
+def _end() -> _Step:
+    """The end: the step before it completed the execution, so this one imports qmcp only in a resumed run
+    (to tag that run with the execution, as every run that works on it is)."""
     return _Step(
         "end",
-        f"Replays the {kind} from the step store for its output, and completes the execution.",
-        ("output_text", "run_topology", "save_execution"),
-        ["self.output, self.step_usage = run_topology(self.execution_id)", *_finish()],
+        "Ends the run: the step before it completed the execution.",
+        ("save_execution",),
+        [
+            "self.step_usage = {name: 0 for name in self.step_usage}  # end makes no agent call",
+            "if current.origin_run_id:  # a resumed run: tag it with the execution (a finished one is left as is)",
+            f"    from {_HELPERS} import save_execution",
+            "",
+            *(f"    {line}" for line in _call("self.usage", "save_execution", _SAVE_ARGS, indent=12)),
+        ],
+        lazy=True,
     )
 
 
-def _saving_end(kind: str) -> _Step:
-    return _Step(
-        "end",
-        f"Completes the execution with the {kind}'s output.",
-        ("output_text", "save_execution"),
-        _finish(),
-    )
+_FINISH_HELPERS = ("output_text", "save_execution")
+_SAVE_ARGS = ["self.topology_id", "self.output", _EXECUTION]
 
 
 def _finish() -> list[str]:
     """The end's artifacts: the run's `answer` (its output's main text) and `usage` (what it used in all)."""
-    return [
-        "self.answer = output_text(self.output)",
-        *_call("self.usage", "save_execution", ["self.topology_id", "self.output", _EXECUTION]),
-    ]
+    return ["self.answer = output_text(self.output)", *_call("self.usage", "save_execution", _SAVE_ARGS)]
+
+
+def _replay_and_finish(comment: str) -> list[str]:
+    """The last call of a chain: the topology's output, replayed from the store, completes the execution."""
+    return [comment, "self.output, _ = run_topology(self.execution_id)", *_finish()]
 
 
 def metaflow_retries(config: RunConfig) -> int:
@@ -341,8 +421,7 @@ def _render(step: _Step, decorators: list[str]) -> list[str]:
         f"    def {step.name}(self, inputs):" if step.join else f"    def {step.name}(self):",
         f'        """{step.doc}"""',
         *(f"        {line}" for line in step.comment),
-        f"        from {_HELPERS} import {', '.join(sorted(step.helpers))}",
-        "",
+        *([] if step.lazy else [*_import(sorted(step.helpers)), ""]),
         *(f"        {line}" if line else "" for line in step.body),
     ]
 
@@ -350,7 +429,15 @@ def _render(step: _Step, decorators: list[str]) -> list[str]:
 # -- formatting ---------------------------------------------------------------------------------------
 
 
-_IMPORTED = ("json", "FlowSpec", "JSONType", "Parameter", "retry", "step", "timeout")
+def _import(names: Sequence[str]) -> list[str]:
+    """`from HELPERS import names` in a step body, wrapped one name a line as ruff does when too long."""
+    line = f"        from {_HELPERS} import {', '.join(names)}"
+    if len(line) <= _LINE_LENGTH:
+        return [line]
+    return [f"        from {_HELPERS} import (", *(f"            {name}," for name in names), "        )"]
+
+
+_IMPORTED = ("hashlib", "json", "FlowSpec", "JSONType", "Parameter", "current", "retry", "step", "timeout")
 """The names a flow file imports: decorators are looked up in the class body, where a step method
 of the same name (`step`, `retry`, `timeout`) would shadow them."""
 _METAFLOW_RESERVED = ("name", "next", "input", "index", "cmd", "foreach", "inputs")
@@ -419,18 +506,17 @@ def _key(key: str) -> str:
     return f"key={_quote(key)}"
 
 
-def _call(target: str, function: str, args: Sequence[str]) -> list[str]:
-    """`target = function(args)` split the way ruff format splits it (body indentation: 8 spaces)."""
+def _call(target: str, function: str, args: Sequence[str], indent: int = 8) -> list[str]:
+    """`target = function(args)` split the way ruff format splits it (body indentation: `indent` spaces)."""
     head = f"{target} = {function}(" if target else f"{function}("
-    return _bracketed(head, list(args), ")")
+    return _bracketed(head, list(args), ")", indent)
 
 
 def _list(target: str, items: Sequence[str]) -> list[str]:
     return _bracketed(f"{target} = [", list(items), "]")
 
 
-def _bracketed(head: str, items: list[str], close: str) -> list[str]:
-    indent = 8
+def _bracketed(head: str, items: list[str], close: str, indent: int = 8) -> list[str]:
     one_line = f"{head}{', '.join(items)}{close}"
     if indent + len(one_line) <= _LINE_LENGTH:
         return [one_line]

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,9 +33,9 @@ from ..topologies import StepEvent
 from ._attempt import Attempt, Ending
 from ._base import BaseRunner, EventHandler, runner
 from ._config import RunConfig, RunResult
-from ._flowgen import flow_file_name, generate_flow
+from ._flowgen import LAUNCH_VARIABLE, flow_digest, flow_file_name, generate_flow, launch_value
 from ._team import Team, prepare_team
-from .metaflow_helpers import OWNER_VARIABLE
+from .metaflow_helpers import EXECUTION_TAG, OWNER_VARIABLE
 
 __all__ = ["ENVIRONMENTS", "MetaflowRunner", "export_flow", "flow_command"]
 
@@ -58,14 +57,17 @@ def flow_command(
     max_num_splits: int | None = None,
     owner_token: str | None = None,
     trace_context: Mapping[str, str] | None = None,
+    tags: Sequence[str] = (),
+    launch: str | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command line that runs (or resumes) a generated flow in `environment`.
 
     `run` starts execution `execution_id` on `input_data`; `resume` continues Metaflow run
     `origin_run_id`. Kubernetes and Batch add `--with kubernetes` / `--with batch`. `owner_token`
-    (the lease of the process launching it) and `trace_context` (`TRACEPARENT`/`TRACESTATE`, the
-    launching run's span) reach every step, wherever it runs.
+    (the lease of the process launching it), `trace_context` (`TRACEPARENT`/`TRACESTATE`, the
+    launching run's span) and `launch` (`QMCP_FLOW_LAUNCH`, see `_flowgen.LAUNCH_VARIABLE`) reach every
+    step, wherever it runs; `tags` are the run's Metaflow tags.
 
     Python runs the flow with `-P`: the flow's directory is not put first on `sys.path`, so no module
     that happens to lie next to the flow file (a `json.py`) shadows the one the flow imports.
@@ -80,6 +82,7 @@ def flow_command(
     variables = {
         **(trace_context or {}),
         **({OWNER_VARIABLE: owner_token} if owner_token is not None else {}),
+        **({LAUNCH_VARIABLE: launch} if launch is not None else {}),
     }
     if variables:
         argv += ["--with", f"environment:vars={json.dumps(variables)}"]
@@ -87,6 +90,8 @@ def flow_command(
         argv += ["--max-workers", str(max_workers)]
     if max_num_splits is not None:
         argv += ["--max-num-splits", str(max_num_splits)]
+    for tag in tags:
+        argv += ["--tag", tag]
     if command == "run":
         argv += ["--input-json", json.dumps(dict(input_data or {}))]
         if execution_id is not None:
@@ -108,13 +113,19 @@ def export_flow(
     What `qmcp agents topologies export NAME --metaflow DIR` calls.
     """
     require("metaflow", extra="metaflow", feature="exporting a Metaflow flow", load=False)
-    team = _team(topology, agents)
-    path = Path(directory) / flow_file_name(team.topology.name)
+    path, _ = _write_flow(_team(topology, agents), Path(directory), config or RunConfig())
+    return path
+
+
+def _write_flow(team: Team, directory: Path, config: RunConfig) -> tuple[Path, str]:
+    """Write the team's flow into `directory`; its path and the digest of the source written (`flow_digest`)."""
+    source = generate_flow(team, config)
+    path = directory / flow_file_name(team.topology.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    partial.write_text(generate_flow(team, config or RunConfig()))
+    partial.write_text(source)
     partial.replace(path)  # atomic: a Metaflow process never reads half a file
-    return path
+    return path, flow_digest(source)
 
 
 def _team(
@@ -174,17 +185,26 @@ class MetaflowRunner(BaseRunner):
         *,
         config: RunConfig | None = None,
         owner_token: str | None = None,
+        digest: str | None = None,
     ) -> list[str]:
         """The command `run()`/`resume()` start for `execution`: Metaflow's resume of its run, if there is one.
 
-        The current trace context (the run's span, when traced) goes to every step of the flow."""
+        The current trace context (the run's span, when traced) goes to every step of the flow, and the
+        run is tagged with the execution. With the `digest` of the flow file written for the execution
+        (`flow_digest`) and the owner's token, the flow's `start` step knows the runner launched it and
+        imports no qmcp code (`_flowgen.LAUNCH_VARIABLE`)."""
         agents = len(execution.agents_snapshot)
+        launch = None
+        if digest is not None and owner_token is not None:
+            launch = launch_value(execution.id, execution.topology_id, digest)
         options: dict[str, Any] = {
             "environment": self.environment,
             "max_workers": (config or self.config).max_concurrent,
             "max_num_splits": agents if agents > 100 else None,
             "owner_token": owner_token,
             "trace_context": trace_environment() if (config or self.config).trace_enabled else None,
+            "tags": [EXECUTION_TAG.format(execution.id)],
+            "launch": launch,
         }
         if execution.external_run_id and self._has_run(execution.external_run_id):
             origin = execution.external_run_id.rsplit("/", 1)[-1]
@@ -204,17 +224,21 @@ class MetaflowRunner(BaseRunner):
         config: RunConfig,
         lease: Lease,
     ) -> RunResult:
-        flow_file = export_flow(execution.topology_snapshot, agents, self.output_dir, config=config)
+        require("metaflow", extra="metaflow", feature="the Metaflow runner", load=False)
+        team = _team(execution.topology_snapshot, agents)
+        flow_file, digest = _write_flow(team, self.output_dir, config)
         self._log = get_logger(level=config.log_level)
         # The flow's tasks record their steps' usage themselves: the attempt reads it back at the end.
         attempt = Attempt(db, execution, lease, log=self._log, metrics=self.config.metrics_enabled)
-        work = self._run_flow(attempt, flow_file, config)
+        work = self._run_flow(attempt, flow_file, digest, config)
         return await self._make_attempt(attempt, work, config, replayable=len(completed))
 
-    async def _run_flow(self, attempt: Attempt, flow_file: Path, config: RunConfig) -> Ending:
+    async def _run_flow(self, attempt: Attempt, flow_file: Path, digest: str, config: RunConfig) -> Ending:
         """The attempt's work: Metaflow runs the flow, whose steps end the execution (or fail to)."""
         db, execution, lease = attempt.db, attempt.execution, attempt.lease
-        argv = self.launch_command(execution, flow_file, config=config, owner_token=lease.token)
+        argv = self.launch_command(
+            execution, flow_file, config=config, owner_token=lease.token, digest=digest
+        )
         reporter = await _StepReporter.start(db, execution.id, self.on_event) if self.on_event else None
         try:
             # The tasks skip the schema check this process made (see `schema_ready_variables`).
@@ -312,7 +336,7 @@ async def _launch(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
+        preexec_fn=_stop_with_parent() if sys.platform == "linux" else None,
     )
     try:
         _, stderr = await process.communicate()
@@ -326,10 +350,15 @@ async def _launch(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
 _PR_SET_PDEATHSIG = 1
 
 
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the process that started it dies (Metaflow's runtime
-    then stops its tasks). Only async-signal-safe calls here."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _stop_with_parent() -> Callable[[], None]:
+    """What the child runs before exec: SIGTERM when the process that started it dies (Metaflow's
+    runtime then stops its tasks). The C library is loaded here, in the parent, so the child makes only
+    the async-signal-safe `prctl` call; `ctypes` is imported here because every Metaflow task imports
+    this module, and none launches a flow."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return lambda: libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 async def _terminate(process: asyncio.subprocess.Process) -> None:

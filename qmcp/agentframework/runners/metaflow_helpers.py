@@ -77,7 +77,7 @@ from ._attempt import Attempt, Ending
 from ._base import start_execution as start_new_execution  # this module's `start_execution` is a flow helper
 from ._base import step_context
 from ._config import RunConfig
-from ._flowgen import metaflow_retries
+from ._flowgen import LAUNCH_VARIABLE, metaflow_retries
 from ._team import prepare_team
 
 __all__ = [
@@ -655,6 +655,12 @@ def _origin_execution() -> str | None:
     return str(start["execution_id"].data) if start is not None and "execution_id" in start else None
 
 
+def _launched_for() -> str | None:
+    """The execution `MetaflowRunner` launched this flow run for (`LAUNCH_VARIABLE`), if it did."""
+    launch = os.environ.get(LAUNCH_VARIABLE, "").split()
+    return launch[0] if len(launch) == 3 else None
+
+
 def _retry_count() -> int:
     """Which retry of its Metaflow task this is (`@retry`): 0 for the first attempt, and outside a flow."""
     from metaflow import current
@@ -663,8 +669,10 @@ def _retry_count() -> int:
 
 
 def _tag_run(run: str | None, execution_id: uuid.UUID) -> None:
-    """Tag Metaflow run `run` with the execution it works on, so `Flow(NAME).runs(tag)` finds it."""
-    if run is None:
+    """Tag Metaflow run `run` with the execution it works on, so `Flow(NAME).runs(tag)` finds it.
+
+    A run that `MetaflowRunner` launched for this execution was tagged when it was created (`--tag`)."""
+    if run is None or _launched_for() == str(execution_id):
         return
     from metaflow import Run
 
