@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
+from _clock import FakeClock
 
 from qmcp.agentframework.errors import InvalidConfigError, LeaseLostError
 from qmcp.agentframework.models import Execution, StepStatus
@@ -242,6 +244,32 @@ async def test_a_batch_from_a_stalled_owner_writes_none_of_its_steps(db_url):
         steps = await db.steps.completed_steps(execution.id)
     assert sorted(steps) == sorted(["before", *members])
     assert {steps[key].response for key in members} == {"new"}
+
+
+async def test_steps_finding_their_lease_stale_at_once_share_one_renewal(db_url, monkeypatch):
+    """A stalled loop sends every step in flight through `Lease.ensure` at once: they wait for one
+    renewal, not one each (a wide ensemble's 1,000 would take every pooled connection)."""
+    async with Database(db_url) as db:
+        db.executions.clock = clock = FakeClock()
+        execution = Execution(topology_name="t", topology_type="ensemble")
+        lease = await db.executions.create(execution, Owner.this_process(), runner="async")
+        assert lease is not None
+        renewals = 0
+        renew = db.executions.renew
+
+        async def counted(lease_: Any) -> Any:
+            nonlocal renewals
+            renewals += 1
+            await asyncio.sleep(0.01)  # the statement's round trip: the other steps arrive meanwhile
+            return await renew(lease_)
+
+        monkeypatch.setattr(db.executions, "renew", counted)
+        clock.advance(lease.ttl - lease.interval + 1)
+        await asyncio.gather(*[lease.ensure() for _ in range(100)])
+        assert renewals == 1 and lease.lost is None
+        clock.advance(lease.ttl - lease.interval + 1)  # stale again: the next renewal is a new one
+        await lease.ensure()
+        assert renewals == 2
 
 
 async def test_json_columns_store_what_the_json_module_stores(sqlite_url):
