@@ -64,10 +64,10 @@ def make_case(workload: str, framework: str, variant: str, workdir: Path, params
         from ._qmcp import make_case as qmcp_case
 
         return qmcp_case(workload, variant, workdir, params)
-    if framework == "floor":
+    if framework in ("floor", "floor_plain"):
         from ._floor import make_case as floor_case
 
-        return floor_case(params)
+        return floor_case(params, plain=framework == "floor_plain")
     if framework == "langgraph":
         try:
             from ._langgraph import make_case as langgraph_case

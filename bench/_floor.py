@@ -1,7 +1,13 @@
-"""The floor of the ensemble workloads: the same fan-out as bare pydantic-ai requests, no framework, no store.
+"""The floors of the ensemble workloads: the same fan-out with no framework and no store.
 
-`max_concurrent` workers call a pydantic-ai `FunctionModel` with the scripted latency and reply,
-then one aggregating call: what any framework built on pydantic-ai's model layer pays at least.
+`max_concurrent` workers ask the scripted model (its latency, its reply), then one aggregating call:
+
+* `floor`: each call a bare pydantic-ai request (`model_request` on a `FunctionModel`): what any
+  framework built on pydantic-ai's model layer pays at least. qmcp paid it too until its offline
+  models answered plain calls without pydantic-ai (`llm/_native.py`);
+* `floor_plain`: each call the scripted function itself (`asyncio.sleep`, then the reply), awaited
+  from plain asyncio workers, no pydantic-ai: the floor of qmcp's `ScriptedModel` path now, which
+  calls the same function natively (docs/benchmarks.md says which model path each side pays).
 """
 
 from __future__ import annotations
@@ -9,20 +15,21 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pydantic_ai.direct import model_request
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
-from pydantic_ai.models.function import AgentInfo, FunctionModel
-
 from ._common import TASK, Case, Metrics, ideal_ensemble_seconds, model_reply, timed
 
 __all__ = ["make_case"]
 
 
 class Ensemble:
+    """The fan-out through bare pydantic-ai requests (`floor`)."""
+
     def __init__(self, members: int, max_concurrent: int, latency: float) -> None:
         self.members, self.max_concurrent, self.latency = members, max_concurrent, latency
 
     async def setup(self) -> None:
+        from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+        from pydantic_ai.models.function import AgentInfo, FunctionModel
+
         latency = self.latency
 
         async def reply(messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
@@ -34,6 +41,9 @@ class Ensemble:
         self.model = FunctionModel(reply)
 
     async def _ask(self, prompt: str) -> str:
+        from pydantic_ai.direct import model_request
+        from pydantic_ai.messages import ModelRequest, TextPart
+
         response = await model_request(self.model, [ModelRequest.user_text_prompt(prompt)])
         part = response.parts[0]
         assert isinstance(part, TextPart)
@@ -62,5 +72,17 @@ class Ensemble:
         pass
 
 
-def make_case(params: dict[str, Any]) -> Case:
-    return Ensemble(params["members"], params["max_concurrent"], params["latency"])
+class PlainEnsemble(Ensemble):
+    """The same fan-out calling the scripted function from plain asyncio workers (`floor_plain`)."""
+
+    async def setup(self) -> None:
+        pass
+
+    async def _ask(self, prompt: str) -> str:
+        await asyncio.sleep(self.latency)
+        return model_reply(prompt)
+
+
+def make_case(params: dict[str, Any], *, plain: bool = False) -> Case:
+    kind = PlainEnsemble if plain else Ensemble
+    return kind(params["members"], params["max_concurrent"], params["latency"])

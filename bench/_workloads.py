@@ -54,8 +54,10 @@ class Target:
 class Workload:
     """A workload: its variants, the frameworks compared, and the metric the ratio is taken on.
 
-    `frameworks[1]` is the baseline of the ratio; a third, "floor", is the same work as bare
-    pydantic-ai requests (no framework, no store), the best any framework on that model layer can do.
+    `frameworks[1]` is the baseline of the ratio; then the floors, the same work with no framework and
+    no store: "floor" as bare pydantic-ai requests (the best any framework on that model layer can
+    do), "floor_plain" as the scripted function awaited from plain asyncio workers (the model path
+    qmcp's `ScriptedModel` pays now: no pydantic-ai); `bench.run` prints qmcp's ratio to each.
     """
 
     name: str
@@ -105,7 +107,7 @@ WORKLOADS: dict[str, Workload] = {
             f"{ENSEMBLE_MEMBERS} members at {LATENCY * 1000:.0f} ms, max_concurrent={ENSEMBLE_CONCURRENCY}, "
             "then one aggregator",
             ("sqlite",),
-            ("qmcp", "langgraph", "floor"),
+            ("qmcp", "langgraph", "floor", "floor_plain"),
             "seconds",
             params={"members": ENSEMBLE_MEMBERS, "max_concurrent": ENSEMBLE_CONCURRENCY, "latency": LATENCY},
         ),
@@ -114,7 +116,7 @@ WORKLOADS: dict[str, Workload] = {
             f"{SCALE_MEMBERS} members at {LATENCY * 1000:.0f} ms, max_concurrent={SCALE_CONCURRENCY}, "
             "then one aggregator",
             ("sqlite", "postgres"),
-            ("qmcp", "langgraph", "floor"),
+            ("qmcp", "langgraph", "floor", "floor_plain"),
             "seconds",
             params={"members": SCALE_MEMBERS, "max_concurrent": SCALE_CONCURRENCY, "latency": LATENCY},
             warmup_params={"members": SCALE_MEMBERS // 10},

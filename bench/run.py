@@ -202,6 +202,10 @@ def measure_workload(
         if baseline is not None:
             line["ratio"] = None if ratio is None else round(ratio, 3)
             line["ratio_of"] = f"qmcp/{workload.baseline} {workload.primary}"
+        for floor in ("floor", "floor_plain"):  # each floor pays another model path (bench/_floor.py)
+            below = _median(line.get(floor), workload.primary) if floor != workload.baseline else None
+            if mine is not None and below:
+                line[f"qmcp/{floor}"] = round(mine / below, 3)
         targets = check_targets(workload.name, variant, qmcp, ratio, baseline)
         line["targets"] = [t.as_json() for t in targets]
         yield line

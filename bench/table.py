@@ -79,12 +79,13 @@ def render(lines: list[dict[str, Any]]) -> str:
                 for k in _SERVER
                 if k in baseline and k != metric
             ]
-        floor = line.get("floor")
-        floor_text = (
-            f"eff {floor['efficiency']['median']:.3g}"
-            if floor and "runs" in floor and "efficiency" in floor
-            else "—"
-        )
+        floors = [
+            f"{name}: eff {found['efficiency']['median']:.3g}"
+            + (f", qmcp/{name} {line[f'qmcp/{name}']:.3g}" if f"qmcp/{name}" in line else "")
+            for name in ("floor", "floor_plain")
+            if (found := line.get(name)) and "runs" in found and "efficiency" in found
+        ]
+        floor_text = "; ".join(floors) or "—"
         targets = "; ".join(
             f"{'✅' if t['met'] else '❌' if t['met'] is False else '—'} {t['name']} {t['op']} {t['limit']}"
             f" (got {t['value']})"

@@ -25,6 +25,7 @@ __all__ = [
     "MASK",
     "MAX_SECRETS",
     "MIN_SECRET_LENGTH",
+    "StreamMask",
     "has_password",
     "mask_url",
     "redact",
@@ -74,19 +75,92 @@ def redact(text: str) -> str:
 
     For error texts, log values, span attributes and streamed events: it reads the environment.
     """
+    return _redact(text, None)
+
+
+def _redact(text: str, environment: list[str] | None) -> str:
+    """`redact`, with the environment's key values read already (`_environment_secrets`) or, None, now."""
     if "://" in text:  # the common case, checked without the regex
         text = _CREDENTIALS.sub(lambda m: f"{m['head']}:{MASK}@" if m["password"] != MASK else m[0], text)
     if len(text) < MIN_SECRET_LENGTH:
         return text
-    with _secrets_lock:
-        values = list(_secrets)
-    values += [v for name, v in os.environ.items() if _SECRET_VARIABLE.search(name.upper())]
     # Longest first: a secret holding a shorter one is masked whole.
-    for value in sorted(
-        {v for v in values if len(v) >= MIN_SECRET_LENGTH and v in text}, key=len, reverse=True
-    ):
+    for value in sorted({v for v in _secret_values(environment) if v in text}, key=len, reverse=True):
         text = text.replace(value, MASK)
     return _KEY_SHAPED.sub(MASK, text) if ("-" in text or "Bearer" in text) else text
+
+
+def _environment_secrets() -> list[str]:
+    """The values of the environment's key variables (`*_API_KEY`, ...): reading them costs tens of µs."""
+    return [v for name, v in os.environ.items() if _SECRET_VARIABLE.search(name.upper())]
+
+
+def _secret_values(environment: list[str] | None = None) -> list[str]:
+    """Every value `redact` masks by value: the registry's and the key variables' of the environment
+    (`environment`, when read already)."""
+    with _secrets_lock:
+        values = list(_secrets)
+    values += _environment_secrets() if environment is None else environment
+    return [v for v in values if len(v) >= MIN_SECRET_LENGTH]
+
+
+_BEARER_BEFORE = re.compile(r"\bBearer\s+\Z")
+MAX_HELD = 1024
+"""The most text a `StreamMask` holds back: a word (a run without whitespace) longer than this is let
+through masked as far as it has come, for a reply written without spaces must still stream."""
+
+
+class StreamMask:
+    """Masks secrets in text that arrives in pieces (a model's streamed deltas), as `redact` masks them in
+    the whole text: a secret split across two pieces is masked too.
+
+    Each piece is let through up to the last place a secret could be beginning: the word being written
+    (URLs, keys and `Bearer` tokens hold no whitespace) and any tail that begins a secret value (those
+    holding whitespace), at most `MAX_HELD` characters; the rest waits for the next piece, or `flush`.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._environment = _environment_secrets()  # read once a stream (a model call), not per piece
+
+    def feed(self, piece: str) -> str:
+        """What of the text so far can be shown now, masked; the rest is held back."""
+        text = self._held + piece
+        cut = _last_safe_place(text, _secret_values(self._environment))
+        if len(text) - cut > MAX_HELD:
+            cut = len(text) - MAX_HELD
+        self._held = text[cut:]
+        return _redact(text[:cut], self._environment) if cut else ""
+
+    def flush(self) -> str:
+        """What was held back, masked: the text has ended (or its attempt did)."""
+        text, self._held = self._held, ""
+        return _redact(text, self._environment) if text else ""
+
+
+def _last_safe_place(text: str, values: list[str]) -> int:
+    """Where the part of `text` that may still become (part of) a secret begins: no secret value is cut
+    there, nor the word being written, nor a tail that begins a secret value."""
+    cut = len(text)
+    while cut > 0 and not text[cut - 1].isspace():  # the word being written
+        cut -= 1
+    if _BEARER_BEFORE.search(text, max(0, cut - 64), cut):
+        cut = text.rfind("Bearer", 0, cut)
+    for value in values:  # a tail that begins a value (one holding whitespace reaches past the word)
+        at = text.find(value[0], max(0, len(text) - len(value) + 1), cut)
+        while at != -1:
+            if value.startswith(text[at:]):
+                cut = at
+                break
+            at = text.find(value[0], at + 1, cut)
+    moved = True
+    while moved:  # a whole value the cut would split
+        moved = False
+        for value in values:
+            at = text.find(value, max(0, cut - len(value) + 1), cut + len(value) - 1)
+            if at != -1 and at < cut:
+                cut, moved = at, True
+    return cut
 
 
 def mask_url(url: str) -> str:

@@ -19,7 +19,7 @@ from ._demo import demo
 from ._eval import eval_app
 from ._executions import executions_app
 from ._init import init
-from ._output import EXIT_INTERRUPTED, report_error, stderr
+from ._output import EXIT_INTERRUPTED, EXIT_USAGE, report_error, stderr
 from ._schema import schema_app
 from ._serve import mcp_stdio, serve
 from ._state import CliState, OutputFormat, cli_state
@@ -32,6 +32,14 @@ __all__ = ["app"]
 class _QmcpGroup(TyperGroup):
     """Turns exceptions from any sub-command into a message and an exit code, not a traceback."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except Exception as error:  # the root's own options (`qmcp --bogus`)
+            if _is_usage_error(error):
+                raise typer.Exit(_usage_error(error)) from None
+            raise
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -41,10 +49,33 @@ class _QmcpGroup(TyperGroup):
         except Exception as error:
             # typer/click signal exits and usage errors with exceptions that carry their exit code;
             # typer also ends quietly when stdout is a closed pipe (`qmcp executions list | head`).
+            if _is_usage_error(error):
+                raise typer.Exit(_usage_error(error)) from None
             if isinstance(error, typer.Exit | typer.Abort | BrokenPipeError) or hasattr(error, "exit_code"):
                 raise
             state = cli_state(ctx)
             raise typer.Exit(report_error(error, state.verbose, state.command)) from None
+
+
+def _is_usage_error(error: Exception) -> bool:
+    """A bad option or argument of a sub-command: click's `UsageError`, which typer ≥ 0.25 vendors
+    under a private module, so it is recognised by its shape (a help request without arguments is not one)."""
+    return (
+        getattr(error, "exit_code", None) == 2
+        and callable(getattr(error, "format_message", None))
+        and type(error).__name__ != "NoArgsIsHelpError"
+    )
+
+
+def _usage_error(error: Exception) -> int:
+    """The usage error as one line naming the command and where its help is (click's form is a box)."""
+    from rich.markup import escape
+
+    context = getattr(error, "ctx", None)
+    command = escape(getattr(context, "command_path", None) or "qmcp")
+    message = escape(error.format_message().rstrip("."))  # type: ignore[attr-defined]  # see _is_usage_error
+    stderr().print(f"[bold red]error:[/] {command}: {message} (see {command} --help)")
+    return EXIT_USAGE
 
 
 def _flags_take_no_value() -> None:

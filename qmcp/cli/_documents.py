@@ -322,7 +322,7 @@ def parse_document(label: str, text: str, *, is_json: bool = False) -> Any:
     if len(text.encode()) > MAX_FILE_BYTES:
         raise too_large(label)
     if is_json:
-        check_json_bounds(label, text)
+        check_json_bounds(label, text, max_depth=MAX_DEPTH)
     try:
         if not is_json:
             loader = _TeamLoader(text)

@@ -40,10 +40,13 @@ def _complete_runner(incomplete: str) -> list[str]:
 def parse_json_object(text: str, option: str) -> dict[str, Any]:
     """`text` as a JSON object, or a one-line error naming `option`."""
     from qmcp.agentframework.errors import UserInputError
+    from qmcp.agentframework.models import MAX_JSON_DEPTH
 
     from ._documents import check_json_bounds
 
-    check_json_bounds(option, text, max_depth=None)  # 2 million values are not decoded first
+    # 2 million values are not decoded first, nor 1,000 levels (the decoder's recursion would give out):
+    # what is deeper than the store keeps is refused before
+    check_json_bounds(option, text, max_depth=MAX_JSON_DEPTH)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:

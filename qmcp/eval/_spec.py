@@ -114,7 +114,7 @@ _USD = re.compile(r"^\$?(\d+(?:\.\d+)?|\.\d+)\s*(?:usd)?$", re.IGNORECASE)
 def parse_budget(text: str) -> tuple[int | None, float | None]:
     """`5000` (tokens) or `0.01usd` / `$0.01` (USD) → (max_tokens, max_cost_usd)."""
     value = text.strip()
-    if _TOKENS.match(value):
+    if _TOKENS.fullmatch(value):
         tokens = int(value)
         if tokens < 1:
             raise InvalidConfigError("--budget-per-sample: give at least 1 token, e.g. 5000")

@@ -123,7 +123,9 @@ def _settle_heap() -> None:
     stopped, in the middle of serving), then freeze the start-up heap out of garbage collection."""
     from ..agentframework import llm
 
-    for name in ("call_model", "resolve_model", "make_test_model"):  # lazy: their modules load here
+    # lazy: their modules load here (`classify_error`'s is the pydantic-ai call path, `make_test_model`'s
+    # the offline models as pydantic-ai models; `call_model` itself answers offline calls without it)
+    for name in ("call_model", "classify_error", "resolve_model", "make_test_model"):
         getattr(llm, name)
     freeze_start_up_heap()
 

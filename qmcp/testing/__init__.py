@@ -21,7 +21,7 @@ from ._recording import Recording, export_fixture, export_fixture_async, save_fi
 from ._replay import ReplayResult, load_recording, replay, replay_async
 
 if TYPE_CHECKING:
-    from pydantic_ai.models import Model
+    from ..agentframework.llm import OfflineModel
 
 __all__ = [
     "FIXTURE_FORMAT",
@@ -43,8 +43,11 @@ FIXTURE_FORMAT = llm.FIXTURE_FORMAT
 """The `format` field of the fixture documents this qmcp writes and reads."""
 
 
-def recorded_model(path: str | os.PathLike[str]) -> Model:
-    """A pydantic-ai model answering each step from the fixture at `path` by step key (the model
-    string `recorded:PATH` resolves to the same); a call the fixture lacks fails as a permanent error."""
-    model: Model = llm.recorded_model(path)
+def recorded_model(path: str | os.PathLike[str]) -> OfflineModel:
+    """A model answering each step from the fixture at `path` by step key (the model string
+    `recorded:PATH` resolves to the same); a call the fixture lacks fails as a permanent error.
+
+    An offline model: `register_model(name, model)` or `call_model(model, ...)` answer plain calls
+    without pydantic-ai; `model.pydantic_model` is the same model as a pydantic-ai one."""
+    model: OfflineModel = llm.recorded_model(path)
     return model

@@ -108,6 +108,12 @@ async def test_creating_an_agent_twice_says_how_each_door_changes_it(db: Databas
     ("spec", "error", "says"),
     [
         (AgentSpec("Bad"), InvalidConfigError, "invalid agent name 'Bad'"),
+        (AgentSpec("pipeline_planner\n"), InvalidConfigError, r"invalid agent name 'pipeline_planner\\n'"),
+        (
+            AgentSpec("bad", config={"api_key_env": "MY_KEY\n"}),
+            InvalidConfigError,
+            r"api_key_env: 'MY_KEY\\n' is not an environment variable name",
+        ),
         (AgentSpec("bad", "wizard"), UserInputError, "unknown role 'wizard'; choose one of: generalist"),
         (AgentSpec("bad", config={"temperature": 9}), InvalidConfigError, "invalid agent: temperature"),
         (AgentSpec("bad", config={"modle": "test"}), InvalidConfigError, "modle: Extra inputs"),
@@ -198,6 +204,11 @@ async def test_create_put_delete_a_topology(db: Database) -> None:
             "unknown topology type 'blob'",
         ),
         (TopologySpec("X", "pipeline", agents={"a": "planner"}), InvalidConfigError, "invalid topology name"),
+        (
+            TopologySpec("nl\n", "pipeline", agents={"a": "planner"}),
+            InvalidConfigError,
+            "invalid topology name",
+        ),
         (TopologySpec("x", "pipeline", agents={"A B": "planner"}), InvalidConfigError, "invalid slot name"),
         (TopologySpec("x", "pipeline", agents={"a": "ghost"}), NotFoundError, "agent 'ghost' not found"),
         (

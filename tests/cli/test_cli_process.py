@@ -78,6 +78,22 @@ def test_commands_and_exit_codes_through_the_executable(cli, run_qmcp):
     assert run_qmcp("agents", "bogus-command").returncode == 2
 
 
+def test_a_bad_option_or_argument_is_one_line_naming_the_command_and_its_help(run_qmcp):
+    """click's usage errors (a box of four lines) are one `error:` line, as every other mistake is."""
+    for args, command, says in (
+        (("executions", "prune", "--keep-last", "-1"), "qmcp executions prune", "'--keep-last'"),
+        (("executions", "show"), "qmcp executions show", "Missing argument 'ID'"),
+        (("--bogus",), "qmcp", "No such option: --bogus"),
+    ):
+        result = run_qmcp(*args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {command}: "), (
+            result.stderr
+        )
+        assert says in result.stderr and result.stderr.rstrip().endswith(f"(see {command} --help)")
+    assert "Usage: qmcp" in run_qmcp().stdout  # no arguments: the help, as before
+
+
 DRIVER = """\
 import sys
 

@@ -7,6 +7,7 @@ answers 401 quoting that key: the CLI's output, the rows and the log records mus
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import sqlite3
@@ -16,10 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 from _key_echo import ODD_VARIABLE, key_echo, keyed_team, odd_key
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qmcp.agentframework.models import AgentType, PipelineConfig, Topology, TopologyType
 from qmcp.agentframework.runners import LocalRunner, RunConfig
-from qmcp.redaction import MASK, MIN_SECRET_LENGTH, redact, register_secret
+from qmcp.redaction import MASK, MIN_SECRET_LENGTH, StreamMask, redact, register_secret
 
 
 class _Records(logging.Handler):
@@ -117,3 +120,32 @@ def test_the_server_token_and_database_passwords_are_masked_by_value(monkeypatch
         redact(f"bad token {token}; password {password} refused")
         == f"bad token {MASK}; password {MASK} refused"
     )
+
+
+_STREAM_SECRETS = ("cred0123456789abcdef", "open sesame 42", "an open sesame 42 door")  # one holds another
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [*_STREAM_SECRETS, " ", "\n", "x", "an ", "cred", "open ", "sesame", " door", "Bearer ", "sk-"]
+        )
+        | st.text(alphabet="abcdef0123456789 -'", max_size=20),
+        max_size=30,
+    ).map("".join),
+    st.lists(st.integers(1, 12), min_size=1, max_size=40),
+)
+def test_a_streamed_text_is_masked_as_the_whole_text_however_it_is_cut(text, sizes):
+    """`StreamMask`: the pieces it lets through join into `redact(whole text)`, wherever the cuts fall."""
+    for secret in _STREAM_SECRETS:
+        register_secret(secret)
+    mask, shown, at = StreamMask(), [], 0
+    for size in itertools.cycle(sizes):
+        if at >= len(text):
+            break
+        shown.append(mask.feed(text[at : at + size]))
+        at += size
+    shown.append(mask.flush())
+    assert "".join(shown) == redact(text)
+    assert not any(secret in piece for piece in shown for secret in _STREAM_SECRETS)

@@ -116,7 +116,7 @@ def test_team_files_beyond_the_bounds_are_refused_in_one_line(cli, tmp_path, nam
 def test_run_input_json_is_counted_before_it_is_decoded(cli, tmp_path):
     cli.ok("agents", "create", "solo", "writer", "--model", "test")
     cli.ok("agents", "topologies", "create", "line", "pipeline", "--agent", "only=solo")
-    many = tmp_path / "input.json"
+    many, deep = tmp_path / "input.json", tmp_path / "deep.json"
     many.write_text('{"prompt": [' + "1," * 1_000_000 + "1]}")
     cli.user_error(
         "agents", "topologies", "run", "line", "--input-file", str(many),
@@ -129,6 +129,16 @@ def test_run_input_json_is_counted_before_it_is_decoded(cli, tmp_path):
     cli.user_error(
         "agents", "topologies", "run", "line", "--input-file", "/dev/zero",
         says="--input-file /dev/zero: larger than 4 MB",
+    )  # fmt: skip
+    for depth in (101, 1_000, 100_000):  # past the decoder's recursion too: one line, not a RecursionError
+        deep.write_text('{"prompt": ' + "[" * depth + "]" * depth + "}")
+        cli.user_error(
+            "agents", "topologies", "run", "line", "--input-file", str(deep),
+            says=f"--input-file {deep}: nested deeper than 100 levels",
+        )  # fmt: skip
+    cli.user_error(
+        "agents", "topologies", "run", "line", "--input-json", '{"prompt": ' + "[" * 1_000 + "]" * 1_000 + "}",
+        says="--input-json: nested deeper than 100 levels",
     )  # fmt: skip
     assert cli.json("executions", "list") == []
 

@@ -69,6 +69,12 @@ def test_a_topology_class_must_name_its_type_and_config():
     with pytest.raises(InvalidConfigError, match="topology_type must be 1-32 lowercase"):
         topology(Nameless)
 
+    class Newline(BaseTopology):
+        topology_type = "mesh\n"  # `$` alone matches before a final newline: the name is matched whole
+
+    with pytest.raises(InvalidConfigError, match="topology_type must be 1-32 lowercase"):
+        topology(Newline)
+
     class Configless(BaseTopology):
         topology_type = "configless"
         config_class = dict  # type: ignore[assignment]  # what the registry refuses

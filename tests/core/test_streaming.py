@@ -87,3 +87,47 @@ async def test_a_retried_stream_starts_its_text_again(sqlite_url, agent, scripte
     kinds = [k for k, _ in events]
     assert kinds.index("retry") < kinds.index("delta")
     assert "".join(t for k, t in events if k == "delta") == "alpha beta"
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+async def test_a_key_split_across_streamed_deltas_is_masked_as_in_the_whole_reply(sqlite_url, agent, size):
+    """A secret the model writes is masked in the deltas however the stream cuts it: their join is the
+    reply as `redact` masks it whole (registered values, values holding spaces, `Bearer` and `sk-` keys)."""
+    import uuid
+
+    from pydantic_ai.messages import ModelResponse, TextPart
+    from pydantic_ai.models.function import FunctionModel
+
+    from qmcp.agentframework.llm import register_model, unregister_model
+    from qmcp.redaction import MASK, redact, register_secret
+
+    key, spaced = f"cred{uuid.uuid4().hex}", f"open sesame {uuid.uuid4().hex[:8]}"
+    register_secret(key)
+    register_secret(spaced)
+    reply = (
+        f"The key is {key}, the phrase '{spaced}' and the header Bearer {uuid.uuid4().hex}; "
+        f"also sk-{uuid.uuid4().hex} and {key}"
+    )
+
+    async def whole(_messages, _info):
+        return ModelResponse(parts=[TextPart(reply)])
+
+    async def pieces(_messages, _info):
+        for at in range(0, len(reply), size):
+            yield reply[at : at + size]
+
+    name = f"split-{uuid.uuid4().hex[:8]}"
+    register_model(name, FunctionModel(whole, stream_function=pieces))
+    deltas: list[str] = []
+    try:
+        runner = LocalRunner(
+            db_url=sqlite_url, on_event=lambda e: e.kind == "delta" and deltas.append(e.text), stream=True
+        )
+        topology = Topology(name="one", topology_type="pipeline", config={})
+        result = await runner.run(topology, {"only": agent("a", model=name)}, {"prompt": "go"})
+    finally:
+        unregister_model(name)
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    joined = "".join(deltas)
+    assert joined == redact(reply) and joined.count(MASK) == 5, joined
+    assert len(deltas) > 5 and not any(key[:4] in d or "sesame" in d for d in deltas)

@@ -167,6 +167,8 @@ async def test_a_forced_takeover_counts_the_old_owners_paid_call(db_url, agent, 
     assert model.answered == 4  # call 0 (old), call 1 (old, displaced), calls 2 and 3 (new)
     assert [s.response for s in steps] == ["call 0", "call 2", "call 3"]
     assert stored.requests == model.answered == cost.paid.requests
+    async with Database(db_url) as db:  # the totals are the sum of the usage rows, the displaced one included
+        assert stored.usage == cost.paid == sum((r.usage for r in await db.list_usage(running.id)), Usage())
     assert stored.usage == sum((s.usage for s in steps), Usage()) + cost.displaced
     assert cost.displaced.requests == 1 and cost.displaced.total_tokens > 0
     assert [c.key for c in cost.displaced_calls] == ["pipeline/1:s1"]

@@ -11,23 +11,26 @@ reach the steps; this module is imported by them (and by the tests) instead.
   processes, with a transient error (503): retrying helps.
 * `agree` answers like `test`, prefixed with the debate's agreement marker.
 * `slow` answers like `counted` after QMCP_TEST_SLOW_SECONDS (default 2) seconds.
+* `verdict` answers as a checker who writes prose around a fenced JSON verdict: it approves, unless
+  the prompt says `reject`; to a prompt that says `shrug` it writes prose alone (no verdict).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from functools import partial
 from pathlib import Path
 
 from pydantic_ai.exceptions import ModelHTTPError
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from qmcp.agentframework.llm import make_test_model, register_model, unregister_model
 from qmcp.agentframework.topologies import AGREEMENT_MARKER
 
-NAMES = ("counted", "flaky", "shaky", "agree", "slow")
+NAMES = ("counted", "flaky", "shaky", "agree", "slow", "verdict")
 
 
 def _model(name: str, role: str) -> FunctionModel:
@@ -51,6 +54,8 @@ def _model(name: str, role: str) -> FunctionModel:
             and _calls(log, name) <= int(os.environ.get("QMCP_TEST_SHAKY_FAILURES", "2"))
         ):
             raise ModelHTTPError(status_code=503, model_name=name, body={"error": "scripted overload"})
+        if name == "verdict":
+            return ModelResponse(parts=[TextPart(_verdict(messages))])
         response = answer(messages, info)
         assert isinstance(response, ModelResponse)
         if name == "agree":
@@ -59,6 +64,21 @@ def _model(name: str, role: str) -> FunctionModel:
         return response
 
     return FunctionModel(reply, model_name=name)
+
+
+def _verdict(messages: list[ModelMessage]) -> str:
+    prompt = " ".join(
+        part.content
+        for message in messages
+        for part in message.parts
+        if isinstance(part, UserPromptPart) and isinstance(part.content, str)
+    )
+    if "shrug" in prompt:
+        return "Looks fine to me, I suppose."
+    approved = "reject" not in prompt
+    issues = [] if approved else ["no units"]
+    verdict = json.dumps({"approved": approved, "confidence": 0.8, "issues": issues})
+    return f"I checked the answer.\n```json\n{verdict}\n```\nThat is my verdict."
 
 
 def _calls(log: str, name: str) -> int:

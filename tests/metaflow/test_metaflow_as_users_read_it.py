@@ -1,5 +1,6 @@
-"""Runs of generated flows as Metaflow's users read them: through Metaflow's client API, in a process of
-their own (the user's), with the paid calls counted across all of Metaflow's processes.
+"""Runs of generated flows, and of a hand-written one, as Metaflow's users read them: through
+Metaflow's client API, in a process of their own (the user's), with the paid calls counted across all
+of Metaflow's processes.
 
 Each test starts Metaflow in subprocesses, one process per step, so they take seconds each.
 """
@@ -234,3 +235,97 @@ async def test_a_flow_run_by_hand_without_a_user_variable_is_the_accounts(
     assert again.id == execution.id and model_calls() == Counter({"counted:specialist": 1})
     resumed, _ = _client(flows_dir, flow_class_name(topology.name), execution.id, "mf-login")["runs"]
     assert resumed["successful"] is True and resumed["answer"] == run["answer"]
+
+
+_CONSENSUS_FLOW = '''
+from metaflow import FlowSpec, step
+
+from qmcp.agentframework.runners.metaflow_helpers import determine_consensus, invoke_agent
+
+
+class VerdictFlow(FlowSpec):
+    """A hand-written crosscheck: checkers answer in prose, the join reads their verdicts from the text."""
+
+    @step
+    def start(self):
+        self.primary = invoke_agent({"name": "solver", "config": {"model": "counted"}}, {"prompt": "6*7?"})
+        self.stances = ["legal:approve", "finance:reject", "ops:approve", "pr:shrug"]
+        self.next(self.check, foreach="stances")
+
+    @step
+    def check(self):
+        name, stance = self.input.split(":")
+        checker = {"name": name, "role": "checker", "config": {"model": "verdict"}}
+        self.reply = invoke_agent(checker, {"prompt": f"Check 42 and {stance}."})
+        self.next(self.join)
+
+    @step
+    def join(self, inputs):
+        self.primary = inputs[0].primary
+        replies = [(i.reply["agent"], {"role": "assistant", "content": i.reply["output"]}) for i in inputs]
+        self.decision = determine_consensus(self.primary, replies, "majority")
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+
+
+if __name__ == "__main__":
+    VerdictFlow()
+'''
+
+_READ_CONSENSUS = """
+import json
+from metaflow import Flow
+
+run = Flow("VerdictFlow").latest_run
+replies = {task.data.reply["agent"]: task.data.reply["output"] for task in run["check"]}
+print(json.dumps({"successful": run.successful, "decision": run["join"].task.data.decision, "replies": replies}))
+"""
+
+
+def test_a_hand_written_flow_reads_its_checkers_verdicts_from_their_reply_text(flows_dir, model_calls):
+    """`determine_consensus` in a flow's join, given the checkers' replies as chat messages (text, prose
+    around the JSON): read through Metaflow's client, each verdict is what the crosscheck topology's own
+    parser (`parse_verdict`) reads in that text, and a reply holding none abstains."""
+    from qmcp.agentframework.topologies import determine_consensus, parse_verdict
+
+    flows_dir.mkdir(parents=True, exist_ok=True)
+    flow_file = flows_dir / "verdict_flow.py"
+    flow_file.write_text(_CONSENSUS_FLOW)
+    environ = {
+        **os.environ,
+        "USERNAME": "mf-tester",
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir),
+    }
+    environ.pop("METAFLOW_USER", None)
+    done = subprocess.run(
+        [sys.executable, str(flow_file), "run"], env=environ, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert model_calls() == Counter({"counted:generalist": 1, "verdict:checker": 4})
+    read = subprocess.run(
+        [sys.executable, "-c", _READ_CONSENSUS], env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert read.returncode == 0, read.stderr[-3000:]
+    seen = json.loads(read.stdout)
+    assert seen["successful"] is True
+    decision, replies = seen["decision"], seen["replies"]
+    assert all("```json" in replies[name] for name in ("legal", "finance", "ops"))
+    assert [(v["checker"], v["approved"], v["parsed"]) for v in decision["validations"]] == [
+        ("legal", True, True),
+        ("finance", False, True),
+        ("ops", True, True),
+        ("pr", False, False),
+    ]
+    for validation in decision["validations"]:
+        assert {k: v for k, v in validation.items() if k != "checker"} == parse_verdict(
+            replies[validation["checker"]]
+        )
+    assert (decision["approvals"], decision["rejections"], decision["abstentions"]) == (2, 1, 1)
+    assert decision["approved"] is False and "no units" in decision["issues"]  # 2 of 4 is no majority
+    here = determine_consensus(
+        decision["primary_output"], [(name, replies[name]) for name in ("legal", "finance", "ops", "pr")]
+    )
+    assert here == decision

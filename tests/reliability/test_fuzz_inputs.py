@@ -384,3 +384,85 @@ def test_fuzzed_files_are_counted_exactly_against_the_value_bound(document, boun
         else:
             assert _values(document) <= bound
             assert parsed == document
+
+
+def _depth(document: Any) -> int:
+    """What the depth bound counts: the lists and mappings nested one in another."""
+    children = document.values() if isinstance(document, dict) else document
+    if isinstance(document, dict | list):
+        return 1 + max((_depth(child) for child in children), default=0)
+    return 0
+
+
+@FUZZ
+@given(
+    OTHER_DOCUMENTS.filter(_jsonable),
+    st.integers(1, 5),
+    st.integers(1, 400),
+    st.sampled_from(["yaml", "json"]),
+)
+def test_fuzzed_files_are_held_exactly_to_the_size_and_depth_bounds(document, depth, size, kind):
+    """With the bounds lowered, a file is refused for its size exactly when it is larger, else for its
+    nesting exactly when it is deeper, and otherwise read whole."""
+    from unittest.mock import patch
+
+    from qmcp.cli import _documents
+
+    text = json.dumps(document) if kind == "json" else yaml.safe_dump(document)
+    with patch.object(_documents, "MAX_DEPTH", depth), patch.object(_documents, "MAX_FILE_BYTES", size):
+        try:
+            parsed = _documents.parse_document(f"team.{kind}", text, is_json=kind == "json")
+        except UserInputError as error:
+            if len(text.encode()) > size:
+                assert str(error) == f"team.{kind}: larger than 0 MB; split it into several files"
+            else:
+                assert _depth(document) > depth and f"nested deeper than {depth} levels" in str(error), error
+        else:
+            assert len(text.encode()) <= size and _depth(document) <= depth
+            assert parsed == document
+
+
+@FUZZ
+@given(
+    st.lists(st.booleans(), max_size=12),
+    st.integers(1, 10),
+    st.integers(1, 4),
+    st.sampled_from(["yaml", "json"]),
+)
+def test_fuzzed_teams_are_held_to_the_entry_bound_and_list_at_most_the_problem_bound(
+    valid, entries, listed, kind
+):
+    """With the bounds lowered: more agents than the entry bound is one line saying so; otherwise each
+    invalid agent is one problem, the first `listed` of them shown, then how many more."""
+    from unittest.mock import patch
+
+    from qmcp.agentframework import errors
+    from qmcp.cli import _teamfile
+
+    agents = [{"name": f"a{i}" if ok else f"Bad{i}", "role": "writer"} for i, ok in enumerate(valid)]
+    document = {"agents": agents}
+    text = json.dumps(document) if kind == "json" else yaml.safe_dump(document)
+    with (
+        patch.object(_teamfile, "MAX_ENTRIES", entries),
+        patch.object(_teamfile, "MAX_LISTED_PROBLEMS", listed),
+        patch.object(errors, "MAX_LISTED_PROBLEMS", listed),
+    ):
+        try:
+            team = _teamfile.load_team(f"team.{kind}", text, is_json=kind == "json")
+        except UserInputError as error:
+            lines = str(error).splitlines()
+        else:
+            assert len(agents) <= entries and all(valid)
+            assert [a.name for a in team.agents] == [a["name"] for a in agents]
+            return
+    if len(agents) > entries:
+        assert lines == [
+            f"team.{kind}: agents: {len(agents):,} entries; a file declares at most {entries:,} agents, "
+            "split it into several files"
+        ]
+        return
+    invalid = valid.count(False)
+    assert invalid > 0 and len(lines) == min(invalid, listed) + (invalid > listed)
+    assert all("invalid agent name 'Bad" in line for line in lines[: min(invalid, listed)])
+    if invalid > listed:
+        assert lines[-1] == f"team.{kind}: and {invalid - listed:,} more"

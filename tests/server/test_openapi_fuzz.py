@@ -1,6 +1,7 @@
 """Schemathesis against every operation of `/openapi.json`: property-based requests generated from the
 document, sent in process over ASGI (schemathesis runs the app and its lifespan on its own event loop),
-on SQLite and on PostgreSQL, with the server's token, a fixed seed (`derandomize`) and bounded examples.
+on SQLite and on PostgreSQL, with the server's token (and a few requests per operation without it: 401), a
+fixed seed (`derandomize`) and bounded examples.
 
 Every response must not be a 5xx, must have a status the document lists for its operation, the content
 type it lists, and a body that its schema accepts. Each operation is fuzzed three ways: with generated
@@ -23,9 +24,12 @@ import os
 from collections import Counter
 from typing import Any
 
-import pytest
+import schemathesis  # a dev dependency: CI must not skip this test for want of it
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis import checks as st_checks
+from schemathesis.python import asgi as st_asgi
 from serving import BASE_URL
 from team import AGENTS, TOPOLOGIES
 
@@ -35,13 +39,11 @@ from qmcp.app import Caller
 from qmcp.eval import EvalRequest, start_eval
 from qmcp.server import ServerOptions, create_app
 
-schemathesis = pytest.importorskip("schemathesis")
-from schemathesis import GenerationMode  # noqa: E402  # after the importorskip
-from schemathesis import checks as st_checks  # noqa: E402
-from schemathesis.python import asgi as st_asgi  # noqa: E402
-
 TOKEN = "fuzz-token-0123456789abcdef0123456789"
 HEADERS = {"Host": BASE_URL.removeprefix("http://"), "Authorization": f"Bearer {TOKEN}"}
+ANONYMOUS = {"Host": HEADERS["Host"]}
+"""Without the token: every operation but `/health` must answer 401, in its documented shape."""
+ANONYMOUS_EXAMPLES = 3
 CHECKS = [
     st_checks.not_a_server_error,
     st_checks.status_code_conformance,
@@ -53,9 +55,16 @@ EXAMPLES = int(os.environ.get("QMCP_FUZZ_EXAMPLES", "12"))
 to fuzz harder (the seed stays fixed: the same number gives the same requests)."""
 
 
-def _fuzz(operation: Any, mode: GenerationMode, statuses: Counter[int], **fixed: Any) -> None:
+def _fuzz(
+    operation: Any,
+    mode: GenerationMode,
+    statuses: Counter[int],
+    headers: dict[str, str] = HEADERS,
+    examples: int = EXAMPLES,
+    **fixed: Any,
+) -> None:
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         derandomize=True,
         database=None,
         deadline=None,
@@ -64,7 +73,7 @@ def _fuzz(operation: Any, mode: GenerationMode, statuses: Counter[int], **fixed:
     )
     @given(case=operation.as_strategy(generation_mode=mode, **fixed).map(_in_process))
     def check(case: Any) -> None:
-        statuses[case.call_and_validate(headers=HEADERS, checks=CHECKS).status_code] += 1
+        statuses[case.call_and_validate(headers=headers, checks=CHECKS).status_code] += 1
 
     check()
 
@@ -183,6 +192,13 @@ def test_every_operation_keeps_its_schema_under_fuzzing(db_url: str) -> None:
         fuzzed: dict[str, Counter[int]] = {}
         failures: list[str] = []
         operations = sorted((result.ok() for result in schema.get_all_operations()), key=_deletes_last)
+        anonymous: dict[str, Counter[int]] = {}
+        for operation in operations:
+            statuses = anonymous[operation.label] = Counter()
+            try:
+                _fuzz(operation, GenerationMode.POSITIVE, statuses, ANONYMOUS, ANONYMOUS_EXAMPLES)
+            except Exception as failure:
+                failures.append(f"{operation.label} (without the token): {failure}")
         for operation in operations:
             statuses = fuzzed[operation.label] = Counter()
             ways: list[tuple[GenerationMode, dict[str, Any]]] = [(GenerationMode.POSITIVE, {})]
@@ -207,3 +223,6 @@ def test_every_operation_keeps_its_schema_under_fuzzing(db_url: str) -> None:
     assert len(fuzzed) == sum(len(methods) for methods in app.openapi()["paths"].values())
     reached = {status for statuses in fuzzed.values() for status in statuses}
     assert {200, 201, 202, 204, 404, 409, 422} <= reached, fuzzed
+    assert all(
+        set(statuses) == ({200} if label == "GET /health" else {401}) for label, statuses in anonymous.items()
+    ), anonymous

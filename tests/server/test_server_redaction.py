@@ -1,4 +1,4 @@
-"""A key read from an oddly named variable never reaches the HTTP API's executions, steps or events."""
+"""A key read from an oddly named variable never reaches the HTTP API's executions, steps or events, nor MCP."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 
 import yaml
 from _key_echo import ODD_VARIABLE, key_echo, keyed_team, odd_key
+from mcp_sessions import in_process_session, payload
 from team import finished, run
 from typer.testing import CliRunner
 
@@ -31,8 +32,16 @@ async def test_a_key_in_an_oddly_named_variable_never_reaches_the_api_or_its_eve
         live = asyncio.create_task(client.get(f"/v1/executions/{execution_id}/events"))
         execution = await finished(client, execution_id)
         events = (await live).text
-    assert seen == [key] and execution["status"] == "failed" and MASK in execution["error"]
+        async with in_process_session(server.app) as session:  # MCP: a run, and the execution above
+            over_mcp = [
+                payload(await session.call_tool("run_topology", {"name": "keyed", "input": {"prompt": "x"}})),
+                payload(await session.call_tool("get_execution", {"execution_id": execution_id})),
+            ]
+    assert seen == [key, key] and execution["status"] == "failed" and MASK in execution["error"]
+    assert [e["status"] for e in over_mcp] == ["failed", "failed"] and all(
+        MASK in e["error"] for e in over_mcp
+    )
     steps = (await client.get(f"/v1/executions/{execution_id}/steps")).json()
     replayed = (await client.get(f"/v1/executions/{execution_id}/events")).text
     assert "401" in json.dumps(steps) and "401" in events and MASK in replayed
-    assert key not in json.dumps([execution, steps, events, replayed])
+    assert key not in json.dumps([execution, steps, events, replayed, over_mcp])

@@ -218,6 +218,51 @@ async def test_tool_inputs_are_as_lenient_as_upstreams(server):
     assert empty["result"]["steps_executed"] == 0 and empty["result"]["success"] is True
 
 
+async def test_what_upstreams_client_sends_beside_the_input_is_taken_and_kept(server):
+    """`MCPClient.invoke_tool(..., correlation_id=)` and `create_human_request(..., correlation_id=)` put
+    the id in the body, beside the input; `list_invocations` pages with `status`, `limit` and `offset`."""
+    client = server.client
+    called = await client.post(
+        "/v1/tools/echo", json={"input": {"message": "traced"}, "correlation_id": "test-correlation-123"}
+    )
+    assert called.status_code == 200 and called.json()["result"] == "traced"
+    invocation_id = called.json()["invocation_id"]
+    recorded = (await client.get(f"/v1/invocations/{invocation_id}")).json()
+    assert recorded["correlation_id"] == "test-correlation-123"
+    assert recorded["input_params"] == {"message": "traced"}
+
+    created = await client.post(
+        "/v1/human/requests",
+        json={
+            "id": "traced-1",
+            "request_type": "review",
+            "prompt": "Review this?",
+            "timeout_seconds": 3600,
+            "correlation_id": "corr-review-1",
+        },
+    )
+    assert created.status_code == 201, created.text
+    got = (await client.get("/v1/human/requests/traced-1")).json()["request"]
+    assert got["correlation_id"] == "corr-review-1" and got["timeout_seconds"] == 3600
+    misspelt = await client.post(  # ours, documented: upstream would ignore the field
+        "/v1/human/requests",
+        json={"id": "traced-2", "request_type": "review", "prompt": "p", "option": ["a"]},
+    )
+    assert misspelt.status_code == 422 and misspelt.json()["detail"].startswith("body.option: ")
+
+    for message in ("a", "b", "c"):
+        await client.post("/v1/tools/echo", json={"input": {"message": message}})
+    await client.post("/v1/tools/executor", json={"input": {"plan": "not a plan"}})
+    params = {"tool_name": "echo", "status": "success", "limit": 2, "offset": 0}
+    first = (await client.get("/v1/invocations", params=params)).json()
+    rest = (await client.get("/v1/invocations", params={**params, "offset": 2})).json()
+    assert (first["count"], len(first["invocations"]), rest["count"]) == (2, 2, 2)
+    ids = [i["id"] for i in first["invocations"] + rest["invocations"]]
+    assert len(set(ids)) == 4 and invocation_id in ids
+    failed = (await client.get("/v1/invocations", params={"status": "failed"})).json()["invocations"]
+    assert [i["tool_name"] for i in failed] == ["executor"]
+
+
 async def test_lenient_inputs_keep_the_tools_spend_bounds(start_app, db_url, monkeypatch):
     monkeypatch.setenv("QMCP_TOOL_MAX_PLAN_STEPS", "2")
     server = await start_app(db_url, model="test")

@@ -1,8 +1,10 @@
-"""The LLM layer: model strings → pydantic-ai models, one accounted call, typed errors, offline models.
+"""The LLM layer: model strings → models, one accounted call, typed errors, offline models.
 
-pydantic-ai takes about half a second to import, so the names that need it (`call_model`,
-`resolve_model`, the offline models, ...) load on first use: a process that only replays stored
-steps or registers models — every Metaflow task that calls no model — never imports it.
+pydantic-ai takes about half a second to import, and is imported only when a call needs it: a
+provider's model, or a call with tools (pydantic-ai's tool loop). The offline models (`test`,
+`ScriptedModel`, `recorded:` fixtures) answer plain calls in qmcp's own types (`_native.py`,
+`_calling.py`), so a process running them — a test, a benchmark, a Metaflow task — never imports
+it, nor does one that only replays stored steps or registers models. The names below load on first use.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from ._stepkey import calling_step, current_step_key
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
 if TYPE_CHECKING:
-    from ._call import call_model, classify_error
+    from ._call import classify_error
+    from ._calling import call_model
     from ._check import check_model_string
-    from ._offline import FAILURE_KINDS, ScriptedCall, ScriptedModel, make_test_model
+    from ._native import FAILURE_KINDS, OfflineModel, ScriptedCall, ScriptedModel
+    from ._offline import make_test_model
     from ._recorded import recorded_model
     from ._resolve import resolve_model
 
@@ -44,6 +48,7 @@ __all__ = [
     "ModelChoice",
     "ModelFactory",
     "ModelReply",
+    "OfflineModel",
     "RateLimit",
     "RateLimiter",
     "RateLimits",
@@ -75,20 +80,21 @@ __all__ = [
 ]
 
 _LAZY = {
-    "call_model": "._call",
+    "call_model": "._calling",
     "classify_error": "._call",
     "check_model_string": "._check",
-    "FAILURE_KINDS": "._offline",
+    "FAILURE_KINDS": "._native",
+    "OfflineModel": "._native",
     "recorded_model": "._recorded",
-    "ScriptedCall": "._offline",
-    "ScriptedModel": "._offline",
+    "ScriptedCall": "._native",
+    "ScriptedModel": "._native",
     "make_test_model": "._offline",
     "resolve_model": "._resolve",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Import a pydantic-ai backed name on first use, then keep it as a module global."""
+    """Import a name on first use, then keep it as a module global."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

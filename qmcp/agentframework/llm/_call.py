@@ -1,4 +1,5 @@
-"""One model call: messages in, text, token usage and cost out; provider errors mapped to qmcp's.
+"""One model call through pydantic-ai: messages in, text, token usage and cost out; provider errors
+mapped to qmcp's. `call_model` (`_calling.py`) sends here every call but an offline model's plain one.
 
 Calls go straight to `pydantic_ai.direct.model_request` (about 0.3 ms of overhead) instead of
 `Agent.run` (about 4.5 ms), because topologies make many short calls. With a tracer, each request
@@ -11,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import Tracer
 from pydantic_ai.direct import model_request, model_request_stream
 from pydantic_ai.exceptions import (
     ModelAPIError,
@@ -47,14 +47,16 @@ from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.settings import ModelSettings
 
-from ...observability import GenAI, genai_model, genai_provider, record_failure
 from ...redaction import redact
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models, storable_text
-from ._registry import OPENAI_COMPATIBLE_PROVIDERS, normalize_model_string
+from ._calling import _server_attributes as _server_attributes  # read here by tests
+from ._calling import offline_cost, response_attributes, traced
+from ._offline import OfflineFunctionModel
+from ._registry import OPENAI_COMPATIBLE_PROVIDERS
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
-__all__ = ["call_model", "classify_error"]
+__all__ = ["call_pydantic_model", "classify_error"]
 
 
 def _to_messages(system: str | None, messages: Sequence[ChatMessage]) -> list[ModelMessage]:
@@ -73,8 +75,10 @@ def _to_messages(system: str | None, messages: Sequence[ChatMessage]) -> list[Mo
 _UNPRICED: set[str] = set()
 
 
-def _cost(model_string: str, response: ModelResponse) -> float:
+def _cost(model: Model, model_string: str, response: ModelResponse) -> float:
     usage = response.usage
+    if isinstance(model, OfflineFunctionModel):  # priced as on the native path
+        return offline_cost(model_string, usage.input_tokens, usage.output_tokens)
     config = Models.get(model_string)
     if config is not None:
         return config.cost(usage.input_tokens, usage.output_tokens)
@@ -87,7 +91,7 @@ def _cost(model_string: str, response: ModelResponse) -> float:
         return 0.0
 
 
-async def call_model(
+async def call_pydantic_model(
     model: Model,
     model_string: str,
     *,
@@ -130,7 +134,7 @@ async def call_model(
                     response = await _request(model, history, settings, parameters, on_delta)
                 input_tokens += response.usage.input_tokens
                 output_tokens += response.usage.output_tokens
-                cost += _cost(model_string, response)
+                cost += _cost(model, model_string, response)
                 calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
                 if not calls:
                     break
@@ -189,69 +193,31 @@ async def _traced(
     parameters: ModelRequestParameters | None,
     on_delta: Callable[[str], None] | None,
 ) -> ModelResponse:
-    """One request in a `chat <model>` client span: what was asked, what the provider answered
-    (`_response_attributes`), or the class of the error it raised (`error.type`)."""
-    model_string = normalize_model_string(model_string)  # a bare `claude-...` is Anthropic's
-    name = genai_model(model_string)
-    attributes: dict[str, Any] = {
-        GenAI.OPERATION_NAME: GenAI.CHAT,
-        GenAI.PROVIDER_NAME: genai_provider(model_string),
-        GenAI.REQUEST_MODEL: name,
-    }
-    for attribute, value in (
-        (GenAI.REQUEST_MAX_TOKENS, settings.get("max_tokens")),
-        (GenAI.REQUEST_TEMPERATURE, settings.get("temperature")),
-        (GenAI.REQUEST_TOP_P, settings.get("top_p")),
-    ):
-        if value is not None:
-            attributes[attribute] = value
-    attributes |= _server_attributes(getattr(model, "base_url", None))
-    with tracer.start_as_current_span(
-        f"{GenAI.CHAT} {name}",
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
-        record_exception=False,  # by hand, redacted (`record_failure`)
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            response = await _request(model, history, settings, parameters, on_delta, instrument=False)
-        except BaseException as error:  # a cancel (the step's timeout) ends the request too
-            record_failure(span, error)
-            raise
-        span.set_attributes(_response_attributes(response))
-        return response
+    """One request in a `chat <model>` client span (`traced`), with what the provider said of its answer."""
+
+    def request() -> Awaitable[ModelResponse]:
+        return _request(model, history, settings, parameters, on_delta, instrument=False)
+
+    return await traced(
+        tracer,
+        model_string,
+        settings=settings,
+        base_url=getattr(model, "base_url", None),
+        request=request,
+        attributes=_response_attributes,
+    )
 
 
 def _response_attributes(response: ModelResponse) -> dict[str, Any]:
-    """What the provider said of its answer: the model that wrote it, why it stopped (pydantic-ai
-    normalises the reason to the conventions' values; else the provider's own), its id, its tokens."""
-    attributes: dict[str, Any] = {
-        GenAI.USAGE_INPUT_TOKENS: response.usage.input_tokens,
-        GenAI.USAGE_OUTPUT_TOKENS: response.usage.output_tokens,
-    }
-    if response.model_name:
-        attributes[GenAI.RESPONSE_MODEL] = response.model_name
-    if response.provider_response_id:
-        attributes[GenAI.RESPONSE_ID] = response.provider_response_id
+    """pydantic-ai normalises the finish reason to the conventions' values; else the provider's own."""
     reason = response.finish_reason or (response.provider_details or {}).get("finish_reason")
-    if isinstance(reason, str) and reason:
-        attributes[GenAI.RESPONSE_FINISH_REASONS] = (reason,)
-    return attributes
-
-
-def _server_attributes(base_url: Any) -> dict[str, Any]:
-    """`server.address` and `server.port` of the endpoint asked (never its credentials or path)."""
-    try:
-        url = urlsplit(str(base_url)) if base_url else None
-        port = url.port if url is not None else None
-    except ValueError:
-        return {}
-    if url is None or not url.hostname:
-        return {}
-    found: dict[str, Any] = {GenAI.SERVER_ADDRESS: url.hostname}
-    if port is not None or url.scheme in ("http", "https"):
-        found[GenAI.SERVER_PORT] = port or (443 if url.scheme == "https" else 80)
-    return found
+    return response_attributes(
+        response.usage.input_tokens,
+        response.usage.output_tokens,
+        response.model_name,
+        response.provider_response_id,
+        reason,
+    )
 
 
 async def _streamed(

@@ -67,7 +67,7 @@ def check_model_string(model: str) -> str | None:
         guesses = [m for m in _closest_names(given) if ":" in m]
         hint = f"did you mean {', '.join(guesses)}?" if guesses else f"use provider:name ({_EXAMPLES})"
         raise UnknownModelError(f"unknown model {given!r}: {hint}")
-    if not name or not _NAME.match(name):
+    if not name or not _NAME.fullmatch(name):
         raise UnknownModelError(f"model {given!r} has no valid name after {provider + ':'!r} ({_EXAMPLES})")
     if provider in _OURS:
         return None

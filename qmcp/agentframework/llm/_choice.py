@@ -24,6 +24,8 @@ from ._registry import normalize_model_string
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
+    from ._native import OfflineModel
+
 __all__ = ["ModelChoice", "effective_model", "run_override"]
 
 
@@ -35,8 +37,9 @@ class ModelChoice:
     base_url: str | None = None
     api_key_env: str | None = None
 
-    def resolve(self, role: str = "generalist") -> Model:
-        """The pydantic-ai model (`resolve_model`); raises a `UserInputError` when it cannot be built."""
+    def resolve(self, role: str = "generalist") -> Model | OfflineModel:
+        """The model (`resolve_model`: an offline model is qmcp's own, any other pydantic-ai's); raises a
+        `UserInputError` when it cannot be built."""
         from ._resolve import resolve_model
 
         return resolve_model(self.model, role=role, base_url=self.base_url, api_key_env=self.api_key_env)

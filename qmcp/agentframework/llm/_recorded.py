@@ -11,52 +11,54 @@ and how to record the run again: a fixture never guesses.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
-from pydantic_ai.models.function import AgentInfo
-from pydantic_ai.usage import RequestUsage
 
 from ..errors import PermanentModelError
 from ._fixture import RecordedReply, recorded_replies
-from ._offline import OfflineModel, _pieces
+from ._native import OfflineModel, OfflineReply, OfflineRequest
 from ._stepkey import current_step_key
 
-__all__ = ["recorded_model"]
+__all__ = ["RecordedModel", "recorded_model"]
 
 
-def recorded_model(path: str | os.PathLike[str]) -> OfflineModel:
-    """A pydantic-ai model answering each step of a run from the fixture at `path`, by step key.
+class RecordedModel(OfflineModel):
+    """Answers each step of a run from a fixture file, by step key (free of pydantic-ai, as the other
+    offline models: `_native.py`). A streamed reply's tokens are estimated, as an unrecorded one's."""
 
-    The file is read now (a missing or foreign file fails here, before any step) and again when it
-    changes. Unrecorded calls raise `PermanentModelError`: retrying cannot make them recorded.
-    """
-    recorded_replies(path)
-    name = f"recorded:{path}"
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        recorded_replies(path)
+        self.path = path
+        self.name = f"recorded:{path}"
 
-    def reply_for() -> RecordedReply:
+    def waits(self, streamed: bool) -> bool:
+        return False
+
+    def _reply_for(self) -> RecordedReply:
         key = current_step_key()
         if key is None:
             raise PermanentModelError(
-                f"{name} answers the steps of a run by their key; this call belongs to no step", model=name
+                f"{self.name} answers the steps of a run by their key; this call belongs to no step",
+                model=self.name,
             )
-        found = recorded_replies(path).get(key)
+        found = recorded_replies(self.path).get(key)
         if found is None:
+            path = self.path
             raise PermanentModelError(
                 f"the fixture {path} holds no reply for step {key!r} (the run asks for a call the recorded "
                 "run did not make, or one that failed there); record it again: run the topology on a real "
                 f"model, then qmcp executions export-fixture ID > {path}",
-                model=name,
+                model=self.name,
             )
         return found
 
-    async def respond(_messages: list[ModelMessage], _info: AgentInfo) -> ModelResponse:
-        found = reply_for()
-        usage = RequestUsage(input_tokens=found.input_tokens, output_tokens=found.output_tokens)
-        return ModelResponse(parts=[TextPart(found.text)], usage=usage)
+    async def respond(self, request: OfflineRequest) -> OfflineReply:
+        found = self._reply_for()
+        return OfflineReply(found.text, input_tokens=found.input_tokens, output_tokens=found.output_tokens)
 
-    async def stream(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:
-        for piece in _pieces(reply_for().text):
-            yield piece
 
-    return OfflineModel(respond, stream_function=stream, model_name=name)
+def recorded_model(path: str | os.PathLike[str]) -> RecordedModel:
+    """A model answering each step of a run from the fixture at `path`, by step key.
+
+    The file is read now (a missing or foreign file fails here, before any step) and again when it
+    changes. Unrecorded calls raise `PermanentModelError`: retrying cannot make them recorded.
+    """
+    return RecordedModel(path)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, TypeAlias
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
+    from ._native import OfflineModel
+
 __all__ = [
     "OPENAI_COMPATIBLE_PROVIDERS",
     "SMOLLM2_SPEC",
@@ -25,7 +27,7 @@ __all__ = [
     "unregister_model",
 ]
 
-ModelFactory: TypeAlias = Callable[[str], "Model"]
+ModelFactory: TypeAlias = Callable[[str], "Model | OfflineModel"]
 """Builds a model for an agent role; registered under a model string with `register_model`."""
 
 SMOLLM2_SPEC = "smollm2"
@@ -45,11 +47,11 @@ _BARE_PREFIXES = (
     (re.compile(r"^(mistral-|codestral-|magistral-)"), "mistral"),
 )
 
-_registered: dict[str, Model | ModelFactory] = {}
+_registered: dict[str, Model | OfflineModel | ModelFactory] = {}
 _lock = threading.Lock()
 
 
-def register_model(name: str, model: Model | ModelFactory) -> None:
+def register_model(name: str, model: Model | OfflineModel | ModelFactory) -> None:
     """Make `name` resolve to `model` (or to `model(role)` when it is a factory), e.g. a `ScriptedModel`."""
     with _lock:
         _registered[name] = model
@@ -60,7 +62,7 @@ def unregister_model(name: str) -> None:
         _registered.pop(name, None)
 
 
-def registered_model(name: str) -> Model | ModelFactory | None:
+def registered_model(name: str) -> Model | OfflineModel | ModelFactory | None:
     return _registered.get(name)
 
 

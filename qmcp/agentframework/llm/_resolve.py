@@ -1,4 +1,5 @@
-"""Turning a `provider:name` model string into a pydantic-ai `Model`.
+"""Turning a `provider:name` model string into a model: an offline one (qmcp's own, `_native.py`) or a
+pydantic-ai `Model`. pydantic-ai is imported only to build the latter.
 
 Resolution order: user-registered models (`register_model`), the offline `test` model, the
 embedded `local:` models, `recorded:FILE` fixtures (`_recorded.py`), OpenAI-compatible endpoints
@@ -18,19 +19,21 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
-
-from pydantic_ai.exceptions import UserError
-from pydantic_ai.models import Model, infer_model
+from typing import TYPE_CHECKING, cast
 
 from ...redaction import register_secret
 from ..errors import MissingAPIKeyError, ModelNotInstalledError, UnknownModelError
-from ._offline import make_test_model
-from ._registry import OPENAI_COMPATIBLE_PROVIDERS, normalize_model_string, registered_model
+from ._native import OfflineModel, test_model
+from ._registry import OPENAI_COMPATIBLE_PROVIDERS, ModelFactory, normalize_model_string, registered_model
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
 
 __all__ = ["resolve_model"]
 
-_cache: dict[tuple[str, str | None, str | None], Model] = {}
+_cache: dict[tuple[str, str | None, str | None], Model | OfflineModel] = {}
 _NO_KEY = "api-key-not-set"
 """What an endpoint without a key is sent: the OpenAI client needs one, and would otherwise read OPENAI_API_KEY."""
 _lock = threading.Lock()
@@ -41,18 +44,22 @@ _OVERRIDE_HINT = "or run offline with QMCP_MODEL_OVERRIDE=test (CLI: --model tes
 
 def resolve_model(
     model: str, *, role: str = "generalist", base_url: str | None = None, api_key_env: str | None = None
-) -> Model:
-    """The pydantic-ai model for a model string; raises a `UserInputError` subclass when it can't be built.
+) -> Model | OfflineModel:
+    """The model for a model string; raises a `UserInputError` subclass when it can't be built.
 
-    `role` only matters for the offline `test` model, which answers in character. `base_url` and
+    An offline model (`test`, a `ScriptedModel`, `recorded:FILE`) is qmcp's own (`OfflineModel`, its
+    pydantic-ai form is `.pydantic_model`); any other is a pydantic-ai `Model`. `role` only matters
+    for the offline `test` model, which answers in character. `base_url` and
     `api_key_env` are the agent's own endpoint and key variable (see the module's key rule).
     """
     model = normalize_model_string(model)
     registered = registered_model(model)
     if registered is not None:
-        return registered if isinstance(registered, Model) else registered(role)
+        if _is_factory(registered):
+            return cast("ModelFactory", registered)(role)
+        return cast("Model | OfflineModel", registered)
     if model == "test":
-        return make_test_model(role)
+        return test_model(role)
     if api_key_env:  # its value is a secret whatever the variable is called: masked wherever it shows
         register_secret(os.environ.get(api_key_env))
     key = (model, base_url, api_key_env)
@@ -65,7 +72,15 @@ def resolve_model(
         return _cache.setdefault(key, built)
 
 
-def _build(model: str, base_url: str | None, api_key_env: str | None) -> Model:
+def _is_factory(registered: object) -> bool:
+    """A registered factory, not a model (a pydantic-ai `Model` exists only once pydantic-ai is imported)."""
+    if isinstance(registered, OfflineModel) or not callable(registered):
+        return False
+    models = sys.modules.get("pydantic_ai.models")
+    return models is None or not isinstance(registered, models.Model)
+
+
+def _build(model: str, base_url: str | None, api_key_env: str | None) -> Model | OfflineModel:
     provider, _, name = model.partition(":")
     if not name:
         raise UnknownModelError(
@@ -87,6 +102,9 @@ def _build(model: str, base_url: str | None, api_key_env: str | None) -> Model:
             f"model {model!r} cannot take api_key_env: it applies to openai: and OpenAI-compatible "
             f"endpoints; {provider} reads its own key variable"
         )
+    from pydantic_ai.exceptions import UserError
+    from pydantic_ai.models import infer_model
+
     try:
         return infer_model(model)
     except UserError as error:

@@ -1,8 +1,9 @@
 """What the model layer hands around — messages, replies, tools — without importing pydantic-ai.
 
 Topology and mixin code name these types at import time; pydantic-ai itself loads only when a
-step calls a model (`call_model`, `resolve_model`), so a process that only replays stored steps
-(a Metaflow join, `qmcp executions show`) never pays its import.
+step calls a provider's model or gives a model tools (the offline models answer plain calls in
+these types: `_native.py`), so a process that only replays stored steps (a Metaflow join,
+`qmcp executions show`) or runs offline models never pays its import.
 """
 
 from __future__ import annotations

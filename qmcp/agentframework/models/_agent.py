@@ -107,7 +107,7 @@ class AgentConfig(SQLModel):
     @field_validator("api_key_env")
     @classmethod
     def _variable_name(cls, value: str | None) -> str | None:
-        if value is not None and not _VARIABLE.match(value):
+        if value is not None and not _VARIABLE.fullmatch(value):
             raise ValueError(f"{value!r} is not an environment variable name (letters, digits and '_')")
         return value
 

@@ -58,7 +58,7 @@ def _disambiguator(topology_name: str) -> str | None:
     after a separator no snake_case spelling contains ('__' in the file name, '_' in the class
     name), so no flow file or Metaflow flow name ever belongs to two topologies.
     """
-    if _SNAKE_CASE.match(topology_name):
+    if _SNAKE_CASE.fullmatch(topology_name):
         return None
     return hashlib.sha256(topology_name.encode()).hexdigest()[:12]
 

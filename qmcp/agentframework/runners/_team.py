@@ -140,7 +140,10 @@ def prepare_team(
         model = choice.resolve(str(agent.role))
         capabilities = [str(c) for c in config.capabilities]
         MixinRegistry.resolve(capabilities)
-        if "tool_use" in capabilities and not model.profile.get("supports_tools", True):
+        # offline models call tools (through pydantic-ai's tool loop); a provider's profile says
+        if "tool_use" in capabilities and not (
+            isinstance(model, llm.OfflineModel) or model.profile.get("supports_tools", True)
+        ):
             raise InvalidConfigError(
                 f"agent {agent.name!r} uses tool_use, but model {choice.model!r} cannot call tools; "
                 f"give it a model that can (--model test offline, ollama:llama3.2, openai:gpt-4.1, ...)"

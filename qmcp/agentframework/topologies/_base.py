@@ -74,7 +74,7 @@ class TopologyRegistry:
     @classmethod
     def register(cls, topology_class: type[BaseTopology]) -> type[BaseTopology]:
         name = getattr(topology_class, "topology_type", None)
-        if not isinstance(name, str) or not _TYPE_NAME.match(name):
+        if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name):
             raise InvalidConfigError(
                 f"{topology_class.__name__}.topology_type must be 1-32 lowercase letters, digits, '_' or '-', "
                 f"starting with a letter; got {name!r}"

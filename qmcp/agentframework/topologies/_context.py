@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 from ...observability import GenAI, genai_model, genai_provider, record_failure
-from ...redaction import redact
+from ...redaction import StreamMask, redact
 from .. import llm
 from ..errors import (
     InvalidConfigError,
@@ -248,6 +248,7 @@ class StepContext:
     no mixin hook runs, no model is called, nothing is written."""
     _configs: dict[int, AgentConfig] = field(default_factory=dict, repr=False)  # by id(agent)
     _choices: dict[int, llm.ModelChoice] = field(default_factory=dict, repr=False)  # by id(agent)
+    _models: dict[int, Any] = field(default_factory=dict, repr=False)  # resolved, by id(agent)
     _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
 
     # -- composition --------------------------------------------------------------------------
@@ -260,6 +261,7 @@ class StepContext:
             prefix=f"{self.prefix}{prefix}/",
             _configs={},
             _choices={},
+            _models={},
             _mixins={},
         )
 
@@ -512,19 +514,23 @@ class StepContext:
         messages: list[ChatMessage],
         model_settings: ModelSettings,
     ) -> ModelReply:
-        # through the module: pydantic-ai loads with the first call, not with the topologies
-        resolved = self.model_choice(mc.slot).resolve(str(mc.agent.role))
+        # once per agent and run; pydantic-ai loads only for a model that needs it (`llm/_calling.py`)
+        resolved = self._models.get(id(mc.agent))
+        if resolved is None:
+            resolved = self._models[id(mc.agent)] = self.model_choice(mc.slot).resolve(str(mc.agent.role))
 
         async def on_tool_call(tool: str, args: dict[str, Any]) -> None:
             for hook in mixins:
                 await hook.on_tool_call(mc, tool, args)
 
         budget, limits = self.budget, self.rate_limits
-        on_delta = None
+        on_delta = mask = None
         if self.stream and self.on_event is not None:
+            mask = StreamMask()  # a key split across two deltas is masked too
 
             def on_delta(text: str) -> None:
-                self._emit("delta", mc.key, mc.slot, mc.agent.name, mc.model, text=text)
+                if shown := mask.feed(text):
+                    self._emit("delta", mc.key, mc.slot, mc.agent.name, mc.model, text=shown)
 
         limiter = (
             None if limits is None else limits.limiter(mc.model, lambda: _config_limit(mc.model, mc.config))
@@ -572,6 +578,8 @@ class StepContext:
                         limits.back_off(mc.model, error.retry_after)  # every caller of the model waits
                     raise
                 finally:
+                    if mask is not None and (rest := mask.flush()):  # before its retry or completion
+                        self._emit("delta", mc.key, mc.slot, mc.agent.name, mc.model, text=rest)
                     if reservation is not None:
                         assert budget is not None
                         budget.settle(reservation, Usage(requests=1) if reply is None else reply.usage)
