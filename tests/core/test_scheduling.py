@@ -119,6 +119,20 @@ def test_the_older_heap_is_frozen_only_while_a_run_runs():
     assert not [c for c in gc.callbacks if getattr(c, "__name__", "") == "refreeze"]  # removed after
 
 
+def test_a_young_collections_survivors_are_frozen_at_once():
+    """The steps in flight survive the young collections: frozen after the first one they survive,
+    the middle generation's collections do not walk them again and again."""
+    gc.disable()  # only the collection below
+    try:
+        with older_heap_frozen():
+            frozen = gc.get_freeze_count()
+            kept = [[i] for i in range(1000)]
+            gc.collect(0)
+            assert gc.get_freeze_count() >= frozen + len(kept)
+    finally:
+        gc.enable()
+
+
 def test_a_long_run_still_collects_the_cycles_it_frees(monkeypatch):
     """Frozen survivors that become cyclic garbage are reclaimed by the full collection let
     through once the run has frozen `_REFREEZES` times, not only when the run ends."""

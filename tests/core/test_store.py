@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
+from _clock import FakeClock
 
 from qmcp.agentframework.errors import InvalidConfigError, LeaseLostError
 from qmcp.agentframework.models import Execution, StepStatus
@@ -194,6 +196,80 @@ async def test_fenced_saves_write_nothing_for_an_execution_another_owner_holds(d
         assert set(await db.steps.completed_steps(mine.id)) == {"a", "b0", "b1", "b2", "b3", "b4"}
         theirs_steps = await db.steps.completed_steps(theirs.id)
         assert list(theirs_steps) == ["a"] and theirs_steps["a"].response == "1"
+
+
+async def test_a_batch_from_a_stalled_owner_writes_none_of_its_steps(db_url):
+    """A whole batched commit from an owner whose lease was taken over: its N steps share one
+    transaction and one fence check, none of them is written, every save raises `LeaseLostError`,
+    and each paid call is kept as a displaced usage row; the new owner then writes its own steps."""
+    async with Database(db_url) as db:
+        execution = Execution(topology_name="t", topology_type="ensemble")
+        stalled = await db.executions.create(execution, Owner.this_process(), runner="async")
+        assert stalled is not None
+        await db.steps.save(
+            StepRecord(execution.id, "before", "s", "agent", "test", response="kept"), fence=stalled.token
+        )
+        _, new = await db.executions.claim(
+            execution.id, Owner.this_process(), runner="async", runner_options={}, run_config={}, force=True
+        )
+        assert new is not None
+        members = [f"ensemble/member:m{i}" for i in range(50)]
+        outcomes = await asyncio.gather(
+            *[
+                db.steps.save(
+                    StepRecord(execution.id, key, "s", "agent", "test", response="late", input_tokens=5),
+                    batch=True,
+                    fence=stalled.token,
+                )
+                for key in members
+            ],
+            return_exceptions=True,
+        )
+        assert all(isinstance(outcome, LeaseLostError) for outcome in outcomes), outcomes
+        assert list(await db.steps.completed_steps(execution.id)) == ["before"]
+        usage = await db.list_usage(execution.id)
+        assert sorted((r.key, r.owner_token, r.displaced) for r in usage) == sorted(
+            [("before", stalled.token, False), *((key, stalled.token, True) for key in members)]
+        )
+        await asyncio.gather(
+            *[
+                db.steps.save(
+                    StepRecord(execution.id, key, "s", "agent", "test", response="new"),
+                    batch=True,
+                    fence=new.token,
+                )
+                for key in members
+            ]
+        )
+        steps = await db.steps.completed_steps(execution.id)
+    assert sorted(steps) == sorted(["before", *members])
+    assert {steps[key].response for key in members} == {"new"}
+
+
+async def test_steps_finding_their_lease_stale_at_once_share_one_renewal(db_url, monkeypatch):
+    """A stalled loop sends every step in flight through `Lease.ensure` at once: they wait for one
+    renewal, not one each (a wide ensemble's 1,000 would take every pooled connection)."""
+    async with Database(db_url) as db:
+        db.executions.clock = clock = FakeClock()
+        execution = Execution(topology_name="t", topology_type="ensemble")
+        lease = await db.executions.create(execution, Owner.this_process(), runner="async")
+        assert lease is not None
+        renewals = 0
+        renew = db.executions.renew
+
+        async def counted(lease_: Any) -> Any:
+            nonlocal renewals
+            renewals += 1
+            await asyncio.sleep(0.01)  # the statement's round trip: the other steps arrive meanwhile
+            return await renew(lease_)
+
+        monkeypatch.setattr(db.executions, "renew", counted)
+        clock.advance(lease.ttl - lease.interval + 1)
+        await asyncio.gather(*[lease.ensure() for _ in range(100)])
+        assert renewals == 1 and lease.lost is None
+        clock.advance(lease.ttl - lease.interval + 1)  # stale again: the next renewal is a new one
+        await lease.ensure()
+        assert renewals == 2
 
 
 async def test_json_columns_store_what_the_json_module_stores(sqlite_url):

@@ -331,6 +331,7 @@ class Lease:
         self.ended = False
         self._renewed = service.clock.monotonic()
         self._on_stop: Callable[[], object] | None = None
+        self._renewing: asyncio.Future[None] | None = None
 
     @property
     def token(self) -> str:
@@ -348,7 +349,18 @@ class Lease:
         self._stop()
 
     async def renew(self) -> None:
-        """Extend the lease; learn whether a cancel was asked for, or whether the lease was lost."""
+        """Extend the lease; learn whether a cancel was asked for, or whether the lease was lost.
+
+        One renewal at a time: callers arriving while one is under way wait for it. A stalled loop
+        sends every step in flight through `ensure()` at once (1,000 of them in a wide ensemble), and
+        each renewal of its own would take one of the engine's connections, and the write lock."""
+        renewing = self._renewing
+        if renewing is None or renewing.done():
+            renewing = self._renewing = asyncio.ensure_future(self._renew())
+            renewing.add_done_callback(_retrieved)
+        await asyncio.shield(renewing)  # a cancelled caller leaves the renewal to the others
+
+    async def _renew(self) -> None:
         started = self.service.clock.monotonic()
         outcome = await self.service.renew(self)
         if outcome is None:
@@ -413,6 +425,12 @@ class Lease:
         if self._on_stop is not None:
             on_stop, self._on_stop = self._on_stop, None
             on_stop()
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a renewal's outcome seen: its callers may all have been cancelled before it ended."""
+    if not future.cancelled():
+        future.exception()
 
 
 # -- the service ----------------------------------------------------------------------------------------
