@@ -8,6 +8,7 @@ errors and spans; a process running offline models imports pydantic-ai only for 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -99,6 +100,25 @@ def test_the_token_estimate_is_pydantic_ais():
         theirs = _estimate_usage([*parts, ModelResponse(parts=[TextPart(reply)])])
         assert estimate_usage(system, messages, reply) == (theirs.input_tokens, theirs.output_tokens), prompt
     assert (estimate_tokens(""), estimate_tokens("  "), estimate_tokens('a, "b": c.d')) == (0, 1, 4)
+
+
+async def test_an_offline_call_lets_the_loop_run_its_other_tasks():
+    """A model call is where a run's heartbeat, a cancel and a server's other requests get the loop,
+    even from a model that waits on nothing (the demo stops its run at the first step this way)."""
+    model, ticks = test_model("writer"), [0]
+
+    async def ticker() -> None:
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks[0]
+    for prompt in _prompts(5):
+        await call_model(model, settings={}, model_string="test", system=None, messages=_messages(prompt, 0))
+    running.cancel()
+    assert ticks[0] - before >= 5
 
 
 @pytest.mark.parametrize("role", ["writer", "judge", "checker", "generalist", ""])

@@ -135,6 +135,10 @@ async def _call_offline(
         )
 
     try:
+        # A model call is where the loop runs its other tasks and a cancel lands, as with every real
+        # model: an offline model that waits on nothing would otherwise hold the loop from a run's
+        # first step to its last (no heartbeat, no cancel, no other request of a server).
+        await asyncio.sleep(0)
         if timeout_seconds is None or not model.waits(on_delta is not None):
             found = await traced_answer()
         else:
