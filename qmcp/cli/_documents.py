@@ -288,14 +288,16 @@ _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]|[^\s,:\[\]{}"]+')
 """A JSON string, an opening or closing bracket, or any other value (number, true, null, ...)."""
 
 
-def check_json_bounds(label: str, text: str, *, max_depth: int | None = MAX_DEPTH) -> None:
+def check_json_bounds(
+    label: str, text: str, *, max_depth: int | None = MAX_DEPTH, too_deep: str | None = None
+) -> None:
     """Count a JSON text's values and nesting from its tokens; a `UserInputError` at the first breach.
 
     Decoding builds every value first (2 million of them in a 4 MB file), so the tokens are
     counted before: a string (keys included), number, literal, object or array counts 1, and the
     scan stops at the value past `MAX_NODES` or the bracket past `max_depth` (None: the caller's
-    store checks depth, with the message every door gives). An invalid text is left to the
-    decoder to report.
+    store checks depth, with the message every door gives). `too_deep` replaces the depth's message
+    (the sentence the other doors give). An invalid text is left to the decoder to report.
     """
     if len(text.encode()) > MAX_FILE_BYTES:
         raise too_large(label)
@@ -314,7 +316,7 @@ def check_json_bounds(label: str, text: str, *, max_depth: int | None = MAX_DEPT
         if token in "[{":
             depth += 1
             if max_depth is not None and depth > max_depth:
-                raise UserInputError(f"{label}: nested deeper than {max_depth} levels")
+                raise UserInputError(too_deep or f"{label}: nested deeper than {max_depth} levels")
 
 
 def parse_document(label: str, text: str, *, is_json: bool = False) -> Any:

@@ -92,7 +92,7 @@ def fork_command(
         at,
         model,
         _pairs(agent or [], "--agent", "SLOT=AGENT"),
-        parse_json_object(input_json, "--input-json") if input_json is not None else None,
+        parse_json_object(input_json, "--input-json", "input_data") if input_json is not None else None,
         _pairs(set_output or [], "--set-output", "STEP_KEY=TEXT"),
     )
 

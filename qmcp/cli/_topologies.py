@@ -37,16 +37,18 @@ def _complete_runner(incomplete: str) -> list[str]:
     return [name for name in RUNNERS if name.startswith(incomplete)]
 
 
-def parse_json_object(text: str, option: str) -> dict[str, Any]:
-    """`text` as a JSON object, or a one-line error naming `option`."""
+def parse_json_object(text: str, option: str, stored_as: str | None = None) -> dict[str, Any]:
+    """`text` as a JSON object, or a one-line error naming `option` (too deep: `stored_as`, the field
+    the value is stored as, in the sentence every door gives)."""
     from qmcp.agentframework.errors import UserInputError
-    from qmcp.agentframework.models import MAX_JSON_DEPTH
+    from qmcp.agentframework.models import JSON_TOO_DEEP, MAX_JSON_DEPTH
 
     from ._documents import check_json_bounds
 
     # 2 million values are not decoded first, nor 1,000 levels (the decoder's recursion would give out):
     # what is deeper than the store keeps is refused before
-    check_json_bounds(option, text, max_depth=MAX_JSON_DEPTH)
+    too_deep = None if stored_as is None else f"{stored_as} {JSON_TOO_DEEP}"
+    check_json_bounds(option, text, max_depth=MAX_JSON_DEPTH, too_deep=too_deep)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
@@ -69,7 +71,7 @@ def read_input(input_json: str | None, input_file: str | None) -> dict[str, Any]
             'give the input with --input-json \'{"prompt": "..."}\' or --input-file PATH (- for stdin), one of them'
         )
     if input_json is not None:
-        return parse_json_object(input_json, "--input-json")
+        return parse_json_object(input_json, "--input-json", "input_data")
     assert input_file is not None
     from ._documents import MAX_FILE_BYTES, too_large
 
@@ -88,7 +90,7 @@ def read_input(input_json: str | None, input_file: str | None) -> dict[str, Any]
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
         raise UserInputError(f"--input-file {input_file}: cannot read it: {reason}") from None
-    return parse_json_object(text, f"--input-file {label}")
+    return parse_json_object(text, f"--input-file {label}", "input_data")
 
 
 def topology_document(topology: Topology, agents: dict[str, AgentType]) -> dict[str, Any]:

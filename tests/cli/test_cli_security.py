@@ -134,11 +134,11 @@ def test_run_input_json_is_counted_before_it_is_decoded(cli, tmp_path):
         deep.write_text('{"prompt": ' + "[" * depth + "]" * depth + "}")
         cli.user_error(
             "agents", "topologies", "run", "line", "--input-file", str(deep),
-            says=f"--input-file {deep}: nested deeper than 100 levels",
+            says="input_data is nested deeper than 100 levels; flatten it",
         )  # fmt: skip
     cli.user_error(
         "agents", "topologies", "run", "line", "--input-json", '{"prompt": ' + "[" * 1_000 + "]" * 1_000 + "}",
-        says="--input-json: nested deeper than 100 levels",
+        says="input_data is nested deeper than 100 levels; flatten it",
     )  # fmt: skip
     assert cli.json("executions", "list") == []
 

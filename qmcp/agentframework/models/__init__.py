@@ -15,7 +15,7 @@ from ._human import (
     gate_key,
     gate_request_id,
 )
-from ._json import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json, json_depth, json_problem
+from ._json import JSON_TOO_DEEP, MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json, json_depth, json_problem
 from ._memory import AgentMemory
 from ._model_config import ModelConfig, Models
 from ._tools import InvocationStatus, ToolInvocation
@@ -47,6 +47,7 @@ from ._validation import (
 )
 
 __all__ = [
+    "JSON_TOO_DEEP",
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
     "NAME_PATTERN",

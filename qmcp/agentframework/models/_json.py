@@ -16,10 +16,12 @@ from typing import Any
 
 from ..errors import InvalidConfigError
 
-__all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "check_json", "json_depth", "json_problem"]
+__all__ = ["JSON_TOO_DEEP", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "check_json", "json_depth", "json_problem"]
 
 MAX_JSON_DEPTH = 100
 MAX_JSON_BYTES = 4 * 1024 * 1024
+JSON_TOO_DEEP = f"is nested deeper than {MAX_JSON_DEPTH} levels; flatten it"
+"""The sentence after a field's name for a value nested too deeply, whichever door refuses it."""
 
 
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
@@ -52,7 +54,7 @@ def _not_finite(value: Any) -> bool:
 def json_problem(value: Any) -> str | None:
     """What keeps `value` from being stored as JSON, in a few words, or None."""
     if json_depth(value) > MAX_JSON_DEPTH:
-        return f"is nested deeper than {MAX_JSON_DEPTH} levels; flatten it"
+        return JSON_TOO_DEEP
     if _not_finite(value):
         return "holds NaN or Infinity, which JSON cannot carry; use null or a string"
     try:
