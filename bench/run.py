@@ -212,7 +212,7 @@ def measure_workload(
             below = _median(line.get(floor), workload.primary) if floor != workload.baseline else None
             if mine is not None and below:
                 line[f"qmcp/{floor}"] = round(mine / below, 3)
-        targets = check_targets(workload.name, variant, qmcp, ratio, baseline)
+        targets = check_targets(workload.name, variant, qmcp, ratio, baseline, line.get("qmcp/floor"))
         line["targets"] = [t.as_json() for t in targets]
         yield line
 
