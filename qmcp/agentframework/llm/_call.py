@@ -105,17 +105,8 @@ async def call_pydantic_model(
     on_delta: Callable[[str], None] | None = None,
     tracer: Tracer | None = None,
 ) -> ModelReply:
-    """Make one request and account for it; raises `TransientModelError` or `PermanentModelError`.
-
-    With `tools`, runs the tool loop: tool calls are executed and returned to the model until
-    it answers in text; after `max_tool_calls` calls the tools are withdrawn and the model is
-    told to answer. Every call is reported in `ModelReply.tool_calls`.
-
-    With `on_delta`, the reply is streamed: each new piece of text is passed to it as the model writes
-    it (a model that cannot stream sends its reply as one piece). The reply returned is the same.
-
-    With `tracer`, each request is a span (`_traced`).
-    """
+    """`call_model` (`_calling.py`, which documents the arguments) for a pydantic-ai model: a
+    provider's, or an offline model in the tool loop. Each request of a tool loop is its own span."""
     started = time.perf_counter()
     history = _to_messages(system, messages)
     by_name = {tool.definition.name: tool for tool in tools}
