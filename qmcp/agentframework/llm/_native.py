@@ -20,6 +20,7 @@ import json
 import random
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,7 @@ class OfflineReply:
     output_tokens: int = 0
 
 
-class OfflineModel:
+class OfflineModel(ABC):
     """A model answered in-process, without network or key. Subclasses implement `respond`.
 
     Register one with `register_model(name, model)`; `call_model` answers its plain-text calls
@@ -103,8 +104,9 @@ class OfflineModel:
         (a timeout is delivered at an await), so `call_model` sets none for it: no timer per call."""
         return True
 
+    @abstractmethod
     async def respond(self, request: OfflineRequest) -> OfflineReply:
-        raise NotImplementedError
+        """The whole reply to `request`."""
 
     async def stream(self, request: OfflineRequest) -> AsyncIterator[str]:
         """The reply in word-sized pieces, as a provider streams it (joined, they are the reply's text)."""
