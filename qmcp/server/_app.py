@@ -29,7 +29,7 @@ from ._mcp import mcp_server
 from ._middleware import ServerMiddleware
 from ._openapi import install_openapi
 from ._retention import RetentionTask
-from .api import ServerState, router
+from .api import ServerState, plain_hot_reads, router
 from .console import ConsoleSessions, LoginLimiter
 from .console import router as console_router
 from .eval_reports import EvalReports
@@ -207,7 +207,7 @@ def create_app(options: ServerOptions | None = None, *, owns_process: bool = Fal
     app.include_router(console_router)  # the browser console: /, /executions/..., /topologies, /login
     app.router.routes.extend(mcp_app.routes)  # /mcp, served by the SDK's session manager
     install_openapi(app, list(app.router.routes))  # the document keeps the routes' declared order
-    app.router.routes[:] = hot_first(app.router.routes, HOT_PREFIXES)
+    app.router.routes[:] = plain_hot_reads(hot_first(app.router.routes, HOT_PREFIXES))
     app.add_middleware(
         ServerMiddleware,
         hosts=hosts,

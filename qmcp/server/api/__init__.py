@@ -4,11 +4,12 @@ route is a thin adapter: parse, call one `qmcp.app` operation with the remote `C
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from . import _agents, _evals, _executions, _human, _server, _tools, _topologies
-from ._deps import ServerState, caller
+from ._deps import PlainRoute, ServerState, caller
 
-__all__ = ["ServerState", "caller", "router"]
+__all__ = ["ServerState", "caller", "plain_hot_reads", "router"]
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -26,3 +27,17 @@ for _resource in (_server, _tools, _human, _agents, _topologies, _executions, _e
         if isinstance(_route, APIRoute):
             _route.operation_id = _route.operation_id or _operation_id(_route)
         router.routes.append(_route)
+
+
+_PLAIN = {_executions.get_execution: _executions.read_execution}
+"""The hot reads served as `PlainRoute`s: their documented endpoint, and the one that serves it."""
+
+
+def plain_hot_reads(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """`routes` with the hot reads' FastAPI routes swapped for their `PlainRoute`s."""
+    return [
+        PlainRoute(route, _PLAIN[route.endpoint])
+        if isinstance(route, APIRoute) and route.endpoint in _PLAIN
+        else route
+        for route in routes
+    ]

@@ -27,7 +27,7 @@ from ...app import (
 from ...app import prune_executions as prune
 from ..events import StreamLimits, execution_events, has_everything
 from ..problems import problem, problems
-from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State, correlation
+from ._deps import Db, FiniteJsonRoute, Limit, Offset, Remote, State, correlation, open_database
 from ._schemas import ExecutionListOut, ForkBody, StepListOut
 
 router = APIRouter(tags=["executions"], route_class=FiniteJsonRoute)
@@ -72,6 +72,11 @@ async def get_execution(execution_id: str, db: Db) -> Response:
     # validate it again against `response_model` and then serialise it (about 20 µs a request).
     execution = ExecutionOut.of(await db.get_execution(execution_id), full=True)
     return Response(execution.model_dump_json(), media_type="application/json")
+
+
+async def read_execution(request: Request) -> Response:
+    """`get_execution` as the server serves it (a `PlainRoute`: no FastAPI parameter solving)."""
+    return await get_execution(request.path_params["execution_id"], open_database(request))
 
 
 @router.get("/v1/executions/{execution_id}/steps", response_model=StepListOut, responses=problems(404, 503))
