@@ -7,11 +7,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from _eventually import eventually_async
+from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
 from qmcp.app import ExecutionOut
 from qmcp.server import ServerOptions, create_app
 from qmcp.server._app import HOT_PREFIXES, hot_first
+from qmcp.server.api._deps import PlainRoute
 
 
 async def _ok() -> None:
@@ -64,6 +67,43 @@ async def test_an_execution_reads_as_its_model_serialises_it(start_app, db_url):
     assert answer.content == shown.model_dump_json().encode()
     missing = await client.get(f"/v1/executions/{uuid.uuid4()}")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_execution_read_is_a_plain_route_that_answers_as_the_documented_one(start_app, db_url):
+    """`GET /v1/executions/{id}` is served without FastAPI's parameter solving (`PlainRoute`), and
+    answers as its documented FastAPI route: the middleware's refusals, the metrics' label, its methods."""
+    token = "t" * 40
+    server = await start_app(db_url, model="test", token=token)
+    app, client = server.app, server.client
+    (served,) = [r for r in app.router.routes if getattr(r, "path", "") == "/v1/executions/{execution_id}"]
+    assert isinstance(served, PlainRoute) and isinstance(served.documented, APIRoute)
+    assert served.name == "get_execution" and served.methods == {"GET"}
+    schema = app.openapi()["paths"]["/v1/executions/{execution_id}"]["get"]["responses"]["200"]
+    assert schema["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ExecutionOut"}
+    assert (await client.post("/v1/agents", json={"name": "w", "role": "writer"})).status_code < 300
+    topology = {"name": "p", "type": "pipeline", "agents": {"a": "w"}}
+    assert (await client.post("/v1/topologies", json=topology)).status_code < 300
+    started = await client.post("/v1/topologies/p/run", json={"input": {"prompt": "x"}})
+    path = f"/v1/executions/{started.json()['execution_id']}"
+
+    async def ended() -> bool:
+        return (await client.get(path)).json()["status"] == "completed"
+
+    await eventually_async(ended, "the run to end")
+    documented = await served.documented.endpoint(started.json()["execution_id"], app.state.qmcp.db)
+    answer = await client.get(path, headers={"X-Correlation-ID": "c-1"})
+    assert answer.status_code == 200 and answer.content == documented.body
+    assert answer.headers["x-correlation-id"] == "c-1" and len(answer.headers["x-request-id"]) == 32
+    assert (await client.get(path, headers={"Authorization": ""})).status_code == 401
+    assert (await client.get(path, headers={"Host": "evil.example"})).status_code == 421
+    head = await client.head(path)
+    assert (head.status_code, head.headers.get("allow")) == (405, "GET")
+    missing = await client.get(f"/v1/executions/{uuid.uuid4()}")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    metrics = (await client.get("/metrics")).text
+    assert (
+        'qmcp_http_requests_total{method="GET",path="/v1/executions/{execution_id}",status="200"}' in metrics
+    )
 
 
 @pytest.mark.parametrize(
