@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 import json
-import secrets
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import CookieError, SimpleCookie
@@ -44,6 +44,9 @@ OPEN_PATHS = ("/health", "/login", "/static/console.css", "/static/console.js")
 _API_PREFIXES = ("/v1/", "/mcp", "/metrics", "/docs", "/openapi.json", "/redoc")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 _NO_FRAMING = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
+_REQUEST_NAME, _CORRELATION_NAME = REQUEST_HEADER.encode(), CORRELATION_HEADER.encode()
+_READ = frozenset({"host", "origin", "authorization", "cookie", "content-length", CORRELATION_HEADER})
+"""The request headers the middleware reads."""
 
 
 class _TooLarge(BaseException):
@@ -76,26 +79,25 @@ class ServerMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
-        }
-        request_id = secrets.token_hex(16)  # as random as uuid4().hex, without building a UUID
+        headers = _read_headers(scope["headers"])
         # A request without a correlation id gets one (upstream's server does), echoed and used for
-        # what the request starts (a run, a tool invocation, a human request).
-        correlation_id = headers.get(CORRELATION_HEADER) or secrets.token_hex(16)
+        # what the request starts (a run, a tool invocation, a human request). Ids are as random as
+        # uuid4().hex, without building a UUID; one read of the system's randomness makes both.
+        fresh = os.urandom(32).hex()
+        correlation_id = headers.get(CORRELATION_HEADER) or fresh[32:]
         scope.setdefault("state", {})["correlation_id"] = correlation_id
-        ids = [
-            (REQUEST_HEADER.encode(), request_id.encode()),
-            (CORRELATION_HEADER.encode(), correlation_id.encode("latin-1")),
+        added = [
+            (_REQUEST_NAME, fresh[:32].encode()),
+            (_CORRELATION_NAME, correlation_id.encode("latin-1")),
         ]
+        if _console_page(scope["path"]):
+            added += _NO_FRAMING
         status = [500]
-
-        framing = _NO_FRAMING if _console_page(scope["path"]) else []
 
         async def send_with_ids(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), *ids, *framing]
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
         try:
@@ -162,6 +164,16 @@ class ServerMiddleware:
             return message
 
         return counted
+
+
+def _read_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers of `_READ` in `raw` (the ASGI scope's), by lowercase name; a repeated one: its last."""
+    headers = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        if key in _READ:
+            headers[key] = value.decode("latin-1")
+    return headers
 
 
 def _console_page(path: str) -> bool:
