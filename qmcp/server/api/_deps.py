@@ -145,8 +145,9 @@ class PlainRoute(Route):
     def __init__(
         self, documented: APIRoute, endpoint: Callable[[Request], Coroutine[Any, Any, Response]]
     ) -> None:
-        super().__init__(documented.path, endpoint, methods=sorted(documented.methods), name=documented.name)
-        self.methods = set(documented.methods)  # Starlette adds HEAD to GET; FastAPI's route has none
+        methods = set(documented.methods or ())
+        super().__init__(documented.path, endpoint, methods=sorted(methods), name=documented.name)
+        self.methods = methods  # Starlette adds HEAD to GET; FastAPI's route has none
         self.documented = documented
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
