@@ -91,10 +91,13 @@ class Generated:
 
 
 class HandWritten:
-    """`python hand_ensemble_flow.py run`, the same shape and model function without qmcp."""
+    """`python hand_ensemble_flow.py run`, the same shape and model function without qmcp; `plain`: the
+    function awaited without pydantic-ai, as the generated flow's offline model answers (like for like)."""
 
-    def __init__(self, workdir: Path, latency: float) -> None:
+    def __init__(self, workdir: Path, latency: float, plain: bool = False) -> None:
         self.environment = {**os.environ, **_environment(workdir, latency)}
+        if plain:
+            self.environment["QMCP_BENCH_MODEL_PATH"] = "plain"
 
     async def setup(self) -> None:
         pass
@@ -123,9 +126,11 @@ class HandWritten:
 
 
 def make_case(framework: str, variant: str, workdir: Path, params: dict[str, Any]) -> Case:
-    """qmcp's generated flow, or the hand-written Metaflow flow (framework "metaflow"); variant
-    `ensemble_1s` makes each call last `slow_latency` seconds instead of `latency`."""
+    """qmcp's generated flow, or the hand-written Metaflow flow: its members call the model function
+    through pydantic-ai (framework "metaflow") or await it plainly ("metaflow_plain", like for like with
+    the generated flow's offline model); variant `ensemble_1s` makes each call last `slow_latency`
+    seconds instead of `latency`."""
     latency = params["slow_latency"] if variant == "ensemble_1s" else params["latency"]
     if framework == "qmcp":
         return Generated(workdir, params["members"], latency)
-    return HandWritten(workdir, latency)
+    return HandWritten(workdir, latency, plain=framework == "metaflow_plain")

@@ -208,10 +208,11 @@ def measure_workload(
         if baseline is not None:
             line["ratio"] = None if ratio is None else round(ratio, 3)
             line["ratio_of"] = f"qmcp/{workload.baseline} {workload.primary}"
-        for floor in ("floor", "floor_plain"):  # each floor pays another model path (bench/_floor.py)
-            below = _median(line.get(floor), workload.primary) if floor != workload.baseline else None
+        # the floors (each pays another model path, bench/_floor.py) and other baselines after the first
+        for other in workload.frameworks[2:]:
+            below = _median(line.get(other), workload.primary)
             if mine is not None and below:
-                line[f"qmcp/{floor}"] = round(mine / below, 3)
+                line[f"qmcp/{other}"] = round(mine / below, 3)
         targets = check_targets(workload.name, variant, qmcp, ratio, baseline, line.get("qmcp/floor"))
         line["targets"] = [t.as_json() for t in targets]
         yield line

@@ -85,6 +85,11 @@ def render(lines: list[dict[str, Any]]) -> str:
             for name in ("floor", "floor_plain")
             if (found := line.get(name)) and "runs" in found and "efficiency" in found
         ]
+        floors += [  # baselines after the first (metaflow_overhead: the hand-written flow through pydantic-ai)
+            f"qmcp/{name} {line[f'qmcp/{name}']:.3g}"
+            for name in (key.partition("/")[2] for key in line if key.startswith("qmcp/"))
+            if name not in ("floor", "floor_plain")
+        ]
         floor_text = "; ".join(floors) or "—"
         targets = "; ".join(
             f"{'✅' if t['met'] else '❌' if t['met'] is False else '—'} {t['name']} {t['op']} {t['limit']}"

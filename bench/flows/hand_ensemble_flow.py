@@ -2,8 +2,10 @@
 
 start → member (foreach over 3 members) → aggregate (join, majority vote) → end. Each member makes
 one pydantic-ai `model_request` to a `FunctionModel` with the scripted model's latency
-(QMCP_BENCH_LATENCY) and reply, as the generated flow's members do through qmcp. No qmcp code
-runs here: this is what a user would write by hand.
+(QMCP_BENCH_LATENCY) and reply, as a provider's call goes through qmcp's model layer; with
+QMCP_BENCH_MODEL_PATH=plain it awaits the same function without pydantic-ai, as qmcp's offline
+`ScriptedModel` (the generated flow's model) answers since issue 24: the like-for-like baseline.
+No qmcp code runs here: this is what a user would write by hand.
 """
 
 import asyncio
@@ -14,7 +16,13 @@ from metaflow import FlowSpec, JSONType, Parameter, step
 
 
 async def ask(prompt):
-    """One request to the benchmark's model function through pydantic-ai, as qmcp's model layer makes it."""
+    """One request to the benchmark's model function through pydantic-ai, as qmcp's model layer makes it
+    for a provider; or, with QMCP_BENCH_MODEL_PATH=plain, the function awaited on its own."""
+    latency = float(os.environ.get("QMCP_BENCH_LATENCY", "0"))
+    if os.environ.get("QMCP_BENCH_MODEL_PATH") == "plain":
+        from bench._common import model_call
+
+        return await model_call(prompt, latency)
     from pydantic_ai.direct import model_request
     from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart
     from pydantic_ai.models.function import FunctionModel
@@ -22,7 +30,7 @@ async def ask(prompt):
     from bench._common import model_reply
 
     async def reply(messages, info):
-        await asyncio.sleep(float(os.environ.get("QMCP_BENCH_LATENCY", "0")))
+        await asyncio.sleep(latency)
         return ModelResponse(parts=[TextPart(model_reply(prompt))])
 
     response = await model_request(FunctionModel(reply), [ModelRequest.user_text_prompt(prompt)])

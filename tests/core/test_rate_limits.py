@@ -90,6 +90,31 @@ def test_tokens_are_spaced_and_settled_by_what_calls_used(clock):
     assert limiter._reserve(1000) == pytest.approx(5.0)  # larger than a second's share: waits its turn
 
 
+async def test_a_call_that_used_more_than_it_reserved_moves_back_callers_already_waiting(clock, monkeypatch):
+    """Calls reserved together on a low estimate (no max_tokens) must not go out above the limit and
+    leave the model idle afterwards: the overrun of a call that returned moves back the turns already
+    handed out, as it does later ones."""
+    limiter = RateLimiter(RateLimit(tpm=6000))  # 100 tokens a second
+    real_sleep, slept = asyncio.sleep, []
+
+    async def sleep(seconds: float) -> None:  # the limiter's waits, on the hand-moved clock
+        slept.append(round(seconds, 6))
+        clock.now += seconds
+        await real_sleep(0)
+
+    monkeypatch.setattr(_limits.asyncio, "sleep", sleep)
+    await limiter.acquire(100)  # goes at once
+    waiting = asyncio.create_task(limiter.acquire(100))  # its turn is 1 s later
+    await real_sleep(0)
+    assert slept == [1.0]
+    limiter.settle(estimated=100, used=300)  # the first call used 2 s of tokens more than it reserved
+    await waiting
+    assert slept == [1.0, 2.0]  # the waiting caller went out 2 s later
+    assert limiter._reserve(100) == pytest.approx(1.0)  # and the next one queues behind it
+    limiter.settle(estimated=100, used=50)  # less than reserved: no waiting caller is moved
+    assert limiter._owed(limiter._overrun)[0] == 0.0
+
+
 def test_a_pause_holds_back_every_caller_and_later_turns_queue_after_it(clock):
     limiter = RateLimiter(RateLimit(rpm=60))
     assert limiter._reserve(0) == 0.0

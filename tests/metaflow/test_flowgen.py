@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -334,6 +335,32 @@ def test_start_knows_when_the_runner_launched_this_very_file(tmp_path, agent, mo
     assert launched("e-1") is None
     monkeypatch.delenv(LAUNCH_VARIABLE)
     assert launched("e-1") is None
+
+
+def test_recording_steps_import_qmcp_with_the_collector_paused_then_frozen(tmp_path, agent):
+    """A task is a process that ends with its step: qmcp's import runs without collections, and what it
+    made is frozen so that later full collections skip it; the collector's switch is left as it was."""
+    topology, agents = _teams(agent)["ensemble"]
+    path = export_flow(topology, agents, tmp_path)
+    source = path.read_text()
+    helpers_import = "from qmcp.agentframework.runners.metaflow_helpers import"
+    assert source.count(f"with _loading_qmcp():\n            {helpers_import}") == 2  # the members, the join
+    assert f"\n        {helpers_import}" not in source  # no step imports them outside it
+    loading = runpy.run_path(str(path))["_loading_qmcp"]
+    enabled, frozen = gc.isenabled(), gc.get_freeze_count()
+    try:
+        gc.enable()
+        with loading():
+            assert not gc.isenabled()
+            made = [[] for _ in range(100)]
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(made)
+        gc.disable()
+        with loading():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.unfreeze()
+        (gc.enable if enabled else gc.disable)()
 
 
 def test_constants_hold_the_team_exactly(tmp_path, agent):

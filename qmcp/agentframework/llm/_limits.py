@@ -12,6 +12,10 @@ calls when a run starts), the `QMCP_RATE_LIMITS` variable, and the `requests_per
 
 Callers wait for their turn rather than fail. Each limiter spaces calls out evenly (a generic cell
 rate algorithm: one reservation per call, no polling) with a burst of at most one second's share.
+A call reserves its estimated tokens; when it returns, what it used settles the difference. A call
+that used more than it reserved pushes back every caller still waiting, not only later ones: 80
+calls reserved at once on an estimate of half their use would otherwise go out at twice the limit,
+and the model would then stand idle while the overrun is paid back (`bench`'s `rate_limit`).
 A 429 that says `retry-after` pauses the model's limiter for every caller, not only the one that
 got it — also for a model with no limit configured, which gets a limiter that only pauses.
 
@@ -66,6 +70,7 @@ class RateLimiter:
         self._request_at = 0.0  # the theoretical time of the next request (GCRA), monotonic
         self._tokens_at = 0.0
         self.paused_until = 0.0
+        self._overrun = 0.0  # seconds of tokens calls used beyond their reservations, ever (see `settle`)
         self.requests = 0
         """Calls admitted so far (for benchmarks and tests)."""
 
@@ -75,6 +80,10 @@ class RateLimiter:
 
     def _reserve(self, tokens: int) -> float:
         """Reserve the next free moment for a call of `tokens`; the seconds to wait for it."""
+        return self._turn(tokens)[0]
+
+    def _turn(self, tokens: int) -> tuple[float, float]:
+        """`_reserve`, and the overrun its turn already allows for (`_owed` measures the rest from it)."""
         with self._lock:
             now = time.monotonic()
             start = max(now, self.paused_until)
@@ -89,7 +98,12 @@ class RateLimiter:
                 tolerance = max(0.0, tpm / 60.0 * _BURST_SECONDS * per_token - tokens * per_token)
                 start = max(start, self._tokens_at - tolerance)
                 self._tokens_at = max(self._tokens_at, start) + tokens * per_token
-            return start - now
+            return start - now, self._overrun
+
+    def _owed(self, overrun: float) -> tuple[float, float]:
+        """The seconds a waiting caller's turn moved back since the overrun was `overrun`, and the overrun now."""
+        with self._lock:
+            return self._overrun - overrun, self._overrun
 
     async def acquire(self, tokens: int = 0) -> None:
         """Wait until a call of about `tokens` tokens may go out.
@@ -98,19 +112,23 @@ class RateLimiter:
         the pause: reserved turns are not all released at once when the pause ends.
         """
         while True:
-            wait = self._reserve(tokens)
-            if wait > 0:
+            wait, overrun = self._turn(tokens)
+            while wait > 0:  # calls ahead of this one that used more than they reserved move it back
                 await asyncio.sleep(wait)
+                wait, overrun = self._owed(overrun)
             if time.monotonic() >= self.paused_until:
                 with self._lock:
                     self.requests += 1
                 return
 
     def settle(self, estimated: int, used: int) -> None:
-        """Correct a call's reserved tokens by what it used (more pushes later calls back)."""
+        """Correct a call's reserved tokens by what it used: less frees the difference for later calls;
+        more pushes back later calls and every caller still waiting for its turn (see `acquire`)."""
         if self.limit.tpm and used != estimated:
             with self._lock:
-                self._tokens_at += (used - estimated) * 60.0 / self.limit.tpm
+                seconds = (used - estimated) * 60.0 / self.limit.tpm
+                self._tokens_at += seconds
+                self._overrun += max(seconds, 0.0)
 
     def back_off(self, seconds: float) -> None:
         """No call goes out for `seconds` (a provider's retry-after), and later ones queue after it."""

@@ -141,6 +141,8 @@ def generate_flow(team: Team, config: RunConfig) -> str:
         "replay from qmcp's step store, so prompts, step keys and output are those of every qmcp runner.",
         '"""',
         "",
+        "import contextlib",
+        "import gc",
         "import getpass",
         "import hashlib",
         "import json",
@@ -173,6 +175,9 @@ def generate_flow(team: Team, config: RunConfig) -> str:
         "",
         "",
         *_LAUNCHED_BY_RUNNER,
+        "",
+        "",
+        *_LOADING_QMCP,
         "",
         "",
         f"class {flow_class_name(topology.name)}(FlowSpec):",
@@ -215,6 +220,24 @@ _LAUNCHED_BY_RUNNER = (
     "            return None",
     '    return execution_id, None if launch[1] == "-" else int(launch[1])',
 )
+
+
+_LOADING_QMCP = (
+    "@contextlib.contextmanager",
+    "def _loading_qmcp():",
+    '    """Import qmcp in a task of this flow (a process that ends with its step) with the garbage collector',
+    "    paused, then freeze what the import made: its ~1,000 modules live until the task exits, and the",
+    '    collector would otherwise scan them again in every full collection (docs/metaflow.md)."""',
+    "    enabled = gc.isenabled()",
+    "    gc.disable()",
+    "    try:",
+    "        yield",
+    "    finally:",
+    "        gc.freeze()",
+    "        if enabled:",
+    "            gc.enable()",
+)
+"""The steps that record (agent steps, the join) import qmcp under it; `start` and `end` mostly import none."""
 
 
 # -- shapes: derived from the topology's step plan ---------------------------------------------------
@@ -421,7 +444,7 @@ def _render(step: _Step, decorators: list[str]) -> list[str]:
         f"    def {step.name}(self, inputs):" if step.join else f"    def {step.name}(self):",
         f'        """{step.doc}"""',
         *(f"        {line}" for line in step.comment),
-        *([] if step.lazy else [*_import(sorted(step.helpers)), ""]),
+        *([] if step.lazy else ["        with _loading_qmcp():", *_import(sorted(step.helpers), 12), ""]),
         *(f"        {line}" if line else "" for line in step.body),
     ]
 
@@ -429,15 +452,28 @@ def _render(step: _Step, decorators: list[str]) -> list[str]:
 # -- formatting ---------------------------------------------------------------------------------------
 
 
-def _import(names: Sequence[str]) -> list[str]:
+def _import(names: Sequence[str], indent: int = 8) -> list[str]:
     """`from HELPERS import names` in a step body, wrapped one name a line as ruff does when too long."""
-    line = f"        from {_HELPERS} import {', '.join(names)}"
+    pad = " " * indent
+    line = f"{pad}from {_HELPERS} import {', '.join(names)}"
     if len(line) <= _LINE_LENGTH:
         return [line]
-    return [f"        from {_HELPERS} import (", *(f"            {name}," for name in names), "        )"]
+    return [f"{pad}from {_HELPERS} import (", *(f"{pad}    {name}," for name in names), f"{pad})"]
 
 
-_IMPORTED = ("hashlib", "json", "FlowSpec", "JSONType", "Parameter", "current", "retry", "step", "timeout")
+_IMPORTED = (
+    "contextlib",
+    "gc",
+    "hashlib",
+    "json",
+    "FlowSpec",
+    "JSONType",
+    "Parameter",
+    "current",
+    "retry",
+    "step",
+    "timeout",
+)
 """The names a flow file imports: decorators are looked up in the class body, where a step method
 of the same name (`step`, `retry`, `timeout`) would shadow them."""
 _METAFLOW_RESERVED = ("name", "next", "input", "index", "cmd", "foreach", "inputs")
