@@ -146,13 +146,14 @@ async def start_run(
     runner = RunnerRegistry.create(
         options.runner, options.config, db_url=db.url, **options.runner_options, **runner_kwargs
     )
-    team = _team(stored, request.input, runner.model_override)
+    override = runner.model_override  # reads the settings: once
+    team = _team(stored, request.input, override)
     execution, lease = await start_execution(
         db,
         team,
         options.config.model_copy(
             update={
-                "model_override": runner.model_override,
+                "model_override": override,
                 "correlation_id": options.config.correlation_id or uuid.uuid4().hex,
             }
         ),

@@ -28,9 +28,9 @@ async def _start(db: Database, teams: TeamCache, input_data: Any = None, **kwarg
     return (await start_run(db, request, Caller.client(Door.HTTP), teams=teams)).execution
 
 
-async def test_a_start_reads_the_team_once_until_one_of_its_rows_changes(sqlite_url, monkeypatch):
+async def test_a_start_reads_the_team_once_until_one_of_its_rows_changes(db_url, monkeypatch):
     teams = TeamCache()
-    async with Database(sqlite_url) as db:
+    async with Database(db_url) as db:
         await _store(db)
         reads = 0
         get_topology = db.get_topology
@@ -58,9 +58,9 @@ async def test_a_start_reads_the_team_once_until_one_of_its_rows_changes(sqlite_
         assert reads == 3
 
 
-async def test_a_cached_team_is_still_refused_when_its_trust_is_revoked(sqlite_url):
+async def test_a_cached_team_is_still_refused_when_its_trust_is_revoked(db_url):
     teams = TeamCache()
-    async with Database(sqlite_url) as db:
+    async with Database(db_url) as db:
         await _store(db, base_url="http://127.0.0.1:9/v1")
         with pytest.raises(UntrustedDefinitionError):
             await _start(db, teams)
