@@ -87,8 +87,8 @@ MAX_OFFSET = 1_000_000_000
 
 
 _SLOW_INLINE_SECONDS = 0.002
-"""An execution whose row took more CPU than this to write inline is written from the engine's thread
-from then on (`Database._write`)."""
+"""An execution whose row took longer than this to write inline twice in a row is written from the
+engine's thread from then on (`Database._write`)."""
 
 _SLOW_ROWS_KEPT = 1024
 """How many such executions a `Database` remembers (a server's runs come and go)."""
@@ -146,6 +146,8 @@ class Database:
         self._file_identity: tuple[int, int] | None = None
         self._slow_rows: set[uuid.UUID] = set()
         """Executions whose row is slow to write (`_write`'s `row`)."""
+        self._slow_once: set[uuid.UUID] = set()
+        """Executions whose row's last write was slow."""
 
     async def __aenter__(self) -> Self:
         try:
@@ -187,12 +189,13 @@ class Database:
         `row`: the execution whose row `work` writes. SQLite rewrites a whole row to change one of
         its columns, and an execution's row holds its team's snapshot: 5 MB for 10,000 slots, 20–40 ms
         to write, with the event loop and every step in flight stopped. Once an execution's row took
-        more than `_SLOW_INLINE_SECONDS` of this thread's CPU inline, its writes (the lease's
+        longer than `_SLOW_INLINE_SECONDS` to write inline twice in a row, its writes (the lease's
         heartbeats, twice a second; the end of the run) go to the engine's thread, where SQLite works
-        without the GIL. CPU, not wall time: on a loaded machine a small row's write is preempted for
-        milliseconds, and a row sent to the engine holds the write lock across awaits from then on,
-        which turns every inline write away to the engine too (a server's run starts waited up to
-        1.8 s in that convoy under 20 concurrent starts).
+        without the GIL. Twice: on a loaded machine a small row's write is now and then preempted for
+        milliseconds, and a row sent to the engine holds the write lock across awaits from then on
+        (a server's run starts waited up to 1.8 s behind such rows under 20 concurrent starts). The
+        thread's CPU time would tell them apart at once, but reading it is a system call, and under
+        load the loop lost more time there than in the writes (py-spy).
 
         A locked file (another connection writing: a slow row's write on the engine, a step batch
         from the step store's thread, another process) is tried again inline after a pause, for up
@@ -203,7 +206,7 @@ class Database:
         if self._inline is not None and (row is None or row not in self._slow_rows):
             pause, waited = _LOCKED_PAUSE_SECONDS, 0.0
             while True:
-                started = time.thread_time() if row is not None else 0.0  # a system call: only if judged
+                started = time.perf_counter()
                 try:
                     with Session(self._inline, expire_on_commit=False) as session, session.begin():
                         result = work(session)
@@ -216,15 +219,26 @@ class Database:
                     waited += pause
                     pause = min(pause * 2, _LOCKED_PAUSE_MAX_SECONDS)
                     continue
-                if row is not None and time.thread_time() - started > _SLOW_INLINE_SECONDS:
-                    if len(self._slow_rows) >= _SLOW_ROWS_KEPT:
-                        self._slow_rows.clear()
-                    self._slow_rows.add(row)
+                if row is not None:
+                    self._judge(row, time.perf_counter() - started)
                 return result
         task = asyncio.ensure_future(self._write_on_engine(work))
         self._writing.add(task)
         task.add_done_callback(self._writing.discard)
         return await asyncio.shield(task)
+
+    def _judge(self, row: uuid.UUID, seconds: float) -> None:
+        """Send `row`'s writes to the engine from now on if this write and the one before were slow."""
+        if seconds <= _SLOW_INLINE_SECONDS:
+            self._slow_once.discard(row)
+        elif row in self._slow_once:
+            if len(self._slow_rows) >= _SLOW_ROWS_KEPT:
+                self._slow_rows.clear()
+            self._slow_rows.add(row)
+        else:
+            if len(self._slow_once) >= _SLOW_ROWS_KEPT:
+                self._slow_once.clear()
+            self._slow_once.add(row)
 
     async def _write_on_engine(self, work: Callable[[Session], T]) -> T:
         async with self.sessions() as session, session.begin():
