@@ -86,7 +86,7 @@ if TYPE_CHECKING:
     )
     from ._retention import PruneReport, PruneRequest, RetentionPolicy, parse_duration, prune_executions
     from ._rows import row_json, shown_json
-    from ._runs import RunHandle, RunRequest, answer_request, queue_resume, start_run
+    from ._runs import RunHandle, RunRequest, TeamCache, answer_request, queue_resume, start_run
     from ._shapes import ExecutionOut, OwnerOut, RunAccepted, StepOut
     from ._summary import answer_only, answer_text, summary_lines
 
@@ -158,6 +158,7 @@ _EXPORTS = {
     "shown_json": "_rows",
     "RunHandle": "_runs",
     "RunRequest": "_runs",
+    "TeamCache": "_runs",
     "answer_request": "_runs",
     "queue_resume": "_runs",
     "start_run": "_runs",
@@ -213,6 +214,7 @@ __all__ = [
     "StepDiff",
     "StepOut",
     "StepSide",
+    "TeamCache",
     "TeamDocument",
     "TopologyDefined",
     "TopologySpec",

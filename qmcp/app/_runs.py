@@ -8,16 +8,25 @@ is the door's business: the CLI runs it in its own process, the server queues it
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..agentframework.errors import ExecutionBusyError, UserInputError
-from ..agentframework.models import Execution, ExecutionStatus, HumanRequest, HumanResponse
+from ..agentframework.models import (
+    AgentType,
+    Execution,
+    ExecutionStatus,
+    HumanRequest,
+    HumanResponse,
+    Topology,
+)
 from ..agentframework.runners import (
     BaseRunner,
     RunnerRegistry,
     RunResult,
+    Team,
     prepare_team,
     require_trusted,
     start_execution,
@@ -25,7 +34,7 @@ from ..agentframework.runners import (
 from ..agentframework.store import Database, Lease, Owner
 from ._caller import Caller, CallerPolicy, checked_run_options
 
-__all__ = ["RunHandle", "RunRequest", "answer_request", "queue_resume", "start_run"]
+__all__ = ["RunHandle", "RunRequest", "TeamCache", "answer_request", "queue_resume", "start_run"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,59 @@ class RunHandle:
         return await self.runner.run_started(db, self.execution, self.lease)
 
 
+@dataclass
+class _Stored:
+    """A stored topology and its agents as read, and the team checked from them per model override."""
+
+    topology: Topology
+    agents: dict[str, AgentType]
+    teams: dict[str | None, Team] = field(default_factory=dict)
+
+
+class TeamCache:
+    """Stored teams as a run start reads and checks them (`get_topology`, `prepare_team`: about 2 ms a
+    start), kept by the stored rows they came from (`Database.topology_fingerprint`, one query), so a
+    server starting the same topology again pays only that query. A row changed by any process
+    (an agent's config, a slot) is another key. Trust, the caller policy and the input are checked at
+    every start all the same. Owned by a server's run manager; `clear` drops it all."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._stored: OrderedDict[tuple[str, str], _Stored] = OrderedDict()
+
+    async def stored(self, db: Database, name: str) -> _Stored:
+        """Topology `name` and its agents as stored now (`NotFoundError` when it is not)."""
+        rows = await db.topology_fingerprint(name)
+        key = (db.url, rows or "")
+        cached = self._stored.get(key) if rows is not None else None
+        if cached is not None:
+            self._stored.move_to_end(key)
+            return cached
+        read = _Stored(*await db.get_topology(name))
+        if rows is not None and await db.topology_fingerprint(name) == rows:  # unchanged while read
+            self._stored[key] = read
+            if len(self._stored) > self.size:
+                self._stored.popitem(last=False)
+        return read
+
+    def clear(self) -> None:
+        self._stored.clear()
+
+
+_OVERRIDES_KEPT = 8
+"""Checked teams kept per stored team, one per model override (clients may choose theirs)."""
+
+
+def _team(stored: _Stored, input_data: Any, override: str | None) -> Team:
+    """`prepare_team` of the stored team with `input_data`, its input-free part checked once per override."""
+    checked = stored.teams.get(override)
+    if checked is None:
+        checked = prepare_team(stored.topology, stored.agents, {}, override)
+        if len(stored.teams) < _OVERRIDES_KEPT:
+            stored.teams[override] = checked
+    return checked.with_input(input_data)
+
+
 async def start_run(
     db: Database,
     request: RunRequest,
@@ -68,24 +130,30 @@ async def start_run(
     *,
     policy: CallerPolicy | None = None,
     owner: Owner | None = None,
+    teams: TeamCache | None = None,
     **runner_kwargs: Any,
 ) -> RunHandle:
     """Check `request` against `caller`'s policy, the stored team and its trust, then create the
     execution: claimed by `owner`, or `pending` without one (a queue's run). Refusals raise before
-    anything is written."""
+    anything is written. `teams`: where the stored teams checked before are kept (a server's)."""
     options = checked_run_options(caller, policy or CallerPolicy(), request.runner, request.config)
-    topology, agents = await db.get_topology(request.topology)
+    if teams is not None:
+        stored = await teams.stored(db, request.topology)
+    else:
+        stored = _Stored(*await db.get_topology(request.topology))
+    topology, agents = stored.topology, stored.agents
     await require_trusted(db, agents, topology=request.topology)
     runner = RunnerRegistry.create(
         options.runner, options.config, db_url=db.url, **options.runner_options, **runner_kwargs
     )
-    team = prepare_team(topology, agents, request.input, runner.model_override)
+    override = runner.model_override  # reads the settings: once
+    team = _team(stored, request.input, override)
     execution, lease = await start_execution(
         db,
         team,
         options.config.model_copy(
             update={
-                "model_override": runner.model_override,
+                "model_override": override,
                 "correlation_id": options.config.correlation_id or uuid.uuid4().hex,
             }
         ),

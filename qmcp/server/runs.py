@@ -34,6 +34,7 @@ from ..app import (
     Door,
     ForkRequest,
     RunRequest,
+    TeamCache,
     fork_execution,
     queue_resume,
     start_run,
@@ -62,6 +63,8 @@ class RunManager:
         self.policy = policy or CallerPolicy.from_settings()
         """What the server's remote callers may decide; its `pinned_model` runs every run and tool."""
         self.log_level = log_level
+        self.teams = TeamCache()
+        """The stored teams run starts checked, by their rows: a start of the same team reads one query."""
         self.accepting = True
         self._queue: asyncio.Queue[uuid.UUID] = asyncio.Queue()
         self._queued: set[uuid.UUID] = set()
@@ -119,6 +122,7 @@ class RunManager:
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        self.teams.clear()
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -129,7 +133,7 @@ class RunManager:
         `pending` in this server's queue."""
         self._check_accepting()
         async with self.database() as db:
-            handle = await start_run(db, request, caller, policy=self.policy)
+            handle = await start_run(db, request, caller, policy=self.policy, teams=self.teams)
         self._enqueue(handle.execution_id, trace)
         return handle.execution
 

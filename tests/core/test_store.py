@@ -162,6 +162,65 @@ async def test_execution_writes_wait_for_a_sqlite_file_another_process_is_writin
     assert (stored.status, stored.error, stored.owner_token) == (ExecutionStatus.COMPLETED, None, None)
 
 
+async def test_a_short_lock_is_waited_for_inline_not_on_the_engine(tmp_path, monkeypatch):
+    """A write finding the file locked for a moment tries again in the loop's thread: on the engine it
+    would sleep in SQLite's busy handler and then hold the lock across awaits, sending the writes
+    after it to the engine too (run starts waited seconds in that convoy)."""
+    import sqlite3
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/short.db"
+    async with Database(url) as db:
+        await db.list_agents()
+        on_engine: list[object] = []
+        monkeypatch.setattr(db, "_write_on_engine", lambda work: on_engine.append(work))
+        other = sqlite3.connect(tmp_path / "short.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.02, other.execute, "COMMIT")
+        execution = Execution(topology_name="t", topology_type="pipeline")
+        await db.executions.create(execution, None, runner="local")
+        other.close()
+        assert on_engine == []
+        assert (await db.get_execution(execution.id)).topology_name == "t"
+
+
+async def test_an_execution_row_slow_to_write_twice_in_a_row_is_written_on_the_engine(tmp_path, monkeypatch):
+    """A huge team's row is slow at every write: its writes go to the engine's thread. A small row's
+    write slowed once (the process preempted: here, asleep) stays inline."""
+    import time
+
+    from sqlalchemy import text
+
+    from qmcp.agentframework.store import _database
+
+    async with Database(f"sqlite+aiosqlite:///{tmp_path}/slow.db") as db:
+        await db.list_agents()
+        on_engine: list[object] = []
+
+        async def engine_write(work):
+            on_engine.append(work)
+            return None
+
+        monkeypatch.setattr(db, "_write_on_engine", engine_write)
+        once, twice = uuid.uuid4(), uuid.uuid4()
+
+        def slow(session):
+            session.execute(text("SELECT 1"))
+            time.sleep(2 * _database._SLOW_INLINE_SECONDS)
+
+        def fast(session):
+            session.execute(text("SELECT 1"))
+
+        for row in (once, twice):
+            await db._write(slow, row=row)
+        await db._write(fast, row=once)
+        await db._write(slow, row=once)
+        await db._write(slow, row=twice)
+        assert on_engine == []
+        await db._write(fast, row=once)
+        await db._write(fast, row=twice)
+        assert on_engine == [fast]
+
+
 async def test_fenced_saves_write_nothing_for_an_execution_another_owner_holds(db_url):
     """A step write carries its lease's token; the rows of an execution claimed by another owner
     are not written, alone or in a batch with rows of executions still owned."""

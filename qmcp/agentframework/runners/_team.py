@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,6 +35,10 @@ class Team:
     agents: dict[str, AgentType]
     implementation: BaseTopology
     input_data: dict[str, Any]
+
+    def with_input(self, input_data: Any) -> Team:
+        """This checked team with another input, checked as `prepare_team` checks it."""
+        return replace(self, input_data=_check_json(input_data))
 
 
 def _check_slot(slot: Any) -> None:
