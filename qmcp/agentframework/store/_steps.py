@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import LeaseLostError
 from ..models import Execution, ExecutionStep, StepStatus, StepUsage, Usage, table_of, utcnow
-from ._engine import JSON_CODEC, is_locked
+from ._engine import CHECKPOINT_EVERY, JSON_CODEC, STEP_WRITER_AUTOCHECKPOINT, Checkpointer, is_locked
 from ._usage import lock_execution, summed_totals
 
 __all__ = ["MemoryStepStore", "SqlStepStore", "StepRecord", "StepStore"]
@@ -210,7 +210,7 @@ def _owner_guarded(upsert: str) -> str:
 class SqlStepStore(StepStore):
     """Step records in the `execution_steps` table, with group commit."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, checkpointer: Checkpointer | None = None) -> None:
         self._engine = engine
         self._table = table_of(ExecutionStep)
         self._upsert = _upsert(engine.dialect.name)
@@ -218,7 +218,7 @@ class SqlStepStore(StepStore):
         self._count = _count_usage()
         path = engine.url.database
         self._sqlite = (
-            _SqliteWriter(path)
+            _SqliteWriter(path, checkpointer)
             if engine.dialect.name == "sqlite" and path not in (None, "", ":memory:")
             else None
         )
@@ -368,7 +368,7 @@ def _params(statement: _Compiled, row: tuple[Any, ...]) -> list[Any]:
 class _SqliteWriter:
     """Writes step rows with `sqlite3`: inline when the database is free, else from a thread."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, checkpointer: Checkpointer | None) -> None:
         self._upsert, usage, self._count = _sqlite_statements()
         self._guarded = _owner_guarded(self._upsert[0])
         self._usage = usage[0]
@@ -379,6 +379,8 @@ class _SqliteWriter:
         assert uuid_text is not None  # SQLite keeps a UUID as its 32 hex digits
         self._uuid = uuid_text
         self._path = path
+        self._checkpointer = checkpointer
+        self._commits = 0  # inline, since the last checkpoint asked of `_checkpointer`
         self._inline: sqlite3.Connection | None = None
         self._waiting: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qmcp-steps")
@@ -387,15 +389,24 @@ class _SqliteWriter:
         try:
             if self._inline is None:
                 self._inline = self._connect(busy_timeout_ms=0)
-            if len(items) == 1 and items[0][1] is not None and self._commit_one(self._inline, *items[0]):
-                return set()
-            return self._commit(self._inline, items)
+                if self._checkpointer is not None:  # see `Checkpointer`
+                    self._inline.execute(f"PRAGMA wal_autocheckpoint={STEP_WRITER_AUTOCHECKPOINT}")
+            row, fence = items[0]
+            if len(items) == 1 and fence is not None and self._commit_one(self._inline, row, fence):
+                lost: set[Any] = set()
+            else:
+                lost = self._commit(self._inline, items)
         except sqlite3.OperationalError as error:
             if not is_locked(error):
                 raise
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._write_waiting, items
             )
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY and self._checkpointer is not None:
+            self._commits = 0
+            self._checkpointer.request()
+        return lost
 
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
         # The engine has already put the file in WAL mode (persistent); switching modes would need a lock.
