@@ -250,11 +250,14 @@ class Checkpointer:
     SQLite checkpoints when a commit finds the WAL over 1,000 pages, in that commit; with
     `synchronous=NORMAL` the checkpoint waits for two fsyncs of megabytes (the WAL, then the file):
     5–9 ms here, paid by one step in about 200 (0.03–0.045 ms a step of a pipeline). The step writer
-    asks this thread for a passive checkpoint every `CHECKPOINT_EVERY` commits instead: it takes no lock
-    a writer needs, so steps go on committing while it waits for the disk, and the commits that cross
-    1,000 pages later (the step writer's past `STEP_WRITER_AUTOCHECKPOINT`, the engine's) find little left
-    to copy or flush, and start the WAL over. Durability is unchanged: a commit is in the WAL before it
-    returns, as before; a checkpoint only moves committed pages.
+    asks this thread for a passive checkpoint every `CHECKPOINT_EVERY` commits, and when it closes,
+    instead: a passive checkpoint takes no lock a writer needs, so steps go on committing while it
+    waits for the disk. The first write after a checkpoint that copied everything starts the WAL over.
+    The connections of the loop's thread (the step writer's, the inline engine's) checkpoint
+    themselves only past `STEP_WRITER_AUTOCHECKPOINT` pages, when this thread has fallen behind (a
+    file other processes write all the time); the engine's, in its own thread, as SQLite does.
+    Durability is unchanged: a commit is in the WAL before it returns, as before; a checkpoint only
+    moves committed pages into the file.
     """
 
     def __init__(self, path: str) -> None:
@@ -470,6 +473,8 @@ def _inline_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # its commits (a run's start and end, heartbeats) leave checkpoints to the file's `Checkpointer` too
+    cursor.execute(f"PRAGMA wal_autocheckpoint={STEP_WRITER_AUTOCHECKPOINT}")
     cursor.close()
 
 

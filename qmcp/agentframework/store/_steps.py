@@ -471,6 +471,8 @@ class _SqliteWriter:
         return self._commit(self._waiting, items)
 
     async def close(self) -> None:
+        if self._commits and self._checkpointer is not None:  # the run's last steps, while nothing writes
+            self._checkpointer.request()
         if self._inline is not None:
             self._inline.close()
             self._inline = None
