@@ -131,6 +131,28 @@ def _upsert(dialect_name: str) -> Any:
     )
 
 
+@functools.cache
+def _guarded_upsert(dialect_name: str) -> Any:
+    """`_upsert` written only while the owner token (bound as `fence`) holds the execution (bound
+    as `fence_execution`), with the owner's row shared-locked (`FOR SHARE`) like the fence's read:
+    a run's single step costs one statement less on PostgreSQL (`_owner_guarded` for `sqlite3`)."""
+    insert = importlib.import_module(f"sqlalchemy.dialects.{dialect_name}").insert
+    steps, executions = table_of(ExecutionStep), table_of(Execution)
+    owned = (
+        select(*[bindparam(name, type_=steps.c[name].type) for name in _COLUMNS])
+        .where(
+            executions.c.id == bindparam("fence_execution", type_=Uuid()),
+            executions.c.owner_token == bindparam("fence"),
+        )
+        .with_for_update(read=True)
+    )
+    statement = insert(steps).from_select(_COLUMNS, owned)
+    return statement.on_conflict_do_update(
+        index_elements=["execution_id", "key"],
+        set_={name: statement.excluded[name] for name in _COLUMNS if name not in ("execution_id", "key")},
+    )
+
+
 _Item = tuple[tuple[Any, ...], str | None]
 
 _OWNER_QUERY = "SELECT owner_token FROM executions INDEXED BY ix_executions_id_owner_token WHERE id = ?"
@@ -214,6 +236,7 @@ class SqlStepStore(StepStore):
         self._engine = engine
         self._table = table_of(ExecutionStep)
         self._upsert = _upsert(engine.dialect.name)
+        self._guarded = _guarded_upsert(engine.dialect.name)
         self._usage = insert(table_of(StepUsage))
         self._count = _count_usage()
         path = engine.url.database
@@ -294,6 +317,9 @@ class SqlStepStore(StepStore):
         pairs whose did not."""
         if self._sqlite is not None:
             return await self._sqlite.write(items)
+        row, fence = items[0]
+        if len(items) == 1 and fence is not None and await self._write_one(row, fence):
+            return set()
         async with self._engine.begin() as conn:
             fenced = {row[_EXECUTION_ID] for row, fence in items if fence is not None}
             owners: dict[Any, str | None] = {}
@@ -317,6 +343,23 @@ class SqlStepStore(StepStore):
                 await conn.execute(lock_execution(execution_id))
                 await conn.execute(self._count, {"execution": execution_id})
         return lost
+
+    async def _write_one(self, row: tuple[Any, ...], fence: str) -> bool:
+        """The step of a run on its own: its row if `fence` owns its execution (`_guarded_upsert`),
+        then its usage row, in one transaction. False when the fence did not hold, with nothing
+        written: `_write` then decides, reading the owner."""
+        params = dict(zip(_COLUMNS, row, strict=True))
+        async with self._engine.begin() as conn:
+            guarded = await conn.execute(
+                self._guarded, {**params, "fence_execution": row[_EXECUTION_ID], "fence": fence}
+            )
+            if guarded.rowcount != 1:
+                return False
+            paid = _PAID(row)
+            if any(paid):
+                usage = (*_FROM_STEP(row), fence, False, *paid, utcnow())
+                await conn.execute(self._usage, dict(zip(_USAGE_COLUMNS, usage, strict=True)))
+        return True
 
 
 _EXECUTION_ID = _COLUMNS.index("execution_id")
