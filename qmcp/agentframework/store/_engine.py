@@ -48,7 +48,6 @@ __all__ = [
     "CHECKPOINT_EVERY",
     "JSON_CODEC",
     "SCHEMA_READY_VARIABLE",
-    "STEP_WRITER_AUTOCHECKPOINT",
     "Checkpointer",
     "EngineCache",
     "acquire_engine",
@@ -239,10 +238,6 @@ def create_engine(url: str) -> AsyncEngine:
 CHECKPOINT_EVERY = 64
 """Step commits between two checkpoints requested of a SQLite file's `Checkpointer` (about 300 WAL pages)."""
 
-STEP_WRITER_AUTOCHECKPOINT = 8000
-"""WAL pages past which the step writer's own commit checkpoints anyway: its `Checkpointer` has fallen
-behind (a file other processes write too); SQLite's default, 1,000, is about 200 steps."""
-
 
 class Checkpointer:
     """Copies a SQLite file's WAL back into the file from a thread of its own.
@@ -250,14 +245,12 @@ class Checkpointer:
     SQLite checkpoints when a commit finds the WAL over 1,000 pages, in that commit; with
     `synchronous=NORMAL` the checkpoint waits for two fsyncs of megabytes (the WAL, then the file):
     5–9 ms here, paid by one step in about 200 (0.03–0.045 ms a step of a pipeline). The step writer
-    asks this thread for a passive checkpoint every `CHECKPOINT_EVERY` commits, and when it closes,
-    instead: a passive checkpoint takes no lock a writer needs, so steps go on committing while it
-    waits for the disk. The first write after a checkpoint that copied everything starts the WAL over.
-    The connections of the loop's thread (the step writer's, the inline engine's) checkpoint
-    themselves only past `STEP_WRITER_AUTOCHECKPOINT` pages, when this thread has fallen behind (a
-    file other processes write all the time); the engine's, in its own thread, as SQLite does.
-    Durability is unchanged: a commit is in the WAL before it returns, as before; a checkpoint only
-    moves committed pages into the file.
+    asks this thread for a passive checkpoint every `CHECKPOINT_EVERY` commits, and when it closes:
+    a passive checkpoint takes no lock a writer needs, so steps go on committing while it waits for
+    the disk, and the commit that crosses 1,000 pages later finds most of the WAL copied and flushed
+    already (it still starts the WAL over, so the WAL stays the size it was). Durability is
+    unchanged: a commit is in the WAL before it returns, as before; a checkpoint only moves
+    committed pages into the file.
     """
 
     def __init__(self, path: str) -> None:
@@ -267,9 +260,13 @@ class Checkpointer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qmcp-checkpoint")
 
     def request(self) -> None:
-        """Checkpoint soon, unless a checkpoint is under way already."""
+        """Checkpoint soon, unless a checkpoint is under way already or this checkpointer was closed
+        (its file replaced, or `close_engines()`: the commits then checkpoint as SQLite does)."""
         if self._pending is None or self._pending.done():
-            self._pending = self._executor.submit(self._checkpoint)
+            try:
+                self._pending = self._executor.submit(self._checkpoint)
+            except RuntimeError:  # closed
+                self._pending = None
 
     def wait(self) -> None:
         """Return when the checkpoint under way, if any, is over."""
@@ -473,8 +470,6 @@ def _inline_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    # its commits (a run's start and end, heartbeats) leave checkpoints to the file's `Checkpointer` too
-    cursor.execute(f"PRAGMA wal_autocheckpoint={STEP_WRITER_AUTOCHECKPOINT}")
     cursor.close()
 
 

@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import LeaseLostError
 from ..models import Execution, ExecutionStep, StepStatus, StepUsage, Usage, table_of, utcnow
-from ._engine import CHECKPOINT_EVERY, JSON_CODEC, STEP_WRITER_AUTOCHECKPOINT, Checkpointer, is_locked
+from ._engine import CHECKPOINT_EVERY, JSON_CODEC, Checkpointer, is_locked
 from ._usage import lock_execution, summed_totals
 
 __all__ = ["MemoryStepStore", "SqlStepStore", "StepRecord", "StepStore"]
@@ -432,8 +432,6 @@ class _SqliteWriter:
         try:
             if self._inline is None:
                 self._inline = self._connect(busy_timeout_ms=0)
-                if self._checkpointer is not None:  # see `Checkpointer`
-                    self._inline.execute(f"PRAGMA wal_autocheckpoint={STEP_WRITER_AUTOCHECKPOINT}")
             row, fence = items[0]
             if len(items) == 1 and fence is not None and self._commit_one(self._inline, row, fence):
                 lost: set[Any] = set()
