@@ -138,6 +138,29 @@ async def test_closing_a_sqlite_database_leaves_the_wal_to_the_next_run(tmp_path
     assert len(_engine.engine_cache().inline_engines) <= _engine._IDLE_URLS
 
 
+async def test_steps_reach_the_sqlite_file_through_a_checkpoint_in_a_thread(tmp_path):
+    """Every `CHECKPOINT_EVERY` commits the step writer has a thread copy the WAL into the database
+    file (a passive checkpoint: the steps go on committing), so no step's commit waits for the
+    checkpoint's fsyncs; without it the WAL is copied only past 1,000 pages, by the commit that crosses."""
+    import shutil
+    import sqlite3
+
+    from qmcp.agentframework.store import _engine
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/steps.db"
+    async with Database(url) as db:
+        eid = await _execution(db)
+        for i in range(_engine.CHECKPOINT_EVERY):
+            await db.steps.save(StepRecord(eid, f"k{i}", "s", "agent", "test", response="r"))
+        _engine.engine_cache().checkpointers[url].wait()
+        shutil.copy(tmp_path / "steps.db", tmp_path / "file-only.db")  # the file, without its WAL
+    copy = sqlite3.connect(tmp_path / "file-only.db")
+    try:
+        assert copy.execute("SELECT count(*) FROM execution_steps").fetchone()[0] == _engine.CHECKPOINT_EVERY
+    finally:
+        copy.close()
+
+
 async def test_execution_writes_wait_for_a_sqlite_file_another_process_is_writing(tmp_path):
     """Execution rows are written in the loop's thread without waiting; a locked file makes
     them wait on the engine's thread instead, so neither the loop blocks nor the write fails."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -426,9 +427,19 @@ def _checkpoint(path: str) -> None:
     """Write the WAL into the file and empty it, if no reader holds it (then it is left as it is)."""
     connection = _sqlite(path)
     try:
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        _truncate_wal(connection)
     finally:
         connection.close()
+
+
+def _truncate_wal(connection: sqlite3.Connection) -> None:
+    """`PRAGMA wal_checkpoint(TRUNCATE)`. Another connection's checkpoint under way (a step writer's
+    `Checkpointer`, another process's commit) makes SQLite answer busy at once, without the busy
+    timeout: asked again until it is over (readers still holding the WAL are waited for once, for
+    the busy timeout, as before)."""
+    deadline = time.monotonic() + 30
+    while connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] and time.monotonic() < deadline:
+        time.sleep(0.005)  # a thread of `asyncio.to_thread`, not the event loop
 
 
 def _compact(path: str, rewrite: bool) -> str:
@@ -450,7 +461,7 @@ def _compact(path: str, rewrite: bool) -> str:
             how = "VACUUM"
         else:
             how = "none"
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        _truncate_wal(connection)
         return how
     except sqlite3.OperationalError as error:
         if not is_locked(error):

@@ -15,7 +15,10 @@ was granted (a step write holds `FOR SHARE` on the row until its usage rows are 
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Select, func, literal_column, select
@@ -29,14 +32,20 @@ TOTALS = ("requests", "input_tokens", "output_tokens", "cost_usd")
 """The execution's columns that hold the sum of its usage rows, in `Usage` order."""
 
 
-def summed_totals() -> dict[str, Any]:
-    """The values of an `UPDATE executions` that set its totals to the sum of its usage rows."""
-    return {
-        name: select(func.coalesce(func.sum(getattr(StepUsage, name)), literal_column("0")))
-        .where(col(StepUsage.execution_id) == col(Execution.id))
-        .scalar_subquery()
-        for name in TOTALS
-    }
+@functools.cache
+def summed_totals() -> Mapping[str, Any]:
+    """The values of an `UPDATE executions` that set its totals to the sum of its usage rows.
+
+    Built once: building these four subqueries cost 0.7 ms, paid by every run's end (and its step
+    store) when they were made per call; SQLAlchemy expressions are immutable, so they are shared."""
+    return MappingProxyType(
+        {
+            name: select(func.coalesce(func.sum(getattr(StepUsage, name)), literal_column("0")))
+            .where(col(StepUsage.execution_id) == col(Execution.id))
+            .scalar_subquery()
+            for name in TOTALS
+        }
+    )
 
 
 def lock_execution(execution_id: uuid.UUID) -> Select[Any]:
