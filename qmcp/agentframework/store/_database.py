@@ -64,6 +64,7 @@ from ..models import (
 )
 from ._engine import (
     acquire_engine,
+    checkpointer,
     ensure_schema,
     file_identity,
     inline_engine,
@@ -135,7 +136,7 @@ class Database:
         self.read_only = read_only
         self.engine = acquire_engine(self.url)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
-        self.steps = SqlStepStore(self.engine)
+        self.steps = SqlStepStore(self.engine, checkpointer(self.url, self.engine))
         self.executions = ExecutionService(self)
         """Every change of an execution's status, owner and lease goes through this service."""
         self._inline = inline_engine(self.url, self.engine)
