@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -100,6 +101,18 @@ def test_the_token_estimate_is_pydantic_ais():
         theirs = _estimate_usage([*parts, ModelResponse(parts=[TextPart(reply)])])
         assert estimate_usage(system, messages, reply) == (theirs.input_tokens, theirs.output_tokens), prompt
     assert (estimate_tokens(""), estimate_tokens("  "), estimate_tokens('a, "b": c.d')) == (0, 1, 4)
+
+
+def test_the_token_count_is_pydantic_ais_split():
+    """`estimate_tokens` counts without splitting by pydantic-ai's pattern: the counts are the same,
+    punctuation and Unicode whitespace at either end included."""
+    pattern = re.compile(r'[\s",.:]+')
+    rng = random.Random(5)
+    alphabet = 'ab ",.:\n\t\x0b\x1c\x85\u00a0\u2003\u3000é'
+    texts = ["", " ", '"', ". .", 'a, "b": c.d', ":a:", "  x.  ", "\u2003.\u2003"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(20_000)]
+    for text in texts:
+        assert estimate_tokens(text) == (len(pattern.split(text.strip())) if text else 0), repr(text)
 
 
 async def test_an_offline_call_lets_the_loop_run_its_other_tasks():
