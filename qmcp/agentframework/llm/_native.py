@@ -104,6 +104,11 @@ class OfflineModel(ABC):
         (a timeout is delivered at an await), so `call_model` sets none for it: no timer per call."""
         return True
 
+    def may_outlast(self, seconds: float, streamed: bool) -> bool:
+        """Whether answering may take `seconds` or longer: only then does `call_model` set a timer for
+        its timeout (one timer per call, in the event loop's heap of timers)."""
+        return self.waits(streamed)
+
     @abstractmethod
     async def respond(self, request: OfflineRequest) -> OfflineReply:
         """The whole reply to `request`."""
@@ -441,6 +446,10 @@ class ScriptedModel(OfflineModel):
 
     def waits(self, streamed: bool) -> bool:
         return bool(self.latency or (streamed and self.chunk_delay))
+
+    def may_outlast(self, seconds: float, streamed: bool) -> bool:
+        # it waits `latency`, then (streamed) `chunk_delay` before each of pieces it cannot count yet
+        return self.latency >= seconds or bool(streamed and self.chunk_delay)
 
     def _reply_for(self, prompt: str, index: int) -> str:
         if self.replies is None:
