@@ -131,3 +131,32 @@ async def test_a_key_split_across_streamed_deltas_is_masked_as_in_the_whole_repl
     joined = "".join(deltas)
     assert joined == redact(reply) and joined.count(MASK) == 5, joined
     assert len(deltas) > 5 and not any(key[:4] in d or "sesame" in d for d in deltas)
+
+
+async def test_a_runner_with_no_event_handler_builds_only_the_events_it_logs_and_counts(
+    sqlite_url, agent, scripted
+):
+    """With no handler of its user's, a runner's own handler does nothing with `started` events: they
+    are not built; the events it logs and counts in metrics still come, and the metrics count them."""
+    from qmcp.observability import METRICS
+
+    name, _ = scripted(replies=["one", "two"])
+    heard: list[str] = []
+
+    class Listening(AsyncRunner):
+        def _observe(self, event) -> None:  # the runner's own handler, spied on
+            heard.append(event.kind)
+            super()._observe(event)
+
+    completed = METRICS.step_outcomes["completed"]._value.get()
+    topology = Topology(name="pipe", topology_type="pipeline", config={})
+    agents = {"first": agent("a1", model=name), "second": agent("a2", model=name)}
+    result = await Listening(db_url=sqlite_url).run(topology, agents, {"prompt": "go"})
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    assert heard == ["completed", "completed"]
+    assert METRICS.step_outcomes["completed"]._value.get() == completed + 2
+    heard.clear()
+    result = await Listening(db_url=sqlite_url, on_event=lambda _: None).run(
+        topology, agents, {"prompt": "go"}
+    )
+    assert heard == ["started", "completed", "started", "completed"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -100,6 +101,18 @@ def test_the_token_estimate_is_pydantic_ais():
         theirs = _estimate_usage([*parts, ModelResponse(parts=[TextPart(reply)])])
         assert estimate_usage(system, messages, reply) == (theirs.input_tokens, theirs.output_tokens), prompt
     assert (estimate_tokens(""), estimate_tokens("  "), estimate_tokens('a, "b": c.d')) == (0, 1, 4)
+
+
+def test_the_token_count_is_pydantic_ais_split():
+    """`estimate_tokens` counts without splitting by pydantic-ai's pattern: the counts are the same,
+    punctuation and Unicode whitespace at either end included."""
+    pattern = re.compile(r'[\s",.:]+')
+    rng = random.Random(5)
+    alphabet = 'ab ",.:\n\t\x0b\x1c\x85\u00a0\u2003\u3000é'
+    texts = ["", " ", '"', ". .", 'a, "b": c.d', ":a:", "  x.  ", "\u2003.\u2003"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(20_000)]
+    for text in texts:
+        assert estimate_tokens(text) == (len(pattern.split(text.strip())) if text else 0), repr(text)
 
 
 async def test_an_offline_call_lets_the_loop_run_its_other_tasks():
@@ -356,3 +369,29 @@ def test_a_cli_run_on_the_test_model_never_imports_pydantic_ai(tmp_path):
     )
     assert found["codes"] == [0, 0, 0] and "Confidence:" in found["out"]
     assert found["pydantic_ai"] is False
+
+
+async def test_a_scripted_call_that_cannot_outlast_its_timeout_sets_no_timer(monkeypatch):
+    """A call's timer is set only when the call may take its timeout or longer: a scripted model's
+    latency bounds its call (unless streamed pieces wait too); the other offline models wait on nothing."""
+    import qmcp.agentframework.llm._calling as calling
+
+    assert not ScriptedModel(latency=0.01).may_outlast(5, streamed=False)
+    assert ScriptedModel(latency=0.01).may_outlast(0.01, streamed=False)
+    assert ScriptedModel(latency=0.01, chunk_delay=0.001).may_outlast(5, streamed=True)
+    assert not ScriptedModel(latency=0.01, chunk_delay=0.001).may_outlast(5, streamed=False)
+    assert not test_model("writer").may_outlast(0.001, streamed=True)
+    timers: list[float] = []
+    real = asyncio.timeout
+
+    def counted(delay: float | None) -> Any:
+        timers.append(delay or 0)
+        return real(delay)
+
+    monkeypatch.setattr(calling.asyncio, "timeout", counted)
+    call = {"system": None, "messages": [{"role": "user", "content": "x"}], "settings": {}}
+    await call_model(ScriptedModel(latency=0.01), "s", timeout_seconds=5, **call)
+    assert timers == []
+    with pytest.raises(ModelError):
+        await call_model(ScriptedModel(latency=1.0), "s", timeout_seconds=0.05, **call)
+    assert timers == [0.05]

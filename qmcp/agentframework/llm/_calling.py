@@ -106,48 +106,35 @@ async def _call_offline(
     started = time.perf_counter()
     prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     request = OfflineRequest(prompt, system or "")
-
-    async def answer() -> tuple[str, int, int]:
-        if on_delta is None:
-            reply = await model.respond(request)
-            text = reply.text
-            if reply.input_tokens or reply.output_tokens:  # known (recorded); else estimated
-                return text, reply.input_tokens, reply.output_tokens
-        else:  # a stream's tokens are estimated, as pydantic-ai's adapter counts them (`_offline.py`)
-            parts = []
-            async for piece in model.stream(request):
-                if piece:
-                    on_delta(piece)
-                parts.append(piece)
-            text = "".join(parts)
-        return (text, *estimate_usage(system, messages, text))
-
-    async def traced_answer() -> tuple[str, int, int]:
-        if tracer is None:
-            return await answer()
-        return await traced(
+    # No closures on the untraced path: a 10,000-member ensemble makes this call 10,000 times at once.
+    answer = (
+        _answer(model, request, system, messages, on_delta)
+        if tracer is None
+        else traced(
             tracer,
             model_string,
             settings=settings,
             base_url=None,
-            request=answer,
+            request=lambda: _answer(model, request, system, messages, on_delta),
             attributes=_attributes(model),
         )
-
+    )
     try:
         # A model call is where the loop runs its other tasks and a cancel lands, as with every real
         # model: an offline model that waits on nothing would otherwise hold the loop from a run's
         # first step to its last (no heartbeat, no cancel, no other request of a server).
         await asyncio.sleep(0)
-        if timeout_seconds is None or not model.waits(on_delta is not None):
-            found = await traced_answer()
+        if timeout_seconds is None or not model.may_outlast(timeout_seconds, on_delta is not None):
+            found = await answer
         else:
             async with asyncio.timeout(timeout_seconds):
-                found = await traced_answer()
+                found = await answer
     except QmcpError:
         raise
     except Exception as error:
         raise _offline_error(error, model_string) from error
+    finally:
+        answer.close()  # not awaited when the call was cancelled before it began
     text, input_tokens, output_tokens = found
     return ModelReply(
         # NUL cannot be stored by PostgreSQL: clean it here, so every runner, database and replay sees one text
@@ -158,6 +145,29 @@ async def _call_offline(
         cost_usd=offline_cost(model_string, input_tokens, output_tokens),
         latency_ms=(time.perf_counter() - started) * 1000,
     )
+
+
+async def _answer(
+    model: OfflineModel,
+    request: OfflineRequest,
+    system: str | None,
+    messages: Sequence[ChatMessage],
+    on_delta: Callable[[str], None] | None,
+) -> tuple[str, int, int]:
+    """The model's reply to `request` with its (input, output) tokens."""
+    if on_delta is None:
+        reply = await model.respond(request)
+        text = reply.text
+        if reply.input_tokens or reply.output_tokens:  # known (recorded); else estimated
+            return text, reply.input_tokens, reply.output_tokens
+    else:  # a stream's tokens are estimated, as pydantic-ai's adapter counts them (`_offline.py`)
+        parts = []
+        async for piece in model.stream(request):
+            if piece:
+                on_delta(piece)
+            parts.append(piece)
+        text = "".join(parts)
+    return (text, *estimate_usage(system, messages, text))
 
 
 def _attributes(model: OfflineModel) -> Callable[[tuple[str, int, int]], dict[str, Any]]:

@@ -104,6 +104,11 @@ class OfflineModel(ABC):
         (a timeout is delivered at an await), so `call_model` sets none for it: no timer per call."""
         return True
 
+    def may_outlast(self, seconds: float, streamed: bool) -> bool:
+        """Whether answering may take `seconds` or longer: only then does `call_model` set a timer for
+        its timeout (one timer per call, in the event loop's heap of timers)."""
+        return self.waits(streamed)
+
     @abstractmethod
     async def respond(self, request: OfflineRequest) -> OfflineReply:
         """The whole reply to `request`."""
@@ -127,7 +132,8 @@ class OfflineModel(ABC):
 
 # -- token estimate ------------------------------------------------------------------------------
 
-_TOKEN_SPLIT = re.compile(r'[\s",.:]+')
+_PUNCTUATION = '",.:'
+"""What pydantic-ai's estimate splits on besides whitespace (its pattern is `[\\s",.:]+`)."""
 
 ESTIMATE_OVERHEAD_TOKENS = 50
 """What pydantic-ai's estimate adds to every request's input (its "overhead of Gemini and OpenAI calls")."""
@@ -138,7 +144,15 @@ def estimate_tokens(text: str) -> int:
     `",.:`, an empty text none, a blank one 1 (`pydantic_ai._utils.estimate_string_tokens`)."""
     if not text:
         return 0
-    return len(_TOKEN_SPLIT.split(text.strip()))
+    stripped = text.strip()
+    if not stripped:
+        return 1
+    # Its regular expression's split, counted 3x faster (a step counts its system prompt, prompt and
+    # reply): the punctuation made spaces, `str.split` counts the pieces between whitespace runs
+    # (`str.split` and `\s` agree on every code point), and a text that begins or ends with
+    # punctuation has an empty piece there.
+    spaced = stripped.replace('"', " ").replace(",", " ").replace(".", " ").replace(":", " ")
+    return len(spaced.split()) + (stripped[0] in _PUNCTUATION) + (stripped[-1] in _PUNCTUATION)
 
 
 def estimate_usage(system: str | None, messages: Sequence[ChatMessage], reply: str) -> tuple[int, int]:
@@ -432,6 +446,10 @@ class ScriptedModel(OfflineModel):
 
     def waits(self, streamed: bool) -> bool:
         return bool(self.latency or (streamed and self.chunk_delay))
+
+    def may_outlast(self, seconds: float, streamed: bool) -> bool:
+        # it waits `latency`, then (streamed) `chunk_delay` before each of pieces it cannot count yet
+        return self.latency >= seconds or bool(streamed and self.chunk_delay)
 
     def _reply_for(self, prompt: str, index: int) -> str:
         if self.replies is None:

@@ -7,8 +7,6 @@ A context variable, so concurrent steps of one run (each in its own task) never 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from contextvars import ContextVar
 
 __all__ = ["calling_step", "current_step_key"]
@@ -21,11 +19,19 @@ def current_step_key() -> str | None:
     return _STEP_KEY.get()
 
 
-@contextlib.contextmanager
-def calling_step(key: str) -> Iterator[None]:
-    """Name `key` as the step of the model calls made inside (its retries and re-asks included)."""
-    token = _STEP_KEY.set(key)
-    try:
-        yield
-    finally:
-        _STEP_KEY.reset(token)
+class calling_step:  # a context manager, named as the function it was
+    """Name `key` as the step of the model calls made inside (its retries and re-asks included).
+
+    A class, not a generator: entered around every model call, it costs a third of
+    `contextlib.contextmanager`'s."""
+
+    __slots__ = ("_key", "_token")
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __enter__(self) -> None:
+        self._token = _STEP_KEY.set(self._key)
+
+    def __exit__(self, *_: object) -> None:
+        _STEP_KEY.reset(self._token)

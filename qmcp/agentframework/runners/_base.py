@@ -46,6 +46,9 @@ C = TypeVar("C", bound=StepContext)
 
 EventHandler = Callable[[StepEvent], None]
 
+_UNHEARD = frozenset({"started", "delta"})
+"""The events `_observe` only passes on to the runner's `on_event`: with none, they are not built."""
+
 
 class BaseRunner:
     """Runs topologies with durable steps. Subclasses set `runner_type` and may override `scheduler()`."""
@@ -341,6 +344,7 @@ class BaseRunner:
             scheduler=self.scheduler(),
             model_override=config.model_override,
             on_event=self._observe,
+            unheard=_UNHEARD if self.on_event is None else frozenset(),
             lease=lease,
             stream=self.stream,
         )

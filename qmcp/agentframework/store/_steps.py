@@ -35,12 +35,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Uuid, bindparam, insert, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from ..errors import LeaseLostError
 from ..models import Execution, ExecutionStep, StepStatus, StepUsage, Usage, table_of, utcnow
@@ -190,13 +191,26 @@ _Compiled = tuple[str, list[int], list[tuple[int, Any]]]
 of the parameters that need one (JSON, enums, datetimes, UUIDs, booleans)."""
 
 
+def _utc_text(value: datetime | None) -> str | None:
+    """A stored time as SQLAlchemy's bind processor (`UTCDateTime`: aware, in UTC) and `sqlite3`'s
+    default adapter (`isoformat(" ")`) write it together, in one call: two Python calls less for each
+    of a step row's two times and its usage row's one."""
+    if value is None:
+        return None
+    if value.utcoffset() is None:
+        raise ValueError("Datetime values must have timezone information.")
+    return value.astimezone(UTC).isoformat(" ")
+
+
+def _converter(column: Any, dialect: Any) -> Any:
+    return _utc_text if isinstance(column.type, UTCDateTime) else column.type.bind_processor(dialect)
+
+
 def _compile_for_sqlite(statement: Any, table: Any, columns: list[str]) -> _Compiled:
     dialect = sqlite.dialect(**JSON_CODEC)
     compiled = statement.compile(dialect=dialect, column_keys=columns)
     names = list(compiled.positiontup)
-    converters = [
-        (position, table.columns[name].type.bind_processor(dialect)) for position, name in enumerate(names)
-    ]
+    converters = [(position, _converter(table.columns[name], dialect)) for position, name in enumerate(names)]
     return (
         str(compiled),
         [columns.index(name) for name in names],
@@ -415,9 +429,8 @@ class _SqliteWriter:
         self._upsert, usage, self._count = _sqlite_statements()
         self._guarded = _owner_guarded(self._upsert[0])
         self._usage = usage[0]
-        when = table_of(StepUsage).c.recorded_at.type.bind_processor(sqlite.dialect())
-        assert usage[1] == list(range(len(_USAGE_COLUMNS))) and when is not None  # a plain insert
-        self._when = when
+        assert usage[1] == list(range(len(_USAGE_COLUMNS)))  # a plain insert
+        self._when = _converter(table_of(StepUsage).c.recorded_at, sqlite.dialect())
         uuid_text = table_of(ExecutionStep).c.execution_id.type.bind_processor(sqlite.dialect())
         assert uuid_text is not None  # SQLite keeps a UUID as its 32 hex digits
         self._uuid = uuid_text

@@ -228,6 +228,9 @@ class StepContext:
     model_override: str | None = None
     checkpoint_enabled: bool = True
     on_event: Callable[[StepEvent], None] | None = None
+    unheard: frozenset[str] = frozenset()
+    """Kinds of events `on_event` does nothing with, so they are never built (a runner's own handler
+    with no handler of its user's does nothing with `started`: half of a step's events)."""
     prefix: str = ""
     resources: RunResources = field(default_factory=RunResources)
     teams: Mapping[str, Any] = field(default_factory=dict)
@@ -247,9 +250,10 @@ class StepContext:
     """A replay test (`_replaycheck.py`): every step comes from the recording, checked against it;
     no mixin hook runs, no model is called, nothing is written."""
     _configs: dict[int, AgentConfig] = field(default_factory=dict, repr=False)  # by id(agent)
+    _systems: dict[int, str] = field(default_factory=dict, repr=False)  # by id(agent)
     _choices: dict[int, llm.ModelChoice] = field(default_factory=dict, repr=False)  # by id(agent)
     _models: dict[int, Any] = field(default_factory=dict, repr=False)  # resolved, by id(agent)
-    _mixins: dict[str, list[BaseMixin]] = field(default_factory=dict, repr=False)
+    _mixins: dict[str, Sequence[BaseMixin]] = field(default_factory=dict, repr=False)
 
     # -- composition --------------------------------------------------------------------------
 
@@ -260,6 +264,7 @@ class StepContext:
             agents=self.agents if agents is None else agents,
             prefix=f"{self.prefix}{prefix}/",
             _configs={},
+            _systems={},
             _choices={},
             _models={},
             _mixins={},
@@ -276,6 +281,13 @@ class StepContext:
             raise MissingSlotError(
                 f"no agent in slot {slot!r}; slots are: {', '.join(self.agents)}"
             ) from None
+
+    def _default_system(self, agent: AgentType) -> str:
+        """The system prompt of an agent that sets none, made once per agent (one agent often fills many slots)."""
+        system = self._systems.get(id(agent))
+        if system is None:
+            system = self._systems[id(agent)] = _default_system_prompt(agent)
+        return system
 
     def agent_config(self, slot: str) -> AgentConfig:
         """The slot's agent's parsed config, parsed once per agent (one agent often fills many slots)."""
@@ -295,12 +307,16 @@ class StepContext:
             )
         return choice
 
-    def mixins_for(self, slot: str) -> list[BaseMixin]:
-        """The slot's agent's mixins, dependencies first."""
-        if slot not in self._mixins:
-            names = MixinRegistry.resolve([str(c) for c in self.agent_config(slot).capabilities])
-            self._mixins[slot] = [MixinRegistry.create(name) for name in names]
-        return self._mixins[slot]
+    def mixins_for(self, slot: str) -> Sequence[BaseMixin]:
+        """The slot's agent's mixins, dependencies first (each slot its own instances)."""
+        mixins = self._mixins.get(slot)
+        if mixins is None:
+            capabilities = self.agent_config(slot).capabilities
+            if not capabilities:  # most agents: nothing to resolve or keep per slot
+                return ()
+            names = MixinRegistry.resolve([str(c) for c in capabilities])
+            mixins = self._mixins[slot] = [MixinRegistry.create(name) for name in names]
+        return mixins
 
     # -- the durable step ---------------------------------------------------------------------
 
@@ -410,9 +426,9 @@ class StepContext:
         )
 
     async def _call(
-        self, mc: MixinContext, mixins: list[BaseMixin], fallback: dict[str, Any] | None
+        self, mc: MixinContext, mixins: Sequence[BaseMixin], fallback: dict[str, Any] | None
     ) -> StepResult:
-        mc.system = mc.config.system_prompt or _default_system_prompt(mc.agent)
+        mc.system = mc.config.system_prompt or self._default_system(mc.agent)
         prompt, schema = mc.prompt, mc.schema
         asked = _with_schema(prompt, schema)  # what the topology code asked, before any mixin
         for hook in mixins:
@@ -430,7 +446,8 @@ class StepContext:
         )
         if sent != asked:  # a mixin changed it: replay tests compare the code's own (`_replaycheck.py`)
             record.request["prompt"] = asked
-        self._emit("started", mc.key, mc.slot, mc.agent.name, mc.model)
+        name = record.agent_name  # a table model's attribute is read through SQLAlchemy: once
+        self._emit("started", mc.key, mc.slot, name, mc.model)
         replies: list[ModelReply] = []
         used_fallback = False
         try:
@@ -478,12 +495,12 @@ class StepContext:
             )
             self._account(record, replies)
             await self._save(record)
-            self._emit("failed", mc.key, mc.slot, mc.agent.name, mc.model, error=record.error)
+            self._emit("failed", mc.key, mc.slot, name, mc.model, error=record.error)
             raise StepFailedError(mc.key, error, record.attempts) from error
         record.response = mc.reply
         record.output = _step_output(mc, used_fallback)
         record.attempts = sum(r.attempts for r in replies)
-        self._account(record, replies)
+        usage = self._account(record, replies)
         record.completed_at = utcnow()
         await self._save(record)
         self.completed[mc.key] = record
@@ -491,26 +508,26 @@ class StepContext:
             "completed",
             mc.key,
             mc.slot,
-            mc.agent.name,
+            name,
             mc.model,
-            usage=record.usage,
+            usage=usage,
             latency_ms=record.latency_ms,
             text=record.response or "",
         )
         return StepResult(
             key=mc.key,
             slot=mc.slot,
-            agent_name=mc.agent.name,
+            agent_name=name,
             text=mc.reply,
             data=mc.data,
             fallback=used_fallback,
-            usage=record.usage,
+            usage=usage,
         )
 
     async def _model_call(
         self,
         mc: MixinContext,
-        mixins: list[BaseMixin],
+        mixins: Sequence[BaseMixin],
         messages: list[ChatMessage],
         model_settings: ModelSettings,
     ) -> ModelReply:
@@ -616,18 +633,22 @@ class StepContext:
             self.lease.mark_lost(str(lost))
             raise
 
-    def _account(self, record: StepRecord, replies: Sequence[ModelReply]) -> None:
-        used = sum((r.usage for r in replies), Usage())
-        record.input_tokens, record.output_tokens, record.cost_usd = (
-            used.input_tokens,
-            used.output_tokens,
-            used.cost_usd,
-        )
-        record.latency_ms = sum(r.latency_ms for r in replies)
-        self.totals.incr(record.usage)
+    def _account(self, record: StepRecord, replies: Sequence[ModelReply]) -> Usage:
+        """Put what `replies` used on `record` and on the attempt's totals; the step's usage."""
+        if len(replies) == 1:  # the usual step: one reply, nothing to add up
+            reply = replies[0]
+            record.input_tokens, record.output_tokens = reply.input_tokens, reply.output_tokens
+            record.cost_usd, record.latency_ms = reply.cost_usd, reply.latency_ms
+        else:
+            used = sum((r.usage for r in replies), Usage())
+            record.input_tokens, record.output_tokens = used.input_tokens, used.output_tokens
+            record.cost_usd, record.latency_ms = used.cost_usd, sum(r.latency_ms for r in replies)
+        usage = record.usage
+        self.totals.incr(usage)
+        return usage
 
     def _emit(self, kind: Any, key: str, slot: str, agent_name: str, model: str, **extra: Any) -> None:
-        if self.on_event is not None:
+        if self.on_event is not None and kind not in self.unheard:
             self.on_event(StepEvent(kind, key, slot, agent_name, model, **extra))
 
 
