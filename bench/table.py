@@ -62,7 +62,9 @@ def render(lines: list[dict[str, Any]]) -> str:
             continue
         metric = _primary(line)
         qmcp = line.get("qmcp")
-        named = str(line.get("ratio_of", "")).split()[0].partition("/")[2]  # "qmcp/floor get_rps" → floor
+        named = (str(line.get("ratio_of", "")).split() or [""])[0].partition("/")[
+            2
+        ]  # "qmcp/floor get_rps" → floor
         baseline_name = named or next((k for k in ("langgraph", "metaflow") if k in line), None)
         baseline = line.get(baseline_name) if baseline_name else None
         extras = []
