@@ -137,21 +137,7 @@ class Served:
             return str(run["execution_id"])
 
     async def run(self) -> Metrics:
-        process = await asyncio.create_subprocess_exec(
-            "wrk",
-            "-t1",
-            f"-c{WRK_CONNECTIONS}",
-            f"-d{WRK_SECONDS}s",
-            "--latency",
-            "--timeout=30s",  # a slow answer is a latency, not a socket error
-            "-H",
-            f"Authorization: Bearer {TOKEN}",
-            f"{self.url}/v1/executions/{self.execution_id}",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await process.communicate()
-        metrics = parse_wrk(output.decode())
+        metrics = await self._wrk(WRK_CONNECTIONS, WRK_SECONDS, f"/v1/executions/{self.execution_id}")
         if self.framework == "qmcp":
             metrics |= await self._run_starts()
         return metrics
@@ -172,15 +158,18 @@ class Served:
         """`wrk -t1 -c{RUN_CLIENTS} -d{RUN_SECONDS}s --latency` sending `method path` with `body`."""
         script = self.workdir / f"{method.lower()}.lua"
         script.write_text(_REQUEST % {"method": method, "body": body})
+        return await self._wrk(RUN_CLIENTS, RUN_SECONDS, path, "-s", str(script))
+
+    async def _wrk(self, connections: int, seconds: int, path: str, *options: str) -> Metrics:
+        """One thread of `wrk --latency` on `path` with the bench's token, parsed."""
         process = await asyncio.create_subprocess_exec(
             "wrk",
             "-t1",
-            f"-c{RUN_CLIENTS}",
-            f"-d{RUN_SECONDS}s",
+            f"-c{connections}",
+            f"-d{seconds}s",
             "--latency",
-            "--timeout=30s",
-            "-s",
-            str(script),
+            "--timeout=30s",  # a slow answer is a latency, not a socket error
+            *options,
             "-H",
             f"Authorization: Bearer {TOKEN}",
             f"{self.url}{path}",
