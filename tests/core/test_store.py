@@ -372,3 +372,25 @@ async def test_json_columns_store_what_the_json_module_stores(sqlite_url):
         steps = await db.steps.completed_steps(execution.id)
     assert stored.input_data == {"p": "\ud83d", "deep": deep}
     assert steps["k"].output == {"x": "\ud83d"}
+
+
+async def test_an_execution_read_without_its_snapshots_leaves_them_unread(db_url):
+    """The server's polled read leaves the team snapshots (megabytes for a wide team) in the row;
+    the rest reads as a full read does, and a snapshot read by mistake raises rather than reads empty."""
+    from sqlalchemy.orm.exc import DetachedInstanceError
+
+    from qmcp.app import ExecutionOut
+
+    team = {f"slot{i}": {"agent": "a" * 40} for i in range(200)}
+    async with Database(db_url) as db:
+        execution = Execution(topology_name="t", topology_type="ensemble", teams_snapshot=team)
+        execution.topology_snapshot = {"name": "t"}
+        await db.executions.create(execution, None, runner="local")
+        full = await db.get_execution(execution.id)
+        shown = await db.get_execution(execution.id, snapshots=False)
+        assert full.teams_snapshot == team and full.topology_snapshot == {"name": "t"}
+        assert not {"topology_snapshot", "agents_snapshot", "teams_snapshot"} & set(shown.__dict__)
+        assert ExecutionOut.of(shown, full=True) == ExecutionOut.of(full, full=True)
+        with pytest.raises(DetachedInstanceError):
+            _ = shown.teams_snapshot
+        assert (await db.get_execution(execution.id)).teams_snapshot == team  # each read as asked

@@ -5,12 +5,14 @@ answers, the OpenAPI document keeps its declared order, and the execution read i
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from _eventually import eventually_async
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
+from qmcp.agentframework.store import Database
 from qmcp.app import ExecutionOut
 from qmcp.server import ServerOptions, create_app
 from qmcp.server._app import HOT_PREFIXES, hot_first
@@ -121,3 +123,30 @@ async def test_unmatched_requests_are_answered_as_before_the_reordering(
     server = await start_app(db_url, model="test")
     answer = await server.client.request(method, path)
     assert (answer.status_code, answer.headers.get("allow")) == (status, allow)
+
+
+async def test_the_execution_read_leaves_the_team_snapshots_unread(start_app, db_url, monkeypatch):
+    """`GET /v1/executions/{id}` shows no snapshot, so it does not decode them at every poll."""
+    asked: list[bool] = []
+    read = Database.get_execution
+
+    async def spy(self: Database, execution_id: Any, *, snapshots: bool = True) -> Any:
+        asked.append(snapshots)
+        return await read(self, execution_id, snapshots=snapshots)
+
+    server = await start_app(db_url, model="test")
+    client = server.client
+    assert (await client.post("/v1/agents", json={"name": "w", "role": "writer"})).status_code < 300
+    topology = {"name": "p", "type": "pipeline", "agents": {"a": "w"}}
+    assert (await client.post("/v1/topologies", json=topology)).status_code < 300
+    started = await client.post("/v1/topologies/p/run", json={"input": {"prompt": "x"}})
+    path = f"/v1/executions/{started.json()['execution_id']}"
+
+    async def ended() -> bool:  # the run's own reads are over
+        return (await client.get(path)).json()["status"] == "completed"
+
+    await eventually_async(ended, "the run to end")
+    monkeypatch.setattr(Database, "get_execution", spy)
+    answer = await client.get(path)
+    assert answer.status_code == 200 and answer.json()["id"] == started.json()["execution_id"]
+    assert asked == [False]

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -91,6 +91,9 @@ _SLOW_INLINE_SECONDS = 0.002
 """An execution whose row took longer than this to write inline twice in a row is written from the
 engine's thread from then on (`Database._write`)."""
 
+SNAPSHOTS = ("topology_snapshot", "agents_snapshot", "teams_snapshot")
+"""An execution's columns that hold its team as it ran: what runs and resumes read, not displays."""
+
 _SLOW_ROWS_KEPT = 1024
 """How many such executions a `Database` remembers (a server's runs come and go)."""
 
@@ -140,7 +143,7 @@ class Database:
         self.executions = ExecutionService(self)
         """Every change of an execution's status, owner and lease goes through this service."""
         self._inline = inline_engine(self.url, self.engine)
-        self._readers: dict[type[Any], RowReader[Any]] = {}
+        self._readers: dict[tuple[type[Any], tuple[str, ...]], RowReader[Any]] = {}
         self._writing: set[asyncio.Future[Any]] = set()
         file = sqlite_file(self.engine)
         self._file = os.path.abspath(file) if file is not None else None  # a later chdir changes nothing
@@ -261,10 +264,12 @@ class Database:
     async def _all(self, query: Any) -> list[Any]:
         return await self._read(lambda session: list(session.scalars(query).all()))
 
-    async def _get(self, model: type[T], key: Any) -> T | None:
+    async def _get(self, model: type[T], key: Any, skip: tuple[str, ...] = ()) -> T | None:
+        """The row of `model` whose primary key is `key`, or None; the columns named in `skip` left
+        unloaded (reading one on the instance raises)."""
         if self._inline is not None:  # a SQLite file: the row straight from the driver (`RowReader`)
-            reader = self._readers.get(model) or self._readers.setdefault(
-                model, RowReader(model, self._inline)
+            reader = self._readers.get((model, skip)) or self._readers.setdefault(
+                (model, skip), RowReader(model, self._inline, skip)
             )
             try:
                 row: T | None = reader.get(key)
@@ -272,7 +277,8 @@ class Database:
             except sqlite3.OperationalError as error:
                 if not is_locked(error):
                     raise
-        return await self._read(lambda session: session.get(model, key))
+        deferred = [defer(getattr(model, name)) for name in skip]
+        return await self._read(lambda session: session.get(model, key, options=deferred))
 
     async def _execute(self, statement: Executable) -> int:
         """Run one write statement in a transaction of its own; returns the rows it touched."""
@@ -504,11 +510,15 @@ class Database:
         )
         return None if row is None else (ExecutionStatus(row[0]), row[1] is not None)
 
-    async def get_execution(self, execution_id: uuid.UUID | str) -> Execution:
-        """The execution as it stands now (`observed`): running with its owner gone reads `interrupted`."""
-        return observed(await self.stored_execution(execution_id), self.executions.clock.now())
+    async def get_execution(self, execution_id: uuid.UUID | str, *, snapshots: bool = True) -> Execution:
+        """The execution as it stands now (`observed`): running with its owner gone reads `interrupted`.
+        `snapshots=False` leaves its team snapshots unread (`SNAPSHOTS`: a 10,000-slot team's are
+        5 MB of JSON) for a reader that only shows the execution, as the server's polled read does."""
+        return observed(
+            await self.stored_execution(execution_id, snapshots=snapshots), self.executions.clock.now()
+        )
 
-    async def stored_execution(self, execution_id: uuid.UUID | str) -> Execution:
+    async def stored_execution(self, execution_id: uuid.UUID | str, *, snapshots: bool = True) -> Execution:
         """The execution's row as written: for code that acts on its owner and lease with a
         compare-and-set (the execution service, a Metaflow task joining its run). Others read
         `get_execution`."""
@@ -516,7 +526,7 @@ class Database:
             key = execution_id if isinstance(execution_id, uuid.UUID) else uuid.UUID(str(execution_id))
         except ValueError:
             raise NotFoundError(f"{execution_id!r} is not an execution id (a UUID)") from None
-        execution = await self._get(Execution, key)
+        execution = await self._get(Execution, key, () if snapshots else SNAPSHOTS)
         if execution is None:
             raise NotFoundError(f"execution {key} not found; list them with: qmcp executions list")
         return execution

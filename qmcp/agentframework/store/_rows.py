@@ -5,11 +5,13 @@ about 300 µs, of which the SQLite query was 40: the rest was the session, the s
 key, the connection's events and the loading context. `RowReader` keeps what makes the row an
 object — SQLAlchemy's own result processors of each column (JSON, UUID, UTC datetimes, enums) and
 the mapper's instance constructor — and drops the rest: about 50 µs. The instance is detached, as
-one the ORM loaded in a session since closed.
+one the ORM loaded in a session since closed. Columns named in `skip` are not read and stay
+unloaded: reading one of them on the instance raises, as a deferred column of a detached object.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine, bindparam, inspect, select
@@ -23,21 +25,22 @@ T = TypeVar("T")
 class RowReader(Generic[T]):
     """`get(key)`: the `model` row whose single-column primary key is `key`, or None."""
 
-    def __init__(self, model: type[T], engine: Engine) -> None:
+    def __init__(self, model: type[T], engine: Engine, skip: Collection[str] = ()) -> None:
         configure_mappers()  # the ORM does it before its first load: instances need their attributes
         mapper = inspect(model)
         table = mapper.local_table
         (primary,) = table.primary_key.columns
         dialect = engine.dialect
+        read = [column for column in table.columns if mapper.get_property_by_column(column).key not in skip]
         self.model, self.engine, self.mapper = model, engine, mapper
-        self.sql = str(select(*table.columns).where(primary == bindparam("key")).compile(dialect=dialect))
+        self.sql = str(select(*read).where(primary == bindparam("key")).compile(dialect=dialect))
         self.bind = primary.type.dialect_impl(dialect).bind_processor(dialect)
         self.columns = [
             (
                 mapper.get_property_by_column(column).key,
                 column.type.dialect_impl(dialect).result_processor(dialect, None),
             )
-            for column in table.columns
+            for column in read
         ]
 
     def get(self, key: Any) -> T | None:

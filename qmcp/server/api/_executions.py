@@ -70,7 +70,8 @@ async def prune_executions(body: PruneRequest, db: Db, state: State, caller: Rem
 async def get_execution(execution_id: str, db: Db) -> Response:
     # The hottest read (clients poll it): serialised once here. Returned as the model, FastAPI would
     # validate it again against `response_model` and then serialise it (about 20 µs a request).
-    execution = ExecutionOut.of(await db.get_execution(execution_id), full=True)
+    # Its team snapshots are not shown: unread (a wide team's are megabytes of JSON, at every poll).
+    execution = ExecutionOut.of(await db.get_execution(execution_id, snapshots=False), full=True)
     return Response(execution.model_dump_json(), media_type="application/json")
 
 
