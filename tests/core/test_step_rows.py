@@ -13,9 +13,9 @@ from qmcp.agentframework.models import ExecutionStep, StepStatus, table_of
 from qmcp.agentframework.store._steps import (
     _COLUMNS,
     StepRecord,
-    _params,
     _row,
     _sqlite_statements,
+    _step_values,
     _utc_text,
 )
 
@@ -60,10 +60,44 @@ def test_a_step_rows_parameters_need_no_adapter_of_sqlite3():
         completed_at=datetime.now(UTC),
     )
     upsert = _sqlite_statements()[0]
-    values = _params(upsert, _row(record))
+    values = _step_values(upsert)(_row(record))
     assert len(values) == len(_COLUMNS)
     assert all(value is None or type(value) in (str, int, float, bytes) for value in values), values
     conn = sqlite3.connect(":memory:")
     assert conn.execute("SELECT ?", (values[upsert[1].index(_COLUMNS.index("started_at"))],)).fetchone()[
         0
     ] == (_as_sqlalchemy_and_sqlite3_write(record.started_at))
+
+
+def _by_each_columns_converter(row: tuple) -> list:
+    """A row's parameters as the upsert's columns' own converters make them, one call per value."""
+    _, order, converters = _sqlite_statements()[0]
+    values = [row[index] for index in order]
+    for position, convert in converters:
+        values[position] = convert(values[position])
+    return values
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        StepRecord(
+            uuid.uuid4(), "k", "s", "a", "m",
+            request={"system": "s", "messages": [{"role": "user", "content": "x"}], "settings": {}},
+            response="r", completed_at=datetime.now(UTC), latency_ms=3.25,
+        ),
+        StepRecord(
+            uuid.uuid4(), "k", "s", "a", "m", status=StepStatus.FAILED, output={"data": {"a": [1]}},
+            error="e", cost_usd=1, latency_ms=2, inherited=True,
+            started_at=datetime(2026, 12, 6, 9, 30, tzinfo=timezone(timedelta(hours=2))),
+        ),
+        StepRecord(uuid.uuid4(), "k", "s", "a", "m", status="COMPLETED", request={}, output={}),  # type: ignore[arg-type]
+    ],
+)  # fmt: skip
+def test_a_step_rows_parameters_are_what_each_columns_converter_makes(record):
+    """`_step_values` converts the usual values in line, and leaves the rest to the converters."""
+    row = _row(record)
+    values = _step_values(_sqlite_statements()[0])(row)
+    expected = _by_each_columns_converter(row)
+    assert list(values) == expected
+    assert [type(value) for value in values] == [type(value) for value in expected]

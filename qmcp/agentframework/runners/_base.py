@@ -37,7 +37,7 @@ from ..topologies import (
 from ._attempt import Attempt, Ending, run_result
 from ._config import PROCESS_FIELDS, RUN_OPTIONS, RunConfig, RunResult
 from ._fork import start_fork
-from ._team import Team, collect_teams, prepare_team
+from ._team import Team, agents_snapshot, collect_teams, prepare_team
 from ._trust import require_trusted_execution, trust_given
 
 __all__ = ["BaseRunner", "RunnerRegistry", "runner", "start_execution", "step_context"]
@@ -424,7 +424,7 @@ async def start_execution(
         correlation_id=config.correlation_id,
         input_data=team.input_data,
         topology_snapshot=team.topology.definition(),
-        agents_snapshot={slot: agent.definition() for slot, agent in team.agents.items()},
+        agents_snapshot=agents_snapshot(team.agents),
         teams_snapshot=teams,
         run_config=config.model_dump(mode="json", exclude=set(PROCESS_FIELDS)),
         runner_options=dict(runner_options),

@@ -962,17 +962,29 @@ def _save_team(
     if session.get_bind().dialect.name == "postgresql":
         # Team saves read then write several tables: one at a time across all processes.
         session.execute(text("SELECT pg_advisory_xact_lock(7170001)"))
-    unique = {agent.name: agent for agent in agents.values()}
+    # Each agent object's name read once: many slots often share one agent (a 10,000-member
+    # ensemble's), and a table model's attribute is read through SQLAlchemy.
+    names: dict[int, str] = {}
+    slots = [
+        (slot, agent, names.get(id(agent)) or names.setdefault(id(agent), agent.name))
+        for slot, agent in agents.items()
+    ]
+    unique = {name: agent for _, agent, name in slots}
     by_name = _upsert_agents(session, list(unique.values()))
     stored = _upsert_topology(session, topology)
     assert stored.id is not None
     ids = {name: agent.id for name, agent in by_name.items() if agent.id is not None}  # all: flushed
-    wanted = [(slot, ids[agent.name], position) for position, (slot, agent) in enumerate(agents.items())]
-    current = session.execute(
-        select(TopologyMembership.slot_name, TopologyMembership.agent_id, TopologyMembership.position)
-        .where(TopologyMembership.topology_id == stored.id)
-        .order_by(col(TopologyMembership.position))
-    ).all()
+    wanted = [(slot, ids[name], position) for position, (slot, _, name) in enumerate(slots)]
+    # Core, not the ORM's query: the slots' rows as plain tuples (10,001 of them for that ensemble)
+    current = (
+        session.connection()
+        .execute(
+            select(TopologyMembership.slot_name, TopologyMembership.agent_id, TopologyMembership.position)
+            .where(TopologyMembership.topology_id == stored.id)
+            .order_by(col(TopologyMembership.position))
+        )
+        .all()
+    )
     if [tuple(row) for row in current] != wanted:
         session.execute(delete(TopologyMembership).where(col(TopologyMembership.topology_id) == stored.id))
         session.flush()
@@ -980,7 +992,7 @@ def _save_team(
             TopologyMembership(topology_id=stored.id, agent_id=agent_id, slot_name=slot, position=position)
             for slot, agent_id, position in wanted
         )
-    return stored, {slot: by_name[agent.name] for slot, agent in agents.items()}
+    return stored, {slot: by_name[name] for slot, _, name in slots}
 
 
 def _upsert_agents(session: Session, agents: list[AgentType]) -> dict[str, AgentType]:

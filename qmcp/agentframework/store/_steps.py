@@ -32,7 +32,7 @@ import operator
 import sqlite3
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -414,11 +414,43 @@ def _displaced(usage: list[tuple[Any, ...]]) -> set[Any]:
     return {paid[0] for paid in usage if paid[_DISPLACED]}
 
 
-def _params(statement: _Compiled, row: tuple[Any, ...]) -> list[Any]:
+def _step_values(statement: _Compiled) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """The step upsert's parameters of a row, made by one function: a batch converts each of its rows
+    on the event loop (10,000 in a wide ensemble), and calling each column's converter in turn was a
+    Python call per converted value (6.1 -> 3.9 µs a row). The usual values are converted in line: a
+    dict to JSON, a `StepStatus` to its stored name, a float as is, a UTC time to text, a bool to 0
+    or 1, a UUID to its hex digits; anything else (None, a subclass, another zone) goes to the
+    column's own converter, so each value is written as that converter writes it."""
     _, order, converters = statement
-    values = [row[index] for index in order]
-    for position, convert in converters:
-        values[position] = convert(values[position])
+    assert order == list(range(len(_COLUMNS)))  # the upsert binds the row's columns in their order
+    convert = {_COLUMNS[position]: function for position, function in converters}
+    assert set(convert) == {
+        *("execution_id", "status", "request", "output", "cost_usd", "latency_ms"),
+        *("started_at", "completed_at", "inherited"),
+    }
+    uuid_text, status, request, output = (convert[n] for n in ("execution_id", "status", "request", "output"))
+    to_float, inherited, json_text = convert["cost_usd"], convert["inherited"], JSON_CODEC["json_serializer"]
+    stored_status = {member: status(member) for member in StepStatus}
+
+    def values(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        (eid, key, slot, agent, model, state, asked, response, out, itok, otok, cost, latency, attempts,
+         error, started, completed, copied) = row  # fmt: skip
+        return (
+            eid.hex if type(eid) is uuid.UUID else uuid_text(eid),
+            key, slot, agent, model,
+            stored_status.get(state) or status(state),
+            json_text(asked) if type(asked) is dict else request(asked),
+            response,
+            json_text(out) if type(out) is dict else output(out),
+            itok, otok,
+            cost if type(cost) is float else to_float(cost),
+            latency if type(latency) is float else to_float(latency),
+            attempts, error,
+            started.isoformat(" ") if type(started) is datetime and started.tzinfo is UTC else _utc_text(started),
+            completed.isoformat(" ") if type(completed) is datetime and completed.tzinfo is UTC else _utc_text(completed),
+            (1 if copied else 0) if type(copied) is bool else inherited(copied),
+        )  # fmt: skip
+
     return values
 
 
@@ -427,6 +459,7 @@ class _SqliteWriter:
 
     def __init__(self, path: str, checkpointer: Checkpointer | None) -> None:
         self._upsert, usage, self._count = _sqlite_statements()
+        self._step_values = _step_values(self._upsert)
         self._guarded = _owner_guarded(self._upsert[0])
         self._usage = usage[0]
         assert usage[1] == list(range(len(_USAGE_COLUMNS)))  # a plain insert
@@ -480,7 +513,7 @@ class _SqliteWriter:
                     owners[execution_id] = found[0]
             rows, usage, lost = _fenced(items, owners)
             if rows:
-                conn.executemany(self._upsert[0], [_params(self._upsert, row) for row in rows])
+                conn.executemany(self._upsert[0], map(self._step_values, rows))
             if usage:
                 conn.executemany(self._usage, self._usage_params(usage))
             for execution_id in _displaced(usage):  # under the write lock: nothing can come between
@@ -495,7 +528,7 @@ class _SqliteWriter:
         """The step of a run on its own: one transaction writes the row if `fence` owns its execution
         (`_owner_guarded`), then its usage row. False when the fence did not hold, with nothing written:
         `_commit` then decides, reading the owner (a displaced usage row, or a vanished execution)."""
-        params = _params(self._upsert, row)
+        params = self._step_values(row)
         execution_id = params[0]  # as stored: the UUID's hex digits
         paid = _PAID(row)
         try:
