@@ -219,7 +219,7 @@ async def test_an_execution_row_slow_to_write_twice_in_a_row_is_written_on_the_e
         await db.list_agents()
         on_engine: list[object] = []
 
-        async def engine_write(work):
+        async def engine_write(work, **_options):
             on_engine.append(work)
             return None
 
@@ -242,6 +242,31 @@ async def test_an_execution_row_slow_to_write_twice_in_a_row_is_written_on_the_e
         await db._write(fast, row=once)
         await db._write(fast, row=twice)
         assert on_engine == [fast]
+
+
+async def test_a_slow_rows_write_on_the_engine_is_committed_and_checkpointed_by_the_checkpointer(tmp_path):
+    """A slow row's write commits without SQLite's automatic checkpoint, which the file's checkpointer
+    thread makes instead; the pooled connection gets its automatic checkpoint back."""
+    from sqlalchemy import text
+
+    async with Database(f"sqlite+aiosqlite:///{tmp_path}/big.db") as db:
+        execution = Execution(topology_name="t", topology_type="pipeline")
+        await db.executions.create(execution, None, runner="local")
+        db._slow_rows.add(execution.id)
+
+        async def automatic_checkpoint() -> int:
+            async with db.engine.connect() as conn:  # the pool's one connection: the one that writes
+                return int((await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one())
+
+        pages = await automatic_checkpoint()
+        assert db._checkpointer is not None and pages > 0
+        checkpoints: list[None] = []
+        request = db._checkpointer.request
+        db._checkpointer.request = lambda: (checkpoints.append(None), request())[-1]  # type: ignore[method-assign]
+        assert await db.execute_update(execution.id, {"error": "written"})
+        assert checkpoints == [None]
+        assert (await db.stored_execution(execution.id)).error == "written"
+        assert await automatic_checkpoint() == pages
 
 
 async def test_fenced_saves_write_nothing_for_an_execution_another_owner_holds(db_url):
