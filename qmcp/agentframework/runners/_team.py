@@ -80,7 +80,11 @@ def _agents(agents: Mapping[str, Any]) -> tuple[dict[str, AgentType], dict[str, 
             validated[id(agent)] = _agent(slot, agent)
         checked[slot] = validated[id(agent)]
     by_name: dict[str, AgentType] = {}
+    named: set[int] = set()  # each agent object once (a table model's name is read through SQLAlchemy)
     for slot, agent in checked.items():
+        if id(agent) in named:
+            continue
+        named.add(id(agent))
         other = by_name.setdefault(agent.name, agent)
         if other is not agent and other.definition() != agent.definition():
             raise InvalidConfigError(
