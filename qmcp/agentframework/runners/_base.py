@@ -413,11 +413,11 @@ async def start_execution(
     if config.correlation_id is None:
         config = config.model_copy(update={"correlation_id": uuid.uuid4().hex})
     teams = await collect_teams(db, team.topology)
-    stored_topology = stored if stored is not None else (await db.save_team(team.topology, team.agents))[0]
+    topology_id = stored.id if stored is not None else await db.store_team(team.topology, team.agents)
     # definitions given as objects are trusted, as the run's override makes them (runners/_trust.py)
     await trust_given(db, team.agents, config.model_override)
     execution = Execution(
-        topology_id=stored_topology.id,
+        topology_id=topology_id,
         topology_name=team.topology.name,
         topology_type=str(team.topology.topology_type),
         runner_type=runner_type,
