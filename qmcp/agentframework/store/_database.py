@@ -531,11 +531,19 @@ class Database:
             .values(**values, **summed_totals())
             .returning(*[getattr(Execution, name) for name in TOTALS])
         )
+        return await self.run_counting_usage(execution_id, statement, {})
+
+    async def run_counting_usage(
+        self, execution_id: uuid.UUID, statement: Executable, params: Mapping[str, Any]
+    ) -> Usage | None:
+        """Run `statement`, an `UPDATE` of execution `execution_id` setting its totals and returning
+        them (`TOTALS`), with `params`: `update_counting_usage` built once, for a write every run makes
+        (`ExecutionService.finish`); the totals written, or None when its guard did not hold."""
 
         def write(session: Session) -> Any:
             if session.get_bind().dialect.name == "postgresql":
                 session.execute(lock_execution(execution_id))
-            return session.connection().execute(statement).first()
+            return session.connection().execute(statement, dict(params)).first()
 
         row = await self._write(write, row=execution_id)
         return None if row is None else totals_of(row)
