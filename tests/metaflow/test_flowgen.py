@@ -624,12 +624,13 @@ def test_the_member_recorded_last_completes_the_execution(sqlite_url, agent, mon
     assert helpers.complete_when_done(topology_id, execution_id) == ends[2]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
 @pytest.mark.parametrize("launched", [False, True])
-def test_members_ending_together_write_the_end_once(sqlite_url, agent, monkeypatch, launched):
+def test_members_ending_together_write_the_end_once(db_url, agent, monkeypatch, launched):
     """Two members both find every call recorded and both complete the execution: one writes the end,
     the other reads it (not a cancel, nor a claim of a completed execution), and both hand the join the
     same artifacts; whether the steps act for the runner that launched the flow or own the run."""
-    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("QMCP_DATABASE_URL", db_url)
     topology = Topology(
         name="votes", topology_type=TopologyType.ENSEMBLE, config={"aggregation_method": "vote"}
     )
@@ -640,7 +641,7 @@ def test_members_ending_together_write_the_end_once(sqlite_url, agent, monkeypat
         helpers.invoke_agent(definitions[slot], key=f"ensemble/member:{slot}", execution_id=execution_id)
 
     async def stored() -> Execution:
-        async with Database(sqlite_url) as db:
+        async with Database(db_url) as db:
             return await db.get_execution(execution_id)
 
     if launched:  # the steps act for the owner that launched them, which keeps the lease
