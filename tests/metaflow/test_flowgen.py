@@ -56,6 +56,7 @@ from qmcp.agentframework.topologies import (
     DebateTopology,
     EnsembleTopology,
     PipelineTopology,
+    output_text,
 )
 
 PYPROJECT_RULES = ["--select", "E,F,W,I,B,UP,SIM,RUF,ASYNC", "--ignore", "E501,RUF001,RUF002,RUF003"]
@@ -575,6 +576,102 @@ def test_a_tolerated_member_failure_is_carried_to_the_join(sqlite_url, agent, mo
     assert outputs[0] == outputs[1] and [f["slot"] for f in outputs[0]["failed"]] == ["m2"]
 
 
+@pytest.mark.parametrize("broken", [False, True])
+def test_the_member_recorded_last_completes_the_execution(sqlite_url, agent, monkeypatch, broken):
+    """Each member step of a vote ensemble's flow, after its call, asks `complete_when_done`: the first
+    two find a call missing and leave the end to the join; the last completes the execution with the
+    LocalRunner's output, and members ending together both read that one end. A member whose call failed
+    (tolerated) leaves the end to the join, which carries the failure."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    topology = Topology(
+        name="votes",
+        topology_type=TopologyType.ENSEMBLE,
+        config={"aggregation_method": "vote", "failure_threshold": 0.5},
+    )
+    agents = {f"m{i}": agent(f"r{i}", model="broken" if broken and i == 1 else "test") for i in range(3)}
+    source = MetaflowRunner()._topology_to_flow(topology, agents)
+    assert "self.completed = complete_when_done(self.topology_id, self.execution_id)" in source
+    definitions = {slot: a.definition() for slot, a in agents.items()}
+    register_model("broken", ScriptedModel(name="broken", failures={0: "auth"}).model)
+    try:
+        execution_id, topology_id = helpers.start_execution(
+            topology.definition(), definitions, {"prompt": "x"}
+        )
+        ends = []
+        for slot in agents:
+            helpers.invoke_agent(definitions[slot], key=f"ensemble/member:{slot}", execution_id=execution_id)
+            ends.append(helpers.complete_when_done(topology_id, execution_id))
+    finally:
+        unregister_model("broken")
+
+    async def stored() -> Execution:
+        async with Database(sqlite_url) as db:
+            return await db.get_execution(execution_id)
+
+    if broken:
+        assert ends == [None, None, None]
+        assert asyncio.run(stored()).status == ExecutionStatus.RUNNING  # the join ends it
+        return
+    execution = asyncio.run(stored())
+    reference = asyncio.run(LocalRunner(db_url=sqlite_url).run(topology, agents, {"prompt": "x"}))
+    assert (execution.status, execution.output_data) == (ExecutionStatus.COMPLETED, reference.output)
+    assert ends[:2] == [None, None]
+    assert ends[2] == {
+        "output": reference.output,
+        "answer": output_text(reference.output),
+        "usage": dataclasses.asdict(execution.usage),
+    }
+    assert helpers.complete_when_done(topology_id, execution_id) == ends[2]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("launched", [False, True])
+def test_members_ending_together_write_the_end_once(db_url, agent, monkeypatch, launched):
+    """Two members both find every call recorded and both complete the execution: one writes the end,
+    the other reads it (not a cancel, nor a claim of a completed execution), and both hand the join the
+    same artifacts; whether the steps act for the runner that launched the flow or own the run."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", db_url)
+    topology = Topology(
+        name="votes", topology_type=TopologyType.ENSEMBLE, config={"aggregation_method": "vote"}
+    )
+    agents = {f"m{i}": agent(f"r{i}") for i in range(2)}
+    definitions = {slot: a.definition() for slot, a in agents.items()}
+    execution_id, topology_id = helpers.start_execution(topology.definition(), definitions, {"prompt": "x"})
+    for slot in agents:
+        helpers.invoke_agent(definitions[slot], key=f"ensemble/member:{slot}", execution_id=execution_id)
+
+    async def stored() -> Execution:
+        async with Database(db_url) as db:
+            return await db.get_execution(execution_id)
+
+    if launched:  # the steps act for the owner that launched them, which keeps the lease
+        monkeypatch.setenv(helpers.OWNER_VARIABLE, asyncio.run(stored()).owner_token or "")
+    arrived: list[object] = []
+    attach = helpers._attach
+
+    async def attach_together(*args: Any) -> Any:
+        """Both have found the execution running before either writes its end."""
+        arrived.append(args)
+        while len(arrived) < 2:
+            await asyncio.sleep(0.01)
+        return await attach(*args)
+
+    monkeypatch.setattr(helpers, "_attach", attach_together)
+
+    async def both() -> list[dict[str, Any] | None]:
+        return list(
+            await asyncio.gather(
+                helpers._complete_when_done(topology_id, execution_id),
+                helpers._complete_when_done(topology_id, execution_id),
+            )
+        )
+
+    first, second = asyncio.run(both())
+    assert first is not None and first == second
+    execution = asyncio.run(stored())
+    assert (execution.status, execution.output_data) == (ExecutionStatus.COMPLETED, first["output"])
+
+
 _JOIN_AND_END = """
 import json, sys
 from qmcp.agentframework.llm import register_model
@@ -781,6 +878,7 @@ def test_helpers_public_names_and_reexports():
         "IMPORTS_VARIABLE",
         "OWNER_VARIABLE",
         "aggregate_results",
+        "complete_when_done",
         "determine_consensus",
         "invoke_agent",
         "output_text",

@@ -188,9 +188,16 @@ async def test_failed_member_fails_the_run_and_resume_repeats_no_finished_call(
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-async def test_a_flow_on_postgresql(flows_dir, db_url, agent):
-    agents = {"parse": agent("parser", "analyst"), "write": agent("writer", "writer")}
-    topology = Topology(name="pg_pipeline", topology_type=TopologyType.PIPELINE)
+@pytest.mark.parametrize("kind", ["pipeline", "ensemble"])
+async def test_a_flow_on_postgresql(flows_dir, db_url, agent, kind):
+    """A pipeline, and a vote ensemble, whose member recorded last completes the execution."""
+    if kind == "pipeline":
+        agents = {"parse": agent("parser", "analyst"), "write": agent("writer", "writer")}
+        topology = Topology(name="pg_pipeline", topology_type=TopologyType.PIPELINE)
+    else:
+        agents = {f"m{i}": agent(f"member-{i}") for i in range(3)}
+        config = EnsembleConfig(aggregation_method="vote").model_dump()
+        topology = Topology(name="pg_ensemble", topology_type=TopologyType.ENSEMBLE, config=config)
     result = await MetaflowRunner(output_dir=flows_dir, db_url=db_url).run(topology, agents, INPUT)
     await _check_like_local(result, topology, agents, db_url)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from qmcp.agentframework.models import ExecutionStatus, PipelineConfig, Topology, TopologyType
+from qmcp.agentframework.models import EnsembleConfig, ExecutionStatus, PipelineConfig, Topology, TopologyType
 from qmcp.agentframework.runners import RunConfig
 from qmcp.agentframework.runners._flowgen import flow_class_name
 from qmcp.agentframework.runners._metaflow import MetaflowRunner, export_flow
@@ -236,6 +236,42 @@ async def test_a_run_the_runner_launched_imports_qmcp_only_in_steps_that_record(
     assert "qmcp" in loaded["s0"] and "sqlalchemy" in loaded["s1"]
     (run,) = _client(flows_dir, flow_class_name(topology.name), result.execution_id, "mf-tester")["runs"]
     assert run["answer"] == output_text(result.output) and run["usage"]["requests"] == 2
+
+
+async def test_the_member_recorded_last_completes_the_execution_so_the_join_imports_no_qmcp(
+    flows_dir, sqlite_url, agent, model_calls, monkeypatch
+):
+    """A vote ensemble: the member whose call is recorded last completes the execution, and the join
+    takes the output, answer and usage from it, importing no qmcp, SQLAlchemy or pydantic-ai; what
+    Metaflow's client and qmcp's store show is what the join used to record."""
+    monkeypatch.setenv("USERNAME", "mf-tester")
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    topology = Topology(
+        name="lean_ensemble",
+        topology_type=TopologyType.ENSEMBLE,
+        config=EnsembleConfig(aggregation_method="vote").model_dump(),
+    )
+    agents = {f"m{i}": agent(f"member-{i}", model="counted") for i in range(3)}
+    result = await MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url).run(topology, agents, INPUT)
+    monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
+    assert result.status == ExecutionStatus.COMPLETED, result.error
+    assert model_calls() == Counter({"counted:specialist": 3})
+    environ = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir)}
+    flow, tag = flow_class_name(topology.name), EXECUTION_TAG.format(result.execution_id)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_OF_STEPS, flow, tag],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout)
+    assert loaded["start"] == loaded["aggregate"] == loaded["end"] == []
+    assert "qmcp" in loaded["member"] and "sqlalchemy" in loaded["member"]
+    (run,) = _client(flows_dir, flow, result.execution_id, "mf-tester")["runs"]
+    assert run["answer"] == output_text(result.output) and run["usage"]["requests"] == 3
+    assert run["steps"]["aggregate"]["step_usage"]["requests"] == 0
 
 
 async def test_a_flow_run_by_hand_without_a_user_variable_is_the_accounts(

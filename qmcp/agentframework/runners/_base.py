@@ -37,7 +37,7 @@ from ..topologies import (
 from ._attempt import Attempt, Ending, run_result
 from ._config import PROCESS_FIELDS, RUN_OPTIONS, RunConfig, RunResult
 from ._fork import start_fork
-from ._team import Team, agents_snapshot, collect_teams, prepare_team
+from ._team import Team, collect_teams, prepare_team
 from ._trust import require_trusted_execution, trust_given
 
 __all__ = ["BaseRunner", "RunnerRegistry", "runner", "start_execution", "step_context"]
@@ -413,18 +413,18 @@ async def start_execution(
     if config.correlation_id is None:
         config = config.model_copy(update={"correlation_id": uuid.uuid4().hex})
     teams = await collect_teams(db, team.topology)
-    stored_topology = stored if stored is not None else (await db.save_team(team.topology, team.agents))[0]
+    topology_id = stored.id if stored is not None else await db.store_team(team.topology, team.agents)
     # definitions given as objects are trusted, as the run's override makes them (runners/_trust.py)
     await trust_given(db, team.agents, config.model_override)
     execution = Execution(
-        topology_id=stored_topology.id,
+        topology_id=topology_id,
         topology_name=team.topology.name,
         topology_type=str(team.topology.topology_type),
         runner_type=runner_type,
         correlation_id=config.correlation_id,
         input_data=team.input_data,
         topology_snapshot=team.topology.definition(),
-        agents_snapshot=agents_snapshot(team.agents),
+        agents_snapshot=_snapshot(team.agents),
         teams_snapshot=teams,
         run_config=config.model_dump(mode="json", exclude=set(PROCESS_FIELDS)),
         runner_options=dict(runner_options),
@@ -434,6 +434,19 @@ async def start_execution(
     )
     lease = await db.executions.create(execution, owner, runner=runner_type, started=started)
     return execution, lease
+
+
+def _snapshot(agents: Mapping[str, AgentType]) -> dict[str, dict[str, Any]]:
+    """Each slot's agent definition; slots filled by one agent object (a 200-stage pipeline's) read
+    its columns once: `definition()` reads four instrumented attributes, 0.35 ms for 200 slots."""
+    definitions: dict[int, dict[str, Any]] = {}
+    snapshot = {}
+    for slot, agent in agents.items():
+        definition = definitions.get(id(agent))
+        if definition is None:
+            definition = definitions[id(agent)] = agent.definition()
+        snapshot[slot] = dict(definition)  # each slot's own, as before
+    return snapshot
 
 
 async def _run_topology(

@@ -53,6 +53,7 @@ _ARTIFACTS = frozenset(
         "answer",
         "usage",
         "step_usage",
+        "completed",
     }
 )
 _EXECUTION = "execution_id=self.execution_id"
@@ -276,43 +277,83 @@ def _planned(team: Team, plan: StepPlan) -> list[_Step]:
         )
     if parallel is None:
         return [*steps, _end()]
-    owns = [f"owns=[{', '.join(_quote(key) for key in parallel.join_owns)}]"] if parallel.join_owns else []
+    completes = not parallel.join_owns  # the last call lets the code run to its end: that member completes
     return [
         *steps,
         _Step(
             parallel.step,
             parallel.doc,
-            ("invoke_agent",),
+            ("complete_when_done", "invoke_agent") if completes else ("invoke_agent",),
             [
                 "slot, key = self.input",
                 *_call("self.result", "invoke_agent", ["AGENTS[slot]", "key=key", _EXECUTION]),
                 _STEP_USAGE,
+                *(_COMPLETE_WHEN_DONE if completes else ()),
                 f"self.next(self.{parallel.join})",
             ],
         ),
-        _Step(
-            parallel.join,
-            parallel.join_doc,
-            ("run_topology", *_FINISH_HELPERS),
-            [
-                'self.merge_artifacts(inputs, include=["execution_id", "topology_id"])',
-                *_call(
-                    "self.output, self.step_usage",
-                    "run_topology",
-                    [
-                        "self.execution_id",
-                        *owns,
-                        f"after=[{parallel.step}.result for {parallel.step} in inputs]",
-                    ],
-                ),
-                *_finish(),
-                "self.next(self.end)",
-            ],
-            join=True,
-            comment=(f"# Runs the {kind}'s code to its end, then completes the execution with its output.",),
-        ),
+        _join(parallel, kind) if completes else _join_running_the_code(parallel, kind),
         _end(),
     ]
+
+
+_COMPLETE_WHEN_DONE = (
+    "# The call recorded last lets the topology's code run to its end: that step completes the execution.",
+    "self.completed = complete_when_done(self.topology_id, self.execution_id)",
+)
+
+
+def _join_code(parallel: ParallelCalls, indent: int) -> list[str]:
+    """The join's call of the topology's code, to its end, then the end's artifacts."""
+    owns = [f"owns=[{', '.join(_quote(key) for key in parallel.join_owns)}]"] if parallel.join_owns else []
+    after = f"after=[{parallel.step}.result for {parallel.step} in inputs]"
+    call = _call("self.output, self.step_usage", "run_topology", ["self.execution_id", *owns, after], indent)
+    return [*call, *_finish(indent)]
+
+
+_MERGE = 'self.merge_artifacts(inputs, include=["execution_id", "topology_id"])'
+
+
+def _join_running_the_code(parallel: ParallelCalls, kind: str) -> _Step:
+    """A join that makes calls of its own (`join_owns`): it runs the topology's code to its end."""
+    return _Step(
+        parallel.join,
+        parallel.join_doc,
+        ("run_topology", *_FINISH_HELPERS),
+        [_MERGE, *_join_code(parallel, 8), "self.next(self.end)"],
+        join=True,
+        comment=(f"# Runs the {kind}'s code to its end, then completes the execution with its output.",),
+    )
+
+
+def _join(parallel: ParallelCalls, kind: str) -> _Step:
+    """A join that makes no call: a member completed the execution (it imports no qmcp), unless a call
+    failed (which the topology may tolerate) or came from the run a resumed run resumes."""
+    member = parallel.step
+    return _Step(
+        parallel.join,
+        parallel.join_doc,
+        ("run_topology", *_FINISH_HELPERS),
+        [
+            _MERGE,
+            f"completed = [{member}.completed for {member} in inputs if {member}.completed]",
+            "if completed:  # nothing is left to record, so this step imports no qmcp",
+            "    ended = completed[0]",
+            '    self.output, self.answer, self.usage = ended["output"], ended["answer"], ended["usage"]',
+            "    self.step_usage = {name: 0 for name in self.usage}",
+            "else:  # a call failed (the topology may tolerate it), or a resumed run: run the code to its end",
+            "    with _loading_qmcp():",
+            *(line[8:] for line in _import(sorted(("run_topology", *_FINISH_HELPERS)), 16)),
+            "",
+            *(f"    {line}" if line else "" for line in _join_code(parallel, 12)),
+            "self.next(self.end)",
+        ],
+        join=True,
+        comment=(
+            f"# The {kind}'s output: from the step that completed the execution, else its code run to its end.",
+        ),
+        lazy=True,
+    )
 
 
 def _next(target: str, parallel: ParallelCalls | None) -> list[str]:
@@ -407,9 +448,12 @@ _FINISH_HELPERS = ("output_text", "save_execution")
 _SAVE_ARGS = ["self.topology_id", "self.output", _EXECUTION]
 
 
-def _finish() -> list[str]:
+def _finish(indent: int = 8) -> list[str]:
     """The end's artifacts: the run's `answer` (its output's main text) and `usage` (what it used in all)."""
-    return ["self.answer = output_text(self.output)", *_call("self.usage", "save_execution", _SAVE_ARGS)]
+    return [
+        "self.answer = output_text(self.output)",
+        *_call("self.usage", "save_execution", _SAVE_ARGS, indent),
+    ]
 
 
 def _replay_and_finish(comment: str) -> list[str]:

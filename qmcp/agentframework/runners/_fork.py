@@ -20,7 +20,7 @@ from ..errors import InvalidConfigError, did_you_mean
 from ..models import AgentType, Execution
 from ..store import Database, Lease, Owner, fork_steps
 from ._config import PROCESS_FIELDS, RUN_OPTIONS, RunConfig
-from ._team import agents_snapshot, prepare_team
+from ._team import prepare_team
 from ._trust import require_trusted, trust_given
 
 __all__ = ["start_fork"]
@@ -75,7 +75,7 @@ async def start_fork(
         correlation_id=run_config.correlation_id,
         input_data=team.input_data,
         topology_snapshot=parent.topology_snapshot,
-        agents_snapshot=agents_snapshot(team.agents),
+        agents_snapshot={slot: agent.definition() for slot, agent in team.agents.items()},
         teams_snapshot=parent.teams_snapshot,
         run_config=run_config.model_dump(mode="json", exclude=set(PROCESS_FIELDS)),
         runner_options=dict(runner_options),

@@ -26,7 +26,7 @@ from ..store import Database
 from ..topologies import BaseTopology, TopologyRegistry, referenced_topologies
 from ._trust import executable_items, require_trusted
 
-__all__ = ["Team", "agents_snapshot", "collect_teams", "prepare_team"]
+__all__ = ["Team", "collect_teams", "prepare_team"]
 
 
 @dataclass(frozen=True)
@@ -190,18 +190,3 @@ async def collect_teams(db: Database, topology: Topology) -> dict[str, Any]:
     for name, agents, within in stored_teams:
         await require_trusted(db, agents, topology=name, within=within)
     return teams
-
-
-def agents_snapshot(agents: Mapping[str, AgentType]) -> dict[str, Any]:
-    """Each slot's agent definition, as an execution keeps it: made once per agent object, which many
-    slots often share (a 10,000-member ensemble's one member agent: 10,000 `definition()` calls,
-    each reading four attributes through SQLAlchemy, were ~25 ms of the run's start). Slots of one
-    agent share its definition's dict; a snapshot is only read."""
-    made: dict[int, dict[str, Any]] = {}
-    snapshot = {}
-    for slot, agent in agents.items():
-        definition = made.get(id(agent))
-        if definition is None:
-            definition = made[id(agent)] = agent.definition()
-        snapshot[slot] = definition
-    return snapshot

@@ -85,6 +85,7 @@ __all__ = [
     "IMPORTS_VARIABLE",
     "OWNER_VARIABLE",
     "aggregate_results",
+    "complete_when_done",
     "determine_consensus",
     "invoke_agent",
     "output_text",
@@ -181,6 +182,18 @@ def run_topology(
     return progress.output, _usage_artifact(_used(owned))
 
 
+def complete_when_done(topology_id: int | None, execution_id: str) -> dict[str, Any] | None:
+    """After a `foreach` step's own call: complete the execution if its topology's code now runs to its end
+    on recorded calls alone, so that the join has nothing left to record (and imports no qmcp).
+
+    Returns the end's artifacts (`output`, `answer`, `usage`, as the join sets them), or None when a
+    call is still missing (another step's, still running or failed), the code does not end on the
+    recorded calls, or the execution is not running: the join then runs the topology's code as ever.
+    Of members finishing together, more than one may complete it; the execution's end is written once.
+    """
+    return _run(_complete_when_done(topology_id, execution_id))
+
+
 def save_execution(
     topology_id: int | None, output_data: Mapping[str, Any], *, execution_id: str | None = None
 ) -> dict[str, Any]:
@@ -249,6 +262,54 @@ class _FlowStepContext(StepContext):
         if full_key in self.failures:
             raise _replayed_failure(full_key, self.failures[full_key])
         raise _Suspended(full_key)
+
+
+async def _complete_when_done(topology_id: int | None, execution_id: str) -> dict[str, Any] | None:
+    async with Database(settings().database_url) as db:
+        with storage_errors(db.url):
+            execution = await db.stored_execution(execution_id)
+            if execution.status == ExecutionStatus.RUNNING:
+                output = await _replayed_output(db, execution)
+                if output is None:
+                    return None
+                try:
+                    return _ended(output, await _complete(db, topology_id, output, execution_id))
+                except QmcpError:  # unless another member completed it meanwhile
+                    execution = await db.stored_execution(execution_id)
+                    if execution.status != ExecutionStatus.COMPLETED:
+                        raise
+            if execution.status != ExecutionStatus.COMPLETED or execution.output_data is None:
+                return None
+            return _ended(execution.output_data, execution.usage)  # another member completed it
+
+
+def _ended(output: dict[str, Any], usage: Usage) -> dict[str, Any]:
+    """The artifacts the join sets from the step that completed the execution."""
+    return {"output": output, "answer": output_text(output), "usage": _usage_artifact(usage)}
+
+
+async def _replayed_output(db: Database, execution: Execution) -> dict[str, Any] | None:
+    """The topology's output from the recorded calls alone (this step owns no call: nothing is paid or
+    written), or None when it reaches a call not recorded yet or stops otherwise; the join that then
+    runs the same code meets that again and records how the execution ends."""
+    config = RunConfig.model_validate(execution.run_config)
+    ctx = step_context(
+        db,
+        execution,
+        {slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()},
+        await db.steps.completed_steps(execution.id),
+        config,
+        scheduler=_FlowScheduler(),
+        model_override=config.model_override,
+        context_class=_FlowStepContext,
+        owned=(),
+    )
+    topology = Topology.model_validate(execution.topology_snapshot)
+    implementation = TopologyRegistry.create(topology.topology_type, topology.config)
+    try:
+        return await _run_code(ctx, implementation, execution.input_data, execution.correlation_id)
+    except (_Suspended, Exception):
+        return None
 
 
 def _replayed_failure(key: str, message: str) -> StepFailedError:
@@ -548,27 +609,32 @@ async def _stop(attempt: Attempt, error: Exception) -> bool:
 
 
 async def _save_execution(topology_id: int | None, output: dict[str, Any], execution_id: str | None) -> Usage:
-    run = _flow_run()
     async with Database(settings().database_url) as db:
         with storage_errors(db.url):
             if execution_id is None:
-                await _record_finished(db, topology_id, output, run)
+                await _record_finished(db, topology_id, output, _flow_run())
                 return Usage()
-            stored = await db.stored_execution(execution_id)
-            if stored.status == ExecutionStatus.COMPLETED:  # a resumed run of a finished one
-                _tag_run(run, stored.id)
-                return stored.usage
-            attempt = await _attach(db, execution_id, run)
-            execution = attempt.execution
-            if topology_id is not None and execution.topology_id != topology_id:
-                raise InvalidConfigError(
-                    f"execution {execution.id} does not belong to topology {topology_id}"
-                )
-            if await attempt.record(Ending(ExecutionStatus.COMPLETED, output=output)) is None:
-                if attempt.lease.lost is not None:
-                    raise LeaseLostError(attempt.lease.lost)
-                raise _cancelled(execution.id)
-            return (await db.stored_execution(execution.id)).usage
+            return await _complete(db, topology_id, output, execution_id)
+
+
+async def _complete(
+    db: Database, topology_id: int | None, output: dict[str, Any], execution_id: str
+) -> Usage:
+    """Complete the execution with `output` (unless it is complete already); what it used in all."""
+    run = _flow_run()
+    stored = await db.stored_execution(execution_id)
+    if stored.status == ExecutionStatus.COMPLETED:  # a resumed run of a finished one
+        _tag_run(run, stored.id)
+        return stored.usage
+    attempt = await _attach(db, execution_id, run)
+    execution = attempt.execution
+    if topology_id is not None and execution.topology_id != topology_id:
+        raise InvalidConfigError(f"execution {execution.id} does not belong to topology {topology_id}")
+    if await attempt.record(Ending(ExecutionStatus.COMPLETED, output=output)) is None:
+        if attempt.lease.lost is not None:
+            raise LeaseLostError(attempt.lease.lost)
+        raise _cancelled(execution.id)
+    return (await db.stored_execution(execution.id)).usage
 
 
 async def _record_finished(

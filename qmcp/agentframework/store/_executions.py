@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 import secrets
@@ -42,13 +43,14 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, Integer, bindparam, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from ...config import settings
 from ..errors import ExecutionBusyError, InvalidConfigError, LeaseLostError, NotFoundError
-from ..models import Execution, ExecutionStatus, ExecutionStep, Usage, utcnow
+from ..models import Execution, ExecutionStatus, ExecutionStep, Usage, table_of, utcnow
+from ._usage import TOTALS, summed_totals
 
 if TYPE_CHECKING:
     from ._database import Database
@@ -617,21 +619,17 @@ class ExecutionService:
         allowed(S.RUNNING, _FINISH_ACTION[status])
         now = self.clock.now()
         ran = _ms(now - lease.started)
-        values: dict[str, Any] = {
+        params = {
+            "execution": lease.execution_id,
+            "token": lease.token,
             "status": status,
             "output_data": output,
             "error": error,
             "human_request_id": human_request_id,
             "completed_at": now,
-            "duration_ms": func.coalesce(col(Execution.duration_ms), 0) + ran,
-            **(_released() if release else {}),
+            "ran": ran,
         }
-        totals = await self.db.update_counting_usage(
-            lease.execution_id,
-            values,
-            col(Execution.owner_token) == lease.token,
-            col(Execution.status) == S.RUNNING,
-        )
+        totals = await self.db.run_counting_usage(lease.execution_id, _finishing(release), params)
         if totals is None:
             current = await self.db.stored_execution(lease.execution_id)
             if current.owner_token != lease.token:
@@ -758,6 +756,33 @@ class ExecutionService:
 def _same_owner(token: str | None) -> ColumnElement[bool]:
     column = col(Execution.owner_token)
     return column.is_(None) if token is None else column == token
+
+
+@functools.cache
+def _finishing(release: bool) -> Any:
+    """The `UPDATE` that ends the owner's running attempt (`ExecutionService.finish`), built once with
+    bound parameters: building it per run, with the totals' subqueries, cost about 1 ms of CPU
+    (SQLAlchemy's coercions and cache key) against the statement's 0.3 ms in SQLite."""
+    table = table_of(Execution)
+    set_to = {
+        name: bindparam(name, type_=table.c[name].type)
+        for name in ("status", "output_data", "error", "human_request_id", "completed_at")
+    }
+    return (
+        update(Execution)
+        .where(
+            col(Execution.id) == bindparam("execution", type_=table.c.id.type),
+            col(Execution.owner_token) == bindparam("token", type_=table.c.owner_token.type),
+            col(Execution.status) == S.RUNNING,
+        )
+        .values(
+            **set_to,
+            duration_ms=func.coalesce(col(Execution.duration_ms), 0) + bindparam("ran", type_=Integer()),
+            **(_released() if release else {}),
+            **summed_totals(),
+        )
+        .returning(*[getattr(Execution, name) for name in TOTALS])
+    )
 
 
 def _released() -> dict[str, Any]:

@@ -477,7 +477,8 @@ class _SqliteWriter:
     async def write(self, items: list[_Item]) -> set[Any]:
         try:
             if self._inline is None:
-                self._inline = self._connect(busy_timeout_ms=0)
+                kept = self._checkpointer.take_writer() if self._checkpointer is not None else None
+                self._inline = kept if kept is not None else self._connect(busy_timeout_ms=0)
             row, fence = items[0]
             if len(items) == 1 and fence is not None and self._commit_one(self._inline, row, fence):
                 lost: set[Any] = set()
@@ -560,8 +561,11 @@ class _SqliteWriter:
     async def close(self) -> None:
         if self._commits and self._checkpointer is not None:  # the run's last steps, while nothing writes
             self._checkpointer.request()
-        if self._inline is not None:
-            self._inline.close()
+        if self._inline is not None:  # kept for the file's next run, with its prepared statements
+            if self._checkpointer is not None:
+                self._checkpointer.keep_writer(self._inline)
+            else:
+                self._inline.close()
             self._inline = None
         if self._waiting is not None:  # only made when the database was locked; closed in its thread
             await asyncio.get_running_loop().run_in_executor(self._executor, self._waiting.close)
