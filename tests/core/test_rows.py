@@ -4,8 +4,10 @@ rows inserted with it (`RowInserter`) are what the ORM stores; `new_row` makes w
 from __future__ import annotations
 
 import contextlib
+import gc
 import sqlite3
 import uuid
+import weakref
 
 import pytest
 from sqlalchemy import inspect
@@ -13,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from qmcp.agentframework.errors import NotFoundError
 from qmcp.agentframework.models import Execution, ExecutionStatus, HumanRequest, new_row
-from qmcp.agentframework.store import Database, Owner
+from qmcp.agentframework.store import Database, Owner, _rows
 
 
 async def test_a_row_read_from_the_driver_is_the_row_the_orm_loads(db_url):
@@ -89,7 +91,7 @@ async def test_an_execution_inserted_by_the_driver_is_stored_as_the_orm_stores_i
     async with Database(sqlite_url) as db:
         fast = new_row(Execution, **_values())
         await db.executions.create(fast, Owner.this_process(), runner="local")
-        assert db._inserter is not None  # written by the driver
+        assert ("insert", Execution) in _rows._MADE[db._inline]  # written by the driver
         slow = new_row(Execution, **_values())
         for name in ("status", "attempts", "created_at", "started_at", "lease_until", "heartbeat_at"):
             setattr(slow, name, getattr(fast, name))
@@ -125,3 +127,19 @@ async def test_a_refused_insert_by_the_driver_raises_as_sqlalchemy_does_and_writ
         assert (await db.stored_execution(later.id)).status == ExecutionStatus.PENDING
     with contextlib.closing(sqlite3.connect(str(tmp_path / "qmcp.db"))) as conn:
         assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 2
+
+
+def test_readers_and_inserters_are_made_once_per_engine_and_go_with_it():
+    """Each run opens a `Database` of its own: the compiled reader is the engine's, not the Database's."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine("sqlite://")
+    reader = _rows.row_reader(Execution, engine, ("topology_snapshot",))
+    assert _rows.row_reader(Execution, engine, ("topology_snapshot",)) is reader
+    assert _rows.row_reader(Execution, engine) is not reader
+    assert _rows.row_inserter(Execution, engine) is _rows.row_inserter(Execution, engine)
+    gone = weakref.ref(engine)
+    engine.dispose()
+    del engine
+    gc.collect()
+    assert gone() is None  # nothing made for it holds it

@@ -78,7 +78,7 @@ from ._engine import (
 from ._executions import ExecutionService, OwnerState, observed, owner_state
 from ._reports import CostReport, cost_report
 from ._retention import PruneFilter, PruneResult, prune_executions
-from ._rows import RowInserter, RowReader
+from ._rows import row_inserter, row_reader
 from ._steps import SqlStepStore
 from ._usage import TOTALS, lock_execution, summed_totals, totals_of
 
@@ -167,8 +167,6 @@ class Database:
         self.executions = ExecutionService(self)
         """Every change of an execution's status, owner and lease goes through this service."""
         self._inline = inline_engine(self.url, self.engine)
-        self._readers: dict[tuple[type[Any], tuple[str, ...]], RowReader[Any]] = {}
-        self._inserter: RowInserter[Execution] | None = None
         self._writing: set[asyncio.Future[Any]] = set()
         file = sqlite_file(self.engine)
         self._file = os.path.abspath(file) if file is not None else None  # a later chdir changes nothing
@@ -303,11 +301,9 @@ class Database:
         """The row of `model` whose primary key is `key`, or None; the columns named in `skip` left
         unloaded (reading one on the instance raises)."""
         if self._inline is not None:  # a SQLite file: the row straight from the driver (`RowReader`)
-            reader = self._readers.get((model, skip)) or self._readers.setdefault(
-                (model, skip), RowReader(model, self._inline, skip)
-            )
+            reader = row_reader(model, self._inline, skip)
             try:
-                row: T | None = reader.get(key)
+                row: T | None = reader.get(self._inline, key)
                 return row
             except sqlite3.OperationalError as error:
                 if not is_locked(error):
@@ -527,9 +523,8 @@ class Database:
         elif steps or self._inline is None:
             await self._write(write, row=row.id)
         else:  # a run start's only write (a server's 202): on a SQLite file, the driver's insert (`RowInserter`)
-            inserter = self._inserter or RowInserter(Execution, self._inline)
-            self._inserter = inserter
-            await self._write(write, row=row.id, inline=lambda: inserter.insert(row))
+            inline, inserter = self._inline, row_inserter(Execution, self._inline)
+            await self._write(write, row=row.id, inline=lambda: inserter.insert(inline, row))
 
     async def execute_update(
         self, execution_id: uuid.UUID, values: Mapping[str, Any], *guard: ColumnElement[bool]
