@@ -52,6 +52,8 @@ def _defaults(
 ) -> tuple[Callable[[], Any], dict[str, Any], dict[str, Callable[[], Any]], frozenset[str]]:
     """How `new_row` makes a `model`: the mapper's instance constructor, and the fields by how they
     are filled when not given (a value shared by every row, a call made for each row, or none: required)."""
+    if model.__pydantic_post_init__:  # a hook `new_row` would not call
+        raise TypeError(f"{model.__name__} has a post-init hook: make it with {model.__name__}(...)")
     configure_mappers()  # as the ORM before its first instance: the attributes must exist
     shared: dict[str, Any] = {}
     made: dict[str, Callable[[], Any]] = {}
