@@ -1,7 +1,7 @@
 """Tables and schemas: agents, topologies, executions, steps, and the model registry."""
 
 from ._agent import AgentConfig, AgentType, utcnow
-from ._base import TableModel, metadata, table_of
+from ._base import TableModel, metadata, new_row, table_of
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
 from ._eval import EvalRun, EvalScore
 from ._execution import Execution, ExecutionStep, StepUsage
@@ -99,6 +99,7 @@ __all__ = [
     "json_depth",
     "json_problem",
     "metadata",
+    "new_row",
     "nul_field",
     "nul_message",
     "storable_text",

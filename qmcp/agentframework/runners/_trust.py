@@ -195,6 +195,8 @@ async def untrusted(db: Database, agents: Iterable[AgentType]) -> list[Untrusted
 async def trust(db: Database, agents: Iterable[AgentType], *, via: str) -> list[Untrusted]:
     """Record trust in `agents`' current definitions; returns those that were not trusted before."""
     pending = await untrusted(db, agents)
+    if not pending:  # the common case (nothing that runs code): no user name to ask the system for
+        return pending
     who = trusted_by()
     await add_trust(
         db,
