@@ -624,6 +624,24 @@ def test_the_member_recorded_last_completes_the_execution(sqlite_url, agent, mon
     assert helpers.complete_when_done(topology_id, execution_id) == ends[2]
 
 
+def _started_votes(
+    agent: Any, members: int, prompt: str
+) -> tuple[Topology, dict[str, Any], dict[str, Any], Any]:
+    """A vote ensemble of `members`, its agents and their definitions, and the execution started for it
+    as a flow's `start` step starts it: (execution id, topology id)."""
+    topology = Topology(
+        name="votes", topology_type=TopologyType.ENSEMBLE, config={"aggregation_method": "vote"}
+    )
+    agents = {f"m{i}": agent(f"r{i}") for i in range(members)}
+    definitions = {slot: a.definition() for slot, a in agents.items()}
+    return (
+        topology,
+        agents,
+        definitions,
+        helpers.start_execution(topology.definition(), definitions, {"prompt": prompt}),
+    )
+
+
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
 @pytest.mark.parametrize("launched", [False, True])
 def test_members_ending_together_write_the_end_once(db_url, agent, monkeypatch, launched):
@@ -631,12 +649,7 @@ def test_members_ending_together_write_the_end_once(db_url, agent, monkeypatch, 
     the other reads it (not a cancel, nor a claim of a completed execution), and both hand the join the
     same artifacts; whether the steps act for the runner that launched the flow or own the run."""
     monkeypatch.setenv("QMCP_DATABASE_URL", db_url)
-    topology = Topology(
-        name="votes", topology_type=TopologyType.ENSEMBLE, config={"aggregation_method": "vote"}
-    )
-    agents = {f"m{i}": agent(f"r{i}") for i in range(2)}
-    definitions = {slot: a.definition() for slot, a in agents.items()}
-    execution_id, topology_id = helpers.start_execution(topology.definition(), definitions, {"prompt": "x"})
+    _, agents, definitions, (execution_id, topology_id) = _started_votes(agent, 2, "x")
     for slot in agents:
         helpers.invoke_agent(definitions[slot], key=f"ensemble/member:{slot}", execution_id=execution_id)
 
@@ -690,12 +703,7 @@ def test_steps_that_call_no_model_never_import_pydantic_ai(sqlite_url, agent, mo
     """A vote join and the end step, in a process of their own, replay the members without pydantic-ai
     or structlog (half a second of every Metaflow task's start) and give the LocalRunner's output."""
     monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
-    topology = Topology(
-        name="votes", topology_type=TopologyType.ENSEMBLE, config={"aggregation_method": "vote"}
-    )
-    agents = {f"m{i}": agent(f"r{i}") for i in range(3)}
-    definitions = {slot: a.definition() for slot, a in agents.items()}
-    execution_id, _ = helpers.start_execution(topology.definition(), definitions, {"prompt": "Is water wet?"})
+    topology, agents, definitions, (execution_id, _) = _started_votes(agent, 3, "Is water wet?")
     results = [
         helpers.invoke_agent(definitions[slot], key=f"ensemble/member:{slot}", execution_id=execution_id)
         for slot in agents

@@ -72,16 +72,22 @@ def _client(flows_dir: Path, flow: str, execution_id: Any, user: str) -> dict[st
     """What Metaflow's client shows user `user` of the runs tagged with execution `execution_id`."""
     environ = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir), "USERNAME": user}
     environ.pop("METAFLOW_USER", None)
+    seen: dict[str, Any] = _read_run(_READ_RUNS, environ, flow, execution_id)
+    return seen
+
+
+def _read_run(script: str, environ: dict[str, str], flow: str, execution_id: Any) -> Any:
+    """What `script` prints as JSON, given the flow and the tag of execution `execution_id`: it reads
+    the runs through Metaflow's client in a process of its own, as a user would."""
     done = subprocess.run(
-        [sys.executable, "-c", _READ_RUNS, flow, EXECUTION_TAG.format(execution_id)],
+        [sys.executable, "-c", script, flow, EXECUTION_TAG.format(execution_id)],
         env=environ,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    seen: dict[str, Any] = json.loads(done.stdout)
-    return seen
+    return json.loads(done.stdout)
 
 
 def _pipeline(name: str, agent: Any, *models: str) -> tuple[Topology, dict[str, Any]]:
@@ -203,6 +209,12 @@ print(json.dumps(loaded))
 """
 
 
+def _imports_of_steps(environ: dict[str, str], flow: str, execution_id: object) -> dict[str, list[str]]:
+    """What each step of the run tagged with `execution_id` imported, read through Metaflow's client."""
+    imported: dict[str, list[str]] = _read_run(_IMPORTS_OF_STEPS, environ, flow, execution_id)
+    return imported
+
+
 async def test_a_run_the_runner_launched_imports_qmcp_only_in_steps_that_record(
     flows_dir, sqlite_url, agent, model_calls, monkeypatch
 ):
@@ -217,21 +229,7 @@ async def test_a_run_the_runner_launched_imports_qmcp_only_in_steps_that_record(
     assert result.status == ExecutionStatus.COMPLETED, result.error
     assert model_calls() == Counter({"counted:specialist": 2})
     environ = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _IMPORTS_OF_STEPS,
-            flow_class_name(topology.name),
-            EXECUTION_TAG.format(result.execution_id),
-        ],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    loaded = json.loads(done.stdout)
+    loaded = _imports_of_steps(environ, flow_class_name(topology.name), result.execution_id)
     assert loaded["start"] == [] and loaded["end"] == []
     assert "qmcp" in loaded["s0"] and "sqlalchemy" in loaded["s1"]
     (run,) = _client(flows_dir, flow_class_name(topology.name), result.execution_id, "mf-tester")["runs"]
@@ -257,16 +255,8 @@ async def test_the_member_recorded_last_completes_the_execution_so_the_join_impo
     assert result.status == ExecutionStatus.COMPLETED, result.error
     assert model_calls() == Counter({"counted:specialist": 3})
     environ = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir)}
-    flow, tag = flow_class_name(topology.name), EXECUTION_TAG.format(result.execution_id)
-    done = subprocess.run(
-        [sys.executable, "-c", _IMPORTS_OF_STEPS, flow, tag],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    loaded = json.loads(done.stdout)
+    flow = flow_class_name(topology.name)
+    loaded = _imports_of_steps(environ, flow, result.execution_id)
     assert loaded["start"] == loaded["aggregate"] == loaded["end"] == []
     assert "qmcp" in loaded["member"] and "sqlalchemy" in loaded["member"]
     (run,) = _client(flows_dir, flow, result.execution_id, "mf-tester")["runs"]

@@ -292,8 +292,21 @@ async def _replayed_output(db: Database, execution: Execution) -> dict[str, Any]
     """The topology's output from the recorded calls alone (this step owns no call: nothing is paid or
     written), or None when it reaches a call not recorded yet or stops otherwise; the join that then
     runs the same code meets that again and records how the execution ends."""
-    config = RunConfig.model_validate(execution.run_config)
-    ctx = step_context(
+    ctx = await _flow_context(db, execution, RunConfig.model_validate(execution.run_config), owned=())
+    topology = Topology.model_validate(execution.topology_snapshot)
+    implementation = TopologyRegistry.create(topology.topology_type, topology.config)
+    try:
+        return await _run_code(ctx, implementation, execution.input_data, execution.correlation_id)
+    except (_Suspended, Exception):
+        return None
+
+
+async def _flow_context(
+    db: Database, execution: Execution, config: RunConfig, **extra: Any
+) -> _FlowStepContext:
+    """The step context of a flow step: the execution's own agents and finished steps, its model
+    override (taken when the run started, `_start_execution`), calls made one by one."""
+    return step_context(
         db,
         execution,
         {slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()},
@@ -302,14 +315,8 @@ async def _replayed_output(db: Database, execution: Execution) -> dict[str, Any]
         scheduler=_FlowScheduler(),
         model_override=config.model_override,
         context_class=_FlowStepContext,
-        owned=(),
+        **extra,
     )
-    topology = Topology.model_validate(execution.topology_snapshot)
-    implementation = TopologyRegistry.create(topology.topology_type, topology.config)
-    try:
-        return await _run_code(ctx, implementation, execution.input_data, execution.correlation_id)
-    except (_Suspended, Exception):
-        return None
 
 
 def _replayed_failure(key: str, message: str) -> StepFailedError:
@@ -366,15 +373,10 @@ async def _advance(
         failures = {r["key"]: r["error"] for r in after if r.get("error") and r.get("run") == run}
         retried = {r["key"] for r in after if r.get("error") and r.get("run") != run}
         topology = Topology.model_validate(execution.topology_snapshot)
-        ctx = step_context(
+        ctx = await _flow_context(
             db,
             execution,
-            {slot: AgentType.model_validate(data) for slot, data in execution.agents_snapshot.items()},
-            await db.steps.completed_steps(execution.id),
             config,
-            scheduler=_FlowScheduler(),
-            model_override=config.model_override,  # taken when the run started (`_start_execution`)
-            context_class=_FlowStepContext,
             owned=None if owned is None else {*owned, *retried},
             failures=failures,
             permanent=permanent,
