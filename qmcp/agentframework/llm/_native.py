@@ -155,34 +155,17 @@ def estimate_tokens(text: str) -> int:
     return len(spaced.split()) + (stripped[0] in _PUNCTUATION) + (stripped[-1] in _PUNCTUATION)
 
 
-_ASKED_TOKENS: dict[str, int] = {}
-"""`estimate_tokens` of recent short texts a call sends (its system text, its prompt): the members of
-an ensemble all send the same two, and an agent its system text at every step."""
-_ASKED_KEPT, _ASKED_LONGEST = 256, 4096  # texts and characters: at most 1 MB held
-
-
-def _asked_tokens(text: str) -> int:
-    tokens = _ASKED_TOKENS.get(text)
-    if tokens is None:
-        tokens = estimate_tokens(text)
-        if len(text) <= _ASKED_LONGEST:
-            if len(_ASKED_TOKENS) >= _ASKED_KEPT:
-                _ASKED_TOKENS.clear()
-            _ASKED_TOKENS[text] = tokens
-    return tokens
-
-
 def estimate_usage(system: str | None, messages: Sequence[ChatMessage], reply: str) -> tuple[int, int]:
     """(input, output) tokens of a plain call, as pydantic-ai's `FunctionModel` estimates them
     (`pydantic_ai.models.function._estimate_usage`): the system text and user messages are input,
     on top of 50; the history's assistant messages and the reply are output."""
-    input_tokens = ESTIMATE_OVERHEAD_TOKENS + (_asked_tokens(system) if system else 0)
+    input_tokens = ESTIMATE_OVERHEAD_TOKENS + (estimate_tokens(system) if system else 0)
     output_tokens = estimate_tokens(reply)
     for message in messages:
         if message["role"] == "assistant":
             output_tokens += estimate_tokens(message["content"])
         else:
-            input_tokens += _asked_tokens(message["content"])
+            input_tokens += estimate_tokens(message["content"])
     return input_tokens, output_tokens
 
 
