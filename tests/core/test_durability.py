@@ -167,7 +167,9 @@ async def test_timeout_fails_the_run_then_resume_finishes_it(db_url, agent, scri
     runner = LocalRunner(config=fast(timeout_seconds=1), db_url=db_url)
     started = time.perf_counter()
     first = await runner.run(pipeline(4), stages(agent, model, 4), {"prompt": "p"})
-    assert time.perf_counter() - started < 3
+    # not hung: the status and the steps below say the timeout stopped it (PostgreSQL's set-up under
+    # a loaded CI machine took a 3 s bound past its end once)
+    assert time.perf_counter() - started < 10
     assert first.status == ExecutionStatus.FAILED and "timed out after 1s" in first.error
     async with Database(db_url) as db:
         done = [s for s in await db.list_steps(first.execution_id) if s.status == StepStatus.COMPLETED]
