@@ -222,11 +222,22 @@ def _file_bytes(path: str) -> int:
 
 
 async def test_pruning_shrinks_the_sqlite_file(sqlite_url, agent, tmp_path):
-    """A few hundred runs with large prompts: the file measured on disk shrinks by most of their size."""
+    """A few hundred runs with large prompts: the file measured on disk shrinks by most of their size.
+
+    Measured with the WAL copied into the file first, as the prune measures it: the WAL holds newer
+    copies of the file's pages (up to `WAL_CHECKPOINT_PAGES` of them), which file and WAL together
+    would count twice."""
+    import sqlite3
+
     path = str(tmp_path / "qmcp.db")
     ids = await _runs(sqlite_url, agent, "big", 300, prompt="lorem ipsum " * 1500)
     async with Database(sqlite_url) as db:
         await _age(db, ids[:270], OLD)
+        copy = sqlite3.connect(path)
+        try:
+            assert copy.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # not busy
+        finally:
+            copy.close()
         on_disk = _file_bytes(path)
         result = await db.prune(PruneFilter(older_than=timedelta(days=30)))
         shrunk = _file_bytes(path)

@@ -186,7 +186,8 @@ async def test_a_run_start_stores_its_team_and_writes_nothing_when_it_is_stored_
 async def test_steps_reach_the_sqlite_file_through_a_checkpoint_in_a_thread(tmp_path):
     """Every `CHECKPOINT_EVERY` commits the step writer has a thread copy the WAL into the database
     file (a passive checkpoint: the steps go on committing), so no step's commit waits for the
-    checkpoint's fsyncs; without it the WAL is copied only past 1,000 pages, by the commit that crosses."""
+    checkpoint's fsyncs; without it the WAL is copied only past `WAL_CHECKPOINT_PAGES`, by the commit
+    that crosses."""
     import shutil
     import sqlite3
 
@@ -204,6 +205,29 @@ async def test_steps_reach_the_sqlite_file_through_a_checkpoint_in_a_thread(tmp_
         assert copy.execute("SELECT count(*) FROM execution_steps").fetchone()[0] == _engine.CHECKPOINT_EVERY
     finally:
         copy.close()
+
+
+async def test_sqlite_connections_that_write_checkpoint_the_wal_only_past_qmcps_threshold(tmp_path):
+    """The step writer's, the engine's and the inline engine's connections checkpoint in a commit only
+    past `WAL_CHECKPOINT_PAGES` (SQLite's 1,000 pages were crossed by every 200-step run): the file's
+    `Checkpointer` thread copies the WAL before that."""
+    from sqlalchemy import text
+
+    from qmcp.agentframework.store import _engine
+
+    async with Database(f"sqlite+aiosqlite:///{tmp_path}/wal.db") as db:
+        eid = await _execution(db)
+        await db.steps.save(StepRecord(eid, "a", "s", "agent", "test", response="r"), fence=None)
+        writer = db.steps._sqlite._inline  # type: ignore[attr-defined]
+        assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == _engine.WAL_CHECKPOINT_PAGES
+        async with db.engine.connect() as conn:
+            pages = (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one()
+        assert pages == _engine.WAL_CHECKPOINT_PAGES
+        assert db._inline is not None
+        with db._inline.connect() as inline:
+            assert (
+                inline.execute(text("PRAGMA wal_autocheckpoint")).scalar_one() == _engine.WAL_CHECKPOINT_PAGES
+            )
 
 
 async def test_execution_writes_wait_for_a_sqlite_file_another_process_is_writing(tmp_path):

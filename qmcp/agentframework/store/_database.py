@@ -281,9 +281,9 @@ class Database:
 
     async def _write_on_engine(self, work: Callable[[Session], T], *, big: bool = False) -> T:
         """`work` in a transaction of the engine. `big`: it rewrites a slow row (`_write`), whose commit
-        leaves the WAL over SQLite's checkpoint threshold (1,000 pages: a 10,001-slot execution's
-        row alone is 1,250 pages to rewrite), so the commit would checkpoint the whole WAL itself,
-        fsyncs included, before the write returns: 40-65 ms at the end of every such run. It commits
+        may leave the WAL over the checkpoint threshold (`WAL_CHECKPOINT_PAGES`; a 10,001-slot
+        execution's row alone is 1,250 pages to rewrite), so the commit would checkpoint the whole WAL
+        itself, fsyncs included, before the write returns: 40-65 ms at the end of such a run. It commits
         with the connection's automatic checkpoint off instead, and asks the file's `Checkpointer`
         thread for the same passive checkpoint right after (as the step writer does)."""
         if not big or self._checkpointer is None:

@@ -49,6 +49,7 @@ __all__ = [
     "CHECKPOINT_EVERY",
     "JSON_CODEC",
     "SCHEMA_READY_VARIABLE",
+    "WAL_CHECKPOINT_PAGES",
     "Checkpointer",
     "EngineCache",
     "acquire_engine",
@@ -166,6 +167,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")  # first: the mode switch may wait for a lock
     _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -237,19 +239,30 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 CHECKPOINT_EVERY = 64
-"""Step commits between two checkpoints requested of a SQLite file's `Checkpointer` (about 300 WAL pages)."""
+"""Step commits between two checkpoints requested of a SQLite file's `Checkpointer` (about 400 WAL pages)."""
+
+WAL_CHECKPOINT_PAGES = 4000
+"""The WAL size (pages) past which a commit of qmcp's connections checkpoints the WAL itself, fsyncs
+included, before it returns (SQLite's `wal_autocheckpoint`, 1,000 by default). The `Checkpointer`
+thread copies the WAL long before that, and the WAL starts over at the first write after a copy
+that caught up (between runs, or while a step waits on its model); SQLite's 1,000 pages were
+crossed once per 200-step run of zero-latency steps (about 1,250 pages), whose crossing commit
+waited 1.6–3 ms for two fsyncs on the event loop's thread. 4,000 pages (16 MB with 4 KB pages)
+still bound the WAL, and keep its index one block (4,096 frames) for readers."""
 
 
 class Checkpointer:
     """Copies a SQLite file's WAL back into the file from a thread of its own.
 
-    SQLite checkpoints when a commit finds the WAL over 1,000 pages, in that commit; with
-    `synchronous=NORMAL` the checkpoint waits for two fsyncs of megabytes (the WAL, then the file):
-    5–9 ms here, paid by one step in about 200 (0.03–0.045 ms a step of a pipeline). The step writer
-    asks this thread for a passive checkpoint every `CHECKPOINT_EVERY` commits, and when it closes:
-    a passive checkpoint takes no lock a writer needs, so steps go on committing while it waits for
-    the disk, and the commit that crosses 1,000 pages later finds most of the WAL copied and flushed
-    already (it still starts the WAL over, so the WAL stays the size it was). Durability is
+    SQLite checkpoints when a commit finds the WAL over its threshold (`WAL_CHECKPOINT_PAGES`), in
+    that commit; with `synchronous=NORMAL` the checkpoint waits for two fsyncs of megabytes (the WAL,
+    then the file): 5–9 ms here, paid by one step in about 200 (0.03–0.045 ms a step of a pipeline).
+    The step writer asks this thread for a passive checkpoint every `CHECKPOINT_EVERY` commits, and
+    when it closes: a passive checkpoint takes no lock a writer needs, so steps go on committing
+    while it waits for the disk. The first write after a checkpoint that copied the whole WAL starts
+    the WAL over; in a run of steps that never wait, the commit that crosses the threshold finds
+    most of the WAL copied and flushed already (it still starts the WAL over, so the WAL stays the
+    size it was). Durability is
     unchanged: a commit is in the WAL before it returns, as before; a checkpoint only moves
     committed pages into the file.
     """
@@ -494,6 +507,7 @@ def _inline_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # The async engine has already put the file in WAL mode (persistent); switching needs a lock.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

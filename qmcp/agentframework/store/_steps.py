@@ -45,7 +45,7 @@ from sqlmodel.sql.sqltypes import UTCDateTime
 
 from ..errors import LeaseLostError
 from ..models import Execution, ExecutionStep, StepStatus, StepUsage, Usage, table_of, utcnow
-from ._engine import CHECKPOINT_EVERY, JSON_CODEC, Checkpointer, is_locked
+from ._engine import CHECKPOINT_EVERY, JSON_CODEC, WAL_CHECKPOINT_PAGES, Checkpointer, is_locked
 from ._usage import lock_execution, summed_totals
 
 __all__ = ["MemoryStepStore", "SqlStepStore", "StepRecord", "StepStore"]
@@ -384,6 +384,7 @@ _PAID = operator.itemgetter(
     *[_COLUMNS.index(name) for name in ("attempts", "input_tokens", "output_tokens", "cost_usd")]
 )
 _DISPLACED = _USAGE_COLUMNS.index("displaced")
+_COMPLETED_AT = _COLUMNS.index("completed_at")
 
 
 def _fenced(
@@ -500,6 +501,7 @@ class _SqliteWriter:
         # The engine has already put the file in WAL mode (persistent); switching modes would need a lock.
         conn = sqlite3.connect(self._path, timeout=busy_timeout_ms / 1000, check_same_thread=False)
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         return conn
 
     def _commit(self, conn: sqlite3.Connection, items: list[_Item]) -> set[Any]:
@@ -538,9 +540,9 @@ class _SqliteWriter:
                 conn.rollback()
                 return False
             if any(paid):
-                conn.execute(
-                    self._usage, (execution_id, *_FROM_STEP(row)[1:], fence, 0, *paid, self._when(utcnow()))
-                )
+                # recorded when the step completed, microseconds ago: its time as converted for the row
+                when = params[_COMPLETED_AT] or self._when(utcnow())
+                conn.execute(self._usage, (execution_id, *_FROM_STEP(row)[1:], fence, 0, *paid, when))
             conn.commit()
         except BaseException:
             conn.rollback()
