@@ -5,6 +5,7 @@ the SQLite file shrinks. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -227,8 +228,6 @@ async def test_pruning_shrinks_the_sqlite_file(sqlite_url, agent, tmp_path):
     Measured with the WAL copied into the file first, as the prune measures it: the WAL holds newer
     copies of the file's pages (up to `WAL_CHECKPOINT_PAGES` of them), which file and WAL together
     would count twice."""
-    import sqlite3
-
     path = str(tmp_path / "qmcp.db")
     ids = await _runs(sqlite_url, agent, "big", 300, prompt="lorem ipsum " * 1500)
     async with Database(sqlite_url) as db:
