@@ -134,6 +134,17 @@ async def test_an_offline_call_lets_the_loop_run_its_other_tasks():
     assert ticks[0] - before >= 5
 
 
+@pytest.mark.parametrize(("latency", "called_first"), [(0.0, False), (0.001, True)])
+async def test_a_model_that_always_waits_starts_its_wait_before_the_loops_other_work(latency, called_first):
+    """A scripted model with a latency is called at once, as a provider's request is sent at once;
+    one that may answer at once lets the loop's other ready work run first."""
+    model = ScriptedModel(latency=latency)
+    seen: list[int] = []
+    asyncio.get_running_loop().call_soon(lambda: seen.append(len(model.calls)))  # ready before the call
+    await call_model(model, settings={}, model_string="scripted", system=None, messages=_messages("p", 0))
+    assert seen == [1 if called_first else 0]
+
+
 @pytest.mark.parametrize("role", ["writer", "judge", "checker", "generalist", ""])
 async def test_the_test_models_replies_and_usage_are_the_same_on_both_paths(role):
     model = test_model(role)

@@ -24,7 +24,7 @@ from ._registry import (
     register_model,
     unregister_model,
 )
-from ._retry import retry_transient
+from ._retry import retry_delay, retry_transient
 from ._stepkey import calling_step, current_step_key
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
@@ -74,6 +74,7 @@ __all__ = [
     "register_model",
     "requested_schema",
     "resolve_model",
+    "retry_delay",
     "retry_transient",
     "run_override",
     "unregister_model",

@@ -109,6 +109,12 @@ class OfflineModel(ABC):
         its timeout (one timer per call, in the event loop's heap of timers)."""
         return self.waits(streamed)
 
+    def always_waits(self, streamed: bool) -> bool:
+        """Whether answering surely suspends (a sleep) before it replies or fails. `call_model` first
+        lets the loop run its other tasks for a model that may answer at once; one that always waits
+        starts its wait at once instead, as a provider's request does."""
+        return False
+
     @abstractmethod
     async def respond(self, request: OfflineRequest) -> OfflineReply:
         """The whole reply to `request`."""
@@ -450,6 +456,9 @@ class ScriptedModel(OfflineModel):
     def may_outlast(self, seconds: float, streamed: bool) -> bool:
         # it waits `latency`, then (streamed) `chunk_delay` before each of pieces it cannot count yet
         return self.latency >= seconds or bool(streamed and self.chunk_delay)
+
+    def always_waits(self, streamed: bool) -> bool:
+        return self.latency > 0  # `respond` sleeps it before replying or failing (`stream` too)
 
     def _reply_for(self, prompt: str, index: int) -> str:
         if self.replies is None:

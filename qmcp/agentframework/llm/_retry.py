@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from ..errors import TransientModelError
 
-__all__ = ["retry_transient"]
+__all__ = ["retry_delay", "retry_transient"]
 
 T = TypeVar("T")
 
@@ -36,11 +36,25 @@ async def retry_transient(
         try:
             return await call(), attempt
         except TransientModelError as error:
-            error.attempts = attempt
-            if attempt > max_retries:
-                raise
-            delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
-            delay = max(delay, min(error.retry_after or 0.0, max_delay))
+            delay = retry_delay(
+                error, attempt, max_retries=max_retries, base_delay=base_delay, max_delay=max_delay
+            )
             if on_retry is not None:
                 on_retry(attempt, error)
             await asyncio.sleep(delay)
+
+
+def retry_delay(
+    error: TransientModelError, attempt: int, *, max_retries: int, base_delay: float, max_delay: float
+) -> float:
+    """How long to wait before retrying `error`, which attempt number `attempt` raised; raises it
+    (its `attempts` set) when the retries have run out.
+
+    The policy of `retry_transient`, apart from its loop: the plain step (`StepContext`) retries
+    in its own frame with it, so that both paths wait and give up alike.
+    """
+    error.attempts = attempt
+    if attempt > max_retries:
+        raise error
+    delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
+    return max(delay, min(error.retry_after or 0.0, max_delay))
