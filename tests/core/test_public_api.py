@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -149,6 +150,53 @@ def test_the_layers_import_pydantic_ai_only_for_a_model_call(module):
     code = f"import sys, {module}; print('pydantic_ai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+_MODEL_CALL = """
+import asyncio, json, sys
+from qmcp.agentframework.llm import ModelChoice, ScriptedModel, call_model, register_model
+
+register_model("scripted:light", ScriptedModel(name="scripted:light", replies=lambda prompt, _i: prompt.upper()).model)
+model = ModelChoice("scripted:light").resolve("generalist")
+reply = asyncio.run(
+    call_model(model, "scripted:light", system=None, messages=[{"role": "user", "content": "hi"}], settings={})
+)
+loaded = sorted(m for m in ("sqlalchemy", "sqlmodel", "pydantic_ai") if m in sys.modules)
+print(json.dumps({"text": reply.text, "requests": reply.usage.requests, "loaded": loaded}))
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter's imports
+def test_a_registered_model_answers_without_sqlalchemy_or_sqlmodel():
+    """The model layer uses no table: registering a model and calling it (as a Metaflow member or a script
+    does) loads neither SQLAlchemy nor SQLModel, which only the tables' modules import (and pydantic-ai
+    only a model that needs it)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MODEL_CALL], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == {"text": "HI", "requests": 1, "loaded": []}
+
+
+_SCHEMA = """
+from qmcp.agentframework.models import {first}
+from qmcp.agentframework.models import metadata
+print(sorted(metadata.tables), sorted(str(fk.column) for t in metadata.tables.values() for fk in t.foreign_keys))
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter's imports
+def test_the_tables_load_together_however_the_first_is_reached():
+    """The tables load on first use, all at once: `metadata` reached first holds all of them (the schema
+    is made and migrated from it), and a table reached first can resolve its foreign keys (the executions'
+    `topology_id` names the topologies' table, in another module)."""
+    seen = [
+        subprocess.run(
+            [sys.executable, "-c", _SCHEMA.format(first=first)], capture_output=True, text=True, check=True
+        ).stdout
+        for first in ("metadata", "Execution", "StepUsage")
+    ]
+    assert seen[0] == seen[1] == seen[2]
+    assert "'step_usage'" in seen[0] and "'topologies.id'" in seen[0]
 
 
 @pytest.mark.slow  # a fresh interpreter's imports

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...config import settings
-from ..models import AgentConfig
 from ._registry import normalize_model_string
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
+    from ..models import AgentConfig  # a table's module: SQLModel, which the model layer does not load
     from ._native import OfflineModel
 
 __all__ = ["ModelChoice", "effective_model", "run_override"]

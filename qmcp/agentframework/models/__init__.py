@@ -1,39 +1,21 @@
-"""Tables and schemas: agents, topologies, executions, steps, and the model registry."""
+"""Tables and schemas: agents, topologies, executions, steps, and the model registry.
 
-from ._agent import AgentConfig, AgentType, utcnow
-from ._base import TableModel, metadata, new_row, table_of
+The schemas without a table (enums, `Usage`, `Models`, the validation helpers) load with the package;
+the tables (and `TableModel`'s SQLAlchemy `metadata`) on first use, so that code above which uses no
+table (the model layer, `llm`, and what registers models) runs without SQLAlchemy and SQLModel: a
+Metaflow task or a script pays for them only when it reads or writes the database. The first table
+used loads them all, as importing the package did: their foreign keys name each other's tables, and
+`metadata` is complete wherever the schema is created or migrated.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
-from ._eval import EvalRun, EvalScore
-from ._execution import Execution, ExecutionStep, StepUsage
-from ._human import (
-    HumanRequest,
-    HumanRequestStatus,
-    HumanRequestType,
-    HumanResponse,
-    gate_execution,
-    gate_id_forms,
-    gate_key,
-    gate_request_id,
-)
 from ._json import JSON_TOO_DEEP, MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json, json_depth, json_problem
-from ._memory import AgentMemory
 from ._model_config import ModelConfig, Models
-from ._tools import InvocationStatus, ToolInvocation
-from ._topology import (
-    ChainOfCommandConfig,
-    CompoundCondition,
-    CompoundConfig,
-    CrossCheckConfig,
-    DebateConfig,
-    DelegationConfig,
-    EnsembleConfig,
-    PipelineConfig,
-    Topology,
-    TopologyConfig,
-    TopologyMembership,
-    config_class_for,
-)
-from ._trust import TrustRecord
 from ._usage import Usage
 from ._validation import (
     NAME_PATTERN,
@@ -45,6 +27,79 @@ from ._validation import (
     nul_message,
     storable_text,
 )
+
+if TYPE_CHECKING:
+    from ._agent import AgentConfig, AgentType, utcnow
+    from ._base import TableModel, metadata, new_row, table_of
+    from ._eval import EvalRun, EvalScore
+    from ._execution import Execution, ExecutionStep, StepUsage
+    from ._human import (
+        HumanRequest,
+        HumanRequestStatus,
+        HumanRequestType,
+        HumanResponse,
+        gate_execution,
+        gate_id_forms,
+        gate_key,
+        gate_request_id,
+    )
+    from ._memory import AgentMemory
+    from ._tools import InvocationStatus, ToolInvocation
+    from ._topology import (
+        ChainOfCommandConfig,
+        CompoundCondition,
+        CompoundConfig,
+        CrossCheckConfig,
+        DebateConfig,
+        DelegationConfig,
+        EnsembleConfig,
+        PipelineConfig,
+        Topology,
+        TopologyConfig,
+        TopologyMembership,
+        config_class_for,
+    )
+    from ._trust import TrustRecord
+
+_TABLES = {
+    "AgentConfig": "_agent",
+    "AgentType": "_agent",
+    "utcnow": "_agent",
+    "TableModel": "_base",
+    "metadata": "_base",
+    "new_row": "_base",
+    "table_of": "_base",
+    "EvalRun": "_eval",
+    "EvalScore": "_eval",
+    "Execution": "_execution",
+    "ExecutionStep": "_execution",
+    "StepUsage": "_execution",
+    "HumanRequest": "_human",
+    "HumanRequestStatus": "_human",
+    "HumanRequestType": "_human",
+    "HumanResponse": "_human",
+    "gate_execution": "_human",
+    "gate_id_forms": "_human",
+    "gate_key": "_human",
+    "gate_request_id": "_human",
+    "AgentMemory": "_memory",
+    "InvocationStatus": "_tools",
+    "ToolInvocation": "_tools",
+    "ChainOfCommandConfig": "_topology",
+    "CompoundCondition": "_topology",
+    "CompoundConfig": "_topology",
+    "CrossCheckConfig": "_topology",
+    "DebateConfig": "_topology",
+    "DelegationConfig": "_topology",
+    "EnsembleConfig": "_topology",
+    "PipelineConfig": "_topology",
+    "Topology": "_topology",
+    "TopologyConfig": "_topology",
+    "TopologyMembership": "_topology",
+    "config_class_for": "_topology",
+    "TrustRecord": "_trust",
+}
+"""The names that load the tables (and so SQLAlchemy and SQLModel) on first use."""
 
 __all__ = [
     "JSON_TOO_DEEP",
@@ -106,3 +161,18 @@ __all__ = [
     "table_of",
     "utcnow",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _TABLES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for table_module in sorted(set(_TABLES.values())):  # all at once: their foreign keys name each other
+        importlib.import_module(f"{__name__}.{table_module}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
