@@ -18,6 +18,7 @@ from sqlmodel import JSON, Field, Index, UniqueConstraint
 from ._agent import utcnow
 from ._base import TableModel
 from ._enums import ExecutionStatus, StepStatus
+from ._snapshot import AgentsSnapshotJSON
 from ._usage import Usage
 
 __all__ = ["Execution", "ExecutionStep", "StepUsage"]
@@ -44,7 +45,8 @@ class Execution(TableModel, table=True):
     output_data: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     error: str | None = None
     topology_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
-    agents_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    agents_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=AgentsSnapshotJSON)
+    """Each slot's agent definition; stored with each distinct definition once (`AgentsSnapshotJSON`)."""
     teams_snapshot: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     run_config: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     runner_options: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
