@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from .agentframework.store import Database, close_engines
     from .agentframework.topologies import BaseTopology, StepContext, topology
 
+    __version__: str
+
 _EXPORTS: dict[str, str] = {
     # Running a team
     "AsyncRunner": "runners",
@@ -129,15 +131,17 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        value: Any = _version()
-    elif (layer := _EXPORTS.get(name)) is not None:
-        value = getattr(importlib.import_module(f"qmcp.agentframework.{layer}"), name)
-    else:
-        raise AttributeError(f"module 'qmcp' has no attribute {name!r}")
-    globals()[name] = value  # the next access is a plain lookup
-    return value
+if not TYPE_CHECKING:  # mypy reads the imports above: a name not among them stays an error
+
+    def __getattr__(name: str) -> Any:
+        if name == "__version__":
+            value: Any = _version()
+        elif (layer := _EXPORTS.get(name)) is not None:
+            value = getattr(importlib.import_module(f"qmcp.agentframework.{layer}"), name)
+        else:
+            raise AttributeError(f"module 'qmcp' has no attribute {name!r}")
+        globals()[name] = value  # the next access is a plain lookup
+        return value
 
 
 def __dir__() -> list[str]:

@@ -263,13 +263,15 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'qmcp.app' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"qmcp.app.{module}"), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # mypy reads the imports above: a name not among them stays an error
+
+    def __getattr__(name: str) -> Any:
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'qmcp.app' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"qmcp.app.{module}"), name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:

@@ -163,15 +163,17 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _TABLES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    for table_module in sorted(set(_TABLES.values())):  # all at once: their foreign keys name each other
-        importlib.import_module(f"{__name__}.{table_module}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # mypy reads the imports above: a name not among them stays an error
+
+    def __getattr__(name: str) -> Any:
+        module = _TABLES.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        for table_module in sorted(set(_TABLES.values())):  # all at once: their foreign keys name each other
+            importlib.import_module(f"{__name__}.{table_module}")
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
