@@ -223,11 +223,36 @@ async def test_sqlite_connections_that_write_checkpoint_the_wal_only_past_qmcps_
         async with db.engine.connect() as conn:
             pages = (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one()
         assert pages == _engine.WAL_CHECKPOINT_PAGES
+        assert writer.execute("PRAGMA journal_size_limit").fetchone()[0] == _engine.WAL_FILE_BYTES
         assert db._inline is not None
         with db._inline.connect() as inline:
             assert (
                 inline.execute(text("PRAGMA wal_autocheckpoint")).scalar_one() == _engine.WAL_CHECKPOINT_PAGES
             )
+
+
+async def test_a_sqlite_wal_that_starts_over_is_cut_back_on_disk(tmp_path):
+    """SQLite reuses a WAL file without shrinking it; qmcp's writing connections cut it back to
+    `WAL_FILE_BYTES` when the WAL starts over, so a WAL grown towards `WAL_CHECKPOINT_PAGES` does not
+    stay 16 MB on disk for the file's lifetime."""
+    from sqlalchemy import text
+
+    from qmcp.agentframework.store import _engine
+
+    path = tmp_path / "wal.db"
+    wal = tmp_path / "wal.db-wal"
+    async with Database(f"sqlite+aiosqlite:///{path}") as db:
+        eid = await _execution(db)
+        big = "x" * 200_000
+        for i in range(40):  # about 8 MB of step rows, none checkpointed by a commit
+            await db.steps.save(StepRecord(eid, f"k{i}", "s", "agent", "test", response=big), fence=None)
+        grown = wal.stat().st_size
+        assert grown > 2 * _engine.WAL_FILE_BYTES
+        async with db.engine.connect() as conn:
+            busy = (await conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))).first()
+        assert busy is not None and busy[0] == 0
+        await db.steps.save(StepRecord(eid, "after", "s", "agent", "test", response="r"), fence=None)
+        assert wal.stat().st_size <= _engine.WAL_FILE_BYTES < grown
 
 
 async def test_execution_writes_wait_for_a_sqlite_file_another_process_is_writing(tmp_path):

@@ -50,6 +50,7 @@ __all__ = [
     "JSON_CODEC",
     "SCHEMA_READY_VARIABLE",
     "WAL_CHECKPOINT_PAGES",
+    "WRITER_PRAGMAS",
     "Checkpointer",
     "EngineCache",
     "acquire_engine",
@@ -166,8 +167,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")  # first: the mode switch may wait for a lock
     _switch_to_wal(cursor)
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    for pragma in WRITER_PRAGMAS:
+        cursor.execute(pragma)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -248,7 +249,19 @@ thread copies the WAL long before that, and the WAL starts over at the first wri
 that caught up (between runs, or while a step waits on its model); SQLite's 1,000 pages were
 crossed once per 200-step run of zero-latency steps (about 1,250 pages), whose crossing commit
 waited 1.6–3 ms for two fsyncs on the event loop's thread. 4,000 pages (16 MB with 4 KB pages)
-still bound the WAL, and keep its index one block (4,096 frames) for readers."""
+still bound the WAL, and keep its index about one block (4,062 frames) for readers."""
+
+WAL_FILE_BYTES = 4 * 1024 * 1024
+"""What a WAL file is cut back to when the WAL starts over (`journal_size_limit`): SQLite reuses the
+file without shrinking it, so a WAL grown to `WAL_CHECKPOINT_PAGES` would stay 16 MB on disk."""
+
+WRITER_PRAGMAS = (
+    "PRAGMA synchronous=NORMAL",
+    f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}",
+    f"PRAGMA journal_size_limit={WAL_FILE_BYTES}",
+)
+"""Set on every connection of qmcp's that writes a SQLite file (the engine's, the inline engine's, the
+step writer's): a commit waits for the disk only at a checkpoint, which the `Checkpointer` takes."""
 
 
 class Checkpointer:
@@ -506,8 +519,8 @@ def checkpointer(url: str, engine: AsyncEngine) -> Checkpointer | None:
 def _inline_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # The async engine has already put the file in WAL mode (persistent); switching needs a lock.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    for pragma in WRITER_PRAGMAS:
+        cursor.execute(pragma)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -45,7 +45,7 @@ from sqlmodel.sql.sqltypes import UTCDateTime
 
 from ..errors import LeaseLostError
 from ..models import Execution, ExecutionStep, StepStatus, StepUsage, Usage, table_of, utcnow
-from ._engine import CHECKPOINT_EVERY, JSON_CODEC, WAL_CHECKPOINT_PAGES, Checkpointer, is_locked
+from ._engine import CHECKPOINT_EVERY, JSON_CODEC, WRITER_PRAGMAS, Checkpointer, is_locked
 from ._usage import lock_execution, summed_totals
 
 __all__ = ["MemoryStepStore", "SqlStepStore", "StepRecord", "StepStore"]
@@ -500,8 +500,8 @@ class _SqliteWriter:
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
         # The engine has already put the file in WAL mode (persistent); switching modes would need a lock.
         conn = sqlite3.connect(self._path, timeout=busy_timeout_ms / 1000, check_same_thread=False)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        for pragma in WRITER_PRAGMAS:
+            conn.execute(pragma)
         return conn
 
     def _commit(self, conn: sqlite3.Connection, items: list[_Item]) -> set[Any]:
