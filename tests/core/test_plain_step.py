@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from qmcp.agentframework.errors import LeaseLostError
 from qmcp.agentframework.llm import ScriptedModel, register_model, unregister_model
 from qmcp.agentframework.models import EnsembleConfig, Topology, TopologyType
 from qmcp.agentframework.runners import AsyncRunner, LocalRunner, RunConfig
-from qmcp.agentframework.store import Database
+from qmcp.agentframework.store import Database, Lease
 from qmcp.agentframework.topologies import StepContext
 
 _VARYING = {"id", "execution_id", "started_at", "completed_at", "recorded_at", "owner_token", "latency_ms"}
@@ -23,12 +24,14 @@ _VARYING = {"id", "execution_id", "started_at", "completed_at", "recorded_at", "
 
 
 def _team(agent: Any, prefix: str) -> dict[str, Any]:
-    """Members that answer, fail once with a 429 then answer, fail for good (auth), and time out;
+    """Members that answer, fail once with a 429 then answer, fail for good (auth), time out, and fail
+    for good after a 429;
     fresh models under the same names for each run, so that both runs record the same model strings."""
     models = {
         "plain": ScriptedModel(replies=lambda prompt, i: f"answer {i}"),
         "flaky": ScriptedModel(failures={0: "rate_limit"}),
         "denied": ScriptedModel(failures={0: "auth"}),
+        "worse": ScriptedModel(failures={0: "rate_limit", 1: "auth"}),
         "slow": ScriptedModel(latency=0.5),
     }
     for name, model in models.items():
@@ -38,6 +41,7 @@ def _team(agent: Any, prefix: str) -> dict[str, Any]:
         "m1": agent("flaky", model=f"{prefix}flaky"),
         "m2": agent("denied", model=f"{prefix}denied"),
         "m3": agent("slow", model=f"{prefix}slow", timeout_seconds=0.01),
+        "m4": agent("worse", model=f"{prefix}worse"),
         "aggregator": agent("aggregator", role="synthesizer", model=f"{prefix}plain"),
     }
 
@@ -52,7 +56,7 @@ async def _run(runner_class: type, db_url: str, agent: Any, prefix: str, **confi
     topology = Topology(
         name="plain",
         topology_type=TopologyType.ENSEMBLE,
-        config=EnsembleConfig(aggregation_method="synthesis", failure_threshold=0.6).model_dump(),
+        config=EnsembleConfig(aggregation_method="synthesis", failure_threshold=0.8).model_dump(),
     )
     result = await runner.run(topology, _team(agent, prefix), {"prompt": "p"})
     async with Database(db_url) as db:
@@ -92,11 +96,11 @@ async def test_a_plain_step_is_recorded_as_the_general_path_records_it(
     monkeypatch.setattr(StepContext, "_plain_call", counted)
     try:
         plain = await _run(runner_class, db_url, agent, prefix)
-        assert len(taken) == 5  # every step: four members and the synthesis
+        assert len(taken) == 6  # every step: five members and the synthesis
         general = await _run(runner_class, db_url, agent, prefix, max_tokens=10**12)
-        assert len(taken) == 5  # none: a budget is configured
+        assert len(taken) == 6  # none: a budget is configured
     finally:
-        for name in ("plain", "flaky", "denied", "slow"):
+        for name in ("plain", "flaky", "denied", "slow", "worse"):
             unregister_model(f"{prefix}{name}")
     assert plain == general
     steps = {s["key"]: s for s in plain["steps"]}
@@ -106,6 +110,7 @@ async def test_a_plain_step_is_recorded_as_the_general_path_records_it(
         "completed",
         "failed",
         "failed",
+        "failed",
     ]
     assert {k: s["attempts"] for k, s in steps.items()} == {
         "ensemble/aggregate": 1,
@@ -113,5 +118,42 @@ async def test_a_plain_step_is_recorded_as_the_general_path_records_it(
         "ensemble/member:m1": 2,
         "ensemble/member:m2": 1,
         "ensemble/member:m3": 2,
+        "ensemble/member:m4": 2,  # both paid: the 429, then the refusal
     }
-    assert [e[0] for e in plain["events"]].count("retry") == 2
+    assert [e[0] for e in plain["events"]].count("retry") == 3
+    assert [u["requests"] for u in plain["usage"] if u["key"] == "ensemble/member:m4"] == [2]
+
+
+@pytest.mark.parametrize("runner_class", [LocalRunner, AsyncRunner])
+@pytest.mark.parametrize("path", ["plain", "general"])
+async def test_a_step_of_an_execution_no_longer_owned_does_not_call_its_model(
+    runner_class, path, db_url, agent, monkeypatch
+):
+    """Once the lease is known lost, the next step never pays for its model call, on either path.
+
+    One member at a time; the first member's call has the lease lost (as a takeover's fenced save or
+    heartbeat would report it), so each later member's check before its call (`Lease.ensure`) fails.
+    """
+    model = f"scripted:{uuid.uuid4().hex[:8]}-lease"
+    lost: list[str] = []
+    register_model(model, ScriptedModel(replies=lambda prompt, i: lost.append("taken over") or "a"))
+    ensure = Lease.ensure
+
+    async def ensure_then_lose(self: Lease) -> None:
+        if lost:
+            raise LeaseLostError(f"execution {self.execution_id}: {lost[0]}")
+        await ensure(self)
+
+    monkeypatch.setattr(Lease, "ensure", ensure_then_lose)
+    try:
+        runner = runner_class(
+            db_url=db_url,
+            config=RunConfig(max_concurrent=1, **({"max_tokens": 10**12} if path == "general" else {})),
+        )
+        topology = Topology(name="lease", topology_type=TopologyType.ENSEMBLE, config={})
+        team = {f"m{i}": agent(f"m{i}", model=model) for i in range(6)}
+        result = await runner.run(topology, team, {"prompt": "p"})
+    finally:
+        unregister_model(model)
+    assert result.error is not None and result.error.endswith(": taken over")
+    assert lost == ["taken over"]  # the first member's call only

@@ -10,7 +10,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ..errors import TransientModelError
+from ..errors import ModelError, TransientModelError
 
 __all__ = ["retry_delay", "retry_transient"]
 
@@ -28,7 +28,8 @@ async def retry_transient(
     """Run `call`, retrying transient model errors with exponential backoff and full jitter.
 
     Honours a provider's `retry_after` when it is longer than the backoff. Returns the result
-    and the number of attempts made; the last error propagates when retries run out.
+    and the number of attempts made; the last error propagates when retries run out, and a model
+    error that is not transient at once, each with the attempts made (`attempts`).
     """
     attempt = 0
     while True:
@@ -42,6 +43,9 @@ async def retry_transient(
             if on_retry is not None:
                 on_retry(attempt, error)
             await asyncio.sleep(delay)
+        except ModelError as error:  # a permanent failure after retries: every attempt was paid
+            error.attempts = attempt
+            raise
 
 
 def retry_delay(

@@ -146,6 +146,8 @@ class StepUsage(TableModel, table=True):
     output_tokens: int = 0
     cost_usd: float = 0.0
     recorded_at: datetime = Field(default_factory=utcnow)
+    """When the attempt was recorded: its step's completion (a single step's write on SQLite) or its
+    write's time (a batch, PostgreSQL, a displaced attempt), which differ by the wait for the commit."""
 
     @property
     def usage(self) -> Usage:

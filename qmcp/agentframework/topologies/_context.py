@@ -592,6 +592,9 @@ class StepContext:
                         )
                         self._emit("retry", key, slot, name, model, error=f"attempt {attempt}: {error}")
                         await asyncio.sleep(delay)
+                    except ModelError as error:  # as `retry_transient`: every attempt was paid
+                        error.attempts = attempt
+                        raise
         except ModelError as error:
             await self._fail(record, (), error)
         if attempt != 1:
