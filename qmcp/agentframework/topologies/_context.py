@@ -451,14 +451,7 @@ class StepContext:
         sent = asked if mc.prompt is prompt and mc.schema is schema else _with_schema(mc.prompt, mc.schema)
         messages: list[ChatMessage] = [{"role": "user", "content": sent}]
         model_settings = _model_settings(mc.config)
-        record = StepRecord(
-            execution_id=self.execution_id,
-            key=mc.key,
-            slot=mc.slot,
-            agent_name=mc.agent.name,
-            model=mc.model,
-            request={"system": mc.system, "messages": messages, "settings": dict(model_settings)},
-        )
+        record = self._record(mc.key, mc.slot, mc.agent.name, mc.model, mc.system, messages, model_settings)
         if sent != asked:  # a mixin changed it: replay tests compare the code's own (`_replaycheck.py`)
             record.request["prompt"] = asked
         name = record.agent_name  # a table model's attribute is read through SQLAlchemy: once
@@ -507,20 +500,7 @@ class StepContext:
         record.response = mc.reply
         record.output = _step_output(mc, used_fallback)
         record.attempts = sum(r.attempts for r in replies)
-        usage = self._account(record, replies)
-        record.completed_at = utcnow()
-        await self._save(record)
-        self.completed[mc.key] = record
-        self._emit(
-            "completed",
-            mc.key,
-            mc.slot,
-            name,
-            mc.model,
-            usage=usage,
-            latency_ms=record.latency_ms,
-            text=record.response or "",
-        )
+        usage = await self._completed(record, replies)
         return StepResult(
             key=mc.key,
             slot=mc.slot,
@@ -547,22 +527,13 @@ class StepContext:
         system = config.system_prompt or self._default_system(agent)
         messages: list[ChatMessage] = [{"role": "user", "content": prompt}]
         model_settings = _model_settings(config)
-        record = StepRecord(
-            execution_id=self.execution_id,
-            key=key,
-            slot=slot,
-            agent_name=agent.name,
-            model=model,
-            request={"system": system, "messages": messages, "settings": dict(model_settings)},
-        )
+        record = self._record(key, slot, agent.name, model, system, messages, model_settings)
         name = record.agent_name
         self._emit("started", key, slot, name, model)
-        retry, lease, limits = self.retry, self.lease, self.rate_limits
+        retry, lease = self.retry, self.lease
         attempt = 0
         try:
-            resolved = self._models.get(id(agent))
-            if resolved is None:
-                resolved = self._models[id(agent)] = self.model_choice(slot).resolve(str(agent.role))
+            resolved = self._resolved(slot, agent)
             with llm.calling_step(key):
                 while True:
                     attempt += 1
@@ -581,8 +552,7 @@ class StepContext:
                             )
                         break
                     except TransientModelError as error:
-                        if limits is not None and error.status_code == 429 and error.retry_after:
-                            limits.back_off(model, error.retry_after)  # every caller of the model waits
+                        self._back_off(model, error)
                         delay = llm.retry_delay(
                             error,
                             attempt,
@@ -602,14 +572,59 @@ class StepContext:
         record.response = reply.text
         record.output = {"tool_calls": list(reply.tool_calls)} if reply.tool_calls else None
         record.attempts = reply.attempts
-        usage = self._account(record, (reply,))
+        usage = await self._completed(record, (reply,))
+        return StepResult(key=key, slot=slot, agent_name=name, text=reply.text, usage=usage)
+
+    def _record(
+        self,
+        key: str,
+        slot: str,
+        agent_name: str,
+        model: str,
+        system: str,
+        messages: list[ChatMessage],
+        model_settings: ModelSettings,
+    ) -> StepRecord:
+        """The step's row as its call begins: what is sent to the model, and to whom."""
+        return StepRecord(
+            execution_id=self.execution_id,
+            key=key,
+            slot=slot,
+            agent_name=agent_name,
+            model=model,
+            request={"system": system, "messages": messages, "settings": dict(model_settings)},
+        )
+
+    def _resolved(self, slot: str, agent: AgentType) -> Any:
+        """The slot's model, resolved once per agent and run; pydantic-ai loads only for a model that
+        needs it (`llm/_calling.py`)."""
+        resolved = self._models.get(id(agent))
+        if resolved is None:
+            resolved = self._models[id(agent)] = self.model_choice(slot).resolve(str(agent.role))
+        return resolved
+
+    def _back_off(self, model: str, error: TransientModelError) -> None:
+        """A 429 that says when to come back makes every caller of the model wait, not only this one."""
+        if self.rate_limits is not None and error.status_code == 429 and error.retry_after:
+            self.rate_limits.back_off(model, error.retry_after)
+
+    async def _completed(self, record: StepRecord, replies: Sequence[ModelReply]) -> Usage:
+        """Record the step as completed with `replies` (its response and attempts set); its usage."""
+        usage = self._account(record, replies)
         record.completed_at = utcnow()
         await self._save(record)
-        self.completed[key] = record
+        self.completed[record.key] = record
         self._emit(
-            "completed", key, slot, name, model, usage=usage, latency_ms=record.latency_ms, text=reply.text
+            "completed",
+            record.key,
+            record.slot,
+            record.agent_name,
+            record.model,
+            usage=usage,
+            latency_ms=record.latency_ms,
+            text=record.response or "",
         )
-        return StepResult(key=key, slot=slot, agent_name=name, text=reply.text, usage=usage)
+        return usage
 
     async def _fail(self, record: StepRecord, replies: Sequence[ModelReply], error: ModelError) -> NoReturn:
         """Record the step as failed by `error` after `replies`, then fail it (`StepFailedError`)."""
@@ -630,10 +645,7 @@ class StepContext:
         messages: list[ChatMessage],
         model_settings: ModelSettings,
     ) -> ModelReply:
-        # once per agent and run; pydantic-ai loads only for a model that needs it (`llm/_calling.py`)
-        resolved = self._models.get(id(mc.agent))
-        if resolved is None:
-            resolved = self._models[id(mc.agent)] = self.model_choice(mc.slot).resolve(str(mc.agent.role))
+        resolved = self._resolved(mc.slot, mc.agent)
 
         async def on_tool_call(tool: str, args: dict[str, Any]) -> None:
             for hook in mixins:
@@ -690,8 +702,7 @@ class StepContext:
                         tracer=self.tracer,
                     )
                 except TransientModelError as error:
-                    if limits is not None and error.status_code == 429 and error.retry_after:
-                        limits.back_off(mc.model, error.retry_after)  # every caller of the model waits
+                    self._back_off(mc.model, error)
                     raise
                 finally:
                     if mask is not None and (rest := mask.flush()):  # before its retry or completion
