@@ -224,6 +224,13 @@ class ExecutionBusyError(RunError):
 class LeaseLostError(RunError):
     """This process no longer owns the execution: it stops before its next model call and writes nothing."""
 
+    @classmethod
+    def taken_over(cls, execution_id: object) -> LeaseLostError:
+        """The error of a step write that another owner's claim refused."""
+        return cls(
+            f"execution {execution_id} was taken over by another process; this one stopped without writing"
+        )
+
 
 class StorageError(RunError):
     """The database failed under a running execution (disk full, file-size limit, connection lost)."""

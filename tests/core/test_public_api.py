@@ -161,7 +161,8 @@ model = ModelChoice("scripted:light").resolve("generalist")
 reply = asyncio.run(
     call_model(model, "scripted:light", system=None, messages=[{"role": "user", "content": "hi"}], settings={})
 )
-loaded = sorted(m for m in ("sqlalchemy", "sqlmodel", "pydantic_ai") if m in sys.modules)
+heavy = ("sqlalchemy", "sqlmodel", "pydantic_ai", "pydantic_settings", "opentelemetry", "prometheus_client")
+loaded = sorted(m for m in heavy if m in sys.modules)
 print(json.dumps({"text": reply.text, "requests": reply.usage.requests, "loaded": loaded}))
 """
 
@@ -170,7 +171,8 @@ print(json.dumps({"text": reply.text, "requests": reply.usage.requests, "loaded"
 def test_a_registered_model_answers_without_sqlalchemy_or_sqlmodel():
     """The model layer uses no table: registering a model and calling it (as a Metaflow member or a script
     does) loads neither SQLAlchemy nor SQLModel, which only the tables' modules import (and pydantic-ai
-    only a model that needs it)."""
+    only a model that needs it); nor the settings (pydantic-settings), nor OpenTelemetry and prometheus,
+    which only a traced call loads."""
     out = subprocess.run(
         [sys.executable, "-c", _MODEL_CALL], capture_output=True, text=True, check=True
     ).stdout

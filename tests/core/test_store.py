@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from _clock import FakeClock
 
+from qmcp.agentframework import flowcall
 from qmcp.agentframework.errors import InvalidConfigError, LeaseLostError
 from qmcp.agentframework.models import Execution, StepStatus
 from qmcp.agentframework.store import Database, MemoryStepStore, Owner, StepRecord, StepStore, create_engine
@@ -213,21 +214,20 @@ async def test_sqlite_connections_that_write_checkpoint_the_wal_only_past_qmcps_
     `Checkpointer` thread copies the WAL before that."""
     from sqlalchemy import text
 
-    from qmcp.agentframework.store import _engine
-
     async with Database(f"sqlite+aiosqlite:///{tmp_path}/wal.db") as db:
         eid = await _execution(db)
         await db.steps.save(StepRecord(eid, "a", "s", "agent", "test", response="r"), fence=None)
         writer = db.steps._sqlite._inline  # type: ignore[attr-defined]
-        assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == _engine.WAL_CHECKPOINT_PAGES
+        assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == flowcall.WAL_CHECKPOINT_PAGES
         async with db.engine.connect() as conn:
             pages = (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one()
-        assert pages == _engine.WAL_CHECKPOINT_PAGES
-        assert writer.execute("PRAGMA journal_size_limit").fetchone()[0] == _engine.WAL_FILE_BYTES
+        assert pages == flowcall.WAL_CHECKPOINT_PAGES
+        assert writer.execute("PRAGMA journal_size_limit").fetchone()[0] == flowcall.WAL_FILE_BYTES
         assert db._inline is not None
         with db._inline.connect() as inline:
             assert (
-                inline.execute(text("PRAGMA wal_autocheckpoint")).scalar_one() == _engine.WAL_CHECKPOINT_PAGES
+                inline.execute(text("PRAGMA wal_autocheckpoint")).scalar_one()
+                == flowcall.WAL_CHECKPOINT_PAGES
             )
 
 
@@ -237,8 +237,6 @@ async def test_a_sqlite_wal_that_starts_over_is_cut_back_on_disk(tmp_path):
     stay 16 MB on disk for the file's lifetime."""
     from sqlalchemy import text
 
-    from qmcp.agentframework.store import _engine
-
     path = tmp_path / "wal.db"
     wal = tmp_path / "wal.db-wal"
     async with Database(f"sqlite+aiosqlite:///{path}") as db:
@@ -247,12 +245,12 @@ async def test_a_sqlite_wal_that_starts_over_is_cut_back_on_disk(tmp_path):
         for i in range(40):  # about 8 MB of step rows, none checkpointed by a commit
             await db.steps.save(StepRecord(eid, f"k{i}", "s", "agent", "test", response=big), fence=None)
         grown = wal.stat().st_size
-        assert grown > 2 * _engine.WAL_FILE_BYTES
+        assert grown > 2 * flowcall.WAL_FILE_BYTES
         async with db.engine.connect() as conn:
             busy = (await conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))).first()
         assert busy is not None and busy[0] == 0
         await db.steps.save(StepRecord(eid, "after", "s", "agent", "test", response="r"), fence=None)
-        assert wal.stat().st_size <= _engine.WAL_FILE_BYTES < grown
+        assert wal.stat().st_size <= flowcall.WAL_FILE_BYTES < grown
 
 
 async def test_execution_writes_wait_for_a_sqlite_file_another_process_is_writing(tmp_path):

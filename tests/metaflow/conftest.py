@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import mf_light
 import mf_models
 import pytest
 
@@ -32,6 +33,15 @@ def flows_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     mf_models.register()
     yield tmp_path / "flows"
     mf_models.unregister()
+
+
+@pytest.fixture
+def light_models(flows_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Steps import `mf_light` instead of `mf_models`: its models load qmcp's model layer alone."""
+    monkeypatch.setenv(IMPORTS_VARIABLE, "mf_light")
+    mf_light.register()
+    yield
+    mf_light.unregister()
 
 
 @pytest.fixture

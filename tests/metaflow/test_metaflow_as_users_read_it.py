@@ -204,7 +204,8 @@ run = next(iter(Flow(sys.argv[1]).runs(sys.argv[2])))
 loaded = {}
 for step in run:
     names = re.findall(r"import time:\\s+\\d+ \\|\\s+\\d+ \\|\\s+(\\S+)", step.task.stderr)
-    loaded[step.id] = sorted({name.split(".")[0] for name in names} & {"qmcp", "sqlalchemy", "pydantic_ai"})
+    packages = {"qmcp", "sqlalchemy", "sqlmodel", "pydantic", "pydantic_ai"}
+    loaded[step.id] = sorted({name.split(".")[0] for name in names} & packages)
 print(json.dumps(loaded))
 """
 
@@ -236,12 +237,13 @@ async def test_a_run_the_runner_launched_imports_qmcp_only_in_steps_that_record(
     assert run["answer"] == output_text(result.output) and run["usage"]["requests"] == 2
 
 
-async def test_the_member_recorded_last_completes_the_execution_so_the_join_imports_no_qmcp(
-    flows_dir, sqlite_url, agent, model_calls, monkeypatch
+async def test_prepared_members_record_without_the_store_and_the_runner_completes_the_execution(
+    flows_dir, light_models, sqlite_url, agent, model_calls, monkeypatch
 ):
-    """A vote ensemble: the member whose call is recorded last completes the execution, and the join
-    takes the output, answer and usage from it, importing no qmcp, SQLAlchemy or pydantic-ai; what
-    Metaflow's client and qmcp's store show is what the join used to record."""
+    """A vote ensemble the runner launched on SQLite: each member makes the call the runner prepared and
+    records it without SQLAlchemy, SQLModel, pydantic-ai or the topology's code; the runner completes the
+    execution from the recorded calls, and the join reads its output, answer and usage with `sqlite3`
+    (no pydantic either). What Metaflow's client and qmcp's store show is what the join used to record."""
     monkeypatch.setenv("USERNAME", "mf-tester")
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
     topology = Topology(
@@ -249,19 +251,21 @@ async def test_the_member_recorded_last_completes_the_execution_so_the_join_impo
         topology_type=TopologyType.ENSEMBLE,
         config=EnsembleConfig(aggregation_method="vote").model_dump(),
     )
-    agents = {f"m{i}": agent(f"member-{i}", model="counted") for i in range(3)}
+
+    agents = {f"m{i}": agent(f"member-{i}", model="light") for i in range(3)}
     result = await MetaflowRunner(output_dir=flows_dir, db_url=sqlite_url).run(topology, agents, INPUT)
     monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
     assert result.status == ExecutionStatus.COMPLETED, result.error
-    assert model_calls() == Counter({"counted:specialist": 3})
+    assert model_calls() == Counter({"light:specialist": 3})
     environ = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flows_dir)}
     flow = flow_class_name(topology.name)
     loaded = _imports_of_steps(environ, flow, result.execution_id)
-    assert loaded["start"] == loaded["aggregate"] == loaded["end"] == []
-    assert "qmcp" in loaded["member"] and "sqlalchemy" in loaded["member"]
+    assert loaded["start"] == loaded["end"] == [] and loaded["aggregate"] == ["qmcp"]
+    assert loaded["member"] == ["pydantic", "qmcp"]  # pydantic: the model registry prices the call
     (run,) = _client(flows_dir, flow, result.execution_id, "mf-tester")["runs"]
     assert run["answer"] == output_text(result.output) and run["usage"]["requests"] == 3
     assert run["steps"]["aggregate"]["step_usage"]["requests"] == 0
+    assert run["usage"] == dataclasses.asdict(result.usage)
 
 
 async def test_a_flow_run_by_hand_without_a_user_variable_is_the_accounts(

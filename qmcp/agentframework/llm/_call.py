@@ -50,10 +50,11 @@ from pydantic_ai.settings import ModelSettings
 from ...redaction import redact
 from ..errors import ModelError, PermanentModelError, QmcpError, TransientModelError
 from ..models import Models, storable_text
-from ._calling import _server_attributes as _server_attributes  # read here by tests
-from ._calling import offline_cost, response_attributes, traced
+from ._calling import offline_cost
 from ._offline import OfflineFunctionModel
 from ._registry import OPENAI_COMPATIBLE_PROVIDERS
+from ._traced import _server_attributes as _server_attributes  # read here by tests
+from ._traced import response_attributes, traced
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
 __all__ = ["call_pydantic_model", "classify_error"]

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
-from ...observability import GenAI, genai_model, genai_provider, record_failure
 from ..errors import ModelError, QmcpError, TransientModelError
 from ..models import Models, storable_text
 from ._native import OfflineModel, OfflineRequest, ScriptedFailure, estimate_usage
-from ._registry import normalize_model_string
 from ._types import ChatMessage, ModelReply, ToolCallHook, ToolSpec
 
 if TYPE_CHECKING:
@@ -33,7 +30,7 @@ if TYPE_CHECKING:
     from pydantic_ai.models import Model
     from pydantic_ai.settings import ModelSettings
 
-__all__ = ["call_model", "offline_cost", "traced"]
+__all__ = ["call_model", "offline_cost"]
 
 T = TypeVar("T")
 
@@ -110,13 +107,8 @@ async def _call_offline(
     answer = (
         _answer(model, request, system, messages, on_delta)
         if tracer is None
-        else traced(
-            tracer,
-            model_string,
-            settings=settings,
-            base_url=None,
-            request=lambda: _answer(model, request, system, messages, on_delta),
-            attributes=_attributes(model),
+        else _traced(
+            tracer, model, model_string, settings, lambda: _answer(model, request, system, messages, on_delta)
         )
     )
     try:
@@ -173,11 +165,23 @@ async def _answer(
     return (text, *estimate_usage(system, messages, text))
 
 
-def _attributes(model: OfflineModel) -> Callable[[tuple[str, int, int]], dict[str, Any]]:
+def _traced(
+    tracer: Tracer,
+    model: OfflineModel,
+    model_string: str,
+    settings: ModelSettings,
+    request: Callable[[], Awaitable[tuple[str, int, int]]],
+) -> Coroutine[Any, Any, tuple[str, int, int]]:
+    """The offline call in its `chat <model>` span; OpenTelemetry's and prometheus' modules load only here
+    (`_traced.py`), not for a Metaflow task's untraced call."""
+    from ._traced import response_attributes, traced
+
     def attributes(found: tuple[str, int, int]) -> dict[str, Any]:
         return response_attributes(found[1], found[2], model.name)
 
-    return attributes
+    return traced(
+        tracer, model_string, settings=settings, base_url=None, request=request, attributes=attributes
+    )
 
 
 def _offline_error(error: Exception, model_string: str) -> ModelError:
@@ -191,84 +195,3 @@ def _offline_error(error: Exception, model_string: str) -> ModelError:
     from ._call import classify_error  # anything else a scripted reply function raised: classified as any
 
     return classify_error(error, model_string)
-
-
-def response_attributes(
-    input_tokens: int,
-    output_tokens: int,
-    model_name: str | None,
-    response_id: str | None = None,
-    finish_reason: Any = None,
-) -> dict[str, Any]:
-    """What the provider said of its answer: the model that wrote it, why it stopped, its id, its tokens."""
-    attributes: dict[str, Any] = {
-        GenAI.USAGE_INPUT_TOKENS: input_tokens,
-        GenAI.USAGE_OUTPUT_TOKENS: output_tokens,
-    }
-    if model_name:
-        attributes[GenAI.RESPONSE_MODEL] = model_name
-    if response_id:
-        attributes[GenAI.RESPONSE_ID] = response_id
-    if isinstance(finish_reason, str) and finish_reason:
-        attributes[GenAI.RESPONSE_FINISH_REASONS] = (finish_reason,)
-    return attributes
-
-
-async def traced(
-    tracer: Tracer,
-    model_string: str,
-    *,
-    settings: ModelSettings,
-    base_url: Any,
-    request: Callable[[], Awaitable[T]],
-    attributes: Callable[[T], dict[str, Any]],
-) -> T:
-    """One request in a `chat <model>` client span of the GenAI conventions: what was asked, what the
-    provider answered (`attributes` of the answer), or the class of the error it raised (`error.type`).
-    pydantic-ai's own instrumentation names providers its own way (`google-gla`, `bedrock`)."""
-    from opentelemetry.trace import SpanKind
-
-    model_string = normalize_model_string(model_string)  # a bare `claude-...` is Anthropic's
-    name = genai_model(model_string)
-    asked: dict[str, Any] = {
-        GenAI.OPERATION_NAME: GenAI.CHAT,
-        GenAI.PROVIDER_NAME: genai_provider(model_string),
-        GenAI.REQUEST_MODEL: name,
-    }
-    for attribute, value in (
-        (GenAI.REQUEST_MAX_TOKENS, settings.get("max_tokens")),
-        (GenAI.REQUEST_TEMPERATURE, settings.get("temperature")),
-        (GenAI.REQUEST_TOP_P, settings.get("top_p")),
-    ):
-        if value is not None:
-            asked[attribute] = value
-    asked |= _server_attributes(base_url)
-    with tracer.start_as_current_span(
-        f"{GenAI.CHAT} {name}",
-        kind=SpanKind.CLIENT,
-        attributes=asked,
-        record_exception=False,  # by hand, redacted (`record_failure`)
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            answer = await request()
-        except BaseException as error:  # a cancel (the step's timeout) ends the request too
-            record_failure(span, error)
-            raise
-        span.set_attributes(attributes(answer))
-        return answer
-
-
-def _server_attributes(base_url: Any) -> dict[str, Any]:
-    """`server.address` and `server.port` of the endpoint asked (never its credentials or path)."""
-    try:
-        url = urlsplit(str(base_url)) if base_url else None
-        port = url.port if url is not None else None
-    except ValueError:
-        return {}
-    if url is None or not url.hostname:
-        return {}
-    found: dict[str, Any] = {GenAI.SERVER_ADDRESS: url.hostname}
-    if port is not None or url.scheme in ("http", "https"):
-        found[GenAI.SERVER_PORT] = port or (443 if url.scheme == "https" else 80)
-    return found

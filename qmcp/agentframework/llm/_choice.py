@@ -17,7 +17,6 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...config import settings
 from ._registry import normalize_model_string
 
 if TYPE_CHECKING:
@@ -47,6 +46,8 @@ class ModelChoice:
 
 def effective_model(config: AgentConfig, override: str | None) -> ModelChoice:
     """The model an agent of `config` calls in a run whose model override is `override` (None: none)."""
+    from ...config import settings  # pydantic-settings: not for a Metaflow task's prepared call (`flowcall`)
+
     own = config.model or settings().default_model
     if override and normalize_model_string(override) != normalize_model_string(own):
         return ModelChoice(override)  # another model: its provider's own endpoint and key
@@ -58,6 +59,8 @@ def run_override(given: str | None) -> str | None:
 
     A `recorded:` fixture's path is made absolute here, once: the run stores it, and its resume,
     a Metaflow task or a server's worker may start in another directory."""
+    from ...config import settings
+
     override = given or settings().model_override
     if override and override.strip().startswith("recorded:"):
         path = override.strip().removeprefix("recorded:")

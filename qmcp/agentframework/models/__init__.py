@@ -1,12 +1,12 @@
 """Tables and schemas: agents, topologies, executions, steps, and the model registry.
 
-The schemas without a table (enums, `Usage`, `Models`, the validation helpers) load with the package;
-the tables (and `TableModel`'s SQLAlchemy `metadata`) on first use, so that code above which uses no
-table (the model layer, `llm`, and what registers models) runs without SQLAlchemy and SQLModel: a
-Metaflow task or a script pays for them only when it reads or writes the database. The first table
-used loads them all, as importing the package did: their foreign keys name each other's tables, and
-`metadata` is complete wherever the schema is created or migrated.
-"""
+The enums, `Usage` and the JSON checks load with the package; the model registry (`Models`) and the
+validation helpers, which need pydantic, on first use; the tables (and `TableModel`'s SQLAlchemy
+`metadata`) on first use too, so that code above which uses no table (the model layer, `llm`, and
+what registers models) runs without SQLAlchemy and SQLModel: a Metaflow task or a script pays for
+them only when it reads or writes the database. The first table used loads them all, as importing
+the package did: their foreign keys name each other's tables, and `metadata` is complete wherever
+the schema is created or migrated."""
 
 from __future__ import annotations
 
@@ -15,18 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._enums import AgentCapability, AgentRole, ExecutionStatus, StepStatus, TopologyType
 from ._json import JSON_TOO_DEEP, MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json, json_depth, json_problem
-from ._model_config import ModelConfig, Models
 from ._usage import Usage
-from ._validation import (
-    NAME_PATTERN,
-    NUL,
-    check_id,
-    check_name,
-    describe_validation_error,
-    nul_field,
-    nul_message,
-    storable_text,
-)
 
 if TYPE_CHECKING:
     from ._agent import AgentConfig, AgentType, utcnow
@@ -44,6 +33,7 @@ if TYPE_CHECKING:
         gate_request_id,
     )
     from ._memory import AgentMemory
+    from ._model_config import ModelConfig, Models
     from ._tools import InvocationStatus, ToolInvocation
     from ._topology import (
         ChainOfCommandConfig,
@@ -60,6 +50,31 @@ if TYPE_CHECKING:
         config_class_for,
     )
     from ._trust import TrustRecord
+    from ._validation import (
+        NAME_PATTERN,
+        NUL,
+        check_id,
+        check_name,
+        describe_validation_error,
+        nul_field,
+        nul_message,
+        storable_text,
+    )
+
+_SCHEMAS = {
+    "ModelConfig": "_model_config",
+    "Models": "_model_config",
+    "NAME_PATTERN": "_validation",
+    "NUL": "_validation",
+    "check_id": "_validation",
+    "check_name": "_validation",
+    "describe_validation_error": "_validation",
+    "nul_field": "_validation",
+    "nul_message": "_validation",
+    "storable_text": "_validation",
+}
+"""The names that load pydantic (and nothing of SQLAlchemy) on first use: a Metaflow task's join reads
+the enums and `Usage` without it (`flowcall`)."""
 
 _TABLES = {
     "AgentConfig": "_agent",
@@ -167,10 +182,15 @@ if not TYPE_CHECKING:  # mypy reads the imports above: a name not among them sta
 
     def __getattr__(name: str) -> Any:
         module = _TABLES.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        for table_module in sorted(set(_TABLES.values())):  # all at once: their foreign keys name each other
-            importlib.import_module(f"{__name__}.{table_module}")
+        if module is not None:
+            for table_module in sorted(
+                set(_TABLES.values())
+            ):  # all at once: their foreign keys name each other
+                importlib.import_module(f"{__name__}.{table_module}")
+        else:
+            module = _SCHEMAS.get(name)
+            if module is None:
+                raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
         globals()[name] = value
         return value

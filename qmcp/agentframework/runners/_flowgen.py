@@ -278,29 +278,65 @@ def _planned(team: Team, plan: StepPlan) -> list[_Step]:
     if parallel is None:
         return [*steps, _end()]
     completes = not parallel.join_owns  # the last call lets the code run to its end: that member completes
-    return [
-        *steps,
-        _Step(
+    member = (
+        _prepared_member(parallel, first=not calls)
+        if completes
+        else _Step(
             parallel.step,
             parallel.doc,
-            ("complete_when_done", "invoke_agent") if completes else ("invoke_agent",),
-            [
-                "slot, key = self.input",
-                *_call("self.result", "invoke_agent", ["AGENTS[slot]", "key=key", _EXECUTION]),
-                _STEP_USAGE,
-                *(_COMPLETE_WHEN_DONE if completes else ()),
-                f"self.next(self.{parallel.join})",
-            ],
-        ),
+            ("invoke_agent",),
+            ["slot, key = self.input", *_invoke(8), _STEP_USAGE, f"self.next(self.{parallel.join})"],
+        )
+    )
+    return [
+        *steps,
+        member,
         _join(parallel, kind) if completes else _join_running_the_code(parallel, kind),
         _end(),
     ]
 
 
-_COMPLETE_WHEN_DONE = (
-    "# The call recorded last lets the topology's code run to its end: that step completes the execution.",
-    "self.completed = complete_when_done(self.topology_id, self.execution_id)",
-)
+_FLOWCALL = "qmcp.agentframework.flowcall"
+
+
+def _invoke(indent: int) -> list[str]:
+    return _call("self.result", "invoke_agent", ["AGENTS[slot]", "key=key", _EXECUTION], indent)
+
+
+def _prepared_member(parallel: ParallelCalls, *, first: bool) -> _Step:
+    """A `foreach` step whose last call lets the topology's code run to its end. Its call may have been
+    prepared by the runner (the flow's first stage, launched locally on SQLite): the task then makes
+    and records it without qmcp's topology code or store (`flowcall`), and the runner completes the
+    execution. Otherwise the task runs the code, and the call recorded last completes the execution."""
+    indent = 12 if first else 8  # the code's, in the step's body
+    general = [
+        "with _loading_qmcp():",
+        *(line[indent:] for line in _import(["complete_when_done", "invoke_agent"], indent + 4)),
+        "",
+        *_invoke(indent),
+        "# The call recorded last lets the topology's code run to its end: it completes the execution.",
+        "self.completed = complete_when_done(self.topology_id, self.execution_id)",
+    ]
+    body = ["slot, key = self.input"]
+    if first:
+        body += [
+            "# A call MetaflowRunner prepared is made and recorded without qmcp's topology code or store.",
+            "with _loading_qmcp():",
+            f"    from {_FLOWCALL} import call_prepared",
+            "",
+            "self.result, self.completed = call_prepared(self.execution_id, key), None",
+            "if self.result is None:  # not prepared (a run by hand, a resume, a retry): the topology's code",
+            *(f"    {line}" if line else "" for line in general),
+        ]
+    else:
+        body += general
+    return _Step(
+        parallel.step,
+        parallel.doc,
+        ("complete_when_done", "invoke_agent"),
+        [*body, _STEP_USAGE, f"self.next(self.{parallel.join})"],
+        lazy=True,
+    )
 
 
 def _join_code(parallel: ParallelCalls, indent: int) -> list[str]:
@@ -327,8 +363,9 @@ def _join_running_the_code(parallel: ParallelCalls, kind: str) -> _Step:
 
 
 def _join(parallel: ParallelCalls, kind: str) -> _Step:
-    """A join that makes no call: a member completed the execution (it imports no qmcp), unless a call
-    failed (which the topology may tolerate) or came from the run a resumed run resumes."""
+    """A join that makes no call: a member or the runner completed the execution (it imports no qmcp but
+    `flowcall`'s reading of it), unless a call failed (which the topology may tolerate) or came from the
+    run a resumed run resumes."""
     member = parallel.step
     return _Step(
         parallel.join,
@@ -336,9 +373,12 @@ def _join(parallel: ParallelCalls, kind: str) -> _Step:
         ("run_topology", *_FINISH_HELPERS),
         [
             _MERGE,
+            f"from {_FLOWCALL} import ended_execution",
+            "",
             f"completed = [{member}.completed for {member} in inputs if {member}.completed]",
-            "if completed:  # nothing is left to record, so this step imports no qmcp",
-            "    ended = completed[0]",
+            f"results = [{member}.result for {member} in inputs]",
+            "ended = completed[0] if completed else ended_execution(self.execution_id, results)",
+            "if ended is not None:  # a member or the runner completed the execution: nothing is left to record",
             '    self.output, self.answer, self.usage = ended["output"], ended["answer"], ended["usage"]',
             "    self.step_usage = {name: 0 for name in self.usage}",
             "else:  # a call failed (the topology may tolerate it), or a resumed run: run the code to its end",

@@ -27,21 +27,24 @@ from typing import Any, Literal
 from ...observability import get_logger, trace_environment
 from ..errors import InvalidConfigError
 from ..extras import require
+from ..flowcall import CALLS_VARIABLE, encode_calls
 from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology
 from ..store import Database, Lease, StepRecord, is_sqlite, schema_ready_variables
-from ..topologies import StepEvent
+from ..topologies import ParallelCalls, StepEvent
 from ._attempt import Attempt, Ending
 from ._base import BaseRunner, EventHandler, runner
 from ._config import RunConfig, RunResult
 from ._flowgen import LAUNCH_VARIABLE, flow_digest, flow_file_name, generate_flow, launch_value
 from ._team import Team, prepare_team
-from .metaflow_helpers import EXECUTION_TAG, OWNER_VARIABLE
+from .metaflow_helpers import EXECUTION_TAG, OWNER_VARIABLE, complete_when_recorded, prepare_calls
 
 __all__ = ["ENVIRONMENTS", "MetaflowRunner", "export_flow", "flow_command"]
 
 ENVIRONMENTS = ("local", "kubernetes", "batch")
 _STDERR_LINES = 12
 _POLL_SECONDS = 0.5
+_RECORDED_POLL_SECONDS = 0.02
+"""How often the runner looks whether the calls it prepared are all recorded, to complete the execution."""
 _STOP_GRACE_SECONDS = 10.0
 
 
@@ -230,21 +233,32 @@ class MetaflowRunner(BaseRunner):
         self._log = get_logger(level=config.log_level)
         # The flow's tasks record their steps' usage themselves: the attempt reads it back at the end.
         attempt = Attempt(db, execution, lease, log=self._log, metrics=self.config.metrics_enabled)
-        work = self._run_flow(attempt, flow_file, digest, config)
+        work = self._run_flow(attempt, team, flow_file, digest, config)
         return await self._make_attempt(attempt, work, config, replayable=len(completed))
 
-    async def _run_flow(self, attempt: Attempt, flow_file: Path, digest: str, config: RunConfig) -> Ending:
+    async def _run_flow(
+        self, attempt: Attempt, team: Team, flow_file: Path, digest: str, config: RunConfig
+    ) -> Ending:
         """The attempt's work: Metaflow runs the flow, whose steps end the execution (or fail to)."""
         db, execution, lease = attempt.db, attempt.execution, attempt.lease
         argv = self.launch_command(
             execution, flow_file, config=config, owner_token=lease.token, digest=digest
         )
+        # The tasks skip the schema check this process made (see `schema_ready_variables`).
+        environ = {**self._environ(lease.token), **schema_ready_variables(db.engine)}
+        keys, calls = await self._prepare(db, execution, team, lease, resumes="resume" in argv)
+        completer = None
+        if calls is not None:
+            environ[CALLS_VARIABLE] = calls
+            completer = asyncio.create_task(complete_when_recorded(db, lease, keys, _RECORDED_POLL_SECONDS))
         reporter = await _StepReporter.start(db, execution.id, self.on_event) if self.on_event else None
         try:
-            # The tasks skip the schema check this process made (see `schema_ready_variables`).
-            environ = {**self._environ(lease.token), **schema_ready_variables(db.engine)}
             returncode, stderr = await _launch(argv, environ)
         finally:
+            if completer is not None:
+                completer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await completer
             if reporter is not None:
                 await reporter.stop()
         finished = await db.get_execution(execution.id)
@@ -255,6 +269,31 @@ class MetaflowRunner(BaseRunner):
         return Ending(
             ExecutionStatus.FAILED, error="\n".join(filter(None, [step_error, f"Metaflow: {tail}"]))
         )
+
+    async def _prepare(
+        self, db: Database, execution: Execution, team: Team, lease: Lease, *, resumes: bool
+    ) -> tuple[list[str], str | None]:
+        """The calls of a flow whose first stage is a `foreach` the join makes no call after (an ensemble),
+        prepared for its tasks to make without the topology's code or the store (`flowcall`): their keys,
+        and `CALLS_VARIABLE`'s value, None when they are not prepared. Only locally on SQLite, for a new
+        Metaflow run of an execution none of whose calls is recorded, and calls that are plain steps."""
+        path = _sqlite_file(db)
+        plan = team.implementation.step_plan(team.agents)
+        if (
+            resumes
+            or self.environment != "local"
+            or path is None
+            or plan is None
+            or len(plan.stages) != 1
+            or not isinstance(plan.stages[0], ParallelCalls)
+            or plan.stages[0].join_owns
+        ):
+            return [], None
+        keys = [call.key for call in plan.stages[0].calls]
+        calls = await prepare_calls(db, execution, keys)
+        if calls is None:
+            return keys, None
+        return keys, encode_calls(execution.id, path, lease.token, calls)
 
     def _environ(self, owner_token: str | None = None) -> dict[str, str]:
         environ = dict(os.environ)
@@ -271,6 +310,14 @@ class MetaflowRunner(BaseRunner):
             return True
         root = Path(self._environ()["METAFLOW_DATASTORE_SYSROOT_LOCAL"])
         return (root / ".metaflow" / external_run_id).is_dir()
+
+
+def _sqlite_file(db: Database) -> str | None:
+    """The absolute path of the database's SQLite file; None for another database, or one in memory."""
+    path = db.engine.url.database
+    if not is_sqlite(db.url) or path in (None, "", ":memory:"):
+        return None
+    return os.path.abspath(path)
 
 
 class _StepReporter:

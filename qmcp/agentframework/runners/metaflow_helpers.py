@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import dataclasses
 import functools
 import gc
 import os
-import sys
 import uuid
 from collections.abc import Awaitable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,9 +60,9 @@ from ..errors import (
     StepFailedError,
     UserInputError,
 )
+from ..flowcall import IMPORTS_VARIABLE, PreparedCall, end_task_without_retry, import_task_plugins
 from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology, Usage
-from ..registry import import_plugins
-from ..store import Database, MemoryStepStore, Owner, storage_errors
+from ..store import Database, Lease, MemoryStepStore, Owner, storage_errors
 from ..topologies import (
     Scheduler,
     StepContext,
@@ -94,8 +94,6 @@ __all__ = [
     "start_execution",
 ]
 
-IMPORTS_VARIABLE = "QMCP_METAFLOW_IMPORTS"
-"""Modules every helper imports before it runs, comma-separated (e.g. ones calling `register_model`)."""
 OWNER_VARIABLE = "QMCP_EXECUTION_OWNER"
 """The lease token of the process that claimed the execution and launched the flow (`MetaflowRunner`)."""
 EXECUTION_TAG = "qmcp_execution:{}"
@@ -231,6 +229,9 @@ class _FlowStepContext(StepContext):
     permanent: Mapping[str, str] = field(default_factory=dict)
     """Owned calls that failed permanently in this task's previous attempt: a retry does not pay for them again."""
     outcomes: dict[str, StepResult | StepFailedError] = field(default_factory=dict)
+    prepared: dict[str, PreparedCall | None] | None = None
+    """When set, the calls a later flow step owns are prepared into it (`prepare_calls`), None for one
+    that is not a plain step, before this step suspends."""
 
     async def invoke(
         self,
@@ -261,6 +262,8 @@ class _FlowStepContext(StepContext):
             return await super().invoke(slot, prompt, key=key, schema=schema, fallback=fallback, durable=True)
         if full_key in self.failures:
             raise _replayed_failure(full_key, self.failures[full_key])
+        if self.prepared is not None and schema is None:
+            self.prepared[full_key] = self.prepared_call(slot, prompt, key=key)
         raise _Suspended(full_key)
 
 
@@ -281,6 +284,50 @@ async def _complete_when_done(topology_id: int | None, execution_id: str) -> dic
             if execution.status != ExecutionStatus.COMPLETED or execution.output_data is None:
                 return None
             return _ended(execution.output_data, execution.usage)  # another member completed it
+
+
+async def prepare_calls(
+    db: Database, execution: Execution, keys: Collection[str]
+) -> list[PreparedCall] | None:
+    """The calls `keys` of a flow run's first `foreach`, as the topology's code makes them before any call
+    is recorded (`StepContext.prepared_call`), for its tasks to make without that code (`flowcall`); None
+    when one of them is not a plain step or the code asks for another call first."""
+    prepared: dict[str, PreparedCall | None] = {}
+    ctx = await _flow_context(
+        db, execution, RunConfig.model_validate(execution.run_config), owned=(), prepared=prepared
+    )
+    topology = Topology.model_validate(execution.topology_snapshot)
+    implementation = TopologyRegistry.create(topology.topology_type, topology.config)
+    with contextlib.suppress(_Suspended, Exception):  # an error: the tasks meet it and record it
+        await _run_code(ctx, implementation, execution.input_data, execution.correlation_id)
+    calls = [prepared.get(key) for key in keys]
+    if set(prepared) != set(keys) or None in calls:
+        return None
+    return [call for call in calls if call is not None]
+
+
+async def complete_when_recorded(
+    db: Database, lease: Lease, keys: Sequence[str], poll_seconds: float
+) -> None:
+    """For `MetaflowRunner`, while the flow it launched runs: once the calls `keys` it prepared (`prepare_calls`)
+    are all recorded, run the topology's code on them and complete the execution, so that the join reads
+    its output (`flowcall.ended_execution`) instead of importing qmcp to run that code. Stops at the
+    first of them that failed (the join runs the code, with the failure carried) and when the
+    execution is not running under `lease` any more."""
+    while True:
+        await asyncio.sleep(poll_seconds)
+        recorded = await db.step_statuses(lease.execution_id, keys)
+        if recorded.get(StepStatus.FAILED):
+            return
+        if recorded.get(StepStatus.COMPLETED) == len(keys):
+            break
+    execution = await db.stored_execution(lease.execution_id)
+    if execution.status != ExecutionStatus.RUNNING or execution.owner_token != lease.token:
+        return
+    output = await _replayed_output(db, execution)
+    if output is not None:  # the attempt stays the runner's: it ends it when Metaflow is done
+        ending = Ending(ExecutionStatus.COMPLETED, output=output)
+        await Attempt(db, execution, lease, releases=False).record(ending)
 
 
 def _ended(output: dict[str, Any], usage: Usage) -> dict[str, Any]:
@@ -635,7 +682,9 @@ async def _complete(
     if await attempt.record(Ending(ExecutionStatus.COMPLETED, output=output)) is None:
         if attempt.lease.lost is not None:
             raise LeaseLostError(attempt.lease.lost)
-        raise _cancelled(execution.id)
+        stored = await db.stored_execution(execution.id)
+        if stored.status != ExecutionStatus.COMPLETED:  # else the runner completed it meanwhile
+            raise _cancelled(execution.id)
     return (await db.stored_execution(execution.id)).usage
 
 
@@ -751,8 +800,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a helper's coroutine from a (synchronous) Metaflow step, after importing the user's modules."""
     _skip_final_collection()
     try:
-        import_plugins()  # QMCP_IMPORTS, as the CLI and the server import it
-        import_plugins(variable=IMPORTS_VARIABLE)
+        import_task_plugins()
     except InvalidConfigError:
         coroutine.close()
         raise
@@ -761,7 +809,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
             return asyncio.run(coroutine)
         except QmcpError as error:
             if _retrying_cannot_help(error) and _flow_run() is not None:
-                _end_task_without_retry(error)
+                end_task_without_retry(error)
             raise
 
 
@@ -779,15 +827,3 @@ def _retrying_cannot_help(error: BaseException) -> bool:
         | LeaseLostError
         | NonDeterminismError,
     )
-
-
-def _end_task_without_retry(error: QmcpError) -> None:
-    """End this Metaflow task with the exit status Metaflow's runtime never retries (its own for a killed
-    task), whatever `@retry` says: the step has recorded the failure (the execution failed with it), and
-    another attempt would only pay for the same refusal again. Where an orchestrator retries anyway
-    (Argo, Step Functions), the retry replays a recorded permanent failure instead of calling it
-    (`_permanent_failures`)."""
-    from metaflow.exception import METAFLOW_EXIT_DISALLOW_RETRY
-
-    print(f"{error}; this task is not retried", file=sys.stderr)
-    raise SystemExit(METAFLOW_EXIT_DISALLOW_RETRY) from error

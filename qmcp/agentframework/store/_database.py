@@ -48,6 +48,7 @@ from ..models import (
     HumanRequestStatus,
     HumanRequestType,
     HumanResponse,
+    StepStatus,
     StepUsage,
     ToolInvocation,
     Topology,
@@ -748,6 +749,17 @@ class Database:
             .order_by(col(ExecutionStep.id))
         )
         return await self._all(query)
+
+    async def step_statuses(self, execution_id: uuid.UUID, keys: Sequence[str]) -> dict[StepStatus, int]:
+        """How many of the execution's steps `keys` have a row, by status: a cheap poll of their progress."""
+        query = (
+            select(col(ExecutionStep.status), func.count())
+            .where(ExecutionStep.execution_id == execution_id, col(ExecutionStep.key).in_(keys))
+            .group_by(col(ExecutionStep.status))
+        )
+        return await self._read(
+            lambda session: {status: count for status, count in session.execute(query).all()}
+        )
 
     async def list_usage(self, execution_id: uuid.UUID) -> Sequence[StepUsage]:
         """What every step attempt of the execution paid, displaced ones included, in the order written."""

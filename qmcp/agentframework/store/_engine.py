@@ -42,6 +42,7 @@ from ...config import settings
 from ...redaction import mask_url, register_secret
 from ..errors import DatabaseUnavailableError, InvalidConfigError, StorageError
 from ..extras import require
+from ..flowcall import WRITER_PRAGMAS, json_text
 from ._migrate import HEAD, behind, check_known, current_revision, read_revision, upgrade
 from ._storable import store_nul_safely
 
@@ -49,8 +50,6 @@ __all__ = [
     "CHECKPOINT_EVERY",
     "JSON_CODEC",
     "SCHEMA_READY_VARIABLE",
-    "WAL_CHECKPOINT_PAGES",
-    "WRITER_PRAGMAS",
     "Checkpointer",
     "EngineCache",
     "acquire_engine",
@@ -78,13 +77,6 @@ _IDLE_URLS = 8  # URLs whose idle engines (and SQLite holders) are kept, least r
 _IDLE_PER_URL = 4  # idle engines kept per URL (one per event loop that used it at once)
 
 
-def _json_text(value: Any) -> str:
-    try:
-        return pydantic_core.to_json(value).decode()
-    except ValueError:  # lone surrogates, very deep nesting: what `json` writes, it writes
-        return json.dumps(value)
-
-
 def _json_value(text: str | bytes) -> Any:
     try:
         return pydantic_core.from_json(text)
@@ -92,7 +84,7 @@ def _json_value(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-JSON_CODEC: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": _json_value}
+JSON_CODEC: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": _json_value}
 """How JSON columns are written and read: pydantic-core's encoder is 3–7× faster than `json`'s,
 and every step row, agent snapshot and run output goes through it; `json` takes what it refuses."""
 
@@ -241,27 +233,6 @@ def create_engine(url: str) -> AsyncEngine:
 
 CHECKPOINT_EVERY = 64
 """Step commits between two checkpoints requested of a SQLite file's `Checkpointer` (about 400 WAL pages)."""
-
-WAL_CHECKPOINT_PAGES = 4000
-"""The WAL size (pages) past which a commit of qmcp's connections checkpoints the WAL itself, fsyncs
-included, before it returns (SQLite's `wal_autocheckpoint`, 1,000 by default). The `Checkpointer`
-thread copies the WAL long before that, and the WAL starts over at the first write after a copy
-that caught up (between runs, or while a step waits on its model); SQLite's 1,000 pages were
-crossed once per 200-step run of zero-latency steps (about 1,250 pages), whose crossing commit
-waited 1.6–3 ms for two fsyncs on the event loop's thread. 4,000 pages (16 MB with 4 KB pages)
-still bound the WAL, and keep its index about one block (4,062 frames) for readers."""
-
-WAL_FILE_BYTES = 4 * 1024 * 1024
-"""What a WAL file is cut back to when the WAL starts over (`journal_size_limit`): SQLite reuses the
-file without shrinking it, so a WAL grown to `WAL_CHECKPOINT_PAGES` would stay 16 MB on disk."""
-
-WRITER_PRAGMAS = (
-    "PRAGMA synchronous=NORMAL",
-    f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}",
-    f"PRAGMA journal_size_limit={WAL_FILE_BYTES}",
-)
-"""Set on every connection of qmcp's that writes a SQLite file (the engine's, the inline engine's, the
-step writer's): a commit waits for the disk only at a checkpoint, which the `Checkpointer` takes."""
 
 
 class Checkpointer:

@@ -44,8 +44,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from ..errors import LeaseLostError
+from ..flowcall import USAGE_COLUMNS, WRITER_PRAGMAS, utc_text
 from ..models import Execution, ExecutionStep, StepStatus, StepUsage, Usage, table_of, utcnow
-from ._engine import CHECKPOINT_EVERY, JSON_CODEC, WRITER_PRAGMAS, Checkpointer, is_locked
+from ._engine import CHECKPOINT_EVERY, JSON_CODEC, Checkpointer, is_locked
 from ._usage import lock_execution, summed_totals
 
 __all__ = ["MemoryStepStore", "SqlStepStore", "StepRecord", "StepStore"]
@@ -162,16 +163,7 @@ index and then read the row, whose team snapshots grow with the team (0.5 ms a s
 """A row to write and the owner token that fences it (None: unfenced)."""
 
 
-def _lost(execution_id: Any) -> LeaseLostError:
-    return LeaseLostError(
-        f"execution {execution_id} was taken over by another process; this one stopped without writing"
-    )
-
-
-_USAGE_COLUMNS = [
-    *("execution_id", "key", "agent_name", "model", "owner_token", "displaced"),
-    *("requests", "input_tokens", "output_tokens", "cost_usd", "recorded_at"),
-]
+_USAGE_COLUMNS = list(USAGE_COLUMNS)
 """A usage row as a tuple, in this order: what `_fenced` makes and `_usage_params` converts."""
 
 
@@ -195,11 +187,7 @@ def _utc_text(value: datetime | None) -> str | None:
     """A stored time as SQLAlchemy's bind processor (`UTCDateTime`: aware, in UTC) and `sqlite3`'s
     default adapter (`isoformat(" ")`) write it together, in one call: two Python calls less for each
     of a step row's two times and its usage row's one."""
-    if value is None:
-        return None
-    if value.utcoffset() is None:
-        raise ValueError("Datetime values must have timezone information.")
-    return value.astimezone(UTC).isoformat(" ")
+    return None if value is None else utc_text(value)
 
 
 def _converter(column: Any, dialect: Any) -> Any:
@@ -280,7 +268,7 @@ class SqlStepStore(StepStore):
             else:  # a cancelled step is still recorded: its call was paid for
                 lost = await self._shielded(self._write([item]))
             if lost:
-                raise _lost(record.execution_id)
+                raise LeaseLostError.taken_over(record.execution_id)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
@@ -322,7 +310,7 @@ class SqlStepStore(StepStore):
                 if not future.done():
                     execution_id = row[_EXECUTION_ID]
                     if (execution_id, fence) in lost:  # another owner's rows of it may have been written
-                        future.set_exception(_lost(execution_id))
+                        future.set_exception(LeaseLostError.taken_over(execution_id))
                     else:
                         future.set_result(None)
 

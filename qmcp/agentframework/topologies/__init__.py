@@ -1,5 +1,6 @@
 """Topologies: plain async code over one `StepContext`; every agent call is a durable step."""
 
+from ..flowcall import output_text
 from ._aggregate import (
     AGGREGATION_METHODS,
     CONSENSUS_METHODS,
@@ -10,7 +11,7 @@ from ._aggregate import (
 from ._base import BaseTopology, TopologyRegistry, topology
 from ._budget import DEFAULT_MAX_OUTPUT, Budget, estimate_prompt_tokens
 from ._chain import PLAN_SCHEMA, ChainOfCommandTopology
-from ._compound import CompoundTopology, output_text, referenced_topologies
+from ._compound import CompoundTopology, referenced_topologies
 from ._context import (
     ConcurrentScheduler,
     RetryPolicy,

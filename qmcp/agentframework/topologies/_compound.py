@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidConfigError
+from ..flowcall import output_text
 from ..models import AgentType, CompoundCondition, CompoundConfig, Topology, TopologyType
 from ._base import BaseTopology, TopologyRegistry, topology
 from ._context import StepContext, input_text
 
-__all__ = ["CompoundTopology", "output_text", "referenced_topologies"]
+__all__ = ["CompoundTopology", "referenced_topologies"]
 
 
 def referenced_topologies(config: CompoundConfig) -> list[str]:
@@ -25,18 +26,6 @@ def referenced_topologies(config: CompoundConfig) -> list[str]:
     if config.default:
         names.append(config.default)
     return list(dict.fromkeys(names))
-
-
-def output_text(output: Any) -> str:
-    """The main text of a topology's output document, to feed into the next one."""
-    if isinstance(output, dict):
-        for key in ("answer", "output", "verdict", "primary_output"):
-            value = output.get(key)
-            if isinstance(value, str) and value:
-                return value
-            if value is not None and not isinstance(value, dict | list):
-                return str(value)
-    return str(output)
 
 
 def _matches(condition: CompoundCondition, output: Any) -> bool:

@@ -37,6 +37,7 @@ from ..errors import (
     StepFailedError,
     TransientModelError,
 )
+from ..flowcall import PreparedCall
 from ..llm import ChatMessage, ModelReply, RateLimit, RateLimits, json_instruction, retry_transient
 from ..mixins import BaseMixin, MixinContext, MixinRegistry, RunResources
 from ..models import AgentConfig, AgentType, Models, StepStatus, Usage, utcnow
@@ -339,21 +340,8 @@ class StepContext:
         """
         full_key = self.prefix + key
         agent = self.agent(slot)
-        if (
-            schema is None
-            and self.replay_check is None
-            and self.tracer is None
-            and self.budget is None
-            and not (self.stream and self.on_event is not None)
-            and not self.mixins_for(slot)
-            and not ((self.checkpoint_enabled or durable) and full_key in self.completed)
-        ):
-            config, model = self.agent_config(slot), self.model_choice(slot).model
-            if (
-                self.rate_limits is None
-                or self.rate_limits.limiter(model, lambda: _config_limit(model, config)) is None
-            ):
-                return await self._plain_call(full_key, slot, agent, config, model, prompt)
+        if schema is None and (plain := self._plain(slot, full_key, durable)) is not None:
+            return await self._plain_call(full_key, slot, agent, *plain, prompt)
         mc = MixinContext(
             execution_id=self.execution_id,
             key=full_key,
@@ -403,6 +391,51 @@ class StepContext:
         for hook in mixins:
             await hook.on_end(mc)
         return result
+
+    def prepared_call(self, slot: str, prompt: str, *, key: str) -> PreparedCall | None:
+        """Step `key`'s call as the plain step would make it (`_plain_call`), for a Metaflow task to make
+        and record without this context (`flowcall`); None when it is not a plain step or is recorded."""
+        full_key = self.prefix + key
+        plain = self._plain(slot, full_key, durable=True)
+        if plain is None:
+            return None
+        config, model = plain
+        agent, choice, retry = self.agent(slot), self.model_choice(slot), self.retry
+        return PreparedCall(
+            key=full_key,
+            slot=slot,
+            agent_name=agent.name,
+            model=model,
+            base_url=choice.base_url,
+            api_key_env=choice.api_key_env,
+            role=str(agent.role),
+            system=config.system_prompt or self._default_system(agent),
+            prompt=prompt,
+            settings=dict(_model_settings(config)),
+            timeout_seconds=config.timeout_seconds,
+            max_tool_calls=config.max_tool_calls,
+            max_retries=retry.max_retries if retry.enabled else 0,
+            base_delay=retry.base_delay,
+            max_delay=retry.max_delay,
+        )
+
+    def _plain(self, slot: str, full_key: str, durable: bool) -> tuple[AgentConfig, str] | None:
+        """The slot's config and model when its call of step `full_key` is a plain step: no mixin, tracer,
+        budget, rate limit or stream around it, not a replay check, and not recorded (a replay)."""
+        if (
+            self.replay_check is not None
+            or self.tracer is not None
+            or self.budget is not None
+            or (self.stream and self.on_event is not None)
+            or self.mixins_for(slot)
+            or ((self.checkpoint_enabled or durable) and full_key in self.completed)
+        ):
+            return None
+        config, model = self.agent_config(slot), self.model_choice(slot).model
+        limits = self.rate_limits
+        if limits is not None and limits.limiter(model, lambda: _config_limit(model, config)) is not None:
+            return None
+        return config, model
 
     def _replay(
         self, recorded: StepRecord, key: str, slot: str, agent: AgentType, mc: MixinContext
