@@ -230,10 +230,11 @@ def test_a_takeover_during_the_call_writes_no_step_and_keeps_what_was_paid(
     assert (row["requests"], row["output_tokens"]) == (1, paid["output_tokens"])
 
 
-def test_only_plain_calls_of_a_first_foreach_are_prepared(sqlite_url, agent, monkeypatch, tmp_path):
-    """A mixin, a budget or a recorded call leave the calls to the topology's code; so do a pipeline and a
-    resumed Metaflow run (`MetaflowRunner._prepare`)."""
+def test_only_plain_calls_of_a_first_foreach_are_prepared(sqlite_url, agent, monkeypatch, tmp_path, scripted):
+    """A mixin, a budget or a call with a row (completed, or failed in an earlier attempt) leave the calls
+    to the topology's code; so do a pipeline and a resumed Metaflow run (`MetaflowRunner._prepare`)."""
     monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    broken, _ = scripted(failures={0: "auth"})
     plain = {f"m{i}": agent(f"r{i}") for i in range(3)}
     assert asyncio.run(_prepare(sqlite_url, _start(plain))) is not None
     with_mixin = {**plain, "m2": agent("r2", capabilities=["memory"])}
@@ -242,6 +243,11 @@ def test_only_plain_calls_of_a_first_foreach_are_prepared(sqlite_url, agent, mon
     recorded = _start(plain)
     helpers.invoke_agent(plain["m0"].definition(), key=KEYS[0], execution_id=recorded)
     assert asyncio.run(_prepare(sqlite_url, recorded)) is None
+    failed = _start({**plain, "m1": agent("r1", model=broken)})
+    assert helpers.invoke_agent(
+        plain["m1"].definition() | {"config": {"model": broken}}, key=KEYS[1], execution_id=failed
+    )["error"]
+    assert asyncio.run(_prepare(sqlite_url, failed)) is None  # an attempt before this one failed it
 
     async def prepared(runner: MetaflowRunner, topology: Topology, execution_id: str, resumes: bool) -> Any:
         async with Database(sqlite_url) as db:
@@ -283,3 +289,87 @@ async def test_a_refused_prepared_call_is_carried_to_the_join_which_runs_the_cod
     async with Database(sqlite_url) as db:
         steps = {step.key: step.status for step in await db.list_steps(result.execution_id)}
     assert steps == {KEYS[0]: "completed", KEYS[1]: "completed", KEYS[2]: "failed"}
+
+
+async def test_the_runners_completion_never_fails_the_run_nor_swallows_its_cancel():
+    """The task completing the execution for the join is stopped when Metaflow is done: its failure is
+    logged (the join ran the code instead), and a cancel of the run while it stops goes through."""
+    from qmcp.agentframework.runners import _metaflow
+
+    logged: list[tuple[str, dict[str, Any]]] = []
+
+    class Log:
+        def info(self, event: str, **fields: Any) -> None:
+            logged.append((event, fields))
+
+    class Attempt:
+        log = Log()
+
+    async def fails() -> None:
+        raise RuntimeError("database is locked")
+
+    failed = asyncio.create_task(fails())
+    await asyncio.sleep(0)
+    await _metaflow._stopped(failed, Attempt())
+    assert logged == [("metaflow.completion_failed", {"error": "database is locked"})]
+
+    pending = asyncio.create_task(asyncio.sleep(60))
+    await _metaflow._stopped(pending, Attempt())
+    assert pending.cancelled() and len(logged) == 1
+
+    async def run() -> None:
+        await _metaflow._stopped(asyncio.create_task(asyncio.sleep(60)), Attempt())
+
+    outer = asyncio.create_task(run())
+    await asyncio.sleep(0)
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+
+
+def test_a_cancel_requested_while_the_calls_run_is_not_completed_for_the_join(sqlite_url, agent, monkeypatch):
+    """A cancel requested while the members' calls run: the runner does not complete the execution (its
+    heartbeat stops the flow), and a join that starts meanwhile stops waiting for it at once."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    execution_id = _start({f"m{i}": agent(f"r{i}") for i in range(3)})
+    _prepared(sqlite_url, execution_id, monkeypatch)
+    made = [flowcall.call_prepared(execution_id, key) for key in KEYS]
+
+    async def cancel_then_complete() -> None:
+        async with Database(sqlite_url) as db:
+            await db.executions.request_cancel(execution_id)
+            execution = await db.stored_execution(execution_id)
+            assert execution.owner_token is not None
+            lease = db.executions.attach(execution, execution.owner_token)
+            await helpers.complete_when_recorded(db, lease, KEYS, poll_seconds=0.001)
+
+    asyncio.run(cancel_then_complete())
+    assert _execution_row(sqlite_url, execution_id)["status"] == ExecutionStatus.RUNNING.name
+    monkeypatch.setattr(flowcall._ended, "_WAIT_SECONDS", 60.0)
+    assert flowcall.ended_execution(execution_id, [r for r in made if r is not None]) is None
+
+
+def test_a_lease_lost_before_a_retry_pays_for_no_further_attempt(sqlite_url, agent, monkeypatch, scripted):
+    """A transient failure, then the execution found taken over before the retry: no second attempt, no
+    step row, and the task stops with `LeaseLostError`, as the plain step's lease check does."""
+    monkeypatch.setenv("QMCP_DATABASE_URL", sqlite_url)
+    name, model = scripted(failures={0: "server_error"})
+    execution_id = _start(
+        {f"m{i}": agent(f"r{i}", model=name) for i in range(3)}, {"retry_backoff_seconds": 0.001}
+    )
+    _prepared(sqlite_url, execution_id, monkeypatch)
+    monkeypatch.setattr(flowcall._call, "_owned", lambda *_: False)
+    with pytest.raises(LeaseLostError, match="taken over"):
+        flowcall.call_prepared(execution_id, KEYS[0])
+    assert len(model.calls) == 1
+    assert _rows(sqlite_url, "execution_steps", execution_id, ()) == []
+
+
+def test_a_task_never_makes_a_database_where_there_is_none(tmp_path):
+    """A SQLite file gone before a task opens it is an error, not a new empty database."""
+    missing = tmp_path / "gone.db"
+    with pytest.raises(sqlite3.OperationalError):
+        flowcall.connect_writer(str(missing), 0)
+    with pytest.raises(sqlite3.OperationalError):
+        flowcall.connect_existing(str(missing), "ro")
+    assert not missing.exists()

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import sqlite3
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +43,7 @@ _NOTE_RUN = (
     "UPDATE executions SET external_run_id = ? WHERE id = ? AND owner_token = ? AND external_run_id IS NOT ?"
 )
 _EXISTS = "SELECT 1 FROM executions WHERE id = ?"
+_OWNED = "SELECT 1 FROM executions WHERE id = ? AND owner_token = ?"
 
 
 def call_prepared(execution_id: str, key: str) -> dict[str, Any] | None:
@@ -66,8 +69,9 @@ def call_prepared(execution_id: str, key: str) -> dict[str, Any] | None:
         allowed = (ExecutionStatus.RUNNING.name, prepared.owner_token, key, execution.hex)
         if conn.execute(_CAN_CALL, allowed).fetchone() != (1,):
             return None
-        row, error = asyncio.run(_call(model, call, execution))
         try:
+            owned = functools.partial(_owned, conn, execution, prepared.owner_token)
+            row, error = asyncio.run(_call(model, call, execution, owned))
             _record(conn, row, prepared.owner_token, run)
         except LeaseLostError as lost:
             if run is not None:  # another attempt of the task would meet the same owner
@@ -93,15 +97,27 @@ def call_prepared(execution_id: str, key: str) -> dict[str, Any] | None:
     return result
 
 
+def _owned(conn: sqlite3.Connection, execution: uuid.UUID, token: str) -> bool:
+    return conn.execute(_OWNED, (execution.hex, token)).fetchone() is not None
+
+
 async def _call(
-    model: Any, call: PreparedCall, execution: uuid.UUID
+    model: Any, call: PreparedCall, execution: uuid.UUID, owned: Callable[[], bool]
 ) -> tuple[tuple[Any, ...], ModelError | None]:
-    """The step's row once its call is made (`step_values`), and the model error that failed it, if one did."""
+    """The step's row once its call is made (`step_values`), and the model error that failed it, if one did.
+
+    Before a retry, `owned` says whether the runner still owns the execution, as the plain step's lease
+    does before each attempt: a process that lost it pays for no further attempt."""
     started = datetime.now(UTC)
     messages: list[llm.ChatMessage] = [{"role": "user", "content": call.prompt}]
     request = {"system": call.system, "messages": messages, "settings": dict(call.settings)}
+    attempts = 0
 
     def once() -> Any:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1 and not owned():
+            raise LeaseLostError.taken_over(execution)
         return llm.call_model(
             model,
             call.model,

@@ -2,7 +2,7 @@
 
 When every call of a `foreach` was prepared (`call_prepared`), no task runs the topology's code: the
 runner, which has it loaded, runs it on the recorded calls as soon as the last one is recorded and
-completes the execution (`MetaflowRunner`'s `_complete_when_recorded`). The join then reads the
+completes the execution (`metaflow_helpers.complete_when_recorded`). The join then reads the
 output with `sqlite3`, waiting the moments the runner may still need; should the runner not complete
 it (a call the topology's code does not end on, a runner gone), the join runs the code as ever.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sqlite3
 import sys
 import time
 import uuid
@@ -22,14 +21,14 @@ from typing import Any, NoReturn
 from ..errors import QmcpError
 from ..models import ExecutionStatus, Usage
 from ._prepared import prepared_calls
-from ._sqlite import TOTALS
+from ._sqlite import TOTALS, connect_existing
 
 __all__ = ["end_task_without_retry", "ended_execution", "output_text"]
 
 _WAIT_SECONDS = 5.0
 """How long a join waits for the runner to complete the execution; it takes milliseconds."""
 _POLL_SECONDS = 0.01
-_READ = f"SELECT status, owner_token, output_data, {', '.join(TOTALS)} FROM executions WHERE id = ?"
+_READ = f"SELECT status, owner_token, cancel_requested_at, output_data, {', '.join(TOTALS)} FROM executions WHERE id = ?"
 
 
 def output_text(output: Any) -> str:
@@ -54,16 +53,17 @@ def ended_execution(execution_id: str, results: Sequence[Mapping[str, Any]]) -> 
         return None
     execution = uuid.UUID(execution_id).hex
     deadline = time.monotonic() + _WAIT_SECONDS
-    with contextlib.closing(sqlite3.connect(prepared.database)) as conn:
+    with contextlib.closing(connect_existing(prepared.database, "ro")) as conn:
         while True:
             row = conn.execute(_READ, (execution,)).fetchone()
             if row is None or row[1] != prepared.owner_token:
                 return None  # gone, or taken over: whoever holds it ends it
-            if row[0] == ExecutionStatus.COMPLETED.name and row[2] is not None:
-                output = json.loads(row[2])
-                usage = Usage(int(row[3]), int(row[4]), int(row[5]), float(row[6]))
+            status, _, cancel_requested, output_data, *totals = row
+            if status == ExecutionStatus.COMPLETED.name and output_data is not None:
+                output = json.loads(output_data)
+                usage = Usage(int(totals[0]), int(totals[1]), int(totals[2]), float(totals[3]))
                 return {"output": output, "answer": output_text(output), "usage": dataclasses.asdict(usage)}
-            if row[0] != ExecutionStatus.RUNNING.name or time.monotonic() > deadline:
+            if status != ExecutionStatus.RUNNING.name or cancel_requested or time.monotonic() > deadline:
                 return None
             time.sleep(_POLL_SECONDS)
 

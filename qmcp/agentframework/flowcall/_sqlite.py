@@ -2,7 +2,7 @@
 
 The store compiles its statements from the tables with SQLAlchemy (`store/_steps.py`); a Metaflow
 task that makes a prepared call (`_call.py`) writes the same rows without loading SQLAlchemy, with
-the text below. `tests/core/test_flowcall.py` checks that both are the same statements and write
+the text below. `tests/metaflow/test_prepared_calls.py` checks that both are the same statements and write
 the same rows, so a change to the tables that this module misses fails there.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pydantic_core
@@ -23,6 +24,7 @@ __all__ = [
     "WAL_CHECKPOINT_PAGES",
     "WAL_FILE_BYTES",
     "WRITER_PRAGMAS",
+    "connect_existing",
     "connect_writer",
     "json_text",
     "utc_text",
@@ -105,11 +107,18 @@ COUNT_USAGE = (
 def connect_writer(path: str, timeout_seconds: float) -> sqlite3.Connection:
     """A connection that writes the SQLite file at `path`, waiting up to `timeout_seconds` for its lock.
 
-    The engine has already put the file in WAL mode (persistent); switching modes would need a lock."""
-    conn = sqlite3.connect(path, timeout=timeout_seconds, check_same_thread=False)
+    The file must exist (a missing one is an error, not a new empty database). The engine has already
+    put it in WAL mode (persistent); switching modes would need a lock."""
+    conn = connect_existing(path, "rw", timeout_seconds)
     for pragma in WRITER_PRAGMAS:
         conn.execute(pragma)
     return conn
+
+
+def connect_existing(path: str, mode: str, timeout_seconds: float = 5.0) -> sqlite3.Connection:
+    """A connection to the existing SQLite file at `path`, read-only (`mode` "ro") or read-write ("rw")."""
+    uri = f"{Path(path).absolute().as_uri()}?mode={mode}"
+    return sqlite3.connect(uri, uri=True, timeout=timeout_seconds, check_same_thread=False)
 
 
 def json_text(value: Any) -> str:

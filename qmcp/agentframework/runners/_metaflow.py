@@ -27,7 +27,7 @@ from typing import Any, Literal
 from ...observability import get_logger, trace_environment
 from ..errors import InvalidConfigError
 from ..extras import require
-from ..flowcall import CALLS_VARIABLE, encode_calls
+from ..flowcall import CALLS_VARIABLE, encode_calls, import_task_plugins
 from ..models import AgentType, Execution, ExecutionStatus, ExecutionStep, StepStatus, Topology
 from ..store import Database, Lease, StepRecord, is_sqlite, schema_ready_variables
 from ..topologies import ParallelCalls, StepEvent
@@ -256,9 +256,7 @@ class MetaflowRunner(BaseRunner):
             returncode, stderr = await _launch(argv, environ)
         finally:
             if completer is not None:
-                completer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await completer
+                await _stopped(completer, attempt)
             if reporter is not None:
                 await reporter.stop()
         finished = await db.get_execution(execution.id)
@@ -277,7 +275,7 @@ class MetaflowRunner(BaseRunner):
         prepared for its tasks to make without the topology's code or the store (`flowcall`): their keys,
         and `CALLS_VARIABLE`'s value, None when they are not prepared. Only locally on SQLite, for a new
         Metaflow run of an execution none of whose calls is recorded, and calls that are plain steps."""
-        path = _sqlite_file(db)
+        path = db.sqlite_path
         plan = team.implementation.step_plan(team.agents)
         if (
             resumes
@@ -290,6 +288,10 @@ class MetaflowRunner(BaseRunner):
         ):
             return [], None
         keys = [call.key for call in plan.stages[0].calls]
+        try:
+            import_task_plugins()  # as the tasks do: a model they register may set a rate limit
+        except InvalidConfigError:  # the tasks meet it, and record it
+            return keys, None
         calls = await prepare_calls(db, execution, keys)
         if calls is None:
             return keys, None
@@ -312,12 +314,14 @@ class MetaflowRunner(BaseRunner):
         return (root / ".metaflow" / external_run_id).is_dir()
 
 
-def _sqlite_file(db: Database) -> str | None:
-    """The absolute path of the database's SQLite file; None for another database, or one in memory."""
-    path = db.engine.url.database
-    if not is_sqlite(db.url) or path in (None, "", ":memory:"):
-        return None
-    return os.path.abspath(path)
+async def _stopped(completer: asyncio.Task[None], attempt: Attempt) -> None:
+    """Stop the task completing the execution for the flow's join; should it have failed, the join ran the
+    topology's code instead (after waiting for it), and the flow's own outcome says how the run ended."""
+    completer.cancel()
+    await asyncio.wait([completer])  # raises neither its error nor, swallowed, a cancel of this task
+    failure = None if completer.cancelled() else completer.exception()
+    if failure is not None:
+        attempt.log.info("metaflow.completion_failed", error=str(failure))
 
 
 class _StepReporter:

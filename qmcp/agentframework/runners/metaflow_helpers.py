@@ -291,7 +291,10 @@ async def prepare_calls(
 ) -> list[PreparedCall] | None:
     """The calls `keys` of a flow run's first `foreach`, as the topology's code makes them before any call
     is recorded (`StepContext.prepared_call`), for its tasks to make without that code (`flowcall`); None
-    when one of them is not a plain step or the code asks for another call first."""
+    when one of them has a row already (an earlier attempt's), is not a plain step, or the code asks for
+    another call first."""
+    if await db.step_statuses(execution.id, list(keys)):  # an attempt before this one made some
+        return None
     prepared: dict[str, PreparedCall | None] = {}
     ctx = await _flow_context(
         db, execution, RunConfig.model_validate(execution.run_config), owned=(), prepared=prepared
@@ -322,7 +325,11 @@ async def complete_when_recorded(
         if recorded.get(StepStatus.COMPLETED) == len(keys):
             break
     execution = await db.stored_execution(lease.execution_id)
-    if execution.status != ExecutionStatus.RUNNING or execution.owner_token != lease.token:
+    if (
+        execution.status != ExecutionStatus.RUNNING
+        or execution.owner_token != lease.token
+        or execution.cancel_requested_at is not None  # the runner's heartbeat stops the flow
+    ):
         return
     output = await _replayed_output(db, execution)
     if output is not None:  # the attempt stays the runner's: it ends it when Metaflow is done

@@ -187,6 +187,12 @@ class Database:
         self._file_identity = file_identity(self._file)
         return self
 
+    @property
+    def sqlite_path(self) -> str | None:
+        """The absolute path of the database's SQLite file, fixed when it was opened (a later chdir changes
+        nothing); None for PostgreSQL or a database in memory."""
+        return self._file
+
     def vanished(self) -> str | None:
         """Why the SQLite file opened is no longer at its path (removed, replaced), else None.
 

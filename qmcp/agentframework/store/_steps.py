@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from ..errors import LeaseLostError
-from ..flowcall import USAGE_COLUMNS, WRITER_PRAGMAS, utc_text
+from ..flowcall import USAGE_COLUMNS, connect_writer, utc_text
 from ..models import Execution, ExecutionStep, StepStatus, StepUsage, Usage, table_of, utcnow
 from ._engine import CHECKPOINT_EVERY, JSON_CODEC, Checkpointer, is_locked
 from ._usage import lock_execution, summed_totals
@@ -467,7 +467,7 @@ class _SqliteWriter:
         try:
             if self._inline is None:
                 kept = self._checkpointer.take_writer() if self._checkpointer is not None else None
-                self._inline = kept if kept is not None else self._connect(busy_timeout_ms=0)
+                self._inline = kept if kept is not None else connect_writer(self._path, 0)
             row, fence = items[0]
             if len(items) == 1 and fence is not None and self._commit_one(self._inline, row, fence):
                 lost: set[Any] = set()
@@ -485,12 +485,6 @@ class _SqliteWriter:
             self._checkpointer.request()
         return lost
 
-    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
-        # The engine has already put the file in WAL mode (persistent); switching modes would need a lock.
-        conn = sqlite3.connect(self._path, timeout=busy_timeout_ms / 1000, check_same_thread=False)
-        for pragma in WRITER_PRAGMAS:
-            conn.execute(pragma)
-        return conn
 
     def _commit(self, conn: sqlite3.Connection, items: list[_Item]) -> set[Any]:
         """One transaction: take the write lock, read the fenced executions' owners, write the rows."""
@@ -545,7 +539,7 @@ class _SqliteWriter:
 
     def _write_waiting(self, items: list[_Item]) -> set[Any]:
         if self._waiting is None:
-            self._waiting = self._connect(busy_timeout_ms=30_000)
+            self._waiting = connect_writer(self._path, 30.0)
         return self._commit(self._waiting, items)
 
     async def close(self) -> None:
