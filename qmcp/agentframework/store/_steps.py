@@ -485,7 +485,6 @@ class _SqliteWriter:
             self._checkpointer.request()
         return lost
 
-
     def _commit(self, conn: sqlite3.Connection, items: list[_Item]) -> set[Any]:
         """One transaction: take the write lock, read the fenced executions' owners, write the rows."""
         try:
