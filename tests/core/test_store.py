@@ -511,3 +511,37 @@ async def test_an_execution_read_without_its_snapshots_leaves_them_unread(db_url
         with pytest.raises(DetachedInstanceError):
             _ = shown.teams_snapshot
         assert (await db.get_execution(execution.id)).teams_snapshot == team  # each read as asked
+
+
+async def test_a_run_start_writes_its_team_only_when_it_differs_from_the_stored_one(tmp_path):
+    """`store_team` (a run's start) reads the stored team and writes nothing when it is the same; any
+    difference (a slot's name, order or agent, an agent's definition, the topology's config, a slot more
+    or less) saves the team given, as `save_team` would."""
+    from qmcp.agentframework.models import AgentConfig, AgentType, Topology, TopologyType
+
+    def member(name: str, temperature: float = 0.1) -> AgentType:
+        return AgentType(name=name, config=AgentConfig(model="test", temperature=temperature).model_dump())
+
+    shared = member("member")
+    topology = Topology(name="wide", topology_type=TopologyType.ENSEMBLE, config={"aggregation_method": "vote"})
+    team = {f"m{i}": shared for i in range(50)}
+    variants = [
+        (topology, {**team, "m3": member("other")}),
+        (topology, {f"n{i}": shared for i in range(50)}),
+        (topology, dict(reversed(list(team.items())))),
+        (topology, {slot: member("member", 0.2) for slot in team}),
+        (topology.model_copy(update={"config": {"aggregation_method": "synthesis"}}), team),
+        (topology, {**team, "m50": shared}),
+        (topology, dict(list(team.items())[:-1])),
+    ]
+    async with Database(f"sqlite+aiosqlite:///{tmp_path}/teams.db") as db:
+        topology_id = await db.store_team(topology, team)
+        assert await db.store_team(topology, {slot: member("member") for slot in team}) == topology_id
+        for changed_topology, changed in variants:
+            assert await db.store_team(changed_topology, changed) == topology_id
+            stored_topology, stored = await db.get_topology(topology.name)
+            assert stored_topology.config == changed_topology.config
+            assert {slot: agent.definition() for slot, agent in stored.items()} == {
+                slot: agent.definition() for slot, agent in changed.items()
+            }
+            assert list(stored) == list(changed)
