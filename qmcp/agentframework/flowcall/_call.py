@@ -27,7 +27,15 @@ from ..errors import LeaseLostError, ModelError, StepFailedError
 from ..models import ExecutionStatus, StepStatus, Usage
 from ._ended import end_task_without_retry
 from ._prepared import PreparedCall, import_task_plugins, prepared_calls
-from ._sqlite import COUNT_USAGE, INSERT_USAGE, OWNED_STEP_UPSERT, connect_writer, step_values, utc_text
+from ._sqlite import (
+    COUNT_USAGE,
+    INSERT_USAGE,
+    OWNED_STEP_UPSERT,
+    STEP_COLUMNS,
+    connect_writer,
+    step_values,
+    utc_text,
+)
 
 __all__ = ["call_prepared"]
 
@@ -44,6 +52,10 @@ _NOTE_RUN = (
 )
 _EXISTS = "SELECT 1 FROM executions WHERE id = ?"
 _OWNED = "SELECT 1 FROM executions WHERE id = ? AND owner_token = ?"
+
+_RESPONSE, _COMPLETED_AT = STEP_COLUMNS.index("response"), STEP_COLUMNS.index("completed_at")
+_PAID = [STEP_COLUMNS.index(name) for name in ("attempts", "input_tokens", "output_tokens", "cost_usd")]
+"""Where a row (`step_values`) holds its response, completion time, and what the call paid (`Usage`'s order)."""
 
 
 def call_prepared(execution_id: str, key: str) -> dict[str, Any] | None:
@@ -92,9 +104,12 @@ def call_prepared(execution_id: str, key: str) -> dict[str, Any] | None:
     if error is not None:
         result["error"] = str(StepFailedError(key, error, error.attempts))
     else:
-        used = Usage(row[13], row[9], row[10], row[11])
-        result |= {"output": row[7], "usage": dataclasses.asdict(used)}
+        result |= {"output": row[_RESPONSE], "usage": dataclasses.asdict(Usage(*_paid(row)))}
     return result
+
+
+def _paid(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(row[position] for position in _PAID)
 
 
 def _owned(conn: sqlite3.Connection, execution: uuid.UUID, token: str) -> bool:
@@ -177,8 +192,8 @@ def _record(conn: sqlite3.Connection, row: tuple[Any, ...], token: str, run: str
     over, the row is not written, its usage row is (marked displaced: the call was paid), and
     `LeaseLostError` is raised, as the store does."""
     execution, key, _, agent, model = row[:5]
-    paid = (row[13], row[9], row[10], row[11])
-    when = row[16] or utc_text(datetime.now(UTC))
+    paid = _paid(row)
+    when = row[_COMPLETED_AT] or utc_text(datetime.now(UTC))
     try:
         conn.execute("BEGIN IMMEDIATE")
         kept = conn.execute(OWNED_STEP_UPSERT, (*row, execution, token)).rowcount == 1
