@@ -523,7 +523,9 @@ async def test_a_run_start_writes_its_team_only_when_it_differs_from_the_stored_
         return AgentType(name=name, config=AgentConfig(model="test", temperature=temperature).model_dump())
 
     shared = member("member")
-    topology = Topology(name="wide", topology_type=TopologyType.ENSEMBLE, config={"aggregation_method": "vote"})
+    topology = Topology(
+        name="wide", topology_type=TopologyType.ENSEMBLE, config={"aggregation_method": "vote"}
+    )
     team = {f"m{i}": shared for i in range(50)}
     variants = [
         (topology, {**team, "m3": member("other")}),
