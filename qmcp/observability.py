@@ -12,17 +12,23 @@ run's config asks for them; without an OpenTelemetry SDK configured, spans are f
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import contextvars
+import itertools
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, TextIO
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .redaction import redact, redact_log_values
 
@@ -31,6 +37,7 @@ __all__ = [
     "METRICS",
     "GenAI",
     "RunLogger",
+    "StepMetrics",
     "configure_logging",
     "continued_trace",
     "genai_model",
@@ -360,31 +367,80 @@ def mark_failed(span: trace.Span, error_type: str | None, message: str | None) -
     span.set_status(trace.Status(trace.StatusCode.ERROR, redact(message) if message else None))
 
 
+_STEP_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_STEP_LATENCY_LE = (*(repr(bound) for bound in _STEP_LATENCY_BUCKETS), "+Inf")
+"""The buckets' `le` labels, as prometheus-client writes them."""
+_STEP_OUTCOMES = ("completed", "replayed", "failed")
+
+
+class StepMetrics(Collector):
+    """`qmcp_steps_total{outcome}`, `qmcp_tokens_total{direction}` and `qmcp_step_latency_seconds`,
+    counted under one lock and turned into metric families when the registry is scraped.
+
+    A step updates four series at once: as prometheus-client's `Counter`s and `Histogram` (a lock and
+    a check per update) that cost about 5 µs a step in a running pipeline, 5 % of a durable step, and
+    about 50 ms of a 10,000-member fan-out; here it is one lock and a few additions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._created = time.time()
+        self._outcomes = dict.fromkeys(_STEP_OUTCOMES, 0)
+        self._tokens = {"input": 0, "output": 0}
+        self._buckets = [0] * (len(_STEP_LATENCY_BUCKETS) + 1)  # the last: above every bound
+        self._latency_sum = 0.0
+
+    def record(
+        self, outcome: str, input_tokens: int = 0, output_tokens: int = 0, latency_s: float | None = None
+    ) -> None:
+        """Count one step that ended with `outcome`, with the tokens it used and its model call's latency."""
+        with self._lock:
+            self._outcomes[outcome] += 1
+            if latency_s is not None:
+                self._tokens["input"] += input_tokens
+                self._tokens["output"] += output_tokens
+                self._buckets[bisect.bisect_left(_STEP_LATENCY_BUCKETS, latency_s)] += 1
+                self._latency_sum += latency_s
+
+    def steps(self, outcome: str) -> int:
+        """Steps counted with `outcome` since the process started."""
+        return self._outcomes[outcome]
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            outcomes, tokens = dict(self._outcomes), dict(self._tokens)
+            buckets, latency_sum = list(itertools.accumulate(self._buckets)), self._latency_sum
+        steps = CounterMetricFamily(
+            "qmcp_steps", "Agent steps by outcome (completed, replayed, failed)", labels=["outcome"]
+        )
+        for outcome, count in outcomes.items():
+            steps.add_metric([outcome], float(count), created=self._created)
+        used = CounterMetricFamily("qmcp_tokens", "Tokens used by agent steps", labels=["direction"])
+        for direction, count in tokens.items():
+            used.add_metric([direction], float(count), created=self._created)
+        latency = HistogramMetricFamily("qmcp_step_latency_seconds", "Latency of agent model calls")
+        counts = [(le, float(count)) for le, count in zip(_STEP_LATENCY_LE, buckets, strict=True)]
+        latency.add_metric([], counts, latency_sum)
+        yield from (steps, used, latency)
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without values: the registry checks their names against the others' when registered."""
+        yield CounterMetricFamily("qmcp_steps", "", labels=["outcome"])
+        yield CounterMetricFamily("qmcp_tokens", "", labels=["direction"])
+        yield HistogramMetricFamily("qmcp_step_latency_seconds", "")
+
+
 class _Metrics:
     def __init__(self) -> None:
         self.runs = Counter(
             "qmcp_runs_total", "Topology runs by topology type and final status", ["topology_type", "status"]
         )
-        self.steps = Counter(
-            "qmcp_steps_total", "Agent steps by outcome (completed, replayed, failed)", ["outcome"]
-        )
-        self.tokens = Counter("qmcp_tokens_total", "Tokens used by agent steps", ["direction"])
         self.hitl = Counter(
             "qmcp_hitl_requests_total",
             "Human-in-the-loop requests by type (approval, input, review, other) and action (created, responded)",
             ["type", "action"],
         )
-        self.step_latency = Histogram(
-            "qmcp_step_latency_seconds",
-            "Latency of agent model calls",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-        )
-        # The labelled children steps update, looked up once (runs record several per step).
-        self.step_outcomes = {
-            outcome: self.steps.labels(outcome) for outcome in ("completed", "replayed", "failed")
-        }
-        self.input_tokens = self.tokens.labels("input")
-        self.output_tokens = self.tokens.labels("output")
+        self.steps = StepMetrics()
+        REGISTRY.register(self.steps)
 
 
 METRICS = _Metrics()

@@ -148,13 +148,13 @@ async def test_a_runner_with_no_event_handler_builds_only_the_events_it_logs_and
             heard.append(event.kind)
             super()._observe(event)
 
-    completed = METRICS.step_outcomes["completed"]._value.get()
+    completed = METRICS.steps.steps("completed")
     topology = Topology(name="pipe", topology_type="pipeline", config={})
     agents = {"first": agent("a1", model=name), "second": agent("a2", model=name)}
     result = await Listening(db_url=sqlite_url).run(topology, agents, {"prompt": "go"})
     assert result.status == ExecutionStatus.COMPLETED, result.error
     assert heard == ["completed", "completed"]
-    assert METRICS.step_outcomes["completed"]._value.get() == completed + 2
+    assert METRICS.steps.steps("completed") == completed + 2
     heard.clear()
     result = await Listening(db_url=sqlite_url, on_event=lambda _: None).run(
         topology, agents, {"prompt": "go"}

@@ -381,11 +381,13 @@ class BaseRunner:
                 f"step.{event.kind}", key=event.key, slot=event.slot, model=event.model, error=event.error
             )
         if self.config.metrics_enabled and event.kind in ("completed", "replayed", "failed"):
-            METRICS.step_outcomes[event.kind].inc()
             if event.kind == "completed":
-                METRICS.input_tokens.inc(event.usage.input_tokens)
-                METRICS.output_tokens.inc(event.usage.output_tokens)
-                METRICS.step_latency.observe(event.latency_ms / 1000)
+                usage = event.usage
+                METRICS.steps.record(
+                    "completed", usage.input_tokens, usage.output_tokens, event.latency_ms / 1000
+                )
+            else:
+                METRICS.steps.record(event.kind)
         if self.on_event is not None:
             self.on_event(event)
 
