@@ -47,7 +47,7 @@ class PipelineTopology(BaseTopology):
         stages = self.stages(slots)
         if not stages:
             raise MissingSlotError("a pipeline needs at least one stage agent")
-        missing = [s for s in stages if s not in slots]
+        missing = [s for s in stages if s not in agents]  # the mapping's lookup: a list's was O(stages²)
         if missing:
             raise MissingSlotError(f"pipeline stages without an agent: {', '.join(missing)}")
 
