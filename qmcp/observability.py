@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import REGISTRY, Counter
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -395,9 +396,9 @@ class StepMetrics(Collector):
         """Count one step that ended with `outcome`, with the tokens it used and its model call's latency."""
         with self._lock:
             self._outcomes[outcome] += 1
-            if latency_s is not None:
-                self._tokens["input"] += input_tokens
-                self._tokens["output"] += output_tokens
+            self._tokens["input"] += input_tokens
+            self._tokens["output"] += output_tokens
+            if latency_s is not None:  # bisect_left: the first bucket whose bound is >= it (`le`)
                 self._buckets[bisect.bisect_left(_STEP_LATENCY_BUCKETS, latency_s)] += 1
                 self._latency_sum += latency_s
 
@@ -409,17 +410,22 @@ class StepMetrics(Collector):
         with self._lock:
             outcomes, tokens = dict(self._outcomes), dict(self._tokens)
             buckets, latency_sum = list(itertools.accumulate(self._buckets)), self._latency_sum
+        # the `_created` series, unless prometheus-client's `disable_created_metrics()` (or its
+        # PROMETHEUS_DISABLE_CREATED_SERIES) turned them off, as its own metrics do
+        created = self._created if getattr(prometheus_metrics, "_use_created", True) else None
         steps = CounterMetricFamily(
             "qmcp_steps", "Agent steps by outcome (completed, replayed, failed)", labels=["outcome"]
         )
         for outcome, count in outcomes.items():
-            steps.add_metric([outcome], float(count), created=self._created)
+            steps.add_metric([outcome], float(count), created=created)
         used = CounterMetricFamily("qmcp_tokens", "Tokens used by agent steps", labels=["direction"])
         for direction, count in tokens.items():
-            used.add_metric([direction], float(count), created=self._created)
+            used.add_metric([direction], float(count), created=created)
         latency = HistogramMetricFamily("qmcp_step_latency_seconds", "Latency of agent model calls")
         counts = [(le, float(count)) for le, count in zip(_STEP_LATENCY_LE, buckets, strict=True)]
         latency.add_metric([], counts, latency_sum)
+        if created is not None:
+            latency.add_sample("qmcp_step_latency_seconds_created", {}, created)
         yield from (steps, used, latency)
 
     def describe(self) -> Iterator[Metric]:

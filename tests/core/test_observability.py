@@ -256,43 +256,59 @@ def test_a_planted_api_key_never_reaches_spans_logs_or_the_database(tmp_path, va
     assert "***" in report["error"]
 
 
-def test_step_metrics_expose_what_prometheus_clients_counters_and_histogram_would():
+@pytest.mark.parametrize("created", [True, False], ids=["created-series", "no-created-series"])
+def test_step_metrics_expose_what_prometheus_clients_counters_and_histogram_would(created):
     """`StepMetrics` counts steps under one lock and makes its families at a scrape: the exposition is
-    the one of prometheus-client's `Counter`s and `Histogram` fed the same steps (but `_created` times)."""
+    the one of prometheus-client's `Counter`s and `Histogram` fed the same steps, their `_created`
+    series included (at another time) or left out as prometheus-client's switch says."""
+    import prometheus_client
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
     from qmcp.observability import StepMetrics
 
-    ours, theirs = CollectorRegistry(), CollectorRegistry()
-    metrics = StepMetrics()
-    ours.register(metrics)
-    steps = Counter(
-        "qmcp_steps", "Agent steps by outcome (completed, replayed, failed)", ["outcome"], registry=theirs
-    )
-    tokens = Counter("qmcp_tokens", "Tokens used by agent steps", ["direction"], registry=theirs)
-    latency = Histogram(
-        "qmcp_step_latency_seconds",
-        "Latency of agent model calls",
-        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-        registry=theirs,
-    )
-    for outcome in ("completed", "replayed", "failed"):
-        steps.labels(outcome)
-    for direction in ("input", "output"):
-        tokens.labels(direction)
-    # on a bucket's bound, between bounds, below the first and above the last
-    for seconds, used in ((0.05, (10, 3)), (0.07, (5, 1)), (0.001, (1, 1)), (120, (2, 2)), (121.5, (7, 9))):
-        metrics.record("completed", *used, seconds)
-        steps.labels("completed").inc()
-        tokens.labels("input").inc(used[0])
-        tokens.labels("output").inc(used[1])
-        latency.observe(seconds)
-    for outcome in ("replayed", "failed", "replayed"):
-        metrics.record(outcome)
-        steps.labels(outcome).inc()
+    if not created:
+        prometheus_client.disable_created_metrics()
+    try:
+        ours, theirs = CollectorRegistry(), CollectorRegistry()
+        metrics = StepMetrics()
+        ours.register(metrics)
+        steps = Counter(
+            "qmcp_steps", "Agent steps by outcome (completed, replayed, failed)", ["outcome"], registry=theirs
+        )
+        tokens = Counter("qmcp_tokens", "Tokens used by agent steps", ["direction"], registry=theirs)
+        latency = Histogram(
+            "qmcp_step_latency_seconds",
+            "Latency of agent model calls",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=theirs,
+        )
+        for outcome in ("completed", "replayed", "failed"):
+            steps.labels(outcome)
+        for direction in ("input", "output"):
+            tokens.labels(direction)
+        # on a bucket's bound, between bounds, below the first and above the last
+        for seconds, used in (
+            (0.05, (10, 3)),
+            (0.07, (5, 1)),
+            (0.001, (1, 1)),
+            (120, (2, 2)),
+            (121.5, (7, 9)),
+        ):
+            metrics.record("completed", *used, seconds)
+            steps.labels("completed").inc()
+            tokens.labels("input").inc(used[0])
+            tokens.labels("output").inc(used[1])
+            latency.observe(seconds)
+        for outcome in ("replayed", "failed", "replayed"):
+            metrics.record(outcome)
+            steps.labels(outcome).inc()
 
-    def exposed(registry: CollectorRegistry) -> list[str]:
-        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+        def exposed(registry: CollectorRegistry) -> list[str]:
+            lines = generate_latest(registry).decode().splitlines()
+            return [line.rsplit(" ", 1)[0] if "_created" in line else line for line in lines]
 
-    assert exposed(ours) == exposed(theirs)
-    assert metrics.steps("completed") == 5 and metrics.steps("replayed") == 2
+        assert exposed(ours) == exposed(theirs)
+        assert any("_created" in line for line in exposed(ours)) == created
+        assert metrics.steps("completed") == 5 and metrics.steps("replayed") == 2
+    finally:
+        prometheus_client.enable_created_metrics()
